@@ -1,0 +1,264 @@
+//! Request and response bodies of the REST API `/v1`, shared by the daemon and `kunlunctl`.
+//!
+//! Every request type has a `validate` step that turns raw input into a domain value or an
+//! [`Error::Invalid`] naming the field; the daemon calls it before anything is stored, so a
+//! bad request never changes the metadata.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{MachinePatch, MachineType, NewMachine, SshAccess};
+use crate::validate;
+
+/// The body of every error response: `code` is stable snake_case that scripts can branch on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// Reply to a request that started a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct JobAccepted {
+    pub job_id: i64,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: String,
+    /// `sqlite` or `mysql`.
+    pub store: String,
+    /// Why the status is degraded, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub version: String,
+}
+
+/// `POST /v1/machines`: register a machine reachable over SSH.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RegisterMachine {
+    /// IP address or host name the manager reaches the machine at.
+    pub hostaddr: String,
+    pub machine_type: MachineType,
+    /// SSH port (default 22).
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
+    /// SSH user (default `root`).
+    #[serde(default)]
+    pub ssh_user: Option<String>,
+    /// Private key on the manager's host used to log in.
+    pub ssh_key_path: String,
+    /// Absolute directories instances are placed under.
+    pub data_dirs: Vec<String>,
+    /// `first-last`; default `57000-58000` for storage, `47000-48000` for computer.
+    #[serde(default)]
+    pub port_range: Option<String>,
+    #[serde(default)]
+    pub rack_id: Option<String>,
+    #[serde(default)]
+    pub total_mem_mb: Option<i64>,
+    #[serde(default)]
+    pub total_cpu_cores: Option<i64>,
+}
+
+/// Default port range of a machine type (the original's defaults).
+pub fn default_port_range(t: MachineType) -> &'static str {
+    match t {
+        MachineType::Storage => "57000-58000",
+        MachineType::Computer => "47000-48000",
+    }
+}
+
+impl RegisterMachine {
+    /// Checks every field and builds what the store keeps.
+    pub fn validate(&self) -> Result<NewMachine> {
+        validate::hostaddr("hostaddr", &self.hostaddr)?;
+        let ssh_port = self.ssh_port.unwrap_or(22);
+        validate::port("ssh_port", ssh_port)?;
+        let ssh_user = self.ssh_user.clone().unwrap_or_else(|| "root".to_string());
+        validate::name("ssh_user", &ssh_user)?;
+        validate::abs_path("ssh_key_path", &self.ssh_key_path)?;
+        validate::data_dirs("data_dirs", &self.data_dirs)?;
+        let port_range = self
+            .port_range
+            .clone()
+            .unwrap_or_else(|| default_port_range(self.machine_type).to_string());
+        validate::port_range("port_range", &port_range)?;
+        if let Some(r) = &self.rack_id {
+            validate::name("rack_id", r)?;
+        }
+        validate::positive_opt("total_mem_mb", self.total_mem_mb)?;
+        validate::positive_opt("total_cpu_cores", self.total_cpu_cores)?;
+        Ok(NewMachine {
+            hostaddr: self.hostaddr.clone(),
+            machine_type: self.machine_type,
+            rack_id: self.rack_id.clone(),
+            data_dirs: self.data_dirs.clone(),
+            port_range,
+            total_mem_mb: self.total_mem_mb,
+            total_cpu_cores: self.total_cpu_cores,
+            ssh: SshAccess { port: ssh_port, user: ssh_user, key_path: self.ssh_key_path.clone() },
+        })
+    }
+}
+
+/// `PATCH /v1/machines/{id}`: change some fields of a machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMachine {
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
+    #[serde(default)]
+    pub ssh_user: Option<String>,
+    #[serde(default)]
+    pub ssh_key_path: Option<String>,
+    #[serde(default)]
+    pub data_dirs: Option<Vec<String>>,
+    #[serde(default)]
+    pub port_range: Option<String>,
+    #[serde(default)]
+    pub rack_id: Option<String>,
+    #[serde(default)]
+    pub total_mem_mb: Option<i64>,
+    #[serde(default)]
+    pub total_cpu_cores: Option<i64>,
+}
+
+impl UpdateMachine {
+    /// Checks the fields present and builds the patch; an empty update is refused.
+    pub fn validate(&self) -> Result<MachinePatch> {
+        if self == &UpdateMachine::default() {
+            return Err(Error::Invalid("update names no field to change".into()));
+        }
+        if let Some(p) = self.ssh_port {
+            validate::port("ssh_port", p)?;
+        }
+        if let Some(u) = &self.ssh_user {
+            validate::name("ssh_user", u)?;
+        }
+        if let Some(k) = &self.ssh_key_path {
+            validate::abs_path("ssh_key_path", k)?;
+        }
+        if let Some(d) = &self.data_dirs {
+            validate::data_dirs("data_dirs", d)?;
+        }
+        if let Some(r) = &self.port_range {
+            validate::port_range("port_range", r)?;
+        }
+        if let Some(r) = &self.rack_id {
+            validate::name("rack_id", r)?;
+        }
+        validate::positive_opt("total_mem_mb", self.total_mem_mb)?;
+        validate::positive_opt("total_cpu_cores", self.total_cpu_cores)?;
+        Ok(MachinePatch {
+            rack_id: self.rack_id.clone(),
+            data_dirs: self.data_dirs.clone(),
+            port_range: self.port_range.clone(),
+            total_mem_mb: self.total_mem_mb,
+            total_cpu_cores: self.total_cpu_cores,
+            node_stats: None,
+            ssh_port: self.ssh_port,
+            ssh_user: self.ssh_user.clone(),
+            ssh_key_path: self.ssh_key_path.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> RegisterMachine {
+        RegisterMachine {
+            hostaddr: "127.0.0.2".into(),
+            machine_type: MachineType::Storage,
+            ssh_port: Some(2222),
+            ssh_user: None,
+            ssh_key_path: "/root/.ssh/id_ed25519".into(),
+            data_dirs: vec!["/data/kl".into()],
+            port_range: None,
+            rack_id: None,
+            total_mem_mb: None,
+            total_cpu_cores: None,
+        }
+    }
+
+    #[test]
+    fn register_fills_defaults() {
+        let m = req().validate().unwrap();
+        assert_eq!(m.port_range, "57000-58000");
+        assert_eq!(m.ssh.user, "root");
+        assert_eq!(m.ssh.port, 2222);
+    }
+
+    #[test]
+    fn register_rejects_bad_fields_naming_them() {
+        let mut r = req();
+        r.hostaddr = "10.0.0.1'; DROP TABLE server_nodes; --".into();
+        assert!(r.validate().unwrap_err().to_string().contains("hostaddr"));
+        let mut r = req();
+        r.data_dirs = vec![];
+        assert!(r.validate().unwrap_err().to_string().contains("data_dirs"));
+        let mut r = req();
+        r.port_range = Some("60000-50000".into());
+        assert!(r.validate().unwrap_err().to_string().contains("port_range"));
+        let mut r = req();
+        r.ssh_key_path = "relative/key".into();
+        assert!(r.validate().unwrap_err().to_string().contains("ssh_key_path"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = serde_json::from_str::<RegisterMachine>(
+            r#"{"hostaddr":"h","machine_type":"storage","ssh_key_path":"/k","data_dirs":["/d"],"colour":"red"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn empty_update_is_refused() {
+        assert!(UpdateMachine::default().validate().is_err());
+    }
+}
+
+/// `GET /v1/clusters/{id}`: a cluster with its shards, their nodes and its compute nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct ClusterDetail {
+    pub cluster: crate::model::Cluster,
+    pub shards: Vec<ShardDetail>,
+    pub comp_nodes: Vec<crate::model::CompNode>,
+}
+
+/// A shard with its storage nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct ShardDetail {
+    pub shard: crate::model::Shard,
+    pub nodes: Vec<crate::model::ShardNode>,
+}
+
+/// Query of `GET /v1/jobs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct JobQuery {
+    /// Only jobs in this status.
+    #[serde(default)]
+    pub status: Option<crate::model::JobStatus>,
+    /// Only jobs of this type.
+    #[serde(default)]
+    pub job_type: Option<String>,
+    /// At most this many, newest first (default 100, at most 1000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}

@@ -1,0 +1,11 @@
+//! The metadata of the Kunlun cluster manager: domain types, API types, validation and (behind
+//! the default `store` feature) the diesel store with its SQLite and MySQL backends.
+//!
+//! Without `store` this crate has no database dependency, so `kunlunctl` links only the types.
+
+pub mod api;
+pub mod error;
+pub mod model;
+pub mod validate;
+
+pub use error::{Error, Result};
