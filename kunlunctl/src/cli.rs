@@ -1,0 +1,362 @@
+//! The command line of `kunlunctl`: `kunlunctl [global flags] <noun> <verb> [args]`.
+//!
+//! Only clap types live here. Anything clap can check (numbers, enums, the server URL, "update
+//! needs at least one field") is checked here, so that a bad command line always exits 2 before
+//! any request is made.
+
+use clap::{Args, Parser, Subcommand};
+use kunlun_meta::model::{JobStatus, MachineType};
+
+/// Environment variable naming the daemon, used when `--server` is not given.
+pub const SERVER_ENV: &str = "KUNLUNCTL_SERVER";
+/// Where the daemon listens when started with no arguments.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8010";
+
+const AFTER_HELP: &str = "\
+Environment:
+  KUNLUNCTL_SERVER  URL of the cluster-mgr daemon when --server is not given
+                    (default http://127.0.0.1:8010)
+
+Exit codes:
+  0  success
+  1  the daemon refused the request, or a field failed validation before sending;
+     printed as `error: <message> (<code>)` with what to do next
+  2  usage error: unknown flag, missing or malformed argument
+  3  the daemon could not be reached or did not answer in time (start it with
+     `cluster-mgr`, or point --server / KUNLUNCTL_SERVER at it)
+
+Examples:
+  kunlunctl machine add --host 10.0.0.5 --type storage --ssh-key /root/.ssh/id_ed25519 \\
+      --data-dir /data1/kunlun --data-dir /data2/kunlun
+  kunlunctl machine list
+  kunlunctl --json job list --status ongoing";
+
+/// Command-line client of the Kunlun cluster manager (`cluster-mgr`) HTTP API.
+#[derive(Debug, Parser)]
+#[command(name = "kunlunctl", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// URL of the cluster-mgr daemon (plain http).
+    #[arg(
+        long,
+        global = true,
+        env = SERVER_ENV,
+        default_value = DEFAULT_SERVER,
+        value_name = "URL",
+        value_parser = parse_server
+    )]
+    pub server: String,
+
+    /// Print the API's JSON instead of tables (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Give up on a request after this many seconds.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 30,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub timeout: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The nouns.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Hosts the manager installs database instances on.
+    #[command(subcommand)]
+    Machine(MachineCmd),
+    /// Database clusters, their shards, storage nodes and compute nodes.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Long-running work of the manager (installs, failovers, ...).
+    #[command(subcommand)]
+    Job(JobCmd),
+}
+
+impl Command {
+    /// The noun, as typed, for messages and hints.
+    pub fn noun(&self) -> &'static str {
+        match self {
+            Command::Machine(_) => "machine",
+            Command::Cluster(_) => "cluster",
+            Command::Job(_) => "job",
+        }
+    }
+}
+
+/// `kunlunctl machine ...`
+#[derive(Debug, Subcommand)]
+pub enum MachineCmd {
+    /// Register a machine reachable over SSH.
+    Add(MachineAddArgs),
+    /// List the registered machines.
+    #[command(alias = "ls")]
+    List,
+    /// Show one machine.
+    Show(IdArg),
+    /// Change some settings of a machine (give at least one flag).
+    Update(MachineUpdateArgs),
+    /// Unregister a machine.
+    #[command(alias = "remove", alias = "delete")]
+    Rm(IdArg),
+}
+
+/// A numeric id.
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// Id as shown by `list`.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+}
+
+/// `machine add`.
+#[derive(Debug, Args)]
+pub struct MachineAddArgs {
+    /// IP address or host name the manager reaches the machine at.
+    #[arg(long, value_name = "HOST")]
+    pub host: String,
+    /// What the machine hosts.
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_machine_type)]
+    pub machine_type: MachineType,
+    /// Absolute path, on the manager's host, of the private key used to log in.
+    #[arg(long, value_name = "PATH")]
+    pub ssh_key: String,
+    /// SSH port [default: 22].
+    #[arg(long, value_name = "N")]
+    pub ssh_port: Option<u16>,
+    /// SSH user [default: root].
+    #[arg(long, value_name = "USER")]
+    pub ssh_user: Option<String>,
+    /// Absolute directory instances are placed under (repeat for several).
+    #[arg(long = "data-dir", value_name = "DIR", required = true)]
+    pub data_dirs: Vec<String>,
+    /// Ports instances may use, FIRST-LAST [default: 57000-58000 storage, 47000-48000 computer].
+    #[arg(long, value_name = "A-B")]
+    pub port_range: Option<String>,
+    /// Rack the machine is in.
+    #[arg(long, value_name = "RACK")]
+    pub rack: Option<String>,
+    /// Memory of the machine in MiB.
+    #[arg(long, value_name = "N")]
+    pub mem_mb: Option<i64>,
+    /// CPU cores of the machine.
+    #[arg(long, value_name = "N")]
+    pub cores: Option<i64>,
+}
+
+/// `machine update`: every flag optional, at least one required.
+#[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("changes")
+        .required(true)
+        .multiple(true)
+        .args(["ssh_key", "ssh_port", "ssh_user", "data_dirs", "port_range", "rack", "mem_mb", "cores"])
+))]
+pub struct MachineUpdateArgs {
+    /// Id as shown by `machine list`.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// Absolute path, on the manager's host, of the private key used to log in.
+    #[arg(long, value_name = "PATH")]
+    pub ssh_key: Option<String>,
+    /// SSH port.
+    #[arg(long, value_name = "N")]
+    pub ssh_port: Option<u16>,
+    /// SSH user.
+    #[arg(long, value_name = "USER")]
+    pub ssh_user: Option<String>,
+    /// Replace the data directories (repeat for several).
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dirs: Vec<String>,
+    /// Ports instances may use, FIRST-LAST.
+    #[arg(long, value_name = "A-B")]
+    pub port_range: Option<String>,
+    /// Rack the machine is in.
+    #[arg(long, value_name = "RACK")]
+    pub rack: Option<String>,
+    /// Memory of the machine in MiB.
+    #[arg(long, value_name = "N")]
+    pub mem_mb: Option<i64>,
+    /// CPU cores of the machine.
+    #[arg(long, value_name = "N")]
+    pub cores: Option<i64>,
+}
+
+/// `kunlunctl cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// List the clusters.
+    #[command(alias = "ls")]
+    List,
+    /// Show a cluster with its shards, storage nodes and compute nodes.
+    Show(IdArg),
+}
+
+/// `kunlunctl job ...`
+#[derive(Debug, Subcommand)]
+pub enum JobCmd {
+    /// List jobs, newest first.
+    #[command(alias = "ls")]
+    List(JobListArgs),
+    /// Show a job with its request and progress.
+    Show(IdArg),
+}
+
+/// `job list` filters.
+#[derive(Debug, Args)]
+pub struct JobListArgs {
+    /// Only jobs in this status (not_started, ongoing, done, failed).
+    #[arg(long, value_name = "STATUS", value_parser = parse_job_status)]
+    pub status: Option<JobStatus>,
+    /// Only jobs of this type (e.g. create_cluster).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub job_type: Option<String>,
+    /// At most this many jobs [server default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+}
+
+fn parse_machine_type(s: &str) -> Result<MachineType, String> {
+    s.parse()
+        .map_err(|e: kunlun_meta::error::ParseEnumError| e.to_string())
+}
+
+fn parse_job_status(s: &str) -> Result<JobStatus, String> {
+    s.parse()
+        .map_err(|e: kunlun_meta::error::ParseEnumError| e.to_string())
+}
+
+/// Accepts `http://host[:port][/prefix]` (a missing scheme means http) and returns it without a
+/// trailing slash, so paths can be appended. https is refused: this build speaks plain http.
+pub fn parse_server(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty server URL".into());
+    }
+    let with_scheme = if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|e| format!("'{s}' is not a URL: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "'{s}': only http:// is supported (put a TLS proxy in front of kunlunctl's side if needed)"
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("'{s}' names no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("'{s}': a server URL takes no query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_documents_exit_codes_and_env() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("KUNLUNCTL_SERVER"), "{help}");
+        for code in [
+            "0  success",
+            "1  the daemon refused",
+            "2  usage error",
+            "3  the daemon could not be reached",
+        ] {
+            assert!(help.contains(code), "missing {code:?} in {help}");
+        }
+    }
+
+    #[test]
+    fn server_urls() {
+        assert_eq!(
+            parse_server("http://127.0.0.1:8010/").unwrap(),
+            "http://127.0.0.1:8010"
+        );
+        assert_eq!(
+            parse_server("127.0.0.1:9000").unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            parse_server("http://h:1/prefix/").unwrap(),
+            "http://h:1/prefix"
+        );
+        assert!(parse_server("https://h")
+            .unwrap_err()
+            .contains("only http://"));
+        assert!(parse_server("").is_err());
+        assert!(parse_server("http://h:99999").is_err());
+        assert!(parse_server("http://h/?a=b").is_err());
+    }
+
+    #[test]
+    fn update_needs_a_change() {
+        let e = Cli::try_parse_from(["kunlunctl", "machine", "update", "3"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            Cli::try_parse_from(["kunlunctl", "machine", "update", "3", "--rack", "r1"]).is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["kunlunctl", "machine", "show", "abc"][..],
+            &[
+                "kunlunctl",
+                "machine",
+                "add",
+                "--host",
+                "h",
+                "--type",
+                "gpu",
+                "--ssh-key",
+                "/k",
+                "--data-dir",
+                "/d",
+            ],
+            &[
+                "kunlunctl",
+                "machine",
+                "add",
+                "--host",
+                "h",
+                "--type",
+                "storage",
+                "--ssh-key",
+                "/k",
+            ],
+            &["kunlunctl", "job", "list", "--status", "running"],
+            &["kunlunctl", "--timeout", "0", "machine", "list"],
+            &["kunlunctl", "--server", "https://x", "machine", "list"],
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli =
+            Cli::try_parse_from(["kunlunctl", "machine", "list", "--json", "--server", "h:1"])
+                .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.server, "http://h:1");
+        assert!(matches!(cli.command, Command::Machine(MachineCmd::List)));
+    }
+}

@@ -1,0 +1,325 @@
+//! HTTP access to the daemon and the one error type of the CLI.
+//!
+//! Every failure ends up as a [`CliError`] whose [`CliError::exit_code`] is the documented exit
+//! code: 1 for anything the API (or the same validation done locally) refused, 3 when the daemon
+//! could not be reached or did not answer. Usage errors (2) never get here: clap handles them.
+
+use std::time::Duration;
+
+use kunlun_meta::api::ErrorBody;
+use reqwest::blocking::{Client as Http, RequestBuilder};
+use reqwest::{Method, StatusCode, Url};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Exit code: the request was refused (by the API or by local validation).
+pub const EXIT_API: u8 = 1;
+/// Exit code: the daemon could not be reached or did not answer in time.
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum CliError {
+    /// The daemon answered with an error body (or an error status without one).
+    Api {
+        status: Option<u16>,
+        code: String,
+        message: String,
+    },
+    /// The daemon could not be reached at `url`.
+    Unreachable { url: String, detail: String },
+    /// The daemon accepted the connection but did not answer within the timeout.
+    Timeout { url: String, secs: u64 },
+    /// The daemon answered 2xx with a body this kunlunctl does not understand (version skew).
+    BadResponse { url: String, detail: String },
+}
+
+impl CliError {
+    /// The documented process exit code of this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Api { .. } | CliError::BadResponse { .. } => EXIT_API,
+            CliError::Unreachable { .. } | CliError::Timeout { .. } => EXIT_UNREACHABLE,
+        }
+    }
+
+    /// A validation failure found before sending: reported exactly like the daemon's own
+    /// `invalid_field` error, so the user sees one message whichever side caught it.
+    pub fn invalid_field(message: impl Into<String>) -> Self {
+        CliError::Api {
+            status: None,
+            code: "invalid_field".into(),
+            message: message.into(),
+        }
+    }
+
+    /// The stable API code, if this is an API error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            CliError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Api { code, message, .. } => write!(f, "{message} ({code})"),
+            CliError::Unreachable { url, detail } => {
+                write!(f, "cannot reach cluster-mgr at {url}: {detail}")
+            }
+            CliError::Timeout { url, secs } => {
+                write!(f, "cluster-mgr at {url} did not answer within {secs} s")
+            }
+            CliError::BadResponse { url, detail } => {
+                write!(f, "unexpected answer from cluster-mgr at {url}: {detail}")
+            }
+        }
+    }
+}
+
+/// A thin client of the daemon's REST API; one per invocation.
+pub struct Client {
+    base: String,
+    timeout_secs: u64,
+    http: Http,
+}
+
+impl Client {
+    /// `base` is a URL as returned by [`crate::cli::parse_server`] (no trailing slash).
+    pub fn new(base: &str, timeout_secs: u64) -> Result<Self, CliError> {
+        let http = Http::builder()
+            .timeout(Duration::from_secs(timeout_secs))
+            .connect_timeout(Duration::from_secs(timeout_secs.min(5)))
+            .user_agent(concat!("kunlunctl/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CliError::Unreachable {
+                url: base.to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(Client {
+            base: base.to_string(),
+            timeout_secs,
+            http,
+        })
+    }
+
+    /// The daemon's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Builds `base + path` with the given query pairs (pairs whose value is `None` are left out).
+    pub fn url(&self, path: &str, query: &[(&str, Option<String>)]) -> Result<Url, CliError> {
+        let mut url =
+            Url::parse(&format!("{}{}", self.base, path)).map_err(|e| CliError::BadResponse {
+                url: self.base.clone(),
+                detail: format!("bad URL {path}: {e}"),
+            })?;
+        let present: Vec<_> = query
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)))
+            .collect();
+        if !present.is_empty() {
+            url.query_pairs_mut().extend_pairs(present);
+        }
+        Ok(url)
+    }
+
+    /// `GET` returning the JSON body.
+    pub fn get(&self, url: Url) -> Result<Value, CliError> {
+        self.send(self.http.request(Method::GET, url.clone()), &url)?
+            .ok_or_else(|| self.empty_body(&url))
+    }
+
+    /// `POST` a JSON body, returning the JSON answer.
+    pub fn post<B: Serialize>(&self, url: Url, body: &B) -> Result<Value, CliError> {
+        self.send(
+            self.http.request(Method::POST, url.clone()).json(body),
+            &url,
+        )?
+        .ok_or_else(|| self.empty_body(&url))
+    }
+
+    /// `PATCH` a JSON body, returning the JSON answer.
+    pub fn patch<B: Serialize>(&self, url: Url, body: &B) -> Result<Value, CliError> {
+        self.send(
+            self.http.request(Method::PATCH, url.clone()).json(body),
+            &url,
+        )?
+        .ok_or_else(|| self.empty_body(&url))
+    }
+
+    /// `DELETE`; any body of the answer is ignored.
+    pub fn delete(&self, url: Url) -> Result<(), CliError> {
+        self.send(self.http.request(Method::DELETE, url.clone()), &url)
+            .map(|_| ())
+    }
+
+    fn empty_body(&self, url: &Url) -> CliError {
+        CliError::BadResponse {
+            url: url.to_string(),
+            detail: "empty body where JSON was expected".into(),
+        }
+    }
+
+    /// Sends, maps transport failures to exit 3 and error statuses to the API's `{code, message}`.
+    fn send(&self, req: RequestBuilder, url: &Url) -> Result<Option<Value>, CliError> {
+        let resp = req.send().map_err(|e| self.transport_error(&e))?;
+        let status = resp.status();
+        let text = resp.text().map_err(|e| self.transport_error(&e))?;
+        if status.is_success() {
+            if status == StatusCode::NO_CONTENT || text.trim().is_empty() {
+                return Ok(None);
+            }
+            return serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| CliError::BadResponse {
+                    url: url.to_string(),
+                    detail: format!("HTTP {status} with a body that is not JSON ({e})"),
+                });
+        }
+        Err(api_error(status, &text))
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> CliError {
+        if e.is_timeout() {
+            return CliError::Timeout {
+                url: self.base.clone(),
+                secs: self.timeout_secs,
+            };
+        }
+        CliError::Unreachable {
+            url: self.base.clone(),
+            detail: root_cause(e),
+        }
+    }
+}
+
+/// Decodes an error answer: the API's `{code, message}` when present, else the status line and
+/// the start of whatever came back (a proxy's HTML page, say).
+pub fn api_error(status: StatusCode, body: &str) -> CliError {
+    if let Ok(ErrorBody { code, message }) = serde_json::from_str::<ErrorBody>(body) {
+        return CliError::Api {
+            status: Some(status.as_u16()),
+            code,
+            message,
+        };
+    }
+    let snippet: String = body.trim().chars().take(200).collect();
+    let message = if snippet.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {snippet}")
+    };
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::SERVICE_UNAVAILABLE => "store_unavailable",
+        s if s.is_client_error() => "invalid_request",
+        _ => "internal",
+    };
+    CliError::Api {
+        status: Some(status.as_u16()),
+        code: code.into(),
+        message,
+    }
+}
+
+/// The innermost cause of a reqwest error ("Connection refused (os error 111)"), which is what
+/// tells a user what went wrong; reqwest's own top-level text only says "error sending request".
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut last = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_become_api_errors() {
+        let e = api_error(
+            StatusCode::NOT_FOUND,
+            r#"{"code":"not_found","message":"machine 9 not found"}"#,
+        );
+        assert_eq!(e.to_string(), "machine 9 not found (not_found)");
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(e.code(), Some("not_found"));
+    }
+
+    #[test]
+    fn statuses_without_a_body_get_a_code_from_the_status() {
+        let e = api_error(StatusCode::CONFLICT, "");
+        assert_eq!(e.code(), Some("conflict"));
+        assert_eq!(e.to_string(), "HTTP 409 Conflict (conflict)");
+        let e = api_error(StatusCode::BAD_GATEWAY, "<html>bad gateway</html>");
+        assert_eq!(e.code(), Some("internal"));
+        assert!(e.to_string().contains("<html>bad gateway</html>"));
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(
+            CliError::invalid_field("hostaddr: bad").exit_code(),
+            EXIT_API
+        );
+        let u = CliError::Unreachable {
+            url: "http://x".into(),
+            detail: "refused".into(),
+        };
+        assert_eq!(u.exit_code(), EXIT_UNREACHABLE);
+        assert_eq!(
+            CliError::Timeout {
+                url: "http://x".into(),
+                secs: 1
+            }
+            .exit_code(),
+            EXIT_UNREACHABLE
+        );
+    }
+
+    #[test]
+    fn urls_carry_only_present_query_pairs() {
+        let c = Client::new("http://127.0.0.1:1", 1).unwrap();
+        let u = c
+            .url(
+                "/v1/jobs",
+                &[
+                    ("status", Some("done".into())),
+                    ("job_type", None),
+                    ("limit", Some("5".into())),
+                ],
+            )
+            .unwrap();
+        assert_eq!(u.as_str(), "http://127.0.0.1:1/v1/jobs?status=done&limit=5");
+        let u = c
+            .url("/v1/jobs", &[("job_type", Some("a b&c".into()))])
+            .unwrap();
+        assert_eq!(u.as_str(), "http://127.0.0.1:1/v1/jobs?job_type=a+b%26c");
+        assert_eq!(
+            c.url("/v1/machines", &[]).unwrap().as_str(),
+            "http://127.0.0.1:1/v1/machines"
+        );
+    }
+
+    #[test]
+    fn refused_connection_is_unreachable() {
+        // Bind then drop a listener to get a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Client::new(&format!("http://127.0.0.1:{port}"), 2).unwrap();
+        let e = c.get(c.url("/healthz", &[]).unwrap()).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_UNREACHABLE, "{e}");
+        assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    }
+}

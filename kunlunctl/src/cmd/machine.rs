@@ -1,0 +1,308 @@
+//! `kunlunctl machine add|list|show|update|rm` over `/v1/machines`.
+//!
+//! Requests are validated locally with the same `kunlun_meta::api` validators the daemon runs,
+//! so a bad field is reported (exit 1, `invalid_field`) without a round trip and nothing is sent.
+
+use kunlun_meta::api::{RegisterMachine, UpdateMachine};
+use kunlun_meta::model::Machine;
+
+use crate::cli::{MachineAddArgs, MachineCmd, MachineUpdateArgs};
+use crate::client::{CliError, Client};
+use crate::output::{self, Table};
+
+/// Executes a `machine` command and returns what to print.
+pub fn run(client: &Client, cmd: &MachineCmd, json: bool) -> Result<String, CliError> {
+    match cmd {
+        MachineCmd::Add(args) => {
+            let req = register_request(args);
+            req.validate()
+                .map_err(|e| CliError::invalid_field(e.to_string()))?;
+            let url = client.url("/v1/machines", &[])?;
+            let v = client.post(url.clone(), &req)?;
+            if json {
+                return Ok(output::json(&v) + "\n");
+            }
+            let m: Machine = crate::decode(v, url.as_str())?;
+            Ok(format!(
+                "registered machine {} ({})\n{}",
+                m.id,
+                m.hostaddr,
+                detail(&m)
+            ))
+        }
+        MachineCmd::List => {
+            let url = client.url("/v1/machines", &[])?;
+            let v = client.get(url.clone())?;
+            if json {
+                return Ok(output::json(&v) + "\n");
+            }
+            let machines: Vec<Machine> = crate::decode(v, url.as_str())?;
+            if machines.is_empty() {
+                return Ok(
+                    "no machines registered (add one with `kunlunctl machine add`)\n".into(),
+                );
+            }
+            Ok(table(&machines))
+        }
+        MachineCmd::Show(id) => {
+            let url = client.url(&format!("/v1/machines/{}", id.id), &[])?;
+            let v = client.get(url.clone())?;
+            if json {
+                return Ok(output::json(&v) + "\n");
+            }
+            let m: Machine = crate::decode(v, url.as_str())?;
+            Ok(detail(&m))
+        }
+        MachineCmd::Update(args) => {
+            let req = update_request(args);
+            req.validate()
+                .map_err(|e| CliError::invalid_field(e.to_string()))?;
+            let url = client.url(&format!("/v1/machines/{}", args.id), &[])?;
+            let v = client.patch(url.clone(), &req)?;
+            if json {
+                return Ok(output::json(&v) + "\n");
+            }
+            let m: Machine = crate::decode(v, url.as_str())?;
+            Ok(format!("updated machine {}\n{}", m.id, detail(&m)))
+        }
+        MachineCmd::Rm(id) => {
+            client.delete(client.url(&format!("/v1/machines/{}", id.id), &[])?)?;
+            // Scripts check the exit code; `--json` prints nothing so `| jq` sees no stray text.
+            Ok(if json {
+                String::new()
+            } else {
+                format!("removed machine {}\n", id.id)
+            })
+        }
+    }
+}
+
+/// The `POST /v1/machines` body for `machine add`; defaults are left to the API.
+pub fn register_request(a: &MachineAddArgs) -> RegisterMachine {
+    RegisterMachine {
+        hostaddr: a.host.clone(),
+        machine_type: a.machine_type,
+        ssh_port: a.ssh_port,
+        ssh_user: a.ssh_user.clone(),
+        ssh_key_path: a.ssh_key.clone(),
+        data_dirs: a.data_dirs.clone(),
+        port_range: a.port_range.clone(),
+        rack_id: a.rack.clone(),
+        total_mem_mb: a.mem_mb,
+        total_cpu_cores: a.cores,
+    }
+}
+
+/// The `PATCH /v1/machines/{id}` body for `machine update`: only the flags given.
+pub fn update_request(a: &MachineUpdateArgs) -> UpdateMachine {
+    UpdateMachine {
+        ssh_port: a.ssh_port,
+        ssh_user: a.ssh_user.clone(),
+        ssh_key_path: a.ssh_key.clone(),
+        data_dirs: if a.data_dirs.is_empty() {
+            None
+        } else {
+            Some(a.data_dirs.clone())
+        },
+        port_range: a.port_range.clone(),
+        rack_id: a.rack.clone(),
+        total_mem_mb: a.mem_mb,
+        total_cpu_cores: a.cores,
+    }
+}
+
+/// One line per machine.
+pub fn table(machines: &[Machine]) -> String {
+    let mut t = Table::new(&[
+        "ID",
+        "HOST",
+        "TYPE",
+        "STATE",
+        "SSH",
+        "PORTS",
+        "USED",
+        "DATA DIRS",
+        "RACK",
+        "MEM MB",
+        "CORES",
+    ]);
+    for m in machines {
+        t.row(vec![
+            m.id.to_string(),
+            m.hostaddr.clone(),
+            m.machine_type.to_string(),
+            m.node_stats.to_string(),
+            format!("{}@:{}", m.ssh.user, m.ssh.port),
+            m.port_range.clone(),
+            m.used_ports.len().to_string(),
+            output::list(&m.data_dirs),
+            output::opt(m.rack_id.as_deref()),
+            output::opt(m.total_mem_mb),
+            output::opt(m.total_cpu_cores),
+        ]);
+    }
+    t.render()
+}
+
+/// Everything about one machine; the SSH key is a path on the manager's host, never its content.
+pub fn detail(m: &Machine) -> String {
+    output::key_values(&[
+        ("id", m.id.to_string()),
+        ("host", m.hostaddr.clone()),
+        ("type", m.machine_type.to_string()),
+        ("state", m.node_stats.to_string()),
+        (
+            "ssh",
+            format!("{}@{} port {}", m.ssh.user, m.hostaddr, m.ssh.port),
+        ),
+        ("ssh key", m.ssh.key_path.clone()),
+        ("data dirs", output::list(&m.data_dirs)),
+        ("port range", m.port_range.clone()),
+        ("used ports", output::list(&m.used_ports)),
+        ("installing ports", output::list(&m.installing_ports)),
+        ("rack", output::opt(m.rack_id.as_deref())),
+        ("memory MB", output::opt(m.total_mem_mb)),
+        ("cpu cores", output::opt(m.total_cpu_cores)),
+        ("in service since", output::time(m.svc_since)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use kunlun_meta::model::{MachineType, NodeStats, SshAccess};
+
+    fn parse(args: &[&str]) -> MachineCmd {
+        let mut full = vec!["kunlunctl", "machine"];
+        full.extend_from_slice(args);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Machine(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn add_flags_map_to_the_register_body() {
+        let MachineCmd::Add(a) = parse(&[
+            "add",
+            "--host",
+            "127.0.0.2",
+            "--type",
+            "computer",
+            "--ssh-key",
+            "/k",
+            "--ssh-port",
+            "2222",
+            "--data-dir",
+            "/d1",
+            "--data-dir",
+            "/d2",
+            "--rack",
+            "r1",
+            "--mem-mb",
+            "4096",
+            "--cores",
+            "8",
+        ]) else {
+            panic!()
+        };
+        let r = register_request(&a);
+        assert_eq!(r.hostaddr, "127.0.0.2");
+        assert_eq!(r.machine_type, MachineType::Computer);
+        assert_eq!(r.ssh_port, Some(2222));
+        assert_eq!(r.ssh_user, None);
+        assert_eq!(r.data_dirs, vec!["/d1".to_string(), "/d2".to_string()]);
+        assert_eq!(r.port_range, None);
+        assert_eq!(
+            (r.rack_id.as_deref(), r.total_mem_mb, r.total_cpu_cores),
+            (Some("r1"), Some(4096), Some(8))
+        );
+        let body = serde_json::to_value(&r).unwrap();
+        assert_eq!(body["machine_type"], "computer");
+        assert_eq!(body["ssh_key_path"], "/k");
+    }
+
+    #[test]
+    fn local_validation_names_the_field() {
+        let MachineCmd::Add(a) = parse(&[
+            "add",
+            "--host",
+            "10.0.0.1'; drop",
+            "--type",
+            "storage",
+            "--ssh-key",
+            "/k",
+            "--data-dir",
+            "/d",
+        ]) else {
+            panic!()
+        };
+        let e = register_request(&a).validate().unwrap_err();
+        assert!(e.to_string().contains("hostaddr"), "{e}");
+    }
+
+    #[test]
+    fn update_sends_only_the_flags_given() {
+        let MachineCmd::Update(a) = parse(&["update", "7", "--rack", "r2", "--cores", "16"]) else {
+            panic!()
+        };
+        assert_eq!(a.id, 7);
+        let u = update_request(&a);
+        assert_eq!(
+            u,
+            UpdateMachine {
+                rack_id: Some("r2".into()),
+                total_cpu_cores: Some(16),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(&u).unwrap()["data_dirs"],
+            serde_json::Value::Null
+        );
+        let MachineCmd::Update(a) = parse(&["update", "7", "--data-dir", "/x"]) else {
+            panic!()
+        };
+        assert_eq!(update_request(&a).data_dirs, Some(vec!["/x".to_string()]));
+    }
+
+    fn machine() -> Machine {
+        Machine {
+            id: 3,
+            hostaddr: "127.0.0.2".into(),
+            machine_type: MachineType::Storage,
+            rack_id: None,
+            data_dirs: vec!["/d1".into(), "/d2".into()],
+            port_range: "57000-58000".into(),
+            total_mem_mb: Some(2048),
+            total_cpu_cores: None,
+            node_stats: NodeStats::Running,
+            used_ports: vec![57000],
+            installing_ports: vec![],
+            ssh: SshAccess {
+                port: 2222,
+                user: "root".into(),
+                key_path: "/root/.ssh/id".into(),
+            },
+            svc_since: None,
+        }
+    }
+
+    #[test]
+    fn list_and_show_render() {
+        let t = table(&[machine()]);
+        let lines: Vec<_> = t.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("ID  HOST       TYPE     STATE"), "{t}");
+        assert!(
+            lines[1].starts_with("3   127.0.0.2  storage  running  root@:2222"),
+            "{t}"
+        );
+        assert!(lines[1].contains("/d1,/d2"));
+        let d = detail(&machine());
+        assert!(d.contains("ssh key:          /root/.ssh/id"), "{d}");
+        assert!(d.contains("used ports:       57000"), "{d}");
+    }
+}

@@ -1,0 +1,6 @@
+//! One module per noun; each `run` turns a parsed command into requests and returns the text
+//! to print (tables by default, the API's JSON with `--json`).
+
+pub mod cluster;
+pub mod job;
+pub mod machine;

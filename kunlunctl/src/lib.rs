@@ -1,0 +1,138 @@
+//! `kunlunctl`, the command-line client of the `cluster-mgr` HTTP API.
+//!
+//! [`run`] executes one parsed command and returns the process exit code; every command builds
+//! the whole text it prints before printing it, so a failure never leaves half a table behind.
+//! Exit codes: 0 ok, 1 refused (API error or local validation), 2 usage (clap), 3 unreachable.
+
+pub mod cli;
+pub mod client;
+pub mod cmd;
+pub mod output;
+
+use std::io::Write;
+
+use cli::{Cli, Command};
+use client::{CliError, Client};
+
+/// Runs one command, prints its output or its error, and returns the exit code.
+pub fn run(cli: Cli) -> u8 {
+    let noun = cli.command.noun();
+    let result = Client::new(&cli.server, cli.timeout).and_then(|client| match &cli.command {
+        Command::Machine(c) => cmd::machine::run(&client, c, cli.json),
+        Command::Cluster(c) => cmd::cluster::run(&client, c, cli.json),
+        Command::Job(c) => cmd::job::run(&client, c, cli.json),
+    });
+    match result {
+        Ok(text) => {
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`kunlunctl machine list | head -1`) is not an error of ours.
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(h) = hint(&e, noun, &cli.server) {
+                eprintln!("hint: {h}");
+            }
+            e.exit_code()
+        }
+    }
+}
+
+/// What the user can do about an error.
+pub fn hint(e: &CliError, noun: &str, server: &str) -> Option<String> {
+    let h = match e {
+        CliError::Unreachable { .. } => format!(
+            "is the daemon running? Start it with `cluster-mgr` (it listens on 127.0.0.1:8010 by \
+             default), or point kunlunctl at it with --server URL or {}=URL",
+            cli::SERVER_ENV
+        ),
+        CliError::Timeout { .. } => format!(
+            "the daemon accepted the connection but is slow or stuck: retry with a larger \
+             --timeout and check its log and {server}/healthz"
+        ),
+        CliError::BadResponse { .. } => format!(
+            "kunlunctl {} and this cluster-mgr may be different versions: compare \
+             `kunlunctl --version` with the version in {server}/healthz",
+            env!("CARGO_PKG_VERSION")
+        ),
+        CliError::Api { code, .. } => match code.as_str() {
+            "not_found" => format!("list the existing ones with `kunlunctl {noun} list`"),
+            "conflict" => format!(
+                "it clashes with what is already stored: see `kunlunctl {noun} list`{}",
+                if noun == "machine" {
+                    ", or change the existing one with `kunlunctl machine update`"
+                } else {
+                    ""
+                }
+            ),
+            "invalid_field" | "invalid_request" | "malformed_json" => {
+                format!("fix the value named above; `kunlunctl {noun} --help` lists the commands and flags")
+            }
+            "store_unavailable" => format!(
+                "the daemon cannot reach its metadata store; nothing was changed. Retry once \
+                 {server}/healthz says ok"
+            ),
+            "internal" => {
+                "an unexpected failure inside cluster-mgr: its log has the details".to_string()
+            }
+            _ => return None,
+        },
+    };
+    Some(h)
+}
+
+/// Decodes an API answer into the type this kunlunctl expects.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    what: &str,
+) -> Result<T, CliError> {
+    serde_json::from_value(value).map_err(|e| CliError::BadResponse {
+        url: what.to_string(),
+        detail: format!("cannot read the answer: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_has_a_hint_naming_what_to_do() {
+        let server = "http://127.0.0.1:8010";
+        let unreachable = CliError::Unreachable {
+            url: server.into(),
+            detail: "refused".into(),
+        };
+        let h = hint(&unreachable, "machine", server).unwrap();
+        assert!(
+            h.contains("cluster-mgr") && h.contains("--server") && h.contains("KUNLUNCTL_SERVER"),
+            "{h}"
+        );
+        let nf = client::api_error(
+            reqwest::StatusCode::NOT_FOUND,
+            r#"{"code":"not_found","message":"m"}"#,
+        );
+        assert!(hint(&nf, "machine", server)
+            .unwrap()
+            .contains("kunlunctl machine list"));
+        let c = client::api_error(
+            reqwest::StatusCode::CONFLICT,
+            r#"{"code":"conflict","message":"m"}"#,
+        );
+        assert!(hint(&c, "machine", server)
+            .unwrap()
+            .contains("machine update"));
+        assert!(
+            hint(&CliError::invalid_field("hostaddr: x"), "machine", server)
+                .unwrap()
+                .contains("--help")
+        );
+        let other = CliError::Api {
+            status: Some(418),
+            code: "teapot".into(),
+            message: "m".into(),
+        };
+        assert!(hint(&other, "machine", server).is_none());
+    }
+}
