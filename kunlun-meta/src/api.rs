@@ -104,7 +104,11 @@ impl RegisterMachine {
             port_range,
             total_mem_mb: self.total_mem_mb,
             total_cpu_cores: self.total_cpu_cores,
-            ssh: SshAccess { port: ssh_port, user: ssh_user, key_path: self.ssh_key_path.clone() },
+            ssh: SshAccess {
+                port: ssh_port,
+                user: ssh_user,
+                key_path: self.ssh_key_path.clone(),
+            },
         })
     }
 }
@@ -212,7 +216,11 @@ mod tests {
         assert!(r.validate().unwrap_err().to_string().contains("port_range"));
         let mut r = req();
         r.ssh_key_path = "relative/key".into();
-        assert!(r.validate().unwrap_err().to_string().contains("ssh_key_path"));
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("ssh_key_path"));
     }
 
     #[test]

@@ -30,7 +30,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Shorthand for [`Error::NotFound`].
     pub fn not_found(what: &'static str, id: impl std::fmt::Display) -> Self {
-        Error::NotFound { what, id: id.to_string() }
+        Error::NotFound {
+            what,
+            id: id.to_string(),
+        }
     }
 }
 

@@ -6,6 +6,10 @@
 pub mod api;
 pub mod error;
 pub mod model;
+#[cfg(feature = "store")]
+pub mod store;
 pub mod validate;
 
 pub use error::{Error, Result};
+#[cfg(feature = "store")]
+pub use store::{BackendConfig, BackendKind, SeedReport, Store, StoreConfig};

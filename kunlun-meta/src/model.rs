@@ -374,11 +374,64 @@ macro_rules! redacted_debug {
     };
 }
 
-redacted_debug!(ShardNode { id, shard_id, db_cluster_id, hostaddr, port, user_name, master_priority, ro_weight, status, member_state, sync_state, replica_delay, backup_node, innodb_buffer_pool_mb, when_created });
-redacted_debug!(NewShardNode { shard_id, db_cluster_id, hostaddr, port, user_name, master_priority, member_state, status, innodb_buffer_pool_mb });
-redacted_debug!(CompNode { id, db_cluster_id, name, hostaddr, port, user_name, status, max_conns, when_created });
-redacted_debug!(NewCompNode { id, db_cluster_id, name, hostaddr, port, user_name, status, max_conns });
-redacted_debug!(MetaDbNode { id, hostaddr, port, user_name, master_priority, member_state, sync_state });
+redacted_debug!(ShardNode {
+    id,
+    shard_id,
+    db_cluster_id,
+    hostaddr,
+    port,
+    user_name,
+    master_priority,
+    ro_weight,
+    status,
+    member_state,
+    sync_state,
+    replica_delay,
+    backup_node,
+    innodb_buffer_pool_mb,
+    when_created
+});
+redacted_debug!(NewShardNode {
+    shard_id,
+    db_cluster_id,
+    hostaddr,
+    port,
+    user_name,
+    master_priority,
+    member_state,
+    status,
+    innodb_buffer_pool_mb
+});
+redacted_debug!(CompNode {
+    id,
+    db_cluster_id,
+    name,
+    hostaddr,
+    port,
+    user_name,
+    status,
+    max_conns,
+    when_created
+});
+redacted_debug!(NewCompNode {
+    id,
+    db_cluster_id,
+    name,
+    hostaddr,
+    port,
+    user_name,
+    status,
+    max_conns
+});
+redacted_debug!(MetaDbNode {
+    id,
+    hostaddr,
+    port,
+    user_name,
+    master_priority,
+    member_state,
+    sync_state
+});
 
 #[cfg(test)]
 mod tests {
@@ -388,7 +441,10 @@ mod tests {
     fn enums_round_trip_through_their_kunlun_spelling() {
         for s in JobStatus::ALL {
             assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), *s);
-            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
         }
         assert_eq!("no_rep".parse::<HaMode>().unwrap(), HaMode::NoRep);
         let err = "bogus".parse::<MachineType>().unwrap_err();

@@ -23,10 +23,19 @@ pub fn name(field: &str, v: &str) -> Result<()> {
         return Err(invalid(field, "must not be empty"));
     }
     if v.len() > MAX_NAME_LEN {
-        return Err(invalid(field, format!("longer than {MAX_NAME_LEN} characters")));
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_NAME_LEN} characters"),
+        ));
     }
-    if let Some(c) = v.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
-        return Err(invalid(field, format!("character {c:?} not allowed (use A-Z, a-z, 0-9, '_', '-', '.')")));
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(invalid(
+            field,
+            format!("character {c:?} not allowed (use A-Z, a-z, 0-9, '_', '-', '.')"),
+        ));
     }
     if !v.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(invalid(field, "must start with a letter or a digit"));
@@ -40,7 +49,10 @@ pub fn hostaddr(field: &str, v: &str) -> Result<()> {
         return Err(invalid(field, "must not be empty"));
     }
     if v.len() > MAX_HOST_LEN {
-        return Err(invalid(field, format!("longer than {MAX_HOST_LEN} characters")));
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_HOST_LEN} characters"),
+        ));
     }
     if v.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
@@ -55,7 +67,13 @@ pub fn hostaddr(field: &str, v: &str) -> Result<()> {
     if v.split('.').all(ok_label) {
         Ok(())
     } else {
-        Err(invalid(field, format!("'{}' is neither an IP address nor a host name", v.escape_default())))
+        Err(invalid(
+            field,
+            format!(
+                "'{}' is neither an IP address nor a host name",
+                v.escape_default()
+            ),
+        ))
     }
 }
 
@@ -73,13 +91,25 @@ pub fn abs_path(field: &str, v: &str) -> Result<()> {
         return Err(invalid(field, "must not be empty"));
     }
     if v.len() > MAX_PATH_LEN {
-        return Err(invalid(field, format!("longer than {MAX_PATH_LEN} characters")));
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_PATH_LEN} characters"),
+        ));
     }
     if !v.starts_with('/') {
-        return Err(invalid(field, format!("'{}' is not an absolute path", v.escape_default())));
+        return Err(invalid(
+            field,
+            format!("'{}' is not an absolute path", v.escape_default()),
+        ));
     }
-    if let Some(c) = v.chars().find(|c| c.is_control() || matches!(c, '\'' | '"' | ';' | '`' | '$' | '\\')) {
-        return Err(invalid(field, format!("character {c:?} not allowed in a path")));
+    if let Some(c) = v
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '\'' | '"' | ';' | '`' | '$' | '\\'))
+    {
+        return Err(invalid(
+            field,
+            format!("character {c:?} not allowed in a path"),
+        ));
     }
     if v.split('/').any(|c| c == "..") {
         return Err(invalid(field, "'..' is not allowed in a path"));
@@ -104,20 +134,29 @@ pub fn data_dirs(field: &str, dirs: &[String]) -> Result<()> {
 
 /// `first-last` with 1024 <= first < last <= 65535; returns the bounds.
 pub fn port_range(field: &str, v: &str) -> Result<(u16, u16)> {
-    let (a, b) = v
-        .split_once('-')
-        .ok_or_else(|| invalid(field, format!("'{}' is not of the form first-last", v.escape_default())))?;
+    let (a, b) = v.split_once('-').ok_or_else(|| {
+        invalid(
+            field,
+            format!("'{}' is not of the form first-last", v.escape_default()),
+        )
+    })?;
     let parse = |s: &str| {
-        s.trim()
-            .parse::<u16>()
-            .map_err(|_| invalid(field, format!("'{}' is not a port number", s.escape_default())))
+        s.trim().parse::<u16>().map_err(|_| {
+            invalid(
+                field,
+                format!("'{}' is not a port number", s.escape_default()),
+            )
+        })
     };
     let (a, b) = (parse(a)?, parse(b)?);
     if a < 1024 {
         return Err(invalid(field, "ports below 1024 are not allowed"));
     }
     if a >= b {
-        return Err(invalid(field, format!("first port {a} must be below last port {b}")));
+        return Err(invalid(
+            field,
+            format!("first port {a} must be below last port {b}"),
+        ));
     }
     Ok((a, b))
 }

@@ -1,0 +1,303 @@
+//! Connections and transactions over both backends behind one handle, [`Tx`].
+//!
+//! Invariants: a connection that leaves a transaction unfinished (the future was dropped, or
+//! COMMIT/ROLLBACK failed) is detached from its pool and closed, never handed out again; every
+//! wait for a pooled connection is bounded by the configured connect timeout; every diesel error
+//! is mapped to one [`Error`] variant a caller can act on.
+
+use std::future::Future;
+use std::time::Duration;
+
+use diesel::SqliteConnection;
+use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncMysqlConnection, SimpleAsyncConnection};
+
+use super::config::BackendKind;
+use crate::error::{Error, Result};
+
+/// The SQLite connection type: diesel's sync connection run on `spawn_blocking`.
+pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// A pool per backend; cloning shares the pool.
+#[derive(Clone)]
+pub(crate) enum Pools {
+    Sqlite(Pool<SqliteConn>),
+    Mysql(Pool<AsyncMysqlConnection>),
+}
+
+impl Pools {
+    pub(crate) fn kind(&self) -> BackendKind {
+        match self {
+            Pools::Sqlite(_) => BackendKind::Sqlite,
+            Pools::Mysql(_) => BackendKind::Mysql,
+        }
+    }
+
+    /// A pooled connection, or [`Error::Unavailable`] once `timeout` has passed.
+    pub(crate) async fn acquire(&self, timeout: Duration) -> Result<Conn> {
+        async fn get<F, T>(fut: F, timeout: Duration) -> Result<T>
+        where
+            F: Future<Output = std::result::Result<T, PoolError>>,
+        {
+            match tokio::time::timeout(timeout, fut).await {
+                Err(_) => Err(Error::Unavailable(format!(
+                    "no connection within {timeout:?}"
+                ))),
+                Ok(Err(e)) => Err(pool_err(e)),
+                Ok(Ok(c)) => Ok(c),
+            }
+        }
+        match self {
+            Pools::Sqlite(p) => get(p.get(), timeout).await.map(Conn::Sqlite),
+            Pools::Mysql(p) => get(p.get(), timeout).await.map(Conn::Mysql),
+        }
+    }
+}
+
+/// A pooled connection of either backend.
+pub(crate) enum Conn {
+    Sqlite(Object<SqliteConn>),
+    Mysql(Object<AsyncMysqlConnection>),
+}
+
+/// A borrowed concrete connection: what [`with_conn!`] matches on.
+pub(crate) enum ConnRef<'a> {
+    Sqlite(&'a mut SqliteConn),
+    Mysql(&'a mut AsyncMysqlConnection),
+}
+
+/// Runs one diesel expression on whichever concrete connection `tx` holds and maps its error.
+///
+/// The body is expanded once per backend, so it is type-checked against both.
+macro_rules! with_conn {
+    ($tx:expr, $c:ident => $body:expr) => {{
+        match $tx.conn_ref()? {
+            $crate::store::conn::ConnRef::Sqlite($c) => {
+                let r: ::diesel::QueryResult<_> = $body;
+                r.map_err($crate::store::conn::db_err)
+            }
+            $crate::store::conn::ConnRef::Mysql($c) => {
+                let r: ::diesel::QueryResult<_> = $body;
+                r.map_err($crate::store::conn::db_err)
+            }
+        }
+    }};
+}
+pub(crate) use with_conn;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxState {
+    /// Each statement commits on its own.
+    Autocommit,
+    /// BEGIN issued; COMMIT or ROLLBACK pending.
+    Open,
+    /// COMMIT or ROLLBACK done.
+    Finished,
+}
+
+/// A connection handed to repository functions, inside a transaction ([`super::Store::tx`]) or
+/// in autocommit mode.
+///
+/// DDL (per-cluster tables) is transactional on SQLite. MySQL commits implicitly on DDL, so
+/// inside a MySQL transaction `CREATE` runs on a side connection and is undone if the
+/// transaction rolls back, and `DROP` is deferred until after the commit.
+pub struct Tx {
+    conn: Option<Conn>,
+    pools: Pools,
+    timeout: Duration,
+    state: TxState,
+    on_rollback: Vec<String>,
+    after_commit: Vec<String>,
+}
+
+impl Tx {
+    pub(crate) async fn autocommit(pools: &Pools, timeout: Duration) -> Result<Tx> {
+        let conn = pools.acquire(timeout).await?;
+        Ok(Tx {
+            conn: Some(conn),
+            pools: pools.clone(),
+            timeout,
+            state: TxState::Autocommit,
+            on_rollback: Vec::new(),
+            after_commit: Vec::new(),
+        })
+    }
+
+    pub(crate) async fn begin(pools: &Pools, timeout: Duration) -> Result<Tx> {
+        let mut tx = Tx::autocommit(pools, timeout).await?;
+        // IMMEDIATE takes SQLite's write lock up front (waiting up to busy_timeout), so a
+        // read-then-write transaction never fails on lock upgrade.
+        let sql = match tx.kind() {
+            BackendKind::Sqlite => "BEGIN IMMEDIATE",
+            BackendKind::Mysql => "START TRANSACTION",
+        };
+        tx.batch(sql).await?;
+        tx.state = TxState::Open;
+        Ok(tx)
+    }
+
+    /// The backend of this connection.
+    pub fn kind(&self) -> BackendKind {
+        self.pools.kind()
+    }
+
+    /// Whether this handle is inside an open transaction.
+    pub fn in_transaction(&self) -> bool {
+        self.state == TxState::Open
+    }
+
+    pub(crate) fn conn_ref(&mut self) -> Result<ConnRef<'_>> {
+        match self.conn.as_mut() {
+            Some(Conn::Sqlite(c)) => Ok(ConnRef::Sqlite(c)),
+            Some(Conn::Mysql(c)) => Ok(ConnRef::Mysql(c)),
+            None => Err(Error::Database("connection already released".into())),
+        }
+    }
+
+    /// Runs raw SQL without parameters (transaction control, DDL built from validated names).
+    pub(crate) async fn batch(&mut self, sql: &str) -> Result<()> {
+        with_conn!(self, c => c.batch_execute(sql).await)
+    }
+
+    /// Runs DDL that creates something; `undo` removes it again if the transaction rolls back.
+    pub(crate) async fn ddl_create(&mut self, sql: &str, undo: String) -> Result<()> {
+        if self.kind() == BackendKind::Mysql && self.state == TxState::Open {
+            let mut side = Tx::autocommit(&self.pools, self.timeout).await?;
+            side.batch(sql).await?;
+            self.on_rollback.push(undo);
+            Ok(())
+        } else {
+            self.batch(sql).await
+        }
+    }
+
+    /// Runs DDL that drops something: at once, or on MySQL after the transaction commits.
+    pub(crate) async fn ddl_drop(&mut self, sql: String) -> Result<()> {
+        if self.kind() == BackendKind::Mysql && self.state == TxState::Open {
+            self.after_commit.push(sql);
+            Ok(())
+        } else {
+            self.batch(&sql).await
+        }
+    }
+
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        if self.state != TxState::Open {
+            return Ok(());
+        }
+        self.batch("COMMIT").await?;
+        self.state = TxState::Finished;
+        for sql in std::mem::take(&mut self.after_commit) {
+            if let Err(e) = self.batch(&sql).await {
+                tracing::warn!(error = %e, sql = %sql, "deferred DDL after commit failed");
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn rollback(mut self) -> Result<()> {
+        if self.state != TxState::Open {
+            return Ok(());
+        }
+        self.batch("ROLLBACK").await?;
+        self.state = TxState::Finished;
+        for sql in std::mem::take(&mut self.on_rollback) {
+            if let Err(e) = self.batch(&sql).await {
+                tracing::warn!(error = %e, sql = %sql, "undoing DDL after rollback failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.state == TxState::Open {
+            // Unfinished transaction: never return this connection to the pool.
+            match self.conn.take() {
+                Some(Conn::Sqlite(o)) => drop(Object::take(o)),
+                Some(Conn::Mysql(o)) => drop(Object::take(o)),
+                None => {}
+            }
+        }
+    }
+}
+
+/// An async closure over a `&mut Tx` whose future is `Send` (mirrors diesel-async's bound).
+pub trait TxFn<T, R>: AsyncFnOnce(T) -> R + FnOnce(T) -> <Self as TxFn<T, R>>::Fut {
+    type Fut: Future<Output = R>;
+}
+
+impl<F, T, Fut, R> TxFn<T, R> for F
+where
+    F: AsyncFnOnce(T) -> R + FnOnce(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Fut = Fut;
+}
+
+/// Maps a pool error: all of them mean the store cannot be reached now.
+pub(crate) fn pool_err(e: PoolError) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+/// Maps a diesel error to the crate's error.
+pub(crate) fn db_err(e: diesel::result::Error) -> Error {
+    use diesel::result::{DatabaseErrorKind as K, Error as D};
+    match e {
+        D::DatabaseError(K::UniqueViolation, info) => {
+            Error::Conflict(format!("already exists: {}", info.message()))
+        }
+        D::DatabaseError(K::ForeignKeyViolation, info) => Error::Conflict(format!(
+            "refers to or is referred to by another row: {}",
+            info.message()
+        )),
+        D::DatabaseError(K::ClosedConnection, info) => {
+            Error::Unavailable(info.message().to_string())
+        }
+        D::DatabaseError(K::Unknown, info) if looks_unavailable(info.message()) => {
+            Error::Unavailable(info.message().to_string())
+        }
+        D::NotFound => Error::NotFound {
+            what: "row",
+            id: String::new(),
+        },
+        other => Error::Database(other.to_string()),
+    }
+}
+
+/// Errors of the driver or the network, as opposed to SQL errors reported by the server.
+fn looks_unavailable(msg: &str) -> bool {
+    const HINTS: &[&str] = &[
+        "Input/output error",
+        "os error",
+        "onnection",
+        "roken pipe",
+        "timed out",
+        "closed",
+        "disconnected",
+        "database is locked",
+        "server has gone away",
+        "Lost connection",
+    ];
+    HINTS.iter().any(|h| msg.contains(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_errors_are_unavailable_sql_errors_are_not() {
+        assert!(looks_unavailable(
+            "Input/output error: Connection refused (os error 111)"
+        ));
+        assert!(looks_unavailable(
+            "Driver error: `Connection to the server is closed.'"
+        ));
+        assert!(looks_unavailable("database is locked"));
+        assert!(!looks_unavailable("Table 'x.y' doesn't exist"));
+        assert!(!looks_unavailable("You have an error in your SQL syntax"));
+    }
+}
