@@ -1,1 +1,30 @@
-fn main() {}
+//! `cluster-mgr`: flags → config → logging → [`cluster_mgr::run`]. Exit codes: 0 after a clean
+//! stop (SIGTERM/SIGINT), 1 when the daemon fails, 2 for a bad command line or config file.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cluster_mgr::config::{Args, Config};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cluster-mgr: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = cluster_mgr::logging::init(&config) {
+        eprintln!("cluster-mgr: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match cluster_mgr::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("cluster-mgr: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,13 @@
-//! placeholder
+//! The Kunlun cluster manager engine. Today it is the thin [`ClusterManager`] facade over the
+//! metadata store that the daemon's HTTP layer and embedding applications call; the job runner,
+//! shard monitor, failover and XA recovery join it as background actors owned by the manager.
+
+pub mod config;
+pub mod error;
+mod machines;
+mod manager;
+mod topology;
+
+pub use config::CoreConfig;
+pub use error::{Error, Result};
+pub use manager::ClusterManager;

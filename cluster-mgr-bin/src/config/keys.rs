@@ -1,0 +1,127 @@
+//! The table of every key `cluster_mgr.cnf` accepts: its kind, range and default.
+//!
+//! Invariant: this table is the only list of keys. The parser refuses any name not in it, the
+//! validator reads every value through it, and a test checks each default passes its own range,
+//! so a key cannot be accepted without a documented range and default.
+
+/// What values a key takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// A decimal integer in `min..=max`.
+    Int { min: i64, max: i64 },
+    /// A decimal number (fractions allowed) in `min..=max`.
+    Float { min: f64, max: f64 },
+    /// Free text; `allow_empty` says whether `key =` with no value is accepted.
+    Text { allow_empty: bool },
+    /// One of the listed words.
+    Choice(&'static [&'static str]),
+}
+
+/// One accepted key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The value used when neither the file nor a flag sets the key.
+    pub default: &'static str,
+}
+
+const fn int(name: &'static str, min: i64, max: i64, default: &'static str) -> KeySpec {
+    KeySpec {
+        name,
+        kind: Kind::Int { min, max },
+        default,
+    }
+}
+
+const fn text(name: &'static str, allow_empty: bool, default: &'static str) -> KeySpec {
+    KeySpec {
+        name,
+        kind: Kind::Text { allow_empty },
+        default,
+    }
+}
+
+/// Every key, the original `cluster_mgr`'s first, then ours.
+pub const KEYS: &[KeySpec] = &[
+    // --- keys of the original cluster_mgr (reference §6) ---
+    text("meta_group_seeds", true, ""),
+    text("meta_user", true, ""),
+    text("meta_pwd", true, ""),
+    int("brpc_http_port", 1000, 65535, "8010"),
+    int("brpc_raft_port", 1000, 65535, "8110"),
+    text("raft_group_member_init_config", false, "127.0.0.1:8110:0,"),
+    text("local_ip", false, "127.0.0.1"),
+    text("cluster_mgr_tmp_data_path", false, "./data"),
+    text("log_file", true, ""),
+    int("max_log_file_size", 10, 10000, "100"),
+    int("mysql_connect_timeout", 1, 1_000_000, "10"),
+    int("mysql_read_timeout", 1, 1_000_000, "20"),
+    int("mysql_write_timeout", 1, 1_000_000, "20"),
+    int("mysql_max_packet_size", 65535, 1 << 30, "1073741824"),
+    int("num_worker_threads", 1, 100, "3"),
+    KeySpec {
+        name: "check_shard_interval",
+        kind: Kind::Float {
+            min: 0.1,
+            max: 100.0,
+        },
+        default: "3",
+    },
+    int("thread_work_interval", 1, 100, "3"),
+    int("storage_sync_interval", 1, 300, "60"),
+    int("commit_log_retention_hours", 24, 720, "24"),
+    int("statement_retries", 1, 10000, "3"),
+    int("statement_retry_interval_ms", 1, 1_000_000, "100"),
+    int("global_txn_commit_log_wait_max_sec", 1, 5000, "10"),
+    int("backup_allow_replica_delay", 1, 65535, "7200"),
+    text(
+        "prometheus_path",
+        false,
+        "../../../program_binaries/prometheus",
+    ),
+    int("prometheus_port_start", 1000, 65535, "57010"),
+    // --- ours ---
+    KeySpec {
+        name: "meta_backend",
+        kind: Kind::Choice(&["sqlite", "mysql"]),
+        default: "sqlite",
+    },
+    text("sqlite_path", false, "./data/cluster_mgr.sqlite3"),
+    text("meta_database", false, "kunlun_metadata_db"),
+    int("meta_pool_size", 1, 100, "8"),
+    text("http_bind_address", false, "127.0.0.1"),
+    KeySpec {
+        name: "log_format",
+        kind: Kind::Choice(&["text", "json"]),
+        default: "text",
+    },
+];
+
+/// The spec of `name`, if it is a key.
+pub fn spec(name: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// Keys the original accepted once and rejects now; named in the error so an old file is easy to fix.
+pub const REMOVED_KEYS: &[&str] = &[
+    "log_verbosity",
+    "meta_host",
+    "meta_port",
+    "program_binaries_path",
+    "instance_binaries_path",
+    "storage_prog_package_name",
+    "computer_prog_package_name",
+    "storage_instance_port_start",
+    "computer_instance_port_start",
+    "cluster_mgr_http_port",
+    "node_mgr_http_port",
+    "num_job_threads",
+    "num_http_threads",
+    "http_web_path",
+    "http_upload_path",
+    "http_cmd_version",
+    "cluster_json_path",
+    "hdfs_server_ip",
+    "hdfs_server_port",
+];

@@ -1,0 +1,221 @@
+//! The daemon's configuration: `cluster_mgr.cnf` plus command-line flags, validated in one step
+//! into the plain [`Config`] struct.
+//!
+//! Invariant: a `Config` only exists if every value passed its key's range and the cross-key
+//! rules (MySQL needs seeds and a user); any failure names `file:line` (or the flag) and why.
+//! `Debug` never prints `meta_pwd`.
+
+mod cli;
+mod keys;
+mod raw;
+mod validate;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use cli::Args;
+pub use keys::{KeySpec, Kind, KEYS};
+pub use raw::{Origin, Raw};
+
+/// A configuration error: `location: reason`, where location is `file:line`, a flag or `default`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {reason}")]
+pub struct ConfigError {
+    pub location: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn at(origin: &Origin, reason: impl Into<String>) -> Self {
+        ConfigError {
+            location: origin.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which metadata store the daemon uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaBackend {
+    /// An embedded SQLite file (`sqlite_path`): zero setup.
+    Sqlite,
+    /// A MySQL-compatible metadata shard reached through `meta_group_seeds`.
+    Mysql,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything the daemon is configured with. Field docs give the cnf key; ranges and defaults
+/// are in the sample `cluster_mgr.cnf` and [`KEYS`].
+#[derive(Clone, PartialEq)]
+pub struct Config {
+    /// The file read, if any.
+    pub config_file: Option<PathBuf>,
+    /// `meta_backend`.
+    pub meta_backend: MetaBackend,
+    /// `sqlite_path`.
+    pub sqlite_path: PathBuf,
+    /// `meta_group_seeds`, each `host:port`.
+    pub meta_group_seeds: Vec<String>,
+    /// `meta_user`.
+    pub meta_user: String,
+    /// `meta_pwd` (redacted in `Debug`).
+    pub meta_pwd: String,
+    /// `meta_database`.
+    pub meta_database: String,
+    /// `meta_pool_size`: connections kept to the metadata store.
+    pub meta_pool_size: u32,
+    /// `http_bind_address`.
+    pub http_bind_address: IpAddr,
+    /// `brpc_http_port`.
+    pub http_port: u16,
+    /// `brpc_raft_port` (accepted; raft HA among managers is not implemented, see design §3.4).
+    pub raft_port: u16,
+    /// `raft_group_member_init_config`, `ip:port:idx,` entries.
+    pub raft_group_member_init_config: String,
+    /// `local_ip`: this manager's address as others see it.
+    pub local_ip: String,
+    /// `cluster_mgr_tmp_data_path`.
+    pub tmp_data_path: PathBuf,
+    /// `log_file`: `None` logs to stderr.
+    pub log_file: Option<PathBuf>,
+    /// `max_log_file_size` in MB.
+    pub max_log_file_size_mb: u32,
+    /// `log_format` (ours).
+    pub log_format: LogFormat,
+    /// `mysql_connect_timeout`.
+    pub mysql_connect_timeout: Duration,
+    /// `mysql_read_timeout`.
+    pub mysql_read_timeout: Duration,
+    /// `mysql_write_timeout`.
+    pub mysql_write_timeout: Duration,
+    /// `mysql_max_packet_size` in bytes.
+    pub mysql_max_packet_size: u64,
+    /// `num_worker_threads`.
+    pub num_worker_threads: u32,
+    /// `check_shard_interval` (sub-second values allowed).
+    pub check_shard_interval: Duration,
+    /// `thread_work_interval`.
+    pub thread_work_interval: Duration,
+    /// `storage_sync_interval`.
+    pub storage_sync_interval: Duration,
+    /// `commit_log_retention_hours`.
+    pub commit_log_retention: Duration,
+    /// `statement_retries`.
+    pub statement_retries: u32,
+    /// `statement_retry_interval_ms`.
+    pub statement_retry_interval: Duration,
+    /// `global_txn_commit_log_wait_max_sec`.
+    pub global_txn_commit_log_wait_max: Duration,
+    /// `backup_allow_replica_delay`.
+    pub backup_allow_replica_delay: Duration,
+    /// `prometheus_path` (accepted for compatibility; no bundled Prometheus is started).
+    pub prometheus_path: PathBuf,
+    /// `prometheus_port_start`.
+    pub prometheus_port_start: u16,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("config_file", &self.config_file)
+            .field("meta_backend", &self.meta_backend)
+            .field("sqlite_path", &self.sqlite_path)
+            .field("meta_group_seeds", &self.meta_group_seeds)
+            .field("meta_user", &self.meta_user)
+            .field("meta_pwd", &"<redacted>")
+            .field("meta_database", &self.meta_database)
+            .field("meta_pool_size", &self.meta_pool_size)
+            .field("http_bind_address", &self.http_bind_address)
+            .field("http_port", &self.http_port)
+            .field("raft_port", &self.raft_port)
+            .field(
+                "raft_group_member_init_config",
+                &self.raft_group_member_init_config,
+            )
+            .field("local_ip", &self.local_ip)
+            .field("tmp_data_path", &self.tmp_data_path)
+            .field("log_file", &self.log_file)
+            .field("max_log_file_size_mb", &self.max_log_file_size_mb)
+            .field("log_format", &self.log_format)
+            .field("mysql_connect_timeout", &self.mysql_connect_timeout)
+            .field("mysql_read_timeout", &self.mysql_read_timeout)
+            .field("mysql_write_timeout", &self.mysql_write_timeout)
+            .field("mysql_max_packet_size", &self.mysql_max_packet_size)
+            .field("num_worker_threads", &self.num_worker_threads)
+            .field("check_shard_interval", &self.check_shard_interval)
+            .field("thread_work_interval", &self.thread_work_interval)
+            .field("storage_sync_interval", &self.storage_sync_interval)
+            .field("commit_log_retention", &self.commit_log_retention)
+            .field("statement_retries", &self.statement_retries)
+            .field("statement_retry_interval", &self.statement_retry_interval)
+            .field(
+                "global_txn_commit_log_wait_max",
+                &self.global_txn_commit_log_wait_max,
+            )
+            .field(
+                "backup_allow_replica_delay",
+                &self.backup_allow_replica_delay,
+            )
+            .field("prometheus_path", &self.prometheus_path)
+            .field("prometheus_port_start", &self.prometheus_port_start)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    /// The configuration of `cluster-mgr` run with no arguments.
+    fn default() -> Self {
+        // The defaults are checked by the `defaults_are_valid` test, so this cannot fail.
+        match Config::from_raw(&Raw::default(), None) {
+            Ok(c) => c,
+            Err(e) => unreachable!("built-in defaults are invalid: {e}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file named by the flags (if any), applies the flags and validates everything.
+    pub fn load(args: &Args) -> Result<Config, ConfigError> {
+        let path = args.config_path();
+        let mut raw = match path {
+            Some(p) => Raw::parse_file(&read_file(p)?, &p.display().to_string())?,
+            None => Raw::default(),
+        };
+        for (key, value, flag) in args.overrides() {
+            raw.set_flag(key, value, flag)?;
+        }
+        Config::from_raw(&raw, path.cloned())
+    }
+
+    /// Parses and validates the text of a cnf file (no flags).
+    pub fn from_cnf_text(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Config::from_raw(&Raw::parse_file(text, file)?, Some(PathBuf::from(file)))
+    }
+
+    /// Validates raw settings into a `Config`.
+    pub fn from_raw(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
+        validate::build(raw, config_file)
+    }
+
+    /// Where the HTTP API listens.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.http_bind_address, self.http_port)
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        location: path.display().to_string(),
+        reason: format!("cannot read the config file: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,266 @@
+//! Turns [`Raw`] settings into a [`Config`]: every value checked against its key's kind and
+//! range, then the rules that span keys. Errors name the origin of the offending value.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::keys::{self, Kind};
+use super::raw::{Raw, Setting};
+use super::{Config, ConfigError, LogFormat, MetaBackend};
+
+/// Typed access to the raw settings.
+struct Reader<'a> {
+    raw: &'a Raw,
+}
+
+impl Reader<'_> {
+    fn setting(&self, name: &str) -> Result<(Setting, &'static keys::KeySpec), ConfigError> {
+        let spec = keys::spec(name).ok_or_else(|| ConfigError {
+            location: "internal".into(),
+            reason: format!("key {name} is missing from the key table"),
+        })?;
+        Ok((self.raw.get(spec), spec))
+    }
+
+    fn int(&self, name: &str) -> Result<i64, ConfigError> {
+        let (s, spec) = self.setting(name)?;
+        let Kind::Int { min, max } = spec.kind else {
+            return Err(not_kind(name, "an integer"));
+        };
+        let err = |why: String| ConfigError::at(&s.origin, format!("{name}: {why}"));
+        if s.value.is_empty() {
+            return Err(err("missing value".into()));
+        }
+        if !s.value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err(format!("{:?} is not a whole number", s.value)));
+        }
+        let v: i64 = s
+            .value
+            .parse()
+            .map_err(|_| err(format!("{} is out of range {min}..={max}", s.value)))?;
+        if v < min || v > max {
+            return Err(err(format!("{v} is out of range {min}..={max}")));
+        }
+        Ok(v)
+    }
+
+    fn u16(&self, name: &str) -> Result<u16, ConfigError> {
+        let v = self.int(name)?;
+        u16::try_from(v).map_err(|_| not_kind(name, "a port"))
+    }
+
+    fn u32(&self, name: &str) -> Result<u32, ConfigError> {
+        let v = self.int(name)?;
+        u32::try_from(v).map_err(|_| not_kind(name, "a 32-bit number"))
+    }
+
+    fn secs(&self, name: &str) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(self.int(name)?.unsigned_abs()))
+    }
+
+    fn float(&self, name: &str) -> Result<f64, ConfigError> {
+        let (s, spec) = self.setting(name)?;
+        let Kind::Float { min, max } = spec.kind else {
+            return Err(not_kind(name, "a number"));
+        };
+        let err = |why: String| ConfigError::at(&s.origin, format!("{name}: {why}"));
+        let ok_chars =
+            !s.value.is_empty() && s.value.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        let v: f64 = match s.value.parse() {
+            Ok(v) if ok_chars => v,
+            _ => return Err(err(format!("{:?} is not a number", s.value))),
+        };
+        if !(min..=max).contains(&v) {
+            return Err(err(format!("{v} is out of range {min}..={max}")));
+        }
+        Ok(v)
+    }
+
+    fn text(&self, name: &str) -> Result<Setting, ConfigError> {
+        let (s, spec) = self.setting(name)?;
+        match spec.kind {
+            Kind::Text { allow_empty } => {
+                if !allow_empty && s.value.is_empty() {
+                    return Err(ConfigError::at(&s.origin, format!("{name}: missing value")));
+                }
+                Ok(s)
+            }
+            Kind::Choice(words) => {
+                if words.contains(&s.value.as_str()) {
+                    Ok(s)
+                } else {
+                    Err(ConfigError::at(
+                        &s.origin,
+                        format!("{name}: {:?} is not one of {}", s.value, words.join(", ")),
+                    ))
+                }
+            }
+            _ => Err(not_kind(name, "text")),
+        }
+    }
+}
+
+fn not_kind(name: &str, what: &str) -> ConfigError {
+    ConfigError {
+        location: "internal".into(),
+        reason: format!("key {name} is not {what}"),
+    }
+}
+
+/// A host name or IP literal (as `kunlun_meta::validate::hostaddr` accepts).
+fn host(s: &Setting, name: &str, v: &str) -> Result<(), ConfigError> {
+    kunlun_meta::validate::hostaddr(name, v).map_err(|e| ConfigError::at(&s.origin, e.to_string()))
+}
+
+/// `host:port` with a port in 1..=65535.
+fn host_port(s: &Setting, name: &str, v: &str) -> Result<(), ConfigError> {
+    let bad = || ConfigError::at(&s.origin, format!("{name}: {v:?} is not host:port"));
+    let (h, p) = v.rsplit_once(':').ok_or_else(bad)?;
+    let h = h
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(h);
+    host(s, name, h)?;
+    match p.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+/// Validates everything; see the module doc.
+pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
+    let r = Reader { raw };
+
+    let backend_setting = r.text("meta_backend")?;
+    let meta_backend = match backend_setting.value.as_str() {
+        "mysql" => MetaBackend::Mysql,
+        _ => MetaBackend::Sqlite,
+    };
+
+    let seeds_setting = r.text("meta_group_seeds")?;
+    let meta_group_seeds: Vec<String> = seeds_setting
+        .value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    for seed in &meta_group_seeds {
+        host_port(&seeds_setting, "meta_group_seeds", seed)?;
+    }
+    let meta_user = r.text("meta_user")?;
+    let meta_pwd = r.text("meta_pwd")?;
+    if meta_backend == MetaBackend::Mysql {
+        let need = |what: &str| {
+            ConfigError::at(
+                &backend_setting.origin,
+                format!("meta_backend = mysql requires {what}"),
+            )
+        };
+        if meta_group_seeds.is_empty() {
+            return Err(need("meta_group_seeds (host:port,...)"));
+        }
+        if meta_user.value.is_empty() {
+            return Err(need("meta_user"));
+        }
+        if !raw.is_set("meta_pwd") {
+            return Err(need("meta_pwd (write `meta_pwd =` for an empty password)"));
+        }
+    }
+    if !meta_user.value.is_empty() {
+        kunlun_meta::validate::name("meta_user", &meta_user.value)
+            .map_err(|e| ConfigError::at(&meta_user.origin, e.to_string()))?;
+    }
+
+    let db = r.text("meta_database")?;
+    let db_ok = db.value.len() <= 64
+        && db
+            .value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !db.value.starts_with(|c: char| c.is_ascii_digit());
+    if !db_ok {
+        return Err(ConfigError::at(
+            &db.origin,
+            format!(
+                "meta_database: {:?} must be 1-64 of A-Z a-z 0-9 _ not starting with a digit",
+                db.value
+            ),
+        ));
+    }
+
+    let bind = r.text("http_bind_address")?;
+    let http_bind_address: IpAddr = bind.value.parse().map_err(|_| {
+        ConfigError::at(
+            &bind.origin,
+            format!("http_bind_address: {:?} is not an IP address", bind.value),
+        )
+    })?;
+
+    let local_ip = r.text("local_ip")?;
+    host(&local_ip, "local_ip", &local_ip.value)?;
+
+    let raft = r.text("raft_group_member_init_config")?;
+    for member in raft.value.split(',').filter(|m| !m.is_empty()) {
+        let parts: Vec<&str> = member.split(':').collect();
+        let ok = parts.len() == 3
+            && kunlun_meta::validate::hostaddr("raft", parts[0]).is_ok()
+            && parts[1].parse::<u16>().is_ok_and(|p| p > 0)
+            && parts[2].parse::<u32>().is_ok();
+        if !ok {
+            return Err(ConfigError::at(
+                &raft.origin,
+                format!("raft_group_member_init_config: {member:?} is not ip:port:index"),
+            ));
+        }
+    }
+
+    let log_file = r.text("log_file")?;
+    let log_format = match r.text("log_format")?.value.as_str() {
+        "json" => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    let check_shard_interval = Duration::from_secs_f64(r.float("check_shard_interval")?);
+
+    Ok(Config {
+        config_file,
+        meta_backend,
+        sqlite_path: PathBuf::from(r.text("sqlite_path")?.value),
+        meta_group_seeds,
+        meta_user: meta_user.value,
+        meta_pwd: meta_pwd.value,
+        meta_database: db.value,
+        meta_pool_size: r.u32("meta_pool_size")?,
+        http_bind_address,
+        http_port: r.u16("brpc_http_port")?,
+        raft_port: r.u16("brpc_raft_port")?,
+        raft_group_member_init_config: raft.value,
+        local_ip: local_ip.value,
+        tmp_data_path: PathBuf::from(r.text("cluster_mgr_tmp_data_path")?.value),
+        log_file: Some(log_file.value)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+        max_log_file_size_mb: r.u32("max_log_file_size")?,
+        log_format,
+        mysql_connect_timeout: r.secs("mysql_connect_timeout")?,
+        mysql_read_timeout: r.secs("mysql_read_timeout")?,
+        mysql_write_timeout: r.secs("mysql_write_timeout")?,
+        mysql_max_packet_size: r.int("mysql_max_packet_size")?.unsigned_abs(),
+        num_worker_threads: r.u32("num_worker_threads")?,
+        check_shard_interval,
+        thread_work_interval: r.secs("thread_work_interval")?,
+        storage_sync_interval: r.secs("storage_sync_interval")?,
+        commit_log_retention: Duration::from_secs(
+            r.int("commit_log_retention_hours")?.unsigned_abs() * 3600,
+        ),
+        statement_retries: r.u32("statement_retries")?,
+        statement_retry_interval: Duration::from_millis(
+            r.int("statement_retry_interval_ms")?.unsigned_abs(),
+        ),
+        global_txn_commit_log_wait_max: r.secs("global_txn_commit_log_wait_max_sec")?,
+        backup_allow_replica_delay: r.secs("backup_allow_replica_delay")?,
+        prometheus_path: PathBuf::from(r.text("prometheus_path")?.value),
+        prometheus_port_start: r.u16("prometheus_port_start")?,
+    })
+}

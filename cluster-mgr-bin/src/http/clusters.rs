@@ -1,0 +1,72 @@
+//! Read endpoints of clusters, shards, storage nodes and compute nodes.
+
+use actix_web::{web, HttpResponse};
+use kunlun_core::ClusterManager;
+use kunlun_meta::api::{ClusterDetail, ErrorBody};
+use kunlun_meta::model::{Cluster, CompNode, Shard, ShardNode};
+
+use super::error::ApiError;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// List clusters.
+#[utoipa::path(
+    get, path = "/v1/clusters", tag = "clusters",
+    responses((status = 200, body = Vec<Cluster>), (status = 503, body = ErrorBody))
+)]
+pub async fn list(cm: web::Data<ClusterManager>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.list_clusters().await?))
+}
+
+/// Show a cluster with its shards, storage nodes and compute nodes.
+#[utoipa::path(
+    get, path = "/v1/clusters/{id}", tag = "clusters",
+    params(("id" = i64, Path, description = "Cluster id")),
+    responses((status = 200, body = ClusterDetail), (status = 404, body = ErrorBody))
+)]
+pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.cluster_detail(*id).await?))
+}
+
+/// List the shards of a cluster.
+#[utoipa::path(
+    get, path = "/v1/clusters/{id}/shards", tag = "clusters",
+    params(("id" = i64, Path, description = "Cluster id")),
+    responses((status = 200, body = Vec<Shard>), (status = 404, body = ErrorBody))
+)]
+pub async fn shards(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.list_shards(*id).await?))
+}
+
+/// List the compute nodes of a cluster.
+#[utoipa::path(
+    get, path = "/v1/clusters/{id}/comp_nodes", tag = "clusters",
+    params(("id" = i64, Path, description = "Cluster id")),
+    responses((status = 200, body = Vec<CompNode>), (status = 404, body = ErrorBody))
+)]
+pub async fn comp_nodes(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.list_comp_nodes(*id).await?))
+}
+
+/// Show one shard.
+#[utoipa::path(
+    get, path = "/v1/shards/{id}", tag = "clusters",
+    params(("id" = i64, Path, description = "Shard id")),
+    responses((status = 200, body = Shard), (status = 404, body = ErrorBody))
+)]
+pub async fn shard(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.get_shard(*id).await?))
+}
+
+/// List the storage nodes of a shard.
+#[utoipa::path(
+    get, path = "/v1/shards/{id}/nodes", tag = "clusters",
+    params(("id" = i64, Path, description = "Shard id")),
+    responses((status = 200, body = Vec<ShardNode>), (status = 404, body = ErrorBody))
+)]
+pub async fn shard_nodes(
+    cm: web::Data<ClusterManager>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.list_shard_nodes(*id).await?))
+}

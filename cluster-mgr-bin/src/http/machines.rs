@@ -1,0 +1,74 @@
+//! `/v1/machines`: register, list, show, update and delete machines.
+
+use actix_web::{web, HttpResponse};
+use kunlun_core::ClusterManager;
+use kunlun_meta::api::{ErrorBody, RegisterMachine, UpdateMachine};
+use kunlun_meta::model::Machine;
+
+use super::error::ApiError;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// Register a machine reachable over SSH.
+#[utoipa::path(
+    post, path = "/v1/machines", tag = "machines",
+    request_body = RegisterMachine,
+    responses(
+        (status = 201, description = "Registered", body = Machine),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 409, description = "A machine with this host address exists", body = ErrorBody),
+        (status = 503, description = "Metadata store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn register(
+    cm: web::Data<ClusterManager>,
+    body: web::Json<RegisterMachine>,
+) -> Result<HttpResponse> {
+    let m = cm.register_machine(&body).await?;
+    Ok(HttpResponse::Created().json(m))
+}
+
+/// List machines.
+#[utoipa::path(
+    get, path = "/v1/machines", tag = "machines",
+    responses((status = 200, body = Vec<Machine>), (status = 503, body = ErrorBody))
+)]
+pub async fn list(cm: web::Data<ClusterManager>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.list_machines().await?))
+}
+
+/// Show one machine.
+#[utoipa::path(
+    get, path = "/v1/machines/{id}", tag = "machines",
+    params(("id" = i64, Path, description = "Machine id")),
+    responses((status = 200, body = Machine), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody))
+)]
+pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.get_machine(*id).await?))
+}
+
+/// Change some fields of a machine.
+#[utoipa::path(
+    patch, path = "/v1/machines/{id}", tag = "machines",
+    params(("id" = i64, Path, description = "Machine id")),
+    request_body = UpdateMachine,
+    responses((status = 200, body = Machine), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub async fn update(
+    cm: web::Data<ClusterManager>,
+    id: web::Path<i64>,
+    body: web::Json<UpdateMachine>,
+) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.update_machine(*id, &body).await?))
+}
+
+/// Delete a machine.
+#[utoipa::path(
+    delete, path = "/v1/machines/{id}", tag = "machines",
+    params(("id" = i64, Path, description = "Machine id")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn delete(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
+    cm.delete_machine(*id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,132 @@
+//! Prometheus metrics of the daemon and `GET /metrics` (text exposition format).
+//!
+//! Invariant: metrics live in the daemon's own `Registry` (no global default registry), so
+//! several daemons in one test process do not share counters. Request labels use the matched
+//! route pattern (`/v1/machines/{id}`), never the raw path, to keep cardinality bounded.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use kunlun_core::ClusterManager;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// The daemon's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    store_up: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("kunlun_cluster_mgr".into()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to answer an HTTP request, by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["route", "method"],
+        )?;
+        let store_up = IntGauge::new(
+            "meta_store_up",
+            "1 if the metadata store answered its last ping, else 0",
+        )?;
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "build_info",
+                "Version of the running cluster-mgr (always 1)",
+            ),
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(store_up.clone()))?;
+        registry.register(Box::new(build))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            latency,
+            store_up,
+        })
+    }
+
+    /// Records whether the store answered.
+    pub fn set_store_up(&self, up: bool) {
+        self.store_up.set(i64::from(up));
+    }
+
+    fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.latency
+            .with_label_values(&[route, method])
+            .observe(seconds);
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// Middleware (`from_fn`) counting every request and timing it.
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let res = next.call(req).await;
+    if let Some(m) = metrics {
+        let status = match &res {
+            Ok(r) => r.status().as_u16(),
+            Err(e) => e.as_response_error().status_code().as_u16(),
+        };
+        m.observe(&route, &method, status, start.elapsed().as_secs_f64());
+    }
+    res
+}
+
+/// `GET /metrics`.
+pub async fn get_metrics(
+    metrics: web::Data<Metrics>,
+    manager: web::Data<ClusterManager>,
+) -> HttpResponse {
+    metrics.set_store_up(manager.ping_store().await.is_ok());
+    match metrics.render() {
+        Ok(text) => HttpResponse::Ok()
+            .content_type(TextEncoder::new().format_type())
+            .body(text),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render metrics");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The HTTP API of the daemon: one route table ([`app`]), extractor settings that turn every
+//! bad request into a JSON [`error::ApiError`], and the request metrics middleware.
+//!
+//! Invariant: every response this app produces for an error — unknown route, bad JSON, bad
+//! path or query, failed call — is JSON `{code, message}`; never actix's plain-text errors.
+
+pub mod clusters;
+pub mod error;
+pub mod health;
+pub mod jobs;
+pub mod machines;
+pub mod metrics;
+pub mod openapi;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{middleware, web, App};
+use kunlun_core::ClusterManager;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use metrics::Metrics;
+
+/// Largest JSON body accepted.
+pub const MAX_JSON_BODY: usize = 256 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub manager: ClusterManager,
+    pub metrics: Metrics,
+}
+
+/// The whole application: state, extractor error handlers, middleware and the route table.
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state.manager))
+        .app_data(web::Data::new(state.metrics))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(MAX_JSON_BODY)
+                .error_handler(error::json_error),
+        )
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .wrap(middleware::from_fn(metrics::track))
+        .configure(routes)
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/v1/openapi.json", openapi::ApiDoc::openapi()))
+        .default_service(web::to(error::route_not_found))
+}
+
+/// The route table.
+fn routes(cfg: &mut web::ServiceConfig) {
+    let resource =
+        |path: &str| web::resource(path).default_service(web::to(error::method_not_allowed));
+    cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
+        .service(resource("/metrics").route(web::get().to(metrics::get_metrics)))
+        .service(
+            resource("/v1/machines")
+                .route(web::get().to(machines::list))
+                .route(web::post().to(machines::register)),
+        )
+        .service(
+            resource("/v1/machines/{id}")
+                .route(web::get().to(machines::show))
+                .route(web::patch().to(machines::update))
+                .route(web::delete().to(machines::delete)),
+        )
+        .service(resource("/v1/clusters").route(web::get().to(clusters::list)))
+        .service(resource("/v1/clusters/{id}").route(web::get().to(clusters::show)))
+        .service(resource("/v1/clusters/{id}/shards").route(web::get().to(clusters::shards)))
+        .service(
+            resource("/v1/clusters/{id}/comp_nodes").route(web::get().to(clusters::comp_nodes)),
+        )
+        .service(resource("/v1/shards/{id}").route(web::get().to(clusters::shard)))
+        .service(resource("/v1/shards/{id}/nodes").route(web::get().to(clusters::shard_nodes)))
+        .service(resource("/v1/jobs").route(web::get().to(jobs::list)))
+        .service(resource("/v1/jobs/{id}").route(web::get().to(jobs::show)));
+}

@@ -1,0 +1,25 @@
+//! The OpenAPI document of the REST API, generated from the handlers' `#[utoipa::path]`
+//! attributes and the `kunlun-meta` types, served at `/v1/openapi.json` with Swagger UI at `/docs/`.
+
+use utoipa::OpenApi;
+
+use super::{clusters, health, jobs, machines};
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kunlun cluster manager", description = "REST API of cluster-mgr. Errors are JSON {code, message} with stable snake_case codes: invalid_request, malformed_json, invalid_field (400), not_found (404), method_not_allowed (405), conflict (409), payload_too_large (413), internal (500), store_unavailable and shutting_down (503)."),
+    paths(
+        health::healthz,
+        machines::register, machines::list, machines::show, machines::update, machines::delete,
+        clusters::list, clusters::show, clusters::shards, clusters::comp_nodes, clusters::shard, clusters::shard_nodes,
+        jobs::list, jobs::show,
+    ),
+    tags(
+        (name = "machines", description = "Hosts the manager installs database instances on"),
+        (name = "clusters", description = "Clusters, shards, storage and compute nodes"),
+        (name = "jobs", description = "Long-running work"),
+        (name = "health", description = "Liveness of the daemon and its metadata store"),
+    )
+)]
+pub struct ApiDoc;

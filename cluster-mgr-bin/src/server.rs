@@ -1,0 +1,134 @@
+//! Start-up and shutdown of the daemon: config → store config → `ClusterManager` → actix-web.
+//!
+//! Invariant: the HTTP server is up even while the metadata store is not (it answers 503 and
+//! `/healthz` degraded until the store opens); SIGTERM/SIGINT stop accepting, let requests in
+//! flight finish, shut the manager down and return `Ok`.
+
+use std::time::Duration;
+
+use actix_web::HttpServer;
+use anyhow::Context;
+use kunlun_core::{ClusterManager, CoreConfig};
+use kunlun_meta::store::{BackendConfig, StoreConfig};
+
+use crate::config::{Config, MetaBackend};
+use crate::http::{self, AppState, Metrics};
+
+/// How long requests in flight may take to finish after a stop signal.
+const HTTP_SHUTDOWN_GRACE_SECS: u64 = 20;
+/// How long background tasks may take to stop.
+const MANAGER_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The store configuration the daemon's config describes.
+pub fn store_config(config: &Config) -> StoreConfig {
+    let backend = match config.meta_backend {
+        MetaBackend::Sqlite => BackendConfig::Sqlite {
+            path: config.sqlite_path.clone(),
+        },
+        MetaBackend::Mysql => BackendConfig::Mysql {
+            seeds: config.meta_group_seeds.clone(),
+            user: config.meta_user.clone(),
+            password: config.meta_pwd.clone(),
+            database: config.meta_database.clone(),
+        },
+    };
+    StoreConfig {
+        backend,
+        pool_size: config.meta_pool_size as usize,
+        connect_timeout: config.mysql_connect_timeout,
+    }
+}
+
+/// The engine configuration the daemon's config describes.
+pub fn core_config(config: &Config) -> CoreConfig {
+    CoreConfig {
+        check_shard_interval: config.check_shard_interval,
+        thread_work_interval: config.thread_work_interval,
+        commit_log_retention: config.commit_log_retention,
+        global_txn_commit_log_wait_max: config.global_txn_commit_log_wait_max,
+        ..CoreConfig::default()
+    }
+}
+
+/// A one-line, password-free description of where the metadata will live.
+fn describe_store(config: &Config) -> String {
+    match config.meta_backend {
+        MetaBackend::Sqlite => format!("sqlite:{}", config.sqlite_path.display()),
+        MetaBackend::Mysql => format!(
+            "mysql://{}@{}/{}",
+            config.meta_user,
+            config.meta_group_seeds.join(","),
+            config.meta_database
+        ),
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, on its own multi-threaded Tokio runtime.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cluster-mgr")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+/// The daemon's main task; see [`run`].
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config_file = ?config.config_file, "cluster-mgr starting");
+    if config.meta_backend == MetaBackend::Sqlite {
+        if let Some(dir) = config
+            .sqlite_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    tracing::info!(store = %describe_store(&config), "opening the metadata store");
+    let manager = ClusterManager::connect(core_config(&config), store_config(&config));
+    let metrics = Metrics::new().context("cannot register metrics")?;
+    let state = AppState {
+        manager: manager.clone(),
+        metrics,
+    };
+
+    let addr = config.http_addr();
+    let server = HttpServer::new(move || http::app(state.clone()))
+        .disable_signals()
+        .shutdown_timeout(HTTP_SHUTDOWN_GRACE_SECS)
+        .bind(addr)
+        .with_context(|| format!("cannot listen on {addr}"))?
+        .run();
+    tracing::info!(address = %addr, "HTTP API listening (REST /v1, /healthz, /metrics, /docs/)");
+
+    let handle = server.handle();
+    let stopper = tokio::spawn(async move {
+        match wait_for_signal().await {
+            Ok(sig) => tracing::info!(
+                signal = sig,
+                "stopping: no new connections; finishing requests in flight"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot wait for signals; stopping"),
+        }
+        handle.stop(true).await;
+    });
+    let served = server.await;
+    stopper.abort();
+    manager.shutdown(MANAGER_SHUTDOWN_GRACE).await;
+    served.context("HTTP server failed")?;
+    tracing::info!("cluster-mgr stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT and names the one received.
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,37 @@
+//! What the engine is configured with: a plain struct with documented defaults, filled by the
+//! daemon from `cluster_mgr.cnf` (or by an embedding application directly).
+
+use std::time::Duration;
+
+/// Settings of the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoreConfig {
+    /// Deadline of one metadata-store ping (health checks). Default 2 s.
+    pub store_ping_timeout: Duration,
+    /// First pause between two attempts to open the store at start-up. Default 500 ms.
+    pub connect_retry_initial: Duration,
+    /// Longest pause between two attempts (the pause doubles up to this). Default 10 s.
+    pub connect_retry_max: Duration,
+    /// Gap between two health checks of one shard (`check_shard_interval`). Default 3 s.
+    pub check_shard_interval: Duration,
+    /// Period of the main work loop (`thread_work_interval`). Default 3 s.
+    pub thread_work_interval: Duration,
+    /// Age after which commit-log rows are purged (`commit_log_retention_hours`). Default 24 h.
+    pub commit_log_retention: Duration,
+    /// Window in which a 2PC decision may still be logged (`global_txn_commit_log_wait_max_sec`).
+    pub global_txn_commit_log_wait_max: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            store_ping_timeout: Duration::from_secs(2),
+            connect_retry_initial: Duration::from_millis(500),
+            connect_retry_max: Duration::from_secs(10),
+            check_shard_interval: Duration::from_secs(3),
+            thread_work_interval: Duration::from_secs(3),
+            commit_log_retention: Duration::from_secs(24 * 3600),
+            global_txn_commit_log_wait_max: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The `ClusterManager` handle: owns the metadata store, the background tasks and their
+//! cancellation token. Cheap to clone (an `Arc` inside); every clone is the same manager.
+//!
+//! Invariant: every background task is spawned on `tasks` and stops when `cancel` fires, so
+//! [`ClusterManager::shutdown`] leaves nothing running. Until the store is open, every call
+//! that needs it fails with [`Error::Unavailable`] instead of blocking.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use kunlun_meta::api::Health;
+use kunlun_meta::store::{BackendKind, Store, StoreConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::CoreConfig;
+use crate::error::{Error, Result};
+
+/// The engine's facade; see the module doc.
+#[derive(Clone)]
+pub struct ClusterManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: CoreConfig,
+    backend: BackendKind,
+    store: OnceLock<Store>,
+    /// Why the last attempt to open the store failed (cleared once open).
+    connect_error: Mutex<Option<String>>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for ClusterManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterManager")
+            .field("backend", &self.inner.backend)
+            .field("store_open", &self.inner.store.get().is_some())
+            .finish()
+    }
+}
+
+impl ClusterManager {
+    fn with_parts(config: CoreConfig, backend: BackendKind) -> Self {
+        ClusterManager {
+            inner: Arc::new(Inner {
+                config,
+                backend,
+                store: OnceLock::new(),
+                connect_error: Mutex::new(Some("not connected yet".into())),
+                cancel: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// A manager over a store that is already open.
+    pub fn new(config: CoreConfig, store: Store) -> Self {
+        let m = Self::with_parts(config, store.kind());
+        m.set_store(store);
+        m
+    }
+
+    /// A manager that opens the store in the background, retrying with backoff (each failure
+    /// logged) until it succeeds or the manager shuts down. Returns at once; meanwhile calls
+    /// that need the store fail with [`Error::Unavailable`] and [`health`](Self::health)
+    /// reports degraded. Must be called inside a Tokio runtime.
+    pub fn connect(config: CoreConfig, store_config: StoreConfig) -> Self {
+        let backend = match store_config.backend {
+            kunlun_meta::store::BackendConfig::Sqlite { .. } => BackendKind::Sqlite,
+            kunlun_meta::store::BackendConfig::Mysql { .. } => BackendKind::Mysql,
+        };
+        let m = Self::with_parts(config, backend);
+        let me = m.clone();
+        m.inner
+            .tasks
+            .spawn(async move { me.open_store_loop(store_config).await });
+        m
+    }
+
+    async fn open_store_loop(self, store_config: StoreConfig) {
+        let mut pause = self.inner.config.connect_retry_initial;
+        let mut attempt = 1u32;
+        loop {
+            let opened = tokio::select! {
+                _ = self.inner.cancel.cancelled() => return,
+                r = Store::open(&store_config) => r,
+            };
+            match opened {
+                Ok(store) => {
+                    tracing::info!(store = %store.describe(), attempt, "metadata store open");
+                    self.set_store(store);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, retry_in = ?pause, "cannot open the metadata store; retrying");
+                    self.set_connect_error(e.to_string());
+                }
+            }
+            tokio::select! {
+                _ = self.inner.cancel.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(self.inner.config.connect_retry_max);
+            attempt = attempt.saturating_add(1);
+        }
+    }
+
+    fn set_store(&self, store: Store) {
+        // Only the connect task or `new` sets it, once; a second value is impossible.
+        let _ = self.inner.store.set(store);
+        self.set_connect_error_opt(None);
+    }
+
+    fn set_connect_error(&self, e: String) {
+        self.set_connect_error_opt(Some(e));
+    }
+
+    fn set_connect_error_opt(&self, e: Option<String>) {
+        match self.inner.connect_error.lock() {
+            Ok(mut g) => *g = e,
+            Err(poisoned) => *poisoned.into_inner() = e,
+        }
+    }
+
+    fn connect_error(&self) -> String {
+        let g = match self.inner.connect_error.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        g.unwrap_or_else(|| "not connected yet".into())
+    }
+
+    /// The open store, or `Unavailable` while it is still being opened.
+    pub fn store(&self) -> Result<&Store> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        self.inner.store.get().ok_or_else(|| {
+            Error::Unavailable(format!(
+                "metadata store unavailable: not open yet ({})",
+                self.connect_error()
+            ))
+        })
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &CoreConfig {
+        &self.inner.config
+    }
+
+    /// Which backend the metadata store runs on.
+    pub fn backend(&self) -> BackendKind {
+        self.inner.backend
+    }
+
+    /// A token cancelled when the manager shuts down (for tasks of embedding applications).
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.inner.cancel.child_token()
+    }
+
+    /// Pings the store within the configured deadline; `Ok` means the store answers now.
+    pub async fn ping_store(&self) -> Result<()> {
+        let store = self.store()?;
+        let deadline = self.inner.config.store_ping_timeout;
+        match tokio::time::timeout(deadline, store.ping()).await {
+            Ok(r) => r.map_err(Error::from),
+            Err(_) => Err(Error::Unavailable(format!(
+                "metadata store unavailable: no answer to ping within {deadline:?}"
+            ))),
+        }
+    }
+
+    /// Health of the manager: `ok`, or `degraded` with the reason while the store is down.
+    pub async fn health(&self) -> Health {
+        let (status, reason) = match self.ping_store().await {
+            Ok(()) => ("ok", None),
+            Err(e) => ("degraded", Some(e.to_string())),
+        };
+        Health {
+            status: status.to_string(),
+            store: self.inner.backend.as_str().to_string(),
+            reason,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Stops every background task and waits for them to finish (at most `grace`; tasks still
+    /// running after that are left to the runtime's shutdown). Idempotent.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?grace, "background tasks did not stop in time");
+        }
+    }
+}
