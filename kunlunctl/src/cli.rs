@@ -142,10 +142,10 @@ pub struct MachineAddArgs {
     #[arg(long, value_name = "RACK")]
     pub rack: Option<String>,
     /// Memory of the machine in MiB.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub mem_mb: Option<i64>,
     /// CPU cores of the machine.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub cores: Option<i64>,
 }
 
@@ -180,10 +180,10 @@ pub struct MachineUpdateArgs {
     #[arg(long, value_name = "RACK")]
     pub rack: Option<String>,
     /// Memory of the machine in MiB.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub mem_mb: Option<i64>,
     /// CPU cores of the machine.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub cores: Option<i64>,
 }
 
