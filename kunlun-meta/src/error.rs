@@ -13,6 +13,9 @@ pub enum Error {
     /// The change conflicts with what is stored (duplicate, in use, busy).
     #[error("{0}")]
     Conflict(String),
+    /// A deadline passed, so the change was refused (e.g. a 2PC decision logged too late).
+    #[error("{0}")]
+    Expired(String),
     /// The metadata store cannot be reached right now; retrying later may work.
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),

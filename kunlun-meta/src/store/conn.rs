@@ -124,13 +124,15 @@ impl Tx {
         })
     }
 
-    pub(crate) async fn begin(pools: &Pools, timeout: Duration) -> Result<Tx> {
+    pub(crate) async fn begin(pools: &Pools, timeout: Duration, read_only: bool) -> Result<Tx> {
         let mut tx = Tx::autocommit(pools, timeout).await?;
         // IMMEDIATE takes SQLite's write lock up front (waiting up to busy_timeout), so a
-        // read-then-write transaction never fails on lock upgrade.
-        let sql = match tx.kind() {
-            BackendKind::Sqlite => "BEGIN IMMEDIATE",
-            BackendKind::Mysql => "START TRANSACTION",
+        // read-then-write transaction never fails on lock upgrade; a read-only one needs no lock.
+        let sql = match (tx.kind(), read_only) {
+            (BackendKind::Sqlite, false) => "BEGIN IMMEDIATE",
+            (BackendKind::Sqlite, true) => "BEGIN DEFERRED",
+            (BackendKind::Mysql, false) => "START TRANSACTION",
+            (BackendKind::Mysql, true) => "START TRANSACTION READ ONLY",
         };
         tx.batch(sql).await?;
         tx.state = TxState::Open;

@@ -8,10 +8,15 @@
 
 mod config;
 pub(crate) mod conn;
+mod open;
+pub mod repo;
+pub(crate) mod rows;
+pub mod schema;
 mod seeds;
 
 pub use config::{BackendConfig, BackendKind, StoreConfig, DEFAULT_MYSQL_DATABASE};
 pub use conn::{Tx, TxFn};
+pub use open::{MYSQL_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use seeds::{SeedAttempt, SeedOutcome, SeedReport};
 
 use std::sync::Arc;
@@ -20,7 +25,7 @@ use std::time::Duration;
 use conn::Pools;
 
 use crate::api;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{
     Cluster, CompNode, Job, JobStatus, Machine, MachinePatch, NewJob, NewMachine, Shard, ShardNode,
 };
@@ -46,13 +51,43 @@ impl std::fmt::Debug for Store {
     }
 }
 
-#[allow(clippy::unused_async)]
 impl Store {
     /// Opens the store: finds the primary (MySQL), creates the database or file if missing and
     /// runs the embedded migrations.
     pub async fn open(cfg: &StoreConfig) -> Result<Store> {
-        let _ = cfg;
-        unimplemented!()
+        if cfg.connect_timeout.is_zero() {
+            return Err(Error::Invalid("connect_timeout must be positive".into()));
+        }
+        let opened = match &cfg.backend {
+            BackendConfig::Sqlite { path } => {
+                open::open_sqlite(path, cfg.pool_size, cfg.connect_timeout).await?
+            }
+            BackendConfig::Mysql {
+                seeds,
+                user,
+                password,
+                database,
+            } => {
+                open::open_mysql(
+                    seeds,
+                    user,
+                    password,
+                    database,
+                    cfg.pool_size,
+                    cfg.connect_timeout,
+                )
+                .await?
+            }
+        };
+        tracing::info!(store = %opened.describe, "metadata store open");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                pools: opened.pools,
+                describe: opened.describe,
+                seed_report: opened.seed_report,
+                timeout: cfg.connect_timeout,
+            }),
+        })
     }
 
     /// The backend in use.
@@ -71,9 +106,9 @@ impl Store {
         self.inner.seed_report.as_ref()
     }
 
-    /// Checks that the store answers; [`crate::Error::Unavailable`] when it does not.
+    /// Checks that the store answers; [`Error::Unavailable`] when it does not.
     pub async fn ping(&self) -> Result<()> {
-        unimplemented!()
+        self.autocommit(async |tx| tx.batch("SELECT 1").await).await
     }
 
     /// Runs `f` inside one transaction: committed when it returns `Ok`, rolled back otherwise.
@@ -91,7 +126,26 @@ impl Store {
             AsyncFnOnce(&'r mut Tx) -> Result<R> + TxFn<&'r mut Tx, Result<R>, Fut: Send> + Send,
         R: Send,
     {
-        let mut tx = Tx::begin(&self.inner.pools, self.inner.timeout).await?;
+        self.run_tx(false, f).await
+    }
+
+    /// Like [`Store::tx`] for reads only: a consistent snapshot without taking write locks.
+    pub async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        for<'r> F:
+            AsyncFnOnce(&'r mut Tx) -> Result<R> + TxFn<&'r mut Tx, Result<R>, Fut: Send> + Send,
+        R: Send,
+    {
+        self.run_tx(true, f).await
+    }
+
+    async fn run_tx<R, F>(&self, read_only: bool, f: F) -> Result<R>
+    where
+        for<'r> F:
+            AsyncFnOnce(&'r mut Tx) -> Result<R> + TxFn<&'r mut Tx, Result<R>, Fut: Send> + Send,
+        R: Send,
+    {
+        let mut tx = Tx::begin(&self.inner.pools, self.inner.timeout, read_only).await?;
         match f(&mut tx).await {
             Ok(r) => {
                 tx.commit().await?;
@@ -117,105 +171,121 @@ impl Store {
         f(&mut tx).await
     }
 
-    /// Registers a machine; [`crate::Error::Conflict`] if `(hostaddr, machine_type)` exists.
+    /// Registers a machine; [`Error::Conflict`] if `(hostaddr, machine_type)` exists.
     pub async fn insert_machine(&self, m: &NewMachine) -> Result<Machine> {
-        let _ = m;
-        unimplemented!()
+        self.tx(async |tx| repo::machines::insert(tx, m).await)
+            .await
     }
 
     /// Every machine, by id.
     pub async fn list_machines(&self) -> Result<Vec<Machine>> {
-        unimplemented!()
+        self.read(async |tx| repo::machines::list(tx).await).await
     }
 
-    /// One machine; [`crate::Error::NotFound`] if unknown.
+    /// One machine; [`Error::NotFound`] if unknown.
     pub async fn get_machine(&self, id: i64) -> Result<Machine> {
-        let _ = id;
-        unimplemented!()
+        self.read(async |tx| repo::machines::get(tx, id).await)
+            .await
     }
 
     /// Changes the fields the patch names.
     pub async fn update_machine(&self, id: i64, p: &MachinePatch) -> Result<Machine> {
-        let _ = (id, p);
-        unimplemented!()
+        self.tx(async |tx| repo::machines::update(tx, id, p).await)
+            .await
     }
 
-    /// Removes a machine; [`crate::Error::Conflict`] while it has used or installing ports.
+    /// Removes a machine; [`Error::Conflict`] while it has used or installing ports.
     pub async fn delete_machine(&self, id: i64) -> Result<()> {
-        let _ = id;
-        unimplemented!()
+        self.tx(async |tx| repo::machines::delete(tx, id).await)
+            .await
     }
 
     /// Every cluster, by id.
     pub async fn list_clusters(&self) -> Result<Vec<Cluster>> {
-        unimplemented!()
+        self.read(async |tx| repo::clusters::list(tx).await).await
     }
 
     /// One cluster by id.
     pub async fn get_cluster(&self, id: i64) -> Result<Cluster> {
-        let _ = id;
-        unimplemented!()
+        self.read(async |tx| repo::clusters::get(tx, id).await)
+            .await
     }
 
     /// One cluster by name.
     pub async fn get_cluster_by_name(&self, name: &str) -> Result<Cluster> {
-        let _ = name;
-        unimplemented!()
+        self.read(async |tx| repo::clusters::get_by_name(tx, name).await)
+            .await
     }
 
     /// A cluster with its shards, their nodes and its compute nodes, read in one transaction.
     pub async fn cluster_detail(&self, id: i64) -> Result<api::ClusterDetail> {
-        let _ = id;
-        unimplemented!()
+        self.read(async |tx| {
+            let cluster = repo::clusters::get(tx, id).await?;
+            let shards = repo::shards::list(tx, Some(id)).await?;
+            let mut nodes = repo::nodes::list_by_cluster(tx, id).await?;
+            let comp_nodes = repo::comps::list(tx, Some(id)).await?;
+            let shards = shards
+                .into_iter()
+                .map(|shard| {
+                    let (mine, rest): (Vec<_>, Vec<_>) =
+                        nodes.drain(..).partition(|n| n.shard_id == shard.id);
+                    nodes = rest;
+                    api::ShardDetail { shard, nodes: mine }
+                })
+                .collect();
+            Ok(api::ClusterDetail {
+                cluster,
+                shards,
+                comp_nodes,
+            })
+        })
+        .await
     }
 
     /// Shards, of one cluster or all.
     pub async fn list_shards(&self, cluster_id: Option<i64>) -> Result<Vec<Shard>> {
-        let _ = cluster_id;
-        unimplemented!()
+        self.read(async |tx| repo::shards::list(tx, cluster_id).await)
+            .await
     }
 
     /// One shard.
     pub async fn get_shard(&self, id: i64) -> Result<Shard> {
-        let _ = id;
-        unimplemented!()
+        self.read(async |tx| repo::shards::get(tx, id).await).await
     }
 
     /// Storage nodes, of one shard or all.
     pub async fn list_shard_nodes(&self, shard_id: Option<i64>) -> Result<Vec<ShardNode>> {
-        let _ = shard_id;
-        unimplemented!()
+        self.read(async |tx| repo::nodes::list(tx, shard_id).await)
+            .await
     }
 
     /// Compute nodes, of one cluster or all.
     pub async fn list_comp_nodes(&self, cluster_id: Option<i64>) -> Result<Vec<CompNode>> {
-        let _ = cluster_id;
-        unimplemented!()
+        self.read(async |tx| repo::comps::list(tx, cluster_id).await)
+            .await
     }
 
     /// Records a new job in state `not_started`.
     pub async fn create_job(&self, j: &NewJob) -> Result<Job> {
-        let _ = j;
-        unimplemented!()
+        self.tx(async |tx| repo::jobs::create(tx, j).await).await
     }
 
     /// One job.
     pub async fn get_job(&self, id: i64) -> Result<Job> {
-        let _ = id;
-        unimplemented!()
+        self.read(async |tx| repo::jobs::get(tx, id).await).await
     }
 
     /// Jobs, newest first; limit 100 by default, at most 1000.
     pub async fn list_jobs(&self, q: &api::JobQuery) -> Result<Vec<Job>> {
-        let _ = q;
-        unimplemented!()
+        self.read(async |tx| repo::jobs::list(tx, q).await).await
     }
 
     /// Claims the oldest `not_started` job of one of `types` (all types when empty) by moving
     /// it to `ongoing` with a compare-and-swap: of concurrent claimers exactly one gets it.
     pub async fn claim_next_job(&self, types: &[&str]) -> Result<Option<Job>> {
-        let _ = types;
-        unimplemented!()
+        // Autocommit: each compare-and-swap sees the latest committed state.
+        self.autocommit(async |tx| repo::jobs::claim_next(tx, types).await)
+            .await
     }
 
     /// Sets a job's status and (when given) memo; a final status also sets `when_ended`.
@@ -225,7 +295,7 @@ impl Store {
         status: JobStatus,
         memo: Option<&serde_json::Value>,
     ) -> Result<Job> {
-        let _ = (id, status, memo);
-        unimplemented!()
+        self.tx(async |tx| repo::jobs::update(tx, id, status, memo).await)
+            .await
     }
 }

@@ -1,0 +1,15 @@
+DROP TABLE IF EXISTS kl_leader_lease;
+DROP TABLE IF EXISTS kl_machine_ssh;
+DROP TABLE IF EXISTS ddl_ops_log_template_table;
+DROP TABLE IF EXISTS commit_log_template_table;
+DROP TABLE IF EXISTS cluster_mgr_nodes;
+DROP TABLE IF EXISTS node_map_master;
+DROP TABLE IF EXISTS cluster_general_job_log;
+DROP TABLE IF EXISTS global_configuration;
+DROP TABLE IF EXISTS meta_db_nodes;
+DROP TABLE IF EXISTS comp_nodes;
+DROP TABLE IF EXISTS comp_nodes_id_seq;
+DROP TABLE IF EXISTS shard_nodes;
+DROP TABLE IF EXISTS shards;
+DROP TABLE IF EXISTS db_clusters;
+DROP TABLE IF EXISTS server_nodes;

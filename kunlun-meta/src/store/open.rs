@@ -1,0 +1,187 @@
+//! Opening a store: create the SQLite file or the MySQL database, run the embedded migrations
+//! and build the connection pool.
+//!
+//! Invariants: migrations run before the pool hands out a connection; every pooled SQLite
+//! connection has `busy_timeout` and `foreign_keys` set and the file is in WAL mode; no
+//! password ever appears in a description or an error.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use diesel::{Connection, ConnectionError, SqliteConnection};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures::FutureExt;
+
+use super::conn::{Pools, SqliteConn};
+use super::seeds::{discover, seed_opts, split_seed, SeedReport};
+use crate::error::{Error, Result};
+
+/// The SQLite schema, embedded at build time.
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+/// The MySQL schema (KunlunBase's metadata tables), embedded at build time.
+pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+
+/// What `open_*` hands back to [`super::Store::open`].
+pub(crate) struct Opened {
+    pub pools: Pools,
+    pub describe: String,
+    pub seed_report: Option<SeedReport>,
+}
+
+fn join_err(e: tokio::task::JoinError) -> Error {
+    Error::Database(format!("background task failed: {e}"))
+}
+
+/// Opens (creating if needed) the SQLite file at `path`.
+pub(crate) async fn open_sqlite(
+    path: &Path,
+    pool_size: usize,
+    timeout: Duration,
+) -> Result<Opened> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Unavailable(format!(
+                "cannot create folder {} for the metadata: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let url = path
+        .to_str()
+        .ok_or_else(|| Error::Invalid(format!("sqlite path {} is not UTF-8", path.display())))?
+        .to_string();
+    let busy_ms = timeout.as_millis();
+    let setup = format!(
+        "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+    );
+
+    let (u, s) = (url.clone(), setup.clone());
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut c = SqliteConnection::establish(&u)
+            .map_err(|e| Error::Unavailable(format!("cannot open sqlite file {u}: {e}")))?;
+        diesel::connection::SimpleConnection::batch_execute(
+            &mut c,
+            &format!("PRAGMA journal_mode = WAL; {s}"),
+        )
+        .map_err(|e| Error::Unavailable(format!("cannot set up sqlite file {u}: {e}")))?;
+        c.run_pending_migrations(SQLITE_MIGRATIONS)
+            .map_err(|e| Error::Migration(e.to_string()))?;
+        Ok(())
+    })
+    .await
+    .map_err(join_err)??;
+
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(&url));
+    let mut cfg = ManagerConfig::<SqliteConn>::default();
+    cfg.recycling_method = RecyclingMethod::Verified;
+    cfg.custom_setup = Box::new(move |url| {
+        let (url, setup) = (url.to_string(), setup.clone());
+        async move {
+            let mut c = SqliteConn::establish(&url).await?;
+            c.batch_execute(&setup)
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            Ok(c)
+        }
+        .boxed()
+    });
+    let mgr = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(url, cfg);
+    let pool = Pool::builder(mgr)
+        .max_size(pool_size.max(1))
+        .build()
+        .map_err(|e| Error::Database(format!("cannot build the sqlite pool: {e}")))?;
+    Ok(Opened {
+        pools: Pools::Sqlite(pool),
+        describe: format!("sqlite:{}", abs.display()),
+        seed_report: None,
+    })
+}
+
+/// Connects to one MySQL server with a deadline.
+async fn connect(opts: mysql_async::OptsBuilder, timeout: Duration) -> Result<mysql_async::Conn> {
+    match tokio::time::timeout(timeout, mysql_async::Conn::new(opts)).await {
+        Err(_) => Err(Error::Unavailable(format!(
+            "no connection within {timeout:?}"
+        ))),
+        Ok(Err(e)) => Err(Error::Unavailable(e.to_string())),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
+/// Finds the primary among `seeds`, creates `database` if missing and migrates it.
+pub(crate) async fn open_mysql(
+    seeds: &[String],
+    user: &str,
+    password: &str,
+    database: &str,
+    pool_size: usize,
+    timeout: Duration,
+) -> Result<Opened> {
+    crate::validate::name("database", database)?;
+    let report = discover(seeds, user, password, timeout).await?;
+    tracing::info!(report = %report, "metadata seed discovery");
+    let (host, port) = split_seed(&report.chosen)?;
+
+    {
+        use mysql_async::prelude::Queryable;
+        let mut c = connect(seed_opts(&host, port, user, password), timeout).await?;
+        // `database` passed validate::name, so it cannot break out of the backticks.
+        c.query_drop(format!(
+            "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
+        ))
+        .await
+        .map_err(|e| Error::Database(format!("cannot create database {database}: {e}")))?;
+        let _ = c.disconnect().await;
+    }
+
+    let opts = seed_opts(&host, port, user, password).db_name(Some(database));
+    let raw = connect(opts.clone(), timeout).await?;
+    let conn = AsyncMysqlConnection::try_from(raw)
+        .await
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
+    let conn = tokio::task::spawn_blocking(move || -> Result<AsyncMysqlConnection> {
+        let mut w: AsyncConnectionWrapper<AsyncMysqlConnection> =
+            AsyncConnectionWrapper::from(conn);
+        w.run_pending_migrations(MYSQL_MIGRATIONS)
+            .map_err(|e| Error::Migration(e.to_string()))?;
+        Ok(w.into_inner())
+    })
+    .await
+    .map_err(join_err)??;
+    drop(conn);
+
+    let mut cfg = ManagerConfig::<AsyncMysqlConnection>::default();
+    cfg.recycling_method = RecyclingMethod::Verified;
+    cfg.custom_setup = Box::new(move |_url| {
+        let opts = opts.clone();
+        async move {
+            let raw = mysql_async::Conn::new(opts)
+                .await
+                .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+            AsyncMysqlConnection::try_from(raw).await
+        }
+        .boxed()
+    });
+    // The URL is unused (custom_setup connects with `opts`); it only names the target.
+    let describe = format!("mysql://{user}@{host}:{port}/{database}");
+    let mgr = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new_with_config(
+        describe.clone(),
+        cfg,
+    );
+    let pool = Pool::builder(mgr)
+        // One connection may be a side connection for DDL inside a transaction.
+        .max_size(pool_size.max(2))
+        .build()
+        .map_err(|e| Error::Database(format!("cannot build the mysql pool: {e}")))?;
+    Ok(Opened {
+        pools: Pools::Mysql(pool),
+        describe,
+        seed_report: Some(report),
+    })
+}

@@ -1,0 +1,135 @@
+//! Machines: `server_nodes` rows plus our SSH access data in `kl_machine_ssh`.
+//!
+//! Invariant: a machine of ours always has both rows (written in the same transaction);
+//! rows of `server_nodes` without a type or SSH row (pre-registered by Kunlun's node_mgr) are
+//! not listed as machines.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::{conflict_as, last_insert_id, now};
+use crate::error::{Error, Result};
+use crate::model::{Machine, MachinePatch, NewMachine};
+use crate::store::conn::{with_conn, Tx};
+use crate::store::rows::{
+    join_ports, MachineChangeset, MachineRow, NewMachineRow, SshChangeset, SshRow,
+};
+use crate::store::schema::{kl_machine_ssh, server_nodes};
+
+/// Registers a machine; [`Error::Conflict`] if `(hostaddr, machine_type)` is registered.
+pub async fn insert(tx: &mut Tx, m: &NewMachine) -> Result<Machine> {
+    let row = NewMachineRow::new(m, now());
+    with_conn!(tx, c => diesel::insert_into(server_nodes::table).values(&row).execute(c).await)
+        .map_err(|e| {
+            conflict_as(e, || {
+                format!(
+                    "machine {} ({}) is already registered",
+                    m.hostaddr, m.machine_type
+                )
+            })
+        })?;
+    let id = last_insert_id(tx).await?;
+    let ssh = SshRow {
+        server_node_id: id,
+        ssh_port: i64::from(m.ssh.port),
+        ssh_user: m.ssh.user.clone(),
+        ssh_key_path: m.ssh.key_path.clone(),
+    };
+    with_conn!(tx, c => diesel::insert_into(kl_machine_ssh::table).values(&ssh).execute(c).await)?;
+    get(tx, id).await
+}
+
+/// One machine; [`Error::NotFound`] if unknown.
+pub async fn get(tx: &mut Tx, id: i64) -> Result<Machine> {
+    find(tx, id)
+        .await?
+        .ok_or_else(|| Error::not_found("machine", id))
+}
+
+/// One machine, if it exists.
+pub async fn find(tx: &mut Tx, id: i64) -> Result<Option<Machine>> {
+    let row = with_conn!(tx, c => server_nodes::table
+        .inner_join(kl_machine_ssh::table)
+        .filter(server_nodes::id.eq(id))
+        .filter(server_nodes::machine_type.is_not_null())
+        .select((MachineRow::as_select(), SshRow::as_select()))
+        .first::<(MachineRow, SshRow)>(c)
+        .await
+        .optional())?;
+    row.map(Machine::try_from).transpose()
+}
+
+/// Every machine, by id.
+pub async fn list(tx: &mut Tx) -> Result<Vec<Machine>> {
+    let rows = with_conn!(tx, c => server_nodes::table
+        .inner_join(kl_machine_ssh::table)
+        .filter(server_nodes::machine_type.is_not_null())
+        .order(server_nodes::id.asc())
+        .select((MachineRow::as_select(), SshRow::as_select()))
+        .load::<(MachineRow, SshRow)>(c)
+        .await)?;
+    rows.into_iter().map(Machine::try_from).collect()
+}
+
+/// Changes the fields the patch names and returns the machine as stored.
+pub async fn update(tx: &mut Tx, id: i64, p: &MachinePatch) -> Result<Machine> {
+    let current = get(tx, id).await?;
+    let cs = MachineChangeset::new(p, current.machine_type);
+    if !cs.is_empty() {
+        with_conn!(tx, c => diesel::update(server_nodes::table.filter(server_nodes::id.eq(id))).set(&cs).execute(c).await)?;
+    }
+    let ssh = SshChangeset::new(p);
+    if !ssh.is_empty() {
+        with_conn!(tx, c => diesel::update(kl_machine_ssh::table.filter(kl_machine_ssh::server_node_id.eq(id)))
+            .set(&ssh)
+            .execute(c)
+            .await)?;
+    }
+    get(tx, id).await
+}
+
+/// Replaces the used and installing port lists if they still equal `expected`'s
+/// (compare-and-swap); [`Error::Conflict`] if another writer changed them meanwhile.
+pub async fn set_ports(
+    tx: &mut Tx,
+    expected: &Machine,
+    used: &[u16],
+    installing: &[u16],
+) -> Result<Machine> {
+    let (old_used, old_inst) = (
+        join_ports(&expected.used_ports),
+        join_ports(&expected.installing_ports),
+    );
+    let (new_used, new_inst) = (join_ports(used), join_ports(installing));
+    let n = with_conn!(tx, c => diesel::update(
+            server_nodes::table
+                .filter(server_nodes::id.eq(expected.id))
+                .filter(server_nodes::used_port.eq(&old_used))
+                .filter(server_nodes::installing_port.eq(&old_inst)),
+        )
+        .set((server_nodes::used_port.eq(&new_used), server_nodes::installing_port.eq(&new_inst)))
+        .execute(c)
+        .await)?;
+    if n == 0 {
+        get(tx, expected.id).await?;
+        return Err(Error::Conflict(format!(
+            "ports of machine {} changed concurrently; retry",
+            expected.id
+        )));
+    }
+    get(tx, expected.id).await
+}
+
+/// Removes a machine; [`Error::Conflict`] while instances use or are installing on its ports.
+pub async fn delete(tx: &mut Tx, id: i64) -> Result<()> {
+    let m = get(tx, id).await?;
+    if !m.used_ports.is_empty() || !m.installing_ports.is_empty() {
+        return Err(Error::Conflict(format!(
+            "machine {id} ({}) still hosts instances on ports {:?} (installing {:?}); remove them first",
+            m.hostaddr, m.used_ports, m.installing_ports
+        )));
+    }
+    with_conn!(tx, c => diesel::delete(kl_machine_ssh::table.filter(kl_machine_ssh::server_node_id.eq(id))).execute(c).await)?;
+    with_conn!(tx, c => diesel::delete(server_nodes::table.filter(server_nodes::id.eq(id))).execute(c).await)?;
+    Ok(())
+}
