@@ -70,7 +70,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .thread_name("cluster-mgr")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    let result = runtime.block_on(serve(config));
+    // Blocking tasks (SQLite connections) get a bounded time to finish; never hang at exit.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
 }
 
 /// The daemon's main task; see [`run`].

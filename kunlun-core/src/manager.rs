@@ -89,7 +89,13 @@ impl ClusterManager {
             };
             match opened {
                 Ok(store) => {
-                    tracing::info!(store = %store.describe(), attempt, "metadata store open");
+                    tracing::info!(attempt, "metadata store ready");
+                    if let Some(report) = store.seed_report() {
+                        tracing::info!(primary = %report.chosen, "metadata shard primary chosen");
+                        for a in report.rejected() {
+                            tracing::info!(seed = %a.seed, reason = %a.outcome, "metadata seed not chosen");
+                        }
+                    }
                     self.set_store(store);
                     return;
                 }
