@@ -47,7 +47,14 @@ fn daemon_binary() -> Result<PathBuf> {
     let dir = profile_dir()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--bin", "cluster-mgr"]);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "cluster-mgr-bin",
+        "--bin",
+        "cluster-mgr",
+    ]);
     if dir.file_name().is_some_and(|p| p == "release") {
         cmd.arg("--release");
     }

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -19,27 +19,28 @@ use nix::unistd::Pid;
 
 /// Path of a binary of this workspace (`cluster-mgr`, `kunlunctl`), built once per test process
 /// so the tests never run a binary older than the sources (`kunlun_tests::bin_path` alone only
-/// builds a missing one).
+/// builds a missing one). A no-op build takes well under a second.
 pub fn bin(name: &str) -> PathBuf {
-    static FRESH: OnceLock<()> = OnceLock::new();
-    FRESH.get_or_init(|| {
+    static FRESH: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut fresh = FRESH.lock().unwrap_or_else(|e| e.into_inner());
+    if !fresh.iter().any(|n| n == name) {
+        let package = if name == "cluster-mgr" {
+            "cluster-mgr-bin"
+        } else {
+            name
+        };
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        // `-p`: from this package's directory a bare `--bin` only sees kunlun-tests.
         let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--bin",
-                "kunlunctl",
-                "--bin",
-                "cluster-mgr",
-            ])
+            .args(["build", "--quiet", "-p", package, "--bin", name])
             .status()
             .expect("run cargo build for the CLI tests");
         assert!(
             status.success(),
-            "cargo build --bin kunlunctl --bin cluster-mgr failed: {status}"
+            "cargo build -p {package} --bin {name} failed: {status}"
         );
-    });
+        fresh.push(name.to_string());
+    }
     kunlun_tests::bin_path(name)
 }
 
