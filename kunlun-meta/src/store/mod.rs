@@ -8,6 +8,7 @@
 
 mod config;
 pub(crate) mod conn;
+pub mod introspect;
 mod open;
 pub mod repo;
 pub(crate) mod rows;
@@ -109,6 +110,11 @@ impl Store {
     /// Checks that the store answers; [`Error::Unavailable`] when it does not.
     pub async fn ping(&self) -> Result<()> {
         self.autocommit(async |tx| tx.batch("SELECT 1").await).await
+    }
+
+    /// Tables of the connected database and their columns (see [`introspect::tables`]).
+    pub async fn tables(&self) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+        self.read(async |tx| introspect::tables(tx).await).await
     }
 
     /// Runs `f` inside one transaction: committed when it returns `Ok`, rolled back otherwise.

@@ -142,6 +142,16 @@ pub async fn purge_before(tx: &mut Tx, cluster: &str, before_txn_id: u64) -> Res
     with_conn!(tx, c => diesel::sql_query(sql.as_str()).bind::<BigInt, _>(before).execute(c).await)
 }
 
+/// The database server's clock in unix seconds: the clock the deadline guard of [`insert`]
+/// compares with, so XA recovery judges a transaction's age by it too.
+pub async fn server_now(tx: &mut Tx) -> Result<i64> {
+    let f = match tx.kind() {
+        BackendKind::Mysql => "CAST(UNIX_TIMESTAMP() AS SIGNED)",
+        BackendKind::Sqlite => unix_now_sql(BackendKind::Sqlite),
+    };
+    with_conn!(tx, c => diesel::select(diesel::dsl::sql::<BigInt>(f)).get_result::<i64>(c).await)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
