@@ -6,7 +6,9 @@ pub mod config;
 pub mod error;
 mod machines;
 mod manager;
+pub mod storage;
 mod topology;
+pub mod xa;
 
 pub use config::CoreConfig;
 pub use error::{Error, Result};

@@ -1,0 +1,62 @@
+//! Ending the in-doubt branches of a newly promoted shard primary, which the failover calls
+//! after promotion and before the node takes writes.
+//!
+//! Invariant: the same decisions as the resolver (commit log, abort claims), applied to the
+//! given node rather than to the recorded primary (metadata may not point at it yet); branches
+//! too young to decide are waited out, bounded by `wait_max` plus a margin, and whatever is
+//! still prepared at the end is reported, never guessed.
+
+use std::time::{Duration, Instant};
+
+use kunlun_meta::model::{Cluster, ShardNode};
+use kunlun_meta::store::Store;
+use tokio_util::sync::CancellationToken;
+
+use super::round::{resolve_targets, RoundReport, Target, XaConfig};
+use crate::error::Result;
+use crate::storage::NodeAddr;
+
+/// Pause between two passes while young branches are waited out.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Ends every Kunlun branch prepared on `node`, the new primary of `shard_id` in `cluster`.
+///
+/// Returns the last pass's report: `remaining() == 0 && complete()` means the node holds no
+/// Kunlun branch any more and may take writes; otherwise the failover must not open it (or
+/// retry). Foreign branches are never touched. Errors: the metadata store failed.
+pub async fn end_in_doubt_on_new_primary(
+    store: &Store,
+    cluster: &Cluster,
+    shard_id: i64,
+    node: &ShardNode,
+    cfg: &XaConfig,
+    cancel: &CancellationToken,
+) -> Result<RoundReport> {
+    let target = Target {
+        shard_id,
+        node_id: node.id,
+        addr: NodeAddr::from(node),
+    };
+    let give_up = Instant::now() + cfg.wait_max + cfg.wait_max / 2 + Duration::from_secs(2);
+    loop {
+        let report = resolve_targets(
+            store,
+            Some(&cluster.name),
+            std::slice::from_ref(&target),
+            cfg,
+        )
+        .await?;
+        let done = report.complete() && report.remaining() == 0;
+        if done || Instant::now() >= give_up || cancel.is_cancelled() {
+            if !done {
+                tracing::warn!(cluster = %cluster.name, shard = shard_id, node = %target.addr,
+                    remaining = report.remaining(), "in-doubt XA branches left on the new primary");
+            }
+            return Ok(report);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(RETRY_PAUSE) => {}
+        }
+    }
+}
