@@ -151,6 +151,9 @@ pub struct MachineAddArgs {
 
 /// `machine update`: every flag optional, at least one required.
 #[derive(Debug, Args)]
+#[command(
+    override_usage = "kunlunctl machine update <ID> <CHANGE>... (at least one of the flags below)"
+)]
 #[command(group(
     clap::ArgGroup::new("changes")
         .required(true)

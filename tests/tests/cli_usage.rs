@@ -137,3 +137,43 @@ fn help_lists_exit_codes_and_the_environment_variable() {
         "{r:?}"
     );
 }
+
+#[test]
+fn kunlunctl_links_no_database_driver_nor_ssh() {
+    // design.md §2: the CLI links kunlun-meta's types only (no `store` feature).
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "tree",
+            "-p",
+            "kunlunctl",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.contains("kunlun-meta"), "{tree}");
+    for forbidden in [
+        "diesel",
+        "ssh2",
+        "mysql_async",
+        "mysqlclient-sys",
+        "libsqlite3-sys",
+        "openssl",
+    ] {
+        assert!(
+            !tree
+                .lines()
+                .any(|l| l.starts_with(&format!("{forbidden} "))),
+            "kunlunctl depends on {forbidden}:\n{tree}"
+        );
+    }
+}
