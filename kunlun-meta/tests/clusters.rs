@@ -284,13 +284,19 @@ async fn rollback_leaves_nothing(t: &TestStore) {
 async fn commit_log_guard_and_ranges(t: &TestStore) {
     let s = &t.store;
     build_cluster(s, "xa1").await;
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
+    // The guard compares with the database server's clock.
+    let now = s
+        .autocommit(async |tx| commit_log::server_now(tx).await)
+        .await
+        .unwrap();
+    let local = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (now - i64::try_from(local).unwrap()).abs() < 60,
+        "server clock {now} vs local {local}"
+    );
     let start = u32::try_from(now - 100).unwrap();
     let entry = |comp: i64, xid: u32, cmd: TxnCmd| NewCommitLogEntry {
         comp_node_id: comp,
