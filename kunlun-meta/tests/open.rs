@@ -96,20 +96,48 @@ async fn sqlite_creates_its_folder_and_describes_the_absolute_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_recovers_after_the_server_dropped_its_connections() {
-    use mysql_async::prelude::Queryable;
     let t = TestStore::mysql().await;
     let s = &t.store;
     // Fill the pool with a few live connections.
-    futures::future::join_all((0..4).map(|_| s.list_machines()))
-        .await
-        .into_iter()
-        .for_each(|r| {
-            r.unwrap();
-        });
+    for r in futures::future::join_all((0..4).map(|_| s.list_machines())).await {
+        r.unwrap();
+    }
     let db = match &t.cfg.backend {
         kunlun_meta::store::BackendConfig::Mysql { database, .. } => database.clone(),
         _ => unreachable!(),
     };
+    kill_connections_of(&db).await;
+    // Every pooled connection is dead now; the store must hand out fresh ones by itself.
+    for _ in 0..6 {
+        s.list_machines()
+            .await
+            .expect("fresh connection after the outage");
+    }
+    s.ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_mid_use_is_unavailable_and_the_next_one_works() {
+    let t = TestStore::mysql().await;
+    let db = match &t.cfg.backend {
+        kunlun_meta::store::BackendConfig::Mysql { database, .. } => database.clone(),
+        _ => unreachable!(),
+    };
+    let r = t
+        .store
+        .autocommit(async |tx| {
+            kunlun_meta::store::repo::machines::list(tx).await?;
+            kill_connections_of(&db).await;
+            kunlun_meta::store::repo::machines::list(tx).await
+        })
+        .await;
+    assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
+    t.store.list_machines().await.expect("a fresh connection");
+}
+
+/// Kills every server connection that uses database `db`.
+async fn kill_connections_of(db: &str) {
+    use mysql_async::prelude::Queryable;
     let (seed, user, pass) = mysql_server();
     let (host, port) = seed.rsplit_once(':').unwrap();
     let opts = mysql_async::OptsBuilder::default()
@@ -125,18 +153,11 @@ async fn pool_recovers_after_the_server_dropped_its_connections() {
         )
         .await
         .unwrap();
-    assert!(!ids.is_empty(), "the store holds pooled connections");
+    assert!(!ids.is_empty(), "the store holds connections to {db}");
     for id in ids {
         let _ = admin.query_drop(format!("KILL CONNECTION {id}")).await;
     }
     admin.disconnect().await.unwrap();
-    // Every pooled connection is dead now; the store must hand out fresh ones by itself.
-    for _ in 0..6 {
-        s.list_machines()
-            .await
-            .expect("fresh connection after the outage");
-    }
-    s.ping().await.unwrap();
 }
 
 /// Drops a MySQL database at the end of a test that opened its own store.
