@@ -396,3 +396,58 @@ fn no_arguments_means_sqlite_under_data_and_port_8010() {
         "{log}"
     );
 }
+
+/// A request held up by a frozen store (SIGSTOP) is in flight when SIGTERM arrives: the daemon
+/// stops accepting connections at once, still answers that request once the store thaws, then
+/// exits 0.
+#[test]
+fn sigterm_lets_the_request_in_flight_finish() {
+    let db = MariaDb::start().expect("start MariaDB");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let cnf = mysql_cnf(dir.path(), &db, port);
+    let mut d = Daemon::spawn(
+        dir.path(),
+        &["--config", cnf.to_str().expect("utf-8 path")],
+        port,
+    );
+    let http = http();
+    d.wait_for(&http, "/healthz", Duration::from_secs(60), |st, _| {
+        st == 200
+    });
+
+    db.pause().expect("SIGSTOP MariaDB");
+    let url = d.url("/v1/machines");
+    let in_flight = std::thread::spawn(move || {
+        let slow = Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        slow.get(url).send().map(|r| r.status().as_u16())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = Pid::from_raw(i32::try_from(d.child.as_ref().expect("running").id()).expect("pid"));
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    std::thread::sleep(Duration::from_millis(500));
+    let refused = Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client")
+        .get(d.url("/healthz"))
+        .send();
+    assert!(
+        refused.is_err(),
+        "no new request is accepted after SIGTERM: {refused:?}"
+    );
+    db.resume().expect("SIGCONT MariaDB");
+
+    let answered = in_flight.join().expect("request thread");
+    let status = answered
+        .unwrap_or_else(|e| panic!("the request in flight was cut off: {e}\n{}", d.log_text()));
+    assert!(
+        status == 200 || status == 503,
+        "in-flight request answered {status}"
+    );
+    let st = d.stop_with(Signal::SIGTERM);
+    assert_eq!(st.code(), Some(0), "{}", d.log_text());
+}
