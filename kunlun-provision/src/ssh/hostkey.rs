@@ -1,0 +1,183 @@
+//! Host key verification against an OpenSSH `known_hosts` file, and accept-new recording.
+//!
+//! Invariant: authentication never starts before the offered key matched a recorded one, or
+//! (accept-new only) the host had no recorded key and this one was appended to the file.
+//! Existing lines of the file are never rewritten.
+
+use std::fs;
+use std::io::Write;
+use std::sync::Mutex;
+
+use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, Session};
+
+use super::{HostKeyPolicy, SshTarget};
+use crate::error::{Error, Result};
+
+/// Serialises appends to known_hosts files within this process.
+static APPEND: Mutex<()> = Mutex::new(());
+
+pub(crate) fn verify(session: &Session, target: &SshTarget) -> Result<()> {
+    let label = target.label();
+    let (key, key_type) = session.host_key().ok_or_else(|| Error::Disconnected {
+        host: label.clone(),
+        reason: "the server sent no host key".to_string(),
+    })?;
+    let type_name = key_type_name(key_type);
+    let offered = session
+        .host_key_hash(HashType::Sha256)
+        .map(|h| format!("SHA256:{}", base64(h, false)))
+        .unwrap_or_else(|| "SHA256:?".to_string());
+    let check = || -> Result<CheckResult> {
+        let mut kh = session
+            .known_hosts()
+            .map_err(|e| Error::Local(format!("known_hosts: {}", e.message())))?;
+        match fs::metadata(&target.known_hosts) {
+            Ok(_) => {
+                kh.read_file(&target.known_hosts, KnownHostFileKind::OpenSSH)
+                    .map_err(|e| {
+                        Error::Local(format!(
+                            "reading {}: {}",
+                            target.known_hosts.display(),
+                            e.message()
+                        ))
+                    })?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Local(format!(
+                    "reading {}: {e}",
+                    target.known_hosts.display()
+                )))
+            }
+        }
+        Ok(kh.check_port(&target.host, target.port, key))
+    };
+    let mismatch = || Error::HostKeyMismatch {
+        host: label.clone(),
+        key_type: type_name.to_string(),
+        offered: offered.clone(),
+        known_hosts: target.known_hosts.clone(),
+    };
+    match check()? {
+        CheckResult::Match => Ok(()),
+        CheckResult::Mismatch => Err(mismatch()),
+        CheckResult::Failure => Err(Error::Local(format!(
+            "checking the host key of {label} against {} failed",
+            target.known_hosts.display()
+        ))),
+        CheckResult::NotFound => match target.host_key_policy {
+            HostKeyPolicy::Strict => Err(Error::HostKeyUnknown {
+                host: label.clone(),
+                key_type: type_name.to_string(),
+                offered: offered.clone(),
+                known_hosts: target.known_hosts.clone(),
+            }),
+            HostKeyPolicy::AcceptNew => {
+                let _guard = APPEND.lock().unwrap_or_else(|e| e.into_inner());
+                // Another connection may have recorded it meanwhile.
+                match check()? {
+                    CheckResult::Match => return Ok(()),
+                    CheckResult::Mismatch => return Err(mismatch()),
+                    _ => {}
+                }
+                let line = format!(
+                    "{} {type_name} {}\n",
+                    host_pattern(&target.host, target.port),
+                    base64(key, true)
+                );
+                append(target, &line)?;
+                tracing::info!(host = %label, key = %offered, file = %target.known_hosts.display(),
+                    "recorded new host key (accept-new)");
+                Ok(())
+            }
+        },
+    }
+}
+
+fn append(target: &SshTarget, line: &str) -> Result<()> {
+    let path = &target.known_hosts;
+    let err = |e: std::io::Error| {
+        Error::Local(format!("recording the host key in {}: {e}", path.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(err)?;
+    // Keep the file line-oriented even if its last line lacks a newline.
+    let needs_newline = fs::read(path)
+        .map(|b| !b.is_empty() && !b.ends_with(b"\n"))
+        .unwrap_or(false);
+    if needs_newline {
+        f.write_all(b"\n").map_err(err)?;
+    }
+    f.write_all(line.as_bytes()).map_err(err)
+}
+
+/// `host` on port 22, `[host]:port` otherwise (OpenSSH's known_hosts convention).
+pub(crate) fn host_pattern(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+fn key_type_name(t: HostKeyType) -> &'static str {
+    match t {
+        HostKeyType::Rsa => "ssh-rsa",
+        HostKeyType::Dss => "ssh-dss",
+        HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        HostKeyType::Ed25519 => "ssh-ed25519",
+        HostKeyType::Unknown => "unknown",
+    }
+}
+
+/// Standard base64 (RFC 4648), with or without `=` padding.
+pub(crate) fn base64(data: &[u8], pad: bool) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..4 {
+            if i < chars {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else if pad {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        assert_eq!(base64(b"", true), "");
+        assert_eq!(base64(b"f", true), "Zg==");
+        assert_eq!(base64(b"fo", true), "Zm8=");
+        assert_eq!(base64(b"foo", true), "Zm9v");
+        assert_eq!(base64(b"foob", false), "Zm9vYg");
+        assert_eq!(base64(b"foobar", true), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn host_pattern_brackets_non_default_ports() {
+        assert_eq!(host_pattern("10.0.0.1", 22), "10.0.0.1");
+        assert_eq!(host_pattern("127.0.0.2", 2222), "[127.0.0.2]:2222");
+    }
+}

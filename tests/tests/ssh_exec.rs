@@ -1,0 +1,293 @@
+//! The SSH executor against a real private sshd: exit codes and stderr, large output, file
+//! transfer, deadlines, authentication and host key failures, a server dying mid-command, and
+//! many concurrent commands over the pool.
+
+use std::time::Duration;
+
+use kunlun_provision::{Error, HostKeyPolicy, SshExecutor, SshOptions, SshTarget};
+use kunlun_tests::{generate_key_pair, Sshd};
+
+const T: Duration = Duration::from_secs(30);
+
+fn target(sshd: &Sshd) -> SshTarget {
+    SshTarget::new(
+        sshd.host(),
+        sshd.port(),
+        sshd.user(),
+        &sshd.user_key().private,
+        sshd.known_hosts(),
+    )
+}
+
+fn sshd() -> Sshd {
+    Sshd::start().expect("start a private sshd")
+}
+
+#[tokio::test]
+async fn exit_codes_stdout_and_stderr_are_data() {
+    let s = sshd();
+    let ex = SshExecutor::default();
+    let t = target(&s);
+    let out = ex
+        .exec(&t, "echo out; echo err >&2; exit 3", T)
+        .await
+        .expect("command ran");
+    assert_eq!(out.status, Some(3));
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(
+        out.stderr, b"err\n",
+        "the pgid marker line is not in stderr"
+    );
+    let err = out
+        .checked()
+        .expect_err("non-zero exit is an error when checked");
+    match &err {
+        Error::RemoteFailed {
+            command,
+            status,
+            stderr_tail,
+            ..
+        } => {
+            assert_eq!(command, "echo out; echo err >&2; exit 3");
+            assert_eq!(status, "exit 3");
+            assert_eq!(stderr_tail, "err");
+        }
+        other => panic!("expected RemoteFailed, got {other:?}"),
+    }
+    let ok = ex.exec(&t, "true", T).await.expect("ran").checked();
+    assert!(ok.is_ok());
+    let killed = ex.exec(&t, "kill -TERM $$", T).await.expect("ran");
+    assert_eq!(killed.status, None);
+    assert_eq!(killed.signal.as_deref(), Some("TERM"));
+}
+
+#[tokio::test]
+async fn ten_megabytes_of_output_with_stderr_filling_its_window_first() {
+    let s = sshd();
+    let ex = SshExecutor::default();
+    // 3 MiB of stderr before any stdout: more than a channel window, so reading only stdout
+    // would stall.
+    let cmd = "head -c 3145728 /dev/zero | tr '\\0' e >&2; head -c 10485760 /dev/zero | tr '\\0' x";
+    let out = ex.exec(&target(&s), cmd, T).await.expect("command ran");
+    assert!(out.success());
+    assert_eq!(out.stdout.len(), 10 * 1024 * 1024);
+    assert!(out.stdout.iter().all(|&b| b == b'x'));
+    assert_eq!(out.stderr.len(), 3 * 1024 * 1024);
+    assert!(out.stderr.iter().all(|&b| b == b'e'));
+}
+
+#[tokio::test]
+async fn upload_bytes_and_file_then_read_back() {
+    let s = sshd();
+    let ex = SshExecutor::default();
+    let t = target(&s);
+    let remote = s.dir().join("uploaded.cnf").display().to_string();
+    ex.upload(&t, b"[mysqld]\nport=3306\n".to_vec(), &remote, 0o640, T)
+        .await
+        .expect("upload bytes");
+    let back = ex.read_file(&t, &remote, T).await.expect("read back");
+    assert_eq!(back, b"[mysqld]\nport=3306\n");
+    let mode = ex
+        .exec(&t, &format!("stat -c %a {remote}"), T)
+        .await
+        .expect("stat");
+    assert_eq!(mode.stdout_str().trim(), "640");
+
+    let local = tempfile::NamedTempFile::new().expect("temp file");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(local.path(), &data).expect("write local");
+    let remote_bin = s.dir().join("tool.bin").display().to_string();
+    ex.upload_file(&t, local.path(), &remote_bin, 0o755, T)
+        .await
+        .expect("upload file");
+    assert_eq!(ex.read_file(&t, &remote_bin, T).await.expect("read"), data);
+    let mode = ex
+        .exec(&t, &format!("stat -c %a {remote_bin}"), T)
+        .await
+        .expect("stat");
+    assert_eq!(mode.stdout_str().trim(), "755");
+
+    let missing = ex
+        .read_file(&t, &s.dir().join("nope").display().to_string(), T)
+        .await;
+    assert!(
+        matches!(missing, Err(Error::RemoteFile { .. })),
+        "{missing:?}"
+    );
+    // A file error leaves the pooled connection usable.
+    assert!(ex.exec(&t, "true", T).await.expect("ran").success());
+}
+
+#[tokio::test]
+async fn command_past_its_deadline_is_killed_and_times_out() {
+    let s = sshd();
+    let ex = SshExecutor::default();
+    let t = target(&s);
+    let res = ex
+        .exec(&t, "sleep 30.5117; echo finished", Duration::from_secs(1))
+        .await;
+    assert!(matches!(res, Err(Error::Timeout { .. })), "{res:?}");
+    // The remote sleep was killed: wait (bounded) for it to disappear from the process table.
+    let mut gone = false;
+    for _ in 0..100 {
+        let check = ex
+            .exec(&t, "pgrep -f 'sleep 30[.]5117'", T)
+            .await
+            .expect("pgrep ran");
+        if check.status == Some(1) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the timed-out remote command is no longer running");
+}
+
+#[tokio::test]
+async fn wrong_key_is_auth_failed() {
+    let s = sshd();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let other = generate_key_pair(dir.path(), "other").expect("key pair");
+    let mut t = target(&s);
+    t.auth.private_key = Some(other.private.clone());
+    let res = SshExecutor::default().exec(&t, "true", T).await;
+    assert!(matches!(res, Err(Error::AuthFailed { .. })), "{res:?}");
+}
+
+#[tokio::test]
+async fn changed_host_key_is_a_mismatch() {
+    let s = sshd();
+    let t = target(&s);
+    assert!(SshExecutor::default()
+        .exec(&t, "true", T)
+        .await
+        .expect("known key")
+        .success());
+    s.change_host_key().expect("new host key");
+    for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
+        let mut t = t.clone();
+        t.host_key_policy = policy;
+        let res = SshExecutor::default().exec(&t, "true", T).await;
+        match res {
+            Err(e @ Error::HostKeyMismatch { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&s.known_hosts().display().to_string()),
+                    "{msg}"
+                );
+                assert!(msg.contains("SHA256:"), "{msg}");
+            }
+            other => panic!("{policy:?}: expected HostKeyMismatch, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_host_strict_fails_and_accept_new_records_the_key() {
+    let s = sshd();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut t = target(&s);
+    t.known_hosts = dir.path().join("known_hosts");
+    let res = SshExecutor::default().exec(&t, "true", T).await;
+    assert!(matches!(res, Err(Error::HostKeyUnknown { .. })), "{res:?}");
+
+    t.host_key_policy = HostKeyPolicy::AcceptNew;
+    assert!(SshExecutor::default()
+        .exec(&t, "true", T)
+        .await
+        .expect("accept-new")
+        .success());
+    let recorded = std::fs::read_to_string(&t.known_hosts).expect("known_hosts written");
+    let expected = format!(
+        "[{}]:{} {}",
+        s.host(),
+        s.port(),
+        s.host_key().public_key().expect("host key")
+    );
+    assert_eq!(recorded.trim(), expected);
+
+    t.host_key_policy = HostKeyPolicy::Strict;
+    assert!(SshExecutor::default()
+        .exec(&t, "true", T)
+        .await
+        .expect("recorded key is trusted")
+        .success());
+}
+
+#[tokio::test]
+async fn nothing_listening_is_unreachable() {
+    let s = sshd();
+    let mut t = target(&s);
+    s.stop().expect("stop sshd");
+    t.port = s.port();
+    let res = SshExecutor::default().exec(&t, "true", T).await;
+    assert!(matches!(res, Err(Error::Unreachable { .. })), "{res:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sshd_stopped_mid_command_is_an_error_not_a_hang() {
+    let s = sshd();
+    let ex = SshExecutor::default();
+    let t = target(&s);
+    let running = {
+        let (ex, t) = (ex.clone(), t.clone());
+        tokio::spawn(async move { ex.exec(&t, "sleep 60.2231", Duration::from_secs(300)).await })
+    };
+    // Wait until the command runs on the server, then kill the server and its sessions.
+    let mut started = false;
+    for _ in 0..200 {
+        let out = s
+            .ssh_command("pgrep -f 'sleep 60[.]2231'")
+            .output()
+            .expect("ssh");
+        if out.status.success() {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started, "the command started");
+    s.stop().expect("stop sshd");
+    // The guard only turns a hang into a failure; the call must end long before it.
+    let res = tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the call ended instead of hanging")
+        .expect("task");
+    assert!(matches!(res, Err(Error::Disconnected { .. })), "{res:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_commands_share_the_pool() {
+    let s = sshd();
+    let max = 8;
+    let ex = SshExecutor::new(SshOptions {
+        max_connections_per_host: max,
+        ..SshOptions::default()
+    });
+    let t = target(&s);
+    for round in 0..2 {
+        let runs = (0..50).map(|i| {
+            let (ex, t) = (ex.clone(), t.clone());
+            async move {
+                let out = ex
+                    .exec(&t, &format!("echo {round}-{i}"), T)
+                    .await
+                    .expect("command ran")
+                    .checked()
+                    .expect("exit 0");
+                assert_eq!(out.stdout_str(), format!("{round}-{i}\n"));
+            }
+        });
+        futures::future::join_all(runs).await;
+    }
+    let opened = ex.connections_opened();
+    assert!(
+        (1..=max as u64).contains(&opened),
+        "100 commands used at most {max} connections, opened {opened}"
+    );
+    assert_eq!(
+        ex.idle_connections(&t) as u64,
+        opened,
+        "all went back to the pool"
+    );
+}
