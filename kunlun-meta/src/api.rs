@@ -270,3 +270,87 @@ pub struct JobQuery {
     #[serde(default)]
     pub limit: Option<u32>,
 }
+
+/// One prepared Kunlun XA branch on a shard primary (`GET /v1/clusters/{id}/xa`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct XaBranch {
+    /// `<comp_node_id>-<start_ts>-<local_xid>`.
+    pub xid: String,
+    /// Seconds since the global transaction started, by the metadata server's clock.
+    pub age_sec: u64,
+    /// The decision logged in the cluster's commit log, if any.
+    pub decision: Option<crate::model::TxnCmd>,
+}
+
+/// The prepared branches found on one shard's primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct XaShard {
+    pub shard_id: i64,
+    /// `host:port` of the primary asked, if one is recorded.
+    pub node: Option<String>,
+    pub branches: Vec<XaBranch>,
+    /// Prepared branches that are not Kunlun's (never touched by the manager).
+    pub foreign: usize,
+    /// Why the shard could not be asked.
+    pub error: Option<String>,
+}
+
+/// In-doubt branches of a cluster, per shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct XaInDoubt {
+    pub cluster_id: i64,
+    pub cluster_name: String,
+    pub shards: Vec<XaShard>,
+}
+
+/// How an operator ends an in-doubt transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum XaAction {
+    Commit,
+    Rollback,
+}
+
+/// Body of `POST /v1/clusters/{id}/xa/{xid}/resolve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct XaResolveRequest {
+    pub action: XaAction,
+    /// Why (kept in the audit trail); 1 to 1024 characters.
+    pub reason: String,
+}
+
+impl XaResolveRequest {
+    /// Checks the reason.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.reason.trim().chars().count();
+        if n == 0 || self.reason.chars().count() > 1024 {
+            return Err(Error::Invalid(
+                "reason: must be 1 to 1024 characters".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a manual resolution did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct XaResolveResult {
+    pub xid: String,
+    /// The decision in the commit log, which every branch followed.
+    pub decision: crate::model::TxnCmd,
+    /// Shards whose branch was ended now.
+    pub ended_on: Vec<i64>,
+    /// Shards where the branch is still attached to its owner's session (left to it).
+    pub attached_on: Vec<i64>,
+    /// Shards that could not be reached or failed (retry, or the resolver will finish).
+    pub failed_on: Vec<i64>,
+    /// Id of the audit record (a `xa_resolve` job).
+    pub audit_job_id: i64,
+}

@@ -71,6 +71,12 @@ async fn lifecycle(t: &TestStore) {
         .unwrap();
     assert_eq!(u.memo, Some(memo.clone()));
     assert!(u.when_ended.is_none());
+    // An update that changes nothing still finds the job (MySQL counts matched rows).
+    let same = s
+        .update_job(a.id, JobStatus::Ongoing, Some(&memo))
+        .await
+        .unwrap();
+    assert_eq!(same, u);
     let done = s.update_job(a.id, JobStatus::Done, None).await.unwrap();
     assert_eq!(done.status, JobStatus::Done);
     assert_eq!(done.memo, Some(memo), "memo kept when not given");

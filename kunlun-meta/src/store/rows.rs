@@ -624,6 +624,16 @@ impl From<&ClusterMgrNode> for ClusterMgrNodeRow {
     }
 }
 
+/// The leadership lease row (`kl_leader_lease`).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = kl_leader_lease, check_for_backend(diesel::sqlite::Sqlite, diesel::mysql::Mysql))]
+pub(crate) struct LeaseRow {
+    pub name: String,
+    pub holder: String,
+    pub epoch: i64,
+    pub expires_at: NaiveDateTime,
+}
+
 /// One row of a per-cluster `commit_log_<name>` (typed by its template table).
 #[derive(Debug, Clone, QueryableByName)]
 #[diesel(table_name = commit_log_template_table, check_for_backend(diesel::sqlite::Sqlite, diesel::mysql::Mysql))]

@@ -104,6 +104,9 @@ pub(crate) fn seed_opts(
             Some(password)
         })
         .prefer_socket(false)
+        // UPDATE reports matched rows, not changed rows, as SQLite does: compare-and-swap and
+        // "0 rows = not found" checks then mean the same on both backends.
+        .client_found_rows(true)
 }
 
 /// Asks one seed for `@@read_only`.

@@ -7,6 +7,7 @@ pub mod clusters;
 pub mod commit_log;
 pub mod comps;
 pub mod jobs;
+pub mod lease;
 pub mod machines;
 pub mod meta;
 pub mod nodes;
