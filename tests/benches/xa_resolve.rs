@@ -24,12 +24,24 @@ const PREPARE_WORKERS: usize = 8;
 
 /// Prepares `per_shard` branches on each shard, each inserting one row, and leaves them
 /// detached. Xids belong to compute node `cn` and started a minute ago (past any deadline).
-async fn make_branches(env: &XaEnv, cn: u32, per_shard: usize, id_base: i64) -> Result<Vec<Vec<KunlunXid>>> {
-    let start_ts = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() - 60) as u32;
+async fn make_branches(
+    env: &XaEnv,
+    cn: u32,
+    per_shard: usize,
+    id_base: i64,
+) -> Result<Vec<Vec<KunlunXid>>> {
+    let start_ts = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        - 60) as u32;
     let mut out = Vec::new();
     for (s, db) in env.shards.iter().enumerate() {
         let xids: Vec<KunlunXid> = (0..per_shard)
-            .map(|k| KunlunXid { comp_node_id: cn, start_ts, local_xid: (s * per_shard + k) as u32 })
+            .map(|k| KunlunXid {
+                comp_node_id: cn,
+                start_ts,
+                local_xid: (s * per_shard + k) as u32,
+            })
             .collect();
         let mut set = JoinSet::new();
         for w in 0..PREPARE_WORKERS {
@@ -65,8 +77,10 @@ async fn log_commits(env: &XaEnv, xids: &[Vec<KunlunXid>]) -> Result<()> {
     let mut meta = env.meta_conn().await?;
     let all: Vec<&KunlunXid> = xids.iter().flatten().collect();
     for chunk in all.chunks(1000) {
-        let values: Vec<String> =
-            chunk.iter().map(|x| format!("({}, {}, 'commit')", x.comp_node_id, x.txn_id())).collect();
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|x| format!("({}, {}, 'commit')", x.comp_node_id, x.txn_id()))
+            .collect();
         meta.query_drop(format!(
             "INSERT INTO commit_log_{} (comp_node_id, txn_id, next_txn_cmd) VALUES {}",
             env.cluster.name,
@@ -106,13 +120,17 @@ async fn bench(per_shard: usize) -> Result<()> {
     }
     let total = per_shard * env.shards.len();
 
-    let floor_xids = make_branches(&env, 1, per_shard, 0).await.context("floor branches")?;
+    let floor_xids = make_branches(&env, 1, per_shard, 0)
+        .await
+        .context("floor branches")?;
     let floor = floor_commit(&env, &floor_xids).await.context("floor")?;
     if !env.all_prepared()?.is_empty() {
         bail!("the floor left branches prepared");
     }
 
-    let xids = make_branches(&env, 2, per_shard, total as i64).await.context("resolver branches")?;
+    let xids = make_branches(&env, 2, per_shard, total as i64)
+        .await
+        .context("resolver branches")?;
     log_commits(&env, &xids).await.context("commit log")?;
     let (mut resolver, _) = env.resolver();
     let t0 = Instant::now();
@@ -122,16 +140,32 @@ async fn bench(per_shard: usize) -> Result<()> {
     if t.committed != total || !env.all_prepared()?.is_empty() {
         bail!("resolver did not commit every branch: {t:?}");
     }
-    let rows = env.shards[0].value("SELECT COUNT(*) FROM bank.bench")?.unwrap_or_default();
+    let rows = env.shards[0]
+        .value("SELECT COUNT(*) FROM bank.bench")?
+        .unwrap_or_default();
     if rows != total.to_string() {
         bail!("shard 1 holds {rows} rows, expected {total}");
     }
 
     let per_s = |d: Duration| total as f64 / d.as_secs_f64();
-    println!("xa_resolve: {total} prepared branches over {} shards", env.shards.len());
-    println!("  floor    (direct XA COMMIT, 1 conn/shard): {:>8.1} ms  {:>9.0} branches/s", floor.as_secs_f64() * 1e3, per_s(floor));
-    println!("  resolver (one round, incl. XA RECOVER, range query): {:>8.1} ms  {:>9.0} branches/s", took.as_secs_f64() * 1e3, per_s(took));
-    println!("  ratio resolver/floor: {:.2}x (goal <= 1.5x)", took.as_secs_f64() / floor.as_secs_f64());
+    println!(
+        "xa_resolve: {total} prepared branches over {} shards",
+        env.shards.len()
+    );
+    println!(
+        "  floor    (direct XA COMMIT, 1 conn/shard): {:>8.1} ms  {:>9.0} branches/s",
+        floor.as_secs_f64() * 1e3,
+        per_s(floor)
+    );
+    println!(
+        "  resolver (one round, incl. XA RECOVER, range query): {:>8.1} ms  {:>9.0} branches/s",
+        took.as_secs_f64() * 1e3,
+        per_s(took)
+    );
+    println!(
+        "  ratio resolver/floor: {:.2}x (goal <= 1.5x)",
+        took.as_secs_f64() / floor.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -139,7 +173,11 @@ fn main() {
     // `cargo bench` passes `--bench`; under `cargo test --all-targets` only a smoke run.
     let smoke = !std::env::args().any(|a| a == "--bench");
     let per_shard = if smoke { 100 } else { 5_000 };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("xa_resolve: no runtime: {e}");

@@ -42,13 +42,19 @@ const FATES: [Fate; 6] = [
 /// prepared leftover, say) is treated as the coordinator dying there.
 async fn run_one(env: &XaEnv, rng: &mut StdRng, cn: u32) -> anyhow::Result<KunlunXid> {
     let fate = FATES[rng.random_range(0..FATES.len())];
-    let (from, to) = (rng.random_range(0..ACCOUNTS), ACCOUNTS + rng.random_range(0..ACCOUNTS));
+    let (from, to) = (
+        rng.random_range(0..ACCOUNTS),
+        ACCOUNTS + rng.random_range(0..ACCOUNTS),
+    );
     let amount = rng.random_range(1..50);
     let xid = new_xid(cn);
     let kill_by_drop = rng.random_bool(0.5);
     let mut t = Txn2pc::begin(env, xid, &[0, 1]).await?;
     let r = drive(env, &mut t, fate, from, to, amount).await;
-    let done = matches!(t.phase, xa_support::Phase::Committed | xa_support::Phase::RolledBack);
+    let done = matches!(
+        t.phase,
+        xa_support::Phase::Committed | xa_support::Phase::RolledBack
+    );
     if r.is_err() || !done {
         if kill_by_drop {
             drop(t);
@@ -59,7 +65,14 @@ async fn run_one(env: &XaEnv, rng: &mut StdRng, cn: u32) -> anyhow::Result<Kunlu
     Ok(xid)
 }
 
-async fn drive(env: &XaEnv, t: &mut Txn2pc, fate: Fate, from: i64, to: i64, amount: i64) -> anyhow::Result<()> {
+async fn drive(
+    env: &XaEnv,
+    t: &mut Txn2pc,
+    fate: Fate,
+    from: i64,
+    to: i64,
+    amount: i64,
+) -> anyhow::Result<()> {
     t.add(0, from, -amount).await?;
     t.add(1, to, amount).await?;
     if fate == Fate::BeforePrepare {
@@ -127,16 +140,35 @@ async fn transfers_with_random_coordinator_deaths_keep_the_books_balanced() {
 
     // Whatever the actor did not finish, later rounds do.
     let (mut r, _) = env.resolver();
-    env.settle(&mut r, 100).await.expect("every branch resolved");
+    env.settle(&mut r, 100)
+        .await
+        .expect("every branch resolved");
 
-    assert!(env.all_prepared().unwrap().is_empty(), "no prepared branch left");
-    assert_eq!(env.total_balance().unwrap(), opening, "no money created or lost");
+    assert!(
+        env.all_prepared().unwrap().is_empty(),
+        "no prepared branch left"
+    );
+    assert_eq!(
+        env.total_balance().unwrap(),
+        opening,
+        "no money created or lost"
+    );
     let mut committed = 0;
     for x in &xids {
-        let (a, b) = (env.has_transfer(0, *x).unwrap(), env.has_transfer(1, *x).unwrap());
+        let (a, b) = (
+            env.has_transfer(0, *x).unwrap(),
+            env.has_transfer(1, *x).unwrap(),
+        );
         let logged = env.decision(*x).await.unwrap();
-        assert_eq!(a, b, "transfer {x} is all-or-nothing (shard 1: {a}, shard 2: {b}, log {logged:?})");
-        assert_eq!(a, logged == Some(TxnCmd::Commit), "transfer {x} follows its log row {logged:?}");
+        assert_eq!(
+            a, b,
+            "transfer {x} is all-or-nothing (shard 1: {a}, shard 2: {b}, log {logged:?})"
+        );
+        assert_eq!(
+            a,
+            logged == Some(TxnCmd::Commit),
+            "transfer {x} follows its log row {logged:?}"
+        );
         committed += usize::from(a);
     }
     let s = metrics.snapshot();

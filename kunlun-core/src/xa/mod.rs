@@ -3,11 +3,13 @@
 //!
 //! Layout: [`xid`] and [`decide`] are pure (parse, decide, plan, purge cut); [`round`] is one
 //! IO pass (gather, decide, apply); [`resolver`] the periodic actor; [`failover`] the call made
-//! on a newly promoted primary; [`metrics`] the counters. Invariant kept throughout: every
+//! on a newly promoted primary; [`manual`] listing and resolving by hand; [`metrics`] the
+//! counters. Invariant kept throughout: every
 //! branch of one global transaction follows the one decision in the commit log.
 
 pub mod decide;
 pub mod failover;
+pub mod manual;
 pub mod metrics;
 pub mod resolver;
 pub mod round;
@@ -17,6 +19,7 @@ pub use decide::{
     decide, plan_cluster, plan_meta_shard, purge_cutoff, Action, Branch, Planned, SkipReason,
 };
 pub use failover::end_in_doubt_on_new_primary;
+pub use manual::{list_in_doubt, resolve_by_hand, AUDIT_JOB_TYPE};
 pub use metrics::{XaMetrics, XaStats};
 pub use resolver::{RoundSummary, XaResolver, META_CLUSTER_ID};
 pub use round::{
