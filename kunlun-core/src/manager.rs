@@ -205,3 +205,75 @@ impl ClusterManager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable_store() -> StoreConfig {
+        StoreConfig {
+            connect_timeout: Duration::from_millis(200),
+            ..StoreConfig::mysql(
+                vec!["127.0.0.1:1".into()],
+                "u",
+                "secret-pw",
+                "kunlun_metadata_db",
+            )
+        }
+    }
+
+    fn fast_retry() -> CoreConfig {
+        CoreConfig {
+            connect_retry_initial: Duration::from_millis(20),
+            connect_retry_max: Duration::from_millis(50),
+            ..CoreConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn unopened_store_is_unavailable_and_health_degraded() {
+        let m = ClusterManager::connect(fast_retry(), unreachable_store());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(matches!(m.store(), Err(Error::Unavailable(_))));
+        assert!(matches!(
+            m.list_machines().await,
+            Err(Error::Unavailable(_))
+        ));
+        let h = m.health().await;
+        assert_eq!((h.status.as_str(), h.store.as_str()), ("degraded", "mysql"));
+        let reason = h.reason.unwrap_or_default();
+        assert!(reason.contains("not open yet"), "{reason}");
+        assert!(!reason.contains("secret-pw"), "{reason}");
+        m.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_cancels_and_joins_the_connect_loop() {
+        let m = ClusterManager::connect(fast_retry(), unreachable_store());
+        let clone = m.clone();
+        tokio::time::timeout(Duration::from_secs(2), m.shutdown(Duration::from_secs(5)))
+            .await
+            .expect("shutdown returns promptly");
+        assert!(clone.inner.tasks.is_closed() && clone.inner.tasks.is_empty());
+        assert!(matches!(clone.store(), Err(Error::ShuttingDown)));
+        assert_eq!(clone.health().await.status, "degraded");
+        // A second shutdown is harmless.
+        clone.shutdown(Duration::from_millis(10)).await;
+    }
+
+    #[tokio::test]
+    async fn invalid_input_is_refused_before_the_store_is_needed() {
+        let m = ClusterManager::connect(fast_retry(), unreachable_store());
+        let bad = kunlun_meta::api::UpdateMachine::default();
+        assert!(matches!(
+            m.update_machine(1, &bad).await,
+            Err(Error::Invalid(_))
+        ));
+        let q = kunlun_meta::api::JobQuery {
+            limit: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(m.list_jobs(&q).await, Err(Error::Invalid(_))));
+        m.shutdown(Duration::from_secs(1)).await;
+    }
+}

@@ -109,7 +109,9 @@ pub async fn track(
             Ok(r) => r.status().as_u16(),
             Err(e) => e.as_response_error().status_code().as_u16(),
         };
-        m.observe(&route, &method, status, start.elapsed().as_secs_f64());
+        let seconds = start.elapsed().as_secs_f64();
+        m.observe(&route, &method, status, seconds);
+        tracing::debug!(%method, %route, status, ms = seconds * 1000.0, "request");
     }
     res
 }
