@@ -281,6 +281,30 @@ async fn rollback_leaves_nothing(t: &TestStore) {
     assert_eq!(s.list_shards(None).await.unwrap(), before);
 }
 
+async fn cancelled_transaction_leaves_nothing(t: &TestStore) {
+    let s = &t.store;
+    // The caller gives up (timeout, shutdown) while the transaction is open.
+    let r = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        s.tx(async |tx| {
+            clusters::insert(tx, &new_cluster("abandoned")).await?;
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            Ok(())
+        }),
+    )
+    .await;
+    assert!(r.is_err(), "timed out");
+    // The half-done transaction is gone and the store keeps working, writes included.
+    assert!(s
+        .list_clusters()
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.name != "abandoned"));
+    build_cluster(s, "after_cancel").await;
+    assert_eq!(s.list_clusters().await.unwrap().len(), 1);
+}
+
 async fn commit_log_guard_and_ranges(t: &TestStore) {
     let s = &t.store;
     build_cluster(s, "xa1").await;
@@ -471,6 +495,7 @@ both_backends! {
     cluster_tables => cluster_tables_and_detail;
     cluster_bad_names => bad_cluster_names_never_reach_sql;
     tx_rollback => rollback_leaves_nothing;
+    tx_cancelled => cancelled_transaction_leaves_nothing;
     commit_log_guard => commit_log_guard_and_ranges;
     comp_ids_and_meta => comp_ids_and_small_tables;
 }

@@ -222,6 +222,23 @@ impl Drop for Tx {
                 Some(Conn::Mysql(o)) => drop(Object::take(o)),
                 None => {}
             }
+            // Closing the connection rolled the rows back; DDL already committed on a side
+            // connection (MySQL) is undone in the background.
+            let undo = std::mem::take(&mut self.on_rollback);
+            if let (false, Ok(rt)) = (undo.is_empty(), tokio::runtime::Handle::try_current()) {
+                let (pools, timeout) = (self.pools.clone(), self.timeout);
+                rt.spawn(async move {
+                    let mut tx = match Tx::autocommit(&pools, timeout).await {
+                        Ok(tx) => tx,
+                        Err(e) => return tracing::warn!(error = %e, "cannot undo DDL of an abandoned transaction"),
+                    };
+                    for sql in undo {
+                        if let Err(e) = tx.batch(&sql).await {
+                            tracing::warn!(error = %e, sql = %sql, "undoing DDL of an abandoned transaction failed");
+                        }
+                    }
+                });
+            }
         }
     }
 }
