@@ -8,6 +8,7 @@
 //! branch of one global transaction follows the one decision in the commit log.
 
 pub mod decide;
+mod facade;
 pub mod failover;
 pub mod manual;
 pub mod metrics;
