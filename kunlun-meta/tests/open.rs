@@ -191,3 +191,16 @@ impl Drop for DropDb {
         .join();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managers_opening_a_fresh_database_together_all_succeed() {
+    let (seed, user, pass) = mysql_server();
+    let db = random_db_name();
+    let _guard = DropDb(db.clone());
+    let cfg = StoreConfig::mysql(vec![seed], &user, &pass, &db);
+    let opened = futures::future::join_all((0..3).map(|_| Store::open(&cfg))).await;
+    for r in opened {
+        let s = r.expect("every concurrent open succeeds");
+        s.list_machines().await.unwrap();
+    }
+}

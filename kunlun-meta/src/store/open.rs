@@ -141,7 +141,25 @@ pub(crate) async fn open_mysql(
     }
 
     let opts = seed_opts(&host, port, user, password).db_name(Some(database));
-    let raw = connect(opts.clone(), timeout).await?;
+    let mut raw = connect(opts.clone(), timeout).await?;
+    {
+        // Managers starting together must not run the same migration twice: serialise on a
+        // named lock, released when this connection closes.
+        use mysql_async::prelude::Queryable;
+        let secs = timeout.as_secs().max(1) * 6;
+        let got: Option<Option<i64>> = raw
+            .exec_first(
+                "SELECT GET_LOCK(?, ?)",
+                (format!("kunlun_meta_migrate.{database}"), secs),
+            )
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        if got.flatten() != Some(1) {
+            return Err(Error::Migration(format!(
+                "another process has been migrating {database} for {secs} s; try again"
+            )));
+        }
+    }
     let conn = AsyncMysqlConnection::try_from(raw)
         .await
         .map_err(|e| Error::Unavailable(e.to_string()))?;
