@@ -91,6 +91,33 @@ pub enum Error {
     /// A local problem: unreadable file to upload, unwritable `known_hosts`, bad target.
     #[error("{0}")]
     Local(String),
+
+    /// The request itself is wrong (unknown host in a host list, nothing to place, bad
+    /// `port_range`); retrying the same request cannot succeed.
+    #[error("invalid: {0}")]
+    Invalid(String),
+
+    /// The candidate machines have no room (ports, running machines) for the request.
+    #[error("no capacity: {0}")]
+    NoCapacity(String),
+
+    /// Something already holds what was asked for (a port, a data dir).
+    #[error("conflict: {0}")]
+    Conflict(String),
+
+    /// The machine answered but cannot host instances: a missing server binary, no data dir,
+    /// an unsupported OS. Nothing was changed on it.
+    #[error("{host}: refused: {reason}")]
+    Refused { host: String, reason: String },
+
+    /// An installed instance did not come up (or go down) in time; the message says what was
+    /// seen (e.g. the tail of its error log).
+    #[error("{host}: instance on port {port}: {reason}")]
+    Instance {
+        host: String,
+        port: u16,
+        reason: String,
+    },
 }
 
 impl Error {

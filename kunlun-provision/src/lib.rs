@@ -5,6 +5,7 @@
 //! deadline; failures come back as [`Error`] variants a caller can act on.
 
 mod error;
+pub mod placement;
 pub mod ssh;
 
 pub use error::{Error, Result};
