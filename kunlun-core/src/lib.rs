@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod error;
+pub mod ha;
 mod machines;
 mod manager;
 pub mod storage;

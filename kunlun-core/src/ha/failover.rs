@@ -1,0 +1,283 @@
+//! Carrying out a failover or a planned switchover once the decision is made: the ordered
+//! steps, the metadata update, the XA hook, and the record with its per-phase timeline.
+//!
+//! Invariant: the new primary is opened for writes only after it is promoted, the other
+//! replicas are repointed at it and the XA hook has ended its in-doubt branches; metadata
+//! names it primary only after it is open, so metadata never points at a read-only primary
+//! for longer than the metadata write.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use kunlun_meta::model::{Cluster, NodeMapMaster, NodeStatus, ShardNode};
+use kunlun_meta::store::{repo, Store};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::promote;
+use crate::storage::{NodeAddr, StorageOptions};
+use crate::xa::{end_in_doubt_on_new_primary, XaConfig};
+
+/// Why the primary changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverKind {
+    /// The monitor found the primary dead.
+    Automatic,
+    /// An operator asked for a planned switch.
+    Switchover,
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Promoted,
+    /// Nothing was changed on the nodes (no provable candidate, no-switch, anti-flapping).
+    Refused,
+    /// A step failed part-way; the record says which.
+    Failed,
+}
+
+/// One phase of the timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub ms: u64,
+    pub note: Option<String>,
+}
+
+/// The record of one failover or switchover (also of a refused one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailoverRecord {
+    pub id: u64,
+    pub cluster_id: i64,
+    pub shard_id: i64,
+    pub kind: FailoverKind,
+    pub started_at: DateTime<Utc>,
+    pub old_primary: i64,
+    pub new_primary: Option<i64>,
+    pub outcome: Outcome,
+    pub proven_lossless: bool,
+    pub possible_loss: Option<String>,
+    pub reason: Option<String>,
+    /// What fencing did to the old primary.
+    pub fence: Option<String>,
+    pub phases: Vec<Phase>,
+    /// Rejoined as replica, kept out for rebuild, or still down.
+    pub old_primary_fate: Option<String>,
+    pub total_ms: u64,
+}
+
+impl FailoverRecord {
+    /// A fresh record; `id` is assigned when it is stored.
+    pub fn new(kind: FailoverKind, cluster_id: i64, shard_id: i64, old_primary: i64) -> Self {
+        FailoverRecord {
+            id: 0,
+            cluster_id,
+            shard_id,
+            kind,
+            started_at: Utc::now(),
+            old_primary,
+            new_primary: None,
+            outcome: Outcome::Refused,
+            proven_lossless: false,
+            possible_loss: None,
+            reason: None,
+            fence: None,
+            phases: Vec::new(),
+            old_primary_fate: None,
+            total_ms: 0,
+        }
+    }
+
+    /// Milliseconds of the named phase, if it ran.
+    pub fn phase_ms(&self, name: &str) -> Option<u64> {
+        self.phases.iter().find(|p| p.name == name).map(|p| p.ms)
+    }
+}
+
+/// Measures consecutive phases.
+#[derive(Debug)]
+pub struct Timeline {
+    start: Instant,
+    mark: Instant,
+}
+
+impl Timeline {
+    /// Starts at `start` (the first failed probe for an automatic failover).
+    pub fn starting_at(start: Instant) -> Self {
+        Timeline { start, mark: start }
+    }
+
+    /// Closes the current phase under `name`.
+    pub fn phase(&mut self, rec: &mut FailoverRecord, name: &str, note: Option<String>) {
+        let now = Instant::now();
+        rec.phases.push(Phase {
+            name: name.to_string(),
+            ms: ms(now - self.mark),
+            note,
+        });
+        self.mark = now;
+        rec.total_ms = ms(now - self.start);
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What the steps need besides the nodes.
+#[derive(Debug, Clone)]
+pub struct StepContext {
+    pub store: Store,
+    pub storage: StorageOptions,
+    pub catch_up_limit: Duration,
+    /// XA settings for the in-doubt hook; `None` skips it (recorded).
+    pub xa: Option<XaConfig>,
+    pub cancel: CancellationToken,
+}
+
+/// The other members after a switch: nodes to repoint, the former primary flagged.
+#[derive(Debug, Clone)]
+pub struct Follower {
+    pub node: ShardNode,
+    pub former_primary: bool,
+}
+
+/// `ip_port` as `node_map_master` spells hosts.
+pub fn map_host(n: &ShardNode) -> String {
+    format!("{}_{}", n.hostaddr, n.port)
+}
+
+/// Catch up, promote, repoint, XA hook, open, metadata. Fills the record's phases and
+/// outcome; `Err` carries the reason of a failed step (also in the record).
+pub async fn switch_to(
+    ctx: &StepContext,
+    cluster: &Cluster,
+    new: &ShardNode,
+    catch_up_pos: &str,
+    followers: &[Follower],
+    rec: &mut FailoverRecord,
+    t: &mut Timeline,
+) -> Result<(), String> {
+    let r = run_steps(ctx, cluster, new, catch_up_pos, followers, rec, t).await;
+    match &r {
+        Ok(()) => {
+            rec.outcome = Outcome::Promoted;
+            rec.new_primary = Some(new.id);
+        }
+        Err(e) => {
+            rec.outcome = Outcome::Failed;
+            rec.reason = Some(e.clone());
+        }
+    }
+    r
+}
+
+async fn run_steps(
+    ctx: &StepContext,
+    cluster: &Cluster,
+    new: &ShardNode,
+    catch_up_pos: &str,
+    followers: &[Follower],
+    rec: &mut FailoverRecord,
+    t: &mut Timeline,
+) -> Result<(), String> {
+    let addr = NodeAddr::from(new);
+    let caught = promote::catch_up(&addr, catch_up_pos, ctx.catch_up_limit, ctx.storage)
+        .await
+        .map_err(|e| format!("catch up on node {}: {e}", new.id))?;
+    if !caught {
+        t.phase(rec, "catch_up", Some(format!("not at {catch_up_pos}")));
+        return Err(format!(
+            "node {} did not apply its relay log up to {catch_up_pos} within {:?}",
+            new.id, ctx.catch_up_limit
+        ));
+    }
+    t.phase(rec, "catch_up", Some(catch_up_pos.to_string()));
+
+    promote::promote(&addr, ctx.storage)
+        .await
+        .map_err(|e| format!("promote node {}: {e}", new.id))?;
+    t.phase(rec, "promote", None);
+
+    let mut notes = Vec::new();
+    for f in followers {
+        let r = promote::repoint(
+            &NodeAddr::from(&f.node),
+            &addr,
+            f.former_primary,
+            ctx.storage,
+        )
+        .await;
+        notes.push(match r {
+            Ok(()) => format!("node {} follows {}", f.node.id, new.id),
+            Err(e) => format!("node {} not repointed: {e}", f.node.id),
+        });
+    }
+    t.phase(rec, "repoint", Some(notes.join("; ")));
+
+    let note = match &ctx.xa {
+        Some(xa) => {
+            let report = end_in_doubt_on_new_primary(
+                &ctx.store,
+                cluster,
+                new.shard_id,
+                new,
+                xa,
+                &ctx.cancel,
+            )
+            .await
+            .map_err(|e| format!("XA hook: {e}"))?;
+            if report.remaining() > 0 || !report.complete() {
+                t.phase(rec, "xa_hook", Some(format!("{report:?}")));
+                return Err(format!(
+                    "{} in-doubt XA branches left on node {}",
+                    report.remaining(),
+                    new.id
+                ));
+            }
+            format!("{} branches ended", report.found)
+        }
+        None => "skipped (no XA settings)".to_string(),
+    };
+    t.phase(rec, "xa_hook", Some(note));
+
+    promote::open_for_writes(&addr, ctx.storage)
+        .await
+        .map_err(|e| format!("open node {} for writes: {e}", new.id))?;
+    t.phase(rec, "open", None);
+
+    let old = rec.old_primary;
+    let kind = rec.kind;
+    let maps: Vec<NodeMapMaster> = followers
+        .iter()
+        .map(|f| NodeMapMaster {
+            cluster_id: cluster.id,
+            node_host: map_host(&f.node),
+            master_host: map_host(new),
+            master_uuid: None,
+        })
+        .collect();
+    let new_id = new.id;
+    let new_host = map_host(new);
+    let cluster_id = cluster.id;
+    ctx.store
+        .tx(async move |tx| {
+            repo::nodes::set_primary(tx, new_id).await?;
+            repo::meta::delete_node_master(tx, cluster_id, &new_host).await?;
+            for m in &maps {
+                repo::meta::set_node_master(tx, m).await?;
+            }
+            if kind == FailoverKind::Automatic {
+                // Out until it proves it can rejoin (see the monitor).
+                repo::nodes::set_status(tx, old, NodeStatus::Inactive).await?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("metadata update: {e}"))?;
+    t.phase(rec, "metadata", None);
+    Ok(())
+}

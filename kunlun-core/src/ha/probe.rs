@@ -1,0 +1,183 @@
+//! One probe of one storage node: connect, `SELECT 1`, `SHOW ALL SLAVES STATUS`, GTID
+//! positions, `read_only` and the semi-sync state, each under the storage client's deadlines.
+//!
+//! Invariant: a probe never fails as a call; whatever went wrong is in [`NodeProbe::error`]
+//! (with `reachable = false`), so the detector decides from facts only.
+
+use std::time::{Duration, Instant};
+
+use mysql_async::Row;
+use serde::Serialize;
+
+use super::gtid::GtidPos;
+use crate::storage::{NodeAddr, StorageConn, StorageOptions};
+
+/// One replication channel as `SHOW ALL SLAVES STATUS` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Channel {
+    pub master_host: String,
+    pub master_port: u16,
+    /// `Slave_IO_Running`: `Yes`, `Connecting` or `No`.
+    pub io_running: String,
+    pub sql_running: bool,
+    /// Received position (`Gtid_IO_Pos`).
+    pub gtid_io_pos: Option<String>,
+    pub seconds_behind: Option<i64>,
+    pub last_io_errno: i64,
+}
+
+impl Channel {
+    /// True when the IO thread holds a live connection to its source.
+    pub fn io_connected(&self) -> bool {
+        self.io_running == "Yes"
+    }
+}
+
+/// What one probe saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NodeProbe {
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub read_only: bool,
+    /// `@@gtid_current_pos`.
+    pub gtid_current_pos: Option<String>,
+    /// `@@gtid_binlog_pos`: what this node wrote to its own binary log.
+    pub gtid_binlog_pos: Option<String>,
+    pub channels: Vec<Channel>,
+    pub semi_sync_master_enabled: bool,
+    /// `Rpl_semi_sync_master_status=ON`: commits currently wait for an acknowledgement.
+    pub semi_sync_master_active: bool,
+    pub semi_sync_wait_after_sync: bool,
+    pub semi_sync_clients: i64,
+    pub latency_ms: u64,
+}
+
+impl NodeProbe {
+    fn failed(error: String, started: Instant) -> NodeProbe {
+        NodeProbe {
+            error: Some(error),
+            latency_ms: elapsed_ms(started),
+            ..NodeProbe::default()
+        }
+    }
+
+    /// The channel replicating from `host:port`, if any.
+    pub fn channel_from(&self, host: &str, port: u16) -> Option<&Channel> {
+        self.channels
+            .iter()
+            .find(|c| c.master_host == host && c.master_port == port)
+    }
+
+    /// Received position of the channel from `host:port` (`Gtid_IO_Pos`), parsed.
+    pub fn received_from(&self, host: &str, port: u16) -> Option<GtidPos> {
+        let c = self.channel_from(host, port)?;
+        GtidPos::parse(c.gtid_io_pos.as_deref().unwrap_or("")).ok()
+    }
+
+    /// The semi-sync proof holds for this node as a primary: after-sync wait point and on.
+    pub fn semi_sync_proof(&self) -> bool {
+        self.reachable && self.semi_sync_master_active && self.semi_sync_wait_after_sync
+    }
+}
+
+fn elapsed_ms(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Probes one node; never returns an error (see the module invariant).
+pub async fn probe_node(addr: &NodeAddr, opts: StorageOptions) -> NodeProbe {
+    let started = Instant::now();
+    let mut conn = match StorageConn::connect(addr, opts).await {
+        Ok(c) => c,
+        Err(e) => return NodeProbe::failed(e.to_string(), started),
+    };
+    let r = gather(&mut conn).await;
+    conn.close().await;
+    match r {
+        Ok(mut p) => {
+            p.latency_ms = elapsed_ms(started);
+            p
+        }
+        Err(e) => NodeProbe::failed(e.to_string(), started),
+    }
+}
+
+async fn gather(conn: &mut StorageConn) -> crate::storage::Result<NodeProbe> {
+    let vars: Vec<Row> = conn
+        .query(
+            "SELECT 1 AS alive, @@read_only AS ro, @@gtid_current_pos AS cur, \
+             @@gtid_binlog_pos AS bin, @@rpl_semi_sync_master_enabled AS ss_on, \
+             @@rpl_semi_sync_master_wait_point AS ss_wp",
+        )
+        .await?;
+    let v = vars
+        .first()
+        .ok_or_else(|| protocol(conn, "no row for the variables"))?;
+    let status: Vec<(String, String)> = conn
+        .query(
+            "SHOW GLOBAL STATUS WHERE Variable_name IN \
+             ('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_clients')",
+        )
+        .await?;
+    let stat = |name: &str| {
+        status
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let slaves: Vec<Row> = conn.query("SHOW ALL SLAVES STATUS").await?;
+    Ok(NodeProbe {
+        reachable: true,
+        error: None,
+        read_only: text(v, "ro").as_deref() == Some("1"),
+        gtid_current_pos: text(v, "cur"),
+        gtid_binlog_pos: text(v, "bin"),
+        channels: slaves.iter().map(channel).collect(),
+        semi_sync_master_enabled: text(v, "ss_on").as_deref() == Some("1"),
+        semi_sync_master_active: stat("Rpl_semi_sync_master_status").eq_ignore_ascii_case("ON"),
+        semi_sync_wait_after_sync: text(v, "ss_wp")
+            .is_some_and(|s| s.eq_ignore_ascii_case("AFTER_SYNC")),
+        semi_sync_clients: stat("Rpl_semi_sync_master_clients").parse().unwrap_or(0),
+        latency_ms: 0,
+    })
+}
+
+fn protocol(conn: &StorageConn, reason: &str) -> crate::storage::Error {
+    crate::storage::Error::Protocol {
+        node: conn.node().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A column as text (the text protocol sends every value as bytes); `None` for NULL/absent.
+fn text(row: &Row, col: &str) -> Option<String> {
+    let idx = row.columns_ref().iter().position(|c| c.name_str() == col)?;
+    match row.as_ref(idx)? {
+        mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        mysql_async::Value::NULL => None,
+        other => Some(other.as_sql(true).trim_matches('\'').to_string()),
+    }
+}
+
+fn channel(row: &Row) -> Channel {
+    let t = |c: &str| text(row, c).unwrap_or_default();
+    Channel {
+        master_host: t("Master_Host"),
+        master_port: t("Master_Port").parse().unwrap_or(0),
+        io_running: t("Slave_IO_Running"),
+        sql_running: t("Slave_SQL_Running") == "Yes",
+        gtid_io_pos: text(row, "Gtid_IO_Pos"),
+        seconds_behind: text(row, "Seconds_Behind_Master").and_then(|s| s.parse().ok()),
+        last_io_errno: t("Last_IO_Errno").parse().unwrap_or(0),
+    }
+}
+
+/// Default deadlines of a probe: short, so one dead node does not stall a round.
+pub fn probe_options(interval: Duration, base: StorageOptions) -> StorageOptions {
+    let cap = interval.max(Duration::from_millis(500)) * 2;
+    StorageOptions {
+        connect_timeout: base.connect_timeout.min(cap),
+        read_timeout: base.read_timeout.min(cap),
+    }
+}

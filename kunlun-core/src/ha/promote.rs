@@ -1,0 +1,134 @@
+//! The SQL steps of a failover or switchover on storage nodes: fence, catch up, promote,
+//! repoint, open for writes, rejoin. Each is one bounded call; the orchestration and the
+//! order live in [`super::failover`].
+//!
+//! Invariant: a promoted node stays `read_only` until [`open_for_writes`], so the failover can
+//! repoint replicas and end in-doubt XA branches before any client write lands on it.
+
+use std::time::Duration;
+
+use crate::storage::{NodeAddr, Result, StorageConn, StorageOptions};
+
+/// Best-effort fence of the old primary: `read_only=ON` when it answers. Returns what was done, as recorded in the failover's timeline.
+pub async fn fence_read_only(addr: &NodeAddr, opts: StorageOptions) -> String {
+    let mut c = match StorageConn::connect(addr, opts).await {
+        Ok(c) => c,
+        Err(e) => return format!("unreachable, not fenced by SQL ({e})"),
+    };
+    let r = c.exec("SET GLOBAL read_only = ON").await;
+    c.close().await;
+    match r {
+        Ok(()) => "set read_only=ON".to_string(),
+        Err(e) => format!("read_only=ON failed: {e}"),
+    }
+}
+
+/// Waits (bounded) until the candidate has applied everything it received (`pos`, its
+/// `Gtid_IO_Pos`). `Ok(true)` when caught up, `Ok(false)` on timeout.
+pub async fn catch_up(
+    addr: &NodeAddr,
+    pos: &str,
+    limit: Duration,
+    opts: StorageOptions,
+) -> Result<bool> {
+    let opts = StorageOptions {
+        read_timeout: limit + opts.read_timeout,
+        ..opts
+    };
+    let mut c = StorageConn::connect(addr, opts).await?;
+    let sql = format!(
+        "SELECT MASTER_GTID_WAIT('{}', {:.3})",
+        sanitize_pos(pos),
+        limit.as_secs_f64()
+    );
+    let r: Vec<Option<i64>> = c.query(&sql).await?;
+    c.close().await;
+    Ok(r.first().copied().flatten() == Some(0))
+}
+
+/// Stops and forgets replication on the candidate and turns semi-sync master on (after-sync);
+/// it stays read-only.
+pub async fn promote(addr: &NodeAddr, opts: StorageOptions) -> Result<()> {
+    let mut c = StorageConn::connect(addr, opts).await?;
+    c.exec("SET GLOBAL read_only = ON").await?;
+    c.exec("STOP ALL SLAVES").await?;
+    c.exec("RESET SLAVE ALL").await?;
+    c.exec(
+        "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC; \
+         SET GLOBAL rpl_semi_sync_master_enabled = ON",
+    )
+    .await?;
+    c.close().await;
+    Ok(())
+}
+
+/// Points `replica` at `source` with GTID (`slave_pos`), fast reconnects and heartbeats, and
+/// starts it. `current_pos` is used for a former primary, whose own binlog is its position.
+pub async fn repoint(
+    replica: &NodeAddr,
+    source: &NodeAddr,
+    former_primary: bool,
+    opts: StorageOptions,
+) -> Result<()> {
+    let mut c = StorageConn::connect(replica, opts).await?;
+    c.exec("SET GLOBAL read_only = ON").await?;
+    c.exec("STOP ALL SLAVES").await?;
+    if former_primary {
+        c.exec("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
+            .await?;
+    }
+    c.exec(&format!(
+        "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{}', \
+         MASTER_PASSWORD='{}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, \
+         MASTER_HEARTBEAT_PERIOD=1",
+        quote(&source.host),
+        source.port,
+        quote(&source.user),
+        quote(&source.password)
+    ))
+    .await?;
+    c.exec("SET GLOBAL rpl_semi_sync_slave_enabled = ON; START SLAVE")
+        .await?;
+    c.close().await;
+    Ok(())
+}
+
+/// Lets the new primary take writes.
+pub async fn open_for_writes(addr: &NodeAddr, opts: StorageOptions) -> Result<()> {
+    let mut c = StorageConn::connect(addr, opts).await?;
+    c.exec("SET GLOBAL read_only = OFF").await?;
+    c.close().await;
+    Ok(())
+}
+
+/// `@@gtid_current_pos` of a node.
+pub async fn current_pos(addr: &NodeAddr, opts: StorageOptions) -> Result<String> {
+    let mut c = StorageConn::connect(addr, opts).await?;
+    let r: Vec<Option<String>> = c.query("SELECT @@gtid_current_pos").await?;
+    c.close().await;
+    Ok(r.into_iter().next().flatten().unwrap_or_default())
+}
+
+/// A GTID position contains only digits, `-` and `,`; anything else is dropped so the value
+/// can be inlined in SQL.
+fn sanitize_pos(p: &str) -> String {
+    p.chars()
+        .filter(|c| c.is_ascii_digit() || *c == '-' || *c == ',')
+        .collect()
+}
+
+/// Escapes a value for a single-quoted SQL string.
+fn quote(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inlined_values_cannot_break_out() {
+        assert_eq!(sanitize_pos("0-1-5,1-2-3'); DROP"), "0-1-5,1-2-3");
+        assert_eq!(quote("a'b\\"), "a\\'b\\\\");
+    }
+}

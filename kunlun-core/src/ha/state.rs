@@ -1,0 +1,241 @@
+//! What the HA monitor publishes (node health, events, failover records, counters) and the
+//! operator controls it obeys (per-shard no-switch with a deadline, loss policy), shared
+//! between the actor and the API through [`HaShared`].
+//!
+//! Invariant: the lock is a `std` mutex held only for copies in and out, never across an
+//! `.await`; the actor is the only writer of health and records.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::choose::LossPolicy;
+use super::failover::FailoverRecord;
+use super::probe::NodeProbe;
+
+/// Most events and failover records kept in memory.
+const KEEP: usize = 1000;
+
+/// Health of a node as the monitor classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    Up,
+    /// Some probes failed, fewer than the threshold.
+    Suspect,
+    Down,
+}
+
+/// Published health of one storage node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeHealth {
+    pub node_id: i64,
+    pub shard_id: i64,
+    pub cluster_id: i64,
+    pub addr: String,
+    pub is_primary: bool,
+    pub state: NodeState,
+    pub consecutive_failures: u32,
+    pub probed_at: DateTime<Utc>,
+    pub probe: NodeProbe,
+}
+
+/// A state change or an action of the monitor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HaEvent {
+    pub at: DateTime<Utc>,
+    pub cluster_id: i64,
+    pub shard_id: i64,
+    pub node_id: Option<i64>,
+    pub what: String,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HaStats {
+    pub rounds: u64,
+    pub probes: u64,
+    pub probe_failures: u64,
+    pub failovers: u64,
+    pub failovers_refused: u64,
+    pub failovers_failed: u64,
+}
+
+/// The shared part; see the module invariant.
+#[derive(Debug, Default)]
+pub struct HaShared {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    health: BTreeMap<i64, NodeHealth>,
+    events: VecDeque<HaEvent>,
+    records: VecDeque<FailoverRecord>,
+    next_record: u64,
+    /// Shard alarms (refused failovers), cleared when the shard is healthy again.
+    alarms: BTreeMap<i64, String>,
+    no_switch: HashMap<i64, Instant>,
+    no_switch_nodes: HashSet<i64>,
+    policy: HashMap<i64, LossPolicy>,
+    stats: HaStats,
+}
+
+impl HaShared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Health of every probed node, by node id.
+    pub fn health(&self) -> Vec<NodeHealth> {
+        self.lock().health.values().cloned().collect()
+    }
+
+    /// Health of one node.
+    pub fn node_health(&self, node_id: i64) -> Option<NodeHealth> {
+        self.lock().health.get(&node_id).cloned()
+    }
+
+    /// Recent events, oldest first.
+    pub fn events(&self) -> Vec<HaEvent> {
+        self.lock().events.iter().cloned().collect()
+    }
+
+    /// Failover records, newest first, optionally of one shard.
+    pub fn failovers(&self, shard_id: Option<i64>) -> Vec<FailoverRecord> {
+        self.lock()
+            .records
+            .iter()
+            .rev()
+            .filter(|r| shard_id.is_none_or(|s| r.shard_id == s))
+            .cloned()
+            .collect()
+    }
+
+    /// One failover record.
+    pub fn failover(&self, id: u64) -> Option<FailoverRecord> {
+        self.lock().records.iter().find(|r| r.id == id).cloned()
+    }
+
+    /// Open alarms by shard.
+    pub fn alarms(&self) -> BTreeMap<i64, String> {
+        self.lock().alarms.clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> HaStats {
+        self.lock().stats.clone()
+    }
+
+    /// Forbids automatic failover of `shard_id` until `until` (`None` lifts it).
+    pub fn set_no_switch(&self, shard_id: i64, until: Option<Instant>) {
+        let mut g = self.lock();
+        match until {
+            Some(t) => g.no_switch.insert(shard_id, t),
+            None => g.no_switch.remove(&shard_id),
+        };
+    }
+
+    /// The no-switch deadline of a shard, if one is still in force at `now`.
+    pub fn no_switch_until(&self, shard_id: i64, now: Instant) -> Option<Instant> {
+        self.lock()
+            .no_switch
+            .get(&shard_id)
+            .copied()
+            .filter(|t| *t > now)
+    }
+
+    /// Marks a node as never to be promoted (or lifts it).
+    pub fn set_node_no_switch(&self, node_id: i64, on: bool) {
+        let mut g = self.lock();
+        if on {
+            g.no_switch_nodes.insert(node_id);
+        } else {
+            g.no_switch_nodes.remove(&node_id);
+        }
+    }
+
+    /// True when the node must never be promoted.
+    pub fn node_no_switch(&self, node_id: i64) -> bool {
+        self.lock().no_switch_nodes.contains(&node_id)
+    }
+
+    /// Sets the loss policy of a shard.
+    pub fn set_loss_policy(&self, shard_id: i64, p: LossPolicy) {
+        self.lock().policy.insert(shard_id, p);
+    }
+
+    /// The loss policy of a shard (default: refuse).
+    pub fn loss_policy(&self, shard_id: i64) -> LossPolicy {
+        self.lock()
+            .policy
+            .get(&shard_id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn publish_health(&self, h: NodeHealth) {
+        self.lock().health.insert(h.node_id, h);
+    }
+
+    pub(crate) fn forget_missing(&self, present: &HashSet<i64>) {
+        self.lock().health.retain(|id, _| present.contains(id));
+    }
+
+    pub(crate) fn event(&self, cluster_id: i64, shard_id: i64, node_id: Option<i64>, what: String) {
+        tracing::info!(cluster = cluster_id, shard = shard_id, node = ?node_id, "{what}");
+        let mut g = self.lock();
+        g.events.push_back(HaEvent {
+            at: Utc::now(),
+            cluster_id,
+            shard_id,
+            node_id,
+            what,
+        });
+        while g.events.len() > KEEP {
+            g.events.pop_front();
+        }
+    }
+
+    /// Stores a record and returns its id.
+    pub(crate) fn record(&self, mut r: FailoverRecord) -> u64 {
+        let mut g = self.lock();
+        g.next_record += 1;
+        r.id = g.next_record;
+        match r.outcome {
+            super::failover::Outcome::Promoted => g.stats.failovers += 1,
+            super::failover::Outcome::Refused => g.stats.failovers_refused += 1,
+            super::failover::Outcome::Failed => g.stats.failovers_failed += 1,
+        }
+        g.records.push_back(r);
+        while g.records.len() > KEEP {
+            g.records.pop_front();
+        }
+        g.next_record
+    }
+
+    /// Sets the old primary's fate on a stored record.
+    pub(crate) fn set_fate(&self, id: u64, fate: String) {
+        if let Some(r) = self.lock().records.iter_mut().find(|r| r.id == id) {
+            r.old_primary_fate = Some(fate);
+        }
+    }
+
+    pub(crate) fn set_alarm(&self, shard_id: i64, why: Option<String>) {
+        let mut g = self.lock();
+        match why {
+            Some(w) => g.alarms.insert(shard_id, w),
+            None => g.alarms.remove(&shard_id),
+        };
+    }
+
+    pub(crate) fn count_round(&self, probes: u64, failures: u64) {
+        let mut g = self.lock();
+        g.stats.rounds += 1;
+        g.stats.probes += probes;
+        g.stats.probe_failures += failures;
+    }
+}

@@ -1,0 +1,133 @@
+//! Planned switchover of a live shard to a named or the best replica: the old primary goes
+//! read-only, the candidate applies everything up to the old primary's final position, is
+//! promoted, and the old primary follows it.
+//!
+//! Invariant: the write block starts with `read_only=ON` on the old primary and ends when the
+//! candidate opens; if the candidate cannot catch up, the old primary is reopened and nothing
+//! else has changed.
+
+use std::time::Instant;
+
+use kunlun_meta::model::NodeStatus;
+
+use super::choose::{choose, Choice, LossPolicy, ReplicaView, ShardView};
+use super::failover::{switch_to, FailoverKind, FailoverRecord, Follower, Timeline};
+use super::monitor::{HaMonitor, ShardTopo};
+use super::probe::probe_node;
+use super::promote;
+use crate::error::{Error, Result};
+use crate::storage::NodeAddr;
+
+/// Runs one switchover inside the monitor (which serialises it with failovers).
+pub(super) async fn run(
+    m: &HaMonitor,
+    s: &ShardTopo,
+    target: Option<i64>,
+) -> Result<FailoverRecord> {
+    let cfg = m.cfg();
+    let primary = s
+        .primary()
+        .ok_or_else(|| Error::Conflict(format!("shard {} has no recorded primary", s.shard_id)))?;
+    let paddr = NodeAddr::from(primary);
+    let mut replicas = Vec::new();
+    for n in s
+        .nodes
+        .iter()
+        .filter(|n| n.id != primary.id && n.status == NodeStatus::Active)
+    {
+        let p = probe_node(&NodeAddr::from(n), cfg.storage).await;
+        let connected = p
+            .channel_from(&primary.hostaddr, primary.port)
+            .is_some_and(|c| c.io_connected() && c.sql_running);
+        replicas.push(ReplicaView {
+            node_id: n.id,
+            reachable: p.reachable && connected,
+            received: p.received_from(&primary.hostaddr, primary.port),
+            master_priority: n.master_priority,
+            no_switch: m.shared_state().node_no_switch(n.id),
+        });
+    }
+    let new_id = match target {
+        Some(id) => {
+            let r = replicas.iter().find(|r| r.node_id == id).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "node {id} is not an active replica of shard {}",
+                    s.shard_id
+                ))
+            })?;
+            if !r.reachable || r.no_switch {
+                return Err(Error::Conflict(format!(
+                    "node {id} cannot be promoted now (unreachable, not replicating, or no-switch)"
+                )));
+            }
+            id
+        }
+        None => {
+            let view = ShardView {
+                replicas: replicas.clone(),
+                semi_sync_proof_valid: true,
+            };
+            match choose(&view, LossPolicy::PromoteBest) {
+                Choice::Promote { node_id, .. } => node_id,
+                Choice::Refuse { reason } => return Err(Error::Conflict(reason)),
+            }
+        }
+    };
+    let new = s
+        .nodes
+        .iter()
+        .find(|n| n.id == new_id)
+        .ok_or_else(|| Error::Internal("candidate vanished".into()))?;
+
+    let mut rec = FailoverRecord::new(
+        FailoverKind::Switchover,
+        s.cluster.id,
+        s.shard_id,
+        primary.id,
+    );
+    let mut t = Timeline::starting_at(Instant::now());
+    let fence = promote::fence_read_only(&paddr, cfg.storage).await;
+    rec.fence = Some(fence.clone());
+    if !fence.starts_with("set read_only") {
+        return Err(Error::Conflict(format!(
+            "the primary could not be made read-only: {fence}"
+        )));
+    }
+    let pos = promote::current_pos(&paddr, cfg.storage).await;
+    t.phase(&mut rec, "fence", Some(fence));
+    let pos = match pos {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = promote::open_for_writes(&paddr, cfg.storage).await;
+            return Err(Error::Unavailable(format!(
+                "reading the primary's position: {e}"
+            )));
+        }
+    };
+    rec.proven_lossless = true;
+    let mut followers: Vec<Follower> = s
+        .nodes
+        .iter()
+        .filter(|n| n.id != new_id && n.id != primary.id && n.status == NodeStatus::Active)
+        .map(|n| Follower {
+            node: n.clone(),
+            former_primary: false,
+        })
+        .collect();
+    followers.push(Follower {
+        node: primary.clone(),
+        former_primary: true,
+    });
+    let ctx = m.step_context();
+    if let Err(e) = switch_to(&ctx, &s.cluster, new, &pos, &followers, &mut rec, &mut t).await {
+        if rec.phase_ms("promote").is_none() {
+            // Nothing changed yet: give the shard its primary back.
+            let reopened = promote::open_for_writes(&paddr, cfg.storage).await;
+            rec.reason = Some(format!("{e}; old primary reopened: {}", reopened.is_ok()));
+        }
+        rec.old_primary_fate = Some("still primary".into());
+        return Ok(rec);
+    }
+    rec.old_primary_fate = Some(format!("replica of node {new_id}"));
+    Ok(rec)
+}
