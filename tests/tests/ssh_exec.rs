@@ -291,3 +291,32 @@ async fn fifty_concurrent_commands_share_the_pool() {
         "all went back to the pool"
     );
 }
+
+#[tokio::test]
+async fn paused_sshd_is_a_timeout() {
+    let s = sshd();
+    let t = target(&s);
+    s.pause().expect("SIGSTOP sshd");
+    // The TCP connect succeeds (kernel backlog) but the handshake gets no answer.
+    let res = SshExecutor::default()
+        .exec(&t, "true", Duration::from_secs(2))
+        .await;
+    s.resume().expect("SIGCONT sshd");
+    assert!(matches!(res, Err(Error::Timeout { .. })), "{res:?}");
+}
+
+#[tokio::test]
+async fn pooled_connection_to_a_restarted_sshd_is_replaced() {
+    let s = sshd();
+    let ex = SshExecutor::default();
+    let t = target(&s);
+    assert!(ex.exec(&t, "true", T).await.expect("first").success());
+    assert_eq!(ex.idle_connections(&t), 1);
+    s.restart().expect("restart sshd (drops every session)");
+    let out = ex
+        .exec(&t, "echo again", T)
+        .await
+        .expect("a dead idle connection is replaced, not reported");
+    assert_eq!(out.stdout_str(), "again\n");
+    assert_eq!(ex.connections_opened(), 2);
+}

@@ -78,6 +78,7 @@ pub struct Sshd {
     port: AtomicU16,
     host_key: KeyPair,
     user_key: KeyPair,
+    extra_config: Vec<String>,
     dir: InstanceDir,
 }
 
@@ -96,6 +97,12 @@ impl Sshd {
 
     /// An sshd on `ip` (must be in 127.0.0.0/8) and a free port.
     pub fn start_on(ip: Ipv4Addr) -> Result<Sshd> {
+        Sshd::start_with(ip, &[])
+    }
+
+    /// Like [`Sshd::start_on`] with extra `sshd_config` lines appended (e.g.
+    /// `"SetEnv HOME=/nonexistent"` so bash skips the user's `~/.bashrc`).
+    pub fn start_with(ip: Ipv4Addr, extra_config: &[&str]) -> Result<Sshd> {
         anyhow::ensure!(ip.is_loopback(), "Sshd only listens on loopback, not {ip}");
         // sshd's privilege separation directory; the system package normally makes it at boot.
         fs::create_dir_all("/run/sshd").context("creating /run/sshd")?;
@@ -110,6 +117,7 @@ impl Sshd {
             port: AtomicU16::new(0),
             host_key,
             user_key,
+            extra_config: extra_config.iter().map(|l| l.to_string()).collect(),
             dir,
         };
         let mut attempt = 0;
@@ -146,7 +154,7 @@ impl Sshd {
 
     fn write_config(&self) -> Result<()> {
         let d = self.dir.path();
-        let config = format!(
+        let mut config = format!(
             "ListenAddress {ip}:{port}\n\
              HostKey {host_key}\n\
              PidFile {pid}\n\
@@ -171,6 +179,10 @@ impl Sshd {
             pid = d.join("sshd.pid").display(),
             auth = d.join("authorized_keys").display(),
         );
+        for line in &self.extra_config {
+            config.push_str(line);
+            config.push('\n');
+        }
         fs::write(self.config_path(), config).context("writing sshd_config")
     }
 
@@ -225,7 +237,7 @@ impl Sshd {
         SocketAddr::new(IpAddr::V4(self.ip), self.port())
     }
 
-    /// The user to log in as: `root` (key only).
+    /// The user to log in as: `root` (key only; other local users work with the same key).
     pub fn user(&self) -> &'static str {
         "root"
     }
@@ -256,9 +268,15 @@ impl Sshd {
         g.as_mut().and_then(ServerProcess::running_pid)
     }
 
-    /// An OpenSSH client command for `remote` on this server, verified against
+    /// An OpenSSH client command for `remote` on this server as root, verified against
     /// [`Sshd::known_hosts`], using only the harness key and no user config.
     pub fn ssh_command(&self, remote: &str) -> Command {
+        self.ssh_command_as("root", remote)
+    }
+
+    /// Like [`Sshd::ssh_command`] as another local user: the authorised key file is shared
+    /// by every user of this server, so any account with a shell can log in with the key.
+    pub fn ssh_command_as(&self, user: &str, remote: &str) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.args([
             "-F",
@@ -277,7 +295,7 @@ impl Sshd {
         .arg(&self.user_key.private)
         .arg("-p")
         .arg(self.port().to_string())
-        .arg(format!("root@{}", self.ip))
+        .arg(format!("{user}@{}", self.ip))
         .arg(remote);
         cmd
     }
