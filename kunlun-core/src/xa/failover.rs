@@ -38,6 +38,7 @@ pub async fn end_in_doubt_on_new_primary(
         addr: NodeAddr::from(node),
     };
     let give_up = Instant::now() + cfg.wait_max + cfg.wait_max / 2 + Duration::from_secs(2);
+    let mut ended = Ended::default();
     loop {
         let report = resolve_targets(
             store,
@@ -47,6 +48,7 @@ pub async fn end_in_doubt_on_new_primary(
         )
         .await?;
         let done = report.complete() && report.remaining() == 0;
+        let report = ended.add(report);
         if done || Instant::now() >= give_up || cancel.is_cancelled() {
             if !done {
                 tracing::warn!(cluster = %cluster.name, shard = shard_id, node = %target.addr,
@@ -58,5 +60,64 @@ pub async fn end_in_doubt_on_new_primary(
             _ = cancel.cancelled() => {}
             _ = tokio::time::sleep(RETRY_PAUSE) => {}
         }
+    }
+}
+
+/// What earlier passes ended, so the report covers the whole call.
+#[derive(Debug, Default)]
+struct Ended {
+    committed: usize,
+    rolled_back: usize,
+    aborts_claimed: usize,
+}
+
+impl Ended {
+    /// The last pass's report with the counts of every pass so far: `found` becomes what was
+    /// ended plus what is left, so `remaining()` is what the last pass left.
+    fn add(&mut self, mut last: RoundReport) -> RoundReport {
+        let left = last.remaining();
+        self.committed += last.committed;
+        self.rolled_back += last.rolled_back;
+        self.aborts_claimed += last.aborts_claimed;
+        last.committed = self.committed;
+        last.rolled_back = self.rolled_back;
+        last.aborts_claimed = self.aborts_claimed;
+        last.found = left + self.committed + self.rolled_back;
+        last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_covers_every_pass() {
+        let mut e = Ended::default();
+        let first = RoundReport {
+            found: 3,
+            committed: 1,
+            too_young: 2,
+            ..RoundReport::default()
+        };
+        let r = e.add(first);
+        assert_eq!((r.found, r.remaining()), (3, 2));
+        let second = RoundReport {
+            found: 2,
+            rolled_back: 2,
+            aborts_claimed: 1,
+            ..RoundReport::default()
+        };
+        let r = e.add(second);
+        assert_eq!(
+            (
+                r.found,
+                r.committed,
+                r.rolled_back,
+                r.aborts_claimed,
+                r.remaining()
+            ),
+            (3, 1, 2, 1, 0)
+        );
     }
 }
