@@ -396,6 +396,9 @@ fn main() -> std::process::ExitCode {
     // `cargo bench` passes `--bench`. Under `cargo test --all-targets` (scripts/test.sh) the same
     // code runs as a smoke test: 50 machines, no warm-up, one second per endpoint.
     let smoke = !std::env::args().any(|a| a == "--bench");
+    if smoke {
+        println!("api_load: smoke run (cargo test); `cargo bench -p kunlun-tests --bench api_load` gives the figures");
+    }
     let cfg = if smoke {
         Config {
             conns: 4,
