@@ -70,7 +70,7 @@ pub(crate) fn exec(
         if deadline.expired() {
             conn.healthy = false;
             kill_remote(conn, pgid, kill_timeout);
-            return Err(deadline.timeout(&conn.label, &format!("`{command}`")));
+            return Err(deadline.timeout(&conn.label, &format!("`{}`", short(command))));
         }
         conn.wait_socket(deadline.remaining().min(MAX_WAIT))?;
     }
@@ -81,7 +81,8 @@ pub(crate) fn exec(
             Err(e) if e.code() == ssh2::ErrorCode::Session(-37) => {
                 if deadline.expired() {
                     conn.healthy = false;
-                    return Err(deadline.timeout(&conn.label, &format!("`{command}` exit status")));
+                    let what = format!("`{}` exit status", short(command));
+                    return Err(deadline.timeout(&conn.label, &what));
                 }
                 conn.wait_socket(deadline.remaining().min(MAX_WAIT))?;
             }
@@ -107,6 +108,16 @@ pub(crate) fn exec(
         stdout,
         stderr,
     })
+}
+
+/// The command as shown in a timeout error: first line, at most 120 characters.
+fn short(command: &str) -> String {
+    let line = command.lines().next().unwrap_or_default();
+    match line.char_indices().nth(120) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None if line.len() < command.trim_end().len() => format!("{line} …"),
+        None => line.to_string(),
+    }
 }
 
 /// `Ok(Some(n))` bytes read (0 = end of that stream), `Ok(None)` nothing yet.
@@ -173,6 +184,13 @@ fn kill_remote(conn: &mut Conn, pgid: Option<u32>, kill_timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_commands_are_shortened_in_errors() {
+        assert_eq!(short("sleep 5"), "sleep 5");
+        assert_eq!(short("set -e\nrm -rf x"), "set -e …");
+        assert_eq!(short(&"a".repeat(200)).chars().count(), 121);
+    }
 
     #[test]
     fn marker_is_parsed_and_stripped() {

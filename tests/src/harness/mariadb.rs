@@ -16,7 +16,6 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use nix::sys::signal::Signal;
 
 use super::process::{free_port, log_tail, port_open, run, wait_until, ServerProcess};
 use super::workdir::InstanceDir;
@@ -345,12 +344,12 @@ impl MariaDb {
 
     /// SIGSTOP: the server keeps its port but answers nothing until [`MariaDb::resume`].
     pub fn pause(&self) -> Result<()> {
-        self.with_process(|p| p.signal(Signal::SIGSTOP))
+        self.with_process(ServerProcess::pause)
     }
 
     /// SIGCONT after [`MariaDb::pause`].
     pub fn resume(&self) -> Result<()> {
-        self.with_process(|p| p.signal(Signal::SIGCONT))
+        self.with_process(ServerProcess::resume)
     }
 
     fn with_process(&self, f: impl FnOnce(&mut ServerProcess) -> Result<()>) -> Result<()> {

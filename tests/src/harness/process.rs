@@ -151,6 +151,25 @@ impl ServerProcess {
             .with_context(|| format!("sending {sig} to {} (pid {pid})", self.name))
     }
 
+    /// SIGSTOP, returning once the kernel reports the process stopped (signal delivery is
+    /// asynchronous, and a test that pauses a server expects it paused on return).
+    pub(crate) fn pause(&mut self) -> Result<()> {
+        self.signal(Signal::SIGSTOP)?;
+        let pid = self.pid().context("not running")?;
+        wait_until("the process to stop", Duration::from_secs(10), || {
+            Ok(process_state(pid) == Some('T'))
+        })
+    }
+
+    /// SIGCONT, returning once the process is no longer stopped.
+    pub(crate) fn resume(&mut self) -> Result<()> {
+        self.signal(Signal::SIGCONT)?;
+        let pid = self.pid().context("not running")?;
+        wait_until("the process to continue", Duration::from_secs(10), || {
+            Ok(process_state(pid) != Some('T'))
+        })
+    }
+
     /// SIGKILL and reap. A stopped (SIGSTOP) child dies from SIGKILL too.
     pub(crate) fn kill9(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
@@ -199,6 +218,12 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.kill9();
     }
+}
+
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T` stopped, `Z` zombie, …).
+pub(crate) fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 /// Runs a short command to completion, failing with its output if it exits non-zero.

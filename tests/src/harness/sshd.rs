@@ -326,12 +326,12 @@ impl Sshd {
 
     /// SIGSTOP the listener (new connections hang; existing sessions go on).
     pub fn pause(&self) -> Result<()> {
-        self.with_process(|p| p.signal(Signal::SIGSTOP))
+        self.with_process(ServerProcess::pause)
     }
 
     /// SIGCONT after [`Sshd::pause`].
     pub fn resume(&self) -> Result<()> {
-        self.with_process(|p| p.signal(Signal::SIGCONT))
+        self.with_process(ServerProcess::resume)
     }
 
     fn with_process(&self, f: impl FnOnce(&mut ServerProcess) -> Result<()>) -> Result<()> {
