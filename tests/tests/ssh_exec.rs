@@ -320,3 +320,40 @@ async fn pooled_connection_to_a_restarted_sshd_is_replaced() {
     assert_eq!(out.stdout_str(), "again\n");
     assert_eq!(ex.connections_opened(), 2);
 }
+
+#[tokio::test]
+async fn host_with_several_key_types_is_checked_against_the_recorded_type() {
+    // Real machines offer several host keys; known_hosts often records just one type.
+    let keys = tempfile::tempdir().expect("temp dir");
+    let ecdsa = keys.path().join("ssh_host_ecdsa_key");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ecdsa", "-N", "", "-f"])
+        .arg(&ecdsa)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success());
+    let line = format!("HostKey {}", ecdsa.display());
+    let s = Sshd::start_with(std::net::Ipv4Addr::LOCALHOST, &[&line]).expect("sshd");
+    // known_hosts holds only the ed25519 key.
+    let out = SshExecutor::default()
+        .exec(&target(&s), "echo ok", T)
+        .await
+        .expect("the recorded ed25519 key is negotiated and matches");
+    assert_eq!(out.stdout_str(), "ok\n");
+
+    // And when only the ecdsa key is recorded, that type is negotiated instead.
+    let pubkey = std::fs::read_to_string(ecdsa.with_extension("pub")).expect("ecdsa pub");
+    let pubkey: Vec<&str> = pubkey.split_whitespace().take(2).collect();
+    let mut t = target(&s);
+    t.known_hosts = keys.path().join("known_hosts");
+    std::fs::write(
+        &t.known_hosts,
+        format!("[{}]:{} {}\n", s.host(), s.port(), pubkey.join(" ")),
+    )
+    .expect("write known_hosts");
+    let out = SshExecutor::default()
+        .exec(&t, "echo ok", T)
+        .await
+        .expect("the recorded ecdsa key is negotiated and matches");
+    assert_eq!(out.stdout_str(), "ok\n");
+}

@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use ssh2::{BlockDirections, ErrorCode, Session};
+use ssh2::{BlockDirections, ErrorCode, MethodType, Session};
 
 use super::hostkey;
 use super::{SshOptions, SshTarget};
@@ -119,6 +119,12 @@ impl Conn {
         let mut session =
             Session::new().map_err(|e| Error::Local(format!("creating an SSH session: {e}")))?;
         session.set_tcp_stream(stream);
+        let algs = hostkey::recorded_algorithms(target);
+        if !algs.is_empty() {
+            if let Err(e) = session.method_pref(MethodType::HostKey, &algs.join(",")) {
+                tracing::debug!(host = %label, error = %e, "host key algorithm preference not applied");
+            }
+        }
         session.set_blocking(true);
         set_timeout(&session, &deadline);
         session.handshake().map_err(|e| match classify(&e) {

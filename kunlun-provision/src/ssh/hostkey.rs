@@ -117,6 +117,45 @@ fn append(target: &SshTarget, line: &str) -> Result<()> {
     f.write_all(line.as_bytes()).map_err(err)
 }
 
+/// libssh2 host key algorithms for the key types recorded for `target` in plain (unhashed)
+/// `known_hosts` lines, most preferred first; empty when none (then libssh2's default order
+/// applies). Without this, a server offering several key types can negotiate one that is not
+/// recorded, and libssh2 reports a mismatch against the recorded one of another type.
+pub(crate) fn recorded_algorithms(target: &SshTarget) -> Vec<&'static str> {
+    let Ok(text) = fs::read_to_string(&target.known_hosts) else {
+        return Vec::new();
+    };
+    let pattern = host_pattern(&target.host, target.port);
+    let mut algs = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(hosts), Some(key_type)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if hosts.starts_with('#') || hosts.starts_with('@') {
+            continue;
+        }
+        if !hosts.split(',').any(|h| h == pattern) {
+            continue;
+        }
+        let names: &[&'static str] = match key_type {
+            "ssh-ed25519" => &["ssh-ed25519"],
+            "ecdsa-sha2-nistp256" => &["ecdsa-sha2-nistp256"],
+            "ecdsa-sha2-nistp384" => &["ecdsa-sha2-nistp384"],
+            "ecdsa-sha2-nistp521" => &["ecdsa-sha2-nistp521"],
+            "ssh-rsa" => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+            "ssh-dss" => &["ssh-dss"],
+            _ => &[],
+        };
+        for n in names {
+            if !algs.contains(n) {
+                algs.push(*n);
+            }
+        }
+    }
+    algs
+}
+
 /// `host` on port 22, `[host]:port` otherwise (OpenSSH's known_hosts convention).
 pub(crate) fn host_pattern(host: &str, port: u16) -> String {
     if port == 22 {
@@ -173,6 +212,31 @@ mod tests {
         assert_eq!(base64(b"foo", true), "Zm9v");
         assert_eq!(base64(b"foob", false), "Zm9vYg");
         assert_eq!(base64(b"foobar", true), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn recorded_algorithms_follow_plain_lines_for_the_host() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kh = dir.path().join("known_hosts");
+        fs::write(
+            &kh,
+            "# comment\n[10.0.0.1]:2222 ecdsa-sha2-nistp256 AAAA\n\
+             10.0.0.1 ssh-ed25519 AAAA\n\
+             other,[10.0.0.1]:2222 ssh-rsa AAAA\n|1|hashed= ssh-ed25519 AAAA\n",
+        )
+        .expect("write");
+        let t = SshTarget::new("10.0.0.1", 2222, "root", "/k", &kh);
+        assert_eq!(
+            recorded_algorithms(&t),
+            [
+                "ecdsa-sha2-nistp256",
+                "rsa-sha2-512",
+                "rsa-sha2-256",
+                "ssh-rsa"
+            ]
+        );
+        let t22 = SshTarget::new("10.0.0.1", 22, "root", "/k", &kh);
+        assert_eq!(recorded_algorithms(&t22), ["ssh-ed25519"]);
     }
 
     #[test]
