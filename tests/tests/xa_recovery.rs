@@ -389,3 +389,73 @@ async fn purge_keeps_rows_that_prepared_branches_refer_to() {
         env.decision(old).await.unwrap().is_none() && env.decision(fresh).await.unwrap().is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_shard_neither_stops_the_others_nor_lets_the_purge_run() {
+    let env = XaEnv::start(2).await.expect("env");
+    let mut meta = env.meta_conn().await.unwrap();
+    let mut t = prepared_transfer(&env, 11).await;
+    assert!(t.log_commit(&mut meta).await.unwrap());
+    let x = t.xid;
+    t.kill(&env).await.unwrap();
+    // An old decision that retention would purge.
+    let now = env
+        .store
+        .autocommit(async |tx| repo::commit_log::server_now(tx).await)
+        .await
+        .unwrap() as u32;
+    let old = KunlunXid {
+        comp_node_id: 11,
+        start_ts: now - 100_000,
+        local_xid: 1,
+    };
+    let e = NewCommitLogEntry {
+        comp_node_id: 11,
+        txn_id: old.txn_id(),
+        next_txn_cmd: TxnCmd::Abort,
+        written_shards: None,
+    };
+    env.store
+        .tx(async |tx| repo::commit_log::insert(tx, "xa_c", &e, None).await)
+        .await
+        .unwrap();
+
+    env.shards[1].kill9().expect("shard 2 down");
+    let (mut r, _) = env.resolver();
+    let mut ended_on_shard1 = false;
+    for _ in 0..50 {
+        let s = r.round().await.expect("round despite a dead shard");
+        let total = s.total();
+        assert!(!total.complete(), "the dead shard is reported");
+        assert_eq!(s.purged, 0, "no purge while a shard could not be scanned");
+        if env.prepared(0).unwrap().is_empty() {
+            ended_on_shard1 = true;
+            break;
+        }
+        tokio::time::sleep(env.cfg.interval).await;
+    }
+    assert!(
+        ended_on_shard1,
+        "shard 1 was resolved while shard 2 was down"
+    );
+    assert!(env.has_transfer(0, x).unwrap());
+    assert!(env.decision(old).await.unwrap().is_some(), "old row kept");
+
+    env.shards[1].restart().expect("shard 2 back");
+    let (mut r, _) = env.resolver();
+    let rounds = env.settle(&mut r, 60).await.expect("settled");
+    assert!(
+        env.has_transfer(1, x).unwrap(),
+        "shard 2 follows the same commit"
+    );
+    assert_eq!(
+        rounds[0].purged, 1,
+        "first complete round purges the old row"
+    );
+    assert!(env.decision(old).await.unwrap().is_none());
+    assert_eq!(
+        env.decision(x).await.unwrap(),
+        Some(TxnCmd::Commit),
+        "recent rows stay"
+    );
+}
