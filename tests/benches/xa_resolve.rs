@@ -1,7 +1,7 @@
 //! XA recovery throughput: 10,000 leftover prepared branches over 2 real MariaDB shards, each
 //! with a `commit` decision in the commit log, ended by resolver rounds; next to it, in the
 //! same run and on the same servers, the floor: the same `XA COMMIT` statements sent directly
-//! over one connection per shard (shards in parallel, as the resolver does). Prints both and
+//! over one TCP connection per shard (shards in parallel, as the resolver does). Prints both and
 //! the ratio (goal: at most 1.5x). The two sides alternate in 4 chunks of 2,500 branches, so
 //! drift in the machine's background load (disk flushes dominate both) hits both alike.
 //!
@@ -96,7 +96,10 @@ async fn log_commits(env: &XaEnv, xids: &[Vec<KunlunXid>]) -> Result<()> {
 async fn floor_commit(env: &XaEnv, xids: &[Vec<KunlunXid>]) -> Result<Duration> {
     let mut conns = Vec::new();
     for db in &env.shards {
-        conns.push(db.conn().await?);
+        // TCP like the resolver (mysql_async would otherwise switch to the Unix socket).
+        let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&db.url())?)
+            .prefer_socket(false);
+        conns.push(Conn::new(opts).await?);
     }
     let t0 = Instant::now();
     let mut set = JoinSet::new();
