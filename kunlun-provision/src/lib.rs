@@ -6,6 +6,7 @@
 
 mod error;
 pub mod placement;
+pub mod recipe;
 pub mod ssh;
 
 pub use error::{Error, Result};
