@@ -6,6 +6,7 @@
 
 mod error;
 pub mod placement;
+pub mod probe;
 pub mod recipe;
 pub mod ssh;
 

@@ -215,8 +215,8 @@ pub trait Recipe: Send + Sync {
 /// Deadline of one recipe step (initialise and start on a busy host can take a while).
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Single-quotes `s` for a POSIX shell.
-pub(crate) fn sh_quote(s: &str) -> String {
+/// Single-quotes `s` for a POSIX shell (used by recipes and the probe).
+pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
