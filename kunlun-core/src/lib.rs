@@ -5,6 +5,7 @@
 pub mod config;
 pub mod error;
 pub mod ha;
+pub mod jobs;
 mod machines;
 mod manager;
 pub mod storage;

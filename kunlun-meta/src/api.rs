@@ -354,3 +354,125 @@ pub struct XaResolveResult {
     /// Id of the audit record (a `xa_resolve` job).
     pub audit_job_id: i64,
 }
+
+/// `POST /v1/clusters` (job `create_cluster`): a cluster of `shards` storage shards of `nodes`
+/// nodes each plus `comps` compute nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateCluster {
+    /// Unique; also names the tables `commit_log_<name>` and `ddl_ops_log_<name>`, so only
+    /// `A-Z a-z 0-9 _`, at most 48 characters.
+    pub name: String,
+    #[serde(default)]
+    pub nick_name: Option<String>,
+    /// `rbr` (primary + replicas, semi-sync) or `no_rep` (one node per shard).
+    pub ha_mode: crate::model::HaMode,
+    pub shards: u32,
+    pub nodes: u32,
+    pub comps: u32,
+    /// InnoDB buffer pool of each storage node, MB (default 128).
+    #[serde(default)]
+    pub innodb_size_mb: Option<u32>,
+    /// `max_connections` of every instance (default 1000).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Only these storage machines (host addresses), else all running ones.
+    #[serde(default)]
+    pub storage_hosts: Vec<String>,
+    /// Only these compute machines (host addresses), else all running ones.
+    #[serde(default)]
+    pub computer_hosts: Vec<String>,
+}
+
+impl CreateCluster {
+    /// Checks every field; the message names the field.
+    pub fn validate(&self) -> Result<()> {
+        let n = &self.name;
+        if n.is_empty() || n.len() > 48 || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::Invalid(
+                "name: 1 to 48 characters of A-Z, a-z, 0-9, '_'".into(),
+            ));
+        }
+        for (field, v) in [
+            ("shards", self.shards),
+            ("nodes", self.nodes),
+            ("comps", self.comps),
+        ] {
+            if !(1..=256).contains(&v) {
+                return Err(Error::Invalid(format!(
+                    "{field}: must be 1 to 256, not {v}"
+                )));
+            }
+        }
+        match self.ha_mode {
+            crate::model::HaMode::Rbr => {}
+            crate::model::HaMode::NoRep if self.nodes == 1 => {}
+            crate::model::HaMode::NoRep => {
+                return Err(Error::Invalid(
+                    "nodes: ha_mode no_rep has exactly 1 node per shard".into(),
+                ))
+            }
+            crate::model::HaMode::Mgr => {
+                return Err(Error::Invalid(
+                    "ha_mode: mgr is not supported (use rbr or no_rep)".into(),
+                ))
+            }
+        }
+        if self.innodb_size_mb == Some(0) || self.max_connections == Some(0) {
+            return Err(Error::Invalid(
+                "innodb_size_mb and max_connections must be positive".into(),
+            ));
+        }
+        for h in self.storage_hosts.iter().chain(&self.computer_hosts) {
+            validate::hostaddr("hosts", h)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod create_cluster_tests {
+    use super::*;
+    use crate::model::HaMode;
+
+    fn req() -> CreateCluster {
+        CreateCluster {
+            name: "c1".into(),
+            nick_name: None,
+            ha_mode: HaMode::Rbr,
+            shards: 2,
+            nodes: 3,
+            comps: 1,
+            innodb_size_mb: None,
+            max_connections: None,
+            storage_hosts: vec![],
+            computer_hosts: vec![],
+        }
+    }
+
+    #[test]
+    fn bad_create_cluster_requests_are_refused() {
+        req().validate().unwrap();
+        let mut r = req();
+        r.shards = 0;
+        assert!(r.validate().unwrap_err().to_string().contains("shards"));
+        r = req();
+        r.nodes = 257;
+        assert!(r.validate().is_err());
+        r = req();
+        r.name = "a-b".into();
+        assert!(r.validate().unwrap_err().to_string().contains("name"));
+        r = req();
+        r.ha_mode = HaMode::NoRep;
+        assert!(r.validate().is_err(), "no_rep with 3 nodes");
+        r.nodes = 1;
+        r.validate().unwrap();
+        r.ha_mode = HaMode::Mgr;
+        assert!(r.validate().is_err());
+        r = req();
+        r.storage_hosts = vec!["bad host".into()];
+        assert!(r.validate().is_err());
+    }
+}

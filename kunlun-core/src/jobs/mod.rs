@@ -1,0 +1,9 @@
+//! Jobs: long-running work on machines (create and delete clusters, shards, nodes, compute
+//! nodes), planned by pure functions and run by the job runner.
+//!
+//! Invariant: a plan is computed once, before any host is touched, from a snapshot of the
+//! machines, and recorded in the job memo, so a resumed job works from the same plan.
+
+pub mod plan;
+
+pub use plan::{plan_create_cluster, ClusterPlan, SystemPasswords};
