@@ -498,6 +498,7 @@ impl HaMonitor {
                 self.shared
                     .event(s.cluster.id, s.shard_id, Some(new_id), what);
                 self.nodes.remove(&old.id);
+                self.seed_new_primary(new).await;
             }
             Err(e) => {
                 self.shared
@@ -511,6 +512,17 @@ impl HaMonitor {
                 self.shared.record(rec);
             }
         }
+    }
+
+    /// Probes a just-promoted primary at once, so the semi-sync proof of its next failure
+    /// rests on a probe taken while it was primary (a replica may report the master side off).
+    async fn seed_new_primary(&mut self, n: &ShardNode) {
+        let opts = probe_options(self.cfg.interval, self.cfg.storage);
+        let p = probe_node(&NodeAddr::from(n), opts).await;
+        let t = self.nodes.entry(n.id).or_default();
+        t.failures = 0;
+        t.first_failure = None;
+        t.last_ok = p.reachable.then_some(p);
     }
 
     pub(super) fn step_context(&self) -> StepContext {
@@ -630,11 +642,16 @@ impl HaMonitor {
                 id: shard_id.to_string(),
             })?;
         let rec = switchover::run(self, &s, target).await?;
+        let s_nodes = s.nodes.clone();
         let ok = rec.outcome == Outcome::Promoted;
         let id = self.shared.record(rec);
         if ok {
             self.shards.entry(shard_id).or_default().last_failover = Some(Instant::now());
             self.nodes.clear();
+            let new = self.shared.failover(id).and_then(|r| r.new_primary);
+            if let Some(n) = new.and_then(|n| s_nodes.iter().find(|x| x.id == n).cloned()) {
+                self.seed_new_primary(&n).await;
+            }
         }
         self.shared
             .failover(id)

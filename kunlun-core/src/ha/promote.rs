@@ -54,7 +54,10 @@ pub async fn promote(addr: &NodeAddr, opts: StorageOptions) -> Result<()> {
     c.exec("STOP ALL SLAVES").await?;
     c.exec("RESET SLAVE ALL").await?;
     c.exec(
+        // Off then on: a node that ran as a replica may report the master side switched
+        // off; re-enabling starts it afresh.
         "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC; \
+         SET GLOBAL rpl_semi_sync_master_enabled = OFF; \
          SET GLOBAL rpl_semi_sync_master_enabled = ON",
     )
     .await?;
