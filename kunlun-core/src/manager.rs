@@ -30,6 +30,8 @@ struct Inner {
     connect_error: Mutex<Option<String>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    /// The shard HA monitor, once started ([`ClusterManager::start_ha`]).
+    ha: OnceLock<crate::ha::HaHandle>,
 }
 
 impl std::fmt::Debug for ClusterManager {
@@ -51,6 +53,7 @@ impl ClusterManager {
                 connect_error: Mutex::new(Some("not connected yet".into())),
                 cancel: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                ha: OnceLock::new(),
             }),
         }
     }
@@ -149,6 +152,11 @@ impl ClusterManager {
                 self.connect_error()
             ))
         })
+    }
+
+    /// The background task tracker and the HA monitor's slot (for [`crate::ha`]'s facade).
+    pub(crate) fn ha_parts(&self) -> (&TaskTracker, &OnceLock<crate::ha::HaHandle>) {
+        (&self.inner.tasks, &self.inner.ha)
     }
 
     /// The engine's settings.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub mod choose;
 pub mod detect;
+mod facade;
 pub mod failover;
 pub mod gtid;
 pub mod monitor;
@@ -20,6 +21,7 @@ pub mod state;
 mod switchover;
 
 pub use choose::{choose, Choice, LossPolicy, ReplicaView, ShardView};
+pub use facade::HaStatus;
 pub use failover::{FailoverKind, FailoverRecord, Outcome, Phase};
 pub use gtid::{GtidPos, ParseGtidError};
 pub use monitor::{HaHandle, HaMonitor};
