@@ -196,7 +196,7 @@ rm -rf {data} && mkdir -p {data} || exit 1
 u=$(id -un)
 {idb} --no-defaults --user=\"$u\" --datadir={data} --auth-root-authentication-method=socket \
 --auth-root-socket-user=\"$u\" --skip-test-db --innodb-log-file-size=32M \
->{log}/install.log 2>&1 || {{ tail -n 30 {log}/install.log >&2; exit 1; }}
+>{log}/install.log 2>&1 || {{ grep -i -m 10 -e error -e warn {log}/install.log >&2; exit 1; }}
 touch {marker}",
                     marker = q(&p.marker),
                     data = q(&p.data),

@@ -1,0 +1,233 @@
+//! Carrying out a [`ClusterPlan`] on the machines: install every instance in parallel through
+//! the recipes, point each replica at its shard's primary, and take it all down again.
+//!
+//! Invariants: every step is idempotent (recipes check before acting; `CHANGE MASTER` keeps
+//! the GTID position), so running an install again after a crash finishes it; uninstall is
+//! best effort over every instance and reports all failures, so one dead host does not leave
+//! the others installed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kunlun_meta::model::{HaMode, Machine};
+use kunlun_provision::recipe::{DbUser, InstanceSpec, Recipe, UserRole};
+use kunlun_provision::{HostKeyPolicy, SshExecutor, SshTarget};
+use tokio::task::JoinSet;
+
+use super::plan::{ClusterPlan, InstancePlan, COMPUTE_BUFFER_MB};
+use crate::error::{Error, Result};
+use crate::storage::{NodeAddr, StorageConn, StorageOptions};
+
+/// System user names (Kunlun's spellings).
+pub const MANAGER_USER: &str = "clustmgr";
+pub const REPL_USER: &str = "repl";
+pub const PGX_USER: &str = "pgx";
+pub const COMP_USER: &str = "abc";
+
+/// What installs need: the SSH executor, the recipes, and how to trust hosts.
+#[derive(Clone)]
+pub struct Provisioner {
+    pub ssh: SshExecutor,
+    pub storage: Arc<dyn Recipe>,
+    pub compute: Arc<dyn Recipe>,
+    /// `known_hosts` file of the manager.
+    pub known_hosts: PathBuf,
+    pub host_key_policy: HostKeyPolicy,
+}
+
+impl std::fmt::Debug for Provisioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provisioner")
+            .field("storage", &self.storage.name())
+            .field("compute", &self.compute.name())
+            .field("known_hosts", &self.known_hosts)
+            .finish()
+    }
+}
+
+/// One instance to act on: where, and with what spec.
+#[derive(Debug, Clone)]
+struct Job {
+    target: SshTarget,
+    spec: InstanceSpec,
+    storage: bool,
+}
+
+impl Provisioner {
+    /// The SSH target of a machine.
+    pub fn target(&self, m: &Machine) -> SshTarget {
+        let mut t = SshTarget::new(
+            m.hostaddr.clone(),
+            m.ssh.port,
+            m.ssh.user.clone(),
+            m.ssh.key_path.clone(),
+            self.known_hosts.clone(),
+        );
+        t.host_key_policy = self.host_key_policy;
+        t
+    }
+
+    /// The install spec of a storage node of `plan`.
+    pub fn storage_spec(plan: &ClusterPlan, node: &InstancePlan) -> InstanceSpec {
+        let p = &plan.passwords;
+        InstanceSpec {
+            bind_address: node.slot.hostaddr.clone(),
+            port: node.slot.port,
+            base_dir: node.base_dir.clone(),
+            server_id: node.server_id,
+            buffer_mb: plan.innodb_size_mb,
+            max_connections: plan.max_connections,
+            semi_sync: plan.ha_mode == HaMode::Rbr,
+            users: vec![
+                user(MANAGER_USER, &p.manager, UserRole::Admin),
+                user(REPL_USER, &p.repl, UserRole::Replication),
+                user(PGX_USER, &p.pgx, UserRole::Admin),
+            ],
+        }
+    }
+
+    /// The install spec of a compute node of `plan`.
+    pub fn compute_spec(plan: &ClusterPlan, comp: &InstancePlan) -> InstanceSpec {
+        InstanceSpec {
+            bind_address: comp.slot.hostaddr.clone(),
+            port: comp.slot.port,
+            base_dir: comp.base_dir.clone(),
+            server_id: comp.server_id,
+            buffer_mb: COMPUTE_BUFFER_MB,
+            max_connections: plan.max_connections,
+            semi_sync: false,
+            users: vec![user(COMP_USER, &plan.passwords.comp, UserRole::Admin)],
+        }
+    }
+
+    fn jobs(&self, machines: &[Machine], plan: &ClusterPlan) -> Result<Vec<Job>> {
+        let by_id: HashMap<i64, &Machine> = machines.iter().map(|m| (m.id, m)).collect();
+        let target = |i: &InstancePlan| -> Result<SshTarget> {
+            by_id
+                .get(&i.slot.machine_id)
+                .map(|m| self.target(m))
+                .ok_or_else(|| Error::NotFound {
+                    what: "machine",
+                    id: i.slot.machine_id.to_string(),
+                })
+        };
+        let mut jobs = Vec::new();
+        for node in plan.shards.iter().flat_map(|s| s.nodes.iter()) {
+            jobs.push(Job {
+                target: target(node)?,
+                spec: Self::storage_spec(plan, node),
+                storage: true,
+            });
+        }
+        for comp in &plan.comps {
+            jobs.push(Job {
+                target: target(comp)?,
+                spec: Self::compute_spec(plan, comp),
+                storage: false,
+            });
+        }
+        Ok(jobs)
+    }
+
+    /// Runs `install` (or uninstall) of every instance at once; all errors are collected.
+    async fn run_all(&self, jobs: Vec<Job>, install: bool) -> Result<()> {
+        let mut set = JoinSet::new();
+        for job in jobs {
+            let recipe = if job.storage {
+                self.storage.clone()
+            } else {
+                self.compute.clone()
+            };
+            let ssh = self.ssh.clone();
+            set.spawn(async move {
+                let r = if install {
+                    recipe.install(&ssh, &job.target, &job.spec).await
+                } else {
+                    recipe.uninstall(&ssh, &job.target, &job.spec).await
+                };
+                r.map_err(|e| format!("{}:{}: {e}", job.spec.bind_address, job.spec.port))
+            });
+        }
+        let mut failures = Vec::new();
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(e),
+                Err(e) => failures.push(format!("install task failed: {e}")),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            failures.sort();
+            Err(Error::Unavailable(failures.join("; ")))
+        }
+    }
+
+    /// Installs every instance of `plan` in parallel, then sets up replication in each shard.
+    pub async fn install_cluster(&self, machines: &[Machine], plan: &ClusterPlan) -> Result<()> {
+        let jobs = self.jobs(machines, plan)?;
+        self.run_all(jobs, true).await?;
+        self.setup_replication(plan).await
+    }
+
+    /// Stops and removes every instance of `plan` (also fine when some were never installed).
+    pub async fn uninstall_cluster(&self, machines: &[Machine], plan: &ClusterPlan) -> Result<()> {
+        let jobs = self.jobs(machines, plan)?;
+        self.run_all(jobs, false).await
+    }
+
+    /// Points every replica at its shard's primary (GTID auto-positioning) and starts it.
+    pub async fn setup_replication(&self, plan: &ClusterPlan) -> Result<()> {
+        let mut set = JoinSet::new();
+        for shard in &plan.shards {
+            let Some((primary, replicas)) = shard.nodes.split_first() else {
+                continue;
+            };
+            for r in replicas {
+                let addr = NodeAddr {
+                    host: r.slot.hostaddr.clone(),
+                    port: r.slot.port,
+                    user: MANAGER_USER.into(),
+                    password: plan.passwords.manager.clone(),
+                };
+                // The password goes last: error messages quote only the statement's start.
+                let sql = format!(
+                    "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{REPL_USER}', \
+                     MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_PASSWORD='{}'",
+                    primary.slot.hostaddr, primary.slot.port, plan.passwords.repl
+                );
+                set.spawn(async move {
+                    let mut c = StorageConn::connect(&addr, StorageOptions::default()).await?;
+                    c.exec("STOP SLAVE").await?;
+                    c.exec(&sql).await?;
+                    c.exec("START SLAVE").await?;
+                    c.close().await;
+                    Ok::<_, crate::storage::Error>(())
+                });
+            }
+        }
+        let mut failures = Vec::new();
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(e.to_string()),
+                Err(e) => failures.push(format!("replication task failed: {e}")),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(failures.join("; ")))
+        }
+    }
+}
+
+fn user(name: &str, password: &str, role: UserRole) -> DbUser {
+    DbUser {
+        name: name.into(),
+        password: password.into(),
+        role,
+    }
+}
