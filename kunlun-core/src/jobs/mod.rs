@@ -4,8 +4,11 @@
 //! Invariant: a plan is computed once, before any host is touched, from a snapshot of the
 //! machines, and recorded in the job memo, so a resumed job works from the same plan.
 
+pub mod cluster;
 pub mod install;
 pub mod plan;
+pub mod runner;
 
 pub use install::Provisioner;
 pub use plan::{plan_create_cluster, ClusterPlan, SystemPasswords};
+pub use runner::JobRunner;

@@ -22,7 +22,7 @@ pub const COMPUTE_BUFFER_MB: u32 = 64;
 
 /// The random per-cluster passwords of the system users. `Debug` hides them; they are stored
 /// in the job memo and the node rows, never printed.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SystemPasswords {
     /// `clustmgr` on storage nodes: what the manager logs in as.
     pub manager: String,
@@ -41,6 +41,16 @@ impl std::fmt::Debug for SystemPasswords {
 }
 
 impl SystemPasswords {
+    /// Placeholder for a plan read back from a memo (only good for uninstalling).
+    pub fn unknown() -> SystemPasswords {
+        SystemPasswords {
+            manager: String::new(),
+            repl: String::new(),
+            pgx: String::new(),
+            comp: String::new(),
+        }
+    }
+
     /// Fresh random passwords.
     pub fn generate() -> SystemPasswords {
         use kunlun_provision::recipe::random_password as r;
@@ -78,6 +88,8 @@ pub struct ClusterPlan {
     pub max_connections: u32,
     pub shards: Vec<ShardPlan>,
     pub comps: Vec<InstancePlan>,
+    /// Never serialised: a plan goes into the job memo, which list endpoints show.
+    #[serde(skip, default = "SystemPasswords::unknown")]
     pub passwords: SystemPasswords,
 }
 

@@ -1,0 +1,315 @@
+//! The `create_cluster` and `delete_cluster` jobs: accepted as a job row at once, then run by
+//! the job runner against the metadata store and the machines.
+//!
+//! Invariants:
+//! - ports are reserved (`installing_ports`, compare-and-swap per machine) in the same
+//!   transaction that inserts the cluster row (which creates its log tables) and the memo holding the plan,
+//!   so after a crash the memo names exactly what may exist on the machines;
+//! - a job found `ongoing` at start-up (the manager died mid-job) is rolled back from its
+//!   memo: every planned instance uninstalled, ports released, rows and tables dropped; the
+//!   memo never holds passwords (they live only in the node rows), so it cannot be resumed
+//!   forward, and rolling back is what Kunlun does too (error 70106);
+//! - shard, node and compute rows are written only after every instance answered, so no
+//!   half-installed node is ever registered.
+
+use kunlun_meta::api::CreateCluster;
+use kunlun_meta::model::{
+    Job, JobStatus, MemberState, NewCluster, NewCompNode, NewJob, NewShard, NewShardNode,
+    NodeMapMaster, NodeStatus,
+};
+use kunlun_meta::store::repo::{clusters, comps, jobs, machines, meta, nodes, shards};
+use kunlun_meta::store::{Store, Tx};
+use kunlun_provision::placement::{PortSets, Slot};
+use serde::{Deserialize, Serialize};
+
+use super::install::{Provisioner, COMP_USER, MANAGER_USER};
+use super::plan::{plan_create_cluster, ClusterPlan, SystemPasswords};
+use crate::error::{Error, Result};
+use kunlun_meta::{Error as MetaError, Result as MetaResult};
+
+pub const CREATE_CLUSTER: &str = "create_cluster";
+
+/// Progress of a `create_cluster` job (the job's memo).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateMemo {
+    /// `planned` → `installed` → `done`, or `rolled_back`.
+    pub stage: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    /// The plan without passwords.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<ClusterPlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Accepts a `create_cluster` request: validated, name checked, job row written.
+pub async fn accept_create_cluster(store: &Store, req: &CreateCluster) -> Result<Job> {
+    req.validate()?;
+    if store
+        .list_clusters()
+        .await?
+        .iter()
+        .any(|c| c.name == req.name)
+    {
+        return Err(Error::Conflict(format!(
+            "cluster {} already exists",
+            req.name
+        )));
+    }
+    let info = serde_json::to_value(req).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(store
+        .create_job(&NewJob {
+            job_type: CREATE_CLUSTER.into(),
+            job_info: info,
+            user_name: None,
+        })
+        .await?)
+}
+
+fn to_json(memo: &CreateMemo) -> MetaResult<serde_json::Value> {
+    serde_json::to_value(memo).map_err(|e| MetaError::Invalid(e.to_string()))
+}
+
+/// Ports of `plan` grouped per machine.
+fn ports_by_machine(plan: &ClusterPlan) -> std::collections::BTreeMap<i64, Vec<u16>> {
+    let mut m: std::collections::BTreeMap<i64, Vec<u16>> = Default::default();
+    for (id, port) in plan.ports() {
+        m.entry(id).or_default().push(port);
+    }
+    m
+}
+
+/// Applies `f` to the port sets of every machine `plan` uses (compare-and-swap each).
+async fn update_ports(
+    tx: &mut Tx,
+    plan: &ClusterPlan,
+    f: impl Fn(PortSets, &[u16]) -> std::result::Result<PortSets, kunlun_provision::Error>,
+) -> MetaResult<()> {
+    for (id, ports) in ports_by_machine(plan) {
+        let m = machines::get(tx, id).await?;
+        let sets = f(PortSets::of(&m), &ports).map_err(|e| MetaError::Conflict(e.to_string()))?;
+        machines::set_ports(tx, &m, &sets.used, &sets.installing).await?;
+    }
+    Ok(())
+}
+
+/// Runs one claimed `create_cluster` job to `done` or `failed`.
+pub async fn run_create_cluster(store: &Store, prov: &Provisioner, job: &Job) -> Result<()> {
+    let memo: CreateMemo = job
+        .memo
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    if memo.plan.is_some() {
+        // Resumed after a crash: roll back what the memo says may exist.
+        return rollback(store, prov, job.id, memo, "the manager restarted mid-job").await;
+    }
+    let req: CreateCluster = job
+        .job_info
+        .clone()
+        .ok_or_else(|| Error::Invalid("job has no request".into()))
+        .and_then(|v| serde_json::from_value(v).map_err(|e| Error::Invalid(e.to_string())))?;
+
+    let machines_now = store.list_machines().await?;
+    let names: Vec<String> = store
+        .list_clusters()
+        .await?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    let plan = match plan_create_cluster(&req, &machines_now, &names, SystemPasswords::generate()) {
+        Ok(p) => p,
+        Err(e) => return fail(store, job.id, CreateMemo::default(), &e).await,
+    };
+
+    // Reserve ports, create the cluster and its log tables, record the plan: all or nothing.
+    let reserved = store
+        .tx(async |tx| {
+            update_ports(tx, &plan, |s, p| s.reserve(p)).await?;
+            let c = clusters::insert(
+                tx,
+                &NewCluster {
+                    name: plan.name.clone(),
+                    nick_name: req.nick_name.clone(),
+                    owner: None,
+                    business: None,
+                    ha_mode: plan.ha_mode,
+                    memo: None,
+                },
+            )
+            .await?;
+            let memo = CreateMemo {
+                stage: "planned".into(),
+                cluster_id: Some(c.id),
+                cluster_name: Some(c.name.clone()),
+                plan: Some(plan.clone()),
+                error: None,
+            };
+            jobs::update(tx, job.id, JobStatus::Ongoing, Some(&to_json(&memo)?)).await?;
+            Ok::<_, MetaError>(memo)
+        })
+        .await;
+    let memo = match reserved {
+        Ok(m) => m,
+        Err(e) => return fail(store, job.id, CreateMemo::default(), &e.into()).await,
+    };
+
+    if let Err(e) = prov.install_cluster(&machines_now, &plan).await {
+        return rollback(store, prov, job.id, memo, &e.to_string()).await;
+    }
+    let cluster_id = memo.cluster_id.unwrap_or_default();
+    let recorded = store
+        .tx(async |tx| {
+            record_topology(tx, cluster_id, &plan).await?;
+            update_ports(tx, &plan, |s, p| Ok(s.commit(p))).await?;
+            let done = CreateMemo {
+                stage: "done".into(),
+                ..memo.clone()
+            };
+            jobs::update(tx, job.id, JobStatus::Done, Some(&to_json(&done)?)).await?;
+            Ok::<_, MetaError>(())
+        })
+        .await;
+    match recorded {
+        Ok(()) => Ok(()),
+        Err(e) => rollback(store, prov, job.id, memo, &e.to_string()).await,
+    }
+}
+
+/// Shard, node, `node_map_master` and compute rows of an installed plan.
+async fn record_topology(tx: &mut Tx, cluster_id: i64, plan: &ClusterPlan) -> MetaResult<()> {
+    for sp in &plan.shards {
+        let shard = shards::insert(
+            tx,
+            &NewShard {
+                name: sp.name.clone(),
+                db_cluster_id: cluster_id,
+                num_nodes: sp.nodes.len() as i64,
+                sync_num: i64::from(sp.nodes.len() > 1),
+            },
+        )
+        .await?;
+        let primary = &sp.nodes[0].slot;
+        for (i, n) in sp.nodes.iter().enumerate() {
+            nodes::insert(
+                tx,
+                &NewShardNode {
+                    shard_id: shard.id,
+                    db_cluster_id: cluster_id,
+                    hostaddr: n.slot.hostaddr.clone(),
+                    port: n.slot.port,
+                    user_name: MANAGER_USER.into(),
+                    passwd: plan.passwords.manager.clone(),
+                    master_priority: 0,
+                    member_state: if i == 0 {
+                        MemberState::Source
+                    } else {
+                        MemberState::Replica
+                    },
+                    status: NodeStatus::Active,
+                    innodb_buffer_pool_mb: i64::from(plan.innodb_size_mb),
+                },
+            )
+            .await?;
+            if i > 0 {
+                meta::set_node_master(
+                    tx,
+                    &NodeMapMaster {
+                        cluster_id,
+                        node_host: host_port(&n.slot),
+                        master_host: host_port(primary),
+                        master_uuid: None,
+                    },
+                )
+                .await?;
+            }
+        }
+    }
+    let ids = comps::reserve_ids(tx, plan.comps.len() as i64).await?;
+    for (id, c) in ids.zip(plan.comps.iter()) {
+        comps::insert(
+            tx,
+            &NewCompNode {
+                id,
+                db_cluster_id: cluster_id,
+                name: format!("comp{id}"),
+                hostaddr: c.slot.hostaddr.clone(),
+                port: c.slot.port,
+                user_name: COMP_USER.into(),
+                passwd: plan.passwords.comp.clone(),
+                status: NodeStatus::Active,
+                max_conns: i64::from(plan.max_connections),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Kunlun's `ip_port` spelling in `node_map_master`.
+fn host_port(s: &Slot) -> String {
+    format!("{}_{}", s.hostaddr, s.port)
+}
+
+async fn fail(store: &Store, job_id: i64, mut memo: CreateMemo, e: &Error) -> Result<()> {
+    memo.error = Some(e.to_string());
+    if memo.stage.is_empty() {
+        memo.stage = "failed".into();
+    }
+    store
+        .update_job(job_id, JobStatus::Failed, Some(&to_json(&memo)?))
+        .await?;
+    Ok(())
+}
+
+/// Uninstalls everything the memo's plan names, releases its ports, removes the cluster's
+/// rows and tables, and marks the job failed with `why`.
+async fn rollback(
+    store: &Store,
+    prov: &Provisioner,
+    job_id: i64,
+    mut memo: CreateMemo,
+    why: &str,
+) -> Result<()> {
+    tracing::warn!(job_id, reason = why, "create_cluster failed; rolling back");
+    let Some(plan) = memo.plan.clone() else {
+        return fail(store, job_id, memo, &Error::Unavailable(why.to_string())).await;
+    };
+    let machines_now = store.list_machines().await?;
+    let uninstalled = prov.uninstall_cluster(&machines_now, &plan).await;
+    let cluster_id = memo.cluster_id;
+    let name = plan.name.clone();
+    store
+        .tx(async |tx| {
+            if let Some(id) = cluster_id {
+                for s in shards::list(tx, Some(id)).await? {
+                    for n in nodes::list(tx, Some(s.id)).await? {
+                        nodes::delete(tx, n.id).await?;
+                    }
+                    shards::delete(tx, s.id).await?;
+                }
+                for c in comps::list(tx, Some(id)).await? {
+                    comps::delete(tx, c.id).await?;
+                }
+                for m in meta::list_node_masters(tx, Some(id)).await? {
+                    meta::delete_node_master(tx, id, &m.node_host).await?;
+                }
+                clusters::drop_log_tables(tx, &name).await?;
+                if clusters::get(tx, id).await.is_ok() {
+                    clusters::delete(tx, id).await?;
+                }
+            }
+            update_ports(tx, &plan, |s, p| Ok(s.release(p))).await?;
+            Ok::<_, MetaError>(())
+        })
+        .await?;
+    memo.stage = "rolled_back".into();
+    let mut why = why.to_string();
+    if let Err(e) = uninstalled {
+        why.push_str(&format!("; uninstall also failed: {e}"));
+    }
+    fail(store, job_id, memo, &Error::Unavailable(why)).await
+}

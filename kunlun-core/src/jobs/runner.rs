@@ -1,0 +1,97 @@
+//! The job runner: an actor that claims `not_started` jobs of the types it knows, one at a
+//! time, and runs them; at start it first deals with jobs left `ongoing` by a manager that
+//! died mid-job.
+//!
+//! Invariant: a job is run only after its row moved to `ongoing` by this runner's claim
+//! (compare-and-swap), so two managers never run the same job; a job's own failure ends the
+//! job `failed`, it never stops the runner.
+
+use std::time::Duration;
+
+use kunlun_meta::model::{Job, JobStatus};
+use kunlun_meta::store::repo::jobs;
+use kunlun_meta::store::Store;
+use tokio_util::sync::CancellationToken;
+
+use super::cluster::{run_create_cluster, CREATE_CLUSTER};
+use super::install::Provisioner;
+use crate::error::Result;
+
+/// Job types this runner executes.
+pub const JOB_TYPES: &[&str] = &[CREATE_CLUSTER];
+
+/// Runs provisioning jobs.
+#[derive(Clone)]
+pub struct JobRunner {
+    pub store: Store,
+    pub provisioner: Provisioner,
+    /// How often to look for new jobs when idle.
+    pub poll_interval: Duration,
+}
+
+impl JobRunner {
+    async fn run(&self, job: &Job) -> Result<()> {
+        let r = match job.job_type.as_str() {
+            CREATE_CLUSTER => run_create_cluster(&self.store, &self.provisioner, job).await,
+            other => Err(crate::Error::Invalid(format!("unknown job type {other}"))),
+        };
+        if let Err(e) = &r {
+            tracing::error!(job_id = job.id, error = %e, "job failed");
+            let memo = serde_json::json!({ "stage": "failed", "error": e.to_string() });
+            self.store
+                .update_job(job.id, JobStatus::Failed, Some(&memo))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Rolls back (or finishes) every job of our types left `ongoing`; returns how many.
+    pub async fn recover(&self) -> Result<usize> {
+        let ongoing = self
+            .store
+            .read(async |tx| jobs::list_by_status(tx, JobStatus::Ongoing).await)
+            .await?;
+        let mut n = 0;
+        for job in ongoing
+            .iter()
+            .filter(|j| JOB_TYPES.contains(&j.job_type.as_str()))
+        {
+            tracing::warn!(job_id = job.id, job_type = %job.job_type, "resuming an interrupted job");
+            self.run(job).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Claims and runs one job; false when there was none.
+    pub async fn run_once(&self) -> Result<bool> {
+        let Some(job) = self.store.claim_next_job(JOB_TYPES).await? else {
+            return Ok(false);
+        };
+        tracing::info!(job_id = job.id, job_type = %job.job_type, "job claimed");
+        self.run(&job).await?;
+        Ok(true)
+    }
+
+    /// The actor loop: recover, then claim and run jobs until `cancel`.
+    pub async fn run_forever(self, cancel: CancellationToken) {
+        if let Err(e) = self.recover().await {
+            tracing::error!(error = %e, "recovering interrupted jobs failed");
+        }
+        loop {
+            let busy = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.run_once() => r.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "job runner: store unavailable");
+                    false
+                }),
+            };
+            if !busy {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The persisted `create_cluster` job end to end against a SQLite store and a real private
+//! sshd on 127.0.0.2: accepted as a job row, claimed and run by the job runner, leaving the
+//! right metadata (cluster, log tables, shards, nodes with roles, `node_map_master`, compute
+//! nodes, ports moved to used); a duplicate name is refused at accept; and a job found
+//! `ongoing` at start-up (as after a crash) is rolled back until nothing is left.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kunlun_core::jobs::cluster::{accept_create_cluster, CreateMemo, CREATE_CLUSTER};
+use kunlun_core::jobs::{JobRunner, Provisioner};
+use kunlun_meta::api::CreateCluster;
+use kunlun_meta::model::{
+    HaMode, JobStatus, MachineType, MemberState, NewJob, NewMachine, SshAccess,
+};
+use kunlun_meta::store::repo::meta;
+use kunlun_meta::{Store, StoreConfig};
+use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
+use kunlun_provision::{HostKeyPolicy, SshExecutor};
+use kunlun_tests::{free_port, Sshd};
+
+const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+fn new_machine(sshd: &Sshd, ty: MachineType, dir: &str, base: u16) -> NewMachine {
+    NewMachine {
+        hostaddr: IP.to_string(),
+        machine_type: ty,
+        rack_id: None,
+        data_dirs: vec![dir.to_string()],
+        port_range: format!("{}-{}", base, base + 40),
+        total_mem_mb: None,
+        total_cpu_cores: None,
+        ssh: SshAccess {
+            port: sshd.port(),
+            user: sshd.user().to_string(),
+            key_path: sshd.user_key().private.display().to_string(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn create_cluster_job_records_topology_and_an_interrupted_job_rolls_back() {
+    let sshd = Sshd::start_on(IP).expect("sshd on 127.0.0.2");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .expect("chmod");
+    let d = dir.path().join("data");
+    std::fs::create_dir(&d).expect("data dir");
+    std::fs::set_permissions(
+        &d,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .expect("chmod");
+    let d = d.display().to_string();
+    let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db")))
+        .await
+        .expect("store");
+    let sn_base = free_port(IpAddr::V4(IP)).min(31_000);
+    let cn_base = free_port(IpAddr::V4(IP)).min(31_000);
+    store
+        .insert_machine(&new_machine(&sshd, MachineType::Storage, &d, sn_base))
+        .await
+        .expect("storage machine");
+    store
+        .insert_machine(&new_machine(&sshd, MachineType::Computer, &d, cn_base))
+        .await
+        .expect("compute machine");
+    let runner = JobRunner {
+        store: store.clone(),
+        provisioner: Provisioner {
+            ssh: SshExecutor::default(),
+            storage: Arc::new(MariaDbRecipe::default()),
+            compute: Arc::new(PostgresRecipe::default()),
+            known_hosts: sshd.known_hosts(),
+            host_key_policy: HostKeyPolicy::Strict,
+        },
+        poll_interval: Duration::from_millis(100),
+    };
+
+    let req = CreateCluster {
+        name: "jc1".into(),
+        nick_name: None,
+        ha_mode: HaMode::Rbr,
+        shards: 1,
+        nodes: 2,
+        comps: 1,
+        innodb_size_mb: Some(32),
+        max_connections: Some(100),
+        storage_hosts: vec![],
+        computer_hosts: vec![],
+    };
+    let job = accept_create_cluster(&store, &req).await.expect("accepted");
+    assert_eq!(job.status, JobStatus::NotStarted);
+    assert!(
+        runner.run_once().await.expect("runner"),
+        "the job was claimed"
+    );
+    let job = store.get_job(job.id).await.expect("job");
+    let memo: CreateMemo =
+        serde_json::from_value(job.memo.clone().expect("memo")).expect("memo shape");
+    assert_eq!(job.status, JobStatus::Done, "memo: {memo:?}");
+    assert_eq!(memo.stage, "done");
+    let memo_text = job.memo.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    assert!(!memo_text.contains("password"), "no passwords in the memo");
+
+    let cluster = store.get_cluster_by_name("jc1").await.expect("cluster row");
+    let detail = store.cluster_detail(cluster.id).await.expect("detail");
+    assert_eq!(detail.shards.len(), 1);
+    let nodes = &detail.shards[0].nodes;
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(
+        nodes
+            .iter()
+            .filter(|n| n.member_state == MemberState::Source)
+            .count(),
+        1
+    );
+    assert_eq!(detail.comp_nodes.len(), 1);
+    let masters = store
+        .read(async |tx| meta::list_node_masters(tx, Some(cluster.id)).await)
+        .await
+        .expect("node_map_master");
+    assert_eq!(masters.len(), 1);
+    let tables = store.tables().await.expect("tables");
+    assert!(tables.contains_key("commit_log_jc1") && tables.contains_key("ddl_ops_log_jc1"));
+    let machines = store.list_machines().await.expect("machines");
+    assert_eq!(
+        machines.iter().map(|m| m.used_ports.len()).sum::<usize>(),
+        3,
+        "ports moved to used"
+    );
+    assert!(machines.iter().all(|m| m.installing_ports.is_empty()));
+
+    let dup = accept_create_cluster(&store, &req)
+        .await
+        .expect_err("duplicate");
+    assert!(matches!(dup, kunlun_core::Error::Conflict(_)), "{dup}");
+
+    // As if the manager died mid-job: an ongoing create_cluster whose memo names this plan.
+    let mut interrupted = memo.clone();
+    interrupted.stage = "planned".into();
+    let j = store
+        .create_job(&NewJob {
+            job_type: CREATE_CLUSTER.into(),
+            job_info: serde_json::to_value(&req).expect("json"),
+            user_name: None,
+        })
+        .await
+        .expect("job");
+    store
+        .update_job(
+            j.id,
+            JobStatus::Ongoing,
+            Some(&serde_json::to_value(&interrupted).expect("json")),
+        )
+        .await
+        .expect("ongoing");
+    assert_eq!(runner.recover().await.expect("recover"), 1);
+    let j = store.get_job(j.id).await.expect("job");
+    assert_eq!(j.status, JobStatus::Failed);
+    assert!(store.list_clusters().await.expect("clusters").is_empty());
+    assert!(store
+        .list_shard_nodes(None)
+        .await
+        .expect("nodes")
+        .is_empty());
+    assert!(store.list_comp_nodes(None).await.expect("comps").is_empty());
+    let tables = store.tables().await.expect("tables");
+    assert!(!tables.contains_key("commit_log_jc1"));
+    let machines = store.list_machines().await.expect("machines");
+    assert!(machines
+        .iter()
+        .all(|m| m.used_ports.is_empty() && m.installing_ports.is_empty()));
+    assert!(
+        !Path::new(&d).join("kunlun").exists(),
+        "instance dirs removed"
+    );
+}
