@@ -50,6 +50,16 @@ pub fn core_config(config: &Config) -> CoreConfig {
     }
 }
 
+/// The shard HA monitor's settings: probe interval and storage-node deadlines from the file.
+pub fn ha_config(config: &Config) -> kunlun_core::ha::HaConfig {
+    let mut ha = kunlun_core::ha::HaConfig::from_core(&core_config(config));
+    ha.storage = kunlun_core::storage::StorageOptions {
+        connect_timeout: config.mysql_connect_timeout,
+        read_timeout: config.mysql_read_timeout,
+    };
+    ha
+}
+
 /// A one-line, password-free description of where the metadata will live.
 fn describe_store(config: &Config) -> String {
     match config.meta_backend {
@@ -91,6 +101,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(store = %describe_store(&config), "opening the metadata store");
     let manager = ClusterManager::connect(core_config(&config), store_config(&config));
+    manager.start_ha(ha_config(&config));
     let metrics = Metrics::new().context("cannot register metrics")?;
     let state = AppState {
         manager: manager.clone(),

@@ -76,6 +76,9 @@ pub enum Command {
     /// Long-running work of the manager (installs, failovers, ...).
     #[command(subcommand)]
     Job(JobCmd),
+    /// Shard failovers and switchovers, and the no-switch hold.
+    #[command(subcommand)]
+    Failover(crate::cmd::failover::FailoverCmd),
 }
 
 impl Command {
@@ -85,6 +88,7 @@ impl Command {
             Command::Machine(_) => "machine",
             Command::Cluster(_) => "cluster",
             Command::Job(_) => "job",
+            Command::Failover(_) => "failover",
         }
     }
 }

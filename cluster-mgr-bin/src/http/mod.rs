@@ -6,6 +6,7 @@
 
 pub mod clusters;
 pub mod error;
+pub mod failovers;
 pub mod health;
 pub mod jobs;
 pub mod machines;
@@ -85,5 +86,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/shards/{id}").route(web::get().to(clusters::shard)))
         .service(resource("/v1/shards/{id}/nodes").route(web::get().to(clusters::shard_nodes)))
         .service(resource("/v1/jobs").route(web::get().to(jobs::list)))
-        .service(resource("/v1/jobs/{id}").route(web::get().to(jobs::show)));
+        .service(resource("/v1/jobs/{id}").route(web::get().to(jobs::show)))
+        .service(resource("/v1/ha").route(web::get().to(failovers::status)))
+        .service(resource("/v1/failovers").route(web::get().to(failovers::list)))
+        .service(resource("/v1/failovers/{id}").route(web::get().to(failovers::show)))
+        .service(
+            resource("/v1/shards/{id}/switchover").route(web::post().to(failovers::switchover)),
+        )
+        .service(resource("/v1/shards/{id}/no_switch").route(web::post().to(failovers::no_switch)));
 }

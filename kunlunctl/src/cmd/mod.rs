@@ -2,5 +2,6 @@
 //! to print (tables by default, the API's JSON with `--json`).
 
 pub mod cluster;
+pub mod failover;
 pub mod job;
 pub mod machine;

@@ -1,0 +1,66 @@
+//! Shard high availability over HTTP: `/v1/failovers` (records with their per-phase
+//! timeline), `/v1/ha` (node health, alarms, counters, recent events), and the operator
+//! controls `POST /v1/shards/{id}/switchover` and `POST /v1/shards/{id}/no_switch`.
+
+use actix_web::{web, HttpResponse};
+use kunlun_core::ClusterManager;
+use serde::Deserialize;
+
+use super::error::ApiError;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// `?shard_id=` filter of the listing.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub shard_id: Option<i64>,
+}
+
+/// Body of a switchover request; no target means the best replica.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchoverRequest {
+    pub target_node_id: Option<i64>,
+}
+
+/// Body of a no-switch request: hold automatic failover for `seconds` (0 lifts it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoSwitchRequest {
+    pub seconds: u64,
+}
+
+/// Failover and switchover records, newest first.
+pub async fn list(cm: web::Data<ClusterManager>, q: web::Query<ListQuery>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.failovers(q.shard_id)?))
+}
+
+/// One record with its timeline.
+pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<u64>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.failover(*id)?))
+}
+
+/// Health of every probed storage node, alarms, counters and recent events.
+pub async fn status(cm: web::Data<ClusterManager>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.ha_status()?))
+}
+
+/// Planned switchover; answers with the record once it is done (or refused).
+pub async fn switchover(
+    cm: web::Data<ClusterManager>,
+    id: web::Path<i64>,
+    body: Option<web::Json<SwitchoverRequest>>,
+) -> Result<HttpResponse> {
+    let target = body.and_then(|b| b.target_node_id);
+    Ok(HttpResponse::Ok().json(cm.switchover(*id, target).await?))
+}
+
+/// Sets or lifts the no-switch hold of a shard.
+pub async fn no_switch(
+    cm: web::Data<ClusterManager>,
+    id: web::Path<i64>,
+    body: web::Json<NoSwitchRequest>,
+) -> Result<HttpResponse> {
+    cm.set_no_switch(*id, body.seconds).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "shard_id": *id, "seconds": body.seconds })))
+}
