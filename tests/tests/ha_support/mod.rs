@@ -106,57 +106,7 @@ impl HaEnv {
             None
         };
         let first = proxy.as_ref().map_or(ports[0], |p| p.port);
-        let (cluster, shard_id, node_ids) = store
-            .tx(async |tx| {
-                let cluster = repo::clusters::insert(
-                    tx,
-                    &NewCluster {
-                        name: "ha_c".into(),
-                        nick_name: None,
-                        owner: None,
-                        business: None,
-                        ha_mode: HaMode::Rbr,
-                        memo: None,
-                    },
-                )
-                .await?;
-                let shard = repo::shards::insert(
-                    tx,
-                    &NewShard {
-                        name: "shard1".into(),
-                        db_cluster_id: cluster.id,
-                        num_nodes: ports.len() as i64,
-                        sync_num: 1,
-                    },
-                )
-                .await?;
-                let mut ids = Vec::new();
-                for (i, port) in ports.iter().enumerate() {
-                    let n = repo::nodes::insert(
-                        tx,
-                        &NewShardNode {
-                            shard_id: shard.id,
-                            db_cluster_id: cluster.id,
-                            hostaddr: "127.0.0.1".into(),
-                            port: if i == 0 { first } else { *port },
-                            user_name: "root".into(),
-                            passwd: String::new(),
-                            master_priority: 0,
-                            member_state: if i == 0 {
-                                MemberState::Source
-                            } else {
-                                MemberState::Replica
-                            },
-                            status: NodeStatus::Active,
-                            innodb_buffer_pool_mb: 64,
-                        },
-                    )
-                    .await?;
-                    ids.push(n.id);
-                }
-                Ok((cluster, shard.id, ids))
-            })
-            .await?;
+        let (cluster, shard_id, node_ids) = register_shard(&store, &ports, first).await?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let ha = HaMonitor::spawn(store.clone(), o.ha, &tasks, cancel.clone());
@@ -298,6 +248,68 @@ impl Drop for HaEnv {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// Registers an `rbr` cluster `ha_c` with one shard whose nodes are `ports` (the first is the
+/// primary, registered at `first_port`); returns the cluster, the shard id and the node ids.
+pub async fn register_shard(
+    store: &Store,
+    ports: &[u16],
+    first_port: u16,
+) -> Result<(Cluster, i64, Vec<i64>)> {
+    let first = first_port;
+    store
+        .tx(async |tx| {
+            let cluster = repo::clusters::insert(
+                tx,
+                &NewCluster {
+                    name: "ha_c".into(),
+                    nick_name: None,
+                    owner: None,
+                    business: None,
+                    ha_mode: HaMode::Rbr,
+                    memo: None,
+                },
+            )
+            .await?;
+            let shard = repo::shards::insert(
+                tx,
+                &NewShard {
+                    name: "shard1".into(),
+                    db_cluster_id: cluster.id,
+                    num_nodes: ports.len() as i64,
+                    sync_num: 1,
+                },
+            )
+            .await?;
+            let mut ids = Vec::new();
+            for (i, port) in ports.iter().enumerate() {
+                let n = repo::nodes::insert(
+                    tx,
+                    &NewShardNode {
+                        shard_id: shard.id,
+                        db_cluster_id: cluster.id,
+                        hostaddr: "127.0.0.1".into(),
+                        port: if i == 0 { first } else { *port },
+                        user_name: "root".into(),
+                        passwd: String::new(),
+                        master_priority: 0,
+                        member_state: if i == 0 {
+                            MemberState::Source
+                        } else {
+                            MemberState::Replica
+                        },
+                        status: NodeStatus::Active,
+                        innodb_buffer_pool_mb: 64,
+                    },
+                )
+                .await?;
+                ids.push(n.id);
+            }
+            Ok((cluster, shard.id, ids))
+        })
+        .await
+        .map_err(Into::into)
 }
 
 /// Metadata's primary of a shard.
