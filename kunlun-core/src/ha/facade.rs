@@ -102,3 +102,31 @@ impl ClusterManager {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kunlun_meta::store::StoreConfig;
+
+    use super::*;
+    use crate::CoreConfig;
+
+    #[tokio::test]
+    async fn the_monitor_waits_for_the_store_and_stops_with_the_manager() {
+        let store = StoreConfig {
+            connect_timeout: Duration::from_millis(100),
+            ..StoreConfig::mysql(vec!["127.0.0.1:1".into()], "u", "p", "kunlun_metadata_db")
+        };
+        let cfg = CoreConfig {
+            connect_retry_initial: Duration::from_millis(20),
+            connect_retry_max: Duration::from_millis(50),
+            ..CoreConfig::default()
+        };
+        let m = ClusterManager::connect(cfg, store);
+        m.start_ha(HaConfig::default());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(matches!(m.ha(), Err(Error::Unavailable(_))));
+        assert!(matches!(m.failovers(None), Err(Error::Unavailable(_))));
+        m.shutdown(Duration::from_secs(5)).await;
+        assert!(m.ha_parts().0.is_empty(), "every task joined");
+    }
+}
