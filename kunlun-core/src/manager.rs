@@ -32,6 +32,8 @@ struct Inner {
     tasks: TaskTracker,
     /// The shard HA monitor, once started ([`ClusterManager::start_ha`]).
     ha: OnceLock<crate::ha::HaHandle>,
+    /// XA recovery's settings and counters ([`ClusterManager::start_xa`]).
+    xa: crate::xa::XaState,
 }
 
 impl std::fmt::Debug for ClusterManager {
@@ -54,6 +56,7 @@ impl ClusterManager {
                 cancel: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 ha: OnceLock::new(),
+                xa: Default::default(),
             }),
         }
     }
@@ -152,6 +155,11 @@ impl ClusterManager {
                 self.connect_error()
             ))
         })
+    }
+
+    /// The background task tracker and XA recovery's state (for [`crate::xa`]'s facade).
+    pub(crate) fn xa_parts(&self) -> (&TaskTracker, &crate::xa::XaState) {
+        (&self.inner.tasks, &self.inner.xa)
     }
 
     /// The background task tracker and the HA monitor's slot (for [`crate::ha`]'s facade).

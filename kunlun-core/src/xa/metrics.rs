@@ -49,6 +49,14 @@ impl XaMetrics {
         self.found.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub(crate) fn add_committed(&self, n: u64) {
+        self.committed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_rolled_back(&self, n: u64) {
+        self.rolled_back.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn add_purged(&self, n: u64) {
         self.purged_rows.fetch_add(n, Ordering::Relaxed);
     }

@@ -19,6 +19,7 @@ pub mod xid;
 pub use decide::{
     decide, plan_cluster, plan_meta_shard, purge_cutoff, Action, Branch, Planned, SkipReason,
 };
+pub use facade::XaState;
 pub use failover::end_in_doubt_on_new_primary;
 pub use manual::{list_in_doubt, resolve_by_hand, AUDIT_JOB_TYPE};
 pub use metrics::{XaMetrics, XaStats};
