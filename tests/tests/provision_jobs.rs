@@ -2,7 +2,8 @@
 //! sshd on 127.0.0.2: accepted as a job row, claimed and run by the job runner, leaving the
 //! right metadata (cluster, log tables, shards, nodes with roles, `node_map_master`, compute
 //! nodes, ports moved to used); a duplicate name is refused at accept; and a job found
-//! `ongoing` at start-up (as after a crash) is rolled back until nothing is left.
+//! `ongoing` at start-up (as after a crash) is rolled back until nothing is left; then a
+//! `delete_cluster` job removes a created cluster completely (a second one meanwhile is 409).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kunlun_core::jobs::cluster::{accept_create_cluster, CreateMemo, CREATE_CLUSTER};
+use kunlun_core::jobs::delete::accept_delete_cluster;
 use kunlun_core::jobs::{JobRunner, Provisioner};
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{
@@ -172,6 +174,54 @@ async fn create_cluster_job_records_topology_and_an_interrupted_job_rolls_back()
     assert!(store.list_comp_nodes(None).await.expect("comps").is_empty());
     let tables = store.tables().await.expect("tables");
     assert!(!tables.contains_key("commit_log_jc1"));
+    let machines = store.list_machines().await.expect("machines");
+    assert!(machines
+        .iter()
+        .all(|m| m.used_ports.is_empty() && m.installing_ports.is_empty()));
+    assert!(
+        !Path::new(&d).join("kunlun").exists(),
+        "instance dirs removed"
+    );
+
+    // delete_cluster: a second request while the first is pending is refused; the job
+    // removes instances, rows, tables and ports.
+    let req2 = CreateCluster {
+        name: "jc2".into(),
+        ..req.clone()
+    };
+    let job = accept_create_cluster(&store, &req2)
+        .await
+        .expect("accepted");
+    assert!(runner.run_once().await.expect("runner"));
+    let job = store.get_job(job.id).await.expect("job");
+    assert_eq!(job.status, JobStatus::Done, "{:?}", job.memo);
+    let c2 = store.get_cluster_by_name("jc2").await.expect("jc2");
+    let del = accept_delete_cluster(&store, c2.id)
+        .await
+        .expect("delete accepted");
+    let again = accept_delete_cluster(&store, c2.id)
+        .await
+        .expect_err("busy");
+    assert!(matches!(again, kunlun_core::Error::Conflict(_)), "{again}");
+    assert!(matches!(
+        accept_delete_cluster(&store, 9999).await,
+        Err(kunlun_core::Error::NotFound { .. })
+    ));
+    assert!(runner.run_once().await.expect("runner"));
+    let del = store.get_job(del.id).await.expect("job");
+    assert_eq!(del.status, JobStatus::Done, "{:?}", del.memo);
+    assert!(store.list_clusters().await.expect("clusters").is_empty());
+    assert!(store
+        .list_shard_nodes(None)
+        .await
+        .expect("nodes")
+        .is_empty());
+    assert!(store.list_comp_nodes(None).await.expect("comps").is_empty());
+    assert!(!store
+        .tables()
+        .await
+        .expect("tables")
+        .contains_key("commit_log_jc2"));
     let machines = store.list_machines().await.expect("machines");
     assert!(machines
         .iter()

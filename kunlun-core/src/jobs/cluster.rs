@@ -254,7 +254,12 @@ fn host_port(s: &Slot) -> String {
     format!("{}_{}", s.hostaddr, s.port)
 }
 
-async fn fail(store: &Store, job_id: i64, mut memo: CreateMemo, e: &Error) -> Result<()> {
+pub(crate) async fn fail(
+    store: &Store,
+    job_id: i64,
+    mut memo: CreateMemo,
+    e: &Error,
+) -> Result<()> {
     memo.error = Some(e.to_string());
     if memo.stage.is_empty() {
         memo.stage = "failed".into();
@@ -265,22 +270,17 @@ async fn fail(store: &Store, job_id: i64, mut memo: CreateMemo, e: &Error) -> Re
     Ok(())
 }
 
-/// Uninstalls everything the memo's plan names, releases its ports, removes the cluster's
-/// rows and tables, and marks the job failed with `why`.
-async fn rollback(
+/// Uninstalls every instance of `plan`; only when that worked, removes the cluster's rows and
+/// tables and releases the plan's ports. After a failed uninstall nothing is released, so no
+/// instance that may still run loses its record or its ports.
+pub(crate) async fn teardown(
     store: &Store,
     prov: &Provisioner,
-    job_id: i64,
-    mut memo: CreateMemo,
-    why: &str,
+    cluster_id: Option<i64>,
+    plan: &ClusterPlan,
 ) -> Result<()> {
-    tracing::warn!(job_id, reason = why, "create_cluster failed; rolling back");
-    let Some(plan) = memo.plan.clone() else {
-        return fail(store, job_id, memo, &Error::Unavailable(why.to_string())).await;
-    };
     let machines_now = store.list_machines().await?;
-    let uninstalled = prov.uninstall_cluster(&machines_now, &plan).await;
-    let cluster_id = memo.cluster_id;
+    prov.uninstall_cluster(&machines_now, plan).await?;
     let name = plan.name.clone();
     store
         .tx(async |tx| {
@@ -302,14 +302,35 @@ async fn rollback(
                     clusters::delete(tx, id).await?;
                 }
             }
-            update_ports(tx, &plan, |s, p| Ok(s.release(p))).await?;
+            update_ports(tx, plan, |s, p| Ok(s.release(p))).await?;
             Ok::<_, MetaError>(())
         })
         .await?;
-    memo.stage = "rolled_back".into();
+    Ok(())
+}
+
+/// Rolls a failed or interrupted create back ([`teardown`] of the memo's plan) and marks
+/// the job failed with `why`.
+async fn rollback(
+    store: &Store,
+    prov: &Provisioner,
+    job_id: i64,
+    mut memo: CreateMemo,
+    why: &str,
+) -> Result<()> {
+    tracing::warn!(job_id, reason = why, "create_cluster failed; rolling back");
+    let Some(plan) = memo.plan.clone() else {
+        return fail(store, job_id, memo, &Error::Unavailable(why.to_string())).await;
+    };
     let mut why = why.to_string();
-    if let Err(e) = uninstalled {
-        why.push_str(&format!("; uninstall also failed: {e}"));
+    match teardown(store, prov, memo.cluster_id, &plan).await {
+        Ok(()) => memo.stage = "rolled_back".into(),
+        Err(e) => {
+            memo.stage = "rollback_failed".into();
+            why.push_str(&format!(
+                "; rollback failed, instances may remain and their ports stay reserved: {e}"
+            ));
+        }
     }
     fail(store, job_id, memo, &Error::Unavailable(why)).await
 }

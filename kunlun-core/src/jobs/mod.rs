@@ -5,6 +5,7 @@
 //! machines, and recorded in the job memo, so a resumed job works from the same plan.
 
 pub mod cluster;
+pub mod delete;
 pub mod install;
 pub mod plan;
 pub mod runner;

@@ -115,7 +115,7 @@ fn provision_error(e: kunlun_provision::Error) -> Error {
 }
 
 /// The instance directory of `slot`: the machine's data dirs are used in turn by port.
-fn base_dir(machines: &[Machine], kind: InstanceKind, slot: &Slot) -> Result<String> {
+pub(crate) fn base_dir(machines: &[Machine], kind: InstanceKind, slot: &Slot) -> Result<String> {
     let m = machines
         .iter()
         .find(|m| m.id == slot.machine_id)

@@ -14,11 +14,12 @@ use kunlun_meta::store::Store;
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::{run_create_cluster, CREATE_CLUSTER};
+use super::delete::{run_delete_cluster, DELETE_CLUSTER};
 use super::install::Provisioner;
 use crate::error::Result;
 
 /// Job types this runner executes.
-pub const JOB_TYPES: &[&str] = &[CREATE_CLUSTER];
+pub const JOB_TYPES: &[&str] = &[CREATE_CLUSTER, DELETE_CLUSTER];
 
 /// Runs provisioning jobs.
 #[derive(Clone)]
@@ -33,6 +34,7 @@ impl JobRunner {
     async fn run(&self, job: &Job) -> Result<()> {
         let r = match job.job_type.as_str() {
             CREATE_CLUSTER => run_create_cluster(&self.store, &self.provisioner, job).await,
+            DELETE_CLUSTER => run_delete_cluster(&self.store, &self.provisioner, job).await,
             other => Err(crate::Error::Invalid(format!("unknown job type {other}"))),
         };
         if let Err(e) = &r {

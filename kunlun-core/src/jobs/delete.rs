@@ -1,0 +1,158 @@
+//! The `delete_cluster` job: every storage and compute instance of a cluster uninstalled,
+//! then its rows and per-cluster tables removed and its ports released.
+//!
+//! Invariants: the instances to remove are derived from the metadata rows (pure
+//! [`plan_from_rows`]), and rows go only after their instances are gone; a cluster another
+//! job is working on is refused (`Conflict`, HTTP 409).
+
+use kunlun_meta::api::ClusterDetail;
+use kunlun_meta::model::{Job, JobStatus, Machine, MachineType, NewJob};
+use kunlun_meta::store::Store;
+use kunlun_provision::placement::{InstanceKind, Slot};
+use serde::{Deserialize, Serialize};
+
+use super::cluster::teardown;
+use super::install::Provisioner;
+use super::plan::{base_dir, ClusterPlan, InstancePlan, ShardPlan, SystemPasswords};
+use crate::error::{Error, Result};
+
+pub const DELETE_CLUSTER: &str = "delete_cluster";
+
+/// The request stored as the job's `job_info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteClusterInfo {
+    pub cluster_id: i64,
+    pub name: String,
+}
+
+/// True if a job that is not finished names the cluster (by id or name).
+async fn busy(store: &Store, id: i64, name: &str) -> Result<bool> {
+    for status in [JobStatus::NotStarted, JobStatus::Ongoing] {
+        let q = kunlun_meta::api::JobQuery {
+            status: Some(status),
+            job_type: None,
+            limit: Some(1000),
+        };
+        for j in store.list_jobs(&q).await? {
+            let info = j.job_info.unwrap_or_default();
+            let same_id = info.get("cluster_id").and_then(|v| v.as_i64()) == Some(id);
+            let same_name = info.get("name").and_then(|v| v.as_str()) == Some(name);
+            if same_id || same_name {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Accepts a `delete_cluster`: the cluster must exist and no other job may be changing it.
+pub async fn accept_delete_cluster(store: &Store, cluster_id: i64) -> Result<Job> {
+    let c = store.get_cluster(cluster_id).await?;
+    if busy(store, c.id, &c.name).await? {
+        return Err(Error::Conflict(format!(
+            "cluster {} has a job in progress",
+            c.name
+        )));
+    }
+    let info = DeleteClusterInfo {
+        cluster_id: c.id,
+        name: c.name,
+    };
+    Ok(store
+        .create_job(&NewJob {
+            job_type: DELETE_CLUSTER.into(),
+            job_info: serde_json::to_value(&info).map_err(|e| Error::Internal(e.to_string()))?,
+            user_name: None,
+        })
+        .await?)
+}
+
+/// The instances of a stored cluster as a plan (passwords unknown: only good for removal).
+pub fn plan_from_rows(detail: &ClusterDetail, machines: &[Machine]) -> Result<ClusterPlan> {
+    let slot = |host: &str, port: u16, ty: MachineType| -> Result<Slot> {
+        let m = machines
+            .iter()
+            .find(|m| m.hostaddr == host && m.machine_type == ty)
+            .ok_or_else(|| Error::NotFound {
+                what: "machine",
+                id: format!("{host} ({ty})"),
+            })?;
+        Ok(Slot {
+            machine_id: m.id,
+            hostaddr: host.to_string(),
+            port,
+        })
+    };
+    let inst = |s: Slot, kind: InstanceKind| -> Result<InstancePlan> {
+        Ok(InstancePlan {
+            base_dir: base_dir(machines, kind, &s)?,
+            server_id: 0,
+            slot: s,
+        })
+    };
+    let mut shards = Vec::new();
+    for sd in &detail.shards {
+        let mut nodes = Vec::new();
+        for n in &sd.nodes {
+            nodes.push(inst(
+                slot(&n.hostaddr, n.port, MachineType::Storage)?,
+                InstanceKind::Storage,
+            )?);
+        }
+        shards.push(ShardPlan {
+            name: sd.shard.name.clone(),
+            nodes,
+        });
+    }
+    let mut comps = Vec::new();
+    for c in &detail.comp_nodes {
+        comps.push(inst(
+            slot(&c.hostaddr, c.port, MachineType::Computer)?,
+            InstanceKind::Compute,
+        )?);
+    }
+    Ok(ClusterPlan {
+        name: detail.cluster.name.clone(),
+        ha_mode: detail.cluster.ha_mode,
+        innodb_size_mb: 0,
+        max_connections: 0,
+        shards,
+        comps,
+        passwords: SystemPasswords::unknown(),
+    })
+}
+
+/// Runs one claimed `delete_cluster` job to `done` or `failed`.
+pub async fn run_delete_cluster(store: &Store, prov: &Provisioner, job: &Job) -> Result<()> {
+    let info: DeleteClusterInfo = job
+        .job_info
+        .clone()
+        .ok_or_else(|| Error::Invalid("job has no request".into()))
+        .and_then(|v| serde_json::from_value(v).map_err(|e| Error::Invalid(e.to_string())))?;
+    let result = async {
+        let detail = store.cluster_detail(info.cluster_id).await?;
+        let machines = store.list_machines().await?;
+        let plan = plan_from_rows(&detail, &machines)?;
+        teardown(store, prov, Some(info.cluster_id), &plan).await
+    }
+    .await;
+    let (status, memo) = match &result {
+        Ok(()) => (
+            JobStatus::Done,
+            serde_json::json!({ "stage": "done", "cluster_id": info.cluster_id }),
+        ),
+        // Already gone (a resumed job that had finished the removal): done.
+        Err(Error::NotFound {
+            what: "cluster", ..
+        }) => (
+            JobStatus::Done,
+            serde_json::json!({ "stage": "done", "cluster_id": info.cluster_id }),
+        ),
+        Err(e) => (
+            JobStatus::Failed,
+            serde_json::json!({ "stage": "failed", "cluster_id": info.cluster_id, "error": e.to_string() }),
+        ),
+    };
+    store.update_job(job.id, status, Some(&memo)).await?;
+    Ok(())
+}
