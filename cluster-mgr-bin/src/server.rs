@@ -60,6 +60,17 @@ pub fn ha_config(config: &Config) -> kunlun_core::ha::HaConfig {
     ha
 }
 
+/// XA recovery's settings: `thread_work_interval`, `global_txn_commit_log_wait_max_sec`,
+/// `commit_log_retention_hours` and the storage-node deadlines from the file.
+pub fn xa_config(config: &Config) -> kunlun_core::xa::XaConfig {
+    let mut xa = kunlun_core::xa::XaConfig::from_core(&core_config(config));
+    xa.storage = kunlun_core::storage::StorageOptions {
+        connect_timeout: config.mysql_connect_timeout,
+        read_timeout: config.mysql_read_timeout,
+    };
+    xa
+}
+
 /// A one-line, password-free description of where the metadata will live.
 fn describe_store(config: &Config) -> String {
     match config.meta_backend {
@@ -102,6 +113,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(store = %describe_store(&config), "opening the metadata store");
     let manager = ClusterManager::connect(core_config(&config), store_config(&config));
     manager.start_ha(ha_config(&config));
+    manager.start_xa(xa_config(&config));
     let metrics = Metrics::new().context("cannot register metrics")?;
     let state = AppState {
         manager: manager.clone(),

@@ -79,6 +79,9 @@ pub enum Command {
     /// Shard failovers and switchovers, and the no-switch hold.
     #[command(subcommand)]
     Failover(crate::cmd::failover::FailoverCmd),
+    /// In-doubt (prepared) 2PC branches of a cluster: list them, resolve one by hand.
+    #[command(subcommand)]
+    Xa(crate::cmd::xa::XaCmd),
 }
 
 impl Command {
@@ -89,6 +92,7 @@ impl Command {
             Command::Cluster(_) => "cluster",
             Command::Job(_) => "job",
             Command::Failover(_) => "failover",
+            Command::Xa(_) => "xa",
         }
     }
 }

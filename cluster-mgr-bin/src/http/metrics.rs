@@ -123,9 +123,12 @@ pub async fn get_metrics(
 ) -> HttpResponse {
     metrics.set_store_up(manager.ping_store().await.is_ok());
     match metrics.render() {
-        Ok(text) => HttpResponse::Ok()
-            .content_type(TextEncoder::new().format_type())
-            .body(text),
+        Ok(mut text) => {
+            text.push_str(&super::xa::metrics_text(&manager.xa_stats()));
+            HttpResponse::Ok()
+                .content_type(TextEncoder::new().format_type())
+                .body(text)
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot render metrics");
             HttpResponse::InternalServerError().finish()

@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::{clusters, health, jobs, machines};
+use super::{clusters, health, jobs, machines, xa};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -14,11 +14,13 @@ use super::{clusters, health, jobs, machines};
         machines::register, machines::list, machines::show, machines::update, machines::delete,
         clusters::list, clusters::show, clusters::shards, clusters::comp_nodes, clusters::shard, clusters::shard_nodes,
         jobs::list, jobs::show,
+        xa::list, xa::resolve,
     ),
     tags(
         (name = "machines", description = "Hosts the manager installs database instances on"),
         (name = "clusters", description = "Clusters, shards, storage and compute nodes"),
         (name = "jobs", description = "Long-running work"),
+        (name = "xa", description = "In-doubt 2PC branches: listing and resolution by hand"),
         (name = "health", description = "Liveness of the daemon and its metadata store"),
     )
 )]

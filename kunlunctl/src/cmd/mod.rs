@@ -5,3 +5,4 @@ pub mod cluster;
 pub mod failover;
 pub mod job;
 pub mod machine;
+pub mod xa;
