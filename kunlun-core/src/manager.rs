@@ -162,6 +162,11 @@ impl ClusterManager {
         (&self.inner.tasks, &self.inner.xa)
     }
 
+    /// The background task tracker (for [`crate::jobs`]'s runner).
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
     /// The background task tracker and the HA monitor's slot (for [`crate::ha`]'s facade).
     pub(crate) fn ha_parts(&self) -> (&TaskTracker, &OnceLock<crate::ha::HaHandle>) {
         (&self.inner.tasks, &self.inner.ha)

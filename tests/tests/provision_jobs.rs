@@ -231,3 +231,60 @@ async fn create_cluster_job_records_topology_and_an_interrupted_job_rolls_back()
         "instance dirs removed"
     );
 }
+
+#[tokio::test]
+async fn manager_accepts_jobs_and_its_runner_finishes_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db")))
+        .await
+        .expect("store");
+    let mgr = kunlun_core::ClusterManager::new(kunlun_core::CoreConfig::default(), store.clone());
+    let sshd_less = Provisioner {
+        ssh: SshExecutor::default(),
+        storage: Arc::new(MariaDbRecipe::default()),
+        compute: Arc::new(PostgresRecipe::default()),
+        known_hosts: dir.path().join("known_hosts"),
+        host_key_policy: HostKeyPolicy::AcceptNew,
+    };
+    mgr.start_job_runner(sshd_less, Duration::from_millis(50))
+        .expect("runner");
+    let mut req = CreateCluster {
+        name: "nomachines".into(),
+        nick_name: None,
+        ha_mode: HaMode::NoRep,
+        shards: 0,
+        nodes: 1,
+        comps: 1,
+        innodb_size_mb: None,
+        max_connections: None,
+        storage_hosts: vec![],
+        computer_hosts: vec![],
+    };
+    let err = mgr.create_cluster(&req).await.expect_err("0 shards");
+    assert!(matches!(err, kunlun_core::Error::Invalid(_)), "{err}");
+    req.shards = 1;
+    let accepted = mgr.create_cluster(&req).await.expect("accepted at once");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let job = loop {
+        let j = store.get_job(accepted.job_id).await.expect("job");
+        if j.status.is_final() {
+            break j;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runner never finished the job"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job.status, JobStatus::Failed);
+    let memo = job.memo.map(|m| m.to_string()).unwrap_or_default();
+    assert!(
+        memo.contains("no capacity"),
+        "the reason is recorded: {memo}"
+    );
+    assert!(matches!(
+        mgr.delete_cluster(42).await,
+        Err(kunlun_core::Error::NotFound { .. })
+    ));
+    mgr.shutdown(Duration::from_secs(5)).await;
+}

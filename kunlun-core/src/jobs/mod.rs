@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod delete;
+mod facade;
 pub mod install;
 pub mod plan;
 pub mod runner;
