@@ -246,8 +246,7 @@ async fn manager_accepts_jobs_and_its_runner_finishes_them() {
         known_hosts: dir.path().join("known_hosts"),
         host_key_policy: HostKeyPolicy::AcceptNew,
     };
-    mgr.start_job_runner(sshd_less, Duration::from_millis(50))
-        .expect("runner");
+    mgr.start_job_runner(sshd_less, Duration::from_millis(50));
     let mut req = CreateCluster {
         name: "nomachines".into(),
         nick_name: None,

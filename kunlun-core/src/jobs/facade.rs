@@ -13,7 +13,7 @@ use super::cluster::accept_create_cluster;
 use super::delete::accept_delete_cluster;
 use super::install::Provisioner;
 use super::runner::JobRunner;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ClusterManager;
 
 impl ClusterManager {
@@ -32,20 +32,28 @@ impl ClusterManager {
         Ok(JobAccepted { job_id: job.id })
     }
 
-    /// Starts the job runner (first rolling back jobs a previous run left `ongoing`). Call
-    /// once, after the store is open.
-    pub fn start_job_runner(
-        &self,
-        provisioner: Provisioner,
-        poll_interval: Duration,
-    ) -> Result<()> {
-        let runner = JobRunner {
-            store: self.store()?.clone(),
-            provisioner,
-            poll_interval,
-        };
+    /// Starts the job runner as a background task: it waits for the store to open, rolls
+    /// back jobs a previous run left `ongoing`, then claims jobs until shutdown. Call once.
+    pub fn start_job_runner(&self, provisioner: Provisioner, poll_interval: Duration) {
+        let me = self.clone();
         let cancel = self.cancellation_token();
-        self.tasks().spawn(runner.run_forever(cancel));
-        Ok(())
+        self.tasks().spawn(async move {
+            let store = loop {
+                match me.store() {
+                    Ok(s) => break s.clone(),
+                    Err(Error::ShuttingDown) => return,
+                    Err(_) => tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(poll_interval) => {}
+                    },
+                }
+            };
+            let runner = JobRunner {
+                store,
+                provisioner,
+                poll_interval,
+            };
+            runner.run_forever(cancel).await;
+        });
     }
 }
