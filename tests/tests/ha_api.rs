@@ -119,5 +119,19 @@ async fn switchover_and_failover_records_through_the_daemon_and_kunlunctl() {
     );
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(bad.stderr.contains("not_found"), "{bad:?}");
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kunlun_cluster_mgr_ha_failovers_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kunlun_cluster_mgr_ha_node_up{"),
+        "{metrics}"
+    );
     drop(daemon);
 }

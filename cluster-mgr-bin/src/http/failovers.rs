@@ -64,3 +64,74 @@ pub async fn no_switch(
     cm.set_no_switch(*id, body.seconds).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "shard_id": *id, "seconds": body.seconds })))
 }
+
+/// The shard HA counters and per-node gauges in the Prometheus text format (appended to
+/// `/metrics` while the monitor runs).
+pub fn metrics_text(s: &kunlun_core::ha::HaStatus) -> String {
+    let mut out = String::new();
+    let mut one = |name: &str, kind: &str, help: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP kunlun_cluster_mgr_{name} {help}\n# TYPE kunlun_cluster_mgr_{name} {kind}\nkunlun_cluster_mgr_{name} {v}\n"
+        ));
+    };
+    let st = &s.stats;
+    one(
+        "ha_rounds_total",
+        "counter",
+        "Probe rounds of the shard HA monitor",
+        st.rounds,
+    );
+    one(
+        "ha_probes_total",
+        "counter",
+        "Storage-node probes",
+        st.probes,
+    );
+    one(
+        "ha_probe_failures_total",
+        "counter",
+        "Storage-node probes that failed",
+        st.probe_failures,
+    );
+    one(
+        "ha_failovers_total",
+        "counter",
+        "Failovers and switchovers that promoted a new primary",
+        st.failovers,
+    );
+    one(
+        "ha_failovers_refused_total",
+        "counter",
+        "Failovers refused (no provable candidate, no-switch, anti-flapping)",
+        st.failovers_refused,
+    );
+    one(
+        "ha_failovers_failed_total",
+        "counter",
+        "Failovers that failed part-way",
+        st.failovers_failed,
+    );
+    one(
+        "ha_alarms",
+        "gauge",
+        "Shards with an open HA alarm",
+        s.alarms.len() as u64,
+    );
+    out.push_str("# HELP kunlun_cluster_mgr_ha_node_up Storage node answered its last probe\n# TYPE kunlun_cluster_mgr_ha_node_up gauge\n");
+    for n in &s.nodes {
+        out.push_str(&format!(
+            "kunlun_cluster_mgr_ha_node_up{{shard=\"{}\",node=\"{}\"}} {}\n",
+            n.shard_id,
+            n.node_id,
+            u8::from(n.probe.reachable)
+        ));
+    }
+    out.push_str("# HELP kunlun_cluster_mgr_ha_probe_latency_ms Duration of the last probe\n# TYPE kunlun_cluster_mgr_ha_probe_latency_ms gauge\n");
+    for n in &s.nodes {
+        out.push_str(&format!(
+            "kunlun_cluster_mgr_ha_probe_latency_ms{{shard=\"{}\",node=\"{}\"}} {}\n",
+            n.shard_id, n.node_id, n.probe.latency_ms
+        ));
+    }
+    out
+}

@@ -125,6 +125,9 @@ pub async fn get_metrics(
     match metrics.render() {
         Ok(mut text) => {
             text.push_str(&super::xa::metrics_text(&manager.xa_stats()));
+            if let Ok(ha) = manager.ha_status() {
+                text.push_str(&super::failovers::metrics_text(&ha));
+            }
             HttpResponse::Ok()
                 .content_type(TextEncoder::new().format_type())
                 .body(text)
