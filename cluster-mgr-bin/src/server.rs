@@ -114,6 +114,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let manager = ClusterManager::connect(core_config(&config), store_config(&config));
     manager.start_ha(ha_config(&config));
     manager.start_xa(xa_config(&config));
+    // Provisioning jobs; host keys of machines are recorded on first contact next to the
+    // daemon's other data.
+    manager.start_job_runner(
+        kunlun_core::jobs::Provisioner::with_system_servers(
+            config.tmp_data_path.join("known_hosts"),
+        ),
+        Duration::from_secs(1),
+    );
     let metrics = Metrics::new().context("cannot register metrics")?;
     let state = AppState {
         manager: manager.clone(),

@@ -105,7 +105,7 @@ async fn unknown_routes_are_json_404() {
         assert_error(&call(&svc, Method::GET, uri, None).await, 404, "not_found");
     }
     assert_error(
-        &call(&svc, Method::POST, "/v1/clusters", Some("{}")).await,
+        &call(&svc, Method::PUT, "/v1/clusters", Some("{}")).await,
         405,
         "method_not_allowed",
     );

@@ -4,6 +4,7 @@
 //! Invariant: every response this app produces for an error — unknown route, bad JSON, bad
 //! path or query, failed call — is JSON `{code, message}`; never actix's plain-text errors.
 
+pub mod cluster_jobs;
 pub mod clusters;
 pub mod error;
 pub mod failovers;
@@ -78,8 +79,16 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::patch().to(machines::update))
                 .route(web::delete().to(machines::delete)),
         )
-        .service(resource("/v1/clusters").route(web::get().to(clusters::list)))
-        .service(resource("/v1/clusters/{id}").route(web::get().to(clusters::show)))
+        .service(
+            resource("/v1/clusters")
+                .route(web::get().to(clusters::list))
+                .route(web::post().to(cluster_jobs::create)),
+        )
+        .service(
+            resource("/v1/clusters/{id}")
+                .route(web::get().to(clusters::show))
+                .route(web::delete().to(cluster_jobs::delete)),
+        )
         .service(resource("/v1/clusters/{id}/shards").route(web::get().to(clusters::shards)))
         .service(
             resource("/v1/clusters/{id}/comp_nodes").route(web::get().to(clusters::comp_nodes)),

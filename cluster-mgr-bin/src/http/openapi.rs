@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::{clusters, health, jobs, machines, xa};
+use super::{cluster_jobs, clusters, health, jobs, machines, xa};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -13,6 +13,7 @@ use super::{clusters, health, jobs, machines, xa};
         health::healthz,
         machines::register, machines::list, machines::show, machines::update, machines::delete,
         clusters::list, clusters::show, clusters::shards, clusters::comp_nodes, clusters::shard, clusters::shard_nodes,
+        cluster_jobs::create, cluster_jobs::delete,
         jobs::list, jobs::show,
         xa::list, xa::resolve,
     ),

@@ -55,6 +55,18 @@ struct Job {
 }
 
 impl Provisioner {
+    /// The system's MariaDB and PostgreSQL 15, a fresh SSH pool, and `known_hosts` with
+    /// accept-new (first contact records the host key; a changed key is always refused).
+    pub fn with_system_servers(known_hosts: PathBuf) -> Provisioner {
+        Provisioner {
+            ssh: SshExecutor::default(),
+            storage: Arc::new(kunlun_provision::recipe::MariaDbRecipe::default()),
+            compute: Arc::new(kunlun_provision::recipe::PostgresRecipe::default()),
+            known_hosts,
+            host_key_policy: HostKeyPolicy::AcceptNew,
+        }
+    }
+
     /// The SSH target of a machine.
     pub fn target(&self, m: &Machine) -> SshTarget {
         let mut t = SshTarget::new(
@@ -168,6 +180,14 @@ impl Provisioner {
     /// Installs every instance of `plan` in parallel, then sets up replication in each shard.
     pub async fn install_cluster(&self, machines: &[Machine], plan: &ClusterPlan) -> Result<()> {
         let jobs = self.jobs(machines, plan)?;
+        if let Some(dir) = self
+            .known_hosts
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+        }
         self.run_all(jobs, true).await?;
         self.setup_replication(plan).await
     }
