@@ -94,6 +94,10 @@ fn detached_branch(db: &MariaDb, x: KunlunXid, id: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xa_branches_are_listed_resolved_and_counted_over_http_and_kunlunctl() {
+    // Both binaries are built before the clock of the slowed resolver starts.
+    tokio::task::spawn_blocking(|| cli_support::bin("kunlunctl"))
+        .await
+        .unwrap();
     let dir = cli_support::workdir();
     let sqlite = dir.path().join("meta.sqlite3");
     let d = {
