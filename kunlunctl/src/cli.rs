@@ -206,6 +206,8 @@ pub enum ClusterCmd {
     List,
     /// Show a cluster with its shards, storage nodes and compute nodes.
     Show(IdArg),
+    /// Create a cluster (a `create_cluster` job); `--wait` follows it to the end.
+    Create(crate::cmd::cluster::CreateArgs),
 }
 
 /// `kunlunctl job ...`

@@ -1,8 +1,9 @@
-//! `kunlunctl cluster list|show` over `/v1/clusters`: clusters, their shards with each storage
-//! node's role and status, and their compute nodes. Passwords are never part of the output.
+//! `kunlunctl cluster list|show|create` over `/v1/clusters`: clusters, their shards with each
+//! storage node's role and status, and their compute nodes; `create` starts a `create_cluster`
+//! job and with `--wait` follows it to the end. Passwords are never part of the output.
 
-use kunlun_meta::api::ClusterDetail;
-use kunlun_meta::model::Cluster;
+use kunlun_meta::api::{ClusterDetail, CreateCluster, JobAccepted};
+use kunlun_meta::model::{Cluster, HaMode, Job, JobStatus};
 
 use crate::cli::ClusterCmd;
 use crate::client::{CliError, Client};
@@ -23,6 +24,7 @@ pub fn run(client: &Client, cmd: &ClusterCmd, json: bool) -> Result<String, CliE
             }
             Ok(table(&clusters))
         }
+        ClusterCmd::Create(args) => create(client, args, json),
         ClusterCmd::Show(id) => {
             let url = client.url(&format!("/v1/clusters/{}", id.id), &[])?;
             let v = client.get(url.clone())?;
@@ -33,6 +35,166 @@ pub fn run(client: &Client, cmd: &ClusterCmd, json: bool) -> Result<String, CliE
             Ok(detail(&d))
         }
     }
+}
+
+/// `cluster create` arguments.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Cluster name (A-Z, a-z, 0-9, _).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// `rbr` (primary + replicas, semi-sync) or `no_rep` (one node per shard).
+    #[arg(long, default_value = "rbr", value_parser = parse_ha_mode)]
+    pub ha_mode: HaMode,
+    /// Storage shards.
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
+    /// Storage nodes per shard.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
+    /// Compute nodes.
+    #[arg(long, default_value_t = 1)]
+    pub comps: u32,
+    /// InnoDB buffer pool per storage node, MB.
+    #[arg(long, value_name = "MB")]
+    pub innodb_size_mb: Option<u32>,
+    /// `max_connections` of every instance.
+    #[arg(long)]
+    pub max_connections: Option<u32>,
+    /// Only these storage machines (comma-separated host addresses).
+    #[arg(long, value_delimiter = ',')]
+    pub storage_hosts: Vec<String>,
+    /// Only these compute machines (comma-separated host addresses).
+    #[arg(long, value_delimiter = ',')]
+    pub computer_hosts: Vec<String>,
+    /// Follow the job until it ends, printing each stage; fail if the job fails.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 1800, value_name = "SECS")]
+    pub wait_timeout: u64,
+}
+
+fn parse_ha_mode(s: &str) -> Result<HaMode, String> {
+    s.parse::<HaMode>().map_err(|e| e.to_string())
+}
+
+fn create(client: &Client, a: &CreateArgs, json: bool) -> Result<String, CliError> {
+    let req = CreateCluster {
+        name: a.name.clone(),
+        nick_name: None,
+        ha_mode: a.ha_mode,
+        shards: a.shards,
+        nodes: a.nodes,
+        comps: a.comps,
+        innodb_size_mb: a.innodb_size_mb,
+        max_connections: a.max_connections,
+        storage_hosts: a.storage_hosts.clone(),
+        computer_hosts: a.computer_hosts.clone(),
+    };
+    req.validate()
+        .map_err(|e| CliError::invalid_field(e.to_string()))?;
+    let url = client.url("/v1/clusters", &[])?;
+    let v = client.post(url.clone(), &req)?;
+    let accepted: JobAccepted = crate::decode(v.clone(), url.as_str())?;
+    if !a.wait {
+        if json {
+            return Ok(output::json(&v) + "\n");
+        }
+        return Ok(format!(
+            "create_cluster accepted as job {id}; follow it with `kunlunctl job show {id}`\n",
+            id = accepted.job_id
+        ));
+    }
+    let job = wait_job(client, accepted.job_id, a.wait_timeout)?;
+    if json {
+        return Ok(output::json(&serde_json::to_value(&job).unwrap_or_default()) + "\n");
+    }
+    if job.status != JobStatus::Done {
+        let why = job
+            .memo
+            .as_ref()
+            .and_then(|m| m.get("error"))
+            .and_then(|e| e.as_str())
+            .unwrap_or("no reason recorded")
+            .to_string();
+        return Err(CliError::Api {
+            status: None,
+            code: "job_failed".into(),
+            message: format!("job {} failed: {why}", job.id),
+        });
+    }
+    let c = client.url(&format!("/v1/clusters/{}", cluster_id(&job)?), &[])?;
+    let d: ClusterDetail = crate::decode(client.get(c.clone())?, c.as_str())?;
+    Ok(connect_hint(&d))
+}
+
+fn cluster_id(job: &Job) -> Result<i64, CliError> {
+    job.memo
+        .as_ref()
+        .and_then(|m| m.get("cluster_id"))
+        .and_then(|v| v.as_i64())
+        .ok_or_else(|| CliError::BadResponse {
+            url: format!("/v1/jobs/{}", job.id),
+            detail: "finished job names no cluster_id".into(),
+        })
+}
+
+/// Polls the job once a second, printing each new stage to stderr, until it ends.
+fn wait_job(client: &Client, id: i64, timeout_secs: u64) -> Result<Job, CliError> {
+    let url = client.url(&format!("/v1/jobs/{id}"), &[])?;
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        let job: Job = crate::decode(client.get(url.clone())?, url.as_str())?;
+        let stage = job
+            .memo
+            .as_ref()
+            .and_then(|m| m.get("stage"))
+            .and_then(|s| s.as_str())
+            .unwrap_or(job.status.as_str())
+            .to_string();
+        if stage != last {
+            eprintln!("[{:>4}s] job {id}: {stage}", start.elapsed().as_secs());
+            last = stage;
+        }
+        if job.status.is_final() {
+            return Ok(job);
+        }
+        if start.elapsed().as_secs() >= timeout_secs {
+            return Err(CliError::Timeout {
+                url: url.to_string(),
+                secs: timeout_secs,
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// How to reach a new cluster: every shard primary and compute node, with its user.
+pub fn connect_hint(d: &ClusterDetail) -> String {
+    let mut out = format!(
+        "cluster {} (id {}) is ready\n",
+        d.cluster.name, d.cluster.id
+    );
+    for s in &d.shards {
+        for n in &s.nodes {
+            if n.member_state == kunlun_meta::model::MemberState::Source {
+                out.push_str(&format!(
+                    "  {} primary: mariadb -h {} -P {} -u {}\n",
+                    s.shard.name, n.hostaddr, n.port, n.user_name
+                ));
+            }
+        }
+    }
+    for c in &d.comp_nodes {
+        out.push_str(&format!(
+            "  compute {}: psql -h {} -p {} -U {} postgres\n",
+            c.name, c.hostaddr, c.port, c.user_name
+        ));
+    }
+    out.push_str("  passwords are random per cluster and kept in the metadata (shard_nodes.passwd, comp_nodes.passwd)\n");
+    out
 }
 
 /// One line per cluster.
