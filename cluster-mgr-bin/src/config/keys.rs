@@ -66,7 +66,7 @@ pub const KEYS: &[KeySpec] = &[
             min: 0.1,
             max: 100.0,
         },
-        default: "3",
+        default: "1",
     },
     int("thread_work_interval", 1, 100, "3"),
     int("storage_sync_interval", 1, 300, "60"),

@@ -24,7 +24,7 @@ fn defaults_are_valid_and_match_the_brief() {
     assert_eq!(c.sqlite_path, Path::new("./data/cluster_mgr.sqlite3"));
     assert_eq!(c.http_addr().to_string(), "127.0.0.1:8010");
     assert_eq!(c.meta_database, "kunlun_metadata_db");
-    assert_eq!(c.check_shard_interval, Duration::from_secs(3));
+    assert_eq!(c.check_shard_interval, Duration::from_secs(1));
     assert_eq!(c.mysql_connect_timeout, Duration::from_secs(10));
     assert_eq!(c.mysql_read_timeout, Duration::from_secs(20));
     assert_eq!(c.commit_log_retention, Duration::from_secs(24 * 3600));
