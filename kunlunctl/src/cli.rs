@@ -208,6 +208,9 @@ pub enum ClusterCmd {
     Show(IdArg),
     /// Create a cluster (a `create_cluster` job); `--wait` follows it to the end.
     Create(crate::cmd::cluster::CreateArgs),
+    /// Delete a cluster and every instance of it (a `delete_cluster` job).
+    #[command(alias = "rm")]
+    Delete(crate::cmd::cluster::DeleteArgs),
 }
 
 /// `kunlunctl job ...`

@@ -151,6 +151,12 @@ impl Client {
         .ok_or_else(|| self.empty_body(&url))
     }
 
+    /// `DELETE` of something that answers with JSON (a job accepted: `202 {job_id}`).
+    pub fn delete_json(&self, url: Url) -> Result<Value, CliError> {
+        self.send(self.http.request(Method::DELETE, url.clone()), &url)?
+            .ok_or_else(|| self.empty_body(&url))
+    }
+
     /// `DELETE`; any body of the answer is ignored.
     pub fn delete(&self, url: Url) -> Result<(), CliError> {
         self.send(self.http.request(Method::DELETE, url.clone()), &url)

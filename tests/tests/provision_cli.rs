@@ -1,12 +1,12 @@
 //! `kunlunctl cluster create --wait` end to end: the real daemon (SQLite, job runner on) and
 //! the real CLI install an `rbr` cluster of 1 shard x 2 nodes + 1 compute node over a private
 //! sshd on 127.0.0.2 (this very host), the CLI prints how to connect, the primary answers as
-//! the manager user; then `DELETE /v1/clusters/{id}` removes it and nothing is left.
+//! the manager user; then `kunlunctl cluster rm ID --wait` removes it and nothing is left.
 
 mod cli_support;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cli_support::{ctl, workdir, Daemon};
 use kunlun_tests::{free_port, Sshd};
@@ -106,26 +106,9 @@ fn cluster_create_wait_installs_a_cluster_and_delete_removes_it() {
         "no password in the API output"
     );
 
-    let r = reqwest::blocking::Client::new()
-        .delete(format!("{base}/v1/clusters/{id}"))
-        .send()
-        .expect("delete");
-    assert_eq!(r.status().as_u16(), 202);
-    let job_id = r.json::<Value>().expect("json")["job_id"]
-        .as_i64()
-        .expect("job id");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let j = ctl(&base, &["--json", "job", "show", &job_id.to_string()])
-            .ok()
-            .json();
-        if j["status"] == "done" {
-            break;
-        }
-        assert_ne!(j["status"], "failed", "{j}");
-        assert!(Instant::now() < deadline, "delete never finished: {j}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let out = ctl(&base, &["cluster", "rm", &id.to_string(), "--wait"]);
+    assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", daemon.log_tail());
+    assert!(out.stdout.contains("deleted"), "{}", out.stdout);
     let list = ctl(&base, &["--json", "cluster", "list"]).ok().json();
     assert_eq!(list, json!([]));
     assert!(!data.join("kunlun").exists(), "instance dirs removed");

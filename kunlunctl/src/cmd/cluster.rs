@@ -25,6 +25,7 @@ pub fn run(client: &Client, cmd: &ClusterCmd, json: bool) -> Result<String, CliE
             Ok(table(&clusters))
         }
         ClusterCmd::Create(args) => create(client, args, json),
+        ClusterCmd::Delete(args) => delete(client, args, json),
         ClusterCmd::Show(id) => {
             let url = client.url(&format!("/v1/clusters/{}", id.id), &[])?;
             let v = client.get(url.clone())?;
@@ -75,6 +76,60 @@ pub struct CreateArgs {
     pub wait_timeout: u64,
 }
 
+/// `cluster delete` arguments.
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Cluster id as shown by `cluster list`.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// Follow the job until it ends; fail if the job fails.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub wait_timeout: u64,
+}
+
+fn delete(client: &Client, a: &DeleteArgs, json: bool) -> Result<String, CliError> {
+    let url = client.url(&format!("/v1/clusters/{}", a.id), &[])?;
+    let v = client.delete_json(url.clone())?;
+    let accepted: JobAccepted = crate::decode(v.clone(), url.as_str())?;
+    if !a.wait {
+        if json {
+            return Ok(output::json(&v) + "\n");
+        }
+        return Ok(format!(
+            "delete_cluster accepted as job {id}; follow it with `kunlunctl job show {id}`\n",
+            id = accepted.job_id
+        ));
+    }
+    let job = wait_job(client, accepted.job_id, a.wait_timeout)?;
+    if json {
+        return Ok(output::json(&serde_json::to_value(&job).unwrap_or_default()) + "\n");
+    }
+    ended_ok(&job)?;
+    Ok(format!("cluster {} deleted\n", a.id))
+}
+
+/// `Ok` for a job that ended `done`; otherwise `job_failed` with the recorded reason.
+fn ended_ok(job: &Job) -> Result<(), CliError> {
+    if job.status == JobStatus::Done {
+        return Ok(());
+    }
+    let why = job
+        .memo
+        .as_ref()
+        .and_then(|m| m.get("error"))
+        .and_then(|e| e.as_str())
+        .unwrap_or("no reason recorded")
+        .to_string();
+    Err(CliError::Api {
+        status: None,
+        code: "job_failed".into(),
+        message: format!("job {} failed: {why}", job.id),
+    })
+}
+
 fn parse_ha_mode(s: &str) -> Result<HaMode, String> {
     s.parse::<HaMode>().map_err(|e| e.to_string())
 }
@@ -110,20 +165,7 @@ fn create(client: &Client, a: &CreateArgs, json: bool) -> Result<String, CliErro
     if json {
         return Ok(output::json(&serde_json::to_value(&job).unwrap_or_default()) + "\n");
     }
-    if job.status != JobStatus::Done {
-        let why = job
-            .memo
-            .as_ref()
-            .and_then(|m| m.get("error"))
-            .and_then(|e| e.as_str())
-            .unwrap_or("no reason recorded")
-            .to_string();
-        return Err(CliError::Api {
-            status: None,
-            code: "job_failed".into(),
-            message: format!("job {} failed: {why}", job.id),
-        });
-    }
+    ended_ok(&job)?;
     let c = client.url(&format!("/v1/clusters/{}", cluster_id(&job)?), &[])?;
     let d: ClusterDetail = crate::decode(client.get(c.clone())?, c.as_str())?;
     Ok(connect_hint(&d))
