@@ -96,9 +96,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/shards/{id}").route(web::get().to(clusters::shard)))
         .service(resource("/v1/shards/{id}/nodes").route(web::get().to(clusters::shard_nodes)))
         .service(resource("/v1/clusters/{id}/xa").route(web::get().to(xa::list)))
-        .service(
-            resource("/v1/clusters/{id}/xa/{xid}/resolve").route(web::post().to(xa::resolve)),
-        )
+        .service(resource("/v1/clusters/{id}/xa/{xid}/resolve").route(web::post().to(xa::resolve)))
         .service(resource("/v1/jobs").route(web::get().to(jobs::list)))
         .service(resource("/v1/jobs/{id}").route(web::get().to(jobs::show)))
         .service(resource("/v1/ha").route(web::get().to(failovers::status)))
