@@ -141,16 +141,25 @@ fn sweep_kills_and_removes_leftovers_of_a_dead_run() {
     // An owner directory whose process cannot exist (pid above the kernel's maximum).
     let dead = harness_root().join("999999999-1");
     let inst = dead.join("1-fake");
-    std::fs::create_dir_all(&inst).expect("mkdir");
     let log = inst.join("server.log");
-    std::fs::write(&log, "").expect("write");
-    // A "server" whose command line names its directory, like mariadbd's --datadir.
+    // A "server" whose command line names its directory, like mariadbd's --datadir. It is
+    // started before the directory exists and follows the name (`tail -F`), so a sweep run
+    // meanwhile by a parallel test (which kills before it removes) cannot leave it running,
+    // nor make it exit by itself.
     let mut child = Command::new("tail")
-        .arg("-f")
+        .arg("-F")
         .arg(&log)
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn leftover");
+    if let Err(e) = std::fs::create_dir_all(&inst) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("mkdir {}: {e}", inst.display());
+    }
+    // A parallel sweep may already have removed it again; that sweep killed the child first.
+    let _ = std::fs::write(&log, "");
     sweep_leftovers();
     let status = child.wait().expect("wait");
     assert_eq!(status.signal(), Some(9), "the leftover was killed");
