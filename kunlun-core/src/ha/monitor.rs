@@ -574,14 +574,20 @@ impl HaMonitor {
             .into_iter()
             .partition(|r| probes.get(&r.old).is_some_and(|p| p.reachable));
         st.rejoining = waiting;
+        let mut retry = Vec::new();
         for r in back {
             let Some(node) = s.nodes.iter().find(|n| n.id == r.old) else {
                 continue;
             };
-            let own = probes
-                .get(&r.old)
-                .and_then(|p| p.gtid_current_pos.clone())
-                .unwrap_or_default();
+            // The probe's position may predate a commit the node was still finishing when it
+            // came back; fence it first and read the position afterwards, or try next round.
+            let own = match promote::fence_and_pos(&NodeAddr::from(node), self.cfg.storage).await {
+                Ok(own) => own,
+                Err(_) => {
+                    retry.push(r);
+                    continue;
+                }
+            };
             let (own, at) = match (GtidPos::parse(&own), GtidPos::parse(&r.promoted_at)) {
                 (Ok(a), Ok(b)) => (a, b),
                 _ => continue,
@@ -628,6 +634,9 @@ impl HaMonitor {
                 format!("old primary returned: {fate}"),
             );
             self.shared.set_fate(r.record, fate);
+        }
+        if let Some(st) = self.shards.get_mut(&s.shard_id) {
+            st.rejoining.extend(retry);
         }
         Ok(())
     }

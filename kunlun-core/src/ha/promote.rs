@@ -104,6 +104,18 @@ pub async fn open_for_writes(addr: &NodeAddr, opts: StorageOptions) -> Result<()
     Ok(())
 }
 
+/// Fences a returning old primary (`read_only=ON`) and then reads its `@@gtid_current_pos`
+/// on the same connection. Setting `read_only` waits for commits in flight (a primary woken
+/// from a hang may still be finishing one), so the position read afterwards is final: no
+/// local write can land after it and escape the errant-transaction check.
+pub async fn fence_and_pos(addr: &NodeAddr, opts: StorageOptions) -> Result<String> {
+    let mut c = StorageConn::connect(addr, opts).await?;
+    c.exec("SET GLOBAL read_only = ON").await?;
+    let r: Vec<Option<String>> = c.query("SELECT @@gtid_current_pos").await?;
+    c.close().await;
+    Ok(r.into_iter().next().flatten().unwrap_or_default())
+}
+
 /// `@@gtid_current_pos` of a node.
 pub async fn current_pos(addr: &NodeAddr, opts: StorageOptions) -> Result<String> {
     let mut c = StorageConn::connect(addr, opts).await?;
