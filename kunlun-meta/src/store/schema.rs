@@ -106,6 +106,26 @@ diesel::table! {
 }
 
 diesel::table! {
+    kl_failover (id) {
+        id -> BigInt,
+        cluster_id -> BigInt,
+        shard_id -> BigInt,
+        kind -> Text,
+        started_at -> Timestamp,
+        old_primary -> BigInt,
+        new_primary -> Nullable<BigInt>,
+        outcome -> Text,
+        proven_lossless -> BigInt,
+        possible_loss -> Nullable<Text>,
+        reason -> Nullable<Text>,
+        fence -> Nullable<Text>,
+        phases -> Text,
+        old_primary_fate -> Nullable<Text>,
+        total_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     kl_leader_lease (name) {
         name -> Text,
         holder -> Text,
@@ -244,6 +264,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     db_clusters,
     ddl_ops_log_template_table,
     global_configuration,
+    kl_failover,
     kl_leader_lease,
     kl_machine_ssh,
     meta_db_nodes,

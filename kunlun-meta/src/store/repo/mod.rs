@@ -6,6 +6,7 @@
 pub mod clusters;
 pub mod commit_log;
 pub mod comps;
+pub mod failovers;
 pub mod jobs;
 pub mod lease;
 pub mod machines;
