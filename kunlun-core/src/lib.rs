@@ -2,6 +2,7 @@
 //! metadata store that the daemon's HTTP layer and embedding applications call; the job runner,
 //! shard monitor, failover and XA recovery join it as background actors owned by the manager.
 
+pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod ha;

@@ -1,0 +1,44 @@
+//! Compute-node topology push: writes each cluster's shards, storage nodes, primaries and the
+//! metadata shard into every compute node's catalog (`kunlun_sys.pg_cluster_meta`,
+//! `pg_cluster_meta_nodes`, `pg_shard`, `pg_shard_node` in database `postgres`) and keeps it
+//! current ([`CatalogSync`] re-pushes after changes and failures).
+//!
+//! Invariants: what is written is computed by the pure [`desired_catalog`] from one metadata
+//! snapshot; each compute node gets all of its cluster's rows in one transaction, so a compute
+//! node sees the whole old topology or the whole new one; one unreachable compute node never
+//! delays or fails the others (each is pushed in parallel, with connect and statement
+//! deadlines); passwords never reach a log, a `Debug` or a serialised row.
+
+mod facade;
+mod pg;
+mod push;
+mod rows;
+mod sync;
+
+use std::time::Duration;
+
+pub use pg::SCHEMA;
+pub use push::{desired_for_cluster, push_cluster, read_catalog, CompPush, PushReport};
+pub use rows::{
+    desired_catalog, ha_mode_code, CatalogRows, ClusterMetaRow, MetaNodeRow, MetaShardInfo,
+    ShardNodeRow, ShardRow, StorageLogin,
+};
+pub use sync::{CatalogSync, CatalogSyncConfig};
+
+/// Deadlines of the push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogOptions {
+    /// Connecting and logging in to one compute node.
+    pub connect_timeout: Duration,
+    /// Each statement (also set as the session's `statement_timeout` on the server).
+    pub statement_timeout: Duration,
+}
+
+impl Default for CatalogOptions {
+    fn default() -> Self {
+        CatalogOptions {
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
