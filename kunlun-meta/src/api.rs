@@ -66,6 +66,16 @@ pub struct RegisterMachine {
     pub total_mem_mb: Option<i64>,
     #[serde(default)]
     pub total_cpu_cores: Option<i64>,
+    /// Probe the machine over SSH before storing it (default `true`): CPU cores, memory, OS,
+    /// data dirs and server binaries are checked, and a machine that fails is refused. With
+    /// `false` the machine is stored unchecked as `dead`; the liveness check makes it `running`
+    /// once it answers over SSH. For hosts that are not reachable yet.
+    #[serde(default = "default_probe")]
+    pub probe: bool,
+}
+
+fn default_probe() -> bool {
+    true
 }
 
 /// Default port range of a machine type (the original's defaults).
@@ -192,6 +202,7 @@ mod tests {
             rack_id: None,
             total_mem_mb: None,
             total_cpu_cores: None,
+            probe: true,
         }
     }
 
@@ -230,6 +241,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn probe_defaults_to_true_and_can_be_turned_off() {
+        let base = r#"{"hostaddr":"h","machine_type":"storage","ssh_key_path":"/k","data_dirs":["/d"]"#;
+        let on: RegisterMachine = serde_json::from_str(&format!("{base}}}")).unwrap();
+        assert!(on.probe);
+        let off: RegisterMachine =
+            serde_json::from_str(&format!("{base},\"probe\":false}}")).unwrap();
+        assert!(!off.probe);
     }
 
     #[test]
@@ -430,6 +451,82 @@ impl CreateCluster {
         }
         Ok(())
     }
+}
+
+/// `POST /v1/clusters/{id}/shards` (job `add_shards`): `shards` new shards of `nodes` nodes
+/// each, placed like `create_cluster` places them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AddShards {
+    pub shards: u32,
+    pub nodes: u32,
+    /// Only these storage machines (host addresses), else all running ones.
+    #[serde(default)]
+    pub storage_hosts: Vec<String>,
+}
+
+impl AddShards {
+    /// Checks every field; the message names the field.
+    pub fn validate(&self) -> Result<()> {
+        count("shards", self.shards)?;
+        count("nodes", self.nodes)?;
+        hosts(&self.storage_hosts)
+    }
+}
+
+/// `POST /v1/clusters/{id}/shards/{shard_id}/nodes` (job `add_nodes`): `nodes` new replicas,
+/// seeded with the shard's data, then following its primary by GTID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AddNodes {
+    pub nodes: u32,
+    /// Only these storage machines (host addresses), else all running ones.
+    #[serde(default)]
+    pub storage_hosts: Vec<String>,
+}
+
+impl AddNodes {
+    /// Checks every field; the message names the field.
+    pub fn validate(&self) -> Result<()> {
+        count("nodes", self.nodes)?;
+        hosts(&self.storage_hosts)
+    }
+}
+
+/// `POST /v1/clusters/{id}/comps` (job `add_comps`): `comps` new compute nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AddComps {
+    pub comps: u32,
+    /// Only these compute machines (host addresses), else all running ones.
+    #[serde(default)]
+    pub computer_hosts: Vec<String>,
+}
+
+impl AddComps {
+    /// Checks every field; the message names the field.
+    pub fn validate(&self) -> Result<()> {
+        count("comps", self.comps)?;
+        hosts(&self.computer_hosts)
+    }
+}
+
+fn count(field: &str, v: u32) -> Result<()> {
+    if (1..=256).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("{field}: must be 1 to 256, not {v}")))
+    }
+}
+
+fn hosts(list: &[String]) -> Result<()> {
+    for h in list {
+        validate::hostaddr("hosts", h)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

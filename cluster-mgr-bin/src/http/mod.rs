@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod machines;
 pub mod metrics;
 pub mod openapi;
+pub mod scale_jobs;
 pub mod xa;
 
 use actix_web::body::MessageBody;
@@ -89,9 +90,31 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(clusters::show))
                 .route(web::delete().to(cluster_jobs::delete)),
         )
-        .service(resource("/v1/clusters/{id}/shards").route(web::get().to(clusters::shards)))
         .service(
-            resource("/v1/clusters/{id}/comp_nodes").route(web::get().to(clusters::comp_nodes)),
+            resource("/v1/clusters/{id}/shards")
+                .route(web::get().to(clusters::shards))
+                .route(web::post().to(scale_jobs::add_shards)),
+        )
+        .service(
+            resource("/v1/clusters/{id}/shards/{shard_id}")
+                .route(web::delete().to(scale_jobs::delete_shard)),
+        )
+        .service(
+            resource("/v1/clusters/{id}/shards/{shard_id}/nodes")
+                .route(web::post().to(scale_jobs::add_nodes)),
+        )
+        .service(
+            resource("/v1/clusters/{id}/shards/{shard_id}/nodes/{node_id}")
+                .route(web::delete().to(scale_jobs::delete_node)),
+        )
+        .service(
+            resource("/v1/clusters/{id}/comp_nodes")
+                .route(web::get().to(clusters::comp_nodes))
+                .route(web::post().to(scale_jobs::add_comps)),
+        )
+        .service(
+            resource("/v1/clusters/{id}/comp_nodes/{comp_id}")
+                .route(web::delete().to(scale_jobs::delete_comp)),
         )
         .service(resource("/v1/shards/{id}").route(web::get().to(clusters::shard)))
         .service(resource("/v1/shards/{id}/nodes").route(web::get().to(clusters::shard_nodes)))

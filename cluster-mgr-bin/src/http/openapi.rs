@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::{cluster_jobs, clusters, health, jobs, machines, xa};
+use super::{cluster_jobs, clusters, health, jobs, machines, scale_jobs, xa};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -14,6 +14,8 @@ use super::{cluster_jobs, clusters, health, jobs, machines, xa};
         machines::register, machines::list, machines::show, machines::update, machines::delete,
         clusters::list, clusters::show, clusters::shards, clusters::comp_nodes, clusters::shard, clusters::shard_nodes,
         cluster_jobs::create, cluster_jobs::delete,
+        scale_jobs::add_shards, scale_jobs::delete_shard, scale_jobs::add_nodes, scale_jobs::delete_node,
+        scale_jobs::add_comps, scale_jobs::delete_comp,
         jobs::list, jobs::show,
         xa::list, xa::resolve,
     ),

@@ -4,12 +4,18 @@
 //! Invariant: a plan is computed once, before any host is touched, from a snapshot of the
 //! machines, and recorded in the job memo, so a resumed job works from the same plan.
 
+mod accept;
 pub mod cluster;
+pub mod comps;
 pub mod delete;
 mod facade;
+mod scale_facade;
 pub mod install;
+pub mod nodes;
 pub mod plan;
+pub mod progress;
 pub mod runner;
+pub mod shards;
 
 pub use install::Provisioner;
 pub use plan::{plan_create_cluster, ClusterPlan, SystemPasswords};

@@ -14,12 +14,24 @@ use kunlun_meta::store::Store;
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::{run_create_cluster, CREATE_CLUSTER};
+use super::comps::{run_add_comps, run_delete_comp, ADD_COMPS, DELETE_COMP};
 use super::delete::{run_delete_cluster, DELETE_CLUSTER};
 use super::install::Provisioner;
+use super::nodes::{run_add_nodes, run_delete_node, ADD_NODES, DELETE_NODE};
+use super::shards::{run_add_shards, run_delete_shard, ADD_SHARDS, DELETE_SHARD};
 use crate::error::Result;
 
 /// Job types this runner executes.
-pub const JOB_TYPES: &[&str] = &[CREATE_CLUSTER, DELETE_CLUSTER];
+pub const JOB_TYPES: &[&str] = &[
+    CREATE_CLUSTER,
+    DELETE_CLUSTER,
+    ADD_SHARDS,
+    DELETE_SHARD,
+    ADD_NODES,
+    DELETE_NODE,
+    ADD_COMPS,
+    DELETE_COMP,
+];
 
 /// Runs provisioning jobs.
 #[derive(Clone)]
@@ -35,6 +47,12 @@ impl JobRunner {
         let r = match job.job_type.as_str() {
             CREATE_CLUSTER => run_create_cluster(&self.store, &self.provisioner, job).await,
             DELETE_CLUSTER => run_delete_cluster(&self.store, &self.provisioner, job).await,
+            ADD_SHARDS => run_add_shards(&self.store, &self.provisioner, job).await,
+            DELETE_SHARD => run_delete_shard(&self.store, &self.provisioner, job).await,
+            ADD_NODES => run_add_nodes(&self.store, &self.provisioner, job).await,
+            DELETE_NODE => run_delete_node(&self.store, &self.provisioner, job).await,
+            ADD_COMPS => run_add_comps(&self.store, &self.provisioner, job).await,
+            DELETE_COMP => run_delete_comp(&self.store, &self.provisioner, job).await,
             other => Err(crate::Error::Invalid(format!("unknown job type {other}"))),
         };
         if let Err(e) = &r {
