@@ -106,6 +106,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    kl_cluster_secret (cluster_id) {
+        cluster_id -> BigInt,
+        manager_pwd -> Text,
+        repl_pwd -> Text,
+        pgx_pwd -> Text,
+        comp_pwd -> Text,
+    }
+}
+
+diesel::table! {
     kl_failover (id) {
         id -> BigInt,
         cluster_id -> BigInt,
@@ -264,6 +274,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     db_clusters,
     ddl_ops_log_template_table,
     global_configuration,
+    kl_cluster_secret,
     kl_failover,
     kl_leader_lease,
     kl_machine_ssh,

@@ -12,6 +12,7 @@ pub mod lease;
 pub mod machines;
 pub mod meta;
 pub mod nodes;
+pub mod secrets;
 pub mod shards;
 
 use chrono::NaiveDateTime;
