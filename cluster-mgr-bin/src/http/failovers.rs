@@ -32,12 +32,12 @@ pub struct NoSwitchRequest {
 
 /// Failover and switchover records, newest first.
 pub async fn list(cm: web::Data<ClusterManager>, q: web::Query<ListQuery>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.failovers(q.shard_id)?))
+    Ok(HttpResponse::Ok().json(cm.failovers(q.shard_id).await?))
 }
 
 /// One record with its timeline.
 pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<u64>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.failover(*id)?))
+    Ok(HttpResponse::Ok().json(cm.failover(*id).await?))
 }
 
 /// Health of every probed storage node, alarms, counters and recent events.
@@ -110,6 +110,18 @@ pub fn metrics_text(s: &kunlun_core::ha::HaStatus) -> String {
         "counter",
         "Failovers that failed part-way",
         st.failovers_failed,
+    );
+    one(
+        "ha_failover_retries_total",
+        "counter",
+        "Failover attempts that retried an earlier failed one",
+        st.failover_retries,
+    );
+    one(
+        "ha_shards_given_up",
+        "gauge",
+        "Shards whose failover retries are used up (alarmed until an operator acts)",
+        st.shards_given_up,
     );
     one(
         "ha_alarms",

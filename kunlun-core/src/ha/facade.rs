@@ -72,20 +72,31 @@ impl ClusterManager {
         })
     }
 
-    /// Failover and switchover records, newest first, optionally of one shard.
-    pub fn failovers(&self, shard_id: Option<i64>) -> Result<Vec<FailoverRecord>> {
-        Ok(self.ha()?.shared().failovers(shard_id))
+    /// Failover and switchover records, newest first, optionally of one shard: those in the
+    /// store (so they outlive the daemon), then any the store could not take.
+    pub async fn failovers(&self, shard_id: Option<i64>) -> Result<Vec<FailoverRecord>> {
+        let mut out = super::records::list(self.store()?, shard_id).await?;
+        if let Ok(h) = self.ha() {
+            let mut mem = h.shared().memory_only_failovers(shard_id);
+            mem.append(&mut out);
+            out = mem;
+        }
+        Ok(out)
     }
 
     /// One failover record.
-    pub fn failover(&self, id: u64) -> Result<FailoverRecord> {
-        self.ha()?
-            .shared()
-            .failover(id)
-            .ok_or_else(|| Error::NotFound {
-                what: "failover",
-                id: id.to_string(),
-            })
+    pub async fn failover(&self, id: u64) -> Result<FailoverRecord> {
+        if id >= super::records::MEMORY_ID_BASE {
+            return self
+                .ha()?
+                .shared()
+                .failover(id)
+                .ok_or_else(|| Error::NotFound {
+                    what: "failover",
+                    id: id.to_string(),
+                });
+        }
+        super::records::get(self.store()?, id).await
     }
 
     /// Planned switchover of a shard to `target` or the best replica; returns its record.
@@ -125,7 +136,10 @@ mod tests {
         m.start_ha(HaConfig::default());
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(matches!(m.ha(), Err(Error::Unavailable(_))));
-        assert!(matches!(m.failovers(None), Err(Error::Unavailable(_))));
+        assert!(matches!(
+            m.failovers(None).await,
+            Err(Error::Unavailable(_))
+        ));
         m.shutdown(Duration::from_secs(5)).await;
         assert!(m.ha_parts().0.is_empty(), "every task joined");
     }

@@ -7,16 +7,20 @@
 //! publishes. Invariant kept throughout: a promotion never silently drops acknowledged writes
 //! (see [`choose`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub mod choose;
 pub mod detect;
 mod facade;
 pub mod failover;
+pub mod fence;
 pub mod gtid;
 pub mod monitor;
 pub mod probe;
 pub mod promote;
+pub mod records;
+pub mod retry;
 pub mod state;
 mod switchover;
 
@@ -25,9 +29,11 @@ pub use facade::HaStatus;
 pub use failover::{FailoverKind, FailoverRecord, Outcome, Phase};
 pub use gtid::{GtidPos, ParseGtidError};
 pub use monitor::{HaHandle, HaMonitor};
+pub use retry::RetryPolicy;
 pub use state::{HaEvent, HaShared, HaStats, NodeHealth, NodeState};
 
 use crate::config::CoreConfig;
+use crate::jobs::Provisioner;
 use crate::storage::StorageOptions;
 use crate::xa::XaConfig;
 
@@ -50,6 +56,11 @@ pub struct HaConfig {
     pub flap_window: Duration,
     /// XA settings for the in-doubt hook on a new primary; `None` skips the hook.
     pub xa: Option<XaConfig>,
+    /// SSH access to the machines (the job runner's provisioner), used to stop an old primary
+    /// that does not answer SQL; `None` records "no ssh access" instead.
+    pub ssh: Option<Arc<Provisioner>>,
+    /// Retries of a failover that failed part-way.
+    pub retry: RetryPolicy,
 }
 
 impl Default for HaConfig {
@@ -62,6 +73,8 @@ impl Default for HaConfig {
             catch_up_limit: Duration::from_secs(30),
             flap_window: Duration::from_secs(300),
             xa: None,
+            ssh: None,
+            retry: RetryPolicy::default(),
         }
     }
 }

@@ -24,8 +24,9 @@ use super::detect::{assess, in_flap_window, rejoin, NodeRef, Rejoin, ShardFacts,
 use super::failover::{FailoverKind, FailoverRecord, Follower, Outcome, StepContext, Timeline};
 use super::gtid::GtidPos;
 use super::probe::{probe_node, probe_options, NodeProbe};
+use super::retry::{Attempts, RetryDecision};
 use super::state::{HaShared, NodeHealth, NodeState};
-use super::{promote, switchover, HaConfig};
+use super::{fence, promote, records, switchover, HaConfig};
 use crate::error::{Error, Result};
 use crate::storage::NodeAddr;
 
@@ -91,6 +92,8 @@ struct ShardTrack {
     /// The reason of the last refusal, so one refusal episode is recorded once.
     refused: Option<String>,
     rejoining: Vec<Rejoining>,
+    /// Failed failover attempts of the current episode (see [`super::retry`]).
+    attempts: Attempts,
 }
 
 /// One shard as metadata describes it this round.
@@ -333,8 +336,10 @@ impl HaMonitor {
         match assess(&facts, self.cfg.failures_to_dead) {
             Verdict::Healthy => {
                 let st = self.shards.entry(s.shard_id).or_default();
-                if st.refused.take().is_some() {
+                let failed_before = std::mem::take(&mut st.attempts).failed > 0;
+                if st.refused.take().is_some() || failed_before {
                     self.shared.set_alarm(s.shard_id, None);
+                    self.shared.set_given_up(s.shard_id, false);
                 }
                 Ok(())
             }
@@ -345,7 +350,8 @@ impl HaMonitor {
                     primary.id,
                     format!("primary unreachable from the manager only: {reason}"),
                     false,
-                );
+                )
+                .await;
                 Ok(())
             }
             Verdict::PrimaryDead { view } => {
@@ -353,7 +359,7 @@ impl HaMonitor {
                 let st = self.shards.entry(s.shard_id).or_default();
                 if let Some(until) = self.shared.no_switch_until(s.shard_id, now) {
                     let why = format!("no-switch set for {:?} more", until - now);
-                    self.refuse_once(s, primary.id, why, true);
+                    self.refuse_once(s, primary.id, why, true).await;
                     return Ok(());
                 }
                 if in_flap_window(st.last_failover, now, self.cfg.flap_window) {
@@ -361,8 +367,26 @@ impl HaMonitor {
                         "anti-flapping: last failover less than {:?} ago",
                         self.cfg.flap_window
                     );
-                    self.refuse_once(s, primary.id, why, true);
+                    self.refuse_once(s, primary.id, why, true).await;
                     return Ok(());
+                }
+                let attempts = st.attempts;
+                match self.cfg.retry.decide(&attempts, now) {
+                    RetryDecision::Attempt => {}
+                    RetryDecision::WaitUntil(_) => return Ok(()),
+                    RetryDecision::GiveUp => {
+                        self.shared.set_given_up(s.shard_id, true);
+                        let why = format!(
+                            "failover failed {} times; retries used up, shard stays alarmed \
+                             until an operator acts (switchover) or the primary returns",
+                            attempts.failed
+                        );
+                        self.refuse_once(s, primary.id, why, true).await;
+                        return Ok(());
+                    }
+                }
+                if attempts.failed > 0 {
+                    self.shared.count_retry();
                 }
                 let detected = track.and_then(|t| t.first_failure).unwrap_or(now);
                 self.fail_over(s, primary, view, detected).await;
@@ -371,8 +395,20 @@ impl HaMonitor {
         }
     }
 
+    /// Stores a finished record (memory-only when the store cannot take it); returns its id.
+    async fn keep(&self, mut rec: FailoverRecord) -> u64 {
+        match records::insert(&self.store, &rec).await {
+            Ok(id) => rec.id = id,
+            Err(e) => {
+                tracing::warn!(shard = rec.shard_id, error = %e, "failover record kept in memory only");
+                rec.id = 0;
+            }
+        }
+        self.shared.record(rec)
+    }
+
     /// Records a refusal (and raises the alarm) once per distinct reason.
-    fn refuse_once(&mut self, s: &ShardTopo, old: i64, reason: String, alarm: bool) {
+    async fn refuse_once(&mut self, s: &ShardTopo, old: i64, reason: String, alarm: bool) {
         let st = self.shards.entry(s.shard_id).or_default();
         // Durations in the text would make every round look new.
         let key: String = reason
@@ -394,7 +430,7 @@ impl HaMonitor {
                 FailoverRecord::new(FailoverKind::Automatic, s.cluster.id, s.shard_id, old);
             rec.reason = Some(reason.clone());
             rec.outcome = Outcome::Refused;
-            self.shared.record(rec);
+            self.keep(rec).await;
             self.shared.set_alarm(s.shard_id, Some(reason));
         }
     }
@@ -418,16 +454,13 @@ impl HaMonitor {
             )),
         );
 
-        let fence = promote::fence_read_only(
-            &NodeAddr::from(old),
+        let fence = fence::fence_old_primary(
+            &self.store,
+            self.cfg.ssh.as_ref(),
+            old,
             probe_options(self.cfg.interval, self.cfg.storage),
         )
         .await;
-        let fence = if fence.starts_with("unreachable") {
-            format!("{fence}; no SSH fencing performed (process stop over SSH is not wired yet)")
-        } else {
-            fence
-        };
         rec.fence = Some(fence.clone());
         t.phase(&mut rec, "fence", Some(fence));
 
@@ -438,7 +471,7 @@ impl HaMonitor {
         let (new_id, proven, loss) = match choice {
             Choice::Refuse { reason } => {
                 t.phase(&mut rec, "choose", Some(reason.clone()));
-                self.refuse_once(s, old.id, reason, true);
+                self.refuse_once(s, old.id, reason, true).await;
                 return;
             }
             Choice::Promote {
@@ -479,13 +512,15 @@ impl HaMonitor {
             Ok(()) => {
                 st.last_failover = Some(Instant::now());
                 st.refused = None;
+                st.attempts = Attempts::default();
                 rec.old_primary_fate = Some("down, kept out until it returns".into());
                 self.shared.set_alarm(s.shard_id, None);
+                self.shared.set_given_up(s.shard_id, false);
                 let what = format!(
                     "failed over from node {} to node {new_id} in {} ms",
                     old.id, rec.total_ms
                 );
-                let id = self.shared.record(rec);
+                let id = self.keep(rec).await;
                 self.shards
                     .entry(s.shard_id)
                     .or_default()
@@ -501,15 +536,19 @@ impl HaMonitor {
                 self.seed_new_primary(new).await;
             }
             Err(e) => {
-                self.shared
-                    .set_alarm(s.shard_id, Some(format!("failover failed: {e}")));
+                st.attempts.failed_at(Instant::now());
+                let n = st.attempts.failed;
+                self.shared.set_alarm(
+                    s.shard_id,
+                    Some(format!("failover failed (attempt {n}): {e}")),
+                );
                 self.shared.event(
                     s.cluster.id,
                     s.shard_id,
                     Some(new_id),
-                    format!("failover failed: {e}"),
+                    format!("failover failed (attempt {n}): {e}"),
                 );
-                self.shared.record(rec);
+                self.keep(rec).await;
             }
         }
     }
@@ -633,6 +672,11 @@ impl HaMonitor {
                 Some(node.id),
                 format!("old primary returned: {fate}"),
             );
+            if r.record < records::MEMORY_ID_BASE {
+                if let Err(e) = records::set_fate(&self.store, r.record, &fate).await {
+                    tracing::warn!(record = r.record, error = %e, "old primary's fate not stored");
+                }
+            }
             self.shared.set_fate(r.record, fate);
         }
         if let Some(st) = self.shards.get_mut(&s.shard_id) {
@@ -653,7 +697,7 @@ impl HaMonitor {
         let rec = switchover::run(self, &s, target).await?;
         let s_nodes = s.nodes.clone();
         let ok = rec.outcome == Outcome::Promoted;
-        let id = self.shared.record(rec);
+        let id = self.keep(rec).await;
         if ok {
             self.shards.entry(shard_id).or_default().last_failover = Some(Instant::now());
             self.nodes.clear();

@@ -80,6 +80,8 @@ pub async fn repoint(
         c.exec("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
             .await?;
     }
+    // Heartbeats every second and a short net timeout: a hung new primary is noticed fast.
+    c.exec("SET GLOBAL slave_net_timeout = 4").await?;
     c.exec(&format!(
         "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{}', \
          MASTER_PASSWORD='{}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, \

@@ -62,6 +62,10 @@ pub struct HaStats {
     pub failovers: u64,
     pub failovers_refused: u64,
     pub failovers_failed: u64,
+    /// Failover attempts that retried an earlier failed one.
+    pub failover_retries: u64,
+    /// Shards whose failover retries are used up (alarmed until an operator acts).
+    pub shards_given_up: u64,
 }
 
 /// The shared part; see the module invariant.
@@ -81,6 +85,8 @@ struct Inner {
     no_switch: HashMap<i64, Instant>,
     no_switch_nodes: HashSet<i64>,
     policy: HashMap<i64, LossPolicy>,
+    given_up: HashSet<i64>,
+    memory_records: u64,
     stats: HaStats,
 }
 
@@ -127,7 +133,19 @@ impl HaShared {
 
     /// Counters.
     pub fn stats(&self) -> HaStats {
-        self.lock().stats.clone()
+        let g = self.lock();
+        HaStats {
+            shards_given_up: g.given_up.len() as u64,
+            ..g.stats.clone()
+        }
+    }
+
+    /// Records kept in memory only (the store could not take them), newest first.
+    pub fn memory_only_failovers(&self, shard_id: Option<i64>) -> Vec<FailoverRecord> {
+        self.failovers(shard_id)
+            .into_iter()
+            .filter(|r| r.id >= super::records::MEMORY_ID_BASE)
+            .collect()
     }
 
     /// Forbids automatic failover of `shard_id` until `until` (`None` lifts it).
@@ -200,11 +218,15 @@ impl HaShared {
         }
     }
 
-    /// Stores a record and returns its id.
+    /// Keeps a record and returns its id: the store's id when it has one (non-zero), else a
+    /// memory-only id from [`super::records::MEMORY_ID_BASE`] on.
     pub(crate) fn record(&self, mut r: FailoverRecord) -> u64 {
         let mut g = self.lock();
-        g.next_record += 1;
-        r.id = g.next_record;
+        if r.id == 0 {
+            g.memory_records += 1;
+            r.id = super::records::MEMORY_ID_BASE + g.memory_records;
+        }
+        g.next_record = r.id;
         match r.outcome {
             super::failover::Outcome::Promoted => g.stats.failovers += 1,
             super::failover::Outcome::Refused => g.stats.failovers_refused += 1,
@@ -230,6 +252,19 @@ impl HaShared {
             Some(w) => g.alarms.insert(shard_id, w),
             None => g.alarms.remove(&shard_id),
         };
+    }
+
+    pub(crate) fn count_retry(&self) {
+        self.lock().stats.failover_retries += 1;
+    }
+
+    pub(crate) fn set_given_up(&self, shard_id: i64, on: bool) {
+        let mut g = self.lock();
+        if on {
+            g.given_up.insert(shard_id);
+        } else {
+            g.given_up.remove(&shard_id);
+        }
     }
 
     pub(crate) fn count_round(&self, probes: u64, failures: u64) {

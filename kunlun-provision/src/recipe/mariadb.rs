@@ -26,6 +26,10 @@ const STEPS: &[Step] = &[
 /// replica is briefly slow (that would void the "no acknowledged write lost" proof).
 const SEMI_SYNC_TIMEOUT_MS: u64 = 30_000;
 
+/// A replica that hears nothing from its primary for this long reconnects (the primary sends
+/// heartbeats every second, see `MASTER_HEARTBEAT_PERIOD`), so a hung primary is noticed fast.
+const SLAVE_NET_TIMEOUT_S: u64 = 4;
+
 /// MariaDB from the system packages.
 #[derive(Debug, Clone)]
 pub struct MariaDbRecipe {
@@ -97,6 +101,7 @@ impl MariaDbRecipe {
              relay-log-recovery = OFF\n\
              skip-name-resolve = ON\n\
              skip-slave-start = ON\n\
+             slave-net-timeout = {SLAVE_NET_TIMEOUT_S}\n\
              innodb-buffer-pool-size = {buf}M\n\
              innodb-log-file-size = 32M\n\
              innodb-use-native-aio = 0\n\
@@ -361,6 +366,7 @@ mod tests {
         let c = r.config(&spec(true));
         assert!(c.contains("rpl-semi-sync-master-wait-point = AFTER_SYNC"));
         assert!(c.contains("rpl-semi-sync-slave-enabled = ON"));
+        assert!(c.contains("slave-net-timeout = 4"));
     }
 
     #[test]

@@ -1,0 +1,163 @@
+//! Fencing the old primary before a failover: `read_only=ON` when it answers SQL, else, when
+//! its machine answers SSH, killing its `mysqld` by the pid file of its instance directory
+//! (`<data_dir>/kunlun/storage_<port>/run/mysqld.pid`).
+//!
+//! Invariants: fencing is best effort and bounded (the SSH part by [`SSH_FENCE_DEADLINE`]), so
+//! a dead host costs the failover at most that; the returned text says exactly what was done
+//! and is kept in the failover record's `fence`; only the process named by that instance's
+//! own pid file is signalled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kunlun_meta::model::{Machine, MachineType, ShardNode};
+use kunlun_meta::store::{repo, Store};
+use kunlun_provision::placement::InstanceKind;
+use kunlun_provision::recipe::{sh_quote, InstanceSpec};
+
+use super::promote;
+use crate::jobs::Provisioner;
+use crate::storage::{NodeAddr, StorageOptions};
+
+/// Longest time the SSH fence may take (connect included).
+pub const SSH_FENCE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Fences `old`: SQL first, then SSH when SQL cannot reach it and `ssh` is given.
+pub async fn fence_old_primary(
+    store: &Store,
+    ssh: Option<&Arc<Provisioner>>,
+    old: &ShardNode,
+    sql_opts: StorageOptions,
+) -> String {
+    let sql = promote::fence_read_only(&NodeAddr::from(old), sql_opts).await;
+    if !sql.starts_with("unreachable") {
+        return if sql.starts_with("set read_only") {
+            "read_only set".to_string()
+        } else {
+            sql
+        };
+    }
+    let Some(prov) = ssh else {
+        return format!("{sql}; no ssh access: not fenced");
+    };
+    match tokio::time::timeout(SSH_FENCE_DEADLINE, stop_over_ssh(store, prov, old)).await {
+        Ok(what) => format!("{sql}; {what}"),
+        Err(_) => format!(
+            "{sql}; host unreachable: not fenced (no SSH answer within {SSH_FENCE_DEADLINE:?})"
+        ),
+    }
+}
+
+/// The storage machine registered under the node's address.
+fn machine_of<'a>(machines: &'a [Machine], node: &ShardNode) -> Option<&'a Machine> {
+    machines
+        .iter()
+        .find(|m| m.hostaddr == node.hostaddr && m.machine_type == MachineType::Storage)
+}
+
+/// The shell script that kills the instance's server by its pid file; it prints what it did.
+pub fn kill_script(data_dirs: &[String], port: u16) -> String {
+    let pid_files: Vec<String> = data_dirs
+        .iter()
+        .map(|d| {
+            let base = InstanceSpec::base_dir_for(d, InstanceKind::Storage, port);
+            sh_quote(&format!("{base}/run/mysqld.pid"))
+        })
+        .collect();
+    format!(
+        r#"for pf in {files}; do
+  [ -f "$pf" ] || continue
+  pid=$(head -n1 "$pf" | tr -dc 0-9)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" && echo "process stopped over ssh (pid $pid)" && exit 0
+    echo "kill of pid $pid failed"; exit 1
+  fi
+  echo "process stopped over ssh (not running; stale pid file)"; exit 0
+done
+echo "no pid file of port {port} found: not fenced""#,
+        files = pid_files.join(" ")
+    )
+}
+
+async fn stop_over_ssh(store: &Store, prov: &Provisioner, old: &ShardNode) -> String {
+    let machines = match store.read(async |tx| repo::machines::list(tx).await).await {
+        Ok(m) => m,
+        Err(e) => return format!("not fenced: cannot read machines: {e}"),
+    };
+    let Some(m) = machine_of(&machines, old) else {
+        return format!(
+            "not fenced: no storage machine registered at {}",
+            old.hostaddr
+        );
+    };
+    let script = kill_script(&m.data_dirs, old.port);
+    let cmd = format!("sh -c {}", sh_quote(&script));
+    match prov
+        .ssh
+        .exec(&prov.target(m), &cmd, SSH_FENCE_DEADLINE)
+        .await
+    {
+        Ok(out) => {
+            let text = out.stdout_str().trim().to_string();
+            if out.success() {
+                text
+            } else {
+                format!("not fenced: {text} {}", out.stderr_str().trim())
+            }
+        }
+        Err(kunlun_provision::Error::Unreachable { reason, .. }) => {
+            format!("host unreachable: not fenced ({reason})")
+        }
+        Err(e) => format!("not fenced: ssh: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kill_script_names_each_data_dirs_pid_file_and_quotes_it() {
+        let s = kill_script(&["/data1".into(), "/d 2/".into()], 57001);
+        assert!(
+            s.contains("'/data1/kunlun/storage_57001/run/mysqld.pid'"),
+            "{s}"
+        );
+        assert!(
+            s.contains("'/d 2/kunlun/storage_57001/run/mysqld.pid'"),
+            "{s}"
+        );
+        assert!(s.contains("kill -KILL"));
+        assert!(s.contains("no pid file of port 57001"));
+    }
+
+    #[test]
+    fn the_kill_script_runs_and_kills_only_the_named_process() {
+        let dir = std::env::temp_dir().join(format!("kl_fence_test_{}", std::process::id()));
+        let d = dir.to_str().unwrap().to_string();
+        let run = format!("{d}/kunlun/storage_4242/run");
+        std::fs::create_dir_all(&run).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::fs::write(format!("{run}/mysqld.pid"), format!("{}\n", child.id())).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(kill_script(std::slice::from_ref(&d), 4242))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("process stopped over ssh"), "{text}");
+        let st = child.wait().unwrap();
+        assert!(!st.success(), "killed");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(kill_script(&[d], 4243))
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("no pid file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
