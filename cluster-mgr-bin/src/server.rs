@@ -114,6 +114,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let manager = ClusterManager::connect(core_config(&config), store_config(&config));
     manager.start_ha(ha_config(&config));
     manager.start_xa(xa_config(&config));
+    manager.start_catalog_sync(Duration::from_secs(10));
     // Provisioning jobs; host keys of machines are recorded on first contact next to the
     // daemon's other data.
     manager.start_job_runner(

@@ -279,5 +279,13 @@ async fn run_steps(
         .await
         .map_err(|e| format!("metadata update: {e}"))?;
     t.phase(rec, "metadata", None);
+
+    // Compute nodes learn the new primary; a miss is noted, the catalog sync retries it.
+    let opts = crate::catalog::CatalogOptions::default();
+    let note = match crate::catalog::push_cluster(&ctx.store, cluster.id, &opts).await {
+        Ok(report) => report.to_string(),
+        Err(e) => format!("catalog push failed (the catalog sync retries): {e}"),
+    };
+    t.phase(rec, "route", Some(note));
     Ok(())
 }
