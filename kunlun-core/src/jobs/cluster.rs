@@ -10,7 +10,10 @@
 //!   memo never holds passwords (they live only in the node rows), so it cannot be resumed
 //!   forward, and rolling back is what Kunlun does too (error 70106);
 //! - shard, node and compute rows are written only after every instance answered, so no
-//!   half-installed node is ever registered.
+//!   half-installed node is ever registered;
+//! - every step (plan, reserve ports, install/start of each instance, replication of each
+//!   shard, record topology, and on rollback the removal of each instance) is recorded in the
+//!   memo's `steps` as it starts and ends (see [`Progress`]).
 
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{
@@ -24,10 +27,13 @@ use serde::{Deserialize, Serialize};
 
 use super::install::{Provisioner, COMP_USER, MANAGER_USER};
 use super::plan::{plan_create_cluster, ClusterPlan, SystemPasswords};
+use super::progress::{Progress, StepRecord};
 use crate::error::{Error, Result};
 use kunlun_meta::{Error as MetaError, Result as MetaResult};
 
 pub const CREATE_CLUSTER: &str = "create_cluster";
+/// The progress step that writes the topology into the compute nodes' catalogs.
+const PUSH_STEP: &str = "push topology to compute nodes";
 
 /// Progress of a `create_cluster` job (the job's memo).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +49,9 @@ pub struct CreateMemo {
     pub plan: Option<ClusterPlan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Step progress (see [`Progress`]); written by the job's progress, empty until then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRecord>,
 }
 
 /// Accepts a `create_cluster` request: validated, name checked, job row written.
@@ -96,8 +105,16 @@ async fn update_ports(
     Ok(())
 }
 
-/// Runs one claimed `create_cluster` job to `done` or `failed`.
+/// Runs one claimed `create_cluster` job to `done` or `failed`, recording its steps in the
+/// memo as it goes.
 pub async fn run_create_cluster(store: &Store, prov: &Provisioner, job: &Job) -> Result<()> {
+    let progress = Progress::for_job(store, job.id, job.memo.as_ref());
+    let r = create(store, prov, job, &progress).await;
+    progress.close().await;
+    r
+}
+
+async fn create(store: &Store, prov: &Provisioner, job: &Job, progress: &Progress) -> Result<()> {
     let memo: CreateMemo = job
         .memo
         .clone()
@@ -105,7 +122,15 @@ pub async fn run_create_cluster(store: &Store, prov: &Provisioner, job: &Job) ->
         .unwrap_or_default();
     if memo.plan.is_some() {
         // Resumed after a crash: roll back what the memo says may exist.
-        return rollback(store, prov, job.id, memo, "the manager restarted mid-job").await;
+        return rollback(
+            store,
+            prov,
+            job.id,
+            memo,
+            "the manager restarted mid-job",
+            progress,
+        )
+        .await;
     }
     let req: CreateCluster = job
         .job_info
@@ -113,6 +138,7 @@ pub async fn run_create_cluster(store: &Store, prov: &Provisioner, job: &Job) ->
         .ok_or_else(|| Error::Invalid("job has no request".into()))
         .and_then(|v| serde_json::from_value(v).map_err(|e| Error::Invalid(e.to_string())))?;
 
+    let step = progress.step("plan");
     let machines_now = store.list_machines().await?;
     let names: Vec<String> = store
         .list_clusters()
@@ -121,62 +147,125 @@ pub async fn run_create_cluster(store: &Store, prov: &Provisioner, job: &Job) ->
         .map(|c| c.name)
         .collect();
     let plan = match plan_create_cluster(&req, &machines_now, &names, SystemPasswords::generate()) {
-        Ok(p) => p,
-        Err(e) => return fail(store, job.id, CreateMemo::default(), &e).await,
+        Ok(p) => {
+            step.done_with(format!(
+                "{} shards x {} nodes + {} compute nodes",
+                p.shards.len(),
+                p.shards.first().map_or(0, |s| s.nodes.len()),
+                p.comps.len()
+            ));
+            p
+        }
+        Err(e) => {
+            step.fail(&e);
+            return fail_with(store, job.id, CreateMemo::default(), &e, progress).await;
+        }
     };
+    progress.plan(["reserve ports"]);
+    progress.plan(super::install::planned_steps(&plan));
+    progress.plan(["record topology", PUSH_STEP]);
 
     // Reserve ports, create the cluster and its log tables, record the plan: all or nothing.
-    let reserved = store
-        .tx(async |tx| {
-            update_ports(tx, &plan, |s, p| s.reserve(p)).await?;
-            let c = clusters::insert(
-                tx,
-                &NewCluster {
-                    name: plan.name.clone(),
-                    nick_name: req.nick_name.clone(),
-                    owner: None,
-                    business: None,
-                    ha_mode: plan.ha_mode,
-                    memo: None,
-                },
-            )
-            .await?;
-            let memo = CreateMemo {
-                stage: "planned".into(),
-                cluster_id: Some(c.id),
-                cluster_name: Some(c.name.clone()),
-                plan: Some(plan.clone()),
-                error: None,
-            };
-            jobs::update(tx, job.id, JobStatus::Ongoing, Some(&to_json(&memo)?)).await?;
-            Ok::<_, MetaError>(memo)
-        })
-        .await;
+    let step = progress.step("reserve ports");
+    let reserved = {
+        let _write = progress.exclusive().await;
+        store
+            .tx(async |tx| {
+                update_ports(tx, &plan, |s, p| s.reserve(p)).await?;
+                let c = clusters::insert(
+                    tx,
+                    &NewCluster {
+                        name: plan.name.clone(),
+                        nick_name: req.nick_name.clone(),
+                        owner: None,
+                        business: None,
+                        ha_mode: plan.ha_mode,
+                        memo: None,
+                    },
+                )
+                .await?;
+                let memo = CreateMemo {
+                    stage: "planned".into(),
+                    cluster_id: Some(c.id),
+                    cluster_name: Some(c.name.clone()),
+                    plan: Some(plan.clone()),
+                    ..CreateMemo::default()
+                };
+                progress.set_memo(to_json(&memo)?);
+                jobs::update(tx, job.id, JobStatus::Ongoing, Some(&progress.memo())).await?;
+                Ok::<_, MetaError>(memo)
+            })
+            .await
+    };
     let memo = match reserved {
-        Ok(m) => m,
-        Err(e) => return fail(store, job.id, CreateMemo::default(), &e.into()).await,
+        Ok(m) => {
+            step.done();
+            m
+        }
+        Err(e) => {
+            step.fail(&e);
+            progress.skip_pending("ports could not be reserved");
+            return fail_with(store, job.id, CreateMemo::default(), &e.into(), progress).await;
+        }
     };
 
-    if let Err(e) = prov.install_cluster(&machines_now, &plan).await {
-        return rollback(store, prov, job.id, memo, &e.to_string()).await;
+    if let Err(e) = prov
+        .install_cluster_with(&machines_now, &plan, progress)
+        .await
+    {
+        progress.skip_pending("an earlier step failed");
+        return rollback(store, prov, job.id, memo, &e.to_string(), progress).await;
     }
     let cluster_id = memo.cluster_id.unwrap_or_default();
-    let recorded = store
-        .tx(async |tx| {
-            record_topology(tx, cluster_id, &plan).await?;
-            update_ports(tx, &plan, |s, p| Ok(s.commit(p))).await?;
-            let done = CreateMemo {
-                stage: "done".into(),
-                ..memo.clone()
-            };
-            jobs::update(tx, job.id, JobStatus::Done, Some(&to_json(&done)?)).await?;
-            Ok::<_, MetaError>(())
-        })
-        .await;
+    let step = progress.step("record topology");
+    let installed = CreateMemo {
+        stage: "installed".into(),
+        ..memo.clone()
+    };
+    let recorded = {
+        let _write = progress.exclusive().await;
+        store
+            .tx(async |tx| {
+                record_topology(tx, cluster_id, &plan).await?;
+                update_ports(tx, &plan, |s, p| Ok(s.commit(p))).await?;
+                progress.set_memo(to_json(&installed)?);
+                jobs::update(tx, job.id, JobStatus::Ongoing, Some(&progress.memo())).await?;
+                Ok::<_, MetaError>(())
+            })
+            .await
+    };
     match recorded {
-        Ok(()) => Ok(()),
-        Err(e) => rollback(store, prov, job.id, memo, &e.to_string()).await,
+        Ok(()) => step.done(),
+        Err(e) => {
+            step.fail(&e);
+            return rollback(store, prov, job.id, memo, &e.to_string(), progress).await;
+        }
     }
+    // A cluster whose compute nodes do not know its topology is not usable: roll it back.
+    let step = progress.step(PUSH_STEP);
+    let opts = crate::catalog::CatalogOptions::default();
+    let why = match crate::catalog::push_cluster(store, cluster_id, &opts).await {
+        Ok(r) if r.all_ok() => None,
+        Ok(r) => Some(r.to_string()),
+        Err(e) => Some(format!("catalog push: {e}")),
+    };
+    match why {
+        None => step.done(),
+        Some(why) => {
+            step.fail(&why);
+            return rollback(store, prov, job.id, memo, &why, progress).await;
+        }
+    }
+    let done = CreateMemo {
+        stage: "done".into(),
+        ..memo.clone()
+    };
+    let _write = progress.seal().await;
+    progress.set_memo(to_json(&done)?);
+    store
+        .update_job(job.id, JobStatus::Done, Some(&progress.memo()))
+        .await?;
+    Ok(())
 }
 
 /// Shard, node, `node_map_master` and compute rows of an installed plan.
@@ -254,18 +343,22 @@ fn host_port(s: &Slot) -> String {
     format!("{}_{}", s.hostaddr, s.port)
 }
 
-pub(crate) async fn fail(
+/// Ends the job `failed` with `e` in the memo (and the steps of `progress`).
+pub(crate) async fn fail_with(
     store: &Store,
     job_id: i64,
     mut memo: CreateMemo,
     e: &Error,
+    progress: &Progress,
 ) -> Result<()> {
     memo.error = Some(e.to_string());
     if memo.stage.is_empty() {
         memo.stage = "failed".into();
     }
+    let _write = progress.seal().await;
+    progress.set_memo(to_json(&memo)?);
     store
-        .update_job(job_id, JobStatus::Failed, Some(&to_json(&memo)?))
+        .update_job(job_id, JobStatus::Failed, Some(&progress.memo()))
         .await?;
     Ok(())
 }
@@ -273,16 +366,30 @@ pub(crate) async fn fail(
 /// Uninstalls every instance of `plan`; only when that worked, removes the cluster's rows and
 /// tables and releases the plan's ports. After a failed uninstall nothing is released, so no
 /// instance that may still run loses its record or its ports.
-pub(crate) async fn teardown(
+pub async fn teardown(
     store: &Store,
     prov: &Provisioner,
     cluster_id: Option<i64>,
     plan: &ClusterPlan,
 ) -> Result<()> {
+    teardown_with(store, prov, cluster_id, plan, &Progress::detached()).await
+}
+
+/// [`teardown`] reporting a `remove <kind> <host:port>` step per instance and a final
+/// `remove rows and ports` step to `progress`.
+pub async fn teardown_with(
+    store: &Store,
+    prov: &Provisioner,
+    cluster_id: Option<i64>,
+    plan: &ClusterPlan,
+    progress: &Progress,
+) -> Result<()> {
     let machines_now = store.list_machines().await?;
-    prov.uninstall_cluster(&machines_now, plan).await?;
+    prov.uninstall_cluster_with(&machines_now, plan, progress)
+        .await?;
     let name = plan.name.clone();
-    store
+    let step = progress.step("remove rows and ports");
+    let r = store
         .tx(async |tx| {
             if let Some(id) = cluster_id {
                 for s in shards::list(tx, Some(id)).await? {
@@ -305,8 +412,17 @@ pub(crate) async fn teardown(
             update_ports(tx, plan, |s, p| Ok(s.release(p))).await?;
             Ok::<_, MetaError>(())
         })
-        .await?;
-    Ok(())
+        .await;
+    match r {
+        Ok(()) => {
+            step.done();
+            Ok(())
+        }
+        Err(e) => {
+            step.fail(&e);
+            Err(e.into())
+        }
+    }
 }
 
 /// Rolls a failed or interrupted create back ([`teardown`] of the memo's plan) and marks
@@ -317,13 +433,22 @@ async fn rollback(
     job_id: i64,
     mut memo: CreateMemo,
     why: &str,
+    progress: &Progress,
 ) -> Result<()> {
     tracing::warn!(job_id, reason = why, "create_cluster failed; rolling back");
     let Some(plan) = memo.plan.clone() else {
-        return fail(store, job_id, memo, &Error::Unavailable(why.to_string())).await;
+        return fail_with(
+            store,
+            job_id,
+            memo,
+            &Error::Unavailable(why.to_string()),
+            progress,
+        )
+        .await;
     };
+    memo.steps.clear();
     let mut why = why.to_string();
-    match teardown(store, prov, memo.cluster_id, &plan).await {
+    match teardown_with(store, prov, memo.cluster_id, &plan, progress).await {
         Ok(()) => memo.stage = "rolled_back".into(),
         Err(e) => {
             memo.stage = "rollback_failed".into();
@@ -332,5 +457,5 @@ async fn rollback(
             ));
         }
     }
-    fail(store, job_id, memo, &Error::Unavailable(why)).await
+    fail_with(store, job_id, memo, &Error::Unavailable(why), progress).await
 }

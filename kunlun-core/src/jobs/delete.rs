@@ -11,9 +11,10 @@ use kunlun_meta::store::Store;
 use kunlun_provision::placement::{InstanceKind, Slot};
 use serde::{Deserialize, Serialize};
 
-use super::cluster::teardown;
+use super::cluster::teardown_with;
 use super::install::Provisioner;
 use super::plan::{base_dir, ClusterPlan, InstancePlan, ShardPlan, SystemPasswords};
+use super::progress::Progress;
 use crate::error::{Error, Result};
 
 pub const DELETE_CLUSTER: &str = "delete_cluster";
@@ -26,7 +27,7 @@ pub struct DeleteClusterInfo {
 }
 
 /// True if a job that is not finished names the cluster (by id or name).
-async fn busy(store: &Store, id: i64, name: &str) -> Result<bool> {
+pub(crate) async fn busy(store: &Store, id: i64, name: &str) -> Result<bool> {
     for status in [JobStatus::NotStarted, JobStatus::Ongoing] {
         let q = kunlun_meta::api::JobQuery {
             status: Some(status),
@@ -129,11 +130,28 @@ pub async fn run_delete_cluster(store: &Store, prov: &Provisioner, job: &Job) ->
         .clone()
         .ok_or_else(|| Error::Invalid("job has no request".into()))
         .and_then(|v| serde_json::from_value(v).map_err(|e| Error::Invalid(e.to_string())))?;
+    let progress = Progress::for_job(store, job.id, job.memo.as_ref());
+    progress.set_memo(serde_json::json!({ "stage": "removing", "cluster_id": info.cluster_id }));
     let result = async {
-        let detail = store.cluster_detail(info.cluster_id).await?;
-        let machines = store.list_machines().await?;
-        let plan = plan_from_rows(&detail, &machines)?;
-        teardown(store, prov, Some(info.cluster_id), &plan).await
+        let step = progress.step("read topology");
+        let planned = async {
+            let detail = store.cluster_detail(info.cluster_id).await?;
+            let machines = store.list_machines().await?;
+            plan_from_rows(&detail, &machines)
+        }
+        .await;
+        let plan = match planned {
+            Ok(p) => {
+                step.done();
+                p
+            }
+            Err(e) => {
+                step.fail(&e);
+                return Err(e);
+            }
+        };
+        progress.plan(removal_steps(&plan));
+        teardown_with(store, prov, Some(info.cluster_id), &plan, &progress).await
     }
     .await;
     let (status, memo) = match &result {
@@ -153,6 +171,29 @@ pub async fn run_delete_cluster(store: &Store, prov: &Provisioner, job: &Job) ->
             serde_json::json!({ "stage": "failed", "cluster_id": info.cluster_id, "error": e.to_string() }),
         ),
     };
-    store.update_job(job.id, status, Some(&memo)).await?;
+    {
+        let _write = progress.seal().await;
+        progress.set_memo(memo);
+        store
+            .update_job(job.id, status, Some(&progress.memo()))
+            .await?;
+    }
+    progress.close().await;
     Ok(())
+}
+
+/// The steps `delete_cluster` reports for `plan`: one `remove <kind> <host:port>` per
+/// instance, then `remove rows and ports`.
+fn removal_steps(plan: &ClusterPlan) -> Vec<String> {
+    let storage = plan
+        .shards
+        .iter()
+        .flat_map(|s| s.nodes.iter())
+        .map(|n| ("storage", n));
+    let comps = plan.comps.iter().map(|c| ("compute", c));
+    storage
+        .chain(comps)
+        .map(|(kind, i)| format!("remove {kind} {}:{}", i.slot.hostaddr, i.slot.port))
+        .chain(std::iter::once("remove rows and ports".to_string()))
+        .collect()
 }

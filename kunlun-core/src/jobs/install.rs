@@ -11,11 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kunlun_meta::model::{HaMode, Machine};
-use kunlun_provision::recipe::{DbUser, InstanceSpec, Recipe, UserRole};
+use kunlun_provision::recipe::{DbUser, InstanceSpec, Recipe, Step, UserRole};
 use kunlun_provision::{HostKeyPolicy, SshExecutor, SshTarget};
 use tokio::task::JoinSet;
 
 use super::plan::{ClusterPlan, InstancePlan, COMPUTE_BUFFER_MB};
+use super::progress::Progress;
 use crate::error::{Error, Result};
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 
@@ -142,8 +143,9 @@ impl Provisioner {
         Ok(jobs)
     }
 
-    /// Runs `install` (or uninstall) of every instance at once; all errors are collected.
-    async fn run_all(&self, jobs: Vec<Job>, install: bool) -> Result<()> {
+    /// Runs `install` (or uninstall) of every instance at once, reporting each instance's
+    /// steps to `progress`; all errors are collected.
+    async fn run_all(&self, jobs: Vec<Job>, install: bool, progress: &Progress) -> Result<()> {
         let mut set = JoinSet::new();
         for job in jobs {
             let recipe = if job.storage {
@@ -152,13 +154,21 @@ impl Provisioner {
                 self.compute.clone()
             };
             let ssh = self.ssh.clone();
+            let progress = progress.clone();
             set.spawn(async move {
+                let label = instance_label(job.storage, &job.spec);
                 let r = if install {
-                    recipe.install(&ssh, &job.target, &job.spec).await
+                    install_tracked(&*recipe, &ssh, &job, &label, &progress).await
                 } else {
-                    recipe.uninstall(&ssh, &job.target, &job.spec).await
+                    let step = progress.step(format!("remove {label}"));
+                    let r = recipe.uninstall(&ssh, &job.target, &job.spec).await;
+                    match &r {
+                        Ok(()) => step.done(),
+                        Err(e) => step.fail(e),
+                    }
+                    r
                 };
-                r.map_err(|e| format!("{}:{}: {e}", job.spec.bind_address, job.spec.port))
+                r.map_err(|e| format!("{label}: {e}"))
             });
         }
         let mut failures = Vec::new();
@@ -179,6 +189,18 @@ impl Provisioner {
 
     /// Installs every instance of `plan` in parallel, then sets up replication in each shard.
     pub async fn install_cluster(&self, machines: &[Machine], plan: &ClusterPlan) -> Result<()> {
+        self.install_cluster_with(machines, plan, &Progress::detached())
+            .await
+    }
+
+    /// [`install_cluster`](Self::install_cluster), reporting every step (see
+    /// [`planned_steps`]) to `progress`.
+    pub async fn install_cluster_with(
+        &self,
+        machines: &[Machine],
+        plan: &ClusterPlan,
+        progress: &Progress,
+    ) -> Result<()> {
         let jobs = self.jobs(machines, plan)?;
         if let Some(dir) = self
             .known_hosts
@@ -188,23 +210,51 @@ impl Provisioner {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
         }
-        self.run_all(jobs, true).await?;
-        self.setup_replication(plan).await
+        self.run_all(jobs, true, progress).await?;
+        self.setup_replication_with(plan, progress).await
     }
 
     /// Stops and removes every instance of `plan` (also fine when some were never installed).
     pub async fn uninstall_cluster(&self, machines: &[Machine], plan: &ClusterPlan) -> Result<()> {
+        self.uninstall_cluster_with(machines, plan, &Progress::detached())
+            .await
+    }
+
+    /// [`uninstall_cluster`](Self::uninstall_cluster), one `remove <kind> <host:port>` step
+    /// per instance.
+    pub async fn uninstall_cluster_with(
+        &self,
+        machines: &[Machine],
+        plan: &ClusterPlan,
+        progress: &Progress,
+    ) -> Result<()> {
         let jobs = self.jobs(machines, plan)?;
-        self.run_all(jobs, false).await
+        self.run_all(jobs, false, progress).await
     }
 
     /// Points every replica at its shard's primary (GTID auto-positioning) and starts it.
     pub async fn setup_replication(&self, plan: &ClusterPlan) -> Result<()> {
-        let mut set = JoinSet::new();
+        self.setup_replication_with(plan, &Progress::detached())
+            .await
+    }
+
+    /// [`setup_replication`](Self::setup_replication) with one `replication <shard>` step
+    /// per shard that has replicas; the replicas of a shard are set up in parallel too.
+    pub async fn setup_replication_with(
+        &self,
+        plan: &ClusterPlan,
+        progress: &Progress,
+    ) -> Result<()> {
+        let mut shards = JoinSet::new();
         for shard in &plan.shards {
             let Some((primary, replicas)) = shard.nodes.split_first() else {
                 continue;
             };
+            if replicas.is_empty() {
+                continue;
+            }
+            let step = progress.step(format!("replication {}", shard.name));
+            let mut set = JoinSet::new();
             for r in replicas {
                 let addr = NodeAddr {
                     host: r.slot.hostaddr.clone(),
@@ -215,7 +265,7 @@ impl Provisioner {
                 // The password goes last: error messages quote only the statement's start.
                 let sql = format!(
                     "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{REPL_USER}', \
-                     MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_PASSWORD='{}'",
+                     MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1, MASTER_PASSWORD='{}'",
                     primary.slot.hostaddr, primary.slot.port, plan.passwords.repl
                 );
                 set.spawn(async move {
@@ -227,21 +277,103 @@ impl Provisioner {
                     Ok::<_, crate::storage::Error>(())
                 });
             }
+            let name = shard.name.clone();
+            shards.spawn(async move {
+                let mut failures = Vec::new();
+                while let Some(r) = set.join_next().await {
+                    match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => failures.push(e.to_string()),
+                        Err(e) => failures.push(format!("replication task failed: {e}")),
+                    }
+                }
+                if failures.is_empty() {
+                    step.done();
+                    Ok(())
+                } else {
+                    let why = failures.join("; ");
+                    step.fail(&why);
+                    Err(format!("replication {name}: {why}"))
+                }
+            });
         }
         let mut failures = Vec::new();
-        while let Some(r) = set.join_next().await {
+        while let Some(r) = shards.join_next().await {
             match r {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => failures.push(e.to_string()),
+                Ok(Err(e)) => failures.push(e),
                 Err(e) => failures.push(format!("replication task failed: {e}")),
             }
         }
         if failures.is_empty() {
             Ok(())
         } else {
+            failures.sort();
             Err(Error::Unavailable(failures.join("; ")))
         }
     }
+}
+
+/// `storage 127.0.0.2:57001` / `compute 127.0.0.2:47001`.
+fn instance_label(storage: bool, spec: &InstanceSpec) -> String {
+    let kind = if storage { "storage" } else { "compute" };
+    format!("{kind} {}:{}", spec.bind_address, spec.port)
+}
+
+/// The steps [`Provisioner::install_cluster_with`] reports for `plan`, in order: for every
+/// instance `install <kind> <host:port>` (dirs, initialise, config) and `start <kind>
+/// <host:port>` (start, wait until it answers, system users), then `replication <shard>` for
+/// every shard with replicas.
+pub fn planned_steps(plan: &ClusterPlan) -> Vec<String> {
+    let storage = plan
+        .shards
+        .iter()
+        .flat_map(|s| s.nodes.iter())
+        .map(|n| (true, n));
+    let comps = plan.comps.iter().map(|c| (false, c));
+    let mut out = Vec::new();
+    for (is_storage, i) in storage.chain(comps) {
+        let kind = if is_storage { "storage" } else { "compute" };
+        let label = format!("{kind} {}:{}", i.slot.hostaddr, i.slot.port);
+        out.push(format!("install {label}"));
+        out.push(format!("start {label}"));
+    }
+    for s in plan.shards.iter().filter(|s| s.nodes.len() > 1) {
+        out.push(format!("replication {}", s.name));
+    }
+    out
+}
+
+/// Runs a recipe's install steps one by one: those before `start` as the instance's
+/// `install` step, the rest as its `start` step, the running recipe step as the note.
+async fn install_tracked(
+    recipe: &dyn Recipe,
+    ssh: &SshExecutor,
+    job: &Job,
+    label: &str,
+    progress: &Progress,
+) -> kunlun_provision::Result<()> {
+    kunlun_provision::recipe::validate_base_dir(&job.spec.base_dir)?;
+    let steps = recipe.install_steps();
+    let split = steps
+        .iter()
+        .position(|s| *s == Step::Start)
+        .unwrap_or(steps.len());
+    for (phase, part) in [("install", &steps[..split]), ("start", &steps[split..])] {
+        if part.is_empty() {
+            continue;
+        }
+        let step = progress.step(format!("{phase} {label}"));
+        for &s in part {
+            step.note(s.as_str());
+            if let Err(e) = recipe.run_step(ssh, &job.target, &job.spec, s).await {
+                step.fail(format!("{}: {e}", s.as_str()));
+                return Err(e);
+            }
+        }
+        step.done();
+    }
+    Ok(())
 }
 
 fn user(name: &str, password: &str, role: UserRole) -> DbUser {
