@@ -20,7 +20,7 @@ use kunlun_meta::model::{
     Job, JobStatus, MemberState, NewCluster, NewCompNode, NewJob, NewShard, NewShardNode,
     NodeMapMaster, NodeStatus,
 };
-use kunlun_meta::store::repo::{clusters, comps, jobs, machines, meta, nodes, shards};
+use kunlun_meta::store::repo::{clusters, comps, jobs, machines, meta, nodes, secrets, shards};
 use kunlun_meta::store::{Store, Tx};
 use kunlun_provision::placement::{PortSets, Slot};
 use serde::{Deserialize, Serialize};
@@ -92,7 +92,7 @@ fn ports_by_machine(plan: &ClusterPlan) -> std::collections::BTreeMap<i64, Vec<u
 }
 
 /// Applies `f` to the port sets of every machine `plan` uses (compare-and-swap each).
-async fn update_ports(
+pub(crate) async fn update_ports(
     tx: &mut Tx,
     plan: &ClusterPlan,
     f: impl Fn(PortSets, &[u16]) -> std::result::Result<PortSets, kunlun_provision::Error>,
@@ -184,6 +184,7 @@ async fn create(store: &Store, prov: &Provisioner, job: &Job, progress: &Progres
                     },
                 )
                 .await?;
+                secrets::insert(tx, &super::plan_scale::secret_of(c.id, &plan.passwords)).await?;
                 let memo = CreateMemo {
                     stage: "planned".into(),
                     cluster_id: Some(c.id),
@@ -404,6 +405,7 @@ pub async fn teardown_with(
                 for m in meta::list_node_masters(tx, Some(id)).await? {
                     meta::delete_node_master(tx, id, &m.node_host).await?;
                 }
+                secrets::delete(tx, id).await?;
                 clusters::drop_log_tables(tx, &name).await?;
                 if clusters::get(tx, id).await.is_ok() {
                     clusters::delete(tx, id).await?;

@@ -13,8 +13,11 @@ mod scale_facade;
 pub mod install;
 pub mod nodes;
 pub mod plan;
+pub mod plan_scale;
 pub mod progress;
 pub mod runner;
+mod scale;
+pub mod seed;
 pub mod shards;
 
 pub use install::Provisioner;

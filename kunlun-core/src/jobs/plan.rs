@@ -105,7 +105,7 @@ impl ClusterPlan {
     }
 }
 
-fn provision_error(e: kunlun_provision::Error) -> Error {
+pub(crate) fn provision_error(e: kunlun_provision::Error) -> Error {
     match e {
         kunlun_provision::Error::Invalid(m) => Error::Invalid(m),
         kunlun_provision::Error::NoCapacity(m) => Error::Conflict(format!("no capacity: {m}")),
@@ -131,7 +131,7 @@ pub(crate) fn base_dir(machines: &[Machine], kind: InstanceKind, slot: &Slot) ->
 }
 
 /// A server id unique per (machine, port) for machine ids below 65536.
-fn server_id(slot: &Slot) -> u32 {
+pub(crate) fn server_id(slot: &Slot) -> u32 {
     ((slot.machine_id as u32 & 0xffff) << 16) | u32::from(slot.port)
 }
 

@@ -1,0 +1,323 @@
+//! Seeding a new replica with its shard's data and making it follow the primary by GTID:
+//! `mariadb-dump` of a source node (a healthy replica when there is one, else the primary),
+//! run on the new node's machine and loaded into the new instance, then
+//! `SET GLOBAL gtid_slave_pos` from the dump's position, `CHANGE MASTER TO … MASTER_USE_GTID`,
+//! `START SLAVE`, and a bounded wait until it has caught up.
+//!
+//! Invariants: the `mysql` (and `sys`) schema is never copied, so the new node keeps the
+//! system users its recipe created; the dump is loaded with `sql_log_bin=0`, so the new node
+//! has no GTIDs of its own (no errant transactions); passwords travel only in 0600 option
+//! files that are removed whatever happens, never on a command line; every remote call has a
+//! deadline.
+
+use std::time::{Duration, Instant};
+
+use kunlun_meta::model::{MemberState, ShardNode};
+use kunlun_provision::recipe::{sh_quote, Recipe};
+use kunlun_provision::{SshExecutor, SshTarget};
+
+use super::install::REPL_USER;
+use crate::error::{Error, Result};
+use crate::ha::probe::{probe_node, NodeProbe};
+use crate::ha::GtidPos;
+use crate::storage::{NodeAddr, StorageConn, StorageOptions};
+
+/// Deadline of dumping and loading one new replica's data.
+pub const SEED_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a seeded replica may take to catch up with its primary.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
+/// A replica further behind than this is not used as the dump source.
+const SOURCE_MAX_LAG_S: i64 = 30;
+
+/// The dump and client programs next to the recipe's `mariadb` client (bare names, found
+/// through `PATH`, when the recipe names no client).
+pub fn client_programs(recipe: &dyn Recipe) -> (String, String) {
+    let client = recipe
+        .required_binaries()
+        .into_iter()
+        .find(|b| b.rsplit('/').next() == Some("mariadb"));
+    match client {
+        Some(c) => {
+            let dir = c.rsplit_once('/').map_or("", |(d, _)| d);
+            let dump = if dir.is_empty() {
+                "mariadb-dump".to_string()
+            } else {
+                format!("{dir}/mariadb-dump")
+            };
+            (dump, c)
+        }
+        None => ("mariadb-dump".into(), "mariadb".into()),
+    }
+}
+
+/// The `[client]` option file logging in to `addr` (refuses values that would break it).
+pub fn option_file(addr: &NodeAddr) -> Result<String> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && !s
+                .chars()
+                .any(|c| c.is_control() || c == '"' || c == '\'' || c == '\\' || c == '#')
+    };
+    if !ok(&addr.host) || !ok(&addr.user) || !ok(&addr.password) {
+        return Err(Error::Invalid(format!(
+            "login of {addr} cannot be written to an option file"
+        )));
+    }
+    Ok(format!(
+        "[client]\nhost={}\nport={}\nuser={}\npassword=\"{}\"\nprotocol=TCP\n",
+        addr.host, addr.port, addr.user, addr.password
+    ))
+}
+
+/// The shell script run on the new node's machine: dump the source (option file `src`) into
+/// `out`, check it holds a GTID position, load it into the new node (option file `dst`) without
+/// binary logging, print `seed-gtid=<position>`; the three files are removed on exit.
+pub fn seed_script(dump: &str, client: &str, src: &str, dst: &str, out: &str) -> String {
+    format!(
+        r#"umask 077
+src={src}; dst={dst}; out={out}
+trap 'rm -f "$src" "$dst" "$out"' EXIT
+{dump} --defaults-file="$src" --single-transaction --gtid --master-data=2 --all-databases \
+--ignore-database=mysql --ignore-database=sys --routines --events --triggers >"$out" || exit 1
+grep -q "SET GLOBAL gtid_slave_pos=" "$out" || {{ echo "the dump holds no GTID position" >&2; exit 3; }}
+pos=$(sed -n "s/.*SET GLOBAL gtid_slave_pos='\([0-9,-]*\)'.*/\1/p" "$out" | head -n1)
+{{ echo 'SET SESSION sql_log_bin=0;'; cat "$out"; }} | {client} --defaults-file="$dst" --batch || exit 1
+echo "seed-gtid=$pos""#,
+        src = sh_quote(src),
+        dst = sh_quote(dst),
+        out = sh_quote(out),
+        dump = sh_quote(dump),
+        client = sh_quote(client),
+    )
+}
+
+/// The GTID position the seed script printed; only digits, `-` and `,` are accepted, so it is
+/// safe inside a quoted SQL literal.
+pub fn parse_seed_gtid(stdout: &str) -> Result<String> {
+    let pos = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("seed-gtid="))
+        .ok_or_else(|| Error::Internal("the seed script printed no GTID position".into()))?;
+    GtidPos::parse(pos).map_err(|e| Error::Internal(e.to_string()))?;
+    if !pos
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '-' || c == ',')
+    {
+        return Err(Error::Internal(format!("odd GTID position '{pos}'")));
+    }
+    Ok(pos.to_string())
+}
+
+/// The dump source among `nodes`: the first replica that replicates from `primary` with
+/// both threads running and little lag, else the primary.
+pub async fn choose_source(nodes: &[ShardNode], primary: &ShardNode) -> ShardNode {
+    for n in nodes
+        .iter()
+        .filter(|n| n.member_state == MemberState::Replica && n.id != primary.id)
+    {
+        let p = probe_node(&NodeAddr::from(n), StorageOptions::default()).await;
+        if healthy_replica(&p, primary) {
+            return n.clone();
+        }
+    }
+    primary.clone()
+}
+
+fn healthy_replica(p: &NodeProbe, primary: &ShardNode) -> bool {
+    p.reachable
+        && p.channel_from(&primary.hostaddr, primary.port)
+            .is_some_and(|c| {
+                c.io_connected()
+                    && c.sql_running
+                    && c.seconds_behind.is_some_and(|s| s <= SOURCE_MAX_LAG_S)
+            })
+}
+
+/// Dumps `source` into the new node `new` (installed, empty) by running the seed script on
+/// `target` (the new node's machine); returns the GTID position the data is at.
+pub async fn seed(
+    ssh: &SshExecutor,
+    recipe: &dyn Recipe,
+    target: &SshTarget,
+    base_dir: &str,
+    source: &NodeAddr,
+    new: &NodeAddr,
+) -> Result<String> {
+    let (dump, client) = client_programs(recipe);
+    let base = base_dir.trim_end_matches('/');
+    let (src, dst, out) = (
+        format!("{base}/.seed-src.cnf"),
+        format!("{base}/.seed-dst.cnf"),
+        format!("{base}/.seed.sql"),
+    );
+    let t = Duration::from_secs(30);
+    ssh.upload(target, option_file(source)?, &src, 0o600, t)
+        .await
+        .map_err(|e| Error::Unavailable(format!("seed {new}: {e}")))?;
+    ssh.upload(target, option_file(new)?, &dst, 0o600, t)
+        .await
+        .map_err(|e| Error::Unavailable(format!("seed {new}: {e}")))?;
+    let script = seed_script(&dump, &client, &src, &dst, &out);
+    let r = ssh
+        .exec(
+            target,
+            &format!("sh -c {}", sh_quote(&script)),
+            SEED_TIMEOUT,
+        )
+        .await
+        .and_then(|o| o.checked());
+    match r {
+        Ok(o) => parse_seed_gtid(&o.stdout_str()),
+        Err(e) => {
+            // The script's trap removes the files; after a timeout or a lost connection it may
+            // not have run.
+            let rm = format!(
+                "rm -f {} {} {}",
+                sh_quote(&src),
+                sh_quote(&dst),
+                sh_quote(&out)
+            );
+            let _ = ssh.exec(target, &rm, t).await;
+            Err(Error::Unavailable(format!("seed {new} from {source}: {e}")))
+        }
+    }
+}
+
+/// Points the seeded node `new` at `primary` from `gtid` and starts replication.
+pub async fn follow(
+    new: &NodeAddr,
+    primary: (&str, u16),
+    repl_pwd: &str,
+    gtid: &str,
+) -> Result<()> {
+    GtidPos::parse(gtid).map_err(|e| Error::Internal(e.to_string()))?;
+    if repl_pwd.contains(['\'', '\\']) {
+        return Err(Error::Invalid("replication password holds a quote".into()));
+    }
+    // The password goes last: error messages quote only the statement's start.
+    let change = format!(
+        "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{REPL_USER}', \
+         MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1, \
+         MASTER_PASSWORD='{repl_pwd}'",
+        primary.0, primary.1
+    );
+    let r = async {
+        let mut c = StorageConn::connect(new, StorageOptions::default()).await?;
+        c.exec("STOP SLAVE").await?;
+        // Nothing was logged here (users and the load ran with sql_log_bin=0); make sure.
+        c.exec("RESET MASTER").await?;
+        c.exec(&format!("SET GLOBAL gtid_slave_pos = '{gtid}'"))
+            .await?;
+        c.exec(&change).await?;
+        c.exec("START SLAVE").await?;
+        c.close().await;
+        Ok::<_, crate::storage::Error>(())
+    }
+    .await;
+    r.map_err(|e| Error::Unavailable(format!("replication of {new}: {e}")))
+}
+
+/// Waits (at most `timeout`) until `new` replicates from `primary` with both threads running
+/// and holds everything `primary` had logged when the wait began.
+pub async fn wait_caught_up(new: &NodeAddr, primary: &NodeAddr, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    let target = {
+        let p = probe_node(primary, StorageOptions::default()).await;
+        if let Some(e) = p.error {
+            return Err(Error::Unavailable(format!("primary {primary}: {e}")));
+        }
+        GtidPos::parse(p.gtid_binlog_pos.as_deref().unwrap_or(""))
+            .map_err(|e| Error::Internal(e.to_string()))?
+    };
+    let mut last;
+    loop {
+        let p = probe_node(new, StorageOptions::default()).await;
+        let ch = p.channel_from(&primary.host, primary.port);
+        let cur = GtidPos::parse(p.gtid_current_pos.as_deref().unwrap_or("")).ok();
+        let running = ch.is_some_and(|c| c.io_connected() && c.sql_running);
+        if running && cur.as_ref().is_some_and(|c| c.contains(&target)) {
+            return Ok(());
+        }
+        last = match (&p.error, ch) {
+            (Some(e), _) => e.clone(),
+            (None, None) => "no replication channel from the primary".into(),
+            (None, Some(c)) => format!(
+                "io {} sql {} io errno {}, at '{}' of '{target}'",
+                c.io_running,
+                if c.sql_running { "Yes" } else { "No" },
+                c.last_io_errno,
+                p.gtid_current_pos.as_deref().unwrap_or("")
+            ),
+        };
+        if started.elapsed() >= timeout {
+            return Err(Error::Unavailable(format!(
+                "{new} did not catch up with {primary} within {}s: {last}",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(pw: &str) -> NodeAddr {
+        NodeAddr {
+            host: "127.0.0.2".into(),
+            port: 57001,
+            user: "clustmgr".into(),
+            password: pw.into(),
+        }
+    }
+
+    #[test]
+    fn option_files_carry_the_login_and_refuse_odd_values() {
+        let f = option_file(&addr("Abc123")).unwrap();
+        assert!(f.starts_with("[client]\n"));
+        assert!(f.contains("port=57001\n"));
+        assert!(f.contains("password=\"Abc123\"\n"));
+        assert!(option_file(&addr("a\"b")).is_err());
+        assert!(option_file(&addr("a\nb")).is_err());
+        assert!(option_file(&addr("")).is_err());
+    }
+
+    #[test]
+    fn the_seed_script_skips_system_schemas_and_binary_logging() {
+        let s = seed_script(
+            "/usr/bin/mariadb-dump",
+            "/usr/bin/mariadb",
+            "/d/a.cnf",
+            "/d/b.cnf",
+            "/d/o.sql",
+        );
+        assert!(s.contains("--ignore-database=mysql"));
+        assert!(s.contains("--gtid --master-data=2"));
+        assert!(s.contains("--single-transaction"));
+        assert!(s.contains("SET SESSION sql_log_bin=0;"));
+        assert!(s.contains("trap 'rm -f \"$src\" \"$dst\" \"$out\"' EXIT"));
+        assert!(!s.contains("password"), "no password on a command line");
+    }
+
+    #[test]
+    fn seed_gtid_is_parsed_and_checked() {
+        assert_eq!(parse_seed_gtid("x\nseed-gtid=0-1-5\n").unwrap(), "0-1-5");
+        assert_eq!(parse_seed_gtid("seed-gtid=\n").unwrap(), "");
+        assert_eq!(
+            parse_seed_gtid("seed-gtid=0-1-5,1-2-3").unwrap(),
+            "0-1-5,1-2-3"
+        );
+        assert!(parse_seed_gtid("nothing").is_err());
+        assert!(parse_seed_gtid("seed-gtid=0-1-5'; DROP").is_err());
+    }
+
+    #[test]
+    fn client_programs_sit_next_to_the_recipe_client() {
+        let r = kunlun_provision::recipe::MariaDbRecipe::default();
+        let (dump, client) = client_programs(&r);
+        assert_eq!(client, "/usr/bin/mariadb");
+        assert_eq!(dump, "/usr/bin/mariadb-dump");
+    }
+}
