@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# Quickstart: one command from a fresh Debian machine (root, Rust toolchain) to a running
+# cluster of 2 shards x 3 MariaDB nodes (rbr, semi-sync) + 1 PostgreSQL compute node on
+# 127.0.0.1, provisioned by the real daemon over SSH.
+#
+#   scripts/quickstart.sh          install what is missing, build, start sshd + daemon, create the cluster
+#   scripts/quickstart.sh stop     delete the clusters (kunlunctl cluster rm --wait), stop the daemon and sshd
+#   scripts/quickstart.sh status   what is running
+#
+# Everything lives in one work dir: $KUNLUN_QS_DIR, else ./quickstart under the repository (or
+# /var/tmp/kunlun-quickstart when the postgres user cannot reach the repository). The sshd is a
+# private one (own config, host key and a throwaway client key, loopback only, high port); the
+# system sshd, /etc/ssh and ~/.ssh are never touched. Processes are stopped by their recorded PIDs.
+#
+# Environment: KUNLUN_QS_DIR, KUNLUN_QS_HTTP_PORT (8010), KUNLUN_QS_SSH_PORT (first free from
+# 22022), KUNLUN_QS_STORAGE_PORTS (57000-57099), KUNLUN_QS_COMPUTE_PORTS (47000-47099),
+# KUNLUN_QS_NAME (cluster name, quickstart), KUNLUN_QS_INNODB_MB (128), KUNLUN_QS_SKIP_BUILD=1
+# (use the binaries already in target/release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+
+HOST=127.0.0.1
+HTTP_PORT=${KUNLUN_QS_HTTP_PORT:-8010}
+NAME=${KUNLUN_QS_NAME:-quickstart}
+STORAGE_PORTS=${KUNLUN_QS_STORAGE_PORTS:-57000-57099}
+COMPUTE_PORTS=${KUNLUN_QS_COMPUTE_PORTS:-47000-47099}
+INNODB_MB=${KUNLUN_QS_INNODB_MB:-128}
+SERVER="http://$HOST:$HTTP_PORT"
+export KUNLUNCTL_SERVER=$SERVER
+BIN=$REPO/target/release
+
+say() { echo "quickstart: $*"; }
+die() { echo "quickstart: error: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------- work dir
+# PostgreSQL runs as the `postgres` user, so its instance dir must be reachable by it.
+pg_can_reach() { id postgres >/dev/null 2>&1 && runuser -u postgres -- test -x "$1" 2>/dev/null; }
+if [[ -n ${KUNLUN_QS_DIR:-} ]]; then
+  QS=$KUNLUN_QS_DIR
+elif ! id postgres >/dev/null 2>&1 || pg_can_reach "$REPO"; then
+  QS=$REPO/quickstart
+else
+  QS=/var/tmp/kunlun-quickstart
+fi
+DATA=$QS/instances
+SSHD_PID=$QS/sshd.pid
+DAEMON_PID=$QS/cluster-mgr.pid
+
+# Whether the PID in file $1 runs (a zombie, never reaped by a PID 1 that does not reap, is dead).
+alive() {
+  local pid st
+  [[ -f $1 ]] && pid=$(cat "$1") && [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [[ $st != Z ]]
+}
+port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+ctl() { "$BIN/kunlunctl" --server "$SERVER" "$@"; }
+
+# launch PIDFILE LOG CMD...: starts CMD detached in its own session (it outlives this script,
+# holds none of its descriptors) with its real PID in PIDFILE: the shell writes its own PID and
+# then becomes the program, so no wrapper's PID is ever recorded.
+launch() {
+  local pidfile=$1 log=$2; shift 2
+  rm -f "$pidfile"
+  setsid sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$log" 2>&1 &
+  for _ in $(seq 1 50); do [[ -s $pidfile ]] && return 0; sleep 0.02; done
+  die "could not start $1"
+}
+
+# Sends SIGTERM to the PID in $1, waits up to $2 s, then SIGKILL; removes the pid file.
+stop_pid() {
+  local f=$1 limit=${2:-15} pid
+  [[ -f $f ]] || return 0
+  pid=$(cat "$f")
+  if alive "$f"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 $((limit * 10))); do alive "$f" || break; sleep 0.1; done
+    if alive "$f"; then say "PID $pid did not stop on SIGTERM; killing it"; kill -KILL "$pid" 2>/dev/null || true; fi
+  fi
+  rm -f "$f"
+}
+
+# ---------------------------------------------------------------------------- packages
+install_packages() {
+  local need=() p
+  for p in mariadb-server mariadb-client postgresql openssh-server openssh-client \
+           libsqlite3-dev libssl-dev pkg-config sqlite3 jq; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+  done
+  ((${#need[@]})) || return 0
+  [[ $(id -u) = 0 ]] || die "missing packages ${need[*]}; run as root or install them first"
+  say "installing ${need[*]}"
+  # The packages must not start the system's MariaDB, PostgreSQL or sshd: a temporary
+  # policy-rc.d (unless the machine already has one) tells their scripts not to.
+  local policy=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy"
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  local log
+  log=$(mktemp /tmp/kunlun-quickstart-apt.XXXXXX)
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+           --no-install-recommends -o DPkg::Lock::Timeout=300 "${need[@]}"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    die "apt-get install failed (whole log: $log)"
+  fi
+  rm -f "$log"
+  if [[ -n $policy ]]; then rm -f "$policy"; trap - EXIT; fi
+}
+
+build() {
+  if [[ -n ${KUNLUN_QS_SKIP_BUILD:-} && -x $BIN/cluster-mgr && -x $BIN/kunlunctl ]]; then
+    say "using the binaries in $BIN (KUNLUN_QS_SKIP_BUILD)"; return
+  fi
+  command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (https://rustup.rs) first"
+  say "building cluster-mgr and kunlunctl (release)"
+  cargo build --release --quiet -p cluster-mgr-bin -p kunlunctl
+}
+
+# ---------------------------------------------------------------------------- sshd
+start_sshd() {
+  mkdir -p "$QS" "$DATA" /run/sshd
+  chmod 0755 "$QS" "$DATA"
+  if alive "$SSHD_PID"; then say "sshd already running (PID $(cat "$SSHD_PID"), port $(cat "$QS/sshd.port"))"; return; fi
+  [[ -f $QS/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C kunlun-quickstart -f "$QS/id_ed25519"
+  [[ -f $QS/ssh_host_ed25519_key ]] || ssh-keygen -q -t ed25519 -N '' -C kunlun-quickstart-host -f "$QS/ssh_host_ed25519_key"
+  cp "$QS/id_ed25519.pub" "$QS/authorized_keys"
+  local port=${KUNLUN_QS_SSH_PORT:-}
+  if [[ -z $port ]]; then
+    port=$(cat "$QS/sshd.port" 2>/dev/null || echo 22022)
+    while port_busy "$port"; do port=$((port + 1)); done
+  elif port_busy "$port"; then
+    die "KUNLUN_QS_SSH_PORT=$port is already in use"
+  fi
+  cat >"$QS/sshd_config" <<EOF
+# private sshd of the quickstart; loopback only
+ListenAddress $HOST:$port
+HostKey $QS/ssh_host_ed25519_key
+PidFile $SSHD_PID
+AuthorizedKeysFile $QS/authorized_keys
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+PrintMotd no
+MaxSessions 100
+MaxStartups 200:30:400
+Subsystem sftp internal-sftp
+EOF
+  launch "$SSHD_PID" /dev/null /usr/sbin/sshd -D -f "$QS/sshd_config" -E "$QS/sshd.log"
+  echo "$port" >"$QS/sshd.port"
+  for _ in $(seq 1 100); do port_busy "$port" && break; alive "$SSHD_PID" || break; sleep 0.1; done
+  alive "$SSHD_PID" && port_busy "$port" || { tail -n 20 "$QS/sshd.log" >&2; die "sshd did not start"; }
+  # A first login proves the key and the config work before the daemon depends on them.
+  ssh -q -p "$port" -i "$QS/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 "root@$HOST" true \
+    || die "cannot log in to the private sshd on $HOST:$port (log: $QS/sshd.log)"
+  say "private sshd on $HOST:$port (PID $(cat "$SSHD_PID"))"
+}
+
+# ---------------------------------------------------------------------------- daemon
+start_daemon() {
+  if alive "$DAEMON_PID"; then say "cluster-mgr already running (PID $(cat "$DAEMON_PID"), $SERVER)"; return; fi
+  port_busy "$HTTP_PORT" && die "port $HTTP_PORT is in use; set KUNLUN_QS_HTTP_PORT to another port"
+  (cd "$QS" && RUST_LOG=${RUST_LOG:-info} launch "$DAEMON_PID" "$QS/cluster-mgr.log" "$BIN/cluster-mgr" \
+     --http-bind "$HOST" --http-port "$HTTP_PORT" --sqlite-path "$QS/cluster_mgr.sqlite3")
+  for _ in $(seq 1 300); do
+    curl -fsS "$SERVER/healthz" >/dev/null 2>&1 && break
+    alive "$DAEMON_PID" || break
+    sleep 0.1
+  done
+  curl -fsS "$SERVER/healthz" >/dev/null 2>&1 || { tail -n 30 "$QS/cluster-mgr.log" >&2; die "cluster-mgr did not answer on $SERVER"; }
+  say "cluster-mgr on $SERVER (PID $(cat "$DAEMON_PID"), SQLite $QS/cluster_mgr.sqlite3, log $QS/cluster-mgr.log)"
+}
+
+# Registers 127.0.0.1 as a storage and a computer machine, or updates the rows to the current
+# sshd port and key when they exist from an earlier run.
+register_machines() {
+  local port type range id
+  port=$(cat "$QS/sshd.port")
+  for type in storage computer; do
+    range=$STORAGE_PORTS; [[ $type = computer ]] && range=$COMPUTE_PORTS
+    id=$(ctl --json machine list | jq -r --arg t "$type" --arg h "$HOST" \
+           '.[] | select(.hostaddr == $h and .machine_type == $t) | .id' | head -n1)
+    if [[ -z $id ]]; then
+      ctl machine add --host "$HOST" --type "$type" --ssh-port "$port" --ssh-user root \
+        --ssh-key "$QS/id_ed25519" --data-dir "$DATA" --port-range "$range" >/dev/null
+      say "registered $HOST as a $type machine (ports $range, data under $DATA)"
+    else
+      ctl machine update "$id" --ssh-port "$port" --ssh-key "$QS/id_ed25519" >/dev/null
+      say "$HOST is already a $type machine (id $id)"
+    fi
+  done
+}
+
+cluster_id() {
+  ctl --json cluster list | jq -r --arg n "$1" '.[] | select(.name == $n) | .id' | head -n1
+}
+
+create_cluster() {
+  local id
+  id=$(cluster_id "$NAME")
+  if [[ -n $id ]]; then
+    say "cluster $NAME exists already (id $id)"
+    ctl cluster show "$id"
+    return
+  fi
+  say "creating cluster $NAME: 2 shards x 3 nodes (rbr) + 1 compute node"
+  local t0=$SECONDS
+  ctl cluster create "$NAME" --ha-mode rbr --shards 2 --nodes 3 --comps 1 \
+    --innodb-size-mb "$INNODB_MB" --wait --wait-timeout 900
+  say "cluster created in $((SECONDS - t0)) s"
+}
+
+how_to_connect() {
+  local id detail
+  id=$(cluster_id "$NAME")
+  [[ -n $id ]] || return 0
+  detail=$(ctl --json cluster show "$id")
+  local db=$QS/cluster_mgr.sqlite3 prim comp cport
+  prim=$(jq -r '.shards[].nodes[] | select(.member_state == "source") | "\(.port)"' <<<"$detail" | head -n1)
+  comp=$(jq -r '.comp_nodes[0].port // empty' <<<"$detail")
+  cat <<EOF
+
+================================================================================
+Cluster "$NAME" is running on $HOST (work dir $QS).
+
+Storage shards (MariaDB; user clustmgr, the manager's admin user):
+$(jq -r '.shards[] | .shard.name as $s | .nodes[] | "  \($s)  \(.member_state)\t\(.hostaddr):\(.port)"' <<<"$detail")
+Compute node (PostgreSQL; user abc):
+$(jq -r '.comp_nodes[] | "  \(.name)\t\(.hostaddr):\(.port)"' <<<"$detail")
+
+Passwords are random per cluster and kept in the daemon's metadata (never printed):
+  sqlite3 $db "SELECT hostaddr, port, user_name, passwd FROM shard_nodes"
+  sqlite3 $db "SELECT hostaddr, port, user_name, passwd FROM comp_nodes"
+
+Connect over TCP:
+  mariadb -h $HOST -P $prim -u clustmgr -p
+  psql -h $HOST -p $comp -U abc postgres
+or, on this host, without a password (socket login as root / postgres):
+  mariadb -S $DATA/kunlun/storage_$prim/run/mysqld.sock -u root
+  runuser -u postgres -- psql -h $DATA/kunlun/compute_$comp/run -p $comp postgres
+
+Manage it:
+  export KUNLUNCTL_SERVER=$SERVER
+  $BIN/kunlunctl cluster show $id
+  $BIN/kunlunctl machine list
+
+Stop everything (deletes the cluster, stops the daemon and the private sshd):
+  scripts/quickstart.sh stop
+================================================================================
+EOF
+}
+
+# ---------------------------------------------------------------------------- stop
+stop_all() {
+  local failed=0 ids id
+  if [[ -f $QS/cluster_mgr.sqlite3 ]] && [[ -x $BIN/kunlunctl ]]; then
+    # The daemon removes the instances over SSH, so both must run for the delete.
+    if ! alive "$DAEMON_PID" || ! alive "$SSHD_PID"; then
+      start_sshd
+      start_daemon
+      register_machines
+    fi
+    ids=$(ctl --json cluster list | jq -r '.[].id')
+    for id in $ids; do
+      say "deleting cluster $id"
+      ctl cluster rm "$id" --wait --wait-timeout 600 || failed=1
+    done
+  fi
+  if ((failed)); then
+    echo "quickstart: a cluster could not be deleted; the daemon and sshd stay up so you can retry" >&2
+    echo "            (scripts/quickstart.sh stop), or see $QS/cluster-mgr.log" >&2
+    exit 1
+  fi
+  alive "$DAEMON_PID" && say "stopping cluster-mgr (PID $(cat "$DAEMON_PID"))"
+  stop_pid "$DAEMON_PID" 20
+  alive "$SSHD_PID" && say "stopping the private sshd (PID $(cat "$SSHD_PID"))"
+  stop_pid "$SSHD_PID" 5
+  say "stopped; $QS keeps the metadata, keys and logs (remove it to start from scratch)"
+}
+
+status() {
+  if alive "$SSHD_PID"; then echo "sshd:        PID $(cat "$SSHD_PID"), $HOST:$(cat "$QS/sshd.port")"; else echo "sshd:        not running"; fi
+  if alive "$DAEMON_PID"; then
+    echo "cluster-mgr: PID $(cat "$DAEMON_PID"), $SERVER"
+    ctl cluster list
+  else
+    echo "cluster-mgr: not running"
+  fi
+}
+
+# The whole command is read before it runs, so editing this file meanwhile cannot derail it.
+main() {
+  case ${1:-start} in
+    start)
+      install_packages
+      build
+      start_sshd
+      start_daemon
+      register_machines
+      create_cluster
+      how_to_connect
+      ;;
+    stop) stop_all ;;
+    status) status ;;
+    -h|--help|help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown command ${1}; use start (default), stop or status" ;;
+  esac
+}
+main "$@"; exit $?
