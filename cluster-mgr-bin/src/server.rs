@@ -117,12 +117,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     manager.start_catalog_sync(Duration::from_secs(10));
     // Provisioning jobs; host keys of machines are recorded on first contact next to the
     // daemon's other data.
-    manager.start_job_runner(
-        kunlun_core::jobs::Provisioner::with_system_servers(
-            config.tmp_data_path.join("known_hosts"),
-        ),
-        Duration::from_secs(1),
+    let provisioner = kunlun_core::jobs::Provisioner::with_system_servers(
+        config.tmp_data_path.join("known_hosts"),
     );
+    // Registration probes and the machine liveness check use the same SSH trust settings.
+    manager.set_provisioner(provisioner.clone());
+    manager.start_machine_liveness(config.machine_check_interval);
+    manager.start_job_runner(provisioner, Duration::from_secs(1));
     let metrics = Metrics::new().context("cannot register metrics")?;
     let state = AppState {
         manager: manager.clone(),

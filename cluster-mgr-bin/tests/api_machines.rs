@@ -32,7 +32,7 @@ async fn crud(ts: TestStore) {
 
     // Defaults filled in by validation.
     let minimal = json!({"hostaddr": "db-2.example.com", "machine_type": "computer",
-        "ssh_key_path": "/k", "data_dirs": ["/d"]});
+        "ssh_key_path": "/k", "data_dirs": ["/d"], "probe": false});
     let (st, m2) = call(
         &svc,
         Method::POST,

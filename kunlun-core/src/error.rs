@@ -23,6 +23,48 @@ pub enum Error {
     /// A bug or an unexpected state; details are in the message and the log.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Registering a machine was refused by its SSH probe (nothing was stored); `kind` says
+    /// what the operator has to fix, the message names the host and the details.
+    #[error("{message}")]
+    MachineRefused { kind: ProbeFailure, message: String },
+}
+
+/// Why a machine's registration probe refused it; each has a stable API code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProbeFailure {
+    /// No TCP connection or SSH handshake within the deadline.
+    Unreachable,
+    /// The SSH server rejected the user and key (or the key file is unusable).
+    AuthFailed,
+    /// The host key differs from the one recorded in the manager's `known_hosts`.
+    HostKeyMismatch,
+    /// Strict host key checking and no key recorded for the host.
+    HostKeyUnknown,
+    /// A server binary of the machine type's recipe is missing.
+    MissingBinaries,
+    /// A data dir is not a writable directory and cannot be created.
+    DataDir,
+    /// Not Linux, unreadable CPU or memory, or the probe command failed.
+    Unsuitable,
+    /// This manager has no SSH settings to probe with (embedded without a provisioner).
+    NotConfigured,
+}
+
+impl ProbeFailure {
+    /// The stable snake_case code of the API error.
+    pub fn code(self) -> &'static str {
+        match self {
+            ProbeFailure::Unreachable => "machine_unreachable",
+            ProbeFailure::AuthFailed => "ssh_auth_failed",
+            ProbeFailure::HostKeyMismatch => "host_key_mismatch",
+            ProbeFailure::HostKeyUnknown => "host_key_unknown",
+            ProbeFailure::MissingBinaries => "missing_binaries",
+            ProbeFailure::DataDir => "data_dir_unusable",
+            ProbeFailure::Unsuitable => "machine_unsuitable",
+            ProbeFailure::NotConfigured => "probe_unavailable",
+        }
+    }
 }
 
 /// Result alias of this crate.

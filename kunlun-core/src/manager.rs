@@ -34,6 +34,8 @@ struct Inner {
     ha: OnceLock<crate::ha::HaHandle>,
     /// XA recovery's settings and counters ([`ClusterManager::start_xa`]).
     xa: crate::xa::XaState,
+    /// SSH settings for probing machines ([`ClusterManager::set_provisioner`]).
+    provisioner: OnceLock<crate::jobs::Provisioner>,
 }
 
 impl std::fmt::Debug for ClusterManager {
@@ -57,6 +59,7 @@ impl ClusterManager {
                 tasks: TaskTracker::new(),
                 ha: OnceLock::new(),
                 xa: Default::default(),
+                provisioner: OnceLock::new(),
             }),
         }
     }
@@ -170,6 +173,19 @@ impl ClusterManager {
     /// The background task tracker and the HA monitor's slot (for [`crate::ha`]'s facade).
     pub(crate) fn ha_parts(&self) -> (&TaskTracker, &OnceLock<crate::ha::HaHandle>) {
         (&self.inner.tasks, &self.inner.ha)
+    }
+
+    /// Sets the SSH settings (executor, recipes, `known_hosts`, host key policy) machine
+    /// registration probes with and the liveness check uses. Once; a second call is ignored.
+    pub fn set_provisioner(&self, p: crate::jobs::Provisioner) {
+        if self.inner.provisioner.set(p).is_err() {
+            tracing::warn!("set_provisioner called twice; the first provisioner stays");
+        }
+    }
+
+    /// The provisioner set by [`set_provisioner`](Self::set_provisioner), if any.
+    pub(crate) fn provisioner(&self) -> Option<&crate::jobs::Provisioner> {
+        self.inner.provisioner.get()
     }
 
     /// The engine's settings.

@@ -158,8 +158,20 @@ pub fn place_groups(
     };
     candidates.sort_by_key(|m| m.id);
     if candidates.is_empty() {
+        let down = machines
+            .iter()
+            .filter(|m| m.machine_type == wanted_type && m.node_stats != NodeStats::Running)
+            .count();
+        let why = if down > 0 {
+            format!(
+                " ({down} registered but not running: the liveness check marks a machine \
+                 running once it answers over SSH)"
+            )
+        } else {
+            String::new()
+        };
         return Err(Error::NoCapacity(format!(
-            "no running {wanted_type} machine is registered"
+            "no running {wanted_type} machine is registered{why}"
         )));
     }
 
@@ -395,6 +407,10 @@ mod tests {
         assert!(plan.iter().all(|s| s.machine_id == 2));
         let err = place(&[a.clone()], InstanceKind::Storage, 1, None).unwrap_err();
         assert!(matches!(err, Error::NoCapacity(_)), "{err}");
+        assert!(
+            err.to_string().contains("1 registered but not running"),
+            "{err}"
+        );
         let err = place(&[a], InstanceKind::Storage, 1, Some(&["a".into()])).unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{err}");
     }

@@ -155,6 +155,11 @@ pub struct MachineAddArgs {
     /// CPU cores of the machine.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub cores: Option<i64>,
+    /// Store the machine without connecting to it (it starts `dead`; the daemon's liveness
+    /// check marks it `running` once it answers over SSH). By default the daemon probes it
+    /// first and refuses a machine it cannot use.
+    #[arg(long)]
+    pub no_probe: bool,
 }
 
 /// `machine update`: every flag optional, at least one required.

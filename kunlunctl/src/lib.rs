@@ -75,6 +75,33 @@ pub fn hint(e: &CliError, noun: &str, server: &str) -> Option<String> {
                 "the daemon cannot reach its metadata store; nothing was changed. Retry once \
                  {server}/healthz says ok"
             ),
+            "machine_unreachable" => "check the address and --ssh-port, that sshd runs there and \
+                 that this daemon's host can reach it; or register it with --no-probe and let the \
+                 liveness check mark it running when it answers"
+                .to_string(),
+            "ssh_auth_failed" => {
+                "the daemon could not log in: the --ssh-key file must be readable \
+                 by cluster-mgr on its host, and its public key in the --ssh-user's \
+                 authorized_keys on the machine"
+                    .to_string()
+            }
+            "host_key_mismatch" | "host_key_unknown" => {
+                "the machine's host key does not match the \
+                 daemon's known_hosts (in its cluster_mgr_tmp_data_path): if the machine was \
+                 reinstalled, remove its line there and register it again"
+                    .to_string()
+            }
+            "missing_binaries" => "install the server packages on the machine (storage: MariaDB \
+                 server, computer: PostgreSQL) at the paths named above, then register it again"
+                .to_string(),
+            "data_dir_unusable" => {
+                "each --data-dir must be a writable directory on the machine, or \
+                 creatable under one; fix it there or pick another"
+                    .to_string()
+            }
+            "machine_unsuitable" => {
+                "the machine cannot host instances for the reason above".to_string()
+            }
             "internal" => {
                 "an unexpected failure inside cluster-mgr: its log has the details".to_string()
             }

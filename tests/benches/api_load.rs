@@ -165,7 +165,13 @@ async fn register(http: &reqwest::Client, base: &str, n: u32) -> Result<Duration
                     return Ok::<_, anyhow::Error>(());
                 }
                 let body = RegisterMachine {
-                    hostaddr: format!("10.{}.{}.{}", i / 65536 % 256, i / 256 % 256, i % 256 + 1),
+                    // Loopback only: the daemon's liveness check connects to every machine.
+                    hostaddr: format!(
+                        "127.{}.{}.{}",
+                        i / 65536 % 256 + 1,
+                        i / 256 % 256,
+                        i % 256 + 1
+                    ),
                     machine_type: if i % 4 == 0 {
                         MachineType::Computer
                     } else {
@@ -179,6 +185,8 @@ async fn register(http: &reqwest::Client, base: &str, n: u32) -> Result<Duration
                     rack_id: Some(format!("rack-{}", i % 20)),
                     total_mem_mb: Some(65536),
                     total_cpu_cores: Some(32),
+                    // Nothing listens there: stored unprobed.
+                    probe: false,
                 };
                 let r = http.post(url.as_str()).json(&body).send().await?;
                 let status = r.status();

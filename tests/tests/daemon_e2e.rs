@@ -172,7 +172,8 @@ fn mysql_cnf(dir: &Path, db: &MariaDb, port: u16) -> PathBuf {
 }
 
 fn machine() -> Value {
-    json!({"hostaddr": "127.0.0.9", "machine_type": "storage", "ssh_key_path": "/root/.ssh/id", "data_dirs": ["/data/kl"]})
+    // No sshd there: stored unprobed (`dead`; the liveness check keeps it so).
+    json!({"hostaddr": "127.0.0.9", "machine_type": "storage", "ssh_key_path": "/root/.ssh/id", "data_dirs": ["/data/kl"], "probe": false})
 }
 
 #[test]

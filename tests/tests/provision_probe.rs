@@ -1,8 +1,8 @@
 //! The machine probe against a real private sshd on this host: real facts for a good
-//! machine, a clear refusal for a missing binary or data dir, and transport errors (nothing
-//! listening, wrong key) for an unreachable machine.
+//! machine, a clear refusal for a missing binary or an unusable data dir, transport errors
+//! (nothing listening, wrong key) for an unreachable machine, and the cheap liveness check.
 
-use kunlun_provision::probe::{probe, probe_and_check};
+use kunlun_provision::probe::{alive, probe, probe_and_check};
 use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe, Recipe};
 use kunlun_provision::{Error, SshExecutor, SshTarget};
 use kunlun_tests::{free_port, generate_key_pair, Sshd};
@@ -42,17 +42,25 @@ async fn a_good_machine_reports_its_facts() {
 async fn missing_binary_or_data_dir_is_a_clear_refusal() {
     let sshd = Sshd::start().expect("sshd");
     let ex = SshExecutor::default();
+    // A dir that does not exist is fine when it can be created; one under a regular file
+    // never can.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "x").expect("file");
+    let under_file = file.join("kunlun-data").display().to_string();
+    let creatable = dir.path().join("new/kunlun-data").display().to_string();
     let err = probe_and_check(
         &ex,
         &target(&sshd),
-        &["/nonexistent/kunlun-data".to_string()],
+        &[under_file.clone(), creatable.clone()],
         &["/usr/sbin/mariadbd".into(), "/opt/none/bin/mysqld".into()],
     )
     .await
     .expect_err("refused");
     match &err {
         Error::Refused { reason, .. } => {
-            assert!(reason.contains("/nonexistent/kunlun-data"), "{reason}");
+            assert!(reason.contains(&under_file), "{reason}");
+            assert!(!reason.contains(&creatable), "{reason}");
             assert!(reason.contains("/opt/none/bin/mysqld"), "{reason}");
             assert!(!reason.contains("/usr/sbin/mariadbd"), "{reason}");
         }
@@ -77,4 +85,18 @@ async fn unreachable_machine_or_bad_key_is_a_transport_error() {
         .await
         .expect_err("key not authorised");
     assert!(matches!(err, Error::AuthFailed { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn alive_answers_while_the_sshd_runs() {
+    let sshd = Sshd::start().expect("sshd");
+    let ex = SshExecutor::default();
+    let t = target(&sshd);
+    let deadline = std::time::Duration::from_secs(10);
+    alive(&ex, &t, deadline).await.expect("alive");
+    sshd.stop().expect("stop");
+    let err = alive(&ex, &t, deadline).await.expect_err("stopped");
+    assert!(err.is_transient(), "{err}");
+    sshd.restart().expect("restart");
+    alive(&ex, &t, deadline).await.expect("alive again");
 }

@@ -92,6 +92,14 @@ pub const KEYS: &[KeySpec] = &[
     int("meta_pool_size", 1, 100, "8"),
     text("http_bind_address", false, "127.0.0.1"),
     KeySpec {
+        name: "machine_check_interval",
+        kind: Kind::Float {
+            min: 0.0,
+            max: 3600.0,
+        },
+        default: "10",
+    },
+    KeySpec {
         name: "log_format",
         kind: Kind::Choice(&["text", "json"]),
         default: "text",

@@ -119,6 +119,8 @@ pub struct Config {
     pub prometheus_path: PathBuf,
     /// `prometheus_port_start`.
     pub prometheus_port_start: u16,
+    /// `machine_check_interval`: period of the SSH liveness check of machines; zero is off.
+    pub machine_check_interval: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -165,6 +167,7 @@ impl std::fmt::Debug for Config {
             )
             .field("prometheus_path", &self.prometheus_path)
             .field("prometheus_port_start", &self.prometheus_port_start)
+            .field("machine_check_interval", &self.machine_check_interval)
             .finish()
     }
 }

@@ -141,6 +141,22 @@ fn check_shard_interval_allows_sub_second() {
 }
 
 #[test]
+fn machine_check_interval_defaults_to_10_s_and_0_turns_it_off() {
+    assert_eq!(
+        parse("").unwrap().machine_check_interval,
+        Duration::from_secs(10)
+    );
+    let c = parse("machine_check_interval = 0.5\n").unwrap();
+    assert_eq!(c.machine_check_interval, Duration::from_millis(500));
+    assert!(parse("machine_check_interval = 0\n")
+        .unwrap()
+        .machine_check_interval
+        .is_zero());
+    assert!(err("machine_check_interval = -1\n").contains("out of range"));
+    assert!(err("machine_check_interval = 3601\n").contains("out of range"));
+}
+
+#[test]
 fn choice_keys_take_only_their_words() {
     assert_eq!(
         err("meta_backend = postgres\n"),

@@ -94,6 +94,14 @@ impl From<kunlun_core::Error> for ApiError {
             E::Unavailable(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
             }
+            E::MachineRefused { kind, message } => {
+                let status = if kind == kunlun_core::error::ProbeFailure::NotConfigured {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                ApiError::new(status, kind.code(), message)
+            }
             e @ E::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",

@@ -9,7 +9,10 @@ use super::error::ApiError;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// Register a machine reachable over SSH.
+/// Register a machine reachable over SSH. Unless `probe` is false, the daemon first logs in
+/// with the given key, checks CPU, memory, OS, data dirs and the server binaries of the
+/// machine type, and fills `total_mem_mb`/`total_cpu_cores` when not given; a refusal stores
+/// nothing. An unprobed machine is stored `dead` until the liveness check reaches it.
 #[utoipa::path(
     post, path = "/v1/machines", tag = "machines",
     request_body = RegisterMachine,
@@ -17,7 +20,11 @@ type Result<T> = std::result::Result<T, ApiError>;
         (status = 201, description = "Registered", body = Machine),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 409, description = "A machine with this host address exists", body = ErrorBody),
-        (status = 503, description = "Metadata store unavailable", body = ErrorBody),
+        (status = 422, description = "Refused by the SSH probe: `machine_unreachable`, \
+            `ssh_auth_failed`, `host_key_mismatch`, `host_key_unknown`, `missing_binaries`, \
+            `data_dir_unusable` or `machine_unsuitable`", body = ErrorBody),
+        (status = 503, description = "Metadata store unavailable, or no SSH settings to probe \
+            with (`probe_unavailable`)", body = ErrorBody),
     )
 )]
 pub async fn register(

@@ -155,7 +155,9 @@ pub fn machine_body(hostaddr: &str) -> Value {
         "port_range": "57000-57100",
         "rack_id": "rack-1",
         "total_mem_mb": 16384,
-        "total_cpu_cores": 8
+        "total_cpu_cores": 8,
+        // No sshd behind these addresses: stored unprobed (and so `dead`).
+        "probe": false
     })
 }
 

@@ -2,6 +2,9 @@
 //!
 //! Requests are validated locally with the same `kunlun_meta::api` validators the daemon runs,
 //! so a bad field is reported (exit 1, `invalid_field`) without a round trip and nothing is sent.
+//! `machine add` lets the daemon probe the machine over SSH unless `--no-probe` is given; a
+//! refusal comes back as its API code (`machine_unreachable`, `ssh_auth_failed`,
+//! `host_key_mismatch`, `missing_binaries`, `data_dir_unusable`, …) with a hint.
 
 use kunlun_meta::api::{RegisterMachine, UpdateMachine};
 use kunlun_meta::model::Machine;
@@ -23,8 +26,13 @@ pub fn run(client: &Client, cmd: &MachineCmd, json: bool) -> Result<String, CliE
                 return Ok(output::json(&v) + "\n");
             }
             let m: Machine = crate::decode(v, url.as_str())?;
+            let how = if req.probe {
+                "probed over SSH"
+            } else {
+                "not probed: dead until it answers over SSH"
+            };
             Ok(format!(
-                "registered machine {} ({})\n{}",
+                "registered machine {} ({}; {how})\n{}",
                 m.id,
                 m.hostaddr,
                 detail(&m)
@@ -90,6 +98,7 @@ pub fn register_request(a: &MachineAddArgs) -> RegisterMachine {
         rack_id: a.rack.clone(),
         total_mem_mb: a.mem_mb,
         total_cpu_cores: a.cores,
+        probe: !a.no_probe,
     }
 }
 
@@ -222,6 +231,23 @@ mod tests {
         let body = serde_json::to_value(&r).unwrap();
         assert_eq!(body["machine_type"], "computer");
         assert_eq!(body["ssh_key_path"], "/k");
+        assert_eq!(body["probe"], true, "probing is the default");
+
+        let MachineCmd::Add(a) = parse(&[
+            "add",
+            "--host",
+            "127.0.0.2",
+            "--type",
+            "storage",
+            "--ssh-key",
+            "/k",
+            "--data-dir",
+            "/d",
+            "--no-probe",
+        ]) else {
+            panic!()
+        };
+        assert!(!register_request(&a).probe);
     }
 
     #[test]
