@@ -14,6 +14,7 @@ pub mod install;
 pub mod nodes;
 pub mod plan;
 pub mod plan_scale;
+pub mod plan_comps;
 pub mod progress;
 pub mod runner;
 mod scale;
