@@ -226,6 +226,8 @@ pub enum JobCmd {
     List(JobListArgs),
     /// Show a job with its request and progress.
     Show(IdArg),
+    /// Follow a job until it ends, showing its steps (exit 0 done, 1 failed).
+    Watch(crate::cmd::job::WatchArgs),
 }
 
 /// `job list` filters.

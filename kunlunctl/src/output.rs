@@ -162,6 +162,30 @@ pub fn compact_json(v: Option<&Value>) -> String {
     }
 }
 
+/// Milliseconds as seconds with one decimal (`1.2s`), or `-`.
+pub fn millis(ms: Option<u64>) -> String {
+    ms.map_or_else(
+        || "-".to_string(),
+        |ms| format!("{:.1}s", ms as f64 / 1000.0),
+    )
+}
+
+/// The steps of a job (name, status, milliseconds, note) as a table.
+pub fn steps_table<'a>(
+    steps: impl Iterator<Item = (&'a str, &'a str, Option<u64>, Option<&'a str>)>,
+) -> String {
+    let mut t = Table::new(&["STEP", "STATUS", "TIME", "NOTE"]);
+    for (name, status, ms, note) in steps {
+        t.row(vec![
+            name.to_string(),
+            status.to_string(),
+            millis(ms),
+            note.unwrap_or("").to_string(),
+        ]);
+    }
+    t.render()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +254,29 @@ mod tests {
             .unwrap();
         assert_eq!(time(Some(t)), "2026-11-25 12:07:14");
         assert_eq!(compact_json(None), "-");
+        assert_eq!(millis(Some(1234)), "1.2s");
+        assert_eq!(millis(None), "-");
+    }
+
+    #[test]
+    fn steps_render_as_a_table() {
+        let t = steps_table(
+            [
+                ("plan", "done", Some(3), None),
+                (
+                    "start compute 127.0.0.2:47001",
+                    "running",
+                    None,
+                    Some("wait_ready"),
+                ),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            t,
+            "STEP                           STATUS   TIME  NOTE\n\
+             plan                           done     0.0s\n\
+             start compute 127.0.0.2:47001  running  -     wait_ready\n"
+        );
     }
 }

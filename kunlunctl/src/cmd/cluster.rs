@@ -1,9 +1,15 @@
-//! `kunlunctl cluster list|show|create` over `/v1/clusters`: clusters, their shards with each
-//! storage node's role and status, and their compute nodes; `create` starts a `create_cluster`
-//! job and with `--wait` follows it to the end. Passwords are never part of the output.
+//! `kunlunctl cluster list|show|create|rm` over `/v1/clusters`: clusters, their shards with
+//! each storage node's role, status and (from the HA monitor's `/v1/ha`) health, replication
+//! threads, lag and GTID position, and their compute nodes; `create` and `rm` start a job and
+//! with `--wait` follow it to the end (`job watch`). Passwords are never part of the output.
+
+use std::collections::BTreeMap;
 
 use kunlun_meta::api::{ClusterDetail, CreateCluster, JobAccepted};
-use kunlun_meta::model::{Cluster, HaMode, Job, JobStatus};
+use kunlun_meta::model::{Cluster, HaMode, Job};
+use serde_json::Value;
+
+use super::job::{ended_ok, watch};
 
 use crate::cli::ClusterCmd;
 use crate::client::{CliError, Client};
@@ -33,9 +39,88 @@ pub fn run(client: &Client, cmd: &ClusterCmd, json: bool) -> Result<String, CliE
                 return Ok(output::json(&v) + "\n");
             }
             let d: ClusterDetail = crate::decode(v, url.as_str())?;
-            Ok(detail(&d))
+            let ha = ha_by_node(client);
+            Ok(detail(&d, &ha))
         }
     }
+}
+
+/// What the HA monitor says about each storage node, by node id; `Err` says why there is
+/// nothing (monitor not running, old daemon), shown instead of the columns.
+pub type HaView = Result<BTreeMap<i64, Value>, String>;
+
+/// `GET /v1/ha` as node id -> health; never fails the command.
+fn ha_by_node(client: &Client) -> HaView {
+    let url = client.url("/v1/ha", &[]).map_err(|e| e.to_string())?;
+    let v = client.get(url).map_err(|e| e.to_string())?;
+    let nodes = v
+        .get("nodes")
+        .and_then(Value::as_array)
+        .ok_or_else(|| "the daemon's /v1/ha has no node list".to_string())?;
+    Ok(nodes
+        .iter()
+        .filter_map(|n| Some((n.get("node_id")?.as_i64()?, n.clone())))
+        .collect())
+}
+
+/// HEALTH, REPLICATION, LAG and GTID cells of one node from its `/v1/ha` entry.
+fn ha_cells(h: Option<&Value>) -> [String; 4] {
+    let Some(h) = h else {
+        return ["not probed yet".into(), "-".into(), "-".into(), "-".into()];
+    };
+    let probe = h.get("probe").cloned().unwrap_or(Value::Null);
+    let mut health = h
+        .get("state")
+        .and_then(Value::as_str)
+        .unwrap_or("-")
+        .to_string();
+    if let Some(e) = probe.get("error").and_then(Value::as_str) {
+        health.push_str(&format!(" ({e})"));
+    }
+    let primary = h.get("is_primary").and_then(Value::as_bool) == Some(true);
+    let channel = probe
+        .get("channels")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first());
+    let repl = match channel {
+        Some(c) => format!(
+            "from {}:{} io={} sql={}",
+            c.get("master_host").and_then(Value::as_str).unwrap_or("?"),
+            c.get("master_port").and_then(Value::as_u64).unwrap_or(0),
+            c.get("io_running").and_then(Value::as_str).unwrap_or("?"),
+            if c.get("sql_running").and_then(Value::as_bool) == Some(true) {
+                "Yes"
+            } else {
+                "No"
+            }
+        ),
+        None if primary => {
+            let active = probe
+                .get("semi_sync_master_active")
+                .and_then(Value::as_bool);
+            let clients = probe
+                .get("semi_sync_clients")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if active == Some(true) {
+                format!("primary, semi-sync on ({clients} replicas)")
+            } else {
+                format!("primary, semi-sync off ({clients} replicas)")
+            }
+        }
+        None => "not replicating".into(),
+    };
+    let lag = channel
+        .and_then(|c| c.get("seconds_behind"))
+        .and_then(Value::as_i64)
+        .map_or_else(|| "-".to_string(), |s| format!("{s}s"));
+    let gtid = probe
+        .get("gtid_current_pos")
+        .and_then(Value::as_str)
+        .filter(|g| !g.is_empty())
+        .unwrap_or("-")
+        .to_string();
+    [health, repl, lag, gtid]
 }
 
 /// `cluster create` arguments.
@@ -103,31 +188,12 @@ fn delete(client: &Client, a: &DeleteArgs, json: bool) -> Result<String, CliErro
             id = accepted.job_id
         ));
     }
-    let job = wait_job(client, accepted.job_id, a.wait_timeout)?;
+    let job = watch(client, accepted.job_id, a.wait_timeout)?;
     if json {
         return Ok(output::json(&serde_json::to_value(&job).unwrap_or_default()) + "\n");
     }
     ended_ok(&job)?;
     Ok(format!("cluster {} deleted\n", a.id))
-}
-
-/// `Ok` for a job that ended `done`; otherwise `job_failed` with the recorded reason.
-fn ended_ok(job: &Job) -> Result<(), CliError> {
-    if job.status == JobStatus::Done {
-        return Ok(());
-    }
-    let why = job
-        .memo
-        .as_ref()
-        .and_then(|m| m.get("error"))
-        .and_then(|e| e.as_str())
-        .unwrap_or("no reason recorded")
-        .to_string();
-    Err(CliError::Api {
-        status: None,
-        code: "job_failed".into(),
-        message: format!("job {} failed: {why}", job.id),
-    })
 }
 
 fn parse_ha_mode(s: &str) -> Result<HaMode, String> {
@@ -161,7 +227,7 @@ fn create(client: &Client, a: &CreateArgs, json: bool) -> Result<String, CliErro
             id = accepted.job_id
         ));
     }
-    let job = wait_job(client, accepted.job_id, a.wait_timeout)?;
+    let job = watch(client, accepted.job_id, a.wait_timeout)?;
     if json {
         return Ok(output::json(&serde_json::to_value(&job).unwrap_or_default()) + "\n");
     }
@@ -180,37 +246,6 @@ fn cluster_id(job: &Job) -> Result<i64, CliError> {
             url: format!("/v1/jobs/{}", job.id),
             detail: "finished job names no cluster_id".into(),
         })
-}
-
-/// Polls the job once a second, printing each new stage to stderr, until it ends.
-fn wait_job(client: &Client, id: i64, timeout_secs: u64) -> Result<Job, CliError> {
-    let url = client.url(&format!("/v1/jobs/{id}"), &[])?;
-    let start = std::time::Instant::now();
-    let mut last = String::new();
-    loop {
-        let job: Job = crate::decode(client.get(url.clone())?, url.as_str())?;
-        let stage = job
-            .memo
-            .as_ref()
-            .and_then(|m| m.get("stage"))
-            .and_then(|s| s.as_str())
-            .unwrap_or(job.status.as_str())
-            .to_string();
-        if stage != last {
-            eprintln!("[{:>4}s] job {id}: {stage}", start.elapsed().as_secs());
-            last = stage;
-        }
-        if job.status.is_final() {
-            return Ok(job);
-        }
-        if start.elapsed().as_secs() >= timeout_secs {
-            return Err(CliError::Timeout {
-                url: url.to_string(),
-                secs: timeout_secs,
-            });
-        }
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    }
 }
 
 /// How to reach a new cluster: every shard primary and compute node, with its user.
@@ -235,7 +270,10 @@ pub fn connect_hint(d: &ClusterDetail) -> String {
             c.name, c.hostaddr, c.port, c.user_name
         ));
     }
-    out.push_str("  passwords are random per cluster and kept in the metadata (shard_nodes.passwd, comp_nodes.passwd)\n");
+    out.push_str(
+        "  passwords are random per cluster and the API never returns them: read them from the \
+         metadata store (table kl_cluster_secret, or shard_nodes.passwd / comp_nodes.passwd)\n",
+    );
     out
 }
 
@@ -258,8 +296,9 @@ pub fn table(clusters: &[Cluster]) -> String {
     t.render()
 }
 
-/// A cluster, then one node table per shard, then its compute nodes.
-pub fn detail(d: &ClusterDetail) -> String {
+/// A cluster, then one node table per shard (role and status from the metadata; health,
+/// replication, lag and GTID from the HA monitor), then its compute nodes.
+pub fn detail(d: &ClusterDetail, ha: &HaView) -> String {
     let c = &d.cluster;
     let mut out = output::key_values(&[
         ("id", c.id.to_string()),
@@ -284,22 +323,33 @@ pub fn detail(d: &ClusterDetail) -> String {
             continue;
         }
         let mut t = Table::new(&[
-            "NODE", "HOST", "PORT", "ROLE", "STATUS", "SYNC", "DELAY", "PRIORITY", "BACKUP",
+            "NODE",
+            "HOST",
+            "PORT",
+            "ROLE",
+            "STATUS",
+            "HEALTH",
+            "REPLICATION",
+            "LAG",
+            "GTID",
         ]);
         for n in &s.nodes {
-            t.row(vec![
+            let mut row = vec![
                 n.id.to_string(),
                 n.hostaddr.clone(),
                 n.port.to_string(),
                 n.member_state.to_string(),
                 n.status.to_string(),
-                n.sync_state.to_string(),
-                n.replica_delay.to_string(),
-                n.master_priority.to_string(),
-                n.backup_node.to_string(),
-            ]);
+            ];
+            if let Ok(h) = ha {
+                row.extend(ha_cells(h.get(&n.id)));
+            }
+            t.row(row);
         }
         out.push_str(&t.render());
+        if let Err(why) = ha {
+            out.push_str(&format!("  (health and replication unknown: {why})\n"));
+        }
     }
     out.push_str("\ncompute nodes\n");
     if d.comp_nodes.is_empty() {
@@ -400,12 +450,62 @@ mod tests {
 
     #[test]
     fn detail_shows_roles_and_no_secret() {
-        let out = detail(&sample());
+        let out = detail(
+            &sample(),
+            &Err("the shard HA monitor is not running".into()),
+        );
         assert!(out.contains("shard 2 shard_1"), "{out}");
         assert!(out.contains("57001  source"), "{out}");
         assert!(out.contains("57002  replica"), "{out}");
         assert!(out.contains("comp1"), "{out}");
         assert!(!out.contains("s3cret"));
+        assert!(out.contains("health and replication unknown"), "{out}");
+    }
+
+    #[test]
+    fn detail_merges_the_ha_monitor_view() {
+        let ha: HaView = Ok([
+            (
+                5,
+                serde_json::json!({"node_id": 5, "is_primary": true, "state": "up",
+                    "probe": {"reachable": true, "gtid_current_pos": "0-1-42", "channels": [],
+                              "semi_sync_master_active": true, "semi_sync_clients": 1}}),
+            ),
+            (
+                6,
+                serde_json::json!({"node_id": 6, "is_primary": false, "state": "up",
+                    "probe": {"reachable": true, "gtid_current_pos": "0-1-41",
+                              "channels": [{"master_host": "127.0.0.1", "master_port": 57001,
+                                            "io_running": "Yes", "sql_running": true,
+                                            "seconds_behind": 0}]}}),
+            ),
+        ]
+        .into_iter()
+        .collect());
+        let out = detail(&sample(), &ha);
+        assert!(out.contains("primary, semi-sync on (1 replicas)"), "{out}");
+        assert!(
+            out.contains("from 127.0.0.1:57001 io=Yes sql=Yes  0s   0-1-41"),
+            "{out}"
+        );
+        assert!(out.contains("0-1-42"), "{out}");
+        let none: HaView = Ok(BTreeMap::new());
+        assert!(detail(&sample(), &none).contains("not probed yet"));
+    }
+
+    #[test]
+    fn connect_hint_names_every_entry_point_and_no_password() {
+        let h = connect_hint(&sample());
+        assert!(h.contains("mariadb -h 127.0.0.1 -P 57001 -u pgx"), "{h}");
+        assert!(!h.contains("57002"), "replicas are not entry points: {h}");
+        assert!(
+            h.contains("psql -h 127.0.0.1 -p 5432 -U abc postgres"),
+            "{h}"
+        );
+        assert!(
+            h.contains("never returns them") && !h.contains("s3cret"),
+            "{h}"
+        );
     }
 
     #[test]

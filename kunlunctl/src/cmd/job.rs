@@ -1,6 +1,13 @@
-//! `kunlunctl job list|show` over `/v1/jobs`: what the manager is doing or did, newest first.
+//! `kunlunctl job list|show|watch` over `/v1/jobs`: what the manager is doing or did, newest
+//! first, and each job's steps (the memo's `steps`); `watch` (also behind `cluster create
+//! --wait` and `cluster rm --wait`) follows a job to its end with a progress bar on a terminal
+//! and plain lines otherwise.
 
-use kunlun_meta::model::Job;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use kunlun_meta::model::{Job, JobStatus};
+use serde::Deserialize;
 
 use crate::cli::{JobCmd, JobListArgs};
 use crate::client::{CliError, Client};
@@ -29,6 +36,201 @@ pub fn run(client: &Client, cmd: &JobCmd, json: bool) -> Result<String, CliError
             }
             let job: Job = crate::decode(v, url.as_str())?;
             Ok(detail(&job))
+        }
+        JobCmd::Watch(a) => {
+            let job = watch(client, a.id, a.timeout)?;
+            if json {
+                return Ok(output::json(&serde_json::to_value(&job).unwrap_or_default()) + "\n");
+            }
+            ended_ok(&job)?;
+            Ok(format!("job {} done\n", job.id))
+        }
+    }
+}
+
+/// `job watch` arguments.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// Id as shown by `job list`.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// Give up watching after this many seconds (the job goes on).
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+/// One step of a job as its memo records it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Step {
+    pub name: String,
+    pub status: String,
+    #[serde(default)]
+    pub ms: Option<u64>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl Step {
+    fn is_final(&self) -> bool {
+        matches!(self.status.as_str(), "done" | "failed" | "skipped")
+    }
+
+    /// `done install storage 127.0.0.2:57001 (1.2 s)`, `failed start ... : why`.
+    fn line(&self) -> String {
+        let mut l = format!("{:<7} {}", self.status, self.name);
+        if let Some(ms) = self.ms.filter(|_| self.status != "skipped") {
+            l.push_str(&format!(" ({:.1} s)", ms as f64 / 1000.0));
+        }
+        if let Some(n) = self.note.as_deref().filter(|n| !n.is_empty()) {
+            l.push_str(&format!(": {n}"));
+        }
+        l
+    }
+}
+
+/// The steps in a job's memo (none for jobs that record no steps).
+pub fn steps(job: &Job) -> Vec<Step> {
+    job.memo
+        .as_ref()
+        .and_then(|m| m.get("steps"))
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn stage(job: &Job) -> String {
+    job.memo
+        .as_ref()
+        .and_then(|m| m.get("stage"))
+        .and_then(|s| s.as_str())
+        .unwrap_or(job.status.as_str())
+        .to_string()
+}
+
+/// `Ok` for a job that ended `done`; otherwise `job_failed` (exit 1) with the recorded reason.
+pub fn ended_ok(job: &Job) -> Result<(), CliError> {
+    if job.status == JobStatus::Done {
+        return Ok(());
+    }
+    let why = job
+        .memo
+        .as_ref()
+        .and_then(|m| m.get("error"))
+        .and_then(|e| e.as_str())
+        .unwrap_or("no reason recorded")
+        .to_string();
+    Err(CliError::Api {
+        status: None,
+        code: "job_failed".into(),
+        message: format!("job {} {}: {why}", job.id, job.status),
+    })
+}
+
+/// Follows job `id` until it ends (polling twice a second) and returns it. On a terminal a
+/// progress bar counts finished steps and names the running ones, with a line per finished
+/// step above it; otherwise every stage and step change is a plain line on stderr.
+pub fn watch(client: &Client, id: i64, timeout_secs: u64) -> Result<Job, CliError> {
+    let url = client.url(&format!("/v1/jobs/{id}"), &[])?;
+    let start = Instant::now();
+    let view = if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
+        View::bar()
+    } else {
+        View::Plain
+    };
+    let mut seen: Vec<Step> = Vec::new();
+    let mut last_stage = String::new();
+    loop {
+        let job: Job = crate::decode(client.get(url.clone())?, url.as_str())?;
+        let now = steps(&job);
+        let stage = stage(&job);
+        for line in changes(&seen, &now) {
+            view.line(&format!("[{:>4}s] {line}", start.elapsed().as_secs()));
+        }
+        if stage != last_stage {
+            view.line(&format!(
+                "[{:>4}s] job {id}: {stage}",
+                start.elapsed().as_secs()
+            ));
+            last_stage = stage;
+        }
+        view.update(&now);
+        seen = now;
+        if job.status.is_final() {
+            view.finish();
+            return Ok(job);
+        }
+        if start.elapsed().as_secs() >= timeout_secs {
+            view.finish();
+            return Err(CliError::Timeout {
+                url: url.to_string(),
+                secs: timeout_secs,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Lines for steps that started or finished between two polls.
+pub fn changes(before: &[Step], now: &[Step]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, s) in now.iter().enumerate() {
+        let old = before.get(i).filter(|b| b.name == s.name);
+        let was = old.map(|b| b.status.as_str()).unwrap_or("pending");
+        if was == s.status || s.status == "pending" {
+            continue;
+        }
+        if s.status == "running" {
+            out.push(format!("running {}", s.name));
+        } else if s.is_final() {
+            out.push(s.line());
+        }
+    }
+    out
+}
+
+enum View {
+    Plain,
+    Bar(indicatif::ProgressBar),
+}
+
+impl View {
+    fn bar() -> View {
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        View::Bar(bar)
+    }
+
+    fn line(&self, l: &str) {
+        match self {
+            View::Plain => eprintln!("{l}"),
+            View::Bar(b) => b.println(l),
+        }
+    }
+
+    fn update(&self, steps: &[Step]) {
+        if let View::Bar(b) = self {
+            b.set_length(steps.len() as u64);
+            b.set_position(steps.iter().filter(|s| s.is_final()).count() as u64);
+            let running: Vec<&str> = steps
+                .iter()
+                .filter(|s| s.status == "running")
+                .map(|s| s.name.as_str())
+                .collect();
+            b.set_message(match running.as_slice() {
+                [] => String::new(),
+                [one] => one.to_string(),
+                [first, rest @ ..] => format!("{first} (+{} more)", rest.len()),
+            });
+        }
+    }
+
+    fn finish(&self) {
+        if let View::Bar(b) = self {
+            b.finish_and_clear();
         }
     }
 }
@@ -61,9 +263,16 @@ pub fn table(jobs: &[Job]) -> String {
     t.render()
 }
 
-/// A job with its request and progress memo as one-line JSON.
+/// A job with its request and memo as one-line JSON, then its steps as a table.
 pub fn detail(j: &Job) -> String {
-    output::key_values(&[
+    let memo = j.memo.as_ref().map(|m| {
+        let mut m = m.clone();
+        if let Some(o) = m.as_object_mut() {
+            o.remove("steps");
+        }
+        m
+    });
+    let mut out = output::key_values(&[
         ("id", j.id.to_string()),
         ("type", j.job_type.clone()),
         ("status", j.status.to_string()),
@@ -72,8 +281,17 @@ pub fn detail(j: &Job) -> String {
         ("started", output::time(j.when_started)),
         ("ended", output::time(j.when_ended)),
         ("request", output::compact_json(j.job_info.as_ref())),
-        ("memo", output::compact_json(j.memo.as_ref())),
-    ])
+        ("memo", output::compact_json(memo.as_ref())),
+    ]);
+    let steps = steps(j);
+    if !steps.is_empty() {
+        let finished = steps.iter().filter(|s| s.is_final()).count();
+        out.push_str(&format!("\nsteps ({finished}/{} finished)\n", steps.len()));
+        out.push_str(&output::steps_table(steps.iter().map(|s| {
+            (s.name.as_str(), s.status.as_str(), s.ms, s.note.as_deref())
+        })));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -134,5 +352,80 @@ mod tests {
         assert!(d.contains(r#"{"name":"c1"}"#), "{d}");
         assert!(!d.contains("s3cret"));
         assert!(table(&[j]).contains("create_cluster"));
+    }
+
+    fn step(name: &str, status: &str, ms: Option<u64>, note: Option<&str>) -> Step {
+        Step {
+            name: name.into(),
+            status: status.into(),
+            ms,
+            note: note.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn show_lists_the_steps_and_keeps_them_out_of_the_memo_line() {
+        let j = Job {
+            id: 7,
+            job_type: "create_cluster".into(),
+            status: JobStatus::Failed,
+            job_info: None,
+            memo: Some(serde_json::json!({
+                "stage": "rolled_back",
+                "error": "port 57001 in use",
+                "steps": [
+                    {"name": "plan", "status": "done", "ms": 3},
+                    {"name": "install storage 127.0.0.2:57001", "status": "failed", "ms": 1500,
+                     "note": "start: port in use"},
+                    {"name": "replication shard_1", "status": "skipped", "note": "an earlier step failed"}
+                ]
+            })),
+            user_name: None,
+            related_id: None,
+            when_started: None,
+            when_ended: None,
+        };
+        let d = detail(&j);
+        assert!(d.contains("steps (3/3 finished)"), "{d}");
+        assert!(d.contains("install storage 127.0.0.2:57001  failed"), "{d}");
+        assert!(d.contains("start: port in use"), "{d}");
+        let memo_line = d.lines().find(|l| l.starts_with("memo:")).unwrap();
+        assert!(!memo_line.contains("steps"), "{memo_line}");
+        assert!(ended_ok(&j)
+            .unwrap_err()
+            .to_string()
+            .contains("port 57001 in use"));
+    }
+
+    #[test]
+    fn changes_report_started_and_finished_steps_once() {
+        let before = vec![
+            step("plan", "done", Some(2), None),
+            step("a", "pending", None, None),
+        ];
+        let now = vec![
+            step("plan", "done", Some(2), None),
+            step("a", "running", None, Some("initialise")),
+            step("b", "failed", Some(1200), Some("exit 1")),
+        ];
+        assert_eq!(
+            changes(&before, &now),
+            vec![
+                "running a".to_string(),
+                "failed  b (1.2 s): exit 1".to_string()
+            ]
+        );
+        assert!(changes(&now, &now).is_empty());
+    }
+
+    #[test]
+    fn watch_parses_its_flags() {
+        let cli =
+            Cli::try_parse_from(["kunlunctl", "job", "watch", "5", "--timeout", "9"]).unwrap();
+        let Command::Job(JobCmd::Watch(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!((a.id, a.timeout), (5, 9));
+        assert!(Cli::try_parse_from(["kunlunctl", "job", "watch"]).is_err());
     }
 }
