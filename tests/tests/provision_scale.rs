@@ -1,0 +1,556 @@
+//! Scale jobs end to end against a SQLite store and a real private sshd on 127.0.0.6, with real
+//! MariaDB and PostgreSQL installs: an `rbr` cluster of 1 shard x 2 nodes + 1 compute node,
+//! then `add_nodes` (the new replica holds the rows written before, from the seed, and a row
+//! written after, by replication; semi-sync stays on; no GTID of its own), `delete_node` (the
+//! primary is refused with 409; the new replica goes: process, dir, port and rows),
+//! `add_shards` (a new shard whose replica replicates, on the compute node's catalog) and
+//! `delete_shard` (nothing of it left). Bad input: 0 nodes, an unknown shard, the shard of
+//! another cluster, and more nodes than the machines hold (fails, nothing reserved).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use kunlun_core::catalog::{read_catalog, CatalogOptions};
+use kunlun_core::jobs::cluster::accept_create_cluster;
+use kunlun_core::jobs::delete::accept_delete_cluster;
+use kunlun_core::jobs::install::MANAGER_USER;
+use kunlun_core::jobs::{JobRunner, Provisioner};
+use kunlun_core::{ClusterManager, CoreConfig, Error};
+use kunlun_meta::api::{AddNodes, AddShards, CreateCluster};
+use kunlun_meta::model::{
+    HaMode, Job, JobStatus, MachineType, MemberState, NewCluster, NewMachine, NewShard, ShardNode,
+    SshAccess,
+};
+use kunlun_meta::store::repo::{clusters, meta, secrets, shards};
+use kunlun_meta::{Store, StoreConfig};
+use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
+use kunlun_provision::{HostKeyPolicy, SshExecutor};
+use kunlun_tests::{free_port, Sshd};
+use mysql_async::prelude::Queryable;
+
+const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+
+fn new_machine(sshd: &Sshd, ty: MachineType, dir: &str, base: u16) -> NewMachine {
+    NewMachine {
+        hostaddr: IP.to_string(),
+        machine_type: ty,
+        rack_id: None,
+        data_dirs: vec![dir.to_string()],
+        port_range: format!("{}-{}", base, base + 40),
+        total_mem_mb: None,
+        total_cpu_cores: None,
+        ssh: SshAccess {
+            port: sshd.port(),
+            user: sshd.user().to_string(),
+            key_path: sshd.user_key().private.display().to_string(),
+        },
+    }
+}
+
+fn chmod_755(p: &Path) {
+    std::fs::set_permissions(
+        p,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .expect("chmod");
+}
+
+async fn conn(port: u16, password: &str) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(IP.to_string())
+        .tcp_port(port)
+        .user(Some(MANAGER_USER))
+        .pass(Some(password));
+    mysql_async::Conn::new(opts)
+        .await
+        .expect("connect as clustmgr")
+}
+
+/// Waits (generously) until `sql` on node `port` returns `want`.
+async fn wait_for(port: u16, pw: &str, sql: &str, want: &str) {
+    let mut c = conn(port, pw).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: Option<String> = c.query_first(sql).await.unwrap_or(None);
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {port}: `{sql}` never returned {want:?} (last {got:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status(c: &mut mysql_async::Conn, name: &str) -> String {
+    let r: Option<(String, String)> = c
+        .query_first(format!("SHOW GLOBAL STATUS LIKE '{name}'"))
+        .await
+        .expect("status");
+    r.map(|r| r.1).unwrap_or_default()
+}
+
+/// Runs the one job the runner claims next; returns it finished.
+async fn run(runner: &JobRunner, store: &Store, job_id: i64) -> Job {
+    assert!(
+        runner.run_once().await.expect("runner"),
+        "a job was claimed"
+    );
+    let j = store.get_job(job_id).await.expect("job");
+    assert!(j.status.is_final(), "job {job_id} finished: {:?}", j.status);
+    j
+}
+
+fn memo_text(j: &Job) -> String {
+    j.memo.as_ref().map(|m| m.to_string()).unwrap_or_default()
+}
+
+/// Kills (by the pid in their pid files) every server still running under `dir`: only used
+/// when the test failed half-way, so no instance outlives it.
+fn kill_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("kunlun")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        for pf in [
+            e.path().join("run/mysqld.pid"),
+            e.path().join("data/postmaster.pid"),
+        ] {
+            let pid = std::fs::read_to_string(&pf)
+                .ok()
+                .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+struct World {
+    sshd: Sshd,
+    store: Store,
+    runner: JobRunner,
+    mgr: ClusterManager,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let sshd = Sshd::start_on(IP).expect("sshd on 127.0.0.6");
+    let dir = tempfile::tempdir().expect("tempdir");
+    chmod_755(dir.path());
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    chmod_755(&data);
+    let d = data.display().to_string();
+    let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db")))
+        .await
+        .expect("store");
+    let sn_base = free_port(IpAddr::V4(IP)).min(31_000);
+    let cn_base = free_port(IpAddr::V4(IP)).min(31_000);
+    store
+        .insert_machine(&new_machine(&sshd, MachineType::Storage, &d, sn_base))
+        .await
+        .expect("storage machine");
+    store
+        .insert_machine(&new_machine(&sshd, MachineType::Computer, &d, cn_base))
+        .await
+        .expect("compute machine");
+    let runner = JobRunner {
+        store: store.clone(),
+        provisioner: Provisioner {
+            ssh: SshExecutor::default(),
+            storage: Arc::new(MariaDbRecipe::default()),
+            compute: Arc::new(PostgresRecipe::default()),
+            known_hosts: sshd.known_hosts(),
+            host_key_policy: HostKeyPolicy::Strict,
+        },
+        poll_interval: Duration::from_millis(100),
+    };
+    let mgr = ClusterManager::new(CoreConfig::default(), store.clone());
+    World {
+        sshd,
+        store,
+        runner,
+        mgr,
+        data,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn add_and_delete_replicas_and_shards_of_a_live_cluster() {
+    let w = world().await;
+    let r = std::panic::AssertUnwindSafe(scenario(&w))
+        .catch_unwind()
+        .await;
+    if r.is_err() {
+        kill_leftovers(&w.data);
+    }
+    drop(w.sshd);
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn primary_of(nodes: &[ShardNode]) -> &ShardNode {
+    nodes
+        .iter()
+        .find(|n| n.member_state == MemberState::Source)
+        .expect("a primary")
+}
+
+async fn scenario(w: &World) {
+    let (store, runner, mgr) = (&w.store, &w.runner, &w.mgr);
+    let req = CreateCluster {
+        name: "sc1".into(),
+        nick_name: None,
+        ha_mode: HaMode::Rbr,
+        shards: 1,
+        nodes: 2,
+        comps: 1,
+        innodb_size_mb: Some(32),
+        max_connections: Some(100),
+        storage_hosts: vec![],
+        computer_hosts: vec![],
+    };
+    let job = accept_create_cluster(store, &req).await.expect("accepted");
+    let job = run(runner, store, job.id).await;
+    assert_eq!(job.status, JobStatus::Done, "{}", memo_text(&job));
+    let cluster = store.get_cluster_by_name("sc1").await.expect("cluster");
+    let cid = cluster.id;
+    let secret = store
+        .read(async |tx| secrets::get(tx, cid).await)
+        .await
+        .expect("create_cluster stored the system passwords");
+    let pw = secret.manager_pwd.clone();
+    let shard1 = store.list_shards(Some(cid)).await.expect("shards")[0].clone();
+    let nodes = store
+        .list_shard_nodes(Some(shard1.id))
+        .await
+        .expect("nodes");
+    let primary = primary_of(&nodes).clone();
+    let old_replica = nodes
+        .iter()
+        .find(|n| n.id != primary.id)
+        .expect("replica")
+        .clone();
+
+    let mut p = conn(primary.port, &pw).await;
+    p.query_drop(
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20)); \
+         INSERT INTO app.t VALUES (1, 'before'), (2, 'before')",
+    )
+    .await
+    .expect("write on the primary");
+    let used_before: Vec<u16> = store.list_machines().await.expect("machines")[0]
+        .used_ports
+        .clone();
+
+    // Bad input: nothing accepted, or a job that fails having reserved nothing.
+    let zero = mgr
+        .add_nodes(
+            cid,
+            shard1.id,
+            &AddNodes {
+                nodes: 0,
+                storage_hosts: vec![],
+            },
+        )
+        .await
+        .expect_err("0 nodes");
+    assert!(matches!(zero, Error::Invalid(_)), "{zero}");
+    let one = AddNodes {
+        nodes: 1,
+        storage_hosts: vec![],
+    };
+    let unknown = mgr.add_nodes(cid, 99_999, &one).await.expect_err("unknown");
+    assert!(matches!(unknown, Error::NotFound { .. }), "{unknown}");
+    let other_shard = store
+        .tx(async |tx| {
+            let c = clusters::insert(
+                tx,
+                &NewCluster {
+                    name: "other".into(),
+                    nick_name: None,
+                    owner: None,
+                    business: None,
+                    ha_mode: HaMode::Rbr,
+                    memo: None,
+                },
+            )
+            .await?;
+            shards::insert(
+                tx,
+                &NewShard {
+                    name: "shard1".into(),
+                    db_cluster_id: c.id,
+                    num_nodes: 0,
+                    sync_num: 0,
+                },
+            )
+            .await
+        })
+        .await
+        .expect("another cluster's shard");
+    let foreign = mgr
+        .add_nodes(cid, other_shard.id, &one)
+        .await
+        .expect_err("shard of another cluster");
+    assert!(matches!(foreign, Error::NotFound { .. }), "{foreign}");
+    let foreign = mgr
+        .delete_shard(cid, other_shard.id)
+        .await
+        .expect_err("shard of another cluster");
+    assert!(matches!(foreign, Error::NotFound { .. }), "{foreign}");
+    let too_many = mgr
+        .add_nodes(
+            cid,
+            shard1.id,
+            &AddNodes {
+                nodes: 40,
+                storage_hosts: vec![],
+            },
+        )
+        .await
+        .expect("accepted; placement decides");
+    let j = run(runner, store, too_many.job_id).await;
+    assert_eq!(j.status, JobStatus::Failed);
+    assert!(memo_text(&j).contains("no capacity"), "{}", memo_text(&j));
+    let m = store.list_machines().await.expect("machines")[0].clone();
+    assert_eq!(m.used_ports, used_before, "nothing reserved");
+    assert!(m.installing_ports.is_empty(), "nothing reserved");
+    assert_eq!(
+        store
+            .list_shard_nodes(Some(shard1.id))
+            .await
+            .expect("nodes")
+            .len(),
+        2
+    );
+
+    // add_nodes 1: seeded with the rows written before, replicating what comes after.
+    let add = mgr.add_nodes(cid, shard1.id, &one).await.expect("accepted");
+    let busy = mgr.add_nodes(cid, shard1.id, &one).await.expect_err("busy");
+    assert!(matches!(busy, Error::Conflict(_)), "{busy}");
+    let j = run(runner, store, add.job_id).await;
+    assert_eq!(j.status, JobStatus::Done, "{}", memo_text(&j));
+    assert!(!memo_text(&j).contains(&pw), "no password in the memo");
+    let nodes = store
+        .list_shard_nodes(Some(shard1.id))
+        .await
+        .expect("nodes");
+    assert_eq!(nodes.len(), 3);
+    let new = nodes
+        .iter()
+        .find(|n| n.id != primary.id && n.id != old_replica.id)
+        .expect("new node")
+        .clone();
+    assert_eq!(new.member_state, MemberState::Replica);
+    assert_eq!(
+        store.get_shard(shard1.id).await.expect("shard").num_nodes,
+        3
+    );
+    let masters = store
+        .read(async |tx| meta::list_node_masters(tx, Some(cid)).await)
+        .await
+        .expect("node_map_master");
+    assert!(masters
+        .iter()
+        .any(|m| m.node_host == format!("{}_{}", new.hostaddr, new.port)
+            && m.master_host == format!("{}_{}", primary.hostaddr, primary.port)));
+    let m = store.list_machines().await.expect("machines")[0].clone();
+    assert!(m.used_ports.contains(&new.port) && m.installing_ports.is_empty());
+
+    wait_for(
+        new.port,
+        &pw,
+        "SELECT CAST(COUNT(*) AS CHAR) FROM app.t WHERE v = 'before'",
+        "2",
+    )
+    .await;
+    p.query_drop("INSERT INTO app.t VALUES (3, 'after')")
+        .await
+        .expect("write after");
+    wait_for(new.port, &pw, "SELECT v FROM app.t WHERE id = 3", "after").await;
+    assert_eq!(status(&mut p, "Rpl_semi_sync_master_status").await, "ON");
+    assert_eq!(status(&mut p, "Rpl_semi_sync_master_clients").await, "2");
+    let mut n = conn(new.port, &pw).await;
+    let (sid, binlog): (u32, String) = n
+        .query_first("SELECT @@server_id, @@gtid_binlog_pos")
+        .await
+        .expect("query")
+        .expect("row");
+    for g in binlog.split(',').filter(|g| !g.is_empty()) {
+        let origin: u32 = g
+            .split('-')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("gtid");
+        assert_ne!(origin, sid, "no errant GTID of the new node: {binlog}");
+    }
+    let users: Option<String> = n
+        .query_first(
+            "SELECT CAST(COUNT(*) AS CHAR) FROM mysql.user WHERE user IN ('clustmgr','repl','pgx')",
+        )
+        .await
+        .expect("users");
+    assert_eq!(users.as_deref(), Some("3"), "system users intact");
+    drop(n);
+
+    // delete_node: never the primary; the new replica goes completely.
+    let refused = mgr
+        .delete_node(cid, shard1.id, primary.id)
+        .await
+        .expect_err("primary");
+    assert!(matches!(refused, Error::Conflict(_)), "{refused}");
+    let del = mgr
+        .delete_node(cid, shard1.id, new.id)
+        .await
+        .expect("accepted");
+    let j = run(runner, store, del.job_id).await;
+    assert_eq!(j.status, JobStatus::Done, "{}", memo_text(&j));
+    assert_eq!(
+        store
+            .list_shard_nodes(Some(shard1.id))
+            .await
+            .expect("nodes")
+            .len(),
+        2
+    );
+    assert_eq!(
+        store.get_shard(shard1.id).await.expect("shard").num_nodes,
+        2
+    );
+    let masters = store
+        .read(async |tx| meta::list_node_masters(tx, Some(cid)).await)
+        .await
+        .expect("node_map_master");
+    assert_eq!(masters.len(), 1);
+    let m = store.list_machines().await.expect("machines")[0].clone();
+    assert_eq!(m.used_ports, used_before, "its port is released");
+    assert!(
+        !w.data.join(format!("kunlun/storage_{}", new.port)).exists(),
+        "its dir is removed"
+    );
+    let gone = mysql_async::Conn::new(
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(IP.to_string())
+            .tcp_port(new.port)
+            .user(Some(MANAGER_USER))
+            .pass(Some(pw.clone())),
+    )
+    .await;
+    assert!(gone.is_err(), "its server is stopped");
+    p.query_drop("INSERT INTO app.t VALUES (4, 'still')")
+        .await
+        .expect("the primary still takes writes");
+    wait_for(
+        old_replica.port,
+        &pw,
+        "SELECT v FROM app.t WHERE id = 4",
+        "still",
+    )
+    .await;
+
+    // add_shards 1 x 2: a new shard, its replica replicating, on the compute node's catalog.
+    let add = mgr
+        .add_shards(
+            cid,
+            &AddShards {
+                shards: 1,
+                nodes: 2,
+                storage_hosts: vec![],
+            },
+        )
+        .await
+        .expect("accepted");
+    let j = run(runner, store, add.job_id).await;
+    assert_eq!(j.status, JobStatus::Done, "{}", memo_text(&j));
+    let all = store.list_shards(Some(cid)).await.expect("shards");
+    assert_eq!(all.len(), 2);
+    let shard2 = all
+        .iter()
+        .find(|s| s.id != shard1.id)
+        .expect("new shard")
+        .clone();
+    assert_eq!(shard2.name, "shard2");
+    assert_eq!(shard2.num_nodes, 2);
+    let s2 = store
+        .list_shard_nodes(Some(shard2.id))
+        .await
+        .expect("nodes");
+    assert_eq!(s2.len(), 2);
+    let p2 = primary_of(&s2).clone();
+    let r2 = s2.iter().find(|n| n.id != p2.id).expect("replica").clone();
+    let mut c2 = conn(p2.port, &pw).await;
+    c2.query_drop(
+        "CREATE DATABASE s2; CREATE TABLE s2.t (id INT PRIMARY KEY); INSERT INTO s2.t VALUES (7)",
+    )
+    .await
+    .expect("write on the new primary");
+    assert_eq!(status(&mut c2, "Rpl_semi_sync_master_status").await, "ON");
+    drop(c2);
+    wait_for(r2.port, &pw, "SELECT CAST(id AS CHAR) FROM s2.t", "7").await;
+    let comp = store.list_comp_nodes(Some(cid)).await.expect("comps")[0].clone();
+    let cat = read_catalog(&comp, &CatalogOptions::default())
+        .await
+        .expect("catalog");
+    assert!(
+        cat.shard(shard2.id).is_some(),
+        "the compute node knows shard2"
+    );
+    assert!(cat.shard(shard1.id).is_some());
+
+    // delete_shard: nothing of it is left.
+    let del = mgr.delete_shard(cid, shard2.id).await.expect("accepted");
+    let j = run(runner, store, del.job_id).await;
+    assert_eq!(j.status, JobStatus::Done, "{}", memo_text(&j));
+    let all = store.list_shards(Some(cid)).await.expect("shards");
+    assert_eq!(
+        all.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![shard1.id]
+    );
+    assert!(store
+        .list_shard_nodes(Some(shard2.id))
+        .await
+        .expect("nodes")
+        .is_empty());
+    for n in &s2 {
+        assert!(!w.data.join(format!("kunlun/storage_{}", n.port)).exists());
+    }
+    let masters = store
+        .read(async |tx| meta::list_node_masters(tx, Some(cid)).await)
+        .await
+        .expect("node_map_master");
+    assert_eq!(masters.len(), 1);
+    let m = store.list_machines().await.expect("machines")[0].clone();
+    assert_eq!(m.used_ports, used_before, "its ports are released");
+    let cat = read_catalog(&comp, &CatalogOptions::default())
+        .await
+        .expect("catalog");
+    assert!(
+        cat.shard(shard2.id).is_none(),
+        "the compute node forgot shard2"
+    );
+    drop(p);
+
+    // The whole cluster goes, its passwords with it.
+    let del = accept_delete_cluster(store, cid).await.expect("accepted");
+    let j = run(runner, store, del.id).await;
+    assert_eq!(j.status, JobStatus::Done, "{}", memo_text(&j));
+    let gone = store.read(async |tx| secrets::get(tx, cid).await).await;
+    assert!(gone.is_err(), "kl_cluster_secret row removed");
+    let machines = store.list_machines().await.expect("machines");
+    assert!(machines
+        .iter()
+        .all(|m| m.used_ports.is_empty() && m.installing_ports.is_empty()));
+    assert!(!w.data.join("kunlun").exists(), "instance dirs removed");
+}
