@@ -17,6 +17,7 @@ use super::pg::Session;
 use super::rows::{desired_catalog, CatalogRows, MetaShardInfo, StorageLogin};
 use super::CatalogOptions;
 use crate::error::{Error, Result};
+use crate::jobs::install::PGX_USER;
 
 /// Outcome of pushing to one compute node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -92,7 +93,7 @@ pub async fn desired_for_cluster(
     store: &Store,
     cluster_id: i64,
 ) -> Result<(Vec<CompNode>, CatalogRows)> {
-    let (cluster, shards, nodes, comps, meta) = store
+    let (cluster, shards, nodes, comps, meta, login) = store
         .read(async |tx| {
             let cluster = repo::clusters::get(tx, cluster_id).await?;
             let shards = repo::shards::list(tx, Some(cluster_id)).await?;
@@ -104,22 +105,29 @@ pub async fn desired_for_cluster(
                     .await?
                     .and_then(|v| v.parse::<HaMode>().ok()),
             };
-            Ok((cluster, shards, nodes, comps, meta))
+            let login = storage_login(repo::secrets::get(tx, cluster_id).await)?;
+            Ok((cluster, shards, nodes, comps, meta, login))
         })
         .await?;
-    let login = storage_login(store, cluster_id).await?;
     let comps: Vec<CompNode> = comps.into_iter().filter(in_service).collect();
     let rows = desired_catalog(&cluster, &shards, &nodes, &comps, &meta, &login)?;
     Ok((comps, rows))
 }
 
-/// How compute nodes log in to the cluster's storage nodes.
-///
-/// Kunlun uses the per-cluster `pgx` user; its password is not kept in the metadata yet, so
-/// each node's own account (`shard_nodes.user_name/passwd`, the manager's admin user) is
-/// written instead. Once a per-cluster secret store exists, return `StorageLogin::Pgx` here.
-async fn storage_login(_store: &Store, _cluster_id: i64) -> Result<StorageLogin> {
-    Ok(StorageLogin::NodeAccount)
+/// How compute nodes log in to the cluster's storage nodes: Kunlun's `pgx` user with the
+/// cluster's stored password; for a cluster without stored passwords (created before
+/// `kl_cluster_secret` existed) each node's own account (`shard_nodes.user_name/passwd`).
+fn storage_login(
+    secret: kunlun_meta::Result<repo::secrets::ClusterSecret>,
+) -> kunlun_meta::Result<StorageLogin> {
+    match secret {
+        Ok(s) => Ok(StorageLogin::Pgx {
+            user: PGX_USER.to_string(),
+            password: s.pgx_pwd,
+        }),
+        Err(kunlun_meta::Error::NotFound { .. }) => Ok(StorageLogin::NodeAccount),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes cluster `cluster_id`'s topology into every in-service compute node of it, in

@@ -9,7 +9,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, SubsecRound};
 use kunlun_meta::model::{
     Cluster, CompNode, HaMode, MemberState, MetaDbNode, NodeStatus, Shard, ShardNode,
 };
@@ -190,6 +190,11 @@ impl std::fmt::Debug for StorageLogin {
     }
 }
 
+/// PostgreSQL keeps microseconds; truncating here makes the pushed rows equal what is read back.
+fn micros(t: Option<NaiveDateTime>) -> Option<NaiveDateTime> {
+    t.map(|t| t.trunc_subsecs(6))
+}
+
 /// A storage node that compute nodes may be routed to: not taken out of service.
 fn listed(n: &ShardNode) -> bool {
     n.member_state == MemberState::Source
@@ -282,7 +287,7 @@ pub fn desired_catalog(
             space_volumn: s.space_volumn,
             num_tablets: i32::try_from(s.num_tablets).unwrap_or(i32::MAX),
             db_cluster_id: cluster.id,
-            when_created: s.when_created,
+            when_created: micros(s.when_created),
         });
         for n in mine {
             let (user, passwd) = match login {
@@ -299,7 +304,7 @@ pub fn desired_catalog(
                 user_name: user,
                 hostaddr: n.hostaddr.clone(),
                 passwd,
-                when_created: n.when_created,
+                when_created: micros(n.when_created),
             });
         }
     }
@@ -437,6 +442,26 @@ mod tests {
         );
         assert_eq!(rows.for_comp(5).cluster_meta.len(), 1);
         assert_eq!(rows.for_comp(5).shard_nodes, rows.shard_nodes);
+    }
+
+    #[test]
+    fn times_are_kept_to_the_microsecond_as_postgresql_stores_them() {
+        let (mut s, n, c) = topology();
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789)
+            .unwrap()
+            .naive_utc();
+        s[1].when_created = Some(t);
+        let rows = desired_catalog(
+            &cluster(HaMode::Rbr),
+            &s,
+            &n,
+            &c,
+            &MetaShardInfo::default(),
+            &StorageLogin::NodeAccount,
+        )
+        .unwrap();
+        let got = rows.shard(1).unwrap().when_created.unwrap();
+        assert_eq!(got.and_utc().timestamp_subsec_nanos(), 123_456_000);
     }
 
     #[test]
