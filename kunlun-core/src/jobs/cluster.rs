@@ -27,9 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use super::install::{Provisioner, COMP_USER, MANAGER_USER};
 use super::plan::{plan_create_cluster, ClusterPlan, SystemPasswords};
-use super::progress::{Progress, StepRecord};
+use super::progress::{Progress, StepRecord, StepStatus};
 use crate::error::{Error, Result};
 use kunlun_meta::{Error as MetaError, Result as MetaResult};
+use std::collections::HashSet;
 
 pub const CREATE_CLUSTER: &str = "create_cluster";
 /// The progress step that writes the topology into the compute nodes' catalogs.
@@ -129,6 +130,7 @@ async fn create(store: &Store, prov: &Provisioner, job: &Job, progress: &Progres
             memo,
             "the manager restarted mid-job",
             progress,
+            false,
         )
         .await;
     }
@@ -215,7 +217,7 @@ async fn create(store: &Store, prov: &Provisioner, job: &Job, progress: &Progres
         .await
     {
         progress.skip_pending("an earlier step failed");
-        return rollback(store, prov, job.id, memo, &e.to_string(), progress).await;
+        return rollback(store, prov, job.id, memo, &e.to_string(), progress, true).await;
     }
     let cluster_id = memo.cluster_id.unwrap_or_default();
     let step = progress.step("record topology");
@@ -239,7 +241,7 @@ async fn create(store: &Store, prov: &Provisioner, job: &Job, progress: &Progres
         Ok(()) => step.done(),
         Err(e) => {
             step.fail(&e);
-            return rollback(store, prov, job.id, memo, &e.to_string(), progress).await;
+            return rollback(store, prov, job.id, memo, &e.to_string(), progress, true).await;
         }
     }
     // A cluster whose compute nodes do not know its topology is not usable: roll it back.
@@ -254,7 +256,7 @@ async fn create(store: &Store, prov: &Provisioner, job: &Job, progress: &Progres
         None => step.done(),
         Some(why) => {
             step.fail(&why);
-            return rollback(store, prov, job.id, memo, &why, progress).await;
+            return rollback(store, prov, job.id, memo, &why, progress, true).await;
         }
     }
     let done = CreateMemo {
@@ -385,8 +387,30 @@ pub async fn teardown_with(
     plan: &ClusterPlan,
     progress: &Progress,
 ) -> Result<()> {
+    teardown_sparing(store, prov, cluster_id, plan, progress, &HashSet::new()).await
+}
+
+/// [`teardown_with`] that does not uninstall the instances labelled in `untouched` (see
+/// [`untouched`]): nothing of them exists on their machines, which may be unreachable. Their
+/// ports are released like the others'.
+async fn teardown_sparing(
+    store: &Store,
+    prov: &Provisioner,
+    cluster_id: Option<i64>,
+    plan: &ClusterPlan,
+    progress: &Progress,
+    untouched: &HashSet<String>,
+) -> Result<()> {
     let machines_now = store.list_machines().await?;
-    prov.uninstall_cluster_with(&machines_now, plan, progress)
+    let mut remove = plan.clone();
+    let keep = |kind: &str, i: &super::plan::InstancePlan| {
+        !untouched.contains(&format!("{kind} {}:{}", i.slot.hostaddr, i.slot.port))
+    };
+    for s in &mut remove.shards {
+        s.nodes.retain(|n| keep("storage", n));
+    }
+    remove.comps.retain(|c| keep("compute", c));
+    prov.uninstall_cluster_with(&machines_now, &remove, progress)
         .await?;
     let name = plan.name.clone();
     let step = progress.step("remove rows and ports");
@@ -427,8 +451,27 @@ pub async fn teardown_with(
     }
 }
 
-/// Rolls a failed or interrupted create back ([`teardown`] of the memo's plan) and marks
-/// the job failed with `why`.
+/// Labels (`storage 127.0.0.2:57001`) of instances this job never touched: their `install`
+/// step never left the machine (`not reached`), or, when `trust_pending` (the steps are this
+/// run's own, not read back after a crash, where a start may not have been flushed yet), it
+/// never started.
+fn untouched(steps: &[StepRecord], trust_pending: bool) -> HashSet<String> {
+    steps
+        .iter()
+        .filter(|r| match r.status {
+            StepStatus::Pending | StepStatus::Skipped => trust_pending,
+            StepStatus::Failed => r
+                .note
+                .as_deref()
+                .is_some_and(|n| n.starts_with(super::install::NOT_REACHED)),
+            _ => false,
+        })
+        .filter_map(|r| r.name.strip_prefix("install ").map(str::to_string))
+        .collect()
+}
+
+/// Rolls a failed or interrupted create back ([`teardown`] of the memo's plan, sparing what
+/// was never touched) and marks the job failed with `why`.
 async fn rollback(
     store: &Store,
     prov: &Provisioner,
@@ -436,6 +479,7 @@ async fn rollback(
     mut memo: CreateMemo,
     why: &str,
     progress: &Progress,
+    trust_pending: bool,
 ) -> Result<()> {
     tracing::warn!(job_id, reason = why, "create_cluster failed; rolling back");
     let Some(plan) = memo.plan.clone() else {
@@ -449,8 +493,9 @@ async fn rollback(
         .await;
     };
     memo.steps.clear();
+    let spare = untouched(&progress.steps(), trust_pending);
     let mut why = why.to_string();
-    match teardown_with(store, prov, memo.cluster_id, &plan, progress).await {
+    match teardown_sparing(store, prov, memo.cluster_id, &plan, progress, &spare).await {
         Ok(()) => memo.stage = "rolled_back".into(),
         Err(e) => {
             memo.stage = "rollback_failed".into();
@@ -460,4 +505,53 @@ async fn rollback(
         }
     }
     fail_with(store, job_id, memo, &Error::Unavailable(why), progress).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::progress::StepStatus as S;
+    use super::*;
+
+    fn rec(name: &str, status: S, note: Option<&str>) -> StepRecord {
+        StepRecord {
+            name: name.into(),
+            status,
+            started_at: None,
+            ms: None,
+            note: note.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn only_instances_never_touched_are_spared() {
+        let steps = vec![
+            rec("plan", S::Done, None),
+            rec(
+                "install storage h:1",
+                S::Failed,
+                Some("not reached: h: unreachable: refused"),
+            ),
+            rec("install storage h:5", S::Failed, Some("initialise: exit 1")),
+            rec("install compute h:9", S::Pending, None),
+            rec(
+                "install compute h:12",
+                S::Skipped,
+                Some("an earlier step failed"),
+            ),
+            rec("start storage h:13", S::Pending, None),
+        ];
+        let live = untouched(&steps, true);
+        assert_eq!(
+            live,
+            ["storage h:1", "compute h:9", "compute h:12"]
+                .into_iter()
+                .map(String::from)
+                .collect()
+        );
+        let after_crash = untouched(&steps, false);
+        assert_eq!(
+            after_crash,
+            ["storage h:1".to_string()].into_iter().collect()
+        );
+    }
 }

@@ -367,13 +367,33 @@ async fn install_tracked(
         for &s in part {
             step.note(s.as_str());
             if let Err(e) = recipe.run_step(ssh, &job.target, &job.spec, s).await {
-                step.fail(format!("{}: {e}", s.as_str()));
+                if s == steps[0] && never_sent(&e) {
+                    step.fail(format!("{NOT_REACHED}: {e}"));
+                } else {
+                    step.fail(format!("{}: {e}", s.as_str()));
+                }
                 return Err(e);
             }
         }
         step.done();
     }
     Ok(())
+}
+
+/// Note prefix of an `install` step whose first command never reached the machine (no
+/// connection, authentication or host key refused): nothing of that instance exists there.
+pub const NOT_REACHED: &str = "not reached";
+
+/// True for errors raised before any command ran on the machine.
+fn never_sent(e: &kunlun_provision::Error) -> bool {
+    use kunlun_provision::Error as E;
+    matches!(
+        e,
+        E::Unreachable { .. }
+            | E::AuthFailed { .. }
+            | E::HostKeyMismatch { .. }
+            | E::HostKeyUnknown { .. }
+    )
 }
 
 fn user(name: &str, password: &str, role: UserRole) -> DbUser {
