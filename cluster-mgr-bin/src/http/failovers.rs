@@ -4,6 +4,7 @@
 
 use actix_web::{web, HttpResponse};
 use kunlun_core::ClusterManager;
+use kunlun_meta::api::ErrorBody;
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -11,41 +12,76 @@ use super::error::ApiError;
 type Result<T> = std::result::Result<T, ApiError>;
 
 /// `?shard_id=` filter of the listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
     pub shard_id: Option<i64>,
 }
 
 /// Body of a switchover request; no target means the best replica.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchoverRequest {
     pub target_node_id: Option<i64>,
 }
 
 /// Body of a no-switch request: hold automatic failover for `seconds` (0 lifts it).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoSwitchRequest {
     pub seconds: u64,
 }
 
-/// Failover and switchover records, newest first.
+/// Failover and switchover records, newest first (kept in the metadata store).
+#[utoipa::path(
+    get, path = "/v1/failovers", tag = "ha",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Array of failover records, newest first. A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms"),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn list(cm: web::Data<ClusterManager>, q: web::Query<ListQuery>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(cm.failovers(q.shard_id).await?))
 }
 
 /// One record with its timeline.
+#[utoipa::path(
+    get, path = "/v1/failovers/{id}", tag = "ha",
+    params(("id" = u64, Path, description = "Failover record id")),
+    responses(
+        (status = 200, description = "A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms"),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<u64>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(cm.failover(*id).await?))
 }
 
 /// Health of every probed storage node, alarms, counters and recent events.
+#[utoipa::path(
+    get, path = "/v1/ha", tag = "ha",
+    responses(
+        (status = 200, description = "{nodes: [{node_id, shard_id, cluster_id, addr, is_primary, state (up|suspect|down), consecutive_failures, probed_at, probe}], alarms: {shard_id: reason}, stats: {rounds, probes, probe_failures, failovers, failovers_refused, failovers_failed, failover_retries, shards_given_up}, events: [{at, cluster_id, shard_id, node_id, what}]}"),
+        (status = 503, description = "The HA monitor is not running yet", body = ErrorBody),
+    )
+)]
 pub async fn status(cm: web::Data<ClusterManager>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(cm.ha_status()?))
 }
 
 /// Planned switchover; answers with the record once it is done (or refused).
+#[utoipa::path(
+    post, path = "/v1/shards/{id}/switchover", tag = "ha",
+    params(("id" = i64, Path, description = "Shard id")),
+    request_body(content = Option<SwitchoverRequest>, description = "Optional target; without it the best replica"),
+    responses(
+        (status = 200, description = "The switchover's record (outcome promoted, refused or failed). A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms"),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn switchover(
     cm: web::Data<ClusterManager>,
     id: web::Path<i64>,
@@ -56,6 +92,17 @@ pub async fn switchover(
 }
 
 /// Sets or lifts the no-switch hold of a shard.
+#[utoipa::path(
+    post, path = "/v1/shards/{id}/no_switch", tag = "ha",
+    params(("id" = i64, Path, description = "Shard id")),
+    request_body = NoSwitchRequest,
+    responses(
+        (status = 200, description = "{shard_id, seconds}"),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn no_switch(
     cm: web::Data<ClusterManager>,
     id: web::Path<i64>,

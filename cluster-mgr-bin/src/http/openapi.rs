@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::{cluster_jobs, clusters, health, jobs, machines, scale_jobs, xa};
+use super::{cluster_jobs, clusters, failovers, health, jobs, machines, scale_jobs, xa};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -18,11 +18,13 @@ use super::{cluster_jobs, clusters, health, jobs, machines, scale_jobs, xa};
         scale_jobs::add_comps, scale_jobs::delete_comp,
         jobs::list, jobs::show,
         xa::list, xa::resolve,
+        failovers::status, failovers::list, failovers::show, failovers::switchover, failovers::no_switch,
     ),
     tags(
         (name = "machines", description = "Hosts the manager installs database instances on"),
         (name = "clusters", description = "Clusters, shards, storage and compute nodes"),
         (name = "jobs", description = "Long-running work"),
+        (name = "ha", description = "Shard high availability: health, failover records, switchover, no-switch"),
         (name = "xa", description = "In-doubt 2PC branches: listing and resolution by hand"),
         (name = "health", description = "Liveness of the daemon and its metadata store"),
     )

@@ -34,6 +34,11 @@ pub struct MariaDbOptions {
     pub semi_sync_timeout_ms: u64,
     /// Extra `mariadbd` arguments, appended last so they override the harness defaults.
     pub extra_args: Vec<String>,
+    /// Run `mariadbd` inside this network namespace (`ip netns exec`), listening on
+    /// `bind_address`; `None` runs it here on 127.0.0.1.
+    pub netns: Option<String>,
+    /// Address to listen on and connect to (default 127.0.0.1).
+    pub bind_address: Option<String>,
 }
 
 impl Default for MariaDbOptions {
@@ -42,6 +47,8 @@ impl Default for MariaDbOptions {
             semi_sync: false,
             semi_sync_timeout_ms: 10_000,
             extra_args: Vec::new(),
+            netns: None,
+            bind_address: None,
         }
     }
 }
@@ -153,7 +160,7 @@ impl MariaDb {
             format!("--pid-file={}", d.join("mysqld.pid").display()),
             format!("--log-error={}", self.error_log().display()),
             format!("--port={}", self.port()),
-            "--bind-address=127.0.0.1".to_string(),
+            format!("--bind-address={}", self.tcp_host()),
             format!("--server-id={}", self.server_id),
             "--log-bin=mysql-bin".to_string(),
             "--relay-log=relay-bin".to_string(),
@@ -185,7 +192,14 @@ impl MariaDb {
     }
 
     fn launch(&self) -> Result<()> {
-        let mut cmd = Command::new(MARIADBD);
+        let mut cmd = match &self.options.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.as_str(), MARIADBD]);
+                c
+            }
+            None => Command::new(MARIADBD),
+        };
         cmd.args(self.args());
         let log = self.dir.path().join("mariadbd.out");
         // A socket file left by kill -9 would look ready before the server listens.
@@ -193,7 +207,8 @@ impl MariaDb {
         let mut guard = self.lock();
         *guard = Some(ServerProcess::spawn("mariadbd", cmd, &log)?);
         let process = guard.as_mut().context("just spawned")?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port()));
+        let ip: Ipv4Addr = self.tcp_host().parse().context("bind_address")?;
+        let addr = SocketAddr::from((ip, self.port()));
         let res = wait_until("MariaDB to accept connections", START_LIMIT, || {
             process.ensure_running()?;
             Ok(port_open(addr) && self.socket().exists() && self.sql("SELECT 1").is_ok())
@@ -223,6 +238,14 @@ impl MariaDb {
         "127.0.0.1"
     }
 
+    /// Address the server listens on: `bind_address`, else `127.0.0.1`.
+    pub fn tcp_host(&self) -> String {
+        self.options
+            .bind_address
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".into())
+    }
+
     /// This server's `server_id`, unique among all harness instances.
     pub fn server_id(&self) -> u32 {
         self.server_id
@@ -230,7 +253,7 @@ impl MariaDb {
 
     /// `mysql://root@127.0.0.1:<port>` (root, empty password).
     pub fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}", self.port())
+        format!("mysql://root@{}:{}", self.tcp_host(), self.port())
     }
 
     /// The datadir.
@@ -326,9 +349,10 @@ impl MariaDb {
     /// and starts the replica threads. Does not wait for them to connect.
     pub fn replicate_from(&self, source: &MariaDb) -> Result<()> {
         self.sql(&format!(
-            "STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, \
+            "STOP SLAVE; CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, \
              MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, \
              MASTER_CONNECT_RETRY=1; START SLAVE;",
+            source.tcp_host(),
             source.port()
         ))
         .map(drop)

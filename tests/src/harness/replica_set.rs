@@ -23,6 +23,8 @@ pub struct ReplicaSetOptions {
     pub semi_sync: bool,
     /// Options for every node; `semi_sync` above overrides its field.
     pub node: MariaDbOptions,
+    /// Options for the primary instead of `node` (e.g. to run it in a network namespace).
+    pub primary: Option<MariaDbOptions>,
 }
 
 /// A primary and its replicas. Dropping it stops every node.
@@ -55,9 +57,14 @@ impl ReplicaSet {
     pub fn start_with(options: ReplicaSetOptions) -> Result<ReplicaSet> {
         let mut node = options.node.clone();
         node.semi_sync = options.semi_sync;
+        let mut first = options.primary.clone().unwrap_or_else(|| node.clone());
+        first.semi_sync = options.semi_sync;
         let started: Vec<Result<MariaDb>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..=options.replicas)
-                .map(|_| s.spawn(|| MariaDb::start_with(node.clone())))
+                .map(|i| {
+                    let o = if i == 0 { first.clone() } else { node.clone() };
+                    s.spawn(move || MariaDb::start_with(o))
+                })
                 .collect();
             handles
                 .into_iter()

@@ -3,6 +3,8 @@
 //! every acknowledged write, and the after-checks every scenario ends with.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,9 @@ pub struct EnvOptions {
     /// Registers the primary behind a TCP proxy (the manager's view only; replicas connect
     /// directly), so a test can cut the manager off.
     pub proxy_primary: bool,
+    /// Runs the primary inside this network namespace `(name, address)`; every client
+    /// reaches it at that address.
+    pub primary_netns: Option<(String, String)>,
 }
 
 impl Default for EnvOptions {
@@ -53,6 +58,7 @@ impl Default for EnvOptions {
             replicas: 2,
             ha: test_ha_config(),
             proxy_primary: false,
+            primary_netns: None,
         }
     }
 }
@@ -77,13 +83,28 @@ pub fn test_ha_config() -> HaConfig {
 
 /// Starts a semi-sync set whose replicas notice a dead source within ~2 s.
 pub fn start_set(replicas: usize) -> Result<ReplicaSet> {
+    start_set_in(replicas, None)
+}
+
+/// [`start_set`] with the primary in a network namespace `(name, address)`.
+pub fn start_set_in(
+    replicas: usize,
+    primary_netns: Option<(String, String)>,
+) -> Result<ReplicaSet> {
+    let node = MariaDbOptions {
+        extra_args: vec!["--slave-net-timeout=2".into()],
+        ..MariaDbOptions::default()
+    };
+    let primary = primary_netns.map(|(ns, ip)| MariaDbOptions {
+        netns: Some(ns),
+        bind_address: Some(ip),
+        ..node.clone()
+    });
     let set = ReplicaSet::start_with(ReplicaSetOptions {
         replicas,
         semi_sync: true,
-        node: MariaDbOptions {
-            extra_args: vec!["--slave-net-timeout=2".into()],
-            ..MariaDbOptions::default()
-        },
+        node,
+        primary,
     })?;
     set.primary().sql(
         "CREATE DATABASE ha; CREATE TABLE ha.w (id BIGINT PRIMARY KEY) ENGINE=InnoDB; \
@@ -96,7 +117,8 @@ pub fn start_set(replicas: usize) -> Result<ReplicaSet> {
 impl HaEnv {
     pub async fn start(o: EnvOptions) -> Result<HaEnv> {
         let replicas = o.replicas;
-        let set = tokio::task::spawn_blocking(move || start_set(replicas)).await??;
+        let netns = o.primary_netns.clone();
+        let set = tokio::task::spawn_blocking(move || start_set_in(replicas, netns)).await??;
         let dir = tempfile::tempdir()?;
         let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db"))).await?;
         let ports: Vec<u16> = set.nodes().map(MariaDb::port).collect();
@@ -106,7 +128,11 @@ impl HaEnv {
             None
         };
         let first = proxy.as_ref().map_or(ports[0], |p| p.port);
-        let (cluster, shard_id, node_ids) = register_shard(&store, &ports, first).await?;
+        let mut hosts: Vec<(String, u16)> = set.nodes().map(|n| (n.tcp_host(), n.port())).collect();
+        if let Some(h) = hosts.first_mut() {
+            h.1 = first;
+        }
+        let (cluster, shard_id, node_ids) = register_shard_at(&store, &hosts).await?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let ha = HaMonitor::spawn(store.clone(), o.ha, &tasks, cancel.clone());
@@ -257,7 +283,24 @@ pub async fn register_shard(
     ports: &[u16],
     first_port: u16,
 ) -> Result<(Cluster, i64, Vec<i64>)> {
-    let first = first_port;
+    let hosts: Vec<(String, u16)> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (
+                "127.0.0.1".to_string(),
+                if i == 0 { first_port } else { *p },
+            )
+        })
+        .collect();
+    register_shard_at(store, &hosts).await
+}
+
+/// [`register_shard`] with each node's `(host, port)`; the first is the primary.
+pub async fn register_shard_at(
+    store: &Store,
+    hosts: &[(String, u16)],
+) -> Result<(Cluster, i64, Vec<i64>)> {
     store
         .tx(async |tx| {
             let cluster = repo::clusters::insert(
@@ -277,20 +320,20 @@ pub async fn register_shard(
                 &NewShard {
                     name: "shard1".into(),
                     db_cluster_id: cluster.id,
-                    num_nodes: ports.len() as i64,
+                    num_nodes: hosts.len() as i64,
                     sync_num: 1,
                 },
             )
             .await?;
             let mut ids = Vec::new();
-            for (i, port) in ports.iter().enumerate() {
+            for (i, (host, port)) in hosts.iter().enumerate() {
                 let n = repo::nodes::insert(
                     tx,
                     &NewShardNode {
                         shard_id: shard.id,
                         db_cluster_id: cluster.id,
-                        hostaddr: "127.0.0.1".into(),
-                        port: if i == 0 { first } else { *port },
+                        hostaddr: host.clone(),
+                        port: *port,
                         user_name: "root".into(),
                         passwd: String::new(),
                         master_priority: 0,
@@ -322,9 +365,9 @@ pub async fn primary_of(store: &Store, shard_id: i64) -> Result<i64> {
         .context("no primary in metadata")
 }
 
-fn root_addr(port: u16) -> NodeAddr {
+fn root_addr(host: String, port: u16) -> NodeAddr {
     NodeAddr {
-        host: "127.0.0.1".into(),
+        host,
         port,
         user: "root".into(),
         password: String::new(),
@@ -340,7 +383,7 @@ where
         connect_timeout: Duration::from_secs(5),
         read_timeout: Duration::from_secs(40),
     };
-    let mut c = StorageConn::connect(&root_addr(db.port()), opts).await?;
+    let mut c = StorageConn::connect(&root_addr(db.tcp_host(), db.port()), opts).await?;
     let r = c.query(sql).await?;
     c.close().await;
     Ok(r)
