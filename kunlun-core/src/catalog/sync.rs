@@ -78,8 +78,8 @@ impl CatalogSync {
 
     /// One round: the reports of the clusters it pushed (unchanged ones are skipped).
     pub async fn round(&mut self) -> Result<Vec<PushReport>> {
-        let full =
-            self.config.resync_every > 0 && self.rounds % u64::from(self.config.resync_every) == 0;
+        // `checked_rem` is `None` for 0 (never a full round).
+        let full = self.rounds.checked_rem(u64::from(self.config.resync_every)) == Some(0);
         self.rounds += 1;
         let clusters: Vec<i64> = self
             .store
