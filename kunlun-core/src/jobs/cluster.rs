@@ -452,7 +452,7 @@ async fn teardown_sparing(
 }
 
 /// Labels (`storage 127.0.0.2:57001`) of instances this job never touched: their `install`
-/// step never left the machine (`not reached`), or, when `trust_pending` (the steps are this
+/// step failed before writing anything (`nothing installed`), or, when `trust_pending` (the steps are this
 /// run's own, not read back after a crash, where a start may not have been flushed yet), it
 /// never started.
 fn untouched(steps: &[StepRecord], trust_pending: bool) -> HashSet<String> {
@@ -463,7 +463,7 @@ fn untouched(steps: &[StepRecord], trust_pending: bool) -> HashSet<String> {
             StepStatus::Failed => r
                 .note
                 .as_deref()
-                .is_some_and(|n| n.starts_with(super::install::NOT_REACHED)),
+                .is_some_and(|n| n.starts_with(super::install::NOTHING_INSTALLED)),
             _ => false,
         })
         .filter_map(|r| r.name.strip_prefix("install ").map(str::to_string))
@@ -529,7 +529,7 @@ mod tests {
             rec(
                 "install storage h:1",
                 S::Failed,
-                Some("not reached: h: unreachable: refused"),
+                Some("nothing installed: h: unreachable: refused"),
             ),
             rec("install storage h:5", S::Failed, Some("initialise: exit 1")),
             rec("install compute h:9", S::Pending, None),

@@ -364,14 +364,17 @@ async fn install_tracked(
             continue;
         }
         let step = progress.step(format!("{phase} {label}"));
+        if phase == "install" {
+            step.note("check programs");
+            if let Err(e) = check_programs(recipe, ssh, &job.target).await {
+                step.fail(format!("{NOTHING_INSTALLED}: {e}"));
+                return Err(e);
+            }
+        }
         for &s in part {
             step.note(s.as_str());
             if let Err(e) = recipe.run_step(ssh, &job.target, &job.spec, s).await {
-                if s == steps[0] && never_sent(&e) {
-                    step.fail(format!("{NOT_REACHED}: {e}"));
-                } else {
-                    step.fail(format!("{}: {e}", s.as_str()));
-                }
+                step.fail(format!("{}: {e}", s.as_str()));
                 return Err(e);
             }
         }
@@ -380,21 +383,51 @@ async fn install_tracked(
     Ok(())
 }
 
-/// Note prefix of an `install` step whose first command never reached the machine (no
-/// connection, authentication or host key refused): nothing of that instance exists there.
-pub const NOT_REACHED: &str = "not reached";
+/// Deadline of the programs check (one short remote command).
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// True for errors raised before any command ran on the machine.
-fn never_sent(e: &kunlun_provision::Error) -> bool {
-    use kunlun_provision::Error as E;
-    matches!(
-        e,
-        E::Unreachable { .. }
-            | E::AuthFailed { .. }
-            | E::HostKeyMismatch { .. }
-            | E::HostKeyUnknown { .. }
-    )
+/// Refuses, before anything is written, a machine that lacks a program of the recipe (a
+/// clear error instead of a server that never starts).
+async fn check_programs(
+    recipe: &dyn Recipe,
+    ssh: &SshExecutor,
+    target: &SshTarget,
+) -> kunlun_provision::Result<()> {
+    let progs = recipe.required_binaries();
+    let list: Vec<String> = progs
+        .iter()
+        .map(|p| kunlun_provision::recipe::sh_quote(p))
+        .collect();
+    let cmd = format!(
+        "for p in {}; do [ -x \"$p\" ] || echo \"$p\"; done; exit 0",
+        list.join(" ")
+    );
+    let out = ssh.exec(target, &cmd, CHECK_TIMEOUT).await?;
+    let missing: Vec<String> = out
+        .stdout_str()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(kunlun_provision::Error::Invalid(format!(
+            "{}: the {} recipe needs {} but the machine has no such program (install the \
+             server package or fix the recipe's paths)",
+            target.host,
+            recipe.name(),
+            missing.join(", ")
+        )))
+    }
 }
+
+/// Note prefix of an `install` step that failed before anything of its instance was
+/// written: the machine was not reached (no connection, authentication or host key refused)
+/// or lacks a program of the recipe. A rollback need not (and, for an unreachable machine,
+/// could not) uninstall such an instance.
+pub const NOTHING_INSTALLED: &str = "nothing installed";
 
 fn user(name: &str, password: &str, role: UserRole) -> DbUser {
     DbUser {
