@@ -336,6 +336,30 @@ async fn scenario(w: &World) {
         2
     );
 
+    // The primary and the replica forget their old binary logs, so a new node that merely
+    // replicated from the start could not get the rows written before: only a seed can.
+    for port in [primary.port, old_replica.port] {
+        let mut c = conn(port, &pw).await;
+        // A log a replica's dump thread still reads is kept: flush and purge until it moved on.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            c.query_drop("FLUSH BINARY LOGS").await.expect("flush");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            c.query_drop("PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 DAY")
+                .await
+                .expect("purge");
+            let first: Option<(String, u64)> =
+                c.query_first("SHOW BINARY LOGS").await.expect("logs");
+            if first.is_some_and(|(f, _)| !f.ends_with(".000001")) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {port}: the first binary log is never purged"
+            );
+        }
+    }
+
     // add_nodes 1: seeded with the rows written before, replicating what comes after.
     let add = mgr.add_nodes(cid, shard1.id, &one).await.expect("accepted");
     let busy = mgr.add_nodes(cid, shard1.id, &one).await.expect_err("busy");
@@ -343,6 +367,21 @@ async fn scenario(w: &World) {
     let j = run(runner, store, add.job_id).await;
     assert_eq!(j.status, JobStatus::Done, "{}", memo_text(&j));
     assert!(!memo_text(&j).contains(&pw), "no password in the memo");
+    let steps = j.memo.as_ref().and_then(|m| m.get("steps")).cloned();
+    let seeded = steps
+        .as_ref()
+        .and_then(|s| s.as_array())
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"].as_str().is_some_and(|n| n.starts_with("seed ")))
+        .cloned()
+        .expect("a seed step");
+    assert_eq!(seeded["status"], "done", "{seeded}");
+    let note = seeded["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&format!(":{}", old_replica.port)) && note.contains("at '0-"),
+        "seeded from the healthy replica at a GTID position: {note}"
+    );
     let nodes = store
         .list_shard_nodes(Some(shard1.id))
         .await
