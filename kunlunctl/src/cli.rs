@@ -82,6 +82,9 @@ pub enum Command {
     /// In-doubt (prepared) 2PC branches of a cluster: list them, resolve one by hand.
     #[command(subcommand)]
     Xa(crate::cmd::xa::XaCmd),
+    /// `shard`, `node`, `comp`: add or remove shards, replicas and compute nodes of a cluster.
+    #[command(flatten)]
+    Scale(crate::cmd::scale::ScaleCmd),
 }
 
 impl Command {
@@ -93,6 +96,7 @@ impl Command {
             Command::Job(_) => "job",
             Command::Failover(_) => "failover",
             Command::Xa(_) => "xa",
+            Command::Scale(c) => c.noun(),
         }
     }
 }

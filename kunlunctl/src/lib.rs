@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Job(c) => cmd::job::run(&client, c, cli.json),
         Command::Xa(c) => cmd::xa::run(&client, c, cli.json),
         Command::Failover(c) => cmd::failover::run(&client, c, cli.json),
+        Command::Scale(c) => cmd::scale::run(&client, c, cli.json),
     });
     match result {
         Ok(text) => {

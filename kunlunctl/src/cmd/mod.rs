@@ -5,4 +5,5 @@ pub mod cluster;
 pub mod failover;
 pub mod job;
 pub mod machine;
+pub mod scale;
 pub mod xa;
