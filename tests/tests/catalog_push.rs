@@ -11,6 +11,7 @@ use kunlun_core::catalog::{
     desired_for_cluster, push_cluster, read_catalog, CatalogOptions, CatalogRows, CatalogSync,
     CatalogSyncConfig, PushReport,
 };
+use kunlun_core::{ClusterManager, CoreConfig};
 use kunlun_meta::model::{
     Cluster, CompNode, HaMode, MemberState, NewCluster, NewCompNode, NewShard, NewShardNode,
     NodeStatus,
@@ -254,13 +255,29 @@ async fn push_read_back_change_primary_and_survive_a_dead_compute_node() -> Resu
     w.store
         .tx(async |tx| repo::nodes::set_primary(tx, new_primary).await)
         .await?;
-    let r = push_cluster(&w.store, w.cluster.id, &opts()).await?;
+    // `cluster show`'s view through the facade: the live node is behind, the dead one unread.
+    let manager = ClusterManager::new(CoreConfig::default(), w.store.clone());
+    let status = manager.catalog_status(w.cluster.id).await?;
+    assert_eq!(status.len(), 2);
+    assert_eq!(status[0].comp_node_id, w.comp.id);
+    assert_eq!(status[0].in_sync, Some(false), "{status:?}");
+    assert_eq!(status[0].primaries, [(*s1, n1[0]), (*s2, n2[0])]);
+    assert!(
+        status[1].in_sync.is_none() && status[1].error.is_some(),
+        "{status:?}"
+    );
+
+    let r = manager.push_catalog(w.cluster.id).await?;
     assert_eq!(w.error_of(&r, &w.comp), None, "{r}");
     assert_eq!(
         w.shard_sql()?,
         format!("{s1}|{new_primary}|3\n{s2}|{}|2", n2[0])
     );
     assert_eq!(read_catalog(&w.comp, &opts()).await?, w.desired().await?);
+    let status = manager.catalog_status(w.cluster.id).await?;
+    assert_eq!(status[0].in_sync, Some(true), "{status:?}");
+    assert_eq!(status[0].primaries, [(*s1, new_primary), (*s2, n2[0])]);
+    manager.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
 

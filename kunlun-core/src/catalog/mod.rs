@@ -17,6 +17,7 @@ mod sync;
 
 use std::time::Duration;
 
+pub use facade::CompCatalog;
 pub use pg::SCHEMA;
 pub use push::{desired_for_cluster, push_cluster, read_catalog, CompPush, PushReport};
 pub use rows::{
