@@ -133,5 +133,47 @@ async fn switchover_and_failover_records_through_the_daemon_and_kunlunctl() {
         metrics.contains("kunlun_cluster_mgr_ha_node_up{"),
         "{metrics}"
     );
+    let doc: serde_json::Value = reqwest::get(format!("{url}/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for p in [
+        "/v1/ha",
+        "/v1/failovers",
+        "/v1/failovers/{id}",
+        "/v1/shards/{id}/switchover",
+        "/v1/shards/{id}/no_switch",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "OpenAPI lacks {p}");
+    }
+    drop(daemon);
+
+    // The records live in the metadata store: a restarted daemon still lists them.
+    let (d, s2) = (dir.path().to_path_buf(), sqlite.clone());
+    let daemon = tokio::task::spawn_blocking(move || Daemon::start(&d, &s2))
+        .await
+        .unwrap()
+        .expect("daemon restarted");
+    let u = daemon.url();
+    let (list, missing) = tokio::task::spawn_blocking(move || {
+        (
+            ctl(&u, &["--json", "failover", "list"]).ok(),
+            ctl(&u, &["failover", "show", "424242"]),
+        )
+    })
+    .await
+    .unwrap();
+    let recs = list.json();
+    assert_eq!(recs.as_array().map(Vec::len), Some(1), "{recs}");
+    assert_eq!(recs[0]["kind"], "switchover");
+    assert_eq!(recs[0]["new_primary"].as_i64(), Some(ids[2]));
+    assert!(
+        recs[0]["phases"].as_array().is_some_and(|p| !p.is_empty()),
+        "{recs}"
+    );
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.stderr.contains("not_found"), "{missing:?}");
     drop(daemon);
 }
