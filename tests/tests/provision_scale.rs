@@ -17,14 +17,16 @@ use kunlun_core::catalog::{read_catalog, CatalogOptions};
 use kunlun_core::jobs::cluster::accept_create_cluster;
 use kunlun_core::jobs::delete::accept_delete_cluster;
 use kunlun_core::jobs::install::MANAGER_USER;
+use kunlun_core::jobs::nodes::ADD_NODES;
+use kunlun_core::jobs::plan_scale::{install_view, passwords_of, plan_add_nodes};
 use kunlun_core::jobs::{JobRunner, Provisioner};
 use kunlun_core::{ClusterManager, CoreConfig, Error};
 use kunlun_meta::api::{AddNodes, AddShards, CreateCluster};
 use kunlun_meta::model::{
-    HaMode, Job, JobStatus, MachineType, MemberState, NewCluster, NewMachine, NewShard, ShardNode,
-    SshAccess,
+    HaMode, Job, JobStatus, MachineType, MemberState, NewCluster, NewJob, NewMachine, NewShard,
+    ShardNode, SshAccess,
 };
-use kunlun_meta::store::repo::{clusters, meta, secrets, shards};
+use kunlun_meta::store::repo::{clusters, machines, meta, secrets, shards};
 use kunlun_meta::{Store, StoreConfig};
 use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
 use kunlun_provision::{HostKeyPolicy, SshExecutor};
@@ -200,6 +202,32 @@ async fn add_and_delete_replicas_and_shards_of_a_live_cluster() {
     }
 }
 
+/// The shard still has its 2 nodes, ports and dirs are as before the failed add.
+async fn nothing_added(w: &World, shard_id: i64, used_before: &[u16]) {
+    let nodes = w
+        .store
+        .list_shard_nodes(Some(shard_id))
+        .await
+        .expect("nodes");
+    assert_eq!(nodes.len(), 2, "no node row added");
+    let m = w.store.list_machines().await.expect("machines")[0].clone();
+    assert_eq!(m.used_ports, used_before, "no port kept");
+    assert!(m.installing_ports.is_empty(), "no port kept");
+    let mut dirs: Vec<String> = std::fs::read_dir(w.data.join("kunlun"))
+        .expect("kunlun dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("storage_"))
+        .collect();
+    dirs.sort();
+    let mut want: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("storage_{}", n.port))
+        .collect();
+    want.sort();
+    assert_eq!(dirs, want, "no instance dir left");
+}
+
 fn primary_of(nodes: &[ShardNode]) -> &ShardNode {
     nodes
         .iter()
@@ -335,6 +363,62 @@ async fn scenario(w: &World) {
             .len(),
         2
     );
+
+    // Faults: the planned port is taken by another process (the install fails and is rolled
+    // back), and an add_nodes job found ongoing at start-up whose instance was already
+    // installed (as after a crash) is rolled back by the runner's recovery.
+    let planned = || async {
+        let detail = store.cluster_detail(cid).await.expect("detail");
+        let machines = store.list_machines().await.expect("machines");
+        plan_add_nodes(&one, &detail, shard1.id, &machines, passwords_of(&secret)).expect("plan")
+    };
+    let plan = planned().await;
+    let port = plan.shards[0].nodes[0].slot.port;
+    let squatter = std::net::TcpListener::bind((IP, port)).expect("take the planned port");
+    let add = mgr.add_nodes(cid, shard1.id, &one).await.expect("accepted");
+    let j = run(runner, store, add.job_id).await;
+    drop(squatter);
+    assert_eq!(j.status, JobStatus::Failed);
+    assert!(memo_text(&j).contains("rolled_back"), "{}", memo_text(&j));
+    nothing_added(w, shard1.id, &used_before).await;
+
+    let plan = planned().await;
+    let machines = store.list_machines().await.expect("machines");
+    let m = machines[0].clone();
+    let installing: Vec<u16> = plan.ports().iter().map(|p| p.1).collect();
+    store
+        .tx(async |tx| machines::set_ports(tx, &m, &m.used_ports, &installing).await)
+        .await
+        .expect("reserve");
+    runner
+        .provisioner
+        .install_cluster(&machines, &install_view(&plan))
+        .await
+        .expect("install as the crashed job had");
+    let crashed = store
+        .create_job(&NewJob {
+            job_type: ADD_NODES.into(),
+            job_info: serde_json::json!({
+                "nodes": 1, "storage_hosts": [], "cluster_id": cid, "name": "sc1",
+                "shard_id": shard1.id
+            }),
+            user_name: None,
+        })
+        .await
+        .expect("job");
+    let memo = serde_json::json!({
+        "stage": "planned", "cluster_id": cid, "shard_id": shard1.id,
+        "plan": serde_json::to_value(&plan).expect("plan json")
+    });
+    store
+        .update_job(crashed.id, JobStatus::Ongoing, Some(&memo))
+        .await
+        .expect("ongoing");
+    assert_eq!(runner.recover().await.expect("recover"), 1);
+    let j = store.get_job(crashed.id).await.expect("job");
+    assert_eq!(j.status, JobStatus::Failed);
+    assert!(memo_text(&j).contains("rolled_back"), "{}", memo_text(&j));
+    nothing_added(w, shard1.id, &used_before).await;
 
     // The primary and the replica forget their old binary logs, so a new node that merely
     // replicated from the start could not get the rows written before: only a seed can.
