@@ -4,6 +4,8 @@
 //! nodes, ports moved to used); a duplicate name is refused at accept; and a job found
 //! `ongoing` at start-up (as after a crash) is rolled back until nothing is left; then a
 //! `delete_cluster` job removes a created cluster completely (a second one meanwhile is 409).
+//! Each job's memo records its steps (every instance's install and start, replication, each
+//! removal), all finished.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use kunlun_core::jobs::cluster::{accept_create_cluster, CreateMemo, CREATE_CLUSTER};
 use kunlun_core::jobs::delete::accept_delete_cluster;
+use kunlun_core::jobs::progress::StepStatus;
 use kunlun_core::jobs::{JobRunner, Provisioner};
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{
@@ -109,6 +112,38 @@ async fn create_cluster_job_records_topology_and_an_interrupted_job_rolls_back()
     assert_eq!(memo.stage, "done");
     let memo_text = job.memo.as_ref().map(|m| m.to_string()).unwrap_or_default();
     assert!(!memo_text.contains("password"), "no passwords in the memo");
+    // Every step is recorded, finished: plan, ports, each instance's install and start,
+    // replication of the shard, the topology.
+    let names: Vec<&str> = memo.steps.iter().map(|s| s.name.as_str()).collect();
+    for want in [
+        "plan",
+        "reserve ports",
+        "install storage 127.0.0.2:",
+        "start storage 127.0.0.2:",
+        "install compute 127.0.0.2:",
+        "start compute 127.0.0.2:",
+        "replication ",
+        "record topology",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(want)),
+            "step {want:?} in {names:?}"
+        );
+    }
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("start storage"))
+            .count(),
+        2
+    );
+    assert!(
+        memo.steps
+            .iter()
+            .all(|s| s.status == StepStatus::Done && s.ms.is_some()),
+        "{:?}",
+        memo.steps
+    );
 
     let cluster = store.get_cluster_by_name("jc1").await.expect("cluster row");
     let detail = store.cluster_detail(cluster.id).await.expect("detail");
@@ -165,6 +200,19 @@ async fn create_cluster_job_records_topology_and_an_interrupted_job_rolls_back()
     assert_eq!(runner.recover().await.expect("recover"), 1);
     let j = store.get_job(j.id).await.expect("job");
     assert_eq!(j.status, JobStatus::Failed);
+    let rolled: CreateMemo =
+        serde_json::from_value(j.memo.clone().expect("memo")).expect("memo shape");
+    assert_eq!(rolled.stage, "rolled_back");
+    assert_eq!(
+        rolled
+            .steps
+            .iter()
+            .filter(|s| s.name.starts_with("remove ") && s.status == StepStatus::Done)
+            .count(),
+        4,
+        "three instances and the rows removed: {:?}",
+        rolled.steps
+    );
     assert!(store.list_clusters().await.expect("clusters").is_empty());
     assert!(store
         .list_shard_nodes(None)
@@ -210,6 +258,22 @@ async fn create_cluster_job_records_topology_and_an_interrupted_job_rolls_back()
     assert!(runner.run_once().await.expect("runner"));
     let del = store.get_job(del.id).await.expect("job");
     assert_eq!(del.status, JobStatus::Done, "{:?}", del.memo);
+    let del_steps = del
+        .memo
+        .as_ref()
+        .and_then(|m| m.get("steps"))
+        .and_then(|s| s.as_array())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        del_steps.len(),
+        5,
+        "read topology, 3 removals, rows: {del_steps:?}"
+    );
+    assert!(
+        del_steps.iter().all(|s| s["status"] == "done"),
+        "{del_steps:?}"
+    );
     assert!(store.list_clusters().await.expect("clusters").is_empty());
     assert!(store
         .list_shard_nodes(None)
