@@ -12,7 +12,9 @@
 //!
 //! `cargo bench -p kunlun-tests --bench create_cluster` runs 3 trials of each
 //! (`CREATE_CLUSTER_TRIALS` to change); without `--bench` (as under `cargo test --all-targets`)
-//! one smoke trial of each on 1 shard x 2 nodes + 1 compute node.
+//! one smoke trial of each on 1 shard x 2 nodes + 1 compute node. `CREATE_CLUSTER_PROFILE=1`
+//! adds, per trial, a run of the daemon's own install code in-process with every recipe step
+//! timed, and prints per step the median time of the floor's phases and of the recipe steps.
 
 use std::fs::File;
 use std::io::Write;
@@ -27,6 +29,10 @@ use kunlun_tests::{free_port, Sshd};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
+
+#[path = "create_cluster/profile.rs"]
+mod profile;
+use profile::{library_profile, print_steps, StepTime};
 
 /// A loopback address no other test uses, so port ranges cannot clash.
 const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 23);
@@ -195,12 +201,11 @@ struct DaemonRun {
     cluster_id: i64,
 }
 
+/// A final job, when it was first seen claimed, and each memo stage with when it was seen.
+type Followed = (Value, Option<Duration>, Vec<(String, Duration)>);
+
 /// Polls job `id` every [`POLL`] until it is final; returns it with the stages seen.
-fn follow_job(
-    d: &Daemon,
-    id: i64,
-    t0: Instant,
-) -> Result<(Value, Option<Duration>, Vec<(String, Duration)>)> {
+fn follow_job(d: &Daemon, id: i64, t0: Instant) -> Result<Followed> {
     let url = format!("{}/v1/jobs/{id}", d.base);
     let mut claimed = None;
     let mut stages: Vec<(String, Duration)> = Vec::new();
@@ -370,19 +375,24 @@ fn storage_script(spec: &InstanceSpec, primary: Option<u16>) -> String {
         "set -e
 B={b}
 mkdir -p $B/run $B/tmp $B/log $B/data && chmod 0750 $B
+echo \"@ make_dirs $(date +%s%N)\" >&2
 u=$(id -un)
 /usr/bin/mariadb-install-db --no-defaults --user=\"$u\" --datadir=$B/data \
 --auth-root-authentication-method=socket --auth-root-socket-user=\"$u\" --skip-test-db \
 --innodb-log-file-size=32M --tmpdir=$B/tmp >$B/log/install.log 2>&1
+echo \"@ initialise $(date +%s%N)\" >&2
 cat >$B/my.cnf <<'EOF'
 {cnf}EOF
+echo \"@ write_config $(date +%s%N)\" >&2
 cd / && setsid /usr/sbin/mariadbd --defaults-file=$B/my.cnf --user=\"$u\" </dev/null >>$B/log/mariadbd.out 2>&1 &
 i=0
 until /usr/bin/mariadb-admin --no-defaults -S $B/run/mysqld.sock -uroot --connect-timeout=2 ping >/dev/null 2>&1; do
   i=$((i+1)); [ $i -lt 6000 ] || exit 1; sleep 0.05
 done
+echo \"@ wait_ready $(date +%s%N)\" >&2
 /usr/bin/mariadb --no-defaults -S $B/run/mysqld.sock -uroot --batch <<'EOF'
 {sql}EOF
+echo \"@ create_users $(date +%s%N)\" >&2
 ",
         cnf = MariaDbRecipe::default().config(spec),
     )
@@ -396,16 +406,21 @@ fn compute_script(spec: &InstanceSpec) -> String {
         "set -e
 B={b}; BIN=/usr/lib/postgresql/15/bin
 mkdir -p $B/run $B/log $B/data && chown postgres $B $B/run $B/log $B/data && chmod 0750 $B && chmod 0700 $B/data
+echo \"@ make_dirs $(date +%s%N)\" >&2
 cd / && runuser -u postgres -- $BIN/initdb -D $B/data -U postgres --auth-local=peer \
 --auth-host=scram-sha-256 -E UTF8 --locale=C >$B/log/initdb.log 2>&1
+echo \"@ initialise $(date +%s%N)\" >&2
 cat >$B/data/kunlun.conf <<'EOF'
 {conf}EOF
 echo \"include_if_exists = 'kunlun.conf'\" >>$B/data/postgresql.conf
 echo 'host all all all scram-sha-256' >>$B/data/pg_hba.conf
+echo \"@ write_config $(date +%s%N)\" >&2
 setsid runuser -u postgres -- $BIN/postgres -D $B/data </dev/null >>$B/log/postgres.log 2>&1 &
 i=0
 until $BIN/pg_isready -q -h $B/run -p {port} -t 2; do i=$((i+1)); [ $i -lt 6000 ] || exit 1; sleep 0.05; done
+echo \"@ wait_ready $(date +%s%N)\" >&2
 runuser -u postgres -- $BIN/psql -X -q -h $B/run -p {port} -d postgres -c \"CREATE ROLE abc LOGIN SUPERUSER PASSWORD '{PW}'\"
+echo \"@ create_users $(date +%s%N)\" >&2
 ",
         conf = PostgresRecipe::default().config(spec),
     )
@@ -418,6 +433,7 @@ fn floor_create(
     root: &Path,
     shape: Shape,
     trial: usize,
+    phases: &mut Vec<StepTime>,
 ) -> Result<(Duration, Topology)> {
     let mut scripts = Vec::new();
     let mut topo = Topology::default();
@@ -456,6 +472,9 @@ fn floor_create(
         topo.comps.push((s.base_dir.into(), s.port));
     }
     let t0 = Instant::now();
+    let epoch0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
     let mut children = Vec::new();
     for s in &scripts {
         let mut child = sshd
@@ -473,10 +492,26 @@ fn floor_create(
         children.push(child);
     }
     let mut failures = Vec::new();
-    for c in children {
+    for (i, c) in children.into_iter().enumerate() {
         let out = c.wait_with_output()?;
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() {
-            failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+            failures.push(err);
+            continue;
+        }
+        let mut prev = 0.0;
+        for line in err.lines() {
+            let mut f = line.split_whitespace();
+            if let (Some("@"), Some(step), Some(ns)) = (f.next(), f.next(), f.next()) {
+                let end = ns.parse::<u128>().unwrap_or(epoch0).saturating_sub(epoch0) as f64 / 1e6;
+                phases.push(StepTime {
+                    storage: i < shape.shards * shape.nodes,
+                    step: step.to_string(),
+                    ms: end - prev,
+                    end_ms: end,
+                });
+                prev = end;
+            }
         }
     }
     let took = t0.elapsed();
@@ -618,6 +653,7 @@ fn main() -> Result<()> {
     let mut d_total = Vec::new();
     let mut f_total = Vec::new();
     let mut claimed = Vec::new();
+    let mut floor_steps = Vec::new();
     for i in 0..trials {
         for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
             if side == 0 {
@@ -641,13 +677,31 @@ fn main() -> Result<()> {
                 d_total.push(ms(r.total));
                 claimed.push(ms(r.claimed));
             } else {
-                let (took, topo) = floor_create(&sshd, &floor_root, shape, i + 1)?;
+                let (took, topo) =
+                    floor_create(&sshd, &floor_root, shape, i + 1, &mut floor_steps)?;
                 let checked = check_cluster(&topo);
                 floor_delete(&topo)?;
                 checked?;
                 println!("trial {:>2} floor:  {:>6.0} ms", i + 1, ms(took));
                 f_total.push(ms(took));
             }
+        }
+    }
+    let profile = std::env::var_os("CREATE_CLUSTER_PROFILE").is_some();
+    let mut lib_steps = Vec::new();
+    let mut lib_totals = Vec::new();
+    if profile {
+        for _ in 0..trials {
+            let url = format!("{}/v1/machines", daemon.base);
+            let (st, v) = call(reqwest::Method::GET, &url, None)?;
+            ensure!(st == 200, "GET /v1/machines: {st} {v}");
+            let machines: Vec<kunlun_meta::model::Machine> = serde_json::from_value(v)?;
+            let req = serde_json::from_value(json!({
+                "name": "profile", "ha_mode": "rbr", "shards": shape.shards, "nodes": shape.nodes,
+                "comps": shape.comps, "innodb_size_mb": INNODB_MB, "max_connections": MAX_CONNS,
+            }))?;
+            let kh = work.path().join("profile_known_hosts");
+            lib_totals.push(library_profile(&machines, &req, kh, &mut lib_steps)?);
         }
     }
     drop(daemon);
@@ -675,5 +729,13 @@ fn main() -> Result<()> {
     );
     let ratio = if f50 > 0.0 { d50 / f50 } else { f64::NAN };
     println!("  ratio daemon / floor: {ratio:.2}x (goal <= 1.3x)");
+    if profile {
+        println!("\nper step: median ms (median end, ms after start)");
+        print_steps("floor", &floor_steps);
+        print_steps("library", &lib_steps);
+        for (inst, total) in lib_totals {
+            println!("  library run: all instances installed at {inst:.0} ms, replication set up at {total:.0} ms");
+        }
+    }
     Ok(())
 }
