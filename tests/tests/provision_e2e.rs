@@ -590,6 +590,42 @@ fn cluster_lifecycle_and_bad_input_over_two_machines() {
         victim.port
     );
 
+    // ---- add_comps that cannot be placed fails cleanly: no row, no reservation added.
+    let ports_before: Vec<(Value, Value)> = machine_ids
+        .iter()
+        .map(|mid| {
+            let m = get(&format!("{base}/v1/machines/{mid}"));
+            (m["used_ports"].clone(), m["installing_ports"].clone())
+        })
+        .collect();
+    for (body, needle) in [
+        (
+            json!({"comps": 1, "computer_hosts": ["127.0.0.9"]}),
+            "127.0.0.9",
+        ),
+        (json!({"comps": 200}), "capacity"),
+    ] {
+        let j = run_job(&base, &format!("/v1/clusters/{id}/comp_nodes"), &body);
+        assert_eq!(j["status"], "failed", "{body}: {j}");
+        assert!(
+            j["memo"]["error"].as_str().unwrap_or("").contains(needle),
+            "{body}: {j}"
+        );
+        let n = rt
+            .block_on(store.list_comp_nodes(Some(id)))
+            .expect("comps")
+            .len();
+        assert_eq!(n, 2, "{body}: no compute node row added");
+        let ports_after: Vec<(Value, Value)> = machine_ids
+            .iter()
+            .map(|mid| {
+                let m = get(&format!("{base}/v1/machines/{mid}"));
+                (m["used_ports"].clone(), m["installing_ports"].clone())
+            })
+            .collect();
+        assert_eq!(ports_after, ports_before, "{body}: no port reserved");
+    }
+
     // ---- add_nodes / delete_node: a new replica of shard 1 is seeded and follows.
     let shard1 = &shards[0];
     let out = ctl(
