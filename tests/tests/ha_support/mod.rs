@@ -50,6 +50,8 @@ pub struct EnvOptions {
     /// Runs the primary inside this network namespace `(name, address)`; every client
     /// reaches it at that address.
     pub primary_netns: Option<(String, String)>,
+    /// Address the primary listens on (another loopback address, say), without a namespace.
+    pub primary_bind: Option<String>,
 }
 
 impl Default for EnvOptions {
@@ -59,6 +61,7 @@ impl Default for EnvOptions {
             ha: test_ha_config(),
             proxy_primary: false,
             primary_netns: None,
+            primary_bind: None,
         }
     }
 }
@@ -83,23 +86,32 @@ pub fn test_ha_config() -> HaConfig {
 
 /// Starts a semi-sync set whose replicas notice a dead source within ~2 s.
 pub fn start_set(replicas: usize) -> Result<ReplicaSet> {
-    start_set_in(replicas, None)
+    start_set_in(replicas, None, None)
 }
 
-/// [`start_set`] with the primary in a network namespace `(name, address)`.
+/// [`start_set`] with the primary in a network namespace `(name, address)`, or listening on
+/// `primary_bind`.
 pub fn start_set_in(
     replicas: usize,
     primary_netns: Option<(String, String)>,
+    primary_bind: Option<String>,
 ) -> Result<ReplicaSet> {
     let node = MariaDbOptions {
         extra_args: vec!["--slave-net-timeout=2".into()],
         ..MariaDbOptions::default()
     };
-    let primary = primary_netns.map(|(ns, ip)| MariaDbOptions {
-        netns: Some(ns),
-        bind_address: Some(ip),
-        ..node.clone()
-    });
+    let primary = match (primary_netns, primary_bind) {
+        (Some((ns, ip)), _) => Some(MariaDbOptions {
+            netns: Some(ns),
+            bind_address: Some(ip),
+            ..node.clone()
+        }),
+        (None, Some(ip)) => Some(MariaDbOptions {
+            bind_address: Some(ip),
+            ..node.clone()
+        }),
+        (None, None) => None,
+    };
     let set = ReplicaSet::start_with(ReplicaSetOptions {
         replicas,
         semi_sync: true,
@@ -117,8 +129,9 @@ pub fn start_set_in(
 impl HaEnv {
     pub async fn start(o: EnvOptions) -> Result<HaEnv> {
         let replicas = o.replicas;
-        let netns = o.primary_netns.clone();
-        let set = tokio::task::spawn_blocking(move || start_set_in(replicas, netns)).await??;
+        let (netns, bind) = (o.primary_netns.clone(), o.primary_bind.clone());
+        let set =
+            tokio::task::spawn_blocking(move || start_set_in(replicas, netns, bind)).await??;
         let dir = tempfile::tempdir()?;
         let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db"))).await?;
         let ports: Vec<u16> = set.nodes().map(MariaDb::port).collect();
