@@ -194,14 +194,15 @@ async fn create(store: &Store, prov: &Provisioner, job: &Job, progress: &Progres
                     plan: Some(plan.clone()),
                     ..CreateMemo::default()
                 };
-                progress.set_memo(to_json(&memo)?);
-                jobs::update(tx, job.id, JobStatus::Ongoing, Some(&progress.memo())).await?;
+                let v = progress.memo_with(to_json(&memo)?);
+                jobs::update(tx, job.id, JobStatus::Ongoing, Some(&v)).await?;
                 Ok::<_, MetaError>(memo)
             })
             .await
     };
     let memo = match reserved {
         Ok(m) => {
+            progress.set_memo(to_json(&m)?);
             step.done();
             m
         }
@@ -231,14 +232,17 @@ async fn create(store: &Store, prov: &Provisioner, job: &Job, progress: &Progres
             .tx(async |tx| {
                 record_topology(tx, cluster_id, &plan).await?;
                 update_ports(tx, &plan, |s, p| Ok(s.commit(p))).await?;
-                progress.set_memo(to_json(&installed)?);
-                jobs::update(tx, job.id, JobStatus::Ongoing, Some(&progress.memo())).await?;
+                let v = progress.memo_with(to_json(&installed)?);
+                jobs::update(tx, job.id, JobStatus::Ongoing, Some(&v)).await?;
                 Ok::<_, MetaError>(())
             })
             .await
     };
     match recorded {
-        Ok(()) => step.done(),
+        Ok(()) => {
+            progress.set_memo(to_json(&installed)?);
+            step.done();
+        }
         Err(e) => {
             step.fail(&e);
             return rollback(store, prov, job.id, memo, &e.to_string(), progress, true).await;

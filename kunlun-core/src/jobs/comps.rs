@@ -205,8 +205,8 @@ async fn add_comps(
         store
             .tx(async |tx| {
                 update_ports(tx, &plan, |s, p| s.reserve(p)).await?;
-                progress.set_memo(to_json(&memo)?);
-                jobs::update(tx, job.id, JobStatus::Ongoing, Some(&progress.memo())).await?;
+                let v = progress.memo_with(to_json(&memo)?);
+                jobs::update(tx, job.id, JobStatus::Ongoing, Some(&v)).await?;
                 Ok::<_, MetaError>(())
             })
             .await
@@ -220,6 +220,7 @@ async fn add_comps(
         };
         return fail_with(store, job.id, memo, &e.into(), progress).await;
     }
+    progress.set_memo(to_json(&memo)?);
     step.done();
 
     if let Err(e) = prov
@@ -242,14 +243,15 @@ async fn add_comps(
                     comp_ids: ids,
                     ..memo.clone()
                 };
-                progress.set_memo(to_json(&installed)?);
-                jobs::update(tx, job.id, JobStatus::Ongoing, Some(&progress.memo())).await?;
+                let v = progress.memo_with(to_json(&installed)?);
+                jobs::update(tx, job.id, JobStatus::Ongoing, Some(&v)).await?;
                 Ok::<_, MetaError>(installed)
             })
             .await
     };
     match recorded {
         Ok(installed) => {
+            progress.set_memo(to_json(&installed)?);
             step.done();
             push_and_finish(store, prov, job.id, installed, progress).await
         }

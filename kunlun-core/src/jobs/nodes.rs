@@ -142,7 +142,10 @@ async fn add_nodes(
             .await
     };
     match recorded {
-        Ok(()) => step.done(),
+        Ok(()) => {
+            scale::adopt(progress, &memo)?;
+            step.done();
+        }
         Err(e) => {
             step.fail(&e);
             memo.stage = "installed".into();
@@ -313,6 +316,7 @@ async fn delete_node(
         store
             .tx(async |tx| scale::write_memo(tx, job.id, &memo, progress).await)
             .await?;
+        scale::adopt(progress, &memo)?;
     }
     let Some(plan) = memo.plan.clone() else {
         return Err(Error::Internal("delete_node without a plan".into()));
@@ -340,7 +344,10 @@ async fn delete_node(
             .await
     };
     match removed {
-        Ok(()) => step.done(),
+        Ok(()) => {
+            scale::adopt(progress, &memo)?;
+            step.done();
+        }
         Err(e) => {
             step.fail(&e);
             memo.stage = "removing".into();

@@ -228,6 +228,18 @@ impl Progress {
         compose(&lock(&self.inner.state))
     }
 
+    /// The memo to store if `base` were the base memo, without adopting it: for a memo written
+    /// inside a transaction, which becomes the progress's memo (`set_memo`) only once the
+    /// transaction committed (so a rolled-back write never reaches the flusher).
+    pub fn memo_with(&self, base: Value) -> Value {
+        let s = lock(&self.inner.state);
+        compose(&State {
+            base,
+            steps: s.steps.clone(),
+            ..State::default()
+        })
+    }
+
     /// Serialises a memo write of the job with the flusher's writes: hold the guard across
     /// `set_memo` + the write, so no older snapshot can land after it.
     pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
@@ -382,6 +394,17 @@ fn split_memo(memo: Option<&Value>) -> (Value, Vec<StepRecord>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn memo_with_composes_a_memo_without_adopting_it() {
+        let p = Progress::detached();
+        p.set_memo(json!({"stage": "planned"}));
+        p.step("reserve ports").done();
+        let m = p.memo_with(json!({"stage": "recorded", "steps": "ignored"}));
+        assert_eq!(m["stage"], "recorded");
+        assert_eq!(m["steps"][0]["name"], "reserve ports");
+        assert_eq!(p.memo()["stage"], "planned");
+    }
 
     #[test]
     fn steps_move_through_their_states_and_the_memo_keeps_its_fields() {

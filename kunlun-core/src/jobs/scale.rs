@@ -131,14 +131,23 @@ pub(crate) async fn fail_with(
 }
 
 /// Writes `memo` as the job's memo, job still `ongoing`, in `tx` (hold `progress.exclusive()`).
+/// The progress keeps its old memo: call [`adopt`] once the transaction committed, so a
+/// rolled-back write never reaches the flusher (a restart would resume from a stage that was
+/// never stored).
 pub(crate) async fn write_memo(
     tx: &mut Tx,
     job_id: i64,
     memo: &ScaleMemo,
     progress: &Progress,
 ) -> MetaResult<()> {
+    let v = progress.memo_with(to_json(memo)?);
+    jobs::update(tx, job_id, JobStatus::Ongoing, Some(&v)).await?;
+    Ok(())
+}
+
+/// Makes `memo` the progress's memo, after the transaction that wrote it committed.
+pub(crate) fn adopt(progress: &Progress, memo: &ScaleMemo) -> Result<()> {
     progress.set_memo(to_json(memo)?);
-    jobs::update(tx, job_id, JobStatus::Ongoing, Some(&progress.memo())).await?;
     Ok(())
 }
 
@@ -165,6 +174,7 @@ pub(crate) async fn reserve(
     };
     match r {
         Ok(()) => {
+            adopt(progress, memo)?;
             step.done();
             Ok(())
         }

@@ -124,7 +124,10 @@ async fn add_shards(
             .await
     };
     match recorded {
-        Ok(()) => step.done(),
+        Ok(()) => {
+            scale::adopt(progress, &memo)?;
+            step.done();
+        }
         Err(e) => {
             step.fail(&e);
             memo.stage = "installed".into();
@@ -185,6 +188,7 @@ async fn delete_shard(
         store
             .tx(async |tx| scale::write_memo(tx, job.id, &memo, progress).await)
             .await?;
+        scale::adopt(progress, &memo)?;
     }
     let Some(plan) = memo.plan.clone() else {
         return Err(Error::Internal("delete_shard without a plan".into()));
@@ -214,7 +218,10 @@ async fn delete_shard(
             .await
     };
     match removed {
-        Ok(()) => step.done(),
+        Ok(()) => {
+            scale::adopt(progress, &memo)?;
+            step.done();
+        }
         Err(e) => {
             step.fail(&e);
             memo.stage = "removing".into();
