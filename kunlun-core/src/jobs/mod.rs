@@ -9,15 +9,15 @@ pub mod cluster;
 pub mod comps;
 pub mod delete;
 mod facade;
-mod scale_facade;
 pub mod install;
 pub mod nodes;
 pub mod plan;
-pub mod plan_scale;
 pub mod plan_comps;
+pub mod plan_scale;
 pub mod progress;
 pub mod runner;
 mod scale;
+mod scale_facade;
 pub mod seed;
 pub mod shards;
 
