@@ -7,6 +7,7 @@
 
 use kunlun_meta::api::ClusterDetail;
 use kunlun_meta::model::{Job, JobStatus, Machine, MachineType, NewJob};
+use kunlun_meta::store::repo::nodes;
 use kunlun_meta::store::Store;
 use kunlun_provision::placement::{InstanceKind, Slot};
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use super::cluster::teardown_with;
 use super::install::Provisioner;
 use super::plan::{base_dir, ClusterPlan, InstancePlan, ShardPlan, SystemPasswords};
 use super::progress::Progress;
+use super::scale::retire_nodes;
 use crate::error::{Error, Result};
 
 pub const DELETE_CLUSTER: &str = "delete_cluster";
@@ -151,6 +153,14 @@ pub async fn run_delete_cluster(store: &Store, prov: &Provisioner, job: &Job) ->
             }
         };
         progress.plan(removal_steps(&plan));
+        // Every storage node is marked `Deleted` before any is touched, so HA stops watching
+        // the cluster's shards and never fails over to a node being removed.
+        store
+            .tx(async |tx| {
+                let all = nodes::list_by_cluster(tx, info.cluster_id).await?;
+                retire_nodes(tx, &all).await
+            })
+            .await?;
         teardown_with(store, prov, Some(info.cluster_id), &plan, &progress).await
     }
     .await;

@@ -7,7 +7,9 @@
 //! is written only once it replicates and has caught up, with its ports committed in the same
 //! transaction; a failed or interrupted add is rolled back from its memo; a delete re-checks at
 //! run time that the node is not the primary (a failover may have promoted it since it was
-//! accepted) and removes rows only after the instance is gone.
+//! accepted; again when resumed) and marks it `Deleted` in the transaction that records the
+//! removal, so HA stops watching it before it is uninstalled; rows go only after the instance
+//! is gone.
 
 use std::collections::HashMap;
 
@@ -15,6 +17,7 @@ use kunlun_meta::api::AddNodes;
 use kunlun_meta::model::{Job, Machine, MemberState, ShardNode};
 use kunlun_meta::store::repo::{nodes, shards};
 use kunlun_meta::store::Store;
+use kunlun_meta::{Error as MetaError, Result as MetaResult};
 use tokio::task::JoinSet;
 
 use super::cluster::update_ports;
@@ -267,6 +270,17 @@ fn removable(all: &[ShardNode], shard_id: i64, node_id: i64) -> Result<&ShardNod
     Ok(n)
 }
 
+/// The row of node `node_id` among `all` (none when already removed: a resumed job), refused
+/// when it became the primary since the job was planned (a failover promoted it).
+fn still_removable(all: &[ShardNode], node_id: i64) -> MetaResult<Option<ShardNode>> {
+    match all.iter().find(|n| n.id == node_id) {
+        Some(n) if n.member_state == MemberState::Source => Err(MetaError::Conflict(format!(
+            "node {node_id} became primary; switch over first"
+        ))),
+        n => Ok(n.cloned()),
+    }
+}
+
 async fn delete_node(
     store: &Store,
     prov: &Provisioner,
@@ -290,7 +304,8 @@ async fn delete_node(
         return scale::finish(store, job.id, memo, progress).await;
     }
 
-    if memo.plan.is_none() {
+    let first_run = memo.plan.is_none();
+    if first_run {
         let step = progress.step("plan");
         let planned = async {
             let detail = store.cluster_detail(info.cluster_id).await?;
@@ -312,11 +327,39 @@ async fn delete_node(
         };
         memo.stage = "removing".into();
         memo.plan = Some(plan);
+    }
+    // At run time (again on resume): the node must not have become the primary since it was
+    // planned; it is marked `Deleted` before it is touched, so HA no longer sees it.
+    let step = progress.step("take node out of service");
+    let retired = {
         let _write = progress.exclusive().await;
         store
-            .tx(async |tx| scale::write_memo(tx, job.id, &memo, progress).await)
-            .await?;
-        scale::adopt(progress, &memo)?;
+            .tx(async |tx| {
+                let all = nodes::list(tx, Some(shard_id)).await?;
+                let n = still_removable(&all, node_id)?;
+                scale::retire_nodes(tx, n.as_slice()).await?;
+                scale::write_memo(tx, job.id, &memo, progress).await
+            })
+            .await
+    };
+    match retired {
+        Ok(()) => {
+            scale::adopt(progress, &memo)?;
+            step.done();
+        }
+        Err(e) => {
+            step.fail(&e);
+            let e = Error::from(e);
+            if matches!(e, Error::Conflict(_)) {
+                // Nothing is touched; a plan never stored is dropped.
+                memo.stage = "failed".into();
+                if first_run {
+                    memo.plan = None;
+                }
+                progress.skip_pending("the node became the primary");
+            }
+            return scale::fail_with(store, job.id, memo, &e, progress).await;
+        }
     }
     let Some(plan) = memo.plan.clone() else {
         return Err(Error::Internal("delete_node without a plan".into()));
@@ -355,4 +398,47 @@ async fn delete_node(
         }
     }
     scale::finish(store, job.id, memo, progress).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kunlun_meta::model::{NodeStatus, OnOff, SyncState};
+
+    fn node(id: i64, source: bool) -> ShardNode {
+        ShardNode {
+            id,
+            shard_id: 1,
+            db_cluster_id: 7,
+            hostaddr: "127.0.0.1".into(),
+            port: 3000 + id as u16,
+            user_name: MANAGER_USER.into(),
+            passwd: String::new(),
+            master_priority: 0,
+            ro_weight: 0,
+            status: NodeStatus::Active,
+            member_state: if source {
+                MemberState::Source
+            } else {
+                MemberState::Replica
+            },
+            sync_state: SyncState::Fsync,
+            replica_delay: 0,
+            backup_node: OnOff::Off,
+            innodb_buffer_pool_mb: 64,
+            when_created: None,
+        }
+    }
+
+    #[test]
+    fn a_replica_that_became_primary_is_no_longer_removable() {
+        // Planned as a replica; a failover since promoted it.
+        let all = vec![node(1, false), node(2, true)];
+        let e = still_removable(&all, 2).unwrap_err();
+        assert!(matches!(e, MetaError::Conflict(_)), "{e}");
+        assert_eq!(e.to_string(), "node 2 became primary; switch over first");
+        assert_eq!(still_removable(&all, 1).unwrap().map(|n| n.id), Some(1));
+        // Already removed (a resumed job): nothing to retire, not an error.
+        assert!(still_removable(&all, 9).unwrap().is_none());
+    }
 }

@@ -330,6 +330,18 @@ pub(crate) async fn delete_node_rows(tx: &mut Tx, n: &ShardNode) -> MetaResult<(
     meta::delete_node_master(tx, n.db_cluster_id, &host_port(&n.hostaddr, n.port)).await
 }
 
+/// Marks every node of `all` `Deleted` before its instance is uninstalled, so the HA monitor
+/// drops it and failover/switchover never pick it (idempotent).
+pub(crate) async fn retire_nodes(tx: &mut Tx, all: &[ShardNode]) -> MetaResult<()> {
+    for n in all.iter().filter(|n| n.status != NodeStatus::Deleted) {
+        match nodes::set_status(tx, n.id, NodeStatus::Deleted).await {
+            Ok(()) | Err(MetaError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Releases the ports of `plan` (idempotent).
 pub(crate) async fn release_ports(tx: &mut Tx, plan: &ClusterPlan) -> MetaResult<()> {
     update_ports(tx, plan, |s, p| Ok(s.release(p))).await

@@ -184,12 +184,20 @@ async fn delete_shard(
         };
         memo.stage = "removing".into();
         memo.plan = Some(plan);
+    }
+    // Every node of the shard is marked `Deleted` (again on resume) before any is touched, so
+    // HA stops watching the shard and never fails over to a node being removed.
+    {
         let _write = progress.exclusive().await;
         store
-            .tx(async |tx| scale::write_memo(tx, job.id, &memo, progress).await)
+            .tx(async |tx| {
+                let all = kunlun_meta::store::repo::nodes::list(tx, Some(shard_id)).await?;
+                scale::retire_nodes(tx, &all).await?;
+                scale::write_memo(tx, job.id, &memo, progress).await
+            })
             .await?;
-        scale::adopt(progress, &memo)?;
     }
+    scale::adopt(progress, &memo)?;
     let Some(plan) = memo.plan.clone() else {
         return Err(Error::Internal("delete_shard without a plan".into()));
     };
