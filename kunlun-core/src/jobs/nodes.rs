@@ -133,6 +133,8 @@ async fn add_nodes(
         let _write = progress.exclusive().await;
         store
             .tx(async |tx| {
+                let current = nodes::list(tx, Some(shard_id)).await?;
+                primary_unchanged(&current, (&primary.0, primary.1))?;
                 let p = Some((primary.0.as_str(), primary.1));
                 for n in &new_nodes {
                     scale::insert_node(tx, cluster_id, shard_id, &plan, n, p).await?;
@@ -156,6 +158,21 @@ async fn add_nodes(
         }
     }
     scale::finish(store, job.id, memo, progress).await
+}
+
+/// Refuses (`Conflict`) when the shard's stored primary among `current` is no longer the
+/// `seeded` one the new nodes follow (a failover during the seed): they would be recorded
+/// following a dead primary.
+fn primary_unchanged(current: &[ShardNode], seeded: (&str, u16)) -> MetaResult<()> {
+    let now = current
+        .iter()
+        .find(|n| n.member_state == MemberState::Source);
+    match now {
+        Some(n) if (n.hostaddr.as_str(), n.port) == seeded => Ok(()),
+        _ => Err(MetaError::Conflict(
+            "the shard's primary changed during the seed".into(),
+        )),
+    }
 }
 
 /// Seeds every new node of `plan` in parallel and makes it follow the shard's primary (read
@@ -440,5 +457,18 @@ mod tests {
         assert_eq!(still_removable(&all, 1).unwrap().map(|n| n.id), Some(1));
         // Already removed (a resumed job): nothing to retire, not an error.
         assert!(still_removable(&all, 9).unwrap().is_none());
+    }
+
+    #[test]
+    fn new_nodes_are_recorded_only_while_the_seeded_primary_is_still_the_primary() {
+        let all = vec![node(1, true), node(2, false)];
+        assert!(primary_unchanged(&all, ("127.0.0.1", 3001)).is_ok());
+        // A failover promoted node 2 during the seed.
+        let after = vec![node(1, false), node(2, true)];
+        let e = primary_unchanged(&after, ("127.0.0.1", 3001)).unwrap_err();
+        assert!(matches!(e, MetaError::Conflict(_)), "{e}");
+        assert!(e.to_string().contains("primary changed during the seed"));
+        // No primary at all (mid-failover) is refused too.
+        assert!(primary_unchanged(&[node(2, false)], ("127.0.0.1", 3001)).is_err());
     }
 }
