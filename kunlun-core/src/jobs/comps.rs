@@ -432,8 +432,20 @@ async fn delete_comp(
         store
             .tx(async |tx| comps::set_status(tx, comp.id, NodeStatus::Deleted).await)
             .await?;
-        prov.uninstall_cluster_with(&machines_now, &plan, progress)
-            .await?;
+        if let Err(e) = prov
+            .uninstall_cluster_with(&machines_now, &plan, progress)
+            .await
+        {
+            // It may still run: back in service, or catalog pushes would skip it forever.
+            let back = status_after_failed_uninstall(comp.status);
+            if let Err(e2) = store
+                .tx(async |tx| comps::set_status(tx, comp.id, back).await)
+                .await
+            {
+                tracing::error!(comp_id = comp.id, error = %e2, "cannot put the compute node back in service");
+            }
+            return Err(e);
+        }
         let step = progress.step("remove row and ports");
         let r = store
             .tx(async |tx| {
@@ -460,10 +472,27 @@ async fn delete_comp(
     }
 }
 
+/// The status a compute node gets back when its uninstall failed (it may still run): the one
+/// it had, or `Active` when that was already `Deleted` (a resumed job).
+fn status_after_failed_uninstall(before: NodeStatus) -> NodeStatus {
+    match before {
+        NodeStatus::Deleted => NodeStatus::Active,
+        s => s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_compute_node_whose_uninstall_failed_goes_back_in_service() {
+        let back = status_after_failed_uninstall;
+        assert_eq!(back(NodeStatus::Active), NodeStatus::Active);
+        assert_eq!(back(NodeStatus::Deleted), NodeStatus::Active);
+        assert_eq!(back(NodeStatus::ManualStop), NodeStatus::ManualStop);
+    }
 
     fn job(info: serde_json::Value) -> Job {
         Job {
