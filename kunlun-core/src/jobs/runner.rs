@@ -65,22 +65,37 @@ impl JobRunner {
         Ok(())
     }
 
-    /// Rolls back (or finishes) every job of our types left `ongoing`; returns how many.
+    /// Rolls back (or finishes) every job of our types left `ongoing`; returns how many. A job
+    /// that could not be dealt with (the store failed) is logged and the others are still
+    /// tried; the error then names the ones left, which stay `ongoing` for the next try.
     pub async fn recover(&self) -> Result<usize> {
         let ongoing = self
             .store
             .read(async |tx| jobs::list_by_status(tx, JobStatus::Ongoing).await)
             .await?;
         let mut n = 0;
+        let mut left = Vec::new();
         for job in ongoing
             .iter()
             .filter(|j| JOB_TYPES.contains(&j.job_type.as_str()))
         {
             tracing::warn!(job_id = job.id, job_type = %job.job_type, "resuming an interrupted job");
-            self.run(job).await?;
-            n += 1;
+            match self.run(job).await {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    tracing::error!(job_id = job.id, error = %e, "recovering an interrupted job failed");
+                    left.push(format!("job {}: {e}", job.id));
+                }
+            }
         }
-        Ok(n)
+        if left.is_empty() {
+            Ok(n)
+        } else {
+            Err(crate::Error::Unavailable(format!(
+                "interrupted jobs not recovered: {}",
+                left.join("; ")
+            )))
+        }
     }
 
     /// Claims and runs one job; false when there was none.
@@ -93,10 +108,25 @@ impl JobRunner {
         Ok(true)
     }
 
-    /// The actor loop: recover, then claim and run jobs until `cancel`.
+    /// The actor loop: recover (retried every `poll_interval` until it succeeds, so a store
+    /// briefly down at start-up does not leave interrupted jobs behind), then claim and run
+    /// jobs until `cancel`.
     pub async fn run_forever(self, cancel: CancellationToken) {
-        if let Err(e) = self.recover().await {
-            tracing::error!(error = %e, "recovering interrupted jobs failed");
+        loop {
+            let r = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.recover() => r,
+            };
+            match r {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "recovering interrupted jobs failed; retrying")
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
         }
         loop {
             let busy = tokio::select! {
