@@ -142,21 +142,25 @@ async fn add_nodes(
                 let count = nodes::list(tx, Some(shard_id)).await?.len() as i64;
                 shards::set_nodes(tx, shard_id, count, i64::from(count > 1)).await?;
                 update_ports(tx, &plan, |s, p| Ok(s.commit(p))).await?;
-                scale::write_memo(tx, job.id, &memo, progress).await
+                scale::write_memo(tx, job.id, &memo, progress).await?;
+                Ok(count as usize)
             })
             .await
     };
-    match recorded {
-        Ok(()) => {
+    let count = match recorded {
+        Ok(count) => {
             scale::adopt(progress, &memo)?;
             step.done();
+            count
         }
         Err(e) => {
             step.fail(&e);
             memo.stage = "installed".into();
             return scale::rollback(store, prov, job.id, memo, &e.to_string(), progress).await;
         }
-    }
+    };
+    let before = count.saturating_sub(new_nodes.len());
+    scale::match_semi_sync(store, shard_id, plan.ha_mode, before, progress).await;
     scale::finish(store, job.id, memo, progress).await
 }
 
@@ -393,26 +397,33 @@ async fn delete_node(
         store
             .tx(async |tx| {
                 let all = nodes::list(tx, Some(shard_id)).await?;
+                let mut removed_from = None;
                 if let Some(n) = all.iter().find(|n| n.id == node_id) {
                     scale::delete_node_rows(tx, n).await?;
                     let count = all.len() as i64 - 1;
                     shards::set_nodes(tx, shard_id, count, i64::from(count > 1)).await?;
+                    removed_from = Some(all.len());
                 }
                 scale::release_ports(tx, &plan).await?;
-                scale::write_memo(tx, job.id, &memo, progress).await
+                scale::write_memo(tx, job.id, &memo, progress).await?;
+                Ok(removed_from)
             })
             .await
     };
-    match removed {
-        Ok(()) => {
+    let removed_from = match removed {
+        Ok(r) => {
             scale::adopt(progress, &memo)?;
             step.done();
+            r
         }
         Err(e) => {
             step.fail(&e);
             memo.stage = "removing".into();
             return scale::fail_with(store, job.id, memo, &e.into(), progress).await;
         }
+    };
+    if let Some(before) = removed_from {
+        scale::match_semi_sync(store, shard_id, plan.ha_mode, before, progress).await;
     }
     scale::finish(store, job.id, memo, progress).await
 }

@@ -8,7 +8,7 @@
 //! `recorded` after a restart is finished forward and any earlier stage is rolled back.
 
 use kunlun_meta::model::{
-    Job, JobStatus, MemberState, NewShardNode, NodeMapMaster, NodeStatus, ShardNode,
+    HaMode, Job, JobStatus, MemberState, NewShardNode, NodeMapMaster, NodeStatus, ShardNode,
 };
 use kunlun_meta::store::repo::{jobs, meta, nodes, secrets};
 use kunlun_meta::store::{Store, Tx};
@@ -342,6 +342,58 @@ pub(crate) async fn retire_nodes(tx: &mut Tx, all: &[ShardNode]) -> MetaResult<(
     Ok(())
 }
 
+/// Whether semi-sync on a shard's primary must change when its node count goes from `before`
+/// to `after`: on (`Some(true)`) for its first replica, off for its last one gone (else every
+/// commit would wait `rpl_semi_sync_master_timeout` for an acknowledgement nobody sends). Only
+/// `rbr` shards use semi-sync.
+pub(crate) fn semi_sync_change(ha_mode: HaMode, before: usize, after: usize) -> Option<bool> {
+    if ha_mode != HaMode::Rbr {
+        return None;
+    }
+    match (before > 1, after > 1) {
+        (false, true) => Some(true),
+        (true, false) => Some(false),
+        _ => None,
+    }
+}
+
+/// Applies [`semi_sync_change`] to the shard's stored primary, now holding `after` nodes
+/// (`before` earlier). Best effort, reported as a step: the topology change is already
+/// recorded, so a failure here does not fail the job.
+pub(crate) async fn match_semi_sync(
+    store: &Store,
+    shard_id: i64,
+    ha_mode: HaMode,
+    before: usize,
+    progress: &Progress,
+) {
+    let current = match store.list_shard_nodes(Some(shard_id)).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(shard_id, error = %e, "cannot read the shard to adjust semi-sync");
+            return;
+        }
+    };
+    let Some(on) = semi_sync_change(ha_mode, before, current.len()) else {
+        return;
+    };
+    let step = progress.step(format!(
+        "semi-sync {} on primary",
+        if on { "on" } else { "off" }
+    ));
+    let Some(primary) = current
+        .iter()
+        .find(|n| n.member_state == MemberState::Source)
+    else {
+        step.fail(format!("shard {shard_id} has no primary"));
+        return;
+    };
+    match super::seed::set_semi_sync(&crate::storage::NodeAddr::from(primary), on).await {
+        Ok(()) => step.done_with(format!("{}:{}", primary.hostaddr, primary.port)),
+        Err(e) => step.fail(e),
+    }
+}
+
 /// Releases the ports of `plan` (idempotent).
 pub(crate) async fn release_ports(tx: &mut Tx, plan: &ClusterPlan) -> MetaResult<()> {
     update_ports(tx, plan, |s, p| Ok(s.release(p))).await
@@ -356,4 +408,22 @@ pub(crate) async fn uninstall(
 ) -> Result<()> {
     let machines = store.list_machines().await?;
     prov.uninstall_cluster_with(&machines, plan, progress).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semi_sync_follows_whether_an_rbr_shard_has_replicas() {
+        // First replica added to a single-node shard: on.
+        assert_eq!(semi_sync_change(HaMode::Rbr, 1, 2), Some(true));
+        // Last replica removed: off.
+        assert_eq!(semi_sync_change(HaMode::Rbr, 2, 1), Some(false));
+        // Replicas before and after: unchanged.
+        assert_eq!(semi_sync_change(HaMode::Rbr, 2, 3), None);
+        assert_eq!(semi_sync_change(HaMode::Rbr, 3, 2), None);
+        // Other modes never use semi-sync.
+        assert_eq!(semi_sync_change(HaMode::NoRep, 2, 1), None);
+    }
 }

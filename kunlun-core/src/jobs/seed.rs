@@ -184,6 +184,32 @@ pub async fn seed(
     }
 }
 
+/// The statements turning semi-sync on (lossless: wait point `AFTER_SYNC`) or off on a primary.
+pub fn semi_sync_statements(on: bool) -> &'static [&'static str] {
+    if on {
+        &[
+            "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC",
+            "SET GLOBAL rpl_semi_sync_master_enabled = ON",
+        ]
+    } else {
+        &["SET GLOBAL rpl_semi_sync_master_enabled = OFF"]
+    }
+}
+
+/// Turns semi-sync on or off on `primary` (each statement under the storage deadlines).
+pub async fn set_semi_sync(primary: &NodeAddr, on: bool) -> Result<()> {
+    let r = async {
+        let mut c = StorageConn::connect(primary, StorageOptions::default()).await?;
+        for sql in semi_sync_statements(on) {
+            c.exec(sql).await?;
+        }
+        c.close().await;
+        Ok::<_, crate::storage::Error>(())
+    }
+    .await;
+    r.map_err(|e| Error::Unavailable(format!("semi-sync on {primary}: {e}")))
+}
+
 /// Points the seeded node `new` at `primary` from `gtid` and starts replication.
 pub async fn follow(
     new: &NodeAddr,
@@ -263,6 +289,21 @@ pub async fn wait_caught_up(new: &NodeAddr, primary: &NodeAddr, timeout: Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn semi_sync_is_turned_on_lossless_and_off_plainly() {
+        let on = semi_sync_statements(true);
+        assert_eq!(on.len(), 2);
+        assert!(
+            on[0].contains("wait_point = AFTER_SYNC"),
+            "wait point set before enabling"
+        );
+        assert!(on[1].ends_with("enabled = ON"));
+        assert_eq!(
+            semi_sync_statements(false),
+            ["SET GLOBAL rpl_semi_sync_master_enabled = OFF"]
+        );
+    }
 
     fn addr(pw: &str) -> NodeAddr {
         NodeAddr {
