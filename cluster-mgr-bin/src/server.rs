@@ -112,14 +112,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(store = %describe_store(&config), "opening the metadata store");
     let manager = ClusterManager::connect(core_config(&config), store_config(&config));
-    manager.start_ha(ha_config(&config));
-    manager.start_xa(xa_config(&config));
-    manager.start_catalog_sync(Duration::from_secs(10));
     // Provisioning jobs; host keys of machines are recorded on first contact next to the
     // daemon's other data.
-    let provisioner = kunlun_core::jobs::Provisioner::with_system_servers(
-        config.tmp_data_path.join("known_hosts"),
-    );
+    let known_hosts = config.tmp_data_path.join("known_hosts");
+    let provisioner = kunlun_core::jobs::Provisioner::with_system_servers(known_hosts.clone());
+    // Fencing an unreachable primary over SSH gets its own connection pool, so a long job
+    // (a replica seed) holding the job runner's sessions never delays a failover.
+    let mut ha = ha_config(&config);
+    ha.ssh = Some(std::sync::Arc::new(
+        kunlun_core::jobs::Provisioner::with_system_servers(known_hosts),
+    ));
+    manager.start_ha(ha);
+    manager.start_xa(xa_config(&config));
+    manager.start_catalog_sync(Duration::from_secs(10));
     // Registration probes and the machine liveness check use the same SSH trust settings.
     manager.set_provisioner(provisioner.clone());
     manager.start_machine_liveness(config.machine_check_interval);

@@ -123,6 +123,9 @@ impl Timeline {
     }
 }
 
+/// Longest a failover waits for the compute nodes to take the new topology.
+const ROUTE_PUSH_LIMIT: Duration = Duration::from_secs(3);
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -282,9 +285,15 @@ async fn run_steps(
 
     // Compute nodes learn the new primary; a miss is noted, the catalog sync retries it.
     let opts = crate::catalog::CatalogOptions::default();
-    let note = match crate::catalog::push_cluster(&ctx.store, cluster.id, &opts).await {
-        Ok(report) => report.to_string(),
-        Err(e) => format!("catalog push failed (the catalog sync retries): {e}"),
+    // Bounded: the monitor handles every shard in one task, and the new primary is already
+    // open; a slow compute node must not delay the next shard's failover.
+    let push = crate::catalog::push_cluster(&ctx.store, cluster.id, &opts);
+    let note = match tokio::time::timeout(ROUTE_PUSH_LIMIT, push).await {
+        Ok(Ok(report)) => report.to_string(),
+        Ok(Err(e)) => format!("catalog push failed (the catalog sync retries): {e}"),
+        Err(_) => format!(
+            "catalog push not finished within {ROUTE_PUSH_LIMIT:?} (the catalog sync retries)"
+        ),
     };
     t.phase(rec, "route", Some(note));
     Ok(())

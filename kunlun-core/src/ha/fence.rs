@@ -56,26 +56,34 @@ fn machine_of<'a>(machines: &'a [Machine], node: &ShardNode) -> Option<&'a Machi
 }
 
 /// The shell script that kills the instance's server by its pid file; it prints what it did.
+/// A pid is killed only when that process's command line names the instance's own
+/// `--defaults-file`: after a crash the pid file is stale and its pid may belong to anything.
 pub fn kill_script(data_dirs: &[String], port: u16) -> String {
-    let pid_files: Vec<String> = data_dirs
+    let pairs: Vec<String> = data_dirs
         .iter()
         .map(|d| {
             let base = InstanceSpec::base_dir_for(d, InstanceKind::Storage, port);
-            sh_quote(&format!("{base}/run/mysqld.pid"))
+            format!(
+                "{} {}",
+                sh_quote(&format!("{base}/run/mysqld.pid")),
+                sh_quote(&format!("--defaults-file={base}/my.cnf"))
+            )
         })
         .collect();
     format!(
-        r#"for pf in {files}; do
+        r#"set -- {pairs}
+while [ $# -ge 2 ]; do
+  pf=$1; mark=$2; shift 2
   [ -f "$pf" ] || continue
   pid=$(head -n1 "$pf" | tr -dc 0-9)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  if [ -n "$pid" ] && tr '\0' '\n' < /proc/$pid/cmdline 2>/dev/null | grep -qxF -- "$mark"; then
     kill -KILL "$pid" && echo "process stopped over ssh (pid $pid)" && exit 0
     echo "kill of pid $pid failed"; exit 1
   fi
   echo "process stopped over ssh (not running; stale pid file)"; exit 0
 done
 echo "no pid file of port {port} found: not fenced""#,
-        files = pid_files.join(" ")
+        pairs = pairs.join(" ")
     )
 }
 
@@ -135,21 +143,42 @@ mod tests {
     fn the_kill_script_runs_and_kills_only_the_named_process() {
         let dir = std::env::temp_dir().join(format!("kl_fence_test_{}", std::process::id()));
         let d = dir.to_str().unwrap().to_string();
-        let run = format!("{d}/kunlun/storage_4242/run");
+        let base = format!("{d}/kunlun/storage_4242");
+        let run = format!("{base}/run");
         std::fs::create_dir_all(&run).unwrap();
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
+        // A stand-in server whose command line carries the instance's --defaults-file.
+        let spawn = |arg: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", "sleep 20; :", "sh", arg])
+                .spawn()
+                .unwrap()
+        };
+        // A stale pid file naming a process of someone else: left alone.
+        let mut stranger = spawn("--defaults-file=/elsewhere/my.cnf");
+        std::fs::write(format!("{run}/mysqld.pid"), format!("{}\n", stranger.id())).unwrap();
+        let script = kill_script(std::slice::from_ref(&d), 4242);
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
             .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.contains("stale pid file"), "{text}");
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "a stranger survives"
+        );
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
+
+        let mut child = spawn(&format!("--defaults-file={base}/my.cnf"));
         std::fs::write(format!("{run}/mysqld.pid"), format!("{}\n", child.id())).unwrap();
         let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(kill_script(std::slice::from_ref(&d), 4242))
+            .args(["-c", &script])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(out.status.success(), "{text}");
-        assert!(text.contains("process stopped over ssh"), "{text}");
+        assert!(text.contains("process stopped over ssh (pid"), "{text}");
         let st = child.wait().unwrap();
         assert!(!st.success(), "killed");
         let out = std::process::Command::new("sh")
