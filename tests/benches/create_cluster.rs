@@ -625,7 +625,14 @@ fn main() -> Result<()> {
         )
     };
     let bin = fresh_bin("cluster-mgr-bin", "cluster-mgr")?;
-    let sshd = Sshd::start_on(IP)?;
+    // CREATE_CLUSTER_NO_BASHRC=1: the sshd sets HOME=/nonexistent so bash skips root's
+    // ~/.bashrc in every session (Debian's bash sources it for ssh commands): shows what a
+    // heavy ~/.bashrc (pyenv init here) costs the daemon, which opens one session per step.
+    let sshd = if std::env::var_os("CREATE_CLUSTER_NO_BASHRC").is_some() {
+        Sshd::start_with(IP, &["SetEnv HOME=/nonexistent"])?
+    } else {
+        Sshd::start_on(IP)?
+    };
     let work = tempfile::Builder::new()
         .prefix("kunlun-bench-cc-")
         .tempdir()?;
