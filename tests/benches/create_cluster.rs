@@ -15,6 +15,9 @@
 //! one smoke trial of each on 1 shard x 2 nodes + 1 compute node. `CREATE_CLUSTER_PROFILE=1`
 //! adds, per trial, a run of the daemon's own install code in-process with every recipe step
 //! timed, and prints per step the median time of the floor's phases and of the recipe steps.
+//! `CREATE_CLUSTER_NO_BASHRC=1` starts the sshd with `SetEnv HOME=/nonexistent`, so no session
+//! sources root's `~/.bashrc` (the daemon opens one session per recipe step, the floor one per
+//! instance).
 
 use std::fs::File;
 use std::io::Write;
