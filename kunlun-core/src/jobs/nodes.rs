@@ -369,17 +369,14 @@ async fn delete_node(
             step.done();
         }
         Err(e) => {
+            // Nothing was touched (the transaction rolled back); a plan never stored is dropped.
             step.fail(&e);
-            let e = Error::from(e);
-            if matches!(e, Error::Conflict(_)) {
-                // Nothing is touched; a plan never stored is dropped.
-                memo.stage = "failed".into();
-                if first_run {
-                    memo.plan = None;
-                }
-                progress.skip_pending("the node became the primary");
+            progress.skip_pending("the node could not be taken out of service");
+            memo.stage = "failed".into();
+            if first_run {
+                memo.plan = None;
             }
-            return scale::fail_with(store, job.id, memo, &e, progress).await;
+            return scale::fail_with(store, job.id, memo, &e.into(), progress).await;
         }
     }
     let Some(plan) = memo.plan.clone() else {
