@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use kunlun_meta::model::{MemberState, ShardNode};
+use kunlun_meta::model::{MemberState, NodeStatus, ShardNode};
 use kunlun_provision::recipe::{sh_quote, Recipe};
 use kunlun_provision::{SshExecutor, SshTarget};
 
@@ -109,13 +109,14 @@ pub fn parse_seed_gtid(stdout: &str) -> Result<String> {
     Ok(pos.to_string())
 }
 
-/// The dump source among `nodes`: the first replica that replicates from `primary` with
-/// both threads running and little lag, else the primary.
+/// The dump source among `nodes`: the first active replica (not one being deleted) that
+/// replicates from `primary` with both threads running and little lag, else the primary.
 pub async fn choose_source(nodes: &[ShardNode], primary: &ShardNode) -> ShardNode {
-    for n in nodes
-        .iter()
-        .filter(|n| n.member_state == MemberState::Replica && n.id != primary.id)
-    {
+    for n in nodes.iter().filter(|n| {
+        n.member_state == MemberState::Replica
+            && n.status == NodeStatus::Active
+            && n.id != primary.id
+    }) {
         let p = probe_node(&NodeAddr::from(n), StorageOptions::default()).await;
         if healthy_replica(&p, primary) {
             return n.clone();
