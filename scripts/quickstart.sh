@@ -138,7 +138,7 @@ start_sshd() {
 # private sshd of the quickstart; loopback only
 ListenAddress $HOST:$port
 HostKey $QS/ssh_host_ed25519_key
-PidFile $SSHD_PID
+PidFile $QS/sshd.self.pid
 AuthorizedKeysFile $QS/authorized_keys
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
