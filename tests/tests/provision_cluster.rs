@@ -134,6 +134,18 @@ async fn one_rbr_shard_of_three_and_a_compute_node_install_replicate_and_go_away
                 .await
                 .expect("status");
             assert_eq!(io.map(|v| v.0).as_deref(), Some("1"));
+            // Only the primary waits for acknowledgements: a replica with its own semi-sync
+            // master side on would stall each applied transaction for the semi-sync timeout.
+            let master_side: Option<i64> = c
+                .query_first("SELECT @@rpl_semi_sync_master_enabled")
+                .await
+                .expect("variable");
+            assert_eq!(
+                master_side,
+                Some(0),
+                "replica {} semi-sync master side off",
+                r.slot.port
+            );
         }
     };
     check.await;

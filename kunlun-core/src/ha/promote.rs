@@ -92,8 +92,14 @@ pub async fn repoint(
         quote(&source.password)
     ))
     .await?;
-    c.exec("SET GLOBAL rpl_semi_sync_slave_enabled = ON; START SLAVE")
-        .await?;
+    // A replica's own semi-sync master side stays off: with no replica of its own and
+    // `wait_no_slave` on, every transaction its SQL thread applies would wait out the
+    // semi-sync timeout. Promotion turns it back on.
+    c.exec(
+        "SET GLOBAL rpl_semi_sync_master_enabled = OFF; \
+         SET GLOBAL rpl_semi_sync_slave_enabled = ON; START SLAVE",
+    )
+    .await?;
     c.close().await;
     Ok(())
 }

@@ -270,7 +270,11 @@ impl Provisioner {
                 );
                 set.spawn(async move {
                     let mut c = StorageConn::connect(&addr, StorageOptions::default()).await?;
-                    c.exec("STOP SLAVE").await?;
+                    // A replica's own semi-sync master side is off (promotion turns it on):
+                    // with no replica of its own, every applied transaction would wait out
+                    // the semi-sync timeout.
+                    c.exec("STOP SLAVE; SET GLOBAL rpl_semi_sync_master_enabled = OFF")
+                        .await?;
                     c.exec(&sql).await?;
                     c.exec("START SLAVE").await?;
                     c.close().await;

@@ -237,7 +237,9 @@ pub async fn follow(
         c.exec(&format!("SET GLOBAL gtid_slave_pos = '{gtid}'"))
             .await?;
         c.exec(&change).await?;
-        c.exec("START SLAVE").await?;
+        // Its own semi-sync master side stays off until a promotion (see install.rs).
+        c.exec("SET GLOBAL rpl_semi_sync_master_enabled = OFF; START SLAVE")
+            .await?;
         c.close().await;
         Ok::<_, crate::storage::Error>(())
     }
