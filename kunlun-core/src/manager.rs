@@ -36,6 +36,8 @@ struct Inner {
     xa: crate::xa::XaState,
     /// SSH settings for probing machines ([`ClusterManager::set_provisioner`]).
     provisioner: OnceLock<crate::jobs::Provisioner>,
+    /// Wakes the job runner when a job was accepted.
+    job_wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for ClusterManager {
@@ -60,8 +62,14 @@ impl ClusterManager {
                 ha: OnceLock::new(),
                 xa: Default::default(),
                 provisioner: OnceLock::new(),
+                job_wake: Arc::new(tokio::sync::Notify::new()),
             }),
         }
+    }
+
+    /// The job runner's wake-up call (see [`crate::jobs::JobRunner::run_forever_woken`]).
+    pub(crate) fn job_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.job_wake.clone()
     }
 
     /// A manager over a store that is already open.

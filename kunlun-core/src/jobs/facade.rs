@@ -21,6 +21,7 @@ impl ClusterManager {
     pub async fn create_cluster(&self, req: &CreateCluster) -> Result<JobAccepted> {
         req.validate()?;
         let job = accept_create_cluster(self.store()?, req).await?;
+        self.job_wake().notify_one();
         tracing::info!(job_id = job.id, cluster = %req.name, "create_cluster accepted");
         Ok(JobAccepted { job_id: job.id })
     }
@@ -28,6 +29,7 @@ impl ClusterManager {
     /// Accepts a `delete_cluster` job (404 unknown cluster, 409 while another job changes it).
     pub async fn delete_cluster(&self, cluster_id: i64) -> Result<JobAccepted> {
         let job = accept_delete_cluster(self.store()?, cluster_id).await?;
+        self.job_wake().notify_one();
         tracing::info!(job_id = job.id, cluster_id, "delete_cluster accepted");
         Ok(JobAccepted { job_id: job.id })
     }
@@ -53,7 +55,8 @@ impl ClusterManager {
                 provisioner,
                 poll_interval,
             };
-            runner.run_forever(cancel).await;
+            let wake = me.job_wake();
+            runner.run_forever_woken(cancel, wake).await;
         });
     }
 }

@@ -6,11 +6,13 @@
 //! (compare-and-swap), so two managers never run the same job; a job's own failure ends the
 //! job `failed`, it never stops the runner.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kunlun_meta::model::{Job, JobStatus};
 use kunlun_meta::store::repo::jobs;
 use kunlun_meta::store::Store;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::{run_create_cluster, CREATE_CLUSTER};
@@ -112,6 +114,13 @@ impl JobRunner {
     /// briefly down at start-up does not leave interrupted jobs behind), then claim and run
     /// jobs until `cancel`.
     pub async fn run_forever(self, cancel: CancellationToken) {
+        self.run_forever_woken(cancel, Arc::new(Notify::new()))
+            .await
+    }
+
+    /// [`Self::run_forever`], also woken by `wake` (a job was just accepted), so a new job
+    /// starts at once instead of at the next poll.
+    pub async fn run_forever_woken(self, cancel: CancellationToken, wake: Arc<Notify>) {
         loop {
             let r = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -139,6 +148,7 @@ impl JobRunner {
             if !busy {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
+                    _ = wake.notified() => {}
                     _ = tokio::time::sleep(self.poll_interval) => {}
                 }
             }

@@ -23,6 +23,7 @@ impl ClusterManager {
         req.validate()?;
         let job = accept_cluster_job(self.store()?, ADD_SHARDS, cluster_id, req).await?;
         tracing::info!(job_id = job.id, cluster_id, "add_shards accepted");
+        self.job_wake().notify_one();
         Ok(JobAccepted { job_id: job.id })
     }
 
@@ -37,6 +38,7 @@ impl ClusterManager {
             shard_id,
             "delete_shard accepted"
         );
+        self.job_wake().notify_one();
         Ok(JobAccepted { job_id: job.id })
     }
 
@@ -53,6 +55,7 @@ impl ClusterManager {
         info["shard_id"] = shard_id.into();
         let job = accept_cluster_job(self.store()?, ADD_NODES, cluster_id, &info).await?;
         tracing::info!(job_id = job.id, cluster_id, shard_id, "add_nodes accepted");
+        self.job_wake().notify_one();
         Ok(JobAccepted { job_id: job.id })
     }
 
@@ -88,6 +91,7 @@ impl ClusterManager {
             node_id,
             "delete_node accepted"
         );
+        self.job_wake().notify_one();
         Ok(JobAccepted { job_id: job.id })
     }
 
@@ -96,6 +100,7 @@ impl ClusterManager {
         req.validate()?;
         let job = accept_cluster_job(self.store()?, ADD_COMPS, cluster_id, req).await?;
         tracing::info!(job_id = job.id, cluster_id, "add_comps accepted");
+        self.job_wake().notify_one();
         Ok(JobAccepted { job_id: job.id })
     }
 
@@ -117,6 +122,7 @@ impl ClusterManager {
         let info = json!({ "comp_id": comp_id });
         let job = accept_cluster_job(store, DELETE_COMP, cluster_id, &info).await?;
         tracing::info!(job_id = job.id, cluster_id, comp_id, "delete_comp accepted");
+        self.job_wake().notify_one();
         Ok(JobAccepted { job_id: job.id })
     }
 
