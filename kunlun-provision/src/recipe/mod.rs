@@ -266,9 +266,17 @@ pub(crate) async fn run_secret_sql(
     let file = format!("{dir}/.users.sql");
     ex.upload(target, sql.as_bytes().to_vec(), &file, 0o600, STEP_TIMEOUT)
         .await?;
-    let cmd = runner.replace("{file}", &sh_quote(&file));
+    // Run and remove in one session (each SSH session costs a login shell on the machine);
+    // a second removal is tried only when that session may not have run at all.
+    let f = sh_quote(&file);
+    let cmd = format!(
+        "{}; rc=$?; rm -f {f}; exit $rc",
+        runner.replace("{file}", &f)
+    );
     let result = run(ex, target, &cmd).await;
-    let _ = run(ex, target, &format!("rm -f {}", sh_quote(&file))).await;
+    if matches!(&result, Err(e) if !matches!(e, Error::RemoteFailed { .. })) {
+        let _ = run(ex, target, &format!("rm -f {f}")).await;
+    }
     result.map(|_| ())
 }
 
