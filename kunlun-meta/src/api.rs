@@ -245,7 +245,8 @@ mod tests {
 
     #[test]
     fn probe_defaults_to_true_and_can_be_turned_off() {
-        let base = r#"{"hostaddr":"h","machine_type":"storage","ssh_key_path":"/k","data_dirs":["/d"]"#;
+        let base =
+            r#"{"hostaddr":"h","machine_type":"storage","ssh_key_path":"/k","data_dirs":["/d"]"#;
         let on: RegisterMachine = serde_json::from_str(&format!("{base}}}")).unwrap();
         assert!(on.probe);
         let off: RegisterMachine =
@@ -518,7 +519,9 @@ fn count(field: &str, v: u32) -> Result<()> {
     if (1..=256).contains(&v) {
         Ok(())
     } else {
-        Err(Error::Invalid(format!("{field}: must be 1 to 256, not {v}")))
+        Err(Error::Invalid(format!(
+            "{field}: must be 1 to 256, not {v}"
+        )))
     }
 }
 

@@ -49,12 +49,13 @@ pub async fn insert(tx: &mut Tx, s: &ClusterSecret) -> Result<()> {
             s.cluster_id
         )));
     }
-    with_conn!(tx, c => diesel::insert_into(cs::table).values(s).execute(c).await)
-        .map_err(|e| {
+    with_conn!(tx, c => diesel::insert_into(cs::table).values(s).execute(c).await).map_err(
+        |e| {
             conflict_as(e, || {
                 format!("cluster {} already has system passwords", s.cluster_id)
             })
-        })?;
+        },
+    )?;
     Ok(())
 }
 
