@@ -56,8 +56,10 @@ fn machine_of<'a>(machines: &'a [Machine], node: &ShardNode) -> Option<&'a Machi
 }
 
 /// The shell script that kills the instance's server by its pid file; it prints what it did.
-/// A pid is killed only when that process's command line names the instance's own
-/// `--defaults-file`: after a crash the pid file is stale and its pid may belong to anything.
+/// A pid is killed only when that process is the instance's own server: its command line
+/// names the instance's `--defaults-file`, or it is a `mariadbd`/`mysqld` started with the
+/// instance's `--port=` (a server started by hand). After a crash the pid file is stale and
+/// its pid may belong to anything.
 pub fn kill_script(data_dirs: &[String], port: u16) -> String {
     let pairs: Vec<String> = data_dirs
         .iter()
@@ -76,7 +78,16 @@ while [ $# -ge 2 ]; do
   pf=$1; mark=$2; shift 2
   [ -f "$pf" ] || continue
   pid=$(head -n1 "$pf" | tr -dc 0-9)
-  if [ -n "$pid" ] && tr '\0' '\n' < /proc/$pid/cmdline 2>/dev/null | grep -qxF -- "$mark"; then
+  own=no
+  if [ -n "$pid" ] && [ -r /proc/$pid/cmdline ]; then
+    args=$(tr '\0' '\n' < /proc/$pid/cmdline 2>/dev/null)
+    comm=$(cat /proc/$pid/comm 2>/dev/null)
+    if printf '%s\n' "$args" | grep -qxF -- "$mark"; then own=yes
+    elif [ "$comm" = mariadbd ] || [ "$comm" = mysqld ]; then
+      printf '%s\n' "$args" | grep -qxF -- "--port={port}" && own=yes
+    fi
+  fi
+  if [ "$own" = yes ]; then
     kill -KILL "$pid" && echo "process stopped over ssh (pid $pid)" && exit 0
     echo "kill of pid $pid failed"; exit 1
   fi
