@@ -266,7 +266,8 @@ async fn run_steps(
     let new_id = new.id;
     let new_host = map_host(new);
     let cluster_id = cluster.id;
-    ctx.store
+    let recorded = ctx
+        .store
         .tx(async move |tx| {
             repo::nodes::set_primary(tx, new_id).await?;
             repo::meta::delete_node_master(tx, cluster_id, &new_host).await?;
@@ -279,8 +280,16 @@ async fn run_steps(
             }
             Ok(())
         })
-        .await
-        .map_err(|e| format!("metadata update: {e}"))?;
+        .await;
+    if let Err(e) = recorded {
+        // The new primary is open but metadata does not name it: close it again, so a retry
+        // that picks another candidate never leaves two writable primaries.
+        let fence = promote::fence_read_only(&addr, ctx.storage).await;
+        return Err(format!(
+            "metadata update: {e}; node {} closed again ({fence})",
+            new.id
+        ));
+    }
     t.phase(rec, "metadata", None);
 
     // Compute nodes learn the new primary; a miss is noted, the catalog sync retries it.
