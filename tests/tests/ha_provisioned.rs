@@ -1,0 +1,482 @@
+//! Shard HA over a cluster created by provisioning (not the harness's `ReplicaSet`): a real
+//! `rbr` cluster of 1 shard x 3 nodes + 1 compute node made by the `create_cluster` job
+//! against a SQLite store and a private sshd on 127.0.0.9, the manager's HA monitor started
+//! on it, a continuous write load, then `kill -9` of the primary's mariadbd. After the
+//! failover: exactly one writable survivor and it is metadata's primary, every acknowledged
+//! write on it, the other replica follows it, `node_map_master` and the compute node's catalog
+//! name it, the record (with its `route` phase) is stored. The cluster is then deleted and
+//! nothing of it is left.
+
+mod ha_support;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use ha_support::{test_ha_config, Writer, LIMIT};
+use kunlun_core::catalog::{desired_for_cluster, read_catalog, CatalogOptions};
+use kunlun_core::ha::{FailoverRecord, Outcome};
+use kunlun_core::jobs::cluster::accept_create_cluster;
+use kunlun_core::jobs::delete::accept_delete_cluster;
+use kunlun_core::jobs::install::MANAGER_USER;
+use kunlun_core::jobs::{JobRunner, Provisioner};
+use kunlun_core::{ClusterManager, CoreConfig};
+use kunlun_meta::api::CreateCluster;
+use kunlun_meta::model::{
+    HaMode, Job, JobStatus, MachineType, MemberState, NewMachine, NodeStatus, ShardNode, SshAccess,
+};
+use kunlun_meta::store::repo::{meta, secrets};
+use kunlun_meta::{Store, StoreConfig};
+use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
+use kunlun_provision::{HostKeyPolicy, SshExecutor};
+use kunlun_tests::{free_port, Sshd};
+use mysql_async::prelude::Queryable;
+
+const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
+
+fn new_machine(sshd: &Sshd, ty: MachineType, dir: &str, base: u16) -> NewMachine {
+    NewMachine {
+        hostaddr: IP.to_string(),
+        machine_type: ty,
+        rack_id: None,
+        data_dirs: vec![dir.to_string()],
+        port_range: format!("{}-{}", base, base + 40),
+        total_mem_mb: None,
+        total_cpu_cores: None,
+        ssh: SshAccess {
+            port: sshd.port(),
+            user: sshd.user().to_string(),
+            key_path: sshd.user_key().private.display().to_string(),
+        },
+    }
+}
+
+fn chmod_755(p: &Path) {
+    std::fs::set_permissions(
+        p,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .expect("chmod");
+}
+
+/// A connection as `clustmgr`, bounded.
+async fn conn(port: u16, password: &str) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(IP.to_string())
+        .tcp_port(port)
+        .user(Some(MANAGER_USER))
+        .pass(Some(password))
+        .prefer_socket(false);
+    tokio::time::timeout(Duration::from_secs(10), mysql_async::Conn::new(opts))
+        .await
+        .expect("connect within 10 s")
+        .expect("connect as clustmgr")
+}
+
+/// One string-valued row of `sql`, bounded.
+async fn one(c: &mut mysql_async::Conn, sql: &str) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(40), c.query_first::<String, _>(sql))
+        .await
+        .expect("query within 40 s")
+        .expect("query")
+}
+
+/// Runs the one job the runner claims next; returns it finished.
+async fn run(runner: &JobRunner, store: &Store, job_id: i64) -> Job {
+    assert!(
+        runner.run_once().await.expect("runner"),
+        "a job was claimed"
+    );
+    let j = store.get_job(job_id).await.expect("job");
+    assert!(j.status.is_final(), "job {job_id} finished: {:?}", j.status);
+    j
+}
+
+fn memo_text(j: &Job) -> String {
+    j.memo.as_ref().map(|m| m.to_string()).unwrap_or_default()
+}
+
+fn pid_in(pf: &Path) -> Option<i32> {
+    std::fs::read_to_string(pf)
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+}
+
+fn kill9(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Kills (by the pid in their pid files) every server still running under `dir`: only used
+/// when the test failed half-way, so no instance outlives it.
+fn kill_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("kunlun")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        for pf in [
+            e.path().join("run/mysqld.pid"),
+            e.path().join("data/postmaster.pid"),
+        ] {
+            if let Some(pid) = pid_in(&pf) {
+                kill9(pid);
+            }
+        }
+    }
+}
+
+struct World {
+    sshd: Sshd,
+    store: Store,
+    runner: JobRunner,
+    mgr: ClusterManager,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let sshd = Sshd::start_on(IP).expect("sshd on 127.0.0.9");
+    let dir = tempfile::tempdir().expect("tempdir");
+    chmod_755(dir.path());
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    chmod_755(&data);
+    let d = data.display().to_string();
+    let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db")))
+        .await
+        .expect("store");
+    let sn_base = free_port(IpAddr::V4(IP)).min(31_000);
+    let cn_base = free_port(IpAddr::V4(IP)).min(31_000);
+    store
+        .insert_machine(&new_machine(&sshd, MachineType::Storage, &d, sn_base))
+        .await
+        .expect("storage machine");
+    store
+        .insert_machine(&new_machine(&sshd, MachineType::Computer, &d, cn_base))
+        .await
+        .expect("compute machine");
+    let runner = JobRunner {
+        store: store.clone(),
+        provisioner: Provisioner {
+            ssh: SshExecutor::default(),
+            storage: Arc::new(MariaDbRecipe::default()),
+            compute: Arc::new(PostgresRecipe::default()),
+            known_hosts: sshd.known_hosts(),
+            host_key_policy: HostKeyPolicy::Strict,
+        },
+        poll_interval: Duration::from_millis(100),
+    };
+    let mgr = ClusterManager::new(CoreConfig::default(), store.clone());
+    World {
+        sshd,
+        store,
+        runner,
+        mgr,
+        data,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisioned_cluster_fails_over_on_kill9_and_its_compute_node_follows() {
+    let w = world().await;
+    let r = std::panic::AssertUnwindSafe(scenario(&w))
+        .catch_unwind()
+        .await;
+    w.mgr.shutdown(Duration::from_secs(5)).await;
+    if r.is_err() {
+        kill_leftovers(&w.data);
+    }
+    drop(w.sshd);
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn primary_of(nodes: &[ShardNode]) -> &ShardNode {
+    nodes
+        .iter()
+        .find(|n| n.member_state == MemberState::Source)
+        .expect("a primary")
+}
+
+/// Waits for the first failover record of `shard_id` with outcome `Promoted`.
+async fn wait_promoted(mgr: &ClusterManager, shard_id: i64) -> FailoverRecord {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let recs = mgr.failovers(Some(shard_id)).await.expect("failovers");
+        if let Some(r) = recs.iter().find(|r| r.outcome == Outcome::Promoted) {
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no promotion within {LIMIT:?}: records {recs:?}; status {:?}",
+            mgr.ha_status().map(|s| s.events)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `(Master_Port, Slave_IO_Running, Slave_SQL_Running)` of a replica.
+async fn slave_status(c: &mut mysql_async::Conn) -> (u16, String, String) {
+    let row: Option<mysql_async::Row> =
+        tokio::time::timeout(Duration::from_secs(10), c.query_first("SHOW SLAVE STATUS"))
+            .await
+            .expect("within 10 s")
+            .expect("SHOW SLAVE STATUS");
+    let Some(r) = row else {
+        return (0, String::new(), String::new());
+    };
+    let get = |name: &str| -> String {
+        r.columns_ref()
+            .iter()
+            .position(|x| x.name_str() == name)
+            .and_then(|i| r.as_ref(i))
+            .map(|v| match v {
+                mysql_async::Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .unwrap_or_default()
+    };
+    (
+        get("Master_Port").parse().unwrap_or(0),
+        get("Slave_IO_Running"),
+        get("Slave_SQL_Running"),
+    )
+}
+
+async fn scenario(w: &World) {
+    let (store, runner, mgr) = (&w.store, &w.runner, &w.mgr);
+    let req = CreateCluster {
+        name: "hap1".into(),
+        nick_name: None,
+        ha_mode: HaMode::Rbr,
+        shards: 1,
+        nodes: 3,
+        comps: 1,
+        innodb_size_mb: Some(32),
+        max_connections: Some(100),
+        storage_hosts: vec![],
+        computer_hosts: vec![],
+    };
+    let t0 = Instant::now();
+    let job = accept_create_cluster(store, &req).await.expect("accepted");
+    let job = run(runner, store, job.id).await;
+    assert_eq!(job.status, JobStatus::Done, "{}", memo_text(&job));
+    eprintln!("create_cluster took {:?}", t0.elapsed());
+    let cid = store.get_cluster_by_name("hap1").await.expect("cluster").id;
+    let pw = store
+        .read(async |tx| secrets::get(tx, cid).await)
+        .await
+        .expect("create_cluster stored the system passwords")
+        .manager_pwd;
+    let shard = store.list_shards(Some(cid)).await.expect("shards")[0].clone();
+    let nodes = store.list_shard_nodes(Some(shard.id)).await.expect("nodes");
+    assert_eq!(nodes.len(), 3);
+    let old = primary_of(&nodes).clone();
+    let pid_file = w
+        .data
+        .join(format!("kunlun/storage_{}/run/mysqld.pid", old.port));
+    let old_pid = pid_in(&pid_file).expect("the primary's pid file");
+
+    // The load's table and an unprivileged writer (a privileged one could write through
+    // read_only and hide a fencing failure).
+    let mut p = conn(old.port, &pw).await;
+    p.query_drop(
+        "CREATE DATABASE ha; CREATE TABLE ha.w (id BIGINT PRIMARY KEY) ENGINE=InnoDB; \
+         CREATE USER app@'%' IDENTIFIED BY 'app'; GRANT SELECT, INSERT ON ha.* TO app@'%'",
+    )
+    .await
+    .expect("load set-up on the primary");
+    drop(p);
+
+    let mut cfg = test_ha_config();
+    cfg.ssh = Some(Arc::new(runner.provisioner.clone()));
+    mgr.start_ha(cfg);
+    // The monitor has probed every node a few times before the crash.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let rounds = mgr.ha_status().map(|s| s.stats.rounds).unwrap_or(0);
+        if rounds >= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the HA monitor never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let writer = Writer::start(store.clone(), shard.id);
+    writer
+        .wait_more(50)
+        .await
+        .expect("writes reach the primary");
+
+    kill9(old_pid);
+    let killed = Instant::now();
+    let rec = wait_promoted(mgr, shard.id).await;
+    eprintln!(
+        "failover recorded {:?} after kill -9: {rec:?}",
+        killed.elapsed()
+    );
+    assert_eq!(rec.old_primary, old.id);
+    assert!(rec.proven_lossless, "{rec:?}");
+    assert!(rec.possible_loss.is_none(), "{rec:?}");
+    let new_id = rec.new_primary.expect("a new primary");
+    assert_ne!(new_id, old.id);
+    writer
+        .wait_more(30)
+        .await
+        .expect("writes resume on the new primary");
+    let acked = writer.finish().await;
+
+    // Metadata: the new primary is the source, the old one is kept out.
+    let nodes = store.list_shard_nodes(Some(shard.id)).await.expect("nodes");
+    let new = primary_of(&nodes).clone();
+    assert_eq!(new.id, new_id, "metadata names the promoted node");
+    let old_row = nodes.iter().find(|n| n.id == old.id).expect("old row");
+    assert_eq!(old_row.status, NodeStatus::Inactive, "old primary kept out");
+    let other = nodes
+        .iter()
+        .find(|n| n.id != old.id && n.id != new.id)
+        .expect("the other replica")
+        .clone();
+
+    // Exactly one writable survivor, and it is metadata's primary.
+    let mut c_new = conn(new.port, &pw).await;
+    let mut c_other = conn(other.port, &pw).await;
+    assert_eq!(
+        one(&mut c_new, "SELECT @@read_only").await.as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        one(&mut c_other, "SELECT @@read_only").await.as_deref(),
+        Some("1")
+    );
+
+    // Every acknowledged write is on the new primary.
+    let want: BTreeSet<i64> = acked.iter().copied().collect();
+    let have: BTreeSet<i64> = c_new
+        .query::<i64, _>("SELECT id FROM ha.w")
+        .await
+        .expect("rows")
+        .into_iter()
+        .collect();
+    let missing: Vec<_> = want.difference(&have).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged, missing e.g. {missing:?}",
+        want.len()
+    );
+
+    // The other replica follows the new primary and catches up.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let st = slave_status(&mut c_other).await;
+        if st.0 == new.port && st.1 == "Yes" && st.2 == "Yes" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} replicates as {st:?}, want port {}",
+            other.port,
+            new.port
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pos = one(&mut c_new, "SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        one(
+            &mut c_other,
+            &format!("SELECT CAST(MASTER_GTID_WAIT('{pos}', 30) AS CHAR)")
+        )
+        .await
+        .as_deref(),
+        Some("0"),
+        "the other replica reaches {pos}"
+    );
+    let on_other: BTreeSet<i64> = c_other
+        .query::<i64, _>("SELECT id FROM ha.w")
+        .await
+        .expect("rows")
+        .into_iter()
+        .collect();
+    assert!(want.is_subset(&on_other), "the other replica has them too");
+
+    // node_map_master: the other replica's master is the new primary; nothing names the old.
+    let host = |n: &ShardNode| format!("{}_{}", n.hostaddr, n.port);
+    let masters = store
+        .read(async |tx| meta::list_node_masters(tx, Some(cid)).await)
+        .await
+        .expect("node_map_master");
+    assert!(
+        masters
+            .iter()
+            .any(|m| m.node_host == host(&other) && m.master_host == host(&new)),
+        "{masters:?}"
+    );
+    assert!(
+        masters.iter().all(|m| m.master_host != host(&old)),
+        "{masters:?}"
+    );
+    assert!(
+        masters.iter().all(|m| m.node_host != host(&new)),
+        "{masters:?}"
+    );
+
+    // The record is stored with its route phase, which pushed the catalog.
+    let stored = mgr.failovers(Some(shard.id)).await.expect("failovers");
+    assert!(stored.iter().any(|r| r.id == rec.id), "{stored:?}");
+    let route = rec
+        .phases
+        .iter()
+        .find(|p| p.name == "route")
+        .expect("a route phase");
+    let note = route.note.clone().unwrap_or_default();
+    assert!(
+        note.starts_with("catalog pushed to 1/1"),
+        "route phase: {note}"
+    );
+
+    // The compute node's catalog is metadata's, routing the shard to the new primary.
+    let comp = store.list_comp_nodes(Some(cid)).await.expect("comps")[0].clone();
+    let desired = desired_for_cluster(store, cid)
+        .await
+        .expect("desired")
+        .1
+        .for_comp(comp.id);
+    let cat = read_catalog(&comp, &CatalogOptions::default())
+        .await
+        .expect("catalog");
+    assert_eq!(cat, desired, "the compute node's catalog is metadata's");
+    let srow = cat.shard(shard.id).expect("shard row");
+    let master = cat
+        .shard_nodes
+        .iter()
+        .find(|n| n.id == srow.master_node_id)
+        .expect("the routed primary's row");
+    assert_eq!(
+        (master.hostaddr.as_str(), master.port),
+        (new.hostaddr.as_str(), i32::from(new.port)),
+        "the compute node routes to the new primary"
+    );
+    drop(c_new);
+    drop(c_other);
+
+    // Stop the monitor before the cluster goes, then delete it: nothing is left.
+    mgr.shutdown(Duration::from_secs(5)).await;
+    let del = accept_delete_cluster(store, cid).await.expect("accepted");
+    let j = run(runner, store, del.id).await;
+    assert_eq!(j.status, JobStatus::Done, "{}", memo_text(&j));
+    let gone = store.read(async |tx| secrets::get(tx, cid).await).await;
+    assert!(gone.is_err(), "kl_cluster_secret row removed");
+    let machines = store.list_machines().await.expect("machines");
+    assert!(machines
+        .iter()
+        .all(|m| m.used_ports.is_empty() && m.installing_ports.is_empty()));
+    assert!(!w.data.join("kunlun").exists(), "instance dirs removed");
+}
