@@ -375,12 +375,13 @@ async fn install_tracked(
                 return Err(e);
             }
         }
-        for &s in part {
-            step.note(s.as_str());
-            if let Err(e) = recipe.run_step(ssh, &job.target, &job.spec, s).await {
-                step.fail(format!("{}: {e}", s.as_str()));
-                return Err(e);
-            }
+        // Consecutive script steps share one SSH session (see `Recipe::run_steps`).
+        let names: Vec<&str> = part.iter().map(|s| s.as_str()).collect();
+        let names = names.join(", ");
+        step.note(names.clone());
+        if let Err(e) = recipe.run_steps(ssh, &job.target, &job.spec, part).await {
+            step.fail(format!("{names}: {e}"));
+            return Err(e);
         }
         step.done();
     }

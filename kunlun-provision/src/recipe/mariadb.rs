@@ -183,80 +183,16 @@ impl Recipe for MariaDbRecipe {
         spec: &InstanceSpec,
         step: Step,
     ) -> Result<()> {
+        if let Some(script) = self.step_script(spec, step) {
+            let r = run(ex, target, &script).await;
+            return match step {
+                Step::WaitReady => r.map(|_| ()).map_err(|e| instance_error(spec, e)),
+                _ => r.map(|_| ()),
+            };
+        }
         let p = Paths::of(spec);
         let q = sh_quote;
         match step {
-            Step::MakeDirs => {
-                let s = format!(
-                    "mkdir -p {b}/run {b}/tmp {} && chmod 0750 {b}",
-                    q(&p.log),
-                    b = q(&p.base),
-                );
-                run(ex, target, &s).await?;
-            }
-            Step::Initialise => {
-                // The marker is written last, so a bootstrap cut short is redone from scratch.
-                // Own tmpdir: parallel bootstraps sharing /tmp lost each other's temp tables.
-                let s = format!(
-                    "[ -f {marker} ] && exit 0
-rm -rf {data} && mkdir -p {data} || exit 1
-u=$(id -un)
-{idb} --no-defaults --user=\"$u\" --datadir={data} --auth-root-authentication-method=socket \
---auth-root-socket-user=\"$u\" --skip-test-db --innodb-log-file-size=32M --tmpdir={tmp} \
->{log}/install.log 2>&1 || {{ grep -i -m 10 -e error -e warn {log}/install.log >&2; exit 1; }}
-touch {marker}",
-                    marker = q(&p.marker),
-                    data = q(&p.data),
-                    tmp = q(&format!("{}/tmp", p.base)),
-                    idb = q(&self.install_db),
-                    log = q(&p.log),
-                );
-                run(ex, target, &s).await?;
-            }
-            Step::WriteConfig => {
-                ex.upload(
-                    target,
-                    self.config(spec).into_bytes(),
-                    &p.cnf,
-                    0o640,
-                    super::STEP_TIMEOUT,
-                )
-                .await?;
-            }
-            Step::Start => {
-                let s = format!(
-                    "{alive} && exit 0
-cd / && setsid {bin} --defaults-file={cnf} --user=\"$(id -un)\" </dev/null >>{log}/mariadbd.out 2>&1 &
-exit 0",
-                    alive = alive_by_pid_file(&p.pid),
-                    bin = q(&self.mariadbd),
-                    cnf = q(&p.cnf),
-                    log = q(&p.log),
-                );
-                run(ex, target, &s).await?;
-            }
-            Step::WaitReady => {
-                // Up to ~150 s (bounded again by the step deadline); report the error log
-                // when the server died or never answered.
-                let s = format!(
-                    "i=0
-while [ $i -lt 1500 ]; do
-  {admin} --no-defaults -S {sock} -uroot --connect-timeout=2 ping >/dev/null 2>&1 && exit 0
-  if [ $i -gt 50 ] && ! pgrep -f -- {cnfpat} >/dev/null; then break; fi
-  sleep 0.1; i=$((i+1))
-done
-echo 'mariadbd did not answer; error log:' >&2
-tail -n 20 {log}/error.log >&2 2>/dev/null
-exit 1",
-                    admin = q(&self.admin),
-                    sock = q(&p.sock),
-                    cnfpat = q(&proc_pattern(&p.cnf)),
-                    log = q(&p.log),
-                );
-                run(ex, target, &s)
-                    .await
-                    .map_err(|e| instance_error(spec, e))?;
-            }
             Step::CreateUsers => {
                 let sql = Self::users_sql(spec)?;
                 let runner = format!(
@@ -281,8 +217,81 @@ exit 1",
                 );
                 run(ex, target, &s).await?;
             }
+            // Script steps, run above.
+            Step::MakeDirs
+            | Step::Initialise
+            | Step::WriteConfig
+            | Step::Start
+            | Step::WaitReady => {}
         }
         Ok(())
+    }
+
+    /// The shell script of a step that is only a script (no upload, no secret): every
+    /// install step but the users. Consecutive ones run in one SSH session
+    /// ([`Recipe::run_steps`]); the config has no secrets, so it goes in a quoted here-doc.
+    fn step_script(&self, spec: &InstanceSpec, step: Step) -> Option<String> {
+        let p = Paths::of(spec);
+        let q = sh_quote;
+        Some(match step {
+            Step::MakeDirs => format!(
+                "mkdir -p {b}/run {b}/tmp {} && chmod 0750 {b}",
+                q(&p.log),
+                b = q(&p.base),
+            ),
+            // The marker is written last, so a bootstrap cut short is redone from scratch.
+            // Own tmpdir: parallel bootstraps sharing /tmp lost each other's temp tables.
+            Step::Initialise => format!(
+                "[ -f {marker} ] && exit 0
+rm -rf {data} && mkdir -p {data} || exit 1
+u=$(id -un)
+{idb} --no-defaults --user=\"$u\" --datadir={data} --auth-root-authentication-method=socket \
+--auth-root-socket-user=\"$u\" --skip-test-db --innodb-log-file-size=32M --tmpdir={tmp} \
+>{log}/install.log 2>&1 || {{ grep -i -m 10 -e error -e warn {log}/install.log >&2; exit 1; }}
+touch {marker}",
+                marker = q(&p.marker),
+                data = q(&p.data),
+                tmp = q(&format!("{}/tmp", p.base)),
+                idb = q(&self.install_db),
+                log = q(&p.log),
+            ),
+            Step::WriteConfig => format!(
+                "umask 027 && cat > {cnf}.new <<'KUNLUN_CNF_EOF' && mv -f {cnf}.new {cnf}\n{}KUNLUN_CNF_EOF",
+                self.config(spec),
+                cnf = q(&p.cnf),
+            ),
+            Step::Start => format!(
+                "{alive} && exit 0
+cd / && setsid {bin} --defaults-file={cnf} --user=\"$(id -un)\" </dev/null >>{log}/mariadbd.out 2>&1 &
+exit 0",
+                alive = alive_by_pid_file(&p.pid),
+                bin = q(&self.mariadbd),
+                cnf = q(&p.cnf),
+                log = q(&p.log),
+            ),
+            // Up to ~150 s (bounded again by the step deadline); report the error log when
+            // the server died or never answered.
+            Step::WaitReady => format!(
+                "i=0
+while [ $i -lt 1500 ]; do
+  {admin} --no-defaults -S {sock} -uroot --connect-timeout=2 ping >/dev/null 2>&1 && exit 0
+  if [ $i -gt 50 ] && ! pgrep -f -- {cnfpat} >/dev/null; then break; fi
+  sleep 0.1; i=$((i+1))
+done
+echo 'mariadbd did not answer; error log:' >&2
+tail -n 20 {log}/error.log >&2 2>/dev/null
+exit 1",
+                admin = q(&self.admin),
+                sock = q(&p.sock),
+                cnfpat = q(&proc_pattern(&p.cnf)),
+                log = q(&p.log),
+            ),
+            _ => return None,
+        })
+    }
+
+    fn batch_error(&self, spec: &InstanceSpec, e: crate::Error) -> crate::Error {
+        instance_error(spec, e)
     }
 
     async fn is_running(

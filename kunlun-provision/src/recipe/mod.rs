@@ -176,6 +176,54 @@ pub trait Recipe: Send + Sync {
         step: Step,
     ) -> Result<()>;
 
+    /// The shell script of a step that is only a script (no upload, no secret), if it is one.
+    /// Consecutive script steps run in one SSH session ([`Recipe::run_steps`]): each session
+    /// costs a login shell on the machine.
+    fn step_script(&self, _spec: &InstanceSpec, _step: Step) -> Option<String> {
+        None
+    }
+
+    /// How a failed batch of script steps is reported (e.g. with the server's error log).
+    fn batch_error(&self, _spec: &InstanceSpec, e: Error) -> Error {
+        e
+    }
+
+    /// Runs `steps` in order; consecutive script steps share one SSH session, each in its
+    /// own subshell, stopping at the first that fails.
+    async fn run_steps(
+        &self,
+        ex: &SshExecutor,
+        target: &SshTarget,
+        spec: &InstanceSpec,
+        steps: &[Step],
+    ) -> Result<()> {
+        let mut i = 0;
+        while i < steps.len() {
+            let mut scripts = Vec::new();
+            while let Some(s) = steps.get(i).and_then(|&st| self.step_script(spec, st)) {
+                scripts.push(s);
+                i += 1;
+            }
+            match scripts.len() {
+                0 => {
+                    self.run_step(ex, target, spec, steps[i]).await?;
+                    i += 1;
+                }
+                1 => self.run_step(ex, target, spec, steps[i - 1]).await?,
+                _ => {
+                    let joined: Vec<String> = scripts
+                        .iter()
+                        .map(|s| format!("(\n{s}\n) || exit $?"))
+                        .collect();
+                    run(ex, target, &joined.join("\n"))
+                        .await
+                        .map_err(|e| self.batch_error(spec, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the instance's server process is alive (per its pid file).
     async fn is_running(
         &self,
@@ -193,10 +241,7 @@ pub trait Recipe: Send + Sync {
         spec: &InstanceSpec,
     ) -> Result<()> {
         validate_base_dir(&spec.base_dir)?;
-        for &step in self.install_steps() {
-            self.run_step(ex, target, spec, step).await?;
-        }
-        Ok(())
+        self.run_steps(ex, target, spec, self.install_steps()).await
     }
 
     /// Stops the server and removes its directory; fine on a half-installed or absent instance.
