@@ -17,15 +17,15 @@
 
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{
-    Job, JobStatus, MemberState, NewCluster, NewCompNode, NewJob, NewShard, NewShardNode,
-    NodeMapMaster, NodeStatus,
+    Job, JobStatus, MemberState, NewCluster, NewJob, NewShard, NewShardNode, NodeMapMaster,
+    NodeStatus,
 };
 use kunlun_meta::store::repo::{clusters, comps, jobs, machines, meta, nodes, secrets, shards};
 use kunlun_meta::store::{Store, Tx};
 use kunlun_provision::placement::{PortSets, Slot};
 use serde::{Deserialize, Serialize};
 
-use super::install::{Provisioner, COMP_USER, MANAGER_USER};
+use super::install::{Provisioner, MANAGER_USER};
 use super::plan::{plan_create_cluster, ClusterPlan, SystemPasswords};
 use super::progress::{Progress, StepRecord, StepStatus};
 use crate::error::{Error, Result};
@@ -324,24 +324,7 @@ async fn record_topology(tx: &mut Tx, cluster_id: i64, plan: &ClusterPlan) -> Me
             }
         }
     }
-    let ids = comps::reserve_ids(tx, plan.comps.len() as i64).await?;
-    for (id, c) in ids.zip(plan.comps.iter()) {
-        comps::insert(
-            tx,
-            &NewCompNode {
-                id,
-                db_cluster_id: cluster_id,
-                name: format!("comp{id}"),
-                hostaddr: c.slot.hostaddr.clone(),
-                port: c.slot.port,
-                user_name: COMP_USER.into(),
-                passwd: plan.passwords.comp.clone(),
-                status: NodeStatus::Active,
-                max_conns: i64::from(plan.max_connections),
-            },
-        )
-        .await?;
-    }
+    super::comps::record_comps(tx, cluster_id, plan).await?;
     Ok(())
 }
 

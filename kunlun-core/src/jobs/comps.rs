@@ -264,7 +264,11 @@ async fn add_comps(
 }
 
 /// Compute node rows of the installed plan, with fresh ids; returns the ids.
-async fn record_comps(tx: &mut Tx, cluster_id: i64, plan: &ClusterPlan) -> MetaResult<Vec<i64>> {
+pub(crate) async fn record_comps(
+    tx: &mut Tx,
+    cluster_id: i64,
+    plan: &ClusterPlan,
+) -> MetaResult<Vec<i64>> {
     let ids = comps::reserve_ids(tx, plan.comps.len() as i64).await?;
     let mut out = Vec::with_capacity(plan.comps.len());
     for (id, c) in ids.zip(plan.comps.iter()) {
