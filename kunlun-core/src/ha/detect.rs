@@ -1,6 +1,6 @@
 //! Pure decisions over probe results: is a shard's primary dead (the manager's failed probes
-//! confirmed by its replicas), is the shard inside its anti-flapping window, and may a
-//! returning old primary rejoin.
+//! confirmed by its replicas), is the shard inside its anti-flapping window, may a
+//! returning old primary rejoin, and what a replica whose replication stopped needs.
 //!
 //! Invariant: the primary is declared dead only after `k` consecutive failed probes **and**
 //! when no reachable replica still holds a live IO connection to a source; a manager-side
@@ -143,6 +143,65 @@ pub fn rejoin(old: &GtidPos, new_primary: &GtidPos) -> Rejoin {
     }
 }
 
+/// What replica upkeep does with an answering active replica while its shard's primary is
+/// healthy (see [`replica_upkeep`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upkeep {
+    /// A replication thread runs (or retries), or a named channel is configured: not ours.
+    Nothing,
+    /// Both threads of the default channel stopped without an error and it points at the
+    /// primary (a `skip-slave-start` server that restarted): `START SLAVE`.
+    Start,
+    /// Threads stopped without an error, but no source is set or it is another node (`from`):
+    /// repoint at the primary, if the replica holds no errant transactions.
+    Repoint { from: Option<String> },
+    /// A thread stopped with an error: reported and left for an operator.
+    Broken { reason: String },
+}
+
+/// Decides replica upkeep from one probe of a replica and the primary's address.
+pub fn replica_upkeep(primary_host: &str, primary_port: u16, p: &NodeProbe) -> Upkeep {
+    if !p.reachable {
+        return Upkeep::Nothing;
+    }
+    let mut broken = Vec::new();
+    for c in &p.channels {
+        let name = if c.connection_name.is_empty() {
+            String::new()
+        } else {
+            format!("channel '{}' ", c.connection_name)
+        };
+        if c.io_running == "No" && c.last_io_errno != 0 {
+            broken.push(format!(
+                "{name}IO thread stopped, Last_IO_Errno {}",
+                c.last_io_errno
+            ));
+        }
+        if !c.sql_running && c.last_sql_errno != 0 {
+            broken.push(format!(
+                "{name}SQL thread stopped, Last_SQL_Errno {}",
+                c.last_sql_errno
+            ));
+        }
+    }
+    if !broken.is_empty() {
+        return Upkeep::Broken {
+            reason: broken.join("; "),
+        };
+    }
+    let running = |c: &super::probe::Channel| c.io_running != "No" || c.sql_running;
+    if p.channels.iter().any(running) || p.channels.iter().any(|c| !c.connection_name.is_empty()) {
+        return Upkeep::Nothing;
+    }
+    match p.channels.first() {
+        Some(c) if c.master_host == primary_host && c.master_port == primary_port => Upkeep::Start,
+        Some(c) if !c.master_host.is_empty() => Upkeep::Repoint {
+            from: Some(format!("{}:{}", c.master_host, c.master_port)),
+        },
+        _ => Upkeep::Repoint { from: None },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::probe::Channel;
@@ -266,5 +325,89 @@ mod tests {
             Rejoin::Rebuild { errant } => assert_eq!(errant, "0-1-121..121"),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn stopped(host: &str, port: u16, io_errno: i64, sql_errno: i64) -> NodeProbe {
+        NodeProbe {
+            reachable: true,
+            channels: vec![Channel {
+                master_host: host.into(),
+                master_port: port,
+                io_running: "No".into(),
+                sql_running: false,
+                last_io_errno: io_errno,
+                last_sql_errno: sql_errno,
+                ..Channel::default()
+            }],
+            ..NodeProbe::default()
+        }
+    }
+
+    #[test]
+    fn a_replica_stopped_cleanly_at_the_primary_is_started() {
+        let p = stopped("127.0.0.1", 5, 0, 0);
+        assert_eq!(replica_upkeep("127.0.0.1", 5, &p), Upkeep::Start);
+    }
+
+    #[test]
+    fn a_replica_stopped_cleanly_elsewhere_or_unset_is_repointed() {
+        let p = stopped("127.0.0.1", 6, 0, 0);
+        assert_eq!(
+            replica_upkeep("127.0.0.1", 5, &p),
+            Upkeep::Repoint {
+                from: Some("127.0.0.1:6".into())
+            }
+        );
+        let p = stopped("", 0, 0, 0);
+        assert_eq!(
+            replica_upkeep("127.0.0.1", 5, &p),
+            Upkeep::Repoint { from: None }
+        );
+        let none = NodeProbe {
+            reachable: true,
+            ..NodeProbe::default()
+        };
+        assert_eq!(
+            replica_upkeep("127.0.0.1", 5, &none),
+            Upkeep::Repoint { from: None }
+        );
+    }
+
+    #[test]
+    fn a_stopped_thread_with_an_error_is_only_reported() {
+        let p = stopped("127.0.0.1", 5, 0, 1062);
+        assert!(matches!(
+            replica_upkeep("127.0.0.1", 5, &p),
+            Upkeep::Broken { reason } if reason.contains("Last_SQL_Errno 1062")
+        ));
+        let p = stopped("127.0.0.1", 5, 1236, 0);
+        assert!(matches!(
+            replica_upkeep("127.0.0.1", 5, &p),
+            Upkeep::Broken { reason } if reason.contains("Last_IO_Errno 1236")
+        ));
+        // The IO thread failed but the SQL thread still applies its relay log.
+        let mut p = stopped("127.0.0.1", 5, 1236, 0);
+        p.channels[0].sql_running = true;
+        assert!(matches!(
+            replica_upkeep("127.0.0.1", 5, &p),
+            Upkeep::Broken { .. }
+        ));
+    }
+
+    #[test]
+    fn running_retrying_unreachable_or_named_channels_are_left_alone() {
+        let mut p = stopped("127.0.0.1", 5, 2003, 0);
+        p.channels[0].io_running = "Connecting".into();
+        assert_eq!(replica_upkeep("127.0.0.1", 5, &p), Upkeep::Nothing);
+        let mut p = stopped("127.0.0.1", 5, 0, 0);
+        p.channels[0].sql_running = true;
+        assert_eq!(replica_upkeep("127.0.0.1", 5, &p), Upkeep::Nothing);
+        let mut p = stopped("127.0.0.1", 5, 0, 0);
+        p.channels[0].connection_name = "other".into();
+        assert_eq!(replica_upkeep("127.0.0.1", 5, &p), Upkeep::Nothing);
+        assert_eq!(
+            replica_upkeep("127.0.0.1", 5, &NodeProbe::default()),
+            Upkeep::Nothing
+        );
     }
 }

@@ -139,6 +139,8 @@ pub struct StepContext {
     /// XA settings for the in-doubt hook; `None` skips it (recorded).
     pub xa: Option<XaConfig>,
     pub cancel: CancellationToken,
+    /// Test seam (see [`super::HaConfig::before_write`]).
+    pub before_write: Option<super::WriteHook>,
 }
 
 /// The other members after a switch: nodes to repoint, the former primary flagged.
@@ -151,6 +153,15 @@ pub struct Follower {
 /// `ip_port` as `node_map_master` spells hosts.
 pub fn map_host(n: &ShardNode) -> String {
     format!("{}_{}", n.hostaddr, n.port)
+}
+
+/// True while the node's row exists and is not marked `deleted`.
+async fn still_member(tx: &mut kunlun_meta::store::Tx, id: i64) -> kunlun_meta::Result<bool> {
+    match repo::nodes::get(tx, id).await {
+        Ok(n) => Ok(n.status != NodeStatus::Deleted),
+        Err(kunlun_meta::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Catch up, promote, repoint, XA hook, open, metadata. Fills the record's phases and
@@ -254,29 +265,55 @@ async fn run_steps(
 
     let old = rec.old_primary;
     let kind = rec.kind;
-    let maps: Vec<NodeMapMaster> = followers
+    let maps: Vec<(i64, NodeMapMaster)> = followers
         .iter()
-        .map(|f| NodeMapMaster {
-            cluster_id: cluster.id,
-            node_host: map_host(&f.node),
-            master_host: map_host(new),
-            master_uuid: None,
+        .map(|f| {
+            (
+                f.node.id,
+                NodeMapMaster {
+                    cluster_id: cluster.id,
+                    node_host: map_host(&f.node),
+                    master_host: map_host(new),
+                    master_uuid: None,
+                },
+            )
         })
         .collect();
     let new_id = new.id;
     let new_host = map_host(new);
     let cluster_id = cluster.id;
+    super::WriteHook::call(
+        ctx.before_write.as_ref(),
+        super::WriteSite::Failover {
+            shard_id: new.shard_id,
+            new_primary: new_id,
+        },
+    )
+    .await;
+    // The steps above took seconds; a delete job may have marked nodes `deleted` meanwhile
+    // (in the transaction that records their removal). Every write below is conditional on
+    // what is stored now, in this transaction, so a deleted node is never brought back.
     let recorded = ctx
         .store
         .tx(async move |tx| {
+            let status = repo::nodes::get(tx, new_id).await?.status;
+            if status != NodeStatus::Active {
+                return Err(kunlun_meta::Error::Conflict(format!(
+                    "node {new_id} became {status:?} during the failover"
+                )));
+            }
             repo::nodes::set_primary(tx, new_id).await?;
             repo::meta::delete_node_master(tx, cluster_id, &new_host).await?;
-            for m in &maps {
-                repo::meta::set_node_master(tx, m).await?;
+            for (id, m) in &maps {
+                if still_member(tx, *id).await? {
+                    repo::meta::set_node_master(tx, m).await?;
+                }
             }
             if kind == FailoverKind::Automatic {
-                // Out until it proves it can rejoin (see the monitor).
-                repo::nodes::set_status(tx, old, NodeStatus::Inactive).await?;
+                // Out until it proves it can rejoin (see the monitor); left alone when a job
+                // changed it meanwhile.
+                repo::nodes::set_status_if(tx, old, NodeStatus::Active, NodeStatus::Inactive)
+                    .await?;
             }
             Ok(())
         })

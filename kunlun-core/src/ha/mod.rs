@@ -1,12 +1,15 @@
 //! Shard high availability (design.md §4): probing, failure detection confirmed by replicas,
-//! lossless failover, planned switchover, anti-flapping and rejoin of a returning old primary.
+//! lossless failover, planned switchover, anti-flapping, rejoin of a returning old primary and
+//! upkeep of replicas whose replication threads stopped.
 //!
 //! Layout: [`gtid`], [`choose`] and [`detect`] are pure decisions; [`probe`] gathers the facts
 //! of one node; [`promote`] holds the SQL steps; [`failover`] orders them and keeps the record;
-//! [`switchover`] is the planned variant; [`monitor`] is the actor and [`state`] what it
-//! publishes. Invariant kept throughout: a promotion never silently drops acknowledged writes
+//! [`switchover`] is the planned variant; `upkeep` restarts stopped replicas; [`monitor`] is
+//! the actor and [`state`] what it publishes. Invariant kept throughout: a promotion never silently drops acknowledged writes
 //! (see [`choose`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +26,7 @@ pub mod records;
 pub mod retry;
 pub mod state;
 mod switchover;
+mod upkeep;
 
 pub use choose::{choose, Choice, LossPolicy, ReplicaView, ShardView};
 pub use facade::HaStatus;
@@ -61,6 +65,42 @@ pub struct HaConfig {
     pub ssh: Option<Arc<Provisioner>>,
     /// Retries of a failover that failed part-way.
     pub retry: RetryPolicy,
+    /// Test seam, `None` in production: awaited right before a metadata write that rests on
+    /// what the monitor observed earlier (see [`WriteSite`]), so a test can change metadata
+    /// inside that window.
+    pub before_write: Option<WriteHook>,
+}
+
+/// A metadata write of the monitor that follows a slow step on the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteSite {
+    /// An old primary's rejoin: status back to active, its `node_map_master` row.
+    Rejoin { node_id: i64 },
+    /// A failover's or switchover's `metadata` phase for the shard's new primary.
+    Failover { shard_id: i64, new_primary: i64 },
+    /// The `node_map_master` row of a replica that replica upkeep repointed.
+    Repoint { node_id: i64 },
+}
+
+/// A future the monitor awaits at a [`WriteSite`].
+pub type WriteHookFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// See [`HaConfig::before_write`].
+#[derive(Clone)]
+pub struct WriteHook(pub Arc<dyn Fn(WriteSite) -> WriteHookFuture + Send + Sync>);
+
+impl WriteHook {
+    pub(crate) async fn call(hook: Option<&WriteHook>, site: WriteSite) {
+        if let Some(h) = hook {
+            (h.0)(site).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for WriteHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteHook")
+    }
 }
 
 impl Default for HaConfig {
@@ -75,6 +115,7 @@ impl Default for HaConfig {
             xa: None,
             ssh: None,
             retry: RetryPolicy::default(),
+            before_write: None,
         }
     }
 }

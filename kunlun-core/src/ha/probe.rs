@@ -15,6 +15,8 @@ use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 /// One replication channel as `SHOW ALL SLAVES STATUS` reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Channel {
+    /// `Connection_name`: empty for the default connection.
+    pub connection_name: String,
     pub master_host: String,
     pub master_port: u16,
     /// `Slave_IO_Running`: `Yes`, `Connecting` or `No`.
@@ -24,6 +26,7 @@ pub struct Channel {
     pub gtid_io_pos: Option<String>,
     pub seconds_behind: Option<i64>,
     pub last_io_errno: i64,
+    pub last_sql_errno: i64,
 }
 
 impl Channel {
@@ -163,6 +166,7 @@ fn text(row: &Row, col: &str) -> Option<String> {
 fn channel(row: &Row) -> Channel {
     let t = |c: &str| text(row, c).unwrap_or_default();
     Channel {
+        connection_name: t("Connection_name"),
         master_host: t("Master_Host"),
         master_port: t("Master_Port").parse().unwrap_or(0),
         io_running: t("Slave_IO_Running"),
@@ -170,6 +174,7 @@ fn channel(row: &Row) -> Channel {
         gtid_io_pos: text(row, "Gtid_IO_Pos"),
         seconds_behind: text(row, "Seconds_Behind_Master").and_then(|s| s.parse().ok()),
         last_io_errno: t("Last_IO_Errno").parse().unwrap_or(0),
+        last_sql_errno: t("Last_SQL_Errno").parse().unwrap_or(0),
     }
 }
 

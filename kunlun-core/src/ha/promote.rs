@@ -1,5 +1,5 @@
 //! The SQL steps of a failover or switchover on storage nodes: fence, catch up, promote,
-//! repoint, open for writes, rejoin. Each is one bounded call; the orchestration and the
+//! repoint, open for writes, rejoin, restart a replica's threads. Each is one bounded call; the orchestration and the
 //! order live in [`super::failover`].
 //!
 //! Invariant: a promoted node stays `read_only` until [`open_for_writes`], so the failover can
@@ -97,6 +97,20 @@ pub async fn repoint(
     // semi-sync timeout. Promotion turns it back on.
     c.exec(
         "SET GLOBAL rpl_semi_sync_master_enabled = OFF; \
+         SET GLOBAL rpl_semi_sync_slave_enabled = ON; START SLAVE",
+    )
+    .await?;
+    c.close().await;
+    Ok(())
+}
+
+/// Restarts the replication threads of a replica that still points at its primary (its
+/// server restarted with `skip-slave-start`), with its semi-sync master side off as
+/// [`repoint`] leaves it.
+pub async fn restart_replication(replica: &NodeAddr, opts: StorageOptions) -> Result<()> {
+    let mut c = StorageConn::connect(replica, opts).await?;
+    c.exec(
+        "SET GLOBAL read_only = ON; SET GLOBAL rpl_semi_sync_master_enabled = OFF; \
          SET GLOBAL rpl_semi_sync_slave_enabled = ON; START SLAVE",
     )
     .await?;

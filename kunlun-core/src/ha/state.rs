@@ -66,6 +66,10 @@ pub struct HaStats {
     pub failover_retries: u64,
     /// Shards whose failover retries are used up (alarmed until an operator acts).
     pub shards_given_up: u64,
+    /// Replicas whose stopped replication threads the monitor started again.
+    pub replication_restarts: u64,
+    /// Replicas the monitor repointed at their primary (no or another source set).
+    pub replicas_repointed: u64,
 }
 
 /// The shared part; see the module invariant.
@@ -252,6 +256,16 @@ impl HaShared {
             Some(w) => g.alarms.insert(shard_id, w),
             None => g.alarms.remove(&shard_id),
         };
+    }
+
+    /// Counts a replica upkeep action: a restart of its threads, or a repoint.
+    pub(crate) fn count_upkeep(&self, repointed: bool) {
+        let mut g = self.lock();
+        if repointed {
+            g.stats.replicas_repointed += 1;
+        } else {
+            g.stats.replication_restarts += 1;
+        }
     }
 
     pub(crate) fn count_retry(&self) {

@@ -73,6 +73,27 @@ pub async fn set_status(tx: &mut Tx, id: i64, status: NodeStatus) -> Result<()> 
     Ok(())
 }
 
+/// Sets a node's life-cycle status to `status` only while it is still `expected`, in one
+/// conditional `UPDATE`; returns whether it changed. `false` means the node has moved on
+/// (another writer, say a delete job marking it `deleted`, got there first) or is gone. For a
+/// caller that acts on a status it read earlier and must not undo a later change.
+pub async fn set_status_if(
+    tx: &mut Tx,
+    id: i64,
+    expected: NodeStatus,
+    status: NodeStatus,
+) -> Result<bool> {
+    let n = with_conn!(tx, c => diesel::update(
+        shard_nodes::table
+            .filter(shard_nodes::id.eq(id))
+            .filter(shard_nodes::status.eq(expected.as_str())),
+    )
+    .set(shard_nodes::status.eq(status.as_str()))
+    .execute(c)
+    .await)?;
+    Ok(n > 0)
+}
+
 /// Records `id` as the primary of its shard and every other node of the shard as replica.
 pub async fn set_primary(tx: &mut Tx, id: i64) -> Result<()> {
     let node = get(tx, id).await?;
