@@ -11,4 +11,4 @@ pub mod recipe;
 pub mod ssh;
 
 pub use error::{Error, Result};
-pub use ssh::{HostKeyPolicy, Output, SshAuth, SshExecutor, SshOptions, SshTarget};
+pub use ssh::{ExecInput, HostKeyPolicy, Output, SshAuth, SshExecutor, SshOptions, SshTarget};

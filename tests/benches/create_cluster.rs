@@ -16,8 +16,8 @@
 //! adds, per trial, a run of the daemon's own install code in-process with every recipe step
 //! timed, and prints per step the median time of the floor's phases and of the recipe steps.
 //! `CREATE_CLUSTER_NO_BASHRC=1` starts the sshd with `SetEnv HOME=/nonexistent`, so no session
-//! sources root's `~/.bashrc` (the daemon opens one session per recipe step, the floor one per
-//! instance).
+//! sources root's `~/.bashrc` (the daemon and the floor both install
+//! each instance in one session).
 
 use std::fs::File;
 use std::io::Write;
@@ -630,7 +630,7 @@ fn main() -> Result<()> {
     let bin = fresh_bin("cluster-mgr-bin", "cluster-mgr")?;
     // CREATE_CLUSTER_NO_BASHRC=1: the sshd sets HOME=/nonexistent so bash skips root's
     // ~/.bashrc in every session (Debian's bash sources it for ssh commands): shows what a
-    // heavy ~/.bashrc (pyenv init here) costs the daemon, which opens one session per step.
+    // heavy ~/.bashrc (pyenv init here) costs each SSH session.
     let sshd = if std::env::var_os("CREATE_CLUSTER_NO_BASHRC").is_some() {
         Sshd::start_with(IP, &["SetEnv HOME=/nonexistent"])?
     } else {

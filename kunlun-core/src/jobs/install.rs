@@ -11,12 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kunlun_meta::model::{HaMode, Machine};
-use kunlun_provision::recipe::{DbUser, InstanceSpec, Recipe, Step, UserRole};
+use kunlun_provision::recipe::{DbUser, InstanceSpec, OnStep, Recipe, Step, UserRole};
 use kunlun_provision::{HostKeyPolicy, SshExecutor, SshTarget};
 use tokio::task::JoinSet;
 
 use super::plan::{ClusterPlan, InstancePlan, COMPUTE_BUFFER_MB};
-use super::progress::Progress;
+use super::progress::{Progress, StepHandle};
 use crate::error::{Error, Result};
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 
@@ -348,8 +348,10 @@ pub fn planned_steps(plan: &ClusterPlan) -> Vec<String> {
     out
 }
 
-/// Runs a recipe's install steps one by one: those before `start` as the instance's
-/// `install` step, the rest as its `start` step, the running recipe step as the note.
+/// Installs one instance in one SSH session ([`Recipe::install_with`]), reported as two
+/// steps: the instance's `install` step (programs check, dirs, initialise, config) until the
+/// recipe's `start` step begins, then its `start` step (start, wait, system users); the running
+/// recipe step is the note.
 async fn install_tracked(
     recipe: &dyn Recipe,
     ssh: &SshExecutor,
@@ -357,75 +359,79 @@ async fn install_tracked(
     label: &str,
     progress: &Progress,
 ) -> kunlun_provision::Result<()> {
-    kunlun_provision::recipe::validate_base_dir(&job.spec.base_dir)?;
-    let steps = recipe.install_steps();
-    let split = steps
-        .iter()
-        .position(|s| *s == Step::Start)
-        .unwrap_or(steps.len());
-    for (phase, part) in [("install", &steps[..split]), ("start", &steps[split..])] {
-        if part.is_empty() {
-            continue;
-        }
-        let step = progress.step(format!("{phase} {label}"));
-        if phase == "install" {
-            step.note("check programs");
-            if let Err(e) = check_programs(recipe, ssh, &job.target).await {
-                step.fail(format!("{NOTHING_INSTALLED}: {e}"));
-                return Err(e);
+    let install = progress.step(format!("install {label}"));
+    install.note("check programs");
+    let state = Arc::new(std::sync::Mutex::new(Tracked {
+        install: Some(install),
+        start: None,
+    }));
+    let on_step: OnStep = {
+        let (state, progress, label) = (state.clone(), progress.clone(), label.to_string());
+        Arc::new(move |step: Step| {
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            if step == Step::Start && st.start.is_none() {
+                if let Some(done) = st.install.take() {
+                    done.done();
+                }
+                st.start = Some(progress.step(format!("start {label}")));
             }
+            if let Some(h) = st.start.as_ref().or(st.install.as_ref()) {
+                h.note(step.as_str());
+            }
+        })
+    };
+    let r = recipe
+        .install_with(ssh, &job.target, &job.spec, Some(on_step))
+        .await;
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    let (install, start) = (st.install.take(), st.start.take());
+    match (r, install, start) {
+        (Ok(()), install, start) => {
+            // A session whose start event was lost still installed everything.
+            let start = start.unwrap_or_else(|| {
+                if let Some(h) = install {
+                    h.done();
+                }
+                progress.step(format!("start {label}"))
+            });
+            start.done();
+            Ok(())
         }
-        // Consecutive script steps share one SSH session (see `Recipe::run_steps`).
-        let names: Vec<&str> = part.iter().map(|s| s.as_str()).collect();
-        let names = names.join(", ");
-        step.note(names.clone());
-        if let Err(e) = recipe.run_steps(ssh, &job.target, &job.spec, part).await {
-            step.fail(format!("{names}: {e}"));
-            return Err(e);
+        (Err(e), Some(install), _) => {
+            if nothing_installed(&e) {
+                install.fail(format!("{NOTHING_INSTALLED}: {e}"));
+            } else {
+                install.fail(&e);
+            }
+            Err(e)
         }
-        step.done();
+        (Err(e), None, Some(start)) => {
+            start.fail(&e);
+            Err(e)
+        }
+        (Err(e), None, None) => Err(e),
     }
-    Ok(())
 }
 
-/// Deadline of the programs check (one short remote command).
-const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The step handles of one instance's install.
+struct Tracked {
+    install: Option<StepHandle>,
+    start: Option<StepHandle>,
+}
 
-/// Refuses, before anything is written, a machine that lacks a program of the recipe (a
-/// clear error instead of a server that never starts).
-async fn check_programs(
-    recipe: &dyn Recipe,
-    ssh: &SshExecutor,
-    target: &SshTarget,
-) -> kunlun_provision::Result<()> {
-    let progs = recipe.required_binaries();
-    let list: Vec<String> = progs
-        .iter()
-        .map(|p| kunlun_provision::recipe::sh_quote(p))
-        .collect();
-    let cmd = format!(
-        "for p in {}; do [ -x \"$p\" ] || echo \"$p\"; done; exit 0",
-        list.join(" ")
-    );
-    let out = ssh.exec(target, &cmd, CHECK_TIMEOUT).await?;
-    let missing: Vec<String> = out
-        .stdout_str()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(kunlun_provision::Error::Invalid(format!(
-            "{}: the {} recipe needs {} but the machine has no such program (install the \
-             server package or fix the recipe's paths)",
-            target.host,
-            recipe.name(),
-            missing.join(", ")
-        )))
-    }
+/// Whether an install error means nothing of the instance was written: the machine was not
+/// reached (connection, host key, login) or lacks a program of the recipe (checked before
+/// anything else in the same session).
+fn nothing_installed(e: &kunlun_provision::Error) -> bool {
+    use kunlun_provision::Error as E;
+    matches!(
+        e,
+        E::Unreachable { .. }
+            | E::AuthFailed { .. }
+            | E::HostKeyMismatch { .. }
+            | E::HostKeyUnknown { .. }
+            | E::Refused { .. }
+    )
 }
 
 /// Note prefix of an `install` step that failed before anything of its instance was

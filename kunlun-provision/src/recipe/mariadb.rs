@@ -5,8 +5,7 @@
 //! socket authentication for the SSH login user), and over TCP only as the system users.
 
 use super::{
-    alive_by_pid_file, check_user, run, run_secret_sql, sh_quote, stop_by_pid_file, InstanceSpec,
-    Recipe, Step, UserRole,
+    alive_by_pid_file, check_user, sh_quote, stop_by_pid_file, InstanceSpec, Recipe, Step, UserRole,
 };
 use crate::error::Result;
 use crate::placement::InstanceKind;
@@ -176,60 +175,8 @@ impl Recipe for MariaDbRecipe {
         STEPS
     }
 
-    async fn run_step(
-        &self,
-        ex: &SshExecutor,
-        target: &SshTarget,
-        spec: &InstanceSpec,
-        step: Step,
-    ) -> Result<()> {
-        if let Some(script) = self.step_script(spec, step) {
-            let r = run(ex, target, &script).await;
-            return match step {
-                Step::WaitReady => r.map(|_| ()).map_err(|e| instance_error(spec, e)),
-                _ => r.map(|_| ()),
-            };
-        }
-        let p = Paths::of(spec);
-        let q = sh_quote;
-        match step {
-            Step::CreateUsers => {
-                let sql = Self::users_sql(spec)?;
-                let runner = format!(
-                    "{} --no-defaults -S {} -uroot --batch < {{file}}",
-                    q(&self.client),
-                    q(&p.sock)
-                );
-                run_secret_sql(ex, target, &p.base, &sql, &runner).await?;
-            }
-            Step::Stop => {
-                run(ex, target, &stop_by_pid_file(&p.pid, "TERM")).await?;
-                // A server that never wrote its pid file (killed during start-up) is found by
-                // its unique config path.
-                let s = format!("pkill -KILL -f -- {} ; exit 0", q(&proc_pattern(&p.cnf)));
-                run(ex, target, &s).await?;
-            }
-            Step::RemoveDirs => {
-                super::validate_base_dir(&p.base)?;
-                let s = format!(
-                    "rm -rf {b} && (rmdir \"$(dirname {b})\" 2>/dev/null; exit 0)",
-                    b = q(&p.base)
-                );
-                run(ex, target, &s).await?;
-            }
-            // Script steps, run above.
-            Step::MakeDirs
-            | Step::Initialise
-            | Step::WriteConfig
-            | Step::Start
-            | Step::WaitReady => {}
-        }
-        Ok(())
-    }
-
-    /// The shell script of a step that is only a script (no upload, no secret): every
-    /// install step but the users. Consecutive ones run in one SSH session
-    /// ([`Recipe::run_steps`]); the config has no secrets, so it goes in a quoted here-doc.
+    /// Every step is a script; the config has no secrets, so it goes in a quoted here-doc, and
+    /// the users' SQL (with passwords) is piped from `$KUNLUN_SECRET`.
     fn step_script(&self, spec: &InstanceSpec, step: Step) -> Option<String> {
         let p = Paths::of(spec);
         let q = sh_quote;
@@ -286,8 +233,33 @@ exit 1",
                 cnfpat = q(&proc_pattern(&p.cnf)),
                 log = q(&p.log),
             ),
-            _ => return None,
+            Step::CreateUsers => format!(
+                "printf '%s\\n' \"$KUNLUN_SECRET\" | {client} --no-defaults -S {sock} -uroot --batch",
+                client = q(&self.client),
+                sock = q(&p.sock),
+            ),
+            // A server that never wrote its pid file (killed during start-up) is found by
+            // its unique config path.
+            Step::Stop => format!(
+                "{}\npkill -KILL -f -- {} ; exit 0",
+                stop_by_pid_file(&p.pid, "TERM"),
+                q(&proc_pattern(&p.cnf))
+            ),
+            Step::RemoveDirs => {
+                super::validate_base_dir(&p.base).ok()?;
+                format!(
+                    "rm -rf {b} && (rmdir \"$(dirname {b})\" 2>/dev/null; exit 0)",
+                    b = q(&p.base)
+                )
+            }
         })
+    }
+
+    fn step_secret(&self, spec: &InstanceSpec, step: Step) -> Result<Option<String>> {
+        match step {
+            Step::CreateUsers => Self::users_sql(spec).map(Some),
+            _ => Ok(None),
+        }
     }
 
     fn batch_error(&self, spec: &InstanceSpec, e: crate::Error) -> crate::Error {

@@ -9,8 +9,11 @@
 //!   and only after checking it looks like an instance directory (see [`validate_base_dir`]);
 //! - servers are started detached (`setsid`, no inherited descriptors) so they outlive the
 //!   SSH connection, and are stopped by the PID in their own pid file;
-//! - passwords never appear on a command line or in an error: SQL that carries them is
-//!   uploaded as a mode-0600 file, run, and deleted.
+//! - passwords never appear on a command line, in a file or in an error: SQL that carries
+//!   them goes on the SSH session's stdin into a shell variable and is piped to the client by
+//!   the shell's builtin `printf`;
+//! - an install is one SSH session per instance (programs check, then every step), since
+//!   each session costs a login shell on the machine.
 //!
 //! A new server kind (MySQL 8 or kunlun-storage from a tarball) is another [`Recipe`]
 //! implementation; the engine only sees the trait.
@@ -19,6 +22,7 @@ mod mariadb;
 mod postgres;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use mariadb::MariaDbRecipe;
@@ -26,7 +30,7 @@ pub use postgres::PostgresRecipe;
 
 use crate::error::{Error, Result};
 use crate::placement::InstanceKind;
-use crate::ssh::{SshExecutor, SshTarget};
+use crate::ssh::{ExecInput, SshExecutor, SshTarget, EVENT};
 
 /// One install or uninstall step, in the order a recipe runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -63,6 +67,22 @@ impl Step {
             Step::Stop => "stop",
             Step::RemoveDirs => "remove_dirs",
         }
+    }
+
+    /// The step of a name from [`Step::as_str`].
+    pub fn parse(name: &str) -> Option<Step> {
+        [
+            Step::MakeDirs,
+            Step::Initialise,
+            Step::WriteConfig,
+            Step::Start,
+            Step::WaitReady,
+            Step::CreateUsers,
+            Step::Stop,
+            Step::RemoveDirs,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
     }
 }
 
@@ -152,7 +172,17 @@ pub fn validate_base_dir(dir: &str) -> Result<()> {
     }
 }
 
+/// Called with each recipe step as it begins on the machine (progress reporting).
+pub type OnStep = Arc<dyn Fn(Step) + Send + Sync>;
+
 /// How to install, run and remove one kind of server.
+///
+/// Steps are shell scripts ([`Recipe::step_script`]); consecutive ones run in one SSH
+/// session, each in its own subshell, because every session costs a login shell on the
+/// machine (a heavy `~/.bashrc` makes that the bulk of an install). A step that needs a
+/// secret reads it from `"$KUNLUN_SECRET"`, which the session sets from its stdin
+/// ([`Recipe::step_secret`]): never on a command line, never in a file. A recipe with a step
+/// that cannot be a script (an upload, say) overrides [`Recipe::run_step`].
 #[async_trait::async_trait]
 pub trait Recipe: Send + Sync {
     /// Short name (`mariadb`, `postgres`), recorded in job memos.
@@ -167,6 +197,14 @@ pub trait Recipe: Send + Sync {
     /// Install steps, in order.
     fn install_steps(&self) -> &'static [Step];
 
+    /// The shell script of a step, if it is one.
+    fn step_script(&self, spec: &InstanceSpec, step: Step) -> Option<String>;
+
+    /// The secret a script step reads from `"$KUNLUN_SECRET"` (e.g. SQL with passwords).
+    fn step_secret(&self, _spec: &InstanceSpec, _step: Step) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// Runs one step (install or uninstall), checking before acting.
     async fn run_step(
         &self,
@@ -174,54 +212,33 @@ pub trait Recipe: Send + Sync {
         target: &SshTarget,
         spec: &InstanceSpec,
         step: Step,
-    ) -> Result<()>;
-
-    /// The shell script of a step that is only a script (no upload, no secret), if it is one.
-    /// Consecutive script steps run in one SSH session ([`Recipe::run_steps`]): each session
-    /// costs a login shell on the machine.
-    fn step_script(&self, _spec: &InstanceSpec, _step: Step) -> Option<String> {
-        None
+    ) -> Result<()> {
+        if self.step_script(spec, step).is_none() {
+            return Err(Error::Invalid(format!(
+                "the {} recipe has no step {}",
+                self.name(),
+                step.as_str()
+            )));
+        }
+        run_sessions(self, ex, target, spec, &[step], false, None).await
     }
 
-    /// How a failed batch of script steps is reported (e.g. with the server's error log).
+    /// How a failed session of script steps is reported (e.g. with the server's error log).
     fn batch_error(&self, _spec: &InstanceSpec, e: Error) -> Error {
         e
     }
 
-    /// Runs `steps` in order; consecutive script steps share one SSH session, each in its
-    /// own subshell, stopping at the first that fails.
+    /// Runs `steps` in order; consecutive script steps share one SSH session, stopping at the
+    /// first that fails. `on_step` hears each step as it begins.
     async fn run_steps(
         &self,
         ex: &SshExecutor,
         target: &SshTarget,
         spec: &InstanceSpec,
         steps: &[Step],
+        on_step: Option<OnStep>,
     ) -> Result<()> {
-        let mut i = 0;
-        while i < steps.len() {
-            let mut scripts = Vec::new();
-            while let Some(s) = steps.get(i).and_then(|&st| self.step_script(spec, st)) {
-                scripts.push(s);
-                i += 1;
-            }
-            match scripts.len() {
-                0 => {
-                    self.run_step(ex, target, spec, steps[i]).await?;
-                    i += 1;
-                }
-                1 => self.run_step(ex, target, spec, steps[i - 1]).await?,
-                _ => {
-                    let joined: Vec<String> = scripts
-                        .iter()
-                        .map(|s| format!("(\n{s}\n) || exit $?"))
-                        .collect();
-                    run(ex, target, &joined.join("\n"))
-                        .await
-                        .map_err(|e| self.batch_error(spec, e))?;
-                }
-            }
-        }
-        Ok(())
+        run_sessions(self, ex, target, spec, steps, false, on_step).await
     }
 
     /// Whether the instance's server process is alive (per its pid file).
@@ -240,8 +257,21 @@ pub trait Recipe: Send + Sync {
         target: &SshTarget,
         spec: &InstanceSpec,
     ) -> Result<()> {
+        self.install_with(ex, target, spec, None).await
+    }
+
+    /// [`install`](Recipe::install) reporting each step to `on_step`. Before anything is
+    /// written, in the same session, the machine is checked for the recipe's programs: a
+    /// missing one fails with [`Error::Refused`] naming it, and nothing was changed.
+    async fn install_with(
+        &self,
+        ex: &SshExecutor,
+        target: &SshTarget,
+        spec: &InstanceSpec,
+        on_step: Option<OnStep>,
+    ) -> Result<()> {
         validate_base_dir(&spec.base_dir)?;
-        self.run_steps(ex, target, spec, self.install_steps()).await
+        run_sessions(self, ex, target, spec, self.install_steps(), true, on_step).await
     }
 
     /// Stops the server and removes its directory; fine on a half-installed or absent instance.
@@ -252,9 +282,150 @@ pub trait Recipe: Send + Sync {
         spec: &InstanceSpec,
     ) -> Result<()> {
         validate_base_dir(&spec.base_dir)?;
-        self.run_step(ex, target, spec, Step::Stop).await?;
-        self.run_step(ex, target, spec, Step::RemoveDirs).await
+        self.run_steps(ex, target, spec, &[Step::Stop, Step::RemoveDirs], None)
+            .await
     }
+}
+
+/// Exit status of a session whose programs check failed.
+const MISSING_EXIT: i32 = 97;
+/// Prefix of the stderr line naming the missing programs.
+const MISSING_MARK: &str = "kunlun-missing:";
+
+/// Shell snippet: exit [`MISSING_EXIT`] naming every missing (non-executable) program.
+fn programs_check(progs: &[String]) -> String {
+    let list: Vec<String> = progs.iter().map(|p| sh_quote(p)).collect();
+    format!(
+        "m=''; for p in {}; do [ -x \"$p\" ] || m=\"$m $p\"; done
+if [ -n \"$m\" ]; then echo \"{MISSING_MARK}$m\" >&2; exit {MISSING_EXIT}; fi\n",
+        list.join(" ")
+    )
+}
+
+/// The [`Error::Refused`] of a failed programs check, from the session's stderr.
+fn missing_programs<R: Recipe + ?Sized>(recipe: &R, host: &str, stderr: &str) -> Option<Error> {
+    let line = stderr.lines().find_map(|l| l.strip_prefix(MISSING_MARK))?;
+    let missing: Vec<&str> = line.split_whitespace().collect();
+    Some(Error::Refused {
+        host: host.to_string(),
+        reason: format!(
+            "the {} recipe needs {} but the machine has no such program (install the server \
+             package or fix the recipe's paths)",
+            recipe.name(),
+            missing.join(", ")
+        ),
+    })
+}
+
+/// Runs `steps` of `recipe`: each run of consecutive script steps (at most one of them with a
+/// secret) is one SSH session, each step in its own subshell, stopping at the first that
+/// fails; other steps go to [`Recipe::run_step`]. With `check`, the first session checks the
+/// recipe's programs before anything else.
+async fn run_sessions<R: Recipe + ?Sized>(
+    recipe: &R,
+    ex: &SshExecutor,
+    target: &SshTarget,
+    spec: &InstanceSpec,
+    steps: &[Step],
+    mut check: bool,
+    on_step: Option<OnStep>,
+) -> Result<()> {
+    let mut i = 0;
+    while i < steps.len() {
+        let mut parts = Vec::new();
+        let mut names = Vec::new();
+        let mut secret: Option<String> = None;
+        while let Some(&step) = steps.get(i) {
+            let Some(script) = recipe.step_script(spec, step) else {
+                break;
+            };
+            let sec = recipe.step_secret(spec, step)?;
+            if sec.is_some() && secret.is_some() {
+                break;
+            }
+            secret = secret.or(sec);
+            parts.push(format!(
+                "printf '{EVENT}step %s\\n' {name} >&2\n(\n{script}\n) || exit $?",
+                name = step.as_str()
+            ));
+            names.push(step.as_str());
+            i += 1;
+        }
+        if parts.is_empty() {
+            if check {
+                check = false;
+                run_session(recipe, ex, target, spec, "", None, true, None, "check").await?;
+            }
+            if let Some(cb) = &on_step {
+                cb(steps[i]);
+            }
+            recipe.run_step(ex, target, spec, steps[i]).await?;
+            i += 1;
+            continue;
+        }
+        let body = parts.join("\n");
+        let label = names.join(", ");
+        run_session(
+            recipe,
+            ex,
+            target,
+            spec,
+            &body,
+            secret,
+            std::mem::take(&mut check),
+            on_step.clone(),
+            &label,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// One SSH session running `body` (after the programs check when `check`), with `secret` as
+/// `$KUNLUN_SECRET`; its `step` event lines go to `on_step`.
+#[allow(clippy::too_many_arguments)]
+async fn run_session<R: Recipe + ?Sized>(
+    recipe: &R,
+    ex: &SshExecutor,
+    target: &SshTarget,
+    spec: &InstanceSpec,
+    body: &str,
+    secret: Option<String>,
+    check: bool,
+    on_step: Option<OnStep>,
+    label: &str,
+) -> Result<()> {
+    let mut script = String::new();
+    if secret.is_some() {
+        script.push_str("KUNLUN_SECRET=$(cat)\n");
+    }
+    if check {
+        script.push_str(&programs_check(&recipe.required_binaries()));
+    }
+    script.push_str(body);
+    let on_event = on_step.map(|cb| {
+        Arc::new(move |text: &str| {
+            if let Some(step) = text.strip_prefix("step ").and_then(Step::parse) {
+                cb(step);
+            }
+        }) as Arc<dyn Fn(&str) + Send + Sync>
+    });
+    let input = ExecInput {
+        stdin: secret.map(String::into_bytes),
+        on_event,
+    };
+    let cmd = format!("sh -c {}", sh_quote(&script));
+    let mut out = ex.exec_with(target, &cmd, input, STEP_TIMEOUT).await?;
+    if out.status == Some(MISSING_EXIT) {
+        if let Some(e) = missing_programs(recipe, &out.host, &out.stderr_str()) {
+            return Err(e);
+        }
+    }
+    // Errors name the steps, not the whole script.
+    out.command = format!("{} {label}", recipe.name());
+    out.checked()
+        .map(|_| ())
+        .map_err(|e| recipe.batch_error(spec, e))
 }
 
 /// Deadline of one recipe step (initialise and start on a busy host can take a while).
@@ -263,13 +434,6 @@ pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(180);
 /// Single-quotes `s` for a POSIX shell (used by recipes and the probe).
 pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// Runs `script` with `sh -c` and turns a non-zero exit into an error.
-pub(crate) async fn run(ex: &SshExecutor, target: &SshTarget, script: &str) -> Result<String> {
-    let cmd = format!("sh -c {}", sh_quote(script));
-    let out = ex.exec(target, &cmd, STEP_TIMEOUT).await?.checked()?;
-    Ok(out.stdout_str())
 }
 
 /// Shell snippet: stop the process whose pid is in `$1` (a pid file) with `sig`, wait up to
@@ -297,32 +461,6 @@ pub(crate) fn alive_by_pid_file(pid_file: &str) -> String {
         r#"pf={pf}; [ -f "$pf" ] && pid=$(head -n1 "$pf" | tr -dc 0-9) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null"#,
         pf = sh_quote(pid_file)
     )
-}
-
-/// Uploads `sql` (which may hold passwords) as a 0600 file in `dir`, runs `runner` with the
-/// file's path substituted for `{file}`, and deletes the file whatever happened.
-pub(crate) async fn run_secret_sql(
-    ex: &SshExecutor,
-    target: &SshTarget,
-    dir: &str,
-    sql: &str,
-    runner: &str,
-) -> Result<()> {
-    let file = format!("{dir}/.users.sql");
-    ex.upload(target, sql.as_bytes().to_vec(), &file, 0o600, STEP_TIMEOUT)
-        .await?;
-    // Run and remove in one session (each SSH session costs a login shell on the machine);
-    // a second removal is tried only when that session may not have run at all.
-    let f = sh_quote(&file);
-    let cmd = format!(
-        "{}; rc=$?; rm -f {f}; exit $rc",
-        runner.replace("{file}", &f)
-    );
-    let result = run(ex, target, &cmd).await;
-    if matches!(&result, Err(e) if !matches!(e, Error::RemoteFailed { .. })) {
-        let _ = run(ex, target, &format!("rm -f {f}")).await;
-    }
-    result.map(|_| ())
 }
 
 /// Checks a user name and password are safe to put in a quoted SQL literal.

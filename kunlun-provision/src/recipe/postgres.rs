@@ -5,8 +5,7 @@
 //! logins use peer authentication, TCP logins need a SCRAM password.
 
 use super::{
-    alive_by_pid_file, check_user, run, run_secret_sql, sh_quote, stop_by_pid_file, InstanceSpec,
-    Recipe, Step, UserRole,
+    alive_by_pid_file, check_user, sh_quote, stop_by_pid_file, InstanceSpec, Recipe, Step, UserRole,
 };
 use crate::error::Result;
 use crate::placement::InstanceKind;
@@ -135,78 +134,55 @@ impl Recipe for PostgresRecipe {
         STEPS
     }
 
-    async fn run_step(
-        &self,
-        ex: &SshExecutor,
-        target: &SshTarget,
-        spec: &InstanceSpec,
-        step: Step,
-    ) -> Result<()> {
+    /// Every step is a script (see [`Recipe`]): the config goes in a quoted here-doc, the
+    /// users' SQL (with passwords) is piped from `$KUNLUN_SECRET` into `psql`.
+    fn step_script(&self, spec: &InstanceSpec, step: Step) -> Option<String> {
         let p = Paths::of(spec);
         let q = sh_quote;
         let pre = self.prelude();
-        match step {
-            Step::MakeDirs => {
-                let s = format!(
-                    "{pre}mkdir -p {run} {log} && chown \"$RU\" {base} {run} {log} && chmod 0750 {base}",
-                    run = q(&p.sock_dir),
-                    log = q(&p.log),
-                    base = q(&p.base),
-                );
-                run(ex, target, &s).await?;
-            }
-            Step::Initialise => {
-                let s = format!(
-                    "{pre}[ -f {marker} ] && exit 0
+        Some(match step {
+            Step::MakeDirs => format!(
+                "{pre}mkdir -p {run} {log} && chown \"$RU\" {base} {run} {log} && chmod 0750 {base}",
+                run = q(&p.sock_dir),
+                log = q(&p.log),
+                base = q(&p.base),
+            ),
+            Step::Initialise => format!(
+                "{pre}[ -f {marker} ] && exit 0
 rm -rf {data} && mkdir -p {data} && chown \"$RU\" {data} && chmod 0700 {data} || exit 1
 cd / && as_pg {initdb} -D {data} -U \"$RU\" --auth-local=peer --auth-host=scram-sha-256 \
 -E UTF8 --locale=C >{log}/initdb.log 2>&1 || {{ tail -n 30 {log}/initdb.log >&2; exit 1; }}
 touch {marker}",
-                    marker = q(&p.marker),
-                    data = q(&p.data),
-                    initdb = q(&self.bin("initdb")),
-                    log = q(&p.log),
-                );
-                run(ex, target, &s).await?;
-            }
-            Step::WriteConfig => {
-                let conf = format!("{}/kunlun.conf", p.data);
-                ex.upload(
-                    target,
-                    self.config(spec).into_bytes(),
-                    &conf,
-                    0o644,
-                    super::STEP_TIMEOUT,
-                )
-                .await?;
-                let s = format!(
-                    "cd {data} || exit 1
+                marker = q(&p.marker),
+                data = q(&p.data),
+                initdb = q(&self.bin("initdb")),
+                log = q(&p.log),
+            ),
+            Step::WriteConfig => format!(
+                "cd {data} || exit 1
+umask 022 && cat > kunlun.conf.new <<'KUNLUN_CONF_EOF' && mv -f kunlun.conf.new kunlun.conf || exit 1
+{conf}KUNLUN_CONF_EOF
 grep -qx \"include_if_exists = 'kunlun.conf'\" postgresql.conf || echo \"include_if_exists = 'kunlun.conf'\" >> postgresql.conf
 grep -qx 'host all all all scram-sha-256' pg_hba.conf || echo 'host all all all scram-sha-256' >> pg_hba.conf",
-                    data = q(&p.data)
-                );
-                run(ex, target, &s).await?;
-            }
-            Step::Start => {
-                // No shell function around the detached command: a function's redirections
-                // keep copies of the SSH session's stdout/stderr open in a waiting subshell,
-                // and the channel would never close.
-                let s = format!(
-                    "{pre}{alive} && exit 0
+                data = q(&p.data),
+                conf = self.config(spec),
+            ),
+            // No shell function around the detached command: a function's redirections keep
+            // copies of the SSH session's stdout/stderr open in a waiting subshell, and the
+            // channel would never close.
+            Step::Start => format!(
+                "{pre}{alive} && exit 0
 cd / || exit 1
 if [ \"$(id -u)\" = 0 ]; then set -- runuser -u \"$RU\" --; else set --; fi
 setsid \"$@\" {pg} -D {data} </dev/null >>{log}/postgres.log 2>&1 &
 exit 0",
-                    alive = alive_by_pid_file(&p.pid),
-                    pg = q(&self.bin("postgres")),
-                    data = q(&p.data),
-                    log = q(&p.log),
-                );
-                run(ex, target, &s).await?;
-            }
-            Step::WaitReady => {
-                let s = format!(
-                    "i=0
+                alive = alive_by_pid_file(&p.pid),
+                pg = q(&self.bin("postgres")),
+                data = q(&p.data),
+                log = q(&p.log),
+            ),
+            Step::WaitReady => format!(
+                "i=0
 while [ $i -lt 1500 ]; do
   {ready} -q -h {sock} -p {port} -t 2 && exit 0
   sleep 0.1; i=$((i+1))
@@ -214,45 +190,42 @@ done
 echo 'postgres did not answer; log:' >&2
 tail -n 20 {log}/postgres.log >&2 2>/dev/null
 exit 1",
-                    ready = q(&self.bin("pg_isready")),
-                    sock = q(&p.sock_dir),
-                    port = spec.port,
-                    log = q(&p.log),
-                );
-                run(ex, target, &s)
-                    .await
-                    .map_err(|e| super::mariadb::instance_error(spec, e))?;
-            }
-            Step::CreateUsers => {
-                let sql = Self::users_sql(spec)?;
-                // The file is opened by the login shell's redirection, so it can stay 0600.
-                let runner = format!(
-                    "{pre}cd / && as_pg {psql} -X -q -h {sock} -p {port} -d postgres < {{file}}",
-                    psql = q(&self.bin("psql")),
-                    sock = q(&p.sock_dir),
-                    port = spec.port,
-                );
-                run_secret_sql(ex, target, &p.base, &sql, &runner).await?;
-            }
-            Step::Stop => {
-                // SIGINT is PostgreSQL's fast shutdown.
-                run(ex, target, &stop_by_pid_file(&p.pid, "INT")).await?;
-                let s = format!(
-                    "pkill -KILL -f -- {} ; exit 0",
-                    q(&format!("[p]ostgres -D {}", p.data))
-                );
-                run(ex, target, &s).await?;
-            }
+                ready = q(&self.bin("pg_isready")),
+                sock = q(&p.sock_dir),
+                port = spec.port,
+                log = q(&p.log),
+            ),
+            Step::CreateUsers => format!(
+                "{pre}cd / && printf '%s\\n' \"$KUNLUN_SECRET\" | as_pg {psql} -X -q -h {sock} -p {port} -d postgres",
+                psql = q(&self.bin("psql")),
+                sock = q(&p.sock_dir),
+                port = spec.port,
+            ),
+            // SIGINT is PostgreSQL's fast shutdown.
+            Step::Stop => format!(
+                "{}\npkill -KILL -f -- {} ; exit 0",
+                stop_by_pid_file(&p.pid, "INT"),
+                q(&format!("[p]ostgres -D {}", p.data))
+            ),
             Step::RemoveDirs => {
-                super::validate_base_dir(&p.base)?;
-                let s = format!(
+                super::validate_base_dir(&p.base).ok()?;
+                format!(
                     "rm -rf {b} && (rmdir \"$(dirname {b})\" 2>/dev/null; exit 0)",
                     b = q(&p.base)
-                );
-                run(ex, target, &s).await?;
+                )
             }
+        })
+    }
+
+    fn step_secret(&self, spec: &InstanceSpec, step: Step) -> Result<Option<String>> {
+        match step {
+            Step::CreateUsers => Self::users_sql(spec).map(Some),
+            _ => Ok(None),
         }
-        Ok(())
+    }
+
+    fn batch_error(&self, spec: &InstanceSpec, e: crate::Error) -> crate::Error {
+        super::mariadb::instance_error(spec, e)
     }
 
     async fn is_running(

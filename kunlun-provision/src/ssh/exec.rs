@@ -7,8 +7,13 @@
 //! the login shell of every session a process-group leader, so the command line is prefixed
 //! with `printf 'MARK%s\n' $$ >&2`; that first stderr line (stripped from the output) gives
 //! the group to `kill -KILL -- -<pgid>` over a second channel.
+//!
+//! A command may also get bytes on its stdin (then EOF), e.g. passwords that must appear
+//! neither on a command line nor in a file, and may report progress: each stderr line
+//! `kunlun-event:<text>` is handed to the caller's callback as soon as it arrives and is
+//! stripped from the output.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use ssh2::Channel;
@@ -18,13 +23,38 @@ use super::output::Output;
 use crate::error::Result;
 
 const MARK: &str = "kunlun-exec-pgid:";
+/// Prefix of a progress line on a command's stderr (see [`ExecInput::on_event`]).
+pub const EVENT: &str = "kunlun-event:";
 const CHUNK: usize = 64 * 1024;
 /// Longest single socket wait, so the deadline is rechecked often enough.
 const MAX_WAIT: Duration = Duration::from_millis(200);
 
+/// What a command gets besides its command line.
+#[derive(Clone, Default)]
+pub struct ExecInput {
+    /// Written to the command's stdin, followed by EOF (no EOF is sent when `None`).
+    pub stdin: Option<Vec<u8>>,
+    /// Called with `<text>` of every stderr line `kunlun-event:<text>`, in order, as the
+    /// lines arrive (on the executor's blocking thread: keep it short).
+    pub on_event: Option<std::sync::Arc<dyn Fn(&str) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ExecInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecInput")
+            .field(
+                "stdin",
+                &self.stdin.as_ref().map(|b| format!("<{} bytes>", b.len())),
+            )
+            .field("on_event", &self.on_event.is_some())
+            .finish()
+    }
+}
+
 pub(crate) fn exec(
     conn: &mut Conn,
     command: &str,
+    input: &ExecInput,
     deadline: &Deadline,
     kill_timeout: Duration,
 ) -> Result<Output> {
@@ -43,8 +73,37 @@ pub(crate) fn exec(
     let mut pgid: Option<u32> = None;
     conn.session.set_blocking(false);
     let mut buf = vec![0u8; CHUNK];
+    let stdin: &[u8] = input.stdin.as_deref().unwrap_or_default();
+    let mut written = 0;
+    let mut eof_sent = input.stdin.is_none();
+    // How far stderr was scanned for event lines.
+    let mut scanned = 0;
     loop {
         let mut progress = false;
+        if !eof_sent {
+            if written < stdin.len() {
+                match channel.write(&stdin[written..]) {
+                    Ok(n) => {
+                        written += n;
+                        progress |= n > 0;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        return Err(conn.fail_io(&e, deadline, "writing the command's input"))
+                    }
+                }
+            }
+            if written == stdin.len() {
+                match channel.send_eof() {
+                    Ok(()) => {
+                        eof_sent = true;
+                        progress = true;
+                    }
+                    Err(e) if e.code() == ssh2::ErrorCode::Session(-37) => {}
+                    Err(e) => return Err(conn.fail(&e, deadline, "ending the command's input")),
+                }
+            }
+        }
         let mut both_eof = true;
         for (stream, sink) in [(0, &mut stdout), (1, &mut stderr)] {
             match read_some(&mut channel, stream, &mut buf) {
@@ -60,6 +119,9 @@ pub(crate) fn exec(
         }
         if pgid.is_none() {
             pgid = parse_pgid(&stderr);
+        }
+        if let Some(cb) = &input.on_event {
+            scanned = emit_events(&stderr, scanned, &**cb);
         }
         if both_eof && channel.eof() {
             break;
@@ -99,6 +161,7 @@ pub(crate) fn exec(
         ),
     };
     strip_marker(&mut stderr);
+    strip_events(&mut stderr);
     conn.session.set_blocking(true);
     Ok(Output {
         host: conn.label.clone(),
@@ -163,6 +226,34 @@ fn strip_marker(stderr: &mut Vec<u8>) {
     stderr.drain(start..end);
 }
 
+/// Calls `cb` for every complete `kunlun-event:` line of `stderr` after byte `from`;
+/// returns where the next scan starts (just after the last complete line).
+fn emit_events(stderr: &[u8], from: usize, cb: &(dyn Fn(&str) + Send + Sync)) -> usize {
+    let mut start = from;
+    while let Some(i) = stderr[start..].iter().position(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(&stderr[start..start + i]);
+        if let Some(text) = line.strip_prefix(EVENT) {
+            cb(text.trim_end());
+        }
+        start += i + 1;
+    }
+    start
+}
+
+/// Removes every `kunlun-event:` line from stderr.
+fn strip_events(stderr: &mut Vec<u8>) {
+    if !stderr.windows(EVENT.len()).any(|w| w == EVENT.as_bytes()) {
+        return;
+    }
+    let mut out = Vec::with_capacity(stderr.len());
+    for line in stderr.split_inclusive(|&b| b == b'\n') {
+        if !line.starts_with(EVENT.as_bytes()) {
+            out.extend_from_slice(line);
+        }
+    }
+    *stderr = out;
+}
+
 /// Best effort: kills the command's process group over a second channel, within
 /// `kill_timeout`. The connection is dropped afterwards either way.
 fn kill_remote(conn: &mut Conn, pgid: Option<u32>, kill_timeout: Duration) {
@@ -206,5 +297,20 @@ mod tests {
         let mut other = b"motd\nkunlun-exec-pgid:7\nx".to_vec();
         strip_marker(&mut other);
         assert_eq!(other, b"motd\nx");
+    }
+
+    #[test]
+    fn event_lines_are_reported_once_and_stripped() {
+        use std::sync::Mutex;
+        let seen = Mutex::new(Vec::<String>::new());
+        let cb = |t: &str| seen.lock().unwrap().push(t.to_string());
+        let mut err = b"kunlun-event:make_dirs\nwarn\nkunlun-event:sta".to_vec();
+        let next = emit_events(&err, 0, &cb);
+        assert_eq!(*seen.lock().unwrap(), ["make_dirs"]);
+        err.extend_from_slice(b"rt\n");
+        assert_eq!(emit_events(&err, next, &cb), err.len());
+        assert_eq!(*seen.lock().unwrap(), ["make_dirs", "start"]);
+        strip_events(&mut err);
+        assert_eq!(err, b"warn\n");
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use super::conn::{Conn, Deadline};
-use super::exec;
+use super::exec::{self, ExecInput};
 use super::output::Output;
 use super::transfer::{self, Source};
 use super::{SshOptions, SshTarget};
@@ -113,10 +113,23 @@ impl SshExecutor {
         command: &str,
         timeout: Duration,
     ) -> Result<Output> {
+        self.exec_with(target, command, ExecInput::default(), timeout)
+            .await
+    }
+
+    /// [`exec`](Self::exec) with bytes for the command's stdin (then EOF) and a callback for
+    /// its `kunlun-event:` stderr lines (see [`ExecInput`]).
+    pub async fn exec_with(
+        &self,
+        target: &SshTarget,
+        command: &str,
+        input: ExecInput,
+        timeout: Duration,
+    ) -> Result<Output> {
         let command = command.to_string();
         let kill_timeout = self.inner.options.kill_timeout;
         self.with_conn(target, timeout, move |conn, deadline| {
-            exec::exec(conn, &command, deadline, kill_timeout)
+            exec::exec(conn, &command, &input, deadline, kill_timeout)
         })
         .await
     }

@@ -1,14 +1,17 @@
 //! The profile part of the `create_cluster` bench: the daemon's own install code (plan,
-//! recipes, replication setup) run in-process with every recipe step of every instance timed,
+//! recipes, replication setup) run in-process with every recipe step of every instance timed
+//! (from the step events of each instance's one SSH session),
 //! and a per-step summary printer shared with the floor's phase timestamps.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use kunlun_core::jobs::{plan_create_cluster, Provisioner, SystemPasswords};
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::Machine;
+use kunlun_provision::recipe::{OnStep, Step};
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -63,15 +66,26 @@ pub fn library_profile(
             };
             let (ssh, target) = (prov.ssh.clone(), target.clone());
             set.spawn(async move {
+                // Each step's start, as the session reports it; a step ends where the next
+                // begins, the last one when the session ends.
+                let starts = Arc::new(Mutex::new(Vec::<(Step, Instant)>::new()));
+                let on_step: OnStep = {
+                    let starts = starts.clone();
+                    Arc::new(move |step| starts.lock().unwrap().push((step, Instant::now())))
+                };
+                recipe
+                    .install_with(&ssh, &target, &spec, Some(on_step))
+                    .await?;
+                let end = Instant::now();
+                let starts = starts.lock().unwrap().clone();
                 let mut out = Vec::new();
-                for &step in recipe.install_steps() {
-                    let s0 = Instant::now();
-                    recipe.run_step(&ssh, &target, &spec, step).await?;
+                for (i, (step, at)) in starts.iter().enumerate() {
+                    let until = starts.get(i + 1).map_or(end, |(_, t)| *t);
                     out.push(StepTime {
                         storage,
                         step: step.as_str().to_string(),
-                        ms: ms(s0.elapsed()),
-                        end_ms: ms(t0.elapsed()),
+                        ms: ms(until - *at),
+                        end_ms: ms(until - t0),
                     });
                 }
                 Ok::<_, anyhow::Error>(out)
