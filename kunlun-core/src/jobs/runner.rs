@@ -1,18 +1,33 @@
-//! The job runner: an actor that claims `not_started` jobs of the types it knows, one at a
-//! time, and runs them; at start it first deals with jobs left `ongoing` by a manager that
-//! died mid-job.
+//! The job runner: an actor that claims `not_started` jobs of the types it knows and runs up
+//! to [`DEFAULT_MAX_JOBS`] of them at once, each on its own task; at start it first deals,
+//! one by one, with jobs left `ongoing` by a manager that died mid-job.
 //!
-//! Invariant: a job is run only after its row moved to `ongoing` by this runner's claim
-//! (compare-and-swap), so two managers never run the same job; a job's own failure ends the
-//! job `failed`, it never stops the runner.
+//! Invariants:
+//! - a job is run only after its row moved to `ongoing` by this runner's claim
+//!   (compare-and-swap), so two managers never run the same job;
+//! - two jobs of the same cluster (same `job_info.name`) never run at once: accepting refuses
+//!   the second with 409, and the runner leaves a job `not_started` while another job of its
+//!   cluster runs (two requests accepted at the same instant both pass the accept check);
+//! - jobs that reserve ports ([`RESERVING`]) plan one at a time: the next job is claimed only
+//!   once the previous one's reservation committed (its memo holds its `plan`) or it ended, so
+//!   two plans are never made from the same machines snapshot (the reservation's
+//!   compare-and-swap would refuse the second and fail that job); installs then overlap;
+//! - a job's own failure, or a panic of its task, ends the job `failed`; it never stops the
+//!   runner. Shutdown aborts and joins every job task; a job left `ongoing` is recovered at the
+//!   next start.
 
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kunlun_meta::model::{Job, JobStatus};
 use kunlun_meta::store::repo::jobs;
 use kunlun_meta::store::Store;
+use serde_json::Value;
 use tokio::sync::Notify;
+use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::{run_create_cluster, CREATE_CLUSTER};
@@ -20,6 +35,7 @@ use super::comps::{run_add_comps, run_delete_comp, ADD_COMPS, DELETE_COMP};
 use super::delete::{run_delete_cluster, DELETE_CLUSTER};
 use super::install::Provisioner;
 use super::nodes::{run_add_nodes, run_delete_node, ADD_NODES, DELETE_NODE};
+use super::progress::COALESCE;
 use super::shards::{run_add_shards, run_delete_shard, ADD_SHARDS, DELETE_SHARD};
 use crate::error::Result;
 
@@ -35,6 +51,20 @@ pub const JOB_TYPES: &[&str] = &[
     DELETE_COMP,
 ];
 
+/// Job types that plan from a machines snapshot and reserve ports; they plan one at a time.
+pub const RESERVING: &[&str] = &[CREATE_CLUSTER, ADD_SHARDS, ADD_NODES, ADD_COMPS];
+
+/// Jobs [`JobRunner::run_forever`] runs at once. Each install holds one SSH session per
+/// instance and the machines' CPUs; 4 lets a long `create_cluster` leave room for deletes and
+/// small scale jobs of other clusters without flooding the machines.
+pub const DEFAULT_MAX_JOBS: usize = 4;
+
+/// How often the runner looks whether a planning job has reserved its ports.
+const PLAN_POLL: Duration = Duration::from_millis(50);
+/// Longest wait for a job to reserve before the next one is claimed anyway (the worst that
+/// can happen then is that one of them fails its reservation with a clear conflict).
+const PLAN_WAIT: Duration = Duration::from_secs(20);
+
 /// Runs provisioning jobs.
 #[derive(Clone)]
 pub struct JobRunner {
@@ -42,6 +72,71 @@ pub struct JobRunner {
     pub provisioner: Provisioner,
     /// How often to look for new jobs when idle.
     pub poll_interval: Duration,
+}
+
+type JobFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+/// What runs one claimed job (the real dispatch, or a stand-in in unit tests).
+type Exec = Arc<dyn Fn(JobRunner, Job) -> JobFuture + Send + Sync>;
+
+/// A task of the runner's pool.
+#[derive(Debug, Clone)]
+struct Running {
+    job_id: i64,
+    job_type: String,
+    /// The cluster the job changes (`job_info.name`), if it names one.
+    cluster: Option<String>,
+    /// This task only ends a job whose task panicked.
+    cleanup: bool,
+}
+
+/// A reserving job whose reservation has not been seen yet.
+struct Planning {
+    job_id: i64,
+    task: Id,
+    since: Instant,
+}
+
+/// The cluster `job` changes.
+fn cluster_of(job: &Job) -> Option<String> {
+    job.job_info
+        .as_ref()
+        .and_then(|i| i.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// A job's row shows it past planning: ended, or its memo holds the reserved plan.
+fn past_planning(job: &Job) -> bool {
+    job.status != JobStatus::Ongoing
+        || job
+            .memo
+            .as_ref()
+            .and_then(|m| m.get("plan"))
+            .is_some_and(|p| !p.is_null())
+}
+
+fn panic_message(e: JoinError) -> String {
+    let p = e.into_panic();
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// The memo of a job whose task panicked: its memo so far (a plan in it names what may be
+/// left on the machines) with stage `failed` and the reason.
+fn panicked_memo(memo: Option<Value>, msg: &str) -> Value {
+    let mut m = match memo {
+        Some(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    let mut why = format!("the job's task panicked: {msg}");
+    if m.get("plan").is_some_and(|p| !p.is_null()) {
+        why.push_str("; instances of its plan may remain and their ports stay reserved");
+    }
+    m.insert("stage".into(), "failed".into());
+    m.insert("error".into(), why.into());
+    Value::Object(m)
 }
 
 impl JobRunner {
@@ -67,9 +162,10 @@ impl JobRunner {
         Ok(())
     }
 
-    /// Rolls back (or finishes) every job of our types left `ongoing`; returns how many. A job
-    /// that could not be dealt with (the store failed) is logged and the others are still
-    /// tried; the error then names the ones left, which stay `ongoing` for the next try.
+    /// Rolls back (or finishes) every job of our types left `ongoing`, one by one; returns how
+    /// many. A job that could not be dealt with (the store failed) is logged and the others
+    /// are still tried; the error then names the ones left, which stay `ongoing` for the next
+    /// try.
     pub async fn recover(&self) -> Result<usize> {
         let ongoing = self
             .store
@@ -100,7 +196,7 @@ impl JobRunner {
         }
     }
 
-    /// Claims and runs one job; false when there was none.
+    /// Claims one job and runs it to its end in this task; false when there was none.
     pub async fn run_once(&self) -> Result<bool> {
         let Some(job) = self.store.claim_next_job(JOB_TYPES).await? else {
             return Ok(false);
@@ -110,9 +206,70 @@ impl JobRunner {
         Ok(true)
     }
 
+    /// Claims the oldest `not_started` job of our types whose cluster is not in `busy`.
+    async fn claim_free(&self, busy: &HashSet<String>) -> Result<Option<Job>> {
+        let waiting = self
+            .store
+            .read(async |tx| jobs::list_by_status(tx, JobStatus::NotStarted).await)
+            .await?;
+        for j in waiting
+            .iter()
+            .filter(|j| JOB_TYPES.contains(&j.job_type.as_str()))
+        {
+            if cluster_of(j).is_some_and(|c| busy.contains(&c)) {
+                continue;
+            }
+            let id = j.id;
+            let claimed = self
+                .store
+                .autocommit(async |tx| {
+                    if jobs::claim(tx, id).await? {
+                        jobs::get(tx, id).await.map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .await?;
+            if claimed.is_some() {
+                return Ok(claimed);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Ends job `job_id`, whose task panicked, `failed`, keeping its memo. Its progress
+    /// flusher may have had a write in flight when the task died, which would set the job
+    /// `ongoing` again: the status is read back after two flush periods and written again if
+    /// so.
+    async fn end_panicked(&self, job_id: i64, msg: &str) {
+        for _ in 0..5 {
+            match self.store.get_job(job_id).await {
+                Ok(job) if job.status != JobStatus::Ongoing => return,
+                Ok(job) => {
+                    let memo = panicked_memo(job.memo, msg);
+                    if let Err(e) = self
+                        .store
+                        .update_job(job_id, JobStatus::Failed, Some(&memo))
+                        .await
+                    {
+                        tracing::warn!(job_id, error = %e, "cannot end a panicked job; retrying");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(job_id, error = %e, "cannot read a panicked job; retrying")
+                }
+            }
+            tokio::time::sleep(2 * COALESCE).await;
+        }
+        tracing::error!(
+            job_id,
+            "a panicked job could not be ended; it is recovered at the next start"
+        );
+    }
+
     /// The actor loop: recover (retried every `poll_interval` until it succeeds, so a store
     /// briefly down at start-up does not leave interrupted jobs behind), then claim and run
-    /// jobs until `cancel`.
+    /// up to [`DEFAULT_MAX_JOBS`] jobs at once until `cancel`.
     pub async fn run_forever(self, cancel: CancellationToken) {
         self.run_forever_woken(cancel, Arc::new(Notify::new()))
             .await
@@ -121,6 +278,29 @@ impl JobRunner {
     /// [`Self::run_forever`], also woken by `wake` (a job was just accepted), so a new job
     /// starts at once instead of at the next poll.
     pub async fn run_forever_woken(self, cancel: CancellationToken, wake: Arc<Notify>) {
+        self.run_forever_with(cancel, wake, DEFAULT_MAX_JOBS).await
+    }
+
+    /// [`Self::run_forever_woken`] running up to `max_jobs` jobs at once (at least 1).
+    pub async fn run_forever_with(
+        self,
+        cancel: CancellationToken,
+        wake: Arc<Notify>,
+        max_jobs: usize,
+    ) {
+        let exec: Exec = Arc::new(|r: JobRunner, job: Job| -> JobFuture {
+            Box::pin(async move { r.run(&job).await })
+        });
+        self.serve(cancel, wake, max_jobs, exec).await
+    }
+
+    async fn serve(
+        self,
+        cancel: CancellationToken,
+        wake: Arc<Notify>,
+        max_jobs: usize,
+        exec: Exec,
+    ) {
         loop {
             let r = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -137,21 +317,442 @@ impl JobRunner {
                 _ = tokio::time::sleep(self.poll_interval) => {}
             }
         }
+        let max_jobs = max_jobs.max(1);
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut running: HashMap<Id, Running> = HashMap::new();
+        let mut planning: Option<Planning> = None;
         loop {
-            let busy = tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = self.run_once() => r.unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "job runner: store unavailable");
-                    false
-                }),
-            };
-            if !busy {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(self.poll_interval) => {}
+            if let Some(p) = &planning {
+                if self.planned(p, &running).await {
+                    planning = None;
                 }
             }
+            while planning.is_none() && running.len() < max_jobs {
+                let busy: HashSet<String> =
+                    running.values().filter_map(|r| r.cluster.clone()).collect();
+                let job = match self.claim_free(&busy).await {
+                    Ok(Some(job)) => job,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "job runner: store unavailable");
+                        break;
+                    }
+                };
+                tracing::info!(job_id = job.id, job_type = %job.job_type, running = running.len(), "job claimed");
+                let entry = Running {
+                    job_id: job.id,
+                    job_type: job.job_type.clone(),
+                    cluster: cluster_of(&job),
+                    cleanup: false,
+                };
+                let (job_id, run) = (job.id, exec(self.clone(), job));
+                let task = tasks
+                    .spawn(async move {
+                        // `run` failed to record the job's failure: the store is down. The
+                        // job stays `ongoing` and is recovered at the next start.
+                        if let Err(e) = run.await {
+                            tracing::error!(job_id, error = %e, "job could not be ended");
+                        }
+                    })
+                    .id();
+                if RESERVING.contains(&entry.job_type.as_str()) {
+                    planning = Some(Planning {
+                        job_id: entry.job_id,
+                        task,
+                        since: Instant::now(),
+                    });
+                }
+                running.insert(task, entry);
+            }
+            let room = planning.is_none() && running.len() < max_jobs;
+            let tick = if planning.is_some() {
+                PLAN_POLL
+            } else {
+                self.poll_interval
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    // Aborts every job task and waits for them; their jobs stay `ongoing`.
+                    tasks.shutdown().await;
+                    return;
+                }
+                Some(r) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    self.reap(r, &mut tasks, &mut running);
+                }
+                _ = wake.notified(), if room => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
         }
+    }
+
+    /// The planning job `p` has reserved (or ended, or took longer than [`PLAN_WAIT`]).
+    async fn planned(&self, p: &Planning, running: &HashMap<Id, Running>) -> bool {
+        if !running.contains_key(&p.task) {
+            return true;
+        }
+        if p.since.elapsed() > PLAN_WAIT {
+            tracing::warn!(
+                job_id = p.job_id,
+                "job still planning; claiming the next one"
+            );
+            return true;
+        }
+        match self.store.get_job(p.job_id).await {
+            Ok(job) => past_planning(&job),
+            Err(_) => false,
+        }
+    }
+
+    /// Takes a finished task out of `running`; a job task that panicked gets a task that
+    /// ends its job `failed` (its cluster stays busy until then).
+    fn reap(
+        &self,
+        r: std::result::Result<(Id, ()), JoinError>,
+        tasks: &mut JoinSet<()>,
+        running: &mut HashMap<Id, Running>,
+    ) {
+        let e = match r {
+            Ok((id, ())) => {
+                running.remove(&id);
+                return;
+            }
+            Err(e) => e,
+        };
+        let Some(entry) = running.remove(&e.id()) else {
+            return;
+        };
+        if !e.is_panic() {
+            return;
+        }
+        let msg = panic_message(e);
+        if entry.cleanup {
+            tracing::error!(job_id = entry.job_id, panic = %msg, "ending a panicked job panicked; it is recovered at the next start");
+            return;
+        }
+        tracing::error!(job_id = entry.job_id, job_type = %entry.job_type, panic = %msg, "job task panicked");
+        let me = self.clone();
+        let job_id = entry.job_id;
+        let task = tasks
+            .spawn(async move { me.end_panicked(job_id, &msg).await })
+            .id();
+        running.insert(
+            task,
+            Running {
+                cleanup: true,
+                ..entry
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kunlun_meta::model::NewJob;
+    use kunlun_meta::StoreConfig;
+    use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
+    use kunlun_provision::{HostKeyPolicy, SshExecutor};
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// A runner over a fresh SQLite store in its own temp dir (removed on drop).
+    struct Rig {
+        runner: JobRunner,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn rig(tag: &str) -> Rig {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "kl_runner_{tag}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let store = Store::open(&StoreConfig::sqlite(dir.join("meta.db")))
+            .await
+            .expect("store");
+        let runner = JobRunner {
+            store,
+            provisioner: Provisioner {
+                ssh: SshExecutor::default(),
+                storage: Arc::new(MariaDbRecipe::default()),
+                compute: Arc::new(PostgresRecipe::default()),
+                known_hosts: dir.join("known_hosts"),
+                host_key_policy: HostKeyPolicy::Strict,
+            },
+            poll_interval: Duration::from_millis(50),
+        };
+        Rig { runner, dir }
+    }
+
+    async fn job(store: &Store, job_type: &str, cluster: &str) -> i64 {
+        store
+            .create_job(&NewJob {
+                job_type: job_type.into(),
+                job_info: json!({ "name": cluster }),
+                user_name: None,
+            })
+            .await
+            .expect("job")
+            .id
+    }
+
+    /// When each job's stand-in ran: (job id, start, end).
+    type Spans = Arc<Mutex<Vec<(i64, Instant, Instant)>>>;
+
+    /// A stand-in that runs `hold`, ends the job `done` and records its span.
+    fn timed(spans: Spans, hold: Duration) -> Exec {
+        Arc::new(move |r: JobRunner, job: Job| -> JobFuture {
+            let spans = spans.clone();
+            Box::pin(async move {
+                let start = Instant::now();
+                tokio::time::sleep(hold).await;
+                r.store.update_job(job.id, JobStatus::Done, None).await?;
+                spans
+                    .lock()
+                    .expect("spans")
+                    .push((job.id, start, Instant::now()));
+                Ok(())
+            })
+        })
+    }
+
+    async fn wait_status(store: &Store, id: i64, want: JobStatus) -> Job {
+        let t = Instant::now();
+        loop {
+            let j = store.get_job(id).await.expect("job");
+            if j.status == want {
+                return j;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "job {id} is {:?}, not {want:?}: {:?}",
+                j.status,
+                j.memo
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn span(spans: &Spans, id: i64) -> (Instant, Instant) {
+        let s = spans.lock().expect("spans");
+        let (_, a, b) = s.iter().find(|(j, _, _)| *j == id).expect("job ran");
+        (*a, *b)
+    }
+
+    #[tokio::test]
+    async fn jobs_of_other_clusters_overlap_and_of_one_cluster_follow_each_other() {
+        let rig = rig("overlap").await;
+        let store = rig.runner.store.clone();
+        let a1 = job(&store, DELETE_CLUSTER, "a").await;
+        let b = job(&store, DELETE_CLUSTER, "b").await;
+        // Accepted at the same instant as a1 (both passed the accept check).
+        let a2 = job(&store, DELETE_SHARD, "a").await;
+        let c = job(&store, DELETE_COMP, "c").await;
+        let spans: Spans = Default::default();
+        let cancel = CancellationToken::new();
+        let runner = tokio::spawn(rig.runner.clone().serve(
+            cancel.clone(),
+            Arc::new(Notify::new()),
+            2,
+            timed(spans.clone(), Duration::from_millis(400)),
+        ));
+        for id in [a1, b, a2, c] {
+            wait_status(&store, id, JobStatus::Done).await;
+        }
+        cancel.cancel();
+        runner.await.expect("runner ends");
+
+        let (a1s, a1e) = span(&spans, a1);
+        let (bs, be) = span(&spans, b);
+        let (a2s, _) = span(&spans, a2);
+        let (cs, _) = span(&spans, c);
+        assert!(bs < a1e && a1s < be, "a1 and b ran at the same time");
+        assert!(a2s >= a1e, "a2 waited for a1 of the same cluster");
+        assert!(cs >= a1e.min(be), "at most 2 at once: c waited for a slot");
+    }
+
+    #[tokio::test]
+    async fn a_reserving_job_is_claimed_only_after_the_previous_one_reserved() {
+        let rig = rig("gate").await;
+        let store = rig.runner.store.clone();
+        let x = job(&store, CREATE_CLUSTER, "x").await;
+        let y = job(&store, ADD_COMPS, "y").await;
+        let reserved: Arc<Mutex<HashMap<i64, Instant>>> = Default::default();
+        let started: Arc<Mutex<HashMap<i64, Instant>>> = Default::default();
+        let (r2, s2) = (reserved.clone(), started.clone());
+        let exec: Exec = Arc::new(move |r: JobRunner, job: Job| -> JobFuture {
+            let (reserved, started) = (r2.clone(), s2.clone());
+            Box::pin(async move {
+                started.lock().expect("s").insert(job.id, Instant::now());
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let memo = json!({ "stage": "planned", "plan": {} });
+                r.store
+                    .update_job(job.id, JobStatus::Ongoing, Some(&memo))
+                    .await?;
+                reserved.lock().expect("r").insert(job.id, Instant::now());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                r.store.update_job(job.id, JobStatus::Done, None).await?;
+                Ok(())
+            })
+        });
+        let cancel = CancellationToken::new();
+        let runner = tokio::spawn(rig.runner.clone().serve(
+            cancel.clone(),
+            Arc::new(Notify::new()),
+            4,
+            exec,
+        ));
+        wait_status(&store, x, JobStatus::Done).await;
+        wait_status(&store, y, JobStatus::Done).await;
+        cancel.cancel();
+        runner.await.expect("runner ends");
+        let x_reserved = reserved.lock().expect("r")[&x];
+        let y_started = started.lock().expect("s")[&y];
+        let x_done_by = x_reserved + Duration::from_millis(500);
+        assert!(y_started >= x_reserved, "y planned after x reserved");
+        assert!(y_started < x_done_by, "y installed while x still ran");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_ends_failed_with_its_memo_and_the_runner_goes_on() {
+        let rig = rig("panic").await;
+        let store = rig.runner.store.clone();
+        let bad = job(&store, CREATE_CLUSTER, "bad").await;
+        let good = job(&store, DELETE_CLUSTER, "good").await;
+        let exec: Exec = Arc::new(move |r: JobRunner, job: Job| -> JobFuture {
+            Box::pin(async move {
+                if job.id == bad {
+                    let memo = json!({ "stage": "planned", "plan": { "name": "bad" } });
+                    r.store
+                        .update_job(job.id, JobStatus::Ongoing, Some(&memo))
+                        .await?;
+                    panic!("injected fault");
+                }
+                r.store.update_job(job.id, JobStatus::Done, None).await?;
+                Ok(())
+            })
+        });
+        let cancel = CancellationToken::new();
+        let runner = tokio::spawn(rig.runner.clone().serve(
+            cancel.clone(),
+            Arc::new(Notify::new()),
+            4,
+            exec,
+        ));
+        let j = wait_status(&store, bad, JobStatus::Failed).await;
+        wait_status(&store, good, JobStatus::Done).await;
+        // The runner still claims jobs after the panic.
+        let later = job(&store, DELETE_CLUSTER, "later").await;
+        wait_status(&store, later, JobStatus::Done).await;
+        cancel.cancel();
+        runner.await.expect("runner ends");
+
+        let memo = j.memo.expect("memo");
+        assert_eq!(memo["stage"], "failed");
+        let err = memo["error"].as_str().expect("error");
+        assert!(err.contains("panicked: injected fault"), "{err}");
+        assert!(err.contains("ports stay reserved"), "{err}");
+        assert_eq!(memo["plan"]["name"], "bad", "the plan is kept: {memo}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_aborts_every_running_job_and_leaves_it_ongoing() {
+        let rig = rig("shutdown").await;
+        let store = rig.runner.store.clone();
+        let ids = [
+            job(&store, DELETE_CLUSTER, "s1").await,
+            job(&store, DELETE_CLUSTER, "s2").await,
+        ];
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let entered = Arc::new(AtomicUsize::new(0));
+        struct OnDrop(Arc<AtomicUsize>);
+        impl Drop for OnDrop {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (d, e) = (dropped.clone(), entered.clone());
+        let exec: Exec = Arc::new(move |_r: JobRunner, _job: Job| -> JobFuture {
+            let (d, e) = (d.clone(), e.clone());
+            Box::pin(async move {
+                let _guard = OnDrop(d);
+                e.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+        });
+        let cancel = CancellationToken::new();
+        let runner = tokio::spawn(rig.runner.clone().serve(
+            cancel.clone(),
+            Arc::new(Notify::new()),
+            4,
+            exec,
+        ));
+        let t = Instant::now();
+        while entered.load(Ordering::SeqCst) < 2 {
+            assert!(t.elapsed() < Duration::from_secs(10), "both jobs started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), runner)
+            .await
+            .expect("the runner stops at once")
+            .expect("runner ends");
+        assert_eq!(dropped.load(Ordering::SeqCst), 2, "both job tasks aborted");
+        for id in ids {
+            let j = store.get_job(id).await.expect("job");
+            assert_eq!(j.status, JobStatus::Ongoing, "recovered at the next start");
+        }
+    }
+
+    #[test]
+    fn the_memo_shows_whether_a_job_is_past_planning() {
+        let mut j = Job {
+            id: 1,
+            job_type: CREATE_CLUSTER.into(),
+            status: JobStatus::Ongoing,
+            job_info: Some(json!({ "name": "c1", "shards": 1 })),
+            memo: None,
+            user_name: None,
+            related_id: None,
+            when_started: None,
+            when_ended: None,
+        };
+        assert_eq!(cluster_of(&j).as_deref(), Some("c1"));
+        assert!(!past_planning(&j));
+        j.memo = Some(json!({ "steps": [], "plan": null }));
+        assert!(!past_planning(&j), "a null plan is no plan");
+        j.memo = Some(json!({ "stage": "planned", "plan": {} }));
+        assert!(past_planning(&j));
+        j.memo = None;
+        j.status = JobStatus::Failed;
+        assert!(past_planning(&j), "an ended job planned nothing more");
+        j.job_info = Some(json!({ "shards": 1 }));
+        assert_eq!(cluster_of(&j), None);
+    }
+
+    #[test]
+    fn a_panicked_memo_keeps_what_was_there() {
+        let m = panicked_memo(
+            Some(json!({ "stage": "installed", "cluster_id": 7 })),
+            "boom",
+        );
+        assert_eq!(m["stage"], "failed");
+        assert_eq!(m["cluster_id"], 7);
+        assert_eq!(m["error"], "the job's task panicked: boom");
+        let m = panicked_memo(Some(json!("not an object")), "boom");
+        assert_eq!(m["stage"], "failed");
+        let m = panicked_memo(None, "boom");
+        assert_eq!(m["error"], "the job's task panicked: boom");
     }
 }
