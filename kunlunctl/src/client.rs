@@ -1,12 +1,14 @@
 //! HTTP access to the daemon and the one error type of the CLI.
 //!
 //! Every failure ends up as a [`CliError`] whose [`CliError::exit_code`] is the documented exit
-//! code: 1 for anything the API (or the same validation done locally) refused, 3 when the daemon
-//! could not be reached or did not answer. Usage errors (2) never get here: clap handles them.
+//! code: 1 for anything the API (or the same validation done locally) refused and for a followed
+//! job that failed, 3 when the daemon could not be reached or did not answer, or a followed job
+//! did not end in time. Usage errors (2) never get here: clap handles them.
 
 use std::time::Duration;
 
 use kunlun_meta::api::ErrorBody;
+use kunlun_meta::model::Job;
 use reqwest::blocking::{Client as Http, RequestBuilder};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
@@ -32,6 +34,15 @@ pub enum CliError {
     Timeout { url: String, secs: u64 },
     /// The daemon answered 2xx with a body this kunlunctl does not understand (version skew).
     BadResponse { url: String, detail: String },
+    /// A followed job (`job watch`, `--wait`) did not end within `secs`; `job` is its last
+    /// state seen. The job itself goes on in the daemon.
+    JobTimeout { job: Box<Job>, secs: u64 },
+    /// A failure that still has something for stdout: `--json --wait` prints the job even when
+    /// it failed or the wait timed out, and exits with the code of `error`.
+    WithOutput {
+        stdout: String,
+        error: Box<CliError>,
+    },
 }
 
 impl CliError {
@@ -39,7 +50,26 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Api { .. } | CliError::BadResponse { .. } => EXIT_API,
-            CliError::Unreachable { .. } | CliError::Timeout { .. } => EXIT_UNREACHABLE,
+            CliError::Unreachable { .. }
+            | CliError::Timeout { .. }
+            | CliError::JobTimeout { .. } => EXIT_UNREACHABLE,
+            CliError::WithOutput { error, .. } => error.exit_code(),
+        }
+    }
+
+    /// This failure with `stdout` to print before its message.
+    pub fn with_stdout(self, stdout: String) -> Self {
+        CliError::WithOutput {
+            stdout,
+            error: Box::new(self),
+        }
+    }
+
+    /// What to print on stdout (if anything) and the failure itself.
+    pub fn into_parts(self) -> (Option<String>, CliError) {
+        match self {
+            CliError::WithOutput { stdout, error } => (Some(stdout), *error),
+            e => (None, e),
         }
     }
 
@@ -57,6 +87,7 @@ impl CliError {
     pub fn code(&self) -> Option<&str> {
         match self {
             CliError::Api { code, .. } => Some(code),
+            CliError::WithOutput { error, .. } => error.code(),
             _ => None,
         }
     }
@@ -75,6 +106,12 @@ impl std::fmt::Display for CliError {
             CliError::BadResponse { url, detail } => {
                 write!(f, "unexpected answer from cluster-mgr at {url}: {detail}")
             }
+            CliError::JobTimeout { job, secs } => write!(
+                f,
+                "job {} is still {} after {secs} s (it goes on in cluster-mgr)",
+                job.id, job.status
+            ),
+            CliError::WithOutput { error, .. } => error.fmt(f),
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! [`run`] executes one parsed command and returns the process exit code; every command builds
 //! the whole text it prints before printing it, so a failure never leaves half a table behind.
-//! Exit codes: 0 ok, 1 refused (API error or local validation), 2 usage (clap), 3 unreachable.
+//! Exit codes: 0 ok, 1 refused (API error or local validation) or a followed job failed, 2 usage
+//! (clap), 3 unreachable or a followed job did not end in time. A failure may still print on
+//! stdout first (`--json --wait` prints the job whatever its outcome).
 
 pub mod cli;
 pub mod client;
@@ -33,6 +35,11 @@ pub fn run(cli: Cli) -> u8 {
             0
         }
         Err(e) => {
+            let (stdout, e) = e.into_parts();
+            if let Some(text) = stdout {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            }
             eprintln!("error: {e}");
             if let Some(h) = hint(&e, noun, &cli.server) {
                 eprintln!("hint: {h}");
@@ -54,6 +61,12 @@ pub fn hint(e: &CliError, noun: &str, server: &str) -> Option<String> {
             "the daemon accepted the connection but is slow or stuck: retry with a larger \
              --timeout and check its log and {server}/healthz"
         ),
+        CliError::JobTimeout { job, .. } => format!(
+            "follow it further with `kunlunctl job watch {id} --timeout SECS`, or see where it \
+             is with `kunlunctl job show {id}`",
+            id = job.id
+        ),
+        CliError::WithOutput { error, .. } => return hint(error, noun, server),
         CliError::BadResponse { .. } => format!(
             "kunlunctl {} and this cluster-mgr may be different versions: compare \
              `kunlunctl --version` with the version in {server}/healthz",
@@ -102,6 +115,9 @@ pub fn hint(e: &CliError, noun: &str, server: &str) -> Option<String> {
             }
             "machine_unsuitable" => {
                 "the machine cannot host instances for the reason above".to_string()
+            }
+            "job_failed" => {
+                "`kunlunctl job show ID` lists the job's steps and the one that failed".to_string()
             }
             "internal" => {
                 "an unexpected failure inside cluster-mgr: its log has the details".to_string()
@@ -164,5 +180,36 @@ mod tests {
             message: "m".into(),
         };
         assert!(hint(&other, "machine", server).is_none());
+
+        let failed = CliError::Api {
+            status: None,
+            code: "job_failed".into(),
+            message: "job 4 failed: x".into(),
+        };
+        assert!(hint(&failed, "cluster", server)
+            .unwrap()
+            .contains("kunlunctl job show"));
+        // A failure carrying stdout gets the hint of the failure it wraps.
+        let wrapped = failed.with_stdout("{}".into());
+        assert!(hint(&wrapped, "cluster", server)
+            .unwrap()
+            .contains("kunlunctl job show"));
+        let timeout = CliError::JobTimeout {
+            job: Box::new(kunlun_meta::model::Job {
+                id: 4,
+                job_type: "add_shards".into(),
+                status: kunlun_meta::model::JobStatus::Ongoing,
+                job_info: None,
+                memo: None,
+                user_name: None,
+                related_id: None,
+                when_started: None,
+                when_ended: None,
+            }),
+            secs: 1,
+        };
+        assert!(hint(&timeout, "cluster", server)
+            .unwrap()
+            .contains("kunlunctl job watch 4"));
     }
 }

@@ -2,6 +2,8 @@
 //! the real CLI install an `rbr` cluster of 1 shard x 2 nodes + 1 compute node over a private
 //! sshd on 127.0.0.2 (this very host), the CLI prints how to connect, the primary answers as
 //! the manager user; then `kunlunctl cluster rm ID --wait` removes it and nothing is left.
+//! `--json` with `--wait` or `job watch` prints the job and exits like `job watch`: 0 done,
+//! 1 failed.
 
 mod cli_support;
 
@@ -106,11 +108,79 @@ fn cluster_create_wait_installs_a_cluster_and_delete_removes_it() {
         "no password in the API output"
     );
 
+    // `--json job watch` of the finished create job: the job on stdout, exit 0.
+    let jobs = ctl(
+        &base,
+        &["--json", "job", "list", "--type", "create_cluster"],
+    )
+    .ok()
+    .json();
+    let job_id = jobs[0]["id"].as_i64().expect("create job id").to_string();
+    let watched = ctl(&base, &["--json", "job", "watch", &job_id]).ok().json();
+    assert_eq!(watched["status"], "done", "{watched}");
+
     let out = ctl(&base, &["cluster", "rm", &id.to_string(), "--wait"]);
     assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", daemon.log_tail());
     assert!(out.stdout.contains("deleted"), "{}", out.stdout);
     let list = ctl(&base, &["--json", "cluster", "list"]).ok().json();
     assert_eq!(list, json!([]));
     assert!(!data.join("kunlun").exists(), "instance dirs removed");
+    daemon.stop();
+}
+
+/// A job that fails (no storage machine is registered, so create_cluster cannot place its
+/// shard): `--json ... --wait` and `--json job watch` print the failed job on stdout and exit 1
+/// like `job watch` does, with the reason on stderr; nothing is left behind.
+#[test]
+fn json_wait_of_a_failed_job_prints_the_job_and_exits_1() {
+    let wd = workdir();
+    let mut daemon = Daemon::start(wd.path(), &wd.path().join("meta.db")).expect("daemon");
+    let base = daemon.url();
+
+    let out = ctl(
+        &base,
+        &[
+            "--json",
+            "cluster",
+            "create",
+            "nowhere",
+            "--shards",
+            "1",
+            "--nodes",
+            "1",
+            "--comps",
+            "1",
+            "--wait",
+            "--wait-timeout",
+            "120",
+        ],
+    );
+    assert_eq!(out.code, 1, "{out:#?}\ndaemon log:\n{}", daemon.log_tail());
+    let job = out.json();
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["job_type"], "create_cluster", "{job}");
+    let why = job["memo"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(why.contains("no running storage machine"), "{job}");
+    assert!(
+        out.stderr.contains("error: job") && out.stderr.contains("(job_failed)"),
+        "{out:#?}"
+    );
+    assert!(out.stderr.contains("kunlunctl job show"), "hint: {out:#?}");
+    let id = job["id"].as_i64().expect("job id").to_string();
+
+    // `job watch` of the same job: the same exit code with and without --json.
+    let watched = ctl(&base, &["--json", "job", "watch", &id]);
+    assert_eq!(watched.code, 1, "{watched:#?}");
+    assert_eq!(watched.json(), job, "the same finished job");
+    let plain = ctl(&base, &["job", "watch", &id]);
+    assert_eq!(plain.code, 1, "{plain:#?}");
+    assert!(plain.stdout.is_empty(), "{plain:#?}");
+    assert!(plain.stderr.contains(&why), "{plain:#?}");
+
+    let clusters = ctl(&base, &["--json", "cluster", "list"]).ok().json();
+    assert_eq!(clusters, json!([]), "nothing was created");
     daemon.stop();
 }

@@ -9,7 +9,7 @@ use kunlun_meta::api::{ClusterDetail, CreateCluster, JobAccepted};
 use kunlun_meta::model::{Cluster, HaMode, Job};
 use serde_json::Value;
 
-use super::job::{ended_ok, watch};
+use super::job::{ended_ok, json_outcome, watch};
 
 use crate::cli::ClusterCmd;
 use crate::client::{CliError, Client};
@@ -188,10 +188,11 @@ fn delete(client: &Client, a: &DeleteArgs, json: bool) -> Result<String, CliErro
             id = accepted.job_id
         ));
     }
-    let job = watch(client, accepted.job_id, a.wait_timeout)?;
+    let watched = watch(client, accepted.job_id, a.wait_timeout);
     if json {
-        return Ok(output::json(&serde_json::to_value(&job).unwrap_or_default()) + "\n");
+        return json_outcome(watched);
     }
+    let job = watched?;
     ended_ok(&job)?;
     Ok(format!("cluster {} deleted\n", a.id))
 }
@@ -227,10 +228,11 @@ fn create(client: &Client, a: &CreateArgs, json: bool) -> Result<String, CliErro
             id = accepted.job_id
         ));
     }
-    let job = watch(client, accepted.job_id, a.wait_timeout)?;
+    let watched = watch(client, accepted.job_id, a.wait_timeout);
     if json {
-        return Ok(output::json(&serde_json::to_value(&job).unwrap_or_default()) + "\n");
+        return json_outcome(watched);
     }
+    let job = watched?;
     ended_ok(&job)?;
     let c = client.url(&format!("/v1/clusters/{}", cluster_id(&job)?), &[])?;
     let d: ClusterDetail = crate::decode(client.get(c.clone())?, c.as_str())?;

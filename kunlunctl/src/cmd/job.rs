@@ -38,10 +38,11 @@ pub fn run(client: &Client, cmd: &JobCmd, json: bool) -> Result<String, CliError
             Ok(detail(&job))
         }
         JobCmd::Watch(a) => {
-            let job = watch(client, a.id, a.timeout)?;
+            let watched = watch(client, a.id, a.timeout);
             if json {
-                return Ok(output::json(&serde_json::to_value(&job).unwrap_or_default()) + "\n");
+                return json_outcome(watched);
             }
+            let job = watched?;
             ended_ok(&job)?;
             Ok(format!("job {} done\n", job.id))
         }
@@ -125,6 +126,27 @@ pub fn ended_ok(job: &Job) -> Result<(), CliError> {
     })
 }
 
+/// The outcome of a followed job for `--json`: the job (as it ended, or as last seen when the
+/// wait timed out) is printed whatever happened, and the exit code is that of the same command
+/// without `--json`: 0 done, 1 failed, 3 timeout.
+pub fn json_outcome(watched: Result<Job, CliError>) -> Result<String, CliError> {
+    let text = |job: &Job| output::json(&serde_json::to_value(job).unwrap_or_default()) + "\n";
+    match watched {
+        Ok(job) => {
+            let out = text(&job);
+            match ended_ok(&job) {
+                Ok(()) => Ok(out),
+                Err(e) => Err(e.with_stdout(out)),
+            }
+        }
+        Err(CliError::JobTimeout { job, secs }) => {
+            let out = text(&job);
+            Err(CliError::JobTimeout { job, secs }.with_stdout(out))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Follows job `id` until it ends (polling twice a second) and returns it. On a terminal a
 /// progress bar counts finished steps and names the running ones, with a line per finished
 /// step above it; otherwise every stage and step change is a plain line on stderr.
@@ -160,8 +182,8 @@ pub fn watch(client: &Client, id: i64, timeout_secs: u64) -> Result<Job, CliErro
         }
         if start.elapsed().as_secs() >= timeout_secs {
             view.finish();
-            return Err(CliError::Timeout {
-                url: url.to_string(),
+            return Err(CliError::JobTimeout {
+                job: Box::new(job),
                 secs: timeout_secs,
             });
         }
@@ -416,6 +438,65 @@ mod tests {
             ]
         );
         assert!(changes(&now, &now).is_empty());
+    }
+
+    fn job(status: JobStatus, memo: Option<serde_json::Value>) -> Job {
+        Job {
+            id: 9,
+            job_type: "add_nodes".into(),
+            status,
+            job_info: None,
+            memo,
+            user_name: None,
+            related_id: None,
+            when_started: None,
+            when_ended: None,
+        }
+    }
+
+    #[test]
+    fn json_outcome_prints_the_job_and_exits_like_watch() {
+        let out = json_outcome(Ok(job(JobStatus::Done, None))).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["status"], "done");
+
+        let failed = job(
+            JobStatus::Failed,
+            Some(serde_json::json!({"error": "no capacity"})),
+        );
+        let e = json_outcome(Ok(failed)).unwrap_err();
+        assert_eq!(e.exit_code(), crate::client::EXIT_API);
+        assert_eq!(e.code(), Some("job_failed"));
+        assert!(e.to_string().contains("no capacity"), "{e}");
+        let (stdout, e) = e.into_parts();
+        let v: serde_json::Value = serde_json::from_str(&stdout.unwrap()).unwrap();
+        assert_eq!(
+            (v["id"].as_i64(), v["status"].as_str()),
+            (Some(9), Some("failed"))
+        );
+        assert!(matches!(e, CliError::Api { .. }), "{e:?}");
+
+        let timeout = CliError::JobTimeout {
+            job: Box::new(job(JobStatus::Ongoing, None)),
+            secs: 5,
+        };
+        let e = json_outcome(Err(timeout)).unwrap_err();
+        assert_eq!(e.exit_code(), crate::client::EXIT_UNREACHABLE);
+        assert!(
+            e.to_string().contains("job 9 is still ongoing after 5 s"),
+            "{e}"
+        );
+        let (stdout, _) = e.into_parts();
+        assert!(stdout.unwrap().contains("\"ongoing\""));
+
+        // Failures before the job could be followed print nothing on stdout.
+        let unreachable = CliError::Unreachable {
+            url: "http://127.0.0.1:1".into(),
+            detail: "refused".into(),
+        };
+        let (stdout, e) = json_outcome(Err(unreachable)).unwrap_err().into_parts();
+        assert!(stdout.is_none());
+        assert_eq!(e.exit_code(), crate::client::EXIT_UNREACHABLE);
     }
 
     #[test]

@@ -314,10 +314,11 @@ pub fn run(client: &Client, cmd: &ScaleCmd, json: bool) -> Result<String, CliErr
             job = accepted.job_id
         ));
     }
-    let job = crate::cmd::job::watch(client, accepted.job_id, wait.wait_timeout)?;
+    let watched = crate::cmd::job::watch(client, accepted.job_id, wait.wait_timeout);
     if json {
-        return Ok(output::json(&serde_json::to_value(&job).unwrap_or_default()) + "\n");
+        return crate::cmd::job::json_outcome(watched);
     }
+    let job = watched?;
     crate::cmd::job::ended_ok(&job)?;
     Ok(format!(
         "{} (cluster {id}, job {})\n",
