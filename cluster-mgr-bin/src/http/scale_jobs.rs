@@ -30,14 +30,14 @@ pub async fn add_shards(
     Ok(HttpResponse::Accepted().json(cm.add_shards(*id, &body).await?))
 }
 
-/// Remove a shard and every node of it (job `delete_shard`).
+/// Remove a shard and every node of it (job `delete_shard`); a cluster's last shard is refused.
 #[utoipa::path(
     delete, path = "/v1/clusters/{id}/shards/{shard_id}", tag = "clusters",
     params(("id" = i64, Path, description = "Cluster id"), ("shard_id" = i64, Path, description = "Shard id")),
     responses(
         (status = 202, description = "Accepted; follow the job", body = JobAccepted),
         (status = 404, description = "No such cluster or shard", body = ErrorBody),
-        (status = 409, description = "Another job is changing the cluster", body = ErrorBody),
+        (status = 409, description = "Another job is changing the cluster, or this is its last shard (delete the cluster instead)", body = ErrorBody),
     )
 )]
 pub async fn delete_shard(

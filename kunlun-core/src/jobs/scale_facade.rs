@@ -3,17 +3,17 @@
 //! (HTTP 202 + job id); the job runner does the work.
 //!
 //! Invariant: a request is validated and checked against the metadata (cluster, shard, node
-//! and compute node exist and belong together; the primary is never deleted) before the job
-//! row is written, so a bad request costs nothing.
+//! and compute node exist and belong together; the primary is never deleted, nor a cluster's
+//! last shard) before the job row is written, so a bad request costs nothing.
 
 use kunlun_meta::api::{AddComps, AddNodes, AddShards, JobAccepted};
-use kunlun_meta::model::MemberState;
+use kunlun_meta::model::{Cluster, MemberState};
 use serde_json::json;
 
 use super::accept::accept_cluster_job;
 use super::comps::{ADD_COMPS, DELETE_COMP};
 use super::nodes::{ADD_NODES, DELETE_NODE};
-use super::shards::{ADD_SHARDS, DELETE_SHARD};
+use super::shards::{refuse_last_shard, ADD_SHARDS, DELETE_SHARD};
 use crate::error::{Error, Result};
 use crate::ClusterManager;
 
@@ -27,11 +27,15 @@ impl ClusterManager {
         Ok(JobAccepted { job_id: job.id })
     }
 
-    /// Accepts `delete_shard` (404 unless the shard belongs to the cluster).
+    /// Accepts `delete_shard`: 404 unless the shard belongs to the cluster, 409 for the
+    /// cluster's last shard (the cluster is deleted instead).
     pub async fn delete_shard(&self, cluster_id: i64, shard_id: i64) -> Result<JobAccepted> {
-        self.shard_of(cluster_id, shard_id).await?;
+        let cluster = self.shard_of(cluster_id, shard_id).await?;
+        let store = self.store()?;
+        let shards = store.list_shards(Some(cluster_id)).await?.len();
+        refuse_last_shard(&cluster.name, shard_id, shards)?;
         let info = json!({ "shard_id": shard_id });
-        let job = accept_cluster_job(self.store()?, DELETE_SHARD, cluster_id, &info).await?;
+        let job = accept_cluster_job(store, DELETE_SHARD, cluster_id, &info).await?;
         tracing::info!(
             job_id = job.id,
             cluster_id,
@@ -126,10 +130,10 @@ impl ClusterManager {
         Ok(JobAccepted { job_id: job.id })
     }
 
-    /// 404 unless the cluster exists and the shard belongs to it.
-    async fn shard_of(&self, cluster_id: i64, shard_id: i64) -> Result<()> {
+    /// The cluster; 404 unless it exists and the shard belongs to it.
+    async fn shard_of(&self, cluster_id: i64, shard_id: i64) -> Result<Cluster> {
         let store = self.store()?;
-        store.get_cluster(cluster_id).await?;
+        let cluster = store.get_cluster(cluster_id).await?;
         let s = store.get_shard(shard_id).await?;
         if s.db_cluster_id != cluster_id {
             return Err(Error::NotFound {
@@ -137,6 +141,6 @@ impl ClusterManager {
                 id: shard_id.to_string(),
             });
         }
-        Ok(())
+        Ok(cluster)
     }
 }

@@ -7,7 +7,8 @@
 //! is touched, rows written only after every instance answered (in the transaction that
 //! commits the ports), a failed or interrupted add rolled back from its memo; a delete removes
 //! rows only after the instances are gone, and an interrupted delete is carried on from its
-//! memo (uninstalling twice is harmless).
+//! memo (uninstalling twice is harmless); the last shard of a cluster is never deleted (the
+//! cluster is).
 
 use kunlun_meta::api::AddShards;
 use kunlun_meta::model::{Job, NewShard};
@@ -137,6 +138,19 @@ async fn add_shards(
     scale::finish(store, job.id, memo, progress).await
 }
 
+/// Refuses (409) to delete shard `shard_id` when it is the only one of cluster `cluster`
+/// (`shards` shards in all): a cluster keeps at least one shard. Checked when `delete_shard` is
+/// accepted and again when the job plans, so nothing is touched either way.
+pub(crate) fn refuse_last_shard(cluster: &str, shard_id: i64, shards: usize) -> Result<()> {
+    if shards <= 1 {
+        return Err(Error::Conflict(format!(
+            "shard {shard_id} is the last shard of cluster {cluster}: a cluster keeps at least \
+             one shard; delete the cluster instead"
+        )));
+    }
+    Ok(())
+}
+
 /// Runs one claimed `delete_shard` job to `done` or `failed`.
 pub async fn run_delete_shard(store: &Store, prov: &Provisioner, job: &Job) -> Result<()> {
     let progress = Progress::for_job(store, job.id, job.memo.as_ref());
@@ -169,6 +183,7 @@ async fn delete_shard(
             let detail = store.cluster_detail(info.cluster_id).await?;
             let machines = store.list_machines().await?;
             let sd = shard_in(&detail, shard_id)?;
+            refuse_last_shard(&detail.cluster.name, shard_id, detail.shards.len())?;
             removal_plan(&detail, &sd.shard.name, sd.nodes.iter(), &machines)
         }
         .await;
@@ -237,4 +252,26 @@ async fn delete_shard(
         }
     }
     scale::finish(store, job.id, memo, progress).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_shard_is_refused_with_what_to_do_instead() {
+        let e = refuse_last_shard("c1", 7, 1).unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("shard 7") && msg.contains("c1"),
+            "names the shard and cluster: {msg}"
+        );
+        assert!(
+            msg.contains("a cluster keeps at least one shard; delete the cluster instead"),
+            "{msg}"
+        );
+        assert!(refuse_last_shard("c1", 7, 0).is_err());
+        assert!(refuse_last_shard("c1", 7, 2).is_ok());
+    }
 }
