@@ -8,8 +8,11 @@
 //!   registered machines of that type, else the whole plan is refused;
 //! - every port block (`port .. port + step`) lies inside the machine's `port_range` and
 //!   overlaps neither a used nor an installing block, nor another block of the same plan;
-//! - machines are filled least-loaded first (fewest instances, then lowest id), and the nodes
-//!   of one group (a shard) go to distinct machines while any are left with room.
+//! - the nodes of one group (a shard, counting its existing nodes when replicas are added) go
+//!   to distinct machines while any are left with room, and only then share one (the one
+//!   holding the fewest of the group); within that, machines are filled least-loaded first
+//!   (fewest instances, then lowest id). An explicit host list restricts the candidates; the
+//!   spread is chosen among them.
 
 use std::collections::BTreeSet;
 
@@ -118,6 +121,48 @@ pub fn place_groups(
     group_sizes: &[usize],
     hosts: Option<&[String]>,
 ) -> Result<Vec<Vec<Slot>>> {
+    let held = vec![Vec::new(); group_sizes.len()];
+    plan_groups(machines, kind, group_sizes, hosts, &held)
+}
+
+/// Plans `count` more instances of one existing group (new replicas of a shard) whose
+/// instances already run on `existing_hosts` (one entry per instance). Anti-affinity: a new
+/// instance goes to a machine holding none of the group while one with room is left (among
+/// `hosts` when given: an explicit list is obeyed, the spread is only chosen inside it), and
+/// falls back to the machine holding the fewest of the group only when none is.
+pub fn place_in_group(
+    machines: &[Machine],
+    kind: InstanceKind,
+    count: usize,
+    hosts: Option<&[String]>,
+    existing_hosts: &[String],
+) -> Result<Vec<Slot>> {
+    if count == 0 {
+        return Err(Error::Invalid("nothing to place: count is 0".into()));
+    }
+    let wanted_type = kind.machine_type();
+    let held: Vec<i64> = existing_hosts
+        .iter()
+        .filter_map(|h| {
+            machines
+                .iter()
+                .find(|m| &m.hostaddr == h && m.machine_type == wanted_type)
+                .map(|m| m.id)
+        })
+        .collect();
+    let groups = plan_groups(machines, kind, &[count], hosts, &[held])?;
+    Ok(groups.into_iter().flatten().collect())
+}
+
+/// [`place_groups`] where group `i` already has instances on the machines `held[i]` (ids, one
+/// per instance), which count against putting another of the group there.
+fn plan_groups(
+    machines: &[Machine],
+    kind: InstanceKind,
+    group_sizes: &[usize],
+    hosts: Option<&[String]>,
+    held: &[Vec<i64>],
+) -> Result<Vec<Vec<Slot>>> {
     if group_sizes.is_empty() {
         return Err(Error::Invalid("nothing to place: no groups".into()));
     }
@@ -195,17 +240,23 @@ pub fn place_groups(
 
     let total: usize = group_sizes.iter().sum();
     let mut out = Vec::with_capacity(group_sizes.len());
-    for &size in group_sizes {
+    for (g, &size) in group_sizes.iter().enumerate() {
+        let before = held.get(g).map(Vec::as_slice).unwrap_or_default();
         let mut group: Vec<Slot> = Vec::with_capacity(size);
         for _ in 0..size {
-            // Least loaded with room, preferring machines this group does not use yet.
+            // Anti-affinity first: the machine holding the fewest of this group (none, while
+            // any such machine has room), then least loaded, then lowest id.
             let pick = pool
                 .iter()
                 .enumerate()
                 .filter_map(|(i, h)| h.next_port(step).map(|p| (i, h, p)))
                 .min_by_key(|(_, h, _)| {
-                    let in_group = group.iter().any(|s| s.machine_id == h.machine_id);
-                    (in_group, h.instances, h.machine_id)
+                    let of_group = before.iter().filter(|&&id| id == h.machine_id).count()
+                        + group
+                            .iter()
+                            .filter(|s| s.machine_id == h.machine_id)
+                            .count();
+                    (of_group, h.instances, h.machine_id)
                 })
                 .map(|(i, _, p)| (i, p));
             let Some((i, port)) = pick else {
@@ -363,6 +414,92 @@ mod tests {
             .map(|s| s.port)
             .collect();
         assert_eq!(on_a, vec![57005, 57009]);
+    }
+
+    #[test]
+    fn create_spreads_a_shard_over_machines_even_when_one_is_much_less_loaded() {
+        let a = sn(1, "a");
+        let mut b = sn(2, "b");
+        b.used_ports = vec![57001, 57005, 57009, 57013, 57017];
+        let mut c = sn(3, "c");
+        c.used_ports = vec![57001, 57005, 57009];
+        let plan = place_groups(&[a, b, c], InstanceKind::Storage, &[3], None).unwrap();
+        let ids: Vec<i64> = plan[0].iter().map(|s| s.machine_id).collect();
+        // Primary on the empty machine, then the others in order of load, never a repeat.
+        assert_eq!(ids, vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn a_shard_larger_than_the_machines_shares_them_evenly() {
+        let ms = [sn(1, "a"), sn(2, "b")];
+        let plan = place_groups(&ms, InstanceKind::Storage, &[5], None).unwrap();
+        let ids: Vec<i64> = plan[0].iter().map(|s| s.machine_id).collect();
+        assert_eq!(ids, vec![1, 2, 1, 2, 1]);
+    }
+
+    #[test]
+    fn new_replicas_avoid_machines_holding_the_shard() {
+        // The shard has nodes on a and b; c is the busiest machine but holds none of it.
+        let mut a = sn(1, "a");
+        a.used_ports = vec![57001];
+        let mut b = sn(2, "b");
+        b.used_ports = vec![57001];
+        let mut c = sn(3, "c");
+        c.used_ports = vec![57001, 57005, 57009, 57013];
+        let ms = [a, b, c];
+        let existing = ["a".to_string(), "b".to_string()];
+        let plan = place_in_group(&ms, InstanceKind::Storage, 1, None, &existing).unwrap();
+        assert_eq!(plan.len(), 1);
+        assert_eq!((plan[0].machine_id, plan[0].port), (3, 57017));
+        // Two new ones: c, then the less loaded of a and b (both hold one node of the shard).
+        let plan = place_in_group(&ms, InstanceKind::Storage, 2, None, &existing).unwrap();
+        let ids: Vec<i64> = plan.iter().map(|s| s.machine_id).collect();
+        assert_eq!(ids, vec![3, 1]);
+    }
+
+    #[test]
+    fn new_replicas_fall_back_to_a_machine_of_the_shard_only_when_no_other_has_room() {
+        let mut a = sn(1, "a");
+        a.used_ports = vec![57001];
+        // b holds none of the shard but is full: 101..104 and 105..108 taken, 109.. past 111.
+        let mut full = machine(2, "b", MachineType::Storage, "100-111");
+        full.used_ports = vec![101, 105];
+        let mut dead = sn(3, "c");
+        dead.node_stats = NodeStats::Dead;
+        let ms = [a, full, dead];
+        let plan = place_in_group(&ms, InstanceKind::Storage, 1, None, &["a".into()]).unwrap();
+        assert_eq!((plan[0].machine_id, plan[0].port), (1, 57005));
+    }
+
+    #[test]
+    fn new_replicas_obey_an_explicit_host_list() {
+        let ms = [sn(1, "a"), sn(2, "b"), sn(3, "c")];
+        // The only host named already holds the shard: it is used anyway.
+        let plan = place_in_group(
+            &ms,
+            InstanceKind::Storage,
+            2,
+            Some(&["a".into()]),
+            &["a".into()],
+        )
+        .unwrap();
+        assert!(plan.iter().all(|s| s.machine_id == 1), "{plan:?}");
+        // Among the named hosts the one without the shard comes first; c is never used.
+        let plan = place_in_group(
+            &ms,
+            InstanceKind::Storage,
+            2,
+            Some(&["a".into(), "b".into()]),
+            &["a".into()],
+        )
+        .unwrap();
+        let ids: Vec<i64> = plan.iter().map(|s| s.machine_id).collect();
+        assert_eq!(ids, vec![2, 1]);
+        let err =
+            place_in_group(&ms, InstanceKind::Storage, 1, Some(&["z".into()]), &[]).unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{err}");
+        let err = place_in_group(&ms, InstanceKind::Storage, 0, None, &[]).unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{err}");
     }
 
     #[test]

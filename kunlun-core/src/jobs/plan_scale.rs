@@ -11,7 +11,7 @@
 use kunlun_meta::api::{AddNodes, AddShards, ClusterDetail, ShardDetail};
 use kunlun_meta::model::{Machine, MachineType, ShardNode};
 use kunlun_meta::store::repo::secrets::ClusterSecret;
-use kunlun_provision::placement::{place_groups, InstanceKind, Slot};
+use kunlun_provision::placement::{place_groups, place_in_group, InstanceKind, Slot};
 
 use super::plan::{
     base_dir, provision_error, server_id, ClusterPlan, InstancePlan, ShardPlan, SystemPasswords,
@@ -137,7 +137,8 @@ pub fn shard_in(detail: &ClusterDetail, shard_id: i64) -> Result<&ShardDetail> {
 }
 
 /// Plans `req.nodes` new replicas of shard `shard_id`: one shard in the plan, named like the
-/// shard, holding only the new nodes (none of them is a primary).
+/// shard, holding only the new nodes (none of them is a primary). Each goes to a machine that
+/// holds no node of the shard while one with room exists (within `storage_hosts` if given).
 pub fn plan_add_nodes(
     req: &AddNodes,
     detail: &ClusterDetail,
@@ -160,16 +161,19 @@ pub fn plan_add_nodes(
         )));
     }
     let h = hosts(&req.storage_hosts);
-    let slots = place_groups(
+    // Anti-affinity with the shard's current nodes: a replica on a machine that already holds
+    // one of the shard dies with it.
+    let existing: Vec<String> = shard.nodes.iter().map(|n| n.hostaddr.clone()).collect();
+    let slots = place_in_group(
         machines,
         InstanceKind::Storage,
-        &[req.nodes as usize],
+        req.nodes as usize,
         h.as_deref(),
+        &existing,
     )
     .map_err(provision_error)?;
     let nodes = slots
         .into_iter()
-        .flatten()
         .map(|s| instance(machines, s))
         .collect::<Result<Vec<_>>>()?;
     let mut plan = base_plan(detail, passwords);
@@ -425,6 +429,38 @@ mod tests {
         let v = install_view(&p);
         assert_eq!(v.shards.len(), 1);
         assert_eq!(v.shards[0].nodes.len(), 1);
+    }
+
+    #[test]
+    fn add_nodes_prefers_a_machine_without_a_node_of_the_shard() {
+        // The shard is on .1 and .2; .3 is busier (other clusters) but holds none of it.
+        let mut ms = machines();
+        ms.push(machine(
+            3,
+            "127.0.0.3",
+            "57000-58000",
+            vec![57001, 57005, 57009],
+        ));
+        let req = AddNodes {
+            nodes: 1,
+            storage_hosts: vec![],
+        };
+        let p = plan_add_nodes(&req, &detail(), 10, &ms, pw()).unwrap();
+        let n = &p.shards[0].nodes[0];
+        assert_eq!(
+            (n.slot.hostaddr.as_str(), n.slot.port),
+            ("127.0.0.3", 57013)
+        );
+        // Without such a machine the new replica shares one (the least loaded) with the shard.
+        let p = plan_add_nodes(&req, &detail(), 10, &machines(), pw()).unwrap();
+        assert_eq!(p.shards[0].nodes[0].slot.hostaddr, "127.0.0.1");
+        // An explicit list is obeyed even when it names only machines of the shard.
+        let named = AddNodes {
+            nodes: 1,
+            storage_hosts: vec!["127.0.0.2".into()],
+        };
+        let p = plan_add_nodes(&named, &detail(), 10, &ms, pw()).unwrap();
+        assert_eq!(p.shards[0].nodes[0].slot.hostaddr, "127.0.0.2");
     }
 
     #[test]
