@@ -582,6 +582,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bound_of_zero_runs_one_job_at_a_time() {
+        let rig = rig("zero").await;
+        let store = rig.runner.store.clone();
+        let a = job(&store, DELETE_CLUSTER, "a").await;
+        let b = job(&store, DELETE_CLUSTER, "b").await;
+        let spans: Spans = Default::default();
+        let cancel = CancellationToken::new();
+        let runner = tokio::spawn(rig.runner.clone().serve(
+            cancel.clone(),
+            Arc::new(Notify::new()),
+            0,
+            timed(spans.clone(), Duration::from_millis(200)),
+        ));
+        wait_status(&store, a, JobStatus::Done).await;
+        wait_status(&store, b, JobStatus::Done).await;
+        cancel.cancel();
+        runner.await.expect("runner ends");
+        let (_, ae) = span(&spans, a);
+        let (bs, _) = span(&spans, b);
+        assert!(bs >= ae, "0 is taken as 1: b waited for a");
+    }
+
+    #[tokio::test]
     async fn a_reserving_job_is_claimed_only_after_the_previous_one_reserved() {
         let rig = rig("gate").await;
         let store = rig.runner.store.clone();
