@@ -408,7 +408,7 @@ async fn run_session<R: Recipe + ?Sized>(
             if let Some(step) = text.strip_prefix("step ").and_then(Step::parse) {
                 cb(step);
             }
-        }) as Arc<dyn Fn(&str) + Send + Sync>
+        }) as crate::ssh::OnEvent
     });
     let input = ExecInput {
         stdin: secret.map(String::into_bytes),

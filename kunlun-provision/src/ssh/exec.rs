@@ -29,6 +29,9 @@ const CHUNK: usize = 64 * 1024;
 /// Longest single socket wait, so the deadline is rechecked often enough.
 const MAX_WAIT: Duration = Duration::from_millis(200);
 
+/// A callback for a command's event lines.
+pub type OnEvent = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// What a command gets besides its command line.
 #[derive(Clone, Default)]
 pub struct ExecInput {
@@ -36,7 +39,7 @@ pub struct ExecInput {
     pub stdin: Option<Vec<u8>>,
     /// Called with `<text>` of every stderr line `kunlun-event:<text>`, in order, as the
     /// lines arrive (on the executor's blocking thread: keep it short).
-    pub on_event: Option<std::sync::Arc<dyn Fn(&str) + Send + Sync>>,
+    pub on_event: Option<OnEvent>,
 }
 
 impl std::fmt::Debug for ExecInput {

@@ -22,7 +22,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use exec::{ExecInput, EVENT};
+pub use exec::{ExecInput, OnEvent, EVENT};
 pub use output::Output;
 pub use pool::SshExecutor;
 
