@@ -6,15 +6,15 @@
 //!
 //! Invariants: the `mysql` (and `sys`) schema is never copied, so the new node keeps the
 //! system users its recipe created; the dump is loaded with `sql_log_bin=0`, so the new node
-//! has no GTIDs of its own (no errant transactions); passwords travel only in 0600 option
-//! files that are removed whatever happens, never on a command line; every remote call has a
-//! deadline.
+//! has no GTIDs of its own (no errant transactions); passwords travel only on the SSH
+//! session's stdin into 0600 option files that are removed whatever happens, never on a
+//! command line; every remote call has a deadline.
 
 use std::time::{Duration, Instant};
 
 use kunlun_meta::model::{MemberState, NodeStatus, ShardNode};
 use kunlun_provision::recipe::{sh_quote, Recipe};
-use kunlun_provision::{SshExecutor, SshTarget};
+use kunlun_provision::{ExecInput, SshExecutor, SshTarget};
 
 use super::install::REPL_USER;
 use crate::error::{Error, Result};
@@ -51,6 +51,9 @@ pub fn client_programs(recipe: &dyn Recipe) -> (String, String) {
 }
 
 /// The `[client]` option file logging in to `addr` (refuses values that would break it).
+/// Lines of an [`option_file`]: the seed script reads the source's file off its stdin by lines.
+const OPTION_FILE_LINES: usize = 6;
+
 pub fn option_file(addr: &NodeAddr) -> Result<String> {
     let ok = |s: &str| {
         !s.is_empty()
@@ -69,14 +72,19 @@ pub fn option_file(addr: &NodeAddr) -> Result<String> {
     ))
 }
 
-/// The shell script run on the new node's machine: dump the source (option file `src`) into
-/// `out`, check it holds a GTID position, load it into the new node (option file `dst`) without
+/// The shell script run on the new node's machine: write the option files `src` and `dst`
+/// (mode 0600) from its stdin (the source's [`OPTION_FILE_LINES`] lines, then the new node's),
+/// dump the source into `out`, check it holds a GTID position, load it into the new node without
 /// binary logging, print `seed-gtid=<position>`; the three files are removed on exit.
 pub fn seed_script(dump: &str, client: &str, src: &str, dst: &str, out: &str) -> String {
     format!(
         r#"umask 077
 src={src}; dst={dst}; out={out}
 trap 'rm -f "$src" "$dst" "$out"' EXIT
+: >"$src" || exit 1
+i=0
+while [ $i -lt {lines} ] && IFS= read -r l; do printf '%s\n' "$l" >>"$src"; i=$((i+1)); done
+cat >"$dst" || exit 1
 {dump} --defaults-file="$src" --single-transaction --gtid --master-data=2 --all-databases \
 --ignore-database=mysql --ignore-database=sys --routines --events --triggers >"$out" || exit 1
 grep -q "SET GLOBAL gtid_slave_pos=" "$out" || {{ echo "the dump holds no GTID position" >&2; exit 3; }}
@@ -88,6 +96,7 @@ echo "seed-gtid=$pos""#,
         out = sh_quote(out),
         dump = sh_quote(dump),
         client = sh_quote(client),
+        lines = OPTION_FILE_LINES,
     )
 }
 
@@ -153,17 +162,21 @@ pub async fn seed(
         format!("{base}/.seed.sql"),
     );
     let t = Duration::from_secs(30);
-    ssh.upload(target, option_file(source)?, &src, 0o600, t)
-        .await
-        .map_err(|e| Error::Unavailable(format!("seed {new}: {e}")))?;
-    ssh.upload(target, option_file(new)?, &dst, 0o600, t)
-        .await
-        .map_err(|e| Error::Unavailable(format!("seed {new}: {e}")))?;
+    // Both option files go on the session's stdin (one login shell, no password on a
+    // command line); the script writes them 0600 and removes them on exit.
+    let (src_file, dst_file) = (option_file(source)?, option_file(new)?);
+    debug_assert_eq!(src_file.lines().count(), OPTION_FILE_LINES);
+    let mut input = src_file.into_bytes();
+    input.extend_from_slice(dst_file.as_bytes());
     let script = seed_script(&dump, &client, &src, &dst, &out);
     let r = ssh
-        .exec(
+        .exec_with(
             target,
             &format!("sh -c {}", sh_quote(&script)),
+            ExecInput {
+                stdin: Some(input),
+                on_event: None,
+            },
             SEED_TIMEOUT,
         )
         .await
@@ -323,6 +336,11 @@ mod tests {
         assert!(f.starts_with("[client]\n"));
         assert!(f.contains("port=57001\n"));
         assert!(f.contains("password=\"Abc123\"\n"));
+        assert_eq!(
+            f.lines().count(),
+            OPTION_FILE_LINES,
+            "the seed script reads this many"
+        );
         assert!(option_file(&addr("a\"b")).is_err());
         assert!(option_file(&addr("a\nb")).is_err());
         assert!(option_file(&addr("")).is_err());
@@ -343,6 +361,7 @@ mod tests {
         assert!(s.contains("SET SESSION sql_log_bin=0;"));
         assert!(s.contains("trap 'rm -f \"$src\" \"$dst\" \"$out\"' EXIT"));
         assert!(!s.contains("password"), "no password on a command line");
+        assert!(s.contains(&format!("[ $i -lt {OPTION_FILE_LINES} ] && IFS= read -r l")));
     }
 
     #[test]
