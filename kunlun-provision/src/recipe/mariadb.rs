@@ -245,13 +245,7 @@ exit 1",
                 stop_by_pid_file(&p.pid, "TERM"),
                 q(&proc_pattern(&p.cnf))
             ),
-            Step::RemoveDirs => {
-                super::validate_base_dir(&p.base).ok()?;
-                format!(
-                    "rm -rf {b} && (rmdir \"$(dirname {b})\" 2>/dev/null; exit 0)",
-                    b = q(&p.base)
-                )
-            }
+            Step::RemoveDirs => super::remove_dirs_script(&p.base)?,
         })
     }
 

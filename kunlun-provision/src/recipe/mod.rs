@@ -455,6 +455,16 @@ fi"#,
     )
 }
 
+/// Shell script removing an instance directory (and `kunlun/` when it was the last one);
+/// `None` for a directory that [`validate_base_dir`] refuses.
+pub(crate) fn remove_dirs_script(base: &str) -> Option<String> {
+    validate_base_dir(base).ok()?;
+    Some(format!(
+        "rm -rf {b} && (rmdir \"$(dirname {b})\" 2>/dev/null; exit 0)",
+        b = sh_quote(base)
+    ))
+}
+
 /// Shell snippet: exit 0 if the pid in `pid_file` is a live process, 1 otherwise.
 pub(crate) fn alive_by_pid_file(pid_file: &str) -> String {
     format!(
