@@ -1,8 +1,10 @@
 //! Start-up and shutdown of the daemon: config → store config → `ClusterManager` → actix-web.
 //!
 //! Invariant: the HTTP server is up even while the metadata store is not (it answers 503 and
-//! `/healthz` degraded until the store opens); SIGTERM/SIGINT stop accepting, let requests in
-//! flight finish, shut the manager down and return `Ok`.
+//! `/healthz` degraded until the store opens); the background actors run only while this
+//! process holds the leader lease, on a term manager shut down (cancelled and joined) when the
+//! lease is lost; SIGTERM/SIGINT stop accepting, let requests in flight finish, stop the
+//! actors, release the lease, shut the manager down and return `Ok`.
 
 use std::time::Duration;
 
@@ -11,8 +13,12 @@ use anyhow::Context;
 use kunlun_core::{ClusterManager, CoreConfig};
 use kunlun_meta::store::{BackendConfig, StoreConfig};
 
+use kunlun_core::leader::{LeaderConfig, LeaderState, Leadership};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{Config, MetaBackend};
-use crate::http::{self, AppState, Metrics};
+use crate::http::{self, AppState, LeaderView, Metrics};
 
 /// How long requests in flight may take to finish after a stop signal.
 const HTTP_SHUTDOWN_GRACE_SECS: u64 = 20;
@@ -112,31 +118,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(store = %describe_store(&config), "opening the metadata store");
     let manager = ClusterManager::connect(core_config(&config), store_config(&config));
-    // Provisioning jobs; host keys of machines are recorded on first contact next to the
-    // daemon's other data.
-    let known_hosts = config.tmp_data_path.join("known_hosts");
-    let provisioner = kunlun_core::jobs::Provisioner::with_system_servers(known_hosts.clone());
-    // Fencing an unreachable primary over SSH gets its own connection pool, so a long job
-    // (a replica seed) holding the job runner's sessions never delays a failover.
-    let mut ha = ha_config(&config);
-    ha.ssh = Some(std::sync::Arc::new(
-        kunlun_core::jobs::Provisioner::with_system_servers(known_hosts),
-    ));
-    manager.start_ha(ha);
-    manager.start_xa(xa_config(&config));
-    manager.start_catalog_sync(Duration::from_secs(10));
-    // Registration probes and the machine liveness check use the same SSH trust settings.
-    manager.set_provisioner(provisioner.clone());
-    manager.start_machine_liveness(config.machine_check_interval);
-    manager.start_job_runner(provisioner, Duration::from_secs(1));
+    // Registration probes use the same SSH trust settings as the actors.
+    manager.set_provisioner(actor_provisioner(&config));
     let metrics = Metrics::new().context("cannot register metrics")?;
     let state = AppState {
         manager: manager.clone(),
         metrics,
     };
 
+    // Leadership: the background actors run only while this process holds the lease.
+    let leader_cfg = leader_config(&config);
+    leader_cfg
+        .validate()
+        .context("invalid leadership settings")?;
+    let (leadership, leader_rx) = Leadership::new(leader_cfg.clone());
+    let view = LeaderView::new(leader_rx.clone(), &leader_cfg);
+    let lead_cancel = CancellationToken::new();
+    let terms_cancel = CancellationToken::new();
+    let lead_task = tokio::spawn(leadership.run(manager.clone(), lead_cancel.clone()));
+    let terms_task = tokio::spawn(run_terms(
+        manager.clone(),
+        config.clone(),
+        leader_rx,
+        view.clone(),
+        terms_cancel.clone(),
+    ));
+
     let addr = config.http_addr();
-    let server = HttpServer::new(move || http::app(state.clone()))
+    let server = HttpServer::new(move || http::app_with_leader(state.clone(), view.clone()))
         .disable_signals()
         .shutdown_timeout(HTTP_SHUTDOWN_GRACE_SECS)
         .bind(addr)
@@ -157,10 +166,100 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let served = server.await;
     stopper.abort();
+    // The term's actors stop first, then the lease is released, so a standby never starts
+    // while this process still acts.
+    terms_cancel.cancel();
+    if let Err(e) = terms_task.await {
+        tracing::error!(error = %e, "the leadership term task failed");
+    }
+    lead_cancel.cancel();
+    if let Err(e) = lead_task.await {
+        tracing::error!(error = %e, "the leadership task failed");
+    }
     manager.shutdown(MANAGER_SHUTDOWN_GRACE).await;
     served.context("HTTP server failed")?;
     tracing::info!("cluster-mgr stopped");
     Ok(())
+}
+
+/// The leadership settings: lease `cluster_mgr`, holder `local_ip:brpc_http_port/…`,
+/// `leader_lease_secs`, renewed every third of it.
+pub fn leader_config(config: &Config) -> LeaderConfig {
+    LeaderConfig::new(&config.local_ip, config.http_port, config.leader_lease)
+}
+
+/// The SSH settings of jobs, registration probes and liveness checks; host keys of machines
+/// are recorded on first contact next to the daemon's other data.
+fn actor_provisioner(config: &Config) -> kunlun_core::jobs::Provisioner {
+    kunlun_core::jobs::Provisioner::with_system_servers(config.tmp_data_path.join("known_hosts"))
+}
+
+/// Runs one leadership term after another: while this process leads, a term manager over the
+/// shared store runs the HA monitor, XA resolver, catalog sync, machine liveness check and job
+/// runner; when leadership is lost (or at shutdown) the term is cancelled and joined before the
+/// next one may start.
+async fn run_terms(
+    manager: ClusterManager,
+    config: Config,
+    mut rx: watch::Receiver<LeaderState>,
+    view: LeaderView,
+    cancel: CancellationToken,
+) {
+    loop {
+        // Wait to lead.
+        let epoch = loop {
+            if let LeaderState::Leader { epoch } = *rx.borrow_and_update() {
+                break epoch;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+        };
+        let store = match manager.store() {
+            Ok(s) => s.clone(),
+            Err(e) => {
+                // Leadership needs the store, so it is open; only shutdown gets here.
+                tracing::warn!(error = %e, "cannot start the leader's actors");
+                return;
+            }
+        };
+        let term = ClusterManager::new(core_config(&config), store);
+        start_actors(&term, &config);
+        view.set_acting(Some(term.clone()));
+        tracing::info!(epoch, "leader's background actors started");
+        // Lead until the state changes from this epoch.
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = rx.changed() => if r.is_err() { break },
+            }
+            if *rx.borrow() != (LeaderState::Leader { epoch }) {
+                break;
+            }
+        }
+        view.set_acting(None);
+        term.shutdown(MANAGER_SHUTDOWN_GRACE).await;
+        tracing::info!(epoch, "leader's background actors stopped");
+        if cancel.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Starts the actors only the leader runs, on `term` (all stop with its shutdown).
+fn start_actors(term: &ClusterManager, config: &Config) {
+    // Fencing an unreachable primary over SSH gets its own connection pool, so a long job
+    // (a replica seed) holding the job runner's sessions never delays a failover.
+    let mut ha = ha_config(config);
+    ha.ssh = Some(std::sync::Arc::new(actor_provisioner(config)));
+    term.start_ha(ha);
+    term.start_xa(xa_config(config));
+    term.start_catalog_sync(Duration::from_secs(10));
+    let provisioner = actor_provisioner(config);
+    term.set_provisioner(provisioner.clone());
+    term.start_machine_liveness(config.machine_check_interval);
+    term.start_job_runner(provisioner, Duration::from_secs(1));
 }
 
 /// Waits for SIGTERM or SIGINT and names the one received.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod ha;
 pub mod jobs;
+pub mod leader;
 mod machines;
 mod manager;
 pub mod storage;

@@ -99,6 +99,17 @@ pub const KEYS: &[KeySpec] = &[
         },
         default: "10",
     },
+    // Leadership among managers sharing one metadata store: seconds a leader's lease lasts
+    // after each renew (renewed every third of it). Below 2 s a renew could not be confirmed
+    // before the store's whole-second clock lets the lease go.
+    KeySpec {
+        name: "leader_lease_secs",
+        kind: Kind::Float {
+            min: 2.0,
+            max: 300.0,
+        },
+        default: "10",
+    },
     KeySpec {
         name: "log_format",
         kind: Kind::Choice(&["text", "json"]),

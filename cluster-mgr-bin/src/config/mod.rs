@@ -121,6 +121,9 @@ pub struct Config {
     pub prometheus_port_start: u16,
     /// `machine_check_interval`: period of the SSH liveness check of machines; zero is off.
     pub machine_check_interval: Duration,
+    /// `leader_lease_secs`: how long the leader's lease lasts after each renew (renewed every
+    /// third of it); a standby takes over within about this plus a third after a crash.
+    pub leader_lease: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -168,6 +171,7 @@ impl std::fmt::Debug for Config {
             .field("prometheus_path", &self.prometheus_path)
             .field("prometheus_port_start", &self.prometheus_port_start)
             .field("machine_check_interval", &self.machine_check_interval)
+            .field("leader_lease", &self.leader_lease)
             .finish()
     }
 }

@@ -157,6 +157,24 @@ fn machine_check_interval_defaults_to_10_s_and_0_turns_it_off() {
 }
 
 #[test]
+fn leader_lease_defaults_to_10_s_and_refuses_0_and_absurd_values() {
+    assert_eq!(parse("").unwrap().leader_lease, Duration::from_secs(10));
+    assert_eq!(
+        parse("leader_lease_secs = 2.5\n").unwrap().leader_lease,
+        Duration::from_millis(2500)
+    );
+    for bad in ["0", "1.9", "301", "100000"] {
+        let e = err(&format!("leader_lease_secs = {bad}\n"));
+        assert!(
+            e.contains("test.cnf:1") && e.contains("out of range"),
+            "{bad}: {e}"
+        );
+    }
+    assert!(err("leader_lease_secs = ten\n").contains("is not a number"));
+    assert!(err("leader_lease_secs =\n").contains("leader_lease_secs"));
+}
+
+#[test]
 fn choice_keys_take_only_their_words() {
     assert_eq!(
         err("meta_backend = postgres\n"),

@@ -263,5 +263,6 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
         prometheus_path: PathBuf::from(r.text("prometheus_path")?.value),
         prometheus_port_start: r.u16("prometheus_port_start")?,
         machine_check_interval: Duration::from_secs_f64(r.float("machine_check_interval")?),
+        leader_lease: Duration::from_secs_f64(r.float("leader_lease_secs")?),
     })
 }

@@ -3,11 +3,11 @@
 //! controls `POST /v1/shards/{id}/switchover` and `POST /v1/shards/{id}/no_switch`.
 
 use actix_web::{web, HttpResponse};
-use kunlun_core::ClusterManager;
 use kunlun_meta::api::ErrorBody;
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::leader::Acting;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -40,7 +40,7 @@ pub struct NoSwitchRequest {
         (status = 503, body = ErrorBody),
     )
 )]
-pub async fn list(cm: web::Data<ClusterManager>, q: web::Query<ListQuery>) -> Result<HttpResponse> {
+pub async fn list(cm: Acting, q: web::Query<ListQuery>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(cm.failovers(q.shard_id).await?))
 }
 
@@ -54,7 +54,7 @@ pub async fn list(cm: web::Data<ClusterManager>, q: web::Query<ListQuery>) -> Re
         (status = 503, body = ErrorBody),
     )
 )]
-pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<u64>) -> Result<HttpResponse> {
+pub async fn show(cm: Acting, id: web::Path<u64>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(cm.failover(*id).await?))
 }
 
@@ -66,7 +66,7 @@ pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<u64>) -> Result<H
         (status = 503, description = "The HA monitor is not running yet", body = ErrorBody),
     )
 )]
-pub async fn status(cm: web::Data<ClusterManager>) -> Result<HttpResponse> {
+pub async fn status(cm: Acting) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(cm.ha_status()?))
 }
 
@@ -83,7 +83,7 @@ pub async fn status(cm: web::Data<ClusterManager>) -> Result<HttpResponse> {
     )
 )]
 pub async fn switchover(
-    cm: web::Data<ClusterManager>,
+    cm: Acting,
     id: web::Path<i64>,
     body: Option<web::Json<SwitchoverRequest>>,
 ) -> Result<HttpResponse> {
@@ -104,7 +104,7 @@ pub async fn switchover(
     )
 )]
 pub async fn no_switch(
-    cm: web::Data<ClusterManager>,
+    cm: Acting,
     id: web::Path<i64>,
     body: web::Json<NoSwitchRequest>,
 ) -> Result<HttpResponse> {

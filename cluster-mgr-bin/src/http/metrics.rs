@@ -10,7 +10,6 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
-use kunlun_core::ClusterManager;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -119,7 +118,7 @@ pub async fn track(
 /// `GET /metrics`.
 pub async fn get_metrics(
     metrics: web::Data<Metrics>,
-    manager: web::Data<ClusterManager>,
+    manager: super::leader::Acting,
 ) -> HttpResponse {
     metrics.set_store_up(manager.ping_store().await.is_ok());
     match metrics.render() {

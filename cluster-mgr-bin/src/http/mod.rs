@@ -10,6 +10,7 @@ pub mod error;
 pub mod failovers;
 pub mod health;
 pub mod jobs;
+pub mod leader;
 pub mod machines;
 pub mod metrics;
 pub mod openapi;
@@ -23,6 +24,7 @@ use kunlun_core::ClusterManager;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub use leader::LeaderView;
 pub use metrics::Metrics;
 
 /// Largest JSON body accepted.
@@ -35,9 +37,26 @@ pub struct AppState {
     pub metrics: Metrics,
 }
 
-/// The whole application: state, extractor error handlers, middleware and the route table.
+/// The whole application with no leader election (the one manager runs every actor).
 pub fn app(
     state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    app_with_leader(state, LeaderView::standalone())
+}
+
+/// The whole application: state, leadership view, extractor error handlers, middleware and
+/// the route table.
+pub fn app_with_leader(
+    state: AppState,
+    leader: LeaderView,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -50,6 +69,7 @@ pub fn app(
     App::new()
         .app_data(web::Data::new(state.manager))
         .app_data(web::Data::new(state.metrics))
+        .app_data(web::Data::new(leader))
         .app_data(
             web::JsonConfig::default()
                 .limit(MAX_JSON_BODY)
@@ -69,6 +89,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         |path: &str| web::resource(path).default_service(web::to(error::method_not_allowed));
     cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/metrics").route(web::get().to(metrics::get_metrics)))
+        .service(resource("/v1/leader").route(web::get().to(leader::show)))
         .service(
             resource("/v1/machines")
                 .route(web::get().to(machines::list))

@@ -3,14 +3,14 @@
 
 use utoipa::OpenApi;
 
-use super::{cluster_jobs, clusters, failovers, health, jobs, machines, scale_jobs, xa};
+use super::{cluster_jobs, clusters, failovers, health, jobs, leader, machines, scale_jobs, xa};
 
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Kunlun cluster manager", description = "REST API of cluster-mgr. Errors are JSON {code, message} with stable snake_case codes: invalid_request, malformed_json, invalid_field (400), not_found (404), method_not_allowed (405), conflict (409), payload_too_large (413), internal (500), store_unavailable and shutting_down (503)."),
     paths(
-        health::healthz,
+        health::healthz, leader::show,
         machines::register, machines::list, machines::show, machines::update, machines::delete,
         clusters::list, clusters::show, clusters::shards, clusters::comp_nodes, clusters::shard, clusters::shard_nodes,
         cluster_jobs::create, cluster_jobs::delete,
@@ -26,7 +26,7 @@ use super::{cluster_jobs, clusters, failovers, health, jobs, machines, scale_job
         (name = "jobs", description = "Long-running work"),
         (name = "ha", description = "Shard high availability: health, failover records, switchover, no-switch"),
         (name = "xa", description = "In-doubt 2PC branches: listing and resolution by hand"),
-        (name = "health", description = "Liveness of the daemon and its metadata store"),
+        (name = "health", description = "Liveness of the daemon and its metadata store; leadership among managers sharing it"),
     )
 )]
 pub struct ApiDoc;

@@ -3,7 +3,6 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use kunlun_core::xa::XaStats;
-use kunlun_core::ClusterManager;
 use kunlun_meta::api::{ErrorBody, XaInDoubt, XaResolveRequest, XaResolveResult};
 
 use super::error::ApiError;
@@ -19,7 +18,7 @@ pub const USER_HEADER: &str = "x-kunlun-user";
     params(("id" = i64, Path, description = "Cluster id")),
     responses((status = 200, body = XaInDoubt), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
-pub async fn list(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
+pub async fn list(cm: super::leader::Acting, id: web::Path<i64>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(cm.xa_in_doubt(*id).await?))
 }
 
@@ -37,7 +36,7 @@ pub async fn list(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<H
     )
 )]
 pub async fn resolve(
-    cm: web::Data<ClusterManager>,
+    cm: super::leader::Acting,
     path: web::Path<(i64, String)>,
     body: web::Json<XaResolveRequest>,
     req: HttpRequest,

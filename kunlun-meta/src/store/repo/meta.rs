@@ -140,6 +140,27 @@ pub async fn upsert_mgr_node(tx: &mut Tx, n: &ClusterMgrNode) -> Result<()> {
     Ok(())
 }
 
+/// Records `n` as the leading cluster manager (`member_state` `source`) and every other
+/// process as `replica`, so the table names one leader as Kunlun's does.
+pub async fn claim_mgr_source(tx: &mut Tx, n: &ClusterMgrNode) -> Result<()> {
+    let port = i64::from(n.port);
+    with_conn!(tx, c => diesel::update(
+            cluster_mgr_nodes::table.filter(
+                cluster_mgr_nodes::hostaddr
+                    .ne(&n.hostaddr)
+                    .or(cluster_mgr_nodes::port.ne(port)),
+            ),
+        )
+        .set(cluster_mgr_nodes::member_state.eq(MemberState::Replica.as_str()))
+        .execute(c)
+        .await)?;
+    let me = ClusterMgrNode {
+        member_state: MemberState::Source,
+        ..n.clone()
+    };
+    upsert_mgr_node(tx, &me).await
+}
+
 /// Every cluster manager process, by id.
 pub async fn list_mgr_nodes(tx: &mut Tx) -> Result<Vec<ClusterMgrNode>> {
     let rows = with_conn!(tx, c => cluster_mgr_nodes::table

@@ -1,0 +1,385 @@
+//! Leadership among real `cluster-mgr` processes sharing one MySQL metadata store (a MariaDB
+//! started by the harness): exactly one leads; a follower serves the API but runs no jobs; a
+//! follower takes over after the leader is killed (within the lease plus one renew interval)
+//! and runs the jobs; a leader stopped by SIGTERM hands over at once (well under the lease).
+//!
+//! Invariant: every process started here is owned by a value that kills it by PID on drop.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use kunlun_tests::MariaDb;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+/// The lease of the daemons under test and its renew interval (a third of it).
+const LEASE_SECS: f64 = 3.0;
+const RENEW_SECS: f64 = 1.0;
+const META_DB: &str = "kl_leader_failover";
+
+/// The `cluster-mgr` binary, rebuilt once per test process so it is never older than the sources.
+fn cluster_mgr_bin() -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "cluster-mgr-bin",
+                "--bin",
+                "cluster-mgr",
+            ])
+            .status()
+            .expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build of cluster-mgr failed: {status}"
+        );
+    });
+    kunlun_tests::bin_path("cluster-mgr")
+}
+
+/// A running `cluster-mgr` on the shared store, killed on drop.
+struct Daemon {
+    name: &'static str,
+    child: Option<Child>,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon in its own folder with a cnf for the shared MySQL store.
+    fn spawn(name: &'static str, root: &Path, db: &MariaDb) -> Daemon {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("daemon dir");
+        let port = kunlun_tests::free_port([127, 0, 0, 1].into());
+        let cnf = dir.join("cluster_mgr.cnf");
+        let text = format!(
+            "meta_backend = mysql\nmeta_group_seeds = 127.0.0.1:{}\nmeta_user = root\nmeta_pwd =\n\
+             meta_database = {META_DB}\nbrpc_http_port = {port}\nmysql_connect_timeout = 2\n\
+             leader_lease_secs = {LEASE_SECS}\nmachine_check_interval = 0\nlog_format = json\n",
+            db.port()
+        );
+        std::fs::write(&cnf, text).expect("write cnf");
+        let log = dir.join("cluster-mgr.log");
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(cluster_mgr_bin())
+            .args(["--config", cnf.to_str().expect("utf-8 path")])
+            .current_dir(&dir)
+            .env_remove("KUNLUN_CLUSTER_MGR_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn cluster-mgr");
+        Daemon {
+            name,
+            child: Some(child),
+            port,
+            log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn get(&self, http: &Client, path: &str) -> (u16, Value) {
+        match http.get(self.url(path)).send() {
+            Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    fn leader(&self, http: &Client) -> Value {
+        self.get(http, "/v1/leader").1
+    }
+
+    /// Polls `GET path` until `pred` holds; panics with the log after `limit`.
+    fn wait_for(
+        &mut self,
+        http: &Client,
+        path: &str,
+        limit: Duration,
+        pred: impl Fn(u16, &Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("{} exited with {st}:\n{}", self.name, self.log_text());
+            }
+            let (st, body) = self.get(http, path);
+            if pred(st, &body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: GET {path} still {st} {body} after {limit:?}:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        let c = self.child.as_ref().expect("daemon running");
+        Pid::from_raw(i32::try_from(c.id()).expect("pid fits i32"))
+    }
+
+    /// SIGKILL and reap.
+    fn kill9(&mut self) {
+        let mut c = self.child.take().expect("daemon running");
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Sends `sig` and waits for the exit status (at most 20 s).
+    fn stop_with(&mut self, sig: Signal) -> ExitStatus {
+        let pid = self.pid();
+        let mut child = self.child.take().expect("daemon running");
+        kill(pid, sig).expect("signal cluster-mgr");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not exit within 20 s of {sig}:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // A stopped process still dies of SIGKILL.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn http() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client")
+}
+
+/// Accepts a `create_cluster` job on `d`; with no machine registered it can only fail, and
+/// only inside the job runner.
+fn post_job(http: &Client, d: &Daemon, name: &str) -> i64 {
+    let r = http
+        .post(d.url("/v1/clusters"))
+        .json(&json!({"name": name, "ha_mode": "no_rep", "shards": 1, "nodes": 1, "comps": 1}))
+        .send()
+        .expect("POST /v1/clusters");
+    let st = r.status().as_u16();
+    let body: Value = r.json().unwrap_or(Value::Null);
+    assert_eq!(st, 202, "{}: {body}", d.name);
+    body["job_id"].as_i64().expect("job_id")
+}
+
+fn job_status(http: &Client, d: &Daemon, id: i64) -> String {
+    let (st, j) = d.get(http, &format!("/v1/jobs/{id}"));
+    assert_eq!(st, 200, "{j}");
+    j["status"].as_str().unwrap_or_default().to_string()
+}
+
+/// `cluster_mgr_nodes` as `port → member_state`.
+fn mgr_rows(db: &MariaDb) -> Vec<(u16, String)> {
+    db.rows(&format!(
+        "SELECT port, member_state FROM {META_DB}.cluster_mgr_nodes ORDER BY port"
+    ))
+    .expect("read cluster_mgr_nodes")
+    .into_iter()
+    .map(|r| (r[0].parse().expect("port"), r[1].clone()))
+    .collect()
+}
+
+fn state_of(rows: &[(u16, String)], port: u16) -> &str {
+    rows.iter()
+        .find(|(p, _)| *p == port)
+        .map(|(_, s)| s.as_str())
+        .unwrap_or("absent")
+}
+
+#[test]
+fn one_leader_runs_jobs_a_follower_takes_over_after_a_kill_and_at_once_after_sigterm() {
+    let db = MariaDb::start().expect("start MariaDB");
+    let root = tempfile::tempdir().expect("temp dir");
+    let http = http();
+    let limit = Duration::from_secs(60);
+
+    // A alone becomes leader as soon as its store is open.
+    let mut a = Daemon::spawn("a", root.path(), &db);
+    let la = a.wait_for(&http, "/v1/leader", limit, |st, v| {
+        st == 200 && v["role"] == "leader"
+    });
+    let a_id = la["this_instance"].as_str().expect("holder").to_string();
+    assert!(a_id.starts_with(&format!("127.0.0.1:{}/", a.port)), "{la}");
+    assert_eq!(la["leader"], json!(a_id));
+    let epoch_a = la["epoch"].as_i64().expect("epoch");
+    let h = a.wait_for(&http, "/healthz", limit, |st, _| st == 200);
+    assert_eq!(h["role"], "leader", "{h}");
+
+    // B joins as a follower of A; exactly one leader.
+    let mut b = Daemon::spawn("b", root.path(), &db);
+    let lb = b.wait_for(&http, "/v1/leader", limit, |st, v| {
+        st == 200 && v["role"] == "follower" && v["leader"].is_string()
+    });
+    assert_eq!(lb["leader"], json!(a_id), "{lb}");
+    assert_eq!(lb["epoch"], json!(epoch_a), "{lb}");
+    assert_ne!(lb["this_instance"], json!(a_id));
+    let h = b.wait_for(&http, "/healthz", limit, |st, _| st == 200);
+    assert_eq!(h["role"], "follower", "a follower is healthy: {h}");
+    assert_eq!(a.leader(&http)["role"], "leader");
+    let rows = mgr_rows(&db);
+    assert_eq!(
+        (state_of(&rows, a.port), state_of(&rows, b.port)),
+        ("source", "replica"),
+        "{rows:?}"
+    );
+    // The follower serves reads; its HA monitor does not run.
+    assert_eq!(b.get(&http, "/v1/jobs").0, 200);
+    assert_eq!(b.get(&http, "/v1/ha").0, 503);
+    a.wait_for(&http, "/v1/ha", limit, |st, _| st == 200);
+
+    // A job accepted on the follower is run by the leader.
+    let j1 = post_job(&http, &b, "lf_one");
+    b.wait_for(&http, &format!("/v1/jobs/{j1}"), limit, |_, j| {
+        j["status"] == "failed"
+    });
+
+    // Freeze the leader, accept a job on the follower, then kill the leader: the job waits,
+    // untouched, while B follows, and B runs it once it leads.
+    kill(a.pid(), Signal::SIGSTOP).expect("SIGSTOP leader");
+    let frozen = Instant::now();
+    let j2 = post_job(&http, &b, "lf_two");
+    a.kill9();
+    let takeover = loop {
+        let l = b.leader(&http);
+        let st = job_status(&http, &b, j2);
+        if l["role"] == "leader" {
+            break frozen.elapsed();
+        }
+        assert_eq!(st, "not_started", "a follower never runs a job: {l}");
+        assert!(
+            frozen.elapsed() < Duration::from_secs(30),
+            "B never took over: {l}\n{}",
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!(
+        "takeover after the leader was frozen and killed: {} ms (lease {LEASE_SECS} s, renew {RENEW_SECS} s)",
+        takeover.as_millis()
+    );
+    assert!(
+        takeover < Duration::from_secs_f64(LEASE_SECS + RENEW_SECS + 1.5),
+        "takeover took {takeover:?}"
+    );
+    let lb = b.leader(&http);
+    let epoch_b = lb["epoch"].as_i64().expect("epoch");
+    assert_eq!(epoch_b, epoch_a + 1, "a new holder bumps the epoch: {lb}");
+    b.wait_for(&http, &format!("/v1/jobs/{j2}"), limit, |_, j| {
+        j["status"] == "failed"
+    });
+    let j3 = post_job(&http, &b, "lf_three");
+    b.wait_for(&http, &format!("/v1/jobs/{j3}"), limit, |_, j| {
+        j["status"] == "failed"
+    });
+    let rows = mgr_rows(&db);
+    assert_eq!(
+        (state_of(&rows, a.port), state_of(&rows, b.port)),
+        ("replica", "source"),
+        "{rows:?}"
+    );
+
+    // C follows B; B stopped by SIGTERM releases the lease and C leads well within the lease.
+    let mut c = Daemon::spawn("c", root.path(), &db);
+    let b_id = lb["this_instance"].as_str().expect("holder").to_string();
+    c.wait_for(&http, "/v1/leader", limit, |st, v| {
+        st == 200 && v["role"] == "follower" && v["leader"] == json!(b_id)
+    });
+    let stopping = Instant::now();
+    let status = b.stop_with(Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{}", b.log_text());
+    let lc = c.wait_for(&http, "/v1/leader", limit, |st, v| {
+        st == 200 && v["role"] == "leader"
+    });
+    let handover = stopping.elapsed();
+    println!(
+        "handover after SIGTERM of the leader: {} ms (lease {LEASE_SECS} s)",
+        handover.as_millis()
+    );
+    assert!(
+        handover < Duration::from_secs_f64(LEASE_SECS),
+        "a graceful stop hands over before the lease would expire: {handover:?}"
+    );
+    assert_eq!(lc["epoch"], json!(epoch_b + 1), "{lc}");
+    let j4 = post_job(&http, &c, "lf_four");
+    c.wait_for(&http, &format!("/v1/jobs/{j4}"), limit, |_, j| {
+        j["status"] == "failed"
+    });
+    let rows = mgr_rows(&db);
+    assert_eq!(
+        (state_of(&rows, b.port), state_of(&rows, c.port)),
+        ("replica", "source"),
+        "{rows:?}"
+    );
+    let status = c.stop_with(Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{}", c.log_text());
+    db.stop().expect("stop MariaDB");
+}
+
+#[test]
+fn a_bad_leader_lease_stops_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (value, why) in [
+        ("0", "out of range"),
+        ("100000", "out of range"),
+        ("soon", "is not a number"),
+    ] {
+        let cnf = dir.path().join("bad.cnf");
+        std::fs::write(&cnf, format!("leader_lease_secs = {value}\n")).expect("write cnf");
+        let out = Command::new(cluster_mgr_bin())
+            .args(["--config", cnf.to_str().expect("utf-8 path")])
+            .current_dir(dir.path())
+            .env_remove("KUNLUN_CLUSTER_MGR_CONFIG")
+            .output()
+            .expect("run cluster-mgr");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value}: {err}");
+        assert!(
+            err.contains("bad.cnf:1") && err.contains("leader_lease_secs") && err.contains(why),
+            "{value}: {err}"
+        );
+    }
+}
