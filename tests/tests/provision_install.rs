@@ -203,6 +203,20 @@ async fn install_mariadb_and_postgres_then_uninstall_leaves_nothing() {
         "passwords are checked"
     );
 
+    // The passwords went on the SSH session's stdin: no file of either instance holds one.
+    for pw in [&mgr.password, &repl.password, &owner.password] {
+        let found = std::process::Command::new("grep")
+            .args(["-rlaF", "--", pw.as_str()])
+            .arg(data.path())
+            .output()
+            .expect("grep");
+        assert!(
+            found.stdout.is_empty(),
+            "a password is in {}",
+            String::from_utf8_lossy(&found.stdout)
+        );
+    }
+
     let out = psql(cn_port, &owner, "select current_user");
     assert!(
         out.status.success(),

@@ -357,3 +357,81 @@ async fn host_with_several_key_types_is_checked_against_the_recorded_type() {
         .expect("the recorded ecdsa key is negotiated and matches");
     assert_eq!(out.stdout_str(), "ok\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_reaches_the_command_and_event_lines_arrive_live() {
+    use kunlun_provision::ExecInput;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let s = sshd();
+    let ex = SshExecutor::default();
+    let t = target(&s);
+    // 4 MiB of input: more than a channel window, so it is written as the command reads.
+    let input: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let out = ex
+        .exec_with(
+            &t,
+            "sha256sum | cut -d' ' -f1",
+            ExecInput {
+                stdin: Some(input.clone()),
+                on_event: None,
+            },
+            T,
+        )
+        .await
+        .expect("command ran");
+    assert!(out.success(), "{}", out.stderr_str());
+    let want = {
+        use std::io::Write;
+        let mut c = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("local sha256sum");
+        c.stdin.take().unwrap().write_all(&input).unwrap();
+        let o = c.wait_with_output().unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        out.stdout_str().trim(),
+        want,
+        "every input byte arrived, then EOF"
+    );
+
+    // Events are handed over as they come (the second one a second after the first), in
+    // order, and are not in the output; other stderr lines stay.
+    let seen: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let cb = {
+        let seen = seen.clone();
+        Arc::new(move |e: &str| seen.lock().unwrap().push((e.to_string(), Instant::now())))
+    };
+    let secret = "pa$$ 'w\"ord";
+    let out = ex
+        .exec_with(
+            &t,
+            "S=$(cat); echo kunlun-event:one >&2; echo warn >&2; sleep 1; \
+             echo kunlun-event:two >&2; printf '%s' \"$S\"",
+            ExecInput {
+                stdin: Some(secret.as_bytes().to_vec()),
+                on_event: Some(cb),
+            },
+            T,
+        )
+        .await
+        .expect("command ran");
+    let end = Instant::now();
+    assert!(out.success());
+    assert_eq!(out.stdout_str(), secret, "stdin kept byte for byte");
+    assert_eq!(out.stderr_str(), "warn\n");
+    let seen = seen.lock().unwrap().clone();
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["one", "two"]);
+    assert!(
+        end - seen[0].1 >= Duration::from_millis(900),
+        "the first event came while the command still ran"
+    );
+}
