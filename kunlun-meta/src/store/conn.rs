@@ -72,16 +72,18 @@ pub(crate) enum ConnRef<'a> {
 /// The body is expanded once per backend, so it is type-checked against both.
 macro_rules! with_conn {
     ($tx:expr, $c:ident => $body:expr) => {{
-        match $tx.conn_ref()? {
+        let tx: &mut $crate::store::conn::Tx = $tx;
+        let r = match tx.conn_ref()? {
             $crate::store::conn::ConnRef::Sqlite($c) => {
                 let r: ::diesel::QueryResult<_> = $body;
-                r.map_err($crate::store::conn::db_err)
+                r
             }
             $crate::store::conn::ConnRef::Mysql($c) => {
                 let r: ::diesel::QueryResult<_> = $body;
-                r.map_err($crate::store::conn::db_err)
+                r
             }
-        }
+        };
+        tx.check(r)
     }};
 }
 pub(crate) use with_conn;
@@ -107,6 +109,10 @@ pub struct Tx {
     pools: Pools,
     timeout: Duration,
     state: TxState,
+    read_only: bool,
+    /// The server aborted a statement for a lock conflict (deadlock, lock wait timeout): the
+    /// transaction must not commit and is worth running again from the start.
+    lock_conflict: bool,
     on_rollback: Vec<String>,
     after_commit: Vec<String>,
 }
@@ -119,6 +125,8 @@ impl Tx {
             pools: pools.clone(),
             timeout,
             state: TxState::Autocommit,
+            read_only: false,
+            lock_conflict: false,
             on_rollback: Vec::new(),
             after_commit: Vec::new(),
         })
@@ -136,6 +144,7 @@ impl Tx {
         };
         tx.batch(sql).await?;
         tx.state = TxState::Open;
+        tx.read_only = read_only;
         Ok(tx)
     }
 
@@ -147,6 +156,29 @@ impl Tx {
     /// Whether this handle is inside an open transaction.
     pub fn in_transaction(&self) -> bool {
         self.state == TxState::Open
+    }
+
+    /// Whether a read that precedes a write of the same rows must lock them (`FOR UPDATE`):
+    /// in a MySQL write transaction, where a plain read returns the REPEATABLE READ snapshot
+    /// and a row another transaction changed since would make the write fail. SQLite write
+    /// transactions are serial (`BEGIN IMMEDIATE`) and have no `FOR UPDATE`.
+    pub(crate) fn locking_reads(&self) -> bool {
+        self.kind() == BackendKind::Mysql && self.state == TxState::Open && !self.read_only
+    }
+
+    /// Whether the server aborted a statement of this transaction for a lock conflict.
+    pub(crate) fn lock_conflict(&self) -> bool {
+        self.lock_conflict
+    }
+
+    /// Maps a statement's result to the crate's error, remembering a lock conflict.
+    pub(crate) fn check<T>(&mut self, r: diesel::QueryResult<T>) -> Result<T> {
+        r.map_err(|e| {
+            if is_lock_conflict(&e) {
+                self.lock_conflict = true;
+            }
+            db_err(e)
+        })
     }
 
     pub(crate) fn conn_ref(&mut self) -> Result<ConnRef<'_>> {
@@ -286,6 +318,22 @@ pub(crate) fn db_err(e: diesel::result::Error) -> Error {
     }
 }
 
+/// MySQL's deadlock (1213) and lock wait timeout (1205): the server rolled back the
+/// transaction or statement, which is worth running again. diesel-async keeps only the message
+/// of these errors, whose text ends the same on MySQL and MariaDB.
+fn is_lock_conflict(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind as K, Error as D};
+    match e {
+        D::DatabaseError(K::SerializationFailure, _) => true,
+        D::DatabaseError(K::Unknown, info) => {
+            let m = info.message();
+            m.contains("try restarting transaction")
+                && (m.contains("Deadlock") || m.contains("Lock wait timeout"))
+        }
+        _ => false,
+    }
+}
+
 /// Errors of the driver or the network, as opposed to SQL errors reported by the server.
 fn looks_unavailable(msg: &str) -> bool {
     const HINTS: &[&str] = &[
@@ -318,5 +366,38 @@ mod tests {
         assert!(looks_unavailable("database is locked"));
         assert!(!looks_unavailable("Table 'x.y' doesn't exist"));
         assert!(!looks_unavailable("You have an error in your SQL syntax"));
+    }
+
+    #[test]
+    fn deadlock_and_lock_wait_timeout_are_lock_conflicts_nothing_else_is() {
+        use diesel::result::{DatabaseErrorKind as K, Error as D};
+        let server = |kind, msg: &str| D::DatabaseError(kind, Box::new(msg.to_string()));
+        // The texts of MySQL/MariaDB errors 1213 and 1205.
+        assert!(is_lock_conflict(&server(
+            K::Unknown,
+            "Deadlock found when trying to get lock; try restarting transaction"
+        )));
+        assert!(is_lock_conflict(&server(
+            K::Unknown,
+            "Lock wait timeout exceeded; try restarting transaction"
+        )));
+        assert!(is_lock_conflict(&server(K::SerializationFailure, "x")));
+        assert!(!is_lock_conflict(&server(
+            K::UniqueViolation,
+            "Duplicate entry '1' for key 'PRIMARY'"
+        )));
+        assert!(!is_lock_conflict(&server(
+            K::Unknown,
+            "Table 'x.y' doesn't exist"
+        )));
+        assert!(!is_lock_conflict(&D::NotFound));
+        // Still mapped to an error the caller sees when the retries run out.
+        assert!(matches!(
+            db_err(server(
+                K::Unknown,
+                "Lock wait timeout exceeded; try restarting transaction"
+            )),
+            Error::Database(_)
+        ));
     }
 }

@@ -31,6 +31,30 @@ use crate::model::{
     Cluster, CompNode, Job, JobStatus, Machine, MachinePatch, NewJob, NewMachine, Shard, ShardNode,
 };
 
+/// How many times in all [`Store::tx`] runs a transaction the server keeps aborting for a lock
+/// conflict (deadlock, lock wait timeout) before it gives up with [`Error::Conflict`].
+pub const LOCK_CONFLICT_ATTEMPTS: u32 = 5;
+
+/// Rolls `tx` back; a failure only costs the connection, which is then discarded.
+async fn rollback(tx: Tx) {
+    if let Err(re) = tx.rollback().await {
+        tracing::warn!(error = %re, "rollback failed; the connection is discarded");
+    }
+}
+
+/// The pause before running a transaction again: growing with the attempt, with jitter so that
+/// the transactions that deadlocked each other do not meet again in step.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let base_ms = 5u64 << attempt.min(6);
+    let jitter_ms = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0),
+    ) % base_ms;
+    Duration::from_millis(base_ms + jitter_ms)
+}
+
 /// A handle on the metadata store; cheap to clone, shared by every task.
 #[derive(Clone)]
 pub struct Store {
@@ -119,6 +143,12 @@ impl Store {
 
     /// Runs `f` inside one transaction: committed when it returns `Ok`, rolled back otherwise.
     ///
+    /// When the server aborts a statement for a lock conflict (MySQL deadlock or lock wait
+    /// timeout) the transaction is rolled back and `f` runs again on a fresh one, at most
+    /// [`LOCK_CONFLICT_ATTEMPTS`] times in all; hence `F: Clone`, and whatever `f` does besides
+    /// the store must bear being repeated. A transaction whose statement was aborted never
+    /// commits, even if `f` ignored the error.
+    ///
     /// ```ignore
     /// store.tx(async |tx| {
     ///     let m = repo::machines::insert(tx, &new_machine).await?;
@@ -128,8 +158,10 @@ impl Store {
     /// ```
     pub async fn tx<R, F>(&self, f: F) -> Result<R>
     where
-        for<'r> F:
-            AsyncFnOnce(&'r mut Tx) -> Result<R> + TxFn<&'r mut Tx, Result<R>, Fut: Send> + Send,
+        for<'r> F: AsyncFnOnce(&'r mut Tx) -> Result<R>
+            + TxFn<&'r mut Tx, Result<R>, Fut: Send>
+            + Clone
+            + Send,
         R: Send,
     {
         self.run_tx(false, f).await
@@ -138,8 +170,10 @@ impl Store {
     /// Like [`Store::tx`] for reads only: a consistent snapshot without taking write locks.
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
-        for<'r> F:
-            AsyncFnOnce(&'r mut Tx) -> Result<R> + TxFn<&'r mut Tx, Result<R>, Fut: Send> + Send,
+        for<'r> F: AsyncFnOnce(&'r mut Tx) -> Result<R>
+            + TxFn<&'r mut Tx, Result<R>, Fut: Send>
+            + Clone
+            + Send,
         R: Send,
     {
         self.run_tx(true, f).await
@@ -147,22 +181,45 @@ impl Store {
 
     async fn run_tx<R, F>(&self, read_only: bool, f: F) -> Result<R>
     where
-        for<'r> F:
-            AsyncFnOnce(&'r mut Tx) -> Result<R> + TxFn<&'r mut Tx, Result<R>, Fut: Send> + Send,
+        for<'r> F: AsyncFnOnce(&'r mut Tx) -> Result<R>
+            + TxFn<&'r mut Tx, Result<R>, Fut: Send>
+            + Clone
+            + Send,
         R: Send,
     {
-        let mut tx = Tx::begin(&self.inner.pools, self.inner.timeout, read_only).await?;
-        match f(&mut tx).await {
-            Ok(r) => {
-                tx.commit().await?;
-                Ok(r)
+        let mut attempt = 1;
+        loop {
+            let mut tx = Tx::begin(&self.inner.pools, self.inner.timeout, read_only).await?;
+            let r = f.clone()(&mut tx).await;
+            if !tx.lock_conflict() {
+                return match r {
+                    Ok(r) => {
+                        tx.commit().await?;
+                        Ok(r)
+                    }
+                    Err(e) => {
+                        rollback(tx).await;
+                        Err(e)
+                    }
+                };
             }
-            Err(e) => {
-                if let Err(re) = tx.rollback().await {
-                    tracing::warn!(error = %re, "rollback failed; the connection is discarded");
-                }
-                Err(e)
+            rollback(tx).await;
+            if attempt >= LOCK_CONFLICT_ATTEMPTS {
+                let why = match r {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "a statement was aborted".into(),
+                };
+                return Err(Error::Conflict(format!(
+                    "the metadata store aborted the transaction for a lock conflict {attempt} \
+                     times; retry: {why}"
+                )));
             }
+            tracing::debug!(
+                attempt,
+                "transaction aborted for a lock conflict; running it again"
+            );
+            tokio::time::sleep(conflict_backoff(attempt)).await;
+            attempt += 1;
         }
     }
 

@@ -10,7 +10,7 @@ use diesel_async::RunQueryDsl;
 use super::{conflict_as, last_insert_id, now};
 use crate::error::{Error, Result};
 use crate::model::{Machine, MachinePatch, NewMachine};
-use crate::store::conn::{with_conn, Tx};
+use crate::store::conn::{with_conn, ConnRef, Tx};
 use crate::store::rows::{
     join_ports, MachineChangeset, MachineRow, NewMachineRow, SshChangeset, SshRow,
 };
@@ -47,15 +47,30 @@ pub async fn get(tx: &mut Tx, id: i64) -> Result<Machine> {
 }
 
 /// One machine, if it exists.
+///
+/// In a MySQL write transaction the read locks the machine's rows (`FOR UPDATE`) until the
+/// transaction ends: what a transaction reads here is the latest committed state, which no
+/// other transaction changes before it ends, so a read-modify-write such as
+/// "[`get`], compute the new port sets, [`set_ports`]" of concurrent jobs queue up instead of
+/// failing the compare-and-swap. SQLite write transactions are serial already.
 pub async fn find(tx: &mut Tx, id: i64) -> Result<Option<Machine>> {
-    let row = with_conn!(tx, c => server_nodes::table
-        .inner_join(kl_machine_ssh::table)
-        .filter(server_nodes::id.eq(id))
-        .filter(server_nodes::machine_type.is_not_null())
-        .select((MachineRow::as_select(), SshRow::as_select()))
-        .first::<(MachineRow, SshRow)>(c)
-        .await
-        .optional())?;
+    // A macro, not a value: the selection's type depends on the backend.
+    macro_rules! query {
+        () => {
+            server_nodes::table
+                .inner_join(kl_machine_ssh::table)
+                .filter(server_nodes::id.eq(id))
+                .filter(server_nodes::machine_type.is_not_null())
+                .select((MachineRow::as_select(), SshRow::as_select()))
+        };
+    }
+    let lock = tx.locking_reads();
+    let r = match tx.conn_ref()? {
+        ConnRef::Sqlite(c) => query!().first::<(MachineRow, SshRow)>(c).await,
+        ConnRef::Mysql(c) if lock => query!().for_update().first::<(MachineRow, SshRow)>(c).await,
+        ConnRef::Mysql(c) => query!().first::<(MachineRow, SshRow)>(c).await,
+    };
+    let row = tx.check(r.optional())?;
     row.map(Machine::try_from).transpose()
 }
 
@@ -89,7 +104,9 @@ pub async fn update(tx: &mut Tx, id: i64, p: &MachinePatch) -> Result<Machine> {
 }
 
 /// Replaces the used and installing port lists if they still equal `expected`'s
-/// (compare-and-swap); [`Error::Conflict`] if another writer changed them meanwhile.
+/// (compare-and-swap); [`Error::Conflict`] if another writer changed them meanwhile. Read
+/// `expected` with [`get`] in the same transaction (which locks the row on MySQL) and the
+/// swap cannot lose to a concurrent transaction.
 pub async fn set_ports(
     tx: &mut Tx,
     expected: &Machine,
