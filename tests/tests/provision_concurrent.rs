@@ -1,5 +1,6 @@
-//! The job runner runs jobs of different clusters at once, against a SQLite store and a real
-//! private sshd on 127.0.0.31 with real MariaDB and PostgreSQL installs: two `create_cluster`
+//! The job runner runs jobs of different clusters at once, against a SQLite store (and again
+//! against the MySQL backend, a fresh database on the MariaDB at `KUNLUN_TEST_MYSQL_URL`,
+//! where concurrent reservations take row locks) and a real private sshd on 127.0.0.31 with real MariaDB and PostgreSQL installs: two `create_cluster`
 //! jobs (1 shard x 1 node `no_rep` + 1 compute node each) accepted together are both
 //! `ongoing` at the same time, both end `done` on distinct, non-overlapping port blocks of the
 //! same two machines, with their own rows, committed ports and a compute-node catalog naming
@@ -155,9 +156,39 @@ struct World {
     runner: JobRunner,
     data: PathBuf,
     _dir: tempfile::TempDir,
+    /// The MySQL-backend database, dropped at the end.
+    mysql_db: Option<String>,
 }
 
-async fn world() -> World {
+/// The MariaDB of `KUNLUN_TEST_MYSQL_URL`: (host, port, user, password).
+fn mysql_server() -> (String, u16, String, String) {
+    let url = std::env::var("KUNLUN_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_string());
+    let o = mysql_async::Opts::from_url(&url).expect("KUNLUN_TEST_MYSQL_URL is a mysql:// URL");
+    (
+        o.ip_or_hostname().to_string(),
+        o.tcp_port(),
+        o.user().unwrap_or("root").to_string(),
+        o.pass().unwrap_or("").to_string(),
+    )
+}
+
+async fn drop_mysql_db(db: &str) {
+    use mysql_async::prelude::Queryable;
+    let (host, port, user, pass) = mysql_server();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .user(Some(user))
+        .pass((!pass.is_empty()).then_some(pass));
+    let mut c = mysql_async::Conn::new(opts).await.expect("MariaDB");
+    c.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+        .await
+        .expect("drop the test database");
+    let _ = c.disconnect().await;
+}
+
+async fn world(mysql: bool) -> World {
     let sshd = Sshd::start_on(IP).expect("sshd on 127.0.0.31");
     let dir = tempfile::tempdir().expect("tempdir");
     chmod_755(dir.path());
@@ -165,10 +196,19 @@ async fn world() -> World {
     std::fs::create_dir(&data).expect("data dir");
     chmod_755(&data);
     let d = data.display().to_string();
-    let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db")))
-        .await
-        .expect("store");
-    let base = free_port(IpAddr::V4(IP)).min(31_000);
+    let (cfg, mysql_db) = if mysql {
+        let (host, port, user, pass) = mysql_server();
+        let db = format!("kl_test_conc_{:016x}", rand::random::<u64>());
+        let cfg = StoreConfig::mysql(vec![format!("{host}:{port}")], &user, &pass, &db);
+        (cfg, Some(db))
+    } else {
+        (StoreConfig::sqlite(dir.path().join("meta.db")), None)
+    };
+    let store = Store::open(&cfg).await.expect(
+        "store (the MySQL backend needs the MariaDB of KUNLUN_TEST_MYSQL_URL; scripts/test.sh starts one)",
+    );
+    // The two variants run at once on one address: their port ranges must not meet.
+    let base: u16 = if mysql { 31_200 } else { 31_000 };
     store
         .insert_machine(&new_machine(&sshd, MachineType::Storage, &d, base))
         .await
@@ -194,12 +234,22 @@ async fn world() -> World {
         runner,
         data,
         _dir: dir,
+        mysql_db,
     }
 }
 
 #[tokio::test]
 async fn two_clusters_are_created_and_deleted_at_the_same_time() {
-    let w = world().await;
+    two_clusters_at_once(false).await
+}
+
+#[tokio::test]
+async fn two_clusters_at_once_on_the_mysql_store() {
+    two_clusters_at_once(true).await
+}
+
+async fn two_clusters_at_once(mysql: bool) {
+    let w = world(mysql).await;
     let cancel = CancellationToken::new();
     let wake = Arc::new(Notify::new());
     let runner = tokio::spawn(
@@ -216,6 +266,9 @@ async fn two_clusters_are_created_and_deleted_at_the_same_time() {
         kill_leftovers(&w.data);
     }
     drop(w.sshd);
+    if let Some(db) = &w.mysql_db {
+        drop_mysql_db(db).await;
+    }
     if let Err(p) = r {
         std::panic::resume_unwind(p);
     }
