@@ -133,6 +133,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("invalid leadership settings")?;
     let (leadership, leader_rx) = Leadership::new(leader_cfg.clone());
     let view = LeaderView::new(leader_rx.clone(), &leader_cfg);
+
+    let addr = config.http_addr();
+    let app_view = view.clone();
+    let server = HttpServer::new(move || http::app_with_leader(state.clone(), app_view.clone()))
+        .disable_signals()
+        .shutdown_timeout(HTTP_SHUTDOWN_GRACE_SECS)
+        .bind(addr)
+        .with_context(|| format!("cannot listen on {addr}"))?
+        .run();
+    tracing::info!(address = %addr, "HTTP API listening (REST /v1, /healthz, /metrics, /docs/)");
+
+    // Only once the port is ours: a process that cannot listen never takes the lease.
     let lead_cancel = CancellationToken::new();
     let terms_cancel = CancellationToken::new();
     let lead_task = tokio::spawn(leadership.run(manager.clone(), lead_cancel.clone()));
@@ -140,18 +152,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         manager.clone(),
         config.clone(),
         leader_rx,
-        view.clone(),
+        view,
         terms_cancel.clone(),
     ));
-
-    let addr = config.http_addr();
-    let server = HttpServer::new(move || http::app_with_leader(state.clone(), view.clone()))
-        .disable_signals()
-        .shutdown_timeout(HTTP_SHUTDOWN_GRACE_SECS)
-        .bind(addr)
-        .with_context(|| format!("cannot listen on {addr}"))?
-        .run();
-    tracing::info!(address = %addr, "HTTP API listening (REST /v1, /healthz, /metrics, /docs/)");
 
     let handle = server.handle();
     let stopper = tokio::spawn(async move {
@@ -228,20 +231,17 @@ async fn run_terms(
         start_actors(&term, &config);
         view.set_acting(Some(term.clone()));
         tracing::info!(epoch, "leader's background actors started");
-        // Lead until the state changes from this epoch.
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                r = rx.changed() => if r.is_err() { break },
-            }
-            if *rx.borrow() != (LeaderState::Leader { epoch }) {
-                break;
-            }
-        }
+        // Lead until the state changes: the actor publishes only changes, so any wake-up means
+        // this term ended (even if a new one with the same epoch began since).
+        let last = tokio::select! {
+            _ = cancel.cancelled() => true,
+            // The actor gone (it only ends at shutdown) ends the terms too.
+            r = rx.changed() => r.is_err(),
+        };
         view.set_acting(None);
         term.shutdown(MANAGER_SHUTDOWN_GRACE).await;
         tracing::info!(epoch, "leader's background actors stopped");
-        if cancel.is_cancelled() {
+        if last {
             return;
         }
     }

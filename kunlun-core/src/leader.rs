@@ -29,8 +29,10 @@ pub const STORE_CLOCK_GRANULARITY: Duration = Duration::from_secs(1);
 pub const MIN_TTL: Duration = Duration::from_secs(2);
 /// Longest stop margin (time left to the actors to stop before the lease may expire).
 const MAX_STOP_MARGIN: Duration = Duration::from_secs(1);
-/// Deadline of the release at shutdown.
+/// Deadline of the release at shutdown (and of a `cluster_mgr_nodes` write).
 const RELEASE_DEADLINE: Duration = Duration::from_secs(3);
+/// Pause before a failed `cluster_mgr_nodes` write is tried again.
+const ROW_RETRY: Duration = Duration::from_secs(5);
 
 /// Settings of the leadership actor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +179,13 @@ impl Leadership {
             }
         };
         tracing::info!(holder = %self.cfg.holder, ttl = ?self.cfg.ttl, renew = ?self.cfg.renew_interval, "leader election started");
+        // Our `cluster_mgr_nodes` row follows the state in its own task, so a slow write never
+        // delays a renew.
+        let rows = tokio::spawn(keep_row(
+            store.clone(),
+            self.cfg.clone(),
+            self.tx.subscribe(),
+        ));
         // While leader: the last confirmed lease's epoch and until when we may act on it.
         let mut term: Option<(i64, Instant)> = None;
         loop {
@@ -196,7 +205,6 @@ impl Leadership {
                     let until = act_until(started, self.cfg.ttl);
                     if prev.map(|(e, _)| e) != Some(l.epoch) {
                         tracing::info!(epoch = l.epoch, holder = %self.cfg.holder, "this cluster manager is now the leader");
-                        self.mark_row(&store, MemberState::Source).await;
                         self.publish(LeaderState::Leader { epoch: l.epoch });
                     }
                     Some((l.epoch, until))
@@ -209,9 +217,6 @@ impl Leadership {
                         leader: cur.as_ref().map(|l| l.holder.clone()),
                         epoch: cur.as_ref().map(|l| l.epoch),
                     };
-                    if prev.is_some() || *self.tx.borrow() == LeaderState::Starting {
-                        self.mark_row(&store, MemberState::Replica).await;
-                    }
                     self.publish(state);
                     None
                 }
@@ -261,7 +266,11 @@ impl Leadership {
                 }
                 Err(_) => tracing::warn!("leader lease release timed out; it expires by itself"),
             }
-            self.mark_row(&store, MemberState::Replica).await;
+        }
+        // The row writer writes the last state, then ends with the channel.
+        drop(self.tx);
+        if tokio::time::timeout(RELEASE_DEADLINE, rows).await.is_err() {
+            tracing::warn!("updating this manager's cluster_mgr_nodes row timed out");
         }
     }
 
@@ -295,25 +304,66 @@ impl Leadership {
             epoch: None,
         });
     }
+}
 
-    /// Keeps our `cluster_mgr_nodes` row current (best effort: it is informational).
-    async fn mark_row(&self, store: &Store, state: MemberState) {
-        let row = ClusterMgrNode {
-            hostaddr: self.cfg.hostaddr.clone(),
-            port: self.cfg.port,
-            prometheus_port: None,
-            member_state: state,
+/// Keeps our `cluster_mgr_nodes` row current: `source` while leading, `replica` otherwise
+/// (best effort: the row is informational; a failed write is retried every few seconds).
+async fn keep_row(store: Store, cfg: LeaderConfig, mut rx: watch::Receiver<LeaderState>) {
+    let mut written: Option<MemberState> = None;
+    let mut open = true;
+    while open {
+        let want = match &*rx.borrow_and_update() {
+            LeaderState::Starting => None,
+            LeaderState::Leader { .. } => Some(MemberState::Source),
+            LeaderState::Follower { .. } => Some(MemberState::Replica),
         };
-        let write = store.tx(async |tx| match state {
-            MemberState::Source => meta::claim_mgr_source(tx, &row).await,
-            _ => meta::upsert_mgr_node(tx, &row).await,
-        });
-        match tokio::time::timeout(RELEASE_DEADLINE, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot update this manager's cluster_mgr_nodes row")
+        let mut failed = false;
+        if let Some(state) = want.filter(|w| Some(*w) != written) {
+            let row = ClusterMgrNode {
+                hostaddr: cfg.hostaddr.clone(),
+                port: cfg.port,
+                prometheus_port: None,
+                member_state: state,
+            };
+            let write = store.tx(async |tx| match state {
+                MemberState::Source => meta::claim_mgr_source(tx, &row).await,
+                _ => meta::upsert_mgr_node(tx, &row).await,
+            });
+            match tokio::time::timeout(RELEASE_DEADLINE, write).await {
+                Ok(Ok(())) => written = Some(state),
+                Ok(Err(e)) => {
+                    failed = true;
+                    tracing::warn!(error = %e, "cannot update this manager's cluster_mgr_nodes row");
+                }
+                Err(_) => {
+                    failed = true;
+                    tracing::warn!("updating this manager's cluster_mgr_nodes row timed out");
+                }
             }
-            Err(_) => tracing::warn!("updating this manager's cluster_mgr_nodes row timed out"),
+        }
+        open = if failed {
+            tokio::select! {
+                r = rx.changed() => r.is_ok(),
+                _ = tokio::time::sleep(ROW_RETRY) => true,
+            }
+        } else {
+            rx.changed().await.is_ok()
+        };
+    }
+    // The channel closed: write the final state if it differs (a last chance, no retry).
+    let last = rx.borrow().clone();
+    if matches!(last, LeaderState::Follower { .. }) && written == Some(MemberState::Source) {
+        let row = ClusterMgrNode {
+            hostaddr: cfg.hostaddr.clone(),
+            port: cfg.port,
+            prometheus_port: None,
+            member_state: MemberState::Replica,
+        };
+        if let Err(e) = store
+            .tx(async |tx| meta::upsert_mgr_node(tx, &row).await)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot mark this manager's cluster_mgr_nodes row replica");
         }
     }
 }
