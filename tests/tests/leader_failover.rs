@@ -1,7 +1,8 @@
 //! Leadership among real `cluster-mgr` processes sharing one MySQL metadata store (a MariaDB
 //! started by the harness): exactly one leads; a follower serves the API but runs no jobs; a
 //! follower takes over after the leader is killed (within the lease plus one renew interval)
-//! and runs the jobs; a leader stopped by SIGTERM hands over at once (well under the lease).
+//! and runs the jobs; a leader stopped by SIGTERM hands over at once (well under the lease); a
+//! leader whose lease is taken stops its actors and starts them again when it leads again.
 //!
 //! Invariant: every process started here is owned by a value that kills it by PID on drop.
 
@@ -356,6 +357,73 @@ fn one_leader_runs_jobs_a_follower_takes_over_after_a_kill_and_at_once_after_sig
     );
     let status = c.stop_with(Signal::SIGTERM);
     assert_eq!(status.code(), Some(0), "{}", c.log_text());
+    db.stop().expect("stop MariaDB");
+}
+
+#[test]
+fn a_leader_that_loses_its_lease_stops_its_actors_and_starts_them_again_when_it_leads_again() {
+    let db = MariaDb::start().expect("start MariaDB");
+    let root = tempfile::tempdir().expect("temp dir");
+    let http = http();
+    let limit = Duration::from_secs(60);
+    let mut a = Daemon::spawn("a", root.path(), &db);
+    let la = a.wait_for(&http, "/v1/leader", limit, |st, v| {
+        st == 200 && v["role"] == "leader"
+    });
+    let epoch = la["epoch"].as_i64().expect("epoch");
+    a.wait_for(&http, "/v1/ha", limit, |st, _| st == 200);
+
+    // Another holder takes the lease behind A's back (as a manager that found it expired
+    // would): A's next renew loses the compare-and-swap and A steps down.
+    db.sql(&format!(
+        "UPDATE {META_DB}.kl_leader_lease SET holder = 'ghost:1/x', epoch = epoch + 1, \
+         expires_at = UTC_TIMESTAMP() + INTERVAL 1 HOUR"
+    ))
+    .expect("steal the lease");
+    let l = a.wait_for(&http, "/v1/leader", limit, |_, v| v["role"] == "follower");
+    assert_eq!(
+        (l["leader"].as_str(), l["epoch"].as_i64()),
+        (Some("ghost:1/x"), Some(epoch + 1)),
+        "{l}"
+    );
+    a.wait_for(&http, "/v1/ha", limit, |st, _| st == 503);
+    let h = a.wait_for(&http, "/healthz", limit, |st, _| st == 200);
+    assert_eq!(h["role"], "follower", "{h}");
+    let rows = mgr_rows(&db);
+    assert_eq!(state_of(&rows, a.port), "replica", "{rows:?}");
+
+    // Without the lease nobody runs the job A accepts; for three renew intervals it waits.
+    let j = post_job(&http, &a, "lf_ghost");
+    let waited = Instant::now();
+    while waited.elapsed() < Duration::from_secs_f64(3.0 * RENEW_SECS) {
+        assert_eq!(job_status(&http, &a, j), "not_started");
+        assert_eq!(a.leader(&http)["role"], "follower");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The ghost's lease runs out: A leads again at the next epoch and runs the job.
+    db.sql(&format!(
+        "UPDATE {META_DB}.kl_leader_lease SET expires_at = UTC_TIMESTAMP() - INTERVAL 1 SECOND"
+    ))
+    .expect("expire the lease");
+    let l = a.wait_for(&http, "/v1/leader", limit, |_, v| v["role"] == "leader");
+    assert_eq!(l["epoch"], json!(epoch + 2), "{l}");
+    a.wait_for(&http, "/v1/ha", limit, |st, _| st == 200);
+    a.wait_for(&http, &format!("/v1/jobs/{j}"), limit, |_, v| {
+        v["status"] == "failed"
+    });
+    let rows = mgr_rows(&db);
+    assert_eq!(state_of(&rows, a.port), "source", "{rows:?}");
+    let status = a.stop_with(Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{}", a.log_text());
+    // A clean stop releases the lease and leaves the row a replica.
+    let holder = db
+        .value(&format!(
+            "SELECT holder FROM {META_DB}.kl_leader_lease WHERE expires_at <= UTC_TIMESTAMP()"
+        ))
+        .expect("read the lease");
+    assert_eq!(holder.as_deref(), l["leader"].as_str(), "released: {l}");
+    assert_eq!(state_of(&mgr_rows(&db), a.port), "replica");
     db.stop().expect("stop MariaDB");
 }
 
