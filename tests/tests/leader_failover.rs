@@ -428,6 +428,45 @@ fn a_leader_that_loses_its_lease_stops_its_actors_and_starts_them_again_when_it_
 }
 
 #[test]
+fn a_leader_whose_store_stops_answering_steps_down_before_its_lease_could_expire() {
+    let db = MariaDb::start().expect("start MariaDB");
+    let root = tempfile::tempdir().expect("temp dir");
+    let http = http();
+    let limit = Duration::from_secs(60);
+    let mut a = Daemon::spawn("a", root.path(), &db);
+    let la = a.wait_for(&http, "/v1/leader", limit, |st, v| {
+        st == 200 && v["role"] == "leader"
+    });
+    a.wait_for(&http, "/v1/ha", limit, |st, _| st == 200);
+
+    // The store freezes: renews hang. A must stop acting before another manager could take
+    // the lease: renew start + lease - 1 s (the store's whole-second clock), so within
+    // 2 s of the freeze whatever renew was last confirmed.
+    db.pause().expect("pause MariaDB");
+    let paused = Instant::now();
+    a.wait_for(&http, "/v1/leader", limit, |_, v| v["role"] == "follower");
+    let stepped_down = paused.elapsed();
+    println!(
+        "step-down after the store froze: {} ms (lease {LEASE_SECS} s)",
+        stepped_down.as_millis()
+    );
+    assert!(
+        stepped_down < Duration::from_secs_f64(LEASE_SECS - 1.0),
+        "stepped down after {stepped_down:?}"
+    );
+    a.wait_for(&http, "/v1/ha", limit, |st, _| st == 503);
+
+    // The store answers again; nobody else took the lease: A leads again at the same epoch.
+    db.resume().expect("resume MariaDB");
+    let l = a.wait_for(&http, "/v1/leader", limit, |_, v| v["role"] == "leader");
+    assert_eq!(l["epoch"], la["epoch"], "{l}");
+    a.wait_for(&http, "/v1/ha", limit, |st, _| st == 200);
+    let status = a.stop_with(Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{}", a.log_text());
+    db.stop().expect("stop MariaDB");
+}
+
+#[test]
 fn a_bad_leader_lease_stops_start_up_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     for (value, why) in [
