@@ -2,7 +2,6 @@
 //! job runner does the work, followed with `GET /v1/jobs/{id}`.
 
 use actix_web::{web, HttpResponse};
-use kunlun_core::ClusterManager;
 use kunlun_meta::api::{CreateCluster, ErrorBody, JobAccepted};
 
 use super::error::ApiError;
@@ -21,7 +20,7 @@ type Result<T> = std::result::Result<T, ApiError>;
     )
 )]
 pub async fn create(
-    cm: web::Data<ClusterManager>,
+    cm: super::leader::Acting,
     body: web::Json<CreateCluster>,
 ) -> Result<HttpResponse> {
     Ok(HttpResponse::Accepted().json(cm.create_cluster(&body).await?))
@@ -37,6 +36,6 @@ pub async fn create(
         (status = 409, description = "Another job is changing the cluster", body = ErrorBody),
     )
 )]
-pub async fn delete(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
+pub async fn delete(cm: super::leader::Acting, id: web::Path<i64>) -> Result<HttpResponse> {
     Ok(HttpResponse::Accepted().json(cm.delete_cluster(*id).await?))
 }

@@ -1,6 +1,7 @@
 //! Leadership over HTTP: `GET /v1/leader` (who leads, at which epoch, this instance's role),
-//! and [`Acting`], the extractor that hands HA and XA handlers the manager whose background
-//! actors run (this leadership term's) instead of the always-on one that serves reads.
+//! and [`Acting`], the extractor that hands HA, XA and job handlers the manager whose
+//! background actors run (this leadership term's) instead of the always-on one that serves
+//! reads.
 //!
 //! Invariant: every instance answers; a follower's HA routes answer 503 (the monitor runs on
 //! the leader only), never a stale view of an earlier term.
@@ -136,7 +137,8 @@ pub async fn show(view: web::Data<LeaderView>) -> HttpResponse {
 }
 
 /// The manager whose background actors run (the leader's current term), else the main one:
-/// HA status, switchover, no-switch and XA go through it.
+/// HA status, switchover, no-switch, XA and job acceptance go through it (so an accepted job
+/// wakes the leader's runner at once; on a follower it is a row the leader's runner polls).
 pub struct Acting(pub ClusterManager);
 
 impl std::ops::Deref for Acting {
@@ -151,9 +153,11 @@ impl FromRequest for Acting {
     type Future = Ready<Result<Acting, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        // A term being shut down answers `shutting_down`; the main manager serves instead.
         let term = req
             .app_data::<web::Data<LeaderView>>()
-            .and_then(|v| v.acting());
+            .and_then(|v| v.acting())
+            .filter(|m| m.store().is_ok());
         let main = req
             .app_data::<web::Data<ClusterManager>>()
             .map(|m| m.get_ref().clone());

@@ -3,7 +3,6 @@
 //! with `GET /v1/jobs/{id}`.
 
 use actix_web::{web, HttpResponse};
-use kunlun_core::ClusterManager;
 use kunlun_meta::api::{AddComps, AddNodes, AddShards, ErrorBody, JobAccepted};
 
 use super::error::ApiError;
@@ -23,7 +22,7 @@ type Result<T> = std::result::Result<T, ApiError>;
     )
 )]
 pub async fn add_shards(
-    cm: web::Data<ClusterManager>,
+    cm: super::leader::Acting,
     id: web::Path<i64>,
     body: web::Json<AddShards>,
 ) -> Result<HttpResponse> {
@@ -41,7 +40,7 @@ pub async fn add_shards(
     )
 )]
 pub async fn delete_shard(
-    cm: web::Data<ClusterManager>,
+    cm: super::leader::Acting,
     path: web::Path<(i64, i64)>,
 ) -> Result<HttpResponse> {
     let (id, shard_id) = *path;
@@ -61,7 +60,7 @@ pub async fn delete_shard(
     )
 )]
 pub async fn add_nodes(
-    cm: web::Data<ClusterManager>,
+    cm: super::leader::Acting,
     path: web::Path<(i64, i64)>,
     body: web::Json<AddNodes>,
 ) -> Result<HttpResponse> {
@@ -84,7 +83,7 @@ pub async fn add_nodes(
     )
 )]
 pub async fn delete_node(
-    cm: web::Data<ClusterManager>,
+    cm: super::leader::Acting,
     path: web::Path<(i64, i64, i64)>,
 ) -> Result<HttpResponse> {
     let (id, shard_id, node_id) = *path;
@@ -104,7 +103,7 @@ pub async fn delete_node(
     )
 )]
 pub async fn add_comps(
-    cm: web::Data<ClusterManager>,
+    cm: super::leader::Acting,
     id: web::Path<i64>,
     body: web::Json<AddComps>,
 ) -> Result<HttpResponse> {
@@ -122,7 +121,7 @@ pub async fn add_comps(
     )
 )]
 pub async fn delete_comp(
-    cm: web::Data<ClusterManager>,
+    cm: super::leader::Acting,
     path: web::Path<(i64, i64)>,
 ) -> Result<HttpResponse> {
     let (id, comp_id) = *path;
