@@ -133,6 +133,11 @@ async fn switchover_and_failover_records_through_the_daemon_and_kunlunctl() {
         metrics.contains("kunlun_cluster_mgr_ha_node_up{"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("# TYPE kunlun_cluster_mgr_ha_replication_restarts_total counter")
+            && metrics.contains("# TYPE kunlun_cluster_mgr_ha_replicas_repointed_total counter"),
+        "{metrics}"
+    );
     let doc: serde_json::Value = reqwest::get(format!("{url}/v1/openapi.json"))
         .await
         .unwrap()

@@ -62,7 +62,7 @@ pub async fn show(cm: Acting, id: web::Path<u64>) -> Result<HttpResponse> {
 #[utoipa::path(
     get, path = "/v1/ha", tag = "ha",
     responses(
-        (status = 200, description = "{nodes: [{node_id, shard_id, cluster_id, addr, is_primary, state (up|suspect|down), consecutive_failures, probed_at, probe}], alarms: {shard_id: reason}, stats: {rounds, probes, probe_failures, failovers, failovers_refused, failovers_failed, failover_retries, shards_given_up}, events: [{at, cluster_id, shard_id, node_id, what}]}"),
+        (status = 200, description = "{nodes: [{node_id, shard_id, cluster_id, addr, is_primary, state (up|suspect|down), consecutive_failures, probed_at, probe}], alarms: {shard_id: reason}, stats: {rounds, probes, probe_failures, failovers, failovers_refused, failovers_failed, failover_retries, shards_given_up, replication_restarts, replicas_repointed}, events: [{at, cluster_id, shard_id, node_id, what}]}"),
         (status = 503, description = "The HA monitor is not running yet", body = ErrorBody),
     )
 )]
@@ -163,6 +163,18 @@ pub fn metrics_text(s: &kunlun_core::ha::HaStatus) -> String {
         "counter",
         "Failover attempts that retried an earlier failed one",
         st.failover_retries,
+    );
+    one(
+        "ha_replication_restarts_total",
+        "counter",
+        "Replicas whose stopped replication (no error, e.g. after a restart) was started again",
+        st.replication_restarts,
+    );
+    one(
+        "ha_replicas_repointed_total",
+        "counter",
+        "Replicas with no or another source repointed to the primary by GTID",
+        st.replicas_repointed,
     );
     one(
         "ha_shards_given_up",
