@@ -88,6 +88,8 @@ pub enum Command {
     /// `shard`, `node`, `comp`: add or remove shards, replicas and compute nodes of a cluster.
     #[command(flatten)]
     Scale(crate::cmd::scale::ScaleCmd),
+    /// Which manager instance leads (runs jobs, shard HA, XA recovery) and what this one is.
+    Leader,
 }
 
 impl Command {
@@ -100,6 +102,7 @@ impl Command {
             Command::Failover(_) => "failover",
             Command::Xa(_) => "xa",
             Command::Scale(c) => c.noun(),
+            Command::Leader => "leader",
         }
     }
 }

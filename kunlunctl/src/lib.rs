@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Xa(c) => cmd::xa::run(&client, c, cli.json),
         Command::Failover(c) => cmd::failover::run(&client, c, cli.json),
         Command::Scale(c) => cmd::scale::run(&client, c, cli.json),
+        Command::Leader => cmd::leader::run(&client, cli.json),
     });
     match result {
         Ok(text) => {

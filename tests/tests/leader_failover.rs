@@ -13,6 +13,8 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use kunlun_tests::MariaDb;
+
+mod cli_support;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use reqwest::blocking::Client;
@@ -267,6 +269,16 @@ fn one_leader_runs_jobs_a_follower_takes_over_after_a_kill_and_at_once_after_sig
         ("source", "replica"),
         "{rows:?}"
     );
+    // `kunlunctl leader` asked of the follower names the leader.
+    let t = cli_support::ctl(&b.url(""), &["leader"]).ok().stdout;
+    assert!(
+        t.contains("role:          follower\n") && t.contains(&format!("leader:        {a_id}\n")),
+        "{t}"
+    );
+    let j = cli_support::ctl(&a.url(""), &["--json", "leader"])
+        .ok()
+        .json();
+    assert_eq!((&j["role"], &j["leader"]), (&json!("leader"), &json!(a_id)));
     // The follower serves reads; its HA monitor does not run.
     assert_eq!(b.get(&http, "/v1/jobs").0, 200);
     assert_eq!(b.get(&http, "/v1/ha").0, 503);

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod failover;
 pub mod job;
+pub mod leader;
 pub mod machine;
 pub mod scale;
 pub mod xa;
