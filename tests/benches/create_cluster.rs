@@ -121,8 +121,11 @@ impl Daemon {
             if let Some(st) = d.child.try_wait()? {
                 bail!("cluster-mgr exited with {st}:\n{}", d.log_tail());
             }
-            if let Ok(r) = http().get(format!("{}/healthz", d.base)).send() {
-                if r.status().is_success() {
+            // Ready when it leads (its job runner runs), so no trial times the start-up.
+            if let Ok(r) = http().get(format!("{}/v1/leader", d.base)).send() {
+                let leads = r.status().is_success()
+                    && r.json::<Value>().is_ok_and(|v| v["role"] == "leader");
+                if leads {
                     return Ok(d);
                 }
             }
