@@ -124,7 +124,12 @@ impl RegisterMachine {
 }
 
 /// `PATCH /v1/machines/{id}`: change some fields of a machine.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A change of the SSH port, user or key or of the data dirs is probed over SSH with the new
+/// values before anything is stored, exactly like a registration (same refusals, same codes);
+/// the stored probe facts are refreshed. Other fields (rack, port range, memory, cores) are
+/// stored without reaching the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMachine {
@@ -144,12 +149,39 @@ pub struct UpdateMachine {
     pub total_mem_mb: Option<i64>,
     #[serde(default)]
     pub total_cpu_cores: Option<i64>,
+    /// Probe the machine when SSH access or data dirs change (default `true`). With `false`
+    /// the change is stored unchecked and the machine's probe facts are dropped (`null`),
+    /// since they no longer describe what is stored.
+    #[serde(default = "default_probe")]
+    pub probe: bool,
+}
+
+impl Default for UpdateMachine {
+    /// Changes nothing; probing on, as when the field is left out of the JSON.
+    fn default() -> Self {
+        UpdateMachine {
+            ssh_port: None,
+            ssh_user: None,
+            ssh_key_path: None,
+            data_dirs: None,
+            port_range: None,
+            rack_id: None,
+            total_mem_mb: None,
+            total_cpu_cores: None,
+            probe: true,
+        }
+    }
 }
 
 impl UpdateMachine {
-    /// Checks the fields present and builds the patch; an empty update is refused.
+    /// Checks the fields present and builds the patch; an update naming no field to change
+    /// (`probe` alone is not a change) is refused.
     pub fn validate(&self) -> Result<MachinePatch> {
-        if self == &UpdateMachine::default() {
+        let unchanged = UpdateMachine {
+            probe: self.probe,
+            ..UpdateMachine::default()
+        };
+        if self == &unchanged {
             return Err(Error::Invalid("update names no field to change".into()));
         }
         if let Some(p) = self.ssh_port {
@@ -257,6 +289,32 @@ mod tests {
     #[test]
     fn empty_update_is_refused() {
         assert!(UpdateMachine::default().validate().is_err());
+        let probe_only: UpdateMachine = serde_json::from_str(r#"{"probe":false}"#).unwrap();
+        let e = probe_only.validate().unwrap_err().to_string();
+        assert!(e.contains("names no field"), "{e}");
+    }
+
+    #[test]
+    fn update_probes_by_default_and_can_be_told_not_to() {
+        let on: UpdateMachine = serde_json::from_str(r#"{"ssh_port":2200}"#).unwrap();
+        assert!(on.probe);
+        assert_eq!(
+            on,
+            UpdateMachine {
+                ssh_port: Some(2200),
+                ..Default::default()
+            }
+        );
+        let off: UpdateMachine =
+            serde_json::from_str(r#"{"data_dirs":["/d"],"probe":false}"#).unwrap();
+        assert!(!off.probe);
+        assert_eq!(
+            off.validate().unwrap().data_dirs,
+            Some(vec!["/d".to_string()])
+        );
+        let e =
+            serde_json::from_str::<UpdateMachine>(r#"{"ssh_port":1,"probe":"no"}"#).unwrap_err();
+        assert!(e.to_string().contains("invalid type"), "{e}");
     }
 }
 

@@ -137,6 +137,45 @@ pub struct SshAccess {
     pub key_path: String,
 }
 
+/// What the last SSH probe found on a machine (`kl_machine_probe`): kept so an operator sees
+/// what registration (or an update that re-probed) checked, not only its memory and cores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct MachineProbe {
+    /// `ID VERSION_ID` of `/etc/os-release` as the probe read it, e.g. `debian 12`; empty when
+    /// the machine has no os-release.
+    pub os: String,
+    /// `uname -sr`, e.g. `Linux 6.1.0`.
+    pub kernel: String,
+    /// Each data dir as probed, in the machine's order.
+    pub data_dirs: Vec<ProbedDir>,
+    /// When the probe ran (UTC).
+    pub probed_at: NaiveDateTime,
+}
+
+/// One data dir as the probe saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct ProbedDir {
+    pub path: String,
+    /// Free MB of the dir, or of the existing parent it will be created in.
+    pub free_mb: Option<u64>,
+    /// The dir existed already (else the first install creates it).
+    #[serde(default)]
+    pub exists: bool,
+}
+
+/// A machine with the facts of its last probe: what `GET /v1/machines[/{id}]` returns.
+/// `probe` is `null` for a machine stored with `"probe": false` (or whose SSH access or data
+/// dirs were last changed without a probe): nothing was checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct MachineInfo {
+    #[serde(flatten)]
+    pub machine: Machine,
+    pub probe: Option<MachineProbe>,
+}
+
 /// What is stored when a machine is registered (validated API input).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewMachine {

@@ -1,10 +1,15 @@
 //! Machine CRUD on both backends: conflicts, unknown ids, hostile strings stored verbatim,
-//! delete refused while ports are in use, data kept across a restart.
+//! delete refused while ports are in use, data kept across a restart; probe facts stored,
+//! replaced, dropped and removed with their machine.
 
 mod common;
 
 use common::TestStore;
-use kunlun_meta::model::{MachinePatch, MachineType, NewMachine, NodeStats, SshAccess};
+use kunlun_meta::model::{
+    MachineInfo, MachinePatch, MachineProbe, MachineType, NewMachine, NodeStats, ProbedDir,
+    SshAccess,
+};
+use kunlun_meta::store::repo::machines as repo;
 use kunlun_meta::Error;
 
 fn new_machine(host: &str, t: MachineType) -> NewMachine {
@@ -174,7 +179,116 @@ async fn data_survives_a_restart(t: &TestStore) {
     assert_eq!(reopened.describe(), t.store.describe());
 }
 
+fn probe_facts(os: &str, free: u64) -> MachineProbe {
+    MachineProbe {
+        os: os.into(),
+        kernel: "Linux 6.1.0".into(),
+        data_dirs: vec![
+            ProbedDir {
+                path: "/data/kl1".into(),
+                free_mb: Some(free),
+                exists: true,
+            },
+            ProbedDir {
+                path: "/data/it's \"new\" 机".into(),
+                free_mb: Some(free / 2),
+                exists: false,
+            },
+        ],
+        // Nanoseconds: the store keeps microseconds on both backends.
+        probed_at: chrono::DateTime::from_timestamp(1_796_000_000, 123_456_789)
+            .unwrap()
+            .naive_utc(),
+    }
+}
+
+async fn probe_facts_go_with_the_machine(t: &TestStore) {
+    let s = &t.store;
+    let a = s
+        .insert_machine(&new_machine("127.0.0.6", MachineType::Storage))
+        .await
+        .unwrap();
+    let b = s
+        .insert_machine(&new_machine("127.0.0.7", MachineType::Storage))
+        .await
+        .unwrap();
+    let info = |id: i64| s.read(async move |tx| repo::get_info(tx, id).await);
+    assert_eq!(info(a.id).await.unwrap().probe, None, "unprobed: no facts");
+
+    let first = probe_facts("debian 12", 4096);
+    let (aid, f) = (a.id, &first);
+    s.tx(async |tx| repo::set_probe(tx, aid, Some(f)).await)
+        .await
+        .unwrap();
+    let got = info(a.id).await.unwrap();
+    assert_eq!(got.machine, a);
+    let mut expected = first.clone();
+    expected.probed_at = chrono::DateTime::from_timestamp(1_796_000_000, 123_456_000)
+        .unwrap()
+        .naive_utc();
+    assert_eq!(got.probe.as_ref(), Some(&expected));
+
+    // Replaced, not added to; the list pairs each machine with its own facts.
+    let second = probe_facts("ubuntu 24.04", 100);
+    let f = &second;
+    s.tx(async |tx| repo::set_probe(tx, aid, Some(f)).await)
+        .await
+        .unwrap();
+    let all = s.read(async |tx| repo::list_info(tx).await).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        all[0].probe.as_ref().map(|p| p.os.as_str()),
+        Some("ubuntu 24.04")
+    );
+    assert_eq!(
+        all[0].probe.as_ref().map(|p| p.data_dirs[1].free_mb),
+        Some(Some(50))
+    );
+    assert_eq!(
+        all[1],
+        MachineInfo {
+            machine: b.clone(),
+            probe: None
+        }
+    );
+
+    // Facts of an unknown machine are refused; `None` drops them.
+    let bad = s
+        .tx(async |tx| repo::set_probe(tx, 424242, Some(f)).await)
+        .await;
+    assert!(matches!(bad, Err(Error::NotFound { .. })), "{bad:?}");
+    s.tx(async |tx| repo::set_probe(tx, aid, None).await)
+        .await
+        .unwrap();
+    assert_eq!(info(a.id).await.unwrap().probe, None);
+
+    // Deleting the machine deletes its facts.
+    s.tx(async |tx| repo::set_probe(tx, aid, Some(f)).await)
+        .await
+        .unwrap();
+    s.delete_machine(a.id).await.unwrap();
+    let left = s
+        .read(async |tx| repo::get_probe(tx, aid).await)
+        .await
+        .unwrap();
+    assert_eq!(left, None, "probe row outlived its machine");
+    assert!(matches!(info(a.id).await, Err(Error::NotFound { .. })));
+    let reopened = t.reopen().await;
+    let kept = reopened
+        .read(async |tx| repo::list_info(tx).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept,
+        vec![MachineInfo {
+            machine: b,
+            probe: None
+        }]
+    );
+}
+
 both_backends! {
+    machine_probe_facts => probe_facts_go_with_the_machine;
     machine_crud => crud;
     machine_unknown_ids => unknown_ids;
     machine_hostile_strings => hostile_strings_are_stored_verbatim;

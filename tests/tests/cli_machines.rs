@@ -180,13 +180,30 @@ fn machine_add_list_show_update_rm_with_tables_and_json() {
     assert_eq!(shown, upd);
     let human = ctl(
         &url,
-        &["machine", "update", &id1.to_string(), "--ssh-user", "ops"],
+        &["machine", "update", &id1.to_string(), "--rack", "rack-8"],
     )
     .ok();
     assert!(
         human.stdout.starts_with(&format!("updated machine {id1}")),
         "{human:?}"
     );
+    assert!(human.stdout.contains("not probed"), "{human:?}");
+    // A change of SSH access is probed first (machines_update.rs covers it against real
+    // sshds); nothing listens behind this address, so it is refused and nothing changes.
+    let refused = ctl(
+        &url,
+        &["machine", "update", &id1.to_string(), "--ssh-user", "ops"],
+    );
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("(machine_unreachable)"),
+        "{refused:?}"
+    );
+    let after = ctl(&url, &["--json", "machine", "show", &id1.to_string()])
+        .ok()
+        .json();
+    assert_eq!(after["ssh"]["user"], shown["ssh"]["user"], "{after}");
+    assert_eq!(after["rack_id"], "rack-8", "{after}");
 
     // `rm`, then it is gone.
     let rm = ctl(&url, &["machine", "rm", &id2.to_string()]).ok();

@@ -1,5 +1,6 @@
 //! Registering machines probes them over SSH, against real private sshds on loopback
-//! addresses: a good machine is stored `running` with its memory and cores filled in; an
+//! addresses: a good machine is stored `running` with its memory and cores filled in and its
+//! probe facts (OS, kernel, free MB per data dir, when) stored and shown; an
 //! unreachable port, a wrong key, a changed host key, a missing server binary or an unusable
 //! data dir is refused with its own code and nothing is stored; the liveness check marks a
 //! stopped machine `dead` (placement then refuses it by name) and `running` again once its
@@ -16,7 +17,7 @@ use kunlun_core::error::ProbeFailure;
 use kunlun_core::jobs::{plan_create_cluster, Provisioner, SystemPasswords};
 use kunlun_core::{ClusterManager, CoreConfig, Error};
 use kunlun_meta::api::{CreateCluster, RegisterMachine};
-use kunlun_meta::model::{HaMode, Machine, MachineType, NodeStats};
+use kunlun_meta::model::{HaMode, Machine, MachineInfo, MachineType, NodeStats};
 use kunlun_meta::{Store, StoreConfig};
 use kunlun_tests::{free_port, generate_key_pair, Sshd};
 
@@ -49,7 +50,7 @@ fn request(sshd: &Sshd, ty: MachineType, data_dir: &str) -> RegisterMachine {
 }
 
 /// The refusal's code, asserting it is one.
-fn refusal(r: Result<Machine, Error>) -> (ProbeFailure, String) {
+fn refusal<T: std::fmt::Debug>(r: Result<T, Error>) -> (ProbeFailure, String) {
     match r {
         Err(Error::MachineRefused { kind, message }) => (kind, message),
         Err(other) => panic!("expected a probe refusal, got {other:?}"),
@@ -100,11 +101,36 @@ async fn a_good_machine_is_probed_and_stored_running_with_its_facts() {
     let data = dir.path().join("data/new");
     let data_s = data.display().to_string();
 
-    let sn = m
+    let before = chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1);
+    let info = m
         .register_machine(&request(&sshd, MachineType::Storage, &data_s))
         .await
         .expect("a machine with MariaDB is accepted as storage");
+    let sn = info.machine.clone();
     assert_eq!(sn.node_stats, NodeStats::Running);
+    // The probe's facts are stored with the machine and read back as they were returned.
+    let facts = info.probe.clone().expect("probe facts of a probed machine");
+    let os_release = std::fs::read_to_string("/etc/os-release").expect("os-release");
+    let id = os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("ID="))
+        .expect("ID=")
+        .trim_matches('"');
+    assert!(facts.os.starts_with(id), "{facts:?} vs ID={id}");
+    assert!(facts.kernel.starts_with("Linux"), "{facts:?}");
+    assert_eq!(facts.data_dirs.len(), 1, "{facts:?}");
+    assert_eq!(facts.data_dirs[0].path, data_s);
+    assert!(!facts.data_dirs[0].exists, "{facts:?}");
+    assert!(
+        facts.data_dirs[0].free_mb.is_some_and(|mb| mb > 0),
+        "{facts:?}"
+    );
+    assert!(facts.probed_at >= before, "{facts:?}");
+    assert_eq!(m.machine_info(sn.id).await.expect("info"), info);
+    assert_eq!(
+        m.list_machine_infos().await.expect("list"),
+        vec![info.clone()]
+    );
     assert!(sn.total_mem_mb.is_some_and(|mb| mb > 0), "{sn:?}");
     assert!(sn.total_cpu_cores.is_some_and(|c| c >= 1), "{sn:?}");
     assert!(!data.exists(), "probing changes nothing on the machine");
@@ -119,7 +145,8 @@ async fn a_good_machine_is_probed_and_stored_running_with_its_facts() {
     let cn = m
         .register_machine(&req)
         .await
-        .expect("a machine with PostgreSQL is accepted as computer");
+        .expect("a machine with PostgreSQL is accepted as computer")
+        .machine;
     assert_eq!(
         cn.total_mem_mb,
         Some(1234),
@@ -168,7 +195,8 @@ async fn unreachable_bad_key_changed_host_key_and_bad_data_dir_are_refused_stori
     let ok = m
         .register_machine(&request(&sshd, MachineType::Storage, &data))
         .await
-        .expect("registered");
+        .expect("registered")
+        .machine;
     m.delete_machine(ok.id).await.expect("delete");
     sshd.change_host_key().expect("new host key");
     let (kind, msg) = refusal(
@@ -202,7 +230,8 @@ async fn a_missing_server_binary_is_refused_by_name() {
     let cn = m
         .register_machine(&request(&sshd, MachineType::Computer, &data))
         .await
-        .expect("PostgreSQL is there");
+        .expect("PostgreSQL is there")
+        .machine;
     assert_eq!(cn.node_stats, NodeStats::Running);
 }
 
@@ -217,12 +246,18 @@ async fn liveness_marks_a_stopped_machine_dead_and_back_and_placement_refuses_it
     let sn = m
         .register_machine(&request(&a, MachineType::Storage, &data))
         .await
-        .expect("registered");
-    // Unprobed: stored dead, running once the liveness check reaches it.
+        .expect("registered")
+        .machine;
+    // Unprobed: stored dead with no probe facts, running once the liveness check reaches it.
     let mut req = request(&b, MachineType::Storage, &data);
     req.probe = false;
-    let unprobed = m.register_machine(&req).await.expect("stored unprobed");
+    let MachineInfo {
+        machine: unprobed,
+        probe,
+    } = m.register_machine(&req).await.expect("stored unprobed");
     assert_eq!(unprobed.node_stats, NodeStats::Dead);
+    assert_eq!(probe, None, "nothing was checked");
+    assert_eq!(m.machine_info(unprobed.id).await.expect("info").probe, None);
 
     m.start_machine_liveness(Duration::from_millis(300));
     wait_state(&m, unprobed.id, NodeStats::Running).await;
@@ -342,6 +377,34 @@ fn cli_machine_add_explains_each_refusal() {
         "{ok:?}"
     );
     assert!(ok.stdout.contains("running"), "{ok:?}");
+    // `machine show` prints what the probe found.
+    let id = ok
+        .stdout
+        .split_whitespace()
+        .nth(2)
+        .expect("registered machine ID")
+        .to_string();
+    let show = cli_support::ctl(&url, &["machine", "show", &id]).ok();
+    assert!(show.stdout.contains("probed at:"), "{show:?}");
+    assert!(
+        show.stdout.contains("kernel:") && show.stdout.contains("Linux"),
+        "{show:?}"
+    );
+    assert!(
+        show.stdout.contains(&format!("data dir:         {data} "))
+            && show.stdout.contains("MB free"),
+        "{show:?}"
+    );
+    let json = cli_support::ctl(&url, &["--json", "machine", "show", &id])
+        .ok()
+        .json();
+    assert!(
+        json["probe"]["data_dirs"][0]["free_mb"]
+            .as_u64()
+            .is_some_and(|mb| mb > 0),
+        "{json}"
+    );
+    assert!(json["probe"]["probed_at"].is_string(), "{json}");
 
     // Same host, new host key: the daemon's known_hosts no longer matches.
     let list = cli_support::ctl(&url, &["--json", "machine", "list"])

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use kunlun_core::ClusterManager;
 use kunlun_meta::api::{ErrorBody, RegisterMachine, UpdateMachine};
-use kunlun_meta::model::Machine;
+use kunlun_meta::model::MachineInfo;
 
 use super::error::ApiError;
 
@@ -12,12 +12,14 @@ type Result<T> = std::result::Result<T, ApiError>;
 /// Register a machine reachable over SSH. Unless `probe` is false, the daemon first logs in
 /// with the given key, checks CPU, memory, OS, data dirs and the server binaries of the
 /// machine type, and fills `total_mem_mb`/`total_cpu_cores` when not given; a refusal stores
-/// nothing. An unprobed machine is stored `dead` until the liveness check reaches it.
+/// nothing. The probe's facts (OS, kernel, each data dir's free MB, when) come back in
+/// `probe` and stay stored with the machine. An unprobed machine is stored `dead` until the
+/// liveness check reaches it, and its `probe` is null.
 #[utoipa::path(
     post, path = "/v1/machines", tag = "machines",
     request_body = RegisterMachine,
     responses(
-        (status = 201, description = "Registered", body = Machine),
+        (status = 201, description = "Registered", body = MachineInfo),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 409, description = "A machine with this host address exists", body = ErrorBody),
         (status = 422, description = "Refused by the SSH probe: `machine_unreachable`, \
@@ -35,31 +37,45 @@ pub async fn register(
     Ok(HttpResponse::Created().json(m))
 }
 
-/// List machines.
+/// List machines, each with the facts of its last probe (`probe`, null if never probed).
 #[utoipa::path(
     get, path = "/v1/machines", tag = "machines",
-    responses((status = 200, body = Vec<Machine>), (status = 503, body = ErrorBody))
+    responses((status = 200, body = Vec<MachineInfo>), (status = 503, body = ErrorBody))
 )]
 pub async fn list(cm: web::Data<ClusterManager>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.list_machines().await?))
+    Ok(HttpResponse::Ok().json(cm.list_machine_infos().await?))
 }
 
-/// Show one machine.
+/// Show one machine with the facts of its last probe (`probe`, null if never probed).
 #[utoipa::path(
     get, path = "/v1/machines/{id}", tag = "machines",
     params(("id" = i64, Path, description = "Machine id")),
-    responses((status = 200, body = Machine), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody))
+    responses((status = 200, body = MachineInfo), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody))
 )]
 pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.get_machine(*id).await?))
+    Ok(HttpResponse::Ok().json(cm.machine_info(*id).await?))
 }
 
-/// Change some fields of a machine.
+/// Change some fields of a machine. A change of `ssh_port`, `ssh_user`, `ssh_key_path` or
+/// `data_dirs` is probed over SSH with the new values first (unless `probe` is false) and
+/// refused like a registration, storing nothing; on success the probe facts are refreshed.
+/// Rack, port range, memory and cores are stored without reaching the machine.
 #[utoipa::path(
     patch, path = "/v1/machines/{id}", tag = "machines",
     params(("id" = i64, Path, description = "Machine id")),
     request_body = UpdateMachine,
-    responses((status = 200, body = Machine), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    responses(
+        (status = 200, body = MachineInfo),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "SSH access or data dirs changed concurrently while the \
+            machine was probed", body = ErrorBody),
+        (status = 422, description = "Refused by the SSH probe of the new values: \
+            `machine_unreachable`, `ssh_auth_failed`, `host_key_mismatch`, `host_key_unknown`, \
+            `missing_binaries`, `data_dir_unusable` or `machine_unsuitable`", body = ErrorBody),
+        (status = 503, description = "Metadata store unavailable, or no SSH settings to probe \
+            with (`probe_unavailable`)", body = ErrorBody),
+    )
 )]
 pub async fn update(
     cm: web::Data<ClusterManager>,

@@ -1,18 +1,25 @@
 //! Machine registry operations of the facade: validate API input, probe the machine over SSH,
-//! then store it; plus the background liveness check ([`liveness`]).
+//! then store it with what the probe found; plus the background liveness check ([`liveness`]).
 //!
 //! Invariant: nothing reaches the store before its request validated and, unless the caller
 //! opted out with `probe: false`, before the machine answered over SSH with the CPU, memory,
-//! data dirs and server binaries its type needs. A refused registration stores nothing.
-//! An unprobed machine is stored `dead`, so placement ignores it until the liveness check
-//! reaches it.
+//! data dirs and server binaries its type needs. This holds for a registration and for an
+//! update that changes SSH access or data dirs (probed with the new values). A refused
+//! request stores nothing. The stored probe facts (`kl_machine_probe`) always describe the
+//! SSH access and data dirs stored: written in the same transaction as them, dropped when
+//! they change unprobed. An unprobed machine is stored `dead`, so placement ignores it until
+//! the liveness check reaches it.
 
 pub(crate) mod liveness;
 
 use std::time::Duration;
 
 use kunlun_meta::api::{RegisterMachine, UpdateMachine};
-use kunlun_meta::model::{Machine, MachinePatch, MachineType, NewMachine, NodeStats};
+use kunlun_meta::model::{
+    Machine, MachineInfo, MachinePatch, MachineProbe, MachineType, NewMachine, NodeStats,
+    ProbedDir, SshAccess,
+};
+use kunlun_meta::store::repo;
 use kunlun_provision::probe::{self, MachineFacts, Problem};
 use kunlun_provision::SshTarget;
 
@@ -24,9 +31,10 @@ impl ClusterManager {
     /// Registers a machine. With `probe` (the default) it first connects over SSH with the
     /// given key, probes it and refuses it ([`Error::MachineRefused`], nothing stored) when it
     /// is unreachable, the key or host key is wrong, a server binary is missing or a data dir
-    /// is unusable; memory and cores not given are taken from the probe. Without, the machine
-    /// is stored unchecked as `dead`.
-    pub async fn register_machine(&self, req: &RegisterMachine) -> Result<Machine> {
+    /// is unusable; memory and cores not given are taken from the probe, and the OS and each
+    /// data dir's free space are stored with the machine. Without, the machine is stored
+    /// unchecked as `dead`, with no probe facts.
+    pub async fn register_machine(&self, req: &RegisterMachine) -> Result<MachineInfo> {
         let mut new = req.validate()?;
         let store = self.store()?;
         if !req.probe {
@@ -39,33 +47,41 @@ impl ClusterManager {
             };
             let m = store.update_machine(m.id, &dead).await?;
             tracing::info!(machine_id = m.id, hostaddr = %m.hostaddr, "machine registered without a probe; dead until it answers over SSH");
-            return Ok(m);
+            return Ok(MachineInfo {
+                machine: m,
+                probe: None,
+            });
         }
-        let facts = self.probe_new_machine(&new).await?;
+        let facts = self.probe_machine(&new, "registration").await?;
         fill_from_facts(&mut new, &facts);
-        let m = store.insert_machine(&new).await?;
-        let free: Vec<String> = facts
-            .dirs
-            .iter()
-            .map(|d| format!("{}={}MB", d.path, d.free_mb.unwrap_or(0)))
-            .collect();
+        let record = probe_record(&facts);
+        let (new, rec) = (&new, &record);
+        let info = store
+            .tx(async |tx| {
+                let m = repo::machines::insert(tx, new).await?;
+                repo::machines::set_probe(tx, m.id, Some(rec)).await?;
+                repo::machines::get_info(tx, m.id).await
+            })
+            .await?;
+        let m = &info.machine;
         tracing::info!(
             machine_id = m.id, hostaddr = %m.hostaddr, machine_type = %m.machine_type,
             cores = facts.cpu_cores, mem_mb = facts.mem_mb, os = %facts.os,
-            kernel = %facts.kernel, free = %free.join(" "),
+            kernel = %facts.kernel, free = %free_summary(&record),
             "machine registered after probe"
         );
-        Ok(m)
+        Ok(info)
     }
 
     /// Probes the machine `new` describes with the provisioner's SSH settings and the
-    /// binaries of its type's recipe; `Ok` only when it can host instances.
-    async fn probe_new_machine(&self, new: &NewMachine) -> Result<MachineFacts> {
+    /// binaries of its type's recipe; `Ok` only when it can host instances. `what` names the
+    /// request in the log ("registration", "update").
+    async fn probe_machine(&self, new: &NewMachine, what: &str) -> Result<MachineFacts> {
         let Some(p) = self.provisioner() else {
             return Err(Error::MachineRefused {
                 kind: ProbeFailure::NotConfigured,
-                message: "this manager has no SSH settings to probe machines with; register \
-                          with probe=false"
+                message: "this manager has no SSH settings to probe machines with; send \
+                          probe=false to store the machine unchecked"
                     .into(),
             });
         };
@@ -77,7 +93,7 @@ impl ClusterManager {
         let binaries = recipe.required_binaries();
         let facts = probe::probe(&p.ssh, &target, &new.data_dirs, &binaries)
             .await
-            .map_err(refusal)?;
+            .map_err(|e| refusal(e, what))?;
         let problems = probe::problems(&facts);
         if let Some((first, _)) = problems.first() {
             let kind = match first {
@@ -86,7 +102,7 @@ impl ClusterManager {
                 _ => ProbeFailure::Unsuitable,
             };
             let reasons: Vec<String> = problems.into_iter().map(|(_, r)| r).collect();
-            tracing::warn!(host = %target.label(), reason = %reasons.join("; "), "machine registration refused");
+            tracing::warn!(host = %target.label(), reason = %reasons.join("; "), "machine {what} refused");
             return Err(Error::MachineRefused {
                 kind,
                 message: format!(
@@ -105,20 +121,98 @@ impl ClusterManager {
         Ok(self.store()?.list_machines().await?)
     }
 
+    /// Every registered machine with its probe facts, by id.
+    pub async fn list_machine_infos(&self) -> Result<Vec<MachineInfo>> {
+        Ok(self
+            .store()?
+            .read(async |tx| repo::machines::list_info(tx).await)
+            .await?)
+    }
+
     /// One machine.
     pub async fn get_machine(&self, id: i64) -> Result<Machine> {
         Ok(self.store()?.get_machine(id).await?)
     }
 
-    /// Changes the fields named in `req`.
-    pub async fn update_machine(&self, id: i64, req: &UpdateMachine) -> Result<Machine> {
-        let patch = req.validate()?;
-        let m = self.store()?.update_machine(id, &patch).await?;
-        tracing::info!(machine_id = id, "machine updated");
-        Ok(m)
+    /// One machine with its probe facts.
+    pub async fn machine_info(&self, id: i64) -> Result<MachineInfo> {
+        Ok(self
+            .store()?
+            .read(async |tx| repo::machines::get_info(tx, id).await)
+            .await?)
     }
 
-    /// Removes a machine.
+    /// Changes the fields named in `req`. When the SSH port, user or key or the data dirs
+    /// change, the machine is probed first with the new values (unless `req.probe` is false)
+    /// and refused like a registration ([`Error::MachineRefused`], nothing stored); the probe
+    /// facts are refreshed with the change. Other changes do not reach the machine and keep
+    /// its facts. An unprobed change of SSH access or data dirs drops the facts.
+    pub async fn update_machine(&self, id: i64, req: &UpdateMachine) -> Result<MachineInfo> {
+        let patch = req.validate()?;
+        let store = self.store()?;
+        let current = store.get_machine(id).await?;
+        let before = Probed::of(&current);
+        let after = before.with(&patch);
+        let patch = &patch;
+        if after == before {
+            let info = store
+                .tx(async |tx| {
+                    repo::machines::update(tx, id, patch).await?;
+                    repo::machines::get_info(tx, id).await
+                })
+                .await?;
+            tracing::info!(
+                machine_id = id,
+                "machine updated (SSH access and data dirs unchanged, not probed)"
+            );
+            return Ok(info);
+        }
+        let record = if req.probe {
+            let target = NewMachine {
+                hostaddr: current.hostaddr.clone(),
+                machine_type: current.machine_type,
+                rack_id: current.rack_id.clone(),
+                data_dirs: after.data_dirs.clone(),
+                port_range: current.port_range.clone(),
+                total_mem_mb: current.total_mem_mb,
+                total_cpu_cores: current.total_cpu_cores,
+                ssh: after.ssh.clone(),
+            };
+            Some(probe_record(&self.probe_machine(&target, "update").await?))
+        } else {
+            None
+        };
+        let (before, rec) = (&before, record.as_ref());
+        let info = store
+            .tx(async |tx| {
+                // The probe ran outside the transaction (it may take seconds): what it checked
+                // must still be what the patch starts from.
+                let now = repo::machines::get(tx, id).await?;
+                if &Probed::of(&now) != before {
+                    return Err(kunlun_meta::Error::Conflict(format!(
+                        "machine {id}'s SSH access or data dirs changed while it was probed; \
+                         retry"
+                    )));
+                }
+                repo::machines::update(tx, id, patch).await?;
+                repo::machines::set_probe(tx, id, rec).await?;
+                repo::machines::get_info(tx, id).await
+            })
+            .await?;
+        match &record {
+            Some(r) => tracing::info!(
+                machine_id = id, os = %r.os, free = %free_summary(r),
+                "machine updated after probe with the new SSH access / data dirs"
+            ),
+            None => tracing::warn!(
+                machine_id = id,
+                "machine SSH access / data dirs updated without a probe; probe facts dropped"
+            ),
+        }
+        Ok(info)
+    }
+
+    /// Removes a machine (and its probe facts).
     pub async fn delete_machine(&self, id: i64) -> Result<()> {
         self.store()?.delete_machine(id).await?;
         tracing::info!(machine_id = id, "machine deleted");
@@ -164,6 +258,67 @@ fn target_of(p: &Provisioner, new: &NewMachine) -> Result<SshTarget> {
     Ok(t)
 }
 
+/// What a probe of a machine depends on besides its host and type (neither can change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Probed {
+    ssh: SshAccess,
+    data_dirs: Vec<String>,
+}
+
+impl Probed {
+    fn of(m: &Machine) -> Self {
+        Probed {
+            ssh: m.ssh.clone(),
+            data_dirs: m.data_dirs.clone(),
+        }
+    }
+
+    /// These values with the patch applied.
+    fn with(&self, p: &MachinePatch) -> Self {
+        Probed {
+            ssh: SshAccess {
+                port: p.ssh_port.unwrap_or(self.ssh.port),
+                user: p.ssh_user.clone().unwrap_or_else(|| self.ssh.user.clone()),
+                key_path: p
+                    .ssh_key_path
+                    .clone()
+                    .unwrap_or_else(|| self.ssh.key_path.clone()),
+            },
+            data_dirs: p
+                .data_dirs
+                .clone()
+                .unwrap_or_else(|| self.data_dirs.clone()),
+        }
+    }
+}
+
+/// The facts of a probe as stored with the machine, stamped now.
+fn probe_record(f: &MachineFacts) -> MachineProbe {
+    MachineProbe {
+        os: f.os.clone(),
+        kernel: f.kernel.clone(),
+        data_dirs: f
+            .dirs
+            .iter()
+            .map(|d| ProbedDir {
+                path: d.path.clone(),
+                free_mb: d.free_mb,
+                exists: d.exists,
+            })
+            .collect(),
+        probed_at: chrono::Utc::now().naive_utc(),
+    }
+}
+
+/// `dir=NMB ...` for the log.
+fn free_summary(p: &MachineProbe) -> String {
+    p.data_dirs
+        .iter()
+        .map(|d| format!("{}={}MB", d.path, d.free_mb.unwrap_or(0)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Memory and cores the request left out come from the probe.
 fn fill_from_facts(new: &mut NewMachine, facts: &MachineFacts) {
     if new.total_mem_mb.is_none() && facts.mem_mb > 0 {
@@ -174,8 +329,9 @@ fn fill_from_facts(new: &mut NewMachine, facts: &MachineFacts) {
     }
 }
 
-/// A transport failure of the probe as a refusal the operator can act on.
-fn refusal(e: kunlun_provision::Error) -> Error {
+/// A transport failure of the probe as a refusal the operator can act on; `what` names the
+/// request in the log.
+fn refusal(e: kunlun_provision::Error, what: &str) -> Error {
     use kunlun_provision::Error as P;
     let kind = match &e {
         P::Unreachable { .. } | P::Timeout { .. } | P::Disconnected { .. } => {
@@ -187,7 +343,7 @@ fn refusal(e: kunlun_provision::Error) -> Error {
         P::RemoteFailed { .. } | P::Refused { .. } => ProbeFailure::Unsuitable,
         _ => return Error::Internal(format!("probing the machine: {e}")),
     };
-    tracing::warn!(error = %e, "machine registration refused");
+    tracing::warn!(error = %e, "machine {what} refused");
     Error::MachineRefused {
         kind,
         message: format!("{e}; nothing was stored"),
@@ -197,7 +353,6 @@ fn refusal(e: kunlun_provision::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kunlun_meta::model::SshAccess;
 
     fn new_machine() -> NewMachine {
         NewMachine {
@@ -233,10 +388,124 @@ mod tests {
         assert_eq!((m.total_mem_mb, m.total_cpu_cores), (None, None));
     }
 
+    fn stored() -> Machine {
+        Machine {
+            id: 1,
+            hostaddr: "127.0.0.2".into(),
+            machine_type: MachineType::Storage,
+            rack_id: None,
+            data_dirs: vec!["/d".into()],
+            port_range: "57000-58000".into(),
+            total_mem_mb: None,
+            total_cpu_cores: None,
+            node_stats: NodeStats::Running,
+            used_ports: vec![],
+            installing_ports: vec![],
+            ssh: SshAccess {
+                port: 22,
+                user: "root".into(),
+                key_path: "/k".into(),
+            },
+            svc_since: None,
+        }
+    }
+
+    #[test]
+    fn only_ssh_access_and_data_dirs_need_a_probe() {
+        let before = Probed::of(&stored());
+        let untouched = MachinePatch {
+            rack_id: Some("r".into()),
+            port_range: Some("1-2".into()),
+            total_mem_mb: Some(1),
+            total_cpu_cores: Some(1),
+            node_stats: Some(NodeStats::Dead),
+            // The stored values again: not a change.
+            ssh_port: Some(22),
+            ssh_user: Some("root".into()),
+            data_dirs: Some(vec!["/d".into()]),
+            ssh_key_path: Some("/k".into()),
+        };
+        assert_eq!(before.with(&untouched), before);
+        for p in [
+            MachinePatch {
+                ssh_port: Some(2222),
+                ..Default::default()
+            },
+            MachinePatch {
+                ssh_user: Some("ops".into()),
+                ..Default::default()
+            },
+            MachinePatch {
+                ssh_key_path: Some("/k2".into()),
+                ..Default::default()
+            },
+            MachinePatch {
+                data_dirs: Some(vec!["/d".into(), "/e".into()]),
+                ..Default::default()
+            },
+        ] {
+            let after = before.with(&p);
+            assert_ne!(after, before, "{p:?}");
+        }
+        let after = before.with(&MachinePatch {
+            ssh_port: Some(2222),
+            data_dirs: Some(vec!["/e".into()]),
+            ..Default::default()
+        });
+        assert_eq!(
+            (after.ssh.port, after.ssh.user.as_str(), after.data_dirs),
+            (2222, "root", vec!["/e".to_string()])
+        );
+    }
+
+    #[test]
+    fn the_record_keeps_what_the_probe_saw() {
+        let facts = MachineFacts {
+            cpu_cores: 4,
+            mem_mb: 8000,
+            os: "debian 12".into(),
+            kernel: "Linux 6.1.0".into(),
+            dirs: vec![
+                probe::DirFacts {
+                    path: "/a".into(),
+                    free_mb: Some(10),
+                    exists: true,
+                },
+                probe::DirFacts {
+                    path: "/b".into(),
+                    free_mb: None,
+                    exists: false,
+                },
+            ],
+            ..MachineFacts::default()
+        };
+        let r = probe_record(&facts);
+        assert_eq!(
+            (r.os.as_str(), r.kernel.as_str()),
+            ("debian 12", "Linux 6.1.0")
+        );
+        assert_eq!(
+            r.data_dirs,
+            vec![
+                ProbedDir {
+                    path: "/a".into(),
+                    free_mb: Some(10),
+                    exists: true
+                },
+                ProbedDir {
+                    path: "/b".into(),
+                    free_mb: None,
+                    exists: false
+                },
+            ]
+        );
+        assert_eq!(free_summary(&r), "/a=10MB /b=0MB");
+    }
+
     #[test]
     fn transport_errors_map_to_stable_codes() {
         use kunlun_provision::Error as P;
-        let code = |e: P| match refusal(e) {
+        let code = |e: P| match refusal(e, "registration") {
             Error::MachineRefused { kind, message } => {
                 assert!(message.contains("nothing was stored"), "{message}");
                 kind.code()
@@ -277,7 +546,7 @@ mod tests {
             "host_key_mismatch"
         );
         assert!(matches!(
-            refusal(P::Local("disk full".into())),
+            refusal(P::Local("disk full".into()), "update"),
             Error::Internal(_)
         ));
     }

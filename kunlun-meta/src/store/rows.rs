@@ -126,6 +126,51 @@ impl TryFrom<(MachineRow, SshRow)> for Machine {
     }
 }
 
+/// `kl_machine_probe`: the facts of a machine's last probe, data dirs as JSON text.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = kl_machine_probe, check_for_backend(diesel::sqlite::Sqlite, diesel::mysql::Mysql))]
+pub(crate) struct ProbeRow {
+    pub server_node_id: i64,
+    pub os: String,
+    pub kernel: String,
+    pub data_dirs_json: String,
+    pub probed_at: NaiveDateTime,
+}
+
+impl ProbeRow {
+    /// `probed_at` is cut to microseconds, what MySQL's `timestamp(6)` keeps, so a value
+    /// reads back equal on both backends.
+    pub(crate) fn new(machine_id: i64, p: &MachineProbe) -> Result<Self> {
+        use chrono::SubsecRound;
+        Ok(ProbeRow {
+            server_node_id: machine_id,
+            os: p.os.clone(),
+            kernel: p.kernel.clone(),
+            data_dirs_json: serde_json::to_string(&p.data_dirs)
+                .map_err(|e| Error::Database(format!("encoding probed data dirs: {e}")))?,
+            probed_at: p.probed_at.trunc_subsecs(6),
+        })
+    }
+}
+
+impl TryFrom<ProbeRow> for MachineProbe {
+    type Error = Error;
+    fn try_from(r: ProbeRow) -> Result<MachineProbe> {
+        let data_dirs = serde_json::from_str(&r.data_dirs_json).map_err(|e| {
+            Error::Database(format!(
+                "stored kl_machine_probe.data_dirs_json of machine {} is not a dir list: {e}",
+                r.server_node_id
+            ))
+        })?;
+        Ok(MachineProbe {
+            os: r.os,
+            kernel: r.kernel,
+            data_dirs,
+            probed_at: r.probed_at,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = server_nodes)]
 pub(crate) struct NewMachineRow {

@@ -145,6 +145,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    kl_machine_probe (server_node_id) {
+        server_node_id -> BigInt,
+        os -> Text,
+        kernel -> Text,
+        data_dirs_json -> Text,
+        probed_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     kl_machine_ssh (server_node_id) {
         server_node_id -> BigInt,
         ssh_port -> BigInt,
@@ -260,6 +270,7 @@ diesel::table! {
 }
 
 diesel::joinable!(comp_nodes -> db_clusters (db_cluster_id));
+diesel::joinable!(kl_machine_probe -> server_nodes (server_node_id));
 diesel::joinable!(kl_machine_ssh -> server_nodes (server_node_id));
 diesel::joinable!(shard_nodes -> db_clusters (db_cluster_id));
 diesel::joinable!(shard_nodes -> shards (shard_id));
@@ -277,6 +288,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     kl_cluster_secret,
     kl_failover,
     kl_leader_lease,
+    kl_machine_probe,
     kl_machine_ssh,
     meta_db_nodes,
     node_map_master,

@@ -4,10 +4,13 @@
 //! so a bad field is reported (exit 1, `invalid_field`) without a round trip and nothing is sent.
 //! `machine add` lets the daemon probe the machine over SSH unless `--no-probe` is given; a
 //! refusal comes back as its API code (`machine_unreachable`, `ssh_auth_failed`,
-//! `host_key_mismatch`, `missing_binaries`, `data_dir_unusable`, …) with a hint.
+//! `host_key_mismatch`, `missing_binaries`, `data_dir_unusable`, …) with a hint. `machine
+//! update` of SSH access or data dirs is probed the same way by the daemon. `show` and `list`
+//! print what the last probe found (OS, free MB per data dir, when), or say it was never
+//! probed.
 
 use kunlun_meta::api::{RegisterMachine, UpdateMachine};
-use kunlun_meta::model::Machine;
+use kunlun_meta::model::MachineInfo;
 
 use crate::cli::{MachineAddArgs, MachineCmd, MachineUpdateArgs};
 use crate::client::{CliError, Client};
@@ -25,7 +28,7 @@ pub fn run(client: &Client, cmd: &MachineCmd, json: bool) -> Result<String, CliE
             if json {
                 return Ok(output::json(&v) + "\n");
             }
-            let m: Machine = crate::decode(v, url.as_str())?;
+            let m: MachineInfo = crate::decode(v, url.as_str())?;
             let how = if req.probe {
                 "probed over SSH"
             } else {
@@ -33,8 +36,8 @@ pub fn run(client: &Client, cmd: &MachineCmd, json: bool) -> Result<String, CliE
             };
             Ok(format!(
                 "registered machine {} ({}; {how})\n{}",
-                m.id,
-                m.hostaddr,
+                m.machine.id,
+                m.machine.hostaddr,
                 detail(&m)
             ))
         }
@@ -44,7 +47,7 @@ pub fn run(client: &Client, cmd: &MachineCmd, json: bool) -> Result<String, CliE
             if json {
                 return Ok(output::json(&v) + "\n");
             }
-            let machines: Vec<Machine> = crate::decode(v, url.as_str())?;
+            let machines: Vec<MachineInfo> = crate::decode(v, url.as_str())?;
             if machines.is_empty() {
                 return Ok(
                     "no machines registered (add one with `kunlunctl machine add`)\n".into(),
@@ -58,7 +61,7 @@ pub fn run(client: &Client, cmd: &MachineCmd, json: bool) -> Result<String, CliE
             if json {
                 return Ok(output::json(&v) + "\n");
             }
-            let m: Machine = crate::decode(v, url.as_str())?;
+            let m: MachineInfo = crate::decode(v, url.as_str())?;
             Ok(detail(&m))
         }
         MachineCmd::Update(args) => {
@@ -70,8 +73,8 @@ pub fn run(client: &Client, cmd: &MachineCmd, json: bool) -> Result<String, CliE
             if json {
                 return Ok(output::json(&v) + "\n");
             }
-            let m: Machine = crate::decode(v, url.as_str())?;
-            Ok(format!("updated machine {}\n{}", m.id, detail(&m)))
+            let m: MachineInfo = crate::decode(v, url.as_str())?;
+            Ok(format!("updated machine {}\n{}", m.machine.id, detail(&m)))
         }
         MachineCmd::Rm(id) => {
             client.delete(client.url(&format!("/v1/machines/{}", id.id), &[])?)?;
@@ -117,11 +120,14 @@ pub fn update_request(a: &MachineUpdateArgs) -> UpdateMachine {
         rack_id: a.rack.clone(),
         total_mem_mb: a.mem_mb,
         total_cpu_cores: a.cores,
+        // The daemon probes a change of SSH access or data dirs; there is no `--no-probe`
+        // flag on `machine update` yet (the API's `"probe": false` is the way round it).
+        probe: true,
     }
 }
 
-/// One line per machine.
-pub fn table(machines: &[Machine]) -> String {
+/// One line per machine; OS is what the last probe found (`not probed` if never).
+pub fn table(machines: &[MachineInfo]) -> String {
     let mut t = Table::new(&[
         "ID",
         "HOST",
@@ -134,8 +140,10 @@ pub fn table(machines: &[Machine]) -> String {
         "RACK",
         "MEM MB",
         "CORES",
+        "OS",
     ]);
-    for m in machines {
+    for info in machines {
+        let m = &info.machine;
         t.row(vec![
             m.id.to_string(),
             m.hostaddr.clone(),
@@ -148,14 +156,30 @@ pub fn table(machines: &[Machine]) -> String {
             output::opt(m.rack_id.as_deref()),
             output::opt(m.total_mem_mb),
             output::opt(m.total_cpu_cores),
+            info.probe
+                .as_ref()
+                .map_or_else(|| NOT_PROBED.to_string(), os_text),
         ]);
     }
     t.render()
 }
 
+/// Shown where probe facts would be, for a machine stored with `--no-probe` (or whose SSH
+/// access or data dirs were last changed without a probe).
+const NOT_PROBED: &str = "not probed";
+
+fn os_text(p: &kunlun_meta::model::MachineProbe) -> String {
+    if p.os.is_empty() {
+        "unknown".to_string()
+    } else {
+        p.os.clone()
+    }
+}
+
 /// Everything about one machine; the SSH key is a path on the manager's host, never its content.
-pub fn detail(m: &Machine) -> String {
-    output::key_values(&[
+pub fn detail(info: &MachineInfo) -> String {
+    let m = &info.machine;
+    let mut pairs = vec![
         ("id", m.id.to_string()),
         ("host", m.hostaddr.clone()),
         ("type", m.machine_type.to_string()),
@@ -173,7 +197,34 @@ pub fn detail(m: &Machine) -> String {
         ("memory MB", output::opt(m.total_mem_mb)),
         ("cpu cores", output::opt(m.total_cpu_cores)),
         ("in service since", output::time(m.svc_since)),
-    ])
+    ];
+    match &info.probe {
+        None => pairs.push((
+            "probe",
+            format!("{NOT_PROBED} (no facts: stored without an SSH probe)"),
+        )),
+        Some(p) => {
+            pairs.push(("probed at", output::time(Some(p.probed_at))));
+            pairs.push(("os", os_text(p)));
+            pairs.push((
+                "kernel",
+                output::opt(Some(&p.kernel).filter(|k| !k.is_empty())),
+            ));
+            for d in &p.data_dirs {
+                let free = match d.free_mb {
+                    Some(mb) => format!("{mb} MB free"),
+                    None => "not writable".to_string(),
+                };
+                let created = if d.exists {
+                    ""
+                } else {
+                    " (created on first install)"
+                };
+                pairs.push(("data dir", format!("{} {free}{created}", d.path)));
+            }
+        }
+    }
+    output::key_values(&pairs)
 }
 
 #[cfg(test)]
@@ -181,7 +232,7 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser;
-    use kunlun_meta::model::{MachineType, NodeStats, SshAccess};
+    use kunlun_meta::model::{Machine, MachineProbe, MachineType, NodeStats, ProbedDir, SshAccess};
 
     fn parse(args: &[&str]) -> MachineCmd {
         let mut full = vec!["kunlunctl", "machine"];
@@ -294,7 +345,40 @@ mod tests {
         assert_eq!(update_request(&a).data_dirs, Some(vec!["/x".to_string()]));
     }
 
-    fn machine() -> Machine {
+    fn machine() -> MachineInfo {
+        MachineInfo {
+            machine: machine_row(),
+            probe: None,
+        }
+    }
+
+    fn probed() -> MachineInfo {
+        MachineInfo {
+            machine: machine_row(),
+            probe: Some(MachineProbe {
+                os: "debian 12".into(),
+                kernel: "Linux 6.1.0".into(),
+                data_dirs: vec![
+                    ProbedDir {
+                        path: "/d1".into(),
+                        free_mb: Some(5120),
+                        exists: true,
+                    },
+                    ProbedDir {
+                        path: "/d2".into(),
+                        free_mb: Some(4000),
+                        exists: false,
+                    },
+                ],
+                probed_at: chrono::NaiveDate::from_ymd_opt(2026, 12, 4)
+                    .unwrap()
+                    .and_hms_opt(19, 30, 5)
+                    .unwrap(),
+            }),
+        }
+    }
+
+    fn machine_row() -> Machine {
         Machine {
             id: 3,
             hostaddr: "127.0.0.2".into(),
@@ -327,8 +411,35 @@ mod tests {
             "{t}"
         );
         assert!(lines[1].contains("/d1,/d2"));
+        assert!(lines[1].trim_end().ends_with("not probed"), "{t}");
         let d = detail(&machine());
         assert!(d.contains("ssh key:          /root/.ssh/id"), "{d}");
         assert!(d.contains("used ports:       57000"), "{d}");
+        assert!(d.contains("probe:            not probed (no facts"), "{d}");
+        assert!(!d.contains("os:"), "{d}");
+    }
+
+    #[test]
+    fn show_and_list_print_the_probe_facts() {
+        let t = table(&[probed()]);
+        assert!(t.lines().nth(1).unwrap().ends_with("debian 12"), "{t}");
+        let d = detail(&probed());
+        assert!(d.contains("probed at:        2026-12-04 19:30:05"), "{d}");
+        assert!(d.contains("os:               debian 12"), "{d}");
+        assert!(d.contains("kernel:           Linux 6.1.0"), "{d}");
+        assert!(d.contains("data dir:         /d1 5120 MB free\n"), "{d}");
+        assert!(
+            d.contains("data dir:         /d2 4000 MB free (created on first install)"),
+            "{d}"
+        );
+        assert!(!d.contains("not probed"), "{d}");
+        // The daemon's JSON (flattened machine plus `probe`) decodes into what is printed.
+        let v = serde_json::to_value(probed()).unwrap();
+        assert_eq!(v["hostaddr"], "127.0.0.2");
+        assert_eq!(v["probe"]["data_dirs"][0]["free_mb"], 5120);
+        let back: MachineInfo = serde_json::from_value(v).unwrap();
+        assert_eq!(back, probed());
+        let unprobed = serde_json::to_value(machine()).unwrap();
+        assert!(unprobed["probe"].is_null() && unprobed.get("probe").is_some());
     }
 }

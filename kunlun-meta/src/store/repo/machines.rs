@@ -1,20 +1,22 @@
-//! Machines: `server_nodes` rows plus our SSH access data in `kl_machine_ssh`.
+//! Machines: `server_nodes` rows plus our SSH access data in `kl_machine_ssh` and the facts
+//! of the last probe in `kl_machine_probe`.
 //!
-//! Invariant: a machine of ours always has both rows (written in the same transaction);
-//! rows of `server_nodes` without a type or SSH row (pre-registered by Kunlun's node_mgr) are
-//! not listed as machines.
+//! Invariant: a machine of ours always has both the `server_nodes` and the SSH row (written
+//! in the same transaction); rows of `server_nodes` without a type or SSH row (pre-registered
+//! by Kunlun's node_mgr) are not listed as machines. The probe row is optional (none for a
+//! machine stored unprobed) and goes with the machine.
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::{conflict_as, last_insert_id, now};
 use crate::error::{Error, Result};
-use crate::model::{Machine, MachinePatch, NewMachine};
+use crate::model::{Machine, MachineInfo, MachinePatch, MachineProbe, NewMachine};
 use crate::store::conn::{with_conn, ConnRef, Tx};
 use crate::store::rows::{
-    join_ports, MachineChangeset, MachineRow, NewMachineRow, SshChangeset, SshRow,
+    join_ports, MachineChangeset, MachineRow, NewMachineRow, ProbeRow, SshChangeset, SshRow,
 };
-use crate::store::schema::{kl_machine_ssh, server_nodes};
+use crate::store::schema::{kl_machine_probe, kl_machine_ssh, server_nodes};
 
 /// Registers a machine; [`Error::Conflict`] if `(hostaddr, machine_type)` is registered.
 pub async fn insert(tx: &mut Tx, m: &NewMachine) -> Result<Machine> {
@@ -146,7 +148,58 @@ pub async fn delete(tx: &mut Tx, id: i64) -> Result<()> {
             m.hostaddr, m.used_ports, m.installing_ports
         )));
     }
+    with_conn!(tx, c => diesel::delete(kl_machine_probe::table.filter(kl_machine_probe::server_node_id.eq(id))).execute(c).await)?;
     with_conn!(tx, c => diesel::delete(kl_machine_ssh::table.filter(kl_machine_ssh::server_node_id.eq(id))).execute(c).await)?;
     with_conn!(tx, c => diesel::delete(server_nodes::table.filter(server_nodes::id.eq(id))).execute(c).await)?;
     Ok(())
+}
+
+/// Replaces the probe facts of machine `id` (`None` removes them: the machine's SSH access or
+/// data dirs are no longer what was probed). [`Error::NotFound`] if the machine is unknown.
+pub async fn set_probe(tx: &mut Tx, id: i64, probe: Option<&MachineProbe>) -> Result<()> {
+    get(tx, id).await?;
+    with_conn!(tx, c => diesel::delete(kl_machine_probe::table.filter(kl_machine_probe::server_node_id.eq(id))).execute(c).await)?;
+    if let Some(p) = probe {
+        let row = ProbeRow::new(id, p)?;
+        with_conn!(tx, c => diesel::insert_into(kl_machine_probe::table).values(&row).execute(c).await)?;
+    }
+    Ok(())
+}
+
+/// The facts of the last probe of machine `id`; `None` if it was stored unprobed (or unknown).
+pub async fn get_probe(tx: &mut Tx, id: i64) -> Result<Option<MachineProbe>> {
+    let row = with_conn!(tx, c => kl_machine_probe::table
+        .filter(kl_machine_probe::server_node_id.eq(id))
+        .select(ProbeRow::as_select())
+        .first::<ProbeRow>(c)
+        .await
+        .optional())?;
+    row.map(MachineProbe::try_from).transpose()
+}
+
+/// One machine with its probe facts; [`Error::NotFound`] if unknown.
+pub async fn get_info(tx: &mut Tx, id: i64) -> Result<MachineInfo> {
+    let machine = get(tx, id).await?;
+    let probe = get_probe(tx, id).await?;
+    Ok(MachineInfo { machine, probe })
+}
+
+/// Every machine with its probe facts, by id (two queries, whatever the number of machines).
+pub async fn list_info(tx: &mut Tx) -> Result<Vec<MachineInfo>> {
+    let machines = list(tx).await?;
+    let rows = with_conn!(tx, c => kl_machine_probe::table
+        .select(ProbeRow::as_select())
+        .load::<ProbeRow>(c)
+        .await)?;
+    let mut probes = std::collections::HashMap::with_capacity(rows.len());
+    for r in rows {
+        probes.insert(r.server_node_id, MachineProbe::try_from(r)?);
+    }
+    Ok(machines
+        .into_iter()
+        .map(|machine| {
+            let probe = probes.remove(&machine.id);
+            MachineInfo { machine, probe }
+        })
+        .collect())
 }
