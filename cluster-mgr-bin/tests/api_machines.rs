@@ -59,7 +59,9 @@ async fn crud(ts: TestStore) {
     assert_eq!(st.as_u16(), 200);
     assert_eq!(shown, m);
 
-    let patch = json!({"ssh_port": 2200, "rack_id": "rack-9", "data_dirs": ["/data/x"]});
+    // No SSH here: the change of SSH access and dirs is stored unchecked.
+    let patch =
+        json!({"ssh_port": 2200, "rack_id": "rack-9", "data_dirs": ["/data/x"], "probe": false});
     let (st, up) = call(
         &svc,
         Method::PATCH,
@@ -72,6 +74,7 @@ async fn crud(ts: TestStore) {
     assert_eq!(up["ssh"]["user"], "kunlun", "untouched fields stay");
     assert_eq!(up["rack_id"], "rack-9");
     assert_eq!(up["data_dirs"], json!(["/data/x"]));
+    assert!(up["probe"].is_null(), "unchecked: no probe facts: {up}");
     let (_, shown) = call(&svc, Method::GET, &format!("/v1/machines/{id}"), None).await;
     assert_eq!(shown, up, "the update is stored");
 

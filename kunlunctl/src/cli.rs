@@ -211,6 +211,10 @@ pub struct MachineUpdateArgs {
     /// CPU cores of the machine.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub cores: Option<i64>,
+    /// Store a change of SSH access or data dirs without logging in to check it (the stored
+    /// probe facts are dropped).
+    #[arg(long)]
+    pub no_probe: bool,
 }
 
 /// `kunlunctl cluster ...`

@@ -232,6 +232,29 @@ fn an_update_is_probed_like_a_registration() {
     let show = cli_support::ctl(&api.url, &["machine", "show", &ids]).ok();
     assert!(show.stdout.contains("not probed"), "{show:?}");
     assert!(show.stdout.contains("rack:             rack-7"), "{show:?}");
+    // `--no-probe` stores the same change unchecked.
+    let closed_s = closed.to_string();
+    let args = [
+        "machine",
+        "update",
+        &ids,
+        "--ssh-port",
+        &closed_s,
+        "--no-probe",
+    ];
+    let r = cli_support::ctl(&api.url, &args).ok();
+    assert!(r.stdout.contains("not probed"), "{r:?}");
+    assert_eq!(api.get(&path)["ssh"]["port"], json!(closed));
+    let b_port = b.port().to_string();
+    let args = [
+        "machine",
+        "update",
+        &ids,
+        "--ssh-port",
+        &b_port,
+        "--no-probe",
+    ];
+    cli_support::ctl(&api.url, &args).ok();
 
     // Back on b, probed again through kunlunctl: facts return.
     b.restart().expect("restart sshd b");

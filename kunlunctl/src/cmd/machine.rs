@@ -120,9 +120,8 @@ pub fn update_request(a: &MachineUpdateArgs) -> UpdateMachine {
         rack_id: a.rack.clone(),
         total_mem_mb: a.mem_mb,
         total_cpu_cores: a.cores,
-        // The daemon probes a change of SSH access or data dirs; there is no `--no-probe`
-        // flag on `machine update` yet (the API's `"probe": false` is the way round it).
-        probe: true,
+        // The daemon probes a change of SSH access or data dirs unless told not to.
+        probe: !a.no_probe,
     }
 }
 
