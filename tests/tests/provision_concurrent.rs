@@ -28,7 +28,7 @@ use kunlun_meta::{Store, StoreConfig};
 use kunlun_provision::placement::InstanceKind;
 use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
 use kunlun_provision::{HostKeyPolicy, SshExecutor};
-use kunlun_tests::{free_port, Sshd};
+use kunlun_tests::Sshd;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
