@@ -4,8 +4,13 @@
 //! Invariant: the new primary is opened for writes only after it is promoted, the other
 //! replicas are repointed at it and the XA hook has ended its in-doubt branches; metadata
 //! names it primary only after it is open, so metadata never points at a read-only primary
-//! for longer than the metadata write.
+//! for longer than the metadata write. The old primary's fence may run alongside catch-up,
+//! promotion and repointing, but it has finished (and is recorded, done or failed) before the
+//! XA hook and before the new primary is opened. The candidate stops its SQL threads only
+//! after they applied its final received position, read once its IO threads stopped.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -164,18 +169,56 @@ async fn still_member(tx: &mut kunlun_meta::store::Tx, id: i64) -> kunlun_meta::
     }
 }
 
-/// Catch up, promote, repoint, XA hook, open, metadata. Fills the record's phases and
-/// outcome; `Err` carries the reason of a failed step (also in the record).
+/// The fence of the old primary, run by [`switch_to`] alongside the steps that do not let the
+/// new primary take writes; it returns what it did (kept as the record's `fence`).
+pub type FenceTask<'a> = Pin<Box<dyn Future<Output = String> + Send + 'a>>;
+
+/// Catch up, promote, repoint, fence (when given), XA hook, open, metadata. Fills the record's
+/// phases and outcome; `Err` carries the reason of a failed step (also in the record).
+///
+/// A given `fence` runs alongside catch-up, promotion and repointing (which wait seconds on
+/// replication threads stuck on an unreachable primary) and is always awaited, and recorded,
+/// before the XA hook and before the new primary is opened for writes; a failed step still
+/// waits for it so the record says what was done to the old primary.
+#[allow(clippy::too_many_arguments)]
 pub async fn switch_to(
     ctx: &StepContext,
     cluster: &Cluster,
     new: &ShardNode,
     catch_up_pos: &str,
     followers: &[Follower],
+    fence: Option<FenceTask<'_>>,
     rec: &mut FailoverRecord,
     t: &mut Timeline,
 ) -> Result<(), String> {
-    let r = run_steps(ctx, cluster, new, catch_up_pos, followers, rec, t).await;
+    let r = match fence {
+        None => match prepare(ctx, new, catch_up_pos, followers, rec, t).await {
+            Ok(()) => finish(ctx, cluster, new, followers, rec, t).await,
+            Err(e) => Err(e),
+        },
+        Some(fence) => {
+            let started = Instant::now();
+            let fence = async move {
+                let what = fence.await;
+                (what, started.elapsed())
+            };
+            let prep = prepare(ctx, new, catch_up_pos, followers, rec, t);
+            let ((what, took), prepared) = tokio::join!(fence, prep);
+            rec.fence = Some(what.clone());
+            t.phase(
+                rec,
+                "fence",
+                Some(format!(
+                    "{what} (took {} ms alongside catch_up/promote/repoint)",
+                    ms(took)
+                )),
+            );
+            match prepared {
+                Ok(()) => finish(ctx, cluster, new, followers, rec, t).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
     match &r {
         Ok(()) => {
             rec.outcome = Outcome::Promoted;
@@ -189,9 +232,23 @@ pub async fn switch_to(
     r
 }
 
-async fn run_steps(
+/// Which followers to restart after a failed promotion: those that were detached (their
+/// replication stopped) and still have a source to resume; a former primary has none.
+/// `former_primary` holds each follower's flag, `detached` how its detach went.
+fn to_resume(former_primary: &[bool], detached: &[Result<(), String>]) -> Vec<usize> {
+    former_primary
+        .iter()
+        .zip(detached)
+        .enumerate()
+        .filter(|(_, (former, d))| d.is_ok() && !**former)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Catch-up, then the candidate's promotion with the followers detached alongside, then the
+/// followers attached to it. Nothing here lets the new primary take writes.
+async fn prepare(
     ctx: &StepContext,
-    cluster: &Cluster,
     new: &ShardNode,
     catch_up_pos: &str,
     followers: &[Follower],
@@ -211,27 +268,97 @@ async fn run_steps(
     }
     t.phase(rec, "catch_up", Some(catch_up_pos.to_string()));
 
-    promote::promote(&addr, ctx.storage)
-        .await
-        .map_err(|e| format!("promote node {}: {e}", new.id))?;
-    t.phase(rec, "promote", None);
+    // Stopping replication waits for IO threads stuck on a lost primary (seconds, until the
+    // server's stop loop re-signals them), on the candidate and on every follower alike: those
+    // waits run side by side instead of one after the other.
+    let opts = ctx.storage;
+    let detaching: Vec<_> = followers
+        .iter()
+        .map(|f| {
+            let a = NodeAddr::from(&f.node);
+            let former = f.former_primary;
+            tokio::spawn(async move { promote::detach(&a, former, opts).await })
+        })
+        .collect();
+    let promoted = promote::promote(&addr, opts, ctx.catch_up_limit).await;
+    let mut detached: Vec<Result<(), String>> = Vec::with_capacity(followers.len());
+    for h in detaching {
+        detached.push(match h.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("detach task: {e}")),
+        });
+    }
+    let failed = match promoted {
+        Ok(true) => None,
+        Ok(false) => Some(format!(
+            "node {} did not apply everything it received within {:?}",
+            new.id, ctx.catch_up_limit
+        )),
+        Err(e) => Some(format!("promote node {}: {e}", new.id)),
+    };
+    if let Some(e) = failed {
+        // Nothing was promoted: replication goes back to how it was (best effort).
+        let mut back = vec![promote::resume(&addr, opts).await.is_ok()];
+        let former: Vec<bool> = followers.iter().map(|f| f.former_primary).collect();
+        for i in to_resume(&former, &detached) {
+            back.push(
+                promote::resume(&NodeAddr::from(&followers[i].node), opts)
+                    .await
+                    .is_ok(),
+            );
+        }
+        let ok = back.iter().filter(|b| **b).count();
+        return Err(format!(
+            "{e}; replication resumed on {ok}/{} nodes",
+            back.len()
+        ));
+    }
+    t.phase(
+        rec,
+        "promote",
+        Some(format!("{} followers detached alongside", followers.len())),
+    );
 
+    let attaching: Vec<_> = followers
+        .iter()
+        .zip(&detached)
+        .map(|(f, d)| {
+            d.is_ok().then(|| {
+                let a = NodeAddr::from(&f.node);
+                let src = addr.clone();
+                tokio::spawn(async move { promote::attach(&a, &src, opts).await })
+            })
+        })
+        .collect();
     let mut notes = Vec::new();
-    for f in followers {
-        let r = promote::repoint(
-            &NodeAddr::from(&f.node),
-            &addr,
-            f.former_primary,
-            ctx.storage,
-        )
-        .await;
+    for ((f, d), h) in followers.iter().zip(detached).zip(attaching) {
+        let r = match (d, h) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(h)) => match h.await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("attach task: {e}")),
+            },
+            (Ok(()), None) => Err("not attached".to_string()),
+        };
         notes.push(match r {
             Ok(()) => format!("node {} follows {}", f.node.id, new.id),
             Err(e) => format!("node {} not repointed: {e}", f.node.id),
         });
     }
     t.phase(rec, "repoint", Some(notes.join("; ")));
+    Ok(())
+}
 
+/// XA hook, open, metadata, route: the new primary takes writes from here on.
+async fn finish(
+    ctx: &StepContext,
+    cluster: &Cluster,
+    new: &ShardNode,
+    followers: &[Follower],
+    rec: &mut FailoverRecord,
+    t: &mut Timeline,
+) -> Result<(), String> {
+    let addr = NodeAddr::from(new);
     let note = match &ctx.xa {
         Some(xa) => {
             let report = end_in_doubt_on_new_primary(
@@ -343,4 +470,34 @@ async fn run_steps(
     };
     t.phase(rec, "route", Some(note));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_promotion_resumes_only_detached_replicas_that_still_have_a_source() {
+        let detached = vec![Ok(()), Err("unreachable".to_string()), Ok(()), Ok(())];
+        // The third is the former primary of a switchover: it has no source to resume.
+        assert_eq!(
+            to_resume(&[false, false, true, false], &detached),
+            vec![0, 3]
+        );
+        assert!(to_resume(&[], &[]).is_empty());
+        assert!(to_resume(&[true], &[Ok(())]).is_empty());
+    }
+
+    #[test]
+    fn the_timeline_closes_consecutive_phases_and_keeps_the_total() {
+        let start = Instant::now() - Duration::from_millis(50);
+        let mut t = Timeline::starting_at(start);
+        let mut rec = FailoverRecord::new(FailoverKind::Automatic, 1, 2, 3);
+        t.phase(&mut rec, "detect", None);
+        t.phase(&mut rec, "fence", Some("x".into()));
+        assert!(rec.phase_ms("detect").unwrap() >= 50);
+        assert!(rec.phase_ms("fence").unwrap() < 50);
+        assert!(rec.total_ms >= rec.phase_ms("detect").unwrap());
+        assert_eq!(rec.phase_ms("promote"), None);
+    }
 }

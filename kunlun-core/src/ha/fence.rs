@@ -1,6 +1,7 @@
-//! Fencing the old primary before a failover: `read_only=ON` when it answers SQL, else, when
-//! its machine answers SSH, killing its `mysqld` by the pid file of its instance directory
-//! (`<data_dir>/kunlun/storage_<port>/run/mysqld.pid`).
+//! Fencing the old primary during a failover (it runs alongside catch-up, promotion and
+//! repointing and is finished before the new primary is opened): `read_only=ON` when it
+//! answers SQL, else, when its machine answers SSH, killing its `mysqld` by the pid file of
+//! its instance directory (`<data_dir>/kunlun/storage_<port>/run/mysqld.pid`).
 //!
 //! Invariants: fencing is best effort and bounded (the SSH part by [`SSH_FENCE_DEADLINE`]), so
 //! a dead host costs the failover at most that; the returned text says exactly what was done

@@ -461,22 +461,20 @@ impl HaMonitor {
             )),
         );
 
-        let fence = fence::fence_old_primary(
-            &self.store,
-            self.cfg.ssh.as_ref(),
-            old,
-            probe_options(self.cfg.interval, self.cfg.storage),
-        )
-        .await;
-        rec.fence = Some(fence.clone());
-        t.phase(&mut rec, "fence", Some(fence));
-
         for r in &mut view.replicas {
             r.no_switch |= self.shared.node_no_switch(r.node_id);
         }
+        // The choice needs only the view; the fence runs alongside the steps that follow it
+        // (see `switch_to`), and before a refusal is recorded.
         let choice = choose(&view, self.shared.loss_policy(s.shard_id));
+        let fence_opts = probe_options(self.cfg.interval, self.cfg.storage);
         let (new_id, proven, loss) = match choice {
             Choice::Refuse { reason } => {
+                let fence =
+                    fence::fence_old_primary(&self.store, self.cfg.ssh.as_ref(), old, fence_opts)
+                        .await;
+                rec.fence = Some(fence.clone());
+                t.phase(&mut rec, "fence", Some(fence));
                 t.phase(&mut rec, "choose", Some(reason.clone()));
                 self.refuse_once(s, old.id, reason, true).await;
                 return;
@@ -511,9 +509,23 @@ impl HaMonitor {
             })
             .collect();
         let ctx = self.step_context();
-        let r =
-            super::failover::switch_to(&ctx, &s.cluster, new, &pos, &followers, &mut rec, &mut t)
-                .await;
+        let fence: super::failover::FenceTask<'_> = Box::pin(fence::fence_old_primary(
+            &self.store,
+            self.cfg.ssh.as_ref(),
+            old,
+            fence_opts,
+        ));
+        let r = super::failover::switch_to(
+            &ctx,
+            &s.cluster,
+            new,
+            &pos,
+            &followers,
+            Some(fence),
+            &mut rec,
+            &mut t,
+        )
+        .await;
         let st = self.shards.entry(s.shard_id).or_default();
         match r {
             Ok(()) => {

@@ -154,7 +154,7 @@ fn protocol(conn: &StorageConn, reason: &str) -> crate::storage::Error {
 }
 
 /// A column as text (the text protocol sends every value as bytes); `None` for NULL/absent.
-fn text(row: &Row, col: &str) -> Option<String> {
+pub(super) fn text(row: &Row, col: &str) -> Option<String> {
     let idx = row.columns_ref().iter().position(|c| c.name_str() == col)?;
     match row.as_ref(idx)? {
         mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),

@@ -47,10 +47,35 @@ pub async fn catch_up(
 }
 
 /// Stops and forgets replication on the candidate and turns semi-sync master on (after-sync);
-/// it stays read-only.
-pub async fn promote(addr: &NodeAddr, opts: StorageOptions) -> Result<()> {
-    let mut c = StorageConn::connect(addr, opts).await?;
+/// it stays read-only. `Ok(false)` when it did not apply what it received within
+/// `apply_limit` (its IO threads are then stopped, its SQL threads still run).
+///
+/// The IO threads stop first and the SQL threads only once they have applied the final
+/// received positions (`Gtid_IO_Pos` read after the IO stop): transactions that arrived after
+/// the catch-up position was read (a primary not yet fenced) are applied, never dropped.
+pub async fn promote(addr: &NodeAddr, opts: StorageOptions, apply_limit: Duration) -> Result<bool> {
+    let wait_opts = StorageOptions {
+        read_timeout: apply_limit + opts.read_timeout,
+        ..opts
+    };
+    let mut c = StorageConn::connect(addr, wait_opts).await?;
     c.exec("SET GLOBAL read_only = ON").await?;
+    c.exec("STOP ALL SLAVES IO_THREAD").await?;
+    let received = received_positions(&mut c).await?;
+    let deadline = tokio::time::Instant::now() + apply_limit;
+    for pos in &received {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let sql = format!(
+            "SELECT MASTER_GTID_WAIT('{}', {:.3})",
+            sanitize_pos(pos),
+            left.as_secs_f64()
+        );
+        let r: Vec<Option<i64>> = c.query(&sql).await?;
+        if r.first().copied().flatten() != Some(0) {
+            c.close().await;
+            return Ok(false);
+        }
+    }
     c.exec("STOP ALL SLAVES").await?;
     c.exec("RESET SLAVE ALL").await?;
     c.exec(
@@ -61,6 +86,55 @@ pub async fn promote(addr: &NodeAddr, opts: StorageOptions) -> Result<()> {
          SET GLOBAL rpl_semi_sync_master_enabled = ON",
     )
     .await?;
+    c.close().await;
+    Ok(true)
+}
+
+/// The non-empty `Gtid_IO_Pos` of every replication channel.
+async fn received_positions(c: &mut StorageConn) -> Result<Vec<String>> {
+    let rows: Vec<mysql_async::Row> = c.query("SHOW ALL SLAVES STATUS").await?;
+    Ok(to_apply(
+        rows.iter().map(|r| super::probe::text(r, "Gtid_IO_Pos")),
+    ))
+}
+
+/// The received positions the SQL threads must reach: a channel that received nothing (NULL
+/// or empty `Gtid_IO_Pos`) has nothing to wait for.
+fn to_apply(received: impl Iterator<Item = Option<String>>) -> Vec<String> {
+    received
+        .flatten()
+        .filter(|p| !sanitize_pos(p).is_empty())
+        .collect()
+}
+
+/// First half of [`repoint`]: makes `replica` read-only and stops its replication (the part
+/// that may wait seconds on a thread stuck on an unreachable primary), so it can run while the
+/// candidate is promoted. A former primary takes its own binlog as its replica position.
+pub async fn detach(replica: &NodeAddr, former_primary: bool, opts: StorageOptions) -> Result<()> {
+    let mut c = StorageConn::connect(replica, opts).await?;
+    c.exec("SET GLOBAL read_only = ON").await?;
+    c.exec("STOP ALL SLAVES").await?;
+    if former_primary {
+        c.exec("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
+            .await?;
+    }
+    c.close().await;
+    Ok(())
+}
+
+/// Undoes [`detach`] of a replica when the candidate could not be promoted: its threads start
+/// again against the source it still names.
+pub async fn resume(replica: &NodeAddr, opts: StorageOptions) -> Result<()> {
+    let mut c = StorageConn::connect(replica, opts).await?;
+    c.exec("START ALL SLAVES").await?;
+    c.close().await;
+    Ok(())
+}
+
+/// Second half of [`repoint`], on a [`detach`]ed replica: points it at `source` and starts it.
+pub async fn attach(replica: &NodeAddr, source: &NodeAddr, opts: StorageOptions) -> Result<()> {
+    let mut c = StorageConn::connect(replica, opts).await?;
+    change_master_and_start(&mut c, source).await?;
     c.close().await;
     Ok(())
 }
@@ -80,6 +154,14 @@ pub async fn repoint(
         c.exec("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
             .await?;
     }
+    change_master_and_start(&mut c, source).await?;
+    c.close().await;
+    Ok(())
+}
+
+/// `CHANGE MASTER` to `source` with GTID (`slave_pos`), fast reconnects and heartbeats, then
+/// `START SLAVE`; the replica's threads are stopped.
+async fn change_master_and_start(c: &mut StorageConn, source: &NodeAddr) -> Result<()> {
     // Heartbeats every second and a short net timeout: a hung new primary is noticed fast.
     c.exec("SET GLOBAL slave_net_timeout = 4").await?;
     c.exec(&format!(
@@ -99,9 +181,7 @@ pub async fn repoint(
         "SET GLOBAL rpl_semi_sync_master_enabled = OFF; \
          SET GLOBAL rpl_semi_sync_slave_enabled = ON; START SLAVE",
     )
-    .await?;
-    c.close().await;
-    Ok(())
+    .await
 }
 
 /// Restarts the replication threads of a replica that still points at its primary (its
@@ -162,6 +242,21 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_channels_that_received_something_are_waited_for() {
+        let got = to_apply(
+            [
+                Some("0-1-42".to_string()),
+                None,
+                Some(String::new()),
+                Some("1-2-7,2-3-9".to_string()),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(got, vec!["0-1-42".to_string(), "1-2-7,2-3-9".to_string()]);
+        assert!(to_apply(std::iter::empty()).is_empty());
+    }
 
     #[test]
     fn inlined_values_cannot_break_out() {

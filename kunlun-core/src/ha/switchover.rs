@@ -119,7 +119,11 @@ pub(super) async fn run(
         former_primary: true,
     });
     let ctx = m.step_context();
-    if let Err(e) = switch_to(&ctx, &s.cluster, new, &pos, &followers, &mut rec, &mut t).await {
+    if let Err(e) = switch_to(
+        &ctx, &s.cluster, new, &pos, &followers, None, &mut rec, &mut t,
+    )
+    .await
+    {
         if rec.phase_ms("promote").is_none() {
             // Nothing changed yet: give the shard its primary back.
             let reopened = promote::open_for_writes(&paddr, cfg.storage).await;
