@@ -23,6 +23,21 @@ use crate::storage::{NodeAddr, StorageOptions};
 /// Longest time the SSH fence may take (connect included).
 pub const SSH_FENCE_DEADLINE: Duration = Duration::from_secs(3);
 
+/// Longest the SQL fence of an automatic failover waits to connect. The probes already found
+/// the primary silent several times in a row (and the replicas confirmed), so a longer wait
+/// rarely reaches it; it only delays the SSH fence, which a primary that is hung (not gone)
+/// needs, and which the promotion may be waiting on (its replication threads are stuck on it).
+pub const SQL_FENCE_CONNECT_CAP: Duration = Duration::from_millis(500);
+
+/// The SQL deadlines of the fence after the probes declared the primary dead: the probe's,
+/// with the connect deadline capped at [`SQL_FENCE_CONNECT_CAP`].
+pub fn after_failed_probes(probe: StorageOptions) -> StorageOptions {
+    StorageOptions {
+        connect_timeout: probe.connect_timeout.min(SQL_FENCE_CONNECT_CAP),
+        ..probe
+    }
+}
+
 /// Fences `old`: SQL first, then SSH when SQL cannot reach it and `ssh` is given.
 pub async fn fence_old_primary(
     store: &Store,
@@ -135,6 +150,22 @@ async fn stop_over_ssh(store: &Store, prov: &Provisioner, old: &ShardNode) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sql_fence_after_failed_probes_connects_within_the_cap_only() {
+        let probe = StorageOptions {
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+        };
+        let f = after_failed_probes(probe);
+        assert_eq!(f.connect_timeout, SQL_FENCE_CONNECT_CAP);
+        assert_eq!(f.read_timeout, probe.read_timeout);
+        let short = StorageOptions {
+            connect_timeout: Duration::from_millis(200),
+            ..probe
+        };
+        assert_eq!(after_failed_probes(short), short);
+    }
 
     #[test]
     fn the_kill_script_names_each_data_dirs_pid_file_and_quotes_it() {

@@ -467,7 +467,8 @@ impl HaMonitor {
         // The choice needs only the view; the fence runs alongside the steps that follow it
         // (see `switch_to`), and before a refusal is recorded.
         let choice = choose(&view, self.shared.loss_policy(s.shard_id));
-        let fence_opts = probe_options(self.cfg.interval, self.cfg.storage);
+        let fence_opts =
+            fence::after_failed_probes(probe_options(self.cfg.interval, self.cfg.storage));
         let (new_id, proven, loss) = match choice {
             Choice::Refuse { reason } => {
                 let fence =
