@@ -1,4 +1,5 @@
-//! The storage-node client against a real MariaDB: SQL errors keep the connection, a frozen
+//! The storage-node client against a real MariaDB: SQL errors and rows of unexpected types
+//! keep the connection (the latter a `Protocol` error, never a panic), a frozen
 //! server (SIGSTOP) turns into `Timeout` within the configured deadlines, and a timed-out
 //! connection is never used again.
 
@@ -36,6 +37,20 @@ async fn deadlines_and_errors_are_told_apart() {
     let rows: Vec<(i64,)> = c.query("SELECT 1").await.expect("still usable");
     assert_eq!(rows, vec![(1,)]);
     assert!(c.xa_recover().await.expect("recover").is_empty());
+    // A value that does not fit the expected type is an error, not a panic, and the
+    // connection stays usable.
+    let e = c
+        .query::<(i64,)>("SELECT 'not a number'")
+        .await
+        .expect_err("a string is no i64");
+    assert!(matches!(e, Error::Protocol { .. }), "{e}");
+    let e = c
+        .query::<(u32,)>("SELECT CAST(-1.5 AS DECIMAL(5,1))")
+        .await
+        .expect_err("a negative decimal is no u32");
+    assert!(matches!(e, Error::Protocol { .. }), "{e}");
+    let rows: Vec<(i64,)> = c.query("SELECT 2").await.expect("still usable");
+    assert_eq!(rows, vec![(2,)]);
 
     db.pause().expect("SIGSTOP");
     let e = c.query::<(i64,)>("SELECT 1").await.expect_err("frozen");

@@ -218,8 +218,18 @@ impl StorageConn {
             node: node.clone(),
             reason: "connection closed after an earlier failure".into(),
         })?;
-        let r = tokio::time::timeout(after, conn.query::<T, _>(sql)).await;
-        self.finish(r, sql)
+        // Rows are converted here, not by the driver: its conversion panics on a value that
+        // does not fit `T`, and a probe must never bring the monitor down.
+        let r = tokio::time::timeout(after, conn.query::<mysql_async::Row, _>(sql)).await;
+        let rows = self.finish(r, sql)?;
+        rows.into_iter()
+            .map(|row| {
+                T::from_row_opt(row).map_err(|e| Error::Protocol {
+                    node: node.clone(),
+                    reason: format!("`{}`: unexpected row: {e}", truncate(sql, 80)),
+                })
+            })
+            .collect()
     }
 
     /// Runs a statement that returns no rows, within the read deadline.
