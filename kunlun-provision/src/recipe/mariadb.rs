@@ -11,16 +11,6 @@ use crate::error::Result;
 use crate::placement::InstanceKind;
 use crate::ssh::{SshExecutor, SshTarget};
 
-/// Install steps of a storage node.
-const STEPS: &[Step] = &[
-    Step::MakeDirs,
-    Step::Initialise,
-    Step::WriteConfig,
-    Step::Start,
-    Step::WaitReady,
-    Step::CreateUsers,
-];
-
 /// Semi-sync fallback: long enough that a primary does not silently turn asynchronous when a
 /// replica is briefly slow (that would void the "no acknowledged write lost" proof).
 const SEMI_SYNC_TIMEOUT_MS: u64 = 30_000;
@@ -172,7 +162,7 @@ impl Recipe for MariaDbRecipe {
     }
 
     fn install_steps(&self) -> &'static [Step] {
-        STEPS
+        super::INSTALL_STEPS
     }
 
     /// Every step is a script; the config has no secrets, so it goes in a quoted here-doc, and

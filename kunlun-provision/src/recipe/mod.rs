@@ -71,20 +71,23 @@ impl Step {
 
     /// The step of a name from [`Step::as_str`].
     pub fn parse(name: &str) -> Option<Step> {
-        [
-            Step::MakeDirs,
-            Step::Initialise,
-            Step::WriteConfig,
-            Step::Start,
-            Step::WaitReady,
-            Step::CreateUsers,
-            Step::Stop,
-            Step::RemoveDirs,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == name)
+        INSTALL_STEPS
+            .iter()
+            .chain(&[Step::Stop, Step::RemoveDirs])
+            .copied()
+            .find(|s| s.as_str() == name)
     }
 }
+
+/// The install steps of the server recipes, in order.
+pub const INSTALL_STEPS: &[Step] = &[
+    Step::MakeDirs,
+    Step::Initialise,
+    Step::WriteConfig,
+    Step::Start,
+    Step::WaitReady,
+    Step::CreateUsers,
+];
 
 /// What a system user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -519,6 +522,14 @@ mod tests {
         ] {
             assert!(validate_base_dir(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn step_names_round_trip() {
+        for s in INSTALL_STEPS.iter().chain(&[Step::Stop, Step::RemoveDirs]) {
+            assert_eq!(Step::parse(s.as_str()), Some(*s));
+        }
+        assert_eq!(Step::parse("drop_everything"), None);
     }
 
     #[test]

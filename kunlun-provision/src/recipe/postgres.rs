@@ -11,15 +11,6 @@ use crate::error::Result;
 use crate::placement::InstanceKind;
 use crate::ssh::{SshExecutor, SshTarget};
 
-const STEPS: &[Step] = &[
-    Step::MakeDirs,
-    Step::Initialise,
-    Step::WriteConfig,
-    Step::Start,
-    Step::WaitReady,
-    Step::CreateUsers,
-];
-
 /// PostgreSQL from the system packages.
 #[derive(Debug, Clone)]
 pub struct PostgresRecipe {
@@ -131,7 +122,7 @@ impl Recipe for PostgresRecipe {
     }
 
     fn install_steps(&self) -> &'static [Step] {
-        STEPS
+        super::INSTALL_STEPS
     }
 
     /// Every step is a script (see [`Recipe`]): the config goes in a quoted here-doc, the
