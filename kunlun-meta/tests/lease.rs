@@ -84,7 +84,36 @@ async fn concurrent_candidates(t: &TestStore) {
     assert_eq!(stored.holder, winners[0].holder);
 }
 
+/// The old holder renewing an expired lease while another takes it over: never both.
+async fn renew_races_takeover(t: &TestStore) {
+    let s = &t.store;
+    for round in 0..3 {
+        let name = format!("expired-{round}");
+        s.tx(async |tx| lease::acquire(tx, &name, "mgr-a", Duration::from_secs(1)).await)
+            .await
+            .unwrap()
+            .expect("a leads");
+        // Expiry is stored in whole seconds.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let got = futures::future::join_all(["mgr-a", "mgr-b", "mgr-a", "mgr-b"].map(|me| {
+            let (s, name) = (s.clone(), name.clone());
+            tokio::spawn(async move {
+                s.tx(async |tx| lease::acquire(tx, &name, me, Duration::from_secs(60)).await)
+                    .await
+            })
+        }))
+        .await;
+        let holders: std::collections::BTreeSet<String> = got
+            .into_iter()
+            .filter_map(|r| r.expect("task").ok().flatten())
+            .map(|l| l.holder)
+            .collect();
+        assert_eq!(holders.len(), 1, "one holder after the race: {holders:?}");
+    }
+}
+
 both_backends! {
     lease_one_holder => one_holder_at_a_time;
     lease_race => concurrent_candidates;
+    lease_renew_races_takeover => renew_races_takeover;
 }

@@ -96,7 +96,10 @@ pub async fn acquire(
             lease::table
                 .filter(lease::name.eq(name))
                 .filter(lease::holder.eq(&cur.holder))
-                .filter(lease::epoch.eq(cur.epoch)),
+                .filter(lease::epoch.eq(cur.epoch))
+                // A renew keeps holder and epoch: only the expiry tells that it happened since
+                // our read (two takers of an expired lease must not both win).
+                .filter(lease::expires_at.eq(cur.expires_at)),
         )
         .set((lease::holder.eq(holder), lease::epoch.eq(epoch), lease::expires_at.eq(until)))
         .execute(c)
