@@ -146,7 +146,47 @@ async fn many_jobs_many_claimers(t: &TestStore) {
     assert!(left.is_empty());
 }
 
+/// A progress write lands only while the job is `ongoing`.
+async fn memo_only_while_ongoing(t: &TestStore) {
+    let s = &t.store;
+    let j = s.create_job(&job("create_cluster")).await.unwrap();
+    assert!(
+        !s.update_ongoing_memo(j.id, &json!({"steps": 1}))
+            .await
+            .unwrap(),
+        "not started yet"
+    );
+    s.update_job(j.id, JobStatus::Ongoing, None).await.unwrap();
+    assert!(s
+        .update_ongoing_memo(j.id, &json!({"steps": 2}))
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_job(j.id).await.unwrap().memo,
+        Some(json!({"steps": 2}))
+    );
+    s.update_job(
+        j.id,
+        JobStatus::Failed,
+        Some(&json!({"stage": "rolled_back"})),
+    )
+    .await
+    .unwrap();
+    assert!(!s
+        .update_ongoing_memo(j.id, &json!({"steps": 3}))
+        .await
+        .unwrap());
+    let after = s.get_job(j.id).await.unwrap();
+    assert_eq!(
+        after.status,
+        JobStatus::Failed,
+        "a late write never revives a job"
+    );
+    assert_eq!(after.memo, Some(json!({"stage": "rolled_back"})));
+}
+
 both_backends! {
+    job_memo_only_while_ongoing => memo_only_while_ongoing;
     job_lifecycle => lifecycle;
     job_single_winner => one_claimer_wins;
     job_many_claimers => many_jobs_many_claimers;

@@ -4,9 +4,9 @@
 //! Invariant: the new primary is opened for writes only after it is promoted, the other
 //! replicas are repointed at it and the XA hook has ended its in-doubt branches; metadata
 //! names it primary only after it is open, so metadata never points at a read-only primary
-//! for longer than the metadata write. The old primary's fence may run alongside catch-up,
-//! promotion and repointing, but it has finished (and is recorded, done or failed) before the
-//! XA hook and before the new primary is opened. The candidate stops its SQL threads only
+//! for longer than the metadata write. The old primary's fence has finished (and is recorded,
+//! done or failed) before anything stops receiving from it: a write it acknowledged until then
+//! reached a replica whose position the choice saw. The candidate stops its SQL threads only
 //! after they applied its final received position, read once its IO threads stopped.
 
 use std::future::Future;
@@ -176,10 +176,9 @@ pub type FenceTask<'a> = Pin<Box<dyn Future<Output = String> + Send + 'a>>;
 /// Catch up, promote, repoint, fence (when given), XA hook, open, metadata. Fills the record's
 /// phases and outcome; `Err` carries the reason of a failed step (also in the record).
 ///
-/// A given `fence` runs alongside catch-up, promotion and repointing (which wait seconds on
-/// replication threads stuck on an unreachable primary) and is always awaited, and recorded,
-/// before the XA hook and before the new primary is opened for writes; a failed step still
-/// waits for it so the record says what was done to the old primary.
+/// A given `fence` is awaited, and recorded, first: before catch-up, promotion and the
+/// followers' detach (which run side by side) stop anything from receiving from the old
+/// primary.
 #[allow(clippy::too_many_arguments)]
 pub async fn switch_to(
     ctx: &StepContext,
@@ -202,18 +201,12 @@ pub async fn switch_to(
                 let what = fence.await;
                 (what, started.elapsed())
             };
-            let prep = prepare(ctx, new, catch_up_pos, followers, rec, t);
-            let ((what, took), prepared) = tokio::join!(fence, prep);
+            // The fence finishes before anything stops receiving from the old primary, so
+            // whatever it acknowledged until then is on a replica the positions account for.
+            let (what, took) = fence.await;
             rec.fence = Some(what.clone());
-            t.phase(
-                rec,
-                "fence",
-                Some(format!(
-                    "{what} (took {} ms alongside catch_up/promote/repoint)",
-                    ms(took)
-                )),
-            );
-            match prepared {
+            t.phase(rec, "fence", Some(format!("{what} (took {} ms)", ms(took))));
+            match prepare(ctx, new, catch_up_pos, followers, rec, t).await {
                 Ok(()) => finish(ctx, cluster, new, followers, rec, t).await,
                 Err(e) => Err(e),
             }

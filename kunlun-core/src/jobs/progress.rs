@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use kunlun_meta::model::JobStatus;
 use kunlun_meta::store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -300,12 +299,18 @@ async fn flush_loop(
             s.dirty = false;
             compose(&s)
         };
-        if let Err(e) = store
-            .update_job(job_id, JobStatus::Ongoing, Some(&memo))
-            .await
-        {
-            tracing::warn!(job_id, error = %e, "cannot record job progress");
-            lock(&me.state).dirty = true;
+        // Only while the job is `ongoing`: a job that ended, or was rolled back by a recovery
+        // while a task of an earlier run still reports, is never brought back.
+        match store.update_ongoing_memo(job_id, &memo).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(job_id, "job no longer ongoing; progress flusher stops");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "cannot record job progress");
+                lock(&me.state).dirty = true;
+            }
         }
         drop(guard);
         drop(me);

@@ -351,6 +351,13 @@ impl Store {
             .await
     }
 
+    /// Replaces the memo of a job still `ongoing`; false when it is not (see
+    /// [`repo::jobs::update_memo_if_ongoing`]).
+    pub async fn update_ongoing_memo(&self, id: i64, memo: &serde_json::Value) -> Result<bool> {
+        self.tx(async |tx| repo::jobs::update_memo_if_ongoing(tx, id, memo).await)
+            .await
+    }
+
     /// Sets a job's status and (when given) memo; a final status also sets `when_ended`.
     pub async fn update_job(
         &self,

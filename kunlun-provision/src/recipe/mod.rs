@@ -418,7 +418,11 @@ async fn run_session<R: Recipe + ?Sized>(
         on_event,
     };
     let cmd = format!("sh -c {}", sh_quote(&script));
-    let mut out = ex.exec_with(target, &cmd, input, STEP_TIMEOUT).await?;
+    // Each step keeps its own deadline: the session gets one per step it runs.
+    let steps = label.split(", ").count().max(1) as u32;
+    let mut out = ex
+        .exec_with(target, &cmd, input, STEP_TIMEOUT * steps)
+        .await?;
     if out.status == Some(MISSING_EXIT) {
         if let Some(e) = missing_programs(recipe, &out.host, &out.stderr_str()) {
             return Err(e);
@@ -431,7 +435,8 @@ async fn run_session<R: Recipe + ?Sized>(
         .map_err(|e| recipe.batch_error(spec, e))
 }
 
-/// Deadline of one recipe step (initialise and start on a busy host can take a while).
+/// Deadline of one recipe step (initialise and start on a busy host can take a while); a
+/// session running several steps gets one per step.
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Single-quotes `s` for a POSIX shell (used by recipes and the probe).

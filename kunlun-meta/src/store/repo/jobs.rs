@@ -124,6 +124,26 @@ struct JobChangeset {
     when_ended: Option<chrono::NaiveDateTime>,
 }
 
+/// Replaces the memo of a job that is still `ongoing`; false (nothing written) once the job
+/// ended or was handed back (a progress write of a task that outlived its job must not bring
+/// the job back).
+pub async fn update_memo_if_ongoing(
+    tx: &mut Tx,
+    id: i64,
+    memo: &serde_json::Value,
+) -> Result<bool> {
+    let memo = memo.to_string();
+    let n = with_conn!(tx, c => diesel::update(
+            jobs::table
+                .filter(jobs::id.eq(id))
+                .filter(jobs::status.eq(JobStatus::Ongoing.as_str())),
+        )
+        .set(jobs::memo.eq(Some(memo)))
+        .execute(c)
+        .await)?;
+    Ok(n == 1)
+}
+
 /// Sets the status and, when given, the memo; a final status also sets `when_ended`.
 pub async fn update(
     tx: &mut Tx,
