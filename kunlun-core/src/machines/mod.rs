@@ -155,8 +155,17 @@ impl ClusterManager {
         let after = before.with(&patch);
         let patch = &patch;
         if after == before {
+            let before = &before;
             let info = store
                 .tx(async |tx| {
+                    // Unchanged as read above: a probed change committed meanwhile must not
+                    // be undone by this patch's copy of the old values.
+                    let now = repo::machines::get(tx, id).await?;
+                    if &Probed::of(&now) != before {
+                        return Err(kunlun_meta::Error::Conflict(format!(
+                            "machine {id}'s SSH access or data dirs changed meanwhile; retry"
+                        )));
+                    }
                     repo::machines::update(tx, id, patch).await?;
                     repo::machines::get_info(tx, id).await
                 })
