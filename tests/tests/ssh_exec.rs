@@ -435,31 +435,3 @@ async fn stdin_reaches_the_command_and_event_lines_arrive_live() {
         "the first event came while the command still ran"
     );
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_whose_caller_gave_up_is_killed_on_the_machine() {
-    let s = sshd();
-    let ex = SshExecutor::default();
-    let t = target(&s);
-    let marker = s.dir().join("abandoned-but-finished");
-    let cmd = format!("sleep 37.25; touch {}", marker.display());
-    // The caller stops waiting after 500 ms (as an aborted job task would).
-    let r = tokio::time::timeout(Duration::from_millis(500), ex.exec(&t, &cmd, T)).await;
-    assert!(r.is_err(), "still running when given up");
-    let gone = |pat: &str| {
-        !std::process::Command::new("pgrep")
-            .args(["-f", pat])
-            .status()
-            .expect("pgrep")
-            .success()
-    };
-    let t0 = std::time::Instant::now();
-    while !gone("[s]leep 37.25") && t0.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(gone("[s]leep 37.25"), "the remote command was killed");
-    assert!(!marker.exists());
-    // The pool still works.
-    let out = ex.exec(&t, "echo ok", T).await.expect("ran");
-    assert_eq!(out.stdout, b"ok\n");
-}

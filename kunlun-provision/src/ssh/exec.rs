@@ -8,16 +8,12 @@
 //! with `printf 'MARK%s\n' $$ >&2`; that first stderr line (stripped from the output) gives
 //! the group to `kill -KILL -- -<pgid>` over a second channel.
 //!
-//! A command whose caller stopped waiting (its future was dropped, e.g. an aborted job task)
-//! is killed the same way within one socket wait.
-//!
 //! A command may also get bytes on its stdin (then EOF), e.g. passwords that must appear
 //! neither on a command line nor in a file, and may report progress: each stderr line
 //! `kunlun-event:<text>` is handed to the caller's callback as soon as it arrives and is
 //! stripped from the output.
 
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ssh2::Channel;
@@ -64,7 +60,6 @@ pub(crate) fn exec(
     input: &ExecInput,
     deadline: &Deadline,
     kill_timeout: Duration,
-    abandoned: &AtomicBool,
 ) -> Result<Output> {
     conn.blocking(deadline);
     let mut channel = match conn.session.channel_session() {
@@ -133,17 +128,6 @@ pub(crate) fn exec(
         }
         if both_eof && channel.eof() {
             break;
-        }
-        if abandoned.load(Ordering::Relaxed) {
-            // Nobody waits for the result any more (the caller's task was aborted): the
-            // command must not go on by itself.
-            conn.healthy = false;
-            kill_remote(conn, pgid, kill_timeout);
-            return Err(crate::Error::Local(format!(
-                "{}: `{}` abandoned by its caller; killed",
-                conn.label,
-                short(command)
-            )));
         }
         if progress {
             continue;

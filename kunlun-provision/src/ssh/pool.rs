@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -128,12 +128,8 @@ impl SshExecutor {
     ) -> Result<Output> {
         let command = command.to_string();
         let kill_timeout = self.inner.options.kill_timeout;
-        // The blocking work outlives this future when it is dropped (an aborted job task):
-        // the guard tells it, and it kills the remote command as on a timeout.
-        let dropped = Arc::new(AtomicBool::new(false));
-        let _guard = SetOnDrop(dropped.clone());
         self.with_conn(target, timeout, move |conn, deadline| {
-            exec::exec(conn, &command, &input, deadline, kill_timeout, &dropped)
+            exec::exec(conn, &command, &input, deadline, kill_timeout)
         })
         .await
     }
@@ -236,15 +232,6 @@ impl SshExecutor {
         })
         .await;
         joined.map_err(|e| Error::Local(format!("SSH worker for {label} failed: {e}")))?
-    }
-}
-
-/// Sets its flag when dropped.
-struct SetOnDrop(Arc<AtomicBool>);
-
-impl Drop for SetOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
     }
 }
 
