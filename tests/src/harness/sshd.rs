@@ -308,6 +308,22 @@ impl Sshd {
             if let Some(pid) = p.pid() {
                 // Freeze the listener so it forks no new sessions while we kill them.
                 let _ = p.signal(Signal::SIGSTOP);
+                // SIGTERM first, so a login shell stopped half-way through ~/.bashrc runs its
+                // exit traps: a SIGKILLed `pyenv rehash` leaves its lock file behind, and then
+                // every later SSH session on this host waits 60 s for it. Whatever still runs
+                // after a moment is SIGKILLed (also if it was reparented meanwhile).
+                let first = descendants(pid);
+                for &c in &first {
+                    let _ = kill(Pid::from_raw(c as i32), Signal::SIGTERM);
+                }
+                let t0 = std::time::Instant::now();
+                while first.iter().any(|&c| running(c)) && t0.elapsed() < Duration::from_millis(500)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                for &c in first.iter().filter(|&&c| running(c)) {
+                    let _ = kill(Pid::from_raw(c as i32), Signal::SIGKILL);
+                }
                 for _ in 0..5 {
                     let children = descendants(pid);
                     if children.is_empty() {
@@ -358,6 +374,15 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 /// All descendants of `root` (children, grandchildren, …) from /proc.
