@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use kunlun_tests::MariaDb;
@@ -24,30 +23,6 @@ use serde_json::{json, Value};
 const LEASE_SECS: f64 = 3.0;
 const RENEW_SECS: f64 = 1.0;
 const META_DB: &str = "kl_leader_failover";
-
-/// The `cluster-mgr` binary, rebuilt once per test process so it is never older than the sources.
-fn cluster_mgr_bin() -> PathBuf {
-    static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "cluster-mgr-bin",
-                "--bin",
-                "cluster-mgr",
-            ])
-            .status()
-            .expect("run cargo build");
-        assert!(
-            status.success(),
-            "cargo build of cluster-mgr failed: {status}"
-        );
-    });
-    kunlun_tests::bin_path("cluster-mgr")
-}
 
 /// A running `cluster-mgr` on the shared store, killed on drop.
 struct Daemon {
@@ -74,7 +49,7 @@ impl Daemon {
         let log = dir.join("cluster-mgr.log");
         let out = File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let child = Command::new(cluster_mgr_bin())
+        let child = Command::new(cli_support::bin("cluster-mgr"))
             .args(["--config", cnf.to_str().expect("utf-8 path")])
             .current_dir(&dir)
             .env_remove("KUNLUN_CLUSTER_MGR_CONFIG")
@@ -488,7 +463,7 @@ fn a_bad_leader_lease_stops_start_up_with_a_clear_error() {
     ] {
         let cnf = dir.path().join("bad.cnf");
         std::fs::write(&cnf, format!("leader_lease_secs = {value}\n")).expect("write cnf");
-        let out = Command::new(cluster_mgr_bin())
+        let out = Command::new(cli_support::bin("cluster-mgr"))
             .args(["--config", cnf.to_str().expect("utf-8 path")])
             .current_dir(dir.path())
             .env_remove("KUNLUN_CLUSTER_MGR_CONFIG")
