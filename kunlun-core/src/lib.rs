@@ -11,6 +11,8 @@ pub mod leader;
 mod machines;
 mod manager;
 pub mod storage;
+#[cfg(test)]
+mod test_fixtures;
 mod topology;
 pub mod xa;
 

@@ -204,27 +204,12 @@ pub fn plan_create_cluster(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kunlun_meta::model::{MachineType, NodeStats, SshAccess};
+    use kunlun_meta::model::MachineType;
 
     fn machine(id: i64, host: &str, ty: MachineType, range: &str) -> Machine {
         Machine {
-            id,
-            hostaddr: host.into(),
-            machine_type: ty,
-            rack_id: None,
             data_dirs: vec!["/data1".into(), "/data2".into()],
-            port_range: range.into(),
-            total_mem_mb: None,
-            total_cpu_cores: None,
-            node_stats: NodeStats::Running,
-            used_ports: vec![],
-            installing_ports: vec![],
-            ssh: SshAccess {
-                port: 22,
-                user: "root".into(),
-                key_path: "/k".into(),
-            },
-            svc_since: None,
+            ..crate::test_fixtures::machine(id, host, ty, range, vec![])
         }
     }
 

@@ -114,30 +114,10 @@ fn provision_error(e: kunlun_provision::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kunlun_meta::model::{
-        ClusterStatus, HaMode, MachineType, NodeStats, NodeStatus, SshAccess,
-    };
+    use kunlun_meta::model::{ClusterStatus, HaMode, MachineType, NodeStatus};
 
     fn machine(id: i64, host: &str, ty: MachineType, range: &str, used: Vec<u16>) -> Machine {
-        Machine {
-            id,
-            hostaddr: host.into(),
-            machine_type: ty,
-            rack_id: None,
-            data_dirs: vec!["/data1".into()],
-            port_range: range.into(),
-            total_mem_mb: None,
-            total_cpu_cores: None,
-            node_stats: NodeStats::Running,
-            used_ports: used,
-            installing_ports: vec![],
-            ssh: SshAccess {
-                port: 22,
-                user: "root".into(),
-                key_path: "/k".into(),
-            },
-            svc_since: None,
-        }
+        crate::test_fixtures::machine(id, host, ty, range, used)
     }
 
     fn cluster() -> Cluster {

@@ -256,30 +256,11 @@ pub fn host_port(host: &str, port: u16) -> String {
 mod tests {
     use super::*;
     use kunlun_meta::model::{
-        Cluster, ClusterStatus, HaMode, MemberState, NodeStats, NodeStatus, OnOff, Shard,
-        SshAccess, SyncState,
+        Cluster, ClusterStatus, HaMode, MemberState, NodeStatus, OnOff, Shard, SyncState,
     };
 
     fn machine(id: i64, host: &str, range: &str, used: Vec<u16>) -> Machine {
-        Machine {
-            id,
-            hostaddr: host.into(),
-            machine_type: MachineType::Storage,
-            rack_id: None,
-            data_dirs: vec!["/data1".into()],
-            port_range: range.into(),
-            total_mem_mb: None,
-            total_cpu_cores: None,
-            node_stats: NodeStats::Running,
-            used_ports: used,
-            installing_ports: vec![],
-            ssh: SshAccess {
-                port: 22,
-                user: "root".into(),
-                key_path: "/k".into(),
-            },
-            svc_since: None,
-        }
+        crate::test_fixtures::machine(id, host, MachineType::Storage, range, used)
     }
 
     fn node(id: i64, shard_id: i64, host: &str, port: u16, state: MemberState) -> ShardNode {

@@ -191,27 +191,19 @@ async fn round(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kunlun_meta::model::{MachineType, SshAccess};
+    use kunlun_meta::model::MachineType;
 
     fn machine(id: i64, state: NodeStats) -> Machine {
         Machine {
-            id,
-            hostaddr: "127.0.0.9".into(),
-            machine_type: MachineType::Storage,
-            rack_id: None,
             data_dirs: vec!["/d".into()],
-            port_range: "57000-58000".into(),
-            total_mem_mb: None,
-            total_cpu_cores: None,
             node_stats: state,
-            used_ports: vec![],
-            installing_ports: vec![],
-            ssh: SshAccess {
-                port: 22,
-                user: "root".into(),
-                key_path: "/k".into(),
-            },
-            svc_since: None,
+            ..crate::test_fixtures::machine(
+                id,
+                "127.0.0.9",
+                MachineType::Storage,
+                "57000-58000",
+                vec![],
+            )
         }
     }
 

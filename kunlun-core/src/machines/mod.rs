@@ -399,23 +399,14 @@ mod tests {
 
     fn stored() -> Machine {
         Machine {
-            id: 1,
-            hostaddr: "127.0.0.2".into(),
-            machine_type: MachineType::Storage,
-            rack_id: None,
             data_dirs: vec!["/d".into()],
-            port_range: "57000-58000".into(),
-            total_mem_mb: None,
-            total_cpu_cores: None,
-            node_stats: NodeStats::Running,
-            used_ports: vec![],
-            installing_ports: vec![],
-            ssh: SshAccess {
-                port: 22,
-                user: "root".into(),
-                key_path: "/k".into(),
-            },
-            svc_since: None,
+            ..crate::test_fixtures::machine(
+                1,
+                "127.0.0.2",
+                MachineType::Storage,
+                "57000-58000",
+                vec![],
+            )
         }
     }
 
