@@ -494,6 +494,22 @@ mod tests {
         Rig { runner, dir }
     }
 
+    /// The runner of `rig` serving with `exec` for up to `max_jobs` at once, until cancelled.
+    fn serving(
+        rig: &Rig,
+        max_jobs: usize,
+        exec: Exec,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(rig.runner.clone().serve(
+            cancel.clone(),
+            Arc::new(Notify::new()),
+            max_jobs,
+            exec,
+        ));
+        (cancel, task)
+    }
+
     async fn job(store: &Store, job_type: &str, cluster: &str) -> i64 {
         store
             .create_job(&NewJob {
@@ -559,13 +575,7 @@ mod tests {
         let a2 = job(&store, DELETE_SHARD, "a").await;
         let c = job(&store, DELETE_COMP, "c").await;
         let spans: Spans = Default::default();
-        let cancel = CancellationToken::new();
-        let runner = tokio::spawn(rig.runner.clone().serve(
-            cancel.clone(),
-            Arc::new(Notify::new()),
-            2,
-            timed(spans.clone(), Duration::from_millis(400)),
-        ));
+        let (cancel, runner) = serving(&rig, 2, timed(spans.clone(), Duration::from_millis(400)));
         for id in [a1, b, a2, c] {
             wait_status(&store, id, JobStatus::Done).await;
         }
@@ -588,13 +598,7 @@ mod tests {
         let a = job(&store, DELETE_CLUSTER, "a").await;
         let b = job(&store, DELETE_CLUSTER, "b").await;
         let spans: Spans = Default::default();
-        let cancel = CancellationToken::new();
-        let runner = tokio::spawn(rig.runner.clone().serve(
-            cancel.clone(),
-            Arc::new(Notify::new()),
-            0,
-            timed(spans.clone(), Duration::from_millis(200)),
-        ));
+        let (cancel, runner) = serving(&rig, 0, timed(spans.clone(), Duration::from_millis(200)));
         wait_status(&store, a, JobStatus::Done).await;
         wait_status(&store, b, JobStatus::Done).await;
         cancel.cancel();
@@ -628,13 +632,7 @@ mod tests {
                 Ok(())
             })
         });
-        let cancel = CancellationToken::new();
-        let runner = tokio::spawn(rig.runner.clone().serve(
-            cancel.clone(),
-            Arc::new(Notify::new()),
-            4,
-            exec,
-        ));
+        let (cancel, runner) = serving(&rig, 4, exec);
         wait_status(&store, x, JobStatus::Done).await;
         wait_status(&store, y, JobStatus::Done).await;
         cancel.cancel();
@@ -665,13 +663,7 @@ mod tests {
                 Ok(())
             })
         });
-        let cancel = CancellationToken::new();
-        let runner = tokio::spawn(rig.runner.clone().serve(
-            cancel.clone(),
-            Arc::new(Notify::new()),
-            4,
-            exec,
-        ));
+        let (cancel, runner) = serving(&rig, 4, exec);
         let j = wait_status(&store, bad, JobStatus::Failed).await;
         wait_status(&store, good, JobStatus::Done).await;
         // The runner still claims jobs after the panic.
@@ -714,13 +706,7 @@ mod tests {
                 Ok(())
             })
         });
-        let cancel = CancellationToken::new();
-        let runner = tokio::spawn(rig.runner.clone().serve(
-            cancel.clone(),
-            Arc::new(Notify::new()),
-            4,
-            exec,
-        ));
+        let (cancel, runner) = serving(&rig, 4, exec);
         let t = Instant::now();
         while entered.load(Ordering::SeqCst) < 2 {
             assert!(t.elapsed() < Duration::from_secs(10), "both jobs started");
