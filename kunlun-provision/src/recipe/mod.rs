@@ -357,7 +357,7 @@ async fn run_sessions<R: Recipe + ?Sized>(
         if parts.is_empty() {
             if check {
                 check = false;
-                run_session(recipe, ex, target, spec, "", None, true, None, "check").await?;
+                run_session(recipe, ex, target, spec, "", None, true, None, &["check"]).await?;
             }
             if let Some(cb) = &on_step {
                 cb(steps[i]);
@@ -367,7 +367,6 @@ async fn run_sessions<R: Recipe + ?Sized>(
             continue;
         }
         let body = parts.join("\n");
-        let label = names.join(", ");
         run_session(
             recipe,
             ex,
@@ -377,14 +376,14 @@ async fn run_sessions<R: Recipe + ?Sized>(
             secret,
             std::mem::take(&mut check),
             on_step.clone(),
-            &label,
+            &names,
         )
         .await?;
     }
     Ok(())
 }
 
-/// One SSH session running `body` (after the programs check when `check`), with `secret` as
+/// One SSH session running `body`, the steps `names` (after the programs check when `check`), with `secret` as
 /// `$KUNLUN_SECRET`; its `step` event lines go to `on_step`.
 #[allow(clippy::too_many_arguments)]
 async fn run_session<R: Recipe + ?Sized>(
@@ -396,7 +395,7 @@ async fn run_session<R: Recipe + ?Sized>(
     secret: Option<String>,
     check: bool,
     on_step: Option<OnStep>,
-    label: &str,
+    names: &[&str],
 ) -> Result<()> {
     let mut script = String::new();
     if secret.is_some() {
@@ -419,7 +418,7 @@ async fn run_session<R: Recipe + ?Sized>(
     };
     let cmd = format!("sh -c {}", sh_quote(&script));
     // Each step keeps its own deadline: the session gets one per step it runs.
-    let steps = label.split(", ").count().max(1) as u32;
+    let steps = names.len().max(1) as u32;
     let mut out = ex
         .exec_with(target, &cmd, input, STEP_TIMEOUT * steps)
         .await?;
@@ -429,7 +428,7 @@ async fn run_session<R: Recipe + ?Sized>(
         }
     }
     // Errors name the steps, not the whole script.
-    out.command = format!("{} {label}", recipe.name());
+    out.command = format!("{} {}", recipe.name(), names.join(", "));
     out.checked()
         .map(|_| ())
         .map_err(|e| recipe.batch_error(spec, e))
