@@ -383,8 +383,8 @@ async fn run_sessions<R: Recipe + ?Sized>(
     Ok(())
 }
 
-/// One SSH session running `body`, the steps `names` (after the programs check when `check`), with `secret` as
-/// `$KUNLUN_SECRET`; its `step` event lines go to `on_step`.
+/// One SSH session running `body`, the steps `names` (after the programs check when
+/// `check`), with `secret` as `$KUNLUN_SECRET`; its `step` event lines go to `on_step`.
 #[allow(clippy::too_many_arguments)]
 async fn run_session<R: Recipe + ?Sized>(
     recipe: &R,
