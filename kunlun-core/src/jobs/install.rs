@@ -95,7 +95,7 @@ impl Provisioner {
             users: vec![
                 user(MANAGER_USER, &p.manager, UserRole::Admin),
                 user(REPL_USER, &p.repl, UserRole::Replication),
-                user(PGX_USER, &p.pgx, UserRole::Admin),
+                user(PGX_USER, &p.pgx, UserRole::Application),
             ],
         }
     }
@@ -110,7 +110,12 @@ impl Provisioner {
             buffer_mb: COMPUTE_BUFFER_MB,
             max_connections: plan.max_connections,
             semi_sync: false,
-            users: vec![user(COMP_USER, &plan.passwords.comp, UserRole::Admin)],
+            // The manager's own superuser owns the catalog (it holds `pgx`'s password); the
+            // login handed to users is not a superuser.
+            users: vec![
+                user(MANAGER_USER, &plan.passwords.manager, UserRole::Admin),
+                user(COMP_USER, &plan.passwords.comp, UserRole::Application),
+            ],
         }
     }
 

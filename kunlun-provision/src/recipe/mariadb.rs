@@ -26,6 +26,9 @@ pub struct MariaDbRecipe {
     pub install_db: String,
     pub client: String,
     pub admin: String,
+    /// OS user the server runs as when the SSH login is root (the package creates it);
+    /// otherwise it runs as the login user.
+    pub os_user: String,
 }
 
 impl Default for MariaDbRecipe {
@@ -35,6 +38,7 @@ impl Default for MariaDbRecipe {
             install_db: "/usr/bin/mariadb-install-db".into(),
             client: "/usr/bin/mariadb".into(),
             admin: "/usr/bin/mariadb-admin".into(),
+            os_user: "mysql".into(),
         }
     }
 }
@@ -48,6 +52,8 @@ struct Paths {
     sock: String,
     pid: String,
     marker: String,
+    /// `secure_file_priv`: the only place `LOAD DATA`/`INTO OUTFILE` may touch.
+    files: String,
 }
 
 impl Paths {
@@ -60,12 +66,22 @@ impl Paths {
             sock: format!("{b}/run/mysqld.sock"),
             pid: format!("{b}/run/mysqld.pid"),
             marker: format!("{b}/.initialised"),
+            files: format!("{b}/files"),
             base: b,
         }
     }
 }
 
 impl MariaDbRecipe {
+    /// Shell prelude: `RU` is the user the server runs as ([`MariaDbRecipe::os_user`] for a
+    /// root login, else the login user).
+    fn prelude(&self) -> String {
+        format!(
+            "if [ \"$(id -u)\" = 0 ]; then RU={u}; else RU=$(id -un); fi\n",
+            u = sh_quote(&self.os_user)
+        )
+    }
+
     /// The generated `my.cnf` of an instance (pure; unit-tested).
     pub fn config(&self, spec: &InstanceSpec) -> String {
         let p = Paths::of(spec);
@@ -74,6 +90,7 @@ impl MariaDbRecipe {
              [mysqld]\n\
              datadir = {data}\n\
              tmpdir = {base}/tmp\n\
+             secure-file-priv = {files}\n\
              socket = {sock}\n\
              pid-file = {pid}\n\
              log-error = {log}/error.log\n\
@@ -97,6 +114,7 @@ impl MariaDbRecipe {
              max-connections = {maxc}\n",
             data = p.data,
             base = p.base,
+            files = p.files,
             sock = p.sock,
             pid = p.pid,
             log = p.log,
@@ -118,28 +136,82 @@ impl MariaDbRecipe {
     }
 
     /// The idempotent user SQL (never logged to the binary log, so replicas created the same
-    /// way do not get errant GTIDs).
-    fn users_sql(spec: &InstanceSpec) -> Result<String> {
+    /// way do not get errant GTIDs). Each user is granted its role's privileges on `*.*` and
+    /// every other global privilege (and `GRANT OPTION`) is revoked, so running it again fixes
+    /// a user created with more (the upgrade of clusters installed with `ALL PRIVILEGES`).
+    pub fn users_sql(spec: &InstanceSpec) -> Result<String> {
         let mut sql = String::from("SET SESSION sql_log_bin = 0;\n");
         for u in &spec.users {
             check_user(u)?;
             let who = format!("'{}'@'%'", u.name);
-            let grant = match u.role {
-                UserRole::Admin => {
-                    format!("GRANT ALL PRIVILEGES ON *.* TO {who} WITH GRANT OPTION;")
-                }
-                UserRole::Replication => {
-                    format!("GRANT REPLICATION SLAVE, REPLICATION CLIENT, SLAVE MONITOR ON *.* TO {who};")
-                }
-            };
             sql.push_str(&format!(
                 "CREATE USER IF NOT EXISTS {who} IDENTIFIED BY '{pw}';\n\
-                 ALTER USER {who} IDENTIFIED BY '{pw}';\n{grant}\n",
-                pw = u.password
+                 ALTER USER {who} IDENTIFIED BY '{pw}';\n{grants}",
+                pw = u.password,
+                grants = grants_sql(u.role, &who),
             ));
         }
         Ok(sql)
     }
+}
+
+/// Every global privilege of MariaDB 10.11 (what `ALL PRIVILEGES ON *.*` expands to), so a
+/// role's grant can revoke exactly the rest.
+const ALL_GLOBAL: &[&str] = &[
+    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "RELOAD", "SHUTDOWN", "PROCESS",
+    "FILE", "REFERENCES", "INDEX", "ALTER", "SHOW DATABASES", "SUPER", "CREATE TEMPORARY TABLES",
+    "LOCK TABLES", "EXECUTE", "REPLICATION SLAVE", "BINLOG MONITOR", "CREATE VIEW", "SHOW VIEW",
+    "CREATE ROUTINE", "ALTER ROUTINE", "CREATE USER", "EVENT", "TRIGGER", "CREATE TABLESPACE",
+    "DELETE HISTORY", "SET USER", "FEDERATED ADMIN", "CONNECTION ADMIN", "READ_ONLY ADMIN",
+    "REPLICATION SLAVE ADMIN", "REPLICATION MASTER ADMIN", "BINLOG ADMIN", "BINLOG REPLAY",
+    "SLAVE MONITOR",
+];
+
+/// What a compute node does on its shards: DML and DDL on user data, XA (MariaDB needs no
+/// extra privilege for `XA RECOVER`), reading binlog positions and replica status. Nothing
+/// that passes `read_only` (`READ_ONLY ADMIN`, `SUPER`), reaches the file system (`FILE`),
+/// changes other accounts or stops the server.
+///
+/// MariaDB has no partial revokes, and a database pattern (`` `%`.* ``) matches `mysql` too,
+/// so these global grants also cover the `mysql` schema: `pgx` can read and write its tables
+/// (but cannot `FLUSH PRIVILEGES`: no `RELOAD`). Documented in README as a known limit.
+pub const PGX_PRIVILEGES: &[&str] = &[
+    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX", "REFERENCES",
+    "CREATE TEMPORARY TABLES", "LOCK TABLES", "CREATE VIEW", "SHOW VIEW", "EXECUTE",
+    "CREATE ROUTINE", "ALTER ROUTINE", "TRIGGER", "EVENT", "BINLOG MONITOR", "SLAVE MONITOR",
+];
+
+/// Replication only (`BINLOG MONITOR` is `REPLICATION CLIENT`; semi-sync and GTID need no more).
+pub const REPL_PRIVILEGES: &[&str] = &["REPLICATION SLAVE", "BINLOG MONITOR", "SLAVE MONITOR"];
+
+/// The privileges of `role` on a storage node. The manager keeps everything but `FILE`
+/// (and `GRANT OPTION`): promotion and fencing must write while `read_only` is on
+/// (`READ_ONLY ADMIN`, `SET GLOBAL`), seeding dumps and loads every schema (`RELOAD`,
+/// `SET USER` for definers, `BINLOG ADMIN` for `sql_log_bin=0`), HA kills sessions
+/// (`CONNECTION ADMIN`). Grants themselves are done as `root` over the socket.
+pub fn storage_privileges(role: UserRole) -> Vec<&'static str> {
+    match role {
+        UserRole::Admin => ALL_GLOBAL.iter().copied().filter(|p| *p != "FILE").collect(),
+        UserRole::Replication => REPL_PRIVILEGES.to_vec(),
+        UserRole::Application => PGX_PRIVILEGES.to_vec(),
+    }
+}
+
+/// `GRANT` the role's privileges on `*.*`, then `REVOKE` every other global one and
+/// `GRANT OPTION` (a no-op for privileges not held, so idempotent).
+fn grants_sql(role: UserRole, who: &str) -> String {
+    let allowed = storage_privileges(role);
+    let denied: Vec<&str> = ALL_GLOBAL
+        .iter()
+        .copied()
+        .filter(|p| !allowed.contains(p))
+        .chain(["GRANT OPTION"])
+        .collect();
+    format!(
+        "GRANT {} ON *.* TO {who};\nREVOKE {} ON *.* FROM {who};\n",
+        allowed.join(", "),
+        denied.join(", ")
+    )
 }
 
 #[async_trait::async_trait]
@@ -171,21 +243,26 @@ impl Recipe for MariaDbRecipe {
         let p = Paths::of(spec);
         let q = sh_quote;
         Some(match step {
+            // Everything the server writes belongs to its run user; the base dir is closed
+            // to others (it holds the data and `secure_file_priv`).
             Step::MakeDirs => format!(
-                "mkdir -p {b}/run {b}/tmp {} && chmod 0750 {b}",
-                q(&p.log),
+                "{pre}mkdir -p {b}/run {b}/tmp {files} {log} && chown \"$RU\" {b} {b}/run {b}/tmp {files} {log} && chmod 0750 {b} {files}",
+                pre = self.prelude(),
+                files = q(&p.files),
+                log = q(&p.log),
                 b = q(&p.base),
             ),
             // The marker is written last, so a bootstrap cut short is redone from scratch.
             // Own tmpdir: parallel bootstraps sharing /tmp lost each other's temp tables.
             Step::Initialise => format!(
-                "[ -f {marker} ] && exit 0
-rm -rf {data} && mkdir -p {data} || exit 1
+                "{pre}[ -f {marker} ] && exit 0
+rm -rf {data} && mkdir -p {data} && chown \"$RU\" {data} || exit 1
 u=$(id -un)
-{idb} --no-defaults --user=\"$u\" --datadir={data} --auth-root-authentication-method=socket \
+{idb} --no-defaults --user=\"$RU\" --datadir={data} --auth-root-authentication-method=socket \
 --auth-root-socket-user=\"$u\" --skip-test-db --innodb-log-file-size=32M --tmpdir={tmp} \
 >{log}/install.log 2>&1 || {{ grep -i -m 10 -e error -e warn {log}/install.log >&2; exit 1; }}
 touch {marker}",
+                pre = self.prelude(),
                 marker = q(&p.marker),
                 data = q(&p.data),
                 tmp = q(&format!("{}/tmp", p.base)),
@@ -193,14 +270,18 @@ touch {marker}",
                 log = q(&p.log),
             ),
             Step::WriteConfig => format!(
-                "umask 027 && cat > {cnf}.new <<'KUNLUN_CNF_EOF' && mv -f {cnf}.new {cnf}\n{}KUNLUN_CNF_EOF",
+                "umask 022 && cat > {cnf}.new <<'KUNLUN_CNF_EOF' && mv -f {cnf}.new {cnf}\n{}KUNLUN_CNF_EOF",
                 self.config(spec),
                 cnf = q(&p.cnf),
             ),
             Step::Start => format!(
-                "{alive} && exit 0
-cd / && setsid {bin} --defaults-file={cnf} --user=\"$(id -un)\" </dev/null >>{log}/mariadbd.out 2>&1 &
+                "{pre}{alive} && exit 0
+[ \"$(stat -c %U {data})\" = \"$RU\" ] || chown -R \"$RU\" {base} || exit 1
+cd / && setsid {bin} --defaults-file={cnf} --user=\"$RU\" </dev/null >>{log}/mariadbd.out 2>&1 &
 exit 0",
+                pre = self.prelude(),
+                data = q(&p.data),
+                base = q(&p.base),
                 alive = alive_by_pid_file(&p.pid),
                 bin = q(&self.mariadbd),
                 cnf = q(&p.cnf),
@@ -339,6 +420,36 @@ mod tests {
         let sql = MariaDbRecipe::users_sql(&spec(true)).unwrap();
         assert!(sql.starts_with("SET SESSION sql_log_bin = 0;"));
         assert!(sql.contains("CREATE USER IF NOT EXISTS 'repl'@'%'"));
-        assert!(sql.contains("GRANT REPLICATION SLAVE"));
+        assert!(sql.contains("GRANT REPLICATION SLAVE, BINLOG MONITOR, SLAVE MONITOR ON *.*"));
+        assert!(sql.contains("SUPER"), "revoked from repl: {sql}");
+    }
+
+    #[test]
+    fn pgx_and_the_manager_lack_what_passes_read_only_or_reaches_files() {
+        let pgx = storage_privileges(UserRole::Application);
+        for bad in ["SUPER", "READ_ONLY ADMIN", "FILE", "SHUTDOWN", "RELOAD", "CREATE USER"] {
+            assert!(!pgx.contains(&bad), "{bad}");
+        }
+        assert!(pgx.contains(&"INSERT") && pgx.contains(&"BINLOG MONITOR"));
+        let mgr = storage_privileges(UserRole::Admin);
+        assert!(mgr.contains(&"READ_ONLY ADMIN") && !mgr.contains(&"FILE"));
+        let g = grants_sql(UserRole::Application, "'pgx'@'%'");
+        let revoke = g.lines().find(|l| l.starts_with("REVOKE")).unwrap_or_default();
+        for bad in ["SUPER", "READ_ONLY ADMIN", "FILE", "GRANT OPTION"] {
+            assert!(revoke.contains(bad), "{bad} not revoked: {g}");
+        }
+        // Every global privilege is either granted or revoked.
+        let revoked: Vec<&str> = revoke
+            .trim_start_matches("REVOKE ")
+            .split(" ON ")
+            .next()
+            .unwrap_or_default()
+            .split(", ")
+            .collect();
+        for p in ALL_GLOBAL {
+            assert!(pgx.contains(p) != revoked.contains(p), "{p}");
+        }
+        let c = MariaDbRecipe::default().config(&spec(false));
+        assert!(c.contains("secure-file-priv = /d/kunlun/storage_57001/files"));
     }
 }

@@ -93,10 +93,16 @@ pub const INSTALL_STEPS: &[Step] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserRole {
-    /// Everything (the manager, compute-to-storage, the compute node's owner).
+    /// The manager (`clustmgr`): on storage nodes every privilege but `FILE` and
+    /// `GRANT OPTION` (it must write while `read_only` is on to promote); on compute nodes a
+    /// superuser (it owns the catalog that holds the storage logins).
     Admin,
     /// Replication only (storage nodes).
     Replication,
+    /// What applications get: on storage nodes the compute nodes' login (`pgx`: DML, DDL,
+    /// XA, reading positions; nothing that passes `read_only` or reaches files); on compute
+    /// nodes the login handed to users (`abc`: `CREATEDB`, not a superuser).
+    Application,
 }
 
 /// A system user of an instance. `Debug` hides the password.

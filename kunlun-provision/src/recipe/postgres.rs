@@ -91,7 +91,8 @@ impl PostgresRecipe {
             check_user(u)?;
             let attrs = match u.role {
                 UserRole::Admin => "LOGIN SUPERUSER",
-                UserRole::Replication => "LOGIN REPLICATION",
+                UserRole::Replication => "LOGIN NOSUPERUSER REPLICATION",
+                UserRole::Application => "LOGIN NOSUPERUSER CREATEDB NOREPLICATION NOBYPASSRLS",
             };
             sql.push_str(&format!(
                 "SELECT 'CREATE ROLE \"{n}\"' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{n}')\\gexec\n\
@@ -99,6 +100,15 @@ impl PostgresRecipe {
                 n = u.name,
                 pw = u.password
             ));
+            // The user's login may create schemas and objects in database `postgres` (its
+            // `public` schema is closed to non-owners since PostgreSQL 15), nothing else.
+            if u.role == UserRole::Application {
+                sql.push_str(&format!(
+                    "GRANT CREATE, CONNECT, TEMPORARY ON DATABASE postgres TO \"{n}\";\n\
+                     GRANT USAGE, CREATE ON SCHEMA public TO \"{n}\";\n",
+                    n = u.name
+                ));
+            }
         }
         Ok(sql)
     }
@@ -243,7 +253,7 @@ mod tests {
             users: vec![DbUser {
                 name: "abc".into(),
                 password: "secret".into(),
-                role: UserRole::Admin,
+                role: UserRole::Application,
             }],
         };
         let r = PostgresRecipe::default();
@@ -255,7 +265,9 @@ mod tests {
         assert!(
             sql.contains("WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'abc')\\gexec")
         );
-        assert!(sql.contains("ALTER ROLE \"abc\" WITH LOGIN SUPERUSER PASSWORD 'secret';"));
+        assert!(sql.contains("ALTER ROLE \"abc\" WITH LOGIN NOSUPERUSER CREATEDB"));
+        assert!(!sql.contains(" SUPERUSER"), "{sql}");
+        assert!(sql.contains("GRANT USAGE, CREATE ON SCHEMA public TO \"abc\""));
         assert_eq!(
             r.required_binaries()[0],
             "/usr/lib/postgresql/15/bin/postgres"
