@@ -205,7 +205,7 @@ async fn push_read_back_change_primary_and_survive_a_dead_compute_node() -> Resu
     assert!(!r.to_string().contains(COMP_PWD) && !format!("{r:?}").contains(COMP_PWD));
 
     // Read back: exactly what the metadata says, for this compute node only.
-    let got = read_catalog(&w.comp, &opts()).await?;
+    let got = read_catalog(&w.store, &w.comp, &opts()).await?;
     let want = w.desired().await?;
     assert_eq!(got, want);
     assert_eq!(got.cluster_meta.len(), 1);
@@ -243,7 +243,7 @@ async fn push_read_back_change_primary_and_survive_a_dead_compute_node() -> Resu
     // Idempotent: a second push leaves the same rows, not twice as many.
     let r = push_cluster(&w.store, w.cluster.id, &opts()).await?;
     assert_eq!(w.error_of(&r, &w.comp), None, "{r}");
-    assert_eq!(read_catalog(&w.comp, &opts()).await?, want);
+    assert_eq!(read_catalog(&w.store, &w.comp, &opts()).await?, want);
     assert_eq!(
         w.pg.sql("SELECT count(*) FROM kunlun_sys.pg_shard_node")?
             .trim(),
@@ -273,7 +273,7 @@ async fn push_read_back_change_primary_and_survive_a_dead_compute_node() -> Resu
         w.shard_sql()?,
         format!("{s1}|{new_primary}|3\n{s2}|{}|2", n2[0])
     );
-    assert_eq!(read_catalog(&w.comp, &opts()).await?, w.desired().await?);
+    assert_eq!(read_catalog(&w.store, &w.comp, &opts()).await?, w.desired().await?);
     let status = manager.catalog_status(w.cluster.id).await?;
     assert_eq!(status[0].in_sync, Some(true), "{status:?}");
     assert_eq!(status[0].primaries, [(*s1, new_primary), (*s2, n2[0])]);
@@ -322,7 +322,7 @@ async fn the_sync_catches_a_stopped_compute_node_up_and_skips_unchanged_clusters
     let r = sync.round().await?;
     assert_eq!(r.len(), 1);
     assert!(r[0].all_ok(), "{}", r[0]);
-    let got = read_catalog(&w.comp, &opts()).await?;
+    let got = read_catalog(&w.store, &w.comp, &opts()).await?;
     assert_eq!(got, w.desired().await?);
     assert_eq!(
         got.shard(w.shards[1].0).map(|s| s.master_node_id),
@@ -336,7 +336,7 @@ async fn the_sync_catches_a_stopped_compute_node_up_and_skips_unchanged_clusters
 async fn bad_input_is_refused_and_leaves_the_catalog_as_it_was() -> Result<()> {
     let w = world().await?;
     push_cluster(&w.store, w.cluster.id, &opts()).await?;
-    let before = read_catalog(&w.comp, &opts()).await?;
+    let before = read_catalog(&w.store, &w.comp, &opts()).await?;
 
     // Unknown cluster.
     let e = push_cluster(&w.store, 999_999, &opts()).await.unwrap_err();
@@ -369,12 +369,12 @@ async fn bad_input_is_refused_and_leaves_the_catalog_as_it_was() -> Result<()> {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("recorded as primary"), "{e}");
-    assert_eq!(read_catalog(&w.comp, &opts()).await?, before);
+    assert_eq!(read_catalog(&w.store, &w.comp, &opts()).await?, before);
 
     // A wrong compute-node password: that node is reported, the password is not.
     let mut wrong = w.comp.clone();
     wrong.passwd = "not-it".into();
-    let e = read_catalog(&wrong, &opts()).await.unwrap_err();
+    let e = read_catalog(&w.store, &wrong, &opts()).await.unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("password") || msg.contains("auth"), "{msg}");
     assert!(!msg.contains("not-it") && !msg.contains(COMP_PWD), "{msg}");

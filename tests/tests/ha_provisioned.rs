@@ -449,7 +449,7 @@ async fn scenario(w: &World) {
         .expect("desired")
         .1
         .for_comp(comp.id);
-    let cat = read_catalog(&comp, &CatalogOptions::default())
+    let cat = read_catalog(store, &comp, &CatalogOptions::default())
         .await
         .expect("catalog");
     assert_eq!(cat, desired, "the compute node's catalog is metadata's");

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kunlun_core::jobs::install::MANAGER_USER;
-use kunlun_core::jobs::{plan_create_cluster, Provisioner, SystemPasswords};
+use kunlun_core::jobs::install::{COMP_USER, MANAGER_USER, PGX_USER};
+use kunlun_core::jobs::{plan_create_cluster, ClusterPlan, Provisioner, SystemPasswords};
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{HaMode, Machine, MachineType, NodeStats, SshAccess};
 use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
@@ -42,14 +42,137 @@ fn machine(id: i64, sshd: &Sshd, ty: MachineType, dir: &str, base: u16) -> Machi
 }
 
 async fn conn(port: u16, password: &str) -> mysql_async::Conn {
+    conn_as(port, MANAGER_USER, password).await
+}
+
+async fn conn_as(port: u16, user: &str, password: &str) -> mysql_async::Conn {
     let opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname(IP.to_string())
         .tcp_port(port)
-        .user(Some(MANAGER_USER))
+        .user(Some(user))
         .pass(Some(password));
     mysql_async::Conn::new(opts)
         .await
-        .expect("connect as clustmgr")
+        .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+}
+
+/// The server's error code of a refused statement.
+fn mysql_code(r: Result<(), mysql_async::Error>) -> Option<u16> {
+    match r {
+        Err(mysql_async::Error::Server(e)) => Some(e.code),
+        Err(e) => panic!("not a server error: {e}"),
+        Ok(()) => None,
+    }
+}
+
+/// `psql -c sql` on the compute node as `user`; (success, stdout, stderr).
+fn psql(port: u16, user: &str, password: &str, sql: &str) -> (bool, String, String) {
+    let out = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args(["-X", "-At", "-h", &IP.to_string(), "-p", &port.to_string()])
+        .args(["-U", user, "-d", "postgres", "-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .expect("run psql");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// The uid a process runs as (`Uid:` of /proc/<pid>/status, the real uid).
+fn process_uid(pid_file: &Path) -> u32 {
+    let pid = std::fs::read_to_string(pid_file).expect("pid file");
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).expect("process status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("Uid line")
+}
+
+/// What compute nodes and their users may do: `pgx` has DML, DDL and XA but nothing that
+/// passes `read_only` or reaches files; servers do not run as root; `abc` is no superuser and
+/// cannot read the catalog the manager's own login writes.
+async fn least_privilege(plan: &ClusterPlan) {
+    let p = &plan.passwords;
+    let nodes = &plan.shards[0].nodes;
+    let mut x = conn_as(nodes[0].slot.port, PGX_USER, &p.pgx).await;
+    let grants: Vec<String> = x.query("SHOW GRANTS").await.expect("show grants");
+    eprintln!("pgx: {grants:?}");
+    for bad in ["SUPER", "READ_ONLY ADMIN", "FILE", "GRANT OPTION", "ALL PRIVILEGES"] {
+        assert!(!grants.iter().any(|g| g.contains(bad)), "pgx has {bad}");
+    }
+    let out = format!("{}/files/out.txt", nodes[0].base_dir);
+    let r = x
+        .query_drop(format!("SELECT 1 INTO OUTFILE '{out}'"))
+        .await;
+    assert_eq!(mysql_code(r), Some(1227), "INTO OUTFILE refused (no FILE)");
+    assert!(!Path::new(&out).exists());
+    // XA as a compute node runs it: start, prepare, commit.
+    x.query_drop(
+        "XA START 'kt1'; INSERT INTO t.x VALUES (7); XA END 'kt1'; XA PREPARE 'kt1'; XA RECOVER",
+    )
+    .await
+    .expect("XA prepare as pgx");
+    x.query_drop("XA COMMIT 'kt1'").await.expect("XA commit as pgx");
+    let n: Option<i64> = x
+        .query_first("SELECT COUNT(*) FROM t.x WHERE id = 7")
+        .await
+        .expect("read");
+    assert_eq!(n, Some(1));
+    x.disconnect().await.expect("disconnect");
+
+    // A read-only replica refuses pgx's writes (1290), the manager's pass deliberately.
+    let replica = nodes[1].slot.port;
+    let mut m = conn(replica, &p.manager).await;
+    m.query_drop("SET GLOBAL read_only = ON").await.expect("read_only");
+    let mut x = conn_as(replica, PGX_USER, &p.pgx).await;
+    let r = x.query_drop("INSERT INTO t.x VALUES (8)").await;
+    assert_eq!(mysql_code(r), Some(1290), "a read-only replica refuses pgx");
+    let r = x.query_drop("CREATE DATABASE t2").await;
+    assert_eq!(mysql_code(r), Some(1290));
+    x.disconnect().await.expect("disconnect");
+    m.query_drop("SET GLOBAL read_only = OFF").await.expect("read_only off");
+    m.disconnect().await.expect("disconnect");
+
+    for n in nodes {
+        let uid = process_uid(&Path::new(&n.base_dir).join("run/mysqld.pid"));
+        assert_ne!(uid, 0, "mariadbd of {} runs as root", n.slot.port);
+    }
+
+    // The compute node: the manager's superuser owns what holds storage passwords.
+    let c = &plan.comps[0];
+    let (ok, _, err) = psql(
+        c.slot.port,
+        MANAGER_USER,
+        &p.manager,
+        "CREATE SCHEMA kunlun_sys; CREATE TABLE kunlun_sys.pg_shard_node (passwd text); \
+         INSERT INTO kunlun_sys.pg_shard_node VALUES ('secret')",
+    );
+    assert!(ok, "the manager is the compute node's superuser: {err}");
+    let (ok, _, err) = psql(c.slot.port, COMP_USER, &p.comp, "SELECT * FROM kunlun_sys.pg_shard_node");
+    assert!(!ok && err.contains("permission denied"), "abc read the catalog: {err}");
+    let (ok, out, err) = psql(
+        c.slot.port,
+        COMP_USER,
+        &p.comp,
+        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "f", "abc is not a superuser");
+    let (ok, _, err) = psql(
+        c.slot.port,
+        COMP_USER,
+        &p.comp,
+        "CREATE TABLE public.mine (id int); CREATE SCHEMA app; CREATE TABLE app.t (id int)",
+    );
+    assert!(ok, "abc works in database postgres: {err}");
+    let (ok, _, err) = psql(c.slot.port, COMP_USER, &p.comp, "CREATE DATABASE abcdb");
+    assert!(ok, "abc creates databases: {err}");
 }
 
 #[tokio::test]
@@ -149,6 +272,7 @@ async fn one_rbr_shard_of_three_and_a_compute_node_install_replicate_and_go_away
         }
     };
     check.await;
+    least_privilege(&plan).await;
 
     prov.uninstall_cluster(&machines, &plan)
         .await

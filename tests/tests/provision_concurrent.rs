@@ -332,7 +332,7 @@ async fn scenario(w: &World, wake: &Notify) {
         let c = &comps[0];
         assert_eq!(c.port, plan.comps[0].slot.port, "{name}: as planned");
         assert!(listening(c.port), "{name}: compute node {} answers", c.port);
-        let cat = read_catalog(c, &CatalogOptions::default())
+        let cat = read_catalog(store, c, &CatalogOptions::default())
             .await
             .expect("catalog");
         assert!(cat.shard(shards[0].id).is_some(), "{name}: catalog shard");

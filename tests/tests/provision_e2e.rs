@@ -250,7 +250,7 @@ async fn check_catalog(store: &Store, cluster_id: i64, shards: usize) {
         .expect("desired");
     assert_eq!(desired.shards.len(), shards);
     for c in &comps {
-        let got = read_catalog(c, &CatalogOptions::default())
+        let got = read_catalog(store, c, &CatalogOptions::default())
             .await
             .unwrap_or_else(|e| panic!("read catalog of {}: {e}", c.name));
         assert_eq!(got, desired.for_comp(c.id), "catalog of {}", c.name);

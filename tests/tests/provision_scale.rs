@@ -623,7 +623,7 @@ async fn scenario(w: &World) {
     drop(c2);
     wait_for(r2.port, &pw, "SELECT CAST(id AS CHAR) FROM s2.t", "7").await;
     let comp = store.list_comp_nodes(Some(cid)).await.expect("comps")[0].clone();
-    let cat = read_catalog(&comp, &CatalogOptions::default())
+    let cat = read_catalog(store, &comp, &CatalogOptions::default())
         .await
         .expect("catalog");
     assert!(
@@ -656,7 +656,7 @@ async fn scenario(w: &World) {
     assert_eq!(masters.len(), 1);
     let m = store.list_machines().await.expect("machines")[0].clone();
     assert_eq!(m.used_ports, used_before, "its ports are released");
-    let cat = read_catalog(&comp, &CatalogOptions::default())
+    let cat = read_catalog(store, &comp, &CatalogOptions::default())
         .await
         .expect("catalog");
     assert!(

@@ -62,14 +62,15 @@ impl ClusterManager {
     /// Reads every in-service compute node's catalog of cluster `cluster_id` (in parallel)
     /// and compares it with the metadata.
     pub async fn catalog_status(&self, cluster_id: i64) -> Result<Vec<CompCatalog>> {
-        let (comps, rows) = desired_for_cluster(self.store()?, cluster_id).await?;
+        let store = self.store()?.clone();
+        let (comps, rows) = desired_for_cluster(&store, cluster_id).await?;
         let opts = CatalogOptions::default();
         let mut set = JoinSet::new();
         for c in comps {
             let want = rows.for_comp(c.id);
-            let opts = opts.clone();
+            let (opts, store) = (opts.clone(), store.clone());
             set.spawn(async move {
-                let got = read_catalog(&c, &opts).await;
+                let got = read_catalog(&store, &c, &opts).await;
                 let (in_sync, primaries, error) = match got {
                     Ok(g) => (
                         Some(g == want),

@@ -107,14 +107,61 @@ impl Drop for Session {
     }
 }
 
+/// The manager's own superuser on a cluster's compute nodes (`clustmgr`, with the cluster's
+/// manager password): the catalog holds `pgx`'s password, so only this login may read it.
+/// `Debug` hides the password.
+#[derive(Clone)]
+pub(crate) struct ManagerLogin {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ManagerLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerLogin")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Whether `e` is the server refusing the login (bad password, no such role, no hba entry).
+fn login_refused(e: &Error) -> bool {
+    matches!(e, Error::Internal(m) if m.contains("(28P01)") || m.contains("(28000)"))
+}
+
 impl Session {
-    /// Connects to `comp`'s database `postgres` as its `user_name` with its password.
-    pub async fn connect(comp: &CompNode, opts: &CatalogOptions) -> Result<Session> {
+    /// Connects to `comp`'s database `postgres` as the manager's superuser when given; a
+    /// compute node that refuses that login (installed before the manager had its own role
+    /// there) is logged in to as its `user_name` with its password.
+    pub async fn connect(
+        comp: &CompNode,
+        manager: Option<&ManagerLogin>,
+        opts: &CatalogOptions,
+    ) -> Result<Session> {
+        if let Some(m) = manager {
+            match Self::connect_as(comp, &m.user, &m.password, opts).await {
+                Err(e) if login_refused(&e) => {
+                    tracing::debug!(comp_node_id = comp.id, error = %e,
+                        "manager login refused; using the compute node's own login");
+                }
+                other => return other,
+            }
+        }
+        Self::connect_as(comp, &comp.user_name, &comp.passwd, opts).await
+    }
+
+    async fn connect_as(
+        comp: &CompNode,
+        user: &str,
+        password: &str,
+        opts: &CatalogOptions,
+    ) -> Result<Session> {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&comp.hostaddr)
             .port(comp.port)
-            .user(&comp.user_name)
-            .password(comp.passwd.as_bytes())
+            .user(user)
+            .password(password.as_bytes())
             .dbname("postgres")
             .application_name("kunlun-cluster-mgr")
             .connect_timeout(opts.connect_timeout)

@@ -13,11 +13,11 @@ use kunlun_meta::store::{repo, Store};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use super::pg::Session;
+use super::pg::{ManagerLogin, Session};
 use super::rows::{desired_catalog, CatalogRows, MetaShardInfo, StorageLogin};
 use super::CatalogOptions;
 use crate::error::{Error, Result};
-use crate::jobs::install::PGX_USER;
+use crate::jobs::install::{MANAGER_USER, PGX_USER};
 
 /// Outcome of pushing to one compute node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -144,15 +144,17 @@ pub async fn push_cluster(
     let turn = cluster_turn(cluster_id);
     let _turn = turn.lock().await;
     let (comps, rows) = desired_for_cluster(store, cluster_id).await?;
+    let manager = manager_login(store, cluster_id).await?;
     let digest = rows.digest();
     let mut set = JoinSet::new();
     for (i, comp) in comps.iter().enumerate() {
         let comp = comp.clone();
         let mine = rows.for_comp(comp.id);
         let opts = opts.clone();
+        let manager = manager.clone();
         set.spawn(async move {
             let r = async {
-                let mut s = Session::connect(&comp, &opts).await?;
+                let mut s = Session::connect(&comp, manager.as_ref(), &opts).await?;
                 s.replace(cluster_id, &mine).await
             }
             .await;
@@ -201,9 +203,31 @@ pub async fn push_cluster(
     Ok(report)
 }
 
+/// The manager's login on the compute nodes of `cluster_id`: `clustmgr` with the cluster's
+/// stored manager password; `None` for a cluster without stored passwords.
+async fn manager_login(store: &Store, cluster_id: i64) -> Result<Option<ManagerLogin>> {
+    let secret = store
+        .read(async |tx| match repo::secrets::get(tx, cluster_id).await {
+            Ok(s) => Ok(Some(s.manager_pwd)),
+            Err(kunlun_meta::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await?;
+    Ok(secret.map(|password| ManagerLogin {
+        user: MANAGER_USER.to_string(),
+        password,
+    }))
+}
+
 /// The catalog rows of `comp`'s cluster that `comp` holds now (sorted by key; empty when
-/// nothing was pushed yet). Compare with `desired_for_cluster(..).1.for_comp(comp.id)`.
-pub async fn read_catalog(comp: &CompNode, opts: &CatalogOptions) -> Result<CatalogRows> {
-    let s = Session::connect(comp, opts).await?;
+/// nothing was pushed yet), read as the manager's login (see [`push_cluster`]). Compare with
+/// `desired_for_cluster(..).1.for_comp(comp.id)`.
+pub async fn read_catalog(
+    store: &Store,
+    comp: &CompNode,
+    opts: &CatalogOptions,
+) -> Result<CatalogRows> {
+    let manager = manager_login(store, comp.db_cluster_id).await?;
+    let s = Session::connect(comp, manager.as_ref(), opts).await?;
     s.read(comp.db_cluster_id).await
 }

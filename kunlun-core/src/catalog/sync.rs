@@ -2,11 +2,15 @@
 //! re-pushes a cluster whose rows changed since its last complete push, or whose last push
 //! missed a compute node, so a compute node that was down catches up once it answers.
 //!
+//! Each round also brings the grants of storage nodes not yet checked by this process to
+//! least privilege ([`crate::jobs::grants`]): the upgrade of clusters installed with
+//! `ALL PRIVILEGES`; a node counts as checked once it answered.
+//!
 //! Invariant: a cluster counts as pushed only when every in-service compute node took the
 //! rows; its digest is then remembered, so an unchanged, fully pushed cluster costs one
 //! metadata read per round and no compute-node connection (except the periodic full resync).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use kunlun_meta::model::ClusterStatus;
@@ -45,6 +49,8 @@ pub struct CatalogSync {
     config: CatalogSyncConfig,
     /// Digest of the last push that reached every compute node, by cluster.
     pushed: HashMap<i64, u64>,
+    /// Storage nodes whose system users' grants were checked (and fixed) by this process.
+    grants_checked: HashSet<i64>,
     rounds: u64,
 }
 
@@ -54,6 +60,7 @@ impl CatalogSync {
             store,
             config,
             pushed: HashMap::new(),
+            grants_checked: HashSet::new(),
             rounds: 0,
         }
     }
@@ -91,6 +98,16 @@ impl CatalogSync {
             .collect();
         self.pushed.retain(|id, _| clusters.contains(id));
         let mut reports = Vec::new();
+        for &id in &clusters {
+            match crate::jobs::grants::fix_cluster_grants(&self.store, id, &self.grants_checked)
+                .await
+            {
+                Ok(done) => self.grants_checked.extend(
+                    done.iter().filter(|g| g.result.is_ok()).map(|g| g.node_id),
+                ),
+                Err(e) => tracing::warn!(cluster_id = id, error = %e, "grants not checked"),
+            }
+        }
         for id in clusters {
             if !full {
                 match (

@@ -20,6 +20,7 @@ use kunlun_meta::model::{
     Job, JobStatus, MemberState, NewCluster, NewJob, NewShard, NewShardNode, NodeMapMaster,
     NodeStatus,
 };
+use kunlun_meta::store::repo::dirs::{self, NodeKind};
 use kunlun_meta::store::repo::{clusters, comps, jobs, machines, meta, nodes, secrets, shards};
 use kunlun_meta::store::{Store, Tx};
 use kunlun_provision::placement::{PortSets, Slot};
@@ -290,7 +291,7 @@ async fn record_topology(tx: &mut Tx, cluster_id: i64, plan: &ClusterPlan) -> Me
         .await?;
         let primary = &sp.nodes[0].slot;
         for (i, n) in sp.nodes.iter().enumerate() {
-            nodes::insert(
+            let row = nodes::insert(
                 tx,
                 &NewShardNode {
                     shard_id: shard.id,
@@ -310,6 +311,7 @@ async fn record_topology(tx: &mut Tx, cluster_id: i64, plan: &ClusterPlan) -> Me
                 },
             )
             .await?;
+            dirs::set(tx, NodeKind::Storage, row.id, &n.base_dir).await?;
             if i > 0 {
                 meta::set_node_master(
                     tx,

@@ -287,6 +287,13 @@ pub(crate) async fn record_comps(
             },
         )
         .await?;
+        kunlun_meta::store::repo::dirs::set(
+            tx,
+            kunlun_meta::store::repo::dirs::NodeKind::Compute,
+            id,
+            &c.base_dir,
+        )
+        .await?;
         out.push(id);
     }
     Ok(out)
@@ -431,7 +438,13 @@ async fn delete_comp(
             return Ok(());
         };
         let machines_now = store.list_machines().await?;
-        let plan = plan_delete_comp(&cluster, &comp, &machines_now)?;
+        let mut plan = plan_delete_comp(&cluster, &comp, &machines_now)?;
+        let detail = kunlun_meta::api::ClusterDetail {
+            cluster: cluster.clone(),
+            shards: Vec::new(),
+            comp_nodes: vec![comp.clone()],
+        };
+        super::delete::apply_recorded_dirs(store, &mut plan, &detail).await?;
         // Out of service first: catalog pushes and routing skip it from now on.
         store
             .tx(async |tx| comps::set_status(tx, comp.id, NodeStatus::Deleted).await)

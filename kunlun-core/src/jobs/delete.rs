@@ -7,6 +7,9 @@
 
 use kunlun_meta::api::ClusterDetail;
 use kunlun_meta::model::{Job, JobStatus, Machine, MachineType, NewJob};
+use std::collections::HashMap;
+
+use kunlun_meta::store::repo::dirs::{self, NodeKind};
 use kunlun_meta::store::repo::nodes;
 use kunlun_meta::store::Store;
 use kunlun_provision::placement::{InstanceKind, Slot};
@@ -125,6 +128,53 @@ pub fn plan_from_rows(detail: &ClusterDetail, machines: &[Machine]) -> Result<Cl
     })
 }
 
+/// Replaces the computed base dirs in `plan` (of instances of `detail`'s cluster) by those
+/// recorded at install, matched by host and port; instances without a record (installed
+/// before dirs were recorded) keep the computed dir.
+pub async fn apply_recorded_dirs(
+    store: &Store,
+    plan: &mut ClusterPlan,
+    detail: &ClusterDetail,
+) -> Result<()> {
+    let node_ids: Vec<i64> = detail
+        .shards
+        .iter()
+        .flat_map(|s| s.nodes.iter().map(|n| n.id))
+        .collect();
+    let comp_ids: Vec<i64> = detail.comp_nodes.iter().map(|c| c.id).collect();
+    let (node_dirs, comp_dirs) = store
+        .read(async |tx| {
+            Ok((
+                dirs::get_many(tx, NodeKind::Storage, &node_ids).await?,
+                dirs::get_many(tx, NodeKind::Compute, &comp_ids).await?,
+            ))
+        })
+        .await?;
+    let mut storage: HashMap<(&str, u16), &String> = HashMap::new();
+    for n in detail.shards.iter().flat_map(|s| s.nodes.iter()) {
+        if let Some(d) = node_dirs.get(&n.id) {
+            storage.insert((n.hostaddr.as_str(), n.port), d);
+        }
+    }
+    let mut compute: HashMap<(&str, u16), &String> = HashMap::new();
+    for c in &detail.comp_nodes {
+        if let Some(d) = comp_dirs.get(&c.id) {
+            compute.insert((c.hostaddr.as_str(), c.port), d);
+        }
+    }
+    for n in plan.shards.iter_mut().flat_map(|s| s.nodes.iter_mut()) {
+        if let Some(d) = storage.get(&(n.slot.hostaddr.as_str(), n.slot.port)) {
+            n.base_dir = d.to_string();
+        }
+    }
+    for c in plan.comps.iter_mut() {
+        if let Some(d) = compute.get(&(c.slot.hostaddr.as_str(), c.slot.port)) {
+            c.base_dir = d.to_string();
+        }
+    }
+    Ok(())
+}
+
 /// Runs one claimed `delete_cluster` job to `done` or `failed`.
 pub async fn run_delete_cluster(store: &Store, prov: &Provisioner, job: &Job) -> Result<()> {
     let info: DeleteClusterInfo = job
@@ -139,7 +189,9 @@ pub async fn run_delete_cluster(store: &Store, prov: &Provisioner, job: &Job) ->
         let planned = async {
             let detail = store.cluster_detail(info.cluster_id).await?;
             let machines = store.list_machines().await?;
-            plan_from_rows(&detail, &machines)
+            let mut plan = plan_from_rows(&detail, &machines)?;
+            apply_recorded_dirs(store, &mut plan, &detail).await?;
+            Ok::<_, Error>(plan)
         }
         .await;
         let plan = match planned {

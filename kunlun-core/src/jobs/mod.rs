@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod comps;
 pub mod delete;
 mod facade;
+pub mod grants;
 pub mod install;
 pub mod nodes;
 pub mod plan;

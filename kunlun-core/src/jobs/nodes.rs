@@ -333,7 +333,9 @@ async fn delete_node(
             let machines = store.list_machines().await?;
             let sd = shard_in(&detail, shard_id)?;
             let n = removable(&sd.nodes, shard_id, node_id)?;
-            removal_plan(&detail, &sd.shard.name, [n], &machines)
+            let mut plan = removal_plan(&detail, &sd.shard.name, [n], &machines)?;
+            super::delete::apply_recorded_dirs(store, &mut plan, &detail).await?;
+            Ok::<_, Error>(plan)
         }
         .await;
         let plan = match planned {

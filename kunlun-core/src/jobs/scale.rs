@@ -306,6 +306,13 @@ pub(crate) async fn insert_node(
         },
     )
     .await?;
+    kunlun_meta::store::repo::dirs::set(
+        tx,
+        kunlun_meta::store::repo::dirs::NodeKind::Storage,
+        row.id,
+        &n.base_dir,
+    )
+    .await?;
     if let Some((host, port)) = primary {
         meta::set_node_master(
             tx,

@@ -184,7 +184,9 @@ async fn delete_shard(
             let machines = store.list_machines().await?;
             let sd = shard_in(&detail, shard_id)?;
             refuse_last_shard(&detail.cluster.name, shard_id, detail.shards.len())?;
-            removal_plan(&detail, &sd.shard.name, sd.nodes.iter(), &machines)
+            let mut plan = removal_plan(&detail, &sd.shard.name, sd.nodes.iter(), &machines)?;
+            super::delete::apply_recorded_dirs(store, &mut plan, &detail).await?;
+            Ok::<_, Error>(plan)
         }
         .await;
         let plan = match planned {

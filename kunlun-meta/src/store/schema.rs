@@ -116,6 +116,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    kl_comp_node_dir (comp_node_id) {
+        comp_node_id -> BigInt,
+        base_dir -> Text,
+    }
+}
+
+diesel::table! {
     kl_failover (id) {
         id -> BigInt,
         cluster_id -> BigInt,
@@ -160,6 +167,13 @@ diesel::table! {
         ssh_port -> BigInt,
         ssh_user -> Text,
         ssh_key_path -> Text,
+    }
+}
+
+diesel::table! {
+    kl_shard_node_dir (shard_node_id) {
+        shard_node_id -> BigInt,
+        base_dir -> Text,
     }
 }
 
@@ -272,6 +286,7 @@ diesel::table! {
 diesel::joinable!(comp_nodes -> db_clusters (db_cluster_id));
 diesel::joinable!(kl_machine_probe -> server_nodes (server_node_id));
 diesel::joinable!(kl_machine_ssh -> server_nodes (server_node_id));
+diesel::joinable!(kl_shard_node_dir -> shard_nodes (shard_node_id));
 diesel::joinable!(shard_nodes -> db_clusters (db_cluster_id));
 diesel::joinable!(shard_nodes -> shards (shard_id));
 diesel::joinable!(shards -> db_clusters (db_cluster_id));
@@ -286,10 +301,12 @@ diesel::allow_tables_to_appear_in_same_query!(
     ddl_ops_log_template_table,
     global_configuration,
     kl_cluster_secret,
+    kl_comp_node_dir,
     kl_failover,
     kl_leader_lease,
     kl_machine_probe,
     kl_machine_ssh,
+    kl_shard_node_dir,
     meta_db_nodes,
     node_map_master,
     server_nodes,

@@ -198,8 +198,9 @@ pub fn storage_privileges(role: UserRole) -> Vec<&'static str> {
 }
 
 /// `GRANT` the role's privileges on `*.*`, then `REVOKE` every other global one and
-/// `GRANT OPTION` (a no-op for privileges not held, so idempotent).
-fn grants_sql(role: UserRole, who: &str) -> String {
+/// `GRANT OPTION` (a no-op for privileges not held, so idempotent). `who` is a quoted
+/// account, e.g. `'pgx'@'%'`.
+pub fn grants_sql(role: UserRole, who: &str) -> String {
     let allowed = storage_privileges(role);
     let denied: Vec<&str> = ALL_GLOBAL
         .iter()

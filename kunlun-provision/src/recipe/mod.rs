@@ -25,7 +25,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use mariadb::MariaDbRecipe;
+pub use mariadb::{grants_sql as storage_grants_sql, storage_privileges, MariaDbRecipe};
 pub use postgres::PostgresRecipe;
 
 use crate::error::{Error, Result};

@@ -153,6 +153,9 @@ pub async fn set_memo(tx: &mut Tx, id: i64, memo: Option<&str>) -> Result<()> {
 /// log tables.
 pub async fn delete(tx: &mut Tx, id: i64) -> Result<()> {
     let cluster = get(tx, id).await?;
+    for comp in super::comps::list(tx, Some(id)).await? {
+        super::dirs::delete(tx, super::dirs::NodeKind::Compute, comp.id).await?;
+    }
     with_conn!(tx, c => diesel::delete(node_map_master::table.filter(node_map_master::cluster_id.eq(id)))
         .execute(c)
         .await)?;

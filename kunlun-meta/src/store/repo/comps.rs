@@ -129,6 +129,7 @@ pub async fn set_status(tx: &mut Tx, id: i64, status: NodeStatus) -> Result<()> 
 
 /// Deletes a compute node row.
 pub async fn delete(tx: &mut Tx, id: i64) -> Result<()> {
+    super::dirs::delete(tx, super::dirs::NodeKind::Compute, id).await?;
     let n = with_conn!(tx, c => diesel::delete(comp_nodes::table.filter(comp_nodes::id.eq(id))).execute(c).await)?;
     if n == 0 {
         return Err(Error::not_found("compute node", id));

@@ -5,6 +5,7 @@
 
 pub mod clusters;
 pub mod commit_log;
+pub mod dirs;
 pub mod comps;
 pub mod failovers;
 pub mod jobs;

@@ -110,6 +110,7 @@ pub async fn set_primary(tx: &mut Tx, id: i64) -> Result<()> {
 
 /// Deletes a storage node row.
 pub async fn delete(tx: &mut Tx, id: i64) -> Result<()> {
+    super::dirs::delete(tx, super::dirs::NodeKind::Storage, id).await?;
     let n = with_conn!(tx, c => diesel::delete(shard_nodes::table.filter(shard_nodes::id.eq(id))).execute(c).await)?;
     if n == 0 {
         return Err(Error::not_found("storage node", id));
