@@ -114,6 +114,30 @@ echo "no pid file of port {port} found: not fenced""#,
     )
 }
 
+/// The data dirs whose `kunlun/storage_<port>` may hold `old`'s instance: the one of the base
+/// dir recorded at install first (it stays right when the machine's `data_dirs` changed),
+/// then the machine's current ones (nodes installed before dirs were recorded).
+async fn instance_data_dirs(store: &Store, m: &Machine, old: &ShardNode) -> Vec<String> {
+    use kunlun_meta::store::repo::dirs::{self, NodeKind};
+    let recorded = store
+        .read(async |tx| dirs::get(tx, NodeKind::Storage, old.id).await)
+        .await
+        .ok()
+        .flatten();
+    // A recorded base dir is always `<data_dir>/kunlun/storage_<port>` (checked at install).
+    let from_record = recorded.as_deref().and_then(|b| {
+        let parent = std::path::Path::new(b).parent()?.parent()?;
+        Some(parent.to_str()?.to_string())
+    });
+    let mut out: Vec<String> = from_record.into_iter().collect();
+    for d in &m.data_dirs {
+        if !out.contains(d) {
+            out.push(d.clone());
+        }
+    }
+    out
+}
+
 async fn stop_over_ssh(store: &Store, prov: &Provisioner, old: &ShardNode) -> String {
     let machines = match store.read(async |tx| repo::machines::list(tx).await).await {
         Ok(m) => m,
@@ -125,7 +149,7 @@ async fn stop_over_ssh(store: &Store, prov: &Provisioner, old: &ShardNode) -> St
             old.hostaddr
         );
     };
-    let script = kill_script(&m.data_dirs, old.port);
+    let script = kill_script(&instance_data_dirs(store, m, old).await, old.port);
     let cmd = format!("sh -c {}", sh_quote(&script));
     match prov
         .ssh

@@ -151,6 +151,7 @@ impl ClusterManager {
         let patch = req.validate()?;
         let store = self.store()?;
         let current = store.get_machine(id).await?;
+        check_no_orphans(&current, &patch).map_err(Error::Conflict)?;
         let before = Probed::of(&current);
         let after = before.with(&patch);
         let patch = &patch;
@@ -161,6 +162,7 @@ impl ClusterManager {
                     // Unchanged as read above: a probed change committed meanwhile must not
                     // be undone by this patch's copy of the old values.
                     let now = repo::machines::get(tx, id).await?;
+                    check_no_orphans(&now, patch).map_err(kunlun_meta::Error::Conflict)?;
                     if &Probed::of(&now) != before {
                         return Err(kunlun_meta::Error::Conflict(format!(
                             "machine {id}'s SSH access or data dirs changed meanwhile; retry"
@@ -197,6 +199,7 @@ impl ClusterManager {
                 // The probe ran outside the transaction (it may take seconds): what it checked
                 // must still be what the patch starts from.
                 let now = repo::machines::get(tx, id).await?;
+                check_no_orphans(&now, patch).map_err(kunlun_meta::Error::Conflict)?;
                 if &Probed::of(&now) != before {
                     return Err(kunlun_meta::Error::Conflict(format!(
                         "machine {id}'s SSH access or data dirs changed while it was probed; \
@@ -248,6 +251,50 @@ impl ClusterManager {
         self.tasks()
             .spawn(async move { liveness::run(me, p, cfg, cancel).await });
     }
+}
+
+/// Refuses a patch that would orphan instances of `m` (why, for a 409): a `port_range` that
+/// no longer holds every used or installing port block, or other `data_dirs` while any
+/// instance lives on the machine (uninstall, fence and rejoin of instances installed before
+/// base dirs were recorded compute their dir from `data_dirs`).
+pub(crate) fn check_no_orphans(
+    m: &Machine,
+    patch: &MachinePatch,
+) -> std::result::Result<(), String> {
+    let mut ports: Vec<u16> = m.used_ports.iter().chain(&m.installing_ports).copied().collect();
+    ports.sort_unstable();
+    ports.dedup();
+    if let Some(range) = &patch.port_range {
+        let (lo, hi) = kunlun_provision::placement::parse_port_range(range)
+            .map_err(|e| format!("port_range {range:?}: {e}"))?;
+        let step = match m.machine_type {
+            MachineType::Storage => kunlun_provision::placement::InstanceKind::Storage,
+            MachineType::Computer => kunlun_provision::placement::InstanceKind::Compute,
+        }
+        .port_step();
+        let outside: Vec<u16> = ports
+            .iter()
+            .copied()
+            .filter(|&p| p < lo || u32::from(p) + u32::from(step) - 1 > u32::from(hi))
+            .collect();
+        if !outside.is_empty() {
+            return Err(format!(
+                "machine {} ({}): port_range {range} would leave out the instances on ports \
+                 {outside:?}; remove them first",
+                m.id, m.hostaddr
+            ));
+        }
+    }
+    if let Some(dirs) = &patch.data_dirs {
+        if dirs != &m.data_dirs && !ports.is_empty() {
+            return Err(format!(
+                "machine {} ({}): data_dirs cannot change while instances live in them \
+                 (ports {ports:?}); remove them first",
+                m.id, m.hostaddr
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The SSH target of a machine about to be registered (the provisioner's trust settings).
@@ -549,5 +596,36 @@ mod tests {
             refusal(P::Local("disk full".into()), "update"),
             Error::Internal(_)
         ));
+    }
+
+    #[test]
+    fn a_patch_that_would_orphan_instances_is_refused() {
+        let mut m = crate::test_fixtures::machine(
+            3,
+            "127.0.0.2",
+            MachineType::Storage,
+            "57000-57100",
+            vec![57000],
+        );
+        m.installing_ports = vec![57096];
+        let range = |r: &str| MachinePatch {
+            port_range: Some(r.into()),
+            ..MachinePatch::default()
+        };
+        check_no_orphans(&m, &range("57000-57099")).unwrap();
+        let e = check_no_orphans(&m, &range("57000-57098")).unwrap_err();
+        assert!(e.contains("57096") && e.contains("remove them first"), "{e}");
+        let e = check_no_orphans(&m, &range("57001-57100")).unwrap_err();
+        assert!(e.contains("57000"), "{e}");
+        let dirs = |d: &[&str]| MachinePatch {
+            data_dirs: Some(d.iter().map(|s| s.to_string()).collect()),
+            ..MachinePatch::default()
+        };
+        check_no_orphans(&m, &dirs(&["/data1"])).unwrap();
+        assert!(check_no_orphans(&m, &dirs(&["/data1", "/data2"])).is_err());
+        m.used_ports.clear();
+        m.installing_ports.clear();
+        check_no_orphans(&m, &dirs(&["/elsewhere"])).unwrap();
+        check_no_orphans(&m, &range("1000-2000")).unwrap();
     }
 }
