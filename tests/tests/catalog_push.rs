@@ -273,7 +273,10 @@ async fn push_read_back_change_primary_and_survive_a_dead_compute_node() -> Resu
         w.shard_sql()?,
         format!("{s1}|{new_primary}|3\n{s2}|{}|2", n2[0])
     );
-    assert_eq!(read_catalog(&w.store, &w.comp, &opts()).await?, w.desired().await?);
+    assert_eq!(
+        read_catalog(&w.store, &w.comp, &opts()).await?,
+        w.desired().await?
+    );
     let status = manager.catalog_status(w.cluster.id).await?;
     assert_eq!(status[0].in_sync, Some(true), "{status:?}");
     assert_eq!(status[0].primaries, [(*s1, new_primary), (*s2, n2[0])]);

@@ -13,8 +13,7 @@ use kunlun_core::jobs::grants::fix_cluster_grants;
 use kunlun_core::{ClusterManager, CoreConfig, Error};
 use kunlun_meta::api::{RegisterMachine, UpdateMachine};
 use kunlun_meta::model::{
-    HaMode, MachineType, MemberState, NewCluster, NewCompNode, NewShard, NewShardNode,
-    NodeStatus,
+    HaMode, MachineType, MemberState, NewCluster, NewCompNode, NewShard, NewShardNode, NodeStatus,
 };
 use kunlun_meta::store::repo::dirs::{self, NodeKind};
 use kunlun_meta::store::repo::{self};
@@ -122,13 +121,19 @@ async fn an_all_privileges_cluster_is_brought_to_least_privilege_without_a_gtid(
         .expect("read-only replica");
     let gtids: Vec<String> = set
         .nodes()
-        .map(|d| d.value("SELECT @@gtid_binlog_pos").ok().flatten().unwrap_or_default())
+        .map(|d| {
+            d.value("SELECT @@gtid_binlog_pos")
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        })
         .collect();
     assert!(grants(primary, "pgx").contains("ALL PRIVILEGES"));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store(dir.path()).await;
-    let (cid, ids) = cluster_with_nodes(&store, "127.0.0.1", &[primary.port(), replica.port()]).await;
+    let (cid, ids) =
+        cluster_with_nodes(&store, "127.0.0.1", &[primary.port(), replica.port()]).await;
 
     // The catalog sync round checks every node once (the cluster has no compute nodes).
     let mut sync = CatalogSync::new(store.clone(), CatalogSyncConfig::default());
@@ -137,17 +142,34 @@ async fn an_all_privileges_cluster_is_brought_to_least_privilege_without_a_gtid(
     for db in set.nodes() {
         let pgx = grants(db, "pgx");
         eprintln!("pgx after the upgrade: {pgx}");
-        for bad in ["ALL PRIVILEGES", "SUPER", "READ_ONLY ADMIN", "FILE", "GRANT OPTION"] {
+        for bad in [
+            "ALL PRIVILEGES",
+            "SUPER",
+            "READ_ONLY ADMIN",
+            "FILE",
+            "GRANT OPTION",
+        ] {
             assert!(!pgx.contains(bad), "pgx still has {bad}: {pgx}");
         }
-        assert!(pgx.contains("INSERT") && pgx.contains("BINLOG MONITOR"), "{pgx}");
+        assert!(
+            pgx.contains("INSERT") && pgx.contains("BINLOG MONITOR"),
+            "{pgx}"
+        );
         let mgr = grants(db, "clustmgr");
         assert!(mgr.contains("READ_ONLY ADMIN"), "{mgr}");
-        assert!(!mgr.contains(" FILE") && !mgr.contains("GRANT OPTION"), "{mgr}");
+        assert!(
+            !mgr.contains(" FILE") && !mgr.contains("GRANT OPTION"),
+            "{mgr}"
+        );
     }
     let after: Vec<String> = set
         .nodes()
-        .map(|d| d.value("SELECT @@gtid_binlog_pos").ok().flatten().unwrap_or_default())
+        .map(|d| {
+            d.value("SELECT @@gtid_binlog_pos")
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        })
         .collect();
     assert_eq!(gtids, after, "the upgrade wrote no GTID on any node");
 
@@ -206,8 +228,17 @@ async fn removals_use_the_recorded_dir_and_dirs_go_with_their_nodes() {
     let comp_id = store
         .tx(async |tx| {
             // The instances live under a data dir the machine no longer lists.
-            dirs::set(tx, NodeKind::Storage, ids[0], "/data_then/kunlun/storage_57000").await?;
-            let id = repo::comps::reserve_ids(tx, 1).await?.next().unwrap_or_default();
+            dirs::set(
+                tx,
+                NodeKind::Storage,
+                ids[0],
+                "/data_then/kunlun/storage_57000",
+            )
+            .await?;
+            let id = repo::comps::reserve_ids(tx, 1)
+                .await?
+                .next()
+                .unwrap_or_default();
             repo::comps::insert(
                 tx,
                 &NewCompNode {

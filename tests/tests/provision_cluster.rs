@@ -103,13 +103,17 @@ async fn least_privilege(plan: &ClusterPlan) {
     let mut x = conn_as(nodes[0].slot.port, PGX_USER, &p.pgx).await;
     let grants: Vec<String> = x.query("SHOW GRANTS").await.expect("show grants");
     eprintln!("pgx: {grants:?}");
-    for bad in ["SUPER", "READ_ONLY ADMIN", "FILE", "GRANT OPTION", "ALL PRIVILEGES"] {
+    for bad in [
+        "SUPER",
+        "READ_ONLY ADMIN",
+        "FILE",
+        "GRANT OPTION",
+        "ALL PRIVILEGES",
+    ] {
         assert!(!grants.iter().any(|g| g.contains(bad)), "pgx has {bad}");
     }
     let out = format!("{}/files/out.txt", nodes[0].base_dir);
-    let r = x
-        .query_drop(format!("SELECT 1 INTO OUTFILE '{out}'"))
-        .await;
+    let r = x.query_drop(format!("SELECT 1 INTO OUTFILE '{out}'")).await;
     assert_eq!(mysql_code(r), Some(1227), "INTO OUTFILE refused (no FILE)");
     assert!(!Path::new(&out).exists());
     // XA as a compute node runs it: start, prepare, commit.
@@ -118,7 +122,9 @@ async fn least_privilege(plan: &ClusterPlan) {
     )
     .await
     .expect("XA prepare as pgx");
-    x.query_drop("XA COMMIT 'kt1'").await.expect("XA commit as pgx");
+    x.query_drop("XA COMMIT 'kt1'")
+        .await
+        .expect("XA commit as pgx");
     let n: Option<i64> = x
         .query_first("SELECT COUNT(*) FROM t.x WHERE id = 7")
         .await
@@ -129,14 +135,18 @@ async fn least_privilege(plan: &ClusterPlan) {
     // A read-only replica refuses pgx's writes (1290), the manager's pass deliberately.
     let replica = nodes[1].slot.port;
     let mut m = conn(replica, &p.manager).await;
-    m.query_drop("SET GLOBAL read_only = ON").await.expect("read_only");
+    m.query_drop("SET GLOBAL read_only = ON")
+        .await
+        .expect("read_only");
     let mut x = conn_as(replica, PGX_USER, &p.pgx).await;
     let r = x.query_drop("INSERT INTO t.x VALUES (8)").await;
     assert_eq!(mysql_code(r), Some(1290), "a read-only replica refuses pgx");
     let r = x.query_drop("CREATE DATABASE t2").await;
     assert_eq!(mysql_code(r), Some(1290));
     x.disconnect().await.expect("disconnect");
-    m.query_drop("SET GLOBAL read_only = OFF").await.expect("read_only off");
+    m.query_drop("SET GLOBAL read_only = OFF")
+        .await
+        .expect("read_only off");
     m.disconnect().await.expect("disconnect");
 
     for n in nodes {
@@ -154,8 +164,16 @@ async fn least_privilege(plan: &ClusterPlan) {
          INSERT INTO kunlun_sys.pg_shard_node VALUES ('secret')",
     );
     assert!(ok, "the manager is the compute node's superuser: {err}");
-    let (ok, _, err) = psql(c.slot.port, COMP_USER, &p.comp, "SELECT * FROM kunlun_sys.pg_shard_node");
-    assert!(!ok && err.contains("permission denied"), "abc read the catalog: {err}");
+    let (ok, _, err) = psql(
+        c.slot.port,
+        COMP_USER,
+        &p.comp,
+        "SELECT * FROM kunlun_sys.pg_shard_node",
+    );
+    assert!(
+        !ok && err.contains("permission denied"),
+        "abc read the catalog: {err}"
+    );
     let (ok, out, err) = psql(
         c.slot.port,
         COMP_USER,

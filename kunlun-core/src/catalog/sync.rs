@@ -102,9 +102,9 @@ impl CatalogSync {
             match crate::jobs::grants::fix_cluster_grants(&self.store, id, &self.grants_checked)
                 .await
             {
-                Ok(done) => self.grants_checked.extend(
-                    done.iter().filter(|g| g.result.is_ok()).map(|g| g.node_id),
-                ),
+                Ok(done) => self
+                    .grants_checked
+                    .extend(done.iter().filter(|g| g.result.is_ok()).map(|g| g.node_id)),
                 Err(e) => tracing::warn!(cluster_id = id, error = %e, "grants not checked"),
             }
         }

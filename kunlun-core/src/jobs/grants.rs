@@ -81,9 +81,7 @@ pub async fn fix_cluster_grants(
     }
     let mut out = Vec::new();
     while let Some(r) = set.join_next().await {
-        out.push(r.map_err(|e| {
-            crate::error::Error::Internal(format!("grants task failed: {e}"))
-        })?);
+        out.push(r.map_err(|e| crate::error::Error::Internal(format!("grants task failed: {e}")))?);
     }
     out.sort_by_key(|g| g.node_id);
     for g in &out {

@@ -261,7 +261,12 @@ pub(crate) fn check_no_orphans(
     m: &Machine,
     patch: &MachinePatch,
 ) -> std::result::Result<(), String> {
-    let mut ports: Vec<u16> = m.used_ports.iter().chain(&m.installing_ports).copied().collect();
+    let mut ports: Vec<u16> = m
+        .used_ports
+        .iter()
+        .chain(&m.installing_ports)
+        .copied()
+        .collect();
     ports.sort_unstable();
     ports.dedup();
     if let Some(range) = &patch.port_range {
@@ -614,7 +619,10 @@ mod tests {
         };
         check_no_orphans(&m, &range("57000-57099")).unwrap();
         let e = check_no_orphans(&m, &range("57000-57098")).unwrap_err();
-        assert!(e.contains("57096") && e.contains("remove them first"), "{e}");
+        assert!(
+            e.contains("57096") && e.contains("remove them first"),
+            "{e}"
+        );
         let e = check_no_orphans(&m, &range("57001-57100")).unwrap_err();
         assert!(e.contains("57000"), "{e}");
         let dirs = |d: &[&str]| MachinePatch {

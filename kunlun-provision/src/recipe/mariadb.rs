@@ -158,12 +158,43 @@ impl MariaDbRecipe {
 /// Every global privilege of MariaDB 10.11 (what `ALL PRIVILEGES ON *.*` expands to), so a
 /// role's grant can revoke exactly the rest.
 const ALL_GLOBAL: &[&str] = &[
-    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "RELOAD", "SHUTDOWN", "PROCESS",
-    "FILE", "REFERENCES", "INDEX", "ALTER", "SHOW DATABASES", "SUPER", "CREATE TEMPORARY TABLES",
-    "LOCK TABLES", "EXECUTE", "REPLICATION SLAVE", "BINLOG MONITOR", "CREATE VIEW", "SHOW VIEW",
-    "CREATE ROUTINE", "ALTER ROUTINE", "CREATE USER", "EVENT", "TRIGGER", "CREATE TABLESPACE",
-    "DELETE HISTORY", "SET USER", "FEDERATED ADMIN", "CONNECTION ADMIN", "READ_ONLY ADMIN",
-    "REPLICATION SLAVE ADMIN", "REPLICATION MASTER ADMIN", "BINLOG ADMIN", "BINLOG REPLAY",
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "CREATE",
+    "DROP",
+    "RELOAD",
+    "SHUTDOWN",
+    "PROCESS",
+    "FILE",
+    "REFERENCES",
+    "INDEX",
+    "ALTER",
+    "SHOW DATABASES",
+    "SUPER",
+    "CREATE TEMPORARY TABLES",
+    "LOCK TABLES",
+    "EXECUTE",
+    "REPLICATION SLAVE",
+    "BINLOG MONITOR",
+    "CREATE VIEW",
+    "SHOW VIEW",
+    "CREATE ROUTINE",
+    "ALTER ROUTINE",
+    "CREATE USER",
+    "EVENT",
+    "TRIGGER",
+    "CREATE TABLESPACE",
+    "DELETE HISTORY",
+    "SET USER",
+    "FEDERATED ADMIN",
+    "CONNECTION ADMIN",
+    "READ_ONLY ADMIN",
+    "REPLICATION SLAVE ADMIN",
+    "REPLICATION MASTER ADMIN",
+    "BINLOG ADMIN",
+    "BINLOG REPLAY",
     "SLAVE MONITOR",
 ];
 
@@ -176,9 +207,26 @@ const ALL_GLOBAL: &[&str] = &[
 /// so these global grants also cover the `mysql` schema: `pgx` can read and write its tables
 /// (but cannot `FLUSH PRIVILEGES`: no `RELOAD`). Documented in README as a known limit.
 pub const PGX_PRIVILEGES: &[&str] = &[
-    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX", "REFERENCES",
-    "CREATE TEMPORARY TABLES", "LOCK TABLES", "CREATE VIEW", "SHOW VIEW", "EXECUTE",
-    "CREATE ROUTINE", "ALTER ROUTINE", "TRIGGER", "EVENT", "BINLOG MONITOR", "SLAVE MONITOR",
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "INDEX",
+    "REFERENCES",
+    "CREATE TEMPORARY TABLES",
+    "LOCK TABLES",
+    "CREATE VIEW",
+    "SHOW VIEW",
+    "EXECUTE",
+    "CREATE ROUTINE",
+    "ALTER ROUTINE",
+    "TRIGGER",
+    "EVENT",
+    "BINLOG MONITOR",
+    "SLAVE MONITOR",
 ];
 
 /// Replication only (`BINLOG MONITOR` is `REPLICATION CLIENT`; semi-sync and GTID need no more).
@@ -191,7 +239,11 @@ pub const REPL_PRIVILEGES: &[&str] = &["REPLICATION SLAVE", "BINLOG MONITOR", "S
 /// (`CONNECTION ADMIN`). Grants themselves are done as `root` over the socket.
 pub fn storage_privileges(role: UserRole) -> Vec<&'static str> {
     match role {
-        UserRole::Admin => ALL_GLOBAL.iter().copied().filter(|p| *p != "FILE").collect(),
+        UserRole::Admin => ALL_GLOBAL
+            .iter()
+            .copied()
+            .filter(|p| *p != "FILE")
+            .collect(),
         UserRole::Replication => REPL_PRIVILEGES.to_vec(),
         UserRole::Application => PGX_PRIVILEGES.to_vec(),
     }
@@ -428,14 +480,24 @@ mod tests {
     #[test]
     fn pgx_and_the_manager_lack_what_passes_read_only_or_reaches_files() {
         let pgx = storage_privileges(UserRole::Application);
-        for bad in ["SUPER", "READ_ONLY ADMIN", "FILE", "SHUTDOWN", "RELOAD", "CREATE USER"] {
+        for bad in [
+            "SUPER",
+            "READ_ONLY ADMIN",
+            "FILE",
+            "SHUTDOWN",
+            "RELOAD",
+            "CREATE USER",
+        ] {
             assert!(!pgx.contains(&bad), "{bad}");
         }
         assert!(pgx.contains(&"INSERT") && pgx.contains(&"BINLOG MONITOR"));
         let mgr = storage_privileges(UserRole::Admin);
         assert!(mgr.contains(&"READ_ONLY ADMIN") && !mgr.contains(&"FILE"));
         let g = grants_sql(UserRole::Application, "'pgx'@'%'");
-        let revoke = g.lines().find(|l| l.starts_with("REVOKE")).unwrap_or_default();
+        let revoke = g
+            .lines()
+            .find(|l| l.starts_with("REVOKE"))
+            .unwrap_or_default();
         for bad in ["SUPER", "READ_ONLY ADMIN", "FILE", "GRANT OPTION"] {
             assert!(revoke.contains(bad), "{bad} not revoked: {g}");
         }

@@ -5,8 +5,8 @@
 
 pub mod clusters;
 pub mod commit_log;
-pub mod dirs;
 pub mod comps;
+pub mod dirs;
 pub mod failovers;
 pub mod jobs;
 pub mod lease;
