@@ -4,13 +4,15 @@
 //!
 //! Invariants: idempotent (a node whose grants already match costs one query and changes
 //! nothing); never binary-logged (`sql_log_bin = 0` in the session, so no replica gets an
-//! errant GTID, and every node is fixed on its own); the manager's own user is fixed last,
-//! since that takes away the `GRANT OPTION` the fix of the others needs.
+//! errant GTID, and every node is fixed on its own); the manager's own user is fixed last
+//! (it keeps `GRANT OPTION`, which the fix of the others needs).
 
 use std::collections::{BTreeSet, HashSet};
 
 use kunlun_meta::store::{repo, Store};
-use kunlun_provision::recipe::{storage_grants_sql, storage_privileges, UserRole};
+use kunlun_provision::recipe::{
+    storage_grant_option, storage_grants_sql, storage_privileges, UserRole,
+};
 use tokio::task::JoinSet;
 
 use super::install::{MANAGER_USER, PGX_USER, REPL_USER};
@@ -29,7 +31,7 @@ pub fn needs_fix(role: UserRole, have: &BTreeSet<String>, grantable: bool) -> bo
         .into_iter()
         .map(str::to_string)
         .collect();
-    grantable || *have != want
+    grantable != storage_grant_option(role) || *have != want
 }
 
 /// Brings the system users of the node at `addr` (logged in to as the manager) to their
@@ -148,7 +150,8 @@ mod tests {
         more.push("READ_ONLY ADMIN");
         assert!(needs_fix(UserRole::Application, &set(&more), false));
         let mgr = storage_privileges(UserRole::Admin);
-        assert!(!needs_fix(UserRole::Admin, &set(&mgr), false));
+        assert!(!needs_fix(UserRole::Admin, &set(&mgr), true));
+        assert!(needs_fix(UserRole::Admin, &set(&mgr), false));
         assert!(needs_fix(UserRole::Replication, &set(&[]), false));
     }
 }

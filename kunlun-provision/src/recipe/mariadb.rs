@@ -2,7 +2,9 @@
 //! log, crash-safe replication settings, and lossless semi-sync when the shard has replicas.
 //!
 //! Invariant: the instance is reachable locally only through its own socket as `root` (unix
-//! socket authentication for the SSH login user), and over TCP only as the system users.
+//! socket authentication for the SSH login user), and over TCP only as the system users, each
+//! with exactly its role's privileges; the server never runs as root (`mysql` for a root SSH
+//! login) and reads or writes files only under its own `files/` (`secure_file_priv`).
 
 use super::{
     alive_by_pid_file, check_user, sh_quote, stop_by_pid_file, InstanceSpec, Recipe, Step, UserRole,
@@ -232,11 +234,13 @@ pub const PGX_PRIVILEGES: &[&str] = &[
 /// Replication only (`BINLOG MONITOR` is `REPLICATION CLIENT`; semi-sync and GTID need no more).
 pub const REPL_PRIVILEGES: &[&str] = &["REPLICATION SLAVE", "BINLOG MONITOR", "SLAVE MONITOR"];
 
-/// The privileges of `role` on a storage node. The manager keeps everything but `FILE`
-/// (and `GRANT OPTION`): promotion and fencing must write while `read_only` is on
-/// (`READ_ONLY ADMIN`, `SET GLOBAL`), seeding dumps and loads every schema (`RELOAD`,
-/// `SET USER` for definers, `BINLOG ADMIN` for `sql_log_bin=0`), HA kills sessions
-/// (`CONNECTION ADMIN`). Grants themselves are done as `root` over the socket.
+/// The privileges of `role` on a storage node. The manager keeps everything but `FILE`:
+/// promotion and fencing must write while `read_only` is on (`READ_ONLY ADMIN`,
+/// `SET GLOBAL`), seeding dumps and loads every schema (`RELOAD`, `SET USER` for definers,
+/// `BINLOG ADMIN` for `sql_log_bin=0`), HA kills sessions (`CONNECTION ADMIN`). It also keeps
+/// `GRANT OPTION` ([`grant_option`]): repairing the other users' grants over TCP
+/// (`jobs/grants.rs`) and creating application users need it, and without partial revokes
+/// its write access to `mysql.*` plus `RELOAD` could grant the same anyway.
 pub fn storage_privileges(role: UserRole) -> Vec<&'static str> {
     match role {
         UserRole::Admin => ALL_GLOBAL
@@ -254,17 +258,25 @@ pub fn storage_privileges(role: UserRole) -> Vec<&'static str> {
 /// account, e.g. `'pgx'@'%'`.
 pub fn grants_sql(role: UserRole, who: &str) -> String {
     let allowed = storage_privileges(role);
+    let keep_grant = grant_option(role);
     let denied: Vec<&str> = ALL_GLOBAL
         .iter()
         .copied()
         .filter(|p| !allowed.contains(p))
-        .chain(["GRANT OPTION"])
+        .chain((!keep_grant).then_some("GRANT OPTION"))
         .collect();
     format!(
-        "GRANT {} ON *.* TO {who};\nREVOKE {} ON *.* FROM {who};\n",
+        "GRANT {} ON *.* TO {who}{};\nREVOKE {} ON *.* FROM {who};\n",
         allowed.join(", "),
+        if keep_grant { " WITH GRANT OPTION" } else { "" },
         denied.join(", ")
     )
+}
+
+/// Whether `role` holds `GRANT OPTION` on a storage node (only the manager, see
+/// [`storage_privileges`]).
+pub fn grant_option(role: UserRole) -> bool {
+    role == UserRole::Admin
 }
 
 #[async_trait::async_trait]
@@ -493,6 +505,8 @@ mod tests {
         assert!(pgx.contains(&"INSERT") && pgx.contains(&"BINLOG MONITOR"));
         let mgr = storage_privileges(UserRole::Admin);
         assert!(mgr.contains(&"READ_ONLY ADMIN") && !mgr.contains(&"FILE"));
+        let g = grants_sql(UserRole::Admin, "'clustmgr'@'%'");
+        assert!(g.contains("WITH GRANT OPTION;\nREVOKE FILE ON *.*"), "{g}");
         let g = grants_sql(UserRole::Application, "'pgx'@'%'");
         let revoke = g
             .lines()

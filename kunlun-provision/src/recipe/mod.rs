@@ -25,7 +25,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use mariadb::{grants_sql as storage_grants_sql, storage_privileges, MariaDbRecipe};
+pub use mariadb::{
+    grant_option as storage_grant_option, grants_sql as storage_grants_sql, storage_privileges,
+    MariaDbRecipe,
+};
 pub use postgres::PostgresRecipe;
 
 use crate::error::{Error, Result};
@@ -93,8 +96,8 @@ pub const INSTALL_STEPS: &[Step] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserRole {
-    /// The manager (`clustmgr`): on storage nodes every privilege but `FILE` and
-    /// `GRANT OPTION` (it must write while `read_only` is on to promote); on compute nodes a
+    /// The manager (`clustmgr`): on storage nodes every privilege but `FILE` (it must write
+    /// while `read_only` is on to promote, and repairs the others' grants); on compute nodes a
     /// superuser (it owns the catalog that holds the storage logins).
     Admin,
     /// Replication only (storage nodes).
