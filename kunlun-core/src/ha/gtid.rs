@@ -3,6 +3,9 @@
 //!
 //! Invariant: a position holds at most one GTID per domain (the last one); comparison is per
 //! domain on the sequence number, so two positions may be incomparable (divergent domains).
+//! A binlog state (`@@gtid_binlog_state`) holds the last GTID per domain *and server*, which is
+//! what tells a transaction written locally on a replica (its own server id) from one it
+//! applied: [`errant_gtids`] uses it.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -108,9 +111,122 @@ impl fmt::Display for GtidPos {
     }
 }
 
+/// A binlog state (`@@gtid_binlog_state`): the last sequence number per (domain, server id)
+/// found in a node's binary log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GtidState {
+    last: BTreeMap<(u32, u32), u64>,
+}
+
+impl GtidState {
+    /// Parses `domain-server-seq[,…]`, several entries per domain allowed.
+    pub fn parse(s: &str) -> Result<GtidState, ParseGtidError> {
+        let mut last = BTreeMap::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let one = GtidPos::parse(part).map_err(|_| ParseGtidError(s.to_string()))?;
+            for g in one.gtids() {
+                let e = last.entry((g.domain, g.server_id)).or_insert(g.seq);
+                *e = (*e).max(g.seq);
+            }
+        }
+        Ok(GtidState { last })
+    }
+}
+
+/// The transactions `follower` holds that `primary` lacks, as `domain-server-from..to` ranges
+/// (empty when it holds none). A follower is errant when its binary log has a (domain, server)
+/// pair the primary's binary log never saw, or further than the primary got in it, or when its
+/// current position is beyond the primary's in some domain. Read both after the follower's
+/// replication stopped and the primary's did, so neither can still grow.
+pub fn errant_gtids(
+    follower_state: &GtidState,
+    follower_pos: &GtidPos,
+    primary_state: &GtidState,
+    primary_pos: &GtidPos,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (&(domain, server), &seq) in &follower_state.last {
+        let have = primary_state.last.get(&(domain, server)).copied();
+        match have {
+            Some(h) if h >= seq => {}
+            Some(h) => out.push(format!("{domain}-{server}-{}..{seq}", h + 1)),
+            None => out.push(format!("{domain}-{server}-..{seq}")),
+        }
+    }
+    for g in follower_pos.gtids() {
+        let have = primary_pos.seq(g.domain);
+        let known = primary_state
+            .last
+            .get(&(g.domain, g.server_id))
+            .is_some_and(|h| *h >= g.seq);
+        if g.seq > have && !known {
+            let r = format!("{}-{}-{}..{}", g.domain, g.server_id, have + 1, g.seq);
+            if !out
+                .iter()
+                .any(|o| o.starts_with(&format!("{}-{}-", g.domain, g.server_id)))
+            {
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_follower_behind_or_equal_is_not_errant() {
+        let ps = GtidState::parse("0-1-100,0-2-40").unwrap();
+        let pp = GtidPos::parse("0-1-100").unwrap();
+        let fs = GtidState::parse("0-1-90,0-2-40").unwrap();
+        let fp = GtidPos::parse("0-1-90").unwrap();
+        assert!(errant_gtids(&fs, &fp, &ps, &pp).is_empty());
+        assert!(errant_gtids(&ps, &pp, &ps, &pp).is_empty());
+        assert!(errant_gtids(&GtidState::default(), &GtidPos::default(), &ps, &pp).is_empty());
+    }
+
+    #[test]
+    fn a_local_write_on_a_follower_is_errant_even_below_the_primarys_sequence() {
+        // The follower wrote 0-7-91 under its own server id; the primary went on to 0-1-100.
+        let ps = GtidState::parse("0-1-100").unwrap();
+        let pp = GtidPos::parse("0-1-100").unwrap();
+        let fs = GtidState::parse("0-1-90,0-7-91").unwrap();
+        let fp = GtidPos::parse("0-7-91").unwrap();
+        assert_eq!(
+            errant_gtids(&fs, &fp, &ps, &pp),
+            vec!["0-7-..91".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_follower_ahead_of_the_primary_is_errant() {
+        let ps = GtidState::parse("0-1-100").unwrap();
+        let pp = GtidPos::parse("0-1-100").unwrap();
+        let fs = GtidState::parse("0-1-105").unwrap();
+        let fp = GtidPos::parse("0-1-105").unwrap();
+        assert_eq!(
+            errant_gtids(&fs, &fp, &ps, &pp),
+            vec!["0-1-101..105".to_string()]
+        );
+        // Another domain the primary never saw.
+        let fs = GtidState::parse("0-1-100,5-1-3").unwrap();
+        let fp = GtidPos::parse("0-1-100,5-1-3").unwrap();
+        assert_eq!(
+            errant_gtids(&fs, &fp, &ps, &pp),
+            vec!["5-1-..3".to_string()]
+        );
+    }
+
+    #[test]
+    fn binlog_states_keep_the_highest_per_domain_and_server() {
+        let s = GtidState::parse("0-1-5,0-2-9,1-1-3").unwrap();
+        assert_eq!(s.last.get(&(0, 2)), Some(&9));
+        assert_eq!(s.last.len(), 3);
+        assert!(GtidState::parse("0-1").is_err());
+        assert_eq!(GtidState::parse("").unwrap(), GtidState::default());
+    }
 
     #[test]
     fn parses_and_prints() {

@@ -12,18 +12,14 @@ use kunlun_meta::model::NodeStatus;
 
 use super::choose::{choose, Choice, LossPolicy, ReplicaView, ShardView};
 use super::failover::{switch_to, FailoverKind, FailoverRecord, Follower, Timeline};
-use super::monitor::{HaMonitor, ShardTopo};
+use super::monitor::{ShardTopo, TaskCtx};
 use super::probe::probe_node;
 use super::promote;
 use crate::error::{Error, Result};
 use crate::storage::NodeAddr;
 
-/// Runs one switchover inside the monitor (which serialises it with failovers).
-pub(super) async fn run(
-    m: &HaMonitor,
-    s: &ShardTopo,
-    target: Option<i64>,
-) -> Result<FailoverRecord> {
+/// Runs one switchover in its shard's task (the monitor never runs two for one shard).
+pub(super) async fn run(m: &TaskCtx, s: &ShardTopo, target: Option<i64>) -> Result<FailoverRecord> {
     let cfg = m.cfg();
     let primary = s
         .primary()
@@ -45,6 +41,7 @@ pub(super) async fn run(
             received: p.received_from(&primary.hostaddr, primary.port),
             master_priority: n.master_priority,
             no_switch: m.shared_state().node_no_switch(n.id),
+            sql_error: p.sql_error(),
         });
     }
     let new_id = match target {
@@ -118,7 +115,7 @@ pub(super) async fn run(
         node: primary.clone(),
         former_primary: true,
     });
-    let ctx = m.step_context();
+    let ctx = m.step_context().with_logins(s.cluster.id).await;
     if let Err(e) = switch_to(
         &ctx, &s.cluster, new, &pos, &followers, None, &mut rec, &mut t,
     )
