@@ -1,16 +1,19 @@
 //! Shards fail over independently: two semi-sync shards of one cluster under one monitor, both
-//! primaries killed (kill -9) in the same second, each under its own write load. Both are
-//! promoted, each timeline is printed (their detect phases show no wait on each other), and
-//! every acknowledged write of each shard is on its new primary, the only writable node of it.
+//! primaries killed (kill -9) in the same second, each under its own write load. Shard a's
+//! failover is held in its metadata phase (the test seam) until shard b's is promoted: b never
+//! waits on a, and a switchover of the busy shard a is refused meanwhile. Both are promoted,
+//! each timeline is printed, and every acknowledged write of each shard is on its new primary,
+//! the only writable node of it.
 
 mod ha_support;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use ha_support::{root_query, start_set, test_ha_config, Writer, LIMIT};
-use kunlun_core::ha::{FailoverRecord, HaMonitor, Outcome};
+use kunlun_core::ha::{FailoverRecord, HaConfig, HaMonitor, Outcome, WriteHook, WriteSite};
 use kunlun_meta::model::{HaMode, MemberState, NewCluster, NewShard, NewShardNode, NodeStatus};
 use kunlun_meta::store::{repo, Store, StoreConfig};
 use kunlun_tests::{MariaDb, ReplicaSet};
@@ -157,7 +160,22 @@ async fn two_shards_killed_in_the_same_second_are_both_failed_over() {
     let (sb, ids_b) = shards[1].clone();
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let ha = HaMonitor::spawn(store.clone(), test_ha_config(), &tasks, cancel.clone());
+    // Shard a's failover waits in its metadata phase until the test opens the gate.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let hook = WriteHook(Arc::new(move |site| {
+        let g = g.clone();
+        Box::pin(async move {
+            if matches!(site, WriteSite::Failover { shard_id, .. } if shard_id == sa) {
+                g.notified().await;
+            }
+        })
+    }));
+    let cfg = HaConfig {
+        before_write: Some(hook),
+        ..test_ha_config()
+    };
+    let ha = HaMonitor::spawn(store.clone(), cfg, &tasks, cancel.clone());
 
     let (wa, wb) = (
         Writer::start(store.clone(), sa),
@@ -171,8 +189,23 @@ async fn two_shards_killed_in_the_same_second_are_both_failed_over() {
     b.primary().kill9().unwrap();
     eprintln!("both primaries killed within {} ms", t0.elapsed().as_millis());
 
-    let (ra, rb) = tokio::join!(promoted(&ha, sa), promoted(&ha, sb));
-    let (ra, rb) = (ra.expect("shard a"), rb.expect("shard b"));
+    let rb = promoted(&ha, sb).await.expect("shard b while shard a is held");
+    eprintln!("kill -> shard b promoted: {} ms", t0.elapsed().as_millis());
+    assert!(
+        ha.shared()
+            .failovers(Some(sa))
+            .iter()
+            .all(|r| r.outcome != Outcome::Promoted),
+        "shard a is still held"
+    );
+    // The busy shard takes no switchover while its failover runs.
+    let busy = ha.switchover(sa, None).await;
+    assert!(
+        matches!(&busy, Err(kunlun_core::Error::Conflict(m)) if m.contains("failover")),
+        "{busy:?}"
+    );
+    gate.notify_one();
+    let ra = promoted(&ha, sa).await.expect("shard a once released");
     print_timeline("shard a", &ra);
     print_timeline("shard b", &rb);
     eprintln!(
