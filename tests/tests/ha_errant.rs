@@ -70,7 +70,12 @@ async fn an_errant_follower_is_kept_out_for_rebuild_and_the_other_replica_promot
         rec.total_ms
     );
     for p in &rec.phases {
-        eprintln!("  {:>10} {:>6} ms  {}", p.name, p.ms, p.note.as_deref().unwrap_or(""));
+        eprintln!(
+            "  {:>10} {:>6} ms  {}",
+            p.name,
+            p.ms,
+            p.note.as_deref().unwrap_or("")
+        );
     }
     eprintln!("fence: {:?}", rec.fence);
 

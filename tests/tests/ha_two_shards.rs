@@ -97,7 +97,10 @@ async fn promoted(ha: &kunlun_core::ha::HaHandle, shard: i64) -> Result<Failover
             return Ok(r);
         }
         if Instant::now() > deadline {
-            bail!("shard {shard} not failed over: {:?}", ha.shared().failovers(None));
+            bail!(
+                "shard {shard} not failed over: {:?}",
+                ha.shared().failovers(None)
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -105,12 +108,7 @@ async fn promoted(ha: &kunlun_core::ha::HaHandle, shard: i64) -> Result<Failover
 
 /// The new primary is the only writable node of the shard's surviving ones and holds every
 /// acknowledged write.
-async fn check_shard(
-    set: &ReplicaSet,
-    ids: &[i64],
-    new_primary: i64,
-    acked: &[i64],
-) -> Result<()> {
+async fn check_shard(set: &ReplicaSet, ids: &[i64], new_primary: i64, acked: &[i64]) -> Result<()> {
     let servers: Vec<&MariaDb> = set.nodes().collect();
     let server = |id: i64| servers[ids.iter().position(|x| *x == id).unwrap_or(0)];
     let mut writable = Vec::new();
@@ -127,7 +125,11 @@ async fn check_shard(
         .await?
         .into_iter()
         .collect();
-    let missing: Vec<_> = acked.iter().filter(|a| !have.contains(a)).take(10).collect();
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|a| !have.contains(a))
+        .take(10)
+        .collect();
     if !missing.is_empty() {
         bail!("new primary {new_primary} lacks acknowledged writes {missing:?}");
     }
@@ -140,7 +142,12 @@ fn print_timeline(label: &str, rec: &FailoverRecord) {
         rec.old_primary, rec.new_primary, rec.total_ms, rec.proven_lossless
     );
     for p in &rec.phases {
-        eprintln!("  {:>16} {:>6} ms  {}", p.name, p.ms, p.note.as_deref().unwrap_or(""));
+        eprintln!(
+            "  {:>16} {:>6} ms  {}",
+            p.name,
+            p.ms,
+            p.note.as_deref().unwrap_or("")
+        );
     }
 }
 
@@ -187,9 +194,14 @@ async fn two_shards_killed_in_the_same_second_are_both_failed_over() {
     let t0 = Instant::now();
     a.primary().kill9().unwrap();
     b.primary().kill9().unwrap();
-    eprintln!("both primaries killed within {} ms", t0.elapsed().as_millis());
+    eprintln!(
+        "both primaries killed within {} ms",
+        t0.elapsed().as_millis()
+    );
 
-    let rb = promoted(&ha, sb).await.expect("shard b while shard a is held");
+    let rb = promoted(&ha, sb)
+        .await
+        .expect("shard b while shard a is held");
     eprintln!("kill -> shard b promoted: {} ms", t0.elapsed().as_millis());
     assert!(
         ha.shared()
@@ -218,7 +230,10 @@ async fn two_shards_killed_in_the_same_second_are_both_failed_over() {
         assert_eq!(r.outcome, Outcome::Promoted);
         assert_eq!(r.old_primary, old);
         assert!(r.proven_lossless, "{r:?}");
-        assert!(r.errant_followers.is_empty() && r.not_replicating.is_empty(), "{r:?}");
+        assert!(
+            r.errant_followers.is_empty() && r.not_replicating.is_empty(),
+            "{r:?}"
+        );
     }
 
     wa.wait_more(30).await.expect("writes resume on shard a");
@@ -226,8 +241,12 @@ async fn two_shards_killed_in_the_same_second_are_both_failed_over() {
     let (acked_a, acked_b) = (wa.finish().await, wb.finish().await);
     let pa = ra.new_primary.unwrap();
     let pb = rb.new_primary.unwrap();
-    check_shard(&a, &ids_a, pa, &acked_a).await.expect("shard a");
-    check_shard(&b, &ids_b, pb, &acked_b).await.expect("shard b");
+    check_shard(&a, &ids_a, pa, &acked_a)
+        .await
+        .expect("shard a");
+    check_shard(&b, &ids_b, pb, &acked_b)
+        .await
+        .expect("shard b");
     eprintln!(
         "acknowledged writes kept: shard a {}, shard b {}",
         acked_a.len(),

@@ -167,7 +167,10 @@ pub async fn verify(
     }
     let grants = grants.map_err(|e| format!("cannot read the grants of {who}: {e}"))?;
     match bypasses_read_only(&grants) {
-        Some(g) => Err(format!("{who} may write despite read_only: {g}")),
+        Some(g) => Err(format!(
+            "{who} may write despite read_only: {}",
+            without_password(&g)
+        )),
         None => Ok(format!(
             "{who} refused: read_only=ON, no privilege that bypasses it"
         )),
@@ -194,6 +197,23 @@ pub fn bypasses_read_only(grants: &[String]) -> Option<String> {
                 })
         })
         .cloned()
+}
+
+/// A `SHOW GRANTS` line without its password hash (`IDENTIFIED BY PASSWORD '…'`), fit for a
+/// record.
+fn without_password(grant: &str) -> String {
+    let upper = grant.to_ascii_uppercase();
+    match upper.find(" IDENTIFIED ") {
+        Some(i) => {
+            let tail = if upper.ends_with(" WITH GRANT OPTION") {
+                " WITH GRANT OPTION"
+            } else {
+                ""
+            };
+            format!("{}{tail}", &grant[..i])
+        }
+        None => grant.to_string(),
+    }
 }
 
 /// The storage machine registered under the node's address.
@@ -317,6 +337,12 @@ mod tests {
         ];
         assert_eq!(bypasses_read_only(&least), None);
         assert_eq!(bypasses_read_only(&[]), None);
+        assert_eq!(
+            without_password(
+                "GRANT ALL PRIVILEGES ON *.* TO `pgx`@`%` IDENTIFIED BY PASSWORD '*18DE' WITH GRANT OPTION"
+            ),
+            "GRANT ALL PRIVILEGES ON *.* TO `pgx`@`%` WITH GRANT OPTION"
+        );
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //!
 //! Invariant: the write block starts with `read_only=ON` on the old primary and ends when the
 //! candidate opens; if the candidate cannot catch up, the old primary is reopened and nothing
-//! else has changed.
+//! else has changed. The block must hold for the compute nodes too: when the old primary's
+//! fence is not proven against `pgx` ([`fence::verify`]), it is reopened and the switchover
+//! refused, since a write `pgx` could still make there after the final position was read
+//! would be lost.
 
 use std::time::Instant;
 
@@ -14,7 +17,7 @@ use super::choose::{choose, Choice, LossPolicy, ReplicaView, ShardView};
 use super::failover::{switch_to, FailoverKind, FailoverRecord, Follower, Timeline};
 use super::monitor::{ShardTopo, TaskCtx};
 use super::probe::probe_node;
-use super::promote;
+use super::{fence, promote};
 use crate::error::{Error, Result};
 use crate::storage::NodeAddr;
 
@@ -83,13 +86,25 @@ pub(super) async fn run(m: &TaskCtx, s: &ShardTopo, target: Option<i64>) -> Resu
         primary.id,
     );
     let mut t = Timeline::starting_at(Instant::now());
+    let ctx = m.step_context().with_logins(s.cluster.id).await;
     let fence = promote::fence_read_only(&paddr, cfg.storage).await;
-    rec.fence = Some(fence.clone());
     if !fence.starts_with("set read_only") {
         return Err(Error::Conflict(format!(
             "the primary could not be made read-only: {fence}"
         )));
     }
+    let fence = match fence::verify(&paddr, ctx.pgx.as_ref(), cfg.storage).await {
+        Ok(proof) => format!("{fence}; proven: {proof}"),
+        Err(why) => {
+            let reopened = promote::open_for_writes(&paddr, cfg.storage).await;
+            return Err(Error::Conflict(format!(
+                "switchover refused: the primary's fence is not proven ({why}); primary \
+                 reopened: {}",
+                reopened.is_ok()
+            )));
+        }
+    };
+    rec.fence = Some(fence.clone());
     let pos = promote::current_pos(&paddr, cfg.storage).await;
     t.phase(&mut rec, "fence", Some(fence));
     let pos = match pos {
@@ -115,7 +130,6 @@ pub(super) async fn run(m: &TaskCtx, s: &ShardTopo, target: Option<i64>) -> Resu
         node: primary.clone(),
         former_primary: true,
     });
-    let ctx = m.step_context().with_logins(s.cluster.id).await;
     if let Err(e) = switch_to(
         &ctx, &s.cluster, new, &pos, &followers, None, &mut rec, &mut t,
     )
