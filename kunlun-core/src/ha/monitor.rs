@@ -303,7 +303,7 @@ impl HaMonitor {
                 reply,
             } => {
                 self.busy.remove(&shard_id);
-                if let Ok(rec) = &result {
+                if let Ok(rec) = result.as_ref() {
                     if rec.outcome == super::Outcome::Promoted {
                         self.shards.entry(shard_id).or_default().last_failover =
                             Some(Instant::now());
@@ -316,7 +316,7 @@ impl HaMonitor {
                         self.shared.set_alarm(shard_id, rec.degraded());
                     }
                 }
-                let _ = reply.send(result);
+                let _ = reply.send(*result);
             }
         }
     }

@@ -95,7 +95,7 @@ pub(super) enum Done {
         shard_id: i64,
         /// The shard's node ids: their per-node memory is reset after a promotion.
         nodes: Vec<i64>,
-        result: Result<FailoverRecord>,
+        result: Box<Result<FailoverRecord>>,
         seed: Option<(i64, NodeProbe)>,
         reply: oneshot::Sender<Result<FailoverRecord>>,
     },
@@ -306,7 +306,7 @@ pub(super) async fn switch_over(
     Done::Switchover {
         shard_id,
         nodes,
-        result,
+        result: Box::new(result),
         seed,
         reply,
     }
