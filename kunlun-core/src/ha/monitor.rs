@@ -276,6 +276,7 @@ impl HaMonitor {
                     new: None,
                     reason: format!("switchover: {why}"),
                     facts_bound: None,
+                    unrecorded: None,
                 },
             },
         );
@@ -608,6 +609,7 @@ impl HaMonitor {
     /// Marks the shard busy and starts its failover task.
     fn start_failover(&mut self, job: FailoverJob) {
         let shard_id = job.shard.shard_id;
+        let old = job.old.id;
         self.busy.insert(shard_id, "failover");
         let ctx = self.task_ctx();
         task::spawn_bounded(
@@ -624,6 +626,7 @@ impl HaMonitor {
                     new: None,
                     reason: why,
                     facts_bound: None,
+                    unrecorded: Some(old),
                 },
             },
         );
@@ -681,7 +684,16 @@ impl HaMonitor {
                 new,
                 reason,
                 facts_bound,
+                unrecorded,
             } => {
+                if let Some(old) = unrecorded {
+                    let mut rec =
+                        FailoverRecord::new(FailoverKind::Automatic, cluster_id, shard_id, old);
+                    rec.outcome = super::Outcome::Failed;
+                    rec.new_primary = None;
+                    rec.reason = Some(reason.clone());
+                    task::keep(&self.store, &self.shared, rec).await;
+                }
                 let st = self.shards.entry(shard_id).or_default();
                 let now = Instant::now();
                 match facts_bound {

@@ -122,6 +122,9 @@ pub(super) enum FailoverDone {
         reason: String,
         /// The view's facts when the failure followed from them (see `retry`).
         facts_bound: Option<String>,
+        /// The old primary when the task could not store its record (it was lost to the
+        /// deadline or ended abnormally, or never started its steps): the monitor stores one.
+        unrecorded: Option<i64>,
     },
 }
 
@@ -220,6 +223,7 @@ pub(super) async fn fail_over(ctx: TaskCtx, job: FailoverJob) -> FailoverDone {
             new: None,
             reason: format!("candidate {new_id} is not in the shard's topology"),
             facts_bound: None,
+            unrecorded: Some(old.id),
         };
     };
     let followers: Vec<Follower> = s
@@ -273,6 +277,7 @@ pub(super) async fn fail_over(ctx: TaskCtx, job: FailoverJob) -> FailoverDone {
                 new: Some(new_id),
                 reason: e,
                 facts_bound,
+                unrecorded: None,
             }
         }
     }
@@ -309,5 +314,94 @@ pub(super) async fn switch_over(
         result: Box::new(result),
         seed,
         reply,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lost(shard_id: i64) -> impl FnOnce(String) -> Done + Send + 'static {
+        move |why| Done::Failover {
+            shard_id,
+            outcome: FailoverDone::Failed {
+                new: None,
+                reason: why,
+                facts_bound: None,
+                unrecorded: Some(1),
+            },
+        }
+    }
+
+    fn reason(d: Done) -> (i64, String) {
+        match d {
+            Done::Failover {
+                shard_id,
+                outcome: FailoverDone::Failed { reason, .. },
+            } => (shard_id, reason),
+            Done::Failover {
+                shard_id,
+                outcome: FailoverDone::Refused { reason, .. },
+            } => (shard_id, reason),
+            _ => (0, String::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_task_reports_back_once_done_past_its_deadline_or_panicked() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut set = tokio::task::JoinSet::new();
+        let ok = async {
+            Done::Failover {
+                shard_id: 1,
+                outcome: FailoverDone::Refused {
+                    old: 1,
+                    reason: "fine".into(),
+                },
+            }
+        };
+        spawn_bounded(&mut set, tx.clone(), Duration::from_secs(5), ok, lost(1));
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Done::Failover {
+                shard_id: 2,
+                outcome: FailoverDone::Refused {
+                    old: 1,
+                    reason: "never".into(),
+                },
+            }
+        };
+        spawn_bounded(
+            &mut set,
+            tx.clone(),
+            Duration::from_millis(50),
+            slow,
+            lost(2),
+        );
+        let boom = async {
+            if std::hint::black_box(true) {
+                panic!("boom");
+            }
+            Done::Failover {
+                shard_id: 3,
+                outcome: FailoverDone::Refused {
+                    old: 1,
+                    reason: "never".into(),
+                },
+            }
+        };
+        spawn_bounded(&mut set, tx, Duration::from_secs(5), boom, lost(3));
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(reason(rx.recv().await.expect("a report")));
+        }
+        got.sort();
+        assert_eq!(got[0], (1, "fine".to_string()));
+        assert_eq!(got[1].0, 2);
+        assert!(got[1].1.contains("deadline"), "{:?}", got[1]);
+        assert_eq!(got[2].0, 3);
+        assert!(got[2].1.contains("abnormally"), "{:?}", got[2]);
+        while set.join_next().await.is_some() {}
+        assert!(rx.try_recv().is_err(), "one report each");
     }
 }
