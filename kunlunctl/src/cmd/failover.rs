@@ -166,16 +166,22 @@ pub fn detail(v: &Value) -> String {
     out
 }
 
-/// A record's list of `{node_id, <what>}` as `node N: what; …` (empty when there is none).
+/// A record's list of `{node_id, <what>}` as `node N: what; …` (`-` when there is none).
 fn nodes(v: &Value, key: &str, what: &str) -> String {
-    v.get(key)
+    let listed = v
+        .get(key)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
         .map(|e| format!("node {}: {}", s(e, "node_id"), s(e, what)))
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if listed.is_empty() {
+        "-".into()
+    } else {
+        listed
+    }
 }
 
 #[cfg(test)]
