@@ -141,6 +141,8 @@ pub struct HaMonitor {
     cancel: CancellationToken,
     /// Shards whose failover or switchover task runs, with what it is.
     busy: HashMap<i64, &'static str>,
+    /// The cluster of each shard a task was started for (for the events of its report).
+    cluster_of: HashMap<i64, i64>,
     tasks: JoinSet<()>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
@@ -161,6 +163,7 @@ impl HaMonitor {
             rx,
             cancel,
             busy: HashMap::new(),
+            cluster_of: HashMap::new(),
             tasks: JoinSet::new(),
             done_tx,
             done_rx,
@@ -580,7 +583,20 @@ impl HaMonitor {
 
     /// Records a refusal (and raises the alarm) once per distinct reason.
     async fn refuse_once(&mut self, s: &ShardTopo, old: i64, reason: String, alarm: bool) {
-        let st = self.shards.entry(s.shard_id).or_default();
+        self.refuse_once_in(s.cluster.id, s.shard_id, old, reason, alarm)
+            .await;
+    }
+
+    /// [`Self::refuse_once`] by ids.
+    async fn refuse_once_in(
+        &mut self,
+        cluster_id: i64,
+        shard_id: i64,
+        old: i64,
+        reason: String,
+        alarm: bool,
+    ) {
+        let st = self.shards.entry(shard_id).or_default();
         // Durations in the text would make every round look new.
         let key: String = reason
             .chars()
@@ -591,18 +607,17 @@ impl HaMonitor {
         }
         st.refused = Some(key);
         self.shared.event(
-            s.cluster.id,
-            s.shard_id,
+            cluster_id,
+            shard_id,
             Some(old),
             format!("no failover: {reason}"),
         );
         if alarm {
-            let mut rec =
-                FailoverRecord::new(FailoverKind::Automatic, s.cluster.id, s.shard_id, old);
+            let mut rec = FailoverRecord::new(FailoverKind::Automatic, cluster_id, shard_id, old);
             rec.reason = Some(reason.clone());
             rec.outcome = super::Outcome::Refused;
             task::keep(&self.store, &self.shared, rec).await;
-            self.shared.set_alarm(s.shard_id, Some(reason));
+            self.shared.set_alarm(shard_id, Some(reason));
         }
     }
 
@@ -611,6 +626,7 @@ impl HaMonitor {
         let shard_id = job.shard.shard_id;
         let old = job.old.id;
         self.busy.insert(shard_id, "failover");
+        self.cluster_of.insert(shard_id, job.shard.cluster.id);
         let ctx = self.task_ctx();
         task::spawn_bounded(
             &mut self.tasks,
@@ -634,18 +650,11 @@ impl HaMonitor {
 
     /// Applies the end of a failover attempt to the shard's state.
     async fn failover_done(&mut self, shard_id: i64, outcome: FailoverDone) {
-        // The shard as metadata describes it now (the task may have changed it).
-        let topo = self
-            .topology()
-            .await
-            .ok()
-            .and_then(|t| t.into_iter().find(|s| s.shard_id == shard_id));
-        let cluster_id = topo.as_ref().map_or(0, |s| s.cluster.id);
+        let cluster_id = self.cluster_of.get(&shard_id).copied().unwrap_or_default();
         match outcome {
             FailoverDone::Refused { old, reason } => {
-                if let Some(s) = &topo {
-                    self.refuse_once(s, old, reason, true).await;
-                }
+                self.refuse_once_in(cluster_id, shard_id, old, reason, true)
+                    .await;
             }
             FailoverDone::Promoted {
                 old,
