@@ -94,7 +94,8 @@ pub async fn fence_and_prove(
     pgx: Option<&Login>,
 ) -> Fenced {
     let text = fence_old_primary(store, ssh, old, sql_opts).await;
-    if text != "read_only set" {
+    // Anything but "unreachable" means the node answered SQL (fenced or not): prove it.
+    if text.starts_with("unreachable") {
         // It did not answer SQL: a stopped process refuses everything; a silent one cannot be
         // checked (the failover goes on as before, the text says what happened).
         let proven = text.contains("process stopped over ssh");

@@ -5,7 +5,8 @@
 //! Layout: [`gtid`], [`choose`] and [`detect`] are pure decisions; [`probe`] gathers the facts
 //! of one node; [`promote`] holds the SQL steps; [`failover`] orders them and keeps the record;
 //! [`switchover`] is the planned variant; `upkeep` restarts stopped replicas; [`monitor`] is
-//! the actor and [`state`] what it publishes. Invariant kept throughout: a promotion never silently drops acknowledged writes
+//! the actor (each shard's failover or switchover in its own bounded task) and [`state`] what
+//! it publishes; [`fence`] fences and proves it against the compute nodes' login. Invariant kept throughout: a promotion never silently drops acknowledged writes
 //! (see [`choose`]).
 
 use std::future::Future;
