@@ -365,12 +365,7 @@ fn plan_followers(
         .map(|d| match d {
             Err(e) => FollowerPlan::Skip(e.clone()),
             Ok(p) => {
-                let errant = errant_gtids(
-                    &p.binlog_state,
-                    &p.current,
-                    &new_primary.binlog_state,
-                    &new_primary.current,
-                );
+                let errant = errant_gtids(p.facts(), new_primary.facts());
                 if errant.is_empty() {
                     FollowerPlan::Attach
                 } else {
@@ -745,21 +740,22 @@ async fn finish(
 mod tests {
     use super::*;
 
-    fn pos(state: &str, cur: &str) -> Positions {
+    fn pos(state: &str, cur: &str, server_id: u32) -> Positions {
         Positions {
             binlog_state: super::super::gtid::GtidState::parse(state).unwrap(),
             current: super::super::gtid::GtidPos::parse(cur).unwrap(),
+            server_id,
         }
     }
 
     #[test]
     fn errant_followers_are_kept_out_and_the_others_attached() {
-        let new = pos("0-1-100,0-2-50", "0-1-100");
+        let new = pos("0-1-100,0-2-50", "0-1-100", 2);
         let detached = vec![
-            Ok(pos("0-1-100", "0-1-100")),
-            Ok(pos("0-1-99,0-9-100", "0-9-100")),
+            Ok(pos("0-1-100", "0-1-100", 3)),
+            Ok(pos("0-1-99,0-9-100", "0-9-100", 9)),
             Err("unreachable".to_string()),
-            Ok(pos("0-1-101", "0-1-101")),
+            Ok(pos("0-1-101", "0-1-101", 4)),
         ];
         assert_eq!(
             plan_followers(&detached, &new),

@@ -133,40 +133,48 @@ impl GtidState {
     }
 }
 
+/// A node's GTID facts for the errant check: its binlog state, its current position and its
+/// own `server_id`.
+#[derive(Debug, Clone, Copy)]
+pub struct GtidFacts<'a> {
+    pub state: &'a GtidState,
+    pub pos: &'a GtidPos,
+    pub server_id: u32,
+}
+
 /// The transactions `follower` holds that `primary` lacks, as `domain-server-from..to` ranges
-/// (empty when it holds none). A follower is errant when its binary log has a (domain, server)
-/// pair the primary's binary log never saw, or further than the primary got in it, or when its
-/// current position is beyond the primary's in some domain. Read both after the follower's
-/// replication stopped and the primary's did, so neither can still grow.
-pub fn errant_gtids(
-    follower_state: &GtidState,
-    follower_pos: &GtidPos,
-    primary_state: &GtidState,
-    primary_pos: &GtidPos,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for (&(domain, server), &seq) in &follower_state.last {
-        let have = primary_state.last.get(&(domain, server)).copied();
-        match have {
-            Some(h) if h >= seq => {}
-            Some(h) => out.push(format!("{domain}-{server}-{}..{seq}", h + 1)),
-            None => out.push(format!("{domain}-{server}-..{seq}")),
+/// (empty when it holds none). Read both after the follower's replication stopped and the
+/// primary's did, so neither can still grow.
+///
+/// A follower is errant when, in some domain, it holds a GTID beyond the primary's position
+/// that the primary's binlog never saw, or when its binlog holds a transaction under its *own*
+/// server id that the primary's binlog lacks (a write made on the follower itself, even below
+/// the primary's sequence number). A pair of another server the primary's binlog lacks below
+/// its position is old shared history (a primary whose binlog started later, e.g. a replica
+/// added by scaling, does not list it) and is not counted.
+pub fn errant_gtids(follower: GtidFacts<'_>, primary: GtidFacts<'_>) -> Vec<String> {
+    let known =
+        |d: u32, srv: u32, seq: u64| primary.state.last.get(&(d, srv)).is_some_and(|h| *h >= seq);
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |d: u32, srv: u32, seq: u64| {
+        let from = match primary.state.last.get(&(d, srv)) {
+            Some(h) => format!("{}", h + 1),
+            None => String::new(),
+        };
+        let r = format!("{d}-{srv}-{from}..{seq}");
+        if !out.iter().any(|o| o.starts_with(&format!("{d}-{srv}-"))) {
+            out.push(r);
+        }
+    };
+    for (&(d, srv), &seq) in &follower.state.last {
+        let beyond = seq > primary.pos.seq(d);
+        if !known(d, srv, seq) && (beyond || srv == follower.server_id) {
+            push(d, srv, seq);
         }
     }
-    for g in follower_pos.gtids() {
-        let have = primary_pos.seq(g.domain);
-        let known = primary_state
-            .last
-            .get(&(g.domain, g.server_id))
-            .is_some_and(|h| *h >= g.seq);
-        if g.seq > have && !known {
-            let r = format!("{}-{}-{}..{}", g.domain, g.server_id, have + 1, g.seq);
-            if !out
-                .iter()
-                .any(|o| o.starts_with(&format!("{}-{}-", g.domain, g.server_id)))
-            {
-                out.push(r);
-            }
+    for g in follower.pos.gtids() {
+        if g.seq > primary.pos.seq(g.domain) && !known(g.domain, g.server_id, g.seq) {
+            push(g.domain, g.server_id, g.seq);
         }
     }
     out
@@ -176,28 +184,48 @@ pub fn errant_gtids(
 mod tests {
     use super::*;
 
+    fn facts<'a>(state: &'a GtidState, pos: &'a GtidPos, server_id: u32) -> GtidFacts<'a> {
+        GtidFacts {
+            state,
+            pos,
+            server_id,
+        }
+    }
+
     #[test]
     fn a_follower_behind_or_equal_is_not_errant() {
         let ps = GtidState::parse("0-1-100,0-2-40").unwrap();
         let pp = GtidPos::parse("0-1-100").unwrap();
         let fs = GtidState::parse("0-1-90,0-2-40").unwrap();
         let fp = GtidPos::parse("0-1-90").unwrap();
-        assert!(errant_gtids(&fs, &fp, &ps, &pp).is_empty());
-        assert!(errant_gtids(&ps, &pp, &ps, &pp).is_empty());
-        assert!(errant_gtids(&GtidState::default(), &GtidPos::default(), &ps, &pp).is_empty());
+        let p = facts(&ps, &pp, 5);
+        assert!(errant_gtids(facts(&fs, &fp, 7), p).is_empty());
+        assert!(errant_gtids(facts(&ps, &pp, 7), p).is_empty());
+        let (es, ep) = (GtidState::default(), GtidPos::default());
+        assert!(errant_gtids(facts(&es, &ep, 7), p).is_empty());
     }
 
     #[test]
     fn a_local_write_on_a_follower_is_errant_even_below_the_primarys_sequence() {
-        // The follower wrote 0-7-91 under its own server id; the primary went on to 0-1-100.
+        // The follower (server 7) wrote 0-7-91; the primary went on to 0-1-100.
         let ps = GtidState::parse("0-1-100").unwrap();
         let pp = GtidPos::parse("0-1-100").unwrap();
         let fs = GtidState::parse("0-1-90,0-7-91").unwrap();
         let fp = GtidPos::parse("0-7-91").unwrap();
         assert_eq!(
-            errant_gtids(&fs, &fp, &ps, &pp),
+            errant_gtids(facts(&fs, &fp, 7), facts(&ps, &pp, 5)),
             vec!["0-7-..91".to_string()]
         );
+    }
+
+    #[test]
+    fn old_history_of_another_server_missing_from_a_younger_binlog_is_not_errant() {
+        // Server 3 was primary up to 0-3-50; the new primary's binlog starts later.
+        let ps = GtidState::parse("0-1-100").unwrap();
+        let pp = GtidPos::parse("0-1-100").unwrap();
+        let fs = GtidState::parse("0-3-50,0-1-100").unwrap();
+        let fp = GtidPos::parse("0-1-100").unwrap();
+        assert!(errant_gtids(facts(&fs, &fp, 7), facts(&ps, &pp, 5)).is_empty());
     }
 
     #[test]
@@ -206,15 +234,16 @@ mod tests {
         let pp = GtidPos::parse("0-1-100").unwrap();
         let fs = GtidState::parse("0-1-105").unwrap();
         let fp = GtidPos::parse("0-1-105").unwrap();
+        let p = facts(&ps, &pp, 5);
         assert_eq!(
-            errant_gtids(&fs, &fp, &ps, &pp),
+            errant_gtids(facts(&fs, &fp, 7), p),
             vec!["0-1-101..105".to_string()]
         );
         // Another domain the primary never saw.
         let fs = GtidState::parse("0-1-100,5-1-3").unwrap();
         let fp = GtidPos::parse("0-1-100,5-1-3").unwrap();
         assert_eq!(
-            errant_gtids(&fs, &fp, &ps, &pp),
+            errant_gtids(facts(&fs, &fp, 7), p),
             vec!["5-1-..3".to_string()]
         );
     }

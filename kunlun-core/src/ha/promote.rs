@@ -210,11 +210,24 @@ fn to_apply(received: impl Iterator<Item = Option<String>>) -> Vec<String> {
 pub struct Positions {
     pub binlog_state: GtidState,
     pub current: GtidPos,
+    /// The node's own `@@server_id`.
+    pub server_id: u32,
+}
+
+impl Positions {
+    /// The facts the errant check compares.
+    pub fn facts(&self) -> super::gtid::GtidFacts<'_> {
+        super::gtid::GtidFacts {
+            state: &self.binlog_state,
+            pos: &self.current,
+            server_id: self.server_id,
+        }
+    }
 }
 
 async fn read_positions(c: &mut StorageConn) -> Result<Positions> {
     let rows: Vec<mysql_async::Row> = c
-        .query("SELECT @@gtid_binlog_state AS st, @@gtid_current_pos AS cur")
+        .query("SELECT @@gtid_binlog_state AS st, @@gtid_current_pos AS cur, @@server_id AS sid")
         .await?;
     let row = rows.first();
     let get = |col: &str| row.and_then(|r| text(r, col)).unwrap_or_default();
@@ -225,6 +238,7 @@ async fn read_positions(c: &mut StorageConn) -> Result<Positions> {
     Ok(Positions {
         binlog_state: GtidState::parse(&get("st")).map_err(bad)?,
         current: GtidPos::parse(&get("cur")).map_err(bad)?,
+        server_id: get("sid").parse().unwrap_or(0),
     })
 }
 
