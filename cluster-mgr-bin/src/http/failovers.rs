@@ -177,6 +177,24 @@ pub fn metrics_text(s: &kunlun_core::ha::HaStatus) -> String {
         st.replicas_repointed,
     );
     one(
+        "ha_errant_followers_total",
+        "counter",
+        "Followers a failover or switchover found holding transactions the new primary lacks (not repointed, kept out for rebuild)",
+        st.errant_followers,
+    );
+    one(
+        "ha_followers_not_replicating_total",
+        "counter",
+        "Followers a failover or switchover repointed that did not replicate within the bound",
+        st.followers_not_replicating,
+    );
+    one(
+        "ha_errant_followers",
+        "gauge",
+        "Nodes currently kept out for rebuild because of errant transactions",
+        s.errant_followers.len() as u64,
+    );
+    one(
         "ha_shards_given_up",
         "gauge",
         "Shards whose failover retries are used up (alarmed until an operator acts)",

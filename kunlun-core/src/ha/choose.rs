@@ -4,7 +4,9 @@
 //! Invariant: a promotion is `proven_lossless` only when the primary's semi-sync was on with the
 //! after-sync wait point (so every acknowledged write reached at least one replica), every
 //! replica is reachable with a known received position, and the candidate's received position
-//! contains all of theirs. Anything less is refused, or promoted with the reason recorded when
+//! contains all of theirs. A replica whose SQL thread stopped with an error can never apply
+//! what it received, so it is never the candidate (its received position still counts for
+//! the proof). Anything less is refused, or promoted with the reason recorded when
 //! the shard's policy says so; it is never silently called safe.
 
 use std::cmp::Ordering;
@@ -21,6 +23,8 @@ pub struct ReplicaView {
     pub master_priority: i64,
     /// Marked by the operator as never to be promoted.
     pub no_switch: bool,
+    /// Its SQL thread stopped with an error (the probe's description): it cannot catch up.
+    pub sql_error: Option<String>,
 }
 
 /// Facts of the shard at decision time.
@@ -30,6 +34,31 @@ pub struct ShardView {
     /// The last probe of the old primary saw `Rpl_semi_sync_master_status=ON` with wait point
     /// `AFTER_SYNC`; without it no acknowledged-write proof is possible.
     pub semi_sync_proof_valid: bool,
+}
+
+impl ShardView {
+    /// The facts a failover attempt rests on, as one comparable text: each replica's
+    /// reachability, received position, SQL error and no-switch flag, and the proof flag.
+    /// Two equal fingerprints mean an attempt would see the same shard.
+    pub fn fingerprint(&self) -> String {
+        let mut rs: Vec<&ReplicaView> = self.replicas.iter().collect();
+        rs.sort_by_key(|r| r.node_id);
+        let mut out = format!("proof={};", self.semi_sync_proof_valid);
+        for r in rs {
+            out.push_str(&format!(
+                "{}:{}:{}:{}:{};",
+                r.node_id,
+                r.reachable,
+                r.received
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                r.sql_error.as_deref().unwrap_or(""),
+                r.no_switch
+            ));
+        }
+        out
+    }
 }
 
 /// What to do when losslessness cannot be proven (per-shard setting).
@@ -76,12 +105,26 @@ pub fn choose(view: &ShardView, policy: LossPolicy) -> Choice {
     let best = view
         .replicas
         .iter()
-        .filter(|r| r.reachable && r.received.is_some() && !r.no_switch)
+        .filter(|r| r.reachable && r.received.is_some() && !r.no_switch && r.sql_error.is_none())
         .max_by(|a, b| better(a, b));
     let Some(best) = best else {
-        return Choice::Refuse {
-            reason: "no reachable replica that may be promoted".into(),
-        };
+        let broken: Vec<String> = view
+            .replicas
+            .iter()
+            .filter_map(|r| {
+                r.sql_error
+                    .as_ref()
+                    .map(|e| format!("replica {}: {e}", r.node_id))
+            })
+            .collect();
+        let mut reason = "no reachable replica that may be promoted".to_string();
+        if !broken.is_empty() {
+            reason.push_str(&format!(
+                " (cannot apply what they received: {})",
+                broken.join("; ")
+            ));
+        }
+        return Choice::Refuse { reason };
     };
     let best_pos = best.received.clone().unwrap_or_default();
 
@@ -137,6 +180,7 @@ mod tests {
             received: Some(GtidPos::parse(pos).unwrap()),
             master_priority: 1,
             no_switch: false,
+            sql_error: None,
         }
     }
 
@@ -210,6 +254,38 @@ mod tests {
         assert!(
             matches!(choose(&v, LossPolicy::Refuse), Choice::Refuse { reason } if reason.contains("semi-sync"))
         );
+    }
+
+    #[test]
+    fn a_replica_whose_sql_thread_stopped_is_skipped_for_another_lossless_one() {
+        let mut broken = r(2, "0-1-100");
+        broken.sql_error = Some("SQL thread stopped with error 1062: dup".into());
+        let v = view(vec![broken.clone(), r(3, "0-1-100")]);
+        assert_eq!(
+            choose(&v, LossPolicy::Refuse),
+            Choice::Promote {
+                node_id: 3,
+                proven_lossless: true,
+                possible_loss: None
+            }
+        );
+        // Alone, it is refused at once with the SQL error as the reason.
+        match choose(&view(vec![broken]), LossPolicy::PromoteBest) {
+            Choice::Refuse { reason } => assert!(reason.contains("error 1062"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_the_facts_only() {
+        let a = view(vec![r(3, "0-1-5"), r(2, "0-1-5")]);
+        let b = view(vec![r(2, "0-1-5"), r(3, "0-1-5")]);
+        assert_eq!(a.fingerprint(), b.fingerprint(), "order does not matter");
+        let mut c = b.clone();
+        c.replicas[0].sql_error = Some("x".into());
+        assert_ne!(b.fingerprint(), c.fingerprint());
+        let d = view(vec![r(2, "0-1-6"), r(3, "0-1-5")]);
+        assert_ne!(b.fingerprint(), d.fingerprint());
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub fn assess(f: &ShardFacts<'_>, k: u32) -> Verdict {
             received: received(p, f.primary),
             master_priority: r.master_priority,
             no_switch: r.no_switch,
+            sql_error: p.reachable.then(|| p.sql_error()).flatten(),
         })
         .collect();
     Verdict::PrimaryDead {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{FailoverRecord, HaConfig, HaEvent, HaHandle, HaMonitor, HaStats, NodeHealth};
+use super::{
+    ErrantNode, FailoverRecord, HaConfig, HaEvent, HaHandle, HaMonitor, HaStats, NodeHealth,
+};
 use crate::error::{Error, Result};
 use crate::ClusterManager;
 
@@ -23,6 +25,9 @@ pub struct HaStatus {
     /// Open alarms by shard id (refused or failed failovers).
     pub alarms: BTreeMap<i64, String>,
     pub stats: HaStats,
+    /// Nodes a failover or switchover kept out for rebuild (errant transactions), until they
+    /// are active members again.
+    pub errant_followers: Vec<ErrantNode>,
     /// The most recent events, oldest first.
     pub events: Vec<HaEvent>,
 }
@@ -68,6 +73,7 @@ impl ClusterManager {
             nodes: s.health(),
             alarms: s.alarms(),
             stats: s.stats(),
+            errant_followers: s.errant_nodes(),
             events: events.into_iter().skip(skip).collect(),
         })
     }

@@ -8,6 +8,15 @@
 //! done or failed) before anything stops receiving from it: a write it acknowledged until then
 //! reached a replica whose position the choice saw. The candidate stops its SQL threads only
 //! after they applied its final received position, read once its IO threads stopped.
+//!
+//! A follower holding transactions the new primary lacks ([`super::gtid::errant_gtids`]) is
+//! never repointed: it stays fenced (read-only, replication stopped), is marked inactive for
+//! rebuild and named in [`FailoverRecord::errant_followers`]. A failover is `promoted` once the
+//! new primary is open and recorded, even when a repointed follower does not replicate within
+//! [`REPLICATING_BOUND`]: the shard must never be left without a writable primary because a
+//! follower broke. Such followers are named in [`FailoverRecord::not_replicating`] (with their
+//! `Last_IO_Error`/`Last_SQL_Error`) and the monitor raises an alarm for them; a record with
+//! both lists empty is a clean promotion.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +28,9 @@ use kunlun_meta::store::{repo, Store};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::promote;
+use super::fence::{self, Fenced};
+use super::gtid::errant_gtids;
+use super::promote::{self, Applied, Login, Positions};
 use crate::storage::{NodeAddr, StorageOptions};
 use crate::xa::{end_in_doubt_on_new_primary, XaConfig};
 
@@ -52,6 +63,21 @@ pub struct Phase {
     pub note: Option<String>,
 }
 
+/// A follower that was not repointed because it holds transactions the new primary lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ErrantFollower {
+    pub node_id: i64,
+    /// The transactions the new primary lacks, `domain-server-from..to` ranges.
+    pub gtids: String,
+}
+
+/// A follower that was repointed but does not replicate, or whose fence is not proven.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FollowerIssue {
+    pub node_id: i64,
+    pub why: String,
+}
+
 /// The record of one failover or switchover (also of a refused one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FailoverRecord {
@@ -72,6 +98,20 @@ pub struct FailoverRecord {
     /// Rejoined as replica, kept out for rebuild, or still down.
     pub old_primary_fate: Option<String>,
     pub total_ms: u64,
+    /// Followers kept out for rebuild instead of being repointed (errant transactions).
+    #[serde(default)]
+    pub errant_followers: Vec<ErrantFollower>,
+    /// Repointed followers that did not replicate within the bound, with why.
+    #[serde(default)]
+    pub not_replicating: Vec<FollowerIssue>,
+    /// Nodes whose fence could not be proven (they may still take a write from `pgx`).
+    #[serde(default)]
+    pub fence_unproven: Vec<FollowerIssue>,
+    /// The attempt failed because of the shard's facts (a SQL thread that cannot apply, an
+    /// old primary that takes writes and cannot be stopped): repeating it on the same facts
+    /// fails the same way (see [`super::retry`]). Not stored.
+    #[serde(skip)]
+    pub facts_bound: bool,
 }
 
 impl FailoverRecord {
@@ -93,7 +133,30 @@ impl FailoverRecord {
             phases: Vec::new(),
             old_primary_fate: None,
             total_ms: 0,
+            errant_followers: Vec::new(),
+            not_replicating: Vec::new(),
+            fence_unproven: Vec::new(),
+            facts_bound: false,
         }
+    }
+
+    /// What an operator must look at after a promotion (errant followers, followers not
+    /// replicating, unproven fences), as one alarm text; `None` for a clean promotion.
+    pub fn degraded(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        for e in &self.errant_followers {
+            parts.push(format!(
+                "node {} not repointed, kept out for rebuild: errant transactions {}",
+                e.node_id, e.gtids
+            ));
+        }
+        for f in &self.not_replicating {
+            parts.push(format!("node {} does not replicate: {}", f.node_id, f.why));
+        }
+        for f in &self.fence_unproven {
+            parts.push(format!("node {} fence not proven: {}", f.node_id, f.why));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// Milliseconds of the named phase, if it ran.
@@ -131,6 +194,10 @@ impl Timeline {
 /// Longest a failover waits for the compute nodes to take the new topology.
 const ROUTE_PUSH_LIMIT: Duration = Duration::from_secs(3);
 
+/// Longest a repointed follower may take to run both replication threads before the record
+/// names it as not replicating.
+pub const REPLICATING_BOUND: Duration = Duration::from_secs(5);
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -146,6 +213,35 @@ pub struct StepContext {
     pub cancel: CancellationToken,
     /// Test seam (see [`super::HaConfig::before_write`]).
     pub before_write: Option<super::WriteHook>,
+    /// The cluster's `repl` login for `CHANGE MASTER`; `None` (no secret row) uses the
+    /// source's own login.
+    pub repl: Option<Login>,
+    /// The cluster's `pgx` login to prove fences with; `None` checks `read_only` only.
+    pub pgx: Option<Login>,
+}
+
+impl StepContext {
+    /// Loads the cluster's `repl` and `pgx` logins from `kl_cluster_secret` (none when the
+    /// cluster has no row, as the harness clusters of the HA tests).
+    pub async fn with_logins(mut self, cluster_id: i64) -> Self {
+        (self.repl, self.pgx) = cluster_logins(&self.store, cluster_id).await;
+        self
+    }
+}
+
+/// The `repl` and `pgx` logins of a cluster (see [`StepContext::with_logins`]).
+pub async fn cluster_logins(store: &Store, cluster_id: i64) -> (Option<Login>, Option<Login>) {
+    let secret = store
+        .read(async |tx| kunlun_meta::store::repo::secrets::get(tx, cluster_id).await)
+        .await;
+    match secret {
+        Ok(s) => (Some(Login::repl(&s)), Some(Login::pgx(&s))),
+        Err(kunlun_meta::Error::NotFound { .. }) => (None, None),
+        Err(e) => {
+            tracing::warn!(cluster = cluster_id, error = %e, "cluster secret not read; repointing with the node's own login");
+            (None, None)
+        }
+    }
 }
 
 /// The other members after a switch: nodes to repoint, the former primary flagged.
@@ -169,9 +265,9 @@ async fn still_member(tx: &mut kunlun_meta::store::Tx, id: i64) -> kunlun_meta::
     }
 }
 
-/// The fence of the old primary, run by [`switch_to`] alongside the steps that do not let the
-/// new primary take writes; it returns what it did (kept as the record's `fence`).
-pub type FenceTask<'a> = Pin<Box<dyn Future<Output = String> + Send + 'a>>;
+/// The fence of the old primary, run by [`switch_to`] before the steps that stop anything from
+/// receiving from it; it returns what it did and proved (kept as the record's `fence`).
+pub type FenceTask<'a> = Pin<Box<dyn Future<Output = Fenced> + Send + 'a>>;
 
 /// Catch up, promote, repoint, fence (when given), XA hook, open, metadata. Fills the record's
 /// phases and outcome; `Err` carries the reason of a failed step (also in the record).
@@ -192,7 +288,7 @@ pub async fn switch_to(
 ) -> Result<(), String> {
     let r = match fence {
         None => match prepare(ctx, new, catch_up_pos, followers, rec, t).await {
-            Ok(()) => finish(ctx, cluster, new, followers, rec, t).await,
+            Ok(checks) => finish(ctx, cluster, new, followers, checks, rec, t).await,
             Err(e) => Err(e),
         },
         Some(fence) => {
@@ -204,11 +300,21 @@ pub async fn switch_to(
             // The fence finishes before anything stops receiving from the old primary, so
             // whatever it acknowledged until then is on a replica the positions account for.
             let (what, took) = fence.await;
-            rec.fence = Some(what.clone());
-            t.phase(rec, "fence", Some(format!("{what} (took {} ms)", ms(took))));
-            match prepare(ctx, new, catch_up_pos, followers, rec, t).await {
-                Ok(()) => finish(ctx, cluster, new, followers, rec, t).await,
-                Err(e) => Err(e),
+            rec.fence = Some(what.text.clone());
+            t.phase(
+                rec,
+                "fence",
+                Some(format!("{} (took {} ms)", what.text, ms(took))),
+            );
+            match what.refuse {
+                Some(why) => {
+                    rec.facts_bound = true;
+                    Err(why)
+                }
+                None => match prepare(ctx, new, catch_up_pos, followers, rec, t).await {
+                    Ok(checks) => finish(ctx, cluster, new, followers, checks, rec, t).await,
+                    Err(e) => Err(e),
+                },
             }
         }
     };
@@ -228,7 +334,7 @@ pub async fn switch_to(
 /// Which followers to restart after a failed promotion: those that were detached (their
 /// replication stopped) and still have a source to resume; a former primary has none.
 /// `former_primary` holds each follower's flag, `detached` how its detach went.
-fn to_resume(former_primary: &[bool], detached: &[Result<(), String>]) -> Vec<usize> {
+fn to_resume<T>(former_primary: &[bool], detached: &[Result<T, String>]) -> Vec<usize> {
     former_primary
         .iter()
         .zip(detached)
@@ -238,8 +344,42 @@ fn to_resume(former_primary: &[bool], detached: &[Result<(), String>]) -> Vec<us
         .collect()
 }
 
+/// What becomes of one detached follower once the candidate is promoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FollowerPlan {
+    /// Attach it to the new primary.
+    Attach,
+    /// It holds these transactions the new primary lacks: keep it fenced, out for rebuild.
+    Errant(String),
+    /// It could not be detached (the text says why): left as it is.
+    Skip(String),
+}
+
+/// Decides each follower's plan from its detach result and the new primary's positions.
+fn plan_followers(
+    detached: &[Result<Positions, String>],
+    new_primary: &Positions,
+) -> Vec<FollowerPlan> {
+    detached
+        .iter()
+        .map(|d| match d {
+            Err(e) => FollowerPlan::Skip(e.clone()),
+            Ok(p) => {
+                let errant = errant_gtids(p.facts(), new_primary.facts());
+                if errant.is_empty() {
+                    FollowerPlan::Attach
+                } else {
+                    FollowerPlan::Errant(errant.join(","))
+                }
+            }
+        })
+        .collect()
+}
+
 /// Catch-up, then the candidate's promotion with the followers detached alongside, then the
-/// followers attached to it. Nothing here lets the new primary take writes.
+/// followers attached to it unless errant, and their fences proven. Nothing here lets the new
+/// primary take writes. Returns the checks of the attached followers' replication, started
+/// now and awaited once the new primary is open.
 async fn prepare(
     ctx: &StepContext,
     new: &ShardNode,
@@ -247,19 +387,29 @@ async fn prepare(
     followers: &[Follower],
     rec: &mut FailoverRecord,
     t: &mut Timeline,
-) -> Result<(), String> {
+) -> Result<Vec<ReplCheck>, String> {
     let addr = NodeAddr::from(new);
     let caught = promote::catch_up(&addr, catch_up_pos, ctx.catch_up_limit, ctx.storage)
         .await
         .map_err(|e| format!("catch up on node {}: {e}", new.id))?;
-    if !caught {
-        t.phase(rec, "catch_up", Some(format!("not at {catch_up_pos}")));
-        return Err(format!(
-            "node {} did not apply its relay log up to {catch_up_pos} within {:?}",
-            new.id, ctx.catch_up_limit
-        ));
+    match caught {
+        Applied::Yes => t.phase(rec, "catch_up", Some(catch_up_pos.to_string())),
+        Applied::TimedOut => {
+            t.phase(rec, "catch_up", Some(format!("not at {catch_up_pos}")));
+            return Err(format!(
+                "node {} did not apply its relay log up to {catch_up_pos} within {:?}",
+                new.id, ctx.catch_up_limit
+            ));
+        }
+        Applied::SqlStopped(why) => {
+            t.phase(rec, "catch_up", Some(why.clone()));
+            rec.facts_bound = true;
+            return Err(format!(
+                "node {} cannot apply its relay log up to {catch_up_pos}: {why}",
+                new.id
+            ));
+        }
     }
-    t.phase(rec, "catch_up", Some(catch_up_pos.to_string()));
 
     // Stopping replication waits for IO threads stuck on a lost primary (seconds, until the
     // server's stop loop re-signals them), on the candidate and on every follower alike: those
@@ -274,7 +424,7 @@ async fn prepare(
         })
         .collect();
     let promoted = promote::promote(&addr, opts, ctx.catch_up_limit).await;
-    let mut detached: Vec<Result<(), String>> = Vec::with_capacity(followers.len());
+    let mut detached: Vec<Result<Positions, String>> = Vec::with_capacity(followers.len());
     for h in detaching {
         detached.push(match h.await {
             Ok(r) => r.map_err(|e| e.to_string()),
@@ -282,64 +432,149 @@ async fn prepare(
         });
     }
     let failed = match promoted {
-        Ok(true) => None,
-        Ok(false) => Some(format!(
+        Ok(Applied::Yes) => None,
+        Ok(Applied::TimedOut) => Some(format!(
             "node {} did not apply everything it received within {:?}",
             new.id, ctx.catch_up_limit
         )),
+        Ok(Applied::SqlStopped(why)) => {
+            rec.facts_bound = true;
+            Some(format!(
+                "node {} cannot apply everything it received: {why}",
+                new.id
+            ))
+        }
         Err(e) => Some(format!("promote node {}: {e}", new.id)),
     };
-    if let Some(e) = failed {
-        // Nothing was promoted: replication goes back to how it was (best effort).
-        let mut back = vec![promote::resume(&addr, opts).await.is_ok()];
-        let former: Vec<bool> = followers.iter().map(|f| f.former_primary).collect();
-        for i in to_resume(&former, &detached) {
-            back.push(
-                promote::resume(&NodeAddr::from(&followers[i].node), opts)
-                    .await
-                    .is_ok(),
-            );
+    // The new primary's positions, final now (replication stopped, still read-only): the
+    // followers' errant check compares against them.
+    let new_pos = match failed {
+        Some(e) => Err(e),
+        None => promote::positions(&addr, opts)
+            .await
+            .map_err(|e| format!("read the positions of node {}: {e}", new.id)),
+    };
+    let new_pos = match new_pos {
+        Ok(p) => p,
+        Err(e) => {
+            // Nothing was promoted: replication goes back to how it was (best effort).
+            let mut back = vec![promote::resume(&addr, opts).await.is_ok()];
+            let former: Vec<bool> = followers.iter().map(|f| f.former_primary).collect();
+            for i in to_resume(&former, &detached) {
+                back.push(
+                    promote::resume(&NodeAddr::from(&followers[i].node), opts)
+                        .await
+                        .is_ok(),
+                );
+            }
+            let ok = back.iter().filter(|b| **b).count();
+            return Err(format!(
+                "{e}; replication resumed on {ok}/{} nodes",
+                back.len()
+            ));
         }
-        let ok = back.iter().filter(|b| **b).count();
-        return Err(format!(
-            "{e}; replication resumed on {ok}/{} nodes",
-            back.len()
-        ));
-    }
+    };
     t.phase(
         rec,
         "promote",
         Some(format!("{} followers detached alongside", followers.len())),
     );
 
+    let plans = plan_followers(&detached, &new_pos);
     let attaching: Vec<_> = followers
         .iter()
-        .zip(&detached)
-        .map(|(f, d)| {
-            d.is_ok().then(|| {
+        .zip(&plans)
+        .map(|(f, plan)| {
+            (*plan == FollowerPlan::Attach).then(|| {
                 let a = NodeAddr::from(&f.node);
                 let src = addr.clone();
-                tokio::spawn(async move { promote::attach(&a, &src, opts).await })
+                let login = ctx.repl.clone();
+                tokio::spawn(async move { promote::attach(&a, &src, login.as_ref(), opts).await })
             })
         })
         .collect();
+    // Every follower stays read-only from here on (an errant one for good): prove that the
+    // compute nodes' login cannot write on it, alongside the attach.
+    let proving: Vec<_> = followers
+        .iter()
+        .zip(&plans)
+        .filter(|(_, p)| !matches!(p, FollowerPlan::Skip(_)))
+        .map(|(f, _)| {
+            let a = NodeAddr::from(&f.node);
+            let (id, pgx) = (f.node.id, ctx.pgx.clone());
+            tokio::spawn(async move { (id, fence::verify(&a, pgx.as_ref(), opts).await) })
+        })
+        .collect();
     let mut notes = Vec::new();
-    for ((f, d), h) in followers.iter().zip(detached).zip(attaching) {
-        let r = match (d, h) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Some(h)) => match h.await {
+    let mut checks = Vec::new();
+    for ((f, plan), h) in followers.iter().zip(plans).zip(attaching) {
+        let r = match (plan, h) {
+            (FollowerPlan::Skip(e), _) => Err(e),
+            (FollowerPlan::Errant(gtids), _) => {
+                notes.push(format!(
+                    "node {} not repointed, kept out for rebuild: errant transactions {gtids}",
+                    f.node.id
+                ));
+                rec.errant_followers.push(ErrantFollower {
+                    node_id: f.node.id,
+                    gtids,
+                });
+                continue;
+            }
+            (FollowerPlan::Attach, Some(h)) => match h.await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(e) => Err(format!("attach task: {e}")),
             },
-            (Ok(()), None) => Err("not attached".to_string()),
+            (FollowerPlan::Attach, None) => Err("not attached".to_string()),
         };
-        notes.push(match r {
-            Ok(()) => format!("node {} follows {}", f.node.id, new.id),
-            Err(e) => format!("node {} not repointed: {e}", f.node.id),
-        });
+        match r {
+            Ok(()) => {
+                notes.push(format!("node {} follows {}", f.node.id, new.id));
+                let (a, id) = (NodeAddr::from(&f.node), f.node.id);
+                checks.push(ReplCheck {
+                    node_id: id,
+                    task: tokio::spawn(async move {
+                        promote::replicating(&a, REPLICATING_BOUND, opts).await
+                    }),
+                });
+            }
+            Err(e) => {
+                notes.push(format!("node {} not repointed: {e}", f.node.id));
+                rec.not_replicating.push(FollowerIssue {
+                    node_id: f.node.id,
+                    why: format!("not repointed: {e}"),
+                });
+            }
+        }
     }
     t.phase(rec, "repoint", Some(notes.join("; ")));
-    Ok(())
+    let mut proofs = Vec::new();
+    for h in proving {
+        match h.await {
+            Ok((id, Ok(what))) => proofs.push(format!("node {id}: {what}")),
+            Ok((id, Err(why))) => {
+                proofs.push(format!("node {id}: NOT proven: {why}"));
+                rec.fence_unproven.push(FollowerIssue { node_id: id, why });
+            }
+            Err(e) => proofs.push(format!("proof task: {e}")),
+        }
+    }
+    if !proofs.is_empty() {
+        let line = format!("followers: {}", proofs.join("; "));
+        rec.fence = Some(match rec.fence.take() {
+            Some(f) => format!("{f}; {line}"),
+            None => line.clone(),
+        });
+        t.phase(rec, "verify_fence", Some(line));
+    }
+    Ok(checks)
+}
+
+/// A running check that a repointed follower replicates ([`promote::replicating`]).
+#[derive(Debug)]
+struct ReplCheck {
+    node_id: i64,
+    task: tokio::task::JoinHandle<Result<(), String>>,
 }
 
 /// XA hook, open, metadata, route: the new primary takes writes from here on.
@@ -348,6 +583,7 @@ async fn finish(
     cluster: &Cluster,
     new: &ShardNode,
     followers: &[Follower],
+    checks: Vec<ReplCheck>,
     rec: &mut FailoverRecord,
     t: &mut Timeline,
 ) -> Result<(), String> {
@@ -385,8 +621,10 @@ async fn finish(
 
     let old = rec.old_primary;
     let kind = rec.kind;
+    let errant: Vec<i64> = rec.errant_followers.iter().map(|e| e.node_id).collect();
     let maps: Vec<(i64, NodeMapMaster)> = followers
         .iter()
+        .filter(|f| !errant.contains(&f.node.id))
         .map(|f| {
             (
                 f.node.id,
@@ -435,6 +673,12 @@ async fn finish(
                 repo::nodes::set_status_if(tx, old, NodeStatus::Active, NodeStatus::Inactive)
                     .await?;
             }
+            // Errant followers stay out until rebuilt: inactive, so upkeep never repoints
+            // them and no compute node is routed to them.
+            for id in &errant {
+                repo::nodes::set_status_if(tx, *id, NodeStatus::Active, NodeStatus::Inactive)
+                    .await?;
+            }
             Ok(())
         })
         .await;
@@ -462,6 +706,33 @@ async fn finish(
         ),
     };
     t.phase(rec, "route", Some(note));
+
+    // Promoted means replicating: each repointed follower had since its attach (and at most
+    // REPLICATING_BOUND) to run both threads.
+    let n = checks.len();
+    for c in checks {
+        let r = match c.task.await {
+            Ok(r) => r,
+            Err(e) => Err(format!("check task: {e}")),
+        };
+        if let Err(why) = r {
+            rec.not_replicating.push(FollowerIssue {
+                node_id: c.node_id,
+                why,
+            });
+        }
+    }
+    let note = if rec.not_replicating.is_empty() {
+        format!("{n} repointed followers replicate")
+    } else {
+        let bad: Vec<String> = rec
+            .not_replicating
+            .iter()
+            .map(|f| format!("node {}: {}", f.node_id, f.why))
+            .collect();
+        format!("not replicating: {}", bad.join("; "))
+    };
+    t.phase(rec, "verify_followers", Some(note));
     Ok(())
 }
 
@@ -469,16 +740,68 @@ async fn finish(
 mod tests {
     use super::*;
 
+    fn pos(state: &str, cur: &str, server_id: u32) -> Positions {
+        Positions {
+            binlog_state: super::super::gtid::GtidState::parse(state).unwrap(),
+            current: super::super::gtid::GtidPos::parse(cur).unwrap(),
+            server_id,
+        }
+    }
+
+    #[test]
+    fn errant_followers_are_kept_out_and_the_others_attached() {
+        let new = pos("0-1-100,0-2-50", "0-1-100", 2);
+        let detached = vec![
+            Ok(pos("0-1-100", "0-1-100", 3)),
+            Ok(pos("0-1-99,0-9-100", "0-9-100", 9)),
+            Err("unreachable".to_string()),
+            Ok(pos("0-1-101", "0-1-101", 4)),
+        ];
+        assert_eq!(
+            plan_followers(&detached, &new),
+            vec![
+                FollowerPlan::Attach,
+                FollowerPlan::Errant("0-9-..100".into()),
+                FollowerPlan::Skip("unreachable".into()),
+                FollowerPlan::Errant("0-1-101..101".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_record_lists_what_is_degraded() {
+        let mut r = FailoverRecord::new(FailoverKind::Automatic, 1, 2, 3);
+        assert_eq!(r.degraded(), None);
+        r.errant_followers.push(ErrantFollower {
+            node_id: 4,
+            gtids: "0-9-..5".into(),
+        });
+        r.not_replicating.push(FollowerIssue {
+            node_id: 5,
+            why: "SQL thread stopped with error 1950".into(),
+        });
+        let d = r.degraded().unwrap();
+        assert!(
+            d.contains("node 4 not repointed") && d.contains("0-9-..5"),
+            "{d}"
+        );
+        assert!(
+            d.contains("node 5 does not replicate") && d.contains("1950"),
+            "{d}"
+        );
+    }
+
     #[test]
     fn a_failed_promotion_resumes_only_detached_replicas_that_still_have_a_source() {
-        let detached = vec![Ok(()), Err("unreachable".to_string()), Ok(()), Ok(())];
+        let detached: Vec<Result<(), String>> =
+            vec![Ok(()), Err("unreachable".to_string()), Ok(()), Ok(())];
         // The third is the former primary of a switchover: it has no source to resume.
         assert_eq!(
             to_resume(&[false, false, true, false], &detached),
             vec![0, 3]
         );
-        assert!(to_resume(&[], &[]).is_empty());
-        assert!(to_resume(&[true], &[Ok(())]).is_empty());
+        assert!(to_resume::<()>(&[], &[]).is_empty());
+        assert!(to_resume(&[true], &[Ok::<(), String>(())]).is_empty());
     }
 
     #[test]

@@ -3,6 +3,13 @@
 //! answers SQL, else, when its machine answers SSH, killing its `mysqld` by the pid file of
 //! its instance directory (`<data_dir>/kunlun/storage_<port>/run/mysqld.pid`).
 //!
+//! A fence is then proven ([`verify`]): the node must refuse a write from the compute nodes'
+//! login (`pgx`). The proof never writes: it logs in as `pgx` and reads `@@read_only` and the
+//! login's own `SHOW GRANTS`; a write is refused exactly when `read_only` is on and the grants
+//! hold nothing that bypasses it (`READ_ONLY ADMIN`, `SUPER`, `ALL PRIVILEGES` on `*.*`). So the
+//! check can never itself create an errant transaction. Clusters without a secret row (test
+//! harness clusters) have no `pgx` password: only `read_only` is checked, and the text says so.
+//!
 //! Invariants: fencing is best effort and bounded (the SSH part by [`SSH_FENCE_DEADLINE`]), so
 //! a dead host costs the failover at most that; the returned text says exactly what was done
 //! and is kept in the failover record's `fence`; only the process named by that instance's
@@ -16,9 +23,9 @@ use kunlun_meta::store::{repo, Store};
 use kunlun_provision::placement::InstanceKind;
 use kunlun_provision::recipe::{sh_quote, InstanceSpec};
 
-use super::promote;
+use super::promote::{self, Login};
 use crate::jobs::Provisioner;
-use crate::storage::{NodeAddr, StorageOptions};
+use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 
 /// Longest time the SSH fence may take (connect included).
 pub const SSH_FENCE_DEADLINE: Duration = Duration::from_secs(3);
@@ -61,6 +68,152 @@ pub async fn fence_old_primary(
         Err(_) => format!(
             "{sql}; host unreachable: not fenced (no SSH answer within {SSH_FENCE_DEADLINE:?})"
         ),
+    }
+}
+
+/// What fencing the old primary did, and whether the failover may go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fenced {
+    /// What was done and proven, kept as the record's `fence`.
+    pub text: String,
+    /// True when the node was shown to refuse writes (or is stopped); false when it did not
+    /// answer SQL, so no proof was possible.
+    pub proven: bool,
+    /// Set when the old primary answers and still takes writes: the failover must not promote.
+    pub refuse: Option<String>,
+}
+
+/// Fences `old` ([`fence_old_primary`]) and proves it ([`verify`]) when it answers SQL. A node
+/// that answers but does not refuse writes is stopped over SSH; when that is impossible the
+/// result says to refuse the failover (two writable primaries are worse than none).
+pub async fn fence_and_prove(
+    store: &Store,
+    ssh: Option<&Arc<Provisioner>>,
+    old: &ShardNode,
+    sql_opts: StorageOptions,
+    pgx: Option<&Login>,
+) -> Fenced {
+    let text = fence_old_primary(store, ssh, old, sql_opts).await;
+    // Anything but "unreachable" means the node answered SQL (fenced or not): prove it.
+    if text.starts_with("unreachable") {
+        // It did not answer SQL: a stopped process refuses everything; a silent one cannot be
+        // checked (the failover goes on as before, the text says what happened).
+        let proven = text.contains("process stopped over ssh");
+        return Fenced {
+            text: format!("{text}; proof: not answering SQL"),
+            proven,
+            refuse: None,
+        };
+    }
+    match verify(&NodeAddr::from(old), pgx, sql_opts).await {
+        Ok(what) => Fenced {
+            text: format!("{text}; proven: {what}"),
+            proven: true,
+            refuse: None,
+        },
+        Err(why) => {
+            let killed = match ssh {
+                Some(prov) => {
+                    match tokio::time::timeout(SSH_FENCE_DEADLINE, stop_over_ssh(store, prov, old))
+                        .await
+                    {
+                        Ok(w) => w,
+                        Err(_) => format!("no SSH answer within {SSH_FENCE_DEADLINE:?}"),
+                    }
+                }
+                None => "no ssh access".to_string(),
+            };
+            let stopped = killed.starts_with("process stopped over ssh");
+            let text = format!("{text}; NOT proven ({why}); fenced again: {killed}");
+            Fenced {
+                refuse: (!stopped).then(|| {
+                    format!(
+                        "the old primary {} still takes writes ({why}) and could not be stopped ({killed})",
+                        old.id
+                    )
+                }),
+                proven: stopped,
+                text,
+            }
+        }
+    }
+}
+
+/// Proves that `addr` (reached with the manager's login) refuses writes from `pgx` (see the
+/// module doc). `Ok` says what was checked; `Err` why the node would still take a write.
+pub async fn verify(
+    addr: &NodeAddr,
+    pgx: Option<&Login>,
+    opts: StorageOptions,
+) -> Result<String, String> {
+    let (who, at) = match pgx {
+        Some(l) => (l.user.clone(), l.at(addr)),
+        None => (addr.user.clone(), addr.clone()),
+    };
+    let mut c = StorageConn::connect(&at, opts)
+        .await
+        .map_err(|e| format!("cannot check as {who}: {e}"))?;
+    let ro: std::result::Result<Vec<Option<i64>>, _> = c.query("SELECT @@read_only").await;
+    let grants: std::result::Result<Vec<String>, _> = match pgx {
+        Some(_) => c.query("SHOW GRANTS").await,
+        None => Ok(Vec::new()),
+    };
+    c.close().await;
+    let ro = ro.map_err(|e| format!("cannot read read_only as {who}: {e}"))?;
+    if ro.first().copied().flatten() != Some(1) {
+        return Err("read_only is OFF".into());
+    }
+    if pgx.is_none() {
+        return Ok("read_only=ON (pgx check skipped: the cluster has no secret row)".into());
+    }
+    let grants = grants.map_err(|e| format!("cannot read the grants of {who}: {e}"))?;
+    match bypasses_read_only(&grants) {
+        Some(g) => Err(format!(
+            "{who} may write despite read_only: {}",
+            without_password(&g)
+        )),
+        None => Ok(format!(
+            "{who} refused: read_only=ON, no privilege that bypasses it"
+        )),
+    }
+}
+
+/// The first grant that lets its holder write on a `read_only` server: `READ_ONLY ADMIN`,
+/// `SUPER` or `ALL PRIVILEGES` on `*.*` (on MariaDB 10.11 `ALL` includes `READ_ONLY ADMIN`).
+pub fn bypasses_read_only(grants: &[String]) -> Option<String> {
+    grants
+        .iter()
+        .find(|g| {
+            let u = g.to_ascii_uppercase();
+            let Some(rest) = u.strip_prefix("GRANT ") else {
+                return false;
+            };
+            let Some((privs, target)) = rest.split_once(" ON ") else {
+                return false;
+            };
+            let global = target.trim_start().starts_with("*.*");
+            global
+                && privs.split(',').map(str::trim).any(|p| {
+                    p == "ALL PRIVILEGES" || p == "ALL" || p == "SUPER" || p == "READ_ONLY ADMIN"
+                })
+        })
+        .cloned()
+}
+
+/// A `SHOW GRANTS` line without its password hash (`IDENTIFIED BY PASSWORD '…'`), fit for a
+/// record.
+fn without_password(grant: &str) -> String {
+    let upper = grant.to_ascii_uppercase();
+    match upper.find(" IDENTIFIED ") {
+        Some(i) => {
+            let tail = if upper.ends_with(" WITH GRANT OPTION") {
+                " WITH GRANT OPTION"
+            } else {
+                ""
+            };
+            format!("{}{tail}", &grant[..i])
+        }
+        None => grant.to_string(),
     }
 }
 
@@ -189,6 +342,32 @@ mod tests {
             ..probe
         };
         assert_eq!(after_failed_probes(short), short);
+    }
+
+    #[test]
+    fn grants_that_bypass_read_only_are_found() {
+        let g = |s: &str| vec![s.to_string()];
+        assert!(bypasses_read_only(&g(
+            "GRANT ALL PRIVILEGES ON *.* TO `pgx`@`%` IDENTIFIED BY PASSWORD '*X' WITH GRANT OPTION"
+        ))
+        .is_some());
+        assert!(
+            bypasses_read_only(&g("GRANT SUPER, REPLICATION CLIENT ON *.* TO `pgx`@`%`")).is_some()
+        );
+        assert!(bypasses_read_only(&g("GRANT READ_ONLY ADMIN ON *.* TO `pgx`@`%`")).is_some());
+        let least = vec![
+            "GRANT REPLICATION CLIENT ON *.* TO `pgx`@`%` IDENTIFIED BY PASSWORD '*X'".to_string(),
+            "GRANT ALL PRIVILEGES ON `db`.* TO `pgx`@`%`".to_string(),
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON `kunlun`.* TO `pgx`@`%`".to_string(),
+        ];
+        assert_eq!(bypasses_read_only(&least), None);
+        assert_eq!(bypasses_read_only(&[]), None);
+        assert_eq!(
+            without_password(
+                "GRANT ALL PRIVILEGES ON *.* TO `pgx`@`%` IDENTIFIED BY PASSWORD '*18DE' WITH GRANT OPTION"
+            ),
+            "GRANT ALL PRIVILEGES ON *.* TO `pgx`@`%` WITH GRANT OPTION"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Layout: [`gtid`], [`choose`] and [`detect`] are pure decisions; [`probe`] gathers the facts
 //! of one node; [`promote`] holds the SQL steps; [`failover`] orders them and keeps the record;
 //! [`switchover`] is the planned variant; `upkeep` restarts stopped replicas; [`monitor`] is
-//! the actor and [`state`] what it publishes. Invariant kept throughout: a promotion never silently drops acknowledged writes
+//! the actor (each shard's failover or switchover in its own bounded task) and [`state`] what
+//! it publishes; [`fence`] fences and proves it against the compute nodes' login. Invariant kept throughout: a promotion never silently drops acknowledged writes
 //! (see [`choose`]).
 
 use std::future::Future;
@@ -30,11 +31,11 @@ mod upkeep;
 
 pub use choose::{choose, Choice, LossPolicy, ReplicaView, ShardView};
 pub use facade::HaStatus;
-pub use failover::{FailoverKind, FailoverRecord, Outcome, Phase};
+pub use failover::{ErrantFollower, FailoverKind, FailoverRecord, FollowerIssue, Outcome, Phase};
 pub use gtid::{GtidPos, ParseGtidError};
 pub use monitor::{HaHandle, HaMonitor};
 pub use retry::RetryPolicy;
-pub use state::{HaEvent, HaShared, HaStats, NodeHealth, NodeState};
+pub use state::{ErrantNode, HaEvent, HaShared, HaStats, NodeHealth, NodeState};
 
 use crate::config::CoreConfig;
 use crate::jobs::Provisioner;
@@ -65,6 +66,9 @@ pub struct HaConfig {
     pub ssh: Option<Arc<Provisioner>>,
     /// Retries of a failover that failed part-way.
     pub retry: RetryPolicy,
+    /// Longest one failover or switchover attempt may run in its shard's task before it is
+    /// ended and recorded as failed. Default 120 s (catch-up and apply limits, fence, XA hook).
+    pub attempt_deadline: Duration,
     /// Test seam, `None` in production: awaited right before a metadata write that rests on
     /// what the monitor observed earlier (see [`WriteSite`]), so a test can change metadata
     /// inside that window.
@@ -115,6 +119,7 @@ impl Default for HaConfig {
             xa: None,
             ssh: None,
             retry: RetryPolicy::default(),
+            attempt_deadline: Duration::from_secs(120),
             before_write: None,
         }
     }

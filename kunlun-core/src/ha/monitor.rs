@@ -4,8 +4,13 @@
 //! restarts or repoints replicas whose replication stopped cleanly ([`super::upkeep`]), and
 //! runs operator switchovers sent through its [`HaHandle`].
 //!
-//! Invariants: the actor owns its per-node and per-shard state and is the only one that acts on
-//! storage nodes for HA, so a switchover never races an automatic failover; a shard fails over
+//! Each shard's failover or switchover runs in its own bounded task ([`task`]); meanwhile the
+//! rounds go on probing every shard and deciding for the others, and skip the busy one until
+//! its task reports back.
+//!
+//! Invariants: the actor owns its per-node and per-shard state and is the only one that decides
+//! for storage nodes for HA; a shard has at most one failover or switchover task, so a
+//! switchover never races an automatic failover of it; a shard fails over
 //! at most once per anti-flapping window; only the recorded primary is left writable; a status
 //! write that follows a slow step is conditional on the status it was decided from, so a node
 //! a delete job marked `deleted` meanwhile is never brought back.
@@ -22,17 +27,23 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::choose::{choose, Choice};
 use super::detect::{assess, in_flap_window, NodeRef, ShardFacts, Verdict};
-use super::failover::{FailoverKind, FailoverRecord, Follower, Outcome, StepContext, Timeline};
+use super::failover::{FailoverKind, FailoverRecord, StepContext};
 use super::probe::{probe_node, probe_options, NodeProbe};
 use super::retry::{Attempts, RetryDecision};
 use super::state::{HaShared, NodeHealth, NodeState};
-use super::{fence, promote, records, switchover, HaConfig};
+use super::{promote, HaConfig};
 use crate::error::{Error, Result};
 use crate::storage::NodeAddr;
 
 mod returning;
+mod task;
+
+pub(super) use task::TaskCtx;
+use task::{Done, FailoverDone, FailoverJob};
+
+/// Longest shutdown waits for running shard tasks before it drops them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Handle to a running monitor: read what it publishes, set controls, ask for a switchover.
 #[derive(Debug, Clone)]
@@ -128,6 +139,13 @@ pub struct HaMonitor {
     shards: HashMap<i64, ShardTrack>,
     rx: mpsc::Receiver<Command>,
     cancel: CancellationToken,
+    /// Shards whose failover or switchover task runs, with what it is.
+    busy: HashMap<i64, &'static str>,
+    /// The cluster of each shard a task was started for (for the events of its report).
+    cluster_of: HashMap<i64, i64>,
+    tasks: JoinSet<()>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
 }
 
 impl HaMonitor {
@@ -135,6 +153,7 @@ impl HaMonitor {
     pub fn new(store: Store, cfg: HaConfig, cancel: CancellationToken) -> (HaMonitor, HaHandle) {
         let (tx, rx) = mpsc::channel(16);
         let shared = Arc::new(HaShared::default());
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let m = HaMonitor {
             store,
             cfg,
@@ -143,6 +162,11 @@ impl HaMonitor {
             shards: HashMap::new(),
             rx,
             cancel,
+            busy: HashMap::new(),
+            cluster_of: HashMap::new(),
+            tasks: JoinSet::new(),
+            done_tx,
+            done_rx,
         };
         (m, HaHandle { shared, tx })
     }
@@ -159,19 +183,23 @@ impl HaMonitor {
         h
     }
 
-    /// The loop: a round each interval (a quarter of it while a primary is suspect), and
-    /// switchover commands in between.
+    /// The loop: a round each interval (a quarter of it while a primary is suspect),
+    /// switchover commands and the reports of shard tasks in between.
     pub async fn run(mut self) {
         let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = self.cancel.cancelled() => return,
+                _ = self.cancel.cancelled() => break,
+                done = self.done_rx.recv() => {
+                    if let Some(d) = done {
+                        self.apply(d).await;
+                    }
+                }
                 cmd = self.rx.recv() => match cmd {
                     Some(Command::Switchover { shard_id, target, reply }) => {
-                        let r = self.switchover(shard_id, target).await;
-                        let _ = reply.send(r);
+                        self.start_switchover(shard_id, target, reply).await;
                     }
-                    None => return,
+                    None => break,
                 },
                 _ = tokio::time::sleep_until(next) => {
                     let suspect = match self.round().await {
@@ -186,6 +214,123 @@ impl HaMonitor {
                 }
             }
         }
+        // A failover in flight finishes its step (they watch the cancellation) rather than
+        // being cut mid-way, within a grace period.
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, drain).await;
+    }
+
+    fn task_ctx(&self) -> TaskCtx {
+        TaskCtx {
+            store: self.store.clone(),
+            cfg: self.cfg.clone(),
+            shared: self.shared.clone(),
+            cancel: self.cancel.clone(),
+        }
+    }
+
+    /// Starts a switchover task for a shard that has none running.
+    async fn start_switchover(
+        &mut self,
+        shard_id: i64,
+        target: Option<i64>,
+        reply: oneshot::Sender<Result<FailoverRecord>>,
+    ) {
+        if let Some(what) = self.busy.get(&shard_id) {
+            let _ = reply.send(Err(Error::Conflict(format!(
+                "shard {shard_id}: a {what} is running"
+            ))));
+            return;
+        }
+        let s = match self.topology().await {
+            Ok(topo) => topo.into_iter().find(|s| s.shard_id == shard_id),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let Some(s) = s else {
+            let _ = reply.send(Err(Error::NotFound {
+                what: "rbr shard",
+                id: shard_id.to_string(),
+            }));
+            return;
+        };
+        self.busy.insert(shard_id, "switchover");
+        let ctx = self.task_ctx();
+        let deadline = self.cfg.attempt_deadline;
+        // The reply travels inside the task's report; if the task is lost, the caller's
+        // receiver sees it dropped (an error), and the shard is freed by the report below.
+        let (tx_reply, rx_reply) = oneshot::channel();
+        tokio::spawn(async move {
+            let r = rx_reply.await.unwrap_or(Err(Error::Internal(
+                "the switchover's task ended without an answer".into(),
+            )));
+            let _ = reply.send(r);
+        });
+        task::spawn_bounded(
+            &mut self.tasks,
+            self.done_tx.clone(),
+            deadline,
+            task::switch_over(ctx, s, target, tx_reply),
+            move |why| Done::Failover {
+                shard_id,
+                outcome: FailoverDone::Failed {
+                    new: None,
+                    reason: format!("switchover: {why}"),
+                    facts_bound: None,
+                    unrecorded: None,
+                },
+            },
+        );
+    }
+
+    /// Applies a shard task's report to the monitor's state.
+    async fn apply(&mut self, done: Done) {
+        match done {
+            Done::Failover { shard_id, outcome } => {
+                let was = self.busy.remove(&shard_id);
+                if was == Some("switchover") {
+                    // A lost switchover task: nothing to apply but the alarm.
+                    if let FailoverDone::Failed { reason, .. } = outcome {
+                        self.shared.set_alarm(shard_id, Some(reason));
+                    }
+                    return;
+                }
+                self.failover_done(shard_id, outcome).await;
+            }
+            Done::Switchover {
+                shard_id,
+                nodes,
+                result,
+                seed,
+                reply,
+            } => {
+                self.busy.remove(&shard_id);
+                if let Ok(rec) = result.as_ref() {
+                    if rec.outcome == super::Outcome::Promoted {
+                        self.shards.entry(shard_id).or_default().last_failover =
+                            Some(Instant::now());
+                        for n in &nodes {
+                            self.nodes.remove(n);
+                        }
+                        if let Some((id, p)) = seed {
+                            self.seed_track(id, p);
+                        }
+                        self.shared.set_alarm(shard_id, rec.degraded());
+                    }
+                }
+                let _ = reply.send(*result);
+            }
+        }
+    }
+
+    /// A just-promoted primary's per-node memory starts from its seed probe.
+    fn seed_track(&mut self, id: i64, p: NodeProbe) {
+        let t = self.nodes.entry(id).or_default();
+        t.failures = 0;
+        t.first_failure = None;
+        t.last_ok = p.reachable.then_some(p);
     }
 
     pub(super) async fn topology(&self) -> Result<Vec<ShardTopo>> {
@@ -227,12 +372,27 @@ impl HaMonitor {
         let present: HashSet<i64> = probes.keys().copied().collect();
         self.nodes.retain(|id, _| present.contains(id));
         self.shared.forget_missing(&present);
+        // An errant node stays listed until it is an active member again (rebuilt) or gone;
+        // a busy shard's topology may predate its task's metadata write, so it is left alone.
+        let active: HashSet<i64> = topo
+            .iter()
+            .flat_map(|s| s.nodes.iter())
+            .filter(|n| n.status == NodeStatus::Active)
+            .map(|n| n.id)
+            .collect();
+        self.shared.retain_errant(|id, shard| {
+            self.busy.contains_key(&shard) || (present.contains(&id) && !active.contains(&id))
+        });
         let failures = probes.values().filter(|p| !p.reachable).count() as u64;
         self.shared.count_round(probes.len() as u64, failures);
 
         let mut suspect = false;
         for s in &topo {
             self.update_tracks(s, &probes);
+            if self.busy.contains_key(&s.shard_id) {
+                // Its task acts on these nodes; decide again once it reported back.
+                continue;
+            }
             if let Err(e) = self.handle_shard(s, &probes).await {
                 tracing::warn!(shard = s.shard_id, error = %e, "HA handling of shard failed");
             }
@@ -377,10 +537,24 @@ impl HaMonitor {
                     self.refuse_once(s, primary.id, why, true).await;
                     return Ok(());
                 }
-                let attempts = st.attempts;
-                match self.cfg.retry.decide(&attempts, now) {
+                let attempts = st.attempts.clone();
+                let mut view = view;
+                for r in &mut view.replicas {
+                    r.no_switch |= self.shared.node_no_switch(r.node_id);
+                }
+                match self.cfg.retry.decide(&attempts, now, &view.fingerprint()) {
                     RetryDecision::Attempt => {}
                     RetryDecision::WaitUntil(_) => return Ok(()),
+                    RetryDecision::Unchanged { reason } => {
+                        let why = format!(
+                            "failover not retried: attempt {} failed and nothing it depends on \
+                             changed since (same replicas, positions and errors): {reason}; \
+                             retried once the facts change",
+                            attempts.failed
+                        );
+                        self.refuse_once(s, primary.id, why, true).await;
+                        return Ok(());
+                    }
                     RetryDecision::GiveUp => {
                         self.shared.set_given_up(s.shard_id, true);
                         let why = format!(
@@ -396,27 +570,33 @@ impl HaMonitor {
                     self.shared.count_retry();
                 }
                 let detected = track.and_then(|t| t.first_failure).unwrap_or(now);
-                self.fail_over(s, primary, view, detected).await;
+                self.start_failover(FailoverJob {
+                    shard: s.clone(),
+                    old: primary.clone(),
+                    view,
+                    detected,
+                });
                 Ok(())
             }
         }
     }
 
-    /// Stores a finished record (memory-only when the store cannot take it); returns its id.
-    async fn keep(&self, mut rec: FailoverRecord) -> u64 {
-        match records::insert(&self.store, &rec).await {
-            Ok(id) => rec.id = id,
-            Err(e) => {
-                tracing::warn!(shard = rec.shard_id, error = %e, "failover record kept in memory only");
-                rec.id = 0;
-            }
-        }
-        self.shared.record(rec)
-    }
-
     /// Records a refusal (and raises the alarm) once per distinct reason.
     async fn refuse_once(&mut self, s: &ShardTopo, old: i64, reason: String, alarm: bool) {
-        let st = self.shards.entry(s.shard_id).or_default();
+        self.refuse_once_in(s.cluster.id, s.shard_id, old, reason, alarm)
+            .await;
+    }
+
+    /// [`Self::refuse_once`] by ids.
+    async fn refuse_once_in(
+        &mut self,
+        cluster_id: i64,
+        shard_id: i64,
+        old: i64,
+        reason: String,
+        alarm: bool,
+    ) {
+        let st = self.shards.entry(shard_id).or_default();
         // Durations in the text would make every round look new.
         let key: String = reason
             .chars()
@@ -427,172 +607,118 @@ impl HaMonitor {
         }
         st.refused = Some(key);
         self.shared.event(
-            s.cluster.id,
-            s.shard_id,
+            cluster_id,
+            shard_id,
             Some(old),
             format!("no failover: {reason}"),
         );
         if alarm {
-            let mut rec =
-                FailoverRecord::new(FailoverKind::Automatic, s.cluster.id, s.shard_id, old);
+            let mut rec = FailoverRecord::new(FailoverKind::Automatic, cluster_id, shard_id, old);
             rec.reason = Some(reason.clone());
-            rec.outcome = Outcome::Refused;
-            self.keep(rec).await;
-            self.shared.set_alarm(s.shard_id, Some(reason));
+            rec.outcome = super::Outcome::Refused;
+            task::keep(&self.store, &self.shared, rec).await;
+            self.shared.set_alarm(shard_id, Some(reason));
         }
     }
 
-    async fn fail_over(
-        &mut self,
-        s: &ShardTopo,
-        old: &ShardNode,
-        mut view: super::ShardView,
-        detected: Instant,
-    ) {
-        let mut rec =
-            FailoverRecord::new(FailoverKind::Automatic, s.cluster.id, s.shard_id, old.id);
-        let mut t = Timeline::starting_at(detected);
-        t.phase(
-            &mut rec,
-            "detect",
-            Some(format!(
-                "{} failed probes, confirmed by replicas",
-                self.cfg.failures_to_dead
-            )),
+    /// Marks the shard busy and starts its failover task.
+    fn start_failover(&mut self, job: FailoverJob) {
+        let shard_id = job.shard.shard_id;
+        let old = job.old.id;
+        self.busy.insert(shard_id, "failover");
+        self.cluster_of.insert(shard_id, job.shard.cluster.id);
+        let ctx = self.task_ctx();
+        task::spawn_bounded(
+            &mut self.tasks,
+            self.done_tx.clone(),
+            self.cfg.attempt_deadline,
+            async move {
+                let outcome = task::fail_over(ctx, job).await;
+                Done::Failover { shard_id, outcome }
+            },
+            move |why| Done::Failover {
+                shard_id,
+                outcome: FailoverDone::Failed {
+                    new: None,
+                    reason: why,
+                    facts_bound: None,
+                    unrecorded: Some(old),
+                },
+            },
         );
+    }
 
-        for r in &mut view.replicas {
-            r.no_switch |= self.shared.node_no_switch(r.node_id);
-        }
-        // The choice needs only the view; the fence runs alongside the steps that follow it
-        // (see `switch_to`), and before a refusal is recorded.
-        let choice = choose(&view, self.shared.loss_policy(s.shard_id));
-        let fence_opts =
-            fence::after_failed_probes(probe_options(self.cfg.interval, self.cfg.storage));
-        let (new_id, proven, loss) = match choice {
-            Choice::Refuse { reason } => {
-                let fence =
-                    fence::fence_old_primary(&self.store, self.cfg.ssh.as_ref(), old, fence_opts)
-                        .await;
-                rec.fence = Some(fence.clone());
-                t.phase(&mut rec, "fence", Some(fence));
-                t.phase(&mut rec, "choose", Some(reason.clone()));
-                self.refuse_once(s, old.id, reason, true).await;
-                return;
+    /// Applies the end of a failover attempt to the shard's state.
+    async fn failover_done(&mut self, shard_id: i64, outcome: FailoverDone) {
+        let cluster_id = self.cluster_of.get(&shard_id).copied().unwrap_or_default();
+        match outcome {
+            FailoverDone::Refused { old, reason } => {
+                self.refuse_once_in(cluster_id, shard_id, old, reason, true)
+                    .await;
             }
-            Choice::Promote {
-                node_id,
-                proven_lossless,
-                possible_loss,
-            } => (node_id, proven_lossless, possible_loss),
-        };
-        rec.proven_lossless = proven;
-        rec.possible_loss = loss;
-        let pos = view
-            .replicas
-            .iter()
-            .find(|r| r.node_id == new_id)
-            .and_then(|r| r.received.clone())
-            .unwrap_or_default()
-            .to_string();
-        t.phase(&mut rec, "choose", Some(format!("node {new_id} at {pos}")));
-
-        let Some(new) = s.nodes.iter().find(|n| n.id == new_id) else {
-            return;
-        };
-        let followers: Vec<Follower> = s
-            .nodes
-            .iter()
-            .filter(|n| n.id != new_id && n.id != old.id && n.status == NodeStatus::Active)
-            .map(|n| Follower {
-                node: n.clone(),
-                former_primary: false,
-            })
-            .collect();
-        let ctx = self.step_context();
-        let fence: super::failover::FenceTask<'_> = Box::pin(fence::fence_old_primary(
-            &self.store,
-            self.cfg.ssh.as_ref(),
-            old,
-            fence_opts,
-        ));
-        let r = super::failover::switch_to(
-            &ctx,
-            &s.cluster,
-            new,
-            &pos,
-            &followers,
-            Some(fence),
-            &mut rec,
-            &mut t,
-        )
-        .await;
-        let st = self.shards.entry(s.shard_id).or_default();
-        match r {
-            Ok(()) => {
+            FailoverDone::Promoted {
+                old,
+                new,
+                record,
+                promoted_at,
+                total_ms,
+                degraded,
+                seed,
+            } => {
+                let st = self.shards.entry(shard_id).or_default();
                 st.last_failover = Some(Instant::now());
                 st.refused = None;
                 st.attempts = Attempts::default();
-                rec.old_primary_fate = Some("down, kept out until it returns".into());
-                self.shared.set_alarm(s.shard_id, None);
-                self.shared.set_given_up(s.shard_id, false);
-                let what = format!(
-                    "failed over from node {} to node {new_id} in {} ms",
-                    old.id, rec.total_ms
-                );
-                let id = self.keep(rec).await;
-                self.shards
-                    .entry(s.shard_id)
-                    .or_default()
-                    .rejoining
-                    .push(Rejoining {
-                        old: old.id,
-                        record: id,
-                        promoted_at: pos,
-                    });
-                self.shared
-                    .event(s.cluster.id, s.shard_id, Some(new_id), what);
-                self.nodes.remove(&old.id);
-                self.seed_new_primary(new).await;
-            }
-            Err(e) => {
-                st.attempts.failed_at(Instant::now());
-                let n = st.attempts.failed;
+                st.rejoining.push(Rejoining {
+                    old,
+                    record,
+                    promoted_at,
+                });
+                self.shared.set_given_up(shard_id, false);
+                let what = match &degraded {
+                    None => format!("failed over from node {old} to node {new} in {total_ms} ms"),
+                    Some(d) => format!(
+                        "failed over from node {old} to node {new} in {total_ms} ms, but: {d}"
+                    ),
+                };
                 self.shared.set_alarm(
-                    s.shard_id,
-                    Some(format!("failover failed (attempt {n}): {e}")),
+                    shard_id,
+                    degraded.map(|d| format!("failover to node {new} promoted, but: {d}")),
                 );
-                self.shared.event(
-                    s.cluster.id,
-                    s.shard_id,
-                    Some(new_id),
-                    format!("failover failed (attempt {n}): {e}"),
-                );
-                self.keep(rec).await;
+                self.shared.event(cluster_id, shard_id, Some(new), what);
+                self.nodes.remove(&old);
+                self.seed_track(new, seed);
+            }
+            FailoverDone::Failed {
+                new,
+                reason,
+                facts_bound,
+                unrecorded,
+            } => {
+                if let Some(old) = unrecorded {
+                    let mut rec =
+                        FailoverRecord::new(FailoverKind::Automatic, cluster_id, shard_id, old);
+                    rec.outcome = super::Outcome::Failed;
+                    rec.new_primary = None;
+                    rec.reason = Some(reason.clone());
+                    task::keep(&self.store, &self.shared, rec).await;
+                }
+                let st = self.shards.entry(shard_id).or_default();
+                let now = Instant::now();
+                match facts_bound {
+                    Some(facts) => st.attempts.failed_on(now, facts, reason.clone()),
+                    None => st.attempts.failed_at(now),
+                }
+                let n = st.attempts.failed;
+                let what = format!("failover failed (attempt {n}): {reason}");
+                self.shared.set_alarm(shard_id, Some(what.clone()));
+                self.shared.event(cluster_id, shard_id, new, what);
             }
         }
-    }
-
-    /// Probes a just-promoted primary at once, so the semi-sync proof of its next failure
-    /// rests on a probe taken while it was primary (a replica may report the master side off).
-    async fn seed_new_primary(&mut self, n: &ShardNode) {
-        let opts = probe_options(self.cfg.interval, self.cfg.storage);
-        let p = probe_node(&NodeAddr::from(n), opts).await;
-        let t = self.nodes.entry(n.id).or_default();
-        t.failures = 0;
-        t.first_failure = None;
-        t.last_ok = p.reachable.then_some(p);
     }
 
     pub(super) fn step_context(&self) -> StepContext {
-        StepContext {
-            store: self.store.clone(),
-            storage: self.cfg.storage,
-            catch_up_limit: self.cfg.catch_up_limit,
-            xa: self.cfg.xa.clone(),
-            cancel: self.cancel.clone(),
-            before_write: self.cfg.before_write.clone(),
-        }
+        self.task_ctx().step_context()
     }
 
     /// Only the recorded primary may be writable: any other reachable node with
@@ -617,39 +743,5 @@ impl HaMonitor {
                 );
             }
         }
-    }
-
-    async fn switchover(&mut self, shard_id: i64, target: Option<i64>) -> Result<FailoverRecord> {
-        let topo = self.topology().await?;
-        let s = topo
-            .into_iter()
-            .find(|s| s.shard_id == shard_id)
-            .ok_or_else(|| Error::NotFound {
-                what: "rbr shard",
-                id: shard_id.to_string(),
-            })?;
-        let rec = switchover::run(self, &s, target).await?;
-        let s_nodes = s.nodes.clone();
-        let ok = rec.outcome == Outcome::Promoted;
-        let id = self.keep(rec).await;
-        if ok {
-            self.shards.entry(shard_id).or_default().last_failover = Some(Instant::now());
-            self.nodes.clear();
-            let new = self.shared.failover(id).and_then(|r| r.new_primary);
-            if let Some(n) = new.and_then(|n| s_nodes.iter().find(|x| x.id == n).cloned()) {
-                self.seed_new_primary(&n).await;
-            }
-        }
-        self.shared
-            .failover(id)
-            .ok_or_else(|| Error::Internal("switchover record vanished".into()))
-    }
-
-    pub(super) fn cfg(&self) -> &HaConfig {
-        &self.cfg
-    }
-
-    pub(super) fn shared_state(&self) -> &HaShared {
-        &self.shared
     }
 }

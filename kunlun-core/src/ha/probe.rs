@@ -27,12 +27,41 @@ pub struct Channel {
     pub seconds_behind: Option<i64>,
     pub last_io_errno: i64,
     pub last_sql_errno: i64,
+    /// `Last_IO_Error` text (empty when none).
+    pub last_io_error: String,
+    /// `Last_SQL_Error` text (empty when none).
+    pub last_sql_error: String,
 }
 
 impl Channel {
     /// True when the IO thread holds a live connection to its source.
     pub fn io_connected(&self) -> bool {
         self.io_running == "Yes"
+    }
+
+    /// Why the SQL thread cannot apply anything more: it stopped with an error
+    /// (`Last_SQL_Errno` set while `Slave_SQL_Running=No`). A thread that still runs with an old
+    /// error number is applying again and counts as fine.
+    pub fn sql_error(&self) -> Option<String> {
+        (!self.sql_running && self.last_sql_errno != 0).then(|| {
+            let name = if self.connection_name.is_empty() {
+                String::new()
+            } else {
+                format!("channel '{}' ", self.connection_name)
+            };
+            format!(
+                "{name}SQL thread stopped with error {}: {}",
+                self.last_sql_errno,
+                truncate(&self.last_sql_error, 200)
+            )
+        })
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
@@ -75,6 +104,11 @@ impl NodeProbe {
     pub fn received_from(&self, host: &str, port: u16) -> Option<GtidPos> {
         let c = self.channel_from(host, port)?;
         GtidPos::parse(c.gtid_io_pos.as_deref().unwrap_or("")).ok()
+    }
+
+    /// The first replication channel whose SQL thread stopped with an error, described.
+    pub fn sql_error(&self) -> Option<String> {
+        self.channels.iter().find_map(Channel::sql_error)
     }
 
     /// The semi-sync proof holds for this node as a primary: after-sync wait point and on.
@@ -163,7 +197,7 @@ pub(super) fn text(row: &Row, col: &str) -> Option<String> {
     }
 }
 
-fn channel(row: &Row) -> Channel {
+pub(super) fn channel(row: &Row) -> Channel {
     let t = |c: &str| text(row, c).unwrap_or_default();
     Channel {
         connection_name: t("Connection_name"),
@@ -175,6 +209,8 @@ fn channel(row: &Row) -> Channel {
         seconds_behind: text(row, "Seconds_Behind_Master").and_then(|s| s.parse().ok()),
         last_io_errno: t("Last_IO_Errno").parse().unwrap_or(0),
         last_sql_errno: t("Last_SQL_Errno").parse().unwrap_or(0),
+        last_io_error: t("Last_IO_Error"),
+        last_sql_error: t("Last_SQL_Error"),
     }
 }
 
@@ -184,5 +220,36 @@ pub fn probe_options(interval: Duration, base: StorageOptions) -> StorageOptions
     StorageOptions {
         connect_timeout: base.connect_timeout.min(cap),
         read_timeout: base.read_timeout.min(cap),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_stopped_sql_thread_with_an_error_counts() {
+        let mut c = Channel {
+            sql_running: false,
+            last_sql_errno: 1062,
+            last_sql_error: "Duplicate entry '5' for key 'PRIMARY'".into(),
+            ..Channel::default()
+        };
+        let why = c.sql_error().unwrap();
+        assert!(
+            why.contains("1062") && why.contains("Duplicate entry"),
+            "{why}"
+        );
+        let p = NodeProbe {
+            reachable: true,
+            channels: vec![Channel::default(), c.clone()],
+            ..NodeProbe::default()
+        };
+        assert_eq!(p.sql_error(), Some(why));
+        c.sql_running = true;
+        assert_eq!(c.sql_error(), None, "running again");
+        c.sql_running = false;
+        c.last_sql_errno = 0;
+        assert_eq!(c.sql_error(), None, "stopped cleanly");
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use kunlun_meta::store::repo::failovers::{self as repo_fo, FailoverRow};
 use kunlun_meta::store::Store;
 
-use super::failover::{FailoverKind, FailoverRecord, Outcome, Phase};
+use super::failover::{
+    ErrantFollower, FailoverKind, FailoverRecord, FollowerIssue, Outcome, Phase,
+};
 use crate::error::{Error, Result};
 
 /// First id of a record the store could not take.
@@ -39,9 +41,37 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The `phases` column: the plain array of phases, or, when the record names followers or
+/// unproven fences, an object `{phases, errant_followers, not_replicating, fence_unproven}`.
+/// Kept in the one JSON column so these lists need no schema change; rows written before
+/// them (plain arrays) still read.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PhasesColumn {
+    phases: serde_json::Value,
+    #[serde(default)]
+    errant_followers: Vec<ErrantFollower>,
+    #[serde(default)]
+    not_replicating: Vec<FollowerIssue>,
+    #[serde(default)]
+    fence_unproven: Vec<FollowerIssue>,
+}
+
 /// The row of a record (its id is not part of an insert).
 pub fn to_row(r: &FailoverRecord) -> FailoverRow {
-    let phases = serde_json::to_string(&r.phases).unwrap_or_else(|_| "[]".into());
+    let plain = r.errant_followers.is_empty()
+        && r.not_replicating.is_empty()
+        && r.fence_unproven.is_empty();
+    let phases = if plain {
+        serde_json::to_string(&r.phases)
+    } else {
+        serde_json::to_string(&PhasesColumn {
+            phases: serde_json::to_value(&r.phases).unwrap_or_default(),
+            errant_followers: r.errant_followers.clone(),
+            not_replicating: r.not_replicating.clone(),
+            fence_unproven: r.fence_unproven.clone(),
+        })
+    }
+    .unwrap_or_else(|_| "[]".into());
     FailoverRow {
         id: i64_of(r.id),
         cluster_id: r.cluster_id,
@@ -75,8 +105,20 @@ pub fn from_row(r: FailoverRow) -> Result<FailoverRecord> {
         "failed" => Outcome::Failed,
         other => return Err(bad("outcome", other)),
     };
-    let phases = parse_phases(&r.phases).ok_or_else(|| bad("phases", &r.phases))?;
+    let (phases, col) = match serde_json::from_str::<PhasesColumn>(&r.phases) {
+        Ok(c) => (parse_phases(&c.phases.to_string()), Some(c)),
+        Err(_) => (parse_phases(&r.phases), None),
+    };
+    let phases = phases.ok_or_else(|| bad("phases", &r.phases))?;
+    let (errant_followers, not_replicating, fence_unproven) = match col {
+        Some(c) => (c.errant_followers, c.not_replicating, c.fence_unproven),
+        None => Default::default(),
+    };
     Ok(FailoverRecord {
+        errant_followers,
+        not_replicating,
+        fence_unproven,
+        facts_bound: false,
         id: u64::try_from(r.id).map_err(|_| bad("id", &r.id.to_string()))?,
         cluster_id: r.cluster_id,
         shard_id: r.shard_id,
@@ -187,6 +229,21 @@ mod tests {
         r.total_ms = 3012;
         // Stored timestamps keep microseconds at most.
         r.started_at = chrono::DateTime::from_timestamp(1_700_000_000, 123_000_000).unwrap();
+        let back = from_row(to_row(&r)).unwrap();
+        assert_eq!(back, r);
+        assert!(
+            to_row(&r).phases.starts_with('['),
+            "plain array when nothing to name"
+        );
+
+        r.errant_followers.push(ErrantFollower {
+            node_id: 9,
+            gtids: "0-9-..3".into(),
+        });
+        r.not_replicating.push(FollowerIssue {
+            node_id: 8,
+            why: "IO thread Connecting (error 1045: Access denied)".into(),
+        });
         let back = from_row(to_row(&r)).unwrap();
         assert_eq!(back, r);
     }

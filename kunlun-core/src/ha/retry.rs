@@ -3,6 +3,9 @@
 //!
 //! Invariant: at most `max_retries` further attempts follow the first failure, never two
 //! sooner than the backoff apart; a healthy shard or a successful failover resets the count.
+//! An attempt that failed because of the shard's facts (a SQL thread that cannot apply, a fence
+//! that cannot be proven) is not repeated while those facts are unchanged: it becomes
+//! [`RetryDecision::Unchanged`], a refusal with the earlier reason, until they change.
 
 use std::time::{Duration, Instant};
 
@@ -28,14 +31,17 @@ impl Default for RetryPolicy {
 }
 
 /// Failed attempts of one shard's current failover episode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Attempts {
     pub failed: u32,
     pub last_failed_at: Option<Instant>,
+    /// The facts (see [`super::ShardView::fingerprint`]) and reason of the last failed attempt
+    /// when its failure followed from those facts.
+    pub stuck_on: Option<(String, String)>,
 }
 
 /// What to do with a dead primary given the earlier failed attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryDecision {
     /// Go ahead (first attempt, or the backoff has passed).
     Attempt,
@@ -43,6 +49,8 @@ pub enum RetryDecision {
     WaitUntil(Instant),
     /// Retries are used up: stay alarmed until an operator acts or the shard heals.
     GiveUp,
+    /// The last attempt failed on these same facts and would fail the same way again.
+    Unchanged { reason: String },
 }
 
 impl RetryPolicy {
@@ -54,13 +62,20 @@ impl RetryPolicy {
             .min(self.max_backoff)
     }
 
-    /// Whether to attempt a failover at `now`.
-    pub fn decide(&self, a: &Attempts, now: Instant) -> RetryDecision {
+    /// Whether to attempt a failover at `now`, the shard's facts being `facts`.
+    pub fn decide(&self, a: &Attempts, now: Instant, facts: &str) -> RetryDecision {
         if a.failed == 0 {
             return RetryDecision::Attempt;
         }
         if a.failed > self.max_retries {
             return RetryDecision::GiveUp;
+        }
+        if let Some((f, reason)) = &a.stuck_on {
+            if f == facts {
+                return RetryDecision::Unchanged {
+                    reason: reason.clone(),
+                };
+            }
         }
         match a.last_failed_at {
             Some(t) => {
@@ -81,6 +96,13 @@ impl Attempts {
     pub fn failed_at(&mut self, now: Instant) {
         self.failed = self.failed.saturating_add(1);
         self.last_failed_at = Some(now);
+        self.stuck_on = None;
+    }
+
+    /// Notes a failed attempt at `now` whose failure follows from `facts` (with `reason`).
+    pub fn failed_on(&mut self, now: Instant, facts: String, reason: String) {
+        self.failed_at(now);
+        self.stuck_on = Some((facts, reason));
     }
 }
 
@@ -93,35 +115,35 @@ mod tests {
         let p = RetryPolicy::default();
         let t0 = Instant::now();
         let mut a = Attempts::default();
-        assert_eq!(p.decide(&a, t0), RetryDecision::Attempt);
+        assert_eq!(p.decide(&a, t0, "f"), RetryDecision::Attempt);
 
         a.failed_at(t0);
         assert_eq!(
-            p.decide(&a, t0 + Duration::from_secs(1)),
+            p.decide(&a, t0 + Duration::from_secs(1), "f"),
             RetryDecision::WaitUntil(t0 + Duration::from_secs(2))
         );
         assert_eq!(
-            p.decide(&a, t0 + Duration::from_secs(2)),
+            p.decide(&a, t0 + Duration::from_secs(2), "f"),
             RetryDecision::Attempt
         );
 
         let t1 = t0 + Duration::from_secs(2);
         a.failed_at(t1);
         assert_eq!(
-            p.decide(&a, t1 + Duration::from_secs(3)),
+            p.decide(&a, t1 + Duration::from_secs(3), "f"),
             RetryDecision::WaitUntil(t1 + Duration::from_secs(4)),
             "doubled"
         );
         let t2 = t1 + Duration::from_secs(4);
         a.failed_at(t2);
         assert_eq!(
-            p.decide(&a, t2 + Duration::from_secs(8)),
+            p.decide(&a, t2 + Duration::from_secs(8), "f"),
             RetryDecision::Attempt
         );
         a.failed_at(t2 + Duration::from_secs(8));
         assert_eq!(a.failed, 4, "first attempt and three retries");
         assert_eq!(
-            p.decide(&a, t2 + Duration::from_secs(3600)),
+            p.decide(&a, t2 + Duration::from_secs(3600), "f"),
             RetryDecision::GiveUp
         );
     }
@@ -140,6 +162,32 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_that_failed_on_the_facts_is_not_repeated_until_they_change() {
+        let p = RetryPolicy::default();
+        let t = Instant::now();
+        let mut a = Attempts::default();
+        a.failed_on(
+            t,
+            "facts-1".into(),
+            "SQL thread stopped with error 1062".into(),
+        );
+        let later = t + Duration::from_secs(60);
+        assert_eq!(
+            p.decide(&a, later, "facts-1"),
+            RetryDecision::Unchanged {
+                reason: "SQL thread stopped with error 1062".into()
+            }
+        );
+        assert_eq!(p.decide(&a, later, "facts-2"), RetryDecision::Attempt);
+        // A failure that did not follow from the facts is retried after the backoff.
+        a.failed_at(later);
+        assert_eq!(
+            p.decide(&a, later + Duration::from_secs(5), "facts-1"),
+            RetryDecision::Attempt
+        );
+    }
+
+    #[test]
     fn no_retries_means_the_first_failure_is_final() {
         let p = RetryPolicy {
             max_retries: 0,
@@ -149,7 +197,7 @@ mod tests {
         let t = Instant::now();
         a.failed_at(t);
         assert_eq!(
-            p.decide(&a, t + Duration::from_secs(60)),
+            p.decide(&a, t + Duration::from_secs(60), "f"),
             RetryDecision::GiveUp
         );
     }

@@ -70,6 +70,22 @@ pub struct HaStats {
     pub replication_restarts: u64,
     /// Replicas the monitor repointed at their primary (no or another source set).
     pub replicas_repointed: u64,
+    /// Followers a failover or switchover found errant and kept out for rebuild.
+    pub errant_followers: u64,
+    /// Followers a failover or switchover repointed that did not replicate within the bound.
+    pub followers_not_replicating: u64,
+}
+
+/// A node kept out for rebuild because it holds transactions its shard's primary lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrantNode {
+    pub node_id: i64,
+    pub shard_id: i64,
+    pub cluster_id: i64,
+    /// The transactions the primary lacks, `domain-server-from..to` ranges.
+    pub gtids: String,
+    /// The failover or switchover record that found it.
+    pub record: u64,
 }
 
 /// The shared part; see the module invariant.
@@ -90,6 +106,8 @@ struct Inner {
     no_switch_nodes: HashSet<i64>,
     policy: HashMap<i64, LossPolicy>,
     given_up: HashSet<i64>,
+    /// Errant nodes kept out for rebuild, by node id, until they are active again or gone.
+    errant: BTreeMap<i64, ErrantNode>,
     memory_records: u64,
     stats: HaStats,
 }
@@ -142,6 +160,18 @@ impl HaShared {
             shards_given_up: g.given_up.len() as u64,
             ..g.stats.clone()
         }
+    }
+
+    /// Nodes kept out for rebuild because they hold errant transactions.
+    pub fn errant_nodes(&self) -> Vec<ErrantNode> {
+        self.lock().errant.values().cloned().collect()
+    }
+
+    /// Keeps only the errant nodes `still_out(node, shard)` says are still kept out.
+    pub(crate) fn retain_errant(&self, still_out: impl Fn(i64, i64) -> bool) {
+        self.lock()
+            .errant
+            .retain(|id, e| still_out(*id, e.shard_id));
     }
 
     /// Records kept in memory only (the store could not take them), newest first.
@@ -231,6 +261,18 @@ impl HaShared {
             r.id = super::records::MEMORY_ID_BASE + g.memory_records;
         }
         g.next_record = r.id;
+        g.stats.errant_followers += r.errant_followers.len() as u64;
+        g.stats.followers_not_replicating += r.not_replicating.len() as u64;
+        for e in &r.errant_followers {
+            let n = ErrantNode {
+                node_id: e.node_id,
+                shard_id: r.shard_id,
+                cluster_id: r.cluster_id,
+                gtids: e.gtids.clone(),
+                record: r.id,
+            };
+            g.errant.insert(e.node_id, n);
+        }
         match r.outcome {
             super::failover::Outcome::Promoted => g.stats.failovers += 1,
             super::failover::Outcome::Refused => g.stats.failovers_refused += 1,

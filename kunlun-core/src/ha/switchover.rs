@@ -4,7 +4,10 @@
 //!
 //! Invariant: the write block starts with `read_only=ON` on the old primary and ends when the
 //! candidate opens; if the candidate cannot catch up, the old primary is reopened and nothing
-//! else has changed.
+//! else has changed. The block must hold for the compute nodes too: when the old primary's
+//! fence is not proven against `pgx` ([`fence::verify`]), it is reopened and the switchover
+//! refused, since a write `pgx` could still make there after the final position was read
+//! would be lost.
 
 use std::time::Instant;
 
@@ -12,18 +15,14 @@ use kunlun_meta::model::NodeStatus;
 
 use super::choose::{choose, Choice, LossPolicy, ReplicaView, ShardView};
 use super::failover::{switch_to, FailoverKind, FailoverRecord, Follower, Timeline};
-use super::monitor::{HaMonitor, ShardTopo};
+use super::monitor::{ShardTopo, TaskCtx};
 use super::probe::probe_node;
-use super::promote;
+use super::{fence, promote};
 use crate::error::{Error, Result};
 use crate::storage::NodeAddr;
 
-/// Runs one switchover inside the monitor (which serialises it with failovers).
-pub(super) async fn run(
-    m: &HaMonitor,
-    s: &ShardTopo,
-    target: Option<i64>,
-) -> Result<FailoverRecord> {
+/// Runs one switchover in its shard's task (the monitor never runs two for one shard).
+pub(super) async fn run(m: &TaskCtx, s: &ShardTopo, target: Option<i64>) -> Result<FailoverRecord> {
     let cfg = m.cfg();
     let primary = s
         .primary()
@@ -45,6 +44,7 @@ pub(super) async fn run(
             received: p.received_from(&primary.hostaddr, primary.port),
             master_priority: n.master_priority,
             no_switch: m.shared_state().node_no_switch(n.id),
+            sql_error: p.sql_error(),
         });
     }
     let new_id = match target {
@@ -86,13 +86,25 @@ pub(super) async fn run(
         primary.id,
     );
     let mut t = Timeline::starting_at(Instant::now());
+    let ctx = m.step_context().with_logins(s.cluster.id).await;
     let fence = promote::fence_read_only(&paddr, cfg.storage).await;
-    rec.fence = Some(fence.clone());
     if !fence.starts_with("set read_only") {
         return Err(Error::Conflict(format!(
             "the primary could not be made read-only: {fence}"
         )));
     }
+    let fence = match fence::verify(&paddr, ctx.pgx.as_ref(), cfg.storage).await {
+        Ok(proof) => format!("{fence}; proven: {proof}"),
+        Err(why) => {
+            let reopened = promote::open_for_writes(&paddr, cfg.storage).await;
+            return Err(Error::Conflict(format!(
+                "switchover refused: the primary's fence is not proven ({why}); primary \
+                 reopened: {}",
+                reopened.is_ok()
+            )));
+        }
+    };
+    rec.fence = Some(fence.clone());
     let pos = promote::current_pos(&paddr, cfg.storage).await;
     t.phase(&mut rec, "fence", Some(fence));
     let pos = match pos {
@@ -118,7 +130,6 @@ pub(super) async fn run(
         node: primary.clone(),
         former_primary: true,
     });
-    let ctx = m.step_context();
     if let Err(e) = switch_to(
         &ctx, &s.cluster, new, &pos, &followers, None, &mut rec, &mut t,
     )

@@ -85,7 +85,8 @@ async fn repoint(
             "replica not repointed, kept for rebuild: errant transactions {errant}"
         ));
     }
-    if let Err(e) = promote::repoint(&raddr, &paddr, false, ctx.storage).await {
+    let (repl, _) = super::failover::cluster_logins(&ctx.store, node.db_cluster_id).await;
+    if let Err(e) = promote::repoint(&raddr, &paddr, false, repl.as_ref(), ctx.storage).await {
         return Tended::Report(format!("replica not repointed: {e}"));
     }
     let id = node.id;

@@ -156,11 +156,32 @@ pub fn detail(v: &Value) -> String {
         ("fence", s(v, "fence")),
         ("old primary fate", s(v, "old_primary_fate")),
         ("total ms", s(v, "total_ms")),
+        ("errant followers", nodes(v, "errant_followers", "gtids")),
+        ("not replicating", nodes(v, "not_replicating", "why")),
+        ("fence not proven", nodes(v, "fence_unproven", "why")),
     ]);
     for p in phases {
         out.push_str(&format!("  phase {p}\n"));
     }
     out
+}
+
+/// A record's list of `{node_id, <what>}` as `node N: what; …` (`-` when there is none).
+fn nodes(v: &Value, key: &str, what: &str) -> String {
+    let listed = v
+        .get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|e| format!("node {}: {}", s(e, "node_id"), s(e, what)))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if listed.is_empty() {
+        "-".into()
+    } else {
+        listed
+    }
 }
 
 #[cfg(test)]
@@ -181,5 +202,12 @@ mod tests {
             "{d}"
         );
         assert_eq!(table(&json!([])), "no failovers\n");
+        let e = json!({"errant_followers": [{"node_id": 5, "gtids": "0-9-..3"}],
+            "not_replicating": [{"node_id": 6, "why": "IO thread Connecting"}]});
+        let d = detail(&e);
+        assert!(
+            d.contains("node 5: 0-9-..3") && d.contains("node 6: IO thread Connecting"),
+            "{d}"
+        );
     }
 }

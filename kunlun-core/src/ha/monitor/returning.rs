@@ -171,10 +171,12 @@ impl HaMonitor {
         if now.as_ref().map_or(true, |st| *st != seen) {
             return Ok(skipped_rejoin(now.ok()));
         }
+        let (repl, _) = crate::ha::failover::cluster_logins(&self.store, s.cluster.id).await;
         if let Err(e) = promote::repoint(
             &NodeAddr::from(node),
             &NodeAddr::from(primary),
             true,
+            repl.as_ref(),
             self.cfg.storage,
         )
         .await
