@@ -13,12 +13,13 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use ha_support::clients::{pgx_user_sql, tables_sql, PgxWriter, StaleWriter};
 use ha_support::clients::{PGX_TABLE, STALE_TABLE};
 use ha_support::invariant::{self, errant_gtids, Acked, Login, Report};
 use ha_support::netns::Netns;
 use ha_support::{test_ha_config, EnvOptions, HaEnv, Writer, LIMIT};
-use kunlun_core::ha::{FailoverRecord, HaConfig, HaShared};
+use kunlun_core::ha::{FailoverRecord, HaConfig, HaShared, Outcome};
 use kunlun_core::jobs::Provisioner;
 use kunlun_meta::model::{MachineType, NewMachine, SshAccess};
 use kunlun_meta::Store;
@@ -191,11 +192,13 @@ async fn wait_fate(shared: &HaShared, id: u64) -> String {
 
 fn print_record(step: &str, rec: &FailoverRecord, since: Instant) {
     eprintln!(
-        "[{step}] {:?} {:?} -> {:?} after {:?}: fence {:?}, phases {:?}",
+        "[{step}] {:?} {:?} -> {:?} after {:?}: {:?}, reason {:?}, fence {:?}, phases {:?}",
         rec.kind,
         rec.old_primary,
         rec.new_primary,
         since.elapsed(),
+        rec.outcome,
+        rec.reason,
         rec.fence,
         rec.phases
             .iter()
@@ -252,6 +255,7 @@ async fn kill9_then_switchover_with_pgx_app_and_stale_writers() {
         .await
         .expect("planned switchover");
     print_record("switchover", &sw, s0);
+    assert_eq!(sw.outcome, Outcome::Promoted, "switchover: {sw:?}");
     c.more(20).await;
     c.finish("switchover", &[]).await;
     env.stop().await;
@@ -382,4 +386,256 @@ async fn netns_cut_of_the_primary_with_pgx_app_and_stale_writers() {
     drop(env);
     drop(ns);
     eprintln!("netns scenario: {:?}", t0.elapsed());
+}
+
+/// A cluster made by the real install path (`create_cluster` over a private sshd), the pgx
+/// writers using the cluster's own `pgx` password: the writers as a compute node writes.
+/// Until `pgx` loses `READ_ONLY ADMIN` (grants fix), the stale-route writer's inserts land on
+/// the read-only replicas and the invariant check names those errant GTIDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioned_cluster_kill9_with_the_clusters_own_pgx_login() {
+    let t0 = Instant::now();
+    let w = provisioned::world(Ipv4Addr::new(127, 0, 0, 19)).await;
+    let r = std::panic::AssertUnwindSafe(provisioned::scenario(&w))
+        .catch_unwind()
+        .await;
+    w.mgr.shutdown(Duration::from_secs(5)).await;
+    if r.is_err() {
+        provisioned::kill_leftovers(&w.data);
+    }
+    drop(w.sshd);
+    eprintln!("provisioned scenario: {:?}", t0.elapsed());
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
+mod provisioned {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use kunlun_core::ha::{FailoverRecord, Outcome};
+    use kunlun_core::jobs::cluster::accept_create_cluster;
+    use kunlun_core::jobs::delete::accept_delete_cluster;
+    use kunlun_core::jobs::install::MANAGER_USER;
+    use kunlun_core::jobs::{JobRunner, Provisioner};
+    use kunlun_core::{ClusterManager, CoreConfig};
+    use kunlun_meta::api::CreateCluster;
+    use kunlun_meta::model::{HaMode, Job, JobStatus, MachineType, MemberState, NewMachine};
+    use kunlun_meta::model::SshAccess;
+    use kunlun_meta::store::repo::secrets;
+    use kunlun_meta::{Store, StoreConfig};
+    use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
+    use kunlun_provision::{HostKeyPolicy, SshExecutor};
+    use kunlun_tests::{free_port, Sshd};
+    use mysql_async::prelude::Queryable;
+
+    use super::ha_support::clients::tables_sql;
+    use super::ha_support::invariant::{connect, Login};
+    use super::ha_support::{test_ha_config, LIMIT};
+    use super::{pgx_login, print_record, Clients};
+
+    pub struct World {
+        pub sshd: Sshd,
+        pub store: Store,
+        pub runner: JobRunner,
+        pub mgr: ClusterManager,
+        pub data: PathBuf,
+        ip: Ipv4Addr,
+        _dir: tempfile::TempDir,
+    }
+
+    fn machine(sshd: &Sshd, ip: Ipv4Addr, ty: MachineType, dir: &str, base: u16) -> NewMachine {
+        NewMachine {
+            hostaddr: ip.to_string(),
+            machine_type: ty,
+            rack_id: None,
+            data_dirs: vec![dir.to_string()],
+            port_range: format!("{}-{}", base, base + 40),
+            total_mem_mb: None,
+            total_cpu_cores: None,
+            ssh: SshAccess {
+                port: sshd.port(),
+                user: sshd.user().to_string(),
+                key_path: sshd.user_key().private.display().to_string(),
+            },
+        }
+    }
+
+    fn chmod_755(p: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    pub async fn world(ip: Ipv4Addr) -> World {
+        let sshd = tokio::task::spawn_blocking(move || Sshd::start_on(ip))
+            .await
+            .expect("join")
+            .expect("sshd");
+        let dir = tempfile::tempdir().expect("tempdir");
+        chmod_755(dir.path());
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        chmod_755(&data);
+        let d = data.display().to_string();
+        let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db")))
+            .await
+            .expect("store");
+        let sn = free_port(IpAddr::V4(ip)).min(31_000);
+        let cn = free_port(IpAddr::V4(ip)).min(31_000);
+        for (ty, base) in [(MachineType::Storage, sn), (MachineType::Computer, cn)] {
+            store
+                .insert_machine(&machine(&sshd, ip, ty, &d, base))
+                .await
+                .expect("machine");
+        }
+        let runner = JobRunner {
+            store: store.clone(),
+            provisioner: Provisioner {
+                ssh: SshExecutor::default(),
+                storage: Arc::new(MariaDbRecipe::default()),
+                compute: Arc::new(PostgresRecipe::default()),
+                known_hosts: sshd.known_hosts(),
+                host_key_policy: HostKeyPolicy::Strict,
+            },
+            poll_interval: Duration::from_millis(100),
+        };
+        let mgr = ClusterManager::new(CoreConfig::default(), store.clone());
+        World {
+            sshd,
+            store,
+            runner,
+            mgr,
+            data,
+            ip,
+            _dir: dir,
+        }
+    }
+
+    fn pid_in(pf: &Path) -> Option<i32> {
+        std::fs::read_to_string(pf)
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
+    }
+
+    fn kill9(pid: i32) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+
+    /// Kills (by their pid files) the servers left under `dir` by a test that failed.
+    pub fn kill_leftovers(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir.join("kunlun")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            for pf in [
+                e.path().join("run/mysqld.pid"),
+                e.path().join("data/postmaster.pid"),
+            ] {
+                if let Some(pid) = pid_in(&pf) {
+                    kill9(pid);
+                }
+            }
+        }
+    }
+
+    async fn run(runner: &JobRunner, store: &Store, job_id: i64) -> Job {
+        assert!(runner.run_once().await.expect("runner"), "a job was claimed");
+        let j = store.get_job(job_id).await.expect("job");
+        assert!(j.status.is_final(), "job {job_id}: {:?}", j.status);
+        j
+    }
+
+    async fn wait_promoted(mgr: &ClusterManager, shard_id: i64) -> FailoverRecord {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let recs = mgr.failovers(Some(shard_id)).await.expect("failovers");
+            if let Some(r) = recs.iter().find(|r| r.outcome == Outcome::Promoted) {
+                return r.clone();
+            }
+            assert!(Instant::now() < deadline, "no promotion: {recs:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn scenario(w: &World) {
+        let (store, runner, mgr) = (&w.store, &w.runner, &w.mgr);
+        let req = CreateCluster {
+            name: "hachaos".into(),
+            nick_name: None,
+            ha_mode: HaMode::Rbr,
+            shards: 1,
+            nodes: 3,
+            comps: 1,
+            innodb_size_mb: Some(32),
+            max_connections: Some(100),
+            storage_hosts: vec![],
+            computer_hosts: vec![],
+        };
+        let t0 = Instant::now();
+        let job = accept_create_cluster(store, &req).await.expect("accepted");
+        let job = run(runner, store, job.id).await;
+        assert_eq!(job.status, JobStatus::Done, "{:?}", job.memo);
+        eprintln!("create_cluster took {:?}", t0.elapsed());
+        let cid = store.get_cluster_by_name("hachaos").await.expect("cluster").id;
+        let secret = store
+            .read(async |tx| secrets::get(tx, cid).await)
+            .await
+            .expect("the cluster's system passwords");
+        let admin = Login {
+            user: MANAGER_USER.into(),
+            password: secret.manager_pwd.clone(),
+        };
+        let shard = store.list_shards(Some(cid)).await.expect("shards")[0].clone();
+        let nodes = store.list_shard_nodes(Some(shard.id)).await.expect("nodes");
+        let old = nodes
+            .iter()
+            .find(|n| n.member_state == MemberState::Source)
+            .expect("a primary")
+            .clone();
+        let mut p = connect(&w.ip.to_string(), old.port, &admin)
+            .await
+            .expect("clustmgr on the primary");
+        p.query_drop(format!(
+            "CREATE DATABASE ha; CREATE TABLE ha.w (id BIGINT PRIMARY KEY) ENGINE=InnoDB; \
+             CREATE USER app@'%' IDENTIFIED BY 'app'; GRANT SELECT, INSERT ON ha.* TO app@'%'; \
+             {}",
+            tables_sql()
+        ))
+        .await
+        .expect("tables and app user");
+        drop(p);
+
+        let mut cfg = test_ha_config();
+        cfg.ssh = Some(Arc::new(runner.provisioner.clone()));
+        mgr.start_ha(cfg);
+        let deadline = Instant::now() + LIMIT;
+        while mgr.ha_status().map(|s| s.stats.rounds).unwrap_or(0) < 4 {
+            assert!(Instant::now() < deadline, "the HA monitor never ran");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let c = Clients::start(store, shard.id, pgx_login(&secret.pgx_pwd), admin).await;
+        c.check("provisioned, before the kill", &[]).await;
+
+        let pid_file = w
+            .data
+            .join(format!("kunlun/storage_{}/run/mysqld.pid", old.port));
+        kill9(pid_in(&pid_file).expect("the primary's pid"));
+        let killed = Instant::now();
+        let rec = wait_promoted(mgr, shard.id).await;
+        print_record("provisioned kill -9", &rec, killed);
+        c.more(20).await;
+        c.check("provisioned, after kill -9", &[]).await;
+        c.finish("provisioned", &[]).await;
+
+        mgr.shutdown(Duration::from_secs(5)).await;
+        let del = accept_delete_cluster(store, cid).await.expect("accepted");
+        let j = run(runner, store, del.id).await;
+        assert_eq!(j.status, JobStatus::Done, "{:?}", j.memo);
+    }
 }

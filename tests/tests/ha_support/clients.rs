@@ -214,7 +214,11 @@ async fn pgx_loop(
                 g.errors += 1;
             }
         }
-        if !ok {
+        if ok {
+            // A compute node's pace, not a flood: keeps the replicas' apply lag (and so a
+            // switchover's catch-up) bounded on a small shared machine.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        } else {
             // Unknown outcome: not acknowledged. A prepared branch left behind is the XA
             // resolver's; this session goes, and the next one asks metadata again.
             conn = None;
