@@ -414,3 +414,37 @@ async fn have_all(
     }
     Ok(())
 }
+
+/// Errant GTIDs on the shard's reachable nodes in service, against metadata's primary:
+/// `(node, GTIDs)` per node holding any (what a benchmark counts after each trial).
+pub async fn errant_on_shard(
+    store: &Store,
+    shard_id: i64,
+    login: &Login,
+) -> Result<Vec<(i64, Vec<String>)>> {
+    let nodes: Vec<Node> = store
+        .list_shard_nodes(Some(shard_id))
+        .await?
+        .into_iter()
+        .filter(|n| n.status == NodeStatus::Active)
+        .map(|n| Node {
+            id: n.id,
+            host: n.hostaddr,
+            port: n.port,
+            status: n.status,
+            source: n.member_state == MemberState::Source,
+        })
+        .collect();
+    let primary = nodes.iter().find(|n| n.source).context("no primary")?;
+    let p = look(primary, login).await?;
+    let mut out = Vec::new();
+    for n in nodes.iter().filter(|n| !n.source) {
+        if let Ok(s) = look(n, login).await {
+            let e = errant_gtids(&s.state, &s.pos, &p.state, &p.pos)?;
+            if !e.is_empty() {
+                out.push((n.id, e));
+            }
+        }
+    }
+    Ok(out)
+}
