@@ -140,8 +140,11 @@ async fn trial(ha: HaConfig, kind: Kind, n: usize) -> Result<Trial> {
     for _ in 0..n {
         let set = tokio::task::spawn_blocking(move || -> Result<ReplicaSet> {
             let set = start_set(2)?;
-            set.primary()
-                .sql(&format!("{}{}", pgx_user_sql("pgx", PGX_PASSWORD), tables_sql()))?;
+            set.primary().sql(&format!(
+                "{}{}",
+                pgx_user_sql("pgx", PGX_PASSWORD),
+                tables_sql()
+            ))?;
             set.wait_replicated(ha_support::LIMIT)?;
             Ok(set)
         })
@@ -171,7 +174,10 @@ async fn trial(ha: HaConfig, kind: Kind, n: usize) -> Result<Trial> {
         l.wait_more(100).await?;
     }
     // Every primary gets SIGKILL before any is reaped: the same instant.
-    let pids: Vec<u32> = shards.iter().filter_map(|s| s.set.primary().pid()).collect();
+    let pids: Vec<u32> = shards
+        .iter()
+        .filter_map(|s| s.set.primary().pid())
+        .collect();
     for pid in &pids {
         let pid = i32::try_from(*pid)?;
         let _ = nix::sys::signal::kill(
@@ -309,7 +315,11 @@ fn run(
         .collect();
     floor.sort_by(f64::total_cmp);
     let lost: usize = results.iter().flat_map(|t| &t.shards).map(|s| s.lost).sum();
-    let errant: usize = results.iter().flat_map(|t| &t.shards).map(|s| s.errant).sum();
+    let errant: usize = results
+        .iter()
+        .flat_map(|t| &t.shards)
+        .map(|s| s.errant)
+        .sum();
     println!(
         "failover (kill -9 -> first acknowledged write), {} trials x {shards} shard(s), \
          probe interval {:?}, k = {}",
@@ -386,11 +396,26 @@ fn main() -> Result<()> {
     let runs: Vec<(&str, Kind, usize, usize)> = if bench {
         vec![
             ("writer: application user", Kind::App, 1, trials),
-            ("writer: pgx (least privilege; autocommit and XA)", Kind::Pgx, 1, trials),
-            ("two shards killed together, pgx writers", Kind::Pgx, 2, trials),
+            (
+                "writer: pgx (least privilege; autocommit and XA)",
+                Kind::Pgx,
+                1,
+                trials,
+            ),
+            (
+                "two shards killed together, pgx writers",
+                Kind::Pgx,
+                2,
+                trials,
+            ),
         ]
     } else {
-        vec![("smoke: two shards killed together, pgx writers", Kind::Pgx, 2, 1)]
+        vec![(
+            "smoke: two shards killed together, pgx writers",
+            Kind::Pgx,
+            2,
+            1,
+        )]
     };
     let (mut lost, mut errant) = (0, 0);
     for (label, kind, shards, n) in runs {

@@ -160,9 +160,11 @@ impl Clients {
 async fn setup_clients(env: &Arc<HaEnv>) {
     let e = env.clone();
     tokio::task::spawn_blocking(move || {
-        e.set
-            .primary()
-            .sql(&format!("{}{}", pgx_user_sql("pgx", PGX_PASSWORD), tables_sql()))?;
+        e.set.primary().sql(&format!(
+            "{}{}",
+            pgx_user_sql("pgx", PGX_PASSWORD),
+            tables_sql()
+        ))?;
         e.set.wait_replicated(LIMIT)
     })
     .await
@@ -423,8 +425,8 @@ mod provisioned {
     use kunlun_core::jobs::{JobRunner, Provisioner};
     use kunlun_core::{ClusterManager, CoreConfig};
     use kunlun_meta::api::CreateCluster;
-    use kunlun_meta::model::{HaMode, Job, JobStatus, MachineType, MemberState, NewMachine};
     use kunlun_meta::model::SshAccess;
+    use kunlun_meta::model::{HaMode, Job, JobStatus, MachineType, MemberState, NewMachine};
     use kunlun_meta::store::repo::secrets;
     use kunlun_meta::{Store, StoreConfig};
     use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
@@ -545,7 +547,10 @@ mod provisioned {
     }
 
     async fn run(runner: &JobRunner, store: &Store, job_id: i64) -> Job {
-        assert!(runner.run_once().await.expect("runner"), "a job was claimed");
+        assert!(
+            runner.run_once().await.expect("runner"),
+            "a job was claimed"
+        );
         let j = store.get_job(job_id).await.expect("job");
         assert!(j.status.is_final(), "job {job_id}: {:?}", j.status);
         j
@@ -582,7 +587,11 @@ mod provisioned {
         let job = run(runner, store, job.id).await;
         assert_eq!(job.status, JobStatus::Done, "{:?}", job.memo);
         eprintln!("create_cluster took {:?}", t0.elapsed());
-        let cid = store.get_cluster_by_name("hachaos").await.expect("cluster").id;
+        let cid = store
+            .get_cluster_by_name("hachaos")
+            .await
+            .expect("cluster")
+            .id;
         let secret = store
             .read(async |tx| secrets::get(tx, cid).await)
             .await

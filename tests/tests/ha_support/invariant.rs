@@ -209,12 +209,7 @@ struct Permanent(anyhow::Error);
 
 /// Checks the invariant on `shard_id` as metadata has it now, waiting (bounded by [`SETTLE`])
 /// for transient states to settle; `Err` names what is broken.
-pub async fn check(
-    store: &Store,
-    shard_id: i64,
-    login: &Login,
-    acked: &[Acked],
-) -> Result<Report> {
+pub async fn check(store: &Store, shard_id: i64, login: &Login, acked: &[Acked]) -> Result<Report> {
     check_with(store, shard_id, login, acked, &[]).await
 }
 
@@ -279,9 +274,11 @@ async fn check_once(
             Err(e) if n.id == primary.id => {
                 return t(e.context(format!("the primary {} does not answer", n.name())))
             }
-            Err(e) => report
-                .lines
-                .push(format!("{} unreachable ({e:#}), status {:?}", n.name(), n.status)),
+            Err(e) => report.lines.push(format!(
+                "{} unreachable ({e:#}), status {:?}",
+                n.name(),
+                n.status
+            )),
         }
     }
     // Exactly one writable node, and it is the recorded primary.
@@ -331,8 +328,10 @@ async fn check_once(
         Ok(c) => c,
         Err(e) => return t(e),
     };
-    let want: Vec<(&Acked, BTreeSet<i64>)> =
-        acked.iter().map(|a| (a, a.ids.iter().copied().collect())).collect();
+    let want: Vec<(&Acked, BTreeSet<i64>)> = acked
+        .iter()
+        .map(|a| (a, a.ids.iter().copied().collect()))
+        .collect();
     if let Err(e) = have_all(&mut pc, &primary, &want).await {
         return t(e);
     }
@@ -343,17 +342,22 @@ async fn check_once(
         .filter(|(n, _)| n.id != primary.id && n.status == NodeStatus::Active)
     {
         if cannot_follow.contains(&n.id) {
-            report
-                .lines
-                .push(format!("{} read-only, not checked for replication", n.name()));
+            report.lines.push(format!(
+                "{} read-only, not checked for replication",
+                n.name()
+            ));
             continue;
         }
         let r = async {
             let mut c = connect(&n.host, n.port, login).await?;
             let st = slave_status(&mut c).await?;
-            let (state, port, host) = st.with_context(|| format!("{} is not a replica", n.name()))?;
+            let (state, port, host) =
+                st.with_context(|| format!("{} is not a replica", n.name()))?;
             if port != primary.port || host != primary.host {
-                bail!("{} replicates from {host}:{port}, not from the primary", n.name());
+                bail!(
+                    "{} replicates from {host}:{port}, not from the primary",
+                    n.name()
+                );
             }
             if state != "running" {
                 bail!("{} replication not running: {state}", n.name());
@@ -365,7 +369,10 @@ async fn check_once(
             )
             .await?;
             if got.first().copied().flatten() != Some(0) {
-                bail!("{} did not reach the primary's {ppos} within 30 s", n.name());
+                bail!(
+                    "{} did not reach the primary's {ppos} within 30 s",
+                    n.name()
+                );
             }
             have_all(&mut c, n, &want).await?;
             Ok(())
@@ -374,9 +381,10 @@ async fn check_once(
         if let Err(e) = r {
             return t(e);
         }
-        report
-            .lines
-            .push(format!("{} replicates (IO, SQL running), caught up", n.name()));
+        report.lines.push(format!(
+            "{} replicates (IO, SQL running), caught up",
+            n.name()
+        ));
     }
     for (a, w) in &want {
         report.lines.push(format!(
