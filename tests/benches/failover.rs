@@ -185,12 +185,14 @@ async fn trial(ha: HaConfig, kind: Kind, n: usize) -> Result<Trial> {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+    for s in &shards {
+        s.set.primary().kill9()?;
+    }
+    // Armed once every primary is reaped: an OK a dying primary sent before the signal, read
+    // just after it, is not a write on the new primary.
     let t0 = Instant::now();
     for l in &loads {
         l.arm(t0);
-    }
-    for s in &shards {
-        s.set.primary().kill9()?;
     }
     let mut results = Vec::new();
     let mut news = Vec::new();
