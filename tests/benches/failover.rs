@@ -2,10 +2,15 @@
 //! acknowledged by the new primary, over N trials with the default HA settings (1 s probe
 //! interval, 3 failed probes, replicas must confirm); p50/p99 and the per-phase breakdown,
 //! next to the floor measured in the same run (the probe interval plus the raw promotion
-//! statements on the same servers), and the acknowledged writes lost (must be 0).
+//! statements on the same servers), the acknowledged writes lost and the errant transactions
+//! found afterwards on nodes in service (both must be 0). Three runs: the writer as an
+//! application user, the writer as the compute nodes' least-privilege `pgx` login (autocommit
+//! and XA), and two shards under one monitor whose primaries are killed in the same instant
+//! (pgx writers on both).
 //!
-//! `cargo bench -p kunlun-tests --bench failover` runs 10 trials (`FAILOVER_TRIALS` to change);
-//! without `--bench` (as under `cargo test --all-targets`) one smoke trial.
+//! `cargo bench -p kunlun-tests --bench failover` runs 10 trials of each (`FAILOVER_TRIALS` to
+//! change); without `--bench` (as under `cargo test --all-targets`) one smoke trial of the
+//! two-shard run.
 
 #[path = "../tests/ha_support/mod.rs"]
 mod ha_support;
@@ -14,14 +19,95 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ha_support::{root_query, EnvOptions, HaEnv, Writer};
-use kunlun_core::ha::HaConfig;
+use ha_support::clients::{pgx_user_sql, tables_sql, PgxWriter, PGX_TABLE};
+use ha_support::invariant::{errant_on_shard, Login};
+use ha_support::{register_named_shard, root_query, start_set, Writer};
+use kunlun_core::ha::{FailoverRecord, HaConfig, HaMonitor, Outcome};
+use kunlun_meta::store::{Store, StoreConfig};
+use kunlun_tests::{MariaDb, ReplicaSet};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-struct Trial {
+/// Who writes during a trial.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    App,
+    Pgx,
+}
+
+enum Load {
+    App(Writer),
+    Pgx(PgxWriter),
+}
+
+impl Load {
+    fn start(kind: Kind, store: &Store, shard_id: i64) -> Load {
+        match kind {
+            Kind::App => Load::App(Writer::start(store.clone(), shard_id)),
+            Kind::Pgx => Load::Pgx(PgxWriter::start(store.clone(), shard_id, pgx_login())),
+        }
+    }
+    async fn wait_more(&self, n: usize) -> Result<()> {
+        match self {
+            Load::App(w) => w.wait_more(n).await,
+            Load::Pgx(w) => w.wait_more(n).await,
+        }
+    }
+    fn arm(&self, t0: Instant) {
+        match self {
+            Load::App(w) => w.arm(t0),
+            Load::Pgx(w) => w.arm(t0),
+        }
+    }
+    fn first_ack_delay(&self) -> Option<Duration> {
+        match self {
+            Load::App(w) => w.first_ack_delay(),
+            Load::Pgx(w) => w.first_ack_delay(),
+        }
+    }
+    /// Stops the writer: `(table, acknowledged ids)`.
+    async fn finish(self) -> (&'static str, Vec<i64>) {
+        match self {
+            Load::App(w) => ("ha.w", w.finish().await),
+            Load::Pgx(w) => (PGX_TABLE, w.finish().await),
+        }
+    }
+}
+
+const PGX_PASSWORD: &str = "pgx-bench";
+
+fn pgx_login() -> Login {
+    Login {
+        user: "pgx".into(),
+        password: PGX_PASSWORD.into(),
+    }
+}
+
+/// One shard of a trial: its servers and ids.
+struct Shard {
+    set: ReplicaSet,
+    shard_id: i64,
+    node_ids: Vec<i64>,
+}
+
+impl Shard {
+    fn server(&self, id: i64) -> Option<&MariaDb> {
+        let i = self.node_ids.iter().position(|n| *n == id)?;
+        self.set.nodes().nth(i)
+    }
+}
+
+/// What one shard of one trial measured.
+struct ShardResult {
     to_first_write: Duration,
     phases: Vec<(String, u64)>,
-    floor_raw: Duration,
     lost: usize,
+    errant: usize,
+}
+
+struct Trial {
+    shards: Vec<ShardResult>,
+    floor_raw: Duration,
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -32,44 +118,137 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn trial(ha: HaConfig) -> Result<Trial> {
-    let env = HaEnv::start(EnvOptions {
-        ha,
-        ..EnvOptions::default()
-    })
-    .await?;
-    let w = Writer::start(env.store.clone(), env.shard_id);
-    w.wait_more(100).await?;
-    env.set.primary().kill9()?;
-    let t0 = Instant::now();
-    w.arm(t0);
-    let rec = env.wait_promoted(0).await?;
+async fn wait_promoted(m: &kunlun_core::ha::HaHandle, shard_id: i64) -> Result<FailoverRecord> {
     let deadline = Instant::now() + ha_support::LIMIT;
-    let to_first_write = loop {
-        if let Some(d) = w.first_ack_delay() {
-            break d;
+    loop {
+        let r = m.shared().failovers(Some(shard_id));
+        if let Some(r) = r.into_iter().find(|r| r.outcome == Outcome::Promoted) {
+            return Ok(r);
         }
-        anyhow::ensure!(Instant::now() < deadline, "no write after the failover");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
-    w.wait_more(20).await?;
-    let acked = w.finish().await;
-    let new = rec.new_primary.context("no new primary")?;
-    let have: std::collections::HashSet<i64> = root_query(env.server(new), "SELECT id FROM ha.w")
-        .await?
-        .into_iter()
-        .collect();
-    let lost = acked.iter().filter(|id| !have.contains(id)).count();
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "shard {shard_id}: no failover; events {:?}",
+            m.shared().events()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 
-    // The floor's statement part: promote the remaining replica by hand with the same
-    // statements, repoint the new primary to it, and write once.
-    let other = *env
+/// `n` semi-sync shards in one store under one monitor; their primaries killed together.
+async fn trial(ha: HaConfig, kind: Kind, n: usize) -> Result<Trial> {
+    let mut sets = Vec::new();
+    for _ in 0..n {
+        let set = tokio::task::spawn_blocking(move || -> Result<ReplicaSet> {
+            let set = start_set(2)?;
+            set.primary().sql(&format!(
+                "{}{}",
+                pgx_user_sql("pgx", PGX_PASSWORD),
+                tables_sql()
+            ))?;
+            set.wait_replicated(ha_support::LIMIT)?;
+            Ok(set)
+        })
+        .await??;
+        sets.push(set);
+    }
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db"))).await?;
+    let mut shards = Vec::new();
+    for (i, set) in sets.into_iter().enumerate() {
+        let hosts: Vec<(String, u16)> = set.nodes().map(|s| (s.tcp_host(), s.port())).collect();
+        let (_, shard_id, node_ids) =
+            register_named_shard(&store, &format!("ha_c{i}"), &hosts).await?;
+        shards.push(Shard {
+            set,
+            shard_id,
+            node_ids,
+        });
+    }
+    let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
+    let monitor = HaMonitor::spawn(store.clone(), ha, &tasks, cancel.clone());
+    let loads: Vec<Load> = shards
+        .iter()
+        .map(|s| Load::start(kind, &store, s.shard_id))
+        .collect();
+    for l in &loads {
+        l.wait_more(100).await?;
+    }
+    // Every primary gets SIGKILL before any is reaped: the same instant.
+    let pids: Vec<u32> = shards
+        .iter()
+        .filter_map(|s| s.set.primary().pid())
+        .collect();
+    for pid in &pids {
+        let pid = i32::try_from(*pid)?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for s in &shards {
+        s.set.primary().kill9()?;
+    }
+    // Armed once every primary is reaped: an OK a dying primary sent before the signal, read
+    // just after it, is not a write on the new primary.
+    let t0 = Instant::now();
+    for l in &loads {
+        l.arm(t0);
+    }
+    let mut results = Vec::new();
+    let mut news = Vec::new();
+    for (s, l) in shards.iter().zip(&loads) {
+        let rec = wait_promoted(&monitor, s.shard_id).await?;
+        let deadline = Instant::now() + ha_support::LIMIT;
+        let d = loop {
+            if let Some(d) = l.first_ack_delay() {
+                break d;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no write after the failover");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        news.push(rec.new_primary.context("no new primary")?);
+        results.push(ShardResult {
+            to_first_write: d,
+            phases: rec.phases.iter().map(|p| (p.name.clone(), p.ms)).collect(),
+            lost: 0,
+            errant: 0,
+        });
+    }
+    for l in &loads {
+        l.wait_more(20).await?;
+    }
+    for (((s, l), r), new) in shards.iter().zip(loads).zip(&mut results).zip(&news) {
+        let (table, acked) = l.finish().await;
+        let srv = s.server(*new).context("new primary's server")?;
+        let have: std::collections::HashSet<i64> =
+            root_query(srv, &format!("SELECT id FROM {table}"))
+                .await?
+                .into_iter()
+                .collect();
+        r.lost = acked.iter().filter(|id| !have.contains(id)).count();
+        r.errant = errant_on_shard(&store, s.shard_id, &Login::root())
+            .await?
+            .iter()
+            .map(|(_, g)| g.len())
+            .sum();
+    }
+
+    // The floor's statement part, on the first shard: promote the remaining replica by hand
+    // with the same statements, repoint the new primary to it, and write once.
+    let s = &shards[0];
+    let new = news[0];
+    let other = *s
         .node_ids
         .iter()
-        .find(|id| **id != new && **id != env.node_ids[0])
+        .find(|id| **id != new && **id != s.node_ids[0])
         .context("no third node")?;
-    let (o, n) = (env.server(other), env.server(new));
-    env.stop().await;
+    let (o, n) = (
+        s.server(other).context("third node")?,
+        s.server(new).context("new primary")?,
+    );
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
     let f0 = Instant::now();
     root_query::<u8>(o, "STOP ALL SLAVES").await?;
     root_query::<u8>(o, "RESET SLAVE ALL").await?;
@@ -88,59 +267,66 @@ async fn trial(ha: HaConfig) -> Result<Trial> {
     root_query::<u8>(o, "INSERT INTO ha.w VALUES (-1)").await?;
     let floor_raw = f0.elapsed();
     Ok(Trial {
-        to_first_write,
-        phases: rec.phases.iter().map(|p| (p.name.clone(), p.ms)).collect(),
+        shards: results,
         floor_raw,
-        lost,
     })
 }
 
-fn main() -> Result<()> {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let trials: usize = if bench {
-        std::env::var("FAILOVER_TRIALS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10)
-    } else {
-        1
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let ha = HaConfig {
-        xa: ha_support::test_ha_config().xa,
-        ..HaConfig::default()
-    };
-    let interval = ha.interval;
+/// Runs `trials` trials of one kind and prints its figures; returns `(lost, errant)`.
+fn run(
+    rt: &tokio::runtime::Runtime,
+    label: &str,
+    ha: &HaConfig,
+    kind: Kind,
+    shards: usize,
+    trials: usize,
+) -> Result<(usize, usize)> {
+    println!("\n== {label} ==");
     let mut results = Vec::new();
     for i in 0..trials {
-        let t = rt.block_on(trial(ha.clone()))?;
+        let t = rt.block_on(trial(ha.clone(), kind, shards))?;
+        let per: Vec<String> = t
+            .shards
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} ms (lost {}, errant {})",
+                    s.to_first_write.as_millis(),
+                    s.lost,
+                    s.errant
+                )
+            })
+            .collect();
         println!(
-            "trial {:>2}: kill -9 -> first write {:>5} ms  (raw statements {:>3} ms, lost {})",
+            "trial {:>2}: kill -9 -> first write {}  (raw statements {} ms)",
             i + 1,
-            t.to_first_write.as_millis(),
-            t.floor_raw.as_millis(),
-            t.lost
+            per.join(", "),
+            t.floor_raw.as_millis()
         );
         results.push(t);
     }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut total: Vec<f64> = results
         .iter()
-        .map(|t| t.to_first_write.as_secs_f64() * 1000.0)
+        .flat_map(|t| t.shards.iter().map(|s| ms(s.to_first_write)))
         .collect();
     total.sort_by(f64::total_cmp);
     let mut floor: Vec<f64> = results
         .iter()
-        .map(|t| (interval + t.floor_raw).as_secs_f64() * 1000.0)
+        .map(|t| ms(ha.interval + t.floor_raw))
         .collect();
     floor.sort_by(f64::total_cmp);
-    let lost: usize = results.iter().map(|t| t.lost).sum();
+    let lost: usize = results.iter().flat_map(|t| &t.shards).map(|s| s.lost).sum();
+    let errant: usize = results
+        .iter()
+        .flat_map(|t| &t.shards)
+        .map(|s| s.errant)
+        .sum();
     println!(
-        "\nfailover (kill -9 -> first acknowledged write), {} trials, probe interval {:?}, k = {}",
+        "failover (kill -9 -> first acknowledged write), {} trials x {shards} shard(s), \
+         probe interval {:?}, k = {}",
         results.len(),
-        interval,
+        ha.interval,
         ha.failures_to_dead
     );
     println!(
@@ -148,14 +334,32 @@ fn main() -> Result<()> {
         pct(&total, 0.5),
         pct(&total, 0.99)
     );
+    if shards > 1 {
+        // Both shards writable again: the slower of the two per trial.
+        let mut both: Vec<f64> = results
+            .iter()
+            .map(|t| {
+                t.shards
+                    .iter()
+                    .map(|s| ms(s.to_first_write))
+                    .fold(0.0, f64::max)
+            })
+            .collect();
+        both.sort_by(f64::total_cmp);
+        println!(
+            "  every shard writable again: p50 {:.0} ms  p99 {:.0} ms",
+            pct(&both, 0.5),
+            pct(&both, 0.99)
+        );
+    }
     println!(
         "  floor (interval + raw promotion statements): p50 {:.0} ms  p99 {:.0} ms",
         pct(&floor, 0.5),
         pct(&floor, 0.99)
     );
     let mut by_phase: BTreeMap<usize, (String, Vec<f64>)> = BTreeMap::new();
-    for t in &results {
-        for (i, (name, ms)) in t.phases.iter().enumerate() {
+    for s in results.iter().flat_map(|t| &t.shards) {
+        for (i, (name, ms)) in s.phases.iter().enumerate() {
             by_phase
                 .entry(i)
                 .or_insert_with(|| (name.clone(), Vec::new()))
@@ -173,6 +377,55 @@ fn main() -> Result<()> {
         );
     }
     println!("  acknowledged writes lost: {lost}");
+    println!("  errant transactions on nodes in service afterwards: {errant}");
+    Ok((lost, errant))
+}
+
+fn main() -> Result<()> {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let trials: usize = std::env::var("FAILOVER_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let ha = HaConfig {
+        xa: ha_support::test_ha_config().xa,
+        ..HaConfig::default()
+    };
+    let runs: Vec<(&str, Kind, usize, usize)> = if bench {
+        vec![
+            ("writer: application user", Kind::App, 1, trials),
+            (
+                "writer: pgx (least privilege; autocommit and XA)",
+                Kind::Pgx,
+                1,
+                trials,
+            ),
+            (
+                "two shards killed together, pgx writers",
+                Kind::Pgx,
+                2,
+                trials,
+            ),
+        ]
+    } else {
+        vec![(
+            "smoke: two shards killed together, pgx writers",
+            Kind::Pgx,
+            2,
+            1,
+        )]
+    };
+    let (mut lost, mut errant) = (0, 0);
+    for (label, kind, shards, n) in runs {
+        let (l, e) = run(&rt, label, &ha, kind, shards, n)?;
+        lost += l;
+        errant += e;
+    }
     anyhow::ensure!(lost == 0, "acknowledged writes were lost");
+    anyhow::ensure!(errant == 0, "errant transactions on nodes in service");
     Ok(())
 }

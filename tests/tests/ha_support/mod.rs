@@ -3,6 +3,8 @@
 //! every acknowledged write, and the after-checks every scenario ends with.
 #![allow(dead_code)]
 
+pub mod clients;
+pub mod invariant;
 pub mod netns;
 
 use std::sync::{Arc, Mutex};
@@ -314,12 +316,21 @@ pub async fn register_shard_at(
     store: &Store,
     hosts: &[(String, u16)],
 ) -> Result<(Cluster, i64, Vec<i64>)> {
+    register_named_shard(store, "ha_c", hosts).await
+}
+
+/// [`register_shard_at`] as cluster `name` (several shards in one store need distinct names).
+pub async fn register_named_shard(
+    store: &Store,
+    name: &str,
+    hosts: &[(String, u16)],
+) -> Result<(Cluster, i64, Vec<i64>)> {
     store
         .tx(async |tx| {
             let cluster = repo::clusters::insert(
                 tx,
                 &NewCluster {
-                    name: "ha_c".into(),
+                    name: name.into(),
                     nick_name: None,
                     owner: None,
                     business: None,
