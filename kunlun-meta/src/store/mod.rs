@@ -290,6 +290,24 @@ impl Store {
             .await
     }
 
+    /// One page of machines with their probe facts, by id (see [`api::PageQuery`]);
+    /// [`Error::Invalid`] for a `limit` out of range.
+    pub async fn machine_infos_page(
+        &self,
+        q: &api::PageQuery,
+    ) -> Result<api::Page<crate::model::MachineInfo>> {
+        let limit = q.validate()?;
+        self.read(async |tx| repo::machines::list_info_page(tx, q.after, limit).await)
+            .await
+    }
+
+    /// One page of clusters, by id (see [`api::PageQuery`]).
+    pub async fn clusters_page(&self, q: &api::PageQuery) -> Result<api::Page<Cluster>> {
+        let limit = q.validate()?;
+        self.read(async |tx| repo::clusters::list_page(tx, q.after, limit).await)
+            .await
+    }
+
     /// Every cluster, by id.
     pub async fn list_clusters(&self) -> Result<Vec<Cluster>> {
         self.read(async |tx| repo::clusters::list(tx).await).await
@@ -368,6 +386,14 @@ impl Store {
     /// Jobs, newest first; limit 100 by default, at most 1000.
     pub async fn list_jobs(&self, q: &api::JobQuery) -> Result<Vec<Job>> {
         self.read(async |tx| repo::jobs::list(tx, q).await).await
+    }
+
+    /// One page of jobs, newest first (see [`api::JobQuery`]); [`Error::Invalid`] for a
+    /// `limit` out of range or a bad `job_type`.
+    pub async fn jobs_page(&self, q: &api::JobQuery) -> Result<api::Page<Job>> {
+        q.validate()?;
+        self.read(async |tx| repo::jobs::list_page(tx, q).await)
+            .await
     }
 
     /// Claims the oldest `not_started` job of one of `types` (all types when empty) by moving
