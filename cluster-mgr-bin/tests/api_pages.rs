@@ -90,7 +90,11 @@ async fn pages(ts: TestStore) {
     let (first, next, _) = page(&svc, "/v1/machines").await;
     assert_eq!(first.len(), 100);
     assert_eq!(next, Some(ids(&first)[99].to_string()));
-    let (rest, next, _) = page(&svc, &format!("/v1/machines?limit=50&after={}", ids(&full)[199])).await;
+    let (rest, next, _) = page(
+        &svc,
+        &format!("/v1/machines?limit=50&after={}", ids(&full)[199]),
+    )
+    .await;
     assert_eq!(rest.len(), 50);
     assert_eq!(next, None);
 
@@ -121,11 +125,24 @@ async fn pages(ts: TestStore) {
     assert_eq!(ids(&jobs), desc, "jobs newest first");
 
     // Clusters and failovers: empty lists have no cursor.
-    assert_eq!(page(&svc, "/v1/clusters?limit=5").await, (vec![], None, None));
-    assert_eq!(page(&svc, "/v1/failovers?limit=5").await, (vec![], None, None));
+    assert_eq!(
+        page(&svc, "/v1/clusters?limit=5").await,
+        (vec![], None, None)
+    );
+    assert_eq!(
+        page(&svc, "/v1/failovers?limit=5").await,
+        (vec![], None, None)
+    );
 
     for path in ["/v1/machines", "/v1/clusters", "/v1/jobs", "/v1/failovers"] {
-        for q in ["limit=0", "limit=1001", "limit=-1", "limit=x", "after=x", "colour=red"] {
+        for q in [
+            "limit=0",
+            "limit=1001",
+            "limit=-1",
+            "limit=x",
+            "after=x",
+            "colour=red",
+        ] {
             assert_error(
                 &call(&svc, Method::GET, &format!("{path}?{q}"), None).await,
                 400,
@@ -157,7 +174,10 @@ async fn the_openapi_document_describes_the_cursor() {
             .as_array()
             .map(|p| p.iter().filter_map(|x| x["name"].as_str()).collect())
             .unwrap_or_default();
-        assert!(params.contains(&"limit") && params.contains(&"after"), "{path}: {params:?}");
+        assert!(
+            params.contains(&"limit") && params.contains(&"after"),
+            "{path}: {params:?}"
+        );
         assert!(
             get["responses"]["200"]["headers"]["X-Next-Cursor"].is_object(),
             "{path}: {}",

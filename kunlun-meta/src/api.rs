@@ -732,7 +732,10 @@ mod page_tests {
         let q = |limit| PageQuery { limit, after: None };
         assert_eq!(q(None).validate().ok(), Some(DEFAULT_PAGE_LIMIT));
         assert_eq!(q(Some(1)).validate().ok(), Some(1));
-        assert_eq!(q(Some(MAX_PAGE_LIMIT)).validate().ok(), Some(MAX_PAGE_LIMIT));
+        assert_eq!(
+            q(Some(MAX_PAGE_LIMIT)).validate().ok(),
+            Some(MAX_PAGE_LIMIT)
+        );
         assert!(q(Some(0)).validate().is_err());
         assert!(q(Some(MAX_PAGE_LIMIT + 1)).validate().is_err());
     }

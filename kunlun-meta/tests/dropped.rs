@@ -67,7 +67,10 @@ async fn drop_part_way(ts: &TestStore) {
     // Every connection the dropped futures held is either back in the pool, clean, or gone;
     // the store answers, and every write that reported a commit is there. (An abandoned write
     // still holding SQLite's write lock delays the next writer at most by busy_timeout.)
-    let all = store.list_machines().await.expect("the store still answers");
+    let all = store
+        .list_machines()
+        .await
+        .expect("the store still answers");
     // A write dropped while its COMMIT ran may have committed without saying so: at least
     // the reported ones, at most one per round.
     assert!(

@@ -219,8 +219,16 @@ fn a_thousand_concurrent_gets_do_not_depose_the_leader_nor_panic_a_worker() {
         "the leader stepped down or changed under load: {leader_changes:?}\n{}",
         daemon.log_tail()
     );
-    assert_eq!(get(&tally.healthz_503), 0, "/healthz answered 503 under load");
-    assert_eq!(get(&tally.other_status), 0, "unexpected statuses under load");
+    assert_eq!(
+        get(&tally.healthz_503),
+        0,
+        "/healthz answered 503 under load"
+    );
+    assert_eq!(
+        get(&tally.other_status),
+        0,
+        "unexpected statuses under load"
+    );
     assert!(get(&tally.ok) > 0, "no GET succeeded");
     assert!(
         !log.contains("panicked"),

@@ -19,7 +19,9 @@ use kunlun_tests::MariaDb;
 use serde_json::Value;
 
 async fn read_only(db: &MariaDb) -> i64 {
-    let ro: Vec<i64> = root_query(db, "SELECT @@read_only").await.expect("read_only");
+    let ro: Vec<i64> = root_query(db, "SELECT @@read_only")
+        .await
+        .expect("read_only");
     ro.first().copied().expect("one row")
 }
 
@@ -33,8 +35,12 @@ async fn malformed_switchover_and_no_switch_bodies_change_nothing() {
     let sqlite = dir.path().join("meta.db");
     let ports: Vec<u16> = set.nodes().map(MariaDb::port).collect();
     let (_, shard, ids) = {
-        let store = Store::open(&StoreConfig::sqlite(&sqlite)).await.expect("store");
-        register_shard(&store, &ports, ports[0]).await.expect("register")
+        let store = Store::open(&StoreConfig::sqlite(&sqlite))
+            .await
+            .expect("store");
+        register_shard(&store, &ports, ports[0])
+            .await
+            .expect("register")
     };
     let (d, s2) = (dir.path().to_path_buf(), sqlite.clone());
     let daemon = tokio::task::spawn_blocking(move || Daemon::start(&d, &s2))
@@ -55,14 +61,21 @@ async fn malformed_switchover_and_no_switch_bodies_change_nothing() {
                 .json::<Value>()
                 .await
                 .ok()
-                .and_then(|h| h["nodes"].as_array().map(|n| n.iter().filter(|x| x["state"] == "up").count()))
+                .and_then(|h| {
+                    h["nodes"]
+                        .as_array()
+                        .map(|n| n.iter().filter(|x| x["state"] == "up").count())
+                })
                 .unwrap_or(0),
             _ => 0,
         };
         if up == 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "the HA monitor never saw both nodes up");
+        assert!(
+            Instant::now() < deadline,
+            "the HA monitor never saw both nodes up"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -71,14 +84,38 @@ async fn malformed_switchover_and_no_switch_bodies_change_nothing() {
     let json = "application/json";
     let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
         // (what, body, content type, status, code)
-        ("wrong type", r#"{"target_node_id":"two"}"#, Some(json), 400, "invalid_field"),
-        ("unknown field", r#"{"target":2}"#, Some(json), 400, "invalid_field"),
+        (
+            "wrong type",
+            r#"{"target_node_id":"two"}"#,
+            Some(json),
+            400,
+            "invalid_field",
+        ),
+        (
+            "unknown field",
+            r#"{"target":2}"#,
+            Some(json),
+            400,
+            "invalid_field",
+        ),
         ("null", "null", Some(json), 400, "invalid_field"),
         ("an array", "[]", Some(json), 400, "invalid_field"),
-        ("text/plain", "{}", Some("text/plain"), 415, "unsupported_media_type"),
+        (
+            "text/plain",
+            "{}",
+            Some("text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
         ("no content type", "{}", None, 415, "unsupported_media_type"),
         ("invalid JSON", "{", Some(json), 400, "malformed_json"),
-        ("trailing garbage", "{} x", Some(json), 400, "malformed_json"),
+        (
+            "trailing garbage",
+            "{} x",
+            Some(json),
+            400,
+            "malformed_json",
+        ),
     ];
     for (what, body, ct, status, code) in cases {
         let mut req = http.post(&switchover).body(body.to_string());
@@ -88,7 +125,11 @@ async fn malformed_switchover_and_no_switch_bodies_change_nothing() {
         let r = req.send().await.expect("switchover request");
         let got = r.status().as_u16();
         let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert_eq!((got, v["code"].as_str()), (*status, Some(*code)), "switchover with {what}: {v}");
+        assert_eq!(
+            (got, v["code"].as_str()),
+            (*status, Some(*code)),
+            "switchover with {what}: {v}"
+        );
     }
     for (what, body, ct, status) in [
         ("2^64-1", r#"{"seconds":18446744073709551615}"#, json, 400),
@@ -113,8 +154,16 @@ async fn malformed_switchover_and_no_switch_bodies_change_nothing() {
 
     // Nothing happened: the primary is writable, the replica read-only, no record, metadata
     // unchanged, and no hold set (checked below: the switchover goes ahead).
-    assert_eq!(read_only(set.primary()).await, 0, "the primary is still writable");
-    assert_eq!(read_only(&set.replicas()[0]).await, 1, "the replica is still read-only");
+    assert_eq!(
+        read_only(set.primary()).await,
+        0,
+        "the primary is still writable"
+    );
+    assert_eq!(
+        read_only(&set.replicas()[0]).await,
+        1,
+        "the replica is still read-only"
+    );
     let recs: Value = http
         .get(format!("{url}/v1/failovers"))
         .send()
@@ -147,7 +196,15 @@ async fn malformed_switchover_and_no_switch_bodies_change_nothing() {
     let rec: Value = r.json().await.expect("record");
     assert_eq!(rec["outcome"], "promoted", "{rec}");
     assert_eq!(rec["new_primary"].as_i64(), Some(ids[1]), "{rec}");
-    assert_eq!(read_only(&set.replicas()[0]).await, 0, "the replica was promoted");
-    assert_eq!(read_only(set.primary()).await, 1, "the old primary is read-only");
+    assert_eq!(
+        read_only(&set.replicas()[0]).await,
+        0,
+        "the replica was promoted"
+    );
+    assert_eq!(
+        read_only(set.primary()).await,
+        1,
+        "the old primary is read-only"
+    );
     drop(daemon);
 }

@@ -63,11 +63,9 @@ fn switchover_body(req: &HttpRequest, body: &[u8]) -> Result<SwitchoverRequest> 
     if body.is_empty() {
         return Ok(SwitchoverRequest::default());
     }
-    let json = req
-        .mime_type()
-        .ok()
-        .flatten()
-        .is_some_and(|m| m.subtype() == actix_web::mime::JSON || m.suffix() == Some(actix_web::mime::JSON));
+    let json = req.mime_type().ok().flatten().is_some_and(|m| {
+        m.subtype() == actix_web::mime::JSON || m.suffix() == Some(actix_web::mime::JSON)
+    });
     if !json {
         return Err(ApiError::unsupported_media_type(
             "Content-Type must be application/json (or send no body for the best replica)",

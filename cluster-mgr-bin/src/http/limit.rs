@@ -53,10 +53,12 @@ pub async fn admit(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let limiter = req.app_data::<web::Data<Limiter>>().cloned();
     let Some(limiter) = limiter.filter(|_| !exempt(req.path())) else {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
     };
-    let permit = match tokio::time::timeout(ADMIT_WAIT, limiter.slots.clone().acquire_owned())
-        .await
+    let permit = match tokio::time::timeout(ADMIT_WAIT, limiter.slots.clone().acquire_owned()).await
     {
         Ok(Ok(p)) => p,
         // Timed out, or (never: the semaphore is not closed) closed.

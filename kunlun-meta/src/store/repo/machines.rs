@@ -10,8 +10,8 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::{conflict_as, last_insert_id, now};
-use crate::error::{Error, Result};
 use crate::api::Page;
+use crate::error::{Error, Result};
 use crate::model::{Machine, MachineInfo, MachinePatch, MachineProbe, NewMachine};
 use crate::store::conn::{with_conn, ConnRef, Tx};
 use crate::store::rows::{
