@@ -322,9 +322,9 @@ async fn content_type_and_size_limits() {
         .insert_header(("content-type", "text/plain"))
         .set_payload(body);
     let res = test::call_service(&svc, req.to_request()).await;
-    assert_eq!(res.status().as_u16(), 400);
+    assert_eq!(res.status().as_u16(), 415);
     let v: Value = test::read_body_json(res).await;
-    assert_eq!(v["code"], "invalid_request");
+    assert_eq!(v["code"], "unsupported_media_type");
 
     let mut huge = machine_body("10.5.5.5");
     huge["data_dirs"] = json!(vec!["/d".repeat(1000); 200]);

@@ -5,7 +5,8 @@
 //! lease, measured on the local monotonic clock from that renew's *start*, cannot yet have
 //! expired for anybody else (less the store clock's one-second granularity and a stop margin
 //! for the actors). A renew that fails, loses the compare-and-swap, or is not confirmed in that
-//! time ends the term at once, so two processes never act as leader at the same time.
+//! time ends the term at once, so two processes never act as leader at the same time. Every
+//! lease statement runs on the store's own system pool, never queued behind API requests.
 
 use std::time::Duration;
 
@@ -168,9 +169,11 @@ impl Leadership {
     /// until `cancel` fires; then releases the lease if held (stop the leader's actors
     /// before cancelling, so a standby never starts while they still run).
     pub async fn run(self, manager: ClusterManager, cancel: CancellationToken) {
+        // The store's system pool: API requests queueing for the shared pool never delay a
+        // renew past the lease (issue 11: 1,000 concurrent GETs used to depose the leader).
         let store = loop {
             match manager.store() {
-                Ok(s) => break s.clone(),
+                Ok(s) => break s.system(),
                 Err(Error::ShuttingDown) => return,
                 Err(_) => tokio::select! {
                     _ = cancel.cancelled() => return,

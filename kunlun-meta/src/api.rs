@@ -346,9 +346,85 @@ pub struct JobQuery {
     /// Only jobs of this type.
     #[serde(default)]
     pub job_type: Option<String>,
-    /// At most this many, newest first (default 100, at most 1000).
+    /// At most this many, newest first (default 100, at most 1000; 0 or more is a 400).
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only jobs older than this id: the `X-Next-Cursor` of the previous page.
+    #[serde(default)]
+    pub after: Option<i64>,
+}
+
+impl JobQuery {
+    /// The page size asked for, checked; and the job type, if any, is a valid name.
+    pub fn validate(&self) -> Result<u32> {
+        if let Some(t) = &self.job_type {
+            validate::name("job_type", t)?;
+        }
+        page_limit(self.limit)
+    }
+}
+
+/// Page size of a list when `limit` is not given.
+pub const DEFAULT_PAGE_LIMIT: u32 = 100;
+/// Largest `limit` accepted; more is refused (400), not clamped, so a client never mistakes a
+/// short page for the end.
+pub const MAX_PAGE_LIMIT: u32 = 1000;
+/// Response header carrying the cursor of the next page (absent on the last page).
+pub const NEXT_CURSOR_HEADER: &str = "X-Next-Cursor";
+
+/// `?limit=&after=` of a paginated list (machines and clusters by id ascending; jobs and
+/// failovers newest first). The answer stays a JSON array; when more rows follow, the
+/// response carries the next page's `after` in [`NEXT_CURSOR_HEADER`] and a `Link` header
+/// `rel="next"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// At most this many rows (default 100, 1..=1000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Only rows past this id: the cursor of the previous page.
+    #[serde(default)]
+    pub after: Option<i64>,
+}
+
+impl PageQuery {
+    /// The page size asked for, checked.
+    pub fn validate(&self) -> Result<u32> {
+        page_limit(self.limit)
+    }
+}
+
+fn page_limit(limit: Option<u32>) -> Result<u32> {
+    match limit {
+        None => Ok(DEFAULT_PAGE_LIMIT),
+        Some(l) if (1..=MAX_PAGE_LIMIT).contains(&l) => Ok(l),
+        Some(_) => Err(Error::Invalid(format!(
+            "limit: must be 1..={MAX_PAGE_LIMIT}"
+        ))),
+    }
+}
+
+/// One page of a list and the cursor of the next one (`None` on the last page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<i64>,
+}
+
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` rows read in list order: the extra row, if any, only tells
+    /// that more follow, and the cursor is the id of the page's last row.
+    pub fn from_probe(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> i64) -> Page<T> {
+        let limit = limit as usize;
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(&id)
+        } else {
+            None
+        };
+        Page { items: rows, next }
+    }
 }
 
 /// One prepared Kunlun XA branch on a shard primary (`GET /v1/clusters/{id}/xa`).
@@ -632,5 +708,35 @@ mod create_cluster_tests {
         r = req();
         r.storage_hosts = vec!["bad host".into()];
         assert!(r.validate().is_err());
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    #[test]
+    fn a_page_ends_where_the_probe_row_begins() {
+        let full = Page::from_probe(vec![1, 2, 3, 4], 3, |&i| i64::from(i));
+        assert_eq!(full.items, vec![1, 2, 3]);
+        assert_eq!(full.next, Some(3));
+        let last = Page::from_probe(vec![7, 8, 9], 3, |&i| i64::from(i));
+        assert_eq!(last.items, vec![7, 8, 9]);
+        assert_eq!(last.next, None);
+        let empty = Page::from_probe(Vec::<i32>::new(), 3, |&i| i64::from(i));
+        assert_eq!(empty.next, None);
+    }
+
+    #[test]
+    fn limit_defaults_and_is_refused_past_the_cap() {
+        let q = |limit| PageQuery { limit, after: None };
+        assert_eq!(q(None).validate().ok(), Some(DEFAULT_PAGE_LIMIT));
+        assert_eq!(q(Some(1)).validate().ok(), Some(1));
+        assert_eq!(
+            q(Some(MAX_PAGE_LIMIT)).validate().ok(),
+            Some(MAX_PAGE_LIMIT)
+        );
+        assert!(q(Some(0)).validate().is_err());
+        assert!(q(Some(MAX_PAGE_LIMIT + 1)).validate().is_err());
     }
 }

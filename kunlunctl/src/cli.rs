@@ -253,7 +253,7 @@ pub struct JobListArgs {
     /// Only jobs of this type (e.g. create_cluster).
     #[arg(long = "type", value_name = "TYPE")]
     pub job_type: Option<String>,
-    /// At most this many jobs [server default: 100].
+    /// Only the newest N jobs (1..=1000) [default: every job, fetched page by page].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: Option<u32>,
 }

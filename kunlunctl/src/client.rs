@@ -18,6 +18,8 @@ use serde_json::Value;
 pub const EXIT_API: u8 = 1;
 /// Exit code: the daemon could not be reached or did not answer in time.
 pub const EXIT_UNREACHABLE: u8 = 3;
+/// Most pages [`Client::get_all`] follows (of up to 1,000 rows each) before it gives up.
+pub const MAX_PAGES: usize = 10_000;
 
 /// Why a command failed.
 #[derive(Debug)]
@@ -170,6 +172,39 @@ impl Client {
             .ok_or_else(|| self.empty_body(&url))
     }
 
+    /// `GET` of a paginated list, every page: follows the `X-Next-Cursor` header (the API's
+    /// keyset cursor) until the last page, at most [`MAX_PAGES`] pages, and returns the rows of
+    /// all as one JSON array. Without a `limit` in `url`, pages of the largest size are asked.
+    pub fn get_all(&self, url: Url) -> Result<Value, CliError> {
+        let mut base = url.clone();
+        if !url.query_pairs().any(|(k, _)| k == "limit") {
+            base.query_pairs_mut()
+                .append_pair("limit", &kunlun_meta::api::MAX_PAGE_LIMIT.to_string());
+        }
+        let mut rows = Vec::new();
+        let mut page = base.clone();
+        for _ in 0..MAX_PAGES {
+            let (v, next) = self.send_paged(self.http.request(Method::GET, page.clone()), &page)?;
+            match v {
+                Some(Value::Array(a)) => rows.extend(a),
+                _ => {
+                    return Err(CliError::BadResponse {
+                        url: page.to_string(),
+                        detail: "a list page that is not a JSON array".into(),
+                    })
+                }
+            }
+            match next {
+                None => return Ok(Value::Array(rows)),
+                Some(after) => page = with_after(&base, &after),
+            }
+        }
+        Err(CliError::BadResponse {
+            url: url.to_string(),
+            detail: format!("more than {MAX_PAGES} pages; narrow the listing"),
+        })
+    }
+
     /// `POST` a JSON body, returning the JSON answer.
     pub fn post<B: Serialize>(&self, url: Url, body: &B) -> Result<Value, CliError> {
         self.send(
@@ -209,7 +244,29 @@ impl Client {
 
     /// Sends, maps transport failures to exit 3 and error statuses to the API's `{code, message}`.
     fn send(&self, req: RequestBuilder, url: &Url) -> Result<Option<Value>, CliError> {
+        self.send_paged(req, url).map(|(v, _)| v)
+    }
+
+    /// [`Client::send`], also returning the next page's cursor (`X-Next-Cursor`), if any.
+    fn send_paged(
+        &self,
+        req: RequestBuilder,
+        url: &Url,
+    ) -> Result<(Option<Value>, Option<String>), CliError> {
         let resp = req.send().map_err(|e| self.transport_error(&e))?;
+        let next = resp
+            .headers()
+            .get(kunlun_meta::api::NEXT_CURSOR_HEADER)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        self.body_of(resp, url).map(|v| (v, next))
+    }
+
+    fn body_of(
+        &self,
+        resp: reqwest::blocking::Response,
+        url: &Url,
+    ) -> Result<Option<Value>, CliError> {
         let status = resp.status();
         let text = resp.text().map_err(|e| self.transport_error(&e))?;
         if status.is_success() {
@@ -238,6 +295,21 @@ impl Client {
             detail: root_cause(e),
         }
     }
+}
+
+/// `base` with its `after` query pair set to `after`.
+fn with_after(base: &Url, after: &str) -> Url {
+    let pairs: Vec<(String, String)> = base
+        .query_pairs()
+        .filter(|(k, _)| k != "after")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut u = base.clone();
+    u.query_pairs_mut()
+        .clear()
+        .extend_pairs(pairs)
+        .append_pair("after", after);
+    u
 }
 
 /// Decodes an error answer: the API's `{code, message}` when present, else the status line and
@@ -349,6 +421,20 @@ mod tests {
         assert_eq!(
             c.url("/v1/machines", &[]).unwrap().as_str(),
             "http://127.0.0.1:1/v1/machines"
+        );
+    }
+
+    #[test]
+    fn the_next_page_keeps_the_query_and_sets_the_cursor() {
+        let base = Url::parse("http://127.0.0.1:1/v1/jobs?status=done&limit=1000").unwrap();
+        assert_eq!(
+            with_after(&base, "41").as_str(),
+            "http://127.0.0.1:1/v1/jobs?status=done&limit=1000&after=41"
+        );
+        let again = with_after(&with_after(&base, "41"), "7");
+        assert_eq!(
+            again.as_str(),
+            "http://127.0.0.1:1/v1/jobs?status=done&limit=1000&after=7"
         );
     }
 

@@ -1,21 +1,34 @@
 //! Read endpoints of clusters, shards, storage nodes and compute nodes.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use kunlun_core::ClusterManager;
-use kunlun_meta::api::{ClusterDetail, ErrorBody};
+use kunlun_meta::api::{ClusterDetail, ErrorBody, PageQuery};
 use kunlun_meta::model::{Cluster, CompNode, Shard, ShardNode};
 
 use super::error::ApiError;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// List clusters.
+/// List clusters by id: one page of at most `limit` (default 100, 1..=1000, more is a 400).
+/// When more follow, `X-Next-Cursor` (and `Link rel="next"`) give the next page's `after`.
 #[utoipa::path(
     get, path = "/v1/clusters", tag = "clusters",
-    responses((status = 200, body = Vec<Cluster>), (status = 503, body = ErrorBody))
+    params(PageQuery),
+    responses(
+        (status = 200, body = Vec<Cluster>, headers(
+            ("X-Next-Cursor" = i64, description = "`after` of the next page; absent on the last"),
+            ("Link" = String, description = "`<next page URL>; rel=\"next\"`; absent on the last"),
+        )),
+        (status = 400, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
 )]
-pub async fn list(cm: web::Data<ClusterManager>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.list_clusters().await?))
+pub async fn list(
+    cm: web::Data<ClusterManager>,
+    q: web::Query<PageQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse> {
+    Ok(super::page::ok(&req, cm.store()?.clusters_page(&q).await?))
 }
 
 /// Show a cluster with its shards, storage nodes and compute nodes.

@@ -55,6 +55,20 @@ impl ApiError {
         )
     }
 
+    /// 415 `unsupported_media_type`: a body that is not `application/json`.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
+    /// 503 `overloaded`: too many requests in flight on this worker; retry after a second.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+    }
+
     /// 413 `payload_too_large`.
     pub fn payload_too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
@@ -80,7 +94,17 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(self.body())
+        let mut res = HttpResponse::build(self.status);
+        if self.code == "overloaded" {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        res.json(self.body())
+    }
+}
+
+impl From<kunlun_meta::Error> for ApiError {
+    fn from(e: kunlun_meta::Error) -> Self {
+        kunlun_core::Error::from(e).into()
     }
 }
 
@@ -121,7 +145,7 @@ impl From<kunlun_core::Error> for ApiError {
 
 /// Classifies a serde_json error: syntax/EOF is `malformed_json`, anything about the data
 /// (wrong type, unknown or missing field) is `invalid_field`.
-fn from_serde_json(e: &serde_json::Error) -> ApiError {
+pub(crate) fn from_serde_json(e: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match e.classify() {
         Category::Data => ApiError::invalid_field(e.to_string()),
@@ -140,7 +164,7 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
             ApiError::payload_too_large(format!("body exceeds the limit of {limit} bytes"))
         }
         JsonPayloadError::ContentType => {
-            ApiError::invalid_request("Content-Type must be application/json")
+            ApiError::unsupported_media_type("Content-Type must be application/json")
         }
         other => ApiError::invalid_request(other.to_string()),
     };

@@ -2,8 +2,8 @@
 //! timeline), `/v1/ha` (node health, alarms, counters, recent events), and the operator
 //! controls `POST /v1/shards/{id}/switchover` and `POST /v1/shards/{id}/no_switch`.
 
-use actix_web::{web, HttpResponse};
-use kunlun_meta::api::ErrorBody;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use kunlun_meta::api::{ErrorBody, Page, PageQuery};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -11,24 +11,67 @@ use super::leader::Acting;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// `?shard_id=` filter of the listing.
+/// `?shard_id=&limit=&after=` of the listing.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only the records of this shard.
     pub shard_id: Option<i64>,
+    /// At most this many, newest first (default 100, 1..=1000; more is a 400).
+    pub limit: Option<u32>,
+    /// Only records older than this id: the `X-Next-Cursor` of the previous page.
+    pub after: Option<i64>,
 }
 
-/// Body of a switchover request; no target means the best replica.
+/// Body of a switchover request: `{}` (or no body at all) means the best replica.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchoverRequest {
     pub target_node_id: Option<i64>,
 }
 
-/// Body of a no-switch request: hold automatic failover for `seconds` (0 lifts it).
+/// Longest no-switch hold: 7 days. A longer one would in effect turn automatic failover off
+/// for good, which is not what a hold is for.
+pub const MAX_NO_SWITCH_SECS: u64 = 7 * 24 * 3600;
+
+/// Body of a no-switch request: hold automatic failover for `seconds` (0 lifts it; at most
+/// [`MAX_NO_SWITCH_SECS`]).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoSwitchRequest {
+    #[schema(maximum = 604800)]
     pub seconds: u64,
+}
+
+impl NoSwitchRequest {
+    fn validate(&self) -> Result<u64> {
+        if self.seconds > MAX_NO_SWITCH_SECS {
+            return Err(ApiError::invalid_field(format!(
+                "seconds: {} is more than {MAX_NO_SWITCH_SECS} (7 days); set a hold of at most \
+                 7 days and renew it if needed",
+                self.seconds
+            )));
+        }
+        Ok(self.seconds)
+    }
+}
+
+/// The switchover body: empty means `{}`; anything else must be `application/json` (415) and
+/// parse as [`SwitchoverRequest`] (400). Explicit, because an `Option<Json<_>>` extractor
+/// turned every malformed body into "no body", i.e. a real switchover (issue 11).
+fn switchover_body(req: &HttpRequest, body: &[u8]) -> Result<SwitchoverRequest> {
+    if body.is_empty() {
+        return Ok(SwitchoverRequest::default());
+    }
+    let json = req.mime_type().ok().flatten().is_some_and(|m| {
+        m.subtype() == actix_web::mime::JSON || m.suffix() == Some(actix_web::mime::JSON)
+    });
+    if !json {
+        return Err(ApiError::unsupported_media_type(
+            "Content-Type must be application/json (or send no body for the best replica)",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| super::error::from_serde_json(&e))
 }
 
 /// Failover and switchover records, newest first (kept in the metadata store).
@@ -36,12 +79,32 @@ pub struct NoSwitchRequest {
     get, path = "/v1/failovers", tag = "ha",
     params(ListQuery),
     responses(
-        (status = 200, description = "Array of failover records, newest first. A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms"),
+        (status = 200, description = "Array of failover records, newest first: one page of at most `limit`; when older ones follow, `X-Next-Cursor` (and `Link rel=\"next\"`) give the next page's `after`. A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms", headers(
+            ("X-Next-Cursor" = i64, description = "`after` of the next page; absent on the last"),
+            ("Link" = String, description = "`<next page URL>; rel=\"next\"`; absent on the last"),
+        )),
+        (status = 400, body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
 )]
-pub async fn list(cm: Acting, q: web::Query<ListQuery>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.failovers(q.shard_id).await?))
+pub async fn list(cm: Acting, q: web::Query<ListQuery>, req: HttpRequest) -> Result<HttpResponse> {
+    let limit = PageQuery {
+        limit: q.limit,
+        after: q.after,
+    }
+    .validate()?;
+    // Newest first: the records (those kept in memory only have the highest ids) older than
+    // the cursor.
+    let before = q.after.map_or(u64::MAX, |a| u64::try_from(a).unwrap_or(0));
+    let rows: Vec<_> = cm
+        .failovers(q.shard_id)
+        .await?
+        .into_iter()
+        .filter(|r| r.id < before)
+        .take(limit as usize + 1)
+        .collect();
+    let page = Page::from_probe(rows, limit, |r| i64::try_from(r.id).unwrap_or(i64::MAX));
+    Ok(super::page::ok(&req, page))
 }
 
 /// One record with its timeline.
@@ -74,10 +137,11 @@ pub async fn status(cm: Acting) -> Result<HttpResponse> {
 #[utoipa::path(
     post, path = "/v1/shards/{id}/switchover", tag = "ha",
     params(("id" = i64, Path, description = "Shard id")),
-    request_body(content = Option<SwitchoverRequest>, description = "Optional target; without it the best replica"),
+    request_body(content = Option<SwitchoverRequest>, description = "`{\"target_node_id\": N}`, or `{}` or no body at all for the best replica. A body must be `application/json` and exactly this shape: anything else is refused and nothing happens"),
     responses(
         (status = 200, description = "The switchover's record (outcome promoted, refused or failed). A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms"),
-        (status = 400, body = ErrorBody),
+        (status = 400, description = "Malformed JSON, a wrong type or an unknown field: nothing was done", body = ErrorBody),
+        (status = 415, description = "A body that is not application/json: nothing was done", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
@@ -85,9 +149,10 @@ pub async fn status(cm: Acting) -> Result<HttpResponse> {
 pub async fn switchover(
     cm: Acting,
     id: web::Path<i64>,
-    body: Option<web::Json<SwitchoverRequest>>,
+    req: HttpRequest,
+    body: web::Bytes,
 ) -> Result<HttpResponse> {
-    let target = body.and_then(|b| b.target_node_id);
+    let target = switchover_body(&req, &body)?.target_node_id;
     Ok(HttpResponse::Ok().json(cm.switchover(*id, target).await?))
 }
 
@@ -98,7 +163,8 @@ pub async fn switchover(
     request_body = NoSwitchRequest,
     responses(
         (status = 200, description = "{shard_id, seconds}"),
-        (status = 400, body = ErrorBody),
+        (status = 400, description = "Bad JSON, or `seconds` not an integer in 0..=604800 (7 days)", body = ErrorBody),
+        (status = 415, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
@@ -108,8 +174,9 @@ pub async fn no_switch(
     id: web::Path<i64>,
     body: web::Json<NoSwitchRequest>,
 ) -> Result<HttpResponse> {
-    cm.set_no_switch(*id, body.seconds).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "shard_id": *id, "seconds": body.seconds })))
+    let seconds = body.validate()?;
+    cm.set_no_switch(*id, seconds).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "shard_id": *id, "seconds": seconds })))
 }
 
 /// The shard HA counters and per-node gauges in the Prometheus text format (appended to

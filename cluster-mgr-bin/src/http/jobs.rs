@@ -1,6 +1,6 @@
 //! `/v1/jobs`: list and show jobs.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use kunlun_core::ClusterManager;
 use kunlun_meta::api::{ErrorBody, JobQuery};
 use kunlun_meta::model::Job;
@@ -9,14 +9,27 @@ use super::error::ApiError;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// List jobs, newest first.
+/// List jobs, newest first: one page of at most `limit` (default 100, 1..=1000, more is a
+/// 400). When older ones follow, `X-Next-Cursor` (and `Link rel="next"`) give the next page's
+/// `after`.
 #[utoipa::path(
     get, path = "/v1/jobs", tag = "jobs",
     params(JobQuery),
-    responses((status = 200, body = Vec<Job>), (status = 400, body = ErrorBody))
+    responses(
+        (status = 200, body = Vec<Job>, headers(
+            ("X-Next-Cursor" = i64, description = "`after` of the next page; absent on the last"),
+            ("Link" = String, description = "`<next page URL>; rel=\"next\"`; absent on the last"),
+        )),
+        (status = 400, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
 )]
-pub async fn list(cm: web::Data<ClusterManager>, q: web::Query<JobQuery>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.list_jobs(&q).await?))
+pub async fn list(
+    cm: web::Data<ClusterManager>,
+    q: web::Query<JobQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse> {
+    Ok(super::page::ok(&req, cm.store()?.jobs_page(&q).await?))
 }
 
 /// Show one job.

@@ -1,8 +1,8 @@
 //! `/v1/machines`: register, list, show, update and delete machines.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use kunlun_core::ClusterManager;
-use kunlun_meta::api::{ErrorBody, RegisterMachine, UpdateMachine};
+use kunlun_meta::api::{ErrorBody, PageQuery, RegisterMachine, UpdateMachine};
 use kunlun_meta::model::MachineInfo;
 
 use super::error::ApiError;
@@ -37,13 +37,30 @@ pub async fn register(
     Ok(HttpResponse::Created().json(m))
 }
 
-/// List machines, each with the facts of its last probe (`probe`, null if never probed).
+/// List machines by id, each with the facts of its last probe (`probe`, null if never
+/// probed); one page of at most `limit` (default 100, 1..=1000, more is a 400). When more
+/// follow, `X-Next-Cursor` (and `Link rel="next"`) give the next page's `after`.
 #[utoipa::path(
     get, path = "/v1/machines", tag = "machines",
-    responses((status = 200, body = Vec<MachineInfo>), (status = 503, body = ErrorBody))
+    params(PageQuery),
+    responses(
+        (status = 200, body = Vec<MachineInfo>, headers(
+            ("X-Next-Cursor" = i64, description = "`after` of the next page; absent on the last"),
+            ("Link" = String, description = "`<next page URL>; rel=\"next\"`; absent on the last"),
+        )),
+        (status = 400, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
 )]
-pub async fn list(cm: web::Data<ClusterManager>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.list_machine_infos().await?))
+pub async fn list(
+    cm: web::Data<ClusterManager>,
+    q: web::Query<PageQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse> {
+    Ok(super::page::ok(
+        &req,
+        cm.store()?.machine_infos_page(&q).await?,
+    ))
 }
 
 /// Show one machine with the facts of its last probe (`probe`, null if never probed).

@@ -11,9 +11,11 @@ pub mod failovers;
 pub mod health;
 pub mod jobs;
 pub mod leader;
+pub mod limit;
 pub mod machines;
 pub mod metrics;
 pub mod openapi;
+pub mod page;
 pub mod scale_jobs;
 pub mod xa;
 
@@ -53,7 +55,8 @@ pub fn app(
 }
 
 /// The whole application: state, leadership view, extractor error handlers, middleware and
-/// the route table.
+/// the route table. Called once per actix worker: each worker gets its own
+/// [`limit::Limiter`].
 pub fn app_with_leader(
     state: AppState,
     leader: LeaderView,
@@ -70,6 +73,7 @@ pub fn app_with_leader(
         .app_data(web::Data::new(state.manager))
         .app_data(web::Data::new(state.metrics))
         .app_data(web::Data::new(leader))
+        .app_data(web::Data::new(limit::Limiter::new(limit::MAX_IN_FLIGHT)))
         .app_data(
             web::JsonConfig::default()
                 .limit(MAX_JSON_BODY)
@@ -77,6 +81,8 @@ pub fn app_with_leader(
         )
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        // Inner to the metrics, so refused requests are counted too.
+        .wrap(middleware::from_fn(limit::admit))
         .wrap(middleware::from_fn(metrics::track))
         .configure(routes)
         .service(SwaggerUi::new("/docs/{_:.*}").url("/v1/openapi.json", openapi::ApiDoc::openapi()))

@@ -38,6 +38,7 @@ pub(crate) async fn busy(store: &Store, id: i64, name: &str) -> Result<bool> {
             status: Some(status),
             job_type: None,
             limit: Some(1000),
+            after: None,
         };
         for j in store.list_jobs(&q).await? {
             let info = j.job_info.unwrap_or_default();

@@ -1,7 +1,9 @@
 //! Connections and transactions over both backends behind one handle, [`Tx`].
 //!
-//! Invariants: a connection that leaves a transaction unfinished (the future was dropped, or
-//! COMMIT/ROLLBACK failed) is detached from its pool and closed, never handed out again; every
+//! Invariants: a connection that leaves a transaction unfinished or a statement in flight (the
+//! future was dropped, or COMMIT/ROLLBACK failed) is detached from its pool and closed, never
+//! handed out again; dropping any store future never blocks the thread (so it is safe on a
+//! current-thread runtime such as an actix worker, see [`Detached`]); every
 //! wait for a pooled connection is bounded by the configured connect timeout; every diesel error
 //! is mapped to one [`Error`] variant a caller can act on.
 
@@ -17,7 +19,44 @@ use super::config::BackendKind;
 use crate::error::{Error, Result};
 
 /// The SQLite connection type: diesel's sync connection run on `spawn_blocking`.
-pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection, Detached>;
+
+/// How SQLite statements reach the blocking pool: `spawn_blocking` on the runtime polling the
+/// statement, never waiting for it on drop.
+///
+/// diesel-async's default (`Tokio`) makes a dropped, unfinished statement wait for its blocking
+/// task with `block_in_place`, which panics on a current-thread runtime ("can call blocking
+/// only when running on the multi-threaded runtime"): an actix worker dropping a handler's
+/// future when its client goes away did exactly that. Here the task runs on to its end on its
+/// own; the connection it still holds is never reused, because [`Tx`] detaches a connection
+/// dropped with a statement in flight (diesel-async's wrapper would panic on a shared one).
+pub(crate) struct Detached;
+
+impl diesel_async::sync_connection_wrapper::SpawnBlocking for Detached {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> futures::future::BoxFuture<
+        'a,
+        std::result::Result<R, Box<dyn std::error::Error + Send + Sync + 'static>>,
+    >
+    where
+        R: Send + 'static,
+    {
+        use futures::FutureExt;
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt
+                .spawn_blocking(task)
+                .map(|r| r.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>))
+                .boxed(),
+            Err(e) => futures::future::ready(Err(Box::new(e) as Box<_>)).boxed(),
+        }
+    }
+
+    fn get_runtime() -> Self {
+        Detached
+    }
+}
 
 /// A pool per backend; cloning shares the pool.
 #[derive(Clone)]
@@ -110,6 +149,9 @@ pub struct Tx {
     timeout: Duration,
     state: TxState,
     read_only: bool,
+    /// A statement was handed the connection and has not reported back: if this handle is
+    /// dropped now, the statement may still be running on the connection.
+    in_flight: bool,
     /// The server aborted a statement for a lock conflict (deadlock, lock wait timeout): the
     /// transaction must not commit and is worth running again from the start.
     lock_conflict: bool,
@@ -126,6 +168,7 @@ impl Tx {
             timeout,
             state: TxState::Autocommit,
             read_only: false,
+            in_flight: false,
             lock_conflict: false,
             on_rollback: Vec::new(),
             after_commit: Vec::new(),
@@ -173,6 +216,7 @@ impl Tx {
 
     /// Maps a statement's result to the crate's error, remembering a lock conflict.
     pub(crate) fn check<T>(&mut self, r: diesel::QueryResult<T>) -> Result<T> {
+        self.in_flight = false;
         r.map_err(|e| {
             if is_lock_conflict(&e) {
                 self.lock_conflict = true;
@@ -181,7 +225,10 @@ impl Tx {
         })
     }
 
+    /// The connection for one statement; the statement's result must go through
+    /// [`Tx::check`], which marks it finished.
     pub(crate) fn conn_ref(&mut self) -> Result<ConnRef<'_>> {
+        self.in_flight = self.conn.is_some();
         match self.conn.as_mut() {
             Some(Conn::Sqlite(c)) => Ok(ConnRef::Sqlite(c)),
             Some(Conn::Mysql(c)) => Ok(ConnRef::Mysql(c)),
@@ -247,8 +294,8 @@ impl Tx {
 
 impl Drop for Tx {
     fn drop(&mut self) {
-        if self.state == TxState::Open {
-            // Unfinished transaction: never return this connection to the pool.
+        if self.state == TxState::Open || self.in_flight {
+            // Unfinished transaction or statement: never return this connection to the pool.
             match self.conn.take() {
                 Some(Conn::Sqlite(o)) => drop(Object::take(o)),
                 Some(Conn::Mysql(o)) => drop(Object::take(o)),

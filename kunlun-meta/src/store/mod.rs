@@ -17,7 +17,7 @@ mod seeds;
 
 pub use config::{BackendConfig, BackendKind, StoreConfig, DEFAULT_MYSQL_DATABASE};
 pub use conn::{Tx, TxFn};
-pub use open::{MYSQL_MIGRATIONS, SQLITE_MIGRATIONS};
+pub use open::{MYSQL_MIGRATIONS, SQLITE_MIGRATIONS, SYSTEM_POOL_SIZE};
 pub use seeds::{SeedAttempt, SeedOutcome, SeedReport};
 
 use std::sync::Arc;
@@ -56,13 +56,18 @@ fn conflict_backoff(attempt: u32) -> Duration {
 }
 
 /// A handle on the metadata store; cheap to clone, shared by every task.
+///
+/// Its connections come from the shared pool, or for a handle from [`Store::system`], from a
+/// small pool of its own.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    system: bool,
 }
 
 struct Inner {
     pools: Pools,
+    system: Pools,
     describe: String,
     seed_report: Option<SeedReport>,
     timeout: Duration,
@@ -108,11 +113,33 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 pools: opened.pools,
+                system: opened.system,
                 describe: opened.describe,
                 seed_report: opened.seed_report,
                 timeout: cfg.connect_timeout,
             }),
+            system: false,
         })
+    }
+
+    /// The same store over its system pool ([`SYSTEM_POOL_SIZE`] connections nobody else uses):
+    /// for the leader lease, which must renew in time however many API requests wait for the
+    /// shared pool. On SQLite a write here still queues for the file's one write lock (up to
+    /// `busy_timeout`), but never behind readers, which WAL lets run alongside.
+    pub fn system(&self) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            system: true,
+        }
+    }
+
+    /// The pool this handle draws from.
+    fn pools(&self) -> &Pools {
+        if self.system {
+            &self.inner.system
+        } else {
+            &self.inner.pools
+        }
     }
 
     /// The backend in use.
@@ -189,7 +216,7 @@ impl Store {
     {
         let mut attempt = 1;
         loop {
-            let mut tx = Tx::begin(&self.inner.pools, self.inner.timeout, read_only).await?;
+            let mut tx = Tx::begin(self.pools(), self.inner.timeout, read_only).await?;
             let r = f.clone()(&mut tx).await;
             if !tx.lock_conflict() {
                 return match r {
@@ -230,7 +257,7 @@ impl Store {
             AsyncFnOnce(&'r mut Tx) -> Result<R> + TxFn<&'r mut Tx, Result<R>, Fut: Send> + Send,
         R: Send,
     {
-        let mut tx = Tx::autocommit(&self.inner.pools, self.inner.timeout).await?;
+        let mut tx = Tx::autocommit(self.pools(), self.inner.timeout).await?;
         f(&mut tx).await
     }
 
@@ -260,6 +287,24 @@ impl Store {
     /// Removes a machine; [`Error::Conflict`] while it has used or installing ports.
     pub async fn delete_machine(&self, id: i64) -> Result<()> {
         self.tx(async |tx| repo::machines::delete(tx, id).await)
+            .await
+    }
+
+    /// One page of machines with their probe facts, by id (see [`api::PageQuery`]);
+    /// [`Error::Invalid`] for a `limit` out of range.
+    pub async fn machine_infos_page(
+        &self,
+        q: &api::PageQuery,
+    ) -> Result<api::Page<crate::model::MachineInfo>> {
+        let limit = q.validate()?;
+        self.read(async |tx| repo::machines::list_info_page(tx, q.after, limit).await)
+            .await
+    }
+
+    /// One page of clusters, by id (see [`api::PageQuery`]).
+    pub async fn clusters_page(&self, q: &api::PageQuery) -> Result<api::Page<Cluster>> {
+        let limit = q.validate()?;
+        self.read(async |tx| repo::clusters::list_page(tx, q.after, limit).await)
             .await
     }
 
@@ -341,6 +386,14 @@ impl Store {
     /// Jobs, newest first; limit 100 by default, at most 1000.
     pub async fn list_jobs(&self, q: &api::JobQuery) -> Result<Vec<Job>> {
         self.read(async |tx| repo::jobs::list(tx, q).await).await
+    }
+
+    /// One page of jobs, newest first (see [`api::JobQuery`]); [`Error::Invalid`] for a
+    /// `limit` out of range or a bad `job_type`.
+    pub async fn jobs_page(&self, q: &api::JobQuery) -> Result<api::Page<Job>> {
+        q.validate()?;
+        self.read(async |tx| repo::jobs::list_page(tx, q).await)
+            .await
     }
 
     /// Claims the oldest `not_started` job of one of `types` (all types when empty) by moving

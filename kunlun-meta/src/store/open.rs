@@ -1,7 +1,9 @@
 //! Opening a store: create the SQLite file or the MySQL database, run the embedded migrations
 //! and build the connection pool.
 //!
-//! Invariants: migrations run before the pool hands out a connection; every pooled SQLite
+//! Invariants: migrations run before a pool hands out a connection; every store has two pools,
+//! the shared one and a small [`SYSTEM_POOL_SIZE`] one for the leader lease (see
+//! [`super::Store::system`]); every pooled SQLite
 //! connection has `busy_timeout` and `foreign_keys` set and the file is in WAL mode; no
 //! password ever appears in a description or an error.
 
@@ -27,9 +29,14 @@ pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 /// The MySQL schema (KunlunBase's metadata tables), embedded at build time.
 pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 
+/// Connections of the system pool: the lease renew and its row never wait behind API requests
+/// (two, so a renew and a `cluster_mgr_nodes` write, or a DDL side connection, fit at once).
+pub const SYSTEM_POOL_SIZE: usize = 2;
+
 /// What `open_*` hands back to [`super::Store::open`].
 pub(crate) struct Opened {
     pub pools: Pools,
+    pub system: Pools,
     pub describe: String,
     pub seed_report: Option<SeedReport>,
 }
@@ -78,26 +85,31 @@ pub(crate) async fn open_sqlite(
     .map_err(join_err)??;
 
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(&url));
-    let mut cfg = ManagerConfig::<SqliteConn>::default();
-    cfg.recycling_method = RecyclingMethod::Verified;
-    cfg.custom_setup = Box::new(move |url| {
-        let (url, setup) = (url.to_string(), setup.clone());
-        async move {
-            let mut c = SqliteConn::establish(&url).await?;
-            c.batch_execute(&setup)
-                .await
-                .map_err(ConnectionError::CouldntSetupConfiguration)?;
-            Ok(c)
-        }
-        .boxed()
-    });
-    let mgr = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(url, cfg);
-    let pool = Pool::builder(mgr)
-        .max_size(pool_size.max(1))
-        .build()
-        .map_err(|e| Error::Database(format!("cannot build the sqlite pool: {e}")))?;
+    let pool = |size: usize| {
+        let mut cfg = ManagerConfig::<SqliteConn>::default();
+        cfg.recycling_method = RecyclingMethod::Verified;
+        let setup = setup.clone();
+        cfg.custom_setup = Box::new(move |url| {
+            let (url, setup) = (url.to_string(), setup.clone());
+            async move {
+                let mut c = SqliteConn::establish(&url).await?;
+                c.batch_execute(&setup)
+                    .await
+                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                Ok(c)
+            }
+            .boxed()
+        });
+        let mgr = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(url.clone(), cfg);
+        Pool::builder(mgr)
+            .max_size(size.max(1))
+            .build()
+            .map(Pools::Sqlite)
+            .map_err(|e| Error::Database(format!("cannot build the sqlite pool: {e}")))
+    };
     Ok(Opened {
-        pools: Pools::Sqlite(pool),
+        pools: pool(pool_size)?,
+        system: pool(SYSTEM_POOL_SIZE)?,
         describe: format!("sqlite:{}", abs.display()),
         seed_report: None,
     })
@@ -174,31 +186,36 @@ pub(crate) async fn open_mysql(
     .map_err(join_err)??;
     drop(conn);
 
-    let mut cfg = ManagerConfig::<AsyncMysqlConnection>::default();
-    cfg.recycling_method = RecyclingMethod::Verified;
-    cfg.custom_setup = Box::new(move |_url| {
-        let opts = opts.clone();
-        async move {
-            let raw = mysql_async::Conn::new(opts)
-                .await
-                .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-            AsyncMysqlConnection::try_from(raw).await
-        }
-        .boxed()
-    });
     // The URL is unused (custom_setup connects with `opts`); it only names the target.
     let describe = format!("mysql://{user}@{host}:{port}/{database}");
-    let mgr = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new_with_config(
-        describe.clone(),
-        cfg,
-    );
-    let pool = Pool::builder(mgr)
-        // One connection may be a side connection for DDL inside a transaction.
-        .max_size(pool_size.max(2))
-        .build()
-        .map_err(|e| Error::Database(format!("cannot build the mysql pool: {e}")))?;
+    let pool = |size: usize| {
+        let mut cfg = ManagerConfig::<AsyncMysqlConnection>::default();
+        cfg.recycling_method = RecyclingMethod::Verified;
+        let opts = opts.clone();
+        cfg.custom_setup = Box::new(move |_url| {
+            let opts = opts.clone();
+            async move {
+                let raw = mysql_async::Conn::new(opts)
+                    .await
+                    .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+                AsyncMysqlConnection::try_from(raw).await
+            }
+            .boxed()
+        });
+        let mgr = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new_with_config(
+            describe.clone(),
+            cfg,
+        );
+        Pool::builder(mgr)
+            // One connection may be a side connection for DDL inside a transaction.
+            .max_size(size.max(2))
+            .build()
+            .map(Pools::Mysql)
+            .map_err(|e| Error::Database(format!("cannot build the mysql pool: {e}")))
+    };
     Ok(Opened {
-        pools: Pools::Mysql(pool),
+        pools: pool(pool_size)?,
+        system: pool(SYSTEM_POOL_SIZE)?,
         describe,
         seed_report: Some(report),
     })

@@ -20,7 +20,7 @@ pub fn run(client: &Client, cmd: &ClusterCmd, json: bool) -> Result<String, CliE
     match cmd {
         ClusterCmd::List => {
             let url = client.url("/v1/clusters", &[])?;
-            let v = client.get(url.clone())?;
+            let v = client.get_all(url.clone())?;
             if json {
                 return Ok(output::json(&v) + "\n");
             }

@@ -58,7 +58,7 @@ pub fn run(client: &Client, cmd: &FailoverCmd, json_out: bool) -> Result<String,
     let v = match cmd {
         FailoverCmd::List(a) => {
             let q = [("shard_id", a.shard.map(|s| s.to_string()))];
-            let v = client.get(client.url("/v1/failovers", &q)?)?;
+            let v = client.get_all(client.url("/v1/failovers", &q)?)?;
             if !json_out {
                 return Ok(table(&v));
             }

@@ -18,7 +18,12 @@ pub fn run(client: &Client, cmd: &JobCmd, json: bool) -> Result<String, CliError
     match cmd {
         JobCmd::List(args) => {
             let url = client.url("/v1/jobs", &list_query(args))?;
-            let v = client.get(url.clone())?;
+            // `--limit N`: the newest N only; otherwise every page.
+            let v = if args.limit.is_some() {
+                client.get(url.clone())?
+            } else {
+                client.get_all(url.clone())?
+            };
             if json {
                 return Ok(output::json(&v) + "\n");
             }

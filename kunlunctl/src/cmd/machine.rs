@@ -43,7 +43,7 @@ pub fn run(client: &Client, cmd: &MachineCmd, json: bool) -> Result<String, CliE
         }
         MachineCmd::List => {
             let url = client.url("/v1/machines", &[])?;
-            let v = client.get(url.clone())?;
+            let v = client.get_all(url.clone())?;
             if json {
                 return Ok(output::json(&v) + "\n");
             }

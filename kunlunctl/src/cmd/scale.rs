@@ -282,7 +282,7 @@ fn cluster_id(client: &Client, cluster: &str) -> Result<i64, CliError> {
         return Ok(id);
     }
     let url = client.url("/v1/clusters", &[])?;
-    let clusters: Vec<Cluster> = crate::decode(client.get(url.clone())?, url.as_str())?;
+    let clusters: Vec<Cluster> = crate::decode(client.get_all(url.clone())?, url.as_str())?;
     clusters
         .iter()
         .find(|c| c.name == cluster)

@@ -10,6 +10,7 @@ use diesel::sql_types::Text;
 use diesel_async::RunQueryDsl;
 
 use super::{conflict_as, last_insert_id, now, quoted_table};
+use crate::api::Page;
 use crate::error::{Error, Result};
 use crate::model::{Cluster, ClusterStatus, NewCluster};
 use crate::store::config::BackendKind;
@@ -123,6 +124,23 @@ pub async fn list(tx: &mut Tx) -> Result<Vec<Cluster>> {
         .load::<ClusterRow>(c)
         .await)?;
     rows.into_iter().map(Cluster::try_from).collect()
+}
+
+/// One page of clusters by id: those past `after`, at most `limit`.
+pub async fn list_page(tx: &mut Tx, after: Option<i64>, limit: u32) -> Result<Page<Cluster>> {
+    let after = after.unwrap_or(i64::MIN);
+    let rows = with_conn!(tx, c => db_clusters::table
+        .filter(db_clusters::id.gt(after))
+        .order(db_clusters::id.asc())
+        .limit(i64::from(limit) + 1)
+        .select(ClusterRow::as_select())
+        .load::<ClusterRow>(c)
+        .await)?;
+    let clusters = rows
+        .into_iter()
+        .map(Cluster::try_from)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Page::from_probe(clusters, limit, |c| c.id))
 }
 
 /// Marks a cluster `inuse` or `deleted` (Kunlun keeps deleted rows).

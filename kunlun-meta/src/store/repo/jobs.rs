@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::{last_insert_id, now};
-use crate::api::JobQuery;
+use crate::api::{JobQuery, Page};
 use crate::error::{Error, Result};
 use crate::model::{Job, JobStatus, NewJob};
 use crate::store::conn::{with_conn, Tx};
@@ -50,11 +50,24 @@ pub async fn get(tx: &mut Tx, id: i64) -> Result<Job> {
     row.ok_or_else(|| Error::not_found("job", id))?.try_into()
 }
 
-/// Jobs matching the query, newest first.
+/// Jobs matching the query, newest first (older than `q.after` when given).
 pub async fn list(tx: &mut Tx, q: &JobQuery) -> Result<Vec<Job>> {
-    let limit = i64::from(q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT));
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    list_rows(tx, q, limit).await
+}
+
+/// One page of the jobs matching the query, newest first; the cursor goes to older jobs.
+pub async fn list_page(tx: &mut Tx, q: &JobQuery) -> Result<Page<Job>> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let rows = list_rows(tx, q, limit + 1).await?;
+    Ok(Page::from_probe(rows, limit, |j| j.id))
+}
+
+async fn list_rows(tx: &mut Tx, q: &JobQuery, limit: u32) -> Result<Vec<Job>> {
+    let limit = i64::from(limit);
+    let before = q.after.unwrap_or(i64::MAX);
     let rows = with_conn!(tx, c => {
-        let mut b = jobs::table.select(JobRow::as_select()).order(jobs::id.desc()).limit(limit).into_boxed();
+        let mut b = jobs::table.select(JobRow::as_select()).filter(jobs::id.lt(before)).order(jobs::id.desc()).limit(limit).into_boxed();
         if let Some(s) = q.status {
             b = b.filter(jobs::status.eq(s.as_str()));
         }

@@ -10,6 +10,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::{conflict_as, last_insert_id, now};
+use crate::api::Page;
 use crate::error::{Error, Result};
 use crate::model::{Machine, MachineInfo, MachinePatch, MachineProbe, NewMachine};
 use crate::store::conn::{with_conn, ConnRef, Tx};
@@ -202,4 +203,49 @@ pub async fn list_info(tx: &mut Tx) -> Result<Vec<MachineInfo>> {
             MachineInfo { machine, probe }
         })
         .collect())
+}
+
+/// One page of machines with their probe facts, by id: those past `after`, at most `limit`
+/// (two queries; the probe rows read are those of the page only).
+pub async fn list_info_page(
+    tx: &mut Tx,
+    after: Option<i64>,
+    limit: u32,
+) -> Result<Page<MachineInfo>> {
+    let after = after.unwrap_or(i64::MIN);
+    let rows = with_conn!(tx, c => server_nodes::table
+        .inner_join(kl_machine_ssh::table)
+        .filter(server_nodes::machine_type.is_not_null())
+        .filter(server_nodes::id.gt(after))
+        .order(server_nodes::id.asc())
+        .limit(i64::from(limit) + 1)
+        .select((MachineRow::as_select(), SshRow::as_select()))
+        .load::<(MachineRow, SshRow)>(c)
+        .await)?;
+    let machines = rows
+        .into_iter()
+        .map(Machine::try_from)
+        .collect::<Result<Vec<_>>>()?;
+    let page = Page::from_probe(machines, limit, |m| m.id);
+    let ids: Vec<i64> = page.items.iter().map(|m| m.id).collect();
+    let rows = with_conn!(tx, c => kl_machine_probe::table
+        .filter(kl_machine_probe::server_node_id.eq_any(&ids))
+        .select(ProbeRow::as_select())
+        .load::<ProbeRow>(c)
+        .await)?;
+    let mut probes = std::collections::HashMap::with_capacity(rows.len());
+    for r in rows {
+        probes.insert(r.server_node_id, MachineProbe::try_from(r)?);
+    }
+    Ok(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(|machine| {
+                let probe = probes.remove(&machine.id);
+                MachineInfo { machine, probe }
+            })
+            .collect(),
+        next: page.next,
+    })
 }
