@@ -2,7 +2,9 @@
 //! ([`http`]) and the server's start-up and shutdown ([`run`]). `main.rs` only parses flags,
 //! loads the config, starts logging and calls [`run`].
 
+pub mod bootstrap;
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod logging;
 mod server;

@@ -4,6 +4,8 @@
 //! Invariant: every response this app produces for an error — unknown route, bad JSON, bad
 //! path or query, failed call — is JSON `{code, message}`; never actix's plain-text errors.
 
+pub mod access;
+pub mod auth;
 pub mod cluster_jobs;
 pub mod clusters;
 pub mod error;
@@ -15,6 +17,7 @@ pub mod machines;
 pub mod metrics;
 pub mod openapi;
 pub mod scale_jobs;
+pub mod tokens;
 pub mod xa;
 
 use actix_web::body::MessageBody;
@@ -24,6 +27,7 @@ use kunlun_core::ClusterManager;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub use auth::{Auth, AuthSettings};
 pub use leader::LeaderView;
 pub use metrics::Metrics;
 
@@ -52,11 +56,29 @@ pub fn app(
     app_with_leader(state, LeaderView::standalone())
 }
 
-/// The whole application: state, leadership view, extractor error handlers, middleware and
-/// the route table.
+/// The whole application with a leadership view, authenticated like a loopback daemon with
+/// `auth = auto` (open until a token exists).
 pub fn app_with_leader(
     state: AppState,
     leader: LeaderView,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    app_with_auth(state, leader, Auth::new(AuthSettings::loopback()))
+}
+
+/// The whole application: state, leadership view, authentication, extractor error handlers,
+/// middleware and the route table.
+pub fn app_with_auth(
+    state: AppState,
+    leader: LeaderView,
+    auth: Auth,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -70,6 +92,7 @@ pub fn app_with_leader(
         .app_data(web::Data::new(state.manager))
         .app_data(web::Data::new(state.metrics))
         .app_data(web::Data::new(leader))
+        .app_data(web::Data::new(auth))
         .app_data(
             web::JsonConfig::default()
                 .limit(MAX_JSON_BODY)
@@ -77,6 +100,8 @@ pub fn app_with_leader(
         )
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        // Inside the metrics middleware (wrapped after it), so refused requests are counted.
+        .wrap(middleware::from_fn(auth::check))
         .wrap(middleware::from_fn(metrics::track))
         .configure(routes)
         .service(SwaggerUi::new("/docs/{_:.*}").url("/v1/openapi.json", openapi::ApiDoc::openapi()))
@@ -149,5 +174,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/v1/shards/{id}/switchover").route(web::post().to(failovers::switchover)),
         )
-        .service(resource("/v1/shards/{id}/no_switch").route(web::post().to(failovers::no_switch)));
+        .service(resource("/v1/shards/{id}/no_switch").route(web::post().to(failovers::no_switch)))
+        .service(
+            resource("/v1/tokens")
+                .route(web::get().to(tokens::list))
+                .route(web::post().to(tokens::create)),
+        )
+        .service(resource("/v1/tokens/{name}").route(web::delete().to(tokens::revoke)))
+        .service(resource("/v1/audit").route(web::get().to(tokens::audit)));
 }
