@@ -7,6 +7,7 @@ pub mod config;
 pub mod files;
 pub mod http;
 pub mod logging;
+mod retention;
 mod server;
 
 pub use server::{core_config, run, serve, store_config};

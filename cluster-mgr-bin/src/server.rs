@@ -163,6 +163,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         terms_cancel.clone(),
     ));
 
+    let retention_cancel = CancellationToken::new();
+    let retention_task = config.job_retention.map(|keep| {
+        tokio::spawn(crate::retention::run(
+            manager.clone(),
+            keep,
+            retention_cancel.clone(),
+        ))
+    });
+
     let handle = server.handle();
     let stopper = tokio::spawn(async move {
         match wait_for_signal().await {
@@ -176,6 +185,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let served = server.await;
     stopper.abort();
+    retention_cancel.cancel();
+    if let Some(t) = retention_task {
+        if let Err(e) = t.await {
+            tracing::error!(error = %e, "the job-retention task failed");
+        }
+    }
     // The term's actors stop first, then the lease is released, so a standby never starts
     // while this process still acts.
     terms_cancel.cancel();

@@ -96,3 +96,53 @@ async fn tokens_on_sqlite() {
 async fn tokens_on_mysql() {
     tokens_and_audit(&TestStore::mysql().await).await;
 }
+
+async fn retention_deletes_only_old_finished_jobs(t: &TestStore) {
+    use kunlun_meta::model::{JobStatus, NewJob};
+    use kunlun_meta::store::repo::retention;
+    let s = &t.store;
+    let mut ids = Vec::new();
+    for status in [
+        JobStatus::Done,
+        JobStatus::Failed,
+        JobStatus::Ongoing,
+        JobStatus::NotStarted,
+    ] {
+        let j = s
+            .create_job(&NewJob {
+                job_type: "create_cluster".into(),
+                job_info: serde_json::json!({}),
+                user_name: None,
+            })
+            .await
+            .unwrap();
+        if status != JobStatus::NotStarted {
+            s.update_job(j.id, status, None).await.unwrap();
+        }
+        ids.push(j.id);
+    }
+    let past = chrono::Utc::now().naive_utc() - chrono::Duration::days(1);
+    let n = s
+        .tx(async |tx| retention::delete_finished_jobs_before(tx, past).await)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "nothing ended a day ago");
+    let future = chrono::Utc::now().naive_utc() + chrono::Duration::days(1);
+    let n = s
+        .tx(async |tx| retention::delete_finished_jobs_before(tx, future).await)
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "done and failed");
+    assert!(s.get_job(ids[0]).await.is_err() && s.get_job(ids[1]).await.is_err());
+    assert!(s.get_job(ids[2]).await.is_ok() && s.get_job(ids[3]).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_retention_on_sqlite() {
+    retention_deletes_only_old_finished_jobs(&TestStore::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_retention_on_mysql() {
+    retention_deletes_only_old_finished_jobs(&TestStore::mysql().await).await;
+}

@@ -342,9 +342,9 @@ fn allowed_hosts_default_to_the_bind_address_and_loopback_names() {
             "[::1]:9000"
         ]
     );
-    let c = cfg("http_allowed_hosts = Mgr.example:8010, 10.0.0.5\n");
+    let c = cfg("http_allowed_hosts = Mgr.example:8010,10.0.0.5\n");
     assert_eq!(c.allowed_hosts(), ["mgr.example:8010", "10.0.0.5"]);
-    assert!(err("http_allowed_hosts = bad host!\n").contains("http_allowed_hosts"));
+    assert!(err("http_allowed_hosts = bad_host!\n").contains("http_allowed_hosts"));
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod machines;
 pub mod meta;
 pub mod nodes;
+pub mod retention;
 pub mod secrets;
 pub mod shards;
 pub mod tokens;
