@@ -32,6 +32,8 @@ use sha2::{Digest, Sha256};
 use super::access::{self, Need};
 use super::error::ApiError;
 
+/// How long a read in confirmed open mode waits for the store to re-confirm it.
+const OPEN_RECHECK_DEADLINE: Duration = Duration::from_millis(100);
 /// How often at most a token's `last_used_at` is written.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
@@ -99,6 +101,8 @@ struct Inner {
     settings: AuthSettings,
     /// A token was seen in the store: open mode is over for good.
     tokens_seen: AtomicBool,
+    /// The store was read and held no token (open mode confirmed at least once).
+    open_confirmed: AtomicBool,
     /// When each token's `last_used_at` was last written.
     touched: Mutex<HashMap<String, Instant>>,
 }
@@ -120,6 +124,7 @@ impl Auth {
             inner: Arc::new(Inner {
                 settings,
                 tokens_seen: AtomicBool::new(false),
+                open_confirmed: AtomicBool::new(false),
                 touched: Mutex::new(HashMap::new()),
             }),
         }
@@ -142,21 +147,55 @@ impl Auth {
             .any(|(ah, ap)| *ah == h && (ap.is_none() || *ap == p))
     }
 
-    /// Whether requests may go without a token right now.
-    async fn open(&self, cm: &ClusterManager) -> Result<bool, ApiError> {
+    /// Whether a request needing `need` may go without a token right now.
+    ///
+    /// While the store cannot be read, reads stay open if open mode was confirmed before (so
+    /// `/v1/leader`, `/v1/ha` and `/metrics` keep answering through a store outage); anything
+    /// else fails closed with 503.
+    async fn open(&self, cm: &ClusterManager, need: Role) -> Result<bool, ApiError> {
         let s = &self.inner.settings;
         if s.tokens_required || !s.loopback || self.inner.tokens_seen.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let store = cm.store().map_err(ApiError::from)?;
-        let any = store
-            .read(async |tx| repo::tokens::any_exists(tx).await)
-            .await
-            .map_err(|e| ApiError::from(kunlun_core::Error::from(e)))?;
-        if any {
-            self.inner.tokens_seen.store(true, Ordering::Relaxed);
+        let check = async {
+            match cm.store() {
+                Ok(store) => store
+                    .read(async |tx| repo::tokens::any_exists(tx).await)
+                    .await
+                    .map_err(|e| ApiError::from(kunlun_core::Error::from(e))),
+                Err(e) => Err(ApiError::from(e)),
+            }
+        };
+        let read_fallback =
+            need == Role::Viewer && self.inner.open_confirmed.load(Ordering::Relaxed);
+        // A frozen store must not make every read wait for the store's own deadline.
+        let any = if read_fallback {
+            tokio::time::timeout(OPEN_RECHECK_DEADLINE, check)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        "the metadata store did not answer in time",
+                    ))
+                })
+        } else {
+            check.await
+        };
+        match any {
+            Ok(true) => {
+                self.inner.tokens_seen.store(true, Ordering::Relaxed);
+                Ok(false)
+            }
+            Ok(false) => {
+                self.inner.open_confirmed.store(true, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(_) if need == Role::Viewer && self.inner.open_confirmed.load(Ordering::Relaxed) => {
+                Ok(true)
+            }
+            Err(e) => Err(e),
         }
-        Ok(!any)
     }
 
     /// The live token `secret` names, or 401.
@@ -292,7 +331,7 @@ async fn admit(req: &ServiceRequest, auth: &Auth, cm: &ClusterManager) -> Result
         Need::Role(r) => r,
     };
     let Some(secret) = bearer(req)? else {
-        if auth.open(cm).await? {
+        if auth.open(cm, need).await? {
             return Ok(Caller::Anonymous);
         }
         return Err(unauthorized("this API needs a token").into());
