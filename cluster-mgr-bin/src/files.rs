@@ -112,9 +112,11 @@ mod tests {
             std::fs::write(f, b"x").unwrap();
             std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
-        let mut config = Config::default();
-        config.sqlite_path = db.clone();
-        config.tmp_data_path = data.clone();
+        let config = Config {
+            sqlite_path: db.clone(),
+            tmp_data_path: data.clone(),
+            ..Config::default()
+        };
         let got = secure_existing(&config).unwrap();
         assert_eq!(got.changed.len(), 3, "{got:?}");
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
