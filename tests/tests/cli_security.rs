@@ -340,3 +340,43 @@ fn tokens_from_env_and_files_roles_host_check_audit_and_file_modes() {
         assert!(!out.success(), "nobody can read {f}");
     }
 }
+
+#[test]
+fn a_body_sent_too_slowly_is_cut_off_with_a_clear_error() {
+    use std::io::{Read, Write};
+    let dir = workdir();
+    let port = free_port();
+    let cnf = write_cnf(dir.path(), port, "http_client_timeout_secs = 2\n");
+    let _daemon = start(&cnf, port);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // Head complete, then 10 of the 1000 body bytes announced, then nothing.
+    let head = format!(
+        "POST /v1/clusters HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"name\":\"c"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                    break;
+                }
+            }
+            Err(e) => panic!("no answer to a stalled body: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    println!("stalled body answered after {:?}", started.elapsed());
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("not received within"), "{text}");
+    assert!(
+        dir.path().join("data/meta.sqlite3").exists(),
+        "the daemon kept running"
+    );
+}
