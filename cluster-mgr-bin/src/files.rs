@@ -2,10 +2,9 @@
 //! `known_hosts`) are readable by the daemon's user only.
 //!
 //! Invariants: after [`restrict_umask`] everything the process creates is `0600` (files) or
-//! `0700` (dirs); [`secure_existing`] narrows files left wider by an older version to `0600`
-//! and our own data dirs to `0700`, logging each change. A directory is only narrowed when the
-//! daemon's user owns it and it has no sticky bit, so a shared one (`/tmp`, `/var/log` when
-//! not running as root) is never changed, only warned about.
+//! `0700` (dirs); [`secure_existing`] narrows files left wider by an older version to `0600`,
+//! logging each change. Existing folders are never changed (they may be shared with what other
+//! users need, e.g. instance data dirs next to the store), only warned about when open.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -31,7 +30,9 @@ fn secret_paths(config: &Config) -> (Vec<PathBuf>, Vec<PathBuf>) {
             files.push(PathBuf::from(s));
         }
         if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            dirs.push(d.to_path_buf());
+            if !dirs.iter().any(|x| x == d) {
+                dirs.push(d.to_path_buf());
+            }
         }
     }
     if let Some(log) = &config.log_file {
@@ -44,34 +45,31 @@ fn secret_paths(config: &Config) -> (Vec<PathBuf>, Vec<PathBuf>) {
 /// What [`secure_existing`] changed or could not change.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Narrowed {
-    /// `(path, old mode)` of each file or dir narrowed.
+    /// `(path, old mode)` of each file narrowed.
     pub changed: Vec<(PathBuf, u32)>,
-    /// Dirs left group/world-accessible because they are not ours alone.
+    /// Existing folders open to other users (warned about, left as they are).
     pub left_open: Vec<PathBuf>,
 }
 
-/// Narrows the modes of existing secret files to `0600` and our dirs to `0700`; logs each.
+/// Narrows the modes of existing secret files to `0600` (logging each) and reports open
+/// folders.
 pub fn secure_existing(config: &Config) -> std::io::Result<Narrowed> {
     let (files, dirs) = secret_paths(config);
     let mut out = Narrowed::default();
     for f in files {
         narrow(&f, 0o600, &mut out)?;
     }
-    let uid = nix::unistd::geteuid().as_raw();
     for d in dirs {
         let Ok(md) = std::fs::metadata(&d) else {
             continue;
         };
         let mode = md.permissions().mode() & 0o7777;
-        if mode & 0o077 == 0 {
-            continue;
-        }
-        if md.uid() != uid || mode & 0o1000 != 0 {
-            tracing::warn!(dir = %d.display(), mode = format!("{mode:o}"), "a directory of the daemon's data is open to other users and not owned by it alone; left as is");
+        if mode & 0o077 != 0 {
+            // Never narrowed: the folder may be shared with what others need (the instances'
+            // data dirs of a test, a home directory); the files in it are 0600 anyway.
+            tracing::warn!(dir = %d.display(), mode = format!("{mode:o}"), "a folder of the daemon's data is open to other users (its files are not); chmod 700 it if nothing else needs it");
             out.left_open.push(d);
-            continue;
         }
-        narrow(&d, 0o700, &mut out)?;
     }
     Ok(out)
 }
@@ -101,7 +99,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wide_files_and_our_dirs_are_narrowed() {
+    fn wide_files_are_narrowed_and_folders_left() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -118,9 +116,10 @@ mod tests {
             ..Config::default()
         };
         let got = secure_existing(&config).unwrap();
-        assert_eq!(got.changed.len(), 3, "{got:?}");
+        assert_eq!(got.changed.len(), 2, "{got:?}");
+        assert_eq!(got.left_open, vec![data.clone()]);
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!((mode(&db), mode(&wal), mode(&data)), (0o600, 0o600, 0o700));
-        assert_eq!(secure_existing(&config).unwrap(), Narrowed::default());
+        assert_eq!((mode(&db), mode(&wal), mode(&data)), (0o600, 0o600, 0o755));
+        assert!(secure_existing(&config).unwrap().changed.is_empty());
     }
 }

@@ -414,6 +414,11 @@ impl XaResolveRequest {
                 "reason: must be 1 to 1024 characters".into(),
             ));
         }
+        if let Some(c) = self.reason.chars().find(|c| c.is_control()) {
+            return Err(Error::Invalid(format!(
+                "reason: control character {c:?} not allowed"
+            )));
+        }
         Ok(())
     }
 }
@@ -688,5 +693,13 @@ mod create_cluster_tests {
         assert!(r.validate().unwrap_err().to_string().contains("control"));
         r.nick_name = Some("Ünïcode nick, 255 chars ok".into());
         r.validate().unwrap();
+        let xa = |reason: &str| XaResolveRequest {
+            action: XaAction::Commit,
+            reason: reason.into(),
+        };
+        assert!(xa("fix\u{1b}[2J").validate().is_err());
+        xa("coordinator lost, checked the app's log")
+            .validate()
+            .unwrap();
     }
 }
