@@ -2,9 +2,12 @@
 //! ([`http`]) and the server's start-up and shutdown ([`run`]). `main.rs` only parses flags,
 //! loads the config, starts logging and calls [`run`].
 
+pub mod bootstrap;
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod logging;
+mod retention;
 mod server;
 
 pub use server::{core_config, run, serve, store_config};

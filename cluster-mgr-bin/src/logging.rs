@@ -3,6 +3,7 @@
 //! store configs redact it in `Debug`, and only their redacted descriptions are logged.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
 use anyhow::Context;
@@ -20,9 +21,11 @@ pub fn init(config: &Config) -> anyhow::Result<()> {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
+            // 0600 even if the umask was not narrowed (the log may name hosts and users).
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(path)
                 .with_context(|| format!("opening log file {}", path.display()))?;
             (BoxMakeWriter::new(Mutex::new(file)), false)

@@ -1,5 +1,7 @@
 //! `cluster-mgr`: flags → config → logging → [`cluster_mgr::run`]. Exit codes: 0 after a clean
-//! stop (SIGTERM/SIGINT), 1 when the daemon fails, 2 for a bad command line or config file.
+//! stop (SIGTERM/SIGINT), 1 when the daemon fails, 2 for a bad command line or config file
+//! (including a non-loopback bind without `auth = tokens`, refused before listening).
+//! `cluster-mgr token create --name N --role R --config FILE` prints a new API token instead.
 
 use std::process::ExitCode;
 
@@ -7,6 +9,8 @@ use clap::Parser;
 use cluster_mgr::config::{Args, Config};
 
 fn main() -> ExitCode {
+    // Before anything is created: the store, its WAL, the log and known_hosts hold secrets.
+    cluster_mgr::files::restrict_umask();
     let args = Args::parse();
     let config = match Config::load(&args) {
         Ok(c) => c,
@@ -15,6 +19,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(cmd) = &args.command {
+        return match cluster_mgr::bootstrap::run(&config, cmd) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cluster-mgr: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Err(e) = cluster_mgr::logging::init(&config) {
         eprintln!("cluster-mgr: {e:#}");
         return ExitCode::FAILURE;

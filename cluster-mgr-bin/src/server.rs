@@ -17,8 +17,8 @@ use kunlun_core::leader::{LeaderConfig, LeaderState, Leadership};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, MetaBackend};
-use crate::http::{self, AppState, LeaderView, Metrics};
+use crate::config::{AuthMode, Config, MetaBackend};
+use crate::http::{self, AppState, Auth, AuthSettings, LeaderView, Metrics};
 
 /// How long requests in flight may take to finish after a stop signal.
 const HTTP_SHUTDOWN_GRACE_SECS: u64 = 20;
@@ -116,6 +116,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
     }
+    crate::files::secure_existing(&config).context("cannot narrow the modes of secret files")?;
+    let auth = auth_of(&config);
     tracing::info!(store = %describe_store(&config), "opening the metadata store");
     let manager = ClusterManager::connect(core_config(&config), store_config(&config));
     // Registration probes use the same SSH trust settings as the actors.
@@ -136,12 +138,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let addr = config.http_addr();
     let app_view = view.clone();
-    let server = HttpServer::new(move || http::app_with_leader(state.clone(), app_view.clone()))
-        .disable_signals()
-        .shutdown_timeout(HTTP_SHUTDOWN_GRACE_SECS)
-        .bind(addr)
-        .with_context(|| format!("cannot listen on {addr}"))?
-        .run();
+    let server =
+        HttpServer::new(move || http::app_with_auth(state.clone(), app_view.clone(), auth.clone()))
+            .disable_signals()
+            // A request's head must arrive within this; its body is held to the same deadline by
+            // the auth middleware (`http::body_deadline`).
+            .client_request_timeout(config.http_client_timeout)
+            .max_connections(config.http_max_connections)
+            .shutdown_timeout(HTTP_SHUTDOWN_GRACE_SECS)
+            .bind(addr)
+            .with_context(|| format!("cannot listen on {addr}"))?
+            .run();
     tracing::info!(address = %addr, "HTTP API listening (REST /v1, /healthz, /metrics, /docs/)");
 
     // Only once the port is ours: a process that cannot listen never takes the lease.
@@ -156,6 +163,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         terms_cancel.clone(),
     ));
 
+    let retention_cancel = CancellationToken::new();
+    let retention_task = config.job_retention.map(|keep| {
+        tokio::spawn(crate::retention::run(
+            manager.clone(),
+            keep,
+            retention_cancel.clone(),
+        ))
+    });
+
     let handle = server.handle();
     let stopper = tokio::spawn(async move {
         match wait_for_signal().await {
@@ -169,6 +185,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let served = server.await;
     stopper.abort();
+    retention_cancel.cancel();
+    if let Some(t) = retention_task {
+        if let Err(e) = t.await {
+            tracing::error!(error = %e, "the job-retention task failed");
+        }
+    }
     // The term's actors stop first, then the lease is released, so a standby never starts
     // while this process still acts.
     terms_cancel.cancel();
@@ -183,6 +205,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     served.context("HTTP server failed")?;
     tracing::info!("cluster-mgr stopped");
     Ok(())
+}
+
+/// The API's authentication settings, with a warning when it runs open.
+pub fn auth_of(config: &Config) -> Auth {
+    let settings = AuthSettings {
+        tokens_required: config.auth == AuthMode::Tokens,
+        loopback: config.http_bind_address.is_loopback(),
+        allowed_hosts: AuthSettings::hosts_from(&config.allowed_hosts()),
+        body_timeout: config.http_client_timeout,
+    };
+    if !settings.tokens_required {
+        tracing::warn!(
+            "auth = auto on a loopback address: until the first token is created every local \
+             user can drive the API (create one: cluster-mgr token create --name root --role \
+             admin --config FILE)"
+        );
+    }
+    Auth::new(settings)
 }
 
 /// The leadership settings: lease `cluster_mgr`, holder `local_ip:brpc_http_port/…`,

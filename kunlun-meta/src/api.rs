@@ -490,6 +490,11 @@ impl XaResolveRequest {
                 "reason: must be 1 to 1024 characters".into(),
             ));
         }
+        if let Some(c) = self.reason.chars().find(|c| c.is_control()) {
+            return Err(Error::Invalid(format!(
+                "reason: control character {c:?} not allowed"
+            )));
+        }
         Ok(())
     }
 }
@@ -551,16 +556,19 @@ impl CreateCluster {
                 "name: 1 to 48 characters of A-Z, a-z, 0-9, '_'".into(),
             ));
         }
-        for (field, v) in [
-            ("shards", self.shards),
-            ("nodes", self.nodes),
-            ("comps", self.comps),
-        ] {
-            if !(1..=256).contains(&v) {
-                return Err(Error::Invalid(format!(
-                    "{field}: must be 1 to 256, not {v}"
-                )));
-            }
+        if let Some(nick) = &self.nick_name {
+            validate::text("nick_name", nick)?;
+        }
+        count("shards", self.shards, MAX_SHARDS)?;
+        count("nodes", self.nodes, MAX_NODES)?;
+        count("comps", self.comps, MAX_COMPS)?;
+        let instances = self.shards * self.nodes + self.comps;
+        if instances > MAX_INSTANCES {
+            return Err(Error::Invalid(format!(
+                "shards: {} shards of {} nodes plus {} compute nodes are {instances} \
+                 instances, at most {MAX_INSTANCES} in one job",
+                self.shards, self.nodes, self.comps
+            )));
         }
         match self.ha_mode {
             crate::model::HaMode::Rbr => {}
@@ -576,10 +584,19 @@ impl CreateCluster {
                 ))
             }
         }
-        if self.innodb_size_mb == Some(0) || self.max_connections == Some(0) {
-            return Err(Error::Invalid(
-                "innodb_size_mb and max_connections must be positive".into(),
-            ));
+        if let Some(v) = self.innodb_size_mb {
+            if !(1..=MAX_INNODB_SIZE_MB).contains(&v) {
+                return Err(Error::Invalid(format!(
+                    "innodb_size_mb: must be 1 to {MAX_INNODB_SIZE_MB}, not {v}"
+                )));
+            }
+        }
+        if let Some(v) = self.max_connections {
+            if !(1..=MAX_MAX_CONNECTIONS).contains(&v) {
+                return Err(Error::Invalid(format!(
+                    "max_connections: must be 1 to {MAX_MAX_CONNECTIONS}, not {v}"
+                )));
+            }
         }
         for h in self.storage_hosts.iter().chain(&self.computer_hosts) {
             validate::hostaddr("hosts", h)?;
@@ -604,8 +621,8 @@ pub struct AddShards {
 impl AddShards {
     /// Checks every field; the message names the field.
     pub fn validate(&self) -> Result<()> {
-        count("shards", self.shards)?;
-        count("nodes", self.nodes)?;
+        count("shards", self.shards, MAX_SHARDS)?;
+        count("nodes", self.nodes, MAX_NODES)?;
         hosts(&self.storage_hosts)
     }
 }
@@ -625,7 +642,7 @@ pub struct AddNodes {
 impl AddNodes {
     /// Checks every field; the message names the field.
     pub fn validate(&self) -> Result<()> {
-        count("nodes", self.nodes)?;
+        count("nodes", self.nodes, MAX_NODES)?;
         hosts(&self.storage_hosts)
     }
 }
@@ -644,17 +661,30 @@ pub struct AddComps {
 impl AddComps {
     /// Checks every field; the message names the field.
     pub fn validate(&self) -> Result<()> {
-        count("comps", self.comps)?;
+        count("comps", self.comps, MAX_COMPS)?;
         hosts(&self.computer_hosts)
     }
 }
 
-fn count(field: &str, v: u32) -> Result<()> {
-    if (1..=256).contains(&v) {
+/// Most shards one request may create.
+pub const MAX_SHARDS: u32 = 64;
+/// Most nodes per shard (one primary and its replicas).
+pub const MAX_NODES: u32 = 9;
+/// Most compute nodes one request may create.
+pub const MAX_COMPS: u32 = 32;
+/// Most instances one `create_cluster` job installs (they are installed in parallel).
+pub const MAX_INSTANCES: u32 = 256;
+/// Largest InnoDB buffer pool, MB (1 TiB).
+pub const MAX_INNODB_SIZE_MB: u32 = 1 << 20;
+/// Largest `max_connections` of an instance.
+pub const MAX_MAX_CONNECTIONS: u32 = 100_000;
+
+fn count(field: &str, v: u32, max: u32) -> Result<()> {
+    if (1..=max).contains(&v) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
-            "{field}: must be 1 to 256, not {v}"
+            "{field}: must be 1 to {max}, not {v}"
         )))
     }
 }
@@ -708,6 +738,45 @@ mod create_cluster_tests {
         r = req();
         r.storage_hosts = vec!["bad host".into()];
         assert!(r.validate().is_err());
+    }
+
+    #[test]
+    fn sizes_counts_and_free_text_are_bounded() {
+        let mut r = req();
+        r.innodb_size_mb = Some(u32::MAX);
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("innodb_size_mb"));
+        r = req();
+        r.max_connections = Some(4_294_967_295);
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_connections"));
+        r = req();
+        (r.shards, r.nodes, r.comps) = (64, 9, 32);
+        assert!(r.validate().unwrap_err().to_string().contains("instances"));
+        r = req();
+        r.comps = 33;
+        assert!(r.validate().is_err());
+        r = req();
+        r.nick_name = Some("x".repeat(256));
+        assert!(r.validate().unwrap_err().to_string().contains("nick_name"));
+        r.nick_name = Some("a\u{1b}[2Jb".into());
+        assert!(r.validate().unwrap_err().to_string().contains("control"));
+        r.nick_name = Some("Ünïcode nick, 255 chars ok".into());
+        r.validate().unwrap();
+        let xa = |reason: &str| XaResolveRequest {
+            action: XaAction::Commit,
+            reason: reason.into(),
+        };
+        assert!(xa("fix\u{1b}[2J").validate().is_err());
+        xa("coordinator lost, checked the app's log")
+            .validate()
+            .unwrap();
     }
 }
 

@@ -4,6 +4,7 @@
 //! Without `store` this crate has no database dependency, so `kunlunctl` links only the types.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod model;
 #[cfg(feature = "store")]

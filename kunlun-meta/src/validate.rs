@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest host address accepted (DNS limit).
 pub const MAX_HOST_LEN: usize = 253;
+/// Longest free text accepted (nick names, descriptions).
+pub const MAX_TEXT_LEN: usize = 255;
 /// Longest path accepted.
 pub const MAX_PATH_LEN: usize = 1024;
 
@@ -39,6 +41,25 @@ pub fn name(field: &str, v: &str) -> Result<()> {
     }
     if !v.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(invalid(field, "must start with a letter or a digit"));
+    }
+    Ok(())
+}
+
+/// Free text shown to people (a cluster's nick name): at most [`MAX_TEXT_LEN`] characters, no
+/// control characters (they could rewrite a terminal or a log line when echoed).
+pub fn text(field: &str, v: &str) -> Result<()> {
+    let n = v.chars().count();
+    if n > MAX_TEXT_LEN {
+        return Err(invalid(
+            field,
+            format!("{n} characters, at most {MAX_TEXT_LEN} allowed"),
+        ));
+    }
+    if let Some(c) = v.chars().find(|c| c.is_control()) {
+        return Err(invalid(
+            field,
+            format!("control character {c:?} not allowed"),
+        ));
     }
     Ok(())
 }

@@ -11,11 +11,15 @@ use kunlun_meta::model::{JobStatus, MachineType};
 pub const SERVER_ENV: &str = "KUNLUNCTL_SERVER";
 /// Where the daemon listens when started with no arguments.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8010";
+/// Environment variable holding the API token, used when `--token` is not given.
+pub const TOKEN_ENV: &str = "KUNLUNCTL_TOKEN";
 
 const AFTER_HELP: &str = "\
 Environment:
   KUNLUNCTL_SERVER  URL of the cluster-mgr daemon when --server is not given
                     (default http://127.0.0.1:8010)
+  KUNLUNCTL_TOKEN   API token when --token is not given; else --token-file, else
+                    ~/.config/kunlunctl/token if it exists (it must be mode 0600)
 
 Exit codes:
   0  success
@@ -63,6 +67,15 @@ pub struct Cli {
     )]
     pub timeout: u64,
 
+    /// API token (`Authorization: Bearer`); prefer $KUNLUNCTL_TOKEN or a token file, which do
+    /// not show in the process list.
+    #[arg(long, global = true, env = TOKEN_ENV, hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// File holding the API token (mode 0600 or narrower); default ~/.config/kunlunctl/token.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -90,6 +103,11 @@ pub enum Command {
     Scale(crate::cmd::scale::ScaleCmd),
     /// Which manager instance leads (runs jobs, shard HA, XA recovery) and what this one is.
     Leader,
+    /// API tokens (admin): create one (its secret is shown once), list, revoke.
+    #[command(subcommand)]
+    Token(crate::cmd::token::TokenCmd),
+    /// The audit trail of mutating API requests (admin), newest first.
+    Audit(crate::cmd::token::AuditArgs),
 }
 
 impl Command {
@@ -103,6 +121,8 @@ impl Command {
             Command::Xa(_) => "xa",
             Command::Scale(c) => c.noun(),
             Command::Leader => "leader",
+            Command::Token(_) => "token",
+            Command::Audit(_) => "audit",
         }
     }
 }

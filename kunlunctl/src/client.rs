@@ -123,6 +123,8 @@ pub struct Client {
     base: String,
     timeout_secs: u64,
     http: Http,
+    /// Sent as `Authorization: Bearer`; never printed.
+    token: Option<String>,
 }
 
 impl Client {
@@ -141,7 +143,14 @@ impl Client {
             base: base.to_string(),
             timeout_secs,
             http,
+            token: None,
         })
+    }
+
+    /// This client, sending `token` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// The daemon's base URL.
@@ -253,6 +262,10 @@ impl Client {
         req: RequestBuilder,
         url: &Url,
     ) -> Result<(Option<Value>, Option<String>), CliError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
         let resp = req.send().map_err(|e| self.transport_error(&e))?;
         let next = resp
             .headers()
@@ -312,6 +325,71 @@ fn with_after(base: &Url, after: &str) -> Url {
     u
 }
 
+/// The API token: `--token` / `$KUNLUNCTL_TOKEN` (`flag`), else the contents of `file`, else of
+/// `~/.config/kunlunctl/token` if that exists; none is fine (a loopback daemon in open mode).
+/// A token file readable by group or others is refused, like ssh refuses such a key.
+pub fn resolve_token(
+    flag: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, CliError> {
+    if let Some(t) = flag.map(str::trim).filter(|t| !t.is_empty()) {
+        return Ok(Some(t.to_string()));
+    }
+    let default = std::env::var_os("HOME")
+        .map(|h| std::path::PathBuf::from(h).join(".config/kunlunctl/token"));
+    let (path, must_exist) = match (file, default) {
+        (Some(f), _) => (f.to_path_buf(), true),
+        (None, Some(d)) => (d, false),
+        (None, None) => return Ok(None),
+    };
+    let refuse = |code: &str, message: String| CliError::Api {
+        status: None,
+        code: code.into(),
+        message,
+    };
+    let md = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => return Ok(None),
+        Err(e) => {
+            return Err(refuse(
+                "invalid_request",
+                format!("cannot read the token file {}: {e}", path.display()),
+            ))
+        }
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let mode = md.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(refuse(
+            "insecure_token_file",
+            format!(
+                "token file {} has mode {mode:04o}: others could read it, so it is not used",
+                path.display()
+            ),
+        ));
+    }
+    if md.len() > 4096 {
+        return Err(refuse(
+            "invalid_request",
+            format!("token file {} is larger than 4 KiB", path.display()),
+        ));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        refuse(
+            "invalid_request",
+            format!("cannot read the token file {}: {e}", path.display()),
+        )
+    })?;
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(refuse(
+            "invalid_request",
+            format!("token file {} is empty", path.display()),
+        ));
+    }
+    Ok(Some(t.to_string()))
+}
+
 /// Decodes an error answer: the API's `{code, message}` when present, else the status line and
 /// the start of whatever came back (a proxy's HTML page, say).
 pub fn api_error(status: StatusCode, body: &str) -> CliError {
@@ -330,6 +408,8 @@ pub fn api_error(status: StatusCode, body: &str) -> CliError {
     };
     let code = match status {
         StatusCode::NOT_FOUND => "not_found",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
         StatusCode::CONFLICT => "conflict",
         StatusCode::SERVICE_UNAVAILABLE => "store_unavailable",
         s if s.is_client_error() => "invalid_request",

@@ -19,15 +19,19 @@ use client::{CliError, Client};
 /// Runs one command, prints its output or its error, and returns the exit code.
 pub fn run(cli: Cli) -> u8 {
     let noun = cli.command.noun();
-    let result = Client::new(&cli.server, cli.timeout).and_then(|client| match &cli.command {
-        Command::Machine(c) => cmd::machine::run(&client, c, cli.json),
-        Command::Cluster(c) => cmd::cluster::run(&client, c, cli.json),
-        Command::Job(c) => cmd::job::run(&client, c, cli.json),
-        Command::Xa(c) => cmd::xa::run(&client, c, cli.json),
-        Command::Failover(c) => cmd::failover::run(&client, c, cli.json),
-        Command::Scale(c) => cmd::scale::run(&client, c, cli.json),
-        Command::Leader => cmd::leader::run(&client, cli.json),
-    });
+    let result = client::resolve_token(cli.token.as_deref(), cli.token_file.as_deref())
+        .and_then(|token| Ok(Client::new(&cli.server, cli.timeout)?.with_token(token)))
+        .and_then(|client| match &cli.command {
+            Command::Machine(c) => cmd::machine::run(&client, c, cli.json),
+            Command::Cluster(c) => cmd::cluster::run(&client, c, cli.json),
+            Command::Job(c) => cmd::job::run(&client, c, cli.json),
+            Command::Xa(c) => cmd::xa::run(&client, c, cli.json),
+            Command::Failover(c) => cmd::failover::run(&client, c, cli.json),
+            Command::Scale(c) => cmd::scale::run(&client, c, cli.json),
+            Command::Leader => cmd::leader::run(&client, cli.json),
+            Command::Token(c) => cmd::token::run(&client, c, cli.json),
+            Command::Audit(a) => cmd::token::audit(&client, a, cli.json),
+        });
     match result {
         Ok(text) => {
             let mut out = std::io::stdout().lock();
@@ -123,6 +127,23 @@ pub fn hint(e: &CliError, noun: &str, server: &str) -> Option<String> {
             "internal" => {
                 "an unexpected failure inside cluster-mgr: its log has the details".to_string()
             }
+            "unauthorized" => format!(
+                "give an API token with --token, ${} or a mode-0600 file \
+                 (~/.config/kunlunctl/token or --token-file); an admin creates one with \
+                 `kunlunctl token create`, the first one on the manager host with \
+                 `cluster-mgr token create --name root --role admin --config FILE`",
+                cli::TOKEN_ENV
+            ),
+            "forbidden" => "this token's role is too low for the request: reads need viewer, \
+                 jobs, switchover and XA resolve need operator, machines and tokens need admin"
+                .to_string(),
+            "host_not_allowed" => format!(
+                "cluster-mgr does not answer to the host name in {server}: use one listed in \
+                 its http_allowed_hosts, or add it there"
+            ),
+            "insecure_token_file" => "chmod 600 the token file (it must not be readable by \
+                 group or others)"
+                .to_string(),
             _ => return None,
         },
     };

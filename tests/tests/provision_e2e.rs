@@ -603,7 +603,10 @@ fn cluster_lifecycle_and_bad_input_over_two_machines() {
             json!({"comps": 1, "computer_hosts": ["127.0.0.9"]}),
             "127.0.0.9",
         ),
-        (json!({"comps": 200}), "capacity"),
+        (
+            json!({"comps": 32, "computer_hosts": ["127.0.0.2"]}),
+            "capacity",
+        ),
     ] {
         let j = run_job(&base, &format!("/v1/clusters/{id}/comp_nodes"), &body);
         assert_eq!(j["status"], "failed", "{body}: {j}");

@@ -10,14 +10,15 @@ use clap::Parser;
 /// With no arguments it keeps its metadata in SQLite under ./data/ and serves HTTP on
 /// 127.0.0.1:8010.
 #[derive(Debug, Clone, Default, Parser)]
-#[command(name = "cluster-mgr", version)]
+#[command(name = "cluster-mgr", version, args_conflicts_with_subcommands = true)]
 pub struct Args {
     /// Path of cluster_mgr.cnf (`name = value` lines; see the sample in the repository).
     #[arg(
         long,
         short = 'c',
         value_name = "FILE",
-        env = "KUNLUN_CLUSTER_MGR_CONFIG"
+        env = "KUNLUN_CLUSTER_MGR_CONFIG",
+        global = true
     )]
     pub config: Option<PathBuf>,
     /// The same, given as the only argument like the original `cluster_mgr FILE`.
@@ -47,6 +48,31 @@ pub struct Args {
     /// Log format: text or json (key log_format).
     #[arg(long, value_name = "text|json")]
     pub log_format: Option<String>,
+    /// A one-off command on the manager host instead of running the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One-off commands run on the manager host, straight on the metadata store.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// API tokens (the first admin token can only be made here).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `cluster-mgr token ...`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print its secret once on stdout.
+    Create {
+        /// Token name (A-Z a-z 0-9 _ - .), never reused.
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
 }
 
 impl Args {

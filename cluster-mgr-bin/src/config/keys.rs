@@ -110,6 +110,24 @@ pub const KEYS: &[KeySpec] = &[
         },
         default: "10",
     },
+    // --- security (README "Security") ---
+    // `auto`: open (no token needed) only while the API listens on loopback and no token was
+    // ever created; `tokens`: every request but /healthz needs a bearer token. Any other bind
+    // than loopback requires `tokens`.
+    KeySpec {
+        name: "auth",
+        kind: Kind::Choice(&["auto", "tokens"]),
+        default: "auto",
+    },
+    // Comma-separated `host` or `host:port` the `Host` header may name (DNS-rebinding
+    // guard); empty: the bind address, local_ip, localhost, 127.0.0.1 and [::1] with the port.
+    text("http_allowed_hosts", true, ""),
+    // Seconds a client has to send a request's head and body before it is cut off.
+    int("http_client_timeout_secs", 1, 600, "10"),
+    // Connections the API serves at once, per worker thread; more wait in the backlog.
+    int("http_max_connections", 16, 100_000, "1024"),
+    // Finished jobs older than this many days are deleted (checked hourly); 0 keeps them.
+    int("job_retention_days", 0, 3650, "30"),
     KeySpec {
         name: "log_format",
         kind: Kind::Choice(&["text", "json"]),

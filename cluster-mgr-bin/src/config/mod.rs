@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cli::Args;
+pub use cli::{Args, Command, TokenCommand};
 pub use keys::{KeySpec, Kind, KEYS};
 pub use raw::{Origin, Raw};
 
@@ -124,6 +124,26 @@ pub struct Config {
     /// `leader_lease_secs`: how long the leader's lease lasts after each renew (renewed every
     /// third of it); a standby takes over within about this plus a third after a crash.
     pub leader_lease: Duration,
+    /// `auth`: how API requests are authenticated.
+    pub auth: AuthMode,
+    /// `http_allowed_hosts`: what the `Host` header may name; empty means the defaults of
+    /// [`Config::allowed_hosts`].
+    pub http_allowed_hosts: Vec<String>,
+    /// `http_client_timeout_secs`: deadline for a request's head and body.
+    pub http_client_timeout: Duration,
+    /// `http_max_connections`: connections served at once per worker.
+    pub http_max_connections: usize,
+    /// `job_retention_days`: finished jobs older than this are deleted; `None` keeps them.
+    pub job_retention: Option<Duration>,
+}
+
+/// How API requests are authenticated (`auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Open while the bind is loopback and no token was ever created; tokens after that.
+    Auto,
+    /// Every request but `/healthz` needs a bearer token.
+    Tokens,
 }
 
 impl std::fmt::Debug for Config {
@@ -172,6 +192,11 @@ impl std::fmt::Debug for Config {
             .field("prometheus_port_start", &self.prometheus_port_start)
             .field("machine_check_interval", &self.machine_check_interval)
             .field("leader_lease", &self.leader_lease)
+            .field("auth", &self.auth)
+            .field("http_allowed_hosts", &self.http_allowed_hosts)
+            .field("http_client_timeout", &self.http_client_timeout)
+            .field("http_max_connections", &self.http_max_connections)
+            .field("job_retention", &self.job_retention)
             .finish()
     }
 }
@@ -209,6 +234,35 @@ impl Config {
     /// Validates raw settings into a `Config`.
     pub fn from_raw(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
         validate::build(raw, config_file)
+    }
+
+    /// What the `Host` header of a request may name: `http_allowed_hosts`, or by default the
+    /// bind address, `local_ip`, `localhost`, `127.0.0.1` and `[::1]`, each with the port.
+    pub fn allowed_hosts(&self) -> Vec<String> {
+        if !self.http_allowed_hosts.is_empty() {
+            return self.http_allowed_hosts.clone();
+        }
+        let with_port = |h: &str| {
+            if h.contains(':') && !h.starts_with('[') {
+                format!("[{h}]:{}", self.http_port)
+            } else {
+                format!("{h}:{}", self.http_port)
+            }
+        };
+        let mut out: Vec<String> = Vec::new();
+        for h in [
+            self.http_bind_address.to_string().as_str(),
+            self.local_ip.as_str(),
+            "localhost",
+            "127.0.0.1",
+            "[::1]",
+        ] {
+            let e = with_port(h);
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+        out
     }
 
     /// Where the HTTP API listens.

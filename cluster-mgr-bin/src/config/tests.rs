@@ -244,7 +244,7 @@ fn flags_override_the_file_and_are_validated() {
     let path = dir.path().join("c.cnf");
     std::fs::write(
         &path,
-        "brpc_http_port = 9000\nhttp_bind_address = 0.0.0.0\n",
+        "brpc_http_port = 9000\nhttp_bind_address = 0.0.0.0\nauth = tokens\n",
     )
     .unwrap();
     let p = path.to_str().unwrap();
@@ -316,4 +316,46 @@ fn the_sample_file_is_accepted_and_documents_every_key() {
             spec.name
         );
     }
+}
+
+#[test]
+fn a_non_loopback_bind_needs_tokens() {
+    let e = err("http_bind_address = 0.0.0.0\n");
+    assert!(
+        e.contains("not a loopback address") && e.contains("auth = tokens"),
+        "{e}"
+    );
+    let c = cfg("http_bind_address = 0.0.0.0\nauth = tokens\n");
+    assert_eq!(c.auth, AuthMode::Tokens);
+    assert_eq!(cfg("http_bind_address = ::1\n").auth, AuthMode::Auto);
+}
+
+#[test]
+fn allowed_hosts_default_to_the_bind_address_and_loopback_names() {
+    let c = cfg("brpc_http_port = 9000\nlocal_ip = 10.0.0.5\n");
+    assert_eq!(
+        c.allowed_hosts(),
+        [
+            "127.0.0.1:9000",
+            "10.0.0.5:9000",
+            "localhost:9000",
+            "[::1]:9000"
+        ]
+    );
+    let c = cfg("http_allowed_hosts = Mgr.example:8010,10.0.0.5\n");
+    assert_eq!(c.allowed_hosts(), ["mgr.example:8010", "10.0.0.5"]);
+    assert!(err("http_allowed_hosts = bad_host!\n").contains("http_allowed_hosts"));
+}
+
+#[test]
+fn job_retention_zero_keeps_jobs() {
+    assert_eq!(cfg("job_retention_days = 0\n").job_retention, None);
+    assert_eq!(
+        cfg("").job_retention,
+        Some(std::time::Duration::from_secs(30 * 86_400))
+    );
+}
+
+fn cfg(text: &str) -> Config {
+    parse(text).expect("config should be accepted")
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::keys::{self, Kind};
 use super::raw::{Raw, Setting};
-use super::{Config, ConfigError, LogFormat, MetaBackend};
+use super::{AuthMode, Config, ConfigError, LogFormat, MetaBackend};
 
 /// Typed access to the raw settings.
 struct Reader<'a> {
@@ -198,6 +198,43 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
         )
     })?;
 
+    let auth_setting = r.text("auth")?;
+    let auth = match auth_setting.value.as_str() {
+        "tokens" => AuthMode::Tokens,
+        _ => AuthMode::Auto,
+    };
+    // Anyone who reaches the port controls every managed machine: off loopback the API is
+    // never served without tokens.
+    if auth != AuthMode::Tokens && !http_bind_address.is_loopback() {
+        return Err(ConfigError::at(
+            &bind.origin,
+            format!(
+                "http_bind_address = {http_bind_address} is not a loopback address: set \
+                 `auth = tokens` and create an admin token first (`cluster-mgr token create \
+                 --name root --role admin --config FILE`), or bind to 127.0.0.1"
+            ),
+        ));
+    }
+    let hosts_setting = r.text("http_allowed_hosts")?;
+    let http_allowed_hosts: Vec<String> = hosts_setting
+        .value
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    for h in &http_allowed_hosts {
+        let bare = match h.rsplit_once(':') {
+            Some((b, p)) if !b.is_empty() && p.parse::<u16>().is_ok() && !h.ends_with(']') => b,
+            _ => h.as_str(),
+        };
+        let bare = bare
+            .strip_prefix('[')
+            .and_then(|b| b.strip_suffix(']'))
+            .unwrap_or(bare);
+        host(&hosts_setting, "http_allowed_hosts", bare)?;
+    }
+
     let local_ip = r.text("local_ip")?;
     host(&local_ip, "local_ip", &local_ip.value)?;
 
@@ -264,5 +301,12 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
         prometheus_port_start: r.u16("prometheus_port_start")?,
         machine_check_interval: Duration::from_secs_f64(r.float("machine_check_interval")?),
         leader_lease: Duration::from_secs_f64(r.float("leader_lease_secs")?),
+        auth,
+        http_allowed_hosts,
+        http_client_timeout: r.secs("http_client_timeout_secs")?,
+        http_max_connections: r.int("http_max_connections")?.unsigned_abs() as usize,
+        job_retention: Some(r.int("job_retention_days")?.unsigned_abs())
+            .filter(|d| *d > 0)
+            .map(|d| Duration::from_secs(d * 86_400)),
     })
 }

@@ -2,7 +2,8 @@
 //!
 //! Invariant: metrics live in the daemon's own `Registry` (no global default registry), so
 //! several daemons in one test process do not share counters. Request labels use the matched
-//! route pattern (`/v1/machines/{id}`), never the raw path, to keep cardinality bounded.
+//! route pattern (`/v1/machines/{id}`), never the raw path, and the method only when it is a
+//! standard one (anything else is `other`), to keep cardinality bounded.
 
 use std::time::Instant;
 
@@ -100,7 +101,7 @@ pub async fn track(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_string();
     let start = Instant::now();
     let res = next.call(req).await;
     if let Some(m) = metrics {
@@ -113,6 +114,23 @@ pub async fn track(
         tracing::debug!(%method, %route, status, ms = seconds * 1000.0, "request");
     }
     res
+}
+
+/// The metrics label of a method: a standard one by name, any invented one `other`.
+fn method_label(m: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics`.

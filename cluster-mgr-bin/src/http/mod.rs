@@ -4,6 +4,8 @@
 //! Invariant: every response this app produces for an error — unknown route, bad JSON, bad
 //! path or query, failed call — is JSON `{code, message}`; never actix's plain-text errors.
 
+pub mod access;
+pub mod auth;
 pub mod cluster_jobs;
 pub mod clusters;
 pub mod error;
@@ -17,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod page;
 pub mod scale_jobs;
+pub mod tokens;
 pub mod xa;
 
 use actix_web::body::MessageBody;
@@ -26,6 +29,7 @@ use kunlun_core::ClusterManager;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub use auth::{Auth, AuthSettings};
 pub use leader::LeaderView;
 pub use metrics::Metrics;
 
@@ -54,12 +58,29 @@ pub fn app(
     app_with_leader(state, LeaderView::standalone())
 }
 
-/// The whole application: state, leadership view, extractor error handlers, middleware and
-/// the route table. Called once per actix worker: each worker gets its own
-/// [`limit::Limiter`].
+/// The whole application with a leadership view, authenticated like a loopback daemon with
+/// `auth = auto` (open until a token exists).
 pub fn app_with_leader(
     state: AppState,
     leader: LeaderView,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    app_with_auth(state, leader, Auth::new(AuthSettings::loopback()))
+}
+
+/// The whole application: state, leadership view, authentication, extractor error handlers,
+/// middleware and the route table.
+pub fn app_with_auth(
+    state: AppState,
+    leader: LeaderView,
+    auth: Auth,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -74,6 +95,7 @@ pub fn app_with_leader(
         .app_data(web::Data::new(state.metrics))
         .app_data(web::Data::new(leader))
         .app_data(web::Data::new(limit::Limiter::new(limit::MAX_IN_FLIGHT)))
+        .app_data(web::Data::new(auth))
         .app_data(
             web::JsonConfig::default()
                 .limit(MAX_JSON_BODY)
@@ -81,8 +103,10 @@ pub fn app_with_leader(
         )
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
-        // Inner to the metrics, so refused requests are counted too.
+        // Admission runs inside authentication (an unauthenticated burst takes no slot), and
+        // both inside the metrics middleware, so refused requests are counted too.
         .wrap(middleware::from_fn(limit::admit))
+        .wrap(middleware::from_fn(auth::check))
         .wrap(middleware::from_fn(metrics::track))
         .configure(routes)
         .service(SwaggerUi::new("/docs/{_:.*}").url("/v1/openapi.json", openapi::ApiDoc::openapi()))
@@ -155,5 +179,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/v1/shards/{id}/switchover").route(web::post().to(failovers::switchover)),
         )
-        .service(resource("/v1/shards/{id}/no_switch").route(web::post().to(failovers::no_switch)));
+        .service(resource("/v1/shards/{id}/no_switch").route(web::post().to(failovers::no_switch)))
+        .service(
+            resource("/v1/tokens")
+                .route(web::get().to(tokens::list))
+                .route(web::post().to(tokens::create)),
+        )
+        .service(resource("/v1/tokens/{name}").route(web::delete().to(tokens::revoke)))
+        .service(resource("/v1/audit").route(web::get().to(tokens::audit)));
 }

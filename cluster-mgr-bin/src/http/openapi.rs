@@ -3,12 +3,14 @@
 
 use utoipa::OpenApi;
 
-use super::{cluster_jobs, clusters, failovers, health, jobs, leader, machines, scale_jobs, xa};
+use super::{
+    cluster_jobs, clusters, failovers, health, jobs, leader, machines, scale_jobs, tokens, xa,
+};
 
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Kunlun cluster manager", description = "REST API of cluster-mgr. Errors are JSON {code, message} with stable snake_case codes: invalid_request, malformed_json, invalid_field (400), not_found (404), method_not_allowed (405), conflict (409), payload_too_large (413), internal (500), store_unavailable and shutting_down (503)."),
+    info(title = "Kunlun cluster manager", description = "REST API of cluster-mgr. Errors are JSON {code, message} with stable snake_case codes: invalid_request, malformed_json, invalid_field (400), not_found (404), method_not_allowed (405), conflict (409), payload_too_large (413), internal (500), store_unavailable and shutting_down (503); unauthorized (401: no, unknown or revoked bearer token), forbidden and origin_not_allowed (403), host_not_allowed (421). Every route but /healthz needs `Authorization: Bearer <token>` with the role the README lists, except in open mode (loopback bind, no token ever created)."),
     paths(
         health::healthz, leader::show,
         machines::register, machines::list, machines::show, machines::update, machines::delete,
@@ -19,6 +21,7 @@ use super::{cluster_jobs, clusters, failovers, health, jobs, leader, machines, s
         jobs::list, jobs::show,
         xa::list, xa::resolve,
         failovers::status, failovers::list, failovers::show, failovers::switchover, failovers::no_switch,
+        tokens::create, tokens::list, tokens::revoke, tokens::audit,
     ),
     tags(
         (name = "machines", description = "Hosts the manager installs database instances on"),
@@ -26,6 +29,7 @@ use super::{cluster_jobs, clusters, failovers, health, jobs, leader, machines, s
         (name = "jobs", description = "Long-running work"),
         (name = "ha", description = "Shard high availability: health, failover records, switchover, no-switch"),
         (name = "xa", description = "In-doubt 2PC branches: listing and resolution by hand"),
+        (name = "auth", description = "API tokens (admin) and the audit trail of mutating requests"),
         (name = "health", description = "Liveness of the daemon and its metadata store; leadership among managers sharing it"),
     )
 )]

@@ -430,6 +430,10 @@ async fn teardown_sparing(
         .await;
     match r {
         Ok(()) => {
+            // The cluster's passwords were just deleted: no copy may stay in the SQLite WAL.
+            if let Err(e) = store.checkpoint().await {
+                tracing::warn!(error = %e, "cannot checkpoint the store after deleting secrets");
+            }
             step.done();
             Ok(())
         }

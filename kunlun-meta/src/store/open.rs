@@ -65,7 +65,10 @@ pub(crate) async fn open_sqlite(
         .to_string();
     let busy_ms = timeout.as_millis();
     let setup = format!(
-        "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+        // secure_delete: deleted rows (a cluster's passwords) are overwritten with zeros, not
+        // left in free pages.
+        "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+         PRAGMA secure_delete = ON;"
     );
 
     let (u, s) = (url.clone(), setup.clone());

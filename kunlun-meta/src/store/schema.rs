@@ -106,6 +106,30 @@ diesel::table! {
 }
 
 diesel::table! {
+    kl_api_token (id) {
+        id -> BigInt,
+        name -> Text,
+        role -> Text,
+        token_hash -> Text,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    kl_audit (id) {
+        id -> BigInt,
+        at -> Timestamp,
+        token_name -> Nullable<Text>,
+        method -> Text,
+        path -> Text,
+        client -> Text,
+        status -> BigInt,
+    }
+}
+
+diesel::table! {
     kl_cluster_secret (cluster_id) {
         cluster_id -> BigInt,
         manager_pwd -> Text,
@@ -300,6 +324,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     db_clusters,
     ddl_ops_log_template_table,
     global_configuration,
+    kl_api_token,
+    kl_audit,
     kl_cluster_secret,
     kl_comp_node_dir,
     kl_failover,

@@ -7,4 +7,5 @@ pub mod job;
 pub mod leader;
 pub mod machine;
 pub mod scale;
+pub mod token;
 pub mod xa;

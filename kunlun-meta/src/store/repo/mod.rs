@@ -3,6 +3,7 @@
 //! Invariant: a repository function never begins or ends a transaction itself, so any number of
 //! them compose inside one [`super::Store::tx`]; all values travel as bind parameters.
 
+pub mod audit;
 pub mod clusters;
 pub mod commit_log;
 pub mod comps;
@@ -13,8 +14,10 @@ pub mod lease;
 pub mod machines;
 pub mod meta;
 pub mod nodes;
+pub mod retention;
 pub mod secrets;
 pub mod shards;
+pub mod tokens;
 
 use chrono::NaiveDateTime;
 use diesel::sql_types::BigInt;

@@ -1,0 +1,2 @@
+DROP TABLE kl_audit;
+DROP TABLE kl_api_token;
