@@ -6,7 +6,7 @@
 //! logging each change. Existing folders are never changed (they may be shared with what other
 //! users need, e.g. instance data dirs next to the store), only warned about when open.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, MetaBackend};

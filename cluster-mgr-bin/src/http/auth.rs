@@ -236,6 +236,14 @@ impl Auth {
     }
 }
 
+/// The name of the token a request was admitted with (none in open mode).
+pub fn token_name(req: &actix_web::HttpRequest) -> Option<String> {
+    match req.extensions().get::<Caller>() {
+        Some(Caller::Token { name, .. }) => Some(name.clone()),
+        _ => None,
+    }
+}
+
 /// `kl_` and 64 hex digits of 32 random bytes.
 pub fn new_secret() -> String {
     let bytes: [u8; 32] = rand::random();

@@ -1,7 +1,8 @@
 //! The OpenAPI document of the REST API, generated from the handlers' `#[utoipa::path]`
 //! attributes and the `kunlun-meta` types, served at `/v1/openapi.json` with Swagger UI at `/docs/`.
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use super::{
     cluster_jobs, clusters, failovers, health, jobs, leader, machines, scale_jobs, tokens, xa,
@@ -23,6 +24,8 @@ use super::{
         failovers::status, failovers::list, failovers::show, failovers::switchover, failovers::no_switch,
         tokens::create, tokens::list, tokens::revoke, tokens::audit,
     ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
     tags(
         (name = "machines", description = "Hosts the manager installs database instances on"),
         (name = "clusters", description = "Clusters, shards, storage and compute nodes"),
@@ -34,3 +37,23 @@ use super::{
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme every route but `/healthz` needs.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`kl_...` token; roles viewer < operator < admin (README \"Security\")",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}

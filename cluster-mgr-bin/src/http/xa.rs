@@ -42,7 +42,11 @@ pub async fn resolve(
     req: HttpRequest,
 ) -> Result<HttpResponse> {
     let (id, xid) = path.into_inner();
-    let user = req.headers().get(USER_HEADER).and_then(|v| v.to_str().ok());
+    // The token's name is who did it; the header only names someone in open mode.
+    let token = super::auth::token_name(&req);
+    let user = token
+        .as_deref()
+        .or_else(|| req.headers().get(USER_HEADER).and_then(|v| v.to_str().ok()));
     Ok(HttpResponse::Ok().json(cm.xa_resolve(id, &xid, &body, user).await?))
 }
 
