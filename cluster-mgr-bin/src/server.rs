@@ -259,8 +259,10 @@ async fn run_terms(
                 r = rx.changed() => if r.is_err() { return },
             }
         };
+        // The actors get the store's background pool: API load on the shared pool never
+        // delays a failover's metadata writes (the lease has a pool of its own too).
         let store = match manager.store() {
-            Ok(s) => s.clone(),
+            Ok(s) => s.background(),
             Err(e) => {
                 // Leadership needs the store, so it is open; only shutdown gets here.
                 tracing::warn!(error = %e, "cannot start the leader's actors");

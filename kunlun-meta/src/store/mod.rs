@@ -57,17 +57,30 @@ fn conflict_backoff(attempt: u32) -> Duration {
 
 /// A handle on the metadata store; cheap to clone, shared by every task.
 ///
-/// Its connections come from the shared pool, or for a handle from [`Store::system`], from a
-/// small pool of its own.
+/// Its connections come from one of the store's pools, its [`Lane`]: the shared one, or for a
+/// handle from [`Store::system`] or [`Store::background`], a pool of its own.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
-    system: bool,
+    lane: Lane,
+}
+
+/// Which pool a [`Store`] handle draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// `pool_size` connections: API requests and everything else.
+    Shared,
+    /// [`SYSTEM_POOL_SIZE`] connections: the leader lease only.
+    System,
+    /// `pool_size` connections: the leader's background actors (HA, XA, jobs, catalog sync,
+    /// liveness), so a burst of API requests never delays a failover's metadata writes.
+    Background,
 }
 
 struct Inner {
     pools: Pools,
     system: Pools,
+    background: Pools,
     describe: String,
     seed_report: Option<SeedReport>,
     timeout: Duration,
@@ -114,11 +127,12 @@ impl Store {
             inner: Arc::new(Inner {
                 pools: opened.pools,
                 system: opened.system,
+                background: opened.background,
                 describe: opened.describe,
                 seed_report: opened.seed_report,
                 timeout: cfg.connect_timeout,
             }),
-            system: false,
+            lane: Lane::Shared,
         })
     }
 
@@ -127,18 +141,31 @@ impl Store {
     /// shared pool. On SQLite a write here still queues for the file's one write lock (up to
     /// `busy_timeout`), but never behind readers, which WAL lets run alongside.
     pub fn system(&self) -> Store {
+        self.on(Lane::System)
+    }
+
+    /// The same store over the background actors' pool (see [`Lane::Background`]).
+    pub fn background(&self) -> Store {
+        self.on(Lane::Background)
+    }
+
+    fn on(&self, lane: Lane) -> Store {
         Store {
             inner: self.inner.clone(),
-            system: true,
+            lane,
         }
     }
 
     /// The pool this handle draws from.
+    pub fn lane(&self) -> Lane {
+        self.lane
+    }
+
     fn pools(&self) -> &Pools {
-        if self.system {
-            &self.inner.system
-        } else {
-            &self.inner.pools
+        match self.lane {
+            Lane::Shared => &self.inner.pools,
+            Lane::System => &self.inner.system,
+            Lane::Background => &self.inner.background,
         }
     }
 

@@ -1,9 +1,9 @@
 //! Opening a store: create the SQLite file or the MySQL database, run the embedded migrations
 //! and build the connection pool.
 //!
-//! Invariants: migrations run before a pool hands out a connection; every store has two pools,
-//! the shared one and a small [`SYSTEM_POOL_SIZE`] one for the leader lease (see
-//! [`super::Store::system`]); every pooled SQLite
+//! Invariants: migrations run before a pool hands out a connection; every store has three
+//! pools, the shared one, a small [`SYSTEM_POOL_SIZE`] one for the leader lease and one for the
+//! leader's background actors (see [`super::Lane`]); every pooled SQLite
 //! connection has `busy_timeout` and `foreign_keys` set and the file is in WAL mode; no
 //! password ever appears in a description or an error.
 
@@ -37,6 +37,7 @@ pub const SYSTEM_POOL_SIZE: usize = 2;
 pub(crate) struct Opened {
     pub pools: Pools,
     pub system: Pools,
+    pub background: Pools,
     pub describe: String,
     pub seed_report: Option<SeedReport>,
 }
@@ -113,6 +114,7 @@ pub(crate) async fn open_sqlite(
     Ok(Opened {
         pools: pool(pool_size)?,
         system: pool(SYSTEM_POOL_SIZE)?,
+        background: pool(pool_size)?,
         describe: format!("sqlite:{}", abs.display()),
         seed_report: None,
     })
@@ -219,6 +221,7 @@ pub(crate) async fn open_mysql(
     Ok(Opened {
         pools: pool(pool_size)?,
         system: pool(SYSTEM_POOL_SIZE)?,
+        background: pool(pool_size)?,
         describe,
         seed_report: Some(report),
     })
