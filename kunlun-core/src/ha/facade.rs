@@ -112,9 +112,17 @@ impl ClusterManager {
     }
 
     /// Holds back automatic failover of a shard for `seconds` (0 lifts the hold).
+    /// A hold too far ahead to represent is `Invalid`, never a panic (the API bounds it first).
     pub async fn set_no_switch(&self, shard_id: i64, seconds: u64) -> Result<()> {
         self.store()?.get_shard(shard_id).await?;
-        let until = (seconds > 0).then(|| Instant::now() + Duration::from_secs(seconds));
+        let until = match seconds {
+            0 => None,
+            s => Some(
+                Instant::now()
+                    .checked_add(Duration::from_secs(s))
+                    .ok_or_else(|| Error::Invalid(format!("no-switch of {s} s is too long")))?,
+            ),
+        };
         self.ha()?.shared().set_no_switch(shard_id, until);
         Ok(())
     }

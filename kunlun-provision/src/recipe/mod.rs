@@ -27,7 +27,7 @@ use std::time::Duration;
 
 pub use mariadb::{
     grant_option as storage_grant_option, grants_sql as storage_grants_sql, storage_privileges,
-    MariaDbRecipe,
+    MariaDbRecipe, PGX_PRIVILEGES,
 };
 pub use postgres::PostgresRecipe;
 

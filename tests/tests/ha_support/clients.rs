@@ -24,33 +24,11 @@ use super::LIMIT;
 pub const PGX_TABLE: &str = "ha.p";
 pub const STALE_TABLE: &str = "ha.s";
 
-/// The privileges a compute node's `pgx` login gets on a storage node once the grants fix
-/// lands. This MIRRORS `PGX_PRIVILEGES` of the MariaDB recipe (kunlun-provision
-/// `recipe/mariadb.rs`, branch `grants`): point it at the recipe's own constant when that
-/// lands. DML and DDL on user data, XA (needs no privilege), binlog positions and replica
-/// status; none of `READ_ONLY ADMIN`, `SUPER`, `FILE`, `GRANT OPTION`.
-pub const PGX_PRIVILEGES: &[&str] = &[
-    "SELECT",
-    "INSERT",
-    "UPDATE",
-    "DELETE",
-    "CREATE",
-    "DROP",
-    "ALTER",
-    "INDEX",
-    "REFERENCES",
-    "CREATE TEMPORARY TABLES",
-    "LOCK TABLES",
-    "CREATE VIEW",
-    "SHOW VIEW",
-    "EXECUTE",
-    "CREATE ROUTINE",
-    "ALTER ROUTINE",
-    "TRIGGER",
-    "EVENT",
-    "BINLOG MONITOR",
-    "SLAVE MONITOR",
-];
+/// The privileges a compute node's `pgx` login gets on a storage node: the MariaDB recipe's
+/// own list, so the tests write with exactly what installed clusters grant (DML and DDL on
+/// user data, binlog positions and replica status; none of `READ_ONLY ADMIN`, `SUPER`,
+/// `FILE`, `GRANT OPTION`).
+pub use kunlun_provision::recipe::PGX_PRIVILEGES;
 
 /// SQL (run as root on the primary; it replicates) creating `user` with [`PGX_PRIVILEGES`].
 pub fn pgx_user_sql(user: &str, password: &str) -> String {
