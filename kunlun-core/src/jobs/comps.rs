@@ -173,13 +173,20 @@ async fn add_comps(
             .read(async |tx| secrets::get(tx, cluster_id).await)
             .await
         {
-            Ok(s) => Some(s.comp_pwd),
+            Ok(s) => Some(s),
             Err(MetaError::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),
         };
-        let password = comp_password(secret.as_deref(), &existing)
+        let password = comp_password(secret.as_ref().map(|s| s.comp_pwd.as_str()), &existing)
             .unwrap_or_else(kunlun_provision::recipe::random_password);
-        let plan = plan_add_comps(&req, &cluster, &existing, &machines_now, password)?;
+        let mut plan = plan_add_comps(&req, &cluster, &existing, &machines_now, password)?;
+        // The manager's own superuser on the new compute nodes, with the cluster's manager
+        // password (the catalog push logs in with it); a cluster without stored passwords
+        // is pushed to as its compute nodes' own login, so any password does.
+        plan.passwords.manager = secret
+            .map(|s| s.manager_pwd)
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(kunlun_provision::recipe::random_password);
         Ok::<_, Error>((plan, machines_now))
     }
     .await;
