@@ -8,7 +8,7 @@
 #   scripts/quickstart.sh status   what is running
 #
 # Everything lives in one work dir: $KUNLUN_QS_DIR, else ./quickstart under the repository (or
-# /var/tmp/kunlun-quickstart when the postgres user cannot reach the repository). The sshd is a
+# /var/tmp/kunlun-quickstart when the postgres or mysql user cannot reach the repository). The sshd is a
 # private one (own config, host key and a throwaway client key, loopback only, high port); the
 # system sshd, /etc/ssh and ~/.ssh are never touched. Processes are stopped by their recorded PIDs.
 #
@@ -34,11 +34,12 @@ say() { echo "quickstart: $*"; }
 die() { echo "quickstart: error: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------- work dir
-# PostgreSQL runs as the `postgres` user, so its instance dir must be reachable by it.
-pg_can_reach() { id postgres >/dev/null 2>&1 && runuser -u postgres -- test -x "$1" 2>/dev/null; }
+# PostgreSQL runs as the `postgres` user and MariaDB as `mysql` (never root), so their instance
+# dirs must be reachable by both.
+can_reach() { ! id "$1" >/dev/null 2>&1 || runuser -u "$1" -- test -x "$2" 2>/dev/null; }
 if [[ -n ${KUNLUN_QS_DIR:-} ]]; then
   QS=$KUNLUN_QS_DIR
-elif ! id postgres >/dev/null 2>&1 || pg_can_reach "$REPO"; then
+elif can_reach postgres "$REPO" && can_reach mysql "$REPO"; then
   QS=$REPO/quickstart
 else
   QS=/var/tmp/kunlun-quickstart
