@@ -111,6 +111,9 @@ struct ShardTrack {
     rejoining: Vec<Rejoining>,
     /// Failed failover attempts of the current episode (see [`super::retry`]).
     attempts: Attempts,
+    /// The facts the last attempt's choice refused on: while they stay the same no new
+    /// attempt runs (it would refuse again, and fence again).
+    refused_facts: Option<String>,
 }
 
 /// One shard as metadata describes it this round.
@@ -501,9 +504,31 @@ impl HaMonitor {
             replicas: replicas.iter().map(|(r, p)| (r, *p)).collect(),
         };
         match assess(&facts, self.cfg.failures_to_dead) {
+            Verdict::Healthy if probes.get(&primary.id).is_some_and(|p| p.read_only) => {
+                // A primary left read-only (a switchover or failover that failed after its
+                // promotion step) means the shard takes no writes: say so until it is fixed.
+                self.shared.set_alarm(
+                    s.shard_id,
+                    Some(format!(
+                        "the recorded primary node {} is read-only: the shard takes no writes \
+                         (an interrupted switchover or failover?); switch over to a replica \
+                         or set read_only=OFF on it",
+                        primary.id
+                    )),
+                );
+                Ok(())
+            }
             Verdict::Healthy => {
                 let st = self.shards.entry(s.shard_id).or_default();
                 let failed_before = std::mem::take(&mut st.attempts).failed > 0;
+                st.refused_facts = None;
+                if self
+                    .shared
+                    .alarm(s.shard_id)
+                    .is_some_and(|a| a.starts_with("the recorded primary node"))
+                {
+                    self.shared.set_alarm(s.shard_id, None);
+                }
                 if st.refused.take().is_some() || failed_before {
                     self.shared.set_alarm(s.shard_id, None);
                     self.shared.set_given_up(s.shard_id, false);
@@ -542,7 +567,12 @@ impl HaMonitor {
                 for r in &mut view.replicas {
                     r.no_switch |= self.shared.node_no_switch(r.node_id);
                 }
-                match self.cfg.retry.decide(&attempts, now, &view.fingerprint()) {
+                let facts = view.fingerprint();
+                let key = task::refusal_key(&facts, self.shared.loss_policy(s.shard_id));
+                if st.refused_facts.as_deref() == Some(key.as_str()) {
+                    return Ok(());
+                }
+                match self.cfg.retry.decide(&attempts, now, &facts) {
                     RetryDecision::Attempt => {}
                     RetryDecision::WaitUntil(_) => return Ok(()),
                     RetryDecision::Unchanged { reason } => {
@@ -652,7 +682,8 @@ impl HaMonitor {
     async fn failover_done(&mut self, shard_id: i64, outcome: FailoverDone) {
         let cluster_id = self.cluster_of.get(&shard_id).copied().unwrap_or_default();
         match outcome {
-            FailoverDone::Refused { old, reason } => {
+            FailoverDone::Refused { old, reason, facts } => {
+                self.shards.entry(shard_id).or_default().refused_facts = Some(facts);
                 self.refuse_once_in(cluster_id, shard_id, old, reason, true)
                     .await;
             }
@@ -668,6 +699,7 @@ impl HaMonitor {
                 let st = self.shards.entry(shard_id).or_default();
                 st.last_failover = Some(Instant::now());
                 st.refused = None;
+                st.refused_facts = None;
                 st.attempts = Attempts::default();
                 st.rejoining.push(Rejoining {
                     old,

@@ -148,6 +148,11 @@ impl HaShared {
         self.lock().records.iter().find(|r| r.id == id).cloned()
     }
 
+    /// The open alarm of one shard.
+    pub fn alarm(&self, shard_id: i64) -> Option<String> {
+        self.lock().alarms.get(&shard_id).cloned()
+    }
+
     /// Open alarms by shard.
     pub fn alarms(&self) -> BTreeMap<i64, String> {
         self.lock().alarms.clone()

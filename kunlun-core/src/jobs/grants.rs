@@ -128,9 +128,35 @@ async fn fix_on(c: &mut StorageConn) -> crate::storage::Result<Vec<&'static str>
         let mut sql = String::from("SET SESSION sql_log_bin = 0;\n");
         sql.push_str(&storage_grants_sql(role, &who));
         c.exec(&sql).await?;
+        if role == UserRole::Application {
+            end_sessions_of(c, user).await;
+        }
         changed.push(user);
     }
     Ok(changed)
+}
+
+/// Ends the sessions `user` has open now: MariaDB keeps a session's global privileges from
+/// its login, so a compute node's pooled `pgx` connection would keep the revoked
+/// `READ_ONLY ADMIN`/`SUPER` (and pass a fence) until it reconnects. Compute nodes reconnect
+/// by themselves; a session gone meanwhile is fine.
+async fn end_sessions_of(c: &mut StorageConn, user: &str) {
+    let ids: Vec<u64> = match c
+        .query(&format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{}' AND ID <> CONNECTION_ID()",
+            user.replace('\'', "''")
+        ))
+        .await
+    {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(user, error = %e, "sessions of a fixed user not listed");
+            return;
+        }
+    };
+    for id in ids {
+        let _ = c.exec(&format!("KILL CONNECTION {id}")).await;
+    }
 }
 
 #[cfg(test)]

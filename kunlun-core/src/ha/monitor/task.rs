@@ -105,7 +105,13 @@ pub(super) enum Done {
 #[derive(Debug)]
 pub(super) enum FailoverDone {
     /// Nothing was changed on the nodes: the choice refused (the old primary was fenced).
-    Refused { old: i64, reason: String },
+    /// `facts` is the view the choice refused on: no new attempt (and no new fence) runs
+    /// while the shard's facts stay the same.
+    Refused {
+        old: i64,
+        reason: String,
+        facts: String,
+    },
     Promoted {
         old: i64,
         new: i64,
@@ -149,6 +155,10 @@ pub(super) fn spawn_bounded<F>(
 {
     tasks.spawn(async move {
         let inner = tokio::spawn(tokio::time::timeout(deadline, work));
+        // The inner task (spawned to catch a panic) is not owned by `tasks`: abort it when
+        // this wrapper is dropped or aborted (the term ends), so a deposed leader's attempt
+        // stops acting instead of running on beside the new leader's.
+        let _stop = AbortOnDrop(inner.abort_handle());
         let done = match inner.await {
             Ok(Ok(d)) => d,
             Ok(Err(_)) => lost(format!("the attempt's deadline of {deadline:?} passed")),
@@ -156,6 +166,21 @@ pub(super) fn spawn_bounded<F>(
         };
         let _ = tx.send(done);
     });
+}
+
+/// What a refusal depends on: the view's facts and the shard's loss policy (an operator
+/// allowing a lossy promotion changes the outcome without changing the facts).
+pub(super) fn refusal_key(facts: &str, policy: super::super::choose::LossPolicy) -> String {
+    format!("{facts}|{policy:?}")
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One automatic failover attempt: choose, fence and prove, switch, record.
@@ -199,6 +224,7 @@ pub(super) async fn fail_over(ctx: TaskCtx, job: FailoverJob) -> FailoverDone {
             return FailoverDone::Refused {
                 old: old.id,
                 reason,
+                facts: refusal_key(&facts, ctx.shared.loss_policy(s.shard_id)),
             };
         }
         Choice::Promote {
@@ -357,6 +383,7 @@ mod tests {
                 outcome: FailoverDone::Refused {
                     old: 1,
                     reason: "fine".into(),
+                    facts: String::new(),
                 },
             }
         };
@@ -368,6 +395,7 @@ mod tests {
                 outcome: FailoverDone::Refused {
                     old: 1,
                     reason: "never".into(),
+                    facts: String::new(),
                 },
             }
         };
@@ -387,6 +415,7 @@ mod tests {
                 outcome: FailoverDone::Refused {
                     old: 1,
                     reason: "never".into(),
+                    facts: String::new(),
                 },
             }
         };
