@@ -79,7 +79,7 @@ fn switchover_body(req: &HttpRequest, body: &[u8]) -> Result<SwitchoverRequest> 
     get, path = "/v1/failovers", tag = "ha",
     params(ListQuery),
     responses(
-        (status = 200, description = "Array of failover records, newest first: one page of at most `limit`; when older ones follow, `X-Next-Cursor` (and `Link rel=\"next\"`) give the next page's `after`. A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms", headers(
+        (status = 200, description = "Array of failover records, newest first: one page of at most `limit`; when older ones follow, `X-Next-Cursor` (and `Link rel=\"next\"`) give the next page's `after`. A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms, errant_followers [{node_id, gtids}] (kept out for rebuild, not repointed), not_replicating and fence_unproven [{node_id, why}]", headers(
             ("X-Next-Cursor" = i64, description = "`after` of the next page; absent on the last"),
             ("Link" = String, description = "`<next page URL>; rel=\"next\"`; absent on the last"),
         )),
@@ -112,7 +112,7 @@ pub async fn list(cm: Acting, q: web::Query<ListQuery>, req: HttpRequest) -> Res
     get, path = "/v1/failovers/{id}", tag = "ha",
     params(("id" = u64, Path, description = "Failover record id")),
     responses(
-        (status = 200, description = "A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms"),
+        (status = 200, description = "A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms, errant_followers [{node_id, gtids}] (kept out for rebuild, not repointed), not_replicating and fence_unproven [{node_id, why}]"),
         (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
@@ -125,7 +125,7 @@ pub async fn show(cm: Acting, id: web::Path<u64>) -> Result<HttpResponse> {
 #[utoipa::path(
     get, path = "/v1/ha", tag = "ha",
     responses(
-        (status = 200, description = "{nodes: [{node_id, shard_id, cluster_id, addr, is_primary, state (up|suspect|down), consecutive_failures, probed_at, probe}], alarms: {shard_id: reason}, stats: {rounds, probes, probe_failures, failovers, failovers_refused, failovers_failed, failover_retries, shards_given_up, replication_restarts, replicas_repointed}, events: [{at, cluster_id, shard_id, node_id, what}]}"),
+        (status = 200, description = "{nodes: [{node_id, shard_id, cluster_id, addr, is_primary, state (up|suspect|down), consecutive_failures, probed_at, probe}], alarms: {shard_id: reason}, stats: {rounds, probes, probe_failures, failovers, failovers_refused, failovers_failed, failover_retries, shards_given_up, replication_restarts, replicas_repointed, errant_followers, followers_not_replicating}, errant_followers: [{node_id, shard_id, ...}] (kept out for rebuild until rebuilt), events: [{at, cluster_id, shard_id, node_id, what}]}"),
         (status = 503, description = "The HA monitor is not running yet", body = ErrorBody),
     )
 )]
@@ -139,7 +139,7 @@ pub async fn status(cm: Acting) -> Result<HttpResponse> {
     params(("id" = i64, Path, description = "Shard id")),
     request_body(content = Option<SwitchoverRequest>, description = "`{\"target_node_id\": N}`, or `{}` or no body at all for the best replica. A body must be `application/json` and exactly this shape: anything else is refused and nothing happens"),
     responses(
-        (status = 200, description = "The switchover's record (outcome promoted, refused or failed). A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms"),
+        (status = 200, description = "The switchover's record (outcome promoted, refused or failed). A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms, errant_followers [{node_id, gtids}] (kept out for rebuild, not repointed), not_replicating and fence_unproven [{node_id, why}]"),
         (status = 400, description = "Malformed JSON, a wrong type or an unknown field: nothing was done", body = ErrorBody),
         (status = 415, description = "A body that is not application/json: nothing was done", body = ErrorBody),
         (status = 404, body = ErrorBody),
