@@ -338,12 +338,26 @@ async fn scenario(w: &World) {
         .await
         .expect_err("shard of another cluster");
     assert!(matches!(foreign, Error::NotFound { .. }), "{foreign}");
-    let too_many = mgr
+    let over_bound = mgr
         .add_nodes(
             cid,
             shard1.id,
             &AddNodes {
                 nodes: 40,
+                storage_hosts: vec![],
+            },
+        )
+        .await
+        .expect_err("more nodes than a request may ask for");
+    assert!(matches!(over_bound, Error::Invalid(_)), "{over_bound}");
+    // 9 more storage instances (4 ports each) never fit the 41-port range beside the
+    // shard's own nodes: accepted, and the placement refuses.
+    let too_many = mgr
+        .add_nodes(
+            cid,
+            shard1.id,
+            &AddNodes {
+                nodes: 9,
                 storage_hosts: vec![],
             },
         )

@@ -531,10 +531,11 @@ async fn prepare(
             Ok(()) => {
                 notes.push(format!("node {} follows {}", f.node.id, new.id));
                 let (a, id) = (NodeAddr::from(&f.node), f.node.id);
+                let target = new_pos.current.clone();
                 checks.push(ReplCheck {
                     node_id: id,
                     task: tokio::spawn(async move {
-                        promote::replicating(&a, REPLICATING_BOUND, opts).await
+                        promote::replicating(&a, Some(&target), REPLICATING_BOUND, opts).await
                     }),
                 });
             }

@@ -364,8 +364,14 @@ pub async fn restart_replication(replica: &NodeAddr, opts: StorageOptions) -> Re
 /// Waits up to `bound` until every replication channel of `replica` runs both threads (IO
 /// connected, SQL running). `Err` says why not: a thread stopped with an error ends the wait at
 /// once; otherwise the last `Last_IO_Error`/`Last_SQL_Error` seen when the bound passed.
+///
+/// With `target` (the new primary's position when it was promoted), running threads are not
+/// enough: the replica must apply up to `target`, so a follower whose SQL thread stops on the
+/// first event it re-applies (a duplicate key, say) is seen broken, not running. One still
+/// running but behind `target` at the bound counts as replicating (lag is not a break).
 pub async fn replicating(
     replica: &NodeAddr,
+    target: Option<&GtidPos>,
     bound: Duration,
     opts: StorageOptions,
 ) -> std::result::Result<(), String> {
@@ -379,7 +385,23 @@ pub async fn replicating(
             Err(e) => break Err(e.to_string()),
         };
         match replication_state(&chans) {
-            ReplState::Running => break Ok(()),
+            ReplState::Running => {
+                let Some(target) = target else { break Ok(()) };
+                let at: Vec<Option<String>> = match c.query("SELECT @@gtid_current_pos").await {
+                    Ok(v) => v,
+                    Err(e) => break Err(e.to_string()),
+                };
+                let caught = at
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .and_then(|p| GtidPos::parse(&p).ok())
+                    .is_some_and(|p| p.contains(target));
+                if caught || tokio::time::Instant::now() >= deadline {
+                    break Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             ReplState::Broken(why) => break Err(why),
             ReplState::Starting(why) if tokio::time::Instant::now() >= deadline => {
                 break Err(format!("not replicating within {bound:?}: {why}"))

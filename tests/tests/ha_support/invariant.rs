@@ -78,6 +78,7 @@ impl Node {
 }
 
 /// What a node answered.
+#[derive(Clone)]
 struct Seen {
     read_only: bool,
     pos: String,
@@ -295,6 +296,14 @@ async fn check_once(
     }
     let Some((_, ps)) = seen.iter().find(|(n, _)| n.id == primary.id) else {
         return t(anyhow::anyhow!("primary not seen"));
+    };
+    // The primary is read again after every other node: writers may still be running, and
+    // a replica read after the primary's first reading may hold what the primary logged
+    // since. The primary's history only grows, so this reading covers everything the
+    // replicas can have received from it.
+    let ps = match look(&primary, login).await {
+        Ok(again) => again,
+        Err(_) => ps.clone(),
     };
     let (ppos, pstate) = (ps.pos.clone(), ps.state.clone());
     report.lines.push(format!(
