@@ -380,7 +380,7 @@ fn storage_script(spec: &InstanceSpec, primary: Option<u16>) -> String {
     format!(
         "set -e
 B={b}
-mkdir -p $B/run $B/tmp $B/log $B/data && chmod 0750 $B
+mkdir -p $B/run $B/tmp $B/files $B/log $B/data && chmod 0750 $B
 echo \"@ make_dirs $(date +%s%N)\" >&2
 u=$(id -un)
 /usr/bin/mariadb-install-db --no-defaults --user=\"$u\" --datadir=$B/data \
