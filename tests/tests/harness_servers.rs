@@ -158,10 +158,28 @@ fn sweep_kills_and_removes_leftovers_of_a_dead_run() {
         let _ = child.wait();
         panic!("mkdir {}: {e}", inst.display());
     }
-    // A parallel sweep may already have removed it again; that sweep killed the child first.
+    // A parallel sweep may already have removed it again, normally killing the child first.
+    // Seen once in CI: the directory gone and the child still running; so the wait is
+    // bounded, and while the child runs the directory is made again and swept again.
     let _ = std::fs::write(&log, "");
     sweep_leftovers();
-    let status = child.wait().expect("wait");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the leftover was not killed by the sweep within 30 s");
+        }
+        if !inst.exists() {
+            let _ = std::fs::create_dir_all(&inst);
+            let _ = std::fs::write(&log, "");
+        }
+        sweep_leftovers();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert_eq!(status.signal(), Some(9), "the leftover was killed");
     assert!(!dead.exists(), "the leftover directory was removed");
 }
