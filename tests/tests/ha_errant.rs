@@ -87,7 +87,10 @@ async fn an_errant_follower_is_kept_out_for_rebuild_and_the_other_replica_promot
         !rec.errant_followers[0].gtids.is_empty(),
         "the errant GTIDs are named: {rec:?}"
     );
-    let alarm = env.ha.shared().alarms().get(&env.shard_id).cloned();
+    let alarm = ha_support::wait_alarm(env.ha.shared(), env.shard_id, |a| {
+        a.contains("kept out for rebuild")
+    })
+    .await;
     assert!(
         alarm
             .as_deref()

@@ -89,7 +89,7 @@ async fn a_lone_replica_with_a_stopped_sql_thread_is_refused_at_once_with_its_er
         reason.contains("SQL thread stopped with error 1062"),
         "{reason}"
     );
-    let alarm = env.ha.shared().alarms().get(&env.shard_id).cloned();
+    let alarm = ha_support::wait_alarm(env.ha.shared(), env.shard_id, |a| a.contains("1062")).await;
     assert!(
         alarm.as_deref().is_some_and(|a| a.contains("1062")),
         "{alarm:?}"
@@ -199,7 +199,10 @@ async fn a_broken_follower_is_skipped_as_candidate_and_named_as_not_replicating(
         "{:?}",
         rec.not_replicating
     );
-    let alarm = env.ha.shared().alarms().get(&env.shard_id).cloned();
+    let alarm = ha_support::wait_alarm(env.ha.shared(), env.shard_id, |a| {
+        a.contains("does not replicate") && a.contains("1062")
+    })
+    .await;
     assert!(
         alarm
             .as_deref()

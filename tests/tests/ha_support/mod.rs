@@ -68,6 +68,24 @@ impl Default for EnvOptions {
     }
 }
 
+/// The shard's alarm once it satisfies `ok`, or what it is when [`LIMIT`] has passed: a
+/// failover's record is published before the monitor applies its outcome (the alarm), so a
+/// test that just saw the record waits for the alarm instead of reading it once.
+pub async fn wait_alarm(
+    shared: &kunlun_core::ha::HaShared,
+    shard_id: i64,
+    ok: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let until = Instant::now() + LIMIT;
+    loop {
+        let a = shared.alarms().get(&shard_id).cloned();
+        if a.as_deref().is_some_and(&ok) || Instant::now() > until {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Fast probing for tests; the XA hook on.
 pub fn test_ha_config() -> HaConfig {
     let core = CoreConfig::default();
