@@ -118,6 +118,16 @@ pub enum Error {
         port: u16,
         reason: String,
     },
+
+    /// Something else already listens on the instance's port (found before starting the
+    /// server, or from the server's own "Address already in use" when it exited at start).
+    /// Nothing was started on it.
+    #[error("{host}: instance on port {port}: port_in_use: {reason}")]
+    PortInUse {
+        host: String,
+        port: u16,
+        reason: String,
+    },
 }
 
 impl Error {

@@ -3,12 +3,14 @@
 //! (twice, to prove the steps idempotent), answer as their system users over TCP after the
 //! SSH connections are gone, and are uninstalled without leaving a process or a directory.
 //! Also: a port already taken by another process is a clear instance error, and the failed
-//! install is cleaned up by uninstall.
+//! install is cleaned up by uninstall; a server that exits during start is reported as such
+//! (not after the whole readiness wait) with its log.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use kunlun_provision::placement::InstanceKind;
 use kunlun_provision::recipe::{
@@ -284,26 +286,76 @@ async fn a_port_taken_by_another_process_is_a_clear_error_and_cleans_up() {
     );
     let maria = MariaDbRecipe::default();
     let ex = SshExecutor::default();
+    let started = Instant::now();
     let err = maria
         .install(&ex, &t, &sn)
         .await
         .expect_err("the port is taken");
+    eprintln!("port taken: failed after {:?}: {err}", started.elapsed());
     match &err {
-        Error::Instance {
+        Error::PortInUse {
             port: p, reason, ..
         } => {
             assert_eq!(*p, port);
             assert!(
-                reason.to_lowercase().contains("in use") || reason.contains("bind"),
-                "the reason shows the server's complaint: {reason}"
+                reason.contains(&format!("{IP}:{port}")),
+                "the reason names the address and port: {reason}"
             );
         }
-        other => panic!("expected an instance error, got {other}"),
+        other => panic!("expected port_in_use, got {other}"),
     }
+    assert!(err.to_string().contains("port_in_use"), "{err}");
     maria
         .uninstall(&ex, &t, &sn)
         .await
         .expect("uninstall after failure");
     assert!(!Path::new(&sn.base_dir).exists());
     drop(squatter);
+}
+
+#[tokio::test]
+async fn a_server_that_exits_during_start_is_reported_at_once_with_its_log() {
+    let sshd = Sshd::start_on(IP).expect("start a private sshd on 127.0.0.2");
+    let t = target(&sshd);
+    let data = DataDir::new();
+    let port = free_port(IpAddr::V4(IP));
+    // 4 TB of shared buffers: postgres cannot map them and exits right after starting.
+    let mut cn = spec(
+        data.path(),
+        InstanceKind::Compute,
+        port,
+        vec![user("clustmgr", UserRole::Admin)],
+    );
+    cn.buffer_mb = 4_000_000;
+    let pg = PostgresRecipe::default();
+    let ex = SshExecutor::default();
+    let started = Instant::now();
+    let err = pg
+        .install(&ex, &t, &cn)
+        .await
+        .expect_err("postgres cannot start");
+    eprintln!(
+        "exited at start: failed after {:?}: {err}",
+        started.elapsed()
+    );
+    match &err {
+        Error::Instance {
+            port: p, reason, ..
+        } => {
+            assert_eq!(*p, port);
+            assert!(
+                reason.contains("postgres exited during start"),
+                "seen as an exit, not as a server that never answered: {reason}"
+            );
+            assert!(
+                reason.contains("shared memory") || reason.contains("FATAL"),
+                "the reason carries the server's log: {reason}"
+            );
+        }
+        other => panic!("expected an instance error, got {other}"),
+    }
+    pg.uninstall(&ex, &t, &cn)
+        .await
+        .expect("uninstall after failure");
+    assert!(!Path::new(&cn.base_dir).exists());
 }

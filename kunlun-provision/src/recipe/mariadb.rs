@@ -339,12 +339,19 @@ touch {marker}",
                 self.config(spec),
                 cnf = q(&p.cnf),
             ),
+            // A port another process listens on fails here, before anything starts; the
+            // launched pid is kept for the readiness wait.
             Step::Start => format!(
-                "{pre}{alive} && exit 0
+                "{pre}rm -f {start_pid}; {alive} && exit 0
+{port_check}
 [ \"$(stat -c %U {data})\" = \"$RU\" ] || chown -R \"$RU\" {base} || exit 1
 cd / && setsid {bin} --defaults-file={cnf} --user=\"$RU\" </dev/null >>{log}/mariadbd.out 2>&1 &
+{record}
 exit 0",
                 pre = self.prelude(),
+                start_pid = q(&super::start_pid_file(&p.base)),
+                port_check = super::port_free_check(spec),
+                record = super::record_start_pid(&p.base),
                 data = q(&p.data),
                 base = q(&p.base),
                 alive = alive_by_pid_file(&p.pid),
@@ -352,22 +359,25 @@ exit 0",
                 cnf = q(&p.cnf),
                 log = q(&p.log),
             ),
-            // Up to ~150 s (bounded again by the step deadline); report the error log when
-            // the server died or never answered.
+            // Up to ~150 s (bounded again by the step deadline); a server that exits during
+            // start is seen within a poll (its launched pid is gone), one that never answers
+            // at the end; both report the error log.
             Step::WaitReady => format!(
-                "i=0
+                "{prologue}
+i=0
 while [ $i -lt 1500 ]; do
   {admin} --no-defaults -S {sock} -uroot --connect-timeout=2 ping >/dev/null 2>&1 && exit 0
-  if [ $i -gt 50 ] && ! pgrep -f -- {cnfpat} >/dev/null; then break; fi
+  {exited}
+  if [ $i -gt 50 ] && ! pgrep -f -- {cnfpat} >/dev/null; then died=1; break; fi
   sleep 0.1; i=$((i+1))
 done
-echo 'mariadbd did not answer; error log:' >&2
-tail -n 20 {log}/error.log >&2 2>/dev/null
-exit 1",
+{failed}",
+                prologue = super::wait_prologue(&p.base),
                 admin = q(&self.admin),
                 sock = q(&p.sock),
+                exited = super::exited_during_start(&proc_pattern(&p.cnf)),
                 cnfpat = q(&proc_pattern(&p.cnf)),
-                log = q(&p.log),
+                failed = super::start_failed("mariadbd", spec, &format!("{}/error.log", p.log)),
             ),
             Step::CreateUsers => format!(
                 "printf '%s\\n' \"$KUNLUN_SECRET\" | {client} --no-defaults -S {sock} -uroot --batch",

@@ -314,6 +314,118 @@ if [ -n \"$m\" ]; then echo \"{MISSING_MARK}$m\" >&2; exit {MISSING_EXIT}; fi\n"
     )
 }
 
+/// Exit status of a session that found the instance's port taken by another process.
+const PORT_IN_USE_EXIT: i32 = 96;
+/// Prefix of the stderr line saying which address and port were taken.
+const PORT_IN_USE_MARK: &str = "kunlun-port-in-use:";
+
+/// The `local_address` column values of `/proc/net/tcp{,6}` (an ERE alternation) under which
+/// a listener takes `addr:port` from a server binding `addr`: the address itself, its
+/// IPv4-mapped IPv6 form, and the wildcards. The kernel prints each 32-bit word of an address
+/// in the host's byte order (little-endian on the hosts we manage: x86-64, arm64). A host
+/// name (not an address) matches a listener on any address.
+fn proc_net_listen_pattern(addr: &str, port: u16) -> String {
+    fn words(octets: &[u8]) -> String {
+        octets
+            .chunks(4)
+            .map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+            .collect()
+    }
+    let p = format!("{port:04X}");
+    let any4 = words(&[0; 4]);
+    let any6 = words(&[0; 16]);
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            let mapped = words(&v4.to_ipv6_mapped().octets());
+            format!("({}|{any4}|{mapped}|{any6}):{p}", words(&v4.octets()))
+        }
+        Ok(std::net::IpAddr::V6(v6)) => format!("({}|{any6}):{p}", words(&v6.octets())),
+        Err(_) => format!("[0-9A-F]+:{p}"),
+    }
+}
+
+/// Shell snippet, run just before a server is started: exits [`PORT_IN_USE_EXIT`] when
+/// another process listens on the instance's address and port, so a taken port fails the
+/// instance at once rather than after the readiness wait. (The instance's own server is
+/// ruled out by the caller: the start step returns early when it already runs.)
+pub(crate) fn port_free_check(spec: &InstanceSpec) -> String {
+    format!(
+        r#"if awk 'NR>1 && $4=="0A" {{print $2}}' /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -qxE {pat}; then
+  echo {msg} >&2; exit {PORT_IN_USE_EXIT}
+fi"#,
+        pat = sh_quote(&proc_net_listen_pattern(&spec.bind_address, spec.port)),
+        msg = sh_quote(&format!(
+            "{PORT_IN_USE_MARK} another process already listens on {}:{} (choose another port \
+             range for the machine, or stop that process)",
+            spec.bind_address, spec.port
+        )),
+    )
+}
+
+/// Where the start step writes the pid of the process it launched, for the readiness wait.
+pub(crate) fn start_pid_file(base: &str) -> String {
+    format!("{}/kunlun-start.pid", base.trim_end_matches('/'))
+}
+
+/// Shell snippet for the start step, after launching the server with `&`: records its pid.
+pub(crate) fn record_start_pid(base: &str) -> String {
+    format!("echo $! > {}", sh_quote(&start_pid_file(base)))
+}
+
+/// Shell snippet opening a readiness wait: reads the launched pid into `$sp` (empty when the
+/// start step found the server already running) and clears `$died`.
+pub(crate) fn wait_prologue(base: &str) -> String {
+    format!(
+        "died=0; sp=$(head -n1 {} 2>/dev/null | tr -dc 0-9)",
+        sh_quote(&start_pid_file(base))
+    )
+}
+
+/// Shell snippet for inside a readiness loop: breaks with `died=1` as soon as the launched
+/// process is gone (or a zombie) and no process matches `server_pattern` (`pgrep -f`), so a
+/// server that exits during start is reported within a poll, not after the whole wait.
+pub(crate) fn exited_during_start(server_pattern: &str) -> String {
+    format!(
+        r#"if [ -n "$sp" ] && {{ [ ! -e /proc/$sp ] || grep -q '^State:[[:space:]]*Z' /proc/$sp/status 2>/dev/null; }} && ! pgrep -f -- {pat} >/dev/null; then died=1; break; fi"#,
+        pat = sh_quote(server_pattern)
+    )
+}
+
+/// Shell snippet closing a failed readiness wait: the reason (exited at start, with "Address
+/// already in use" turned into [`PORT_IN_USE_EXIT`]; or never answered) and the tail of
+/// `log_file` on stderr.
+pub(crate) fn start_failed(what: &str, spec: &InstanceSpec, log_file: &str) -> String {
+    let log = sh_quote(log_file);
+    format!(
+        r#"if [ "$died" = 1 ]; then
+  if tail -n 50 {log} 2>/dev/null | grep -qi 'address already in use'; then
+    echo {msg} >&2; tail -n 5 {log} >&2 2>/dev/null; exit {PORT_IN_USE_EXIT}
+  fi
+  echo '{what} exited during start; log:' >&2
+else
+  echo '{what} did not answer; log:' >&2
+fi
+tail -n 20 {log} >&2 2>/dev/null
+exit 1"#,
+        msg = sh_quote(&format!(
+            "{PORT_IN_USE_MARK} {what} could not bind {}:{} (Address already in use)",
+            spec.bind_address, spec.port
+        )),
+    )
+}
+
+/// The [`Error::PortInUse`] of a session that found the port taken, from its stderr.
+fn port_in_use(host: &str, spec: &InstanceSpec, stderr: &str) -> Option<Error> {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(PORT_IN_USE_MARK))?;
+    Some(Error::PortInUse {
+        host: host.to_string(),
+        port: spec.port,
+        reason: line.trim().to_string(),
+    })
+}
+
 /// The [`Error::Refused`] of a failed programs check, from the session's stderr.
 fn missing_programs<R: Recipe + ?Sized>(recipe: &R, host: &str, stderr: &str) -> Option<Error> {
     let line = stderr.lines().find_map(|l| l.strip_prefix(MISSING_MARK))?;
@@ -436,6 +548,11 @@ async fn run_session<R: Recipe + ?Sized>(
             return Err(e);
         }
     }
+    if out.status == Some(PORT_IN_USE_EXIT) {
+        if let Some(e) = port_in_use(&out.host, spec, &out.stderr_str()) {
+            return Err(e);
+        }
+    }
     // Errors name the steps, not the whole script.
     out.command = format!("{} {}", recipe.name(), names.join(", "));
     out.checked()
@@ -543,6 +660,48 @@ mod tests {
             assert_eq!(Step::parse(s.as_str()), Some(*s));
         }
         assert_eq!(Step::parse("drop_everything"), None);
+    }
+
+    #[test]
+    fn listen_patterns_match_the_proc_net_spellings() {
+        // 127.0.0.1:57001 as /proc/net/tcp prints it on a little-endian host.
+        let p = proc_net_listen_pattern("127.0.0.1", 57001);
+        assert_eq!(
+            p,
+            "(0100007F|00000000|0000000000000000FFFF00000100007F|00000000000000000000000000000000):DEA9"
+        );
+        let p6 = proc_net_listen_pattern("::1", 5432);
+        assert_eq!(
+            p6,
+            "(00000000000000000000000001000000|00000000000000000000000000000000):1538"
+        );
+        assert_eq!(proc_net_listen_pattern("db1.example", 80), "[0-9A-F]+:0050");
+    }
+
+    #[test]
+    fn a_port_in_use_line_becomes_its_error() {
+        let spec = InstanceSpec {
+            bind_address: "127.0.0.9".into(),
+            port: 57001,
+            base_dir: "/d/kunlun/storage_57001".into(),
+            server_id: 1,
+            buffer_mb: 64,
+            max_connections: 10,
+            semi_sync: false,
+            users: vec![],
+        };
+        let err = port_in_use(
+            "h",
+            &spec,
+            "noise\nkunlun-port-in-use: another process already listens on 127.0.0.9:57001\n",
+        )
+        .expect("a marker line");
+        assert!(matches!(err, Error::PortInUse { port: 57001, .. }));
+        assert!(err.to_string().contains("port_in_use"), "{err}");
+        assert!(port_in_use("h", &spec, "mariadbd did not answer").is_none());
+        let script = port_free_check(&spec);
+        assert!(script.contains("exit 96"), "{script}");
+        assert!(start_failed("mariadbd", &spec, "/l/error.log").contains("already in use"));
     }
 
     #[test]

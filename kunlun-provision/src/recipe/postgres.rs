@@ -52,6 +52,12 @@ impl Paths {
     }
 }
 
+/// A `pgrep -f` pattern for the instance's server; the `[p]` keeps it from matching the shell
+/// that runs `pgrep`/`pkill`.
+fn server_pattern(data: &str) -> String {
+    format!("[p]ostgres -D {data}")
+}
+
 impl PostgresRecipe {
     fn bin(&self, name: &str) -> String {
         format!("{}/{name}", self.bin_dir.trim_end_matches('/'))
@@ -171,30 +177,40 @@ grep -qx 'host all all all scram-sha-256' pg_hba.conf || echo 'host all all all 
             // No shell function around the detached command: a function's redirections keep
             // copies of the SSH session's stdout/stderr open in a waiting subshell, and the
             // channel would never close.
+            // A port another process listens on fails here, before anything starts; the
+            // launched pid is kept for the readiness wait.
             Step::Start => format!(
-                "{pre}{alive} && exit 0
+                "{pre}rm -f {start_pid}; {alive} && exit 0
+{port_check}
 cd / || exit 1
 if [ \"$(id -u)\" = 0 ]; then set -- runuser -u \"$RU\" --; else set --; fi
 setsid \"$@\" {pg} -D {data} </dev/null >>{log}/postgres.log 2>&1 &
+{record}
 exit 0",
+                start_pid = q(&super::start_pid_file(&p.base)),
+                port_check = super::port_free_check(spec),
+                record = super::record_start_pid(&p.base),
                 alive = alive_by_pid_file(&p.pid),
                 pg = q(&self.bin("postgres")),
                 data = q(&p.data),
                 log = q(&p.log),
             ),
+            // Up to ~150 s; a server that exits during start is seen within a poll.
             Step::WaitReady => format!(
-                "i=0
+                "{prologue}
+i=0
 while [ $i -lt 1500 ]; do
   {ready} -q -h {sock} -p {port} -t 2 && exit 0
+  {exited}
   sleep 0.1; i=$((i+1))
 done
-echo 'postgres did not answer; log:' >&2
-tail -n 20 {log}/postgres.log >&2 2>/dev/null
-exit 1",
+{failed}",
+                prologue = super::wait_prologue(&p.base),
                 ready = q(&self.bin("pg_isready")),
                 sock = q(&p.sock_dir),
                 port = spec.port,
-                log = q(&p.log),
+                exited = super::exited_during_start(&server_pattern(&p.data)),
+                failed = super::start_failed("postgres", spec, &format!("{}/postgres.log", p.log)),
             ),
             Step::CreateUsers => format!(
                 "{pre}cd / && printf '%s\\n' \"$KUNLUN_SECRET\" | as_pg {psql} -X -q -h {sock} -p {port} -d postgres",
@@ -206,7 +222,7 @@ exit 1",
             Step::Stop => format!(
                 "{}\npkill -KILL -f -- {} ; exit 0",
                 stop_by_pid_file(&p.pid, "INT"),
-                q(&format!("[p]ostgres -D {}", p.data))
+                q(&server_pattern(&p.data))
             ),
             Step::RemoveDirs => super::remove_dirs_script(&p.base)?,
         })
