@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use kunlun_provision::recipe::{InstanceSpec, MariaDbRecipe, PostgresRecipe};
-use kunlun_tests::{free_port, Sshd};
+use kunlun_tests::{free_port, free_port_block, Sshd};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -180,7 +180,7 @@ fn call(method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<(u16
 /// Registers the sshd's host as a storage and a computer machine with `data` as data dir.
 fn register(d: &Daemon, sshd: &Sshd, data: &Path) -> Result<()> {
     for (ty, span) in [("storage", 99), ("computer", 29)] {
-        let port = free_port(IpAddr::V4(IP));
+        let port = free_port_block(IpAddr::V4(IP), span + 1);
         let (st, v) = call(
             reqwest::Method::POST,
             &format!("{}/v1/machines", d.base),

@@ -6,6 +6,6 @@
 pub mod harness;
 
 pub use harness::{
-    bin_path, free_port, generate_key_pair, KeyPair, MariaDb, MariaDbOptions, Postgres, ReplicaSet,
-    ReplicaSetOptions, Sshd,
+    bin_path, free_port, free_port_block, generate_key_pair, KeyPair, MariaDb, MariaDbOptions,
+    Postgres, ReplicaSet, ReplicaSetOptions, Sshd,
 };

@@ -460,7 +460,7 @@ mod provisioned {
     use kunlun_meta::{Store, StoreConfig};
     use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
     use kunlun_provision::{HostKeyPolicy, SshExecutor};
-    use kunlun_tests::{free_port, Sshd};
+    use kunlun_tests::{free_port_block, Sshd};
 
     use super::ha_support::clients::tables_sql;
     use super::ha_support::invariant::Login;
@@ -512,8 +512,8 @@ mod provisioned {
         let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db")))
             .await
             .expect("store");
-        let sn = free_port(IpAddr::V4(ip)).min(31_000);
-        let cn = free_port(IpAddr::V4(ip)).min(31_000);
+        let sn = free_port_block(IpAddr::V4(ip), 41);
+        let cn = free_port_block(IpAddr::V4(ip), 41);
         for (ty, base) in [(MachineType::Storage, sn), (MachineType::Computer, cn)] {
             store
                 .insert_machine(&machine(&sshd, ip, ty, &d, base))

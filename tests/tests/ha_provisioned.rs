@@ -32,7 +32,7 @@ use kunlun_meta::store::repo::{meta, secrets};
 use kunlun_meta::{Store, StoreConfig};
 use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
 use kunlun_provision::{HostKeyPolicy, SshExecutor};
-use kunlun_tests::{free_port, Sshd};
+use kunlun_tests::{free_port_block, Sshd};
 use mysql_async::prelude::Queryable;
 
 const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
@@ -150,8 +150,8 @@ async fn world() -> World {
     let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db")))
         .await
         .expect("store");
-    let sn_base = free_port(IpAddr::V4(IP)).min(31_000);
-    let cn_base = free_port(IpAddr::V4(IP)).min(31_000);
+    let sn_base = free_port_block(IpAddr::V4(IP), 41);
+    let cn_base = free_port_block(IpAddr::V4(IP), 41);
     store
         .insert_machine(&new_machine(&sshd, MachineType::Storage, &d, sn_base))
         .await

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use cli_support::{ctl, workdir, Daemon};
-use kunlun_tests::{free_port, Sshd};
+use kunlun_tests::{free_port_block, Sshd};
 use serde_json::{json, Value};
 
 const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -40,8 +40,8 @@ fn cluster_create_wait_installs_a_cluster_and_delete_removes_it() {
     let mut daemon = Daemon::start(wd.path(), &wd.path().join("meta.db")).expect("daemon");
     let base = daemon.url();
     for (ty, port) in [
-        ("storage", free_port(IpAddr::V4(IP)).min(31_000)),
-        ("computer", free_port(IpAddr::V4(IP)).min(31_000)),
+        ("storage", free_port_block(IpAddr::V4(IP), 41)),
+        ("computer", free_port_block(IpAddr::V4(IP), 41)),
     ] {
         let (st, v) = post(
             &format!("{base}/v1/machines"),

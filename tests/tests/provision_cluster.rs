@@ -14,7 +14,7 @@ use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{HaMode, Machine, MachineType, NodeStats, SshAccess};
 use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
 use kunlun_provision::{HostKeyPolicy, SshExecutor};
-use kunlun_tests::{free_port, Sshd};
+use kunlun_tests::{free_port_block, Sshd};
 use mysql_async::prelude::Queryable;
 
 const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -204,8 +204,8 @@ async fn one_rbr_shard_of_three_and_a_compute_node_install_replicate_and_go_away
     .expect("chmod");
     let d = dir.path().display().to_string();
     // Port ranges around ports that were free just now.
-    let sn_base = free_port(IpAddr::V4(IP)).min(31_000);
-    let cn_base = free_port(IpAddr::V4(IP)).min(31_000);
+    let sn_base = free_port_block(IpAddr::V4(IP), 41);
+    let cn_base = free_port_block(IpAddr::V4(IP), 41);
     let machines = vec![
         machine(1, &sshd, MachineType::Storage, &d, sn_base),
         machine(2, &sshd, MachineType::Computer, &d, cn_base),

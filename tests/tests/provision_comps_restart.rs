@@ -19,7 +19,7 @@ use kunlun_meta::{Store, StoreConfig};
 use kunlun_provision::placement::PortSets;
 use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
 use kunlun_provision::{HostKeyPolicy, SshExecutor};
-use kunlun_tests::{free_port, Sshd};
+use kunlun_tests::{free_port_block, Sshd};
 use serde_json::json;
 
 const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -36,7 +36,7 @@ async fn interrupted_add_comps_rolls_back_and_delete_comp_of_a_gone_node_is_done
     let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db")))
         .await
         .expect("store");
-    let base = free_port(IpAddr::V4(IP)).min(31_800);
+    let base = free_port_block(IpAddr::V4(IP), 41);
     let m = store
         .insert_machine(&NewMachine {
             hostaddr: IP.to_string(),

@@ -28,7 +28,7 @@ use kunlun_meta::{Store, StoreConfig};
 use kunlun_provision::placement::InstanceKind;
 use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
 use kunlun_provision::{HostKeyPolicy, SshExecutor};
-use kunlun_tests::Sshd;
+use kunlun_tests::{free_port_block, Sshd};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -207,14 +207,16 @@ async fn world(mysql: bool) -> World {
     let store = Store::open(&cfg).await.expect(
         "store (the MySQL backend needs the MariaDB of KUNLUN_TEST_MYSQL_URL; scripts/test.sh starts one)",
     );
-    // The two variants run at once on one address: their port ranges must not meet.
-    let base: u16 = if mysql { 31_200 } else { 31_000 };
+    // The two variants run at once on one address: their port ranges must not meet, nor hold
+    // a port the harness gives a server (the other variant's sshd once sat inside a fixed range).
+    let sn_base = free_port_block(IpAddr::V4(IP), 41);
+    let cn_base = free_port_block(IpAddr::V4(IP), 41);
     store
-        .insert_machine(&new_machine(&sshd, MachineType::Storage, &d, base))
+        .insert_machine(&new_machine(&sshd, MachineType::Storage, &d, sn_base))
         .await
         .expect("storage machine");
     store
-        .insert_machine(&new_machine(&sshd, MachineType::Computer, &d, base + 100))
+        .insert_machine(&new_machine(&sshd, MachineType::Computer, &d, cn_base))
         .await
         .expect("compute machine");
     let runner = JobRunner {

@@ -22,7 +22,7 @@ use kunlun_core::catalog::{desired_for_cluster, read_catalog, CatalogOptions};
 use kunlun_meta::model::{CompNode, MemberState, ShardNode};
 use kunlun_meta::store::repo::meta;
 use kunlun_meta::store::{Store, StoreConfig};
-use kunlun_tests::{free_port, Sshd};
+use kunlun_tests::{free_port_block, Sshd};
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
@@ -290,7 +290,7 @@ fn cluster_lifecycle_and_bad_input_over_two_machines() {
     let mut machine_ids = Vec::new();
     for (ip, sshd) in IPS.iter().zip(&sshds) {
         for ty in ["storage", "computer"] {
-            let port = free_port(IpAddr::V4(*ip)).min(31_800);
+            let port = free_port_block(IpAddr::V4(*ip), 81);
             let (st, v) = post(
                 &format!("{base}/v1/machines"),
                 &json!({

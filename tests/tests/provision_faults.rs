@@ -22,7 +22,7 @@ use kunlun_meta::model::{HaMode, JobStatus, MachineType, NewMachine, SshAccess};
 use kunlun_meta::{Store, StoreConfig};
 use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};
 use kunlun_provision::{HostKeyPolicy, SshExecutor};
-use kunlun_tests::{free_port, Sshd};
+use kunlun_tests::{free_port_block, Sshd};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -47,8 +47,8 @@ impl Rig {
         std::fs::create_dir(&data).expect("data dir");
         chmod_755(&data);
         Rig {
-            sn_base: free_port(IpAddr::V4(ip)).min(31_000),
-            cn_base: free_port(IpAddr::V4(ip)).min(31_000) + 100,
+            sn_base: free_port_block(IpAddr::V4(ip), 41),
+            cn_base: free_port_block(IpAddr::V4(ip), 41),
             sshd,
             _dir: dir,
             root,
@@ -396,8 +396,8 @@ fn the_daemon_killed_mid_job_rolls_the_job_back_after_a_restart() {
     let daemon = cli_support::Daemon::start(wd.path(), &sqlite).expect("daemon");
     let base = daemon.url();
     for (ty, port) in [
-        ("storage", free_port(IpAddr::V4(ip)).min(31_000)),
-        ("computer", free_port(IpAddr::V4(ip)).min(31_000) + 100),
+        ("storage", free_port_block(IpAddr::V4(ip), 41)),
+        ("computer", free_port_block(IpAddr::V4(ip), 41)),
     ] {
         let (st, v) = post(
             &format!("{base}/v1/machines"),

@@ -17,15 +17,27 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::Rng;
 
+/// Ports handed out by this process, single ([`free_port`]) or in blocks
+/// ([`free_port_block`]): neither ever hands out a port the other gave.
+static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// Single ports come from here, blocks from [`BLOCKS`]: a server a test starts on a single
+/// port (sshd, a daemon, a harness MariaDB) can never land inside another test's machine
+/// `port_range`, which jobs fill later. (A fresh-clone run once failed when one test's sshd
+/// took a port inside the compute range of a test running beside it in the same binary.)
+const SINGLES: std::ops::Range<u16> = 20000..27000;
+/// Where [`free_port_block`] takes machine port ranges from; below the kernel's ephemeral
+/// range (32768..), so outgoing connections never take them either.
+const BLOCKS: std::ops::Range<u16> = 27000..32700;
+
 /// A free TCP port on `ip`, never handed out twice by this process. Ports come from
-/// 20000..32000, below the kernel's ephemeral range, so outgoing connections do not take them;
+/// [`SINGLES`], below the kernel's ephemeral range, so outgoing connections do not take them;
 /// another process may still grab one between this check and the server's bind, which is why
 /// servers are started with a retry on "address in use".
 pub fn free_port(ip: IpAddr) -> u16 {
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut rng = rand::rng();
     loop {
-        let port: u16 = rng.random_range(20000..32000);
+        let port: u16 = rng.random_range(SINGLES);
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
         let given = given.get_or_insert_with(HashSet::new);
         if given.contains(&port) {
@@ -36,6 +48,31 @@ pub fn free_port(ip: IpAddr) -> u16 {
             return port;
         }
     }
+}
+
+/// The first port of `len` consecutive ports on `ip`, each free when checked and none handed
+/// out before by this process (as a single port or in another block): a machine's
+/// `port_range` (`base..=base + len - 1`) that no other test of this binary will use.
+pub fn free_port_block(ip: IpAddr, len: u16) -> u16 {
+    assert!(len > 0 && len < 1000, "a block of 1..1000 ports");
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let base: u16 = rng.random_range(BLOCKS.start..BLOCKS.end - len);
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        let given = given.get_or_insert_with(HashSet::new);
+        let ports = base..base + len;
+        if ports.clone().any(|p| given.contains(&p)) {
+            continue;
+        }
+        if ports
+            .clone()
+            .all(|p| TcpListener::bind(SocketAddr::new(ip, p)).is_ok())
+        {
+            given.extend(ports);
+            return base;
+        }
+    }
+    panic!("no block of {len} free ports on {ip} in {BLOCKS:?}");
 }
 
 /// Polls `check` every 20 ms until it returns `Ok(true)`, failing after `limit` with `what`
