@@ -158,6 +158,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let terms_task = tokio::spawn(run_terms(
         manager.clone(),
         config.clone(),
+        leader_cfg,
         leader_rx,
         view,
         terms_cancel.clone(),
@@ -244,6 +245,7 @@ fn actor_provisioner(config: &Config) -> kunlun_core::jobs::Provisioner {
 async fn run_terms(
     manager: ClusterManager,
     config: Config,
+    leader: LeaderConfig,
     mut rx: watch::Receiver<LeaderState>,
     view: LeaderView,
     cancel: CancellationToken,
@@ -270,7 +272,13 @@ async fn run_terms(
             }
         };
         let term = ClusterManager::new(core_config(&config), store);
-        start_actors(&term, &config);
+        // HA's metadata writes carry the term as a fence (see `HaConfig::term`).
+        let fence = kunlun_core::ha::TermFence {
+            lease: leader.lease_name.clone(),
+            holder: leader.holder.clone(),
+            epoch,
+        };
+        start_actors(&term, &config, fence);
         view.set_acting(Some(term.clone()));
         tracing::info!(epoch, "leader's background actors started");
         // Lead until the state changes: the actor publishes only changes, so any wake-up means
@@ -290,10 +298,11 @@ async fn run_terms(
 }
 
 /// Starts the actors only the leader runs, on `term` (all stop with its shutdown).
-fn start_actors(term: &ClusterManager, config: &Config) {
+fn start_actors(term: &ClusterManager, config: &Config, fence: kunlun_core::ha::TermFence) {
     // Fencing an unreachable primary over SSH gets its own connection pool, so a long job
     // (a replica seed) holding the job runner's sessions never delays a failover.
     let mut ha = ha_config(config);
+    ha.term = Some(fence);
     ha.ssh = Some(std::sync::Arc::new(actor_provisioner(config)));
     term.start_ha(ha);
     term.start_xa(xa_config(config));

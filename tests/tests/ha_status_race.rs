@@ -2,7 +2,10 @@
 //! monitor was busy with it: the status it writes after a slow step (the old primary's
 //! rejoin, a failover's metadata phase) is conditional on the status it decided from. The
 //! deletion is made through the `before_write` seam, i.e. exactly between the monitor's
-//! observation and its write; the shards are real semi-sync MariaDB sets.
+//! observation and its write; the shards are real semi-sync MariaDB sets. Through the same
+//! seam, another manager takes the leadership lease over mid-failover: the deposed term's
+//! metadata write is refused in its transaction and its candidate closed again; a term that
+//! has lost the lease before a failure touches no node at all.
 
 mod ha_support;
 
@@ -10,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ha_support::{test_ha_config, EnvOptions, HaEnv, LIMIT};
-use kunlun_core::ha::{HaConfig, Outcome, WriteHook, WriteSite};
+use kunlun_core::ha::{HaConfig, Outcome, TermFence, WriteHook, WriteSite};
 use kunlun_meta::model::{NodeStatus, ShardNode};
 use kunlun_meta::store::{repo, Store, StoreConfig};
 
@@ -268,6 +271,182 @@ async fn a_candidate_deleted_during_the_failover_is_not_made_primary() {
         )
     );
     assert_eq!(node(&env, old).await.status, NodeStatus::Inactive);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_term_that_ends_during_the_failover_records_no_primary_and_touches_nothing_after() {
+    const LEASE: &str = "cluster_mgr";
+    let ttl = Duration::from_secs(600);
+    // Right before the metadata write, "mgr-a" (this monitor's term, epoch 1) loses the lease
+    // to "mgr-b", as when a paused leader's lease expires and another manager takes over.
+    let cell: Arc<OnceLock<Store>> = Arc::default();
+    let c2 = cell.clone();
+    let took_over: Arc<Mutex<u32>> = Arc::default();
+    let t2 = took_over.clone();
+    let hook = WriteHook(Arc::new(move |site| {
+        let (c2, t2) = (c2.clone(), t2.clone());
+        Box::pin(async move {
+            let (WriteSite::Failover { .. }, Some(store)) = (site, c2.get()) else {
+                return;
+            };
+            let b = store
+                .tx(async |tx| {
+                    repo::lease::release(tx, LEASE, "mgr-a", 1).await?;
+                    repo::lease::acquire(tx, LEASE, "mgr-b", ttl).await
+                })
+                .await
+                .expect("take the lease over");
+            assert_eq!(b.map(|l| l.epoch), Some(2), "mgr-b holds epoch 2");
+            *t2.lock().unwrap() += 1;
+        })
+    }));
+    let ha = HaConfig {
+        before_write: Some(hook),
+        term: Some(TermFence {
+            lease: LEASE.into(),
+            holder: "mgr-a".into(),
+            epoch: 1,
+        }),
+        ..test_ha_config()
+    };
+    let env = HaEnv::start(EnvOptions {
+        ha,
+        ..EnvOptions::default()
+    })
+    .await
+    .expect("env");
+    let a = env
+        .store
+        .tx(async |tx| repo::lease::acquire(tx, LEASE, "mgr-a", ttl).await)
+        .await
+        .unwrap();
+    assert_eq!(a.map(|l| l.epoch), Some(1));
+    let _ = cell.set(env.store.clone());
+    let deadline = Instant::now() + LIMIT;
+    while !env
+        .ha
+        .shared()
+        .node_health(env.node_ids[0])
+        .is_some_and(|h| h.probe.semi_sync_proof())
+    {
+        assert!(Instant::now() < deadline, "the primary was never probed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let old = env.node_ids[0];
+    env.set.primary().kill9().unwrap();
+
+    // The attempt that reached its metadata write fails there and closes its candidate.
+    let deadline = Instant::now() + LIMIT;
+    let failed = loop {
+        let recs = env.ha.shared().failovers(Some(env.shard_id));
+        if let Some(r) = recs.iter().find(|r| r.outcome == Outcome::Failed) {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "no failed attempt: {recs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = failed.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("leadership term 1 of mgr-a ended"),
+        "{reason}"
+    );
+    assert!(reason.contains("closed again"), "{reason}");
+    assert_eq!(*took_over.lock().unwrap(), 1);
+    let rounds = env.ha.shared().stats().rounds;
+    while env.ha.shared().stats().rounds < rounds + 5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing a deposed term did stays: metadata still names the old primary, every live node
+    // is read-only, no attempt was promoted, and the hook ran once (one metadata write tried).
+    assert_eq!(env.primary_id().await.unwrap(), old);
+    for id in &env.node_ids[1..] {
+        let ro: Vec<i64> = ha_support::root_query(env.server(*id), "SELECT @@read_only")
+            .await
+            .unwrap();
+        assert_eq!(ro, vec![1], "node {id} is read-only");
+    }
+    let recs = env.ha.shared().failovers(Some(env.shard_id));
+    assert!(
+        recs.iter().all(|r| r.outcome != Outcome::Promoted),
+        "{recs:?}"
+    );
+    assert_eq!(*took_over.lock().unwrap(), 1, "{recs:?}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_term_without_the_lease_refuses_a_failover_before_touching_a_node() {
+    const LEASE: &str = "cluster_mgr";
+    let hooked: Arc<Mutex<u32>> = Arc::default();
+    let h2 = hooked.clone();
+    let hook = WriteHook(Arc::new(move |_| {
+        let h2 = h2.clone();
+        Box::pin(async move {
+            *h2.lock().unwrap() += 1;
+        })
+    }));
+    let ha = HaConfig {
+        before_write: Some(hook),
+        term: Some(TermFence {
+            lease: LEASE.into(),
+            holder: "mgr-a".into(),
+            epoch: 1,
+        }),
+        ..test_ha_config()
+    };
+    let env = HaEnv::start(EnvOptions {
+        ha,
+        ..EnvOptions::default()
+    })
+    .await
+    .expect("env");
+    // Another manager leads: the monitor still runs (its term has not noticed yet).
+    let b = env
+        .store
+        .tx(async |tx| repo::lease::acquire(tx, LEASE, "mgr-b", Duration::from_secs(600)).await)
+        .await
+        .unwrap();
+    assert!(b.is_some());
+    let deadline = Instant::now() + LIMIT;
+    while !env
+        .ha
+        .shared()
+        .node_health(env.node_ids[0])
+        .is_some_and(|h| h.probe.semi_sync_proof())
+    {
+        assert!(Instant::now() < deadline, "the primary was never probed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let old = env.node_ids[0];
+    env.set.primary().kill9().unwrap();
+    let deadline = Instant::now() + LIMIT;
+    let refused = loop {
+        let recs = env.ha.shared().failovers(Some(env.shard_id));
+        if let Some(r) = recs.iter().find(|r| r.outcome == Outcome::Refused) {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "no refused attempt: {recs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let why = refused.reason.clone().unwrap_or_default();
+    assert!(why.contains("no longer held by mgr-a"), "{why}");
+    assert!(
+        refused.phases.iter().all(|p| p.name != "promote"),
+        "{refused:?}"
+    );
+    let rounds = env.ha.shared().stats().rounds;
+    while env.ha.shared().stats().rounds < rounds + 5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(env.primary_id().await.unwrap(), old);
+    assert_eq!(*hooked.lock().unwrap(), 0, "no metadata write was tried");
+    for id in &env.node_ids[1..] {
+        let ro: Vec<i64> = ha_support::root_query(env.server(*id), "SELECT @@read_only")
+            .await
+            .unwrap();
+        assert_eq!(ro, vec![1], "node {id} stays a read-only replica");
+    }
     env.stop().await;
 }
 

@@ -218,6 +218,8 @@ pub struct StepContext {
     pub repl: Option<Login>,
     /// The cluster's `pgx` login to prove fences with; `None` checks `read_only` only.
     pub pgx: Option<Login>,
+    /// See [`super::HaConfig::term`].
+    pub term: Option<super::TermFence>,
 }
 
 impl StepContext {
@@ -641,6 +643,7 @@ async fn finish(
     let new_id = new.id;
     let new_host = map_host(new);
     let cluster_id = cluster.id;
+    let term = ctx.term.clone();
     super::WriteHook::call(
         ctx.before_write.as_ref(),
         super::WriteSite::Failover {
@@ -655,6 +658,7 @@ async fn finish(
     let recorded = ctx
         .store
         .tx(async move |tx| {
+            super::TermFence::check(term.as_ref(), tx).await?;
             let status = repo::nodes::get(tx, new_id).await?.status;
             if status != NodeStatus::Active {
                 return Err(kunlun_meta::Error::Conflict(format!(

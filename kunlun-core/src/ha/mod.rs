@@ -73,6 +73,41 @@ pub struct HaConfig {
     /// what the monitor observed earlier (see [`WriteSite`]), so a test can change metadata
     /// inside that window.
     pub before_write: Option<WriteHook>,
+    /// The leadership term this monitor acts for. Every metadata write that changes who is
+    /// primary or who replicates from whom checks, in its own transaction, that the term's
+    /// lease is still held ([`TermFence::check`]): a manager that lost leadership mid-failover
+    /// (paused, cut off from the store) cannot record a primary after its successor started.
+    /// `None` (harness monitors without a lease) writes unchecked.
+    pub term: Option<TermFence>,
+}
+
+/// A leader's term as a write fence: the lease, its holder and the epoch it was won at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TermFence {
+    pub lease: String,
+    pub holder: String,
+    pub epoch: i64,
+}
+
+impl TermFence {
+    /// In a write transaction: fails it with a conflict unless the term still holds its
+    /// lease (on MySQL the lease row stays locked until the transaction ends, so no other
+    /// manager can take over between this check and the commit).
+    pub(crate) async fn check(
+        fence: Option<&TermFence>,
+        tx: &mut kunlun_meta::store::Tx,
+    ) -> Result<(), kunlun_meta::Error> {
+        let Some(f) = fence else { return Ok(()) };
+        if kunlun_meta::store::repo::lease::fence(tx, &f.lease, &f.holder, f.epoch).await? {
+            Ok(())
+        } else {
+            Err(kunlun_meta::Error::Conflict(format!(
+                "leadership term {} of {} ended: this manager no longer holds lease `{}`, so it \
+                 writes nothing",
+                f.epoch, f.holder, f.lease
+            )))
+        }
+    }
 }
 
 /// A metadata write of the monitor that follows a slow step on the nodes.
@@ -121,6 +156,7 @@ impl Default for HaConfig {
             retry: RetryPolicy::default(),
             attempt_deadline: Duration::from_secs(120),
             before_write: None,
+            term: None,
         }
     }
 }

@@ -101,9 +101,11 @@ async fn repoint(
         master_host: map_host(primary),
         master_uuid: None,
     };
+    let term = ctx.term.clone();
     let recorded = ctx
         .store
         .tx(async move |tx| {
+            super::TermFence::check(term.as_ref(), tx).await?;
             match repo::nodes::get(tx, id).await {
                 Ok(n) if n.status == NodeStatus::Active => {}
                 Ok(_) | Err(kunlun_meta::Error::NotFound { .. }) => return Ok(false),

@@ -194,9 +194,11 @@ impl HaMonitor {
             master_host: crate::ha::failover::map_host(primary),
             master_uuid: None,
         };
+        let term = self.cfg.term.clone();
         let done = self
             .store
             .tx(async move |tx| {
+                crate::ha::TermFence::check(term.as_ref(), tx).await?;
                 if !repo::nodes::set_status_if(tx, id, seen, NodeStatus::Active).await? {
                     let now = repo::nodes::get(tx, id).await.ok().map(|n| n.status);
                     return Ok(Some(now));

@@ -57,6 +57,7 @@ impl TaskCtx {
             before_write: self.cfg.before_write.clone(),
             repl: None,
             pgx: None,
+            term: self.cfg.term.clone(),
         }
     }
 
@@ -206,6 +207,28 @@ pub(super) async fn fail_over(ctx: TaskCtx, job: FailoverJob) -> FailoverDone {
         r.no_switch |= ctx.shared.node_no_switch(r.node_id);
     }
     let facts = view.fingerprint();
+    // A term that already lost its lease touches no node: the new leader decides. (A read
+    // error goes on: the metadata write checks the lease again, in its own transaction.)
+    if let Some(term) = cfg.term.as_ref() {
+        let held = ctx
+            .store
+            .read(async |tx| {
+                kunlun_meta::store::repo::lease::holds(tx, &term.lease, &term.holder, term.epoch)
+                    .await
+            })
+            .await;
+        if matches!(held, Ok(false)) {
+            return FailoverDone::Refused {
+                old: old.id,
+                reason: format!(
+                    "leadership term {} ended (lease `{}` is no longer held by {}); the new \
+                     leader decides",
+                    term.epoch, term.lease, term.holder
+                ),
+                facts: refusal_key(&facts, ctx.shared.loss_policy(s.shard_id)),
+            };
+        }
+    }
     let step = ctx.step_context().with_logins(s.cluster.id).await;
     // The choice needs only the view; the fence runs before anything stops receiving from the
     // old primary (see `switch_to`), and before a refusal is recorded.

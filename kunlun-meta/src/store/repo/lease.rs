@@ -13,7 +13,7 @@ use diesel_async::RunQueryDsl;
 
 use super::commit_log::server_now;
 use crate::error::{Error, Result};
-use crate::store::conn::{with_conn, Tx};
+use crate::store::conn::{with_conn, ConnRef, Tx};
 use crate::store::rows::LeaseRow;
 use crate::store::schema::kl_leader_lease as lease;
 
@@ -118,6 +118,29 @@ pub async fn holds(tx: &mut Tx, name: &str, holder: &str, epoch: i64) -> Result<
     Ok(get(tx, name)
         .await?
         .is_some_and(|l| l.holder == holder && l.epoch == epoch && l.expires_at > now))
+}
+
+/// Like [`holds`], as a write fence inside a write transaction: on MySQL the lease row is
+/// read `FOR UPDATE`, so no other manager can take the lease over until this transaction
+/// ends (SQLite write transactions are serial already). A leader's write that must not land
+/// after its term ended checks this first, in the same transaction.
+pub async fn fence(tx: &mut Tx, name: &str, holder: &str, epoch: i64) -> Result<bool> {
+    let now = server_time(tx).await?;
+    macro_rules! query {
+        () => {
+            lease::table
+                .filter(lease::name.eq(name))
+                .select(LeaseRow::as_select())
+        };
+    }
+    let lock = tx.locking_reads();
+    let r = match tx.conn_ref()? {
+        ConnRef::Sqlite(c) => query!().first::<LeaseRow>(c).await,
+        ConnRef::Mysql(c) if lock => query!().for_update().first::<LeaseRow>(c).await,
+        ConnRef::Mysql(c) => query!().first::<LeaseRow>(c).await,
+    };
+    let row = tx.check(r.optional())?;
+    Ok(row.is_some_and(|l| l.holder == holder && l.epoch == epoch && l.expires_at > now))
 }
 
 /// Gives the lease up at once (it expires now); false if `holder` did not hold it at `epoch`.
