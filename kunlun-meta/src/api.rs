@@ -346,8 +346,9 @@ pub struct JobQuery {
     /// Only jobs of this type.
     #[serde(default)]
     pub job_type: Option<String>,
-    /// At most this many, newest first (default 100, at most 1000; 0 or more is a 400).
+    /// At most this many, newest first (default 100, 1..=1000; anything else is a 400).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", param(minimum = 1, maximum = 1000))]
     pub limit: Option<u32>,
     /// Only jobs older than this id: the `X-Next-Cursor` of the previous page.
     #[serde(default)]
@@ -380,8 +381,9 @@ pub const NEXT_CURSOR_HEADER: &str = "X-Next-Cursor";
 #[cfg_attr(feature = "utoipa", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
-    /// At most this many rows (default 100, 1..=1000).
+    /// At most this many rows (default 100, 1..=1000; anything else is a 400).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", param(minimum = 1, maximum = 1000))]
     pub limit: Option<u32>,
     /// Only rows past this id: the cursor of the previous page.
     #[serde(default)]

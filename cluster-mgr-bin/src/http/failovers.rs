@@ -17,7 +17,8 @@ type Result<T> = std::result::Result<T, ApiError>;
 pub struct ListQuery {
     /// Only the records of this shard.
     pub shard_id: Option<i64>,
-    /// At most this many, newest first (default 100, 1..=1000; more is a 400).
+    /// At most this many, newest first (default 100, 1..=1000; anything else is a 400).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Only records older than this id: the `X-Next-Cursor` of the previous page.
     pub after: Option<i64>,
