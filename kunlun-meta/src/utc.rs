@@ -8,10 +8,10 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer, Serializer};
 
-/// The wire form of `t` (UTC): RFC 3339, `Z`, only as many fraction digits as needed.
+/// The wire form of `t` (UTC): RFC 3339, `Z`, always nine fraction digits, so the text sorts as the time does.
 pub fn format(t: &NaiveDateTime) -> String {
     t.and_utc()
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 /// Parses the wire form: RFC 3339 with any offset, or a naive `YYYY-MM-DDTHH:MM:SS[.f]` as UTC.
