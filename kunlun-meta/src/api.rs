@@ -49,6 +49,7 @@ pub struct RegisterMachine {
     pub machine_type: MachineType,
     /// SSH port (default 22).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1))]
     pub ssh_port: Option<u16>,
     /// SSH user (default `root`).
     #[serde(default)]
@@ -134,6 +135,7 @@ impl RegisterMachine {
 #[serde(deny_unknown_fields)]
 pub struct UpdateMachine {
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1))]
     pub ssh_port: Option<u16>,
     #[serde(default)]
     pub ssh_user: Option<String>,
@@ -345,6 +347,10 @@ pub struct JobQuery {
     pub status: Option<crate::model::JobStatus>,
     /// Only jobs of this type.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "utoipa",
+        param(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    )]
     pub job_type: Option<String>,
     /// At most this many, newest first (default 100, 1..=1000; anything else is a 400).
     #[serde(default)]
@@ -526,19 +532,25 @@ pub struct XaResolveResult {
 pub struct CreateCluster {
     /// Unique; also names the tables `commit_log_<name>` and `ddl_ops_log_<name>`, so only
     /// `A-Z a-z 0-9 _`, at most 48 characters.
+    #[cfg_attr(feature = "utoipa", schema(pattern = "^[A-Za-z0-9_]{1,48}$"))]
     pub name: String,
     #[serde(default)]
     pub nick_name: Option<String>,
     /// `rbr` (primary + replicas, semi-sync) or `no_rep` (one node per shard).
     pub ha_mode: crate::model::HaMode,
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 64))]
     pub shards: u32,
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 9))]
     pub nodes: u32,
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 32))]
     pub comps: u32,
     /// InnoDB buffer pool of each storage node, MB (default 128).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 1048576))]
     pub innodb_size_mb: Option<u32>,
     /// `max_connections` of every instance (default 1000).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 100000))]
     pub max_connections: Option<u32>,
     /// Only these storage machines (host addresses), else all running ones.
     #[serde(default)]
@@ -613,7 +625,9 @@ impl CreateCluster {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddShards {
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 64))]
     pub shards: u32,
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 9))]
     pub nodes: u32,
     /// Only these storage machines (host addresses), else all running ones.
     #[serde(default)]
@@ -635,6 +649,7 @@ impl AddShards {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddNodes {
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 9))]
     pub nodes: u32,
     /// Only these storage machines (host addresses), else all running ones.
     #[serde(default)]
@@ -654,6 +669,7 @@ impl AddNodes {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddComps {
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 32))]
     pub comps: u32,
     /// Only these compute machines (host addresses), else all running ones.
     #[serde(default)]

@@ -61,6 +61,10 @@ impl std::str::FromStr for Role {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// A name like other names (`A-Z a-z 0-9 _ - .`, at most 64); unique, never reused.
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    )]
     pub name: String,
     pub role: Role,
 }

@@ -138,7 +138,7 @@ pub async fn status(cm: Acting) -> Result<HttpResponse> {
 #[utoipa::path(
     post, path = "/v1/shards/{id}/switchover", tag = "ha",
     params(("id" = i64, Path, description = "Shard id")),
-    request_body(content = Option<SwitchoverRequest>, description = "`{\"target_node_id\": N}`, or `{}` or no body at all for the best replica. A body must be `application/json` and exactly this shape: anything else is refused and nothing happens"),
+    request_body(content = SwitchoverRequest, description = "`{\"target_node_id\": N}`, or `{}` or no body at all for the best replica. A body must be `application/json` and exactly this shape: anything else is refused and nothing happens"),
     responses(
         (status = 200, description = "The switchover's record (outcome promoted, refused or failed). A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms, errant_followers [{node_id, gtids}] (kept out for rebuild, not repointed), not_replicating and fence_unproven [{node_id, why}]"),
         (status = 400, description = "Malformed JSON, a wrong type or an unknown field: nothing was done", body = ErrorBody),

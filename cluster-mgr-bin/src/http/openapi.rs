@@ -8,7 +8,7 @@
 
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
@@ -124,6 +124,13 @@ impl Modify for CommonAnswers {
                 &mut item.trace,
             ];
             for op in ops.into_iter().flatten() {
+                // The switchover body may be left out (the best replica), but when sent it is
+                // an object: `null` is refused like any other wrong type.
+                if path == "/v1/shards/{id}/switchover" {
+                    if let Some(body) = op.request_body.as_mut() {
+                        body.required = Some(Required::False);
+                    }
+                }
                 if open {
                     op.security = Some(vec![SecurityRequirement::default()]);
                 }
