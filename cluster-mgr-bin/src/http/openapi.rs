@@ -70,8 +70,11 @@ impl Modify for BearerAuth {
 /// client can get. `/healthz` needs no token and says so (empty security requirement).
 struct CommonAnswers;
 
+/// Whether a common answer applies to an operation (`open`: it needs no token).
+type Applies = fn(&Operation, bool) -> bool;
+
 /// `(status, description, applies)`: which operations get which common answer.
-const COMMON: &[(&str, &str, fn(&Operation, bool) -> bool)] = &[
+const COMMON: &[(&str, &str, Applies)] = &[
     (
         "400",
         "invalid_field / invalid_request / malformed_json: a path, query or body value is unusable",
