@@ -42,6 +42,13 @@ pub struct Health {
 /// `POST /v1/machines`: register a machine reachable over SSH.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(example = json!({
+    "hostaddr": "192.0.2.10",
+    "machine_type": "storage",
+    "ssh_key_path": "/etc/kunlun/keys/id_ed25519",
+    "data_dirs": ["/data/kunlun"],
+    "probe": false
+})))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterMachine {
     /// IP address or host name the manager reaches the machine at.

@@ -9,8 +9,10 @@
 //! The daemon contacts no generated address: it starts on an empty store with machine
 //! liveness off (`machine_check_interval = 0`), and `scripts/fuzz/hooks.py` rewrites every
 //! machine body to `probe: false`, a 127.x.y.z address and SSH port 1 (nothing listens), so a
-//! generated job that picks such a machine fails on a refused loopback connection. At the end
-//! the test checks that every stored machine has a loopback address.
+//! generated job that picks such a machine fails on a refused loopback connection. In fact such
+//! a machine stays `dead` (unprobed, no liveness round), so placement never picks it and a
+//! generated job fails at planning. At the end the test checks that every stored machine is on
+//! loopback and still `dead`, and that no job got done.
 //!
 //! schemathesis is installed once by `scripts/fuzz/install.sh` (pinned version, venv under
 //! `~/.cache`); `KUNLUN_FUZZ_SEED` and `KUNLUN_FUZZ_EXAMPLES` change the seed (default fixed)
@@ -244,7 +246,9 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     fuzz(&st, dir, &doc, &url, Some(&token), "token");
     fuzz(&st, dir, &doc, &url, None, "anonymous");
 
-    // Whatever the fuzz registered is on loopback, unprobed: nothing generated was contacted.
+    // Whatever the fuzz registered is on loopback and still `dead` (never answered over SSH,
+    // so never placed on): nothing generated was contacted. The jobs the fuzz created could
+    // place nothing and failed at planning.
     let machines: Vec<Value> = http
         .get(format!("{url}/v1/machines?limit=1000"))
         .bearer_auth(&token)
@@ -259,8 +263,35 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
                 .is_ok_and(|a| a.is_loopback()),
             "a fuzzed machine is not on loopback: {m}"
         );
+        assert_eq!(m["node_stats"], "dead", "a fuzzed machine was reached: {m}");
     }
-    println!("machines the fuzz registered: {}", machines.len());
+    let jobs: Vec<Value> = http
+        .get(format!("{url}/v1/jobs?limit=1000"))
+        .bearer_auth(&token)
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json())
+        .expect("GET /v1/jobs");
+    for j in &jobs {
+        assert_ne!(j["status"], "done", "a fuzzed job did something: {j}");
+    }
+    let audit: Vec<Value> = http
+        .get(format!("{url}/v1/audit?limit=1000"))
+        .bearer_auth(&token)
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json())
+        .expect("GET /v1/audit");
+    let registered = audit
+        .iter()
+        .filter(|e| e["method"] == "POST" && e["path"] == "/v1/machines" && e["status"] == 201)
+        .count();
+    println!(
+        "the fuzz registered {registered} machines ({} left, all loopback and dead) and created \
+         {} jobs (none done)",
+        machines.len(),
+        jobs.len()
+    );
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         !log_text.contains("panicked"),
