@@ -28,4 +28,8 @@ if ! mariadb -h127.0.0.1 -P3306 -uroot -e 'select 1' >/dev/null 2>&1; then
 fi
 export KUNLUN_TEST_MYSQL_URL="${KUNLUN_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306}"
 
+# The API fuzz (tests/tests/api_fuzz.rs) runs schemathesis from PyPI, pinned, in a venv under
+# ~/.cache: installed here once (a no-op when present), so a missing one fails now, not mid-run.
+bash scripts/fuzz/install.sh >/dev/null
+
 cargo test --workspace --all-targets --no-fail-fast "$@"

@@ -42,6 +42,13 @@ pub struct Health {
 /// `POST /v1/machines`: register a machine reachable over SSH.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(example = json!({
+    "hostaddr": "192.0.2.10",
+    "machine_type": "storage",
+    "ssh_key_path": "/etc/kunlun/keys/id_ed25519",
+    "data_dirs": ["/data/kunlun"],
+    "probe": false
+})))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterMachine {
     /// IP address or host name the manager reaches the machine at.
@@ -49,6 +56,7 @@ pub struct RegisterMachine {
     pub machine_type: MachineType,
     /// SSH port (default 22).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1))]
     pub ssh_port: Option<u16>,
     /// SSH user (default `root`).
     #[serde(default)]
@@ -134,6 +142,7 @@ impl RegisterMachine {
 #[serde(deny_unknown_fields)]
 pub struct UpdateMachine {
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1))]
     pub ssh_port: Option<u16>,
     #[serde(default)]
     pub ssh_user: Option<String>,
@@ -345,9 +354,14 @@ pub struct JobQuery {
     pub status: Option<crate::model::JobStatus>,
     /// Only jobs of this type.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "utoipa",
+        param(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    )]
     pub job_type: Option<String>,
-    /// At most this many, newest first (default 100, at most 1000; 0 or more is a 400).
+    /// At most this many, newest first (default 100, 1..=1000; anything else is a 400).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", param(minimum = 1, maximum = 1000))]
     pub limit: Option<u32>,
     /// Only jobs older than this id: the `X-Next-Cursor` of the previous page.
     #[serde(default)]
@@ -380,8 +394,9 @@ pub const NEXT_CURSOR_HEADER: &str = "X-Next-Cursor";
 #[cfg_attr(feature = "utoipa", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
-    /// At most this many rows (default 100, 1..=1000).
+    /// At most this many rows (default 100, 1..=1000; anything else is a 400).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", param(minimum = 1, maximum = 1000))]
     pub limit: Option<u32>,
     /// Only rows past this id: the cursor of the previous page.
     #[serde(default)]
@@ -524,19 +539,25 @@ pub struct XaResolveResult {
 pub struct CreateCluster {
     /// Unique; also names the tables `commit_log_<name>` and `ddl_ops_log_<name>`, so only
     /// `A-Z a-z 0-9 _`, at most 48 characters.
+    #[cfg_attr(feature = "utoipa", schema(pattern = "^[A-Za-z0-9_]{1,48}$"))]
     pub name: String,
     #[serde(default)]
     pub nick_name: Option<String>,
     /// `rbr` (primary + replicas, semi-sync) or `no_rep` (one node per shard).
     pub ha_mode: crate::model::HaMode,
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 64))]
     pub shards: u32,
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 9))]
     pub nodes: u32,
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 32))]
     pub comps: u32,
     /// InnoDB buffer pool of each storage node, MB (default 128).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 1048576))]
     pub innodb_size_mb: Option<u32>,
     /// `max_connections` of every instance (default 1000).
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 100000))]
     pub max_connections: Option<u32>,
     /// Only these storage machines (host addresses), else all running ones.
     #[serde(default)]
@@ -611,7 +632,9 @@ impl CreateCluster {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddShards {
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 64))]
     pub shards: u32,
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 9))]
     pub nodes: u32,
     /// Only these storage machines (host addresses), else all running ones.
     #[serde(default)]
@@ -633,6 +656,7 @@ impl AddShards {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddNodes {
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 9))]
     pub nodes: u32,
     /// Only these storage machines (host addresses), else all running ones.
     #[serde(default)]
@@ -652,6 +676,7 @@ impl AddNodes {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddComps {
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 32))]
     pub comps: u32,
     /// Only these compute machines (host addresses), else all running ones.
     #[serde(default)]

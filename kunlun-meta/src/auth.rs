@@ -61,6 +61,10 @@ impl std::str::FromStr for Role {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// A name like other names (`A-Z a-z 0-9 _ - .`, at most 64); unique, never reused.
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    )]
     pub name: String,
     pub role: Role,
 }
@@ -78,10 +82,13 @@ impl CreateToken {
 pub struct TokenInfo {
     pub name: String,
     pub role: Role,
+    #[serde(with = "crate::utc")]
     pub created_at: chrono::NaiveDateTime,
     /// Updated at most once a minute.
+    #[serde(default, with = "crate::utc::option")]
     pub last_used_at: Option<chrono::NaiveDateTime>,
     /// Set when revoked; a revoked token is refused and its name stays taken.
+    #[serde(default, with = "crate::utc::option")]
     pub revoked_at: Option<chrono::NaiveDateTime>,
 }
 
@@ -110,6 +117,7 @@ impl std::fmt::Debug for CreatedToken {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: i64,
+    #[serde(with = "crate::utc")]
     pub at: chrono::NaiveDateTime,
     /// The token's name; none in open mode (loopback, no token ever created).
     pub token_name: Option<String>,
@@ -136,6 +144,8 @@ pub struct NewAuditEntry {
 #[cfg_attr(feature = "utoipa", derive(utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// At most this many, newest first (default 100, 1..=1000; anything else is a 400).
+    #[cfg_attr(feature = "utoipa", param(minimum = 1, maximum = 1000))]
     pub limit: Option<i64>,
 }
 

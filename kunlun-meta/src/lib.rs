@@ -9,6 +9,7 @@ pub mod error;
 pub mod model;
 #[cfg(feature = "store")]
 pub mod store;
+pub mod utc;
 pub mod validate;
 
 pub use error::{Error, Result};

@@ -10,13 +10,28 @@ use serde::{Deserialize, Serialize};
 /// Declares a string-backed state enum: serde and `as_str` use the Kunlun spelling, and
 /// `FromStr` rejects anything else with the list of allowed values.
 macro_rules! state_enum {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $s:literal),+ $(,)? }) => {
-        $(#[$m])*
+    ($(#[doc = $doc:literal])* $name:ident { $($(#[$vm:meta])* $variant:ident => $s:literal),+ $(,)? }) => {
+        $(#[doc = $doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
         pub enum $name {
             $($(#[$vm])* #[serde(rename = $s)] $variant),+
         }
+
+        // By hand, not derived: the derive does not see a `rename` made of a macro argument
+        // and would document the Rust names (`Storage`) instead of the wire values (`storage`).
+        #[cfg(feature = "utoipa")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some(concat!($($doc, "\n"),*).trim()))
+                    .enum_values(Some([$($s),+]))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "utoipa")]
+        impl utoipa::ToSchema for $name {}
 
         impl $name {
             /// Every value, in declaration order.
@@ -124,6 +139,7 @@ pub struct Machine {
     /// Base ports reserved by installs in flight.
     pub installing_ports: Vec<u16>,
     pub ssh: SshAccess,
+    #[serde(default, with = "crate::utc::option")]
     pub svc_since: Option<NaiveDateTime>,
 }
 
@@ -150,6 +166,7 @@ pub struct MachineProbe {
     /// Each data dir as probed, in the machine's order.
     pub data_dirs: Vec<ProbedDir>,
     /// When the probe ran (UTC).
+    #[serde(with = "crate::utc")]
     pub probed_at: NaiveDateTime,
 }
 
@@ -217,6 +234,7 @@ pub struct Cluster {
     pub status: ClusterStatus,
     /// JSON of the creation parameters (Kunlun keeps them here).
     pub memo: Option<String>,
+    #[serde(default, with = "crate::utc::option")]
     pub when_created: Option<NaiveDateTime>,
 }
 
@@ -247,6 +265,7 @@ pub struct Shard {
     pub degrade_conf_time: i64,
     pub status: ClusterStatus,
     pub coldbackup_period: Option<String>,
+    #[serde(default, with = "crate::utc::option")]
     pub when_created: Option<NaiveDateTime>,
 }
 
@@ -281,6 +300,7 @@ pub struct ShardNode {
     pub replica_delay: i64,
     pub backup_node: OnOff,
     pub innodb_buffer_pool_mb: i64,
+    #[serde(default, with = "crate::utc::option")]
     pub when_created: Option<NaiveDateTime>,
 }
 
@@ -313,6 +333,7 @@ pub struct CompNode {
     pub passwd: String,
     pub status: NodeStatus,
     pub max_conns: i64,
+    #[serde(default, with = "crate::utc::option")]
     pub when_created: Option<NaiveDateTime>,
 }
 
@@ -378,7 +399,9 @@ pub struct Job {
     pub memo: Option<serde_json::Value>,
     pub user_name: Option<String>,
     pub related_id: Option<String>,
+    #[serde(default, with = "crate::utc::option")]
     pub when_started: Option<NaiveDateTime>,
+    #[serde(default, with = "crate::utc::option")]
     pub when_ended: Option<NaiveDateTime>,
 }
 
@@ -397,6 +420,7 @@ pub struct CommitLogEntry {
     /// `(start_unix_ts << 32) | local_xid`.
     pub txn_id: u64,
     pub next_txn_cmd: TxnCmd,
+    #[serde(default, with = "crate::utc::option")]
     pub prepare_ts: Option<NaiveDateTime>,
 }
 

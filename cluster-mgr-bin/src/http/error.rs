@@ -194,12 +194,18 @@ pub async fn route_not_found(req: HttpRequest) -> HttpResponse {
     ApiError::not_found(format!("no route {} {}", req.method(), req.path())).error_response()
 }
 
-/// Default service of a resource: a known path with an unsupported method.
-pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    ApiError::method_not_allowed(format!(
-        "{} is not supported on {}",
+/// Default service of a resource: a known path with an unsupported method; `Allow` lists the
+/// methods the path has.
+pub async fn method_not_allowed(req: HttpRequest, allow: &'static str) -> HttpResponse {
+    let mut res = ApiError::method_not_allowed(format!(
+        "{} is not supported on {}; allowed: {allow}",
         req.method(),
         req.path()
     ))
-    .error_response()
+    .error_response();
+    res.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allow),
+    );
+    res
 }

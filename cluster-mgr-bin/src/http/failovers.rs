@@ -17,7 +17,8 @@ type Result<T> = std::result::Result<T, ApiError>;
 pub struct ListQuery {
     /// Only the records of this shard.
     pub shard_id: Option<i64>,
-    /// At most this many, newest first (default 100, 1..=1000; more is a 400).
+    /// At most this many, newest first (default 100, 1..=1000; anything else is a 400).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Only records older than this id: the `X-Next-Cursor` of the previous page.
     pub after: Option<i64>,
@@ -137,7 +138,7 @@ pub async fn status(cm: Acting) -> Result<HttpResponse> {
 #[utoipa::path(
     post, path = "/v1/shards/{id}/switchover", tag = "ha",
     params(("id" = i64, Path, description = "Shard id")),
-    request_body(content = Option<SwitchoverRequest>, description = "`{\"target_node_id\": N}`, or `{}` or no body at all for the best replica. A body must be `application/json` and exactly this shape: anything else is refused and nothing happens"),
+    request_body(content = SwitchoverRequest, description = "`{\"target_node_id\": N}`, or `{}` or no body at all for the best replica. A body must be `application/json` and exactly this shape: anything else is refused and nothing happens"),
     responses(
         (status = 200, description = "The switchover's record (outcome promoted, refused or failed). A failover record: id, cluster_id, shard_id, kind (automatic|switchover), started_at, old_primary, new_primary, outcome (promoted|refused|failed), proven_lossless, possible_loss, reason, fence, phases [{name, ms, note}], old_primary_fate, total_ms, errant_followers [{node_id, gtids}] (kept out for rebuild, not repointed), not_replicating and fence_unproven [{node_id, why}]"),
         (status = 400, description = "Malformed JSON, a wrong type or an unknown field: nothing was done", body = ErrorBody),

@@ -115,76 +115,93 @@ pub fn app_with_auth(
 
 /// The route table.
 fn routes(cfg: &mut web::ServiceConfig) {
-    let resource =
-        |path: &str| web::resource(path).default_service(web::to(error::method_not_allowed));
-    cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
-        .service(resource("/metrics").route(web::get().to(metrics::get_metrics)))
-        .service(resource("/v1/leader").route(web::get().to(leader::show)))
+    // `allow`: the methods routed below on that path, sent as `Allow` with a 405 for any other
+    // (RFC 9110 15.5.6); the API tests hold them to the OpenAPI document.
+    let resource = |path: &str, allow: &'static str| {
+        web::resource(path).default_service(web::to(move |req: actix_web::HttpRequest| {
+            error::method_not_allowed(req, allow)
+        }))
+    };
+    cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics::get_metrics)))
+        .service(resource("/v1/leader", "GET").route(web::get().to(leader::show)))
         .service(
-            resource("/v1/machines")
+            resource("/v1/machines", "GET, POST")
                 .route(web::get().to(machines::list))
                 .route(web::post().to(machines::register)),
         )
         .service(
-            resource("/v1/machines/{id}")
+            resource("/v1/machines/{id}", "GET, PATCH, DELETE")
                 .route(web::get().to(machines::show))
                 .route(web::patch().to(machines::update))
                 .route(web::delete().to(machines::delete)),
         )
         .service(
-            resource("/v1/clusters")
+            resource("/v1/clusters", "GET, POST")
                 .route(web::get().to(clusters::list))
                 .route(web::post().to(cluster_jobs::create)),
         )
         .service(
-            resource("/v1/clusters/{id}")
+            resource("/v1/clusters/{id}", "GET, DELETE")
                 .route(web::get().to(clusters::show))
                 .route(web::delete().to(cluster_jobs::delete)),
         )
         .service(
-            resource("/v1/clusters/{id}/shards")
+            resource("/v1/clusters/{id}/shards", "GET, POST")
                 .route(web::get().to(clusters::shards))
                 .route(web::post().to(scale_jobs::add_shards)),
         )
         .service(
-            resource("/v1/clusters/{id}/shards/{shard_id}")
+            resource("/v1/clusters/{id}/shards/{shard_id}", "DELETE")
                 .route(web::delete().to(scale_jobs::delete_shard)),
         )
         .service(
-            resource("/v1/clusters/{id}/shards/{shard_id}/nodes")
+            resource("/v1/clusters/{id}/shards/{shard_id}/nodes", "POST")
                 .route(web::post().to(scale_jobs::add_nodes)),
         )
         .service(
-            resource("/v1/clusters/{id}/shards/{shard_id}/nodes/{node_id}")
-                .route(web::delete().to(scale_jobs::delete_node)),
+            resource(
+                "/v1/clusters/{id}/shards/{shard_id}/nodes/{node_id}",
+                "DELETE",
+            )
+            .route(web::delete().to(scale_jobs::delete_node)),
         )
         .service(
-            resource("/v1/clusters/{id}/comp_nodes")
+            resource("/v1/clusters/{id}/comp_nodes", "GET, POST")
                 .route(web::get().to(clusters::comp_nodes))
                 .route(web::post().to(scale_jobs::add_comps)),
         )
         .service(
-            resource("/v1/clusters/{id}/comp_nodes/{comp_id}")
+            resource("/v1/clusters/{id}/comp_nodes/{comp_id}", "DELETE")
                 .route(web::delete().to(scale_jobs::delete_comp)),
         )
-        .service(resource("/v1/shards/{id}").route(web::get().to(clusters::shard)))
-        .service(resource("/v1/shards/{id}/nodes").route(web::get().to(clusters::shard_nodes)))
-        .service(resource("/v1/clusters/{id}/xa").route(web::get().to(xa::list)))
-        .service(resource("/v1/clusters/{id}/xa/{xid}/resolve").route(web::post().to(xa::resolve)))
-        .service(resource("/v1/jobs").route(web::get().to(jobs::list)))
-        .service(resource("/v1/jobs/{id}").route(web::get().to(jobs::show)))
-        .service(resource("/v1/ha").route(web::get().to(failovers::status)))
-        .service(resource("/v1/failovers").route(web::get().to(failovers::list)))
-        .service(resource("/v1/failovers/{id}").route(web::get().to(failovers::show)))
+        .service(resource("/v1/shards/{id}", "GET").route(web::get().to(clusters::shard)))
         .service(
-            resource("/v1/shards/{id}/switchover").route(web::post().to(failovers::switchover)),
+            resource("/v1/shards/{id}/nodes", "GET").route(web::get().to(clusters::shard_nodes)),
         )
-        .service(resource("/v1/shards/{id}/no_switch").route(web::post().to(failovers::no_switch)))
+        .service(resource("/v1/clusters/{id}/xa", "GET").route(web::get().to(xa::list)))
         .service(
-            resource("/v1/tokens")
+            resource("/v1/clusters/{id}/xa/{xid}/resolve", "POST")
+                .route(web::post().to(xa::resolve)),
+        )
+        .service(resource("/v1/jobs", "GET").route(web::get().to(jobs::list)))
+        .service(resource("/v1/jobs/{id}", "GET").route(web::get().to(jobs::show)))
+        .service(resource("/v1/ha", "GET").route(web::get().to(failovers::status)))
+        .service(resource("/v1/failovers", "GET").route(web::get().to(failovers::list)))
+        .service(resource("/v1/failovers/{id}", "GET").route(web::get().to(failovers::show)))
+        .service(
+            resource("/v1/shards/{id}/switchover", "POST")
+                .route(web::post().to(failovers::switchover)),
+        )
+        .service(
+            resource("/v1/shards/{id}/no_switch", "POST")
+                .route(web::post().to(failovers::no_switch)),
+        )
+        .service(
+            resource("/v1/tokens", "GET, POST")
                 .route(web::get().to(tokens::list))
                 .route(web::post().to(tokens::create)),
         )
-        .service(resource("/v1/tokens/{name}").route(web::delete().to(tokens::revoke)))
-        .service(resource("/v1/audit").route(web::get().to(tokens::audit)));
+        .service(resource("/v1/tokens/{name}", "DELETE").route(web::delete().to(tokens::revoke)))
+        .service(resource("/v1/audit", "GET").route(web::get().to(tokens::audit)));
 }

@@ -1,7 +1,14 @@
 //! The OpenAPI document of the REST API, generated from the handlers' `#[utoipa::path]`
 //! attributes and the `kunlun-meta` types, served at `/v1/openapi.json` with Swagger UI at `/docs/`.
+//!
+//! Invariant: every status an operation can answer is listed on it, also those that come from
+//! the layers in front of every handler ([`CommonAnswers`]: authentication, the `Host` check,
+//! admission, extractors); the fuzz test (`tests/tests/api_fuzz.rs`, schemathesis) holds the
+//! served answers to this document.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
@@ -24,7 +31,7 @@ use super::{
         failovers::status, failovers::list, failovers::show, failovers::switchover, failovers::no_switch,
         tokens::create, tokens::list, tokens::revoke, tokens::audit,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonAnswers),
     security(("bearer" = [])),
     tags(
         (name = "machines", description = "Hosts the manager installs database instances on"),
@@ -55,5 +62,97 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Adds to every operation the answers of the layers every request passes before its handler
+/// (authentication, `Host` check, admission, extractors), so the document lists every status a
+/// client can get. `/healthz` needs no token and says so (empty security requirement).
+struct CommonAnswers;
+
+/// Whether a common answer applies to an operation (`open`: it needs no token).
+type Applies = fn(&Operation, bool) -> bool;
+
+/// `(status, description, applies)`: which operations get which common answer.
+const COMMON: &[(&str, &str, Applies)] = &[
+    (
+        "400",
+        "invalid_field / invalid_request / malformed_json: a path, query or body value is unusable",
+        |op, _| op.parameters.as_ref().is_some_and(|p| !p.is_empty()) || op.request_body.is_some(),
+    ),
+    (
+        "401",
+        "unauthorized: no, unknown or revoked bearer token",
+        |_, open| !open,
+    ),
+    (
+        "403",
+        "forbidden: the token's role is too low; origin_not_allowed: a browser `Origin` that is not the API's own",
+        |_, open| !open,
+    ),
+    (
+        "413",
+        "payload_too_large: the body exceeds 256 KiB",
+        |op, _| op.request_body.is_some(),
+    ),
+    (
+        "415",
+        "unsupported_media_type: a body that is not `application/json`",
+        |op, _| op.request_body.is_some(),
+    ),
+    (
+        "421",
+        "host_not_allowed: the `Host` header names none of the configured names (DNS rebinding guard)",
+        |_, _| true,
+    ),
+    (
+        "503",
+        "store_unavailable: the metadata store does not answer; overloaded: too many requests in flight (`Retry-After`); shutting_down",
+        |_, open| !open,
+    ),
+];
+
+impl Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let open = path == "/healthz";
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in ops.into_iter().flatten() {
+                // The switchover body may be left out (the best replica), but when sent it is
+                // an object: `null` is refused like any other wrong type.
+                if path == "/v1/shards/{id}/switchover" {
+                    if let Some(body) = op.request_body.as_mut() {
+                        body.required = Some(Required::False);
+                    }
+                }
+                if open {
+                    op.security = Some(vec![SecurityRequirement::default()]);
+                }
+                for (status, description, applies) in COMMON {
+                    if !applies(op, open) || op.responses.responses.contains_key(*status) {
+                        continue;
+                    }
+                    let body = ContentBuilder::new()
+                        .schema(Some(RefOr::Ref(Ref::from_schema_name("ErrorBody"))))
+                        .build();
+                    let answer = ResponseBuilder::new()
+                        .description(*description)
+                        .content("application/json", body)
+                        .build();
+                    op.responses
+                        .responses
+                        .insert(status.to_string(), RefOr::T(answer));
+                }
+            }
+        }
     }
 }
