@@ -87,7 +87,8 @@ fn machine_add_list_show_update_rm_with_tables_and_json() {
     )
     .ok()
     .json();
-    assert_eq!(m2["hostaddr"], "localhost");
+    // Stored in canonical form: the address `localhost` resolves to.
+    assert_eq!(m2["hostaddr"], "127.0.0.1");
     assert_eq!(m2["machine_type"], "computer");
     assert_eq!(m2["data_dirs"], serde_json::json!(["/data/a", "/data/b"]));
     assert_eq!(m2["port_range"], "47000-48000");
@@ -115,10 +116,10 @@ fn machine_add_list_show_update_rm_with_tables_and_json() {
         .expect("row of 127.0.0.2");
     let row2 = lines
         .iter()
-        .find(|l| l.contains("localhost"))
-        .expect("row of localhost");
+        .find(|l| l.contains("127.0.0.1"))
+        .expect("row of localhost (127.0.0.1)");
     assert_eq!(col(row1, "127.0.0.2"), host_col, "{}", list.stdout);
-    assert_eq!(col(row2, "localhost"), host_col, "{}", list.stdout);
+    assert_eq!(col(row2, "127.0.0.1"), host_col, "{}", list.stdout);
     assert_eq!(col(row1, "storage"), type_col, "{}", list.stdout);
     assert_eq!(col(row2, "computer"), type_col, "{}", list.stdout);
     assert_eq!(col(row1, "57000-58000"), ports_col, "{}", list.stdout);

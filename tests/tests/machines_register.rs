@@ -46,6 +46,7 @@ fn request(sshd: &Sshd, ty: MachineType, data_dir: &str) -> RegisterMachine {
         total_mem_mb: None,
         total_cpu_cores: None,
         probe: true,
+        ssh_host_key: None,
     }
 }
 
