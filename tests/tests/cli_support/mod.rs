@@ -74,7 +74,7 @@ impl Daemon {
         if !sets("ssh_keys_dir") {
             lines.push(format!(
                 "ssh_keys_dir = {}",
-                kunlun_tests::harness_root().display()
+                kunlun_tests::harness::harness_root().display()
             ));
         }
         if !sets("ssh_host_key_policy") {
