@@ -190,14 +190,15 @@ fn machine_add_list_show_update_rm_with_tables_and_json() {
     );
     assert!(human.stdout.contains("not probed"), "{human:?}");
     // A change of SSH access is probed first (machines_update.rs covers it against real
-    // sshds); nothing listens behind this address, so it is refused and nothing changes.
+    // sshds); the key file is checked before connecting and this one does not exist (in the
+    // keys dir or at all), so it is refused and nothing changes.
     let refused = ctl(
         &url,
         &["machine", "update", &id1.to_string(), "--ssh-user", "ops"],
     );
     assert_eq!(refused.code, 1, "{refused:?}");
     assert!(
-        refused.stderr.contains("(machine_unreachable)"),
+        refused.stderr.contains("(ssh_key_rejected)"),
         "{refused:?}"
     );
     let after = ctl(&url, &["--json", "machine", "show", &id1.to_string()])
