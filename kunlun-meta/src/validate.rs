@@ -327,7 +327,13 @@ mod tests {
         let good = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
         host_key_fingerprint("f", good).unwrap();
         host_key_fingerprint("f", &format!("{good}=")).unwrap();
-        for bad in ["", "MD5:aa:bb", "SHA256:short", &format!("{good}x"), &good.replace('u', "-")] {
+        for bad in [
+            "",
+            "MD5:aa:bb",
+            "SHA256:short",
+            &format!("{good}x"),
+            &good.replace('u', "-"),
+        ] {
             assert!(host_key_fingerprint("f", bad).is_err(), "{bad}");
         }
     }

@@ -58,9 +58,7 @@ pub enum Error {
 
     /// A pinned host key fingerprint (given at registration) differs from the one the server
     /// offered. Nothing was sent to it and nothing was recorded.
-    #[error(
-        "{host}: the server offered host key {offered} ({key_type}), not the pinned {pinned}"
-    )]
+    #[error("{host}: the server offered host key {offered} ({key_type}), not the pinned {pinned}")]
     HostKeyPinMismatch {
         host: String,
         key_type: String,

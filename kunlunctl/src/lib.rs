@@ -114,12 +114,10 @@ pub fn hint(e: &CliError, noun: &str, server: &str) -> Option<String> {
             "host_key_unknown" => "confirm the fingerprint named above on the machine \
                  (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and pass it as --ssh-host-key"
                 .to_string(),
-            "host_key_mismatch" => {
-                "the machine's host key does not match the \
+            "host_key_mismatch" => "the machine's host key does not match the \
                  daemon's known_hosts (in its cluster_mgr_tmp_data_path): if the machine was \
                  reinstalled, remove its line there and register it again"
-                    .to_string()
-            }
+                .to_string(),
             "missing_binaries" => "install the server packages on the machine (storage: MariaDB \
                  server, computer: PostgreSQL) at the paths named above, then register it again"
                 .to_string(),

@@ -197,10 +197,7 @@ fn machine_add_list_show_update_rm_with_tables_and_json() {
         &["machine", "update", &id1.to_string(), "--ssh-user", "ops"],
     );
     assert_eq!(refused.code, 1, "{refused:?}");
-    assert!(
-        refused.stderr.contains("(ssh_key_rejected)"),
-        "{refused:?}"
-    );
+    assert!(refused.stderr.contains("(ssh_key_rejected)"), "{refused:?}");
     let after = ctl(&url, &["--json", "machine", "show", &id1.to_string()])
         .ok()
         .json();

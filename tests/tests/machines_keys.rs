@@ -44,10 +44,15 @@ fn send(
     if let Some(b) = body {
         r = r.json(b);
     }
-    let resp = r.send().expect("the daemon answers within the client's deadline");
+    let resp = r
+        .send()
+        .expect("the daemon answers within the client's deadline");
     let status = resp.status().as_u16();
     let text = resp.text().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn post(c: &reqwest::blocking::Client, d: &Daemon, body: &Value) -> (u16, Value) {
@@ -197,7 +202,11 @@ fn unacceptable_key_files_are_a_422_and_block_nothing() {
         &format!("{}/v1/machines/{ida}", d.url()),
         Some(&json!({"ssh_key_path": "/dev/kmsg"})),
     );
-    assert_eq!((st, body["code"].as_str()), (422, Some("ssh_key_rejected")), "{body}");
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (422, Some("ssh_key_rejected")),
+        "{body}"
+    );
 
     // b's key replaced by a FIFO on disk after registration: b goes dead, a stays running
     // (its checks keep completing), and the daemon keeps answering.
@@ -209,8 +218,15 @@ fn unacceptable_key_files_are_a_422_and_block_nothing() {
         &format!("{}/v1/machines/{ida}", d.url()),
         None,
     );
-    assert_eq!((st, &ma_now["node_stats"]), (200, &json!("running")), "{ma_now}");
-    assert_eq!(ma_now["ssh"]["key_path"], json!(key_a.display().to_string()));
+    assert_eq!(
+        (st, &ma_now["node_stats"]),
+        (200, &json!("running")),
+        "{ma_now}"
+    );
+    assert_eq!(
+        ma_now["ssh"]["key_path"],
+        json!(key_a.display().to_string())
+    );
     // The stuck one was deleted: later rounds go on (a's key restored elsewhere is noticed).
     let (st, _) = send(
         &c,
@@ -270,7 +286,11 @@ fn strict_host_keys_need_a_pin_and_a_wrong_pin_is_refused() {
 
     // Unknown, no pin: refused, naming the offered fingerprint.
     let (st, body) = post(&c, &d, &register(&a, &key_a, &data, true));
-    assert_eq!((st, body["code"].as_str()), (422, Some("host_key_unknown")), "{body}");
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (422, Some("host_key_unknown")),
+        "{body}"
+    );
     assert!(
         body["message"].as_str().unwrap_or_default().contains(&fp_a),
         "{body} should name {fp_a}"
@@ -279,7 +299,11 @@ fn strict_host_keys_need_a_pin_and_a_wrong_pin_is_refused() {
     let mut req = register(&a, &key_a, &data, true);
     req["ssh_host_key"] = json!(fp_b);
     let (st, body) = post(&c, &d, &req);
-    assert_eq!((st, body["code"].as_str()), (422, Some("host_key_mismatch")), "{body}");
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (422, Some("host_key_mismatch")),
+        "{body}"
+    );
     assert!(machines(&c, &d).is_empty());
     // A malformed pin is a 400.
     req["ssh_host_key"] = json!("SHA256:nope");
@@ -301,8 +325,18 @@ fn strict_host_keys_need_a_pin_and_a_wrong_pin_is_refused() {
     let port_b = b.port().to_string();
     let data_s = data.display().to_string();
     let base = vec![
-        "machine", "add", "--host", "127.0.0.9", "--type", "storage", "--ssh-key",
-        key_b_s.as_str(), "--ssh-port", port_b.as_str(), "--data-dir", data_s.as_str(),
+        "machine",
+        "add",
+        "--host",
+        "127.0.0.9",
+        "--type",
+        "storage",
+        "--ssh-key",
+        key_b_s.as_str(),
+        "--ssh-port",
+        port_b.as_str(),
+        "--data-dir",
+        data_s.as_str(),
     ];
     let mut pinned = base.clone();
     pinned.extend(["--ssh-host-key", fp_b.as_str()]);
@@ -312,7 +346,10 @@ fn strict_host_keys_need_a_pin_and_a_wrong_pin_is_refused() {
         r.stderr.contains("(host_key_unknown)") && r.stderr.contains(&fp_b),
         "{r:?}"
     );
-    assert!(r.stderr.contains("--ssh-host-key"), "the hint names the flag: {r:?}");
+    assert!(
+        r.stderr.contains("--ssh-host-key"),
+        "the hint names the flag: {r:?}"
+    );
     ctl(&url, &pinned).ok();
     assert_eq!(machines(&c, &d).len(), 2);
 }
@@ -354,7 +391,11 @@ fn one_address_spelled_seven_ways_registers_once() {
     assert_eq!(list[0]["hostaddr"], "127.0.0.1");
     // A computer machine may share the host (the store's key is host and type).
     let (st, comp) = post(&c, &d, &req("127.1", "computer"));
-    assert_eq!((st, &comp["hostaddr"]), (201, &json!("127.0.0.1")), "{comp}");
+    assert_eq!(
+        (st, &comp["hostaddr"]),
+        (201, &json!("127.0.0.1")),
+        "{comp}"
+    );
     // IPv6 is stored compressed.
     let (st, v6) = post(&c, &d, &req("0:0:0:0:0:0:0:1", "storage"));
     assert_eq!((st, &v6["hostaddr"]), (201, &json!("::1")), "{v6}");

@@ -170,7 +170,10 @@ async fn round(
     }
     for i in 0..machines.len() {
         if !results.iter().any(|(j, _)| *j == i) {
-            results.push((i, Err("no answer within the liveness round's deadline".into())));
+            results.push((
+                i,
+                Err("no answer within the liveness round's deadline".into()),
+            ));
         }
     }
     results.sort_by_key(|(i, _)| *i);

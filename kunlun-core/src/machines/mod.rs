@@ -97,7 +97,9 @@ impl ClusterManager {
         };
         let mut target = target_of(p, new)?;
         target.host_key_pin = pin.map(str::to_string);
-        check_key_file(&target).await.map_err(|e| refusal(e, what))?;
+        check_key_file(&target)
+            .await
+            .map_err(|e| refusal(e, what))?;
         let recipe = match new.machine_type {
             MachineType::Storage => &p.storage,
             MachineType::Computer => &p.compute,
@@ -371,11 +373,9 @@ pub(crate) async fn canonical_host(host: &str) -> Result<String> {
     if let Some(ip) = kunlun_meta::validate::canonical_ip(host) {
         return Ok(ip.to_string());
     }
-    let unresolved = |why: String| {
-        Error::MachineRefused {
-            kind: ProbeFailure::Unresolvable,
-            message: format!("hostaddr: {host:?} does not resolve ({why}); nothing was stored"),
-        }
+    let unresolved = |why: String| Error::MachineRefused {
+        kind: ProbeFailure::Unresolvable,
+        message: format!("hostaddr: {host:?} does not resolve ({why}); nothing was stored"),
     };
     let addrs: Vec<std::net::SocketAddr> =
         match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 22))).await {

@@ -125,7 +125,9 @@ mod tests {
     fn a_0600_regular_file_in_the_dir_is_read() {
         let d = tempfile::tempdir().unwrap();
         let k = key(d.path(), "id", 0o600);
-        assert!(read_private_key(&k, Some(d.path())).unwrap().starts_with(b"-----BEGIN"));
+        assert!(read_private_key(&k, Some(d.path()))
+            .unwrap()
+            .starts_with(b"-----BEGIN"));
         assert!(read_private_key(&k, None).is_ok());
     }
 
@@ -135,7 +137,10 @@ mod tests {
         for mode in [0o644, 0o640, 0o604, 0o660] {
             let k = key(d.path(), "id", mode);
             let e = refused(read_private_key(&k, Some(d.path())));
-            assert!(e.contains("not an acceptable key file") && e.contains("0600"), "{e}");
+            assert!(
+                e.contains("not an acceptable key file") && e.contains("0600"),
+                "{e}"
+            );
         }
     }
 
