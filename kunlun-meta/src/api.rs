@@ -53,7 +53,8 @@ pub struct RegisterMachine {
     /// SSH user (default `root`).
     #[serde(default)]
     pub ssh_user: Option<String>,
-    /// Private key on the manager's host used to log in.
+    /// Private key on the manager's host used to log in: a regular file under the daemon's
+    /// `ssh_keys_dir`, owned by its user, mode 0600 (else 422 `ssh_key_rejected`).
     pub ssh_key_path: String,
     /// Absolute directories instances are placed under.
     pub data_dirs: Vec<String>,
