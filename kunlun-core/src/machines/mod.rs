@@ -689,6 +689,41 @@ mod tests {
             }),
             "host_key_mismatch"
         );
+        assert_eq!(
+            code(P::HostKeyPinMismatch {
+                host: host(),
+                key_type: "ssh-ed25519".into(),
+                offered: "SHA256:x".into(),
+                pinned: "SHA256:y".into()
+            }),
+            "host_key_mismatch"
+        );
+        assert_eq!(
+            code(P::KeyFile {
+                path: "/dev/kmsg".into(),
+                reason: "regular file".into()
+            }),
+            "ssh_key_rejected"
+        );
+        match refusal(
+            P::HostKeyUnknown {
+                host: host(),
+                key_type: "ssh-ed25519".into(),
+                offered: "SHA256:abc".into(),
+                known_hosts: "/kh".into(),
+            },
+            "registration",
+        ) {
+            Error::MachineRefused { kind, message } => {
+                assert_eq!(kind.code(), "host_key_unknown");
+                assert!(
+                    message.contains("ssh_host_key = SHA256:abc")
+                        && message.contains("nothing was stored"),
+                    "{message}"
+                );
+            }
+            other => panic!("not a refusal: {other}"),
+        }
         assert!(matches!(
             refusal(P::Local("disk full".into()), "update"),
             Error::Internal(_)
