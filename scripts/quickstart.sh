@@ -46,6 +46,8 @@ else
 fi
 DATA=$QS/instances
 SSHD_PID=$QS/sshd.pid
+KEYS=$QS/keys
+KEY=$KEYS/id_ed25519
 DAEMON_PID=$QS/cluster-mgr.pid
 
 # Whether the PID in file $1 runs (a zombie, never reaped by a PID 1 that does not reap, is dead).
@@ -125,9 +127,13 @@ start_sshd() {
   mkdir -p "$QS" "$DATA" /run/sshd
   chmod 0755 "$QS" "$DATA"
   if alive "$SSHD_PID"; then say "sshd already running (PID $(cat "$SSHD_PID"), port $(cat "$QS/sshd.port"))"; return; fi
-  [[ -f $QS/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C kunlun-quickstart -f "$QS/id_ed25519"
+  # The client key lives in the daemon's ssh_keys_dir (0700; the key 0600, owned by us).
+  mkdir -p "$KEYS" && chmod 0700 "$KEYS"
+  if [[ ! -f $KEY && -f $QS/id_ed25519 ]]; then mv "$QS/id_ed25519" "$KEY" && mv "$QS/id_ed25519.pub" "$KEY.pub"; fi
+  [[ -f $KEY ]] || ssh-keygen -q -t ed25519 -N '' -C kunlun-quickstart -f "$KEY"
+  chmod 0600 "$KEY"
   [[ -f $QS/ssh_host_ed25519_key ]] || ssh-keygen -q -t ed25519 -N '' -C kunlun-quickstart-host -f "$QS/ssh_host_ed25519_key"
-  cp "$QS/id_ed25519.pub" "$QS/authorized_keys"
+  cp "$KEY.pub" "$QS/authorized_keys"
   local port=${KUNLUN_QS_SSH_PORT:-}
   if [[ -z $port ]]; then
     port=$(cat "$QS/sshd.port" 2>/dev/null || echo 22022)
@@ -158,7 +164,7 @@ EOF
   for _ in $(seq 1 100); do port_busy "$port" && break; alive "$SSHD_PID" || break; sleep 0.1; done
   alive "$SSHD_PID" && port_busy "$port" || { tail -n 20 "$QS/sshd.log" >&2; die "sshd did not start"; }
   # A first login proves the key and the config work before the daemon depends on them.
-  ssh -q -p "$port" -i "$QS/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
+  ssh -q -p "$port" -i "$KEY" -o BatchMode=yes -o StrictHostKeyChecking=no \
     -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 "root@$HOST" true \
     || die "cannot log in to the private sshd on $HOST:$port (log: $QS/sshd.log)"
   say "private sshd on $HOST:$port (PID $(cat "$SSHD_PID"))"
@@ -168,8 +174,11 @@ EOF
 start_daemon() {
   if alive "$DAEMON_PID"; then say "cluster-mgr already running (PID $(cat "$DAEMON_PID"), $SERVER)"; return; fi
   port_busy "$HTTP_PORT" && die "port $HTTP_PORT is in use; set KUNLUN_QS_HTTP_PORT to another port"
+  # Keys confined to $KEYS; the private sshd is a new host on every fresh work dir, so its host
+  # key is recorded on first contact (accept-new) instead of the default strict policy.
+  printf 'ssh_keys_dir = %s\nssh_host_key_policy = accept-new\n' "$KEYS" >"$QS/cluster_mgr.cnf"
   (cd "$QS" && RUST_LOG=${RUST_LOG:-info} launch "$DAEMON_PID" "$QS/cluster-mgr.log" "$BIN/cluster-mgr" \
-     --http-bind "$HOST" --http-port "$HTTP_PORT" --sqlite-path "$QS/cluster_mgr.sqlite3")
+     --config "$QS/cluster_mgr.cnf" --http-bind "$HOST" --http-port "$HTTP_PORT" --sqlite-path "$QS/cluster_mgr.sqlite3")
   for _ in $(seq 1 300); do
     curl -fsS "$SERVER/healthz" >/dev/null 2>&1 && break
     alive "$DAEMON_PID" || break
@@ -190,10 +199,10 @@ register_machines() {
            '.[] | select(.hostaddr == $h and .machine_type == $t) | .id' | head -n1)
     if [[ -z $id ]]; then
       ctl machine add --host "$HOST" --type "$type" --ssh-port "$port" --ssh-user root \
-        --ssh-key "$QS/id_ed25519" --data-dir "$DATA" --port-range "$range" >/dev/null
+        --ssh-key "$KEY" --data-dir "$DATA" --port-range "$range" >/dev/null
       say "registered $HOST as a $type machine (ports $range, data under $DATA)"
     else
-      ctl machine update "$id" --ssh-port "$port" --ssh-key "$QS/id_ed25519" >/dev/null
+      ctl machine update "$id" --ssh-port "$port" --ssh-key "$KEY" >/dev/null
       say "$HOST is already a $type machine (id $id)"
     fi
   done

@@ -116,6 +116,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
     }
+    // Under umask 077: 0700. Keys must be put here (ssh_key_path is confined to it).
+    std::fs::create_dir_all(&config.ssh_keys_dir).with_context(|| {
+        format!(
+            "cannot create ssh_keys_dir {}",
+            config.ssh_keys_dir.display()
+        )
+    })?;
     crate::files::secure_existing(&config).context("cannot narrow the modes of secret files")?;
     let auth = auth_of(&config);
     tracing::info!(store = %describe_store(&config), "opening the metadata store");
@@ -232,10 +239,21 @@ pub fn leader_config(config: &Config) -> LeaderConfig {
     LeaderConfig::new(&config.local_ip, config.http_port, config.leader_lease)
 }
 
-/// The SSH settings of jobs, registration probes and liveness checks; host keys of machines
-/// are recorded on first contact next to the daemon's other data.
+/// The SSH settings of jobs, registration probes and liveness checks: host keys of machines
+/// in `known_hosts` next to the daemon's other data (recorded when pinned at registration, or
+/// on first contact with `ssh_host_key_policy = accept-new`), private keys confined to
+/// `ssh_keys_dir`.
 fn actor_provisioner(config: &Config) -> kunlun_core::jobs::Provisioner {
-    kunlun_core::jobs::Provisioner::with_system_servers(config.tmp_data_path.join("known_hosts"))
+    let mut p = kunlun_core::jobs::Provisioner::with_system_servers(
+        config.tmp_data_path.join("known_hosts"),
+    );
+    p.host_key_policy = if config.ssh_host_key_accept_new {
+        kunlun_core::HostKeyPolicy::AcceptNew
+    } else {
+        kunlun_core::HostKeyPolicy::Strict
+    };
+    p.keys_dir = Some(config.ssh_keys_dir.clone());
+    p
 }
 
 /// Runs one leadership term after another: while this process leads, a term manager over the

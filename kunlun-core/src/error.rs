@@ -41,6 +41,11 @@ pub enum ProbeFailure {
     HostKeyMismatch,
     /// Strict host key checking and no key recorded for the host.
     HostKeyUnknown,
+    /// `ssh_key_path` is not an acceptable key file (outside `ssh_keys_dir`, not a regular
+    /// file, not 0600 or not the daemon's, too large).
+    KeyRejected,
+    /// `hostaddr` is a name that does not resolve.
+    Unresolvable,
     /// A server binary of the machine type's recipe is missing.
     MissingBinaries,
     /// A data dir is not a writable directory and cannot be created.
@@ -59,6 +64,8 @@ impl ProbeFailure {
             ProbeFailure::AuthFailed => "ssh_auth_failed",
             ProbeFailure::HostKeyMismatch => "host_key_mismatch",
             ProbeFailure::HostKeyUnknown => "host_key_unknown",
+            ProbeFailure::KeyRejected => "ssh_key_rejected",
+            ProbeFailure::Unresolvable => "host_unresolvable",
             ProbeFailure::MissingBinaries => "missing_binaries",
             ProbeFailure::DataDir => "data_dir_unusable",
             ProbeFailure::Unsuitable => "machine_unsuitable",

@@ -18,4 +18,6 @@ pub mod xa;
 
 pub use config::CoreConfig;
 pub use error::{Error, Result};
+/// Host key trust setting of [`jobs::Provisioner`] (re-exported for the daemon).
+pub use kunlun_provision::HostKeyPolicy;
 pub use manager::ClusterManager;

@@ -61,7 +61,8 @@ pub struct RegisterMachine {
     /// SSH user (default `root`).
     #[serde(default)]
     pub ssh_user: Option<String>,
-    /// Private key on the manager's host used to log in.
+    /// Private key on the manager's host used to log in: a regular file under the daemon's
+    /// `ssh_keys_dir`, owned by its user, mode 0600 (else 422 `ssh_key_rejected`).
     pub ssh_key_path: String,
     /// Absolute directories instances are placed under.
     pub data_dirs: Vec<String>,
@@ -80,6 +81,12 @@ pub struct RegisterMachine {
     /// once it answers over SSH. For hosts that are not reachable yet.
     #[serde(default = "default_probe")]
     pub probe: bool,
+    /// The fingerprint the machine's SSH host key must have, `SHA256:<base64>` as
+    /// `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it. Checked on the probe and
+    /// recorded in the manager's `known_hosts`; needed with `ssh_host_key_policy = strict`
+    /// (the default) for a host the manager does not know yet. A refusal names the offered one.
+    #[serde(default)]
+    pub ssh_host_key: Option<String>,
 }
 
 fn default_probe() -> bool {
@@ -103,6 +110,9 @@ impl RegisterMachine {
         let ssh_user = self.ssh_user.clone().unwrap_or_else(|| "root".to_string());
         validate::name("ssh_user", &ssh_user)?;
         validate::abs_path("ssh_key_path", &self.ssh_key_path)?;
+        if let Some(fp) = &self.ssh_host_key {
+            validate::host_key_fingerprint("ssh_host_key", fp)?;
+        }
         validate::data_dirs("data_dirs", &self.data_dirs)?;
         let port_range = self
             .port_range
@@ -163,6 +173,11 @@ pub struct UpdateMachine {
     /// since they no longer describe what is stored.
     #[serde(default = "default_probe")]
     pub probe: bool,
+    /// Pinned host key fingerprint for the probe of this change (see
+    /// [`RegisterMachine::ssh_host_key`]); e.g. with a new `ssh_port` under strict host key
+    /// checking. Not a change by itself.
+    #[serde(default)]
+    pub ssh_host_key: Option<String>,
 }
 
 impl Default for UpdateMachine {
@@ -178,6 +193,7 @@ impl Default for UpdateMachine {
             total_mem_mb: None,
             total_cpu_cores: None,
             probe: true,
+            ssh_host_key: None,
         }
     }
 }
@@ -188,6 +204,7 @@ impl UpdateMachine {
     pub fn validate(&self) -> Result<MachinePatch> {
         let unchanged = UpdateMachine {
             probe: self.probe,
+            ssh_host_key: self.ssh_host_key.clone(),
             ..UpdateMachine::default()
         };
         if self == &unchanged {
@@ -201,6 +218,9 @@ impl UpdateMachine {
         }
         if let Some(k) = &self.ssh_key_path {
             validate::abs_path("ssh_key_path", k)?;
+        }
+        if let Some(fp) = &self.ssh_host_key {
+            validate::host_key_fingerprint("ssh_host_key", fp)?;
         }
         if let Some(d) = &self.data_dirs {
             validate::data_dirs("data_dirs", d)?;
@@ -244,6 +264,7 @@ mod tests {
             total_mem_mb: None,
             total_cpu_cores: None,
             probe: true,
+            ssh_host_key: None,
         }
     }
 

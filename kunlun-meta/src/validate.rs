@@ -98,6 +98,89 @@ pub fn hostaddr(field: &str, v: &str) -> Result<()> {
     }
 }
 
+/// An OpenSSH SHA-256 host key fingerprint: `SHA256:` and 43 base64 characters (with or
+/// without the `=` padding), as `ssh-keygen -l` prints it.
+pub fn host_key_fingerprint(field: &str, v: &str) -> Result<()> {
+    let b64 = v
+        .strip_prefix("SHA256:")
+        .map(|b| b.trim_end_matches('='))
+        .filter(|b| b.len() == 43)
+        .filter(|b| {
+            b.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+        });
+    match b64 {
+        Some(_) => Ok(()),
+        None => Err(invalid(
+            field,
+            "must be a SHA-256 fingerprint like SHA256:<43 base64 characters> (ssh-keygen -lf \
+             the host's public key prints it)",
+        )),
+    }
+}
+
+/// The canonical form of an IP address literal, or `None` when `v` is not one (a host name
+/// then). Accepts what the C resolver's `inet_aton` accepts for IPv4, so every spelling that
+/// reaches the same host maps to one string: `127.1`, `2130706433`, `0x7f.1`, `0177.0.0.1`
+/// and `::ffff:127.0.0.1` are all `127.0.0.1`; IPv6 comes out in its compressed lower-case
+/// form (`0:0::1` is `::1`), without brackets or zone.
+pub fn canonical_ip(v: &str) -> Option<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let bare = v
+        .strip_prefix('[')
+        .and_then(|b| b.strip_suffix(']'))
+        .unwrap_or(v);
+    if let Ok(v6) = bare.parse::<Ipv6Addr>() {
+        return Some(match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        });
+    }
+    inet_aton(bare).map(|n| IpAddr::V4(Ipv4Addr::from(n)))
+}
+
+/// `inet_aton(3)`: 1 to 4 parts, each decimal, octal (leading `0`) or hex (`0x`); the last
+/// part fills the remaining bytes (`a`, `a.b` with b 24 bits, `a.b.c` with c 16 bits).
+fn inet_aton(s: &str) -> Option<u32> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut nums = Vec::with_capacity(4);
+    for p in &parts {
+        let n = if let Some(h) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
+            if h.is_empty() || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                return None;
+            }
+            u64::from_str_radix(h, 16).ok()?
+        } else if p.len() > 1 && p.starts_with('0') {
+            if !p.chars().all(|c| ('0'..='7').contains(&c)) {
+                return None;
+            }
+            u64::from_str_radix(&p[1..], 8).ok()?
+        } else {
+            if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            p.parse::<u64>().ok()?
+        };
+        nums.push(n);
+    }
+    let (last, head) = nums.split_last()?;
+    if head.iter().any(|&n| n > 255) {
+        return None;
+    }
+    let last_bits = 8 * (4 - head.len() as u32);
+    if *last >= 1u64 << last_bits {
+        return None;
+    }
+    let mut out: u64 = 0;
+    for (i, &n) in head.iter().enumerate() {
+        out |= n << (24 - 8 * i as u32);
+    }
+    Some((out | last) as u32)
+}
+
 /// A TCP port other than 0.
 pub fn port(field: &str, p: u16) -> Result<()> {
     if p == 0 {
@@ -192,6 +275,69 @@ pub fn positive_opt(field: &str, v: Option<i64>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_spelling_of_an_address_has_one_canonical_form() {
+        for v in [
+            "127.0.0.1",
+            "127.1",
+            "2130706433",
+            "0x7f.1",
+            "0x7f000001",
+            "0177.0.0.1",
+            "127.0.1",
+            "::ffff:127.0.0.1",
+            "[::ffff:127.0.0.1]",
+            "::FFFF:7F00:1",
+        ] {
+            assert_eq!(
+                canonical_ip(v).map(|a| a.to_string()).as_deref(),
+                Some("127.0.0.1"),
+                "{v}"
+            );
+        }
+        for (v, want) in [
+            ("0:0:0:0:0:0:0:1", "::1"),
+            ("[::1]", "::1"),
+            ("2001:DB8:0:0:0:0:0:1", "2001:db8::1"),
+            ("10.1.2.3", "10.1.2.3"),
+            ("0", "0.0.0.0"),
+        ] {
+            assert_eq!(canonical_ip(v).unwrap().to_string(), want, "{v}");
+        }
+        for v in [
+            "localhost",
+            "db1.example",
+            "256.0.0.1",
+            "1.2.3.4.5",
+            "127.0.0.256",
+            "1.16777216",
+            "4294967296",
+            "08.1.1.1",
+            "0x",
+            "1..2",
+            "",
+            "127.0.0.1.",
+        ] {
+            assert_eq!(canonical_ip(v), None, "{v}");
+        }
+    }
+
+    #[test]
+    fn host_key_fingerprints_are_sha256_base64() {
+        let good = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+        host_key_fingerprint("f", good).unwrap();
+        host_key_fingerprint("f", &format!("{good}=")).unwrap();
+        for bad in [
+            "",
+            "MD5:aa:bb",
+            "SHA256:short",
+            &format!("{good}x"),
+            &good.replace('u', "-"),
+        ] {
+            assert!(host_key_fingerprint("f", bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -56,6 +56,20 @@ pub enum Error {
         known_hosts: PathBuf,
     },
 
+    /// A pinned host key fingerprint (given at registration) differs from the one the server
+    /// offered. Nothing was sent to it and nothing was recorded.
+    #[error("{host}: the server offered host key {offered} ({key_type}), not the pinned {pinned}")]
+    HostKeyPinMismatch {
+        host: String,
+        key_type: String,
+        offered: String,
+        pinned: String,
+    },
+
+    /// The private key file cannot be used (see `ssh::keyfile`); nothing was sent anywhere.
+    #[error("{path}: not an acceptable key file: {reason}")]
+    KeyFile { path: String, reason: String },
+
     /// The deadline passed; for a command, it was killed on the remote host.
     #[error("{host}: {what} timed out after {after:?}")]
     Timeout {

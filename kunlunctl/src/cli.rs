@@ -190,6 +190,11 @@ pub struct MachineAddArgs {
     /// first and refuses a machine it cannot use.
     #[arg(long)]
     pub no_probe: bool,
+    /// The machine's SSH host key fingerprint, SHA256:... (`ssh-keygen -lf` of its
+    /// /etc/ssh/ssh_host_*_key.pub); needed when the daemon checks host keys strictly (its
+    /// default) and does not know the machine yet.
+    #[arg(long, value_name = "SHA256:...")]
+    pub ssh_host_key: Option<String>,
 }
 
 /// `machine update`: every flag optional, at least one required.

@@ -98,18 +98,26 @@ pub fn hint(e: &CliError, noun: &str, server: &str) -> Option<String> {
                  that this daemon's host can reach it; or register it with --no-probe and let the \
                  liveness check mark it running when it answers"
                 .to_string(),
+            "ssh_key_rejected" => "put the private key in the daemon's ssh_keys_dir (default \
+                 <cluster_mgr_tmp_data_path>/keys), owned by the daemon's user, mode 0600, and \
+                 pass that path as --ssh-key"
+                .to_string(),
+            "host_unresolvable" => "use an IP address, or a host name the daemon's host can \
+                 resolve"
+                .to_string(),
             "ssh_auth_failed" => {
                 "the daemon could not log in: the --ssh-key file must be readable \
                  by cluster-mgr on its host, and its public key in the --ssh-user's \
                  authorized_keys on the machine"
                     .to_string()
             }
-            "host_key_mismatch" | "host_key_unknown" => {
-                "the machine's host key does not match the \
+            "host_key_unknown" => "confirm the fingerprint named above on the machine \
+                 (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and pass it as --ssh-host-key"
+                .to_string(),
+            "host_key_mismatch" => "the machine's host key does not match the \
                  daemon's known_hosts (in its cluster_mgr_tmp_data_path): if the machine was \
                  reinstalled, remove its line there and register it again"
-                    .to_string()
-            }
+                .to_string(),
             "missing_binaries" => "install the server packages on the machine (storage: MariaDB \
                  server, computer: PostgreSQL) at the paths named above, then register it again"
                 .to_string(),

@@ -187,6 +187,7 @@ async fn register(http: &reqwest::Client, base: &str, n: u32) -> Result<Duration
                     total_cpu_cores: Some(32),
                     // Nothing listens there: stored unprobed.
                     probe: false,
+                    ssh_host_key: None,
                 };
                 let r = http.post(url.as_str()).json(&body).send().await?;
                 let status = r.status();

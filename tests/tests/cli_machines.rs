@@ -87,7 +87,8 @@ fn machine_add_list_show_update_rm_with_tables_and_json() {
     )
     .ok()
     .json();
-    assert_eq!(m2["hostaddr"], "localhost");
+    // Stored in canonical form: the address `localhost` resolves to.
+    assert_eq!(m2["hostaddr"], "127.0.0.1");
     assert_eq!(m2["machine_type"], "computer");
     assert_eq!(m2["data_dirs"], serde_json::json!(["/data/a", "/data/b"]));
     assert_eq!(m2["port_range"], "47000-48000");
@@ -115,10 +116,10 @@ fn machine_add_list_show_update_rm_with_tables_and_json() {
         .expect("row of 127.0.0.2");
     let row2 = lines
         .iter()
-        .find(|l| l.contains("localhost"))
-        .expect("row of localhost");
+        .find(|l| l.contains("127.0.0.1"))
+        .expect("row of localhost (127.0.0.1)");
     assert_eq!(col(row1, "127.0.0.2"), host_col, "{}", list.stdout);
-    assert_eq!(col(row2, "localhost"), host_col, "{}", list.stdout);
+    assert_eq!(col(row2, "127.0.0.1"), host_col, "{}", list.stdout);
     assert_eq!(col(row1, "storage"), type_col, "{}", list.stdout);
     assert_eq!(col(row2, "computer"), type_col, "{}", list.stdout);
     assert_eq!(col(row1, "57000-58000"), ports_col, "{}", list.stdout);
@@ -189,16 +190,14 @@ fn machine_add_list_show_update_rm_with_tables_and_json() {
     );
     assert!(human.stdout.contains("not probed"), "{human:?}");
     // A change of SSH access is probed first (machines_update.rs covers it against real
-    // sshds); nothing listens behind this address, so it is refused and nothing changes.
+    // sshds); the key file is checked before connecting and this one does not exist (in the
+    // keys dir or at all), so it is refused and nothing changes.
     let refused = ctl(
         &url,
         &["machine", "update", &id1.to_string(), "--ssh-user", "ops"],
     );
     assert_eq!(refused.code, 1, "{refused:?}");
-    assert!(
-        refused.stderr.contains("(machine_unreachable)"),
-        "{refused:?}"
-    );
+    assert!(refused.stderr.contains("(ssh_key_rejected)"), "{refused:?}");
     let after = ctl(&url, &["--json", "machine", "show", &id1.to_string()])
         .ok()
         .json();

@@ -214,6 +214,7 @@ async fn removals_use_the_recorded_dir_and_dirs_go_with_their_nodes() {
         total_mem_mb: Some(1024),
         total_cpu_cores: Some(2),
         probe: false,
+        ssh_host_key: None,
     };
     let sm = m
         .register_machine(&reg(MachineType::Storage, "57000-57100"))

@@ -528,6 +528,7 @@ mod provisioned {
                 compute: Arc::new(PostgresRecipe::default()),
                 known_hosts: sshd.known_hosts(),
                 host_key_policy: HostKeyPolicy::Strict,
+                keys_dir: None,
             },
             poll_interval: Duration::from_millis(100),
         };

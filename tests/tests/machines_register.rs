@@ -46,6 +46,7 @@ fn request(sshd: &Sshd, ty: MachineType, data_dir: &str) -> RegisterMachine {
         total_mem_mb: None,
         total_cpu_cores: None,
         probe: true,
+        ssh_host_key: None,
     }
 }
 
@@ -177,7 +178,9 @@ async fn unreachable_bad_key_changed_host_key_and_bad_data_dir_are_refused_stori
     let mut req = request(&sshd, MachineType::Storage, &data);
     req.ssh_key_path = dir.path().join("no-such-key").display().to_string();
     let (kind, msg) = refusal(m.register_machine(&req).await);
-    assert_eq!(kind.code(), "ssh_auth_failed", "{msg}");
+    // A key file that cannot be read is refused before connecting (machines_keys.rs has the
+    // other unusable kinds).
+    assert_eq!(kind.code(), "ssh_key_rejected", "{msg}");
 
     // A data dir under a regular file can never be created.
     let file = dir.path().join("plain-file");
@@ -302,7 +305,8 @@ fn cli_machine_add_explains_each_refusal() {
     let no_sbin = Sshd::start_with(ip, &[&force]).expect("sshd without /usr/sbin");
     let daemon = cli_support::Daemon::start(wd.path(), &wd.path().join("meta.db")).expect("daemon");
     let url = daemon.url();
-    let stranger = generate_key_pair(wd.path(), "stranger").expect("key");
+    // Under the harness root, which the harness daemon's ssh_keys_dir is.
+    let stranger = generate_key_pair(sshd.dir(), "stranger").expect("key");
     let file = wd.path().join("plain-file");
     std::fs::write(&file, "x").expect("file");
     let data = wd.path().display().to_string();
@@ -343,6 +347,11 @@ fn cli_machine_add_explains_each_refusal() {
             add(&port, &stranger_key, &data),
             "ssh_auth_failed",
             "authentication",
+        ),
+        (
+            add(&port, "/dev/kmsg", &data),
+            "ssh_key_rejected",
+            "ssh_keys_dir",
         ),
         (
             add(&port, &key, &bad_dir),

@@ -140,7 +140,8 @@ fn an_update_is_probed_like_a_registration() {
     assert_eq!(api.get(&path), added);
 
     // A key the machine does not accept: refused, nothing changed.
-    let stranger = generate_key_pair(wd.path(), "stranger").expect("key");
+    // Under the harness root, which the harness daemon's ssh_keys_dir is.
+    let stranger = generate_key_pair(a.dir(), "stranger").expect("key");
     assert_refused(
         api.patch(
             &path,

@@ -230,6 +230,7 @@ async fn one_rbr_shard_of_three_and_a_compute_node_install_replicate_and_go_away
         compute: Arc::new(PostgresRecipe::default()),
         known_hosts: sshd.known_hosts(),
         host_key_policy: HostKeyPolicy::Strict,
+        keys_dir: None,
     };
 
     let started = Instant::now();

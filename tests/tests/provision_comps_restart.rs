@@ -132,6 +132,7 @@ async fn interrupted_add_comps_rolls_back_and_delete_comp_of_a_gone_node_is_done
             compute: Arc::new(PostgresRecipe::default()),
             known_hosts: sshd.known_hosts(),
             host_key_policy: HostKeyPolicy::Strict,
+            keys_dir: None,
         },
         poll_interval: Duration::from_millis(100),
     };

@@ -227,6 +227,7 @@ async fn world(mysql: bool) -> World {
             compute: Arc::new(PostgresRecipe::default()),
             known_hosts: sshd.known_hosts(),
             host_key_policy: HostKeyPolicy::Strict,
+            keys_dir: None,
         },
         poll_interval: Duration::from_millis(200),
     };

@@ -102,6 +102,7 @@ impl Rig {
                 compute: Arc::new(PostgresRecipe::default()),
                 known_hosts: self.sshd.known_hosts(),
                 host_key_policy: HostKeyPolicy::Strict,
+                keys_dir: None,
             },
             poll_interval: Duration::from_millis(100),
         }

@@ -83,6 +83,7 @@ async fn create_cluster_job_records_topology_and_an_interrupted_job_rolls_back()
             compute: Arc::new(PostgresRecipe::default()),
             known_hosts: sshd.known_hosts(),
             host_key_policy: HostKeyPolicy::Strict,
+            keys_dir: None,
         },
         poll_interval: Duration::from_millis(100),
     };
@@ -309,6 +310,7 @@ async fn manager_accepts_jobs_and_its_runner_finishes_them() {
         compute: Arc::new(PostgresRecipe::default()),
         known_hosts: dir.path().join("known_hosts"),
         host_key_policy: HostKeyPolicy::AcceptNew,
+        keys_dir: None,
     };
     mgr.start_job_runner(sshd_less, Duration::from_millis(50));
     let mut req = CreateCluster {

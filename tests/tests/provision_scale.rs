@@ -173,6 +173,7 @@ async fn world() -> World {
             compute: Arc::new(PostgresRecipe::default()),
             known_hosts: sshd.known_hosts(),
             host_key_policy: HostKeyPolicy::Strict,
+            keys_dir: None,
         },
         poll_interval: Duration::from_millis(100),
     };

@@ -128,6 +128,16 @@ pub const KEYS: &[KeySpec] = &[
     int("http_max_connections", 16, 100_000, "1024"),
     // Finished jobs older than this many days are deleted (checked hourly); 0 keeps them.
     int("job_retention_days", 0, 3650, "30"),
+    // Directory every machine's `ssh_key_path` must lie in (regular file, the daemon's user's,
+    // mode 0600); empty: `<cluster_mgr_tmp_data_path>/keys`. Created 0700 at start.
+    text("ssh_keys_dir", true, ""),
+    // `strict`: a machine's SSH host key must be in known_hosts or pinned at registration
+    // (`ssh_host_key`); `accept-new`: first contact records it (trust on first use).
+    KeySpec {
+        name: "ssh_host_key_policy",
+        kind: Kind::Choice(&["strict", "accept-new"]),
+        default: "strict",
+    },
     KeySpec {
         name: "log_format",
         kind: Kind::Choice(&["text", "json"]),

@@ -135,6 +135,11 @@ pub struct Config {
     pub http_max_connections: usize,
     /// `job_retention_days`: finished jobs older than this are deleted; `None` keeps them.
     pub job_retention: Option<Duration>,
+    /// `ssh_keys_dir`: where machines' private keys must be (resolved: empty in the file means
+    /// `<tmp_data_path>/keys`).
+    pub ssh_keys_dir: PathBuf,
+    /// `ssh_host_key_policy`: whether an unknown machine host key may be recorded unpinned.
+    pub ssh_host_key_accept_new: bool,
 }
 
 /// How API requests are authenticated (`auth`).
@@ -197,6 +202,8 @@ impl std::fmt::Debug for Config {
             .field("http_client_timeout", &self.http_client_timeout)
             .field("http_max_connections", &self.http_max_connections)
             .field("job_retention", &self.job_retention)
+            .field("ssh_keys_dir", &self.ssh_keys_dir)
+            .field("ssh_host_key_accept_new", &self.ssh_host_key_accept_new)
             .finish()
     }
 }

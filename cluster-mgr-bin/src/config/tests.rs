@@ -356,6 +356,18 @@ fn job_retention_zero_keeps_jobs() {
     );
 }
 
+#[test]
+fn ssh_keys_dir_defaults_under_the_data_path_and_host_keys_are_strict() {
+    let c = cfg("cluster_mgr_tmp_data_path = /var/lib/kl\n");
+    assert_eq!(c.ssh_keys_dir, std::path::PathBuf::from("/var/lib/kl/keys"));
+    assert!(!c.ssh_host_key_accept_new, "strict by default");
+    let c = cfg("ssh_keys_dir = /etc/kunlun/keys\nssh_host_key_policy = accept-new\n");
+    assert_eq!(c.ssh_keys_dir, std::path::PathBuf::from("/etc/kunlun/keys"));
+    assert!(c.ssh_host_key_accept_new);
+    assert!(err("ssh_keys_dir = keys\n").contains("absolute"));
+    assert!(err("ssh_host_key_policy = tofu\n").contains("ssh_host_key_policy"));
+}
+
 fn cfg(text: &str) -> Config {
     parse(text).expect("config should be accepted")
 }

@@ -259,6 +259,21 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
         _ => LogFormat::Text,
     };
     let check_shard_interval = Duration::from_secs_f64(r.float("check_shard_interval")?);
+    let tmp_data_path = PathBuf::from(r.text("cluster_mgr_tmp_data_path")?.value);
+    let keys = r.text("ssh_keys_dir")?;
+    let ssh_keys_dir = if keys.value.is_empty() {
+        tmp_data_path.join("keys")
+    } else {
+        let p = PathBuf::from(&keys.value);
+        if !p.is_absolute() {
+            return Err(ConfigError::at(
+                &keys.origin,
+                "ssh_keys_dir must be an absolute path",
+            ));
+        }
+        p
+    };
+    let ssh_host_key_accept_new = r.text("ssh_host_key_policy")?.value == "accept-new";
 
     Ok(Config {
         config_file,
@@ -274,7 +289,7 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
         raft_port: r.u16("brpc_raft_port")?,
         raft_group_member_init_config: raft.value,
         local_ip: local_ip.value,
-        tmp_data_path: PathBuf::from(r.text("cluster_mgr_tmp_data_path")?.value),
+        tmp_data_path,
         log_file: Some(log_file.value)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from),
@@ -308,5 +323,7 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
         job_retention: Some(r.int("job_retention_days")?.unsigned_abs())
             .filter(|d| *d > 0)
             .map(|d| Duration::from_secs(d * 86_400)),
+        ssh_keys_dir,
+        ssh_host_key_accept_new,
     })
 }

@@ -21,9 +21,13 @@ type Result<T> = std::result::Result<T, ApiError>;
     responses(
         (status = 201, description = "Registered", body = MachineInfo),
         (status = 400, description = "Bad input", body = ErrorBody),
-        (status = 409, description = "A machine with this host address exists", body = ErrorBody),
-        (status = 422, description = "Refused by the SSH probe: `machine_unreachable`, \
-            `ssh_auth_failed`, `host_key_mismatch`, `host_key_unknown`, `missing_binaries`, \
+        (status = 409, description = "A machine of this type with this host address (in \
+            its canonical form) exists", body = ErrorBody),
+        (status = 422, description = "Refused: `ssh_key_rejected` (the key file is not a \
+            0600 regular file of the daemon's user under `ssh_keys_dir`), \
+            `host_unresolvable`, or by the SSH probe: `machine_unreachable`, \
+            `ssh_auth_failed`, `host_key_mismatch` (also a wrong `ssh_host_key` pin), \
+            `host_key_unknown` (names the offered fingerprint), `missing_binaries`, \
             `data_dir_unusable` or `machine_unsuitable`", body = ErrorBody),
         (status = 503, description = "Metadata store unavailable, or no SSH settings to probe \
             with (`probe_unavailable`)", body = ErrorBody),

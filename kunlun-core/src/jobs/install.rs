@@ -35,6 +35,10 @@ pub struct Provisioner {
     /// `known_hosts` file of the manager.
     pub known_hosts: PathBuf,
     pub host_key_policy: HostKeyPolicy,
+    /// When set, every machine's `ssh_key_path` must be a file under this directory (the
+    /// daemon's `ssh_keys_dir`); the key file checks of `kunlun_provision::ssh::keyfile`
+    /// apply either way.
+    pub keys_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Provisioner {
@@ -43,6 +47,8 @@ impl std::fmt::Debug for Provisioner {
             .field("storage", &self.storage.name())
             .field("compute", &self.compute.name())
             .field("known_hosts", &self.known_hosts)
+            .field("host_key_policy", &self.host_key_policy)
+            .field("keys_dir", &self.keys_dir)
             .finish()
     }
 }
@@ -65,6 +71,7 @@ impl Provisioner {
             compute: Arc::new(kunlun_provision::recipe::PostgresRecipe::default()),
             known_hosts,
             host_key_policy: HostKeyPolicy::AcceptNew,
+            keys_dir: None,
         }
     }
 
@@ -78,6 +85,7 @@ impl Provisioner {
             self.known_hosts.clone(),
         );
         t.host_key_policy = self.host_key_policy;
+        t.auth.key_dir = self.keys_dir.clone();
         t
     }
 
@@ -435,6 +443,8 @@ fn nothing_installed(e: &kunlun_provision::Error) -> bool {
             | E::AuthFailed { .. }
             | E::HostKeyMismatch { .. }
             | E::HostKeyUnknown { .. }
+            | E::HostKeyPinMismatch { .. }
+            | E::KeyFile { .. }
             | E::Refused { .. }
     )
 }

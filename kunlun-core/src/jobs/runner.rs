@@ -488,6 +488,7 @@ mod tests {
                 compute: Arc::new(PostgresRecipe::default()),
                 known_hosts: dir.join("known_hosts"),
                 host_key_policy: HostKeyPolicy::Strict,
+                keys_dir: None,
             },
             poll_interval: Duration::from_millis(50),
         };

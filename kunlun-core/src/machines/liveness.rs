@@ -5,7 +5,10 @@
 //! Invariants: the actor owns its failure counters (no shared state); the decision is the pure
 //! [`Tracker::observe`], so one missed answer never marks a machine dead; only `node_stats`
 //! is written, and only when it changes (each change is logged); every SSH check and store
-//! call has a deadline, and the task stops when the manager's token is cancelled.
+//! call has a deadline, a whole round has one too ([`round_deadline`]: a check that has not
+//! answered by then counts as a failure and is abandoned, so one stuck machine, deleted or
+//! not, cannot hold up the others or the next round), and the task stops when the manager's
+//! token is cancelled.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -149,9 +152,28 @@ async fn round(
         });
     }
     let mut results = Vec::with_capacity(machines.len());
-    while let Some(joined) = set.join_next().await {
-        if let Ok(r) = joined {
-            results.push(r);
+    let deadline = round_deadline(cfg, machines.len());
+    let collect = async {
+        while let Some(joined) = set.join_next().await {
+            if let Ok(r) = joined {
+                results.push(r);
+            }
+        }
+    };
+    if tokio::time::timeout(deadline, collect).await.is_err() {
+        tracing::warn!(
+            unanswered = set.len(),
+            deadline = ?deadline,
+            "liveness round deadline passed; the checks still running are abandoned"
+        );
+        set.abort_all();
+    }
+    for i in 0..machines.len() {
+        if !results.iter().any(|(j, _)| *j == i) {
+            results.push((
+                i,
+                Err("no answer within the liveness round's deadline".into()),
+            ));
         }
     }
     results.sort_by_key(|(i, _)| *i);
@@ -186,6 +208,13 @@ async fn round(
             Err(_) => tracing::debug!(machine_id = m.id, "liveness: storing the state timed out"),
         }
     }
+}
+
+/// How long a round of `n` checks may take: each batch of [`CONCURRENCY`] checks its own
+/// deadline, plus the executor's grace for killing a command and the blocking worker.
+pub(crate) fn round_deadline(cfg: &LivenessConfig, n: usize) -> Duration {
+    let batches = n.div_ceil(CONCURRENCY).max(1) as u32;
+    cfg.timeout * batches + Duration::from_secs(10)
 }
 
 #[cfg(test)]
@@ -236,6 +265,14 @@ mod tests {
         t.observe(&other, false);
         t.retain(&[machine(3, NodeStats::Running)]);
         assert!(!t.failures.contains_key(&2) && t.failures.contains_key(&3));
+    }
+
+    #[test]
+    fn a_round_has_a_deadline_that_grows_with_batches() {
+        let cfg = LivenessConfig::new(Duration::from_secs(10));
+        assert_eq!(round_deadline(&cfg, 0), Duration::from_secs(15));
+        assert_eq!(round_deadline(&cfg, 16), Duration::from_secs(15));
+        assert_eq!(round_deadline(&cfg, 17), Duration::from_secs(20));
     }
 
     #[test]

@@ -36,6 +36,9 @@ impl ClusterManager {
     /// unchecked as `dead`, with no probe facts.
     pub async fn register_machine(&self, req: &RegisterMachine) -> Result<MachineInfo> {
         let mut new = req.validate()?;
+        // One spelling per host: the unique (hostaddr, machine_type) key then refuses a
+        // second registration of the same address however it was written.
+        new.hostaddr = canonical_host(&new.hostaddr).await?;
         let store = self.store()?;
         if !req.probe {
             let m = store.insert_machine(&new).await?;
@@ -52,7 +55,9 @@ impl ClusterManager {
                 probe: None,
             });
         }
-        let facts = self.probe_machine(&new, "registration").await?;
+        let facts = self
+            .probe_machine(&new, req.ssh_host_key.as_deref(), "registration")
+            .await?;
         fill_from_facts(&mut new, &facts);
         let record = probe_record(&facts);
         let (new, rec) = (&new, &record);
@@ -76,7 +81,12 @@ impl ClusterManager {
     /// Probes the machine `new` describes with the provisioner's SSH settings and the
     /// binaries of its type's recipe; `Ok` only when it can host instances. `what` names the
     /// request in the log ("registration", "update").
-    async fn probe_machine(&self, new: &NewMachine, what: &str) -> Result<MachineFacts> {
+    async fn probe_machine(
+        &self,
+        new: &NewMachine,
+        pin: Option<&str>,
+        what: &str,
+    ) -> Result<MachineFacts> {
         let Some(p) = self.provisioner() else {
             return Err(Error::MachineRefused {
                 kind: ProbeFailure::NotConfigured,
@@ -85,7 +95,11 @@ impl ClusterManager {
                     .into(),
             });
         };
-        let target = target_of(p, new)?;
+        let mut target = target_of(p, new)?;
+        target.host_key_pin = pin.map(str::to_string);
+        check_key_file(&target)
+            .await
+            .map_err(|e| refusal(e, what))?;
         let recipe = match new.machine_type {
             MachineType::Storage => &p.storage,
             MachineType::Computer => &p.compute,
@@ -189,7 +203,11 @@ impl ClusterManager {
                 total_cpu_cores: current.total_cpu_cores,
                 ssh: after.ssh.clone(),
             };
-            Some(probe_record(&self.probe_machine(&target, "update").await?))
+            Some(probe_record(
+                &self
+                    .probe_machine(&target, req.ssh_host_key.as_deref(), "update")
+                    .await?,
+            ))
         } else {
             None
         };
@@ -316,7 +334,69 @@ fn target_of(p: &Provisioner, new: &NewMachine) -> Result<SshTarget> {
         p.known_hosts.clone(),
     );
     t.host_key_policy = p.host_key_policy;
+    t.auth.key_dir = p.keys_dir.clone();
     Ok(t)
+}
+
+/// Deadline of the key file check (the open never blocks; this bounds a stuck file system).
+const KEY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of resolving a host name at registration.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads `target`'s key file as a connection would, before any network traffic: a refused
+/// key is answered without connecting (so the answer says nothing about the host or port).
+async fn check_key_file(target: &SshTarget) -> std::result::Result<(), kunlun_provision::Error> {
+    let Some(path) = target.auth.private_key.clone() else {
+        return Ok(());
+    };
+    let dir = target.auth.key_dir.clone();
+    let shown = path.display().to_string();
+    let check = tokio::task::spawn_blocking(move || {
+        kunlun_provision::ssh::keyfile::read_private_key(&path, dir.as_deref()).map(|_| ())
+    });
+    match tokio::time::timeout(KEY_CHECK_TIMEOUT, check).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(kunlun_provision::Error::Local(format!(
+            "checking the key file: {e}"
+        ))),
+        Err(_) => Err(kunlun_provision::Error::KeyFile {
+            path: shown,
+            reason: "reading it did not finish in time".to_string(),
+        }),
+    }
+}
+
+/// The one spelling of `host` that is stored: an IP literal in canonical form
+/// ([`kunlun_meta::validate::canonical_ip`]), or the address a host name resolves to (IPv4
+/// preferred, for a deterministic choice); a name that does not resolve is refused.
+pub(crate) async fn canonical_host(host: &str) -> Result<String> {
+    if let Some(ip) = kunlun_meta::validate::canonical_ip(host) {
+        return Ok(ip.to_string());
+    }
+    let unresolved = |why: String| Error::MachineRefused {
+        kind: ProbeFailure::Unresolvable,
+        message: format!("hostaddr: {host:?} does not resolve ({why}); nothing was stored"),
+    };
+    let addrs: Vec<std::net::SocketAddr> =
+        match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 22))).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => return Err(unresolved(e.to_string())),
+            Err(_) => return Err(unresolved(format!("no answer within {RESOLVE_TIMEOUT:?}"))),
+        };
+    let ips: Vec<std::net::IpAddr> = addrs
+        .iter()
+        .map(|a| match a.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        })
+        .collect();
+    ips.iter()
+        .find(|ip| ip.is_ipv4())
+        .or_else(|| ips.first())
+        .map(|ip| ip.to_string())
+        .ok_or_else(|| unresolved("no address".to_string()))
 }
 
 /// What a probe of a machine depends on besides its host and type (neither can change).
@@ -399,8 +479,20 @@ fn refusal(e: kunlun_provision::Error, what: &str) -> Error {
             ProbeFailure::Unreachable
         }
         P::AuthFailed { .. } => ProbeFailure::AuthFailed,
-        P::HostKeyMismatch { .. } => ProbeFailure::HostKeyMismatch,
-        P::HostKeyUnknown { .. } => ProbeFailure::HostKeyUnknown,
+        P::HostKeyMismatch { .. } | P::HostKeyPinMismatch { .. } => ProbeFailure::HostKeyMismatch,
+        P::HostKeyUnknown { offered, .. } => {
+            tracing::warn!(error = %e, "machine {what} refused");
+            return Error::MachineRefused {
+                kind: ProbeFailure::HostKeyUnknown,
+                message: format!(
+                    "{e}; if {offered} is the machine's host key (ssh-keygen -lf on its \
+                     /etc/ssh/ssh_host_*_key.pub), register it again with ssh_host_key = \
+                     {offered} (kunlunctl machine add --ssh-host-key {offered}); nothing was \
+                     stored"
+                ),
+            };
+        }
+        P::KeyFile { .. } => ProbeFailure::KeyRejected,
         P::RemoteFailed { .. } | P::Refused { .. } => ProbeFailure::Unsuitable,
         _ => return Error::Internal(format!("probing the machine: {e}")),
     };
@@ -597,6 +689,41 @@ mod tests {
             }),
             "host_key_mismatch"
         );
+        assert_eq!(
+            code(P::HostKeyPinMismatch {
+                host: host(),
+                key_type: "ssh-ed25519".into(),
+                offered: "SHA256:x".into(),
+                pinned: "SHA256:y".into()
+            }),
+            "host_key_mismatch"
+        );
+        assert_eq!(
+            code(P::KeyFile {
+                path: "/dev/kmsg".into(),
+                reason: "regular file".into()
+            }),
+            "ssh_key_rejected"
+        );
+        match refusal(
+            P::HostKeyUnknown {
+                host: host(),
+                key_type: "ssh-ed25519".into(),
+                offered: "SHA256:abc".into(),
+                known_hosts: "/kh".into(),
+            },
+            "registration",
+        ) {
+            Error::MachineRefused { kind, message } => {
+                assert_eq!(kind.code(), "host_key_unknown");
+                assert!(
+                    message.contains("ssh_host_key = SHA256:abc")
+                        && message.contains("nothing was stored"),
+                    "{message}"
+                );
+            }
+            other => panic!("not a refusal: {other}"),
+        }
         assert!(matches!(
             refusal(P::Local("disk full".into()), "update"),
             Error::Internal(_)

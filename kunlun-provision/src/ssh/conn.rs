@@ -84,6 +84,14 @@ impl Conn {
         deadline: &Deadline,
     ) -> Result<Conn> {
         let label = target.label();
+        // The key first: a file we refuse must not cost (or reveal) a connection attempt.
+        let key = match &target.auth.private_key {
+            Some(path) => Some(super::keyfile::read_private_key(
+                path,
+                target.auth.key_dir.as_deref(),
+            )?),
+            None => None,
+        };
         let deadline = deadline.capped(options.connect_timeout);
         let unreachable = |reason: String| Error::Unreachable {
             host: label.clone(),
@@ -133,7 +141,7 @@ impl Conn {
         })?;
         hostkey::verify(&session, target)?;
         set_timeout(&session, &deadline);
-        authenticate(&session, target, &label, &deadline)?;
+        authenticate(&session, target, key.as_deref(), &label, &deadline)?;
         session.set_keepalive(false, options.keepalive_interval.as_secs().max(1) as u32);
         Ok(Conn {
             session,
@@ -213,15 +221,22 @@ fn set_timeout(session: &Session, deadline: &Deadline) {
 fn authenticate(
     session: &Session,
     target: &SshTarget,
+    key_bytes: Option<&[u8]>,
     label: &str,
     deadline: &Deadline,
 ) -> Result<()> {
     let mut reasons = Vec::new();
-    if let Some(key) = &target.auth.private_key {
-        match session.userauth_pubkey_file(
+    if let (Some(key), Some(bytes)) = (&target.auth.private_key, key_bytes) {
+        // libssh2 (OpenSSL backend) parses PEM and OpenSSH private keys from memory and
+        // derives the public key itself.
+        let text = std::str::from_utf8(bytes).map_err(|_| Error::KeyFile {
+            path: key.display().to_string(),
+            reason: "it is not a PEM or OpenSSH private key (not text)".to_string(),
+        })?;
+        match session.userauth_pubkey_memory(
             &target.user,
             None,
-            key,
+            text,
             target.auth.passphrase.as_deref(),
         ) {
             Ok(()) => {}

@@ -1,8 +1,9 @@
 //! Host key verification against an OpenSSH `known_hosts` file, and accept-new recording.
 //!
 //! Invariant: authentication never starts before the offered key matched a recorded one, or
-//! (accept-new only) the host had no recorded key and this one was appended to the file.
-//! Existing lines of the file are never rewritten.
+//! (accept-new, or a pinned fingerprint equal to the offered key's) the host had no recorded
+//! key and this one was appended to the file. A pin that differs from the offered key refuses
+//! the host even when `known_hosts` has its key. Existing lines of the file are never rewritten.
 
 use std::fs;
 use std::io::Write;
@@ -27,6 +28,16 @@ pub(crate) fn verify(session: &Session, target: &SshTarget) -> Result<()> {
         .host_key_hash(HashType::Sha256)
         .map(|h| format!("SHA256:{}", base64(h, false)))
         .unwrap_or_else(|| "SHA256:?".to_string());
+    if let Some(pin) = &target.host_key_pin {
+        if !same_fingerprint(pin, &offered) {
+            return Err(Error::HostKeyPinMismatch {
+                host: label.clone(),
+                key_type: type_name.to_string(),
+                offered: offered.clone(),
+                pinned: pin.clone(),
+            });
+        }
+    }
     let check = || -> Result<CheckResult> {
         let mut kh = session
             .known_hosts()
@@ -66,13 +77,13 @@ pub(crate) fn verify(session: &Session, target: &SshTarget) -> Result<()> {
             target.known_hosts.display()
         ))),
         CheckResult::NotFound => match target.host_key_policy {
-            HostKeyPolicy::Strict => Err(Error::HostKeyUnknown {
+            HostKeyPolicy::Strict if target.host_key_pin.is_none() => Err(Error::HostKeyUnknown {
                 host: label.clone(),
                 key_type: type_name.to_string(),
                 offered: offered.clone(),
                 known_hosts: target.known_hosts.clone(),
             }),
-            HostKeyPolicy::AcceptNew => {
+            _ => {
                 let _guard = APPEND.lock().unwrap_or_else(|e| e.into_inner());
                 // Another connection may have recorded it meanwhile.
                 match check()? {
@@ -87,7 +98,7 @@ pub(crate) fn verify(session: &Session, target: &SshTarget) -> Result<()> {
                 );
                 append(target, &line)?;
                 tracing::info!(host = %label, key = %offered, file = %target.known_hosts.display(),
-                    "recorded new host key (accept-new)");
+                    pinned = target.host_key_pin.is_some(), "recorded new host key");
                 Ok(())
             }
         },
@@ -154,6 +165,12 @@ pub(crate) fn recorded_algorithms(target: &SshTarget) -> Vec<&'static str> {
         }
     }
     algs
+}
+
+/// Whether two `SHA256:` fingerprints are the same key (base64 padding optional).
+pub(crate) fn same_fingerprint(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.trim().trim_end_matches('=').to_string();
+    norm(a) == norm(b)
 }
 
 /// `host` on port 22, `[host]:port` otherwise (OpenSSH's known_hosts convention).
@@ -237,6 +254,12 @@ mod tests {
         );
         let t22 = SshTarget::new("10.0.0.1", 22, "root", "/k", &kh);
         assert_eq!(recorded_algorithms(&t22), ["ssh-ed25519"]);
+    }
+
+    #[test]
+    fn fingerprints_compare_without_padding() {
+        assert!(same_fingerprint("SHA256:abc", "SHA256:abc="));
+        assert!(!same_fingerprint("SHA256:abc", "SHA256:abd"));
     }
 
     #[test]

@@ -6,7 +6,13 @@
 //!   work itself; a command past its deadline is killed on the remote host (its whole process
 //!   group) and the caller gets [`crate::Error::Timeout`];
 //! - the host key is checked against a `known_hosts` file before authenticating; only
-//!   [`HostKeyPolicy::AcceptNew`] records an unknown key, and a changed key is always an error;
+//!   [`HostKeyPolicy::AcceptNew`] or a matching pinned fingerprint ([`SshTarget::host_key_pin`])
+//!   records an unknown key, and a changed key is always an error;
+//! - the private key is read by us ([`keyfile`]: regular file, owner, mode 0600, size cap,
+//!   optionally confined to a keys directory, never a blocking open) and passed to libssh2 as
+//!   bytes, before any connection is made;
+//! - the async caller waits at most the call's deadline plus a short grace for the blocking
+//!   worker, even if libssh2 overruns its own timeouts;
 //! - blocking libssh2 calls run on tokio's blocking pool (or the executor's keepalive thread),
 //!   never on async worker threads;
 //! - a remote non-zero exit is data ([`Output`]), not an error, until [`Output::checked`].
@@ -14,6 +20,7 @@
 mod conn;
 mod exec;
 mod hostkey;
+pub mod keyfile;
 mod output;
 mod pool;
 mod transfer;
@@ -46,6 +53,9 @@ pub struct SshAuth {
     pub passphrase: Option<String>,
     /// Password, tried when there is no key or the key is refused.
     pub password: Option<String>,
+    /// When set, `private_key` must resolve to a file under this directory
+    /// (see [`keyfile::read_private_key`]).
+    pub key_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for SshAuth {
@@ -55,6 +65,7 @@ impl fmt::Debug for SshAuth {
             .field("private_key", &self.private_key)
             .field("passphrase", &redact(&self.passphrase))
             .field("password", &redact(&self.password))
+            .field("key_dir", &self.key_dir)
             .finish()
     }
 }
@@ -66,6 +77,7 @@ impl SshAuth {
             private_key: Some(private_key.into()),
             passphrase: None,
             password: None,
+            key_dir: None,
         }
     }
 
@@ -75,6 +87,7 @@ impl SshAuth {
             private_key: None,
             passphrase: None,
             password: Some(password.into()),
+            key_dir: None,
         }
     }
 }
@@ -95,6 +108,10 @@ pub struct SshTarget {
     pub known_hosts: PathBuf,
     /// Whether an unknown host key may be recorded.
     pub host_key_policy: HostKeyPolicy,
+    /// A fingerprint (`SHA256:<base64>`, as `ssh-keygen -lf` prints it) the server's host key
+    /// must have; an unknown host whose key matches it is recorded in `known_hosts` whatever
+    /// the policy, and any other key is refused ([`crate::Error::HostKeyPinMismatch`]).
+    pub host_key_pin: Option<String>,
 }
 
 impl SshTarget {
@@ -113,6 +130,7 @@ impl SshTarget {
             auth: SshAuth::key(private_key),
             known_hosts: known_hosts.into(),
             host_key_policy: HostKeyPolicy::Strict,
+            host_key_pin: None,
         }
     }
 

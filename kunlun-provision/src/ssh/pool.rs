@@ -225,15 +225,30 @@ impl SshExecutor {
         let idle = pool.take_idle();
         let inner = self.inner.clone();
         let target = target.clone();
-        let joined = tokio::task::spawn_blocking(move || {
+        let grace = self.inner.options.kill_timeout + WORKER_GRACE;
+        let worker = tokio::task::spawn_blocking(move || {
             let result = run_on_conn(&inner, &pool, &target, idle, &deadline, &work);
             drop(permit); // after the connection went back to the pool
             result
-        })
-        .await;
-        joined.map_err(|e| Error::Local(format!("SSH worker for {label} failed: {e}")))?
+        });
+        // libssh2 honours its timeouts, and the key file is read without blocking; this
+        // outer bound is for what neither covers (a stuck resolver, a libssh2 bug). The
+        // worker then finishes (or not) on its own; its permit keeps the host's pool bounded.
+        match tokio::time::timeout(timeout + grace, worker).await {
+            Ok(joined) => {
+                joined.map_err(|e| Error::Local(format!("SSH worker for {label} failed: {e}")))?
+            }
+            Err(_) => {
+                tracing::warn!(host = %label, "SSH worker overran its deadline; abandoned");
+                Err(deadline.timeout(&label, "the SSH call"))
+            }
+        }
     }
 }
+
+/// How long past a call's deadline (plus the kill timeout) its caller still waits for the
+/// blocking worker before giving up on it.
+const WORKER_GRACE: Duration = Duration::from_secs(2);
 
 /// Blocking part of [`SshExecutor::with_conn`]: reuse or connect, run, return the connection
 /// to the pool if still healthy. A reused connection that fails before any work started

@@ -102,6 +102,7 @@ pub fn register_request(a: &MachineAddArgs) -> RegisterMachine {
         total_mem_mb: a.mem_mb,
         total_cpu_cores: a.cores,
         probe: !a.no_probe,
+        ssh_host_key: a.ssh_host_key.clone(),
     }
 }
 
@@ -122,6 +123,7 @@ pub fn update_request(a: &MachineUpdateArgs) -> UpdateMachine {
         total_cpu_cores: a.cores,
         // The daemon probes a change of SSH access or data dirs unless told not to.
         probe: !a.no_probe,
+        ssh_host_key: None,
     }
 }
 

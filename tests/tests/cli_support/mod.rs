@@ -61,9 +61,28 @@ impl Daemon {
     /// Starts the daemon on a free port and waits until `/healthz` answers 200. Retries on
     /// another port if the chosen one was taken in between.
     pub fn start(workdir: &Path, sqlite: &Path) -> Result<Daemon> {
+        Self::start_with(workdir, sqlite, &[])
+    }
+
+    /// [`Daemon::start`] with extra `cluster_mgr.cnf` lines (`key = value`). Unless they set
+    /// them, the harness sets `ssh_keys_dir` to the harness root (every harness sshd's key pair
+    /// lives under it) and `ssh_host_key_policy = accept-new` (the harness sshds are new hosts
+    /// each run; the tests of the strict policy set it themselves).
+    pub fn start_with(workdir: &Path, sqlite: &Path, extra: &[&str]) -> Result<Daemon> {
+        let mut lines: Vec<String> = extra.iter().map(|l| l.to_string()).collect();
+        let sets = |key: &str| extra.iter().any(|l| l.trim_start().starts_with(key));
+        if !sets("ssh_keys_dir") {
+            lines.push(format!(
+                "ssh_keys_dir = {}",
+                kunlun_tests::harness::harness_root().display()
+            ));
+        }
+        if !sets("ssh_host_key_policy") {
+            lines.push("ssh_host_key_policy = accept-new".to_string());
+        }
         let mut last = None;
         for attempt in 0..3 {
-            match Self::start_on(workdir, sqlite, free_port(), attempt) {
+            match Self::start_on(workdir, sqlite, free_port(), attempt, &lines) {
                 Ok(d) => return Ok(d),
                 Err(e) => last = Some(e),
             }
@@ -71,11 +90,22 @@ impl Daemon {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("daemon did not start")))
     }
 
-    fn start_on(workdir: &Path, sqlite: &Path, port: u16, attempt: u32) -> Result<Daemon> {
+    fn start_on(
+        workdir: &Path,
+        sqlite: &Path,
+        port: u16,
+        attempt: u32,
+        cnf_lines: &[String],
+    ) -> Result<Daemon> {
         let log = workdir.join(format!("cluster-mgr-{port}-{attempt}.log"));
+        let cnf = workdir.join(format!("cluster-mgr-{port}-{attempt}.cnf"));
+        std::fs::write(&cnf, cnf_lines.join("\n") + "\n")
+            .with_context(|| format!("write {}", cnf.display()))?;
         let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let err = out.try_clone()?;
         let child = Command::new(bin("cluster-mgr"))
+            .arg("--config")
+            .arg(&cnf)
             .args([
                 "--http-bind",
                 "127.0.0.1",
