@@ -111,8 +111,8 @@ pub fn load(files: &TlsFiles) -> Result<ApiTls, TlsError> {
             let pem = read_pem("http_tls_client_ca", ca_path, false)?;
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert
-                    .map_err(|e| err("http_tls_client_ca", ca_path, format!("not PEM: {e}")))?;
+                let cert =
+                    cert.map_err(|e| err("http_tls_client_ca", ca_path, format!("not PEM: {e}")))?;
                 roots.add(cert).map_err(|e| {
                     err(
                         "http_tls_client_ca",
@@ -188,4 +188,68 @@ fn read_pem(key: &'static str, path: &Path, secret: bool) -> Result<Vec<u8>, Tls
         .read_to_end(&mut bytes)
         .map_err(|e| err(format!("cannot read: {e}")))?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path, cert: &str, key: &str) -> TlsFiles {
+        TlsFiles {
+            cert: dir.join(cert),
+            key: dir.join(key),
+            client_ca: None,
+        }
+    }
+
+    #[test]
+    fn a_key_others_can_read_is_refused_before_it_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.pem"), "not checked yet").unwrap();
+        let key = dir.path().join("k.pem");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = load(&files(dir.path(), "c.pem", "k.pem")).unwrap_err();
+            assert_eq!(e.key, "http_tls_key");
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("{mode:04o}")) && text.contains("chmod 600"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_fifo_and_garbage_files_get_errors_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load(&files(dir.path(), "none.pem", "k.pem")).unwrap_err();
+        assert_eq!(e.key, "http_tls_cert");
+        assert!(e.to_string().contains("cannot open"), "{e}");
+
+        // A FIFO: refused at once, not waited on.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = load(&files(dir.path(), "fifo", "k.pem")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+
+        // Not PEM at all, and a key file with no key in it.
+        std::fs::write(dir.path().join("c.pem"), "hello").unwrap();
+        let key = dir.path().join("k.pem");
+        std::fs::write(&key, "hello").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = load(&files(dir.path(), "c.pem", "k.pem")).unwrap_err();
+        assert_eq!(e.key, "http_tls_cert");
+        assert!(e.to_string().contains("no `BEGIN CERTIFICATE`"), "{e}");
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.pem");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_PEM_BYTES + 1).unwrap();
+        let e = load(&files(dir.path(), "big.pem", "k.pem")).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+    }
 }

@@ -389,10 +389,7 @@ mod tests {
             parse_server("http://h:1/prefix/").unwrap(),
             "http://h:1/prefix"
         );
-        assert_eq!(
-            parse_server("https://h:8443/").unwrap(),
-            "https://h:8443"
-        );
+        assert_eq!(parse_server("https://h:8443/").unwrap(), "https://h:8443");
         assert!(parse_server("ftp://h")
             .unwrap_err()
             .contains("only http:// and https://"));

@@ -171,7 +171,10 @@ impl Client {
         if let Some(ca) = &tls.ca {
             let pem = read_pem("--ca", ca, false)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                local_refusal("bad_tls_file", format!("--ca {}: {}", ca.display(), root_cause(&e)))
+                local_refusal(
+                    "bad_tls_file",
+                    format!("--ca {}: {}", ca.display(), root_cause(&e)),
+                )
             })?;
             if certs.is_empty() {
                 return Err(local_refusal(
@@ -491,7 +494,9 @@ fn read_pem(flag: &str, path: &std::path::Path, secret: bool) -> Result<Vec<u8>,
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| bad(format!("cannot open: {e}")))?;
-    let md = file.metadata().map_err(|e| bad(format!("cannot stat: {e}")))?;
+    let md = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot stat: {e}")))?;
     if !md.is_file() {
         return Err(bad("not a regular file".into()));
     }
@@ -536,7 +541,10 @@ fn is_tls_failure(e: &reqwest::Error) -> bool {
             return true;
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
                 return true;
             }
         }
@@ -705,6 +713,70 @@ mod tests {
             again.as_str(),
             "http://127.0.0.1:1/v1/jobs?status=done&limit=1000&after=7"
         );
+    }
+
+    #[test]
+    fn a_token_goes_in_clear_only_to_loopback() {
+        for server in [
+            "http://127.0.0.1:8010",
+            "http://127.9.9.9:1",
+            "http://localhost:8010",
+            "http://[::1]:8010",
+            "https://10.0.0.5:8010",
+            "https://mgr.example:8010",
+        ] {
+            check_transport(server, true, false).unwrap_or_else(|e| panic!("{server}: {e}"));
+        }
+        for server in [
+            "http://10.0.0.5:8010",
+            "http://mgr.example",
+            "http://[fe80::1]:1",
+        ] {
+            let e = check_transport(server, true, false).unwrap_err();
+            assert_eq!(e.code(), Some("insecure_transport"), "{server}");
+            assert_eq!(e.exit_code(), EXIT_API);
+            // No token, or the explicit opt-in: nothing to protect / the user's call.
+            check_transport(server, false, false).unwrap();
+            check_transport(server, true, true).unwrap();
+        }
+    }
+
+    #[test]
+    fn tls_files_are_checked_before_any_request() {
+        let dir = std::env::temp_dir().join(format!("kunlunctl-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("client.key");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let opts = TlsOptions {
+            ca: None,
+            client_cert: Some(dir.join("client.crt")),
+            client_key: Some(key.clone()),
+        };
+        let e = Client::connect("https://127.0.0.1:1", 1, &opts)
+            .err()
+            .expect("a 0644 key is refused");
+        assert_eq!(e.code(), Some("insecure_key_file"), "{e}");
+        let opts = TlsOptions {
+            ca: Some(dir.join("missing-ca.pem")),
+            ..TlsOptions::default()
+        };
+        let e = Client::connect("https://127.0.0.1:1", 1, &opts)
+            .err()
+            .expect("a missing CA file is refused");
+        assert_eq!(e.code(), Some("bad_tls_file"), "{e}");
+        assert!(e.to_string().contains("missing-ca.pem"), "{e}");
+        std::fs::write(dir.join("empty-ca.pem"), "").unwrap();
+        let opts = TlsOptions {
+            ca: Some(dir.join("empty-ca.pem")),
+            ..TlsOptions::default()
+        };
+        let e = Client::connect("https://127.0.0.1:1", 1, &opts)
+            .err()
+            .expect("a CA file without certificates is refused");
+        assert!(e.to_string().contains("no `BEGIN CERTIFICATE`"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

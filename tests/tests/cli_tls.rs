@@ -74,7 +74,13 @@ struct Pki {
 /// unrelated CA and a stray key; EC P-256, valid two days.
 fn pki(dir: &Path) -> Pki {
     std::fs::create_dir_all(dir).unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     for (name, cn) in [("ca", "kunlun-test-ca"), ("other-ca", "someone-else-ca")] {
         let (key, crt) = (format!("{name}.key"), format!("{name}.crt"));
         let subj = format!("/CN={cn}");
@@ -112,8 +118,22 @@ fn pki(dir: &Path) -> Pki {
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial",
-                serial, "-days", "2", "-extfile", &extf, "-out", &crt,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                serial,
+                "-days",
+                "2",
+                "-extfile",
+                &extf,
+                "-out",
+                &crt,
             ],
         );
     };
@@ -133,7 +153,14 @@ fn pki(dir: &Path) -> Pki {
     );
     let mut args = vec!["req"];
     args.extend(ec);
-    args.extend(["-keyout", "stray.key", "-out", "stray.csr", "-subj", "/CN=stray"]);
+    args.extend([
+        "-keyout",
+        "stray.key",
+        "-out",
+        "stray.csr",
+        "-subj",
+        "/CN=stray",
+    ]);
     openssl(dir, &args);
     for k in ["server.key", "client.key", "stray.key"] {
         std::fs::set_permissions(dir.join(k), std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -203,10 +230,7 @@ fn start_https(cnf: &Path, port: u16, ca: &Path, identity: Option<(&Path, &Path)
             p.0 = None;
             panic!("cluster-mgr exited with {st}");
         }
-        if let Ok(r) = http
-            .get(format!("https://127.0.0.1:{port}/healthz"))
-            .send()
-        {
+        if let Ok(r) = http.get(format!("https://127.0.0.1:{port}/healthz")).send() {
             if r.status().is_success() {
                 return p;
             }
@@ -265,7 +289,9 @@ fn refused(dir: &Path, cnf: &Path, port: u16) -> String {
 /// `cluster-mgr token create --name N --role admin --config CNF`: the new token.
 fn bootstrap_token(cnf: &Path, name: &str) -> String {
     let out = Command::new(bin("cluster-mgr"))
-        .args(["token", "create", "--name", name, "--role", "admin", "--config"])
+        .args([
+            "token", "create", "--name", name, "--role", "admin", "--config",
+        ])
         .arg(cnf)
         .env_remove("KUNLUN_CLUSTER_MGR_CONFIG")
         .output()
@@ -340,13 +366,20 @@ fn kunlunctl_end_to_end_over_https_with_a_token() {
     let with_ca = |args: &[&'static str]| [&pre[..], args].concat();
 
     // The whole round trip over https.
-    ctl(&home, Some(&root), &[&pre[..], &machine_add("10.9.0.1")].concat()).ok();
+    ctl(
+        &home,
+        Some(&root),
+        &[&pre[..], &machine_add("10.9.0.1")].concat(),
+    )
+    .ok();
     let list = ctl(&home, Some(&root), &with_ca(&["--json", "machine", "list"])).ok();
     assert_eq!(hosts(&list), ["10.9.0.1"], "{list:#?}");
     let made = ctl(
         &home,
         Some(&root),
-        &with_ca(&["--json", "token", "create", "--name", "ops", "--role", "operator"]),
+        &with_ca(&[
+            "--json", "token", "create", "--name", "ops", "--role", "operator",
+        ]),
     )
     .ok();
     let ops = made.json()["token"].as_str().expect("secret").to_string();
@@ -385,7 +418,11 @@ fn kunlunctl_end_to_end_over_https_with_a_token() {
     let r = ctl(
         &home,
         Some(&root),
-        &[&["--server", server.as_str(), "--ca", other][..], &machine_add("10.9.0.3")].concat(),
+        &[
+            &["--server", server.as_str(), "--ca", other][..],
+            &machine_add("10.9.0.3"),
+        ]
+        .concat(),
     );
     assert_eq!(r.code, 3, "{r:#?}");
     assert!(r.stderr.contains("TLS"), "{r:#?}");
@@ -394,8 +431,11 @@ fn kunlunctl_end_to_end_over_https_with_a_token() {
     let r = ctl(
         &home,
         Some(&root),
-        &[&["--server", &format!("http://127.0.0.1:{port}")][..], &machine_add("10.9.0.4")]
-            .concat(),
+        &[
+            &["--server", &format!("http://127.0.0.1:{port}")][..],
+            &machine_add("10.9.0.4"),
+        ]
+        .concat(),
     );
     assert_eq!(r.code, 3, "{r:#?}");
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -510,7 +550,10 @@ fn tls_start_up_refusals_exit_2_and_the_plaintext_override_starts() {
         ),
     );
     let err = refused(dir.path(), &cnf, port);
-    assert!(err.contains("nope.key") && err.contains("cannot open"), "{err}");
+    assert!(
+        err.contains("nope.key") && err.contains("cannot open"),
+        "{err}"
+    );
 
     // Only one of the pair.
     let cnf = write_cnf(
@@ -544,7 +587,13 @@ fn tls_start_up_refusals_exit_2_and_the_plaintext_override_starts() {
     );
     let token = bootstrap_token(&cnf, "root");
     let child = Command::new("unshare")
-        .args(["--net", "--", "sh", "-c", "ip link set lo up && exec \"$0\" --config \"$1\""])
+        .args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" --config \"$1\"",
+        ])
         .arg(bin("cluster-mgr"))
         .arg(&cnf)
         .env_remove("KUNLUN_CLUSTER_MGR_CONFIG")
@@ -626,7 +675,11 @@ fn with_a_client_ca_a_client_without_a_certificate_is_refused() {
     let r = ctl(
         &home,
         None,
-        &[&["--server", server.as_str(), "--ca", ca][..], &machine_add("10.9.1.1")].concat(),
+        &[
+            &["--server", server.as_str(), "--ca", ca][..],
+            &machine_add("10.9.1.1"),
+        ]
+        .concat(),
     );
     assert_eq!(r.code, 3, "{r:#?}");
     assert!(

@@ -358,9 +358,15 @@ fn a_non_loopback_bind_needs_tls_or_an_explicit_plaintext_override() {
 #[test]
 fn tls_files_come_in_pairs_and_client_ca_needs_them() {
     let e = err("http_tls_cert = /a.crt\n");
-    assert!(e.contains("http_tls_key is not") && e.starts_with("test.cnf:1"), "{e}");
+    assert!(
+        e.contains("http_tls_key is not") && e.starts_with("test.cnf:1"),
+        "{e}"
+    );
     let e = err("\nhttp_tls_key = /a.key\n");
-    assert!(e.contains("http_tls_cert is not") && e.starts_with("test.cnf:2"), "{e}");
+    assert!(
+        e.contains("http_tls_cert is not") && e.starts_with("test.cnf:2"),
+        "{e}"
+    );
     let e = err("http_tls_client_ca = /ca.pem\n");
     assert!(e.contains("needs http_tls_cert and http_tls_key"), "{e}");
     let c = cfg("http_tls_cert = /a.crt\nhttp_tls_key = /a.key\nhttp_tls_client_ca = /ca.pem\n");

@@ -147,9 +147,7 @@ fn tls_files(r: &Reader<'_>) -> Result<Option<TlsFiles>, ConfigError> {
         (false, false) => Ok(Some(TlsFiles {
             cert: PathBuf::from(cert.value),
             key: PathBuf::from(key.value),
-            client_ca: Some(ca.value)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            client_ca: Some(ca.value).filter(|v| !v.is_empty()).map(PathBuf::from),
         })),
         (false, true) => Err(ConfigError::at(
             &cert.origin,
