@@ -62,8 +62,13 @@ pub fn hint(e: &CliError, noun: &str, server: &str) -> Option<String> {
     let h = match e {
         CliError::Unreachable { .. } => format!(
             "is the daemon running? Start it with `cluster-mgr` (it listens on 127.0.0.1:8010 by \
-             default), or point kunlunctl at it with --server URL or {}=URL",
-            cli::SERVER_ENV
+             default), or point kunlunctl at it with --server URL or {}=URL{}",
+            cli::SERVER_ENV,
+            if server.starts_with("http://") {
+                "; a daemon with http_tls_cert set answers only https:// URLs"
+            } else {
+                ""
+            }
         ),
         CliError::Tls { .. } => format!(
             "if the daemon's certificate comes from a private CA, pass that CA with --ca FILE \

@@ -70,7 +70,7 @@ struct Pki {
     client_key: PathBuf,
 }
 
-/// A CA, a server certificate for `localhost` and `127.0.0.1`, a client certificate, a second
+/// A CA, a server certificate for `localhost`, `mgr.test` and `127.0.0.1`, a client certificate, a second
 /// unrelated CA and a stray key; EC P-256, valid two days.
 fn pki(dir: &Path) -> Pki {
     std::fs::create_dir_all(dir).unwrap();
@@ -140,7 +140,7 @@ fn pki(dir: &Path) -> Pki {
     leaf(
         "server",
         "localhost",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
+        "subjectAltName=DNS:localhost,DNS:mgr.test,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
          keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
         "2",
     );
@@ -401,6 +401,30 @@ fn kunlunctl_end_to_end_over_https_with_a_token() {
     .env("KUNLUNCTL_CA", ca)
     .env("KUNLUNCTL_TOKEN", &ops);
     run(cmd).ok();
+
+    // The Host check knows the certificate's names: `mgr.test` (in no default) is let in, a
+    // foreign name is not (421), over the same TLS connection setup.
+    let https = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap(),
+        )
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for (host, status) in [
+        (format!("mgr.test:{port}"), 200),
+        ("evil.example".into(), 421),
+    ] {
+        let r = https
+            .get(format!("{server}/v1/machines"))
+            .header("host", &host)
+            .bearer_auth(&root)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "Host: {host}");
+    }
 
     // Not trusting the CA: the system's roots do not know it, nor does another CA; a TLS error
     // naming what to do, exit 3, and the machine is not added.
