@@ -9,5 +9,6 @@ pub mod http;
 pub mod logging;
 mod retention;
 mod server;
+pub mod tls;
 
 pub use server::{core_config, run, serve, store_config};

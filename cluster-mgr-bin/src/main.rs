@@ -1,6 +1,8 @@
 //! `cluster-mgr`: flags → config → logging → [`cluster_mgr::run`]. Exit codes: 0 after a clean
 //! stop (SIGTERM/SIGINT), 1 when the daemon fails, 2 for a bad command line or config file
-//! (including a non-loopback bind without `auth = tokens`, refused before listening).
+//! (including a non-loopback bind without `auth = tokens` or without TLS, and TLS files that
+//! cannot be used: an unreadable or group/other-readable key, a key not matching the
+//! certificate; all refused before listening).
 //! `cluster-mgr token create --name N --role R --config FILE` prints a new API token instead.
 
 use std::process::ExitCode;
@@ -31,11 +33,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    let tls = match cluster_mgr::tls::load_for(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cluster-mgr: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = cluster_mgr::logging::init(&config) {
         eprintln!("cluster-mgr: {e:#}");
         return ExitCode::FAILURE;
     }
-    match cluster_mgr::run(config) {
+    match cluster_mgr::run(config, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

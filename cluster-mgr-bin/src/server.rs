@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AuthMode, Config, MetaBackend};
 use crate::http::{self, AppState, Auth, AuthSettings, LeaderView, Metrics};
+use crate::tls::ApiTls;
 
 /// How long requests in flight may take to finish after a stop signal.
 const HTTP_SHUTDOWN_GRACE_SECS: u64 = 20;
@@ -90,21 +91,22 @@ fn describe_store(config: &Config) -> String {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT, on its own multi-threaded Tokio runtime.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the daemon until SIGTERM or SIGINT, on its own multi-threaded Tokio runtime; `tls`
+/// (from [`crate::tls::load_for`]) makes the one listener https.
+pub fn run(config: Config, tls: Option<ApiTls>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cluster-mgr")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(config));
+    let result = runtime.block_on(serve(config, tls));
     // Blocking tasks (SQLite connections) get a bounded time to finish; never hang at exit.
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
 }
 
 /// The daemon's main task; see [`run`].
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config, tls: Option<ApiTls>) -> anyhow::Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config_file = ?config.config_file, "cluster-mgr starting");
     if config.meta_backend == MetaBackend::Sqlite {
         if let Some(dir) = config
@@ -124,7 +126,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )
     })?;
     crate::files::secure_existing(&config).context("cannot narrow the modes of secret files")?;
-    let auth = auth_of(&config);
+    let auth = auth_of(&config, tls.as_ref());
     tracing::info!(store = %describe_store(&config), "opening the metadata store");
     let manager = ClusterManager::connect(core_config(&config), store_config(&config));
     // Registration probes use the same SSH trust settings as the actors.
@@ -153,10 +155,31 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .client_request_timeout(config.http_client_timeout)
             .max_connections(config.http_max_connections)
             .shutdown_timeout(HTTP_SHUTDOWN_GRACE_SECS)
-            .bind(addr)
-            .with_context(|| format!("cannot listen on {addr}"))?
-            .run();
-    tracing::info!(address = %addr, "HTTP API listening (REST /v1, /healthz, /metrics, /docs/)");
+            // A handshake is held to the same deadline as a request's head.
+            .tls_handshake_timeout(config.http_client_timeout);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = match tls {
+        Some(tls) => {
+            tracing::info!(
+                client_certificates = tls.client_auth,
+                names = ?tls.dns_names,
+                "TLS on: the API is served over https only"
+            );
+            server.bind_rustls_0_23(addr, tls.config)
+        }
+        None => {
+            if !config.http_bind_address.is_loopback() {
+                tracing::warn!(
+                    "http_allow_plaintext = true on a non-loopback address: API tokens cross \
+                     the network in clear; set http_tls_cert and http_tls_key"
+                );
+            }
+            server.bind(addr)
+        }
+    }
+    .with_context(|| format!("cannot listen on {addr}"))?
+    .run();
+    tracing::info!(address = %addr, scheme, "HTTP API listening (REST /v1, /healthz, /metrics, /docs/)");
 
     // Only once the port is ours: a process that cannot listen never takes the lease.
     let lead_cancel = CancellationToken::new();
@@ -215,12 +238,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The API's authentication settings, with a warning when it runs open.
-pub fn auth_of(config: &Config) -> Auth {
+/// The API's authentication settings, with a warning when it runs open. Unless
+/// `http_allowed_hosts` is set, the `Host` header may also name the certificate's DNS names.
+pub fn auth_of(config: &Config, tls: Option<&ApiTls>) -> Auth {
+    let mut hosts = config.allowed_hosts();
+    if config.http_allowed_hosts.is_empty() {
+        for name in tls.map(|t| t.dns_names.as_slice()).unwrap_or_default() {
+            let entry = format!("{name}:{}", config.http_port);
+            if !hosts.contains(&entry) {
+                hosts.push(entry);
+            }
+        }
+    }
     let settings = AuthSettings {
         tokens_required: config.auth == AuthMode::Tokens,
         loopback: config.http_bind_address.is_loopback(),
-        allowed_hosts: AuthSettings::hosts_from(&config.allowed_hosts()),
+        allowed_hosts: AuthSettings::hosts_from(&hosts),
         body_timeout: config.http_client_timeout,
     };
     if !settings.tokens_required {

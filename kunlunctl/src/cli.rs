@@ -13,6 +13,11 @@ pub const SERVER_ENV: &str = "KUNLUNCTL_SERVER";
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8010";
 /// Environment variable holding the API token, used when `--token` is not given.
 pub const TOKEN_ENV: &str = "KUNLUNCTL_TOKEN";
+/// Environment variable naming the CA file, used when `--ca` is not given.
+pub const CA_ENV: &str = "KUNLUNCTL_CA";
+/// Environment variables naming the client certificate and key (mTLS).
+pub const CLIENT_CERT_ENV: &str = "KUNLUNCTL_CLIENT_CERT";
+pub const CLIENT_KEY_ENV: &str = "KUNLUNCTL_CLIENT_KEY";
 
 const AFTER_HELP: &str = "\
 Environment:
@@ -20,6 +25,10 @@ Environment:
                     (default http://127.0.0.1:8010)
   KUNLUNCTL_TOKEN   API token when --token is not given; else --token-file, else
                     ~/.config/kunlunctl/token if it exists (it must be mode 0600)
+  KUNLUNCTL_CA      CA file when --ca is not given (https: trusted instead of the
+                    system's roots)
+  KUNLUNCTL_CLIENT_CERT, KUNLUNCTL_CLIENT_KEY
+                    client certificate and key when the flags are not given (mTLS)
 
 Exit codes:
   0  success
@@ -28,7 +37,8 @@ Exit codes:
      `job watch`: the job failed (code job_failed)
   2  usage error: unknown flag, missing or malformed argument
   3  the daemon could not be reached or did not answer in time (start it with
-     `cluster-mgr`, or point --server / KUNLUNCTL_SERVER at it); with --wait or
+     `cluster-mgr`, or point --server / KUNLUNCTL_SERVER at it), or its TLS
+     certificate is not trusted (--ca) or not for the name in --server; with --wait or
      `job watch`: the job did not end within the time limit (it goes on)
   With --json, --wait and `job watch` print the job on stdout whatever its outcome.
 
@@ -42,7 +52,7 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "kunlunctl", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// URL of the cluster-mgr daemon (plain http).
+    /// URL of the cluster-mgr daemon: https://HOST:PORT, or http:// (the default scheme).
     #[arg(
         long,
         global = true,
@@ -76,8 +86,36 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<std::path::PathBuf>,
 
+    /// PEM CA certificate(s) to trust for an https daemon, instead of the system's roots.
+    #[arg(long, global = true, env = CA_ENV, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+
+    /// PEM client certificate, for a daemon that requires one (mTLS); needs --client-key.
+    #[arg(long, global = true, env = CLIENT_CERT_ENV, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+
+    /// Private key of --client-cert (PEM, mode 0600 or narrower).
+    #[arg(long, global = true, env = CLIENT_KEY_ENV, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
+
+    /// Send the token over plain http to a host that is not loopback (it crosses the network in
+    /// clear); without it such a request is refused before anything is sent.
+    #[arg(long, global = true)]
+    pub insecure_http: bool,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The TLS settings of the flags.
+    pub fn tls(&self) -> crate::client::TlsOptions {
+        crate::client::TlsOptions {
+            ca: self.ca.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
 }
 
 /// The nouns.
@@ -293,8 +331,8 @@ fn parse_job_status(s: &str) -> Result<JobStatus, String> {
         .map_err(|e: kunlun_meta::error::ParseEnumError| e.to_string())
 }
 
-/// Accepts `http://host[:port][/prefix]` (a missing scheme means http) and returns it without a
-/// trailing slash, so paths can be appended. https is refused: this build speaks plain http.
+/// Accepts `http://` or `https://host[:port][/prefix]` (a missing scheme means http) and returns
+/// it without a trailing slash, so paths can be appended.
 pub fn parse_server(s: &str) -> Result<String, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -306,10 +344,8 @@ pub fn parse_server(s: &str) -> Result<String, String> {
         format!("http://{s}")
     };
     let url = reqwest::Url::parse(&with_scheme).map_err(|e| format!("'{s}' is not a URL: {e}"))?;
-    if url.scheme() != "http" {
-        return Err(format!(
-            "'{s}': only http:// is supported (put a TLS proxy in front of kunlunctl's side if needed)"
-        ));
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("'{s}': only http:// and https:// are supported"));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("'{s}' names no host"));
@@ -358,9 +394,10 @@ mod tests {
             parse_server("http://h:1/prefix/").unwrap(),
             "http://h:1/prefix"
         );
-        assert!(parse_server("https://h")
+        assert_eq!(parse_server("https://h:8443/").unwrap(), "https://h:8443");
+        assert!(parse_server("ftp://h")
             .unwrap_err()
-            .contains("only http://"));
+            .contains("only http:// and https://"));
         assert!(parse_server("").is_err());
         assert!(parse_server("http://h:99999").is_err());
         assert!(parse_server("http://h/?a=b").is_err());
@@ -405,7 +442,8 @@ mod tests {
             ],
             &["kunlunctl", "job", "list", "--status", "running"],
             &["kunlunctl", "--timeout", "0", "machine", "list"],
-            &["kunlunctl", "--server", "https://x", "machine", "list"],
+            &["kunlunctl", "--server", "ftp://x", "machine", "list"],
+            &["kunlunctl", "--client-cert", "/c.pem", "machine", "list"],
         ] {
             let e = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}: {e}");

@@ -5,6 +5,7 @@
 //! job that failed, 3 when the daemon could not be reached or did not answer, or a followed job
 //! did not end in time. Usage errors (2) never get here: clap handles them.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kunlun_meta::api::ErrorBody;
@@ -32,6 +33,9 @@ pub enum CliError {
     },
     /// The daemon could not be reached at `url`.
     Unreachable { url: String, detail: String },
+    /// The TLS handshake with `url` failed: the certificate is not trusted or not for the name
+    /// in `--server`, the daemon wants a client certificate, or it does not speak TLS.
+    Tls { url: String, detail: String },
     /// The daemon accepted the connection but did not answer within the timeout.
     Timeout { url: String, secs: u64 },
     /// The daemon answered 2xx with a body this kunlunctl does not understand (version skew).
@@ -53,6 +57,7 @@ impl CliError {
         match self {
             CliError::Api { .. } | CliError::BadResponse { .. } => EXIT_API,
             CliError::Unreachable { .. }
+            | CliError::Tls { .. }
             | CliError::Timeout { .. }
             | CliError::JobTimeout { .. } => EXIT_UNREACHABLE,
             CliError::WithOutput { error, .. } => error.exit_code(),
@@ -102,6 +107,9 @@ impl std::fmt::Display for CliError {
             CliError::Unreachable { url, detail } => {
                 write!(f, "cannot reach cluster-mgr at {url}: {detail}")
             }
+            CliError::Tls { url, detail } => {
+                write!(f, "TLS with cluster-mgr at {url} failed: {detail}")
+            }
             CliError::Timeout { url, secs } => {
                 write!(f, "cluster-mgr at {url} did not answer within {secs} s")
             }
@@ -127,18 +135,87 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// How an https daemon is trusted and how this client proves itself (mTLS). Certificates are
+/// always verified, and the name in `--server` must be one the daemon's certificate names.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// PEM CA bundle (`--ca`): when set, the daemon's certificate must chain to it and the
+    /// system's roots are not used; when not, the system's roots are.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain (`--client-cert`), sent when the daemon asks for one.
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (`--client-key`), mode 0600 or narrower.
+    pub client_key: Option<PathBuf>,
+}
+
+/// Largest certificate or key file read.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
 impl Client {
     /// `base` is a URL as returned by [`crate::cli::parse_server`] (no trailing slash).
     pub fn new(base: &str, timeout_secs: u64) -> Result<Self, CliError> {
-        let http = Http::builder()
+        Client::connect(base, timeout_secs, &TlsOptions::default())
+    }
+
+    /// [`Client::new`] with the trust and identity of `tls` for an https daemon.
+    pub fn connect(base: &str, timeout_secs: u64, tls: &TlsOptions) -> Result<Self, CliError> {
+        let build_err = |e: reqwest::Error| CliError::Unreachable {
+            url: base.to_string(),
+            detail: root_cause(&e),
+        };
+        let mut builder = Http::builder()
+            .use_rustls_tls()
             .timeout(Duration::from_secs(timeout_secs))
             .connect_timeout(Duration::from_secs(timeout_secs.min(5)))
-            .user_agent(concat!("kunlunctl/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| CliError::Unreachable {
-                url: base.to_string(),
-                detail: e.to_string(),
+            .user_agent(concat!("kunlunctl/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &tls.ca {
+            let pem = read_pem("--ca", ca, false)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                local_refusal(
+                    "bad_tls_file",
+                    format!("--ca {}: {}", ca.display(), root_cause(&e)),
+                )
             })?;
+            if certs.is_empty() {
+                return Err(local_refusal(
+                    "bad_tls_file",
+                    format!("--ca {}: no `BEGIN CERTIFICATE` block in it", ca.display()),
+                ));
+            }
+            // The private CA replaces the system's roots: a daemon with a private CA is never
+            // also trusted on the word of any public CA.
+            builder = builder.tls_built_in_root_certs(false);
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        match (&tls.client_cert, &tls.client_key) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                let mut pem = read_pem("--client-key", key, true)?;
+                pem.push(b'\n');
+                pem.extend(read_pem("--client-cert", cert, false)?);
+                let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    local_refusal(
+                        "bad_tls_file",
+                        format!(
+                            "--client-cert {} / --client-key {}: {}",
+                            cert.display(),
+                            key.display(),
+                            root_cause(&e)
+                        ),
+                    )
+                })?;
+                builder = builder.identity(id);
+            }
+            _ => {
+                return Err(local_refusal(
+                    "bad_tls_file",
+                    "--client-cert and --client-key go together".into(),
+                ))
+            }
+        }
+        let http = builder.build().map_err(build_err)?;
         Ok(Client {
             base: base.to_string(),
             timeout_secs,
@@ -303,6 +380,12 @@ impl Client {
                 secs: self.timeout_secs,
             };
         }
+        if is_tls_failure(e) {
+            return CliError::Tls {
+                url: self.base.clone(),
+                detail: root_cause(e),
+            };
+        }
         CliError::Unreachable {
             url: self.base.clone(),
             detail: root_cause(e),
@@ -388,6 +471,120 @@ pub fn resolve_token(
         ));
     }
     Ok(Some(t.to_string()))
+}
+
+/// A failure found before any request, reported like the API's own refusals (exit 1).
+fn local_refusal(code: &str, message: String) -> CliError {
+    CliError::Api {
+        status: None,
+        code: code.into(),
+        message,
+    }
+}
+
+/// The bytes of a certificate or key file named by `flag`: a regular file of at most
+/// [`MAX_PEM_BYTES`]; with `secret`, refused when group or others may read it.
+fn read_pem(flag: &str, path: &std::path::Path, secret: bool) -> Result<Vec<u8>, CliError> {
+    use std::io::Read;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let bad = |m: String| local_refusal("bad_tls_file", format!("{flag} {}: {m}", path.display()));
+    // Non-blocking: a FIFO named by mistake must not hang the command.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| bad(format!("cannot open: {e}")))?;
+    let md = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot stat: {e}")))?;
+    if !md.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let mode = md.permissions().mode() & 0o777;
+    if secret && mode & 0o077 != 0 {
+        return Err(local_refusal(
+            "insecure_key_file",
+            format!(
+                "{flag} {} has mode {mode:04o}: others could read the private key, so it is not \
+                 used",
+                path.display()
+            ),
+        ));
+    }
+    if md.len() > MAX_PEM_BYTES {
+        return Err(bad(format!("larger than {MAX_PEM_BYTES} bytes")));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    Ok(bytes)
+}
+
+/// Whether a request failed in the TLS handshake: rustls' error sits in the chain, or wrapped
+/// in an `io::Error` (whose `source()` skips it, so its payload is looked at directly). The
+/// connector's errors reach here boxed in ways that hide the type, so the texts rustls gives
+/// its handshake errors are recognised too.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    const RUSTLS_TEXTS: &[&str] = &[
+        "invalid peer certificate",
+        "peer sent no certificates",
+        "peer is incompatible",
+        "peer misbehaved",
+        "received fatal alert",
+        "received corrupt message",
+        "unexpected message",
+    ];
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        let text = err.to_string();
+        if RUSTLS_TEXTS.iter().any(|t| text.contains(t)) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Refuses to send a token in clear across a network: with a token, an `http://` server must
+/// be a loopback address (or `localhost`) unless `allow` (`--insecure-http`).
+pub fn check_transport(server: &str, has_token: bool, allow: bool) -> Result<(), CliError> {
+    if !has_token || allow {
+        return Ok(());
+    }
+    let Ok(url) = Url::parse(server) else {
+        return Ok(()); // parse_server already vetted it
+    };
+    if url.scheme() != "http" {
+        return Ok(());
+    }
+    let host = url.host_str().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return Ok(());
+    }
+    Err(local_refusal(
+        "insecure_transport",
+        format!(
+            "{server} is plain http to a host that is not loopback: the API token would cross \
+             the network in clear, so nothing was sent"
+        ),
+    ))
 }
 
 /// Decodes an error answer: the API's `{code, message}` when present, else the status line and
@@ -516,6 +713,70 @@ mod tests {
             again.as_str(),
             "http://127.0.0.1:1/v1/jobs?status=done&limit=1000&after=7"
         );
+    }
+
+    #[test]
+    fn a_token_goes_in_clear_only_to_loopback() {
+        for server in [
+            "http://127.0.0.1:8010",
+            "http://127.9.9.9:1",
+            "http://localhost:8010",
+            "http://[::1]:8010",
+            "https://10.0.0.5:8010",
+            "https://mgr.example:8010",
+        ] {
+            check_transport(server, true, false).unwrap_or_else(|e| panic!("{server}: {e}"));
+        }
+        for server in [
+            "http://10.0.0.5:8010",
+            "http://mgr.example",
+            "http://[fe80::1]:1",
+        ] {
+            let e = check_transport(server, true, false).unwrap_err();
+            assert_eq!(e.code(), Some("insecure_transport"), "{server}");
+            assert_eq!(e.exit_code(), EXIT_API);
+            // No token, or the explicit opt-in: nothing to protect / the user's call.
+            check_transport(server, false, false).unwrap();
+            check_transport(server, true, true).unwrap();
+        }
+    }
+
+    #[test]
+    fn tls_files_are_checked_before_any_request() {
+        let dir = std::env::temp_dir().join(format!("kunlunctl-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("client.key");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let opts = TlsOptions {
+            ca: None,
+            client_cert: Some(dir.join("client.crt")),
+            client_key: Some(key.clone()),
+        };
+        let e = Client::connect("https://127.0.0.1:1", 1, &opts)
+            .err()
+            .expect("a 0644 key is refused");
+        assert_eq!(e.code(), Some("insecure_key_file"), "{e}");
+        let opts = TlsOptions {
+            ca: Some(dir.join("missing-ca.pem")),
+            ..TlsOptions::default()
+        };
+        let e = Client::connect("https://127.0.0.1:1", 1, &opts)
+            .err()
+            .expect("a missing CA file is refused");
+        assert_eq!(e.code(), Some("bad_tls_file"), "{e}");
+        assert!(e.to_string().contains("missing-ca.pem"), "{e}");
+        std::fs::write(dir.join("empty-ca.pem"), "").unwrap();
+        let opts = TlsOptions {
+            ca: Some(dir.join("empty-ca.pem")),
+            ..TlsOptions::default()
+        };
+        let e = Client::connect("https://127.0.0.1:1", 1, &opts)
+            .err()
+            .expect("a CA file without certificates is refused");
+        assert!(e.to_string().contains("no `BEGIN CERTIFICATE`"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -20,7 +20,10 @@ use client::{CliError, Client};
 pub fn run(cli: Cli) -> u8 {
     let noun = cli.command.noun();
     let result = client::resolve_token(cli.token.as_deref(), cli.token_file.as_deref())
-        .and_then(|token| Ok(Client::new(&cli.server, cli.timeout)?.with_token(token)))
+        .and_then(|token| {
+            client::check_transport(&cli.server, token.is_some(), cli.insecure_http)?;
+            Ok(Client::connect(&cli.server, cli.timeout, &cli.tls())?.with_token(token))
+        })
         .and_then(|client| match &cli.command {
             Command::Machine(c) => cmd::machine::run(&client, c, cli.json),
             Command::Cluster(c) => cmd::cluster::run(&client, c, cli.json),
@@ -59,8 +62,20 @@ pub fn hint(e: &CliError, noun: &str, server: &str) -> Option<String> {
     let h = match e {
         CliError::Unreachable { .. } => format!(
             "is the daemon running? Start it with `cluster-mgr` (it listens on 127.0.0.1:8010 by \
-             default), or point kunlunctl at it with --server URL or {}=URL",
-            cli::SERVER_ENV
+             default), or point kunlunctl at it with --server URL or {}=URL{}",
+            cli::SERVER_ENV,
+            if server.starts_with("http://") {
+                "; a daemon with http_tls_cert set answers only https:// URLs"
+            } else {
+                ""
+            }
+        ),
+        CliError::Tls { .. } => format!(
+            "if the daemon's certificate comes from a private CA, pass that CA with --ca FILE \
+             or {}=FILE; the host in {server} must be a name or address the certificate is \
+             for; a daemon with http_tls_client_ca also needs --client-cert and --client-key; \
+             a daemon without TLS is reached with http://",
+            cli::CA_ENV
         ),
         CliError::Timeout { .. } => format!(
             "the daemon accepted the connection but is slow or stuck: retry with a larger \
@@ -151,6 +166,16 @@ pub fn hint(e: &CliError, noun: &str, server: &str) -> Option<String> {
             ),
             "insecure_token_file" => "chmod 600 the token file (it must not be readable by \
                  group or others)"
+                .to_string(),
+            "insecure_key_file" => "chmod 600 the key file (it must not be readable by group or \
+                 others)"
+                .to_string(),
+            "bad_tls_file" => "name a readable PEM file (a CA or client certificate, or its \
+                 private key)"
+                .to_string(),
+            "insecure_transport" => "use https:// (the daemon needs http_tls_cert and \
+                 http_tls_key), reach it over loopback (an SSH tunnel), or pass --insecure-http \
+                 if this network is trusted"
                 .to_string(),
             _ => return None,
         },

@@ -50,11 +50,12 @@ fn usage_errors_exit_2() {
     }
     let r = run({
         let mut c = Command::new(bin("kunlunctl"));
-        c.args(["--server", "https://127.0.0.1:1", "machine", "list"]);
+        // https is spoken now (tests/tests/cli_tls.rs); other schemes are usage errors.
+        c.args(["--server", "ftp://127.0.0.1:1", "machine", "list"]);
         c
     });
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("only http://"), "{r:?}");
+    assert!(r.stderr.contains("only http:// and https://"), "{r:?}");
 }
 
 #[test]

@@ -122,6 +122,18 @@ pub const KEYS: &[KeySpec] = &[
     // Comma-separated `host` or `host:port` the `Host` header may name (DNS-rebinding
     // guard); empty: the bind address, local_ip, localhost, 127.0.0.1 and [::1] with the port.
     text("http_allowed_hosts", true, ""),
+    // TLS of the API (rustls): PEM certificate chain and private key (mode 0600 or narrower);
+    // both or neither. With them the one listener speaks only https.
+    text("http_tls_cert", true, ""),
+    text("http_tls_key", true, ""),
+    // PEM CA bundle: when set, every client must present a certificate it signed (mTLS).
+    text("http_tls_client_ca", true, ""),
+    // A non-loopback bind needs TLS unless this is `true` (plain HTTP, warned at start).
+    KeySpec {
+        name: "http_allow_plaintext",
+        kind: Kind::Choice(&["false", "true"]),
+        default: "false",
+    },
     // Seconds a client has to send a request's head and body before it is cut off.
     int("http_client_timeout_secs", 1, 600, "10"),
     // Connections the API serves at once, per worker thread; more wait in the backlog.

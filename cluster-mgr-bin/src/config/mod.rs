@@ -129,6 +129,11 @@ pub struct Config {
     /// `http_allowed_hosts`: what the `Host` header may name; empty means the defaults of
     /// [`Config::allowed_hosts`].
     pub http_allowed_hosts: Vec<String>,
+    /// `http_tls_cert`, `http_tls_key`, `http_tls_client_ca`: the API's TLS files; `None`
+    /// serves plain HTTP. Read and checked by [`crate::tls::load`] before listening.
+    pub http_tls: Option<TlsFiles>,
+    /// `http_allow_plaintext`: a non-loopback bind may serve plain HTTP (warned at start).
+    pub http_allow_plaintext: bool,
     /// `http_client_timeout_secs`: deadline for a request's head and body.
     pub http_client_timeout: Duration,
     /// `http_max_connections`: connections served at once per worker.
@@ -140,6 +145,17 @@ pub struct Config {
     pub ssh_keys_dir: PathBuf,
     /// `ssh_host_key_policy`: whether an unknown machine host key may be recorded unpinned.
     pub ssh_host_key_accept_new: bool,
+}
+
+/// The API's TLS files (PEM paths as written in the cnf).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `http_tls_cert`: the certificate chain, the server's own first.
+    pub cert: PathBuf,
+    /// `http_tls_key`: its private key; must not be readable by group or others.
+    pub key: PathBuf,
+    /// `http_tls_client_ca`: when set, clients must present a certificate this CA signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// How API requests are authenticated (`auth`).
@@ -199,6 +215,8 @@ impl std::fmt::Debug for Config {
             .field("leader_lease", &self.leader_lease)
             .field("auth", &self.auth)
             .field("http_allowed_hosts", &self.http_allowed_hosts)
+            .field("http_tls", &self.http_tls)
+            .field("http_allow_plaintext", &self.http_allow_plaintext)
             .field("http_client_timeout", &self.http_client_timeout)
             .field("http_max_connections", &self.http_max_connections)
             .field("job_retention", &self.job_retention)

@@ -244,7 +244,8 @@ fn flags_override_the_file_and_are_validated() {
     let path = dir.path().join("c.cnf");
     std::fs::write(
         &path,
-        "brpc_http_port = 9000\nhttp_bind_address = 0.0.0.0\nauth = tokens\n",
+        "brpc_http_port = 9000\nhttp_bind_address = 0.0.0.0\nauth = tokens\n\
+         http_allow_plaintext = true\n",
     )
     .unwrap();
     let p = path.to_str().unwrap();
@@ -325,9 +326,54 @@ fn a_non_loopback_bind_needs_tokens() {
         e.contains("not a loopback address") && e.contains("auth = tokens"),
         "{e}"
     );
-    let c = cfg("http_bind_address = 0.0.0.0\nauth = tokens\n");
+    let c = cfg("http_bind_address = 0.0.0.0\nauth = tokens\nhttp_allow_plaintext = true\n");
     assert_eq!(c.auth, AuthMode::Tokens);
     assert_eq!(cfg("http_bind_address = ::1\n").auth, AuthMode::Auto);
+}
+
+#[test]
+fn a_non_loopback_bind_needs_tls_or_an_explicit_plaintext_override() {
+    let e = err("http_bind_address = 0.0.0.0\nauth = tokens\n");
+    assert!(
+        e.contains("http_tls_cert")
+            && e.contains("http_tls_key")
+            && e.contains("http_allow_plaintext = true"),
+        "{e}"
+    );
+    let c = cfg("http_bind_address = 10.0.0.5\nauth = tokens\nhttp_allow_plaintext = true\n");
+    assert!(c.http_allow_plaintext && c.http_tls.is_none());
+    let c = cfg(
+        "http_bind_address = 0.0.0.0\nauth = tokens\nhttp_tls_cert = /etc/km/api.crt\n\
+         http_tls_key = /etc/km/api.key\n",
+    );
+    let tls = c.http_tls.expect("tls files");
+    assert_eq!(tls.cert.to_str(), Some("/etc/km/api.crt"));
+    assert_eq!(tls.key.to_str(), Some("/etc/km/api.key"));
+    assert_eq!(tls.client_ca, None);
+    // Loopback needs neither; plain HTTP stays the quickstart's default.
+    assert_eq!(cfg("").http_tls, None);
+    assert!(err("http_allow_plaintext = yes\n").contains("http_allow_plaintext"));
+}
+
+#[test]
+fn tls_files_come_in_pairs_and_client_ca_needs_them() {
+    let e = err("http_tls_cert = /a.crt\n");
+    assert!(
+        e.contains("http_tls_key is not") && e.starts_with("test.cnf:1"),
+        "{e}"
+    );
+    let e = err("\nhttp_tls_key = /a.key\n");
+    assert!(
+        e.contains("http_tls_cert is not") && e.starts_with("test.cnf:2"),
+        "{e}"
+    );
+    let e = err("http_tls_client_ca = /ca.pem\n");
+    assert!(e.contains("needs http_tls_cert and http_tls_key"), "{e}");
+    let c = cfg("http_tls_cert = /a.crt\nhttp_tls_key = /a.key\nhttp_tls_client_ca = /ca.pem\n");
+    assert_eq!(
+        c.http_tls.and_then(|t| t.client_ca).as_deref(),
+        Some(std::path::Path::new("/ca.pem"))
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::keys::{self, Kind};
 use super::raw::{Raw, Setting};
-use super::{AuthMode, Config, ConfigError, LogFormat, MetaBackend};
+use super::{AuthMode, Config, ConfigError, LogFormat, MetaBackend, TlsFiles};
 
 /// Typed access to the raw settings.
 struct Reader<'a> {
@@ -128,6 +128,38 @@ fn host_port(s: &Setting, name: &str, v: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// `http_tls_cert` and `http_tls_key` (both or neither) and `http_tls_client_ca` (only with
+/// them). Only the names are checked here; the files are read by `crate::tls::load`.
+fn tls_files(r: &Reader<'_>) -> Result<Option<TlsFiles>, ConfigError> {
+    let cert = r.text("http_tls_cert")?;
+    let key = r.text("http_tls_key")?;
+    let ca = r.text("http_tls_client_ca")?;
+    match (cert.value.is_empty(), key.value.is_empty()) {
+        (true, true) => {
+            if !ca.value.is_empty() {
+                return Err(ConfigError::at(
+                    &ca.origin,
+                    "http_tls_client_ca needs http_tls_cert and http_tls_key",
+                ));
+            }
+            Ok(None)
+        }
+        (false, false) => Ok(Some(TlsFiles {
+            cert: PathBuf::from(cert.value),
+            key: PathBuf::from(key.value),
+            client_ca: Some(ca.value).filter(|v| !v.is_empty()).map(PathBuf::from),
+        })),
+        (false, true) => Err(ConfigError::at(
+            &cert.origin,
+            "http_tls_cert is set but http_tls_key is not: set both or neither",
+        )),
+        (true, false) => Err(ConfigError::at(
+            &key.origin,
+            "http_tls_key is set but http_tls_cert is not: set both or neither",
+        )),
+    }
+}
+
 /// Validates everything; see the module doc.
 pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
     let r = Reader { raw };
@@ -212,6 +244,21 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
                 "http_bind_address = {http_bind_address} is not a loopback address: set \
                  `auth = tokens` and create an admin token first (`cluster-mgr token create \
                  --name root --role admin --config FILE`), or bind to 127.0.0.1"
+            ),
+        ));
+    }
+    let http_tls = tls_files(&r)?;
+    let plain = r.text("http_allow_plaintext")?;
+    let http_allow_plaintext = plain.value == "true";
+    // Tokens cross the network in every request: off loopback they travel only inside TLS,
+    // unless the operator says in writing that the network is trusted.
+    if http_tls.is_none() && !http_allow_plaintext && !http_bind_address.is_loopback() {
+        return Err(ConfigError::at(
+            &bind.origin,
+            format!(
+                "http_bind_address = {http_bind_address} is not a loopback address: the API \
+                 would send tokens in clear; set http_tls_cert and http_tls_key (README \
+                 \"Security\"), or `http_allow_plaintext = true` if the network is trusted"
             ),
         ));
     }
@@ -318,6 +365,8 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
         leader_lease: Duration::from_secs_f64(r.float("leader_lease_secs")?),
         auth,
         http_allowed_hosts,
+        http_tls,
+        http_allow_plaintext,
         http_client_timeout: r.secs("http_client_timeout_secs")?,
         http_max_connections: r.int("http_max_connections")?.unsigned_abs() as usize,
         job_retention: Some(r.int("job_retention_days")?.unsigned_abs())
