@@ -92,7 +92,17 @@ async fn deadline<T>(
 fn pg_error(what: &str, e: &tokio_postgres::Error) -> Error {
     match e.as_db_error() {
         Some(db) => Error::Internal(format!("{what}: {} ({})", db.message(), db.code().code())),
-        None => Error::Unavailable(format!("{what}: {e}")),
+        None => {
+            // The TLS and I/O causes (e.g. "invalid peer certificate: UnknownIssuer") are in
+            // the source chain, not in the top-level message.
+            let mut msg = format!("{what}: {e}");
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                msg.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            Error::Unavailable(msg)
+        }
     }
 }
 

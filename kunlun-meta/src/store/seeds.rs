@@ -88,6 +88,14 @@ impl MetaTls {
                 ),
                 _ => format!("TLS handshake failed (meta_tls = {}): {t}", self.mode),
             },
+            // rustls reports a refused certificate as an I/O error of the stream.
+            E::Io(IoError::Io(io)) if self.ssl.is_some() && is_tls_failure(io) => match &self.ca {
+                Some(ca) if self.mode == TlsMode::Verify => format!(
+                    "TLS handshake failed (meta_tls = verify, CA {}): {io}",
+                    ca.display()
+                ),
+                _ => format!("TLS handshake failed (meta_tls = {}): {io}", self.mode),
+            },
             other => other.to_string(),
         }
     }
@@ -191,6 +199,12 @@ pub(crate) fn split_seed(seed: &str) -> Result<(String, u16)> {
         return Err(bad());
     }
     Ok((host.to_string(), port))
+}
+
+/// Whether an I/O error of a connection being secured came from the TLS layer.
+fn is_tls_failure(io: &std::io::Error) -> bool {
+    let msg = io.to_string().to_ascii_lowercase();
+    msg.contains("certificate") || msg.contains("tls") || msg.contains("handshake")
 }
 
 /// Connection parameters without a database, for probing a seed.
