@@ -16,13 +16,17 @@ use kunlun_tests::{MariaDb, MariaDbOptions, Postgres};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
 /// A CA and a server certificate it signed for 127.0.0.1, as PEM files in `dir`.
+fn make_pki(dir: &Path, name: &str) -> Result<Pki> {
+    make_pki_for(dir, name, "127.0.0.1")
+}
 struct Pki {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
 }
 
-fn make_pki(dir: &Path, name: &str) -> Result<Pki> {
+/// A CA and a server certificate it signed for `san` (an IP address or DNS name).
+fn make_pki_for(dir: &Path, name: &str, san: &str) -> Result<Pki> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -32,10 +36,8 @@ fn make_pki(dir: &Path, name: &str) -> Result<Pki> {
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()])?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "127.0.0.1");
+    let mut params = CertificateParams::new(vec![san.to_string()])?;
+    params.distinguished_name.push(DnType::CommonName, san);
     let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
     let pki = Pki {
         ca: dir.join(format!("{name}-ca.pem")),
@@ -247,5 +249,33 @@ async fn catalog_push_uses_tls_with_the_configured_ca_and_is_refused_in_plaintex
     let report = push_cluster(&store, cluster_id, &off).await?;
     let e = report.comps[0].error.clone().unwrap_or_default();
     assert!(!report.all_ok() && e.contains("no encryption"), "{report}");
+
+    // verify checks the name too: a certificate from the trusted CA but for another address
+    // (127.0.0.2) is refused when connecting to 127.0.0.1. The server reloads it on SIGHUP.
+    let renamed = make_pki_for(dir.path(), "renamed", "127.0.0.2")?;
+    std::fs::write(
+        pg.datadir().join("server.crt"),
+        std::fs::read(&renamed.cert)?,
+    )?;
+    std::fs::write(
+        pg.datadir().join("server.key"),
+        std::fs::read(&renamed.key)?,
+    )?;
+    pg.sql("SELECT pg_reload_conf()")?;
+    let trusting = CatalogOptions {
+        tls: TlsSettings::verify(&renamed.ca),
+        ..opts.clone()
+    };
+    let mut e = String::new();
+    // The reload is asynchronous: wait (bounded) until the new certificate is served.
+    for _ in 0..50 {
+        let report = push_cluster(&store, cluster_id, &trusting).await?;
+        e = report.comps[0].error.clone().unwrap_or_default();
+        if e.to_lowercase().contains("not valid for name") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(e.to_lowercase().contains("not valid for name"), "{e}");
     Ok(())
 }
