@@ -43,6 +43,8 @@ pub fn store_config(config: &Config) -> StoreConfig {
         backend,
         pool_size: config.meta_pool_size as usize,
         connect_timeout: config.mysql_connect_timeout,
+        tls: config.meta_tls.clone(),
+        cluster_tls: config.catalog_tls.clone(),
     }
 }
 

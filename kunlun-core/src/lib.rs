@@ -13,6 +13,7 @@ mod manager;
 pub mod storage;
 #[cfg(test)]
 mod test_fixtures;
+mod tls;
 mod topology;
 pub mod xa;
 

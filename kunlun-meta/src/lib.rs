@@ -9,9 +9,11 @@ pub mod error;
 pub mod model;
 #[cfg(feature = "store")]
 pub mod store;
+pub mod tls;
 pub mod utc;
 pub mod validate;
 
 pub use error::{Error, Result};
 #[cfg(feature = "store")]
 pub use store::{BackendConfig, BackendKind, SeedReport, Store, StoreConfig};
+pub use tls::{TlsMode, TlsSettings};

@@ -40,6 +40,7 @@ fn opts() -> CatalogOptions {
     CatalogOptions {
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(10),
+        ..CatalogOptions::default()
     }
 }
 

@@ -90,6 +90,20 @@ pub const KEYS: &[KeySpec] = &[
     text("sqlite_path", false, "./data/cluster_mgr.sqlite3"),
     text("meta_database", false, "kunlun_metadata_db"),
     int("meta_pool_size", 1, 100, "8"),
+    // TLS of the MySQL metadata store and of the catalog push to compute nodes (README
+    // "Security"): off | prefer | require | verify; verify needs the CA file (PEM).
+    KeySpec {
+        name: "meta_tls",
+        kind: Kind::Choice(&["off", "prefer", "require", "verify"]),
+        default: "prefer",
+    },
+    text("meta_tls_ca", true, ""),
+    KeySpec {
+        name: "catalog_tls",
+        kind: Kind::Choice(&["off", "prefer", "require", "verify"]),
+        default: "prefer",
+    },
+    text("catalog_tls_ca", true, ""),
     text("http_bind_address", false, "127.0.0.1"),
     KeySpec {
         name: "machine_check_interval",

@@ -71,6 +71,10 @@ pub struct Config {
     pub meta_database: String,
     /// `meta_pool_size`: connections kept to the metadata store.
     pub meta_pool_size: u32,
+    /// `meta_tls`, `meta_tls_ca`: TLS to a MySQL metadata store.
+    pub meta_tls: kunlun_meta::TlsSettings,
+    /// `catalog_tls`, `catalog_tls_ca`: TLS of the catalog push to compute nodes.
+    pub catalog_tls: kunlun_meta::TlsSettings,
     /// `http_bind_address`.
     pub http_bind_address: IpAddr,
     /// `brpc_http_port`.
@@ -178,6 +182,8 @@ impl std::fmt::Debug for Config {
             .field("meta_pwd", &"<redacted>")
             .field("meta_database", &self.meta_database)
             .field("meta_pool_size", &self.meta_pool_size)
+            .field("meta_tls", &self.meta_tls)
+            .field("catalog_tls", &self.catalog_tls)
             .field("http_bind_address", &self.http_bind_address)
             .field("http_port", &self.http_port)
             .field("raft_port", &self.raft_port)

@@ -417,3 +417,37 @@ fn ssh_keys_dir_defaults_under_the_data_path_and_host_keys_are_strict() {
 fn cfg(text: &str) -> Config {
     parse(text).expect("config should be accepted")
 }
+
+#[test]
+fn database_tls_defaults_to_prefer_and_verify_needs_a_readable_pem_ca() {
+    use kunlun_meta::TlsMode;
+    let c = cfg("");
+    assert_eq!(c.meta_tls.mode(), TlsMode::Prefer);
+    assert_eq!(c.catalog_tls.mode(), TlsMode::Prefer);
+    assert_eq!(cfg("meta_tls = off\n").meta_tls.mode(), TlsMode::Off);
+    assert!(err("meta_tls = verify\n").contains("requires meta_tls_ca"));
+    assert!(err("catalog_tls = verify\n").contains("requires catalog_tls_ca"));
+    assert!(err("meta_tls = maybe\n").contains("meta_tls"));
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let e = err(&format!(
+        "catalog_tls = verify\ncatalog_tls_ca = {}\n",
+        missing.display()
+    ));
+    assert!(
+        e.contains("catalog_tls_ca") && e.contains("missing.pem"),
+        "{e}"
+    );
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let c = cfg(&format!(
+        "meta_tls = verify\nmeta_tls_ca = {}\n",
+        ca.display()
+    ));
+    assert_eq!(c.meta_tls.mode(), TlsMode::Verify);
+    assert_eq!(c.meta_tls.ca(), Some(ca.as_path()));
+}

@@ -160,6 +160,36 @@ fn tls_files(r: &Reader<'_>) -> Result<Option<TlsFiles>, ConfigError> {
     }
 }
 
+/// `<key>` (a TLS mode) with `<key>_ca`: `verify` needs the CA file, which must hold PEM
+/// certificates (read now, so a wrong path fails at start, naming the key).
+fn tls_settings(r: &Reader<'_>, key: &str) -> Result<kunlun_meta::TlsSettings, ConfigError> {
+    let mode_setting = r.text(key)?;
+    let mode: kunlun_meta::TlsMode =
+        mode_setting
+            .value
+            .parse()
+            .map_err(|e: kunlun_meta::Error| {
+                ConfigError::at(&mode_setting.origin, format!("{key}: {e}"))
+            })?;
+    let ca_key = format!("{key}_ca");
+    let ca_setting = r.text(&ca_key)?;
+    let ca = Some(ca_setting.value.trim())
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let settings = kunlun_meta::TlsSettings::new(mode, ca).map_err(|_| {
+        ConfigError::at(
+            &mode_setting.origin,
+            format!("{key} = verify requires {ca_key} (the CA certificate, PEM)"),
+        )
+    })?;
+    if mode == kunlun_meta::TlsMode::Verify {
+        settings
+            .read_ca(&ca_key)
+            .map_err(|e| ConfigError::at(&ca_setting.origin, e.to_string()))?;
+    }
+    Ok(settings)
+}
+
 /// Validates everything; see the module doc.
 pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
     let r = Reader { raw };
@@ -221,6 +251,9 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
             ),
         ));
     }
+
+    let meta_tls = tls_settings(&r, "meta_tls")?;
+    let catalog_tls = tls_settings(&r, "catalog_tls")?;
 
     let bind = r.text("http_bind_address")?;
     let http_bind_address: IpAddr = bind.value.parse().map_err(|_| {
@@ -331,6 +364,8 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
         meta_pwd: meta_pwd.value,
         meta_database: db.value,
         meta_pool_size: r.u32("meta_pool_size")?,
+        meta_tls,
+        catalog_tls,
         http_bind_address,
         http_port: r.u16("brpc_http_port")?,
         raft_port: r.u16("brpc_raft_port")?,

@@ -56,7 +56,8 @@ impl ClusterManager {
 
     /// Pushes cluster `cluster_id`'s topology to its compute nodes now.
     pub async fn push_catalog(&self, cluster_id: i64) -> Result<PushReport> {
-        push_cluster(self.store()?, cluster_id, &CatalogOptions::default()).await
+        let store = self.store()?;
+        push_cluster(store, cluster_id, &CatalogOptions::for_store(store)).await
     }
 
     /// Reads every in-service compute node's catalog of cluster `cluster_id` (in parallel)
@@ -64,7 +65,7 @@ impl ClusterManager {
     pub async fn catalog_status(&self, cluster_id: i64) -> Result<Vec<CompCatalog>> {
         let store = self.store()?.clone();
         let (comps, rows) = desired_for_cluster(&store, cluster_id).await?;
-        let opts = CatalogOptions::default();
+        let opts = CatalogOptions::for_store(&store);
         let mut set = JoinSet::new();
         for c in comps {
             let want = rows.for_comp(c.id);

@@ -17,6 +17,8 @@ mod sync;
 
 use std::time::Duration;
 
+use kunlun_meta::tls::TlsSettings;
+
 pub use facade::CompCatalog;
 pub use pg::SCHEMA;
 pub use push::{desired_for_cluster, push_cluster, read_catalog, CompPush, PushReport};
@@ -26,13 +28,15 @@ pub use rows::{
 };
 pub use sync::{CatalogSync, CatalogSyncConfig};
 
-/// Deadlines of the push.
+/// Deadlines and TLS of the push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogOptions {
     /// Connecting and logging in to one compute node.
     pub connect_timeout: Duration,
     /// Each statement (also set as the session's `statement_timeout` on the server).
     pub statement_timeout: Duration,
+    /// TLS to the compute nodes (`catalog_tls`, `catalog_tls_ca`). Default `prefer`.
+    pub tls: TlsSettings,
 }
 
 impl Default for CatalogOptions {
@@ -40,6 +44,18 @@ impl Default for CatalogOptions {
         CatalogOptions {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
+            tls: TlsSettings::default(),
+        }
+    }
+}
+
+impl CatalogOptions {
+    /// The default deadlines with the manager's configured TLS for compute nodes (carried by
+    /// the store, see [`kunlun_meta::StoreConfig::cluster_tls`]).
+    pub fn for_store(store: &kunlun_meta::Store) -> CatalogOptions {
+        CatalogOptions {
+            tls: store.cluster_tls().clone(),
+            ..CatalogOptions::default()
         }
     }
 }

@@ -10,6 +10,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use kunlun_meta::model::CompNode;
+use kunlun_meta::tls::TlsMode;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 
 use super::rows::{CatalogRows, ClusterMetaRow, MetaNodeRow, ShardNodeRow, ShardRow};
@@ -90,8 +92,31 @@ async fn deadline<T>(
 fn pg_error(what: &str, e: &tokio_postgres::Error) -> Error {
     match e.as_db_error() {
         Some(db) => Error::Internal(format!("{what}: {} ({})", db.message(), db.code().code())),
-        None => Error::Unavailable(format!("{what}: {e}")),
+        None => {
+            // The TLS and I/O causes (e.g. "invalid peer certificate: UnknownIssuer") are in
+            // the source chain, not in the top-level message.
+            let mut msg = format!("{what}: {e}");
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                msg.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            Error::Unavailable(msg)
+        }
     }
+}
+
+/// Drives a connection until it ends (the session aborts it when dropped).
+fn spawn_connection<S, T>(conn: tokio_postgres::Connection<S, T>) -> tokio::task::JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "compute node connection ended");
+        }
+    })
 }
 
 /// An open session to a compute node; the connection task ends when this is dropped.
@@ -174,12 +199,29 @@ impl Session {
             "connect to compute node {} ({}:{})",
             comp.id, comp.hostaddr, comp.port
         );
-        let (client, conn) = deadline(opts.connect_timeout, &what, cfg.connect(NoTls)).await?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "compute node connection ended");
-            }
+        let tls = crate::tls::client_config(&opts.tls, "catalog_tls_ca")?;
+        cfg.ssl_mode(match opts.tls.mode() {
+            TlsMode::Off => SslMode::Disable,
+            TlsMode::Prefer => SslMode::Prefer,
+            TlsMode::Require | TlsMode::Verify => SslMode::Require,
         });
+        let what = match opts.tls.mode() {
+            TlsMode::Off => what,
+            m => format!("{what} (catalog_tls = {m})"),
+        };
+        let (client, task) = match tls {
+            None => {
+                let (client, conn) =
+                    deadline(opts.connect_timeout, &what, cfg.connect(NoTls)).await?;
+                (client, spawn_connection(conn))
+            }
+            Some(tls) => {
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+                let (client, conn) =
+                    deadline(opts.connect_timeout, &what, cfg.connect(tls)).await?;
+                (client, spawn_connection(conn))
+            }
+        };
         Ok(Session {
             client,
             task,

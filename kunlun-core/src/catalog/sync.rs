@@ -29,6 +29,8 @@ pub struct CatalogSyncConfig {
     /// Every this many rounds every cluster is pushed even if unchanged (a compute node
     /// rebuilt from scratch gets its rows back); 0 never.
     pub resync_every: u32,
+    /// Deadlines; the TLS part is replaced by the store's [`kunlun_meta::Store::cluster_tls`]
+    /// (one setting for every push of the manager).
     pub options: CatalogOptions,
 }
 
@@ -55,7 +57,8 @@ pub struct CatalogSync {
 }
 
 impl CatalogSync {
-    pub fn new(store: Store, config: CatalogSyncConfig) -> CatalogSync {
+    pub fn new(store: Store, mut config: CatalogSyncConfig) -> CatalogSync {
+        config.options.tls = store.cluster_tls().clone();
         CatalogSync {
             store,
             config,

@@ -699,7 +699,7 @@ async fn finish(
     t.phase(rec, "metadata", None);
 
     // Compute nodes learn the new primary; a miss is noted, the catalog sync retries it.
-    let opts = crate::catalog::CatalogOptions::default();
+    let opts = crate::catalog::CatalogOptions::for_store(&ctx.store);
     // Bounded: the monitor handles every shard in one task, and the new primary is already
     // open; a slow compute node must not delay the next shard's failover.
     let push = crate::catalog::push_cluster(&ctx.store, cluster.id, &opts);

@@ -251,7 +251,7 @@ async fn create(store: &Store, prov: &Provisioner, job: &Job, progress: &Progres
     }
     // A cluster whose compute nodes do not know its topology is not usable: roll it back.
     let step = progress.step(PUSH_STEP);
-    let opts = crate::catalog::CatalogOptions::default();
+    let opts = crate::catalog::CatalogOptions::for_store(store);
     let why = match crate::catalog::push_cluster(store, cluster_id, &opts).await {
         Ok(r) if r.all_ok() => None,
         Ok(r) => Some(r.to_string()),

@@ -318,7 +318,7 @@ async fn push_and_finish(
 ) -> Result<()> {
     let cluster_id = memo.cluster_id.unwrap_or_default();
     let step = progress.step("push catalog");
-    let why = match push_cluster(store, cluster_id, &CatalogOptions::default()).await {
+    let why = match push_cluster(store, cluster_id, &CatalogOptions::for_store(store)).await {
         Ok(report) => {
             memo.catalog = Some(report.to_string());
             let missed: Vec<String> = report

@@ -189,7 +189,7 @@ pub(crate) async fn reserve(
 /// compute node that was missed is caught up by the catalog sync, so this never fails a job).
 pub(crate) async fn push_catalog(store: &Store, cluster_id: i64, progress: &Progress) -> String {
     let step = progress.step("push catalog");
-    let note = match push_cluster(store, cluster_id, &CatalogOptions::default()).await {
+    let note = match push_cluster(store, cluster_id, &CatalogOptions::for_store(store)).await {
         Ok(r) => r.to_string(),
         Err(e) => format!("catalog not pushed (the catalog sync retries): {e}"),
     };

@@ -6,6 +6,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::tls::TlsSettings;
+
 /// Default name of the metadata database on a MySQL-compatible metadata shard.
 pub const DEFAULT_MYSQL_DATABASE: &str = "kunlun_metadata_db";
 
@@ -53,6 +55,14 @@ pub struct StoreConfig {
     pub pool_size: usize,
     /// Deadline for connecting and for waiting on a pooled connection.
     pub connect_timeout: Duration,
+    /// TLS of the connections to a MySQL metadata store (`meta_tls`, `meta_tls_ca`); unused
+    /// with SQLite. Default `prefer`.
+    pub tls: TlsSettings,
+    /// TLS of the manager's connections to the clusters' compute nodes (`catalog_tls`,
+    /// `catalog_tls_ca`). Carried by the store because every engine path that pushes a
+    /// catalog (jobs, failover, the catalog sync, the API) holds the store; see
+    /// [`super::Store::cluster_tls`]. Default `prefer`.
+    pub cluster_tls: TlsSettings,
 }
 
 impl StoreConfig {
@@ -79,7 +89,7 @@ impl StoreConfig {
 }
 
 impl Default for StoreConfig {
-    /// SQLite under `./data/kunlun_metadata.db`, 8 connections, 5 s deadline.
+    /// SQLite under `./data/kunlun_metadata.db`, 8 connections, 5 s deadline, TLS `prefer`.
     fn default() -> Self {
         StoreConfig {
             backend: BackendConfig::Sqlite {
@@ -87,6 +97,8 @@ impl Default for StoreConfig {
             },
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
+            tls: TlsSettings::default(),
+            cluster_tls: TlsSettings::default(),
         }
     }
 }

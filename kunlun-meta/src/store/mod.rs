@@ -84,6 +84,9 @@ struct Inner {
     describe: String,
     seed_report: Option<SeedReport>,
     timeout: Duration,
+    cluster_tls: crate::tls::TlsSettings,
+    /// Whether the MySQL connections are encrypted (always false on SQLite).
+    encrypted: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -118,6 +121,7 @@ impl Store {
                     database,
                     cfg.pool_size,
                     cfg.connect_timeout,
+                    &cfg.tls,
                 )
                 .await?
             }
@@ -131,6 +135,8 @@ impl Store {
                 describe: opened.describe,
                 seed_report: opened.seed_report,
                 timeout: cfg.connect_timeout,
+                cluster_tls: cfg.cluster_tls.clone(),
+                encrypted: opened.encrypted,
             }),
             lane: Lane::Shared,
         })
@@ -178,6 +184,18 @@ impl Store {
     /// (never a password).
     pub fn describe(&self) -> String {
         self.inner.describe.clone()
+    }
+
+    /// TLS settings for the manager's connections to the clusters' compute nodes (see
+    /// [`StoreConfig::cluster_tls`]).
+    pub fn cluster_tls(&self) -> &crate::tls::TlsSettings {
+        &self.inner.cluster_tls
+    }
+
+    /// Whether the connections to a MySQL metadata store are TLS-encrypted (`meta_tls` gave
+    /// TLS, or `prefer` found a server offering it); false on SQLite.
+    pub fn encrypted(&self) -> bool {
+        self.inner.encrypted
     }
 
     /// Which seed was chosen and why the others were not (MySQL only).

@@ -21,7 +21,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
 
 use super::conn::{Pools, SqliteConn};
-use super::seeds::{discover, seed_opts, split_seed, SeedReport};
+use super::seeds::{discover, seed_opts, split_seed, MetaTls, SeedReport};
 use crate::error::{Error, Result};
 
 /// The SQLite schema, embedded at build time.
@@ -40,6 +40,8 @@ pub(crate) struct Opened {
     pub background: Pools,
     pub describe: String,
     pub seed_report: Option<SeedReport>,
+    /// The MySQL connections are TLS-encrypted.
+    pub encrypted: bool,
 }
 
 fn join_err(e: tokio::task::JoinError) -> Error {
@@ -117,16 +119,21 @@ pub(crate) async fn open_sqlite(
         background: pool(pool_size)?,
         describe: format!("sqlite:{}", abs.display()),
         seed_report: None,
+        encrypted: false,
     })
 }
 
-/// Connects to one MySQL server with a deadline.
-async fn connect(opts: mysql_async::OptsBuilder, timeout: Duration) -> Result<mysql_async::Conn> {
-    match tokio::time::timeout(timeout, mysql_async::Conn::new(opts)).await {
+/// Connects to one MySQL server with a deadline; says whether the connection is encrypted.
+async fn connect(
+    opts: mysql_async::OptsBuilder,
+    tls: &MetaTls,
+    timeout: Duration,
+) -> Result<(mysql_async::Conn, bool)> {
+    match tokio::time::timeout(timeout, tls.connect(opts)).await {
         Err(_) => Err(Error::Unavailable(format!(
             "no connection within {timeout:?}"
         ))),
-        Ok(Err(e)) => Err(Error::Unavailable(e.to_string())),
+        Ok(Err(e)) => Err(Error::Unavailable(e)),
         Ok(Ok(c)) => Ok(c),
     }
 }
@@ -139,15 +146,27 @@ pub(crate) async fn open_mysql(
     database: &str,
     pool_size: usize,
     timeout: Duration,
+    tls: &crate::tls::TlsSettings,
 ) -> Result<Opened> {
     crate::validate::name("database", database)?;
-    let report = discover(seeds, user, password, timeout).await?;
+    let tls = MetaTls::new(tls)?;
+    let report = discover(seeds, user, password, &tls, timeout).await?;
     tracing::info!(report = %report, "metadata seed discovery");
     let (host, port) = split_seed(&report.chosen)?;
 
+    let tls_used;
     {
         use mysql_async::prelude::Queryable;
-        let mut c = connect(seed_opts(&host, port, user, password), timeout).await?;
+        let (mut c, encrypted) =
+            connect(seed_opts(&host, port, user, password), &tls, timeout).await?;
+        if !encrypted {
+            tracing::warn!(
+                store = %format!("{host}:{port}"),
+                meta_tls = %tls.mode(),
+                "metadata store connections are not encrypted"
+            );
+        }
+        tls_used = encrypted;
         // `database` passed validate::name, so it cannot break out of the backticks.
         c.query_drop(format!(
             "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
@@ -157,8 +176,10 @@ pub(crate) async fn open_mysql(
         let _ = c.disconnect().await;
     }
 
-    let opts = seed_opts(&host, port, user, password).db_name(Some(database));
-    let mut raw = connect(opts.clone(), timeout).await?;
+    // `prefer` is settled now: every later connection uses what this server offered.
+    let tls = tls.resolved(tls_used);
+    let opts = tls.apply(seed_opts(&host, port, user, password).db_name(Some(database)));
+    let (mut raw, _) = connect(opts.clone(), &tls, timeout).await?;
     {
         // Managers starting together must not run the same migration twice: serialise on a
         // named lock, released when this connection closes.
@@ -224,5 +245,6 @@ pub(crate) async fn open_mysql(
         background: pool(pool_size)?,
         describe,
         seed_report: Some(report),
+        encrypted: tls_used,
     })
 }

@@ -7,6 +7,120 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::tls::{TlsMode, TlsSettings};
+
+/// The store's TLS for MySQL connections, resolved from `meta_tls`/`meta_tls_ca` once (the CA
+/// file is read at open, so a missing or bad file fails the open with its name).
+#[derive(Clone)]
+pub(crate) struct MetaTls {
+    mode: TlsMode,
+    ssl: Option<mysql_async::SslOpts>,
+    ca: Option<std::path::PathBuf>,
+}
+
+impl MetaTls {
+    pub(crate) fn new(settings: &TlsSettings) -> Result<MetaTls> {
+        let ssl = match settings.mode() {
+            TlsMode::Off => None,
+            // Encrypt, trust any certificate: these modes only stop a passive listener.
+            TlsMode::Prefer | TlsMode::Require => Some(
+                mysql_async::SslOpts::default()
+                    .with_danger_accept_invalid_certs(true)
+                    .with_danger_skip_domain_validation(true),
+            ),
+            TlsMode::Verify => {
+                let pem = settings
+                    .read_ca("meta_tls_ca")?
+                    .ok_or_else(|| Error::Invalid("meta_tls = verify needs meta_tls_ca".into()))?;
+                Some(
+                    mysql_async::SslOpts::default()
+                        .with_root_certs(vec![pem.into()])
+                        .with_disable_built_in_roots(true),
+                )
+            }
+        };
+        Ok(MetaTls {
+            mode: settings.mode(),
+            ssl,
+            ca: settings.ca().map(|p| p.to_path_buf()),
+        })
+    }
+
+    /// The same settings after `prefer` found out what the server offers: TLS stays on
+    /// (unverified) when `encrypted`, else plaintext, so pooled connections try once.
+    pub(crate) fn resolved(&self, encrypted: bool) -> MetaTls {
+        match (self.mode, encrypted) {
+            (TlsMode::Prefer, true) => MetaTls {
+                mode: TlsMode::Require,
+                ..self.clone()
+            },
+            (TlsMode::Prefer, false) => MetaTls {
+                mode: TlsMode::Off,
+                ssl: None,
+                ca: None,
+            },
+            _ => self.clone(),
+        }
+    }
+
+    pub(crate) fn mode(&self) -> TlsMode {
+        self.mode
+    }
+
+    /// `opts` with TLS on unless the mode is `off`.
+    pub(crate) fn apply(&self, opts: mysql_async::OptsBuilder) -> mysql_async::OptsBuilder {
+        opts.ssl_opts(self.ssl.clone())
+    }
+
+    /// Why a connection failed, with the TLS part named when TLS was the cause.
+    fn explain(&self, e: &mysql_async::Error) -> String {
+        use mysql_async::{DriverError, Error as E, IoError};
+        match e {
+            E::Driver(DriverError::NoClientSslFlagFromServer) => format!(
+                "the server offers no TLS but meta_tls = {} (turn TLS on at the server, or set \
+                 meta_tls = prefer or off)",
+                self.mode
+            ),
+            E::Io(IoError::Tls(t)) => match &self.ca {
+                Some(ca) if self.mode == TlsMode::Verify => format!(
+                    "TLS handshake failed (meta_tls = verify, CA {}): {t}",
+                    ca.display()
+                ),
+                _ => format!("TLS handshake failed (meta_tls = {}): {t}", self.mode),
+            },
+            // rustls reports a refused certificate as an I/O error of the stream.
+            E::Io(IoError::Io(io)) if self.ssl.is_some() && is_tls_failure(io) => match &self.ca {
+                Some(ca) if self.mode == TlsMode::Verify => format!(
+                    "TLS handshake failed (meta_tls = verify, CA {}): {io}",
+                    ca.display()
+                ),
+                _ => format!("TLS handshake failed (meta_tls = {}): {io}", self.mode),
+            },
+            other => other.to_string(),
+        }
+    }
+
+    /// Connects with `opts`; `prefer` falls back to plaintext only when the server does not
+    /// offer TLS (never after a failed handshake). Returns whether the connection is encrypted.
+    pub(crate) async fn connect(
+        &self,
+        opts: mysql_async::OptsBuilder,
+    ) -> std::result::Result<(mysql_async::Conn, bool), String> {
+        let plain = opts.clone();
+        match mysql_async::Conn::new(self.apply(opts)).await {
+            Ok(c) => Ok((c, self.ssl.is_some())),
+            Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            )) if self.mode == TlsMode::Prefer => {
+                let c = mysql_async::Conn::new(plain.ssl_opts(None))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((c, false))
+            }
+            Err(e) => Err(self.explain(&e)),
+        }
+    }
+}
 
 /// Why a seed was or was not chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +201,12 @@ pub(crate) fn split_seed(seed: &str) -> Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
+/// Whether an I/O error of a connection being secured came from the TLS layer.
+fn is_tls_failure(io: &std::io::Error) -> bool {
+    let msg = io.to_string().to_ascii_lowercase();
+    msg.contains("certificate") || msg.contains("tls") || msg.contains("handshake")
+}
+
 /// Connection parameters without a database, for probing a seed.
 pub(crate) fn seed_opts(
     host: &str,
@@ -110,21 +230,30 @@ pub(crate) fn seed_opts(
 }
 
 /// Asks one seed for `@@read_only`.
-async fn probe(seed: &str, user: &str, password: &str, timeout: Duration) -> SeedOutcome {
+async fn probe(
+    seed: &str,
+    user: &str,
+    password: &str,
+    tls: &MetaTls,
+    timeout: Duration,
+) -> SeedOutcome {
     let (host, port) = match split_seed(seed) {
         Ok(hp) => hp,
         Err(e) => return SeedOutcome::Unreachable(e.to_string()),
     };
     let work = async {
         use mysql_async::prelude::Queryable;
-        let mut conn = mysql_async::Conn::new(seed_opts(&host, port, user, password)).await?;
-        let ro: Option<i64> = conn.query_first("SELECT @@read_only").await?;
+        let (mut conn, _) = tls.connect(seed_opts(&host, port, user, password)).await?;
+        let ro: Option<i64> = conn
+            .query_first("SELECT @@read_only")
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = conn.disconnect().await;
-        Ok::<_, mysql_async::Error>(ro.unwrap_or(0))
+        Ok::<_, String>(ro.unwrap_or(0))
     };
     match tokio::time::timeout(timeout, work).await {
         Err(_) => SeedOutcome::Unreachable(format!("no answer within {timeout:?}")),
-        Ok(Err(e)) => SeedOutcome::Unreachable(e.to_string()),
+        Ok(Err(e)) => SeedOutcome::Unreachable(e),
         Ok(Ok(0)) => SeedOutcome::Chosen,
         Ok(Ok(_)) => SeedOutcome::ReadOnly,
     }
@@ -135,6 +264,7 @@ pub(crate) async fn discover(
     seeds: &[String],
     user: &str,
     password: &str,
+    tls: &MetaTls,
     timeout: Duration,
 ) -> Result<SeedReport> {
     if seeds.is_empty() {
@@ -146,7 +276,7 @@ pub(crate) async fn discover(
         let outcome = if chosen.is_some() {
             SeedOutcome::NotTried
         } else {
-            probe(seed, user, password, timeout).await
+            probe(seed, user, password, tls, timeout).await
         };
         if outcome == SeedOutcome::Chosen {
             chosen = Some(seed.clone());
