@@ -30,8 +30,9 @@ async fn crud(ts: TestStore) {
     assert_eq!(m["port_range"], "57000-57100");
     assert_eq!(m["rack_id"], "rack-1");
 
-    // Defaults filled in by validation.
-    let minimal = json!({"hostaddr": "db-2.example.com", "machine_type": "computer",
+    // Defaults filled in by validation; the address is stored in its canonical form (a host
+    // name would be resolved at registration, and this test runs without DNS).
+    let minimal = json!({"hostaddr": "10.0.8", "machine_type": "computer",
         "ssh_key_path": "/k", "data_dirs": ["/d"], "probe": false});
     let (st, m2) = call(
         &svc,
@@ -53,7 +54,7 @@ async fn crud(ts: TestStore) {
         .iter()
         .filter_map(|m| m["hostaddr"].as_str())
         .collect();
-    assert_eq!(hosts, vec!["10.0.0.7", "db-2.example.com"]);
+    assert_eq!(hosts, vec!["10.0.0.7", "10.0.0.8"]);
 
     let (st, shown) = call(&svc, Method::GET, &format!("/v1/machines/{id}"), None).await;
     assert_eq!(st.as_u16(), 200);

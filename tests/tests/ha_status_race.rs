@@ -68,6 +68,21 @@ async fn node(env: &HaEnv, id: i64) -> ShardNode {
         .unwrap()
 }
 
+/// Waits until the monitor probed the live primary: the lossless proof of the coming failover
+/// rests on it.
+async fn wait_primary_probed(env: &HaEnv) {
+    let deadline = Instant::now() + LIMIT;
+    while !env
+        .ha
+        .shared()
+        .node_health(env.node_ids[0])
+        .is_some_and(|h| h.probe.semi_sync_proof())
+    {
+        assert!(Instant::now() < deadline, "the primary was never probed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Sets up the world and kills the primary; the node ids are known only after the env
 /// starts, so the victims are read through `ids`.
 async fn env_with(
@@ -87,17 +102,7 @@ async fn env_with(
     .expect("env");
     let _ = ids.set(env.node_ids.clone());
     let _ = deleter.store.set(env.store.clone());
-    // The lossless proof of the coming failover rests on a probe of the live primary.
-    let deadline = Instant::now() + LIMIT;
-    while !env
-        .ha
-        .shared()
-        .node_health(env.node_ids[0])
-        .is_some_and(|h| h.probe.semi_sync_proof())
-    {
-        assert!(Instant::now() < deadline, "the primary was never probed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_primary_probed(&env).await;
     (Arc::new(env), deleter)
 }
 
@@ -323,16 +328,7 @@ async fn a_term_that_ends_during_the_failover_records_no_primary_and_touches_not
         .unwrap();
     assert_eq!(a.map(|l| l.epoch), Some(1));
     let _ = cell.set(env.store.clone());
-    let deadline = Instant::now() + LIMIT;
-    while !env
-        .ha
-        .shared()
-        .node_health(env.node_ids[0])
-        .is_some_and(|h| h.probe.semi_sync_proof())
-    {
-        assert!(Instant::now() < deadline, "the primary was never probed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_primary_probed(&env).await;
     let old = env.node_ids[0];
     env.set.primary().kill9().unwrap();
 
@@ -408,16 +404,7 @@ async fn a_term_without_the_lease_refuses_a_failover_before_touching_a_node() {
         .await
         .unwrap();
     assert!(b.is_some());
-    let deadline = Instant::now() + LIMIT;
-    while !env
-        .ha
-        .shared()
-        .node_health(env.node_ids[0])
-        .is_some_and(|h| h.probe.semi_sync_proof())
-    {
-        assert!(Instant::now() < deadline, "the primary was never probed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_primary_probed(&env).await;
     let old = env.node_ids[0];
     env.set.primary().kill9().unwrap();
     let deadline = Instant::now() + LIMIT;
