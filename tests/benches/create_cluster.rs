@@ -99,7 +99,18 @@ impl Daemon {
         let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let log = work.join("cluster-mgr.log");
         let out = File::create(&log)?;
+        // The harness sshd's key pair lives under the harness root; its host key is new.
+        let cnf = work.join("cluster_mgr.cnf");
+        std::fs::write(
+            &cnf,
+            format!(
+                "ssh_keys_dir = {}\nssh_host_key_policy = accept-new\n",
+                kunlun_tests::harness::harness_root().display()
+            ),
+        )?;
         let child = Command::new(bin)
+            .arg("--config")
+            .arg(&cnf)
             .args(["--http-bind", "127.0.0.1", "--http-port", &port.to_string()])
             .arg("--sqlite-path")
             .arg(work.join("meta.sqlite3"))
