@@ -26,6 +26,11 @@ if ! mariadb -h127.0.0.1 -P3306 -uroot -e 'select 1' >/dev/null 2>&1; then
   done
   mariadb -h127.0.0.1 -P3306 -uroot -e 'select 1' >/dev/null
 fi
+# Root's ~/.bashrc runs `pyenv rehash` at every SSH login; a login shell killed with SIGKILL
+# leaves its lock file behind and each later login waits 60 s on it. Drop a lock older than a
+# minute (no rehash takes that long).
+find "${PYENV_ROOT:-$HOME/.pyenv}/shims" -maxdepth 1 -name .pyenv-shim -mmin +1 -delete 2>/dev/null || true
+
 export KUNLUN_TEST_MYSQL_URL="${KUNLUN_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306}"
 
 # The API fuzz (tests/tests/api_fuzz.rs) runs schemathesis from PyPI, pinned, in a venv under

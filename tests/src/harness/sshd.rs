@@ -179,10 +179,21 @@ impl Sshd {
             pid = d.join("sshd.pid").display(),
             auth = d.join("authorized_keys").display(),
         );
+        // sshd uses only the first `SetEnv` line, so the harness's own variable and any the
+        // caller gives go on one. PYENV_REHASH_TIMEOUT: root's ~/.bashrc on the test hosts runs
+        // `pyenv rehash`, which waits up to 60 s for a lock file that a login shell killed with
+        // SIGKILL leaves behind; every later login (probe, install) then stalls past its
+        // deadline. One second bounds that wait; the rehash is skipped, nothing else changes.
+        let mut env = vec!["PYENV_REHASH_TIMEOUT=1".to_string()];
         for line in &self.extra_config {
-            config.push_str(line);
-            config.push('\n');
+            if let Some(vars) = line.trim().strip_prefix("SetEnv ") {
+                env.extend(vars.split_whitespace().map(str::to_string));
+            } else {
+                config.push_str(line);
+                config.push('\n');
+            }
         }
+        config.push_str(&format!("SetEnv {}\n", env.join(" ")));
         fs::write(self.config_path(), config).context("writing sshd_config")
     }
 
