@@ -18,8 +18,6 @@
 //! `Last_IO_Error`/`Last_SQL_Error`) and the monitor raises an alarm for them; a record with
 //! both lists empty is a clean promotion.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -267,70 +265,108 @@ async fn still_member(tx: &mut kunlun_meta::store::Tx, id: i64) -> kunlun_meta::
     }
 }
 
-/// The fence of the old primary, run by [`switch_to`] before the steps that stop anything from
-/// receiving from it; it returns what it did and proved (kept as the record's `fence`).
-pub type FenceTask<'a> = Pin<Box<dyn Future<Output = Fenced> + Send + 'a>>;
+/// The promotion to carry out: the candidate, the position it must apply first, and the
+/// other members to repoint at it.
+#[derive(Debug, Clone, Copy)]
+pub struct Switch<'a> {
+    pub cluster: &'a Cluster,
+    pub new: &'a ShardNode,
+    pub catch_up_pos: &'a str,
+    pub followers: &'a [Follower],
+}
 
-/// Catch up, promote, repoint, fence (when given), XA hook, open, metadata. Fills the record's
-/// phases and outcome; `Err` carries the reason of a failed step (also in the record).
-///
-/// A given `fence` is awaited, and recorded, first: before catch-up, promotion and the
-/// followers' detach (which run side by side) stop anything from receiving from the old
-/// primary.
-#[allow(clippy::too_many_arguments)]
-pub async fn switch_to(
-    ctx: &StepContext,
-    cluster: &Cluster,
-    new: &ShardNode,
-    catch_up_pos: &str,
-    followers: &[Follower],
-    fence: Option<FenceTask<'_>>,
+/// Why a step of a switch failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    pub reason: String,
+    /// The failure follows from the shard's facts (a SQL thread that cannot apply, a fence that
+    /// cannot be proven): a retry on the same facts would fail the same way.
+    pub facts_bound: bool,
+}
+
+impl StepError {
+    /// A failure that a later attempt may not meet (a timeout, a lost connection).
+    pub fn transient(reason: impl Into<String>) -> Self {
+        StepError {
+            reason: reason.into(),
+            facts_bound: false,
+        }
+    }
+
+    /// A failure that follows from the shard's facts.
+    pub fn on_facts(reason: impl Into<String>) -> Self {
+        StepError {
+            reason: reason.into(),
+            facts_bound: true,
+        }
+    }
+}
+
+impl From<String> for StepError {
+    fn from(reason: String) -> Self {
+        StepError::transient(reason)
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// Records the old primary's fence, which the caller ran (and timed, `took`) before anything
+/// stops receiving from the old primary: whatever it acknowledged until then is on a replica
+/// whose position the choice saw. A fence that says to refuse fails the switch on its facts.
+pub fn record_fence(
+    fenced: Fenced,
+    took: Duration,
     rec: &mut FailoverRecord,
     t: &mut Timeline,
-) -> Result<(), String> {
-    let r = match fence {
-        None => match prepare(ctx, new, catch_up_pos, followers, rec, t).await {
-            Ok(checks) => finish(ctx, cluster, new, followers, checks, rec, t).await,
-            Err(e) => Err(e),
-        },
-        Some(fence) => {
-            let started = Instant::now();
-            let fence = async move {
-                let what = fence.await;
-                (what, started.elapsed())
-            };
-            // The fence finishes before anything stops receiving from the old primary, so
-            // whatever it acknowledged until then is on a replica the positions account for.
-            let (what, took) = fence.await;
-            rec.fence = Some(what.text.clone());
-            t.phase(
-                rec,
-                "fence",
-                Some(format!("{} (took {} ms)", what.text, ms(took))),
-            );
-            match what.refuse {
-                Some(why) => {
-                    rec.facts_bound = true;
-                    Err(why)
-                }
-                None => match prepare(ctx, new, catch_up_pos, followers, rec, t).await {
-                    Ok(checks) => finish(ctx, cluster, new, followers, checks, rec, t).await,
-                    Err(e) => Err(e),
-                },
-            }
+) -> Result<(), StepError> {
+    rec.fence = Some(fenced.text.clone());
+    t.phase(
+        rec,
+        "fence",
+        Some(format!("{} (took {} ms)", fenced.text, ms(took))),
+    );
+    match fenced.refuse {
+        Some(why) => {
+            let e = StepError::on_facts(why);
+            ended(rec, &e);
+            Err(e)
         }
+        None => Ok(()),
+    }
+}
+
+/// Catch up, promote, repoint, XA hook, open, metadata (the old primary, if any, is fenced
+/// already: [`record_fence`]). Fills the record's phases and outcome; `Err` carries the reason
+/// of a failed step (also in the record).
+pub async fn switch_to(
+    ctx: &StepContext,
+    sw: Switch<'_>,
+    rec: &mut FailoverRecord,
+    t: &mut Timeline,
+) -> Result<(), StepError> {
+    let r = match prepare(ctx, sw.new, sw.catch_up_pos, sw.followers, rec, t).await {
+        Ok(checks) => finish(ctx, sw.cluster, sw.new, sw.followers, checks, rec, t).await,
+        Err(e) => Err(e),
     };
     match &r {
         Ok(()) => {
             rec.outcome = Outcome::Promoted;
-            rec.new_primary = Some(new.id);
+            rec.new_primary = Some(sw.new.id);
         }
-        Err(e) => {
-            rec.outcome = Outcome::Failed;
-            rec.reason = Some(e.clone());
-        }
+        Err(e) => ended(rec, e),
     }
     r
+}
+
+/// Marks the record failed with `e`.
+fn ended(rec: &mut FailoverRecord, e: &StepError) {
+    rec.outcome = Outcome::Failed;
+    rec.reason = Some(e.reason.clone());
+    rec.facts_bound |= e.facts_bound;
 }
 
 /// Which followers to restart after a failed promotion: those that were detached (their
@@ -389,7 +425,7 @@ async fn prepare(
     followers: &[Follower],
     rec: &mut FailoverRecord,
     t: &mut Timeline,
-) -> Result<Vec<ReplCheck>, String> {
+) -> Result<Vec<ReplCheck>, StepError> {
     let addr = NodeAddr::from(new);
     let caught = promote::catch_up(&addr, catch_up_pos, ctx.catch_up_limit, ctx.storage)
         .await
@@ -398,18 +434,17 @@ async fn prepare(
         Applied::Yes => t.phase(rec, "catch_up", Some(catch_up_pos.to_string())),
         Applied::TimedOut => {
             t.phase(rec, "catch_up", Some(format!("not at {catch_up_pos}")));
-            return Err(format!(
+            return Err(StepError::transient(format!(
                 "node {} did not apply its relay log up to {catch_up_pos} within {:?}",
                 new.id, ctx.catch_up_limit
-            ));
+            )));
         }
         Applied::SqlStopped(why) => {
             t.phase(rec, "catch_up", Some(why.clone()));
-            rec.facts_bound = true;
-            return Err(format!(
+            return Err(StepError::on_facts(format!(
                 "node {} cannot apply its relay log up to {catch_up_pos}: {why}",
                 new.id
-            ));
+            )));
         }
     }
 
@@ -435,26 +470,26 @@ async fn prepare(
     }
     let failed = match promoted {
         Ok(Applied::Yes) => None,
-        Ok(Applied::TimedOut) => Some(format!(
+        Ok(Applied::TimedOut) => Some(StepError::transient(format!(
             "node {} did not apply everything it received within {:?}",
             new.id, ctx.catch_up_limit
-        )),
-        Ok(Applied::SqlStopped(why)) => {
-            rec.facts_bound = true;
-            Some(format!(
-                "node {} cannot apply everything it received: {why}",
-                new.id
-            ))
-        }
-        Err(e) => Some(format!("promote node {}: {e}", new.id)),
+        ))),
+        Ok(Applied::SqlStopped(why)) => Some(StepError::on_facts(format!(
+            "node {} cannot apply everything it received: {why}",
+            new.id
+        ))),
+        Err(e) => Some(StepError::transient(format!(
+            "promote node {}: {e}",
+            new.id
+        ))),
     };
     // The new primary's positions, final now (replication stopped, still read-only): the
     // followers' errant check compares against them.
     let new_pos = match failed {
         Some(e) => Err(e),
-        None => promote::positions(&addr, opts)
-            .await
-            .map_err(|e| format!("read the positions of node {}: {e}", new.id)),
+        None => promote::positions(&addr, opts).await.map_err(|e| {
+            StepError::transient(format!("read the positions of node {}: {e}", new.id))
+        }),
     };
     let new_pos = match new_pos {
         Ok(p) => p,
@@ -470,10 +505,10 @@ async fn prepare(
                 );
             }
             let ok = back.iter().filter(|b| **b).count();
-            return Err(format!(
-                "{e}; replication resumed on {ok}/{} nodes",
-                back.len()
-            ));
+            return Err(StepError {
+                reason: format!("{e}; replication resumed on {ok}/{} nodes", back.len()),
+                ..e
+            });
         }
     };
     t.phase(
@@ -589,7 +624,7 @@ async fn finish(
     checks: Vec<ReplCheck>,
     rec: &mut FailoverRecord,
     t: &mut Timeline,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let addr = NodeAddr::from(new);
     let note = match &ctx.xa {
         Some(xa) => {
@@ -605,11 +640,11 @@ async fn finish(
             .map_err(|e| format!("XA hook: {e}"))?;
             if report.remaining() > 0 || !report.complete() {
                 t.phase(rec, "xa_hook", Some(format!("{report:?}")));
-                return Err(format!(
+                return Err(StepError::transient(format!(
                     "{} in-doubt XA branches left on node {}",
                     report.remaining(),
                     new.id
-                ));
+                )));
             }
             format!("{} branches ended", report.found)
         }
@@ -691,10 +726,10 @@ async fn finish(
         // The new primary is open but metadata does not name it: close it again, so a retry
         // that picks another candidate never leaves two writable primaries.
         let fence = promote::fence_read_only(&addr, ctx.storage).await;
-        return Err(format!(
+        return Err(StepError::transient(format!(
             "metadata update: {e}; node {} closed again ({fence})",
             new.id
-        ));
+        )));
     }
     t.phase(rec, "metadata", None);
 

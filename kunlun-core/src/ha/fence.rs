@@ -1,7 +1,9 @@
 //! Fencing the old primary during a failover (it runs alongside catch-up, promotion and
 //! repointing and is finished before the new primary is opened): `read_only=ON` when it
-//! answers SQL, else, when its machine answers SSH, killing its `mysqld` by the pid file of
-//! its instance directory (`<data_dir>/kunlun/storage_<port>/run/mysqld.pid`).
+//! answers SQL, else, when its machine answers SSH, killing its server with the storage
+//! recipe's kill script ([`Recipe::kill_script`](kunlun_provision::recipe::Recipe)), which
+//! alone knows the server's files. The outcome is typed ([`FenceOutcome`], [`SshStop`]); its
+//! text is what the failover record keeps.
 //!
 //! A fence is then proven ([`verify`]): the node must refuse a write from the compute nodes'
 //! login (`pgx`). The proof never writes: it logs in as `pgx` and reads `@@read_only` and the
@@ -11,9 +13,9 @@
 //! harness clusters) have no `pgx` password: only `read_only` is checked, and the text says so.
 //!
 //! Invariants: fencing is best effort and bounded (the SSH part by [`SSH_FENCE_DEADLINE`]), so
-//! a dead host costs the failover at most that; the returned text says exactly what was done
+//! a dead host costs the failover at most that; the outcome's text says exactly what was done
 //! and is kept in the failover record's `fence`; only the process named by that instance's
-//! own pid file is signalled.
+//! own pid file is signalled (the recipe's script checks it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +23,9 @@ use std::time::Duration;
 use kunlun_meta::model::{Machine, MachineType, ShardNode};
 use kunlun_meta::store::{repo, Store};
 use kunlun_provision::placement::InstanceKind;
-use kunlun_provision::recipe::{sh_quote, InstanceSpec};
+use kunlun_provision::recipe::{kill_instance, InstanceSpec, Killed};
 
-use super::promote::{self, Login};
+use super::promote::{self, Login, SqlFence};
 use crate::jobs::Provisioner;
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 
@@ -45,30 +47,112 @@ pub fn after_failed_probes(probe: StorageOptions) -> StorageOptions {
     }
 }
 
+/// What stopping the old primary's server over SSH did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshStop {
+    /// The recipe's kill script ran on its machine and reported this.
+    Ran(Killed),
+    /// The manager has no SSH access (no provisioner).
+    NoAccess,
+    /// No storage machine could be found for the node.
+    NoMachine(String),
+    /// The machine did not answer SSH.
+    HostUnreachable(String),
+    /// No SSH answer within [`SSH_FENCE_DEADLINE`].
+    TimedOut,
+    /// SSH answered but the kill could not be run.
+    Failed(String),
+}
+
+impl SshStop {
+    /// The server is known not to run any more.
+    pub fn stopped(&self) -> bool {
+        matches!(self, SshStop::Ran(k) if k.stopped())
+    }
+}
+
+impl std::fmt::Display for SshStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SshStop::Ran(Killed::Stopped { pid }) => {
+                write!(f, "process stopped over ssh (pid {pid})")
+            }
+            SshStop::Ran(Killed::NotRunning) => {
+                f.write_str("process stopped over ssh (not running; stale pid file)")
+            }
+            SshStop::Ran(Killed::NoPidFile) => {
+                f.write_str("no pid file of the instance found: not fenced")
+            }
+            SshStop::Ran(Killed::KillFailed { pid }) => {
+                write!(f, "not fenced: kill of pid {pid} failed")
+            }
+            SshStop::NoAccess => f.write_str("no ssh access: not fenced"),
+            SshStop::NoMachine(why) => write!(f, "not fenced: {why}"),
+            SshStop::HostUnreachable(why) => write!(f, "host unreachable: not fenced ({why})"),
+            SshStop::TimedOut => write!(
+                f,
+                "host unreachable: not fenced (no SSH answer within {SSH_FENCE_DEADLINE:?})"
+            ),
+            SshStop::Failed(why) => write!(f, "not fenced: ssh: {why}"),
+        }
+    }
+}
+
+/// What fencing the old primary did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FenceOutcome {
+    /// It answered SQL and is read-only now.
+    ReadOnly,
+    /// It answered SQL but `read_only=ON` failed.
+    SqlFailed(String),
+    /// It did not answer SQL (`sql` says why); then SSH did this.
+    Silent { sql: String, ssh: SshStop },
+}
+
+impl FenceOutcome {
+    /// The node answered SQL (so a proof can be attempted).
+    pub fn answered_sql(&self) -> bool {
+        !matches!(self, FenceOutcome::Silent { .. })
+    }
+}
+
+impl std::fmt::Display for FenceOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FenceOutcome::ReadOnly => f.write_str("read_only set"),
+            FenceOutcome::SqlFailed(e) => write!(f, "{}", SqlFence::Failed(e.clone())),
+            FenceOutcome::Silent { sql, ssh } => {
+                write!(f, "{}; {ssh}", SqlFence::Unreachable(sql.clone()))
+            }
+        }
+    }
+}
+
 /// Fences `old`: SQL first, then SSH when SQL cannot reach it and `ssh` is given.
 pub async fn fence_old_primary(
     store: &Store,
     ssh: Option<&Arc<Provisioner>>,
     old: &ShardNode,
     sql_opts: StorageOptions,
-) -> String {
-    let sql = promote::fence_read_only(&NodeAddr::from(old), sql_opts).await;
-    if !sql.starts_with("unreachable") {
-        return if sql.starts_with("set read_only") {
-            "read_only set".to_string()
-        } else {
-            sql
-        };
+) -> FenceOutcome {
+    match promote::fence_read_only(&NodeAddr::from(old), sql_opts).await {
+        SqlFence::ReadOnly => FenceOutcome::ReadOnly,
+        SqlFence::Failed(e) => FenceOutcome::SqlFailed(e),
+        SqlFence::Unreachable(sql) => FenceOutcome::Silent {
+            sql,
+            ssh: stop(store, ssh, old).await,
+        },
     }
+}
+
+/// Stops `old`'s server over SSH, bounded by [`SSH_FENCE_DEADLINE`].
+async fn stop(store: &Store, ssh: Option<&Arc<Provisioner>>, old: &ShardNode) -> SshStop {
     let Some(prov) = ssh else {
-        return format!("{sql}; no ssh access: not fenced");
+        return SshStop::NoAccess;
     };
-    match tokio::time::timeout(SSH_FENCE_DEADLINE, stop_over_ssh(store, prov, old)).await {
-        Ok(what) => format!("{sql}; {what}"),
-        Err(_) => format!(
-            "{sql}; host unreachable: not fenced (no SSH answer within {SSH_FENCE_DEADLINE:?})"
-        ),
-    }
+    tokio::time::timeout(SSH_FENCE_DEADLINE, stop_over_ssh(store, prov, old))
+        .await
+        .unwrap_or(SshStop::TimedOut)
 }
 
 /// What fencing the old primary did, and whether the failover may go on.
@@ -93,38 +177,26 @@ pub async fn fence_and_prove(
     sql_opts: StorageOptions,
     pgx: Option<&Login>,
 ) -> Fenced {
-    let text = fence_old_primary(store, ssh, old, sql_opts).await;
-    // Anything but "unreachable" means the node answered SQL (fenced or not): prove it.
-    if text.starts_with("unreachable") {
+    let outcome = fence_old_primary(store, ssh, old, sql_opts).await;
+    if let FenceOutcome::Silent { ssh: stopped, .. } = &outcome {
         // It did not answer SQL: a stopped process refuses everything; a silent one cannot be
         // checked (the failover goes on as before, the text says what happened).
-        let proven = text.contains("process stopped over ssh");
         return Fenced {
-            text: format!("{text}; proof: not answering SQL"),
-            proven,
+            text: format!("{outcome}; proof: not answering SQL"),
+            proven: stopped.stopped(),
             refuse: None,
         };
     }
     match verify(&NodeAddr::from(old), pgx, sql_opts).await {
         Ok(what) => Fenced {
-            text: format!("{text}; proven: {what}"),
+            text: format!("{outcome}; proven: {what}"),
             proven: true,
             refuse: None,
         },
         Err(why) => {
-            let killed = match ssh {
-                Some(prov) => {
-                    match tokio::time::timeout(SSH_FENCE_DEADLINE, stop_over_ssh(store, prov, old))
-                        .await
-                    {
-                        Ok(w) => w,
-                        Err(_) => format!("no SSH answer within {SSH_FENCE_DEADLINE:?}"),
-                    }
-                }
-                None => "no ssh access".to_string(),
-            };
-            let stopped = killed.starts_with("process stopped over ssh");
-            let text = format!("{text}; NOT proven ({why}); fenced again: {killed}");
+            let killed = stop(store, ssh, old).await;
+            let stopped = killed.stopped();
+            let text = format!("{outcome}; NOT proven ({why}); fenced again: {killed}");
             Fenced {
                 refuse: (!stopped).then(|| {
                     format!(
@@ -224,103 +296,51 @@ fn machine_of<'a>(machines: &'a [Machine], node: &ShardNode) -> Option<&'a Machi
         .find(|m| m.hostaddr == node.hostaddr && m.machine_type == MachineType::Storage)
 }
 
-/// The shell script that kills the instance's server by its pid file; it prints what it did.
-/// A pid is killed only when that process is the instance's own server: its command line
-/// names the instance's `--defaults-file`, or it is a `mariadbd`/`mysqld` started with the
-/// instance's `--port=` (a server started by hand). After a crash the pid file is stale and
-/// its pid may belong to anything.
-pub fn kill_script(data_dirs: &[String], port: u16) -> String {
-    let pairs: Vec<String> = data_dirs
-        .iter()
-        .map(|d| {
-            let base = InstanceSpec::base_dir_for(d, InstanceKind::Storage, port);
-            format!(
-                "{} {}",
-                sh_quote(&format!("{base}/run/mysqld.pid")),
-                sh_quote(&format!("--defaults-file={base}/my.cnf"))
-            )
-        })
-        .collect();
-    format!(
-        r#"set -- {pairs}
-while [ $# -ge 2 ]; do
-  pf=$1; mark=$2; shift 2
-  [ -f "$pf" ] || continue
-  pid=$(head -n1 "$pf" | tr -dc 0-9)
-  own=no
-  if [ -n "$pid" ] && [ -r /proc/$pid/cmdline ]; then
-    args=$(tr '\0' '\n' < /proc/$pid/cmdline 2>/dev/null)
-    comm=$(cat /proc/$pid/comm 2>/dev/null)
-    if printf '%s\n' "$args" | grep -qxF -- "$mark"; then own=yes
-    elif [ "$comm" = mariadbd ] || [ "$comm" = mysqld ]; then
-      printf '%s\n' "$args" | grep -qxF -- "--port={port}" && own=yes
-    fi
-  fi
-  if [ "$own" = yes ]; then
-    kill -KILL "$pid" && echo "process stopped over ssh (pid $pid)" && exit 0
-    echo "kill of pid $pid failed"; exit 1
-  fi
-  echo "process stopped over ssh (not running; stale pid file)"; exit 0
-done
-echo "no pid file of port {port} found: not fenced""#,
-        pairs = pairs.join(" ")
-    )
-}
-
-/// The data dirs whose `kunlun/storage_<port>` may hold `old`'s instance: the one of the base
-/// dir recorded at install first (it stays right when the machine's `data_dirs` changed),
-/// then the machine's current ones (nodes installed before dirs were recorded).
-async fn instance_data_dirs(store: &Store, m: &Machine, old: &ShardNode) -> Vec<String> {
+/// The directories that may hold `old`'s instance: the base dir recorded at install first (it
+/// stays right when the machine's `data_dirs` changed), then the conventional one under each
+/// of the machine's current data dirs (nodes installed before dirs were recorded).
+async fn instance_base_dirs(store: &Store, m: &Machine, old: &ShardNode) -> Vec<String> {
     use kunlun_meta::store::repo::dirs::{self, NodeKind};
     let recorded = store
         .read(async |tx| dirs::get(tx, NodeKind::Storage, old.id).await)
         .await
         .ok()
         .flatten();
-    // A recorded base dir is always `<data_dir>/kunlun/storage_<port>` (checked at install).
-    let from_record = recorded.as_deref().and_then(|b| {
-        let parent = std::path::Path::new(b).parent()?.parent()?;
-        Some(parent.to_str()?.to_string())
-    });
-    let mut out: Vec<String> = from_record.into_iter().collect();
+    let mut out: Vec<String> = recorded.into_iter().collect();
     for d in &m.data_dirs {
-        if !out.contains(d) {
-            out.push(d.clone());
+        let b = InstanceSpec::base_dir_for(d, InstanceKind::Storage, old.port);
+        if !out.contains(&b) {
+            out.push(b);
         }
     }
     out
 }
 
-async fn stop_over_ssh(store: &Store, prov: &Provisioner, old: &ShardNode) -> String {
+async fn stop_over_ssh(store: &Store, prov: &Provisioner, old: &ShardNode) -> SshStop {
     let machines = match store.read(async |tx| repo::machines::list(tx).await).await {
         Ok(m) => m,
-        Err(e) => return format!("not fenced: cannot read machines: {e}"),
+        Err(e) => return SshStop::NoMachine(format!("cannot read machines: {e}")),
     };
     let Some(m) = machine_of(&machines, old) else {
-        return format!(
-            "not fenced: no storage machine registered at {}",
-            old.hostaddr
-        );
+        return SshStop::NoMachine(format!("no storage machine registered at {}", old.hostaddr));
     };
-    let script = kill_script(&instance_data_dirs(store, m, old).await, old.port);
-    let cmd = format!("sh -c {}", sh_quote(&script));
-    match prov
-        .ssh
-        .exec(&prov.target(m), &cmd, SSH_FENCE_DEADLINE)
-        .await
+    let dirs = instance_base_dirs(store, m, old).await;
+    let target = prov.target(m);
+    match kill_instance(
+        prov.storage.as_ref(),
+        &prov.ssh,
+        &target,
+        &dirs,
+        old.port,
+        SSH_FENCE_DEADLINE,
+    )
+    .await
     {
-        Ok(out) => {
-            let text = out.stdout_str().trim().to_string();
-            if out.success() {
-                text
-            } else {
-                format!("not fenced: {text} {}", out.stderr_str().trim())
-            }
-        }
+        Ok(k) => SshStop::Ran(k),
         Err(kunlun_provision::Error::Unreachable { reason, .. }) => {
-            format!("host unreachable: not fenced ({reason})")
+            SshStop::HostUnreachable(reason)
         }
-        Err(e) => format!("not fenced: ssh: {e}"),
+        Err(e) => SshStop::Failed(e.to_string()),
     }
 }
 
@@ -368,71 +388,5 @@ mod tests {
             ),
             "GRANT ALL PRIVILEGES ON *.* TO `pgx`@`%` WITH GRANT OPTION"
         );
-    }
-
-    #[test]
-    fn the_kill_script_names_each_data_dirs_pid_file_and_quotes_it() {
-        let s = kill_script(&["/data1".into(), "/d 2/".into()], 57001);
-        assert!(
-            s.contains("'/data1/kunlun/storage_57001/run/mysqld.pid'"),
-            "{s}"
-        );
-        assert!(
-            s.contains("'/d 2/kunlun/storage_57001/run/mysqld.pid'"),
-            "{s}"
-        );
-        assert!(s.contains("kill -KILL"));
-        assert!(s.contains("no pid file of port 57001"));
-    }
-
-    #[test]
-    fn the_kill_script_runs_and_kills_only_the_named_process() {
-        let dir = std::env::temp_dir().join(format!("kl_fence_test_{}", std::process::id()));
-        let d = dir.to_str().unwrap().to_string();
-        let base = format!("{d}/kunlun/storage_4242");
-        let run = format!("{base}/run");
-        std::fs::create_dir_all(&run).unwrap();
-        // A stand-in server whose command line carries the instance's --defaults-file.
-        let spawn = |arg: &str| {
-            std::process::Command::new("sh")
-                .args(["-c", "sleep 20; :", "sh", arg])
-                .spawn()
-                .unwrap()
-        };
-        // A stale pid file naming a process of someone else: left alone.
-        let mut stranger = spawn("--defaults-file=/elsewhere/my.cnf");
-        std::fs::write(format!("{run}/mysqld.pid"), format!("{}\n", stranger.id())).unwrap();
-        let script = kill_script(std::slice::from_ref(&d), 4242);
-        let out = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(text.contains("stale pid file"), "{text}");
-        assert!(
-            stranger.try_wait().unwrap().is_none(),
-            "a stranger survives"
-        );
-        stranger.kill().unwrap();
-        stranger.wait().unwrap();
-
-        let mut child = spawn(&format!("--defaults-file={base}/my.cnf"));
-        std::fs::write(format!("{run}/mysqld.pid"), format!("{}\n", child.id())).unwrap();
-        let out = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(out.status.success(), "{text}");
-        assert!(text.contains("process stopped over ssh (pid"), "{text}");
-        let st = child.wait().unwrap();
-        assert!(!st.success(), "killed");
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(kill_script(&[d], 4243))
-            .output()
-            .unwrap();
-        assert!(String::from_utf8_lossy(&out.stdout).contains("no pid file"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

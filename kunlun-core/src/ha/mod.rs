@@ -19,6 +19,7 @@ pub mod detect;
 mod facade;
 pub mod failover;
 pub mod fence;
+pub mod gate;
 pub mod gtid;
 pub mod monitor;
 pub mod probe;
@@ -36,6 +37,8 @@ pub use gtid::{GtidPos, ParseGtidError};
 pub use monitor::{HaHandle, HaMonitor};
 pub use retry::RetryPolicy;
 pub use state::{ErrantNode, HaEvent, HaShared, HaStats, NodeHealth, NodeState};
+
+use kunlun_meta::model::{Cluster, MemberState, NodeStatus, ShardNode};
 
 use crate::config::CoreConfig;
 use crate::jobs::Provisioner;
@@ -169,5 +172,21 @@ impl HaConfig {
             xa: Some(XaConfig::from_core(c)),
             ..HaConfig::default()
         }
+    }
+}
+
+/// One shard as metadata describes it this round.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardTopo {
+    pub cluster: Cluster,
+    pub shard_id: i64,
+    pub nodes: Vec<ShardNode>,
+}
+
+impl ShardTopo {
+    pub(crate) fn primary(&self) -> Option<&ShardNode> {
+        self.nodes
+            .iter()
+            .find(|n| n.member_state == MemberState::Source && n.status == NodeStatus::Active)
     }
 }

@@ -20,19 +20,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use kunlun_meta::model::{Cluster, HaMode, MemberState, NodeStatus, ShardNode};
+use kunlun_meta::model::{HaMode, MemberState, NodeStatus, ShardNode};
 use kunlun_meta::store::{repo, Store};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::detect::{assess, in_flap_window, NodeRef, ShardFacts, Verdict};
+use super::detect::{assess, NodeRef, ShardFacts, Verdict};
 use super::failover::{FailoverKind, FailoverRecord, StepContext};
+use super::gate::{gate, Gate, GateFacts};
 use super::probe::{probe_node, probe_options, NodeProbe};
-use super::retry::{Attempts, RetryDecision};
+use super::retry::Attempts;
 use super::state::{HaShared, NodeHealth, NodeState};
-use super::{promote, HaConfig};
+use super::{promote, HaConfig, ShardTopo};
 use crate::error::{Error, Result};
 use crate::storage::NodeAddr;
 
@@ -114,22 +115,6 @@ struct ShardTrack {
     /// The facts the last attempt's choice refused on: while they stay the same no new
     /// attempt runs (it would refuse again, and fence again).
     refused_facts: Option<String>,
-}
-
-/// One shard as metadata describes it this round.
-#[derive(Debug, Clone)]
-pub(super) struct ShardTopo {
-    pub cluster: Cluster,
-    pub shard_id: i64,
-    pub nodes: Vec<ShardNode>,
-}
-
-impl ShardTopo {
-    pub(super) fn primary(&self) -> Option<&ShardNode> {
-        self.nodes
-            .iter()
-            .find(|n| n.member_state == MemberState::Source && n.status == NodeStatus::Active)
-    }
 }
 
 /// The actor; see the module doc.
@@ -548,56 +533,39 @@ impl HaMonitor {
             }
             Verdict::PrimaryDead { view } => {
                 let now = Instant::now();
-                let st = self.shards.entry(s.shard_id).or_default();
-                if let Some(until) = self.shared.no_switch_until(s.shard_id, now) {
-                    let why = format!("no-switch set for {:?} more", until - now);
-                    self.refuse_once(s, primary.id, why, true).await;
-                    return Ok(());
-                }
-                if in_flap_window(st.last_failover, now, self.cfg.flap_window) {
-                    let why = format!(
-                        "anti-flapping: last failover less than {:?} ago",
-                        self.cfg.flap_window
-                    );
-                    self.refuse_once(s, primary.id, why, true).await;
-                    return Ok(());
-                }
-                let attempts = st.attempts.clone();
                 let mut view = view;
                 for r in &mut view.replicas {
                     r.no_switch |= self.shared.node_no_switch(r.node_id);
                 }
                 let facts = view.fingerprint();
                 let key = task::refusal_key(&facts, self.shared.loss_policy(s.shard_id));
-                if st.refused_facts.as_deref() == Some(key.as_str()) {
-                    return Ok(());
-                }
-                match self.cfg.retry.decide(&attempts, now, &facts) {
-                    RetryDecision::Attempt => {}
-                    RetryDecision::WaitUntil(_) => return Ok(()),
-                    RetryDecision::Unchanged { reason } => {
-                        let why = format!(
-                            "failover not retried: attempt {} failed and nothing it depends on \
-                             changed since (same replicas, positions and errors): {reason}; \
-                             retried once the facts change",
-                            attempts.failed
-                        );
-                        self.refuse_once(s, primary.id, why, true).await;
+                let no_switch_until = self.shared.no_switch_until(s.shard_id, now);
+                let st = self.shards.entry(s.shard_id).or_default();
+                let decision = gate(&GateFacts {
+                    now,
+                    no_switch_until,
+                    last_failover: st.last_failover,
+                    flap_window: self.cfg.flap_window,
+                    attempts: &st.attempts,
+                    retry: &self.cfg.retry,
+                    facts: &facts,
+                    refusal_key: &key,
+                    refused_on: st.refused_facts.as_deref(),
+                });
+                match decision {
+                    Gate::Proceed { retry } => {
+                        if retry {
+                            self.shared.count_retry();
+                        }
+                    }
+                    Gate::Wait => return Ok(()),
+                    Gate::Refuse { reason, give_up } => {
+                        if give_up {
+                            self.shared.set_given_up(s.shard_id, true);
+                        }
+                        self.refuse_once(s, primary.id, reason, true).await;
                         return Ok(());
                     }
-                    RetryDecision::GiveUp => {
-                        self.shared.set_given_up(s.shard_id, true);
-                        let why = format!(
-                            "failover failed {} times; retries used up, shard stays alarmed \
-                             until an operator acts (switchover) or the primary returns",
-                            attempts.failed
-                        );
-                        self.refuse_once(s, primary.id, why, true).await;
-                        return Ok(());
-                    }
-                }
-                if attempts.failed > 0 {
-                    self.shared.count_retry();
                 }
                 let detected = track.and_then(|t| t.first_failure).unwrap_or(now);
                 self.start_failover(FailoverJob {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::gtid::{GtidPos, GtidState};
 use super::probe::{text, Channel};
-use crate::storage::{NodeAddr, Result, StorageConn, StorageOptions};
+use crate::storage::{replication, NodeAddr, Result, StorageConn, StorageOptions};
 
 /// How a wait for a SQL thread to apply a position ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,17 +81,38 @@ impl Login {
     }
 }
 
-/// Best-effort fence of the old primary: `read_only=ON` when it answers. Returns what was done, as recorded in the failover's timeline.
-pub async fn fence_read_only(addr: &NodeAddr, opts: StorageOptions) -> String {
+/// What `SET GLOBAL read_only = ON` on a node did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlFence {
+    /// It answered and is read-only now.
+    ReadOnly,
+    /// It answered but the setting failed.
+    Failed(String),
+    /// It did not answer SQL.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for SqlFence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SqlFence::ReadOnly => f.write_str("set read_only=ON"),
+            SqlFence::Failed(e) => write!(f, "read_only=ON failed: {e}"),
+            SqlFence::Unreachable(e) => write!(f, "unreachable, not fenced by SQL ({e})"),
+        }
+    }
+}
+
+/// Sets `read_only=ON` on `addr` (the SQL fence).
+pub async fn fence_read_only(addr: &NodeAddr, opts: StorageOptions) -> SqlFence {
     let mut c = match StorageConn::connect(addr, opts).await {
         Ok(c) => c,
-        Err(e) => return format!("unreachable, not fenced by SQL ({e})"),
+        Err(e) => return SqlFence::Unreachable(e.to_string()),
     };
     let r = c.exec("SET GLOBAL read_only = ON").await;
     c.close().await;
     match r {
-        Ok(()) => "set read_only=ON".to_string(),
-        Err(e) => format!("read_only=ON failed: {e}"),
+        Ok(()) => SqlFence::ReadOnly,
+        Err(e) => SqlFence::Failed(e.to_string()),
     }
 }
 
@@ -327,14 +348,11 @@ async fn change_master_and_start(
     let login = Login::for_source(login, source);
     // Heartbeats every second and a short net timeout: a hung new primary is noticed fast.
     c.exec("SET GLOBAL slave_net_timeout = 4").await?;
-    c.exec(&format!(
-        "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{}', \
-         MASTER_PASSWORD='{}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, \
-         MASTER_HEARTBEAT_PERIOD=1",
-        quote(&source.host),
+    c.exec(&replication::change_master_sql(
+        &source.host,
         source.port,
-        quote(&login.user),
-        quote(&login.password)
+        &login.user,
+        &login.password,
     ))
     .await?;
     // A replica's own semi-sync master side stays off: with no replica of its own and
@@ -496,9 +514,6 @@ fn sanitize_pos(p: &str) -> String {
 }
 
 /// Escapes a value for a single-quoted SQL string.
-fn quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\'', "\\'")
-}
 
 #[cfg(test)]
 mod tests {
@@ -580,6 +595,6 @@ mod tests {
     #[test]
     fn inlined_values_cannot_break_out() {
         assert_eq!(sanitize_pos("0-1-5,1-2-3'); DROP"), "0-1-5,1-2-3");
-        assert_eq!(quote("a'b\\"), "a\\'b\\\\");
+        assert_eq!(crate::storage::replication::quote("a'b\\"), "a\\'b\\\\");
     }
 }

@@ -14,16 +14,24 @@ use std::time::Instant;
 use kunlun_meta::model::NodeStatus;
 
 use super::choose::{choose, Choice, LossPolicy, ReplicaView, ShardView};
-use super::failover::{switch_to, FailoverKind, FailoverRecord, Follower, Timeline};
-use super::monitor::{ShardTopo, TaskCtx};
+use super::failover::{
+    switch_to, FailoverKind, FailoverRecord, Follower, StepContext, Switch, Timeline,
+};
 use super::probe::probe_node;
+use super::state::HaShared;
 use super::{fence, promote};
+use super::{HaConfig, ShardTopo};
 use crate::error::{Error, Result};
 use crate::storage::NodeAddr;
 
 /// Runs one switchover in its shard's task (the monitor never runs two for one shard).
-pub(super) async fn run(m: &TaskCtx, s: &ShardTopo, target: Option<i64>) -> Result<FailoverRecord> {
-    let cfg = m.cfg();
+pub(super) async fn run(
+    cfg: &HaConfig,
+    shared: &HaShared,
+    step: StepContext,
+    s: &ShardTopo,
+    target: Option<i64>,
+) -> Result<FailoverRecord> {
     let primary = s
         .primary()
         .ok_or_else(|| Error::Conflict(format!("shard {} has no recorded primary", s.shard_id)))?;
@@ -43,7 +51,7 @@ pub(super) async fn run(m: &TaskCtx, s: &ShardTopo, target: Option<i64>) -> Resu
             reachable: p.reachable && connected,
             received: p.received_from(&primary.hostaddr, primary.port),
             master_priority: n.master_priority,
-            no_switch: m.shared_state().node_no_switch(n.id),
+            no_switch: shared.node_no_switch(n.id),
             sql_error: p.sql_error(),
         });
     }
@@ -86,9 +94,9 @@ pub(super) async fn run(m: &TaskCtx, s: &ShardTopo, target: Option<i64>) -> Resu
         primary.id,
     );
     let mut t = Timeline::starting_at(Instant::now());
-    let ctx = m.step_context().with_logins(s.cluster.id).await;
+    let ctx = step.with_logins(s.cluster.id).await;
     let fence = promote::fence_read_only(&paddr, cfg.storage).await;
-    if !fence.starts_with("set read_only") {
+    if fence != promote::SqlFence::ReadOnly {
         return Err(Error::Conflict(format!(
             "the primary could not be made read-only: {fence}"
         )));
@@ -130,11 +138,13 @@ pub(super) async fn run(m: &TaskCtx, s: &ShardTopo, target: Option<i64>) -> Resu
         node: primary.clone(),
         former_primary: true,
     });
-    if let Err(e) = switch_to(
-        &ctx, &s.cluster, new, &pos, &followers, None, &mut rec, &mut t,
-    )
-    .await
-    {
+    let sw = Switch {
+        cluster: &s.cluster,
+        new,
+        catch_up_pos: &pos,
+        followers: &followers,
+    };
+    if let Err(e) = switch_to(&ctx, sw, &mut rec, &mut t).await {
         if rec.phase_ms("promote").is_none() {
             // Nothing changed yet: give the shard its primary back.
             let reopened = promote::open_for_writes(&paddr, cfg.storage).await;

@@ -60,7 +60,11 @@ struct Paths {
 
 impl Paths {
     fn of(spec: &InstanceSpec) -> Paths {
-        let b = spec.base_dir.trim_end_matches('/').to_string();
+        Paths::of_base(&spec.base_dir)
+    }
+
+    fn of_base(base: &str) -> Paths {
+        let b = base.trim_end_matches('/').to_string();
         Paths {
             data: format!("{b}/data"),
             log: format!("{b}/log"),
@@ -406,6 +410,49 @@ done
         instance_error(spec, e)
     }
 
+    /// Kills the instance's `mariadbd` by the pid file of the first candidate directory that
+    /// has one. A pid is killed only when that process is the instance's own server: its
+    /// command line names the instance's `--defaults-file`, or it is a `mariadbd`/`mysqld`
+    /// started with the instance's `--port=` (a server started by hand).
+    fn kill_script(&self, base_dirs: &[String], port: u16) -> Option<String> {
+        let pairs: Vec<String> = base_dirs
+            .iter()
+            .map(|b| {
+                let p = Paths::of_base(b);
+                format!(
+                    "{} {}",
+                    sh_quote(&p.pid),
+                    sh_quote(&format!("--defaults-file={}", p.cnf))
+                )
+            })
+            .collect();
+        let mark = super::kill::KILL_MARK;
+        Some(format!(
+            r#"set -- {pairs}
+while [ $# -ge 2 ]; do
+  pf=$1; mark=$2; shift 2
+  [ -f "$pf" ] || continue
+  pid=$(head -n1 "$pf" | tr -dc 0-9)
+  own=no
+  if [ -n "$pid" ] && [ -r /proc/$pid/cmdline ]; then
+    args=$(tr '\0' '\n' < /proc/$pid/cmdline 2>/dev/null)
+    comm=$(cat /proc/$pid/comm 2>/dev/null)
+    if printf '%s\n' "$args" | grep -qxF -- "$mark"; then own=yes
+    elif [ "$comm" = mariadbd ] || [ "$comm" = mysqld ]; then
+      printf '%s\n' "$args" | grep -qxF -- "--port={port}" && own=yes
+    fi
+  fi
+  if [ "$own" = yes ]; then
+    kill -KILL "$pid" && echo "{mark} killed $pid" && exit 0
+    echo "{mark} failed $pid"; exit 0
+  fi
+  echo "{mark} stale"; exit 0
+done
+echo "{mark} nopid""#,
+            pairs = pairs.join(" ")
+        ))
+    }
+
     async fn is_running(
         &self,
         ex: &SshExecutor,
@@ -448,6 +495,78 @@ pub(super) fn instance_error(spec: &InstanceSpec, e: crate::Error) -> crate::Err
 mod tests {
     use super::*;
     use crate::recipe::DbUser;
+
+    #[test]
+    fn the_kill_script_names_each_dirs_pid_file_and_quotes_it() {
+        let r = MariaDbRecipe::default();
+        let s = r
+            .kill_script(
+                &[
+                    "/data1/kunlun/storage_57001".into(),
+                    "/d 2/kunlun/storage_57001/".into(),
+                ],
+                57001,
+            )
+            .unwrap();
+        assert!(
+            s.contains("'/data1/kunlun/storage_57001/run/mysqld.pid'"),
+            "{s}"
+        );
+        assert!(
+            s.contains("'/d 2/kunlun/storage_57001/run/mysqld.pid'"),
+            "{s}"
+        );
+        assert!(s.contains("kill -KILL"));
+        assert!(s.contains("--port=57001"));
+    }
+
+    #[test]
+    fn the_kill_script_runs_and_kills_only_the_named_process() {
+        use crate::recipe::Killed;
+        let r = MariaDbRecipe::default();
+        let dir = std::env::temp_dir().join(format!("kl_kill_test_{}", std::process::id()));
+        let base = format!("{}/kunlun/storage_4242", dir.to_str().unwrap());
+        let run = format!("{base}/run");
+        std::fs::create_dir_all(&run).unwrap();
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .args(["-c", script])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            Killed::parse(&String::from_utf8_lossy(&out.stdout))
+        };
+        // A stand-in server whose command line carries the instance's --defaults-file.
+        let spawn = |arg: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", "sleep 20; :", "sh", arg])
+                .spawn()
+                .unwrap()
+        };
+        // A stale pid file naming a process of someone else: left alone.
+        let mut stranger = spawn("--defaults-file=/elsewhere/my.cnf");
+        std::fs::write(format!("{run}/mysqld.pid"), format!("{}\n", stranger.id())).unwrap();
+        let script = r.kill_script(std::slice::from_ref(&base), 4242).unwrap();
+        assert_eq!(sh(&script), Some(Killed::NotRunning));
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "a stranger survives"
+        );
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
+
+        let mut child = spawn(&format!("--defaults-file={base}/my.cnf"));
+        std::fs::write(format!("{run}/mysqld.pid"), format!("{}\n", child.id())).unwrap();
+        assert_eq!(sh(&script), Some(Killed::Stopped { pid: child.id() }));
+        let st = child.wait().unwrap();
+        assert!(!st.success(), "killed");
+        let other = format!("{}/kunlun/storage_4243", dir.to_str().unwrap());
+        assert_eq!(
+            sh(&r.kill_script(&[other], 4243).unwrap()),
+            Some(Killed::NoPidFile)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn spec(semi: bool) -> InstanceSpec {
         InstanceSpec {

@@ -18,6 +18,7 @@
 //! A new server kind (MySQL 8 or kunlun-storage from a tarball) is another [`Recipe`]
 //! implementation; the engine only sees the trait.
 
+mod kill;
 mod mariadb;
 mod postgres;
 
@@ -25,6 +26,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use kill::{kill_instance, Killed};
 pub use mariadb::{
     grant_option as storage_grant_option, grants_sql as storage_grants_sql, storage_privileges,
     MariaDbRecipe, PGX_PRIVILEGES,
@@ -251,6 +253,14 @@ pub trait Recipe: Send + Sync {
         on_step: Option<OnStep>,
     ) -> Result<()> {
         run_sessions(self, ex, target, spec, steps, false, on_step).await
+    }
+
+    /// A shell script that kills the server of the instance on `port` at once (a fence, not
+    /// a clean stop), looking for its instance directory in `base_dirs` in order, and prints
+    /// one report line for [`Killed::parse`]. `None` when the recipe cannot (see
+    /// [`kill_instance`]).
+    fn kill_script(&self, _base_dirs: &[String], _port: u16) -> Option<String> {
+        None
     }
 
     /// Whether the instance's server process is alive (per its pid file).

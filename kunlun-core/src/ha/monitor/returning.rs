@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use kunlun_meta::model::{MemberState, NodeStatus, ShardNode};
 use kunlun_meta::store::repo;
 
-use super::{HaMonitor, ShardTopo};
+use super::HaMonitor;
 use crate::error::Result;
 use crate::ha::detect::{rejoin, Rejoin};
 use crate::ha::gtid::GtidPos;
 use crate::ha::probe::NodeProbe;
 use crate::ha::upkeep::{self, Tended};
+use crate::ha::ShardTopo;
 use crate::ha::{promote, records};
 use crate::storage::NodeAddr;
 

@@ -17,14 +17,15 @@ use kunlun_meta::store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::ShardTopo;
 use crate::error::Result;
 use crate::ha::choose::{choose, Choice, ShardView};
 use crate::ha::failover::{
-    switch_to, FailoverKind, FailoverRecord, Follower, Outcome, StepContext, Timeline,
+    record_fence, switch_to, FailoverKind, FailoverRecord, Follower, Outcome, StepContext, Switch,
+    Timeline,
 };
 use crate::ha::probe::{probe_node, probe_options, NodeProbe};
 use crate::ha::state::HaShared;
+use crate::ha::ShardTopo;
 use crate::ha::{fence, records, switchover, HaConfig};
 use crate::storage::NodeAddr;
 
@@ -38,14 +39,6 @@ pub(crate) struct TaskCtx {
 }
 
 impl TaskCtx {
-    pub(crate) fn cfg(&self) -> &HaConfig {
-        &self.cfg
-    }
-
-    pub(crate) fn shared_state(&self) -> &HaShared {
-        &self.shared
-    }
-
     /// The step context without the cluster's logins (see [`StepContext::with_logins`]).
     pub(crate) fn step_context(&self) -> StepContext {
         StepContext {
@@ -231,7 +224,7 @@ pub(super) async fn fail_over(ctx: TaskCtx, job: FailoverJob) -> FailoverDone {
     }
     let step = ctx.step_context().with_logins(s.cluster.id).await;
     // The choice needs only the view; the fence runs before anything stops receiving from the
-    // old primary (see `switch_to`), and before a refusal is recorded.
+    // old primary (see `record_fence`), and before a refusal is recorded.
     let choice = choose(&view, ctx.shared.loss_policy(s.shard_id));
     let fence_opts = fence::after_failed_probes(probe_options(cfg.interval, cfg.storage));
     let (new_id, proven, loss) = match choice {
@@ -284,24 +277,29 @@ pub(super) async fn fail_over(ctx: TaskCtx, job: FailoverJob) -> FailoverDone {
             former_primary: false,
         })
         .collect();
-    let fence: crate::ha::failover::FenceTask<'_> = Box::pin(fence::fence_and_prove(
+    // The fence finishes before anything stops receiving from the old primary (see
+    // `record_fence`).
+    let started = Instant::now();
+    let fenced = fence::fence_and_prove(
         &ctx.store,
         cfg.ssh.as_ref(),
         &old,
         fence_opts,
         step.pgx.as_ref(),
-    ));
-    let r = switch_to(
-        &step,
-        &s.cluster,
-        &new,
-        &pos,
-        &followers,
-        Some(fence),
-        &mut rec,
-        &mut t,
     )
     .await;
+    let r = match record_fence(fenced, started.elapsed(), &mut rec, &mut t) {
+        Ok(()) => {
+            let sw = Switch {
+                cluster: &s.cluster,
+                new: &new,
+                catch_up_pos: &pos,
+                followers: &followers,
+            };
+            switch_to(&step, sw, &mut rec, &mut t).await
+        }
+        Err(e) => Err(e),
+    };
     match r {
         Ok(()) => {
             rec.old_primary_fate = Some("down, kept out until it returns".into());
@@ -324,7 +322,7 @@ pub(super) async fn fail_over(ctx: TaskCtx, job: FailoverJob) -> FailoverDone {
             ctx.keep(rec).await;
             FailoverDone::Failed {
                 new: Some(new_id),
-                reason: e,
+                reason: e.reason,
                 facts_bound,
                 unrecorded: None,
             }
@@ -341,7 +339,7 @@ pub(super) async fn switch_over(
 ) -> Done {
     let nodes: Vec<i64> = s.nodes.iter().map(|n| n.id).collect();
     let shard_id = s.shard_id;
-    let result = switchover::run(&ctx, &s, target).await;
+    let result = switchover::run(&ctx.cfg, &ctx.shared, ctx.step_context(), &s, target).await;
     let (result, seed) = match result {
         Ok(rec) => {
             let promoted = (rec.outcome == Outcome::Promoted)
