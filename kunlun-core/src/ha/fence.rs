@@ -24,7 +24,7 @@ use kunlun_provision::placement::InstanceKind;
 use kunlun_provision::recipe::{sh_quote, InstanceSpec};
 
 use super::promote::{self, Login};
-use crate::jobs::Provisioner;
+use crate::fleet::Provisioner;
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 
 /// Longest time the SSH fence may take (connect included).

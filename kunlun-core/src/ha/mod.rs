@@ -19,9 +19,9 @@ pub mod detect;
 mod facade;
 pub mod failover;
 pub mod fence;
-pub mod gtid;
+pub use crate::storage::gtid;
 pub mod monitor;
-pub mod probe;
+pub use crate::storage::probe;
 pub mod promote;
 pub mod records;
 pub mod retry;
@@ -38,7 +38,7 @@ pub use retry::RetryPolicy;
 pub use state::{ErrantNode, HaEvent, HaShared, HaStats, NodeHealth, NodeState};
 
 use crate::config::CoreConfig;
-use crate::jobs::Provisioner;
+use crate::fleet::Provisioner;
 use crate::storage::StorageOptions;
 use crate::xa::XaConfig;
 

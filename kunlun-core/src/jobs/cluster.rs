@@ -26,10 +26,11 @@ use kunlun_meta::store::{Store, Tx};
 use kunlun_provision::placement::{PortSets, Slot};
 use serde::{Deserialize, Serialize};
 
-use super::install::{Provisioner, MANAGER_USER};
 use super::plan::{plan_create_cluster, ClusterPlan, SystemPasswords};
 use super::progress::{Progress, StepRecord, StepStatus};
+use crate::accounts::MANAGER_USER;
 use crate::error::{Error, Result};
+use crate::fleet::Provisioner;
 use kunlun_meta::{Error as MetaError, Result as MetaResult};
 use std::collections::HashSet;
 

@@ -20,12 +20,14 @@ use kunlun_meta::{Error as MetaError, Result as MetaResult};
 use kunlun_provision::placement::PortSets;
 use serde::{Deserialize, Serialize};
 
-use super::install::{planned_steps, Provisioner, COMP_USER};
+use super::install::planned_steps;
 use super::plan::ClusterPlan;
 use super::plan_comps::{comp_password, plan_add_comps, plan_delete_comp, ports_by_machine};
 use super::progress::{Progress, StepRecord};
+use crate::accounts::COMP_USER;
 use crate::catalog::{push_cluster, CatalogOptions};
 use crate::error::{Error, Result};
+use crate::fleet::Provisioner;
 
 pub const ADD_COMPS: &str = "add_comps";
 pub const DELETE_COMP: &str = "delete_comp";

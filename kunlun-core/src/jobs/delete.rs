@@ -16,11 +16,11 @@ use kunlun_provision::placement::{InstanceKind, Slot};
 use serde::{Deserialize, Serialize};
 
 use super::cluster::teardown_with;
-use super::install::Provisioner;
 use super::plan::{base_dir, ClusterPlan, InstancePlan, ShardPlan, SystemPasswords};
 use super::progress::Progress;
 use super::scale::retire_nodes;
 use crate::error::{Error, Result};
+use crate::fleet::Provisioner;
 
 pub const DELETE_CLUSTER: &str = "delete_cluster";
 

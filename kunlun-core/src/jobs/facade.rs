@@ -11,9 +11,9 @@ use kunlun_meta::api::{CreateCluster, JobAccepted};
 
 use super::cluster::accept_create_cluster;
 use super::delete::accept_delete_cluster;
-use super::install::Provisioner;
 use super::runner::JobRunner;
 use crate::error::{Error, Result};
+use crate::fleet::Provisioner;
 use crate::ClusterManager;
 
 impl ClusterManager {

@@ -22,6 +22,5 @@ mod scale_facade;
 pub mod seed;
 pub mod shards;
 
-pub use install::Provisioner;
 pub use plan::{plan_create_cluster, ClusterPlan, SystemPasswords};
 pub use runner::JobRunner;

@@ -21,13 +21,15 @@ use kunlun_meta::{Error as MetaError, Result as MetaResult};
 use tokio::task::JoinSet;
 
 use super::cluster::update_ports;
-use super::install::{planned_steps, Provisioner, MANAGER_USER};
+use super::install::planned_steps;
 use super::plan::{ClusterPlan, InstancePlan};
 use super::plan_scale::{install_view, plan_add_nodes, removal_plan, shard_in};
 use super::progress::Progress;
 use super::scale::{self, ScaleMemo};
 use super::seed;
+use crate::accounts::MANAGER_USER;
 use crate::error::{Error, Result};
+use crate::fleet::Provisioner;
 use crate::storage::NodeAddr;
 
 pub const ADD_NODES: &str = "add_nodes";

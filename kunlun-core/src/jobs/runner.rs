@@ -33,11 +33,11 @@ use tokio_util::sync::CancellationToken;
 use super::cluster::{run_create_cluster, CREATE_CLUSTER};
 use super::comps::{run_add_comps, run_delete_comp, ADD_COMPS, DELETE_COMP};
 use super::delete::{run_delete_cluster, DELETE_CLUSTER};
-use super::install::Provisioner;
 use super::nodes::{run_add_nodes, run_delete_node, ADD_NODES, DELETE_NODE};
 use super::progress::COALESCE;
 use super::shards::{run_add_shards, run_delete_shard, ADD_SHARDS, DELETE_SHARD};
 use crate::error::Result;
+use crate::fleet::Provisioner;
 
 /// Job types this runner executes.
 pub const JOB_TYPES: &[&str] = &[

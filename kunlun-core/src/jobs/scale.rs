@@ -16,12 +16,13 @@ use kunlun_meta::{Error as MetaError, Result as MetaResult};
 use serde::{Deserialize, Serialize};
 
 use super::cluster::update_ports;
-use super::install::{Provisioner, MANAGER_USER};
 use super::plan::{ClusterPlan, InstancePlan, SystemPasswords};
 use super::plan_scale::{host_port, passwords_of};
 use super::progress::{Progress, StepRecord};
+use crate::accounts::MANAGER_USER;
 use crate::catalog::{push_cluster, CatalogOptions};
 use crate::error::{Error, Result};
+use crate::fleet::Provisioner;
 
 /// Progress of a scale job (the job's memo).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

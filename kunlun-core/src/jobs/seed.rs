@@ -16,10 +16,10 @@ use kunlun_meta::model::{MemberState, NodeStatus, ShardNode};
 use kunlun_provision::recipe::{sh_quote, Recipe};
 use kunlun_provision::{ExecInput, SshExecutor, SshTarget};
 
-use super::install::REPL_USER;
+use crate::accounts::REPL_USER;
 use crate::error::{Error, Result};
-use crate::ha::probe::{probe_node, NodeProbe};
-use crate::ha::GtidPos;
+use crate::storage::gtid::GtidPos;
+use crate::storage::probe::{probe_node, NodeProbe};
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 
 /// Deadline of dumping and loading one new replica's data.

@@ -17,11 +17,12 @@ use kunlun_meta::store::Store;
 use kunlun_meta::Error as MetaError;
 
 use super::cluster::update_ports;
-use super::install::{planned_steps, Provisioner};
+use super::install::planned_steps;
 use super::plan_scale::{plan_add_shards, removal_plan, shard_in};
 use super::progress::Progress;
 use super::scale::{self, ScaleMemo};
 use crate::error::{Error, Result};
+use crate::fleet::Provisioner;
 
 pub const ADD_SHARDS: &str = "add_shards";
 pub const DELETE_SHARD: &str = "delete_shard";
