@@ -450,9 +450,8 @@ mod provisioned {
     use kunlun_core::accounts::MANAGER_USER;
     use kunlun_core::fleet::Provisioner;
     use kunlun_core::ha::{FailoverRecord, Outcome};
-    use kunlun_core::jobs::cluster::accept_create_cluster;
-    use kunlun_core::jobs::delete::accept_delete_cluster;
     use kunlun_core::jobs::JobRunner;
+    use kunlun_core::jobs::{accept_create_cluster, accept_delete_cluster};
     use kunlun_core::{ClusterManager, CoreConfig};
     use kunlun_meta::api::CreateCluster;
     use kunlun_meta::model::SshAccess;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kunlun_core::fleet::Provisioner;
-use kunlun_core::jobs::comps::{CompsMemo, ADD_COMPS, DELETE_COMP};
+use kunlun_core::jobs::kinds::{CompsMemo, ADD_COMPS, DELETE_COMP};
 use kunlun_core::jobs::plan_comps::plan_add_comps;
 use kunlun_core::jobs::JobRunner;
 use kunlun_meta::api::AddComps;
