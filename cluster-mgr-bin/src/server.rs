@@ -278,8 +278,8 @@ pub fn leader_config(config: &Config) -> LeaderConfig {
 /// in `known_hosts` next to the daemon's other data (recorded when pinned at registration, or
 /// on first contact with `ssh_host_key_policy = accept-new`), private keys confined to
 /// `ssh_keys_dir`.
-fn actor_provisioner(config: &Config) -> kunlun_core::jobs::Provisioner {
-    let mut p = kunlun_core::jobs::Provisioner::with_system_servers(
+fn actor_provisioner(config: &Config) -> kunlun_core::fleet::Provisioner {
+    let mut p = kunlun_core::fleet::Provisioner::with_system_servers(
         config.tmp_data_path.join("known_hosts"),
     );
     p.host_key_policy = if config.ssh_host_key_accept_new {

@@ -2,9 +2,11 @@
 //! metadata store that the daemon's HTTP layer and embedding applications call; the job runner,
 //! shard monitor, failover and XA recovery join it as background actors owned by the manager.
 
+pub mod accounts;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod ha;
 pub mod jobs;
 pub mod leader;
@@ -19,6 +21,6 @@ pub mod xa;
 
 pub use config::CoreConfig;
 pub use error::{Error, Result};
-/// Host key trust setting of [`jobs::Provisioner`] (re-exported for the daemon).
-pub use kunlun_provision::HostKeyPolicy;
+/// Host key trust setting of [`fleet::Provisioner`] (re-exported for the daemon).
+pub use fleet::HostKeyPolicy;
 pub use manager::ClusterManager;

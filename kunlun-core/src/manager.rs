@@ -35,7 +35,7 @@ struct Inner {
     /// XA recovery's settings and counters ([`ClusterManager::start_xa`]).
     xa: crate::xa::XaState,
     /// SSH settings for probing machines ([`ClusterManager::set_provisioner`]).
-    provisioner: OnceLock<crate::jobs::Provisioner>,
+    provisioner: OnceLock<crate::fleet::Provisioner>,
     /// Wakes the job runner when a job was accepted.
     job_wake: Arc<tokio::sync::Notify>,
 }
@@ -185,14 +185,14 @@ impl ClusterManager {
 
     /// Sets the SSH settings (executor, recipes, `known_hosts`, host key policy) machine
     /// registration probes with and the liveness check uses. Once; a second call is ignored.
-    pub fn set_provisioner(&self, p: crate::jobs::Provisioner) {
+    pub fn set_provisioner(&self, p: crate::fleet::Provisioner) {
         if self.inner.provisioner.set(p).is_err() {
             tracing::warn!("set_provisioner called twice; the first provisioner stays");
         }
     }
 
     /// The provisioner set by [`set_provisioner`](Self::set_provisioner), if any.
-    pub(crate) fn provisioner(&self) -> Option<&crate::jobs::Provisioner> {
+    pub(crate) fn provisioner(&self) -> Option<&crate::fleet::Provisioner> {
         self.inner.provisioner.get()
     }
 

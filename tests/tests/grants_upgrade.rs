@@ -8,8 +8,9 @@
 use std::collections::HashSet;
 
 use kunlun_core::catalog::{CatalogSync, CatalogSyncConfig};
-use kunlun_core::jobs::delete::{apply_recorded_dirs, plan_from_rows};
+use kunlun_core::jobs::common::apply_recorded_dirs;
 use kunlun_core::jobs::grants::fix_cluster_grants;
+use kunlun_core::jobs::plan::plan_from_rows;
 use kunlun_core::{ClusterManager, CoreConfig, Error};
 use kunlun_meta::api::{RegisterMachine, UpdateMachine};
 use kunlun_meta::model::{

@@ -19,8 +19,8 @@ use ha_support::clients::{PGX_TABLE, STALE_TABLE};
 use ha_support::invariant::{self, errant_gtids, Acked, Login, Report};
 use ha_support::netns::Netns;
 use ha_support::{test_ha_config, EnvOptions, HaEnv, Writer, LIMIT};
+use kunlun_core::fleet::Provisioner;
 use kunlun_core::ha::{FailoverRecord, HaConfig, HaShared, Outcome};
-use kunlun_core::jobs::Provisioner;
 use kunlun_meta::model::{MachineType, NewMachine, NodeStatus, SshAccess};
 use kunlun_meta::Store;
 use kunlun_tests::Sshd;
@@ -447,11 +447,11 @@ mod provisioned {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
+    use kunlun_core::accounts::MANAGER_USER;
+    use kunlun_core::fleet::Provisioner;
     use kunlun_core::ha::{FailoverRecord, Outcome};
-    use kunlun_core::jobs::cluster::accept_create_cluster;
-    use kunlun_core::jobs::delete::accept_delete_cluster;
-    use kunlun_core::jobs::install::MANAGER_USER;
-    use kunlun_core::jobs::{JobRunner, Provisioner};
+    use kunlun_core::jobs::JobRunner;
+    use kunlun_core::jobs::{accept_create_cluster, accept_delete_cluster};
     use kunlun_core::{ClusterManager, CoreConfig};
     use kunlun_meta::api::CreateCluster;
     use kunlun_meta::model::SshAccess;

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use ha_support::{test_ha_config, Writer, LIMIT};
+use kunlun_core::accounts::MANAGER_USER;
 use kunlun_core::catalog::{desired_for_cluster, read_catalog, CatalogOptions};
+use kunlun_core::fleet::Provisioner;
 use kunlun_core::ha::{FailoverRecord, Outcome};
-use kunlun_core::jobs::cluster::accept_create_cluster;
-use kunlun_core::jobs::delete::accept_delete_cluster;
-use kunlun_core::jobs::install::MANAGER_USER;
-use kunlun_core::jobs::{JobRunner, Provisioner};
+use kunlun_core::jobs::JobRunner;
+use kunlun_core::jobs::{accept_create_cluster, accept_delete_cluster};
 use kunlun_core::{ClusterManager, CoreConfig};
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{

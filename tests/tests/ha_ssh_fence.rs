@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ha_support::{test_ha_config, EnvOptions, HaEnv, Writer, LIMIT};
+use kunlun_core::fleet::Provisioner;
 use kunlun_core::ha::HaConfig;
-use kunlun_core::jobs::Provisioner;
 use kunlun_meta::model::{MachineType, NewMachine, SshAccess};
 use kunlun_tests::Sshd;
 

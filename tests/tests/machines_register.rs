@@ -14,7 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kunlun_core::error::ProbeFailure;
-use kunlun_core::jobs::{plan_create_cluster, Provisioner, SystemPasswords};
+use kunlun_core::fleet::Provisioner;
+use kunlun_core::jobs::{plan_create_cluster, SystemPasswords};
 use kunlun_core::{ClusterManager, CoreConfig, Error};
 use kunlun_meta::api::{CreateCluster, RegisterMachine};
 use kunlun_meta::model::{HaMode, Machine, MachineInfo, MachineType, NodeStats};

@@ -8,8 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kunlun_core::jobs::install::{COMP_USER, MANAGER_USER, PGX_USER};
-use kunlun_core::jobs::{plan_create_cluster, ClusterPlan, Provisioner, SystemPasswords};
+use kunlun_core::accounts::{COMP_USER, MANAGER_USER, PGX_USER};
+use kunlun_core::fleet::Provisioner;
+use kunlun_core::jobs::{plan_create_cluster, ClusterPlan, SystemPasswords};
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{HaMode, Machine, MachineType, NodeStats, SshAccess};
 use kunlun_provision::recipe::{MariaDbRecipe, PostgresRecipe};

@@ -7,9 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kunlun_core::jobs::comps::{CompsMemo, ADD_COMPS, DELETE_COMP};
+use kunlun_core::fleet::Provisioner;
+use kunlun_core::jobs::kinds::{CompsMemo, ADD_COMPS, DELETE_COMP};
 use kunlun_core::jobs::plan_comps::plan_add_comps;
-use kunlun_core::jobs::{JobRunner, Provisioner};
+use kunlun_core::jobs::JobRunner;
 use kunlun_meta::api::AddComps;
 use kunlun_meta::model::{
     HaMode, JobStatus, MachineType, NewCluster, NewJob, NewMachine, SshAccess,

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use kunlun_core::catalog::{read_catalog, CatalogOptions};
-use kunlun_core::jobs::cluster::{accept_create_cluster, CreateMemo};
-use kunlun_core::jobs::delete::accept_delete_cluster;
-use kunlun_core::jobs::{JobRunner, Provisioner};
+use kunlun_core::fleet::Provisioner;
+use kunlun_core::jobs::kinds::CreateMemo;
+use kunlun_core::jobs::JobRunner;
+use kunlun_core::jobs::{accept_create_cluster, accept_delete_cluster};
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{
     HaMode, Job, JobStatus, MachineType, MemberState, NewMachine, NodeStatus, SshAccess,

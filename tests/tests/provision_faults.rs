@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kunlun_core::jobs::cluster::{accept_create_cluster, CreateMemo};
+use kunlun_core::fleet::Provisioner;
+use kunlun_core::jobs::accept_create_cluster;
+use kunlun_core::jobs::kinds::CreateMemo;
 use kunlun_core::jobs::progress::StepStatus;
-use kunlun_core::jobs::{JobRunner, Provisioner};
+use kunlun_core::jobs::JobRunner;
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{HaMode, JobStatus, MachineType, NewMachine, SshAccess};
 use kunlun_meta::{Store, StoreConfig};

@@ -12,10 +12,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kunlun_core::jobs::cluster::{accept_create_cluster, CreateMemo, CREATE_CLUSTER};
-use kunlun_core::jobs::delete::accept_delete_cluster;
+use kunlun_core::fleet::Provisioner;
+use kunlun_core::jobs::kinds::{CreateMemo, CREATE_CLUSTER};
 use kunlun_core::jobs::progress::StepStatus;
-use kunlun_core::jobs::{JobRunner, Provisioner};
+use kunlun_core::jobs::JobRunner;
+use kunlun_core::jobs::{accept_create_cluster, accept_delete_cluster};
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{
     HaMode, JobStatus, MachineType, MemberState, NewJob, NewMachine, SshAccess,

@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use kunlun_core::accounts::MANAGER_USER;
 use kunlun_core::catalog::{read_catalog, CatalogOptions};
-use kunlun_core::jobs::cluster::accept_create_cluster;
-use kunlun_core::jobs::delete::accept_delete_cluster;
-use kunlun_core::jobs::install::MANAGER_USER;
-use kunlun_core::jobs::nodes::ADD_NODES;
+use kunlun_core::fleet::Provisioner;
+use kunlun_core::jobs::kinds::ADD_NODES;
 use kunlun_core::jobs::plan_scale::{install_view, passwords_of, plan_add_nodes};
-use kunlun_core::jobs::{JobRunner, Provisioner};
+use kunlun_core::jobs::JobRunner;
+use kunlun_core::jobs::{accept_create_cluster, accept_delete_cluster};
 use kunlun_core::{ClusterManager, CoreConfig, Error};
 use kunlun_meta::api::{AddNodes, AddShards, CreateCluster};
 use kunlun_meta::model::{

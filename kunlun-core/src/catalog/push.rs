@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 use super::pg::{ManagerLogin, Session};
 use super::rows::{desired_catalog, CatalogRows, MetaShardInfo, StorageLogin};
 use super::CatalogOptions;
+use crate::accounts::{MANAGER_USER, PGX_USER};
 use crate::error::{Error, Result};
-use crate::jobs::install::{MANAGER_USER, PGX_USER};
 
 /// Outcome of pushing to one compute node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

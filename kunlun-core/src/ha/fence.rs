@@ -26,7 +26,7 @@ use kunlun_provision::placement::InstanceKind;
 use kunlun_provision::recipe::{kill_instance, InstanceSpec, Killed};
 
 use super::promote::{self, Login, SqlFence};
-use crate::jobs::Provisioner;
+use crate::fleet::Provisioner;
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 
 /// Longest time the SSH fence may take (connect included).

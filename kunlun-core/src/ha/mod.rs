@@ -20,9 +20,9 @@ mod facade;
 pub mod failover;
 pub mod fence;
 pub mod gate;
-pub mod gtid;
+pub use crate::storage::gtid;
 pub mod monitor;
-pub mod probe;
+pub use crate::storage::probe;
 pub mod promote;
 pub mod records;
 pub mod retry;
@@ -41,7 +41,7 @@ pub use state::{ErrantNode, HaEvent, HaShared, HaStats, NodeHealth, NodeState};
 use kunlun_meta::model::{Cluster, MemberState, NodeStatus, ShardNode};
 
 use crate::config::CoreConfig;
-use crate::jobs::Provisioner;
+use crate::fleet::Provisioner;
 use crate::storage::StorageOptions;
 use crate::xa::XaConfig;
 

@@ -48,7 +48,7 @@ impl Login {
     /// The `repl` login of a cluster's secret row.
     pub fn repl(s: &kunlun_meta::store::repo::secrets::ClusterSecret) -> Self {
         Login {
-            user: crate::jobs::install::REPL_USER.to_string(),
+            user: crate::accounts::REPL_USER.to_string(),
             password: s.repl_pwd.clone(),
         }
     }
@@ -56,7 +56,7 @@ impl Login {
     /// The `pgx` login of a cluster's secret row.
     pub fn pgx(s: &kunlun_meta::store::repo::secrets::ClusterSecret) -> Self {
         Login {
-            user: crate::jobs::install::PGX_USER.to_string(),
+            user: crate::accounts::PGX_USER.to_string(),
             password: s.pgx_pwd.clone(),
         }
     }

@@ -1,37 +1,104 @@
-//! The jobs part of the [`ClusterManager`] facade: accept `create_cluster` /
-//! `delete_cluster` (a job row, answered at once with its id: HTTP 202) and start the job
-//! runner as one of the manager's background tasks.
+//! The jobs part of the [`ClusterManager`] facade: accept each job kind (a job row, answered
+//! at once with its id: HTTP 202) and start the job runner as one of the manager's background
+//! tasks.
 //!
 //! Invariant: accepting never touches a machine; only the runner does, and it stops with the
 //! manager (it runs on the manager's task tracker and watches its cancellation token).
 
 use std::time::Duration;
 
-use kunlun_meta::api::{CreateCluster, JobAccepted};
+use kunlun_meta::api::{AddComps, AddNodes, AddShards, CreateCluster, JobAccepted};
 
-use super::cluster::accept_create_cluster;
-use super::delete::accept_delete_cluster;
-use super::install::Provisioner;
+use super::accept::{accept, on_cluster};
+use super::driver::{JobInfo, JobKind, NoExtra};
+use super::kinds::add_nodes::AddNodesRequest;
+use super::kinds::delete_comp::CompRef;
+use super::kinds::delete_node::NodeRef;
+use super::kinds::delete_shard::ShardRef;
+use super::kinds::{
+    AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob, DeleteClusterJob, DeleteCompJob,
+    DeleteNodeJob, DeleteShardJob,
+};
 use super::runner::JobRunner;
 use crate::error::{Error, Result};
+use crate::fleet::Provisioner;
 use crate::ClusterManager;
 
 impl ClusterManager {
+    /// Accepts a job of kind `K`, wakes the runner and logs it.
+    async fn accept_job<K: JobKind>(&self, info: JobInfo<K::Request>) -> Result<JobAccepted> {
+        let job = accept::<K>(self.store()?, info).await?;
+        self.job_wake().notify_one();
+        tracing::info!(job_id = job.id, job_type = K::TYPE, cluster = %job.job_info.as_ref().and_then(|i| i.get("name")).and_then(|n| n.as_str()).unwrap_or_default(), "job accepted");
+        Ok(JobAccepted { job_id: job.id })
+    }
+
     /// Accepts a `create_cluster` job (validated; 409 for a name in use).
     pub async fn create_cluster(&self, req: &CreateCluster) -> Result<JobAccepted> {
-        req.validate()?;
-        let job = accept_create_cluster(self.store()?, req).await?;
-        self.job_wake().notify_one();
-        tracing::info!(job_id = job.id, cluster = %req.name, "create_cluster accepted");
-        Ok(JobAccepted { job_id: job.id })
+        let info = JobInfo {
+            cluster_id: None,
+            name: req.name.clone(),
+            request: req.clone(),
+        };
+        self.accept_job::<CreateClusterJob>(info).await
     }
 
     /// Accepts a `delete_cluster` job (404 unknown cluster, 409 while another job changes it).
     pub async fn delete_cluster(&self, cluster_id: i64) -> Result<JobAccepted> {
-        let job = accept_delete_cluster(self.store()?, cluster_id).await?;
-        self.job_wake().notify_one();
-        tracing::info!(job_id = job.id, cluster_id, "delete_cluster accepted");
-        Ok(JobAccepted { job_id: job.id })
+        self.accept_job::<DeleteClusterJob>(on_cluster(cluster_id, NoExtra {}))
+            .await
+    }
+
+    /// Accepts `add_shards` for a cluster.
+    pub async fn add_shards(&self, cluster_id: i64, req: &AddShards) -> Result<JobAccepted> {
+        self.accept_job::<AddShardsJob>(on_cluster(cluster_id, req.clone()))
+            .await
+    }
+
+    /// Accepts `delete_shard`: 404 unless the shard belongs to the cluster, 409 for the
+    /// cluster's last shard (the cluster is deleted instead).
+    pub async fn delete_shard(&self, cluster_id: i64, shard_id: i64) -> Result<JobAccepted> {
+        self.accept_job::<DeleteShardJob>(on_cluster(cluster_id, ShardRef { shard_id }))
+            .await
+    }
+
+    /// Accepts `add_nodes` (new replicas) for a shard of the cluster.
+    pub async fn add_nodes(
+        &self,
+        cluster_id: i64,
+        shard_id: i64,
+        req: &AddNodes,
+    ) -> Result<JobAccepted> {
+        let request = AddNodesRequest {
+            shard_id,
+            nodes: req.clone(),
+        };
+        self.accept_job::<AddNodesJob>(on_cluster(cluster_id, request))
+            .await
+    }
+
+    /// Accepts `delete_node`: refuses the shard's primary (409) and nodes of other shards (404).
+    pub async fn delete_node(
+        &self,
+        cluster_id: i64,
+        shard_id: i64,
+        node_id: i64,
+    ) -> Result<JobAccepted> {
+        let request = NodeRef { shard_id, node_id };
+        self.accept_job::<DeleteNodeJob>(on_cluster(cluster_id, request))
+            .await
+    }
+
+    /// Accepts `add_comps` for a cluster.
+    pub async fn add_comps(&self, cluster_id: i64, req: &AddComps) -> Result<JobAccepted> {
+        self.accept_job::<AddCompsJob>(on_cluster(cluster_id, req.clone()))
+            .await
+    }
+
+    /// Accepts `delete_comp` (404 unless the compute node belongs to the cluster).
+    pub async fn delete_comp(&self, cluster_id: i64, comp_id: i64) -> Result<JobAccepted> {
+        self.accept_job::<DeleteCompJob>(on_cluster(cluster_id, CompRef { comp_id }))
+            .await
     }
 
     /// Starts the job runner as a background task: it waits for the store to open, rolls

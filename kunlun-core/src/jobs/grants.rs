@@ -15,7 +15,7 @@ use kunlun_provision::recipe::{
 };
 use tokio::task::JoinSet;
 
-use super::install::{MANAGER_USER, PGX_USER, REPL_USER};
+use crate::accounts::{MANAGER_USER, PGX_USER, REPL_USER};
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 
 /// The system users of a storage node and their roles, in the order they are fixed.

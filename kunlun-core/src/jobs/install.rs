@@ -7,51 +7,20 @@
 //! the others installed.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use kunlun_meta::model::{HaMode, Machine};
 use kunlun_provision::recipe::{DbUser, InstanceSpec, OnStep, Recipe, Step, UserRole};
-use kunlun_provision::{HostKeyPolicy, SshExecutor, SshTarget};
+use kunlun_provision::{SshExecutor, SshTarget};
 use tokio::task::JoinSet;
 
 use super::plan::{ClusterPlan, InstancePlan, COMPUTE_BUFFER_MB};
 use super::progress::{Progress, StepHandle};
+use crate::accounts::{COMP_USER, MANAGER_USER, PGX_USER, REPL_USER};
 use crate::error::{Error, Result};
+use crate::fleet::Provisioner;
+use crate::storage::replication::change_master_sql;
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
-
-/// System user names (Kunlun's spellings).
-pub const MANAGER_USER: &str = "clustmgr";
-pub const REPL_USER: &str = "repl";
-pub const PGX_USER: &str = "pgx";
-pub const COMP_USER: &str = "abc";
-
-/// What installs need: the SSH executor, the recipes, and how to trust hosts.
-#[derive(Clone)]
-pub struct Provisioner {
-    pub ssh: SshExecutor,
-    pub storage: Arc<dyn Recipe>,
-    pub compute: Arc<dyn Recipe>,
-    /// `known_hosts` file of the manager.
-    pub known_hosts: PathBuf,
-    pub host_key_policy: HostKeyPolicy,
-    /// When set, every machine's `ssh_key_path` must be a file under this directory (the
-    /// daemon's `ssh_keys_dir`); the key file checks of `kunlun_provision::ssh::keyfile`
-    /// apply either way.
-    pub keys_dir: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for Provisioner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provisioner")
-            .field("storage", &self.storage.name())
-            .field("compute", &self.compute.name())
-            .field("known_hosts", &self.known_hosts)
-            .field("host_key_policy", &self.host_key_policy)
-            .field("keys_dir", &self.keys_dir)
-            .finish()
-    }
-}
 
 /// One instance to act on: where, and with what spec.
 #[derive(Debug, Clone)]
@@ -62,33 +31,6 @@ struct Job {
 }
 
 impl Provisioner {
-    /// The system's MariaDB and PostgreSQL 15, a fresh SSH pool, and `known_hosts` with
-    /// accept-new (first contact records the host key; a changed key is always refused).
-    pub fn with_system_servers(known_hosts: PathBuf) -> Provisioner {
-        Provisioner {
-            ssh: SshExecutor::default(),
-            storage: Arc::new(kunlun_provision::recipe::MariaDbRecipe::default()),
-            compute: Arc::new(kunlun_provision::recipe::PostgresRecipe::default()),
-            known_hosts,
-            host_key_policy: HostKeyPolicy::AcceptNew,
-            keys_dir: None,
-        }
-    }
-
-    /// The SSH target of a machine.
-    pub fn target(&self, m: &Machine) -> SshTarget {
-        let mut t = SshTarget::new(
-            m.hostaddr.clone(),
-            m.ssh.port,
-            m.ssh.user.clone(),
-            m.ssh.key_path.clone(),
-            self.known_hosts.clone(),
-        );
-        t.host_key_policy = self.host_key_policy;
-        t.auth.key_dir = self.keys_dir.clone();
-        t
-    }
-
     /// The install spec of a storage node of `plan`.
     pub fn storage_spec(plan: &ClusterPlan, node: &InstancePlan) -> InstanceSpec {
         let p = &plan.passwords;
@@ -275,11 +217,11 @@ impl Provisioner {
                     user: MANAGER_USER.into(),
                     password: plan.passwords.manager.clone(),
                 };
-                // The password goes last: error messages quote only the statement's start.
-                let sql = format!(
-                    "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{REPL_USER}', \
-                     MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1, MASTER_PASSWORD='{}'",
-                    primary.slot.hostaddr, primary.slot.port, plan.passwords.repl
+                let sql = change_master_sql(
+                    &primary.slot.hostaddr,
+                    primary.slot.port,
+                    REPL_USER,
+                    &plan.passwords.repl,
                 );
                 set.spawn(async move {
                     let mut c = StorageConn::connect(&addr, StorageOptions::default()).await?;

@@ -3,10 +3,12 @@
 //!
 //! Pure (no IO, passwords passed in), so the plan can be unit-tested and stored in the job's
 //! memo before any host is touched; a resumed job replays the stored plan instead of planning
-//! again, so a restart never moves an instance that is already half installed.
+//! again, so a restart never moves an instance that is already half installed. Also the
+//! removal plan of a stored cluster ([`plan_from_rows`]) and the helpers the other planners
+//! share (server ids, placement errors).
 
-use kunlun_meta::api::CreateCluster;
-use kunlun_meta::model::{HaMode, Machine};
+use kunlun_meta::api::{ClusterDetail, CreateCluster};
+use kunlun_meta::model::{HaMode, Machine, MachineType};
 use kunlun_provision::placement::{place, place_groups, InstanceKind, Slot};
 use kunlun_provision::recipe::InstanceSpec;
 use serde::{Deserialize, Serialize};
@@ -133,6 +135,61 @@ pub(crate) fn base_dir(machines: &[Machine], kind: InstanceKind, slot: &Slot) ->
 /// A server id unique per (machine, port) for machine ids below 65536.
 pub(crate) fn server_id(slot: &Slot) -> u32 {
     ((slot.machine_id as u32 & 0xffff) << 16) | u32::from(slot.port)
+}
+
+/// The instances of a stored cluster as a plan (passwords unknown: only good for removal).
+pub fn plan_from_rows(detail: &ClusterDetail, machines: &[Machine]) -> Result<ClusterPlan> {
+    let slot = |host: &str, port: u16, ty: MachineType| -> Result<Slot> {
+        let m = machines
+            .iter()
+            .find(|m| m.hostaddr == host && m.machine_type == ty)
+            .ok_or_else(|| Error::NotFound {
+                what: "machine",
+                id: format!("{host} ({ty})"),
+            })?;
+        Ok(Slot {
+            machine_id: m.id,
+            hostaddr: host.to_string(),
+            port,
+        })
+    };
+    let inst = |s: Slot, kind: InstanceKind| -> Result<InstancePlan> {
+        Ok(InstancePlan {
+            base_dir: base_dir(machines, kind, &s)?,
+            server_id: 0,
+            slot: s,
+        })
+    };
+    let mut shards = Vec::new();
+    for sd in &detail.shards {
+        let mut nodes = Vec::new();
+        for n in &sd.nodes {
+            nodes.push(inst(
+                slot(&n.hostaddr, n.port, MachineType::Storage)?,
+                InstanceKind::Storage,
+            )?);
+        }
+        shards.push(ShardPlan {
+            name: sd.shard.name.clone(),
+            nodes,
+        });
+    }
+    let mut comps = Vec::new();
+    for c in &detail.comp_nodes {
+        comps.push(inst(
+            slot(&c.hostaddr, c.port, MachineType::Computer)?,
+            InstanceKind::Compute,
+        )?);
+    }
+    Ok(ClusterPlan {
+        name: detail.cluster.name.clone(),
+        ha_mode: detail.cluster.ha_mode,
+        innodb_size_mb: 0,
+        max_connections: 0,
+        shards,
+        comps,
+        passwords: SystemPasswords::unknown(),
+    })
 }
 
 /// Plans a new cluster. `existing` are the names of the clusters already stored.

@@ -7,11 +7,13 @@
 
 use kunlun_meta::api::{AddComps, ClusterDetail};
 use kunlun_meta::model::{Cluster, CompNode, Machine};
-use kunlun_provision::placement::{place, InstanceKind, Slot};
+use kunlun_provision::placement::{place, InstanceKind};
 
-use super::delete::plan_from_rows;
-use super::plan::{base_dir, ClusterPlan, InstancePlan, SystemPasswords, DEFAULT_MAX_CONNECTIONS};
-use crate::error::{Error, Result};
+use super::plan::{
+    base_dir, plan_from_rows, provision_error, server_id, ClusterPlan, InstancePlan,
+    SystemPasswords, DEFAULT_MAX_CONNECTIONS,
+};
+use crate::error::Result;
 
 /// The password new compute nodes of a cluster get for the owner role: the cluster's stored
 /// secret if there is one, else the one its existing compute nodes have (all of a cluster's
@@ -88,32 +90,10 @@ pub fn plan_delete_comp(
     plan_from_rows(&detail, machines)
 }
 
-/// Every (machine id, base port) pair of the compute nodes of `plan`, grouped per machine.
-pub fn ports_by_machine(plan: &ClusterPlan) -> std::collections::BTreeMap<i64, Vec<u16>> {
-    let mut m: std::collections::BTreeMap<i64, Vec<u16>> = Default::default();
-    for (id, port) in plan.ports() {
-        m.entry(id).or_default().push(port);
-    }
-    m
-}
-
-/// Same formula as `create_cluster`'s (unique per machine and port).
-fn server_id(slot: &Slot) -> u32 {
-    ((slot.machine_id as u32 & 0xffff) << 16) | u32::from(slot.port)
-}
-
-fn provision_error(e: kunlun_provision::Error) -> Error {
-    match e {
-        kunlun_provision::Error::Invalid(m) => Error::Invalid(m),
-        kunlun_provision::Error::NoCapacity(m) => Error::Conflict(format!("no capacity: {m}")),
-        kunlun_provision::Error::Conflict(m) => Error::Conflict(m),
-        other => Error::Internal(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use kunlun_meta::model::{ClusterStatus, HaMode, MachineType, NodeStatus};
 
     fn machine(id: i64, host: &str, ty: MachineType, range: &str, used: Vec<u16>) -> Machine {
@@ -249,7 +229,10 @@ mod tests {
         assert_eq!(p.comps.len(), 1);
         assert_eq!(p.comps[0].slot.machine_id, 3);
         assert_eq!(p.comps[0].base_dir, "/data1/kunlun/compute_47004");
-        assert_eq!(ports_by_machine(&p).get(&3), Some(&vec![47004]));
+        assert_eq!(
+            crate::jobs::common::ports_by_machine(&p).get(&3),
+            Some(&vec![47004])
+        );
         let err = plan_delete_comp(&cluster(), &comp(4, "10.9.9.9", 1, ""), &ms).unwrap_err();
         assert!(matches!(err, Error::NotFound { .. }), "{err}");
     }

@@ -1,4 +1,5 @@
-//! The job runner: an actor that claims `not_started` jobs of the types it knows and runs up
+//! The job runner: an actor that claims `not_started` jobs of the kinds registered in it
+//! ([`JOB_TYPES`], each run by [`drive`]) and runs up
 //! to [`DEFAULT_MAX_JOBS`] of them at once, each on its own task; at start it first deals,
 //! one by one, with jobs left `ongoing` by a manager that died mid-job.
 //!
@@ -8,7 +9,7 @@
 //! - two jobs of the same cluster (same `job_info.name`) never run at once: accepting refuses
 //!   the second with 409, and the runner leaves a job `not_started` while another job of its
 //!   cluster runs (two requests accepted at the same instant both pass the accept check);
-//! - jobs that reserve ports ([`RESERVING`]) plan one at a time: the next job is claimed only
+//! - jobs that reserve ports ([`reserves`]: the adding kinds) plan one at a time: the next job is claimed only
 //!   once the previous one's reservation committed (its memo holds its `plan`) or it ended, so
 //!   two plans are never made from the same machines snapshot (the reservation's
 //!   compare-and-swap would refuse the second and fail that job); installs then overlap;
@@ -30,29 +31,71 @@ use tokio::sync::Notify;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::cluster::{run_create_cluster, CREATE_CLUSTER};
-use super::comps::{run_add_comps, run_delete_comp, ADD_COMPS, DELETE_COMP};
-use super::delete::{run_delete_cluster, DELETE_CLUSTER};
-use super::install::Provisioner;
-use super::nodes::{run_add_nodes, run_delete_node, ADD_NODES, DELETE_NODE};
+use super::driver::{drive, stage_of, Direction, JobKind, Stage};
+use super::kinds::{
+    AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob, DeleteClusterJob, DeleteCompJob,
+    DeleteNodeJob, DeleteShardJob,
+};
+#[cfg(test)]
+use super::kinds::{ADD_COMPS, CREATE_CLUSTER, DELETE_CLUSTER, DELETE_COMP, DELETE_SHARD};
 use super::progress::COALESCE;
-use super::shards::{run_add_shards, run_delete_shard, ADD_SHARDS, DELETE_SHARD};
 use crate::error::Result;
+use crate::fleet::Provisioner;
 
-/// Job types this runner executes.
-pub const JOB_TYPES: &[&str] = &[
-    CREATE_CLUSTER,
-    DELETE_CLUSTER,
-    ADD_SHARDS,
-    DELETE_SHARD,
-    ADD_NODES,
-    DELETE_NODE,
-    ADD_COMPS,
-    DELETE_COMP,
+/// One registered job kind: its `job_type`, whether it reserves ports, and how to run it.
+#[derive(Clone, Copy)]
+struct Registered {
+    job_type: &'static str,
+    reserves: bool,
+    run: fn(JobRunner, Job) -> JobFuture,
+}
+
+fn run_kind<K: JobKind>(r: JobRunner, job: Job) -> JobFuture {
+    Box::pin(async move { drive::<K>(&r.store, &r.provisioner, &job).await })
+}
+
+const fn register<K: JobKind>() -> Registered {
+    Registered {
+        job_type: K::TYPE,
+        reserves: matches!(K::DIRECTION, Direction::Add),
+        run: run_kind::<K>,
+    }
+}
+
+/// The job kinds this runner executes.
+const REGISTRY: [Registered; 8] = [
+    register::<CreateClusterJob>(),
+    register::<DeleteClusterJob>(),
+    register::<AddShardsJob>(),
+    register::<DeleteShardJob>(),
+    register::<AddNodesJob>(),
+    register::<DeleteNodeJob>(),
+    register::<AddCompsJob>(),
+    register::<DeleteCompJob>(),
 ];
 
-/// Job types that plan from a machines snapshot and reserve ports; they plan one at a time.
-pub const RESERVING: &[&str] = &[CREATE_CLUSTER, ADD_SHARDS, ADD_NODES, ADD_COMPS];
+const fn job_types<const N: usize>(r: [Registered; N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = r[i].job_type;
+        i += 1;
+    }
+    out
+}
+
+/// Job types this runner executes (from the registry).
+pub const JOB_TYPES: &[&str] = &job_types(REGISTRY);
+
+fn registered(job_type: &str) -> Option<&'static Registered> {
+    REGISTRY.iter().find(|r| r.job_type == job_type)
+}
+
+/// Whether jobs of `job_type` plan from a machines snapshot and reserve ports (adding kinds);
+/// they plan one at a time.
+pub fn reserves(job_type: &str) -> bool {
+    registered(job_type).is_some_and(|r| r.reserves)
+}
 
 /// Jobs [`JobRunner::run_forever`] runs at once. Each install holds one SSH session per
 /// instance and the machines' CPUs; 4 lets a long `create_cluster` leave room for deletes and
@@ -105,14 +148,10 @@ fn cluster_of(job: &Job) -> Option<String> {
         .map(str::to_string)
 }
 
-/// A job's row shows it past planning: ended, or its memo holds the reserved plan.
+/// A job's row shows it past planning: ended, or its memo's stage says the plan and its
+/// reservation are stored.
 fn past_planning(job: &Job) -> bool {
-    job.status != JobStatus::Ongoing
-        || job
-            .memo
-            .as_ref()
-            .and_then(|m| m.get("plan"))
-            .is_some_and(|p| !p.is_null())
+    job.status != JobStatus::Ongoing || stage_of(job.memo.as_ref()) >= Stage::Planned
 }
 
 fn panic_message(e: JoinError) -> String {
@@ -141,16 +180,12 @@ fn panicked_memo(memo: Option<Value>, msg: &str) -> Value {
 
 impl JobRunner {
     async fn run(&self, job: &Job) -> Result<()> {
-        let r = match job.job_type.as_str() {
-            CREATE_CLUSTER => run_create_cluster(&self.store, &self.provisioner, job).await,
-            DELETE_CLUSTER => run_delete_cluster(&self.store, &self.provisioner, job).await,
-            ADD_SHARDS => run_add_shards(&self.store, &self.provisioner, job).await,
-            DELETE_SHARD => run_delete_shard(&self.store, &self.provisioner, job).await,
-            ADD_NODES => run_add_nodes(&self.store, &self.provisioner, job).await,
-            DELETE_NODE => run_delete_node(&self.store, &self.provisioner, job).await,
-            ADD_COMPS => run_add_comps(&self.store, &self.provisioner, job).await,
-            DELETE_COMP => run_delete_comp(&self.store, &self.provisioner, job).await,
-            other => Err(crate::Error::Invalid(format!("unknown job type {other}"))),
+        let r = match registered(&job.job_type) {
+            Some(k) => (k.run)(self.clone(), job.clone()).await,
+            None => Err(crate::Error::Invalid(format!(
+                "unknown job type {}",
+                job.job_type
+            ))),
         };
         if let Err(e) = &r {
             tracing::error!(job_id = job.id, error = %e, "job failed");
@@ -355,7 +390,7 @@ impl JobRunner {
                         }
                     })
                     .id();
-                if RESERVING.contains(&entry.job_type.as_str()) {
+                if reserves(&entry.job_type) {
                     planning = Some(Planning {
                         job_id: entry.job_id,
                         task,
@@ -749,6 +784,191 @@ mod tests {
         assert!(past_planning(&j), "an ended job planned nothing more");
         j.job_info = Some(json!({ "shards": 1 }));
         assert_eq!(cluster_of(&j), None);
+    }
+
+    /// A cluster row (with its log tables) named `name`.
+    async fn cluster(store: &Store, name: &str) -> i64 {
+        use kunlun_meta::model::{HaMode, NewCluster};
+        store
+            .tx(async |tx| {
+                kunlun_meta::store::repo::clusters::insert(
+                    tx,
+                    &NewCluster {
+                        name: name.into(),
+                        nick_name: None,
+                        owner: None,
+                        business: None,
+                        ha_mode: HaMode::Rbr,
+                        memo: None,
+                    },
+                )
+                .await
+            })
+            .await
+            .expect("cluster")
+            .id
+    }
+
+    /// A job of `job_type` on cluster `id` left `ongoing` with `memo` by a manager that died.
+    async fn interrupted(store: &Store, job_type: &str, info: Value, memo: Value) -> i64 {
+        let j = store
+            .create_job(&NewJob {
+                job_type: job_type.into(),
+                job_info: info,
+                user_name: None,
+            })
+            .await
+            .expect("job");
+        store
+            .update_job(j.id, JobStatus::Ongoing, Some(&memo))
+            .await
+            .expect("ongoing");
+        j.id
+    }
+
+    fn empty_plan(name: &str) -> Value {
+        serde_json::to_value(super::super::plan::ClusterPlan {
+            name: name.into(),
+            ha_mode: kunlun_meta::model::HaMode::Rbr,
+            innodb_size_mb: 0,
+            max_connections: 0,
+            shards: vec![],
+            comps: vec![],
+            passwords: super::super::plan::SystemPasswords::unknown(),
+        })
+        .expect("plan")
+    }
+
+    #[tokio::test]
+    async fn a_recorded_add_is_finished_forward_after_a_restart() {
+        use super::super::kinds::{ADD_NODES, ADD_SHARDS};
+        let rig = rig("forward").await;
+        let store = rig.runner.store.clone();
+        let cid = cluster(&store, "fw").await;
+        let info = json!({"shards": 1, "nodes": 1, "cluster_id": cid, "name": "fw"});
+        // Rows written and ports committed with stage `recorded`: nothing is undone.
+        let recorded = json!({"stage": "recorded", "cluster_id": cid, "plan": empty_plan("fw")});
+        let fwd = interrupted(&store, ADD_SHARDS, info, recorded).await;
+        // A scale job's legacy `installed` meant "not recorded": rolled back.
+        let info = json!({"nodes": 1, "shard_id": 1, "cluster_id": cid, "name": "fw"});
+        let legacy = json!({"stage": "installed", "cluster_id": cid, "shard_id": 1, "plan": empty_plan("fw")});
+        let back = interrupted(&store, ADD_NODES, info, legacy).await;
+        assert_eq!(rig.runner.recover().await.expect("recover"), 2);
+
+        let j = store.get_job(fwd).await.expect("job");
+        let memo = j.memo.expect("memo");
+        assert_eq!(j.status, JobStatus::Done, "{memo}");
+        assert_eq!(memo["stage"], "done", "{memo}");
+        assert!(memo["catalog"].is_string(), "the push was noted: {memo}");
+        let j = store.get_job(back).await.expect("job");
+        let memo = j.memo.expect("memo");
+        assert_eq!(j.status, JobStatus::Failed, "{memo}");
+        assert_eq!(memo["stage"], "rolled_back", "{memo}");
+        assert!(
+            memo["error"].as_str().unwrap_or("").contains("restarted"),
+            "{memo}"
+        );
+    }
+
+    #[test]
+    fn legacy_installed_stages_keep_the_meaning_each_kind_gave_them() {
+        use super::super::driver::{memo_of, resume, Direction, Resume};
+        use super::super::kinds::{AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob};
+        let job = |t: &str| Job {
+            id: 1,
+            job_type: t.into(),
+            status: JobStatus::Ongoing,
+            job_info: None,
+            memo: Some(json!({"stage": "installed", "plan": empty_plan("c")})),
+            user_name: None,
+            related_id: None,
+            when_started: None,
+            when_ended: None,
+        };
+        // Written with the rows: finished forward.
+        for m in [
+            memo_of::<CreateClusterJob>(&job(CREATE_CLUSTER)).stage,
+            memo_of::<AddCompsJob>(&job(ADD_COMPS)).stage,
+        ] {
+            assert_eq!(m, Stage::Recorded);
+            assert_eq!(resume(Direction::Add, m, true), Resume::FinishForward);
+        }
+        // Written when recording failed: rolled back.
+        for m in [
+            memo_of::<AddShardsJob>(&job("add_shards")).stage,
+            memo_of::<AddNodesJob>(&job("add_nodes")).stage,
+        ] {
+            assert_eq!(m, Stage::Planned);
+            assert_eq!(resume(Direction::Add, m, true), Resume::RollBack);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_add_on_a_machine_never_reached_rolls_back_sparing_it_and_releases_its_ports() {
+        use kunlun_meta::model::{MachineType, NewMachine, SshAccess};
+        let rig = rig("spare").await;
+        let store = rig.runner.store.clone();
+        let cid = cluster(&store, "sp").await;
+        // A compute machine whose key file does not exist: nothing can be installed there,
+        // and nothing can be uninstalled either.
+        let m = store
+            .insert_machine(&NewMachine {
+                hostaddr: "127.0.0.1".into(),
+                machine_type: MachineType::Computer,
+                rack_id: None,
+                data_dirs: vec![rig.dir.join("data").display().to_string()],
+                port_range: "47000-47100".into(),
+                total_mem_mb: None,
+                total_cpu_cores: None,
+                ssh: SshAccess {
+                    port: 22,
+                    user: "root".into(),
+                    key_path: rig.dir.join("no_such_key").display().to_string(),
+                },
+            })
+            .await
+            .expect("machine");
+        let info = json!({"comps": 1, "computer_hosts": [], "cluster_id": cid, "name": "sp"});
+        let id = store
+            .create_job(&NewJob {
+                job_type: ADD_COMPS.into(),
+                job_info: info,
+                user_name: None,
+            })
+            .await
+            .expect("job")
+            .id;
+        assert!(rig.runner.run_once().await.expect("run"), "claimed");
+        let j = store.get_job(id).await.expect("job");
+        let memo = j.memo.expect("memo");
+        assert_eq!(j.status, JobStatus::Failed, "{memo}");
+        assert_eq!(memo["stage"], "rolled_back", "{memo}");
+        let steps = memo["steps"].as_array().expect("steps");
+        let install = steps
+            .iter()
+            .find(|s| {
+                s["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("install compute"))
+            })
+            .expect("install step");
+        assert!(
+            install["note"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("nothing installed"),
+            "{install}"
+        );
+        assert!(
+            !steps.iter().any(|s| s["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("remove compute"))
+                && s["status"] == "failed"),
+            "the untouched instance was not uninstalled: {memo}"
+        );
+        let m = store.get_machine(m.id).await.expect("machine");
+        assert!(m.installing_ports.is_empty(), "ports released: {m:?}");
+        assert!(m.used_ports.is_empty(), "{m:?}");
     }
 
     #[test]

@@ -16,10 +16,11 @@ use kunlun_meta::model::{MemberState, NodeStatus, ShardNode};
 use kunlun_provision::recipe::{sh_quote, Recipe};
 use kunlun_provision::{ExecInput, SshExecutor, SshTarget};
 
-use super::install::REPL_USER;
+use crate::accounts::REPL_USER;
 use crate::error::{Error, Result};
-use crate::ha::probe::{probe_node, NodeProbe};
-use crate::ha::GtidPos;
+use crate::storage::gtid::GtidPos;
+use crate::storage::probe::{probe_node, NodeProbe};
+use crate::storage::replication::change_master_sql;
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 
 /// Deadline of dumping and loading one new replica's data.
@@ -235,13 +236,7 @@ pub async fn follow(
     if repl_pwd.contains(['\'', '\\']) {
         return Err(Error::Invalid("replication password holds a quote".into()));
     }
-    // The password goes last: error messages quote only the statement's start.
-    let change = format!(
-        "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{REPL_USER}', \
-         MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1, \
-         MASTER_PASSWORD='{repl_pwd}'",
-        primary.0, primary.1
-    );
+    let change = change_master_sql(primary.0, primary.1, REPL_USER, repl_pwd);
     let r = async {
         let mut c = StorageConn::connect(new, StorageOptions::default()).await?;
         c.exec("STOP SLAVE").await?;

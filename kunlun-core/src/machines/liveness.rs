@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::Provisioner;
+use crate::fleet::Provisioner;
 use crate::ClusterManager;
 
 /// Failed checks in a row that mark a machine `dead`.

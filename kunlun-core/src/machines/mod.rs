@@ -24,7 +24,7 @@ use kunlun_provision::probe::{self, MachineFacts, Problem};
 use kunlun_provision::SshTarget;
 
 use crate::error::{Error, ProbeFailure, Result};
-use crate::jobs::Provisioner;
+use crate::fleet::Provisioner;
 use crate::ClusterManager;
 
 impl ClusterManager {

@@ -6,6 +6,8 @@
 //! reused (its session state is unknown); a server error (an SQL error with a code) is data the
 //! caller branches on ([`Error::Server`]), not a broken connection.
 
+pub mod gtid;
+pub mod probe;
 pub mod replication;
 
 use std::fmt;

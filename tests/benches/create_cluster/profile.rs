@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use kunlun_core::jobs::{plan_create_cluster, Provisioner, SystemPasswords};
+use kunlun_core::fleet::Provisioner;
+use kunlun_core::jobs::{plan_create_cluster, SystemPasswords};
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::Machine;
 use kunlun_provision::recipe::{OnStep, Step};

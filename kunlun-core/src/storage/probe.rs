@@ -188,7 +188,7 @@ fn protocol(conn: &StorageConn, reason: &str) -> crate::storage::Error {
 }
 
 /// A column as text (the text protocol sends every value as bytes); `None` for NULL/absent.
-pub(super) fn text(row: &Row, col: &str) -> Option<String> {
+pub(crate) fn text(row: &Row, col: &str) -> Option<String> {
     let idx = row.columns_ref().iter().position(|c| c.name_str() == col)?;
     match row.as_ref(idx)? {
         mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -197,7 +197,7 @@ pub(super) fn text(row: &Row, col: &str) -> Option<String> {
     }
 }
 
-pub(super) fn channel(row: &Row) -> Channel {
+pub(crate) fn channel(row: &Row) -> Channel {
     let t = |c: &str| text(row, c).unwrap_or_default();
     Channel {
         connection_name: t("Connection_name"),

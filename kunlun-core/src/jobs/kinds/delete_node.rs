@@ -1,0 +1,152 @@
+//! `delete_node`: a replica (never the primary) taken out of service, uninstalled and its
+//! rows removed; semi-sync follows the shard's new size.
+//!
+//! Invariants: the node must not be the primary when accepted, when planned, and again when
+//! it is retired (a failover may have promoted it since; checked in the transaction that
+//! marks it `Deleted`, so HA stops watching it before it is uninstalled); rows go only after
+//! the instance is gone.
+
+use kunlun_meta::model::{MemberState, ShardNode};
+use kunlun_meta::store::repo::{nodes, shards};
+use kunlun_meta::store::{Store, Tx};
+use kunlun_meta::{Error as MetaError, Result as MetaResult};
+use serde::{Deserialize, Serialize};
+
+use super::delete_shard::shard_of;
+use crate::error::Result;
+use crate::jobs::common::{
+    apply_recorded_dirs, delete_node_rows, match_semi_sync, removable, retire_nodes,
+};
+use crate::jobs::driver::{Direction, JobCtx, JobInfo, JobKind, JobMemo, Planned, PushPolicy};
+use crate::jobs::plan::ClusterPlan;
+use crate::jobs::plan_scale::{removal_plan, shard_in};
+
+pub const DELETE_NODE: &str = "delete_node";
+
+/// The `delete_node` kind.
+pub struct DeleteNodeJob;
+
+/// The request of a `delete_node` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRef {
+    pub shard_id: i64,
+    pub node_id: i64,
+}
+
+/// The memo fields of `delete_node` besides the common ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteNodeExtra {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_id: Option<i64>,
+    /// The shard's node count before the removal, when this run removed the row.
+    #[serde(skip)]
+    before: Option<usize>,
+}
+
+type Memo = JobMemo<DeleteNodeExtra>;
+
+/// The row of node `node_id` among `all` (none when already removed: a resumed job), refused
+/// when it became the primary since the job was planned (a failover promoted it).
+fn still_removable(all: &[ShardNode], node_id: i64) -> MetaResult<Option<ShardNode>> {
+    match all.iter().find(|n| n.id == node_id) {
+        Some(n) if n.member_state == MemberState::Source => Err(MetaError::Conflict(format!(
+            "node {node_id} became primary; switch over first"
+        ))),
+        n => Ok(n.cloned()),
+    }
+}
+
+impl JobKind for DeleteNodeJob {
+    const TYPE: &'static str = DELETE_NODE;
+    const DIRECTION: Direction = Direction::Remove;
+    const PUSH: PushPolicy = PushPolicy::BestEffort;
+    const RETIRE_STEP: Option<&'static str> = Some("take node out of service");
+    const RECORD_STEP: &'static str = "remove rows and ports";
+    type Request = NodeRef;
+    type Extra = DeleteNodeExtra;
+
+    /// 404 for a node of another shard, 409 for the primary.
+    async fn check(store: &Store, info: &JobInfo<NodeRef>) -> Result<()> {
+        let NodeRef { shard_id, node_id } = info.request;
+        shard_of(store, info.cluster()?, shard_id).await?;
+        let all = store.list_shard_nodes(Some(shard_id)).await?;
+        removable(&all, shard_id, node_id)?;
+        Ok(())
+    }
+
+    fn extra(info: &JobInfo<NodeRef>) -> DeleteNodeExtra {
+        DeleteNodeExtra {
+            shard_id: Some(info.request.shard_id),
+            before: None,
+        }
+    }
+
+    async fn plan(cx: &JobCtx, info: &JobInfo<NodeRef>, _: &mut Memo) -> Result<Option<Planned>> {
+        let NodeRef { shard_id, node_id } = info.request;
+        let detail = cx.store.cluster_detail(info.cluster()?).await?;
+        let machines = cx.store.list_machines().await?;
+        let sd = shard_in(&detail, shard_id)?;
+        let n = removable(&sd.nodes, shard_id, node_id)?;
+        let mut plan = removal_plan(&detail, &sd.shard.name, [n], &machines)?;
+        apply_recorded_dirs(&cx.store, &mut plan, &detail).await?;
+        let i = &plan.shards[0].nodes[0].slot;
+        let note = format!("storage {}:{}", i.hostaddr, i.port);
+        Ok(Some(Planned {
+            plan,
+            machines,
+            note,
+        }))
+    }
+
+    async fn on_reserve(
+        tx: &mut Tx,
+        info: &JobInfo<NodeRef>,
+        _: &ClusterPlan,
+        _: &mut Memo,
+    ) -> MetaResult<()> {
+        let all = nodes::list(tx, Some(info.request.shard_id)).await?;
+        let n = still_removable(&all, info.request.node_id)?;
+        retire_nodes(tx, n.as_slice()).await
+    }
+
+    async fn record(
+        tx: &mut Tx,
+        info: &JobInfo<NodeRef>,
+        _: &ClusterPlan,
+        memo: &mut Memo,
+    ) -> MetaResult<()> {
+        let NodeRef { shard_id, node_id } = info.request;
+        let all = nodes::list(tx, Some(shard_id)).await?;
+        if let Some(n) = all.iter().find(|n| n.id == node_id) {
+            delete_node_rows(tx, n).await?;
+            let count = all.len() as i64 - 1;
+            shards::set_nodes(tx, shard_id, count, i64::from(count > 1)).await?;
+            memo.extra.before = Some(all.len());
+        }
+        Ok(())
+    }
+
+    async fn after_record(cx: &JobCtx, plan: &ClusterPlan, memo: &Memo) {
+        if let (Some(before), Some(shard_id)) = (memo.before, memo.shard_id) {
+            match_semi_sync(&cx.store, shard_id, plan.ha_mode, before, &cx.progress).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::kinds::add_nodes::tests::node;
+
+    #[test]
+    fn a_replica_that_became_primary_is_no_longer_removable() {
+        // Planned as a replica; a failover since promoted it.
+        let all = vec![node(1, false), node(2, true)];
+        let e = still_removable(&all, 2).unwrap_err();
+        assert!(matches!(e, MetaError::Conflict(_)), "{e}");
+        assert_eq!(e.to_string(), "node 2 became primary; switch over first");
+        assert_eq!(still_removable(&all, 1).unwrap().map(|n| n.id), Some(1));
+        // Already removed (a resumed job): nothing to retire, not an error.
+        assert!(still_removable(&all, 9).unwrap().is_none());
+    }
+}
