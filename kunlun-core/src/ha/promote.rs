@@ -513,8 +513,6 @@ fn sanitize_pos(p: &str) -> String {
         .collect()
 }
 
-/// Escapes a value for a single-quoted SQL string.
-
 #[cfg(test)]
 mod tests {
     use super::*;

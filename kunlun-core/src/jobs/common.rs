@@ -383,7 +383,6 @@ pub async fn apply_recorded_dirs(
 mod tests {
     use super::*;
     use crate::jobs::progress::StepStatus as S;
-    use kunlun_meta::model::{OnOff, SyncState};
 
     fn rec(name: &str, status: S, note: Option<&str>) -> StepRecord {
         StepRecord {
@@ -465,30 +464,7 @@ mod tests {
         assert_eq!(plan.ports().len(), 3);
     }
 
-    fn node(id: i64, source: bool) -> ShardNode {
-        ShardNode {
-            id,
-            shard_id: 1,
-            db_cluster_id: 7,
-            hostaddr: "127.0.0.1".into(),
-            port: 3000 + id as u16,
-            user_name: MANAGER_USER.into(),
-            passwd: String::new(),
-            master_priority: 0,
-            ro_weight: 0,
-            status: NodeStatus::Active,
-            member_state: if source {
-                MemberState::Source
-            } else {
-                MemberState::Replica
-            },
-            sync_state: SyncState::Fsync,
-            replica_delay: 0,
-            backup_node: OnOff::Off,
-            innodb_buffer_pool_mb: 64,
-            when_created: None,
-        }
-    }
+    use crate::jobs::kinds::add_nodes::tests::node;
 
     #[test]
     fn the_primary_is_never_removable() {
