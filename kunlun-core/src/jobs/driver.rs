@@ -536,6 +536,36 @@ async fn plan_fresh<K: JobKind>(
     }
 }
 
+/// The record step of both directions, one transaction: the kind's rows written (adding) or
+/// removed (removing), the plan's ports committed or released, and the memo at `stage`.
+async fn record_step<K: JobKind>(
+    cx: &JobCtx,
+    info: &JobInfo<K::Request>,
+    plan: &ClusterPlan,
+    memo: &JobMemo<K::Extra>,
+    stage: Stage,
+) -> Result<JobMemo<K::Extra>> {
+    let step = cx.progress.step(K::RECORD_STEP);
+    let r = cx
+        .commit(async |tx| {
+            let mut m = memo.clone();
+            m.stage = stage;
+            K::record(tx, info, plan, &mut m).await?;
+            if stage == Stage::Removed {
+                update_ports(tx, plan, |s, p| Ok(s.release(p))).await?;
+            } else {
+                update_ports(tx, plan, |s, p| Ok(s.commit(p))).await?;
+            }
+            Ok(m)
+        })
+        .await;
+    match &r {
+        Ok(_) => step.done(),
+        Err(e) => step.fail(e),
+    }
+    r
+}
+
 async fn add<K: JobKind>(
     cx: &JobCtx,
     info: &JobInfo<K::Request>,
@@ -585,23 +615,9 @@ async fn add<K: JobKind>(
         return rollback::<K>(cx, info, memo, &e.to_string()).await;
     }
 
-    let step = cx.progress.step(K::RECORD_STEP);
-    let r = cx
-        .commit(async |tx| {
-            let mut m = memo.clone();
-            m.stage = Stage::Recorded;
-            K::record(tx, info, &plan, &mut m).await?;
-            update_ports(tx, &plan, |s, p| Ok(s.commit(p))).await?;
-            Ok(m)
-        })
-        .await;
-    match r {
-        Ok(m) => {
-            step.done();
-            memo = m;
-        }
+    match record_step::<K>(cx, info, &plan, &memo, Stage::Recorded).await {
+        Ok(m) => memo = m,
         Err(e) => {
-            step.fail(&e);
             cx.progress.skip_pending("an earlier step failed");
             return rollback::<K>(cx, info, memo, &e.to_string()).await;
         }
@@ -794,25 +810,9 @@ async fn remove<K: JobKind>(
         let e = Error::Unavailable(format!("{e}; the rows and ports are kept"));
         return cx.fail(memo, &e).await;
     }
-    let step = cx.progress.step(K::RECORD_STEP);
-    let r = cx
-        .commit(async |tx| {
-            let mut m = memo.clone();
-            m.stage = Stage::Removed;
-            K::record(tx, info, &plan, &mut m).await?;
-            update_ports(tx, &plan, |s, p| Ok(s.release(p))).await?;
-            Ok(m)
-        })
-        .await;
-    match r {
-        Ok(m) => {
-            step.done();
-            memo = m;
-        }
-        Err(e) => {
-            step.fail(&e);
-            return cx.fail(memo, &e).await;
-        }
+    match record_step::<K>(cx, info, &plan, &memo, Stage::Removed).await {
+        Ok(m) => memo = m,
+        Err(e) => return cx.fail(memo, &e).await,
     }
     checkpoint(&cx.store).await;
     K::after_record(cx, &plan, &memo).await;
