@@ -2,7 +2,7 @@
 //!
 //! Invariant: the HTTP server is up even while the metadata store is not (it answers 503 and
 //! `/healthz` degraded until the store opens); the background actors run only while this
-//! process holds the leader lease, on a term manager shut down (cancelled and joined) when the
+//! process holds the leader lease, on a [`Term`] shut down (cancelled and joined) when the
 //! lease is lost; SIGTERM/SIGINT stop accepting, let requests in flight finish, stop the
 //! actors, release the lease, shut the manager down and return `Ok`.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix_web::HttpServer;
 use anyhow::Context;
-use kunlun_core::{ClusterManager, CoreConfig};
+use kunlun_core::{ClusterManager, CoreConfig, Term};
 use kunlun_meta::store::{BackendConfig, StoreConfig};
 
 use kunlun_core::leader::{LeaderConfig, LeaderState, Leadership};
@@ -291,8 +291,8 @@ fn actor_provisioner(config: &Config) -> kunlun_core::fleet::Provisioner {
     p
 }
 
-/// Runs one leadership term after another: while this process leads, a term manager over the
-/// shared store runs the HA monitor, XA resolver, catalog sync, machine liveness check and job
+/// Runs one leadership term after another: while this process leads, a [`Term`] over the
+/// engine runs the HA monitor, XA resolver, catalog sync, machine liveness check and job
 /// runner; when leadership is lost (or at shutdown) the term is cancelled and joined before the
 /// next one may start.
 async fn run_terms(
@@ -314,24 +314,16 @@ async fn run_terms(
                 r = rx.changed() => if r.is_err() { return },
             }
         };
-        // The actors get the store's background pool: API load on the shared pool never
-        // delays a failover's metadata writes (the lease has a pool of its own too).
-        let store = match manager.store() {
-            Ok(s) => s.background(),
-            Err(e) => {
-                // Leadership needs the store, so it is open; only shutdown gets here.
-                tracing::warn!(error = %e, "cannot start the leader's actors");
-                return;
-            }
-        };
-        let term = ClusterManager::new(core_config(&config), store);
-        // HA's metadata writes carry the term as a fence (see `HaConfig::term`).
+        // HA's metadata writes carry the term as a fence (see `HaConfig::term`); the actors
+        // get the store's background pool, so API load on the shared pool never delays a
+        // failover's metadata writes (the lease has a pool of its own too).
         let fence = kunlun_core::ha::TermFence {
             lease: leader.lease_name.clone(),
             holder: leader.holder.clone(),
             epoch,
         };
-        start_actors(&term, &config, fence);
+        let term = Term::leader(&manager, fence);
+        start_actors(&term, &config);
         view.set_acting(Some(term.clone()));
         tracing::info!(epoch, "leader's background actors started");
         // Lead until the state changes: the actor publishes only changes, so any wake-up means
@@ -351,18 +343,16 @@ async fn run_terms(
 }
 
 /// Starts the actors only the leader runs, on `term` (all stop with its shutdown).
-fn start_actors(term: &ClusterManager, config: &Config, fence: kunlun_core::ha::TermFence) {
+fn start_actors(term: &Term, config: &Config) {
     // Fencing an unreachable primary over SSH gets its own connection pool, so a long job
     // (a replica seed) holding the job runner's sessions never delays a failover.
     let mut ha = ha_config(config);
-    ha.term = Some(fence);
     ha.ssh = Some(std::sync::Arc::new(actor_provisioner(config)));
     term.start_ha(ha);
     term.start_xa(xa_config(config));
     term.start_catalog_sync(Duration::from_secs(10));
     let provisioner = actor_provisioner(config);
-    term.set_provisioner(provisioner.clone());
-    term.start_machine_liveness(config.machine_check_interval);
+    term.start_machine_liveness(provisioner.clone(), config.machine_check_interval);
     term.start_job_runner(provisioner, Duration::from_secs(1));
 }
 

@@ -1,6 +1,7 @@
-//! The Kunlun cluster manager engine. Today it is the thin [`ClusterManager`] facade over the
-//! metadata store that the daemon's HTTP layer and embedding applications call; the job runner,
-//! shard monitor, failover and XA recovery join it as background actors owned by the manager.
+//! The Kunlun cluster manager engine. [`ClusterManager`] is the always-on part every instance
+//! runs (the metadata store, reads, machine registration, job acceptance); [`Term`] is a
+//! leadership term over it, owning the background actors (job runner, shard monitor and
+//! failover, XA recovery, catalog sync, machine liveness) and the calls that need them.
 
 pub mod accounts;
 pub mod catalog;
@@ -13,6 +14,7 @@ pub mod leader;
 mod machines;
 mod manager;
 pub mod storage;
+mod term;
 #[cfg(test)]
 mod test_fixtures;
 mod tls;
@@ -24,3 +26,4 @@ pub use error::{Error, Result};
 /// Host key trust setting of [`fleet::Provisioner`] (re-exported for the daemon).
 pub use fleet::HostKeyPolicy;
 pub use manager::ClusterManager;
+pub use term::Term;

@@ -1,9 +1,20 @@
-//! The `ClusterManager` handle: owns the metadata store, the background tasks and their
-//! cancellation token. Cheap to clone (an `Arc` inside); every clone is the same manager.
+//! The `ClusterManager` handle: the always-on engine of every instance, leader or follower.
+//! It owns the metadata store slot (with the loop that opens it), health, the settings, and
+//! the calls that need only the store: reads (topology, machines, jobs, failover records),
+//! machine registration and job acceptance (which writes a row). Cheap to clone (an `Arc`
+//! inside); every clone is the same engine.
 //!
-//! Invariant: every background task is spawned on `tasks` and stops when `cancel` fires, so
-//! [`ClusterManager::shutdown`] leaves nothing running. Until the store is open, every call
-//! that needs it fails with [`Error::Unavailable`] instead of blocking.
+//! The background actors (HA monitor, XA resolver, catalog sync, machine liveness, job
+//! runner) are not here: they belong to a leadership term, [`crate::Term`], built over an
+//! engine while this instance leads (or for the life of the process when nothing is elected).
+//! The name stays `ClusterManager` (not `Engine`) because every embedding, handler and test
+//! holds one under that name; the split is in what it can do, not in what it is called.
+//!
+//! Invariant: the engine's own background task (the connect loop) is spawned on `tasks` and
+//! stops when `cancel` fires, so [`ClusterManager::shutdown`] leaves nothing of it running,
+//! and a term's token is a child of `cancel`, so shutting the engine down stops every term's
+//! actors too. Until the store is open, every call that needs it fails with
+//! [`Error::Unavailable`] instead of blocking.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -16,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::CoreConfig;
 use crate::error::{Error, Result};
 
-/// The engine's facade; see the module doc.
+/// The always-on engine; see the module doc.
 #[derive(Clone)]
 pub struct ClusterManager {
     inner: Arc<Inner>,
@@ -30,13 +41,9 @@ struct Inner {
     connect_error: Mutex<Option<String>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    /// The shard HA monitor, once started ([`ClusterManager::start_ha`]).
-    ha: OnceLock<crate::ha::HaHandle>,
-    /// XA recovery's settings and counters ([`ClusterManager::start_xa`]).
-    xa: crate::xa::XaState,
-    /// SSH settings for probing machines ([`ClusterManager::set_provisioner`]).
+    /// SSH settings for probing machines at registration ([`ClusterManager::set_provisioner`]).
     provisioner: OnceLock<crate::fleet::Provisioner>,
-    /// Wakes the job runner when a job was accepted.
+    /// Wakes the job runner of a term running on this engine when a job was accepted.
     job_wake: Arc<tokio::sync::Notify>,
 }
 
@@ -59,17 +66,23 @@ impl ClusterManager {
                 connect_error: Mutex::new(Some("not connected yet".into())),
                 cancel: CancellationToken::new(),
                 tasks: TaskTracker::new(),
-                ha: OnceLock::new(),
-                xa: Default::default(),
                 provisioner: OnceLock::new(),
                 job_wake: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
 
-    /// The job runner's wake-up call (see [`crate::jobs::JobRunner::run_forever_woken`]).
+    /// What a term's job runner waits on besides its poll interval (see
+    /// [`crate::jobs::JobRunner::run_forever_woken`]).
     pub(crate) fn job_wake(&self) -> Arc<tokio::sync::Notify> {
         self.inner.job_wake.clone()
+    }
+
+    /// Tells a job runner on this instance (if a term runs here) that a job row was just
+    /// written, so it claims it now rather than at its next poll. On a follower nothing
+    /// listens: the leader's runner finds the row by polling.
+    pub fn wake_job_runner(&self) {
+        self.inner.job_wake.notify_one();
     }
 
     /// A manager over a store that is already open.
@@ -168,23 +181,8 @@ impl ClusterManager {
         })
     }
 
-    /// The background task tracker and XA recovery's state (for [`crate::xa`]'s facade).
-    pub(crate) fn xa_parts(&self) -> (&TaskTracker, &crate::xa::XaState) {
-        (&self.inner.tasks, &self.inner.xa)
-    }
-
-    /// The background task tracker (for [`crate::jobs`]'s runner).
-    pub(crate) fn tasks(&self) -> &TaskTracker {
-        &self.inner.tasks
-    }
-
-    /// The background task tracker and the HA monitor's slot (for [`crate::ha`]'s facade).
-    pub(crate) fn ha_parts(&self) -> (&TaskTracker, &OnceLock<crate::ha::HaHandle>) {
-        (&self.inner.tasks, &self.inner.ha)
-    }
-
     /// Sets the SSH settings (executor, recipes, `known_hosts`, host key policy) machine
-    /// registration probes with and the liveness check uses. Once; a second call is ignored.
+    /// registration probes with. Once; a second call is ignored.
     pub fn set_provisioner(&self, p: crate::fleet::Provisioner) {
         if self.inner.provisioner.set(p).is_err() {
             tracing::warn!("set_provisioner called twice; the first provisioner stays");
@@ -192,7 +190,7 @@ impl ClusterManager {
     }
 
     /// The provisioner set by [`set_provisioner`](Self::set_provisioner), if any.
-    pub(crate) fn provisioner(&self) -> Option<&crate::fleet::Provisioner> {
+    pub fn probe_provisioner(&self) -> Option<&crate::fleet::Provisioner> {
         self.inner.provisioner.get()
     }
 
@@ -206,7 +204,8 @@ impl ClusterManager {
         self.inner.backend
     }
 
-    /// A token cancelled when the manager shuts down (for tasks of embedding applications).
+    /// A token cancelled when the engine shuts down (for terms and tasks of embedding
+    /// applications).
     pub fn cancellation_token(&self) -> CancellationToken {
         self.inner.cancel.child_token()
     }
@@ -237,7 +236,8 @@ impl ClusterManager {
         }
     }
 
-    /// Stops every background task and waits for them to finish (at most `grace`; tasks still
+    /// Stops the engine's background task (and cancels every term over it: their tokens are
+    /// children of the engine's) and waits for it to finish (at most `grace`; tasks still
     /// running after that are left to the runtime's shutdown). Idempotent.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.cancel.cancel();

@@ -1,9 +1,11 @@
-//! Read-only views of clusters, shards, nodes and jobs for the API.
+//! Read-only views of clusters, shards, nodes, jobs and stored failover records for the API:
+//! the engine's reads, served by every instance.
 
 use kunlun_meta::api::{ClusterDetail, JobQuery};
 use kunlun_meta::model::{Cluster, CompNode, Job, Shard, ShardNode};
 
 use crate::error::{Error, Result};
+use crate::ha::FailoverRecord;
 use crate::ClusterManager;
 
 /// Most jobs one listing returns.
@@ -64,5 +66,18 @@ impl ClusterManager {
     /// One job.
     pub async fn get_job(&self, id: i64) -> Result<Job> {
         Ok(self.store()?.get_job(id).await?)
+    }
+
+    /// The stored failover and switchover records, newest first, optionally of one shard.
+    /// A term whose monitor runs here adds those the store could not take
+    /// ([`crate::Term::failovers`]).
+    pub async fn failovers(&self, shard_id: Option<i64>) -> Result<Vec<FailoverRecord>> {
+        crate::ha::list_failovers(self.store()?, None, shard_id).await
+    }
+
+    /// One stored failover record (`Unavailable` for the id of one kept in a monitor's
+    /// memory: ask the term, [`crate::Term::failover`]).
+    pub async fn failover(&self, id: u64) -> Result<FailoverRecord> {
+        crate::ha::get_failover(self.store()?, None, id).await
     }
 }

@@ -452,7 +452,7 @@ mod provisioned {
     use kunlun_core::ha::{FailoverRecord, Outcome};
     use kunlun_core::jobs::JobRunner;
     use kunlun_core::jobs::{accept_create_cluster, accept_delete_cluster};
-    use kunlun_core::{ClusterManager, CoreConfig};
+    use kunlun_core::{ClusterManager, CoreConfig, Term};
     use kunlun_meta::api::CreateCluster;
     use kunlun_meta::model::SshAccess;
     use kunlun_meta::model::{HaMode, Job, JobStatus, MachineType, MemberState, NewMachine};
@@ -471,7 +471,7 @@ mod provisioned {
         pub sshd: Sshd,
         pub store: Store,
         pub runner: JobRunner,
-        pub mgr: ClusterManager,
+        pub mgr: Term,
         pub data: PathBuf,
         _dir: tempfile::TempDir,
     }
@@ -532,7 +532,7 @@ mod provisioned {
             },
             poll_interval: Duration::from_millis(100),
         };
-        let mgr = ClusterManager::new(CoreConfig::default(), store.clone());
+        let mgr = Term::standalone(&ClusterManager::new(CoreConfig::default(), store.clone()));
         World {
             sshd,
             store,
@@ -583,7 +583,7 @@ mod provisioned {
         j
     }
 
-    async fn wait_promoted(mgr: &ClusterManager, shard_id: i64) -> FailoverRecord {
+    async fn wait_promoted(mgr: &Term, shard_id: i64) -> FailoverRecord {
         let deadline = Instant::now() + LIMIT;
         loop {
             let recs = mgr.failovers(Some(shard_id)).await.expect("failovers");

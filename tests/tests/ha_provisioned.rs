@@ -23,7 +23,7 @@ use kunlun_core::fleet::Provisioner;
 use kunlun_core::ha::{FailoverRecord, Outcome};
 use kunlun_core::jobs::JobRunner;
 use kunlun_core::jobs::{accept_create_cluster, accept_delete_cluster};
-use kunlun_core::{ClusterManager, CoreConfig};
+use kunlun_core::{ClusterManager, CoreConfig, Term};
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{
     HaMode, Job, JobStatus, MachineType, MemberState, NewMachine, NodeStatus, ShardNode, SshAccess,
@@ -134,7 +134,7 @@ struct World {
     sshd: Sshd,
     store: Store,
     runner: JobRunner,
-    mgr: ClusterManager,
+    mgr: Term,
     data: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -172,7 +172,7 @@ async fn world() -> World {
         },
         poll_interval: Duration::from_millis(100),
     };
-    let mgr = ClusterManager::new(CoreConfig::default(), store.clone());
+    let mgr = Term::standalone(&ClusterManager::new(CoreConfig::default(), store.clone()));
     World {
         sshd,
         store,
@@ -207,7 +207,7 @@ fn primary_of(nodes: &[ShardNode]) -> &ShardNode {
 }
 
 /// Waits for the first failover record of `shard_id` with outcome `Promoted`.
-async fn wait_promoted(mgr: &ClusterManager, shard_id: i64) -> FailoverRecord {
+async fn wait_promoted(mgr: &Term, shard_id: i64) -> FailoverRecord {
     let deadline = Instant::now() + LIMIT;
     loop {
         let recs = mgr.failovers(Some(shard_id)).await.expect("failovers");

@@ -263,7 +263,9 @@ async fn liveness_marks_a_stopped_machine_dead_and_back_and_placement_refuses_it
     assert_eq!(probe, None, "nothing was checked");
     assert_eq!(m.machine_info(unprobed.id).await.expect("info").probe, None);
 
-    m.start_machine_liveness(Duration::from_millis(300));
+    let term = kunlun_core::Term::standalone(&m);
+    let p = m.probe_provisioner().cloned().expect("a provisioner");
+    term.start_machine_liveness(p, Duration::from_millis(300));
     wait_state(&m, unprobed.id, NodeStats::Running).await;
 
     a.stop().expect("stop sshd a");
@@ -292,6 +294,7 @@ async fn liveness_marks_a_stopped_machine_dead_and_back_and_placement_refuses_it
     a.restart().expect("restart sshd a");
     let back = wait_state(&m, sn.id, NodeStats::Running).await;
     assert_eq!(back.total_mem_mb, sn.total_mem_mb, "only the state changed");
+    term.shutdown(Duration::from_secs(10)).await;
     m.shutdown(Duration::from_secs(10)).await;
 }
 

@@ -313,7 +313,8 @@ async fn manager_accepts_jobs_and_its_runner_finishes_them() {
         host_key_policy: HostKeyPolicy::AcceptNew,
         keys_dir: None,
     };
-    mgr.start_job_runner(sshd_less, Duration::from_millis(50));
+    let term = kunlun_core::Term::standalone(&mgr);
+    term.start_job_runner(sshd_less, Duration::from_millis(50));
     let mut req = CreateCluster {
         name: "nomachines".into(),
         nick_name: None,
@@ -352,5 +353,6 @@ async fn manager_accepts_jobs_and_its_runner_finishes_them() {
         mgr.delete_cluster(42).await,
         Err(kunlun_core::Error::NotFound { .. })
     ));
+    term.shutdown(Duration::from_secs(5)).await;
     mgr.shutdown(Duration::from_secs(5)).await;
 }

@@ -1,7 +1,9 @@
 //! `/v1/clusters` jobs: create and delete a cluster. Both answer `202 {job_id}` at once; the
-//! job runner does the work, followed with `GET /v1/jobs/{id}`.
+//! job runner does the work, followed with `GET /v1/jobs/{id}`. Any instance accepts (the
+//! engine writes the row); the leader's runner claims it.
 
 use actix_web::{web, HttpResponse};
+use kunlun_core::ClusterManager;
 use kunlun_meta::api::{CreateCluster, ErrorBody, JobAccepted};
 
 use super::error::ApiError;
@@ -20,7 +22,7 @@ type Result<T> = std::result::Result<T, ApiError>;
     )
 )]
 pub async fn create(
-    cm: super::leader::Acting,
+    cm: web::Data<ClusterManager>,
     body: web::Json<CreateCluster>,
 ) -> Result<HttpResponse> {
     Ok(HttpResponse::Accepted().json(cm.create_cluster(&body).await?))
@@ -36,6 +38,6 @@ pub async fn create(
         (status = 409, description = "Another job is changing the cluster", body = ErrorBody),
     )
 )]
-pub async fn delete(cm: super::leader::Acting, id: web::Path<i64>) -> Result<HttpResponse> {
+pub async fn delete(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
     Ok(HttpResponse::Accepted().json(cm.delete_cluster(*id).await?))
 }

@@ -7,7 +7,9 @@ use kunlun_meta::api::{ErrorBody, Page, PageQuery};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::leader::Acting;
+use kunlun_core::ClusterManager;
+
+use super::leader::Leading;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -88,7 +90,12 @@ fn switchover_body(req: &HttpRequest, body: &[u8]) -> Result<SwitchoverRequest> 
         (status = 503, body = ErrorBody),
     )
 )]
-pub async fn list(cm: Acting, q: web::Query<ListQuery>, req: HttpRequest) -> Result<HttpResponse> {
+pub async fn list(
+    cm: web::Data<ClusterManager>,
+    term: Option<Leading>,
+    q: web::Query<ListQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse> {
     let limit = PageQuery {
         limit: q.limit,
         after: q.after,
@@ -97,9 +104,12 @@ pub async fn list(cm: Acting, q: web::Query<ListQuery>, req: HttpRequest) -> Res
     // Newest first: the records (those kept in memory only have the highest ids) older than
     // the cursor.
     let before = q.after.map_or(u64::MAX, |a| u64::try_from(a).unwrap_or(0));
-    let rows: Vec<_> = cm
-        .failovers(q.shard_id)
-        .await?
+    // Stored records on every instance; the term adds those its monitor could not store.
+    let all = match &term {
+        Some(t) => t.failovers(q.shard_id).await?,
+        None => cm.failovers(q.shard_id).await?,
+    };
+    let rows: Vec<_> = all
         .into_iter()
         .filter(|r| r.id < before)
         .take(limit as usize + 1)
@@ -118,8 +128,16 @@ pub async fn list(cm: Acting, q: web::Query<ListQuery>, req: HttpRequest) -> Res
         (status = 503, body = ErrorBody),
     )
 )]
-pub async fn show(cm: Acting, id: web::Path<u64>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.failover(*id).await?))
+pub async fn show(
+    cm: web::Data<ClusterManager>,
+    term: Option<Leading>,
+    id: web::Path<u64>,
+) -> Result<HttpResponse> {
+    let rec = match &term {
+        Some(t) => t.failover(*id).await?,
+        None => cm.failover(*id).await?,
+    };
+    Ok(HttpResponse::Ok().json(rec))
 }
 
 /// Health of every probed storage node, alarms, counters and recent events.
@@ -130,8 +148,8 @@ pub async fn show(cm: Acting, id: web::Path<u64>) -> Result<HttpResponse> {
         (status = 503, description = "The HA monitor is not running yet", body = ErrorBody),
     )
 )]
-pub async fn status(cm: Acting) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.ha_status()?))
+pub async fn status(term: Leading) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(term.ha_status()?))
 }
 
 /// Planned switchover; answers with the record once it is done (or refused).
@@ -148,13 +166,13 @@ pub async fn status(cm: Acting) -> Result<HttpResponse> {
     )
 )]
 pub async fn switchover(
-    cm: Acting,
+    term: Leading,
     id: web::Path<i64>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse> {
     let target = switchover_body(&req, &body)?.target_node_id;
-    Ok(HttpResponse::Ok().json(cm.switchover(*id, target).await?))
+    Ok(HttpResponse::Ok().json(term.switchover(*id, target).await?))
 }
 
 /// Sets or lifts the no-switch hold of a shard.
@@ -171,12 +189,12 @@ pub async fn switchover(
     )
 )]
 pub async fn no_switch(
-    cm: Acting,
+    term: Leading,
     id: web::Path<i64>,
     body: web::Json<NoSwitchRequest>,
 ) -> Result<HttpResponse> {
     let seconds = body.validate()?;
-    cm.set_no_switch(*id, seconds).await?;
+    term.set_no_switch(*id, seconds).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "shard_id": *id, "seconds": seconds })))
 }
 

@@ -1,10 +1,11 @@
 //! Leadership over HTTP: `GET /v1/leader` (who leads, at which epoch, this instance's role),
-//! and [`Acting`], the extractor that hands HA, XA and job handlers the manager whose
-//! background actors run (this leadership term's) instead of the always-on one that serves
-//! reads.
+//! and [`Leading`], the extractor that hands HA and XA handlers the current leadership
+//! [`Term`] (the actors running here). Handlers that only read or write rows take the
+//! always-on engine (`web::Data<ClusterManager>`) instead.
 //!
-//! Invariant: every instance answers; a follower's HA routes answer 503 (the monitor runs on
-//! the leader only), never a stale view of an earlier term.
+//! Invariant: every instance answers; a route that needs the term answers 503 on a follower
+//! (the actors run on the leader only), never a stale view of an earlier term and never the
+//! engine in its place.
 
 use std::future::{ready, Ready};
 use std::sync::{Arc, RwLock};
@@ -12,17 +13,20 @@ use std::time::Duration;
 
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use kunlun_core::leader::{LeaderConfig, LeaderState};
-use kunlun_core::ClusterManager;
+use kunlun_core::{ClusterManager, Term};
 use serde::Serialize;
 use tokio::sync::watch;
 
 use super::error::ApiError;
 
 /// What the HTTP layer knows of leadership. `standalone` (no election: an embedding or a
-/// test that runs the actors on the one manager) acts as a leader of its own.
+/// test that runs the actors on one instance) acts as a leader of its own, whose one term
+/// lives as long as the process.
 #[derive(Clone)]
 pub struct LeaderView {
     inner: Option<Arc<Inner>>,
+    /// The standalone term: given, or made over the app's engine at the first request.
+    standalone: Arc<std::sync::OnceLock<Term>>,
 }
 
 struct Inner {
@@ -30,14 +34,25 @@ struct Inner {
     holder: String,
     ttl: Duration,
     renew_interval: Duration,
-    /// The manager of the current leadership term while we lead.
-    acting: RwLock<Option<ClusterManager>>,
+    /// The current leadership term while we lead.
+    acting: RwLock<Option<Term>>,
 }
 
 impl LeaderView {
-    /// No election runs: the one manager does everything.
+    /// No election runs: one term over the app's engine, made at the first request that
+    /// needs it (with no actors: HA calls answer 503 as before the monitor starts).
     pub fn standalone() -> Self {
-        LeaderView { inner: None }
+        LeaderView {
+            inner: None,
+            standalone: Arc::default(),
+        }
+    }
+
+    /// No election runs, and `term` (whose actors the caller started) serves every request.
+    pub fn standalone_with(term: Term) -> Self {
+        let v = Self::standalone();
+        let _ = v.standalone.set(term);
+        v
     }
 
     /// The view of a running [`kunlun_core::leader::Leadership`].
@@ -50,11 +65,12 @@ impl LeaderView {
                 renew_interval: cfg.renew_interval,
                 acting: RwLock::new(None),
             })),
+            standalone: Arc::default(),
         }
     }
 
-    /// Sets (term started) or clears (term ended) the manager running the actors.
-    pub fn set_acting(&self, m: Option<ClusterManager>) {
+    /// Sets (term started) or clears (term ended) the term running the actors.
+    pub fn set_acting(&self, m: Option<Term>) {
         if let Some(i) = &self.inner {
             match i.acting.write() {
                 Ok(mut g) => *g = m,
@@ -63,12 +79,33 @@ impl LeaderView {
         }
     }
 
-    /// The manager running the actors now, if it is not the main one.
-    fn acting(&self) -> Option<ClusterManager> {
-        let i = self.inner.as_ref()?;
-        match i.acting.read() {
+    /// The term running the actors now: the standalone one, or the leader's current term
+    /// unless it is ending. `Err` says why there is none (503 `store_unavailable`, as before
+    /// the monitor starts).
+    fn term(&self, engine: Option<&ClusterManager>) -> Result<Term, kunlun_core::Error> {
+        let Some(i) = &self.inner else {
+            if let Some(t) = self.standalone.get() {
+                return Ok(t.clone());
+            }
+            let engine = engine.ok_or_else(|| {
+                kunlun_core::Error::Internal("no cluster manager in the app state".into())
+            })?;
+            return Ok(self
+                .standalone
+                .get_or_init(|| Term::standalone(engine))
+                .clone());
+        };
+        let acting = match i.acting.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
+        };
+        match acting.filter(Term::is_running) {
+            Some(t) => Ok(t),
+            None => Err(kunlun_core::Error::Unavailable(format!(
+                "this instance is not the leader ({}): the shard HA monitor and XA recovery run \
+                 on the leader only; see GET /v1/leader",
+                i.rx.borrow().role()
+            ))),
         }
     }
 
@@ -136,37 +173,33 @@ pub async fn show(view: web::Data<LeaderView>) -> HttpResponse {
     HttpResponse::Ok().json(view.info())
 }
 
-/// The manager whose background actors run (the leader's current term), else the main one:
-/// HA status, switchover, no-switch, XA and job acceptance go through it (so an accepted job
-/// wakes the leader's runner at once; on a follower it is a row the leader's runner polls).
-pub struct Acting(pub ClusterManager);
+/// The leadership term running on this instance (see [`LeaderView`]): HA status,
+/// switchover, no-switch and XA go through it. On a follower, or while a term ends, the
+/// extraction fails with 503 `store_unavailable` (the code a follower's HA routes have always
+/// answered); `Option<Leading>` serves a route either way.
+pub struct Leading(pub Term);
 
-impl std::ops::Deref for Acting {
-    type Target = ClusterManager;
-    fn deref(&self) -> &ClusterManager {
+impl std::ops::Deref for Leading {
+    type Target = Term;
+    fn deref(&self) -> &Term {
         &self.0
     }
 }
 
-impl FromRequest for Acting {
+impl FromRequest for Leading {
     type Error = ApiError;
-    type Future = Ready<Result<Acting, ApiError>>;
+    type Future = Ready<Result<Leading, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        // A term being shut down answers `shutting_down`; the main manager serves instead.
-        let term = req
-            .app_data::<web::Data<LeaderView>>()
-            .and_then(|v| v.acting())
-            .filter(|m| m.store().is_ok());
-        let main = req
-            .app_data::<web::Data<ClusterManager>>()
-            .map(|m| m.get_ref().clone());
-        ready(match term.or(main) {
-            Some(m) => Ok(Acting(m)),
-            None => Err(ApiError::from(kunlun_core::Error::Internal(
-                "no cluster manager in the app state".into(),
-            ))),
-        })
+        let engine = req.app_data::<web::Data<ClusterManager>>();
+        let term = match req.app_data::<web::Data<LeaderView>>() {
+            Some(v) => v.term(engine.map(|e| e.get_ref())),
+            // Every app registers a view (`http::app_with_auth`).
+            None => Err(kunlun_core::Error::Internal(
+                "no leadership view in the app state".into(),
+            )),
+        };
+        ready(term.map(Leading).map_err(ApiError::from))
     }
 }
 
@@ -193,5 +226,49 @@ mod tests {
         assert_eq!(i.role, "follower");
         assert_eq!(i.leader.as_deref(), Some("other:1/x"));
         assert_eq!(LeaderView::standalone().info().role, "standalone");
+    }
+
+    #[actix_web::test]
+    async fn only_a_running_term_is_handed_out_and_a_follower_gets_503() {
+        let store = kunlun_meta::store::StoreConfig::mysql(
+            vec!["127.0.0.1:1".into()],
+            "u",
+            "p",
+            "kunlun_metadata_db",
+        );
+        let engine = ClusterManager::connect(kunlun_core::CoreConfig::default(), store);
+        let cfg = LeaderConfig::new("127.0.0.1", 8010, Duration::from_secs(6));
+        let (tx, rx) = watch::channel(LeaderState::Follower {
+            leader: None,
+            epoch: None,
+        });
+        let v = LeaderView::new(rx, &cfg);
+        let refused = v.term(Some(&engine)).expect_err("a follower has no term");
+        assert!(matches!(refused, kunlun_core::Error::Unavailable(_)));
+        let status = actix_web::ResponseError::status_code(&ApiError::from(refused));
+        assert_eq!(status.as_u16(), 503);
+
+        tx.send_replace(LeaderState::Leader { epoch: 3 });
+        let fence = kunlun_core::ha::TermFence {
+            lease: cfg.lease_name.clone(),
+            holder: cfg.holder.clone(),
+            epoch: 3,
+        };
+        let term = Term::leader(&engine, fence);
+        v.set_acting(Some(term.clone()));
+        assert_eq!(
+            v.term(Some(&engine)).expect("the leader's term").epoch(),
+            Some(3)
+        );
+        term.shutdown(Duration::from_secs(1)).await;
+        assert!(
+            v.term(Some(&engine)).is_err(),
+            "an ending term is not handed out"
+        );
+
+        let alone = LeaderView::standalone();
+        let t = alone.term(Some(&engine)).expect("a standalone term");
+        assert_eq!(t.epoch(), None);
+        engine.shutdown(Duration::from_secs(1)).await;
     }
 }

@@ -136,13 +136,16 @@ fn method_label(m: &actix_web::http::Method) -> &'static str {
 /// `GET /metrics`.
 pub async fn get_metrics(
     metrics: web::Data<Metrics>,
-    manager: super::leader::Acting,
+    manager: web::Data<kunlun_core::ClusterManager>,
+    term: Option<super::leader::Leading>,
 ) -> HttpResponse {
     metrics.set_store_up(manager.ping_store().await.is_ok());
     match metrics.render() {
         Ok(mut text) => {
-            text.push_str(&super::xa::metrics_text(&manager.xa_stats()));
-            if let Ok(ha) = manager.ha_status() {
+            // XA counters always appear (zero on a follower); HA ones while the monitor runs.
+            let xa = term.as_ref().map(|t| t.xa_stats()).unwrap_or_default();
+            text.push_str(&super::xa::metrics_text(&xa));
+            if let Some(ha) = term.as_ref().and_then(|t| t.ha_status().ok()) {
                 text.push_str(&super::failovers::metrics_text(&ha));
             }
             HttpResponse::Ok()

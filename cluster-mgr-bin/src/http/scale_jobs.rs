@@ -3,6 +3,7 @@
 //! with `GET /v1/jobs/{id}`.
 
 use actix_web::{web, HttpResponse};
+use kunlun_core::ClusterManager;
 use kunlun_meta::api::{AddComps, AddNodes, AddShards, ErrorBody, JobAccepted};
 
 use super::error::ApiError;
@@ -22,7 +23,7 @@ type Result<T> = std::result::Result<T, ApiError>;
     )
 )]
 pub async fn add_shards(
-    cm: super::leader::Acting,
+    cm: web::Data<ClusterManager>,
     id: web::Path<i64>,
     body: web::Json<AddShards>,
 ) -> Result<HttpResponse> {
@@ -40,7 +41,7 @@ pub async fn add_shards(
     )
 )]
 pub async fn delete_shard(
-    cm: super::leader::Acting,
+    cm: web::Data<ClusterManager>,
     path: web::Path<(i64, i64)>,
 ) -> Result<HttpResponse> {
     let (id, shard_id) = *path;
@@ -60,7 +61,7 @@ pub async fn delete_shard(
     )
 )]
 pub async fn add_nodes(
-    cm: super::leader::Acting,
+    cm: web::Data<ClusterManager>,
     path: web::Path<(i64, i64)>,
     body: web::Json<AddNodes>,
 ) -> Result<HttpResponse> {
@@ -83,7 +84,7 @@ pub async fn add_nodes(
     )
 )]
 pub async fn delete_node(
-    cm: super::leader::Acting,
+    cm: web::Data<ClusterManager>,
     path: web::Path<(i64, i64, i64)>,
 ) -> Result<HttpResponse> {
     let (id, shard_id, node_id) = *path;
@@ -103,7 +104,7 @@ pub async fn delete_node(
     )
 )]
 pub async fn add_comps(
-    cm: super::leader::Acting,
+    cm: web::Data<ClusterManager>,
     id: web::Path<i64>,
     body: web::Json<AddComps>,
 ) -> Result<HttpResponse> {
@@ -121,7 +122,7 @@ pub async fn add_comps(
     )
 )]
 pub async fn delete_comp(
-    cm: super::leader::Acting,
+    cm: web::Data<ClusterManager>,
     path: web::Path<(i64, i64)>,
 ) -> Result<HttpResponse> {
     let (id, comp_id) = *path;

@@ -1,5 +1,6 @@
 //! `/v1/clusters/{id}/xa`: in-doubt XA branches of a cluster, manual resolution of one
-//! transaction, and the XA recovery counters of `/metrics`.
+//! transaction, and the XA recovery counters of `/metrics`. Served by the leadership term
+//! (the resolver's settings and counters live there): a follower answers 503.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use kunlun_core::xa::XaStats;
@@ -18,8 +19,8 @@ pub const USER_HEADER: &str = "x-kunlun-user";
     params(("id" = i64, Path, description = "Cluster id")),
     responses((status = 200, body = XaInDoubt), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
-pub async fn list(cm: super::leader::Acting, id: web::Path<i64>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.xa_in_doubt(*id).await?))
+pub async fn list(term: super::leader::Leading, id: web::Path<i64>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(term.xa_in_doubt(*id).await?))
 }
 
 /// Commit or roll back one in-doubt transaction by hand (only as its commit log allows).
@@ -36,7 +37,7 @@ pub async fn list(cm: super::leader::Acting, id: web::Path<i64>) -> Result<HttpR
     )
 )]
 pub async fn resolve(
-    cm: super::leader::Acting,
+    term: super::leader::Leading,
     path: web::Path<(i64, String)>,
     body: web::Json<XaResolveRequest>,
     req: HttpRequest,
@@ -47,7 +48,7 @@ pub async fn resolve(
     let user = token
         .as_deref()
         .or_else(|| req.headers().get(USER_HEADER).and_then(|v| v.to_str().ok()));
-    Ok(HttpResponse::Ok().json(cm.xa_resolve(id, &xid, &body, user).await?))
+    Ok(HttpResponse::Ok().json(term.xa_resolve(id, &xid, &body, user).await?))
 }
 
 /// The XA recovery counters in the Prometheus text format (appended to `/metrics`).

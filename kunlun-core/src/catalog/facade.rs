@@ -1,18 +1,14 @@
-//! The catalog part of the [`ClusterManager`] facade: start the [`CatalogSync`] actor, push a
+//! The catalog reads and pushes of the always-on engine ([`ClusterManager`]): push a
 //! cluster's topology on demand, and check what each compute node holds (for `cluster show`).
+//! The [`super::CatalogSync`] actor is started by a leadership term ([`crate::Term`]).
 //!
-//! Invariant: the actor runs on the manager's task tracker and watches its cancellation
-//! token, so it stops with the manager.
-
-use std::time::Duration;
+//! Invariant: both act on request only and need nothing but the store, so every instance
+//! (leader or follower) serves them.
 
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use super::{
-    desired_for_cluster, push_cluster, read_catalog, CatalogOptions, CatalogSync,
-    CatalogSyncConfig, PushReport,
-};
+use super::{desired_for_cluster, push_cluster, read_catalog, CatalogOptions, PushReport};
 use crate::error::{Error, Result};
 use crate::ClusterManager;
 
@@ -30,30 +26,6 @@ pub struct CompCatalog {
 }
 
 impl ClusterManager {
-    /// Starts the catalog sync as a background task once the store is open: every `interval`
-    /// it re-pushes clusters whose topology changed or whose last push missed a compute node.
-    pub fn start_catalog_sync(&self, interval: Duration) {
-        let me = self.clone();
-        let cancel = self.cancellation_token();
-        self.tasks().spawn(async move {
-            let store = loop {
-                match me.store() {
-                    Ok(s) => break s.clone(),
-                    Err(Error::ShuttingDown) => return,
-                    Err(_) => tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    },
-                }
-            };
-            let cfg = CatalogSyncConfig {
-                interval,
-                ..CatalogSyncConfig::default()
-            };
-            CatalogSync::new(store, cfg).run_forever(cancel).await;
-        });
-    }
-
     /// Pushes cluster `cluster_id`'s topology to its compute nodes now.
     pub async fn push_catalog(&self, cluster_id: i64) -> Result<PushReport> {
         let store = self.store()?;
@@ -95,35 +67,5 @@ impl ClusterManager {
         }
         out.sort_by_key(|c| c.comp_node_id);
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use kunlun_meta::store::StoreConfig;
-
-    use super::*;
-    use crate::CoreConfig;
-
-    #[tokio::test]
-    async fn the_sync_waits_for_the_store_and_stops_with_the_manager() {
-        let store = StoreConfig {
-            connect_timeout: Duration::from_millis(100),
-            ..StoreConfig::mysql(vec!["127.0.0.1:1".into()], "u", "p", "kunlun_metadata_db")
-        };
-        let cfg = CoreConfig {
-            connect_retry_initial: Duration::from_millis(20),
-            connect_retry_max: Duration::from_millis(50),
-            ..CoreConfig::default()
-        };
-        let m = ClusterManager::connect(cfg, store);
-        m.start_catalog_sync(Duration::from_millis(50));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(matches!(
-            m.push_catalog(1).await,
-            Err(Error::Unavailable(_))
-        ));
-        m.shutdown(Duration::from_secs(5)).await;
-        assert!(m.tasks().is_empty(), "every task joined");
     }
 }

@@ -1,21 +1,20 @@
-//! The HA part of the [`ClusterManager`] facade: start the monitor, read what it publishes
-//! (health, alarms, events, failover records), ask for a switchover, set no-switch.
+//! What the HA monitor's handle offers a leadership term ([`crate::Term`]) and the API: the
+//! status it publishes (health, alarms, events), failover records (from the store, plus any
+//! the store could not take), and the no-switch hold.
 //!
-//! Invariant: these are thin; every action on storage nodes goes through the monitor actor,
-//! so an operator request never races an automatic failover.
+//! Invariant: these are thin and see nothing above `ha`; every action on storage nodes goes
+//! through the monitor actor, so an operator request never races an automatic failover.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use kunlun_meta::store::Store;
 use serde::Serialize;
 
-use super::{
-    ErrantNode, FailoverRecord, HaConfig, HaEvent, HaHandle, HaMonitor, HaStats, NodeHealth,
-};
+use super::{ErrantNode, FailoverRecord, HaEvent, HaHandle, HaStats, NodeHealth};
 use crate::error::{Error, Result};
-use crate::ClusterManager;
 
-/// Most events returned by [`ClusterManager::ha_status`].
+/// Most events returned by [`HaHandle::status`].
 const RECENT_EVENTS: usize = 100;
 
 /// What the monitor publishes, for the API and `kunlunctl cluster show`.
@@ -32,89 +31,29 @@ pub struct HaStatus {
     pub events: Vec<HaEvent>,
 }
 
-impl ClusterManager {
-    /// Starts the shard HA monitor once the store is open (at most one per manager; a second
-    /// call is a no-op). It stops with the manager.
-    pub fn start_ha(&self, cfg: HaConfig) {
-        let me = self.clone();
-        let cancel = self.cancellation_token();
-        let (tasks, _) = self.ha_parts();
-        tasks.spawn(async move {
-            let store = loop {
-                if let Ok(s) = me.store() {
-                    break s.clone();
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-            };
-            let (monitor, handle) = HaMonitor::new(store, cfg, cancel);
-            if me.ha_parts().1.set(handle).is_ok() {
-                monitor.run().await;
-            }
-        });
-    }
+/// The error of an HA call on an instance where the monitor does not run.
+pub(crate) fn not_running() -> Error {
+    Error::Unavailable("the shard HA monitor is not running".into())
+}
 
-    /// The running monitor, or `Unavailable` before it started.
-    pub fn ha(&self) -> Result<&HaHandle> {
-        self.ha_parts()
-            .1
-            .get()
-            .ok_or_else(|| Error::Unavailable("the shard HA monitor is not running".into()))
-    }
-
+impl HaHandle {
     /// Health of every probed storage node, open alarms, counters and recent events.
-    pub fn ha_status(&self) -> Result<HaStatus> {
-        let s = self.ha()?.shared();
+    pub fn status(&self) -> HaStatus {
+        let s = self.shared();
         let events = s.events();
         let skip = events.len().saturating_sub(RECENT_EVENTS);
-        Ok(HaStatus {
+        HaStatus {
             nodes: s.health(),
             alarms: s.alarms(),
             stats: s.stats(),
             errant_followers: s.errant_nodes(),
             events: events.into_iter().skip(skip).collect(),
-        })
-    }
-
-    /// Failover and switchover records, newest first, optionally of one shard: those in the
-    /// store (so they outlive the daemon), then any the store could not take.
-    pub async fn failovers(&self, shard_id: Option<i64>) -> Result<Vec<FailoverRecord>> {
-        let mut out = super::records::list(self.store()?, shard_id).await?;
-        if let Ok(h) = self.ha() {
-            let mut mem = h.shared().memory_only_failovers(shard_id);
-            mem.append(&mut out);
-            out = mem;
         }
-        Ok(out)
     }
 
-    /// One failover record.
-    pub async fn failover(&self, id: u64) -> Result<FailoverRecord> {
-        if id >= super::records::MEMORY_ID_BASE {
-            return self
-                .ha()?
-                .shared()
-                .failover(id)
-                .ok_or_else(|| Error::NotFound {
-                    what: "failover",
-                    id: id.to_string(),
-                });
-        }
-        super::records::get(self.store()?, id).await
-    }
-
-    /// Planned switchover of a shard to `target` or the best replica; returns its record.
-    pub async fn switchover(&self, shard_id: i64, target: Option<i64>) -> Result<FailoverRecord> {
-        self.store()?.get_shard(shard_id).await?;
-        self.ha()?.switchover(shard_id, target).await
-    }
-
-    /// Holds back automatic failover of a shard for `seconds` (0 lifts the hold).
-    /// A hold too far ahead to represent is `Invalid`, never a panic (the API bounds it first).
-    pub async fn set_no_switch(&self, shard_id: i64, seconds: u64) -> Result<()> {
-        self.store()?.get_shard(shard_id).await?;
+    /// Holds back automatic failover of a shard for `seconds` (0 lifts the hold). A hold too
+    /// far ahead to represent is `Invalid`, never a panic (the API bounds it first).
+    pub fn set_no_switch_for(&self, shard_id: i64, seconds: u64) -> Result<()> {
         let until = match seconds {
             0 => None,
             s => Some(
@@ -123,38 +62,44 @@ impl ClusterManager {
                     .ok_or_else(|| Error::Invalid(format!("no-switch of {s} s is too long")))?,
             ),
         };
-        self.ha()?.shared().set_no_switch(shard_id, until);
+        self.shared().set_no_switch(shard_id, until);
         Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use kunlun_meta::store::StoreConfig;
-
-    use super::*;
-    use crate::CoreConfig;
-
-    #[tokio::test]
-    async fn the_monitor_waits_for_the_store_and_stops_with_the_manager() {
-        let store = StoreConfig {
-            connect_timeout: Duration::from_millis(100),
-            ..StoreConfig::mysql(vec!["127.0.0.1:1".into()], "u", "p", "kunlun_metadata_db")
-        };
-        let cfg = CoreConfig {
-            connect_retry_initial: Duration::from_millis(20),
-            connect_retry_max: Duration::from_millis(50),
-            ..CoreConfig::default()
-        };
-        let m = ClusterManager::connect(cfg, store);
-        m.start_ha(HaConfig::default());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(matches!(m.ha(), Err(Error::Unavailable(_))));
-        assert!(matches!(
-            m.failovers(None).await,
-            Err(Error::Unavailable(_))
-        ));
-        m.shutdown(Duration::from_secs(5)).await;
-        assert!(m.ha_parts().0.is_empty(), "every task joined");
+/// Failover and switchover records, newest first, optionally of one shard: those the
+/// monitor (when `monitor` runs here) could not store, then those in the store (so they
+/// outlive the daemon).
+pub async fn list_failovers(
+    store: &Store,
+    monitor: Option<&HaHandle>,
+    shard_id: Option<i64>,
+) -> Result<Vec<FailoverRecord>> {
+    let mut out = super::records::list(store, shard_id).await?;
+    if let Some(h) = monitor {
+        let mut mem = h.shared().memory_only_failovers(shard_id);
+        mem.append(&mut out);
+        out = mem;
     }
+    Ok(out)
+}
+
+/// One failover record: from the store, or from the monitor's memory for the ids it gave
+/// records the store could not take (`Unavailable` where the monitor does not run).
+pub async fn get_failover(
+    store: &Store,
+    monitor: Option<&HaHandle>,
+    id: u64,
+) -> Result<FailoverRecord> {
+    if id >= super::records::MEMORY_ID_BASE {
+        return monitor
+            .ok_or_else(not_running)?
+            .shared()
+            .failover(id)
+            .ok_or_else(|| Error::NotFound {
+                what: "failover",
+                id: id.to_string(),
+            });
+    }
+    super::records::get(store, id).await
 }

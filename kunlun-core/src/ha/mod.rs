@@ -31,7 +31,8 @@ mod switchover;
 mod upkeep;
 
 pub use choose::{choose, Choice, LossPolicy, ReplicaView, ShardView};
-pub use facade::HaStatus;
+pub(crate) use facade::not_running;
+pub use facade::{get_failover, list_failovers, HaStatus};
 pub use failover::{ErrantFollower, FailoverKind, FailoverRecord, FollowerIssue, Outcome, Phase};
 pub use gtid::{GtidPos, ParseGtidError};
 pub use monitor::{HaHandle, HaMonitor};

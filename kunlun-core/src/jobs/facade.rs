@@ -1,11 +1,10 @@
-//! The jobs part of the [`ClusterManager`] facade: accept each job kind (a job row, answered
-//! at once with its id: HTTP 202) and start the job runner as one of the manager's background
-//! tasks.
+//! The jobs part of the always-on engine ([`ClusterManager`]): accept each job kind (a job row,
+//! answered at once with its id: HTTP 202). The job runner is an actor of the leadership term
+//! ([`crate::Term::start_job_runner`]).
 //!
-//! Invariant: accepting never touches a machine; only the runner does, and it stops with the
-//! manager (it runs on the manager's task tracker and watches its cancellation token).
-
-use std::time::Duration;
+//! Invariant: accepting never touches a machine and works on every instance; only the
+//! leader's runner does, claiming the row by polling (at once when it runs here: accepting
+//! wakes it).
 
 use kunlun_meta::api::{AddComps, AddNodes, AddShards, CreateCluster, JobAccepted};
 
@@ -19,16 +18,14 @@ use super::kinds::{
     AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob, DeleteClusterJob, DeleteCompJob,
     DeleteNodeJob, DeleteShardJob,
 };
-use super::runner::JobRunner;
-use crate::error::{Error, Result};
-use crate::fleet::Provisioner;
+use crate::error::Result;
 use crate::ClusterManager;
 
 impl ClusterManager {
     /// Accepts a job of kind `K`, wakes the runner and logs it.
     async fn accept_job<K: JobKind>(&self, info: JobInfo<K::Request>) -> Result<JobAccepted> {
         let job = accept::<K>(self.store()?, info).await?;
-        self.job_wake().notify_one();
+        self.wake_job_runner();
         tracing::info!(job_id = job.id, job_type = K::TYPE, cluster = %job.job_info.as_ref().and_then(|i| i.get("name")).and_then(|n| n.as_str()).unwrap_or_default(), "job accepted");
         Ok(JobAccepted { job_id: job.id })
     }
@@ -99,31 +96,5 @@ impl ClusterManager {
     pub async fn delete_comp(&self, cluster_id: i64, comp_id: i64) -> Result<JobAccepted> {
         self.accept_job::<DeleteCompJob>(on_cluster(cluster_id, CompRef { comp_id }))
             .await
-    }
-
-    /// Starts the job runner as a background task: it waits for the store to open, rolls
-    /// back jobs a previous run left `ongoing`, then claims jobs until shutdown. Call once.
-    pub fn start_job_runner(&self, provisioner: Provisioner, poll_interval: Duration) {
-        let me = self.clone();
-        let cancel = self.cancellation_token();
-        self.tasks().spawn(async move {
-            let store = loop {
-                match me.store() {
-                    Ok(s) => break s.clone(),
-                    Err(Error::ShuttingDown) => return,
-                    Err(_) => tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(poll_interval) => {}
-                    },
-                }
-            };
-            let runner = JobRunner {
-                store,
-                provisioner,
-                poll_interval,
-            };
-            let wake = me.job_wake();
-            runner.run_forever_woken(cancel, wake).await;
-        });
     }
 }

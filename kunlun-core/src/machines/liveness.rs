@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kunlun_meta::model::{Machine, MachinePatch, NodeStats};
+use kunlun_meta::store::Store;
 use kunlun_provision::{SshExecutor, SshOptions};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::Provisioner;
-use crate::ClusterManager;
 
 /// Failed checks in a row that mark a machine `dead`.
 pub const FAILURES_TO_DEAD: u32 = 2;
@@ -85,7 +85,7 @@ impl Tracker {
 
 /// The actor's loop; see the module doc.
 pub(crate) async fn run(
-    mgr: ClusterManager,
+    store: Store,
     p: Provisioner,
     cfg: LivenessConfig,
     cancel: CancellationToken,
@@ -110,22 +110,19 @@ pub(crate) async fn run(
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = round(&mgr, &p, &ex, &cfg, &mut tracker) => {}
+            _ = round(&store, &p, &ex, &cfg, &mut tracker) => {}
         }
     }
 }
 
 /// One pass over every machine.
 async fn round(
-    mgr: &ClusterManager,
+    store: &Store,
     p: &Provisioner,
     ex: &SshExecutor,
     cfg: &LivenessConfig,
     tracker: &mut Tracker,
 ) {
-    let Ok(store) = mgr.store() else {
-        return; // not open yet (or shutting down): nothing to check against
-    };
     let store_deadline = cfg.interval.max(Duration::from_secs(5));
     let machines = match tokio::time::timeout(store_deadline, store.list_machines()).await {
         Ok(Ok(ms)) => ms,

@@ -87,7 +87,7 @@ impl ClusterManager {
         pin: Option<&str>,
         what: &str,
     ) -> Result<MachineFacts> {
-        let Some(p) = self.provisioner() else {
+        let Some(p) = self.probe_provisioner() else {
             return Err(Error::MachineRefused {
                 kind: ProbeFailure::NotConfigured,
                 message: "this manager has no SSH settings to probe machines with; send \
@@ -247,27 +247,6 @@ impl ClusterManager {
         self.store()?.delete_machine(id).await?;
         tracing::info!(machine_id = id, "machine deleted");
         Ok(())
-    }
-
-    /// Starts the machine liveness check as a background task: every `interval` each machine
-    /// is asked to run `true` over SSH (a fresh connection, deadline `min(interval, 5 s)`);
-    /// two failures in a row mark it `dead`, one success marks a dead machine `running`.
-    /// Needs [`set_provisioner`](Self::set_provisioner) first (its `known_hosts` and host key
-    /// policy are used); without it, or with a zero interval, nothing is started.
-    pub fn start_machine_liveness(&self, interval: Duration) {
-        if interval.is_zero() {
-            tracing::info!("machine liveness check disabled (machine_check_interval = 0)");
-            return;
-        }
-        let Some(p) = self.provisioner().cloned() else {
-            tracing::warn!("machine liveness check not started: no provisioner is set");
-            return;
-        };
-        let cfg = liveness::LivenessConfig::new(interval);
-        let me = self.clone();
-        let cancel = self.cancellation_token();
-        self.tasks()
-            .spawn(async move { liveness::run(me, p, cfg, cancel).await });
     }
 }
 
