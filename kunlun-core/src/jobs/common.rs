@@ -226,6 +226,55 @@ pub(crate) async fn retire_nodes(tx: &mut Tx, all: &[ShardNode]) -> MetaResult<(
     Ok(())
 }
 
+/// 404 unless shard `shard_id` belongs to cluster `cluster_id`.
+pub(crate) async fn shard_of(store: &Store, cluster_id: i64, shard_id: i64) -> Result<()> {
+    let s = store.get_shard(shard_id).await?;
+    if s.db_cluster_id != cluster_id {
+        return Err(Error::NotFound {
+            what: "shard of this cluster",
+            id: shard_id.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The row of node `node_id` among `all` (none when already removed: a resumed job), refused
+/// when it became the primary since the job was planned (a failover promoted it).
+fn still_removable(all: &[ShardNode], node_id: i64) -> MetaResult<Option<ShardNode>> {
+    match all.iter().find(|n| n.id == node_id) {
+        Some(n) if n.member_state == MemberState::Source => Err(MetaError::Conflict(format!(
+            "node {node_id} became primary; switch over first"
+        ))),
+        n => Ok(n.cloned()),
+    }
+}
+
+/// Takes the nodes of shard `shard_id` out of service ([`retire_nodes`]) in `tx`: all of
+/// them (`delete_shard`), or only node `only` (`delete_node`; refused by
+/// [`still_removable`], nothing when it is gone already).
+pub(crate) async fn retire_in_shard(tx: &mut Tx, shard_id: i64, only: Option<i64>) -> MetaResult<()> {
+    let all = nodes::list(tx, Some(shard_id)).await?;
+    match only {
+        None => retire_nodes(tx, &all).await,
+        Some(node_id) => retire_nodes(tx, still_removable(&all, node_id)?.as_slice()).await,
+    }
+}
+
+/// Removes the rows of the nodes of shard `shard_id` in `tx`: all of them, or only node
+/// `only` (nothing when it is gone already: a resumed job). Returns the shard's nodes as they
+/// were, so the caller can size what is left.
+pub(crate) async fn remove_rows_in_shard(
+    tx: &mut Tx,
+    shard_id: i64,
+    only: Option<i64>,
+) -> MetaResult<Vec<ShardNode>> {
+    let all = nodes::list(tx, Some(shard_id)).await?;
+    for n in all.iter().filter(|n| only.is_none_or(|id| n.id == id)) {
+        delete_node_rows(tx, n).await?;
+    }
+    Ok(all)
+}
+
 /// The stored node `node_id` among `all` (a shard's nodes), refused (409) when it is the
 /// primary: checked when `delete_node` is accepted and again when it plans.
 pub(crate) fn removable(all: &[ShardNode], shard_id: i64, node_id: i64) -> Result<&ShardNode> {
@@ -380,7 +429,7 @@ pub async fn apply_recorded_dirs(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::jobs::progress::StepStatus as S;
 
@@ -464,7 +513,31 @@ mod tests {
         assert_eq!(plan.ports().len(), 3);
     }
 
-    use crate::jobs::kinds::add_nodes::tests::node;
+    /// A stored node row of shard 1 of cluster 7: the primary when `source`.
+    pub(crate) fn node(id: i64, source: bool) -> ShardNode {
+        ShardNode {
+            id,
+            shard_id: 1,
+            db_cluster_id: 7,
+            hostaddr: "127.0.0.1".into(),
+            port: 3000 + id as u16,
+            user_name: MANAGER_USER.into(),
+            passwd: String::new(),
+            master_priority: 0,
+            ro_weight: 0,
+            status: NodeStatus::Active,
+            member_state: if source {
+                MemberState::Source
+            } else {
+                MemberState::Replica
+            },
+            sync_state: SyncState::Fsync,
+            replica_delay: 0,
+            backup_node: OnOff::Off,
+            innodb_buffer_pool_mb: 64,
+            when_created: None,
+        }
+    }
 
     #[test]
     fn the_primary_is_never_removable() {
@@ -490,5 +563,17 @@ mod tests {
         assert_eq!(semi_sync_change(HaMode::Rbr, 3, 2), None);
         // Other modes never use semi-sync.
         assert_eq!(semi_sync_change(HaMode::NoRep, 2, 1), None);
+    }
+
+    #[test]
+    fn a_replica_that_became_primary_is_no_longer_removable() {
+        // Planned as a replica; a failover since promoted it.
+        let all = vec![node(1, false), node(2, true)];
+        let e = still_removable(&all, 2).unwrap_err();
+        assert!(matches!(e, MetaError::Conflict(_)), "{e}");
+        assert_eq!(e.to_string(), "node 2 became primary; switch over first");
+        assert_eq!(still_removable(&all, 1).unwrap().map(|n| n.id), Some(1));
+        // Already removed (a resumed job): nothing to retire, not an error.
+        assert!(still_removable(&all, 9).unwrap().is_none());
     }
 }

@@ -162,14 +162,15 @@ fn panic_message(e: JoinError) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-/// The memo of a job whose task panicked: its memo so far (a plan in it names what may be
-/// left on the machines) with stage `failed` and the reason.
-fn panicked_memo(memo: Option<Value>, msg: &str) -> Value {
+/// The memo of a job that ended with an error its run could not record (or whose task
+/// panicked): its memo so far (a plan in it names what may be left on the machines) with
+/// stage `failed` and the reason.
+fn failed_memo(memo: Option<Value>, why: String) -> Value {
     let mut m = match memo {
         Some(Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     };
-    let mut why = format!("the job's task panicked: {msg}");
+    let mut why = why;
     if m.get("plan").is_some_and(|p| !p.is_null()) {
         why.push_str("; instances of its plan may remain and their ports stay reserved");
     }
@@ -189,7 +190,12 @@ impl JobRunner {
         };
         if let Err(e) = &r {
             tracing::error!(job_id = job.id, error = %e, "job failed");
-            let memo = serde_json::json!({ "stage": "failed", "error": e.to_string() });
+            // The memo as stored now (the run may have moved it on), else as claimed.
+            let stored = match self.store.get_job(job.id).await {
+                Ok(j) => j.memo,
+                Err(_) => job.memo.clone(),
+            };
+            let memo = failed_memo(stored, e.to_string());
             self.store
                 .update_job(job.id, JobStatus::Failed, Some(&memo))
                 .await?;
@@ -281,7 +287,7 @@ impl JobRunner {
             match self.store.get_job(job_id).await {
                 Ok(job) if job.status != JobStatus::Ongoing => return,
                 Ok(job) => {
-                    let memo = panicked_memo(job.memo, msg);
+                    let memo = failed_memo(job.memo, format!("the job's task panicked: {msg}"));
                     if let Err(e) = self
                         .store
                         .update_job(job_id, JobStatus::Failed, Some(&memo))
@@ -870,6 +876,30 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_memo_it_cannot_read_fails_the_job_and_keeps_the_memo() {
+        use super::super::kinds::ADD_SHARDS;
+        let rig = rig("unreadable").await;
+        let store = rig.runner.store.clone();
+        let cid = cluster(&store, "ur").await;
+        let info = json!({"shards": 1, "nodes": 1, "cluster_id": cid, "name": "ur"});
+        // A stage this build does not know (a newer manager's, or a damaged row).
+        let odd = json!({"stage": "half_done", "cluster_id": cid, "plan": empty_plan("ur")});
+        let id = interrupted(&store, ADD_SHARDS, info, odd).await;
+        assert_eq!(rig.runner.recover().await.expect("recover"), 1);
+
+        let j = store.get_job(id).await.expect("job");
+        let memo = j.memo.expect("memo");
+        assert_eq!(j.status, JobStatus::Failed, "{memo}");
+        assert_eq!(memo["stage"], "failed", "{memo}");
+        let error = memo["error"].as_str().unwrap_or("");
+        assert!(error.contains("unreadable"), "{memo}");
+        assert!(error.contains("ports stay reserved"), "{memo}");
+        // Nothing was planned afresh: the stored plan is the one it had.
+        assert_eq!(memo["plan"], empty_plan("ur"), "{memo}");
+        assert!(memo["steps"].as_array().is_none_or(|s| s.is_empty()), "{memo}");
+    }
+
     #[test]
     fn legacy_installed_stages_keep_the_meaning_each_kind_gave_them() {
         use super::super::driver::{memo_of, resume, Direction, Resume};
@@ -887,16 +917,16 @@ mod tests {
         };
         // Written with the rows: finished forward.
         for m in [
-            memo_of::<CreateClusterJob>(&job(CREATE_CLUSTER)).stage,
-            memo_of::<AddCompsJob>(&job(ADD_COMPS)).stage,
+            memo_of::<CreateClusterJob>(&job(CREATE_CLUSTER)).unwrap().stage,
+            memo_of::<AddCompsJob>(&job(ADD_COMPS)).unwrap().stage,
         ] {
             assert_eq!(m, Stage::Recorded);
             assert_eq!(resume(Direction::Add, m, true), Resume::FinishForward);
         }
         // Written when recording failed: rolled back.
         for m in [
-            memo_of::<AddShardsJob>(&job("add_shards")).stage,
-            memo_of::<AddNodesJob>(&job("add_nodes")).stage,
+            memo_of::<AddShardsJob>(&job("add_shards")).unwrap().stage,
+            memo_of::<AddNodesJob>(&job("add_nodes")).unwrap().stage,
         ] {
             assert_eq!(m, Stage::Planned);
             assert_eq!(resume(Direction::Add, m, true), Resume::RollBack);
@@ -972,17 +1002,15 @@ mod tests {
     }
 
     #[test]
-    fn a_panicked_memo_keeps_what_was_there() {
-        let m = panicked_memo(
-            Some(json!({ "stage": "installed", "cluster_id": 7 })),
-            "boom",
-        );
+    fn a_failed_memo_keeps_what_was_there() {
+        let boom = || "the job's task panicked: boom".to_string();
+        let m = failed_memo(Some(json!({ "stage": "installed", "cluster_id": 7 })), boom());
         assert_eq!(m["stage"], "failed");
         assert_eq!(m["cluster_id"], 7);
         assert_eq!(m["error"], "the job's task panicked: boom");
-        let m = panicked_memo(Some(json!("not an object")), "boom");
+        let m = failed_memo(Some(json!("not an object")), boom());
         assert_eq!(m["stage"], "failed");
-        let m = panicked_memo(None, "boom");
+        let m = failed_memo(None, boom());
         assert_eq!(m["error"], "the job's task panicked: boom");
     }
 }

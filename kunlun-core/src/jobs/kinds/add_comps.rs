@@ -7,10 +7,10 @@
 
 use kunlun_meta::api::AddComps;
 use kunlun_meta::store::repo::{comps, secrets};
-use kunlun_meta::store::{Store, Tx};
+use kunlun_meta::store::Tx;
 use kunlun_meta::{Error as MetaError, Result as MetaResult};
-use serde::{Deserialize, Serialize};
 
+use super::{CompsExtra, CompsMemo};
 use crate::error::Result;
 use crate::jobs::common::insert_comps;
 use crate::jobs::driver::{
@@ -24,20 +24,6 @@ pub const ADD_COMPS: &str = "add_comps";
 /// The `add_comps` kind.
 pub struct AddCompsJob;
 
-/// The memo fields of `add_comps` and `delete_comp` besides the common ones.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CompsExtra {
-    /// Ids of the compute nodes recorded (add_comps) or removed (delete_comp).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub comp_ids: Vec<i64>,
-    /// delete_comp: the node's status before it was taken out of service (this run only).
-    #[serde(skip)]
-    pub before: Option<kunlun_meta::model::NodeStatus>,
-}
-
-/// The memo of an `add_comps` or `delete_comp` job.
-pub type CompsMemo = JobMemo<CompsExtra>;
-
 impl JobKind for AddCompsJob {
     const TYPE: &'static str = ADD_COMPS;
     const DIRECTION: Direction = Direction::Add;
@@ -50,14 +36,6 @@ impl JobKind for AddCompsJob {
 
     fn validate(req: &AddComps) -> Result<()> {
         Ok(req.validate()?)
-    }
-
-    async fn check(_: &Store, _: &JobInfo<AddComps>) -> Result<()> {
-        Ok(())
-    }
-
-    fn extra(_: &JobInfo<AddComps>) -> CompsExtra {
-        CompsExtra::default()
     }
 
     async fn plan(
@@ -104,9 +82,7 @@ impl JobKind for AddCompsJob {
         plan: &ClusterPlan,
         memo: &mut CompsMemo,
     ) -> MetaResult<()> {
-        let id = info
-            .cluster_id
-            .ok_or_else(|| MetaError::Invalid("add_comps without a cluster".into()))?;
+        let id = info.cluster_in_tx()?;
         memo.extra.comp_ids = insert_comps(tx, id, plan).await?;
         Ok(())
     }

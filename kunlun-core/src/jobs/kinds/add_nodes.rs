@@ -16,10 +16,9 @@ use kunlun_meta::{Error as MetaError, Result as MetaResult};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use super::delete_shard::shard_of;
 use crate::accounts::MANAGER_USER;
 use crate::error::{Error, Result};
-use crate::jobs::common::{insert_node, match_semi_sync, passwords};
+use crate::jobs::common::{insert_node, match_semi_sync, passwords, shard_of};
 use crate::jobs::driver::{Direction, JobCtx, JobInfo, JobKind, JobMemo, Planned, PushPolicy};
 use crate::jobs::install::planned_steps;
 use crate::jobs::plan::{ClusterPlan, InstancePlan};
@@ -138,8 +137,7 @@ impl JobKind for AddNodesJob {
         memo: &mut Memo,
     ) -> MetaResult<()> {
         let (cluster_id, shard_id) = (
-            info.cluster_id
-                .ok_or_else(|| MetaError::Invalid("add_nodes without a cluster".into()))?,
+            info.cluster_in_tx()?,
             info.request.shard_id,
         );
         let Some((host, port)) = memo.extra.primary.clone() else {
@@ -268,34 +266,10 @@ async fn seed_all(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use kunlun_meta::model::{NodeStatus, OnOff, SyncState};
+    use crate::jobs::common::tests::node;
 
-    pub(crate) fn node(id: i64, source: bool) -> ShardNode {
-        ShardNode {
-            id,
-            shard_id: 1,
-            db_cluster_id: 7,
-            hostaddr: "127.0.0.1".into(),
-            port: 3000 + id as u16,
-            user_name: MANAGER_USER.into(),
-            passwd: String::new(),
-            master_priority: 0,
-            ro_weight: 0,
-            status: NodeStatus::Active,
-            member_state: if source {
-                MemberState::Source
-            } else {
-                MemberState::Replica
-            },
-            sync_state: SyncState::Fsync,
-            replica_delay: 0,
-            backup_node: OnOff::Off,
-            innodb_buffer_pool_mb: 64,
-            when_created: None,
-        }
-    }
 
     #[test]
     fn new_nodes_are_recorded_only_while_the_seeded_primary_is_still_the_primary() {

@@ -6,10 +6,10 @@
 //! (the catalog sync catches a missed compute node up).
 
 use kunlun_meta::api::AddShards;
-use kunlun_meta::store::{Store, Tx};
-use kunlun_meta::{Error as MetaError, Result as MetaResult};
-use serde::{Deserialize, Serialize};
+use kunlun_meta::store::Tx;
+use kunlun_meta::Result as MetaResult;
 
+use super::{ScaleExtra, ScaleMemo};
 use crate::error::Result;
 use crate::jobs::common::{insert_shards, passwords};
 use crate::jobs::driver::{Direction, JobCtx, JobInfo, JobKind, JobMemo, Planned, PushPolicy};
@@ -21,16 +21,6 @@ pub const ADD_SHARDS: &str = "add_shards";
 /// The `add_shards` kind.
 pub struct AddShardsJob;
 
-/// The memo fields of the shard and node jobs besides the common ones.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScaleExtra {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shard_id: Option<i64>,
-}
-
-/// The memo of a shard or node job.
-pub type ScaleMemo = JobMemo<ScaleExtra>;
-
 impl JobKind for AddShardsJob {
     const TYPE: &'static str = ADD_SHARDS;
     const DIRECTION: Direction = Direction::Add;
@@ -41,14 +31,6 @@ impl JobKind for AddShardsJob {
 
     fn validate(req: &AddShards) -> Result<()> {
         Ok(req.validate()?)
-    }
-
-    async fn check(_: &Store, _: &JobInfo<AddShards>) -> Result<()> {
-        Ok(())
-    }
-
-    fn extra(_: &JobInfo<AddShards>) -> ScaleExtra {
-        ScaleExtra::default()
     }
 
     async fn plan(
@@ -76,9 +58,7 @@ impl JobKind for AddShardsJob {
         plan: &ClusterPlan,
         _: &mut ScaleMemo,
     ) -> MetaResult<()> {
-        let id = info
-            .cluster_id
-            .ok_or_else(|| MetaError::Invalid("add_shards without a cluster".into()))?;
+        let id = info.cluster_in_tx()?;
         insert_shards(tx, id, plan).await
     }
 }

@@ -59,10 +59,6 @@ impl JobKind for CreateClusterJob {
         Ok(())
     }
 
-    fn extra(_: &JobInfo<CreateCluster>) -> CreateExtra {
-        CreateExtra::default()
-    }
-
     async fn plan(
         cx: &JobCtx,
         info: &JobInfo<CreateCluster>,

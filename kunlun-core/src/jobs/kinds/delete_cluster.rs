@@ -37,10 +37,6 @@ impl JobKind for DeleteClusterJob {
     type Request = NoExtra;
     type Extra = NoExtra;
 
-    fn extra(_: &JobInfo<NoExtra>) -> NoExtra {
-        NoExtra {}
-    }
-
     async fn plan(cx: &JobCtx, info: &JobInfo<NoExtra>, _: &mut Memo) -> Result<Option<Planned>> {
         let detail = match cx
             .store

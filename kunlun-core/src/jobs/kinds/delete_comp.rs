@@ -11,7 +11,7 @@ use kunlun_meta::store::{Store, Tx};
 use kunlun_meta::{Error as MetaError, Result as MetaResult};
 use serde::{Deserialize, Serialize};
 
-use super::add_comps::{CompsExtra, CompsMemo};
+use super::{CompsExtra, CompsMemo};
 use crate::error::{Error, Result};
 use crate::jobs::common::apply_recorded_dirs;
 use crate::jobs::driver::{Direction, JobCtx, JobInfo, JobKind, Planned, PushPolicy};

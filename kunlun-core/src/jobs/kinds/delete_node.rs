@@ -6,16 +6,15 @@
 //! marks it `Deleted`, so HA stops watching it before it is uninstalled); rows go only after
 //! the instance is gone.
 
-use kunlun_meta::model::{MemberState, ShardNode};
-use kunlun_meta::store::repo::{nodes, shards};
+use kunlun_meta::store::repo::shards;
 use kunlun_meta::store::{Store, Tx};
-use kunlun_meta::{Error as MetaError, Result as MetaResult};
+use kunlun_meta::Result as MetaResult;
 use serde::{Deserialize, Serialize};
 
-use super::delete_shard::shard_of;
 use crate::error::Result;
 use crate::jobs::common::{
-    apply_recorded_dirs, delete_node_rows, match_semi_sync, removable, retire_nodes,
+    apply_recorded_dirs, match_semi_sync, removable, remove_rows_in_shard, retire_in_shard,
+    shard_of,
 };
 use crate::jobs::driver::{Direction, JobCtx, JobInfo, JobKind, JobMemo, Planned, PushPolicy};
 use crate::jobs::plan::ClusterPlan;
@@ -44,17 +43,6 @@ pub struct DeleteNodeExtra {
 }
 
 type Memo = JobMemo<DeleteNodeExtra>;
-
-/// The row of node `node_id` among `all` (none when already removed: a resumed job), refused
-/// when it became the primary since the job was planned (a failover promoted it).
-fn still_removable(all: &[ShardNode], node_id: i64) -> MetaResult<Option<ShardNode>> {
-    match all.iter().find(|n| n.id == node_id) {
-        Some(n) if n.member_state == MemberState::Source => Err(MetaError::Conflict(format!(
-            "node {node_id} became primary; switch over first"
-        ))),
-        n => Ok(n.cloned()),
-    }
-}
 
 impl JobKind for DeleteNodeJob {
     const TYPE: &'static str = DELETE_NODE;
@@ -104,9 +92,7 @@ impl JobKind for DeleteNodeJob {
         _: &ClusterPlan,
         _: &mut Memo,
     ) -> MetaResult<()> {
-        let all = nodes::list(tx, Some(info.request.shard_id)).await?;
-        let n = still_removable(&all, info.request.node_id)?;
-        retire_nodes(tx, n.as_slice()).await
+        retire_in_shard(tx, info.request.shard_id, Some(info.request.node_id)).await
     }
 
     async fn record(
@@ -116,9 +102,8 @@ impl JobKind for DeleteNodeJob {
         memo: &mut Memo,
     ) -> MetaResult<()> {
         let NodeRef { shard_id, node_id } = info.request;
-        let all = nodes::list(tx, Some(shard_id)).await?;
-        if let Some(n) = all.iter().find(|n| n.id == node_id) {
-            delete_node_rows(tx, n).await?;
+        let all = remove_rows_in_shard(tx, shard_id, Some(node_id)).await?;
+        if all.iter().any(|n| n.id == node_id) {
             let count = all.len() as i64 - 1;
             shards::set_nodes(tx, shard_id, count, i64::from(count > 1)).await?;
             memo.extra.before = Some(all.len());
@@ -130,23 +115,5 @@ impl JobKind for DeleteNodeJob {
         if let (Some(before), Some(shard_id)) = (memo.before, memo.shard_id) {
             match_semi_sync(&cx.store, shard_id, plan.ha_mode, before, &cx.progress).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::jobs::kinds::add_nodes::tests::node;
-
-    #[test]
-    fn a_replica_that_became_primary_is_no_longer_removable() {
-        // Planned as a replica; a failover since promoted it.
-        let all = vec![node(1, false), node(2, true)];
-        let e = still_removable(&all, 2).unwrap_err();
-        assert!(matches!(e, MetaError::Conflict(_)), "{e}");
-        assert_eq!(e.to_string(), "node 2 became primary; switch over first");
-        assert_eq!(still_removable(&all, 1).unwrap().map(|n| n.id), Some(1));
-        // Already removed (a resumed job): nothing to retire, not an error.
-        assert!(still_removable(&all, 9).unwrap().is_none());
     }
 }

@@ -5,14 +5,14 @@
 //! accept and again when the job plans; every node of the shard is marked `Deleted` (again on
 //! resume) before any is touched, so HA stops watching it; rows go only after the instances.
 
-use kunlun_meta::store::repo::{nodes, shards};
+use kunlun_meta::store::repo::shards;
 use kunlun_meta::store::{Store, Tx};
 use kunlun_meta::{Error as MetaError, Result as MetaResult};
 use serde::{Deserialize, Serialize};
 
-use super::add_shards::{ScaleExtra, ScaleMemo};
+use super::{ScaleExtra, ScaleMemo};
 use crate::error::{Error, Result};
-use crate::jobs::common::{apply_recorded_dirs, delete_node_rows, retire_nodes};
+use crate::jobs::common::{apply_recorded_dirs, remove_rows_in_shard, retire_in_shard, shard_of};
 use crate::jobs::driver::{Direction, JobCtx, JobInfo, JobKind, Planned, PushPolicy};
 use crate::jobs::plan::ClusterPlan;
 use crate::jobs::plan_scale::{removal_plan, shard_in};
@@ -37,18 +37,6 @@ pub(crate) fn refuse_last_shard(cluster: &str, shard_id: i64, shards: usize) -> 
             "shard {shard_id} is the last shard of cluster {cluster}: a cluster keeps at least \
              one shard; delete the cluster instead"
         )));
-    }
-    Ok(())
-}
-
-/// 404 unless shard `shard_id` belongs to cluster `cluster_id`.
-pub(crate) async fn shard_of(store: &Store, cluster_id: i64, shard_id: i64) -> Result<()> {
-    let s = store.get_shard(shard_id).await?;
-    if s.db_cluster_id != cluster_id {
-        return Err(Error::NotFound {
-            what: "shard of this cluster",
-            id: shard_id.to_string(),
-        });
     }
     Ok(())
 }
@@ -100,8 +88,7 @@ impl JobKind for DeleteShardJob {
         _: &ClusterPlan,
         _: &mut ScaleMemo,
     ) -> MetaResult<()> {
-        let all = nodes::list(tx, Some(info.request.shard_id)).await?;
-        retire_nodes(tx, &all).await
+        retire_in_shard(tx, info.request.shard_id, None).await
     }
 
     async fn record(
@@ -111,9 +98,7 @@ impl JobKind for DeleteShardJob {
         _: &mut ScaleMemo,
     ) -> MetaResult<()> {
         let shard_id = info.request.shard_id;
-        for n in &nodes::list(tx, Some(shard_id)).await? {
-            delete_node_rows(tx, n).await?;
-        }
+        remove_rows_in_shard(tx, shard_id, None).await?;
         match shards::delete(tx, shard_id).await {
             Ok(()) | Err(MetaError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
