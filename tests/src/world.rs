@@ -385,9 +385,12 @@ impl Drop for ProvisionWorld {
             b.task.abort();
         }
         // Cancels every background task at the first poll (HA monitors, catalog sync); the
-        // wait for them is the runtime's, which ends with the test.
-        let _ = self.term.shutdown(Duration::ZERO).now_or_never();
-        let _ = self.mgr.shutdown(Duration::ZERO).now_or_never();
+        // wait for them is the runtime's, which ends with the test. Its timer needs a runtime:
+        // a panic here, during a test's unwinding, would abort the whole test binary.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = self.term.shutdown(Duration::ZERO).now_or_never();
+            let _ = self.mgr.shutdown(Duration::ZERO).now_or_never();
+        }
         kill_leftovers(&self.data);
         if let Some(db) = self.mysql_db.take() {
             // Drop runs inside the test's runtime: the async client gets a runtime of its own.
