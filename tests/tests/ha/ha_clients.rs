@@ -433,7 +433,6 @@ async fn provisioned_cluster_kill9_with_the_clusters_own_pgx_login() {
 }
 
 mod provisioned {
-    use std::net::Ipv4Addr;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
