@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use kunlun_core::xa::KunlunXid;
 use kunlun_meta::model::{
     HaMode, MemberState, NewCluster, NewShard, NewShardNode, NodeStatus, TxnCmd,
