@@ -19,18 +19,16 @@
 //! sources root's `~/.bashrc` (the daemon and the floor both install
 //! each instance in one session).
 
-use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use kunlun_provision::recipe::{InstanceSpec, MariaDbRecipe, PostgresRecipe};
+use kunlun_tests::daemon::{write_cnf, Daemon};
 use kunlun_tests::{free_port, free_port_block, Sshd};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 #[path = "create_cluster/profile.rs"]
@@ -86,88 +84,48 @@ fn fresh_bin(package: &str, name: &str) -> Result<PathBuf> {
     Ok(dir.join(name))
 }
 
-/// The `cluster-mgr` daemon on a free port with its SQLite store in the work dir; killed by
-/// PID on drop.
-struct Daemon {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(bin: &Path, work: &Path) -> Result<Daemon> {
-        let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let log = work.join("cluster-mgr.log");
-        let out = File::create(&log)?;
-        // The harness sshd's key pair lives under the harness root; its host key is new.
-        let cnf = work.join("cluster_mgr.cnf");
-        std::fs::write(
-            &cnf,
+/// The `cluster-mgr` daemon (`bin`) on a free port with its SQLite store in the work dir,
+/// ready when it leads (its job runner runs), so no trial times the start-up. Stopped by PID
+/// (SIGTERM, then SIGKILL) on drop.
+fn start_daemon(bin: &Path, work: &Path) -> Result<Daemon> {
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // The harness sshd's key pair lives under the harness root; its host key is new.
+    let cnf = work.join("cluster_mgr.cnf");
+    write_cnf(
+        &cnf,
+        &[
             format!(
-                "ssh_keys_dir = {}\nssh_host_key_policy = accept-new\n",
+                "ssh_keys_dir = {}",
                 kunlun_tests::harness::harness_root().display()
             ),
-        )?;
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(&cnf)
-            .args(["--http-bind", "127.0.0.1", "--http-port", &port.to_string()])
-            .arg("--sqlite-path")
-            .arg(work.join("meta.sqlite3"))
-            .current_dir(work)
-            .env_remove("KUNLUN_CLUSTER_MGR_CONFIG")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("spawn cluster-mgr")?;
-        let mut d = Daemon {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = d.child.try_wait()? {
-                bail!("cluster-mgr exited with {st}:\n{}", d.log_tail());
-            }
-            // Ready when it leads (its job runner runs), so no trial times the start-up.
-            if let Ok(r) = http().get(format!("{}/v1/leader", d.base)).send() {
-                let leads = r.status().is_success()
-                    && r.json::<Value>().is_ok_and(|v| v["role"] == "leader");
-                if leads {
-                    return Ok(d);
-                }
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "cluster-mgr did not answer:\n{}",
-                d.log_tail()
-            );
-            std::thread::sleep(POLL);
+            "ssh_host_key_policy = accept-new".to_string(),
+        ],
+    )?;
+    let mut d = Daemon::command(work, port)
+        .binary(bin)
+        .config(&cnf)
+        .args(["--http-bind", "127.0.0.1", "--http-port", &port.to_string()])
+        .args([
+            std::ffi::OsString::from("--sqlite-path"),
+            work.join("meta.sqlite3").into_os_string(),
+        ])
+        .term_on_drop()
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(st) = d.try_exit() {
+            bail!("cluster-mgr exited with {st}:\n{}", d.log_tail());
         }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<_> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let (st, v) = d.get(&http(), "/v1/leader");
+        if st == 200 && v["role"] == "leader" {
+            return Ok(d);
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        ensure!(
+            Instant::now() < deadline,
+            "cluster-mgr did not answer:\n{}",
+            d.log_tail()
+        );
+        std::thread::sleep(POLL);
     }
 }
 
@@ -194,7 +152,7 @@ fn register(d: &Daemon, sshd: &Sshd, data: &Path) -> Result<()> {
         let port = free_port_block(IpAddr::V4(IP), span + 1);
         let (st, v) = call(
             reqwest::Method::POST,
-            &format!("{}/v1/machines", d.base),
+            &format!("{}/v1/machines", d.url()),
             Some(&json!({
                 "hostaddr": IP.to_string(), "machine_type": ty,
                 "ssh_port": sshd.port(), "ssh_user": sshd.user(),
@@ -223,7 +181,7 @@ type Followed = (Value, Option<Duration>, Vec<(String, Duration)>);
 
 /// Polls job `id` every [`POLL`] until it is final; returns it with the stages seen.
 fn follow_job(d: &Daemon, id: i64, t0: Instant) -> Result<Followed> {
-    let url = format!("{}/v1/jobs/{id}", d.base);
+    let url = format!("{}/v1/jobs/{id}", d.url());
     let mut claimed = None;
     let mut stages: Vec<(String, Duration)> = Vec::new();
     loop {
@@ -257,7 +215,7 @@ fn daemon_create(d: &Daemon, name: &str, shape: Shape) -> Result<DaemonRun> {
     let t0 = Instant::now();
     let (st, v) = call(
         reqwest::Method::POST,
-        &format!("{}/v1/clusters", d.base),
+        &format!("{}/v1/clusters", d.url()),
         Some(&body),
     )?;
     ensure!(st == 202, "POST /v1/clusters: {st} {v}");
@@ -284,7 +242,7 @@ fn daemon_create(d: &Daemon, name: &str, shape: Shape) -> Result<DaemonRun> {
 fn daemon_topology(d: &Daemon, cluster: i64, data: &Path, shape: Shape) -> Result<Topology> {
     let (st, v) = call(
         reqwest::Method::GET,
-        &format!("{}/v1/clusters/{cluster}", d.base),
+        &format!("{}/v1/clusters/{cluster}", d.url()),
         None,
     )?;
     ensure!(st == 200, "GET cluster: {st} {v}");
@@ -317,7 +275,7 @@ fn daemon_topology(d: &Daemon, cluster: i64, data: &Path, shape: Shape) -> Resul
 fn daemon_delete(d: &Daemon, cluster: i64, data: &Path) -> Result<()> {
     let (st, v) = call(
         reqwest::Method::DELETE,
-        &format!("{}/v1/clusters/{cluster}", d.base),
+        &format!("{}/v1/clusters/{cluster}", d.url()),
         None,
     )?;
     ensure!(st == 202, "DELETE cluster: {st} {v}");
@@ -662,7 +620,7 @@ fn main() -> Result<()> {
     let floor_root = work.path().join("floor");
     std::fs::create_dir_all(&data)?;
     std::fs::create_dir_all(&floor_root)?;
-    let daemon = Daemon::start(&bin, work.path())?;
+    let daemon = start_daemon(&bin, work.path())?;
     register(&daemon, &sshd, &data)?;
     println!(
         "create_cluster {}x{} + {} compute, rbr, innodb {} MB; daemon {}; {} trial(s) each\n",
@@ -716,7 +674,7 @@ fn main() -> Result<()> {
     let mut lib_totals = Vec::new();
     if profile {
         for _ in 0..trials {
-            let url = format!("{}/v1/machines", daemon.base);
+            let url = format!("{}/v1/machines", daemon.url());
             let (st, v) = call(reqwest::Method::GET, &url, None)?;
             ensure!(st == 200, "GET /v1/machines: {st} {v}");
             let machines: Vec<kunlun_meta::model::Machine> = serde_json::from_value(v)?;

@@ -12,18 +12,15 @@
 //! change); without `--bench` (as under `cargo test --all-targets`) one smoke trial of the
 //! two-shard run.
 
-#[path = "../tests/ha_support/mod.rs"]
-mod ha_support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ha_support::clients::{pgx_user_sql, tables_sql, PgxWriter, PGX_TABLE};
-use ha_support::invariant::{errant_on_shard, Login};
-use ha_support::{register_named_shard, root_query, start_set, Writer};
 use kunlun_core::ha::{FailoverRecord, HaConfig, HaMonitor, Outcome};
 use kunlun_meta::store::{Store, StoreConfig};
+use kunlun_tests::ha::clients::{pgx_user_sql, tables_sql, PgxWriter, PGX_TABLE};
+use kunlun_tests::ha::invariant::{errant_on_shard, Login};
+use kunlun_tests::ha::{register_named_shard, root_query, start_set, Writer};
 use kunlun_tests::{MariaDb, ReplicaSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -119,7 +116,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn wait_promoted(m: &kunlun_core::ha::HaHandle, shard_id: i64) -> Result<FailoverRecord> {
-    let deadline = Instant::now() + ha_support::LIMIT;
+    let deadline = Instant::now() + kunlun_tests::ha::LIMIT;
     loop {
         let r = m.shared().failovers(Some(shard_id));
         if let Some(r) = r.into_iter().find(|r| r.outcome == Outcome::Promoted) {
@@ -145,7 +142,7 @@ async fn trial(ha: HaConfig, kind: Kind, n: usize) -> Result<Trial> {
                 pgx_user_sql("pgx", PGX_PASSWORD),
                 tables_sql()
             ))?;
-            set.wait_replicated(ha_support::LIMIT)?;
+            set.wait_replicated(kunlun_tests::ha::LIMIT)?;
             Ok(set)
         })
         .await??;
@@ -198,7 +195,7 @@ async fn trial(ha: HaConfig, kind: Kind, n: usize) -> Result<Trial> {
     let mut news = Vec::new();
     for (s, l) in shards.iter().zip(&loads) {
         let rec = wait_promoted(&monitor, s.shard_id).await?;
-        let deadline = Instant::now() + ha_support::LIMIT;
+        let deadline = Instant::now() + kunlun_tests::ha::LIMIT;
         let d = loop {
             if let Some(d) = l.first_ack_delay() {
                 break d;
@@ -392,7 +389,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let ha = HaConfig {
-        xa: ha_support::test_ha_config().xa,
+        xa: kunlun_tests::ha::test_ha_config().xa,
         ..HaConfig::default()
     };
     let runs: Vec<(&str, Kind, usize, usize)> = if bench {

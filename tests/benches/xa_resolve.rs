@@ -8,17 +8,14 @@
 //! Run: `cargo bench -p kunlun-tests --bench xa_resolve`. Under `cargo test --all-targets` (no
 //! `--bench` argument) it does a smoke run with 200 branches.
 
-#[path = "../tests/xa_support/mod.rs"]
-mod xa_support;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kunlun_core::xa::KunlunXid;
+use kunlun_tests::xa::XaEnv;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use tokio::task::JoinSet;
-use xa_support::XaEnv;
 
 /// Concurrent sessions per shard while preparing branches (each branch needs its own session).
 const PREPARE_WORKERS: usize = 8;
