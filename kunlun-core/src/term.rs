@@ -24,8 +24,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::catalog::{CatalogSync, CatalogSyncConfig};
 use crate::error::{Error, Result};
-use crate::ha::{FailoverRecord, HaConfig, HaHandle, HaMonitor, HaStatus, TermFence};
 use crate::fleet::Provisioner;
+use crate::ha::{FailoverRecord, HaConfig, HaHandle, HaMonitor, HaStatus, TermFence};
 use crate::jobs::JobRunner;
 use crate::machines::liveness;
 use crate::xa::{XaConfig, XaResolver, XaState, XaStats};

@@ -252,7 +252,11 @@ fn still_removable(all: &[ShardNode], node_id: i64) -> MetaResult<Option<ShardNo
 /// Takes the nodes of shard `shard_id` out of service ([`retire_nodes`]) in `tx`: all of
 /// them (`delete_shard`), or only node `only` (`delete_node`; refused by
 /// [`still_removable`], nothing when it is gone already).
-pub(crate) async fn retire_in_shard(tx: &mut Tx, shard_id: i64, only: Option<i64>) -> MetaResult<()> {
+pub(crate) async fn retire_in_shard(
+    tx: &mut Tx,
+    shard_id: i64,
+    only: Option<i64>,
+) -> MetaResult<()> {
     let all = nodes::list(tx, Some(shard_id)).await?;
     match only {
         None => retire_nodes(tx, &all).await,
@@ -512,6 +516,8 @@ pub(crate) mod tests {
         // The ports to release stay those of the whole plan (the caller releases `plan`'s).
         assert_eq!(plan.ports().len(), 3);
     }
+
+    use kunlun_meta::model::{OnOff, SyncState};
 
     /// A stored node row of shard 1 of cluster 7: the primary when `source`.
     pub(crate) fn node(id: i64, source: bool) -> ShardNode {

@@ -897,7 +897,10 @@ mod tests {
         assert!(error.contains("ports stay reserved"), "{memo}");
         // Nothing was planned afresh: the stored plan is the one it had.
         assert_eq!(memo["plan"], empty_plan("ur"), "{memo}");
-        assert!(memo["steps"].as_array().is_none_or(|s| s.is_empty()), "{memo}");
+        assert!(
+            memo["steps"].as_array().is_none_or(|s| s.is_empty()),
+            "{memo}"
+        );
     }
 
     #[test]
@@ -917,7 +920,9 @@ mod tests {
         };
         // Written with the rows: finished forward.
         for m in [
-            memo_of::<CreateClusterJob>(&job(CREATE_CLUSTER)).unwrap().stage,
+            memo_of::<CreateClusterJob>(&job(CREATE_CLUSTER))
+                .unwrap()
+                .stage,
             memo_of::<AddCompsJob>(&job(ADD_COMPS)).unwrap().stage,
         ] {
             assert_eq!(m, Stage::Recorded);
@@ -1004,7 +1009,10 @@ mod tests {
     #[test]
     fn a_failed_memo_keeps_what_was_there() {
         let boom = || "the job's task panicked: boom".to_string();
-        let m = failed_memo(Some(json!({ "stage": "installed", "cluster_id": 7 })), boom());
+        let m = failed_memo(
+            Some(json!({ "stage": "installed", "cluster_id": 7 })),
+            boom(),
+        );
         assert_eq!(m["stage"], "failed");
         assert_eq!(m["cluster_id"], 7);
         assert_eq!(m["error"], "the job's task panicked: boom");

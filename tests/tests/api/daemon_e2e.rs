@@ -12,7 +12,6 @@ use kunlun_tests::cli::{bin, free_port};
 use kunlun_tests::daemon::Daemon;
 use kunlun_tests::MariaDb;
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
@@ -297,7 +296,7 @@ fn sigterm_lets_the_request_in_flight_finish() {
         slow.get(url).send().map(|r| r.status().as_u16())
     });
     std::thread::sleep(Duration::from_millis(500));
-    let pid = Pid::from_raw(i32::try_from(d.child.as_ref().expect("running").id()).expect("pid"));
+    let pid = d.pid();
     kill(pid, Signal::SIGTERM).expect("SIGTERM");
     std::thread::sleep(Duration::from_millis(500));
     let refused = Client::builder()

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
+use kunlun_core::fleet::Provisioner;
 use kunlun_core::ha::{FailoverRecord, HaConfig, HaShared, Outcome};
 use kunlun_meta::model::{MachineType, NewMachine, NodeStatus, SshAccess};
 use kunlun_meta::Store;
@@ -437,12 +437,10 @@ mod provisioned {
     use std::time::{Duration, Instant};
 
     use kunlun_core::accounts::MANAGER_USER;
-    use kunlun_core::fleet::Provisioner;
     use kunlun_core::ha::{FailoverRecord, Outcome};
     use kunlun_core::jobs::accept_create_cluster;
     use kunlun_core::jobs::accept_delete_cluster;
-    use kunlun_core::accounts::MANAGER_USER;
-    use kunlun_core::ClusterManager;
+    use kunlun_core::Term;
     use kunlun_meta::api::CreateCluster;
     use kunlun_meta::model::{HaMode, JobStatus, MemberState};
     use kunlun_meta::store::repo::secrets;

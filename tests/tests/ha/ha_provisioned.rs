@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kunlun_core::catalog::{desired_for_cluster, read_catalog, CatalogOptions};
-use kunlun_core::fleet::Provisioner;
 use kunlun_core::ha::{FailoverRecord, Outcome};
 use kunlun_core::jobs::accept_create_cluster;
 use kunlun_core::jobs::accept_delete_cluster;
-use kunlun_core::ClusterManager;
+use kunlun_core::Term;
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{HaMode, JobStatus, MemberState, NodeStatus, ShardNode};
 use kunlun_meta::store::repo::{meta, secrets};

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kunlun_core::fleet::Provisioner;
 use kunlun_core::ha::HaConfig;
 use kunlun_meta::model::{MachineType, NewMachine, SshAccess};
 use kunlun_tests::ha::{test_ha_config, EnvOptions, HaEnv, Writer, LIMIT};

@@ -5,7 +5,6 @@
 
 use std::net::Ipv4Addr;
 
-use kunlun_core::fleet::Provisioner;
 use kunlun_core::jobs::kinds::{CompsMemo, ADD_COMPS, DELETE_COMP};
 use kunlun_core::jobs::plan_comps::plan_add_comps;
 use kunlun_meta::api::AddComps;

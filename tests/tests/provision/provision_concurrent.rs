@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use kunlun_core::catalog::{read_catalog, CatalogOptions};
 use kunlun_core::jobs::accept_create_cluster;
-use kunlun_core::jobs::kinds::CreateMemo;
 use kunlun_core::jobs::accept_delete_cluster;
+use kunlun_core::jobs::kinds::CreateMemo;
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{HaMode, Job, JobStatus, MemberState, NodeStatus};
 use kunlun_meta::Store;

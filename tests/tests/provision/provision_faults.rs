@@ -11,7 +11,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use kunlun_core::fleet::Provisioner;
 use kunlun_core::jobs::accept_create_cluster;
 use kunlun_core::jobs::kinds::CreateMemo;
 use kunlun_core::jobs::progress::StepStatus;

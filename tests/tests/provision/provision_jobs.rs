@@ -14,7 +14,7 @@ use std::time::Duration;
 use kunlun_core::fleet::Provisioner;
 use kunlun_core::jobs::kinds::{CreateMemo, CREATE_CLUSTER};
 use kunlun_core::jobs::progress::StepStatus;
-use kunlun_core::fleet::Provisioner;
+use kunlun_core::jobs::{accept_create_cluster, accept_delete_cluster};
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::model::{HaMode, JobStatus, MemberState, NewJob};
 use kunlun_meta::store::repo::meta;

@@ -10,10 +10,11 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use kunlun_core::accounts::MANAGER_USER;
 use kunlun_core::catalog::{read_catalog, CatalogOptions};
-use kunlun_core::fleet::Provisioner;
 use kunlun_core::jobs::kinds::ADD_NODES;
 use kunlun_core::jobs::plan_scale::{install_view, passwords_of, plan_add_nodes};
+use kunlun_core::jobs::{accept_create_cluster, accept_delete_cluster};
 use kunlun_core::Error;
 use kunlun_meta::api::{AddNodes, AddShards, CreateCluster};
 use kunlun_meta::model::{HaMode, JobStatus, MemberState, NewCluster, NewJob, NewShard, ShardNode};
@@ -255,12 +256,12 @@ async fn scenario(w: &ProvisionWorld) {
         })
         .await
         .expect("job");
-    let memo = serde_json::json!({
+    let stored = serde_json::json!({
         "stage": "planned", "cluster_id": cid, "shard_id": shard1.id,
         "plan": serde_json::to_value(&plan).expect("plan json")
     });
     store
-        .update_job(crashed.id, JobStatus::Ongoing, Some(&memo))
+        .update_job(crashed.id, JobStatus::Ongoing, Some(&stored))
         .await
         .expect("ongoing");
     assert_eq!(runner.recover().await.expect("recover"), 1);

@@ -81,4 +81,3 @@ impl JobCtx {
         self.end(JobStatus::Failed, &memo).await
     }
 }
-

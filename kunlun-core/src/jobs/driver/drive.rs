@@ -6,10 +6,9 @@ use std::collections::HashSet;
 
 use kunlun_meta::model::{Job, JobStatus};
 use kunlun_meta::store::Store;
-use kunlun_meta::Error as MetaError;
-use serde_json::Value;
 
 use super::super::common::{sparing, untouched, update_ports};
+use super::super::plan::ClusterPlan;
 use super::super::progress::Progress;
 use super::memo::{memo_of, resume, JobInfo, JobMemo, Resume, Stage};
 use super::{Direction, JobCtx, JobKind, Planned, PushPolicy};
@@ -351,4 +350,3 @@ async fn remove<K: JobKind>(
     K::after_record(cx, &plan, &memo).await;
     finish::<K>(cx, info, memo).await
 }
-

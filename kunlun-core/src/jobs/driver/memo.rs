@@ -120,8 +120,8 @@ impl<E> DerefMut for JobMemo<E> {
 }
 
 impl<E: Serialize> JobMemo<E> {
-    fn to_json(&self) -> MetaResult<Value> {
-        serde_json::to_value(self).map_err(|e| MetaError::Invalid(e.to_string()))
+    pub(super) fn to_json(&self) -> kunlun_meta::Result<Value> {
+        serde_json::to_value(self).map_err(|e| kunlun_meta::Error::Invalid(e.to_string()))
     }
 }
 
@@ -147,9 +147,8 @@ impl<R> JobInfo<R> {
 
     /// [`cluster`](Self::cluster) inside a metadata transaction.
     pub fn cluster_in_tx(&self) -> kunlun_meta::Result<i64> {
-        self.cluster_id.ok_or_else(|| {
-            kunlun_meta::Error::Invalid("job request names no cluster_id".into())
-        })
+        self.cluster_id
+            .ok_or_else(|| kunlun_meta::Error::Invalid("job request names no cluster_id".into()))
     }
 }
 
@@ -272,7 +271,6 @@ pub fn stage_of(memo: Option<&Value>) -> Stage {
         .unwrap_or_default()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,4 +386,3 @@ mod tests {
         assert!(JobInfo::<X>::from_value(json!([1])).is_err());
     }
 }
-

@@ -33,7 +33,7 @@ mod memo;
 use std::future::Future;
 
 use kunlun_meta::model::Machine;
-use kunlun_meta::store::Tx;
+use kunlun_meta::store::{Store, Tx};
 use kunlun_meta::Result as MetaResult;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -192,4 +192,3 @@ pub trait JobKind: Send + Sync + 'static {
         Vec::new()
     }
 }
-

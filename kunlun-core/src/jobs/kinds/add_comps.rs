@@ -13,9 +13,7 @@ use kunlun_meta::{Error as MetaError, Result as MetaResult};
 use super::{CompsExtra, CompsMemo};
 use crate::error::Result;
 use crate::jobs::common::insert_comps;
-use crate::jobs::driver::{
-    Direction, JobCtx, JobInfo, JobKind, JobMemo, Planned, PushPolicy, Stage,
-};
+use crate::jobs::driver::{Direction, JobCtx, JobInfo, JobKind, Planned, PushPolicy, Stage};
 use crate::jobs::plan::ClusterPlan;
 use crate::jobs::plan_comps::{comp_password, plan_add_comps};
 

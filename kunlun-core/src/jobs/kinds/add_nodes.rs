@@ -136,10 +136,7 @@ impl JobKind for AddNodesJob {
         plan: &ClusterPlan,
         memo: &mut Memo,
     ) -> MetaResult<()> {
-        let (cluster_id, shard_id) = (
-            info.cluster_in_tx()?,
-            info.request.shard_id,
-        );
+        let (cluster_id, shard_id) = (info.cluster_in_tx()?, info.request.shard_id);
         let Some((host, port)) = memo.extra.primary.clone() else {
             return Err(MetaError::Conflict(
                 "the new nodes follow no primary".into(),
@@ -269,7 +266,6 @@ async fn seed_all(
 mod tests {
     use super::*;
     use crate::jobs::common::tests::node;
-
 
     #[test]
     fn new_nodes_are_recorded_only_while_the_seeded_primary_is_still_the_primary() {

@@ -12,7 +12,7 @@ use kunlun_meta::Result as MetaResult;
 use super::{ScaleExtra, ScaleMemo};
 use crate::error::Result;
 use crate::jobs::common::{insert_shards, passwords};
-use crate::jobs::driver::{Direction, JobCtx, JobInfo, JobKind, JobMemo, Planned, PushPolicy};
+use crate::jobs::driver::{Direction, JobCtx, JobInfo, JobKind, Planned, PushPolicy};
 use crate::jobs::plan::ClusterPlan;
 use crate::jobs::plan_scale::plan_add_shards;
 
