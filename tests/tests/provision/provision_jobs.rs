@@ -41,7 +41,7 @@ async fn create_cluster_job_records_topology_and_an_interrupted_job_rolls_back()
         storage_hosts: vec![],
         computer_hosts: vec![],
     };
-    let job = accept_create_cluster(&store, &req).await.expect("accepted");
+    let job = accept_create_cluster(store, &req).await.expect("accepted");
     assert_eq!(job.status, JobStatus::NotStarted);
     assert!(
         runner.run_once().await.expect("runner"),
@@ -115,7 +115,7 @@ async fn create_cluster_job_records_topology_and_an_interrupted_job_rolls_back()
     );
     assert!(machines.iter().all(|m| m.installing_ports.is_empty()));
 
-    let dup = accept_create_cluster(&store, &req)
+    let dup = accept_create_cluster(store, &req)
         .await
         .expect_err("duplicate");
     assert!(matches!(dup, kunlun_core::Error::Conflict(_)), "{dup}");
@@ -179,22 +179,22 @@ async fn create_cluster_job_records_topology_and_an_interrupted_job_rolls_back()
         name: "jc2".into(),
         ..req.clone()
     };
-    let job = accept_create_cluster(&store, &req2)
+    let job = accept_create_cluster(store, &req2)
         .await
         .expect("accepted");
     assert!(runner.run_once().await.expect("runner"));
     let job = store.get_job(job.id).await.expect("job");
     assert_eq!(job.status, JobStatus::Done, "{:?}", job.memo);
     let c2 = store.get_cluster_by_name("jc2").await.expect("jc2");
-    let del = accept_delete_cluster(&store, c2.id)
+    let del = accept_delete_cluster(store, c2.id)
         .await
         .expect("delete accepted");
-    let again = accept_delete_cluster(&store, c2.id)
+    let again = accept_delete_cluster(store, c2.id)
         .await
         .expect_err("busy");
     assert!(matches!(again, kunlun_core::Error::Conflict(_)), "{again}");
     assert!(matches!(
-        accept_delete_cluster(&store, 9999).await,
+        accept_delete_cluster(store, 9999).await,
         Err(kunlun_core::Error::NotFound { .. })
     ));
     assert!(runner.run_once().await.expect("runner"));
