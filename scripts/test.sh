@@ -33,7 +33,7 @@ find "${PYENV_ROOT:-$HOME/.pyenv}/shims" -maxdepth 1 -name .pyenv-shim -mmin +1 
 
 export KUNLUN_TEST_MYSQL_URL="${KUNLUN_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306}"
 
-# The API fuzz (tests/tests/api_fuzz.rs) runs schemathesis from PyPI, pinned, in a venv under
+# The API fuzz (tests/tests/api/api_fuzz.rs) runs schemathesis from PyPI, pinned, in a venv under
 # ~/.cache: installed here once (a no-op when present), so a missing one fails now, not mid-run.
 bash scripts/fuzz/install.sh >/dev/null
 

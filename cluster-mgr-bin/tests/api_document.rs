@@ -1,5 +1,5 @@
 //! The served answers match the OpenAPI document, class by class: one regression test for each
-//! kind of mismatch the schemathesis fuzz (`tests/tests/api_fuzz.rs`) found — timestamps
+//! kind of mismatch the schemathesis fuzz (`tests/tests/api/api_fuzz.rs`) found — timestamps
 //! without an offset under `format: date-time`, statuses the document did not list (401, 403,
 //! 413, 415, 421, 503, 400 on paths and queries), 405 without `Allow`, enums documented by
 //! their Rust names instead of their wire values, page limits the document did not bound, and

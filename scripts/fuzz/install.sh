@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs schemathesis (PyPI, pinned below) for the API fuzz test (tests/tests/api_fuzz.rs)
+# Installs schemathesis (PyPI, pinned below) for the API fuzz test (tests/tests/api/api_fuzz.rs)
 # into a venv under ~/.cache, once; prints the path of its `schemathesis` binary on the last
 # line. Quick and silent when already installed. Set KUNLUN_SCHEMATHESIS to use another binary.
 set -euo pipefail

@@ -3,7 +3,7 @@
 //!
 //! Invariant: every status an operation can answer is listed on it, also those that come from
 //! the layers in front of every handler ([`CommonAnswers`]: authentication, the `Host` check,
-//! admission, extractors); the fuzz test (`tests/tests/api_fuzz.rs`, schemathesis) holds the
+//! admission, extractors); the fuzz test (`tests/tests/api/api_fuzz.rs`, schemathesis) holds the
 //! served answers to this document.
 
 use utoipa::openapi::path::Operation;
