@@ -90,6 +90,18 @@ impl Term {
         Self::with(engine, None, false)
     }
 
+    /// The store as this term uses it: a leader's term works on the background pool (the
+    /// API's load does not delay its failovers, switchovers and XA resolutions), a standalone
+    /// term on the engine's own.
+    fn store(&self) -> Result<Store> {
+        let s = self.inner.engine.store()?;
+        Ok(if self.inner.background_pool {
+            s.background()
+        } else {
+            s.clone()
+        })
+    }
+
     /// The engine this term runs over.
     pub fn engine(&self) -> &ClusterManager {
         &self.inner.engine
@@ -113,14 +125,12 @@ impl Term {
         F: FnOnce(Store, CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let engine = self.inner.engine.clone();
+        let term = self.clone();
         let cancel = self.inner.cancel.clone();
-        let background = self.inner.background_pool;
         self.inner.tasks.spawn(async move {
             let store = loop {
-                match engine.store() {
-                    Ok(s) if background => break s.background(),
-                    Ok(s) => break s.clone(),
+                match term.store() {
+                    Ok(s) => break s,
                     Err(Error::ShuttingDown) => return,
                     Err(_) => tokio::select! {
                         _ = cancel.cancelled() => return,
@@ -216,25 +226,25 @@ impl Term {
     /// Failover and switchover records, newest first, optionally of one shard: those the
     /// store could not take, then those in the store.
     pub async fn failovers(&self, shard_id: Option<i64>) -> Result<Vec<FailoverRecord>> {
-        let store = self.inner.engine.store()?;
-        crate::ha::list_failovers(store, self.ha().ok(), shard_id).await
+        let store = self.store()?;
+        crate::ha::list_failovers(&store, self.ha().ok(), shard_id).await
     }
 
     /// One failover record, from the store or the monitor's memory.
     pub async fn failover(&self, id: u64) -> Result<FailoverRecord> {
-        let store = self.inner.engine.store()?;
-        crate::ha::get_failover(store, self.ha().ok(), id).await
+        let store = self.store()?;
+        crate::ha::get_failover(&store, self.ha().ok(), id).await
     }
 
     /// Planned switchover of a shard to `target` or the best replica; returns its record.
     pub async fn switchover(&self, shard_id: i64, target: Option<i64>) -> Result<FailoverRecord> {
-        self.inner.engine.store()?.get_shard(shard_id).await?;
+        self.store()?.get_shard(shard_id).await?;
         self.ha()?.switchover(shard_id, target).await
     }
 
     /// Holds back automatic failover of a shard for `seconds` (0 lifts the hold).
     pub async fn set_no_switch(&self, shard_id: i64, seconds: u64) -> Result<()> {
-        self.inner.engine.store()?.get_shard(shard_id).await?;
+        self.store()?.get_shard(shard_id).await?;
         self.ha()?.set_no_switch_for(shard_id, seconds)
     }
 
@@ -246,10 +256,10 @@ impl Term {
     /// The prepared Kunlun branches on every shard primary of a cluster, with their age and
     /// the decision logged for them (if any).
     pub async fn xa_in_doubt(&self, cluster_id: i64) -> Result<XaInDoubt> {
-        let engine = &self.inner.engine;
+        let store = self.store()?;
         self.inner
             .xa
-            .in_doubt(engine.store()?, engine.config(), cluster_id)
+            .in_doubt(&store, self.inner.engine.config(), cluster_id)
             .await
     }
 
@@ -262,10 +272,11 @@ impl Term {
         req: &XaResolveRequest,
         user: Option<&str>,
     ) -> Result<XaResolveResult> {
-        let engine = &self.inner.engine;
+        let store = self.store()?;
+        let config = self.inner.engine.config();
         self.inner
             .xa
-            .resolve(engine.store()?, engine.config(), cluster_id, xid, req, user)
+            .resolve(&store, config, cluster_id, xid, req, user)
             .await
     }
 

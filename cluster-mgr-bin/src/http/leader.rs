@@ -99,14 +99,20 @@ impl LeaderView {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        match acting.filter(Term::is_running) {
-            Some(t) => Ok(t),
-            None => Err(kunlun_core::Error::Unavailable(format!(
-                "this instance is not the leader ({}): the shard HA monitor and XA recovery run \
-                 on the leader only; see GET /v1/leader",
-                i.rx.borrow().role()
-            ))),
+        if let Some(t) = acting.filter(Term::is_running) {
+            return Ok(t);
         }
+        let role = i.rx.borrow().role();
+        Err(kunlun_core::Error::Unavailable(if role == "leader" {
+            "this instance's leadership term is starting or ending: retry in a moment; see \
+             GET /v1/leader"
+                .to_string()
+        } else {
+            format!(
+                "this instance is not the leader ({role}): the shard HA monitor and XA recovery \
+                 run on the leader only; see GET /v1/leader"
+            )
+        }))
     }
 
     /// `leader`, `follower`, `starting`, or `standalone`.

@@ -43,7 +43,9 @@ pub struct AppState {
     pub metrics: Metrics,
 }
 
-/// The whole application with no leader election (the one manager runs every actor).
+/// The whole application with no leader election: one standalone term over the state's engine
+/// for this app (made at its first request), with no actors unless the caller starts them on
+/// it and passes it with [`LeaderView::standalone_with`] to [`app_with_leader`].
 pub fn app(
     state: AppState,
 ) -> App<

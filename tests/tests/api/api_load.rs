@@ -52,6 +52,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[test]
 fn a_thousand_concurrent_gets_do_not_depose_the_leader_nor_panic_a_worker() {
+    let _alone = super::exclusive();
     let dir = workdir();
     let mut daemon = Daemon::start(dir.path(), &dir.path().join("meta.sqlite3")).expect("daemon");
     let base = daemon.url();

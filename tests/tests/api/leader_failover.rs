@@ -94,6 +94,7 @@ fn state_of(rows: &[(u16, String)], port: u16) -> &str {
 
 #[test]
 fn one_leader_runs_jobs_a_follower_takes_over_after_a_kill_and_at_once_after_sigterm() {
+    let _alone = super::exclusive();
     let db = MariaDb::start().expect("start MariaDB");
     let root = tempfile::tempdir().expect("temp dir");
     let http = http();
@@ -233,6 +234,7 @@ fn one_leader_runs_jobs_a_follower_takes_over_after_a_kill_and_at_once_after_sig
 
 #[test]
 fn a_leader_that_loses_its_lease_stops_its_actors_and_starts_them_again_when_it_leads_again() {
+    let _alone = super::exclusive();
     let db = MariaDb::start().expect("start MariaDB");
     let root = tempfile::tempdir().expect("temp dir");
     let http = http();
@@ -300,6 +302,7 @@ fn a_leader_that_loses_its_lease_stops_its_actors_and_starts_them_again_when_it_
 
 #[test]
 fn a_leader_whose_store_stops_answering_steps_down_before_its_lease_could_expire() {
+    let _alone = super::exclusive();
     let db = MariaDb::start().expect("start MariaDB");
     let root = tempfile::tempdir().expect("temp dir");
     let http = http();

@@ -13,3 +13,11 @@ mod cli_tls;
 mod cli_usage;
 mod daemon_e2e;
 mod leader_failover;
+
+/// Held by the tests of this binary that load the whole machine (the 1,000-client load, the
+/// schemathesis fuzz) and by those that time a leader's hand-over: they share one process and
+/// would otherwise run side by side on two cores, so a timing could be measured beside a load.
+pub(crate) fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -179,9 +179,7 @@ async fn create_cluster_job_records_topology_and_an_interrupted_job_rolls_back()
         name: "jc2".into(),
         ..req.clone()
     };
-    let job = accept_create_cluster(store, &req2)
-        .await
-        .expect("accepted");
+    let job = accept_create_cluster(store, &req2).await.expect("accepted");
     assert!(runner.run_once().await.expect("runner"));
     let job = store.get_job(job.id).await.expect("job");
     assert_eq!(job.status, JobStatus::Done, "{:?}", job.memo);
@@ -189,9 +187,7 @@ async fn create_cluster_job_records_topology_and_an_interrupted_job_rolls_back()
     let del = accept_delete_cluster(store, c2.id)
         .await
         .expect("delete accepted");
-    let again = accept_delete_cluster(store, c2.id)
-        .await
-        .expect_err("busy");
+    let again = accept_delete_cluster(store, c2.id).await.expect_err("busy");
     assert!(matches!(again, kunlun_core::Error::Conflict(_)), "{again}");
     assert!(matches!(
         accept_delete_cluster(store, 9999).await,
