@@ -11,6 +11,7 @@ pub mod cli;
 pub mod daemon;
 pub mod ha;
 pub mod harness;
+pub mod rows;
 pub mod world;
 pub mod xa;
 

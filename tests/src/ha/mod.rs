@@ -16,10 +16,8 @@ use kunlun_core::ha::{FailoverRecord, HaConfig, HaHandle, HaMonitor, Outcome};
 use kunlun_core::storage::{NodeAddr, StorageConn, StorageOptions};
 use kunlun_core::xa::XaConfig;
 use kunlun_core::CoreConfig;
-use kunlun_meta::model::{
-    Cluster, HaMode, MemberState, NewCluster, NewShard, NewShardNode, NodeStatus, ShardNode,
-};
-use kunlun_meta::store::{repo, Store, StoreConfig};
+use kunlun_meta::model::{Cluster, MemberState, NodeStatus, ShardNode};
+use kunlun_meta::store::{Store, StoreConfig};
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -343,58 +341,14 @@ pub async fn register_named_shard(
     name: &str,
     hosts: &[(String, u16)],
 ) -> Result<(Cluster, i64, Vec<i64>)> {
-    store
+    let shards = [hosts.to_vec()];
+    let (cluster, mut out) = store
         .tx(async |tx| {
-            let cluster = repo::clusters::insert(
-                tx,
-                &NewCluster {
-                    name: name.into(),
-                    nick_name: None,
-                    owner: None,
-                    business: None,
-                    ha_mode: HaMode::Rbr,
-                    memo: None,
-                },
-            )
-            .await?;
-            let shard = repo::shards::insert(
-                tx,
-                &NewShard {
-                    name: "shard1".into(),
-                    db_cluster_id: cluster.id,
-                    num_nodes: hosts.len() as i64,
-                    sync_num: 1,
-                },
-            )
-            .await?;
-            let mut ids = Vec::new();
-            for (i, (host, port)) in hosts.iter().enumerate() {
-                let n = repo::nodes::insert(
-                    tx,
-                    &NewShardNode {
-                        shard_id: shard.id,
-                        db_cluster_id: cluster.id,
-                        hostaddr: host.clone(),
-                        port: *port,
-                        user_name: "root".into(),
-                        passwd: String::new(),
-                        master_priority: 0,
-                        member_state: if i == 0 {
-                            MemberState::Source
-                        } else {
-                            MemberState::Replica
-                        },
-                        status: NodeStatus::Active,
-                        innodb_buffer_pool_mb: 64,
-                    },
-                )
-                .await?;
-                ids.push(n.id);
-            }
-            Ok((cluster, shard.id, ids))
+            crate::rows::insert_cluster(tx, name, &shards, |_| "shard1".into(), ("root", "")).await
         })
-        .await
-        .map_err(Into::into)
+        .await?;
+    let (shard_id, ids) = out.remove(0);
+    Ok((cluster, shard_id, ids))
 }
 
 /// Metadata's primary of a shard.

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use kunlun_core::ha::{FailoverRecord, HaConfig, HaMonitor, Outcome, WriteHook, WriteSite};
-use kunlun_meta::model::{HaMode, MemberState, NewCluster, NewShard, NewShardNode, NodeStatus};
-use kunlun_meta::store::{repo, Store, StoreConfig};
+use kunlun_meta::store::{Store, StoreConfig};
 use kunlun_tests::ha::{root_query, start_set, test_ha_config, Writer, LIMIT};
+use kunlun_tests::rows::insert_cluster;
 use kunlun_tests::{MariaDb, ReplicaSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,61 +25,19 @@ async fn register(store: &Store, sets: &[&ReplicaSet]) -> Result<Vec<(i64, Vec<i
         .iter()
         .map(|s| s.nodes().map(|n| (n.tcp_host(), n.port())).collect())
         .collect();
-    Ok(store
+    let (_, out) = store
         .tx(async |tx| {
-            let cluster = repo::clusters::insert(
+            insert_cluster(
                 tx,
-                &NewCluster {
-                    name: "ha_two".into(),
-                    nick_name: None,
-                    owner: None,
-                    business: None,
-                    ha_mode: HaMode::Rbr,
-                    memo: None,
-                },
+                "ha_two",
+                &hosts,
+                |i| format!("shard{}", i + 1),
+                ("root", ""),
             )
-            .await?;
-            let mut out = Vec::new();
-            for (i, nodes) in hosts.iter().enumerate() {
-                let shard = repo::shards::insert(
-                    tx,
-                    &NewShard {
-                        name: format!("shard{}", i + 1),
-                        db_cluster_id: cluster.id,
-                        num_nodes: nodes.len() as i64,
-                        sync_num: 1,
-                    },
-                )
-                .await?;
-                let mut ids = Vec::new();
-                for (j, (host, port)) in nodes.iter().enumerate() {
-                    let n = repo::nodes::insert(
-                        tx,
-                        &NewShardNode {
-                            shard_id: shard.id,
-                            db_cluster_id: cluster.id,
-                            hostaddr: host.clone(),
-                            port: *port,
-                            user_name: "root".into(),
-                            passwd: String::new(),
-                            master_priority: 0,
-                            member_state: if j == 0 {
-                                MemberState::Source
-                            } else {
-                                MemberState::Replica
-                            },
-                            status: NodeStatus::Active,
-                            innodb_buffer_pool_mb: 64,
-                        },
-                    )
-                    .await?;
-                    ids.push(n.id);
-                }
-                out.push((shard.id, ids));
-            }
-            Ok(out)
+            .await
         })
-        .await?)
+        .await?;
+    Ok(out)
 }
 
 /// Waits for the first promoted record of a shard.

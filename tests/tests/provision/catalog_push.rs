@@ -13,11 +13,11 @@ use kunlun_core::catalog::{
 };
 use kunlun_core::{ClusterManager, CoreConfig};
 use kunlun_meta::model::{
-    Cluster, CompNode, HaMode, MemberState, NewCluster, NewCompNode, NewShard, NewShardNode,
-    NodeStatus,
+    Cluster, CompNode, HaMode, MemberState, NewCluster, NewCompNode, NewShardNode, NodeStatus,
 };
 use kunlun_meta::store::repo::secrets::ClusterSecret;
 use kunlun_meta::store::{repo, Store, StoreConfig};
+use kunlun_tests::rows::insert_cluster;
 use kunlun_tests::{free_port, Postgres};
 
 /// The compute node's owner password: quotes, a backslash and a dollar sign.
@@ -67,58 +67,25 @@ async fn world() -> Result<World> {
     let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db"))).await?;
     let port = pg.port();
     let dead_port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // Shard 1 of 3 nodes, shard 2 of 2 (never started: only their rows are pushed).
+    let rows: Vec<Vec<(String, u16)>> = [(1u16, 3u16), (2, 2)]
+        .iter()
+        .map(|&(s, n)| {
+            (0..n)
+                .map(|i| ("127.0.0.1".to_string(), 40000 + s * 100 + i))
+                .collect()
+        })
+        .collect();
     let (cluster, shards, mut comps) = store
         .tx(async |tx| {
-            let cluster = repo::clusters::insert(
+            let (cluster, shards) = insert_cluster(
                 tx,
-                &NewCluster {
-                    name: "cat_c".into(),
-                    nick_name: None,
-                    owner: None,
-                    business: None,
-                    ha_mode: HaMode::Rbr,
-                    memo: None,
-                },
+                "cat_c",
+                &rows,
+                |i| format!("shard_{}", i + 1),
+                ("clustmgr", "mgr"),
             )
             .await?;
-            let mut shards = Vec::new();
-            for (s, n) in [(1u16, 3usize), (2, 2)] {
-                let shard = repo::shards::insert(
-                    tx,
-                    &NewShard {
-                        name: format!("shard_{s}"),
-                        db_cluster_id: cluster.id,
-                        num_nodes: n as i64,
-                        sync_num: 1,
-                    },
-                )
-                .await?;
-                let mut ids = Vec::new();
-                for i in 0..n {
-                    let node = repo::nodes::insert(
-                        tx,
-                        &NewShardNode {
-                            shard_id: shard.id,
-                            db_cluster_id: cluster.id,
-                            hostaddr: "127.0.0.1".into(),
-                            port: 40000 + s * 100 + i as u16,
-                            user_name: "clustmgr".into(),
-                            passwd: "mgr".into(),
-                            master_priority: 0,
-                            member_state: if i == 0 {
-                                MemberState::Source
-                            } else {
-                                MemberState::Replica
-                            },
-                            status: NodeStatus::Active,
-                            innodb_buffer_pool_mb: 64,
-                        },
-                    )
-                    .await?;
-                    ids.push(node.id);
-                }
-                shards.push((shard.id, ids));
-            }
             let ids = repo::comps::reserve_ids(tx, 2).await?;
             let mut comps = Vec::new();
             for (id, p) in ids.zip([port, dead_port]) {

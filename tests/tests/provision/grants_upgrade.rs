@@ -13,12 +13,11 @@ use kunlun_core::jobs::grants::fix_cluster_grants;
 use kunlun_core::jobs::plan::plan_from_rows;
 use kunlun_core::{ClusterManager, CoreConfig, Error};
 use kunlun_meta::api::{RegisterMachine, UpdateMachine};
-use kunlun_meta::model::{
-    HaMode, MachineType, MemberState, NewCluster, NewCompNode, NewShard, NewShardNode, NodeStatus,
-};
+use kunlun_meta::model::{MachineType, NewCompNode, NodeStatus};
 use kunlun_meta::store::repo::dirs::{self, NodeKind};
 use kunlun_meta::store::repo::{self};
 use kunlun_meta::{Store, StoreConfig};
+use kunlun_tests::rows::insert_cluster;
 use kunlun_tests::{MariaDb, ReplicaSet};
 use mysql_async::prelude::Queryable;
 
@@ -52,59 +51,21 @@ async fn store(dir: &std::path::Path) -> Store {
 
 /// A cluster row with one shard holding `ports` (first the primary) on `host`.
 async fn cluster_with_nodes(store: &Store, host: &str, ports: &[u16]) -> (i64, Vec<i64>) {
-    let (ports, host) = (ports.to_vec(), host.to_string());
-    store
+    let shards = [ports.iter().map(|p| (host.to_string(), *p)).collect()];
+    let (c, mut out) = store
         .tx(async |tx| {
-            let c = repo::clusters::insert(
+            insert_cluster(
                 tx,
-                &NewCluster {
-                    name: "old_c".into(),
-                    nick_name: None,
-                    owner: None,
-                    business: None,
-                    ha_mode: HaMode::Rbr,
-                    memo: None,
-                },
+                "old_c",
+                &shards,
+                |_| "shard1".into(),
+                ("clustmgr", MGR_PWD),
             )
-            .await?;
-            let s = repo::shards::insert(
-                tx,
-                &NewShard {
-                    name: "shard1".into(),
-                    db_cluster_id: c.id,
-                    num_nodes: ports.len() as i64,
-                    sync_num: 1,
-                },
-            )
-            .await?;
-            let mut ids = Vec::new();
-            for (i, port) in ports.iter().enumerate() {
-                let n = repo::nodes::insert(
-                    tx,
-                    &NewShardNode {
-                        shard_id: s.id,
-                        db_cluster_id: c.id,
-                        hostaddr: host.clone(),
-                        port: *port,
-                        user_name: "clustmgr".into(),
-                        passwd: MGR_PWD.into(),
-                        master_priority: 0,
-                        member_state: if i == 0 {
-                            MemberState::Source
-                        } else {
-                            MemberState::Replica
-                        },
-                        status: NodeStatus::Active,
-                        innodb_buffer_pool_mb: 64,
-                    },
-                )
-                .await?;
-                ids.push(n.id);
-            }
-            Ok((c.id, ids))
+            .await
         })
         .await
-        .expect("rows")
+        .expect("rows");
+    (c.id, out.remove(0).1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
