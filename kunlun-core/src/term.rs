@@ -42,10 +42,9 @@ pub struct Term {
 
 struct Inner {
     engine: ClusterManager,
-    /// The lease, holder and epoch this term acts for; `None` when nothing is elected.
+    /// The lease, holder and epoch this term acts for; `None` when nothing is elected. An
+    /// elected term works on the store's background pool ([`Term::store`]).
     fence: Option<TermFence>,
-    /// Actors draw from the store's background pool, so API load never delays them.
-    background_pool: bool,
     cancel: CancellationToken,
     tasks: TaskTracker,
     /// The shard HA monitor, once it runs ([`Term::start_ha`]).
@@ -64,12 +63,11 @@ impl std::fmt::Debug for Term {
 }
 
 impl Term {
-    fn with(engine: &ClusterManager, fence: Option<TermFence>, background_pool: bool) -> Self {
+    fn with(engine: &ClusterManager, fence: Option<TermFence>) -> Self {
         Term {
             inner: Arc::new(Inner {
                 engine: engine.clone(),
                 fence,
-                background_pool,
                 cancel: engine.cancellation_token(),
                 tasks: TaskTracker::new(),
                 ha: OnceLock::new(),
@@ -81,13 +79,13 @@ impl Term {
     /// The term of a leader that won `fence.lease` at `fence.epoch`. Its actors use the
     /// store's background pool, and HA's metadata writes check the lease is still held.
     pub fn leader(engine: &ClusterManager, fence: TermFence) -> Self {
-        Self::with(engine, Some(fence), true)
+        Self::with(engine, Some(fence))
     }
 
     /// The one term of an instance with no election (tests, embeddings): no fence, the
     /// engine's own pool; it lives until shut down (or until the engine is).
     pub fn standalone(engine: &ClusterManager) -> Self {
-        Self::with(engine, None, false)
+        Self::with(engine, None)
     }
 
     /// The store as this term uses it: a leader's term works on the background pool (the
@@ -95,7 +93,7 @@ impl Term {
     /// term on the engine's own.
     fn store(&self) -> Result<Store> {
         let s = self.inner.engine.store()?;
-        Ok(if self.inner.background_pool {
+        Ok(if self.inner.fence.is_some() {
             s.background()
         } else {
             s.clone()
