@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod config;
+pub mod emit;
 pub mod files;
 pub mod http;
 pub mod logging;

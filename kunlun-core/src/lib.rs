@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod fleet;
 pub mod ha;
+pub mod instances;
 pub mod jobs;
 pub mod leader;
 mod machines;

@@ -91,6 +91,10 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("POST", "/v1/tokens", Need::Role(Role::Admin)),
     ("DELETE", "/v1/tokens/{}", Need::Role(Role::Admin)),
     ("GET", "/v1/audit", Need::Role(Role::Admin)),
+    // The KunlunBase job API: one path for every job type; machine types need admin (checked
+    // by the handler), a client on `emit_allowed_clients` needs no token.
+    ("POST", "/HttpService/Emit", Need::Role(Role::Operator)),
+    ("OPTIONS", "/HttpService/Emit", Need::Nothing),
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {

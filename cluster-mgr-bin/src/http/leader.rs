@@ -115,6 +115,11 @@ impl LeaderView {
         }))
     }
 
+    /// The term running the actors here over `engine` (see [`Leading`]), or why there is none.
+    pub fn term_for(&self, engine: &ClusterManager) -> Result<Term, kunlun_core::Error> {
+        self.term(Some(engine))
+    }
+
     /// `leader`, `follower`, `starting`, or `standalone`.
     pub fn role(&self) -> &'static str {
         match &self.inner {

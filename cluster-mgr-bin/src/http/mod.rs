@@ -205,5 +205,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(tokens::create)),
         )
         .service(resource("/v1/tokens/{name}", "DELETE").route(web::delete().to(tokens::revoke)))
-        .service(resource("/v1/audit", "GET").route(web::get().to(tokens::audit)));
+        .service(resource("/v1/audit", "GET").route(web::get().to(tokens::audit)))
+        .service(
+            resource(crate::emit::PATH, "POST, OPTIONS")
+                .app_data(web::PayloadConfig::new(crate::emit::MAX_BODY))
+                .route(web::post().to(crate::emit::emit))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(crate::emit::preflight)),
+        );
 }
