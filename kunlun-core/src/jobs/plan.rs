@@ -239,7 +239,7 @@ pub fn plan_create_cluster(
             .map(|s| instance(InstanceKind::Storage, s))
             .collect::<Result<Vec<_>>>()?;
         shards.push(ShardPlan {
-            name: format!("shard{}", i + 1),
+            name: format!("shard_{}", i + 1),
             nodes,
         });
     }
@@ -307,7 +307,7 @@ mod tests {
         let p = plan_create_cluster(&req(), &machines(), &[], pw()).unwrap();
         assert_eq!(p.shards.len(), 2);
         assert!(p.shards.iter().all(|s| s.nodes.len() == 3));
-        assert_eq!(p.shards[0].name, "shard1");
+        assert_eq!(p.shards[0].name, "shard_1");
         assert_eq!(p.comps.len(), 2);
         assert!(p.comps.iter().all(|c| c.slot.machine_id == 3));
         assert_eq!(p.innodb_size_mb, 64);

@@ -68,18 +68,21 @@ fn base_plan(detail: &ClusterDetail, passwords: SystemPasswords) -> ClusterPlan 
     }
 }
 
-/// `n` new shard names: `shard<k>` numbered on after the highest `shard<k>` in use, skipping
-/// any name already taken.
+/// `n` new shard names: `shard_<k>` (the original's naming) numbered on after the highest
+/// `shard_<k>` or `shard<k>` (this manager's earlier naming) in use, skipping any name taken.
 pub fn next_shard_names(existing: &[String], n: usize) -> Vec<String> {
     let mut k = existing
         .iter()
-        .filter_map(|s| s.strip_prefix("shard")?.parse::<u64>().ok())
+        .filter_map(|s| {
+            let k = s.strip_prefix("shard")?;
+            k.strip_prefix('_').unwrap_or(k).parse::<u64>().ok()
+        })
         .max()
         .unwrap_or(0);
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         k += 1;
-        let name = format!("shard{k}");
+        let name = format!("shard_{k}");
         if !existing.contains(&name) {
             out.push(name);
         }
@@ -358,12 +361,12 @@ mod tests {
     #[test]
     fn shard_names_continue_and_never_collide() {
         let ex = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(next_shard_names(&[], 2), vec!["shard1", "shard2"]);
+        assert_eq!(next_shard_names(&[], 2), vec!["shard_1", "shard_2"]);
         assert_eq!(
-            next_shard_names(&ex(&["shard1", "shard3", "x"]), 2),
-            vec!["shard4", "shard5"]
+            next_shard_names(&ex(&["shard1", "shard_3", "x"]), 2),
+            vec!["shard_4", "shard_5"]
         );
-        assert_eq!(next_shard_names(&ex(&["shardx"]), 1), vec!["shard1"]);
+        assert_eq!(next_shard_names(&ex(&["shardx"]), 1), vec!["shard_1"]);
     }
 
     #[test]
@@ -380,7 +383,7 @@ mod tests {
         assert_eq!(p.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert!(p.comps.is_empty());
         let names: Vec<_> = p.shards.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["shard2", "shard3"]);
+        assert_eq!(names, ["shard_2", "shard_3"]);
         for s in &p.shards {
             assert_eq!(s.nodes.len(), 2);
             assert_ne!(s.nodes[0].slot.machine_id, s.nodes[1].slot.machine_id);

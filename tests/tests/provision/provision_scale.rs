@@ -455,7 +455,7 @@ async fn scenario(w: &ProvisionWorld) {
         .find(|s| s.id != shard1.id)
         .expect("new shard")
         .clone();
-    assert_eq!(shard2.name, "shard2");
+    assert_eq!(shard2.name, "shard_2");
     assert_eq!(shard2.num_nodes, 2);
     let s2 = store
         .list_shard_nodes(Some(shard2.id))
