@@ -13,6 +13,25 @@ use super::config::BackendKind;
 use super::conn::{with_conn, Tx};
 use crate::error::Result;
 
+/// The original KunlunBase's tables that the `kunlun_compat` migration creates (empty) so that
+/// its compute nodes and tools find them, but that no code of ours reads or writes: `schema.rs`
+/// declares no `table!` for them, and the schema test checks their columns on both backends
+/// instead.
+pub const COMPAT_ONLY_TABLES: &[&str] = &[
+    "backup_storage",
+    "cluster_coldbackups",
+    "cluster_roll_back_record",
+    "cluster_shard_backup_restore_log",
+    "cluster_shard_topology",
+    "data_centers",
+    "mysql_pg_install_log",
+    "rbr_consfailover",
+    "restore_log",
+    "server_nodes_conn_stats",
+    "server_nodes_stats",
+    "table_move_jobs",
+];
+
 #[derive(QueryableByName)]
 struct TableColumn {
     #[diesel(sql_type = Text)]

@@ -77,6 +77,11 @@ impl TestStore {
         Store::open(&self.cfg).await.expect("reopen store")
     }
 
+    /// The MySQL database name (MySQL stores only).
+    pub fn mysql_database(&self) -> &str {
+        self.mysql_db.as_deref().expect("not a mysql store")
+    }
+
     /// The SQLite path (SQLite stores only).
     pub fn sqlite_path(&self) -> std::path::PathBuf {
         match &self.cfg.backend {
@@ -88,9 +93,18 @@ impl TestStore {
 
 impl Drop for TestStore {
     fn drop(&mut self) {
-        let Some(db) = self.mysql_db.take() else {
-            return;
-        };
+        if let Some(db) = self.mysql_db.take() {
+            drop(DropMysqlDb(db));
+        }
+    }
+}
+
+/// Drops MySQL database `.0` on the test MariaDB when dropped (the end of a test that made one).
+pub struct DropMysqlDb(pub String);
+
+impl Drop for DropMysqlDb {
+    fn drop(&mut self) {
+        let db = self.0.clone();
         let (seed, user, pass) = mysql_server();
         // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
         let _ = std::thread::spawn(move || {
@@ -100,13 +114,7 @@ impl Drop for TestStore {
                 .expect("runtime");
             rt.block_on(async move {
                 use mysql_async::prelude::Queryable;
-                let (host, port) = seed.rsplit_once(':').expect("seed host:port");
-                let opts = mysql_async::OptsBuilder::default()
-                    .ip_or_hostname(host)
-                    .tcp_port(port.parse().expect("port"))
-                    .user(Some(user))
-                    .pass(if pass.is_empty() { None } else { Some(pass) });
-                if let Ok(mut c) = mysql_async::Conn::new(opts).await {
+                if let Ok(mut c) = mysql_async::Conn::new(mysql_opts(&seed, &user, &pass)).await {
                     let _ = c
                         .query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
                         .await;
@@ -116,6 +124,20 @@ impl Drop for TestStore {
         })
         .join();
     }
+}
+
+/// Connection options for the test MariaDB (no default database).
+pub fn mysql_opts(seed: &str, user: &str, pass: &str) -> mysql_async::OptsBuilder {
+    let (host, port) = seed.rsplit_once(':').expect("seed host:port");
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host.to_string())
+        .tcp_port(port.parse().expect("port"))
+        .user(Some(user.to_string()))
+        .pass(if pass.is_empty() {
+            None
+        } else {
+            Some(pass.to_string())
+        })
 }
 
 /// Runs one async test body against a fresh SQLite store and a fresh MySQL database.

@@ -1,0 +1,14 @@
+DROP TABLE IF EXISTS cluster_roll_back_record;
+DROP TABLE IF EXISTS table_move_jobs;
+DROP TABLE IF EXISTS cluster_shard_topology;
+DROP TABLE IF EXISTS rbr_consfailover;
+DROP TABLE IF EXISTS mysql_pg_install_log;
+DROP TABLE IF EXISTS restore_log;
+DROP TABLE IF EXISTS cluster_shard_backup_restore_log;
+DROP TABLE IF EXISTS cluster_coldbackups;
+DROP TABLE IF EXISTS backup_storage;
+DROP TABLE IF EXISTS server_nodes_conn_stats;
+DROP TABLE IF EXISTS server_nodes_stats;
+DROP TABLE IF EXISTS data_centers;
+ALTER TABLE cluster_general_job_log ALTER COLUMN job_type DROP DEFAULT;
+DROP PROCEDURE IF EXISTS append_ddl_log_entry;
