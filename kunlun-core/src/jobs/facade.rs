@@ -66,10 +66,19 @@ impl ClusterManager {
         shard_id: i64,
         req: &AddNodes,
     ) -> Result<JobAccepted> {
-        let request = AddNodesRequest {
-            shard_id,
-            nodes: req.clone(),
-        };
+        self.add_nodes_to_shards(cluster_id, &[shard_id], req).await
+    }
+
+    /// Accepts one `add_nodes` job adding `req.nodes` new replicas to each of `shard_ids`
+    /// (the original's `add_nodes` without `shard_id` does this for every shard): 400 for an
+    /// empty list or a shard named twice, 404 unless every shard belongs to the cluster.
+    pub async fn add_nodes_to_shards(
+        &self,
+        cluster_id: i64,
+        shard_ids: &[i64],
+        req: &AddNodes,
+    ) -> Result<JobAccepted> {
+        let request = AddNodesRequest::new(shard_ids, req.clone())?;
         self.accept_job::<AddNodesJob>(on_cluster(cluster_id, request))
             .await
     }

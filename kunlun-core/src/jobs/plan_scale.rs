@@ -149,14 +149,61 @@ pub fn plan_add_nodes(
     machines: &[Machine],
     passwords: SystemPasswords,
 ) -> Result<ClusterPlan> {
+    plan_add_nodes_to_shards(req, detail, &[shard_id], machines, passwords)
+}
+
+/// Plans `req.nodes` new replicas of each shard of `shard_ids` (one job adding to several
+/// shards, as the original's `add_nodes` without `shard_id`): one [`ShardPlan`] per shard, in
+/// the order given, named like the shard, holding only its new nodes. Each shard is placed as
+/// [`plan_add_nodes`] places a single one (anti-affinity with that shard's own nodes),
+/// against the machines with the ports of the shards placed before it marked taken, so no
+/// two new nodes share a (machine, port) and the load spreads over the whole job.
+pub fn plan_add_nodes_to_shards(
+    req: &AddNodes,
+    detail: &ClusterDetail,
+    shard_ids: &[i64],
+    machines: &[Machine],
+    passwords: SystemPasswords,
+) -> Result<ClusterPlan> {
     req.validate()?;
-    let shard = shard_in(detail, shard_id)?;
+    distinct_shards(shard_ids)?;
     if detail.cluster.ha_mode == kunlun_meta::model::HaMode::NoRep {
         return Err(Error::Invalid(format!(
             "cluster {} has ha_mode no_rep: its shards have no replicas",
             detail.cluster.name
         )));
     }
+    let mut snapshot = machines.to_vec();
+    let mut plan = base_plan(detail, passwords);
+    for &shard_id in shard_ids {
+        let sp = plan_replicas(req, shard_in(detail, shard_id)?, &snapshot)?;
+        for n in &sp.nodes {
+            if let Some(m) = snapshot.iter_mut().find(|m| m.id == n.slot.machine_id) {
+                m.installing_ports.push(n.slot.port);
+            }
+        }
+        plan.shards.push(sp);
+    }
+    Ok(plan)
+}
+
+/// Refuses (`Invalid`) an empty shard list or one naming a shard twice.
+pub fn distinct_shards(shard_ids: &[i64]) -> Result<()> {
+    if shard_ids.is_empty() {
+        return Err(Error::Invalid("add_nodes names no shard".into()));
+    }
+    for (i, id) in shard_ids.iter().enumerate() {
+        if shard_ids[..i].contains(id) {
+            return Err(Error::Invalid(format!(
+                "add_nodes names shard {id} more than once"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The new replicas of one shard over `machines`.
+fn plan_replicas(req: &AddNodes, shard: &ShardDetail, machines: &[Machine]) -> Result<ShardPlan> {
     if !shard.nodes.iter().any(is_primary) {
         return Err(Error::Conflict(format!(
             "shard {} has no primary to replicate from",
@@ -179,12 +226,10 @@ pub fn plan_add_nodes(
         .into_iter()
         .map(|s| instance(machines, s))
         .collect::<Result<Vec<_>>>()?;
-    let mut plan = base_plan(detail, passwords);
-    plan.shards.push(ShardPlan {
+    Ok(ShardPlan {
         name: shard.shard.name.clone(),
         nodes,
-    });
-    Ok(plan)
+    })
 }
 
 fn is_primary(n: &ShardNode) -> bool {
@@ -445,6 +490,112 @@ mod tests {
         };
         let p = plan_add_nodes(&named, &detail(), 10, &ms, pw()).unwrap();
         assert_eq!(p.shards[0].nodes[0].slot.hostaddr, "127.0.0.2");
+    }
+
+    /// [`detail`] plus shard 20 (`shard2`) on .2 (primary) and .3.
+    fn two_shards() -> (ClusterDetail, Vec<Machine>) {
+        let mut d = detail();
+        d.shards.push(shard(
+            20,
+            "shard2",
+            vec![
+                node(200, 20, "127.0.0.2", 57005, MemberState::Source),
+                node(201, 20, "127.0.0.3", 57001, MemberState::Replica),
+            ],
+        ));
+        let ms = vec![
+            machine(1, "127.0.0.1", "57000-58000", vec![57001]),
+            machine(2, "127.0.0.2", "57000-58000", vec![57001, 57005]),
+            machine(3, "127.0.0.3", "57000-58000", vec![57001]),
+        ];
+        (d, ms)
+    }
+
+    #[test]
+    fn add_nodes_to_several_shards_plans_one_shard_each_without_sharing_a_port() {
+        let (d, ms) = two_shards();
+        let req = AddNodes {
+            nodes: 2,
+            storage_hosts: vec![],
+        };
+        let p = plan_add_nodes_to_shards(&req, &d, &[20, 10], &ms, pw()).unwrap();
+        let names: Vec<_> = p.shards.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["shard2", "shard1"],
+            "one plan shard per target, in order"
+        );
+        assert!(p.shards.iter().all(|s| s.nodes.len() == 2));
+        assert_eq!(p.ports().len(), 4);
+        let mut ports = p.ports();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 4, "no (machine, port) twice: {:?}", p.ports());
+        for (id, port) in p.ports() {
+            let m = ms.iter().find(|m| m.id == id).unwrap();
+            assert!(!m.used_ports.contains(&port), "{id}:{port} is in use");
+        }
+        // Each shard's first new node avoids that shard's own machines: shard2 is on .2/.3,
+        // shard1 on .1/.2.
+        assert_eq!(p.shards[0].nodes[0].slot.hostaddr, "127.0.0.1");
+        assert_eq!(p.shards[1].nodes[0].slot.hostaddr, "127.0.0.3");
+        let v = install_view(&p);
+        assert_eq!(v.shards.len(), 4);
+        assert_eq!(v.ports(), p.ports());
+    }
+
+    #[test]
+    fn add_nodes_to_several_shards_on_one_machine_takes_distinct_ports() {
+        // A single machine (the test sshd's case): the shards' new nodes still never collide.
+        let (mut d, _) = two_shards();
+        for s in &mut d.shards {
+            for n in &mut s.nodes {
+                n.hostaddr = "127.0.0.1".into();
+            }
+        }
+        d.shards[1].nodes[0].port = 57005;
+        d.shards[1].nodes[1].port = 57009;
+        d.shards[0].nodes[1].port = 57013;
+        let ms = vec![machine(
+            1,
+            "127.0.0.1",
+            "57000-58000",
+            vec![57001, 57005, 57009, 57013],
+        )];
+        let one = AddNodes {
+            nodes: 1,
+            storage_hosts: vec![],
+        };
+        let p = plan_add_nodes_to_shards(&one, &d, &[10, 20], &ms, pw()).unwrap();
+        let got: Vec<u16> = p.ports().iter().map(|&(_, port)| port).collect();
+        assert_eq!(got, [57017, 57021]);
+        // A single shard plans as plan_add_nodes does.
+        let single = plan_add_nodes_to_shards(&one, &d, &[20], &ms, pw()).unwrap();
+        assert_eq!(single, plan_add_nodes(&one, &d, 20, &ms, pw()).unwrap());
+    }
+
+    #[test]
+    fn add_nodes_to_several_shards_refuses_bad_lists() {
+        let (d, ms) = two_shards();
+        let one = AddNodes {
+            nodes: 1,
+            storage_hosts: vec![],
+        };
+        for bad in [&[][..], &[10, 20, 10][..]] {
+            let e = plan_add_nodes_to_shards(&one, &d, bad, &ms, pw()).unwrap_err();
+            assert!(matches!(e, Error::Invalid(_)), "{bad:?}: {e}");
+        }
+        let e = plan_add_nodes_to_shards(&one, &d, &[10, 99], &ms, pw()).unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
+        // Room for one more storage node in all: the second shard finds none left.
+        let small = vec![
+            machine(1, "127.0.0.1", "57000-57008", vec![57001]),
+            machine(2, "127.0.0.2", "57000-57008", vec![57001, 57005]),
+            machine(3, "127.0.0.3", "57000-57004", vec![57001]),
+        ];
+        let e = plan_add_nodes_to_shards(&one, &d, &[10, 20], &small, pw()).unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)), "{e}");
+        assert!(plan_add_nodes_to_shards(&one, &d, &[10], &small, pw()).is_ok());
     }
 
     #[test]

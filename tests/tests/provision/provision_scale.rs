@@ -3,8 +3,9 @@
 //! then `add_nodes` (the new replica holds the rows written before, from the seed, and a row
 //! written after, by replication; semi-sync stays on; no GTID of its own), `delete_node` (the
 //! primary is refused with 409; the new replica goes: process, dir, port and rows),
-//! `add_shards` (a new shard whose replica replicates, on the compute node's catalog) and
-//! `delete_shard` (nothing of it left). Bad input: 0 nodes, an unknown shard, the shard of
+//! `add_shards` (a new shard whose replica replicates, on the compute node's catalog), one
+//! `add_nodes` job adding a replica to both shards (each seeded from and following its own
+//! shard's primary, on distinct ports) and `delete_shard` (nothing of it left). Bad input: 0 nodes, an unknown shard, the shard of
 //! another cluster, and more nodes than the machines hold (fails, nothing reserved).
 
 use std::net::Ipv4Addr;
@@ -23,6 +24,25 @@ use kunlun_tests::world::{memo, ProvisionWorld};
 use mysql_async::prelude::Queryable;
 
 const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+
+/// `(Slave_IO_Running, Slave_SQL_Running, Master_Port)` of a replica.
+async fn slave_status(c: &mut mysql_async::Conn) -> (String, String, u16) {
+    let r: mysql_async::Row = c
+        .query_first("SHOW SLAVE STATUS")
+        .await
+        .expect("slave status")
+        .expect("a replica");
+    let get = |name: &str| -> String {
+        r.get_opt::<String, _>(name)
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    };
+    (
+        get("Slave_IO_Running"),
+        get("Slave_SQL_Running"),
+        get("Master_Port").parse().unwrap_or(0),
+    )
+}
 
 async fn status(c: &mut mysql_async::Conn, name: &str) -> String {
     let r: Option<(String, String)> = c
@@ -484,6 +504,94 @@ async fn scenario(w: &ProvisionWorld) {
     );
     assert!(cat.shard(shard1.id).is_some());
 
+    // add_nodes to both shards in one job: a replica more in each, seeded from and following
+    // its own shard's primary (each shard's data only), no two new nodes on one port.
+    for bad in [&[][..], &[shard1.id, shard2.id, shard1.id][..]] {
+        let e = mgr
+            .add_nodes_to_shards(cid, bad, &one)
+            .await
+            .expect_err("bad shard list");
+        assert!(matches!(e, Error::Invalid(_)), "{bad:?}: {e}");
+    }
+    let foreign = mgr
+        .add_nodes_to_shards(cid, &[shard1.id, other_shard.id], &one)
+        .await
+        .expect_err("a shard of another cluster");
+    assert!(matches!(foreign, Error::NotFound { .. }), "{foreign}");
+    let s1 = store
+        .list_shard_nodes(Some(shard1.id))
+        .await
+        .expect("nodes");
+    let add = mgr
+        .add_nodes_to_shards(cid, &[shard1.id, shard2.id], &one)
+        .await
+        .expect("accepted");
+    let j = w.run_job(add.job_id).await;
+    assert_eq!(j.status, JobStatus::Done, "{}", memo(&j));
+    let stored = j.memo.clone().unwrap_or_default();
+    assert_eq!(stored["shard_id"], shard1.id, "{stored}");
+    assert_eq!(
+        stored["shard_ids"],
+        serde_json::json!([shard1.id, shard2.id])
+    );
+    let mut added = Vec::new();
+    for (shard, before, data) in [
+        (&shard1, &s1, "SELECT CAST(COUNT(*) AS CHAR) FROM app.t"),
+        (&shard2, &s2, "SELECT CAST(COUNT(*) AS CHAR) FROM s2.t"),
+    ] {
+        let now = store.list_shard_nodes(Some(shard.id)).await.expect("nodes");
+        assert_eq!(
+            now.len(),
+            before.len() + 1,
+            "one node more in {}",
+            shard.name
+        );
+        assert_eq!(store.get_shard(shard.id).await.expect("shard").num_nodes, 3);
+        let new: Vec<&ShardNode> = now
+            .iter()
+            .filter(|n| !before.iter().any(|b| b.id == n.id))
+            .collect();
+        let [new] = new[..] else {
+            panic!("one new node in {}: {now:?}", shard.name)
+        };
+        assert_eq!(new.member_state, MemberState::Replica);
+        let primary = primary_of(before);
+        let mut c = w.conn(new.port, &pw).await;
+        let (io, sql, master_port) = slave_status(&mut c).await;
+        assert_eq!(
+            (io.as_str(), sql.as_str(), master_port),
+            ("Yes", "Yes", primary.port),
+            "{}'s new node {} follows its own primary",
+            shard.name,
+            new.port
+        );
+        let other_db = if shard.id == shard1.id { "s2" } else { "app" };
+        let dbs: Option<String> = c
+            .query_first(format!(
+                "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.schemata \
+                 WHERE schema_name = '{other_db}'"
+            ))
+            .await
+            .expect("schemata");
+        assert_eq!(dbs.as_deref(), Some("0"), "seeded from its own shard only");
+        drop(c);
+        let rows = if shard.id == shard1.id { "4" } else { "1" };
+        w.wait_for(new.port, &pw, data, rows).await;
+        added.push(new.clone());
+    }
+    assert_ne!(
+        (&added[0].hostaddr, added[0].port),
+        (&added[1].hostaddr, added[1].port),
+        "no two new nodes on one port"
+    );
+    // Shard 1 as before for what follows; shard 2's new node goes with its shard.
+    let del = mgr
+        .delete_node(cid, shard1.id, added[0].id)
+        .await
+        .expect("accepted");
+    let j = w.run_job(del.job_id).await;
+    assert_eq!(j.status, JobStatus::Done, "{}", memo(&j));
+
     // delete_shard: nothing of it is left.
     let del = mgr.delete_shard(cid, shard2.id).await.expect("accepted");
     let j = w.run_job(del.job_id).await;
@@ -498,7 +606,7 @@ async fn scenario(w: &ProvisionWorld) {
         .await
         .expect("nodes")
         .is_empty());
-    for n in &s2 {
+    for n in s2.iter().chain([&added[1]]) {
         assert!(!w.data.join(format!("kunlun/storage_{}", n.port)).exists());
     }
     let masters = store
