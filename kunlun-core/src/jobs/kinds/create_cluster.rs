@@ -91,7 +91,8 @@ impl JobKind for CreateClusterJob {
         }))
     }
 
-    /// The cluster row (which creates its log tables) and its secret.
+    /// The cluster row (which creates its log tables, with the creation paras in
+    /// `db_clusters.memo` as the original keeps them) and its secret.
     async fn on_reserve(
         tx: &mut Tx,
         info: &JobInfo<CreateCluster>,
@@ -103,10 +104,10 @@ impl JobKind for CreateClusterJob {
             &NewCluster {
                 name: plan.name.clone(),
                 nick_name: info.request.nick_name.clone(),
-                owner: None,
-                business: None,
+                owner: Some(crate::accounts::COMP_USER.into()),
+                business: Some("kunlun".into()),
                 ha_mode: plan.ha_mode,
-                memo: None,
+                memo: Some(creation_memo(plan).to_string()),
             },
         )
         .await?;
@@ -138,4 +139,20 @@ impl JobKind for CreateClusterJob {
             None => Ok(()),
         }
     }
+}
+
+/// `db_clusters.memo` as the original writes it: the creation paras, every value a string,
+/// which the original's tools read back as a cluster's defaults. No password.
+fn creation_memo(plan: &ClusterPlan) -> serde_json::Value {
+    let nodes = plan.shards.first().map_or(0, |s| s.nodes.len());
+    serde_json::json!({
+        "ha_mode": plan.ha_mode.as_str(),
+        "shards": plan.shards.len().to_string(),
+        "nodes": nodes.to_string(),
+        "comps": plan.comps.len().to_string(),
+        "innodb_size": plan.innodb_size_mb.to_string(),
+        "max_connections": plan.max_connections.to_string(),
+        "computer_user": crate::accounts::COMP_USER,
+        "dbcfg": "0",
+    })
 }
