@@ -44,6 +44,9 @@ fn main() -> ExitCode {
         eprintln!("cluster-mgr: {e:#}");
         return ExitCode::FAILURE;
     }
+    for w in &config.warnings {
+        tracing::warn!("config: {w}");
+    }
     match cluster_mgr::run(config, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -169,14 +169,31 @@ pub const KEYS: &[KeySpec] = &[
         kind: Kind::Choice(&["text", "json"]),
         default: "text",
     },
+    // --- the KunlunBase-compatible `POST /HttpService/Emit` API ---
+    // Comma-separated IP addresses or CIDR blocks (IPv4/IPv6) whose Emit requests are served
+    // without a token: XPanel, the original's web console, sends none. Empty: none are.
+    text("emit_allowed_clients", true, ""),
+    // How the daemon logs in to machines registered through Emit's `create_machine`, which
+    // carries no SSH fields: user, port, and private key (an absolute path, which like every
+    // machine's key must lie under ssh_keys_dir; empty: not set).
+    text("machine_ssh_user", false, "root"),
+    int("machine_ssh_port", 1, 65535, "22"),
+    text("machine_ssh_key", true, ""),
 ];
+
+/// Keys whose value is a secret: never echoed in a warning or an error.
+pub const SECRET_KEYS: &[&str] = &["meta_pwd"];
 
 /// The spec of `name`, if it is a key.
 pub fn spec(name: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|k| k.name == name)
 }
 
-/// Keys the original accepted once and rejects now; named in the error so an old file is easy to fix.
+/// Keys of the original (most still in its own sample `cluster_mgr.cnf`) that this manager does
+/// not use: accepted and ignored with a warning, so the original's file works as it is.
+/// `meta_host`/`meta_port` (the single metadata server of very old versions) are the exception:
+/// without `meta_group_seeds` they are refused, since ignoring them would start on an empty
+/// SQLite store instead of the user's metadata.
 pub const REMOVED_KEYS: &[&str] = &[
     "log_verbosity",
     "meta_host",

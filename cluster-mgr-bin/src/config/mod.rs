@@ -3,9 +3,12 @@
 //!
 //! Invariant: a `Config` only exists if every value passed its key's range and the cross-key
 //! rules (MySQL needs seeds and a user); any failure names `file:line` (or the flag) and why.
-//! `Debug` never prints `meta_pwd`.
+//! What the original `cluster_mgr` accepts in its own file (a repeated key, text after a value,
+//! keys this manager does not use) is accepted too, each noted in [`Config::warnings`].
+//! `Debug` never prints `meta_pwd`, and no warning quotes it.
 
 mod cli;
+mod ip_block;
 mod keys;
 mod raw;
 mod validate;
@@ -15,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cli::{Args, Command, TokenCommand};
+pub use ip_block::{IpBlock, ParseIpBlockError};
 pub use keys::{KeySpec, Kind, KEYS};
 pub use raw::{Origin, Raw};
 
@@ -149,6 +153,19 @@ pub struct Config {
     pub ssh_keys_dir: PathBuf,
     /// `ssh_host_key_policy`: whether an unknown machine host key may be recorded unpinned.
     pub ssh_host_key_accept_new: bool,
+    /// `emit_allowed_clients`: clients whose `POST /HttpService/Emit` requests are served
+    /// without a token (XPanel sends none); empty: none.
+    pub emit_allowed_clients: Vec<IpBlock>,
+    /// `machine_ssh_user`: SSH user of machines registered through Emit's `create_machine`.
+    pub machine_ssh_user: String,
+    /// `machine_ssh_port`: their SSH port.
+    pub machine_ssh_port: u16,
+    /// `machine_ssh_key`: their private key (absolute path); `None` when not set.
+    pub machine_ssh_key: Option<PathBuf>,
+    /// What was accepted but should be logged at start, each `file:line: what` (or
+    /// `--flag: what`), in file order: keys ignored, repeated keys, text after a value, the
+    /// metadata backend chosen from `meta_group_seeds`. Never holds a password.
+    pub warnings: Vec<String>,
 }
 
 /// The API's TLS files (PEM paths as written in the cnf).
@@ -228,6 +245,11 @@ impl std::fmt::Debug for Config {
             .field("job_retention", &self.job_retention)
             .field("ssh_keys_dir", &self.ssh_keys_dir)
             .field("ssh_host_key_accept_new", &self.ssh_host_key_accept_new)
+            .field("emit_allowed_clients", &self.emit_allowed_clients)
+            .field("machine_ssh_user", &self.machine_ssh_user)
+            .field("machine_ssh_port", &self.machine_ssh_port)
+            .field("machine_ssh_key", &self.machine_ssh_key)
+            .field("warnings", &self.warnings)
             .finish()
     }
 }

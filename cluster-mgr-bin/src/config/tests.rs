@@ -61,17 +61,79 @@ fn unknown_key_names_file_and_line() {
 }
 
 #[test]
-fn removed_key_is_named() {
-    assert!(err("meta_host = 127.0.0.1\n")
-        .starts_with("test.cnf:1: key meta_host is no longer supported"));
+fn keys_of_the_original_we_do_not_use_are_ignored_with_a_warning() {
+    let c = cfg("log_verbosity = INFO\n\ncluster_mgr_http_port = 5000   # old\nhdfs_server_ip =\n");
+    assert_eq!(
+        c.http_port, 8010,
+        "cluster_mgr_http_port is not brpc_http_port"
+    );
+    assert_eq!(
+        c.warnings,
+        [
+            "test.cnf:1: ignored: log_verbosity is not used by this cluster manager",
+            "test.cnf:3: ignored: cluster_mgr_http_port is not used by this cluster manager",
+            "test.cnf:4: ignored: hdfs_server_ip is not used by this cluster manager",
+        ]
+    );
 }
 
 #[test]
-fn duplicate_key_names_both_lines() {
-    assert_eq!(
-        err("brpc_http_port = 9000\n\nbrpc_http_port = 9001\n"),
-        "test.cnf:3: duplicate key brpc_http_port (first set at test.cnf:1)"
+fn meta_host_without_seeds_is_refused_naming_meta_group_seeds() {
+    let e = err("# old\nmeta_host = 10.0.0.1\nmeta_port = 6001\n");
+    assert!(
+        e.starts_with("test.cnf:2: meta_host names the old single metadata server")
+            && e.contains("use `meta_group_seeds = host:port` (here: 10.0.0.1:6001)")
+            && e.contains("empty SQLite store"),
+        "{e}"
     );
+    let e = err("meta_port = 6001\n");
+    assert!(
+        e.starts_with("test.cnf:1: meta_port") && e.contains("meta_group_seeds = host:port"),
+        "{e}"
+    );
+    // `meta_backend = mysql` without seeds hears about meta_host, the line to fix.
+    let e = err("meta_backend = mysql\nmeta_host = ::1\nmeta_port = 6001\n");
+    assert!(e.contains("(here: [::1]:6001)"), "{e}");
+}
+
+#[test]
+fn meta_host_with_seeds_or_an_explicit_sqlite_backend_is_ignored_with_a_warning() {
+    let c = cfg(
+        "meta_host = 10.0.0.1\nmeta_group_seeds = 10.0.0.1:6001\nmeta_user = u\nmeta_pwd = p\n",
+    );
+    assert_eq!(c.meta_backend, MetaBackend::Mysql);
+    assert_eq!(c.meta_group_seeds, ["10.0.0.1:6001"]);
+    assert!(c.warnings.contains(
+        &"test.cnf:1: ignored: meta_host is not used by this cluster manager \
+          (meta_group_seeds names the metadata shard)"
+            .to_string()
+    ));
+    let c = cfg("meta_backend = sqlite\nmeta_host = 10.0.0.1\n");
+    assert_eq!(c.meta_backend, MetaBackend::Sqlite);
+    assert_eq!(
+        c.warnings,
+        [
+            "test.cnf:2: ignored: meta_host is not used by this cluster manager \
+          (meta_backend = sqlite)"
+        ]
+    );
+}
+
+#[test]
+fn a_repeated_key_takes_the_last_value_with_a_warning_naming_both_lines() {
+    let c = cfg("brpc_http_port = 9000\n\nbrpc_http_port = 9001\nbrpc_http_port=9002\n");
+    assert_eq!(c.http_port, 9002);
+    assert_eq!(
+        c.warnings,
+        [
+            "test.cnf:3: brpc_http_port is set again (before at test.cnf:1): this value is \
+             used, the earlier one ignored, as the original cluster_mgr does",
+            "test.cnf:4: brpc_http_port is set again (before at test.cnf:3): this value is \
+             used, the earlier one ignored, as the original cluster_mgr does",
+        ]
+    );
+    // The value used is the one checked.
+    assert!(err("brpc_http_port = 9000\nbrpc_http_port = 80\n").starts_with("test.cnf:2:"));
 }
 
 #[test]
@@ -84,8 +146,21 @@ fn line_without_equals_is_refused() {
 }
 
 #[test]
-fn text_after_the_value_is_refused() {
-    assert!(err("local_ip = 10.0.0.1 10.0.0.2\n").contains("unexpected text after the value"));
+fn text_after_the_value_is_ignored_with_a_warning() {
+    let c = cfg("# x\nlocal_ip = 10.0.0.1 10.0.0.2  # two\n");
+    assert_eq!(c.local_ip, "10.0.0.1");
+    assert_eq!(
+        c.warnings,
+        [
+            "test.cnf:2: local_ip: the text after the value is ignored: \"10.0.0.2  # two\" (the \
+          value is the first word, \"10.0.0.1\", as the original cluster_mgr reads it)"
+        ]
+    );
+    // A trailing comment alone is silent.
+    assert_eq!(
+        cfg("local_ip = 10.0.0.1 # mine\n").warnings,
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -236,6 +311,19 @@ fn debug_redacts_the_password() {
     let d = format!("{c:?}");
     assert!(!d.contains("s3cr3t-pw"), "{d}");
     assert!(d.contains("<redacted>"));
+}
+
+#[test]
+fn warnings_never_quote_the_password() {
+    // A password with a space: the original keeps the first word; neither half may be logged.
+    let c = cfg("meta_pwd = s3cr3t-pw other-half\nmeta_pwd = s3cr3t-pw2\n");
+    assert_eq!(c.meta_pwd, "s3cr3t-pw2");
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains("not shown"), "{:?}", c.warnings);
+    let d = format!("{c:?}");
+    for secret in ["s3cr3t", "other-half"] {
+        assert!(!d.contains(secret), "{d}");
+    }
 }
 
 #[test]
@@ -450,4 +538,219 @@ fn database_tls_defaults_to_prefer_and_verify_needs_a_readable_pem_ca() {
     ));
     assert_eq!(c.meta_tls.mode(), TlsMode::Verify);
     assert_eq!(c.meta_tls.ca(), Some(ca.as_path()));
+}
+
+const ORIGINAL_SAMPLE: &str = include_str!("original_sample.cnf");
+
+#[test]
+fn the_original_kunlunbase_sample_is_accepted_as_it_is() {
+    let c = Config::from_cnf_text(ORIGINAL_SAMPLE, "cluster_mgr.cnf")
+        .unwrap_or_else(|e| panic!("the original's sample refused: {e}"));
+    assert_eq!(c.meta_backend, MetaBackend::Mysql);
+    assert_eq!(
+        c.meta_group_seeds,
+        [
+            "192.168.0.128:58100",
+            "192.168.0.128:58103",
+            "192.168.0.128:58106"
+        ]
+    );
+    assert_eq!(c.meta_user, "pgx");
+    assert_eq!(c.meta_pwd, "pgx_pwd");
+    assert_eq!(c.http_port, 58000);
+    assert_eq!(c.raft_port, 58001);
+    assert_eq!(c.num_worker_threads, 5);
+    assert_eq!(c.check_shard_interval, Duration::from_secs(3));
+    assert_eq!(c.statement_retry_interval, Duration::from_millis(1000));
+    assert_eq!(c.mysql_connect_timeout, Duration::from_secs(3));
+    assert_eq!(
+        c.log_file.as_deref(),
+        Some(Path::new("../log/sys_cluster_mgr.log"))
+    );
+    assert_eq!(c.tmp_data_path, Path::new("../data"));
+    assert_eq!(c.prometheus_port_start, 58010);
+
+    let line_of = |key: &str| {
+        ORIGINAL_SAMPLE
+            .lines()
+            .position(|l| l.starts_with(&format!("{key} =")))
+            .map(|i| i + 1)
+            .unwrap_or_else(|| panic!("{key} not in the sample"))
+    };
+    let mut expected = vec![(
+        line_of("meta_group_seeds"),
+        "meta_backend not set; meta_group_seeds given: using the MySQL metadata shard (as the \
+         original cluster_mgr does)"
+            .to_string(),
+    )];
+    for key in [
+        "log_verbosity",
+        "program_binaries_path",
+        "instance_binaries_path",
+        "storage_prog_package_name",
+        "computer_prog_package_name",
+        "computer_instance_port_start",
+        "storage_instance_port_start",
+    ] {
+        expected.push((
+            line_of(key),
+            format!("ignored: {key} is not used by this cluster manager"),
+        ));
+    }
+    expected.sort();
+    let expected: Vec<String> = expected
+        .into_iter()
+        .map(|(line, w)| format!("cluster_mgr.cnf:{line}: {w}"))
+        .collect();
+    assert_eq!(c.warnings, expected);
+    assert!(!format!("{c:?}").contains("pgx_pwd"));
+}
+
+#[test]
+fn seeds_without_meta_backend_mean_mysql_and_name_what_mysql_still_needs() {
+    let c = cfg("meta_group_seeds = 10.0.0.1:6001\nmeta_user = u\nmeta_pwd =\n");
+    assert_eq!(c.meta_backend, MetaBackend::Mysql);
+    assert_eq!(
+        c.warnings,
+        [
+            "test.cnf:1: meta_backend not set; meta_group_seeds given: using the MySQL metadata \
+          shard (as the original cluster_mgr does)"
+        ]
+    );
+    let e = err("meta_user = u\nmeta_group_seeds = 10.0.0.1:6001\n");
+    assert!(
+        e.starts_with("test.cnf:2: meta_group_seeds without meta_backend")
+            && e.contains("requires meta_pwd")
+            && e.contains("meta_backend = sqlite"),
+        "{e}"
+    );
+    // Seeds from a flag infer the same; the notice names the flag.
+    let args = Args::parse_from([
+        "cluster-mgr",
+        "--meta-group-seeds",
+        "h:1",
+        "--meta-user",
+        "u",
+    ]);
+    let e = Config::load(&args).unwrap_err().to_string();
+    assert!(
+        e.starts_with("--meta-group-seeds: ") && e.contains("requires meta_pwd"),
+        "{e}"
+    );
+}
+
+#[test]
+fn explicit_sqlite_backend_with_seeds_stays_sqlite() {
+    let c = cfg("meta_backend = sqlite\nmeta_group_seeds = 10.0.0.1:6001\n");
+    assert_eq!(c.meta_backend, MetaBackend::Sqlite);
+    assert_eq!(c.meta_group_seeds, ["10.0.0.1:6001"]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let args = Args::parse_from([
+        "cluster-mgr",
+        "--meta-backend",
+        "sqlite",
+        "--meta-group-seeds",
+        "h:1",
+    ]);
+    assert_eq!(
+        Config::load(&args).unwrap().meta_backend,
+        MetaBackend::Sqlite
+    );
+}
+
+#[test]
+fn emit_and_machine_ssh_keys_have_their_defaults() {
+    let c = cfg("");
+    assert!(c.emit_allowed_clients.is_empty());
+    assert_eq!(c.machine_ssh_user, "root");
+    assert_eq!(c.machine_ssh_port, 22);
+    assert_eq!(c.machine_ssh_key, None);
+    assert!(c.warnings.is_empty());
+}
+
+#[test]
+fn emit_and_machine_ssh_keys_parse() {
+    let c = cfg("ssh_keys_dir = /etc/kunlun/keys\n\
+         emit_allowed_clients = 127.0.0.1,10.0.0.0/8,fd00::/8,::1,127.0.0.1,\n\
+         machine_ssh_user = kunlun\nmachine_ssh_port = 2222\n\
+         machine_ssh_key = /etc/kunlun/keys/id_ed25519\n");
+    let blocks: Vec<String> = c
+        .emit_allowed_clients
+        .iter()
+        .map(|b| b.to_string())
+        .collect();
+    assert_eq!(blocks, ["127.0.0.1", "10.0.0.0/8", "fd00::/8", "::1"]);
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert!(c
+        .emit_allowed_clients
+        .iter()
+        .any(|b| b.contains(ip("10.2.3.4"))));
+    assert!(!c
+        .emit_allowed_clients
+        .iter()
+        .any(|b| b.contains(ip("192.168.0.1"))));
+    assert_eq!(c.machine_ssh_user, "kunlun");
+    assert_eq!(c.machine_ssh_port, 2222);
+    assert_eq!(
+        c.machine_ssh_key.as_deref(),
+        Some(Path::new("/etc/kunlun/keys/id_ed25519"))
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // As every value, the list ends at the first space; the rest is warned about.
+    let c = cfg("emit_allowed_clients = 127.0.0.1, 10.0.0.0/8\n");
+    assert_eq!(c.emit_allowed_clients.len(), 1);
+    assert!(c.warnings[0].contains("\"10.0.0.0/8\""), "{:?}", c.warnings);
+}
+
+#[test]
+fn bad_emit_and_machine_ssh_values_are_refused_naming_the_line() {
+    let e = err("\nemit_allowed_clients = 127.0.0.1,localhost\n");
+    assert!(
+        e.starts_with("test.cnf:2: emit_allowed_clients: \"localhost\" is not an IP address"),
+        "{e}"
+    );
+    let e = err("emit_allowed_clients = 10.0.0.0/33\n");
+    assert!(
+        e.starts_with("test.cnf:1: emit_allowed_clients") && e.contains("0..=32"),
+        "{e}"
+    );
+    let e = err("emit_allowed_clients = 10.0.0.1/8\n");
+    assert!(e.contains("write 10.0.0.0/8"), "{e}");
+    let e = err("# a\n# b\nmachine_ssh_user = ro ot\nmachine_ssh_user = r;oot\n");
+    assert!(e.starts_with("test.cnf:4: machine_ssh_user"), "{e}");
+    assert!(err("machine_ssh_user =\n").contains("machine_ssh_user: missing value"));
+    assert_eq!(
+        err("machine_ssh_port = 0\n"),
+        "test.cnf:1: machine_ssh_port: 0 is out of range 1..=65535"
+    );
+    assert!(err("machine_ssh_port = 65536\n").contains("out of range"));
+    assert!(err("machine_ssh_port = ssh\n").contains("not a whole number"));
+    let e = err("\nmachine_ssh_key = keys/id_rsa\n");
+    assert!(
+        e.starts_with("test.cnf:2: machine_ssh_key") && e.contains("absolute"),
+        "{e}"
+    );
+    assert!(err("machine_ssh_key = /etc/../id_rsa\n").contains("'..'"));
+}
+
+#[test]
+fn emit_keys_warn_about_an_open_block_and_a_key_outside_ssh_keys_dir() {
+    let c = cfg(
+        "emit_allowed_clients = 0.0.0.0/0\nssh_keys_dir = /etc/kunlun/keys\n\
+                 machine_ssh_key = /root/.ssh/id_rsa\n",
+    );
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].starts_with("test.cnf:1: emit_allowed_clients: 0.0.0.0/0 lets every client"),
+        "{:?}",
+        c.warnings
+    );
+    assert!(
+        c.warnings[1].starts_with(
+            "test.cnf:3: machine_ssh_key /root/.ssh/id_rsa is not under \
+                                   ssh_keys_dir /etc/kunlun/keys"
+        ),
+        "{:?}",
+        c.warnings
+    );
 }

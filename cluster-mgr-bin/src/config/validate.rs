@@ -1,13 +1,14 @@
 //! Turns [`Raw`] settings into a [`Config`]: every value checked against its key's kind and
-//! range, then the rules that span keys. Errors name the origin of the offending value.
+//! range, then the rules that span keys. Errors name the origin of the offending value; what is
+//! accepted but worth a word (the original's leniencies) becomes [`Config::warnings`].
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::keys::{self, Kind};
-use super::raw::{Raw, Setting};
-use super::{AuthMode, Config, ConfigError, LogFormat, MetaBackend, TlsFiles};
+use super::raw::{Origin, Raw, Setting, Warning};
+use super::{AuthMode, Config, ConfigError, IpBlock, LogFormat, MetaBackend, TlsFiles};
 
 /// Typed access to the raw settings.
 struct Reader<'a> {
@@ -190,15 +191,118 @@ fn tls_settings(r: &Reader<'_>, key: &str) -> Result<kunlun_meta::TlsSettings, C
     Ok(settings)
 }
 
+/// The keys of [`keys::REMOVED_KEYS`] the file set: each ignored with a warning, except
+/// `meta_host`/`meta_port` when nothing else names the metadata store. Those two named the
+/// original's single metadata server before `meta_group_seeds`; dropping them silently would
+/// start this manager on an empty SQLite store, and the user would think their metadata lost.
+fn removed_keys(
+    raw: &Raw,
+    seeds_given: bool,
+    sqlite_chosen: bool,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), ConfigError> {
+    let value_of = |name: &str| {
+        raw.ignored()
+            .iter()
+            .rev()
+            .find(|i| i.name == name && !i.value.is_empty())
+            .map(|i| i.value.as_str())
+    };
+    for ig in raw.ignored() {
+        let old_meta = matches!(ig.name, "meta_host" | "meta_port");
+        if old_meta && !seeds_given && !sqlite_chosen {
+            let example = match (value_of("meta_host"), value_of("meta_port")) {
+                (Some(h), Some(p)) if h.contains(':') => format!(" (here: [{h}]:{p})"),
+                (Some(h), Some(p)) => format!(" (here: {h}:{p})"),
+                _ => String::new(),
+            };
+            return Err(ConfigError::at(
+                &ig.origin,
+                format!(
+                    "{} names the old single metadata server, which this cluster manager does \
+                     not read: use `meta_group_seeds = host:port`{example} instead (without \
+                     it cluster-mgr would start on an empty SQLite store, not your metadata); \
+                     `meta_backend = sqlite` starts on SQLite on purpose",
+                    ig.name
+                ),
+            ));
+        }
+        let why = match (old_meta, sqlite_chosen) {
+            (false, _) => "",
+            (true, true) => " (meta_backend = sqlite)",
+            (true, false) => " (meta_group_seeds names the metadata shard)",
+        };
+        warnings.push(Warning {
+            origin: ig.origin.clone(),
+            message: format!(
+                "ignored: {} is not used by this cluster manager{why}",
+                ig.name
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `emit_allowed_clients`: a comma list of [`IpBlock`]s, duplicates dropped.
+fn emit_allowed_clients(
+    r: &Reader<'_>,
+    warnings: &mut Vec<Warning>,
+) -> Result<Vec<IpBlock>, ConfigError> {
+    let s = r.text("emit_allowed_clients")?;
+    let mut out: Vec<IpBlock> = Vec::new();
+    for item in s.value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let block: IpBlock = item
+            .parse()
+            .map_err(|e| ConfigError::at(&s.origin, format!("emit_allowed_clients: {e}")))?;
+        if block.prefix() == 0 {
+            warnings.push(Warning {
+                origin: s.origin.clone(),
+                message: format!(
+                    "emit_allowed_clients: {block} lets every client use /HttpService/Emit \
+                     without a token"
+                ),
+            });
+        }
+        if !out.contains(&block) {
+            out.push(block);
+        }
+    }
+    Ok(out)
+}
+
+/// `machine_ssh_key`: empty or an absolute path. One outside `ssh_keys_dir` is only warned
+/// about: the key file check that refuses it later resolves symlinks, which this cannot.
+fn machine_ssh_key(
+    r: &Reader<'_>,
+    ssh_keys_dir: &Path,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let s = r.text("machine_ssh_key")?;
+    if s.value.is_empty() {
+        return Ok(None);
+    }
+    kunlun_meta::validate::abs_path("machine_ssh_key", &s.value)
+        .map_err(|e| ConfigError::at(&s.origin, e.to_string()))?;
+    let key = PathBuf::from(&s.value);
+    let dir = std::path::absolute(ssh_keys_dir).unwrap_or_else(|_| ssh_keys_dir.to_path_buf());
+    if !key.starts_with(&dir) {
+        warnings.push(Warning {
+            origin: s.origin.clone(),
+            message: format!(
+                "machine_ssh_key {} is not under ssh_keys_dir {}: the key of machines \
+                 registered through /HttpService/Emit will be refused",
+                key.display(),
+                dir.display()
+            ),
+        });
+    }
+    Ok(Some(key))
+}
+
 /// Validates everything; see the module doc.
 pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
     let r = Reader { raw };
-
-    let backend_setting = r.text("meta_backend")?;
-    let meta_backend = match backend_setting.value.as_str() {
-        "mysql" => MetaBackend::Mysql,
-        _ => MetaBackend::Sqlite,
-    };
+    let mut warnings: Vec<Warning> = raw.warnings().to_vec();
 
     let seeds_setting = r.text("meta_group_seeds")?;
     let meta_group_seeds: Vec<String> = seeds_setting
@@ -211,14 +315,51 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
     for seed in &meta_group_seeds {
         host_port(&seeds_setting, "meta_group_seeds", seed)?;
     }
+
+    let backend_setting = r.text("meta_backend")?;
+    // The original has no meta_backend: its seeds always name a MySQL metadata shard, so its
+    // file must not land on an empty SQLite store here.
+    let inferred = !raw.is_set("meta_backend") && !meta_group_seeds.is_empty();
+    let meta_backend = if inferred {
+        warnings.push(Warning {
+            origin: seeds_setting.origin.clone(),
+            message: "meta_backend not set; meta_group_seeds given: using the MySQL metadata \
+                      shard (as the original cluster_mgr does)"
+                .into(),
+        });
+        MetaBackend::Mysql
+    } else {
+        match backend_setting.value.as_str() {
+            "mysql" => MetaBackend::Mysql,
+            _ => MetaBackend::Sqlite,
+        }
+    };
+    removed_keys(
+        raw,
+        !meta_group_seeds.is_empty(),
+        raw.is_set("meta_backend") && meta_backend == MetaBackend::Sqlite,
+        &mut warnings,
+    )?;
+
     let meta_user = r.text("meta_user")?;
     let meta_pwd = r.text("meta_pwd")?;
     if meta_backend == MetaBackend::Mysql {
         let need = |what: &str| {
-            ConfigError::at(
-                &backend_setting.origin,
-                format!("meta_backend = mysql requires {what}"),
-            )
+            if inferred {
+                ConfigError::at(
+                    &seeds_setting.origin,
+                    format!(
+                        "meta_group_seeds without meta_backend means the MySQL metadata shard \
+                         (as in the original cluster_mgr), which requires {what}; or set \
+                         `meta_backend = sqlite`"
+                    ),
+                )
+            } else {
+                ConfigError::at(
+                    &backend_setting.origin,
+                    format!("meta_backend = mysql requires {what}"),
+                )
+            }
         };
         if meta_group_seeds.is_empty() {
             return Err(need("meta_group_seeds (host:port,...)"));
@@ -355,6 +496,18 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
     };
     let ssh_host_key_accept_new = r.text("ssh_host_key_policy")?.value == "accept-new";
 
+    let emit_allowed_clients = emit_allowed_clients(&r, &mut warnings)?;
+    let ssh_user = r.text("machine_ssh_user")?;
+    kunlun_meta::validate::name("machine_ssh_user", &ssh_user.value)
+        .map_err(|e| ConfigError::at(&ssh_user.origin, e.to_string()))?;
+    let machine_ssh_key = machine_ssh_key(&r, &ssh_keys_dir, &mut warnings)?;
+
+    // File order, then flags and defaults (the sort is stable).
+    warnings.sort_by_key(|w| match &w.origin {
+        Origin::File { line, .. } => (0, *line),
+        _ => (1, 0),
+    });
+
     Ok(Config {
         config_file,
         meta_backend,
@@ -409,5 +562,10 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
             .map(|d| Duration::from_secs(d * 86_400)),
         ssh_keys_dir,
         ssh_host_key_accept_new,
+        emit_allowed_clients,
+        machine_ssh_user: ssh_user.value,
+        machine_ssh_port: r.u16("machine_ssh_port")?,
+        machine_ssh_key,
+        warnings: warnings.iter().map(Warning::to_string).collect(),
     })
 }

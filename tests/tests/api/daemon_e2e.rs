@@ -177,11 +177,7 @@ fn bad_config_lines_exit_2_naming_file_and_line() {
         ),
         ("brpc_http_port = 80\n", 1, "out of range 1000..=65535"),
         ("\n\ncheck_shard_interval = fast\n", 3, "is not a number"),
-        (
-            "local_ip = 127.0.0.1\nlocal_ip = 127.0.0.2\n",
-            2,
-            "duplicate key local_ip",
-        ),
+        ("meta_host = 10.0.0.1\n", 1, "meta_group_seeds = host:port"),
         ("meta_backend\n", 1, "expected `name = value`"),
         ("meta_backend = mysql\n", 1, "requires meta_group_seeds"),
     ];
