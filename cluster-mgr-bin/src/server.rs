@@ -149,16 +149,25 @@ pub async fn serve(config: Config, tls: Option<ApiTls>) -> anyhow::Result<()> {
 
     let addr = config.http_addr();
     let app_view = view.clone();
-    let server =
-        HttpServer::new(move || http::app_with_auth(state.clone(), app_view.clone(), auth.clone()))
-            .disable_signals()
-            // A request's head must arrive within this; its body is held to the same deadline by
-            // the auth middleware (`http::body_deadline`).
-            .client_request_timeout(config.http_client_timeout)
-            .max_connections(config.http_max_connections)
-            .shutdown_timeout(HTTP_SHUTDOWN_GRACE_SECS)
-            // A handshake is held to the same deadline as a request's head.
-            .tls_handshake_timeout(config.http_client_timeout);
+    let emit = actix_web::web::Data::new(crate::emit::EmitSettings {
+        ssh_user: config.machine_ssh_user.clone(),
+        ssh_port: config.machine_ssh_port,
+        ssh_key: config
+            .machine_ssh_key
+            .as_ref()
+            .map(|p| p.display().to_string()),
+    });
+    let server = HttpServer::new(move || {
+        http::app_with_auth(state.clone(), app_view.clone(), auth.clone()).app_data(emit.clone())
+    })
+    .disable_signals()
+    // A request's head must arrive within this; its body is held to the same deadline by
+    // the auth middleware (`http::body_deadline`).
+    .client_request_timeout(config.http_client_timeout)
+    .max_connections(config.http_max_connections)
+    .shutdown_timeout(HTTP_SHUTDOWN_GRACE_SECS)
+    // A handshake is held to the same deadline as a request's head.
+    .tls_handshake_timeout(config.http_client_timeout);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let server = match tls {
         Some(tls) => {
@@ -257,6 +266,7 @@ pub fn auth_of(config: &Config, tls: Option<&ApiTls>) -> Auth {
         loopback: config.http_bind_address.is_loopback(),
         allowed_hosts: AuthSettings::hosts_from(&hosts),
         body_timeout: config.http_client_timeout,
+        emit_clients: config.emit_allowed_clients.clone(),
     };
     if !settings.tokens_required {
         tracing::warn!(

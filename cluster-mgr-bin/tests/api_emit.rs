@@ -235,7 +235,7 @@ async fn bad_paras_are_accepted_then_failed_with_the_original_codes() {
         ("add_nodes", json!({"cluster_id": cid}), "70155"),
         (
             "add_nodes",
-            json!({"cluster_id": cid, "nodes": "1"}),
+            json!({"cluster_id": cid, "nodes": "1", "shard_id": "9999"}),
             "70161",
         ),
         ("add_comps", json!({"cluster_id": cid}), "70108"),
@@ -305,6 +305,7 @@ async fn bad_paras_are_accepted_then_failed_with_the_original_codes() {
         assert_eq!(row["job_info"]["paras"], paras, "the request is kept");
     }
     // Nothing was changed by any of them.
+
     let (_, shards) = call(
         &svc,
         Method::GET,
@@ -315,6 +316,14 @@ async fn bad_paras_are_accepted_then_failed_with_the_original_codes() {
     assert_eq!(shards.as_array().unwrap().len(), 2);
     let (_, machines) = call(&svc, Method::GET, "/v1/machines", None).await;
     assert_eq!(machines.as_array().map_or(0, Vec::len), 0, "{machines}");
+    // add_nodes without shard_id: every shard of the cluster, in one job.
+    let paras = json!({"cluster_id": topo.cluster_id.to_string(), "nodes": "1"});
+    let (id, v) = accept_then_status(&svc, "add_nodes", paras).await;
+    assert_eq!(v["status"], "not_started", "{v}");
+    let (_, row) = call(&svc, Method::GET, &format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(row["job_info"]["shard_ids"], json!(topo.shard_ids), "{row}");
+    let want: String = topo.shard_ids.iter().map(|i| format!("{i},")).collect();
+    assert_eq!(v["attachment"]["shard_id"], want);
 }
 
 #[actix_web::test]
@@ -361,4 +370,47 @@ async fn cluster_jobs_are_our_jobs_in_the_original_layout() {
         v["error_info"].as_str().unwrap().contains("in progress"),
         "{v}"
     );
+}
+
+#[actix_web::test]
+async fn allowed_clients_need_no_token_for_emit_only() {
+    use cluster_mgr::http::{app_with_auth, Auth, AuthSettings, LeaderView};
+    let ts = sqlite_store().await;
+    let auth = Auth::new(AuthSettings {
+        tokens_required: true,
+        emit_clients: vec!["127.0.0.0/8".parse().unwrap()],
+        ..AuthSettings::loopback()
+    });
+    let svc = test::init_service(app_with_auth(
+        state(&ts.store),
+        LeaderView::standalone(),
+        auth,
+    ))
+    .await;
+    let post = |peer: &str, uri: &str| {
+        test::TestRequest::post()
+            .uri(uri)
+            .peer_addr(peer.parse().unwrap())
+            .set_payload(job("get_meta_mode", json!({})))
+            .to_request()
+    };
+    let res = test::call_service(&svc, post("127.0.0.5:40000", "/HttpService/Emit")).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let v: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+    assert_eq!(
+        (&v["status"], &v["attachment"]["mode"]),
+        (&json!("done"), &json!("no_rep")),
+        "{v}"
+    );
+
+    // Another peer: refused, in the Emit answer's shape (HTTP 200, 70001).
+    let res = test::call_service(&svc, post("192.0.2.7:40000", "/HttpService/Emit")).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let v: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+    assert_instant(&v, "70001");
+    assert!(v["error_info"].as_str().unwrap().contains("token"), "{v}");
+
+    // The allow-list opens nothing but Emit.
+    let res = test::call_service(&svc, post("127.0.0.5:40000", "/v1/clusters")).await;
+    assert_eq!(res.status().as_u16(), 401);
 }

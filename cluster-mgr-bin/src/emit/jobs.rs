@@ -196,22 +196,15 @@ async fn accept(cx: &Ctx<'_>, r: &Request) -> Result<i64, Fail> {
                 nodes: p.count("nodes", codes::AN_MISS_NODES, codes::AN_BAD_NODES)?,
                 storage_hosts: p.list("storage_iplists", codes::AN_IPLISTS)?,
             };
-            let shard =
-                match p.opt_id("shard_id", codes::AN_NO_SHARD)? {
-                    Some(s) => s,
-                    None => {
-                        let shards = e.list_shards(id).await.map_err(|x| refusal(&c, x))?;
-                        match shards.as_slice() {
-                            [one] => one.id,
-                            _ => return Err(Fail::new(
-                                codes::AN_NO_SHARD,
-                                "the cluster has several shards: give shard_id (adding to every \
-                                 shard in one job is not supported yet)",
-                            )),
-                        }
-                    }
-                };
-            e.add_nodes(id, shard, &req).await
+            match p.opt_id("shard_id", codes::AN_NO_SHARD)? {
+                Some(shard) => e.add_nodes(id, shard, &req).await,
+                // As the original: no shard_id adds the nodes to every shard, in one job.
+                None => {
+                    let shards = e.list_shards(id).await.map_err(|x| refusal(&c, x))?;
+                    let ids: Vec<i64> = shards.iter().map(|s| s.id).collect();
+                    e.add_nodes_to_shards(id, &ids, &req).await
+                }
+            }
         }
         "delete_node" => {
             let id = p.id("cluster_id", c.missing_cluster, c.unknown)?;

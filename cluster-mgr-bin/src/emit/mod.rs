@@ -127,6 +127,7 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
 ];
 
 /// What one request is, after the envelope.
+#[derive(Debug)]
 pub struct Request {
     pub job_type: String,
     pub job_id: String,
@@ -177,7 +178,14 @@ pub async fn emit(req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let view = req.app_data::<web::Data<LeaderView>>().cloned();
     let term = match view.as_ref().map(|v| v.term_for(&engine)) {
         Some(Ok(t)) => t,
-        Some(Err(e)) => return instant(codes::INVALID_REQUEST, &format!("not leader: {e}")),
+        Some(Err(e)) => {
+            let leader = view
+                .as_ref()
+                .and_then(|v| v.info().leader)
+                .map(|l| format!(" (the leader is {})", l.split('/').next().unwrap_or(&l)))
+                .unwrap_or_default();
+            return instant(codes::INVALID_REQUEST, &format!("not leader{leader}: {e}"));
+        }
         None => kunlun_core::Term::standalone(&engine),
     };
     if jobs::needs_admin(jt) && !is_admin(&req) {

@@ -133,10 +133,16 @@ pub fn attachment(job: &Job, nick: Option<String>, shard_ids: &[(String, i64)]) 
         })
         .or_else(|| info.get("comp_id").map(|i| i.to_string()))
         .unwrap_or_default();
-    let shard_id = memo
-        .get("shard_id")
-        .or_else(|| info.get("shard_id"))
-        .map(|i| i.to_string().trim_matches('"').to_string());
+    // One shard, or (add_nodes to every shard) `shard_ids` as `1,2,`, as the original lists them.
+    let shard_id = match memo.get("shard_ids").or_else(|| info.get("shard_ids")) {
+        Some(Value::Array(ids)) if !ids.is_empty() => {
+            Some(ids.iter().map(|i| format!("{i},")).collect::<String>())
+        }
+        _ => memo
+            .get("shard_id")
+            .or_else(|| info.get("shard_id"))
+            .map(|i| i.to_string().trim_matches('"').to_string()),
+    };
     let err_field = if failed { error.clone() } else { String::new() };
     match job.job_type.as_str() {
         "create_cluster" | "delete_cluster" => {

@@ -48,6 +48,9 @@ pub struct AuthSettings {
     pub allowed_hosts: Vec<(String, Option<u16>)>,
     /// Deadline for a request's body, counted from when the middleware sees the request.
     pub body_timeout: Duration,
+    /// `emit_allowed_clients`: peers whose `POST /HttpService/Emit` needs no token (the
+    /// original's clients, Kunlun-XPanel among them, send none).
+    pub emit_clients: Vec<crate::config::IpBlock>,
 }
 
 impl AuthSettings {
@@ -62,6 +65,7 @@ impl AuthSettings {
                 .map(|h| (h.to_string(), None))
                 .collect(),
             body_timeout: Duration::from_secs(10),
+            emit_clients: Vec::new(),
         }
     }
 
@@ -339,7 +343,7 @@ async fn admit(req: &ServiceRequest, auth: &Auth, cm: &ClusterManager) -> Result
         Need::Role(r) => r,
     };
     let Some(secret) = bearer(req)? else {
-        if auth.open(cm, need).await? {
+        if auth.open(cm, need).await? || emit_client(req, auth) {
             return Ok(Caller::Anonymous);
         }
         return Err(unauthorized("this API needs a token").into());
@@ -365,6 +369,17 @@ async fn admit(req: &ServiceRequest, auth: &Auth, cm: &ClusterManager) -> Result
         name: token.name,
         role: token.role,
     })
+}
+
+/// A token-less Emit request from a peer on `emit_allowed_clients`.
+fn emit_client(req: &ServiceRequest, auth: &Auth) -> bool {
+    req.path() == crate::emit::PATH
+        && req.peer_addr().is_some_and(|a| {
+            auth.settings()
+                .emit_clients
+                .iter()
+                .any(|b| b.contains(a.ip()))
+        })
 }
 
 /// Middleware (`from_fn`): admits or refuses each request, then records mutating ones that
@@ -400,9 +415,13 @@ pub async fn check(
                 record(&cm, e).await;
             }
             tracing::info!(method = %req.method(), path = %req.path(), code = error.code, "request refused");
-            return Ok(req
-                .into_response(error.error_response())
-                .map_into_right_body());
+            // The original's clients read every answer of the Emit API as HTTP 200.
+            let res = if req.path() == crate::emit::PATH {
+                crate::emit::instant(crate::emit::codes::INVALID_REQUEST, &error.message)
+            } else {
+                error.error_response()
+            };
+            return Ok(req.into_response(res).map_into_right_body());
         }
     };
     let mutating = access::is_mutating(req.method());
@@ -518,6 +537,7 @@ mod tests {
                 "10.0.0.1".into(),
             ]),
             body_timeout: Duration::from_secs(1),
+            emit_clients: Vec::new(),
         });
         assert!(a.host_allowed("MGR.example:8010"));
         assert!(!a.host_allowed("mgr.example:8011"));
