@@ -304,6 +304,24 @@ async fn bad_paras_are_accepted_then_failed_with_the_original_codes() {
         assert_eq!(row["user_name"], "kunlun_test");
         assert_eq!(row["job_info"]["paras"], paras, "the request is kept");
     }
+    // Job types are audited by name; get_status polls are not.
+    let (st, audit) = call(&svc, Method::GET, "/v1/audit?limit=1000", None).await;
+    assert_eq!(st.as_u16(), 200, "{audit}");
+    let paths: Vec<&str> = audit
+        .as_array()
+        .expect("audit list")
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert!(
+        paths.contains(&"/HttpService/Emit create_cluster"),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"/HttpService/Emit delete_node"),
+        "{paths:?}"
+    );
+    assert!(!paths.iter().any(|p| p.contains("get_status")), "{paths:?}");
     // Nothing was changed by any of them.
 
     let (_, shards) = call(

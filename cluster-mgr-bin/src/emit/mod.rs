@@ -195,17 +195,37 @@ pub async fn emit(req: HttpRequest, body: web::Bytes) -> HttpResponse {
         );
     }
     if sync::is_sync(jt) {
-        return sync::answer(&engine, &term, &request).await;
+        let res = sync::answer(&engine, &term, &request).await;
+        if jt == "set_variable" {
+            audit(&req, &engine, jt).await;
+        }
+        return res;
     }
     let ctx = jobs::Ctx {
         engine: &engine,
         term: &term,
         settings: &settings,
     };
-    match jobs::run(&ctx, &request).await {
+    let res = jobs::run(&ctx, &request).await;
+    audit(&req, &engine, &request.job_type).await;
+    match res {
         Ok(id) => accepted(id),
         Err(e) => instant(codes::INVALID_REQUEST, &e),
     }
+}
+
+/// The audit entry of a job type that changes something: `POST /HttpService/Emit <type>`.
+async fn audit(req: &HttpRequest, engine: &ClusterManager, job_type: &str) {
+    let entry = kunlun_meta::auth::NewAuditEntry {
+        token_name: crate::http::auth::token_name(req),
+        method: "POST".into(),
+        path: format!("{PATH} {job_type}"),
+        client: req
+            .peer_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string()),
+        status: 200,
+    };
+    crate::http::auth::record(engine, entry).await;
 }
 
 fn is_admin(req: &HttpRequest) -> bool {

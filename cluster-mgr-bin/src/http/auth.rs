@@ -424,7 +424,9 @@ pub async fn check(
             return Ok(req.into_response(res).map_into_right_body());
         }
     };
-    let mutating = access::is_mutating(req.method());
+    // Emit carries reads (get_status polls) and writes on one path: its handler audits the
+    // job types that change something (`crate::emit`), naming the type.
+    let mutating = access::is_mutating(req.method()) && req.path() != crate::emit::PATH;
     let method = req.method().clone();
     let path = req.path().to_string();
     let client = peer(&req);
@@ -500,7 +502,8 @@ fn peer(req: &ServiceRequest) -> String {
         .map_or_else(|| "unknown".to_string(), |a| a.to_string())
 }
 
-async fn record(cm: &ClusterManager, e: NewAuditEntry) {
+/// Writes one audit entry (best effort: a failure is logged).
+pub(crate) async fn record(cm: &ClusterManager, e: NewAuditEntry) {
     let Ok(store) = cm.store() else {
         tracing::warn!(method = %e.method, path = %e.path, "cannot audit: store not open");
         return;
