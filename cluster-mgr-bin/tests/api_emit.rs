@@ -135,10 +135,7 @@ async fn instant_errors_and_sync_types_answer_as_the_original() {
         (&json!("70104"), &json!("failed")),
         "{v}"
     );
-    assert!(v["error_info"]
-        .as_str()
-        .unwrap()
-        .starts_with("job_id no find"));
+    assert_eq!(v["error_info"], "job_id no find");
     let v = emit(
         &svc,
         r#"{"ver":"1.0","job_id":"x1","job_type":"get_status","paras":{}}"#,
@@ -207,6 +204,14 @@ async fn bad_paras_are_accepted_then_failed_with_the_original_codes() {
         (without("cpu_cores"), "70080"),
         (without("innodb_size"), "70081"),
         (with("innodb_size", "0"), "70082"),
+        (
+            {
+                let mut p = cc.clone();
+                p["storage_iplists"] = json!(["127.0.0.99"]);
+                p
+            },
+            "70181",
+        ),
     ] {
         let (_, v) = accept_then_status(&svc, "create_cluster", paras.clone()).await;
         assert_failed(&v, code);
@@ -232,6 +237,11 @@ async fn bad_paras_are_accepted_then_failed_with_the_original_codes() {
             "70120",
         ),
         ("delete_shard", json!({"cluster_id": cid}), "70140"),
+        (
+            "add_comps",
+            json!({"cluster_id": cid, "comps": "1", "computer_iplists": ["127.0.0.99"]}),
+            "70185",
+        ),
         ("add_nodes", json!({"cluster_id": cid}), "70155"),
         (
             "add_nodes",

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod emit;
 pub mod ha;
 pub mod harness;
 pub mod rows;

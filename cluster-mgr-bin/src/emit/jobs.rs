@@ -41,6 +41,7 @@ const INLINE_JOBS: &[&str] = &[
     "delete_machine",
     "manual_switch",
     "set_noswitch",
+    "control_instance",
 ];
 
 /// Whether `t` is an async type served here.
@@ -171,7 +172,14 @@ async fn accept(cx: &Ctx<'_>, r: &Request) -> Result<i64, Fail> {
             let req = AddShards {
                 shards: p.count("shards", codes::AS_MISS_SHARDS, codes::AS_BAD_SHARDS)?,
                 nodes: p.count("nodes", codes::AS_MISS_NODES, codes::AS_BAD_NODES)?,
-                storage_hosts: p.list("storage_iplists", codes::AS_IPLISTS)?,
+                storage_hosts: hosts_of(
+                    e,
+                    &p,
+                    "storage_iplists",
+                    MachineType::Storage,
+                    codes::AS_IPLISTS,
+                )
+                .await?,
             };
             e.add_shards(id, &req).await
         }
@@ -194,7 +202,14 @@ async fn accept(cx: &Ctx<'_>, r: &Request) -> Result<i64, Fail> {
             let id = p.id("cluster_id", c.missing_cluster, c.unknown)?;
             let req = AddNodes {
                 nodes: p.count("nodes", codes::AN_MISS_NODES, codes::AN_BAD_NODES)?,
-                storage_hosts: p.list("storage_iplists", codes::AN_IPLISTS)?,
+                storage_hosts: hosts_of(
+                    e,
+                    &p,
+                    "storage_iplists",
+                    MachineType::Storage,
+                    codes::AN_IPLISTS,
+                )
+                .await?,
             };
             match p.opt_id("shard_id", codes::AN_NO_SHARD)? {
                 Some(shard) => e.add_nodes(id, shard, &req).await,
@@ -239,7 +254,14 @@ async fn accept(cx: &Ctx<'_>, r: &Request) -> Result<i64, Fail> {
             let id = p.id("cluster_id", c.missing_cluster, c.unknown)?;
             let req = AddComps {
                 comps: p.count("comps", codes::AC_MISS_COMPS, codes::AC_BAD_COMPS)?,
-                computer_hosts: p.list("computer_iplists", codes::AC_IPLISTS)?,
+                computer_hosts: hosts_of(
+                    e,
+                    &p,
+                    "computer_iplists",
+                    MachineType::Computer,
+                    codes::AC_IPLISTS,
+                )
+                .await?,
             };
             e.add_comps(id, &req).await
         }
@@ -261,6 +283,37 @@ async fn accept(cx: &Ctx<'_>, r: &Request) -> Result<i64, Fail> {
         other => return Err(Fail::new(codes::UNRECOGNIZED_JOB_TYPE, other.to_string())),
     };
     job.map(|j| j.job_id).map_err(|x| refusal(&c, x))
+}
+
+/// The host list `key` (`storage_iplists`, `computer_iplists`), each a registered machine of
+/// type `t` (else `bad`, as the original checks them against `server_nodes`).
+async fn hosts_of(
+    e: &ClusterManager,
+    p: &Paras<'_>,
+    key: &str,
+    t: MachineType,
+    bad: Code,
+) -> Result<Vec<String>, Fail> {
+    let hosts = p.list(key, bad)?;
+    if hosts.is_empty() {
+        return Ok(hosts);
+    }
+    let machines = e
+        .list_machines()
+        .await
+        .map_err(|x| Fail::new(bad, x.to_string()))?;
+    for h in &hosts {
+        if !machines
+            .iter()
+            .any(|m| m.hostaddr == *h && m.machine_type == t)
+        {
+            return Err(Fail::new(
+                bad,
+                format!("{h} is not a registered {t} machine"),
+            ));
+        }
+    }
+    Ok(hosts)
 }
 
 /// `cluster_<unix ts>_<6-digit next id>`, as the original names clusters.
@@ -312,8 +365,22 @@ async fn create_cluster(e: &ClusterManager, p: &Paras<'_>) -> Result<CreateClust
                 format!("max_connections {max_connections}"),
             )
         })?),
-        storage_hosts: p.list("storage_iplists", codes::CC_STORAGE_IPLISTS)?,
-        computer_hosts: p.list("computer_iplists", codes::CC_COMPUTER_IPLISTS)?,
+        storage_hosts: hosts_of(
+            e,
+            p,
+            "storage_iplists",
+            MachineType::Storage,
+            codes::CC_STORAGE_IPLISTS,
+        )
+        .await?,
+        computer_hosts: hosts_of(
+            e,
+            p,
+            "computer_iplists",
+            MachineType::Computer,
+            codes::CC_COMPUTER_IPLISTS,
+        )
+        .await?,
     };
     req.validate()
         .map_err(|x| Fail::new(codes::PARAMETER_ERROR, x.to_string()))?;
@@ -349,6 +416,7 @@ async fn inline(cx: &Ctx<'_>, r: &Request) -> Result<Value, Fail> {
         "delete_machine" => delete_machine(cx, &p).await,
         "manual_switch" => manual_switch(cx, &p).await,
         "set_noswitch" => set_noswitch(cx, &p).await,
+        "control_instance" => control_instance(cx, &p).await,
         other => Err(Fail::new(codes::UNRECOGNIZED_JOB_TYPE, other.to_string())),
     }
 }
@@ -612,5 +680,39 @@ async fn set_noswitch(cx: &Ctx<'_>, p: &Paras<'_>) -> Result<Value, Fail> {
     memo["cluster_id"] = json!(cluster.to_string());
     memo["shard_id"] = json!(shard.to_string());
     memo["timeout"] = json!(seconds.to_string());
+    Ok(memo)
+}
+
+/// `control_instance`: `hostaddr`, `port` and `control` (stop|start|restart) → the call the
+/// REST route makes (`machine_type` and `cluster_id` are ignored: the instance is found by its
+/// address). A primary is never stopped from here (the original has no force). Bad paras, a
+/// refusal or a failed step: 70103.
+async fn control_instance(cx: &Ctx<'_>, p: &Paras<'_>) -> Result<Value, Fail> {
+    use kunlun_core::instances::control::{Control, ControlInstance};
+    let host = p.req("hostaddr", codes::NODE_PARA)?;
+    let port = p.number("port", codes::NODE_PARA)?;
+    let port = u16::try_from(port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| Fail::new(codes::NODE_PARA, format!("port: {port} is not a port")))?;
+    let action = p.req("control", codes::NODE_PARA)?;
+    let action = Control::parse(&action).map_err(|e| Fail::new(codes::NODE_PARA, e.to_string()))?;
+    let req = ControlInstance {
+        host,
+        port,
+        action,
+        force: false,
+    };
+    let report = cx
+        .engine
+        .control_instance(&req)
+        .await
+        .map_err(|e| Fail::new(codes::NODE_PARA, e.to_string()))?;
+    let report = serde_json::to_value(&report).unwrap_or(Value::Null);
+    if let Some(e) = report.get("error").and_then(Value::as_str) {
+        return Err(Fail::new(codes::NODE_PARA, e.to_string()));
+    }
+    let mut memo = ok_memo();
+    memo["control"] = report;
     Ok(memo)
 }

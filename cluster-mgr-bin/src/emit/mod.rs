@@ -94,10 +94,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
         "rebuilding a replica in place is not built yet: delete_node then add_nodes",
     ),
     (
-        "control_instance",
-        "instance stop/start/restart is not built yet",
-    ),
-    (
         "expand_cluster",
         "table moves between shards are not supported",
     ),

@@ -20,7 +20,7 @@ use super::paras::{digits, Fail};
 pub async fn get_status(engine: &ClusterManager, job_id: &str) -> Result<Value, Fail> {
     let id = digits(job_id)
         .and_then(|n| i64::try_from(n).ok())
-        .ok_or_else(|| Fail::new(codes::JOB_ID_NOT_FOUND, format!("job_id {job_id:?}")))?;
+        .ok_or_else(|| Fail::new(codes::JOB_ID_NOT_FOUND, ""))?;
     let job = engine.get_job(id).await.map_err(|e| match e {
         kunlun_core::Error::NotFound { .. } => Fail::new(codes::JOB_ID_NOT_FOUND, ""),
         other => Fail::new(codes::INVALID_REQUEST, other.to_string()),

@@ -92,8 +92,8 @@ fn fail(code: Code) -> impl Fn(kunlun_core::Error) -> Fail {
 /// `no_rep` for one metadata node (and the embedded store), else the recorded
 /// `meta_ha_mode` (`rbr` when none is recorded).
 async fn meta_mode(engine: &ClusterManager) -> Result<Value, Fail> {
-    let nodes = meta_nodes(engine).await?;
-    let mode = if engine.backend() == BackendKind::Sqlite || nodes.len() <= 1 {
+    let members = meta_members(engine).await?;
+    let mode = if engine.backend() == BackendKind::Sqlite || members.len() <= 1 {
         "no_rep".to_string()
     } else {
         let store = engine.store().map_err(fail(codes::INVALID_REQUEST))?;
@@ -106,30 +106,58 @@ async fn meta_mode(engine: &ClusterManager) -> Result<Value, Fail> {
     Ok(json!({"mode": mode, "status": "done", "error_code": "0"}))
 }
 
-async fn meta_nodes(engine: &ClusterManager) -> Result<Vec<kunlun_meta::model::MetaDbNode>, Fail> {
+/// The metadata shard's nodes as `(host, port, is primary)`: the `meta_db_nodes` rows, or,
+/// when none is recorded (a store reached through `meta_group_seeds` alone), the seeds, the
+/// one the store chose being the primary. Empty for the embedded store.
+async fn meta_members(engine: &ClusterManager) -> Result<Vec<(String, u16, bool)>, Fail> {
     let store = engine.store().map_err(fail(codes::INVALID_REQUEST))?;
-    store
+    let nodes = store
         .read(async |tx| kunlun_meta::store::repo::meta::list_meta_nodes(tx).await)
         .await
-        .map_err(|e| Fail::new(codes::INVALID_REQUEST, e.to_string()))
+        .map_err(|e| Fail::new(codes::INVALID_REQUEST, e.to_string()))?;
+    if !nodes.is_empty() {
+        return Ok(nodes
+            .into_iter()
+            .map(|n| {
+                let master = n.member_state == kunlun_meta::model::MemberState::Source;
+                (n.hostaddr, n.port, master)
+            })
+            .collect());
+    }
+    let Some(report) = store.seed_report() else {
+        return Ok(Vec::new());
+    };
+    Ok(report
+        .attempts
+        .iter()
+        .filter_map(|a| {
+            let (h, p) = a.seed.rsplit_once(':')?;
+            let master = a.seed == report.chosen;
+            Some((
+                h.trim_matches(['[', ']']).to_string(),
+                p.parse().ok()?,
+                master,
+            ))
+        })
+        .collect())
 }
 
 /// Each metadata node with `online` when its port answers within a second.
 async fn meta_summary(engine: &ClusterManager) -> Result<Value, Fail> {
-    let nodes = meta_nodes(engine).await?;
-    let mut list = Vec::with_capacity(nodes.len());
-    for n in &nodes {
+    let members = meta_members(engine).await?;
+    let mut list = Vec::with_capacity(members.len());
+    for (host, port, master) in &members {
         let up = tokio::time::timeout(
             META_PROBE,
-            tokio::net::TcpStream::connect((n.hostaddr.as_str(), n.port)),
+            tokio::net::TcpStream::connect((host.as_str(), *port)),
         )
         .await
         .is_ok_and(|r| r.is_ok());
         list.push(json!({
-            "hostaddr": n.hostaddr,
-            "port": n.port.to_string(),
+            "hostaddr": host,
+            "port": port.to_string(),
             "status": if up { "online" } else { "offline" },
-            "master": (n.member_state == kunlun_meta::model::MemberState::Source).to_string(),
+            "master": master.to_string(),
         }));
     }
     Ok(json!({"list_meta": list, "status": "done", "error_code": "0"}))
