@@ -4,6 +4,10 @@
 //! Invariants: only instances recorded in `shard_nodes` are reached, with the login recorded
 //! there; a variable name is an identifier and a value an integer or a plain token, so
 //! nothing a caller sends becomes SQL; every call has the storage deadlines.
+//!
+//! Stopping, starting and restarting an instance (`control_instance`) is in [`control`].
+
+pub mod control;
 
 use kunlun_meta::model::ShardNode;
 
@@ -73,6 +77,53 @@ pub fn check_var_name(name: &str) -> Result<()> {
     }
 }
 
+/// Whether `SET GLOBAL` of `name` is allowed: not variables that point the server at files
+/// or directories (a file written anywhere the server's user can), change its identity or
+/// replication, its binary log, or its role (`read_only` is HA's: a writable replica is a
+/// split brain). Everything else (buffer sizes, timeouts, limits) may be tuned.
+pub fn check_settable(name: &str) -> Result<()> {
+    check_var_name(name)?;
+    let n = name.to_ascii_lowercase();
+    let denied = ["_file", "_dir", "_path", "_priv", "_socket"]
+        .iter()
+        .any(|s| n.ends_with(s))
+        || [
+            "init_",
+            "gtid_",
+            "rpl_",
+            "plugin",
+            "log_",
+            "binlog_",
+            "slave_",
+            "relay_",
+            "wsrep_",
+            "master_",
+            "sql_log_",
+            "general_log",
+            "slow_query_log",
+            "read_only",
+            "super_read_only",
+        ]
+        .iter()
+        .any(|p| n.starts_with(p))
+        || [
+            "server_id",
+            "basedir",
+            "datadir",
+            "tmpdir",
+            "local_infile",
+            "event_scheduler",
+        ]
+        .contains(&n.as_str());
+    if denied {
+        return Err(Error::Invalid(format!(
+            "variable: {name} is not one the manager lets callers set (files, directories, \
+             replication, binary log, identity and read-only are managed)"
+        )));
+    }
+    Ok(())
+}
+
 impl ClusterManager {
     /// The storage node recorded at `host:port` (404 when none is).
     pub async fn shard_node_at(&self, host: &str, port: u16) -> Result<ShardNode> {
@@ -112,7 +163,7 @@ impl ClusterManager {
         name: &str,
         value: &VarValue,
     ) -> Result<()> {
-        check_var_name(name)?;
+        check_settable(name)?;
         let mut c = self.connect_node(host, port).await?;
         let r = c
             .exec(&format!("SET GLOBAL {name} = {}", value.sql()))
@@ -158,5 +209,24 @@ mod tests {
         );
         assert!(VarValue::parse("string", "x' or '1").is_err());
         assert!(VarValue::parse("blob", "1").is_err());
+        for ok in ["innodb_buffer_pool_size", "max_connections", "wait_timeout"] {
+            assert!(check_settable(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "general_log_file",
+            "general_log",
+            "read_only",
+            "super_read_only",
+            "server_id",
+            "gtid_slave_pos",
+            "sql_log_bin",
+            "init_connect",
+            "plugin_dir",
+            "secure_file_priv",
+            "log_bin_trust_function_creators",
+            "datadir",
+        ] {
+            assert!(check_settable(bad).is_err(), "{bad}");
+        }
     }
 }

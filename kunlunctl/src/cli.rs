@@ -33,20 +33,22 @@ Environment:
 Exit codes:
   0  success
   1  the daemon refused the request, or a field failed validation before sending;
-     printed as `error: <message> (<code>)` with what to do next; with --wait or
-     `job watch`: the job failed (code job_failed)
+     printed as `error: <message> (<code>)` with what to do next; with --wait,
+     `job watch` or `node stop|start|restart`: the job failed (code job_failed)
   2  usage error: unknown flag, missing or malformed argument
   3  the daemon could not be reached or did not answer in time (start it with
      `cluster-mgr`, or point --server / KUNLUNCTL_SERVER at it), or its TLS
      certificate is not trusted (--ca) or not for the name in --server; with --wait or
      `job watch`: the job did not end within the time limit (it goes on)
-  With --json, --wait and `job watch` print the job on stdout whatever its outcome.
+  With --json, --wait, `job watch` and `node stop|start|restart` print the job on
+  stdout whatever its outcome.
 
 Examples:
   kunlunctl machine add --host 10.0.0.5 --type storage --ssh-key /root/.ssh/id_ed25519 \\
       --data-dir /data1/kunlun --data-dir /data2/kunlun
   kunlunctl machine list
-  kunlunctl --json job list --status ongoing";
+  kunlunctl --json job list --status ongoing
+  kunlunctl --timeout 300 node restart 10.0.0.5:57003";
 
 /// Command-line client of the Kunlun cluster manager (`cluster-mgr`) HTTP API.
 #[derive(Debug, Parser)]

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::codes::{self, Code};
 use super::paras::{host_port, Fail, Paras};
 use super::{EmitSettings, Request};
+use crate::http::failovers::MAX_NO_SWITCH_SECS;
 
 /// What a job type's handler reaches.
 pub struct Ctx<'a> {
@@ -49,9 +50,10 @@ pub fn is_async(t: &str) -> bool {
     CLUSTER_JOBS.contains(&t) || INLINE_JOBS.contains(&t)
 }
 
-/// Machine registration is an admin's act on the REST API too.
+/// Machine registration is an admin's act on the REST API too; so is changing a storage
+/// server's variables.
 pub fn needs_admin(t: &str) -> bool {
-    t.ends_with("_machine")
+    t.ends_with("_machine") || t == "set_variable"
 }
 
 /// Runs or accepts one async request; `Ok(job id)` whether the job was accepted or ended
@@ -87,7 +89,7 @@ async fn record(
     let store = engine.store().map_err(|e| e.to_string())?;
     let new = NewJob {
         job_type: r.job_type.clone(),
-        job_info: r.raw.clone(),
+        job_info: redacted(&r.raw),
         user_name: r.user_name.clone(),
     };
     store
@@ -98,6 +100,34 @@ async fn record(
         .await
         .map(|j| j.id)
         .map_err(|e| format!("the job row could not be written: {e}"))
+}
+
+/// The request as stored in `job_info`: every value whose key may name a secret
+/// (`computer_password`, `backup_encrypt_key`, …), at any depth, is replaced by
+/// `<redacted>`; job rows are readable by viewers.
+fn redacted(raw: &Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, val) in m.iter_mut() {
+                    let k = k.to_ascii_lowercase();
+                    if ["pass", "pwd", "secret", "encrypt_key", "token"]
+                        .iter()
+                        .any(|w| k.contains(w))
+                    {
+                        *val = json!("<redacted>");
+                    } else {
+                        walk(val);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v = raw.clone();
+    walk(&mut v);
+    v
 }
 
 /// Codes of a cluster job type: its cluster id missing, the cluster unknown, and anything
@@ -668,7 +698,16 @@ async fn set_noswitch(cx: &Ctx<'_>, p: &Paras<'_>) -> Result<Value, Fail> {
     let hold = p.text("type").is_none_or(|t| t == "1");
     let seconds = if hold {
         let s = p.number("timeout", codes::PARAMETER_ERROR)?;
-        u64::try_from(s).unwrap_or(0)
+        // The REST API's cap: a hold longer than a week is refused, never silently kept.
+        u64::try_from(s)
+            .ok()
+            .filter(|s| *s <= MAX_NO_SWITCH_SECS)
+            .ok_or_else(|| {
+                Fail::new(
+                    codes::PARAMETER_ERROR,
+                    format!("timeout {s}: at most {MAX_NO_SWITCH_SECS} seconds"),
+                )
+            })?
     } else {
         0
     };
@@ -715,4 +754,25 @@ async fn control_instance(cx: &Ctx<'_>, p: &Paras<'_>) -> Result<Value, Fail> {
     let mut memo = ok_memo();
     memo["control"] = report;
     Ok(memo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_requests_hold_no_secret() {
+        let raw = json!({"job_type": "create_cluster", "paras": {
+            "computer_user": "u", "computer_password": "p1", "backup_encrypt_key": "k",
+            "meta_pwd": "x", "shards": "1", "rb_nodes": [{"hdfs_password": "h"}]},
+            "password": "top"});
+        let v = redacted(&raw);
+        assert_eq!(v["paras"]["computer_user"], "u");
+        assert_eq!(v["paras"]["shards"], "1");
+        for k in ["computer_password", "backup_encrypt_key", "meta_pwd"] {
+            assert_eq!(v["paras"][k], "<redacted>", "{k}");
+        }
+        assert_eq!(v["paras"]["rb_nodes"][0]["hdfs_password"], "<redacted>");
+        assert_eq!(v["password"], "<redacted>");
+    }
 }

@@ -228,7 +228,8 @@ fn is_admin(req: &HttpRequest) -> bool {
     match req.extensions().get::<Caller>() {
         Some(Caller::Token { role, .. }) => *role >= Role::Admin,
         // Open mode, or a client on `emit_allowed_clients`.
-        Some(Caller::Anonymous) | None => true,
+        Some(Caller::Anonymous) => true,
+        None => false,
     }
 }
 

@@ -82,6 +82,14 @@ pub const RULES: &[(&str, &str, Need)] = &[
         "/v1/shards/{}/no_switch",
         Need::Role(Role::Operator),
     ),
+    // Stop, start or restart one instance (`control_instance`).
+    ("POST", "/v1/instances/{}/stop", Need::Role(Role::Operator)),
+    ("POST", "/v1/instances/{}/start", Need::Role(Role::Operator)),
+    (
+        "POST",
+        "/v1/instances/{}/restart",
+        Need::Role(Role::Operator),
+    ),
     ("GET", "/v1/jobs", Need::Role(Role::Viewer)),
     ("GET", "/v1/jobs/{}", Need::Role(Role::Viewer)),
     ("GET", "/v1/ha", Need::Role(Role::Viewer)),

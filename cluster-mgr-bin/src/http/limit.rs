@@ -41,9 +41,11 @@ impl Limiter {
     }
 }
 
-/// Paths outside admission control.
+/// Paths outside admission control (the KunlunBase job API is inside it, like `/v1`).
 fn exempt(path: &str) -> bool {
-    !path.starts_with("/v1/") || path == "/v1/leader" || path == "/v1/openapi.json"
+    (!path.starts_with("/v1/") && path != crate::emit::PATH)
+        || path == "/v1/leader"
+        || path == "/v1/openapi.json"
 }
 
 /// Middleware (`from_fn`): holds a slot of the worker's [`Limiter`] for the whole request.
@@ -67,7 +69,13 @@ pub async fn admit(
                 "{} requests in flight on this worker for {ADMIT_WAIT:?}; retry",
                 limiter.max
             ));
-            return Ok(req.into_response(e.error_response()).map_into_right_body());
+            // The original's clients read every Emit answer as HTTP 200.
+            let res = if req.path() == crate::emit::PATH {
+                crate::emit::instant(crate::emit::codes::INVALID_REQUEST, &e.message)
+            } else {
+                e.error_response()
+            };
+            return Ok(req.into_response(res).map_into_right_body());
         }
     };
     let res = next.call(req).await;

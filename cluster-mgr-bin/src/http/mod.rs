@@ -11,6 +11,7 @@ pub mod clusters;
 pub mod error;
 pub mod failovers;
 pub mod health;
+pub mod instances;
 pub mod jobs;
 pub mod leader;
 pub mod limit;
@@ -185,6 +186,18 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/v1/clusters/{id}/xa/{xid}/resolve", "POST")
                 .route(web::post().to(xa::resolve)),
+        )
+        .service(
+            resource("/v1/instances/{instance}/stop", "POST")
+                .route(web::post().to(instances::stop)),
+        )
+        .service(
+            resource("/v1/instances/{instance}/start", "POST")
+                .route(web::post().to(instances::start)),
+        )
+        .service(
+            resource("/v1/instances/{instance}/restart", "POST")
+                .route(web::post().to(instances::restart)),
         )
         .service(resource("/v1/jobs", "GET").route(web::get().to(jobs::list)))
         .service(resource("/v1/jobs/{id}", "GET").route(web::get().to(jobs::show)))

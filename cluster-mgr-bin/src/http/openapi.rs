@@ -12,7 +12,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    cluster_jobs, clusters, failovers, health, jobs, leader, machines, scale_jobs, tokens, xa,
+    cluster_jobs, clusters, failovers, health, instances, jobs, leader, machines, scale_jobs,
+    tokens, xa,
 };
 
 /// The API description.
@@ -26,6 +27,7 @@ use super::{
         cluster_jobs::create, cluster_jobs::delete,
         scale_jobs::add_shards, scale_jobs::delete_shard, scale_jobs::add_nodes, scale_jobs::delete_node,
         scale_jobs::add_comps, scale_jobs::delete_comp,
+        instances::stop, instances::start, instances::restart,
         jobs::list, jobs::show,
         xa::list, xa::resolve,
         failovers::status, failovers::list, failovers::show, failovers::switchover, failovers::no_switch,

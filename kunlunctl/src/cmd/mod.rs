@@ -6,6 +6,7 @@ pub mod failover;
 pub mod job;
 pub mod leader;
 pub mod machine;
+pub mod node;
 pub mod scale;
 pub mod token;
 pub mod xa;

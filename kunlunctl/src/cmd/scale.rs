@@ -21,7 +21,8 @@ pub enum ScaleCmd {
     /// Storage shards of a cluster: add new ones, remove one.
     #[command(subcommand)]
     Shard(ShardCmd),
-    /// Storage nodes (replicas) of a shard: add new ones, remove one (never the primary).
+    /// Storage nodes (replicas) of a shard: add new ones, remove one (never the primary);
+    /// stop, start or restart any installed instance (storage or compute) by HOST:PORT.
     #[command(subcommand)]
     Node(NodeCmd),
     /// Compute nodes of a cluster: add new ones, remove one.
@@ -56,6 +57,9 @@ pub enum NodeCmd {
     /// Remove a replica (a `delete_node` job); the primary is refused.
     #[command(alias = "delete", alias = "remove")]
     Rm(NodeRmArgs),
+    /// `stop`, `start`, `restart` of one instance (see `kunlunctl node stop --help`).
+    #[command(flatten)]
+    Control(crate::cmd::node::ControlCmd),
 }
 
 /// `kunlunctl comp ...`
@@ -239,6 +243,11 @@ pub fn request(cmd: &ScaleCmd) -> Result<(&str, &WaitArgs, Request), CliError> {
             };
             (a.cluster.as_str(), &a.wait, r)
         }
+        ScaleCmd::Node(NodeCmd::Control(_)) => {
+            return Err(CliError::invalid_field(
+                "node stop|start|restart is not a scale job",
+            ))
+        }
         ScaleCmd::Node(NodeCmd::Rm(a)) => (
             a.cluster.as_str(),
             &a.wait,
@@ -296,6 +305,9 @@ fn cluster_id(client: &Client, cluster: &str) -> Result<i64, CliError> {
 
 /// Executes a scale command and returns what to print.
 pub fn run(client: &Client, cmd: &ScaleCmd, json: bool) -> Result<String, CliError> {
+    if let ScaleCmd::Node(NodeCmd::Control(c)) = cmd {
+        return crate::cmd::node::run(client, c, json);
+    }
     let (cluster, wait, req) = request(cmd)?;
     let id = cluster_id(client, cluster)?;
     let url = client.url(&format!("/v1/clusters/{id}{}", req.path), &[])?;

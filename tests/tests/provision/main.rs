@@ -11,6 +11,7 @@ mod provision_cli;
 mod provision_cluster;
 mod provision_comps_restart;
 mod provision_concurrent;
+mod provision_control;
 mod provision_e2e;
 mod provision_faults;
 mod provision_guards;
