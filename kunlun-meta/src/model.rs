@@ -532,3 +532,26 @@ mod tests {
         assert!(!serde_json::to_string(&n).unwrap().contains("s3cret"));
     }
 }
+
+/// Per-cluster self-healing switches (`kl_cluster_policy`); both on unless an operator turned
+/// one off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct ClusterPolicy {
+    pub cluster_id: i64,
+    /// The instance keeper starts the cluster's dead instances again.
+    pub auto_restart: bool,
+    /// A replica HA kept out for rebuild (errant transactions) is rebuilt by a job on its own.
+    pub auto_rebuild: bool,
+}
+
+impl ClusterPolicy {
+    /// The policy of a cluster that never had one set: everything on.
+    pub fn default_for(cluster_id: i64) -> ClusterPolicy {
+        ClusterPolicy {
+            cluster_id,
+            auto_restart: true,
+            auto_rebuild: true,
+        }
+    }
+}

@@ -491,6 +491,42 @@ async fn comp_ids_and_small_tables(t: &TestStore) {
     assert_eq!(metas[0].member_state, MemberState::Source);
 }
 
+/// A cluster's self-healing switches: all on by default, stored when set, gone with the
+/// cluster (a later cluster never inherits them), an unknown cluster is `NotFound`.
+async fn cluster_policy_defaults_set_and_cascade(t: &TestStore) {
+    let s = &t.store;
+    let c = build_cluster(s, "pol").await;
+    assert_eq!(
+        s.cluster_policy(c.id).await.unwrap(),
+        ClusterPolicy::default_for(c.id)
+    );
+    assert!(s.cluster_policies().await.unwrap().is_empty());
+    let off = ClusterPolicy {
+        cluster_id: c.id,
+        auto_restart: false,
+        auto_rebuild: true,
+    };
+    s.set_cluster_policy(off).await.unwrap();
+    assert_eq!(s.cluster_policy(c.id).await.unwrap(), off);
+    let both_off = ClusterPolicy {
+        auto_rebuild: false,
+        ..off
+    };
+    s.set_cluster_policy(both_off).await.unwrap();
+    assert_eq!(s.cluster_policy(c.id).await.unwrap(), both_off);
+    assert_eq!(s.cluster_policies().await.unwrap().get(&c.id), Some(&both_off));
+    assert!(matches!(
+        s.set_cluster_policy(ClusterPolicy::default_for(c.id + 1000)).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.cluster_policy(c.id + 1000).await,
+        Err(Error::NotFound { .. })
+    ));
+    s.tx(async |tx| clusters::delete(tx, c.id).await).await.unwrap();
+    assert!(s.cluster_policies().await.unwrap().is_empty());
+}
+
 both_backends! {
     cluster_tables => cluster_tables_and_detail;
     cluster_bad_names => bad_cluster_names_never_reach_sql;
@@ -498,4 +534,5 @@ both_backends! {
     tx_cancelled => cancelled_transaction_leaves_nothing;
     commit_log_guard => commit_log_guard_and_ranges;
     comp_ids_and_meta => comp_ids_and_small_tables;
+    cluster_policy => cluster_policy_defaults_set_and_cascade;
 }

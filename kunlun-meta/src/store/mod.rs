@@ -28,7 +28,8 @@ use conn::Pools;
 use crate::api;
 use crate::error::{Error, Result};
 use crate::model::{
-    Cluster, CompNode, Job, JobStatus, Machine, MachinePatch, NewJob, NewMachine, Shard, ShardNode,
+    Cluster, ClusterPolicy, CompNode, Job, JobStatus, Machine, MachinePatch, NewJob, NewMachine, Shard,
+    ShardNode,
 };
 
 /// How many times in all [`Store::tx`] runs a transaction the server keeps aborting for a lock
@@ -382,6 +383,31 @@ impl Store {
     pub async fn get_cluster_by_name(&self, name: &str) -> Result<Cluster> {
         self.read(async |tx| repo::clusters::get_by_name(tx, name).await)
             .await
+    }
+
+    /// A cluster's self-healing switches (the default, all on, when none was set). The
+    /// cluster must exist (`NotFound` otherwise).
+    pub async fn cluster_policy(&self, cluster_id: i64) -> Result<ClusterPolicy> {
+        self.read(async |tx| {
+            repo::clusters::get(tx, cluster_id).await?;
+            repo::policy::get(tx, cluster_id).await
+        })
+        .await
+    }
+
+    /// Every cluster's switches that differ from the default, by cluster id.
+    pub async fn cluster_policies(&self) -> Result<std::collections::HashMap<i64, ClusterPolicy>> {
+        self.read(async |tx| repo::policy::list_set(tx).await).await
+    }
+
+    /// Stores a cluster's switches; `NotFound` when the cluster does not exist.
+    pub async fn set_cluster_policy(&self, policy: ClusterPolicy) -> Result<ClusterPolicy> {
+        self.tx(async move |tx| {
+            repo::clusters::get(tx, policy.cluster_id).await?;
+            repo::policy::set(tx, &policy).await?;
+            Ok(policy)
+        })
+        .await
     }
 
     /// A cluster with its shards, their nodes and its compute nodes, read in one transaction.

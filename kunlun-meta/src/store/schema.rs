@@ -130,6 +130,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    kl_cluster_policy (db_cluster_id) {
+        db_cluster_id -> BigInt,
+        auto_restart -> Text,
+        auto_rebuild -> Text,
+    }
+}
+
+diesel::table! {
     kl_cluster_secret (cluster_id) {
         cluster_id -> BigInt,
         manager_pwd -> Text,
@@ -308,6 +316,7 @@ diesel::table! {
 }
 
 diesel::joinable!(comp_nodes -> db_clusters (db_cluster_id));
+diesel::joinable!(kl_cluster_policy -> db_clusters (db_cluster_id));
 diesel::joinable!(kl_machine_probe -> server_nodes (server_node_id));
 diesel::joinable!(kl_machine_ssh -> server_nodes (server_node_id));
 diesel::joinable!(kl_shard_node_dir -> shard_nodes (shard_node_id));
@@ -326,6 +335,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     global_configuration,
     kl_api_token,
     kl_audit,
+    kl_cluster_policy,
     kl_cluster_secret,
     kl_comp_node_dir,
     kl_failover,

@@ -14,6 +14,7 @@ pub mod lease;
 pub mod machines;
 pub mod meta;
 pub mod nodes;
+pub mod policy;
 pub mod retention;
 pub mod secrets;
 pub mod shards;
