@@ -195,11 +195,13 @@ pub async fn serve(config: Config, tls: Option<ApiTls>) -> anyhow::Result<()> {
     // Only once the port is ours: a process that cannot listen never takes the lease.
     let lead_cancel = CancellationToken::new();
     let terms_cancel = CancellationToken::new();
+    let clock = leadership.clock();
     let lead_task = tokio::spawn(leadership.run(manager.clone(), lead_cancel.clone()));
     let terms_task = tokio::spawn(run_terms(
         manager.clone(),
         config.clone(),
         leader_cfg,
+        clock,
         leader_rx,
         view,
         terms_cancel.clone(),
@@ -309,6 +311,7 @@ async fn run_terms(
     manager: ClusterManager,
     config: Config,
     leader: LeaderConfig,
+    clock: kunlun_meta::store::LeaseClock,
     mut rx: watch::Receiver<LeaderState>,
     view: LeaderView,
     cancel: CancellationToken,
@@ -332,22 +335,36 @@ async fn run_terms(
             holder: leader.holder.clone(),
             epoch,
         };
-        let term = Term::leader(&manager, fence);
+        // Every write of the term's actors is fenced by the lease (store row and the
+        // leadership actor's clock); one that finds it gone ends the term at once.
+        let term = Term::leader(&manager, fence, Some(clock.clone()));
         start_actors(&term, &config);
         view.set_acting(Some(term.clone()));
         tracing::info!(epoch, "leader's background actors started");
         // Lead until the state changes: the actor publishes only changes, so any wake-up means
         // this term ended (even if a new one with the same epoch began since).
-        let last = tokio::select! {
-            _ = cancel.cancelled() => true,
+        let (last, deposed) = tokio::select! {
+            _ = cancel.cancelled() => (true, false),
             // The actor gone (it only ends at shutdown) ends the terms too.
-            r = rx.changed() => r.is_err(),
+            r = rx.changed() => (r.is_err(), false),
+            // A write found the lease gone before the actor noticed.
+            _ = term.ended() => (false, true),
         };
         view.set_acting(None);
         term.shutdown(MANAGER_SHUTDOWN_GRACE).await;
-        tracing::info!(epoch, "leader's background actors stopped");
+        tracing::info!(epoch, deposed, "leader's background actors stopped");
         if last {
             return;
+        }
+        if deposed {
+            // The leadership actor publishes the step-down at its next renew; until then the
+            // state may still say leader at this epoch: wait for a change (or a renew
+            // interval) instead of starting a term the store would depose again at once.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(leader.renew_interval) => {}
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kunlun_meta::model::{ClusterMgrNode, MemberState};
 use kunlun_meta::store::repo::{lease, meta};
-use kunlun_meta::store::Store;
+use kunlun_meta::store::{LeaseClock, Store};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -156,13 +156,29 @@ enum Attempt {
 pub struct Leadership {
     cfg: LeaderConfig,
     tx: watch::Sender<LeaderState>,
+    /// Until when the lease we hold may be acted on; the fenced store handles of our terms
+    /// read it before every write ([`kunlun_meta::store::WriteFence::clock`]).
+    clock: LeaseClock,
 }
 
 impl Leadership {
     /// The actor and a receiver of its state (starts as [`LeaderState::Starting`]).
     pub fn new(cfg: LeaderConfig) -> (Leadership, watch::Receiver<LeaderState>) {
         let (tx, rx) = watch::channel(LeaderState::Starting);
-        (Leadership { cfg, tx }, rx)
+        (
+            Leadership {
+                cfg,
+                tx,
+                clock: LeaseClock::default(),
+            },
+            rx,
+        )
+    }
+
+    /// The lease clock this actor keeps: set to the act-until instant of every confirmed
+    /// renew, cleared when it steps down. Hand it to the terms ([`crate::Term::leader`]).
+    pub fn clock(&self) -> LeaseClock {
+        self.clock.clone()
     }
 
     /// Waits for `manager`'s store, then takes or renews the lease every `renew_interval`
@@ -206,6 +222,7 @@ impl Leadership {
             term = match (outcome, term) {
                 (Ok(Ok(Attempt::Held(l))), prev) => {
                     let until = act_until(started, self.cfg.ttl);
+                    self.clock.set(Some((l.epoch, until.into_std())));
                     if prev.map(|(e, _)| e) != Some(l.epoch) {
                         tracing::info!(epoch = l.epoch, holder = %self.cfg.holder, "this cluster manager is now the leader");
                         self.publish(LeaderState::Leader { epoch: l.epoch });
@@ -216,6 +233,7 @@ impl Leadership {
                     if prev.is_some() {
                         tracing::warn!(leader = ?cur.as_ref().map(|l| &l.holder), "lost the leader lease; stepping down");
                     }
+                    self.clock.set(None);
                     let state = LeaderState::Follower {
                         leader: cur.as_ref().map(|l| l.holder.clone()),
                         epoch: cur.as_ref().map(|l| l.epoch),
@@ -253,6 +271,7 @@ impl Leadership {
                 }
             }
         }
+        self.clock.set(None);
         if let Some((epoch, _)) = term {
             self.publish(LeaderState::Follower {
                 leader: None,
@@ -302,6 +321,7 @@ impl Leadership {
 
     /// Nobody could be confirmed leader (the store did not answer in time).
     fn publish_unknown(&self) {
+        self.clock.set(None);
         self.publish(LeaderState::Follower {
             leader: None,
             epoch: None,

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use kunlun_meta::api::{XaInDoubt, XaResolveRequest, XaResolveResult};
-use kunlun_meta::store::Store;
+use kunlun_meta::store::{LeaseClock, Store, WriteFence};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -51,6 +51,8 @@ struct Inner {
     ha: OnceLock<HaHandle>,
     /// XA recovery's settings and counters ([`Term::start_xa`]).
     xa: XaState,
+    /// The leadership actor's lease clock, checked before every write of an elected term.
+    clock: Option<LeaseClock>,
 }
 
 impl std::fmt::Debug for Term {
@@ -63,7 +65,7 @@ impl std::fmt::Debug for Term {
 }
 
 impl Term {
-    fn with(engine: &ClusterManager, fence: Option<TermFence>) -> Self {
+    fn with(engine: &ClusterManager, fence: Option<TermFence>, clock: Option<LeaseClock>) -> Self {
         Term {
             inner: Arc::new(Inner {
                 engine: engine.clone(),
@@ -72,20 +74,23 @@ impl Term {
                 tasks: TaskTracker::new(),
                 ha: OnceLock::new(),
                 xa: XaState::default(),
+                clock,
             }),
         }
     }
 
     /// The term of a leader that won `fence.lease` at `fence.epoch`. Its actors use the
-    /// store's background pool, and HA's metadata writes check the lease is still held.
-    pub fn leader(engine: &ClusterManager, fence: TermFence) -> Self {
-        Self::with(engine, Some(fence))
+    /// store's background pool through a fenced handle: every write they make first checks
+    /// `clock` (the leadership actor's, when given) and the lease row, and fails with
+    /// `Deposed` once the term ended; such a failure cancels the term, so its tasks stop.
+    pub fn leader(engine: &ClusterManager, fence: TermFence, clock: Option<LeaseClock>) -> Self {
+        Self::with(engine, Some(fence), clock)
     }
 
     /// The one term of an instance with no election (tests, embeddings): no fence, the
     /// engine's own pool; it lives until shut down (or until the engine is).
     pub fn standalone(engine: &ClusterManager) -> Self {
-        Self::with(engine, None)
+        Self::with(engine, None, None)
     }
 
     /// The store as this term uses it: a leader's term works on the background pool (the
@@ -93,10 +98,27 @@ impl Term {
     /// term on the engine's own.
     fn store(&self) -> Result<Store> {
         let s = self.inner.engine.store()?;
-        Ok(if self.inner.fence.is_some() {
-            s.background()
-        } else {
-            s.clone()
+        Ok(match &self.inner.fence {
+            Some(f) => {
+                let cancel = self.inner.cancel.clone();
+                let epoch = f.epoch;
+                s.background().fenced(WriteFence {
+                    lease: f.lease.clone(),
+                    holder: f.holder.clone(),
+                    epoch,
+                    clock: self.inner.clock.clone(),
+                    on_deposed: Arc::new(move || {
+                        if !cancel.is_cancelled() {
+                            tracing::warn!(
+                                epoch,
+                                "a write found this leadership term ended; stopping its actors"
+                            );
+                            cancel.cancel();
+                        }
+                    }),
+                })
+            }
+            None => s.clone(),
         })
     }
 
@@ -108,6 +130,12 @@ impl Term {
     /// The leader's epoch, `None` for a standalone term.
     pub fn epoch(&self) -> Option<i64> {
         self.inner.fence.as_ref().map(|f| f.epoch)
+    }
+
+    /// Resolves when the term ends: shut down, its engine shut down, or a write found it
+    /// deposed.
+    pub async fn ended(&self) {
+        self.inner.cancel.cancelled().await
     }
 
     /// `false` once the term (or its engine) is shutting down.
@@ -361,7 +389,7 @@ mod tests {
             holder: "127.0.0.1:1/t".into(),
             epoch: 7,
         };
-        let term = Term::leader(&m, fence);
+        let term = Term::leader(&m, fence, None);
         assert_eq!(term.epoch(), Some(7));
         assert_eq!(Term::standalone(&m).epoch(), None);
         term.start_xa(XaConfig::from_core(m.config()));

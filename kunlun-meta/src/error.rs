@@ -22,6 +22,10 @@ pub enum Error {
     /// Migrations could not be applied.
     #[error("metadata migration failed: {0}")]
     Migration(String),
+    /// A write of a leader's term after the term ended (its lease is held by another manager,
+    /// at another epoch, or expired): nothing was written.
+    #[error("{0}")]
+    Deposed(String),
     /// Any other database error (a bug or a schema mismatch).
     #[error("metadata store error: {0}")]
     Database(String),

@@ -112,8 +112,98 @@ async fn renew_races_takeover(t: &TestStore) {
     }
 }
 
+/// A fenced store handle writes only while its term holds the lease: a write after another
+/// manager took the lease over, or after the leader's own clock ran out, fails with
+/// `Deposed`, writes nothing and tells the term; reads and unfenced handles are unaffected.
+async fn fenced_writes(t: &TestStore) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use kunlun_meta::model::{MachineType, NewMachine, SshAccess};
+    use kunlun_meta::store::{LeaseClock, WriteFence};
+    use kunlun_meta::Error;
+
+    let s = &t.store;
+    let a = s
+        .tx(async |tx| lease::acquire(tx, "leader", "mgr-a", Duration::from_secs(60)).await)
+        .await
+        .unwrap()
+        .expect("a leads");
+    let clock = LeaseClock::default();
+    clock.set(Some((a.epoch, Instant::now() + Duration::from_secs(60))));
+    let deposed = Arc::new(AtomicUsize::new(0));
+    let d = deposed.clone();
+    let fenced = s.fenced(WriteFence {
+        lease: "leader".into(),
+        holder: "mgr-a".into(),
+        epoch: a.epoch,
+        clock: Some(clock.clone()),
+        on_deposed: Arc::new(move || {
+            d.fetch_add(1, Ordering::SeqCst);
+        }),
+    });
+    let machine = |host: &str| NewMachine {
+        hostaddr: host.into(),
+        machine_type: MachineType::Storage,
+        rack_id: None,
+        data_dirs: vec!["/data/kl".into()],
+        port_range: "40000-60000".into(),
+        total_mem_mb: None,
+        total_cpu_cores: None,
+        ssh: SshAccess {
+            port: 22,
+            user: "kunlun".into(),
+            key_path: "/root/.ssh/id_ed25519".into(),
+        },
+    };
+    fenced.insert_machine(&machine("127.0.1.1")).await.expect("the holder writes");
+    fenced.check_term().expect("the clock vouches for the term");
+
+    // The leader's own clock ran out (a frozen process woken past its lease): refused before
+    // any statement, even though the store still names it.
+    clock.set(Some((a.epoch, Instant::now())));
+    let e = fenced.insert_machine(&machine("127.0.1.2")).await.unwrap_err();
+    assert!(matches!(e, Error::Deposed(_)), "{e}");
+    assert!(matches!(fenced.check_term(), Err(Error::Deposed(_))));
+    assert_eq!(deposed.load(Ordering::SeqCst), 2);
+
+    // Another manager holds the lease at a higher epoch: the store refuses, nothing lands.
+    clock.set(Some((a.epoch, Instant::now() + Duration::from_secs(60))));
+    s.tx(async |tx| lease::release(tx, "leader", "mgr-a", a.epoch).await)
+        .await
+        .unwrap();
+    let b = s
+        .tx(async |tx| lease::acquire(tx, "leader", "mgr-b", Duration::from_secs(60)).await)
+        .await
+        .unwrap()
+        .expect("b takes over");
+    assert_eq!(b.epoch, a.epoch + 1);
+    let e = fenced.insert_machine(&machine("127.0.1.3")).await.unwrap_err();
+    assert!(matches!(e, Error::Deposed(_)), "{e}");
+    let e = fenced
+        .claim_next_job(&[])
+        .await
+        .expect_err("autocommit writes are fenced too");
+    assert!(matches!(e, Error::Deposed(_)), "{e}");
+    assert_eq!(deposed.load(Ordering::SeqCst), 4);
+    let hosts: Vec<String> = fenced
+        .list_machines()
+        .await
+        .expect("reads are not fenced")
+        .into_iter()
+        .map(|m| m.hostaddr)
+        .collect();
+    assert_eq!(hosts, vec!["127.0.1.1".to_string()], "no deposed write landed");
+    s.insert_machine(&machine("127.0.1.4"))
+        .await
+        .expect("an unfenced handle of the same store still writes");
+    assert!(fenced.background().fence().is_some(), "a lane switch keeps the fence");
+}
+
 both_backends! {
     lease_one_holder => one_holder_at_a_time;
     lease_race => concurrent_candidates;
     lease_renew_races_takeover => renew_races_takeover;
+    lease_fenced_writes => fenced_writes;
 }

@@ -265,7 +265,7 @@ mod tests {
             holder: cfg.holder.clone(),
             epoch: 3,
         };
-        let term = Term::leader(&engine, fence);
+        let term = Term::leader(&engine, fence, None);
         v.set_acting(Some(term.clone()));
         assert_eq!(
             v.term(Some(&engine)).expect("the leader's term").epoch(),

@@ -284,6 +284,21 @@ pub struct StepError {
     pub facts_bound: bool,
 }
 
+impl StepContext {
+    /// Before a step that changes a node: the term this failover runs for is still in force
+    /// (not cancelled, and the leader's lease clock still vouches for it).
+    pub(crate) fn still_leading(&self) -> Result<(), StepError> {
+        if self.cancel.is_cancelled() {
+            return Err(StepError::transient(
+                "the leadership term ended: this manager changes no node any more",
+            ));
+        }
+        self.store
+            .check_term()
+            .map_err(|e| StepError::transient(e.to_string()))
+    }
+}
+
 impl StepError {
     /// A failure that a later attempt may not meet (a timeout, a lost connection).
     pub fn transient(reason: impl Into<String>) -> Self {
@@ -451,6 +466,9 @@ async fn prepare(
     // Stopping replication waits for IO threads stuck on a lost primary (seconds, until the
     // server's stop loop re-signals them), on the candidate and on every follower alike: those
     // waits run side by side instead of one after the other.
+    // A term that ended while this failover waited (a frozen process woken past its lease)
+    // detaches and promotes nothing: its successor owns the shard now.
+    ctx.still_leading()?;
     let opts = ctx.storage;
     let detaching: Vec<_> = followers
         .iter()
@@ -518,6 +536,7 @@ async fn prepare(
     );
 
     let plans = plan_followers(&detached, &new_pos);
+    ctx.still_leading()?;
     let attaching: Vec<_> = followers
         .iter()
         .zip(&plans)
@@ -652,6 +671,7 @@ async fn finish(
     };
     t.phase(rec, "xa_hook", Some(note));
 
+    ctx.still_leading()?;
     promote::open_for_writes(&addr, ctx.storage)
         .await
         .map_err(|e| format!("open node {} for writes: {e}", new.id))?;

@@ -19,6 +19,7 @@ pub use config::{BackendConfig, BackendKind, StoreConfig, DEFAULT_MYSQL_DATABASE
 pub use conn::{Tx, TxFn};
 pub use open::{MYSQL_MIGRATIONS, SQLITE_MIGRATIONS, SYSTEM_POOL_SIZE};
 pub use seeds::{SeedAttempt, SeedOutcome, SeedReport};
+// `LeaseClock`, `WriteFence` and `Store` are defined below.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,82 @@ fn conflict_backoff(attempt: u32) -> Duration {
 pub struct Store {
     inner: Arc<Inner>,
     lane: Lane,
+    /// Set on a leader term's handle ([`Store::fenced`]): every write checks the lease first.
+    fence: Option<Arc<WriteFence>>,
+}
+
+/// Until when a leader may act on its lease by its own monotonic clock, per epoch: the
+/// leadership actor sets it on every confirmed renew and clears it when it steps down. Shared
+/// by the actor and the fenced store handles of its terms. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseClock(Arc<std::sync::Mutex<Option<(i64, std::time::Instant)>>>);
+
+impl LeaseClock {
+    /// The lease at `epoch` may be acted on until `until` (`None`: not at all).
+    pub fn set(&self, v: Option<(i64, std::time::Instant)>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
+
+    /// Whether the lease at `epoch` may still be acted on at `now`.
+    pub fn valid(&self, epoch: i64, now: std::time::Instant) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|(e, until)| e == epoch && now < until)
+    }
+}
+
+/// The leader lease a term's writes depend on; see [`Store::fenced`].
+#[derive(Clone)]
+pub struct WriteFence {
+    pub lease: String,
+    pub holder: String,
+    pub epoch: i64,
+    /// The leadership actor's view of the lease; `None` checks the store only.
+    pub clock: Option<LeaseClock>,
+    /// Called (possibly more than once) when a write found the term ended, so the term stops
+    /// its tasks.
+    pub on_deposed: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for WriteFence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteFence")
+            .field("lease", &self.lease)
+            .field("holder", &self.holder)
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+impl WriteFence {
+    fn deposed(&self, why: &str) -> Error {
+        (self.on_deposed)();
+        Error::Deposed(format!(
+            "leadership term {} of {} ended ({why}): this manager no longer holds lease `{}`, \
+             so it writes nothing",
+            self.epoch, self.holder, self.lease
+        ))
+    }
+
+    /// The local check: the leadership actor still vouches for the lease at this epoch.
+    fn check_clock(&self) -> Result<()> {
+        match &self.clock {
+            Some(c) if !c.valid(self.epoch, std::time::Instant::now()) => {
+                Err(self.deposed("its lease was not renewed in time"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The store's check, first statement of a write transaction.
+    async fn check_in(&self, tx: &mut Tx) -> Result<()> {
+        if repo::lease::fence_shared(tx, &self.lease, &self.holder, self.epoch).await? {
+            Ok(())
+        } else {
+            Err(self.deposed("another manager holds the lease, or it expired"))
+        }
+    }
 }
 
 /// Which pool a [`Store`] handle draws from.
@@ -140,6 +217,7 @@ impl Store {
                 encrypted: opened.encrypted,
             }),
             lane: Lane::Shared,
+            fence: None,
         })
     }
 
@@ -160,6 +238,35 @@ impl Store {
         Store {
             inner: self.inner.clone(),
             lane,
+            fence: self.fence.clone(),
+        }
+    }
+
+    /// The same handle with every write made conditional on `fence`: a write transaction (and
+    /// an autocommit run) first checks the lease clock, then reads the lease row in the same
+    /// transaction (shared lock on MySQL, so no takeover can commit before this transaction
+    /// ends) and fails with [`Error::Deposed`], writing nothing, when the term has ended.
+    /// Reads are not checked. A leader's term hands its actors such a handle.
+    pub fn fenced(&self, fence: WriteFence) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            lane: self.lane,
+            fence: Some(Arc::new(fence)),
+        }
+    }
+
+    /// The fence this handle's writes carry, if any.
+    pub fn fence(&self) -> Option<&WriteFence> {
+        self.fence.as_deref()
+    }
+
+    /// For a step that changes something outside the store (a node promoted, a server
+    /// started): fails with [`Error::Deposed`] when this handle is fenced and its leader's
+    /// clock no longer vouches for the lease. No statement is run; unfenced handles pass.
+    pub fn check_term(&self) -> Result<()> {
+        match self.fence.as_deref() {
+            Some(f) => f.check_clock(),
+            None => Ok(()),
         }
     }
 
@@ -274,10 +381,21 @@ impl Store {
             + Send,
         R: Send,
     {
+        let fence = self.fence.as_deref().filter(|_| !read_only);
+        if let Some(fence) = fence {
+            fence.check_clock()?;
+        }
         let mut attempt = 1;
         loop {
             let mut tx = Tx::begin(self.pools(), self.inner.timeout, read_only).await?;
-            let r = f.clone()(&mut tx).await;
+            let fenced = match fence {
+                Some(fence) => fence.check_in(&mut tx).await,
+                None => Ok(()),
+            };
+            let r = match fenced {
+                Ok(()) => f.clone()(&mut tx).await,
+                Err(e) => Err(e),
+            };
             if !tx.lock_conflict() {
                 return match r {
                     Ok(r) => {
@@ -317,7 +435,15 @@ impl Store {
             AsyncFnOnce(&'r mut Tx) -> Result<R> + TxFn<&'r mut Tx, Result<R>, Fut: Send> + Send,
         R: Send,
     {
+        if let Some(fence) = self.fence.as_deref() {
+            fence.check_clock()?;
+        }
         let mut tx = Tx::autocommit(self.pools(), self.inner.timeout).await?;
+        // Autocommit: the lease is checked just before (not atomically with) `f`'s statements;
+        // the clock check above bounds what a late statement can be.
+        if let Some(fence) = self.fence.as_deref() {
+            fence.check_in(&mut tx).await?;
+        }
         f(&mut tx).await
     }
 

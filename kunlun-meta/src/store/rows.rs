@@ -670,7 +670,7 @@ impl From<&ClusterMgrNode> for ClusterMgrNodeRow {
 }
 
 /// The leadership lease row (`kl_leader_lease`).
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = kl_leader_lease, check_for_backend(diesel::sqlite::Sqlite, diesel::mysql::Mysql))]
 pub(crate) struct LeaseRow {
     pub name: String,

@@ -143,6 +143,42 @@ pub async fn fence(tx: &mut Tx, name: &str, holder: &str, epoch: i64) -> Result<
     Ok(row.is_some_and(|l| l.holder == holder && l.epoch == epoch && l.expires_at > now))
 }
 
+/// Like [`fence`], but the lease row is read with a shared lock on MySQL (`LOCK IN SHARE
+/// MODE`): the holder's fenced writes do not queue behind one another, while a renew or a
+/// takeover (an `UPDATE` of the row) still waits until this transaction ends. The check every
+/// write of a fenced [`crate::store::Store`] makes first.
+pub async fn fence_shared(tx: &mut Tx, name: &str, holder: &str, epoch: i64) -> Result<bool> {
+    let now = server_time(tx).await?;
+    let lock = tx.locking_reads();
+    let r = match tx.conn_ref()? {
+        ConnRef::Mysql(c) if lock => {
+            diesel::sql_query(
+                "SELECT name, holder, epoch, expires_at FROM kl_leader_lease WHERE name = ? \
+                 LOCK IN SHARE MODE",
+            )
+            .bind::<diesel::sql_types::Text, _>(name)
+            .get_result::<LeaseRow>(c)
+            .await
+        }
+        ConnRef::Mysql(c) => {
+            lease::table
+                .filter(lease::name.eq(name))
+                .select(LeaseRow::as_select())
+                .first::<LeaseRow>(c)
+                .await
+        }
+        ConnRef::Sqlite(c) => {
+            lease::table
+                .filter(lease::name.eq(name))
+                .select(LeaseRow::as_select())
+                .first::<LeaseRow>(c)
+                .await
+        }
+    };
+    let row = tx.check(r.optional())?;
+    Ok(row.is_some_and(|l| l.holder == holder && l.epoch == epoch && l.expires_at > now))
+}
+
 /// Gives the lease up at once (it expires now); false if `holder` did not hold it at `epoch`.
 pub async fn release(tx: &mut Tx, name: &str, holder: &str, epoch: i64) -> Result<bool> {
     let now = server_time(tx).await?;
