@@ -625,6 +625,12 @@ impl HaMonitor {
         let old = job.old.id;
         self.busy.insert(shard_id, "failover");
         self.cluster_of.insert(shard_id, job.shard.cluster.id);
+        self.shared.event(
+            job.shard.cluster.id,
+            shard_id,
+            Some(old),
+            format!("failover started: primary {old} is down"),
+        );
         let ctx = self.task_ctx();
         task::spawn_bounded(
             &mut self.tasks,

@@ -12,6 +12,7 @@ mod cli_security;
 mod cli_tls;
 mod cli_usage;
 mod daemon_e2e;
+mod leader_deposed;
 mod leader_failover;
 
 /// Held by the tests of this binary that load the whole machine (the 1,000-client load, the
