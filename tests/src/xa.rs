@@ -132,6 +132,7 @@ impl XaEnv {
             retention: Duration::from_secs(24 * 3600),
             purge_every: Duration::from_secs(3600),
             storage: Default::default(),
+            clusters: Default::default(),
         };
         Ok(XaEnv {
             meta,

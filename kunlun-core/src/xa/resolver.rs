@@ -103,7 +103,10 @@ impl XaResolver {
     pub async fn round(&mut self) -> Result<RoundSummary> {
         let clusters = self.store.list_clusters().await?;
         let mut summary = RoundSummary::default();
-        for c in clusters.iter().filter(|c| c.status == ClusterStatus::Inuse) {
+        for c in clusters
+            .iter()
+            .filter(|c| c.status == ClusterStatus::Inuse && self.cfg.clusters.serves(c.id))
+        {
             match resolve_cluster(&self.store, c, &self.cfg, &mut self.clock).await {
                 Ok(r) => summary.clusters.push((c.id, r)),
                 Err(e) => {

@@ -41,6 +41,9 @@ pub struct XaConfig {
     pub purge_every: Duration,
     /// Deadlines of storage-node calls.
     pub storage: StorageOptions,
+    /// The clusters whose branches the resolver ends (`clusters_to_serve`; the metadata
+    /// shard's are ended by every resolver). Default: every cluster.
+    pub clusters: crate::ClusterScope,
 }
 
 impl XaConfig {
@@ -53,6 +56,7 @@ impl XaConfig {
             purge_every: Duration::from_secs(3600)
                 .min(c.commit_log_retention.max(Duration::from_secs(60))),
             storage: StorageOptions::default(),
+            clusters: c.clusters_to_serve.clone(),
         }
     }
 }

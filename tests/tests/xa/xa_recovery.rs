@@ -74,6 +74,34 @@ async fn coordinator_killed_before_the_log_write_is_rolled_back_everywhere() {
     assert_eq!(s.in_doubt, 0);
 }
 
+/// A resolver limited to another cluster (`clusters_to_serve`) leaves this cluster's branches
+/// alone; one serving it ends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_serving_other_clusters_leaves_the_branches_alone() {
+    let mut env = XaEnv::start(2).await.expect("env");
+    let t = prepared_transfer(&env, 12).await;
+    let xid = t.xid;
+    t.kill(&env).await.expect("kill coordinator");
+    let serving = env.cfg.clone();
+    env.cfg.clusters = kunlun_core::ClusterScope::only(&[env.cluster.id + 1]).expect("scope");
+    let (mut other, _) = env.resolver();
+    // Longer than the wait after which a serving resolver would claim the abort.
+    for _ in 0..15 {
+        let s = other.round().await.expect("round");
+        assert!(
+            s.clusters.iter().all(|(c, _)| *c != env.cluster.id),
+            "{s:?}"
+        );
+        tokio::time::sleep(env.cfg.interval).await;
+    }
+    assert_eq!(env.all_prepared().unwrap().len(), 2, "left prepared");
+    assert_eq!(env.decision(xid).await.unwrap(), None, "nothing claimed");
+    env.cfg = serving;
+    let (mut r, _) = env.resolver();
+    env.settle(&mut r, 60).await.expect("settled");
+    assert_eq!(env.decision(xid).await.unwrap(), Some(TxnCmd::Abort));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_killed_after_the_log_write_is_committed_everywhere() {
     let env = XaEnv::start(2).await.expect("env");
