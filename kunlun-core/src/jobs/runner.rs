@@ -1021,7 +1021,10 @@ mod tests {
             memo_of::<AddCompsJob>(&job(ADD_COMPS)).unwrap().stage,
         ] {
             assert_eq!(m, Stage::Recorded);
-            assert_eq!(resume(Direction::Add, m, true), Resume::FinishForward);
+            assert_eq!(
+                resume(Direction::Add, m, true, false),
+                Resume::FinishForward
+            );
         }
         // Written when recording failed: rolled back.
         for m in [
@@ -1029,7 +1032,7 @@ mod tests {
             memo_of::<AddNodesJob>(&job("add_nodes")).unwrap().stage,
         ] {
             assert_eq!(m, Stage::Planned);
-            assert_eq!(resume(Direction::Add, m, true), Resume::RollBack);
+            assert_eq!(resume(Direction::Add, m, true, false), Resume::RollBack);
         }
     }
 
