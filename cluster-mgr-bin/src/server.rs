@@ -55,6 +55,7 @@ pub fn core_config(config: &Config) -> CoreConfig {
         thread_work_interval: config.thread_work_interval,
         commit_log_retention: config.commit_log_retention,
         global_txn_commit_log_wait_max: config.global_txn_commit_log_wait_max,
+        clusters_to_serve: config.clusters_to_serve.clone(),
         ..CoreConfig::default()
     }
 }
@@ -280,10 +281,28 @@ pub fn auth_of(config: &Config, tls: Option<&ApiTls>) -> Auth {
     Auth::new(settings)
 }
 
-/// The leadership settings: lease `cluster_mgr`, holder `local_ip:brpc_http_port/…`,
-/// `leader_lease_secs`, renewed every third of it.
+/// The leadership settings: lease `cluster_mgr` (with `clusters_to_serve`, see
+/// [`lease_name`]), holder `local_ip:brpc_http_port/…`, `leader_lease_secs`, renewed every
+/// third of it.
 pub fn leader_config(config: &Config) -> LeaderConfig {
-    LeaderConfig::new(&config.local_ip, config.http_port, config.leader_lease)
+    let mut c = LeaderConfig::new(&config.local_ip, config.http_port, config.leader_lease);
+    c.lease_name = lease_name(&config.clusters_to_serve);
+    c
+}
+
+/// The lease managers serving `scope` compete for: `cluster_mgr` when they serve every
+/// cluster; else `cluster_mgr@` and 16 hex digits of the SHA-256 of the sorted ids, so
+/// managers with the same list elect one leader among them and managers with another list
+/// lead apart (fits the lease name's 64 characters whatever the list).
+pub fn lease_name(scope: &kunlun_core::ClusterScope) -> String {
+    use sha2::{Digest, Sha256};
+    if scope.serves_all() {
+        return kunlun_core::leader::DEFAULT_LEASE_NAME.to_string();
+    }
+    let ids: Vec<String> = scope.ids().iter().map(i64::to_string).collect();
+    let digest = Sha256::digest(ids.join(",").as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}@{hex}", kunlun_core::leader::DEFAULT_LEASE_NAME)
 }
 
 /// The SSH settings of jobs, registration probes and liveness checks: host keys of machines

@@ -20,6 +20,8 @@ pub struct CoreConfig {
     pub commit_log_retention: Duration,
     /// Window in which a 2PC decision may still be logged (`global_txn_commit_log_wait_max_sec`).
     pub global_txn_commit_log_wait_max: Duration,
+    /// The clusters this manager works on (`clusters_to_serve`). Default: every cluster.
+    pub clusters_to_serve: crate::ClusterScope,
 }
 
 impl Default for CoreConfig {
@@ -32,6 +34,7 @@ impl Default for CoreConfig {
             thread_work_interval: Duration::from_secs(3),
             commit_log_retention: Duration::from_secs(24 * 3600),
             global_txn_commit_log_wait_max: Duration::from_secs(10),
+            clusters_to_serve: crate::ClusterScope::all(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod leader;
 mod machines;
 mod manager;
+pub mod scope;
 pub mod storage;
 mod term;
 #[cfg(test)]
@@ -27,4 +28,5 @@ pub use error::{Error, Result};
 /// Host key trust setting of [`fleet::Provisioner`] (re-exported for the daemon).
 pub use fleet::HostKeyPolicy;
 pub use manager::ClusterManager;
+pub use scope::ClusterScope;
 pub use term::Term;

@@ -199,6 +199,14 @@ impl ClusterManager {
         &self.inner.config
     }
 
+    /// Whether this manager works on cluster `cluster_id` (`clusters_to_serve`: every
+    /// cluster when empty). Its actors leave the other clusters alone: their shards are not
+    /// probed or failed over, their XA branches not resolved, their catalogs not pushed and
+    /// their jobs not claimed (a job row for one is still accepted, for a manager serving it).
+    pub fn serves_cluster(&self, cluster_id: i64) -> bool {
+        self.inner.config.clusters_to_serve.serves(cluster_id)
+    }
+
     /// Which backend the metadata store runs on.
     pub fn backend(&self) -> BackendKind {
         self.inner.backend
@@ -273,6 +281,20 @@ mod tests {
             connect_retry_max: Duration::from_millis(50),
             ..CoreConfig::default()
         }
+    }
+
+    #[tokio::test]
+    async fn the_engine_serves_the_clusters_of_its_config() {
+        let all = ClusterManager::connect(fast_retry(), unreachable_store());
+        assert!(all.serves_cluster(1) && all.serves_cluster(99));
+        let cfg = CoreConfig {
+            clusters_to_serve: crate::ClusterScope::only(&[7]).expect("scope"),
+            ..fast_retry()
+        };
+        let one = ClusterManager::connect(cfg, unreachable_store());
+        assert!(one.serves_cluster(7) && !one.serves_cluster(1));
+        all.shutdown(Duration::from_secs(1)).await;
+        one.shutdown(Duration::from_secs(1)).await;
     }
 
     #[tokio::test]

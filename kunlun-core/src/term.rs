@@ -177,6 +177,7 @@ impl Term {
         if cfg.term.is_none() {
             cfg.term = self.inner.fence.clone();
         }
+        cfg.clusters = self.inner.engine.config().clusters_to_serve.clone();
         let me = self.clone();
         self.spawn_when_open(move |store, cancel| async move {
             let (monitor, handle) = HaMonitor::new(store, cfg, cancel);
@@ -188,7 +189,8 @@ impl Term {
 
     /// Starts the XA resolver (a second call is a no-op); manual resolutions use the same
     /// settings and counters.
-    pub fn start_xa(&self, cfg: XaConfig) {
+    pub fn start_xa(&self, mut cfg: XaConfig) {
+        cfg.clusters = self.inner.engine.config().clusters_to_serve.clone();
         if !self.inner.xa.configure(cfg.clone()) {
             return;
         }
@@ -204,6 +206,7 @@ impl Term {
     pub fn start_catalog_sync(&self, interval: Duration) {
         let cfg = CatalogSyncConfig {
             interval,
+            clusters: self.inner.engine.config().clusters_to_serve.clone(),
             ..CatalogSyncConfig::default()
         };
         self.spawn_when_open(move |store, cancel| async move {
@@ -229,11 +232,13 @@ impl Term {
     /// accepts one ([`ClusterManager::wake_job_runner`]). Call once.
     pub fn start_job_runner(&self, provisioner: Provisioner, poll_interval: Duration) {
         let wake = self.inner.engine.job_wake();
+        let clusters = self.inner.engine.config().clusters_to_serve.clone();
         self.spawn_when_open(move |store, cancel| async move {
             let runner = JobRunner {
                 store,
                 provisioner,
                 poll_interval,
+                clusters,
             };
             runner.run_forever_woken(cancel, wake).await;
         });

@@ -59,6 +59,7 @@ pub fn job_runner(store: &Store, provisioner: Provisioner, poll: Duration) -> Jo
         store: store.clone(),
         provisioner,
         poll_interval: poll,
+        clusters: Default::default(),
     }
 }
 

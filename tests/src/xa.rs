@@ -132,6 +132,7 @@ impl XaEnv {
             retention: Duration::from_secs(24 * 3600),
             purge_every: Duration::from_secs(3600),
             storage: Default::default(),
+            clusters: Default::default(),
         };
         Ok(XaEnv {
             meta,
@@ -188,15 +189,34 @@ impl XaEnv {
         )
     }
 
-    /// Waits until the coordinator deadline of `xid` has passed on the metadata clock.
+    /// Waits until `start_ts + WAIT_MAX_SEC` of `xid` has passed on the metadata clock (the
+    /// age a manual rollback asks for).
     pub async fn wait_past_deadline(&self, xid: KunlunXid) -> Result<()> {
+        self.wait_clock_past(u64::from(xid.start_ts) + WAIT_MAX_SEC)
+            .await
+    }
+
+    /// The metadata server's clock (unix s), the one the resolver dates first sightings by.
+    pub async fn meta_clock(&self) -> Result<u64> {
+        let now: i64 = self
+            .store
+            .autocommit(async |tx| repo::commit_log::server_now(tx).await)
+            .await?;
+        Ok(u64::try_from(now)?)
+    }
+
+    /// Waits until the metadata clock reads more than `t` (bounded: at most `t` minus the
+    /// clock now plus a minute, then an error).
+    pub async fn wait_clock_past(&self, t: u64) -> Result<()> {
+        let start = self.meta_clock().await?;
+        let give_up = std::time::Instant::now()
+            + Duration::from_secs(t.saturating_sub(start).saturating_add(60));
         loop {
-            let now: i64 = self
-                .store
-                .autocommit(async |tx| repo::commit_log::server_now(tx).await)
-                .await?;
-            if now > i64::from(xid.start_ts) + WAIT_MAX_SEC as i64 {
+            if self.meta_clock().await? > t {
                 return Ok(());
+            }
+            if std::time::Instant::now() >= give_up {
+                bail!("the metadata clock did not pass {t}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -312,6 +332,17 @@ pub struct Txn2pc {
     pub cluster: String,
     pub conns: Vec<(usize, Conn)>,
     pub phase: Phase,
+    /// The coordinator's `global_txn_commit_log_wait_max_sec` (the env's `cfg.wait_max`).
+    pub wait_max_sec: u64,
+    /// Unix second at which phase 1 ended, as a compute node dates its deadline from.
+    pub prepared_at: Option<u64>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Txn2pc {
@@ -330,6 +361,8 @@ impl Txn2pc {
             cluster: env.cluster.name.clone(),
             conns,
             phase: Phase::Started,
+            wait_max_sec: env.cfg.wait_max.as_secs(),
+            prepared_at: None,
         })
     }
 
@@ -371,13 +404,17 @@ impl Txn2pc {
             c.query_drop(format!("XA PREPARE '{xid}'")).await?;
         }
         self.phase = Phase::Prepared;
+        self.prepared_at = Some(unix_now());
         Ok(())
     }
 
-    /// The compute node's guarded commit-log insert. `Ok(false)`: refused (deadline passed,
-    /// or a decision, e.g. the resolver's abort claim, is already logged).
+    /// The compute node's guarded commit-log insert, its deadline dated as a compute node
+    /// does: the end of phase 1 (else the xid's start) plus `wait_max_sec`. `Ok(false)`:
+    /// refused (deadline passed, or a decision, e.g. the resolver's abort claim, is already
+    /// logged).
     pub async fn log_commit(&mut self, meta: &mut Conn) -> Result<bool> {
-        let deadline = u64::from(self.xid.start_ts) + WAIT_MAX_SEC;
+        let dated = self.prepared_at.unwrap_or(u64::from(self.xid.start_ts));
+        let deadline = dated + self.wait_max_sec;
         let shards: Vec<String> = self.conns.iter().map(|(i, _)| i.to_string()).collect();
         let sql = format!(
             "INSERT INTO commit_log_{} (comp_node_id, txn_id, next_txn_cmd, written_shards) \

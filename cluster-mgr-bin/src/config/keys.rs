@@ -152,6 +152,10 @@ pub const KEYS: &[KeySpec] = &[
     int("http_client_timeout_secs", 1, 600, "10"),
     // Connections the API serves at once, per worker thread; more wait in the backlog.
     int("http_max_connections", 16, 100_000, "1024"),
+    // The clusters this manager works on: comma-separated cluster ids, no spaces (at most
+    // 4096); empty: every cluster. Its HA, XA recovery, catalog sync and job runner leave the
+    // others alone; managers sharing a store with the same list share one leader lease.
+    text("clusters_to_serve", true, ""),
     // Finished jobs older than this many days are deleted (checked hourly); 0 keeps them.
     int("job_retention_days", 0, 3650, "30"),
     // Directory every machine's `ssh_key_path` must lie in (regular file, the daemon's user's,

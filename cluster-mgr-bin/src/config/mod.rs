@@ -146,6 +146,8 @@ pub struct Config {
     pub http_client_timeout: Duration,
     /// `http_max_connections`: connections served at once per worker.
     pub http_max_connections: usize,
+    /// `clusters_to_serve`: the clusters this manager works on (every cluster when empty).
+    pub clusters_to_serve: kunlun_core::ClusterScope,
     /// `job_retention_days`: finished jobs older than this are deleted; `None` keeps them.
     pub job_retention: Option<Duration>,
     /// `ssh_keys_dir`: where machines' private keys must be (resolved: empty in the file means

@@ -754,3 +754,52 @@ fn emit_keys_warn_about_an_open_block_and_a_key_outside_ssh_keys_dir() {
         c.warnings
     );
 }
+
+#[test]
+fn clusters_to_serve_defaults_to_every_cluster_and_takes_a_comma_list() {
+    assert!(cfg("").clusters_to_serve.serves_all());
+    assert!(cfg("clusters_to_serve =\n").clusters_to_serve.serves_all());
+    let c = cfg("clusters_to_serve = 3,1,20\n").clusters_to_serve;
+    assert_eq!(c.ids(), vec![1, 3, 20]);
+    assert!(c.serves(20) && !c.serves(2));
+}
+
+#[test]
+fn bad_clusters_to_serve_names_file_line_and_value() {
+    for (text, says) in [
+        ("clusters_to_serve = 1,x\n", "\"x\" is not a cluster id"),
+        ("clusters_to_serve = 1,,2\n", "\"\" is not a cluster id"),
+        ("clusters_to_serve = 0\n", "0 is not a cluster id"),
+        ("clusters_to_serve = -4\n", "-4 is not a cluster id"),
+        ("clusters_to_serve = 2,2\n", "cluster 2 is listed twice"),
+        (
+            "clusters_to_serve = 99999999999999999999\n",
+            "is not a cluster id",
+        ),
+    ] {
+        let e = err(&format!("# a comment\n{text}"));
+        assert!(e.contains(":2") && e.contains(says), "{text}: {e}");
+    }
+    // `1, 2` ends at the space, as the original reads values: the `1,` left is refused.
+    let e = err("clusters_to_serve = 1, 2\n");
+    assert!(e.contains("without spaces"), "{e}");
+    let many: Vec<String> = (1..=4097).map(|i| i.to_string()).collect();
+    let e = err(&format!("clusters_to_serve = {}\n", many.join(",")));
+    assert!(e.contains("at most 4096"), "{e}");
+    let long = format!("clusters_to_serve = {}\n", "1".repeat(90_000));
+    assert!(err(&long).contains("characters, at most"));
+}
+
+#[test]
+fn managers_with_one_list_share_a_lease_and_other_lists_lead_apart() {
+    let name = |text: &str| crate::server::lease_name(&cfg(text).clusters_to_serve);
+    assert_eq!(name(""), "cluster_mgr");
+    let a = name("clusters_to_serve = 2,1\n");
+    assert_eq!(
+        a,
+        name("clusters_to_serve = 1,2\n"),
+        "order does not matter"
+    );
+    assert_ne!(a, name("clusters_to_serve = 1,3\n"));
+    assert!(a.starts_with("cluster_mgr@") && a.len() <= 64, "{a}");
+}

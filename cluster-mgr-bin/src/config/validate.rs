@@ -270,6 +270,44 @@ fn emit_allowed_clients(
     Ok(out)
 }
 
+/// Longest `clusters_to_serve` value read (4096 ids of up to 19 digits and their commas).
+const CLUSTERS_TO_SERVE_MAX_LEN: usize = 4096 * 20;
+
+/// `clusters_to_serve`: empty, or cluster ids separated by commas (no spaces: the value ends
+/// at the first one, as the original reads values).
+fn clusters_to_serve(r: &Reader<'_>) -> Result<kunlun_core::ClusterScope, ConfigError> {
+    let s = r.text("clusters_to_serve")?;
+    if s.value.len() > CLUSTERS_TO_SERVE_MAX_LEN {
+        return Err(ConfigError::at(
+            &s.origin,
+            format!(
+                "clusters_to_serve: {} characters, at most {CLUSTERS_TO_SERVE_MAX_LEN}",
+                s.value.len()
+            ),
+        ));
+    }
+    let mut ids = Vec::new();
+    for item in s.value.split(',').filter(|_| !s.value.is_empty()) {
+        let id: i64 = item.parse().map_err(|_| {
+            ConfigError::at(
+                &s.origin,
+                format!(
+                    "clusters_to_serve: {item:?} is not a cluster id; write the ids separated \
+                     by commas without spaces, e.g. `clusters_to_serve = 1,2,5`"
+                ),
+            )
+        })?;
+        ids.push(id);
+    }
+    kunlun_core::ClusterScope::only(&ids).map_err(|e| {
+        let why = match e {
+            kunlun_core::Error::Invalid(m) => m,
+            other => other.to_string(),
+        };
+        ConfigError::at(&s.origin, why)
+    })
+}
+
 /// `machine_ssh_key`: empty or an absolute path. One outside `ssh_keys_dir` is only warned
 /// about: the key file check that refuses it later resolves symlinks, which this cannot.
 fn machine_ssh_key(
@@ -501,6 +539,7 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
     kunlun_meta::validate::name("machine_ssh_user", &ssh_user.value)
         .map_err(|e| ConfigError::at(&ssh_user.origin, e.to_string()))?;
     let machine_ssh_key = machine_ssh_key(&r, &ssh_keys_dir, &mut warnings)?;
+    let clusters_to_serve = clusters_to_serve(&r)?;
 
     // File order, then flags and defaults (the sort is stable).
     warnings.sort_by_key(|w| match &w.origin {
@@ -557,6 +596,7 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
         http_allow_plaintext,
         http_client_timeout: r.secs("http_client_timeout_secs")?,
         http_max_connections: r.int("http_max_connections")?.unsigned_abs() as usize,
+        clusters_to_serve,
         job_retention: Some(r.int("job_retention_days")?.unsigned_abs())
             .filter(|d| *d > 0)
             .map(|d| Duration::from_secs(d * 86_400)),

@@ -59,3 +59,27 @@ impl CatalogOptions {
         }
     }
 }
+
+/// Whether the compute node at `host:port` answers a login as `user`/`password` (database
+/// `postgres`, under `opts`' deadlines): `Ok` once it did, the session closed again.
+pub(crate) async fn answers(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    opts: &CatalogOptions,
+) -> crate::error::Result<()> {
+    let comp = kunlun_meta::model::CompNode {
+        id: 0,
+        db_cluster_id: 0,
+        name: String::new(),
+        hostaddr: host.to_string(),
+        port,
+        user_name: user.to_string(),
+        passwd: password.to_string(),
+        status: kunlun_meta::model::NodeStatus::Active,
+        max_conns: 0,
+        when_created: None,
+    };
+    pg::Session::connect(&comp, None, opts).await.map(drop)
+}

@@ -32,6 +32,8 @@ pub struct CatalogSyncConfig {
     /// Deadlines; the TLS part is replaced by the store's [`kunlun_meta::Store::cluster_tls`]
     /// (one setting for every push of the manager).
     pub options: CatalogOptions,
+    /// The clusters pushed (`clusters_to_serve`). Default: every cluster.
+    pub clusters: crate::ClusterScope,
 }
 
 impl Default for CatalogSyncConfig {
@@ -40,6 +42,7 @@ impl Default for CatalogSyncConfig {
             interval: Duration::from_secs(10),
             resync_every: 30,
             options: CatalogOptions::default(),
+            clusters: crate::ClusterScope::all(),
         }
     }
 }
@@ -96,7 +99,7 @@ impl CatalogSync {
             .list_clusters()
             .await?
             .into_iter()
-            .filter(|c| c.status == ClusterStatus::Inuse)
+            .filter(|c| c.status == ClusterStatus::Inuse && self.config.clusters.serves(c.id))
             .map(|c| c.id)
             .collect();
         self.pushed.retain(|id, _| clusters.contains(id));

@@ -83,6 +83,9 @@ pub struct HaConfig {
     /// (paused, cut off from the store) cannot record a primary after its successor started.
     /// `None` (harness monitors without a lease) writes unchecked.
     pub term: Option<TermFence>,
+    /// The clusters whose shards are probed and failed over (`clusters_to_serve`); a term
+    /// sets it from its engine. Default: every cluster.
+    pub clusters: crate::ClusterScope,
 }
 
 /// A leader's term as a write fence: the lease, its holder and the epoch it was won at.
@@ -161,6 +164,7 @@ impl Default for HaConfig {
             attempt_deadline: Duration::from_secs(120),
             before_write: None,
             term: None,
+            clusters: crate::ClusterScope::all(),
         }
     }
 }
@@ -171,6 +175,7 @@ impl HaConfig {
         HaConfig {
             interval: c.check_shard_interval,
             xa: Some(XaConfig::from_core(c)),
+            clusters: c.clusters_to_serve.clone(),
             ..HaConfig::default()
         }
     }

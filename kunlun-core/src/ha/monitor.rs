@@ -331,7 +331,10 @@ impl HaMonitor {
             })
             .await?;
         let mut out: Vec<ShardTopo> = Vec::new();
-        for c in clusters.into_iter().filter(|c| c.ha_mode == HaMode::Rbr) {
+        for c in clusters
+            .into_iter()
+            .filter(|c| c.ha_mode == HaMode::Rbr && self.cfg.clusters.serves(c.id))
+        {
             let mut by_shard: HashMap<i64, Vec<ShardNode>> = HashMap::new();
             for n in nodes
                 .iter()

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kunlun_meta::api::ClusterDetail;
+use kunlun_meta::model::MachineType;
 use kunlun_meta::model::{
     HaMode, JobStatus, MemberState, NewCompNode, NewShard, NewShardNode, NodeMapMaster, NodeStatus,
     ShardNode,
@@ -15,7 +16,8 @@ use kunlun_meta::store::repo::dirs::{self, NodeKind};
 use kunlun_meta::store::repo::{clusters, comps, machines, meta, nodes, secrets, shards};
 use kunlun_meta::store::{Store, Tx};
 use kunlun_meta::{Error as MetaError, Result as MetaResult};
-use kunlun_provision::placement::PortSets;
+use kunlun_provision::placement::{InstanceKind, PortSets};
+use kunlun_provision::recipe::{validate_base_dir, InstanceSpec, Step};
 
 use super::install::NOTHING_INSTALLED;
 use super::plan::{ClusterPlan, InstancePlan, SystemPasswords};
@@ -23,6 +25,7 @@ use super::plan_scale::{host_port, passwords_of};
 use super::progress::{Progress, StepRecord, StepStatus};
 use crate::accounts::{COMP_USER, MANAGER_USER};
 use crate::error::{Error, Result};
+use crate::fleet::Provisioner;
 
 /// Ports of `plan` grouped per machine.
 pub fn ports_by_machine(plan: &ClusterPlan) -> BTreeMap<i64, Vec<u16>> {
@@ -313,10 +316,13 @@ pub(crate) fn semi_sync_change(ha_mode: HaMode, before: usize, after: usize) -> 
 }
 
 /// Applies [`semi_sync_change`] to the shard's stored primary, now holding its current nodes
-/// (`before` earlier). Best effort, reported as a step: the topology change is already
+/// (`before` earlier): at run time over SQL, and in the instance's `my.cnf` over SSH (the
+/// recipe's [`Step::SemiSyncOn`]/[`Step::SemiSyncOff`], in the dir recorded at install), so a
+/// restart keeps it. Best effort, each reported as a step: the topology change is already
 /// recorded, so a failure here does not fail the job.
 pub(crate) async fn match_semi_sync(
     store: &Store,
+    fleet: &Provisioner,
     shard_id: i64,
     ha_mode: HaMode,
     before: usize,
@@ -332,10 +338,8 @@ pub(crate) async fn match_semi_sync(
     let Some(on) = semi_sync_change(ha_mode, before, current.len()) else {
         return;
     };
-    let step = progress.step(format!(
-        "semi-sync {} on primary",
-        if on { "on" } else { "off" }
-    ));
+    let word = if on { "on" } else { "off" };
+    let step = progress.step(format!("semi-sync {word} on primary"));
     let Some(primary) = current
         .iter()
         .find(|n| n.member_state == MemberState::Source)
@@ -347,6 +351,70 @@ pub(crate) async fn match_semi_sync(
         Ok(()) => step.done_with(format!("{}:{}", primary.hostaddr, primary.port)),
         Err(e) => step.fail(e),
     }
+    let step = progress.step(format!("semi-sync {word} in the primary's my.cnf"));
+    match persist_semi_sync(store, fleet, primary, on).await {
+        Ok(dir) => step.done_with(dir),
+        Err(e) => step.fail(e),
+    }
+}
+
+/// Writes semi-sync `on`/off into `primary`'s configuration file over SSH; returns the
+/// instance dir. Its dir is the one recorded at install, else (installed before dirs were
+/// recorded) the conventional one under the machine's first data dir.
+async fn persist_semi_sync(
+    store: &Store,
+    fleet: &Provisioner,
+    primary: &ShardNode,
+    on: bool,
+) -> Result<String> {
+    let id = primary.id;
+    let (machines, recorded) = store
+        .read(async |tx| {
+            Ok((
+                machines::list(tx).await?,
+                dirs::get(tx, NodeKind::Storage, id).await?,
+            ))
+        })
+        .await?;
+    let machine = machines
+        .iter()
+        .find(|m| m.hostaddr == primary.hostaddr && m.machine_type == MachineType::Storage)
+        .ok_or_else(|| {
+            Error::Conflict(format!(
+                "no storage machine is registered at {}",
+                primary.hostaddr
+            ))
+        })?;
+    let base_dir = match recorded {
+        Some(d) => d,
+        None => machine
+            .data_dirs
+            .first()
+            .map(|d| InstanceSpec::base_dir_for(d, InstanceKind::Storage, primary.port))
+            .ok_or_else(|| Error::Conflict(format!("machine {} has no data dir", machine.id)))?,
+    };
+    validate_base_dir(&base_dir).map_err(|e| Error::Conflict(e.to_string()))?;
+    let spec = InstanceSpec {
+        bind_address: primary.hostaddr.clone(),
+        port: primary.port,
+        base_dir: base_dir.clone(),
+        server_id: 0,
+        buffer_mb: 0,
+        max_connections: 0,
+        semi_sync: on,
+        users: Vec::new(),
+    };
+    let step = if on {
+        Step::SemiSyncOn
+    } else {
+        Step::SemiSyncOff
+    };
+    fleet
+        .storage
+        .run_steps(&fleet.ssh, &fleet.target(machine), &spec, &[step], None)
+        .await
+        .map_err(|e| Error::Unavailable(format!("{}: {e}", step.as_str())))?;
+    Ok(base_dir)
 }
 
 /// The cluster's stored system passwords (409 for a cluster created before they were kept).

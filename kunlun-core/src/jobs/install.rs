@@ -169,6 +169,70 @@ impl Provisioner {
         self.setup_replication_with(plan, progress).await
     }
 
+    /// Checks every instance of `plan` (with its passwords) without changing it: installed (its
+    /// server runs, per its pid file, over SSH) and answering (a login as the manager with the
+    /// plan's password: its system users exist). One `(label, outcome)` per instance, the
+    /// reason on failure; at most one SSH session and one login per instance, in parallel.
+    pub async fn check_installed(
+        &self,
+        machines: &[Machine],
+        plan: &ClusterPlan,
+        catalog: &crate::catalog::CatalogOptions,
+    ) -> Result<Vec<(String, std::result::Result<(), String>)>> {
+        let mut set = JoinSet::new();
+        for job in self.jobs(machines, plan)? {
+            let recipe = if job.storage {
+                self.storage.clone()
+            } else {
+                self.compute.clone()
+            };
+            let ssh = self.ssh.clone();
+            let password = plan.passwords.manager.clone();
+            let catalog = catalog.clone();
+            set.spawn(async move {
+                let label = instance_label(job.storage, &job.spec);
+                let r = async {
+                    let running = recipe
+                        .is_running(&ssh, &job.target, &job.spec)
+                        .await
+                        .map_err(|e| format!("not checked: {e}"))?;
+                    if !running {
+                        return Err("its server is not running".to_string());
+                    }
+                    let (host, port) = (job.spec.bind_address.clone(), job.spec.port);
+                    if job.storage {
+                        let addr = NodeAddr {
+                            host,
+                            port,
+                            user: MANAGER_USER.into(),
+                            password,
+                        };
+                        let c = StorageConn::connect(&addr, StorageOptions::default())
+                            .await
+                            .map_err(|e| format!("does not answer: {e}"))?;
+                        c.close().await;
+                    } else {
+                        crate::catalog::answers(&host, port, MANAGER_USER, &password, &catalog)
+                            .await
+                            .map_err(|e| format!("does not answer: {e}"))?;
+                    }
+                    Ok(())
+                }
+                .await;
+                (label, r)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(one) => out.push(one),
+                Err(e) => out.push(("check task".to_string(), Err(e.to_string()))),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     /// Stops and removes every instance of `plan` (also fine when some were never installed).
     pub async fn uninstall_cluster(&self, machines: &[Machine], plan: &ClusterPlan) -> Result<()> {
         self.uninstall_cluster_with(machines, plan, &Progress::detached())

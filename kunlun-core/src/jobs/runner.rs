@@ -115,6 +115,24 @@ pub struct JobRunner {
     pub provisioner: Provisioner,
     /// How often to look for new jobs when idle.
     pub poll_interval: Duration,
+    /// The clusters whose jobs this runner claims and resumes (`clusters_to_serve`; see
+    /// [`served`]).
+    pub clusters: crate::ClusterScope,
+}
+
+/// Whether a runner limited to `scope` takes `job`: a job on a cluster (`job_info.cluster_id`)
+/// when it serves that cluster; a job naming no existing cluster (`create_cluster`) only when
+/// it serves every cluster, since the cluster it makes is in no list yet.
+pub fn served(scope: &crate::ClusterScope, job: &Job) -> bool {
+    match job
+        .job_info
+        .as_ref()
+        .and_then(|i| i.get("cluster_id"))
+        .and_then(Value::as_i64)
+    {
+        Some(id) => scope.serves(id),
+        None => scope.serves_all(),
+    }
 }
 
 type JobFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -216,7 +234,7 @@ impl JobRunner {
         let mut left = Vec::new();
         for job in ongoing
             .iter()
-            .filter(|j| JOB_TYPES.contains(&j.job_type.as_str()))
+            .filter(|j| JOB_TYPES.contains(&j.job_type.as_str()) && served(&self.clusters, j))
         {
             tracing::warn!(job_id = job.id, job_type = %job.job_type, "resuming an interrupted job");
             match self.run(job).await {
@@ -239,7 +257,12 @@ impl JobRunner {
 
     /// Claims one job and runs it to its end in this task; false when there was none.
     pub async fn run_once(&self) -> Result<bool> {
-        let Some(job) = self.store.claim_next_job(JOB_TYPES).await? else {
+        let next = if self.clusters.serves_all() {
+            self.store.claim_next_job(JOB_TYPES).await?
+        } else {
+            self.claim_free(&HashSet::new()).await?
+        };
+        let Some(job) = next else {
             return Ok(false);
         };
         tracing::info!(job_id = job.id, job_type = %job.job_type, "job claimed");
@@ -255,7 +278,7 @@ impl JobRunner {
             .await?;
         for j in waiting
             .iter()
-            .filter(|j| JOB_TYPES.contains(&j.job_type.as_str()))
+            .filter(|j| JOB_TYPES.contains(&j.job_type.as_str()) && served(&self.clusters, j))
         {
             if cluster_of(j).is_some_and(|c| busy.contains(&c)) {
                 continue;
@@ -532,6 +555,7 @@ mod tests {
                 keys_dir: None,
             },
             poll_interval: Duration::from_millis(50),
+            clusters: crate::ClusterScope::all(),
         };
         Rig { runner, dir }
     }
@@ -605,6 +629,77 @@ mod tests {
         let s = spans.lock().expect("spans");
         let (_, a, b) = s.iter().find(|(j, _, _)| *j == id).expect("job ran");
         (*a, *b)
+    }
+
+    fn job_with(info: Value) -> Job {
+        Job {
+            id: 1,
+            job_type: DELETE_CLUSTER.into(),
+            job_info: Some(info),
+            status: JobStatus::NotStarted,
+            memo: None,
+            user_name: None,
+            related_id: None,
+            when_started: None,
+            when_ended: None,
+        }
+    }
+
+    #[test]
+    fn a_limited_runner_takes_only_its_clusters_jobs() {
+        let one = crate::ClusterScope::only(&[1]).expect("scope");
+        let all = crate::ClusterScope::all();
+        let on = |id: i64| job_with(json!({"cluster_id": id, "name": "x"}));
+        let create = job_with(json!({"name": "new"}));
+        assert!(served(&one, &on(1)) && !served(&one, &on(2)));
+        assert!(!served(&one, &create), "a new cluster is in no list yet");
+        assert!(served(&all, &on(2)) && served(&all, &create));
+    }
+
+    /// A runner limited to cluster 1 claims and resumes only cluster 1's jobs: cluster 2's
+    /// (older) and a create (no cluster yet) are left for a manager serving them.
+    #[tokio::test]
+    async fn a_runner_limited_to_one_cluster_leaves_other_clusters_jobs_alone() {
+        let mut rig = rig("scope").await;
+        rig.runner.clusters = crate::ClusterScope::only(&[1]).expect("scope");
+        let store = rig.runner.store.clone();
+        let mk = async |job_type: &str, info: Value| {
+            store
+                .create_job(&NewJob {
+                    job_type: job_type.into(),
+                    job_info: info,
+                    user_name: None,
+                })
+                .await
+                .expect("job")
+                .id
+        };
+        let other = mk(DELETE_CLUSTER, json!({"cluster_id": 2, "name": "b"})).await;
+        let create = mk(CREATE_CLUSTER, json!({"name": "c"})).await;
+        let mine = mk(DELETE_CLUSTER, json!({"cluster_id": 1, "name": "a"})).await;
+
+        assert!(rig.runner.run_once().await.expect("run"), "claimed its own");
+        assert!(store.get_job(mine).await.expect("job").status.is_final());
+        assert!(
+            !rig.runner.run_once().await.expect("run"),
+            "nothing else it may claim"
+        );
+        for id in [other, create] {
+            assert_eq!(
+                store.get_job(id).await.expect("job").status,
+                JobStatus::NotStarted
+            );
+        }
+        // Found ongoing at start-up (another manager's, interrupted): not resumed here.
+        store
+            .update_job(other, JobStatus::Ongoing, None)
+            .await
+            .expect("ongoing");
+        assert_eq!(rig.runner.recover().await.expect("recover"), 0);
+        assert_eq!(
+            store.get_job(other).await.expect("job").status,
+            JobStatus::Ongoing
+        );
     }
 
     #[tokio::test]
@@ -926,7 +1021,10 @@ mod tests {
             memo_of::<AddCompsJob>(&job(ADD_COMPS)).unwrap().stage,
         ] {
             assert_eq!(m, Stage::Recorded);
-            assert_eq!(resume(Direction::Add, m, true), Resume::FinishForward);
+            assert_eq!(
+                resume(Direction::Add, m, true, false),
+                Resume::FinishForward
+            );
         }
         // Written when recording failed: rolled back.
         for m in [
@@ -934,7 +1032,7 @@ mod tests {
             memo_of::<AddNodesJob>(&job("add_nodes")).unwrap().stage,
         ] {
             assert_eq!(m, Stage::Planned);
-            assert_eq!(resume(Direction::Add, m, true), Resume::RollBack);
+            assert_eq!(resume(Direction::Add, m, true, false), Resume::RollBack);
         }
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Invariant: the same decisions as the resolver (commit log, abort claims), applied to the
 //! given node rather than to the recorded primary (metadata may not point at it yet); branches
-//! too young to decide are waited out, bounded by `wait_max` plus a margin, and whatever is
-//! still prepared at the end is reported, never guessed.
+//! too young to decide (first seen by this call less than `wait_max` ago) are waited out,
+//! bounded by `wait_max` plus a margin, and whatever is still prepared at the end is reported,
+//! never guessed.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use kunlun_meta::model::{Cluster, ShardNode};
 use kunlun_meta::store::Store;
 use tokio_util::sync::CancellationToken;
 
+use super::decide::FirstSeen;
 use super::round::{resolve_targets, RoundReport, Target, XaConfig};
 use crate::error::Result;
 use crate::storage::NodeAddr;
@@ -39,12 +41,16 @@ pub async fn end_in_doubt_on_new_primary(
     };
     let give_up = Instant::now() + cfg.wait_max + cfg.wait_max / 2 + Duration::from_secs(2);
     let mut ended = Ended::default();
+    // This call's own clock: an undecided branch is waited out `wait_max` from when this call
+    // first saw it (its coordinator may be about to log a commit), within `give_up`.
+    let mut clock = FirstSeen::default();
     loop {
         let report = resolve_targets(
             store,
             Some(&cluster.name),
             std::slice::from_ref(&target),
             cfg,
+            &mut clock,
         )
         .await?;
         let done = report.complete() && report.remaining() == 0;

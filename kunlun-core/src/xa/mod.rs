@@ -17,7 +17,8 @@ pub mod round;
 pub mod xid;
 
 pub use decide::{
-    decide, plan_cluster, plan_meta_shard, purge_cutoff, Action, Branch, Planned, SkipReason,
+    decide, plan_cluster, plan_meta_shard, purge_cutoff, Action, Branch, FirstSeen, Planned,
+    SkipReason,
 };
 pub use facade::XaState;
 pub use failover::end_in_doubt_on_new_primary;

@@ -1,8 +1,9 @@
 //! The XA resolver actor: every `thread_work_interval` one pass per cluster and one over the
 //! metadata shard, then (every `purge_every`) the commit-log retention purge.
 //!
-//! Invariants: the actor owns its state (which branches it has already seen, when it last
-//! purged) and only publishes counters; a failed pass is logged and retried on the next tick;
+//! Invariants: the actor owns its state (which branches it has already seen and since when,
+//! when it last purged) and only publishes counters; an abort is claimed only `wait_max` after
+//! this resolver first saw the branch prepared (a new resolver starts every clock afresh); a failed pass is logged and retried on the next tick;
 //! a cluster's log is purged only after a pass that scanned every one of its shards, so a
 //! prepared branch on an unreachable shard can never lose its decision.
 
@@ -16,6 +17,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::decide::FirstSeen;
 use super::metrics::XaMetrics;
 use super::round::{
     purge_commit_log, resolve_cluster, resolve_meta_shard, RoundReport, XaConfig, META_SHARD_ID,
@@ -31,6 +33,8 @@ pub struct XaResolver {
     metrics: Arc<XaMetrics>,
     /// `(cluster id or META, shard id, xid)` of every branch seen in the last round.
     seen: HashSet<(i64, i64, KunlunXid)>,
+    /// When each branch (shard, xid) was first seen prepared, for the abort claims.
+    clock: FirstSeen,
     last_purge: Option<Instant>,
 }
 
@@ -65,6 +69,7 @@ impl XaResolver {
             cfg,
             metrics,
             seen: HashSet::new(),
+            clock: FirstSeen::default(),
             last_purge: None,
         }
     }
@@ -98,8 +103,11 @@ impl XaResolver {
     pub async fn round(&mut self) -> Result<RoundSummary> {
         let clusters = self.store.list_clusters().await?;
         let mut summary = RoundSummary::default();
-        for c in clusters.iter().filter(|c| c.status == ClusterStatus::Inuse) {
-            match resolve_cluster(&self.store, c, &self.cfg).await {
+        for c in clusters
+            .iter()
+            .filter(|c| c.status == ClusterStatus::Inuse && self.cfg.clusters.serves(c.id))
+        {
+            match resolve_cluster(&self.store, c, &self.cfg, &mut self.clock).await {
                 Ok(r) => summary.clusters.push((c.id, r)),
                 Err(e) => {
                     tracing::warn!(cluster = %c.name, error = %e, "XA recovery pass failed");
@@ -112,6 +120,7 @@ impl XaResolver {
             Err(e) => summary.errors.push((META_CLUSTER_ID, e.to_string())),
         }
         self.count_new(&summary);
+        self.forget_gone(&summary);
         self.metrics.record_round(&summary.total());
         if self
             .last_purge
@@ -132,6 +141,32 @@ impl XaResolver {
         let new = now.difference(&self.seen).count();
         self.metrics.add_found(new as u64);
         self.seen = now;
+    }
+
+    /// Forgets the first sightings of branches this round did not find. Those on shards it
+    /// could not scan are kept, and after a cluster's pass failed outright (its shards are not
+    /// known) nothing is forgotten this round.
+    fn forget_gone(&mut self, summary: &RoundSummary) {
+        if summary.errors.iter().any(|(c, _)| *c != META_CLUSTER_ID) {
+            return;
+        }
+        let found: HashSet<(i64, KunlunXid)> = summary
+            .clusters
+            .iter()
+            .filter(|(c, _)| *c != META_CLUSTER_ID)
+            .flat_map(|(_, r)| r.seen.iter().copied())
+            .collect();
+        let unscanned: HashSet<i64> = summary
+            .clusters
+            .iter()
+            .flat_map(|(_, r)| r.unreachable.iter().map(|(s, _)| *s))
+            .collect();
+        self.clock.round_done(&found, &unscanned);
+    }
+
+    /// Branches whose first sighting the resolver remembers.
+    pub fn remembered(&self) -> usize {
+        self.clock.len()
     }
 
     async fn purge(

@@ -15,7 +15,9 @@ use kunlun_meta::store::{repo, Store};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use super::decide::{plan_cluster, plan_meta_shard, txn_id_range, Action, Branch, Planned};
+use super::decide::{
+    plan_cluster, plan_meta_shard, txn_id_range, Action, Branch, FirstSeen, Planned,
+};
 use super::xid::KunlunXid;
 use crate::config::CoreConfig;
 use crate::error::Result;
@@ -30,7 +32,8 @@ pub struct XaConfig {
     /// Period of the resolver (`thread_work_interval`).
     pub interval: Duration,
     /// Window in which a coordinator may still log its decision
-    /// (`global_txn_commit_log_wait_max_sec`); younger branches without a row are left alone.
+    /// (`global_txn_commit_log_wait_max_sec`); a branch without a row is left alone until this
+    /// long after the resolver first saw it prepared.
     pub wait_max: Duration,
     /// Commit-log rows of transactions older than this are purged (`commit_log_retention_hours`).
     pub retention: Duration,
@@ -38,6 +41,9 @@ pub struct XaConfig {
     pub purge_every: Duration,
     /// Deadlines of storage-node calls.
     pub storage: StorageOptions,
+    /// The clusters whose branches the resolver ends (`clusters_to_serve`; the metadata
+    /// shard's are ended by every resolver). Default: every cluster.
+    pub clusters: crate::ClusterScope,
 }
 
 impl XaConfig {
@@ -50,6 +56,7 @@ impl XaConfig {
             purge_every: Duration::from_secs(3600)
                 .min(c.commit_log_retention.max(Duration::from_secs(60))),
             storage: StorageOptions::default(),
+            clusters: c.clusters_to_serve.clone(),
         }
     }
 }
@@ -308,12 +315,15 @@ async fn claim_aborts(
 }
 
 /// Runs one pass over `targets`. `commit_log` names the cluster whose log decides; `None`
-/// means the targets are metadata-shard nodes, whose branches are all rolled back.
+/// means the targets are metadata-shard nodes, whose branches are all rolled back. `clock`
+/// remembers when each branch was first seen prepared across passes (an abort is claimed
+/// only `wait_max` after that); the caller forgets what is gone ([`FirstSeen::round_done`]).
 pub async fn resolve_targets(
     store: &Store,
     commit_log: Option<&str>,
     targets: &[Target],
     cfg: &XaConfig,
+    clock: &mut FirstSeen,
 ) -> Result<RoundReport> {
     let (scans, unreachable) = scan_all(targets, cfg.storage).await;
     let mut report = RoundReport {
@@ -337,7 +347,7 @@ pub async fn resolve_targets(
         close_all(scans).await;
         return Ok(report);
     }
-    let decided = match decide_all(store, commit_log, &branches, cfg, &mut report).await {
+    let decided = match decide_all(store, commit_log, &branches, cfg, clock, &mut report).await {
         Ok(d) => d,
         Err(e) => {
             close_all(scans).await;
@@ -356,16 +366,19 @@ async fn decide_all(
     commit_log: Option<&str>,
     branches: &[Branch],
     cfg: &XaConfig,
+    clock: &mut FirstSeen,
     report: &mut RoundReport,
 ) -> Result<Decided> {
+    // Read after the scan, so a first sighting is never dated before the branch was prepared.
     let now = meta_now(store).await?;
     report.now = now;
     let wait = cfg.wait_max.as_secs();
     let plan: Vec<Planned> = match commit_log {
         None => plan_meta_shard(branches),
         Some(cluster) => {
+            let first_seen = clock.observe(branches, now);
             let logged = lookup(store, cluster, branches).await?;
-            plan_cluster(branches, &logged, now, wait)
+            plan_cluster(branches, &logged, &first_seen, now, wait)
         }
     };
     let mut decided: Decided = HashMap::new();
@@ -498,22 +511,24 @@ async fn close_all(scans: Vec<Scan>) {
     }
 }
 
-/// One pass over a cluster's shard primaries.
+/// One pass over a cluster's shard primaries (`clock`: see [`resolve_targets`]).
 pub async fn resolve_cluster(
     store: &Store,
     cluster: &Cluster,
     cfg: &XaConfig,
+    clock: &mut FirstSeen,
 ) -> Result<RoundReport> {
     let (targets, missing) = cluster_targets(store, cluster.id).await?;
-    let mut report = resolve_targets(store, Some(&cluster.name), &targets, cfg).await?;
+    let mut report = resolve_targets(store, Some(&cluster.name), &targets, cfg, clock).await?;
     report.unreachable.extend(missing);
     Ok(report)
 }
 
-/// One pass over the metadata shard's primary: Kunlun branches there are rolled back.
+/// One pass over the metadata shard's primary: Kunlun branches there are rolled back (no
+/// clock: they never wait).
 pub async fn resolve_meta_shard(store: &Store, cfg: &XaConfig) -> Result<RoundReport> {
     let targets = meta_targets(store).await?;
-    resolve_targets(store, None, &targets, cfg).await
+    resolve_targets(store, None, &targets, cfg, &mut FirstSeen::default()).await
 }
 
 /// Purges a cluster's commit log of rows older than the retention, keeping any row a branch

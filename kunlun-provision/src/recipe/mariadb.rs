@@ -396,6 +396,8 @@ done
                 q(&proc_pattern(&p.cnf))
             ),
             Step::RemoveDirs => super::remove_dirs_script(&p.base)?,
+            Step::SemiSyncOn => semi_sync_cnf_script(&p.cnf, true),
+            Step::SemiSyncOff => semi_sync_cnf_script(&p.cnf, false),
         })
     }
 
@@ -469,6 +471,41 @@ echo "{mark} nopid""#,
             .await?;
         Ok(out.success())
     }
+}
+
+/// The lines [`Step::SemiSyncOn`]/[`Step::SemiSyncOff`] put right after `[mysqld]` (what
+/// turning it on or off at run time sets, see `kunlun_core::jobs::seed`).
+pub fn semi_sync_cnf_lines(on: bool) -> &'static [&'static str] {
+    if on {
+        &[
+            "rpl-semi-sync-master-enabled = ON",
+            "rpl-semi-sync-master-wait-point = AFTER_SYNC",
+        ]
+    } else {
+        &["rpl-semi-sync-master-enabled = OFF"]
+    }
+}
+
+/// Rewrites `cnf` (atomically: a `.new` file moved over it) without any
+/// `rpl_semi_sync_master_enabled` / `_wait_point` line, in either spelling, and with
+/// [`semi_sync_cnf_lines`] right after the `[mysqld]` header; idempotent. Fails, changing
+/// nothing, when the file or its `[mysqld]` section is missing.
+fn semi_sync_cnf_script(cnf: &str, on: bool) -> String {
+    let adds: String = semi_sync_cnf_lines(on)
+        .iter()
+        .map(|l| format!(" print \"{l}\";"))
+        .collect();
+    format!(
+        r#"c={cnf}
+[ -f "$c" ] || {{ echo "no configuration file $c" >&2; exit 1; }}
+umask 022
+awk '/^[[:space:]]*(loose[-_])?rpl[-_]semi[-_]sync[-_]master[-_](enabled|wait[-_]point)[[:space:]]*(=|$)/ {{ next }}
+{{ print }}
+!done && /^[[:space:]]*\[mysqld\][[:space:]]*$/ {{{adds} done = 1 }}
+END {{ if (!done) exit 3 }}' "$c" > "$c.new" || {{ rm -f "$c.new"; echo "no [mysqld] section in $c" >&2; exit 1; }}
+mv -f "$c.new" "$c""#,
+        cnf = sh_quote(cnf),
+    )
 }
 
 /// A `pgrep -f` pattern for the instance's server; the `[-]` keeps it from matching the shell
@@ -583,6 +620,85 @@ mod tests {
                 role: UserRole::Replication,
             }],
         }
+    }
+
+    /// Runs the semi-sync cnf script of `on` over a file holding `cnf`; the exit status and
+    /// what the file holds afterwards.
+    fn run_semi_sync_script(cnf: &str, on: bool) -> (bool, String) {
+        let dir = std::env::temp_dir().join(format!(
+            "kunlun-semi-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("my.cnf");
+        std::fs::write(&path, cnf).unwrap();
+        let script = semi_sync_cnf_script(path.to_str().unwrap(), on);
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .status()
+            .unwrap()
+            .success();
+        let after = std::fs::read_to_string(&path).unwrap();
+        let leftovers = std::fs::read_dir(&dir).unwrap().count();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(leftovers, 1, "no .new file is left behind");
+        (ok, after)
+    }
+
+    #[test]
+    fn semi_sync_is_persisted_in_the_cnf_idempotently() {
+        let r = MariaDbRecipe::default();
+        let without = r.config(&spec(false));
+        let with = r.config(&spec(true));
+        let master_lines = |c: &str| -> Vec<String> {
+            c.lines()
+                .filter(|l| l.contains("semi-sync-master-enabled") || l.contains("wait-point"))
+                .map(str::to_string)
+                .collect()
+        };
+        // On, for a primary installed alone: the lines appear once, however often it runs.
+        let (ok, on) = run_semi_sync_script(&without, true);
+        assert!(ok);
+        assert_eq!(
+            master_lines(&on),
+            [
+                "rpl-semi-sync-master-enabled = ON",
+                "rpl-semi-sync-master-wait-point = AFTER_SYNC"
+            ]
+        );
+        assert_eq!(run_semi_sync_script(&on, true), (true, on.clone()));
+        let after_header: Vec<&str> = on
+            .lines()
+            .skip_while(|l| *l != "[mysqld]")
+            .skip(1)
+            .take(2)
+            .collect();
+        assert_eq!(after_header, semi_sync_cnf_lines(true), "inside [mysqld]");
+        assert!(on.contains("max-connections = "), "the rest is kept");
+        // Off, for a primary installed with replicas: its ON line goes, OFF is written once.
+        let (ok, off) = run_semi_sync_script(&with, false);
+        assert!(ok);
+        assert_eq!(master_lines(&off), ["rpl-semi-sync-master-enabled = OFF"]);
+        assert!(off.contains("rpl-semi-sync-slave-enabled = ON"));
+        assert_eq!(run_semi_sync_script(&off, false), (true, off.clone()));
+        // Hand-written spellings are replaced too.
+        let hand = "[client]\nport=1\n[mysqld]\nrpl_semi_sync_master_enabled=1\nloose-rpl_semi_sync_master_wait_point = AFTER_COMMIT\nport = 2\n";
+        let (ok, fixed) = run_semi_sync_script(hand, false);
+        assert!(ok);
+        assert_eq!(
+            fixed,
+            "[client]\nport=1\n[mysqld]\nrpl-semi-sync-master-enabled = OFF\nport = 2\n"
+        );
+        // No [mysqld] section: refused, the file untouched.
+        assert_eq!(
+            run_semi_sync_script("[client]\nport=1\n", true),
+            (false, "[client]\nport=1\n".to_string())
+        );
     }
 
     #[test]

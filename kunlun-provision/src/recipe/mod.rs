@@ -57,6 +57,11 @@ pub enum Step {
     Stop,
     /// Remove the instance directory.
     RemoveDirs,
+    /// Storage: persist semi-sync on as a primary (master side enabled, wait point
+    /// `AFTER_SYNC`) in the instance's configuration file, so a restart keeps it.
+    SemiSyncOn,
+    /// Storage: persist semi-sync off as a primary in the instance's configuration file.
+    SemiSyncOff,
 }
 
 impl Step {
@@ -71,6 +76,8 @@ impl Step {
             Step::CreateUsers => "create_users",
             Step::Stop => "stop",
             Step::RemoveDirs => "remove_dirs",
+            Step::SemiSyncOn => "semi_sync_on",
+            Step::SemiSyncOff => "semi_sync_off",
         }
     }
 
@@ -78,7 +85,12 @@ impl Step {
     pub fn parse(name: &str) -> Option<Step> {
         INSTALL_STEPS
             .iter()
-            .chain(&[Step::Stop, Step::RemoveDirs])
+            .chain(&[
+                Step::Stop,
+                Step::RemoveDirs,
+                Step::SemiSyncOn,
+                Step::SemiSyncOff,
+            ])
             .copied()
             .find(|s| s.as_str() == name)
     }

@@ -225,6 +225,7 @@ done
                 q(&server_pattern(&p.data))
             ),
             Step::RemoveDirs => super::remove_dirs_script(&p.base)?,
+            Step::SemiSyncOn | Step::SemiSyncOff => return None,
         })
     }
 

@@ -265,6 +265,7 @@ async fn the_sync_catches_a_stopped_compute_node_up_and_skips_unchanged_clusters
             interval: Duration::from_millis(100),
             resync_every: 0,
             options: opts(),
+            clusters: Default::default(),
         },
     );
     let r = sync.round().await?;

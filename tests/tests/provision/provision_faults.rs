@@ -345,3 +345,211 @@ fn the_daemon_killed_mid_job_rolls_the_job_back_after_a_restart() {
     assert!(reaper.pids().is_empty(), "no orphaned server process");
     drop(sshd);
 }
+
+/// `create_cluster` interrupted once every instance is installed and answers, but before its
+/// rows are recorded (the runner is stopped as a crash would stop it): on restart the job
+/// checks the instances and finishes forward, `done`, the cluster replicating and known to
+/// its compute node, no instance reinstalled (same server processes, data kept).
+///
+/// The hold: the storage recipe's client is a wrapper that creates the system users and then
+/// waits (bounded, until the test releases it), so the install steps of the storage nodes
+/// never report done while their users already exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_cut_after_every_instance_is_installed_finishes_forward_after_a_restart() {
+    use kunlun_core::accounts::MANAGER_USER;
+    use kunlun_core::catalog::{read_catalog, CatalogOptions};
+    use kunlun_meta::model::MemberState;
+    use kunlun_meta::store::repo::secrets;
+    use mysql_async::prelude::Queryable;
+
+    let root = tempfile::tempdir().expect("tempdir");
+    chmod_755(root.path());
+    let release = root.path().join("release");
+    let wrapper = root.path().join("holding-mariadb");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n/usr/bin/mariadb \"$@\" || exit $?\ni=0\n\
+             while [ ! -e '{}' ] && [ $i -lt 900 ]; do sleep 0.2; i=$((i+1)); done\n",
+            release.display()
+        ),
+    )
+    .expect("wrapper");
+    chmod_755(&wrapper);
+    let recipe = MariaDbRecipe {
+        client: wrapper.display().to_string(),
+        ..MariaDbRecipe::default()
+    };
+    let ip = Ipv4Addr::new(127, 0, 0, 111);
+    let mut w = ProvisionWorld::builder(ip)
+        .storage_recipe(recipe)
+        .build()
+        .await;
+    let reaper = Reaper(w.data_dir());
+    // Whatever happens, the held sessions end.
+    struct Release(std::path::PathBuf);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, b"");
+        }
+    }
+    let _release = Release(release.clone());
+
+    w.start_runner();
+    let job = accept_create_cluster(&w.store, &request("forward", 2))
+        .await
+        .expect("accepted");
+    w.wake();
+
+    // Every instance installed and answering its manager login, the job still `planned`.
+    let mut ready = None;
+    for _ in 0..1500 {
+        let j = w.store.get_job(job.id).await.expect("job");
+        assert!(!j.status.is_final(), "held at planned: {:?}", j.memo);
+        let memo: CreateMemo =
+            serde_json::from_value(j.memo.clone().unwrap_or_default()).unwrap_or_default();
+        if let (Some(plan), Some(cid)) = (memo.plan.clone(), memo.cluster_id) {
+            assert_eq!(memo.stage, "planned", "{memo:?}");
+            let pw = w
+                .store
+                .read(async |tx| secrets::get(tx, cid).await)
+                .await
+                .expect("secret")
+                .manager_pwd;
+            let comp_done = memo
+                .steps
+                .iter()
+                .any(|s| s.name.starts_with("install compute") && s.status == StepStatus::Done);
+            let mut all = comp_done;
+            for n in plan.shards.iter().flat_map(|s| s.nodes.iter()) {
+                let opts = mysql_async::OptsBuilder::default()
+                    .ip_or_hostname(ip.to_string())
+                    .tcp_port(n.slot.port)
+                    .user(Some(MANAGER_USER))
+                    .pass(Some(pw.clone()));
+                match mysql_async::Conn::new(opts).await {
+                    Ok(c) => drop(c.disconnect().await),
+                    Err(_) => all = false,
+                }
+            }
+            if all {
+                ready = Some((memo, pw));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (memo, pw) = ready.expect("every instance installed and answering");
+    assert!(
+        memo.steps
+            .iter()
+            .any(|s| s.name.starts_with("start storage") && s.status != StepStatus::Done),
+        "the storage installs are held (their last step, create_users): {:?}",
+        memo.steps
+    );
+    assert!(
+        w.stop_runner(Duration::from_secs(10)).await,
+        "runner stopped"
+    );
+    assert_eq!(
+        w.store.get_job(job.id).await.expect("job").status,
+        JobStatus::Ongoing,
+        "cut mid-job"
+    );
+
+    // What must survive: each server process, and data written before the restart.
+    let plan = memo.plan.clone().expect("plan");
+    let pid_files: Vec<std::path::PathBuf> = plan
+        .shards
+        .iter()
+        .flat_map(|s| s.nodes.iter())
+        .map(|n| Path::new(&n.base_dir).join("run/mysqld.pid"))
+        .chain(
+            plan.comps
+                .iter()
+                .map(|c| Path::new(&c.base_dir).join("data/postmaster.pid")),
+        )
+        .collect();
+    let pids_before: Vec<Option<i32>> = pid_files
+        .iter()
+        .map(|p| kunlun_tests::world::pid_in(p))
+        .collect();
+    assert!(pids_before.iter().all(Option::is_some), "{pids_before:?}");
+    let first = &plan.shards[0].nodes[0];
+    let mut c = w.conn(first.slot.port, &pw).await;
+    c.query_drop("CREATE DATABASE kept_across; CREATE TABLE kept_across.t (id INT PRIMARY KEY); INSERT INTO kept_across.t VALUES (1)")
+        .await
+        .expect("write before the restart");
+    drop(c);
+
+    // The restart: a new runner (normal recipe) resumes the interrupted job.
+    let runner =
+        kunlun_tests::world::job_runner(&w.store, w.provisioner(), Duration::from_millis(100));
+    assert_eq!(runner.recover().await.expect("recover"), 1);
+    let j = w.store.get_job(job.id).await.expect("job");
+    let done: CreateMemo = serde_json::from_value(j.memo.clone().expect("memo")).expect("memo");
+    assert_eq!(j.status, JobStatus::Done, "{done:?}");
+    assert_eq!(done.stage, "done");
+    assert!(
+        done.steps
+            .iter()
+            .any(|s| s.name == "check installed instances" && s.status == StepStatus::Done),
+        "{:?}",
+        done.steps
+    );
+    let after: Vec<Option<i32>> = pid_files
+        .iter()
+        .map(|p| kunlun_tests::world::pid_in(p))
+        .collect();
+    assert_eq!(
+        after, pids_before,
+        "no instance was reinstalled or restarted"
+    );
+
+    // The cluster is usable: its rows, its replica replicating, its compute node's catalog.
+    let cluster = w
+        .store
+        .get_cluster_by_name("forward")
+        .await
+        .expect("cluster");
+    let shards = w.store.list_shards(Some(cluster.id)).await.expect("shards");
+    assert_eq!(shards.len(), 1);
+    let nodes = w
+        .store
+        .list_shard_nodes(Some(shards[0].id))
+        .await
+        .expect("nodes");
+    assert_eq!(nodes.len(), 2);
+    let primary = nodes
+        .iter()
+        .find(|n| n.member_state == MemberState::Source)
+        .expect("primary");
+    let replica = nodes.iter().find(|n| n.id != primary.id).expect("replica");
+    assert_eq!(primary.port, first.slot.port);
+    let mut p = w.conn(primary.port, &pw).await;
+    p.query_drop("INSERT INTO kept_across.t VALUES (2)")
+        .await
+        .expect("the primary takes writes");
+    drop(p);
+    w.wait_for(
+        replica.port,
+        &pw,
+        "SELECT CAST(COUNT(*) AS CHAR) FROM kept_across.t",
+        "2",
+    )
+    .await;
+    let comps = w
+        .store
+        .list_comp_nodes(Some(cluster.id))
+        .await
+        .expect("comps");
+    assert_eq!(comps.len(), 1);
+    let cat = read_catalog(&w.store, &comps[0], &CatalogOptions::default())
+        .await
+        .expect("catalog");
+    assert!(
+        cat.shard(shards[0].id).is_some(),
+        "the compute node knows the shard"
+    );
+    drop(reaper);
+}

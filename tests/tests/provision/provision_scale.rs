@@ -6,7 +6,9 @@
 //! `add_shards` (a new shard whose replica replicates, on the compute node's catalog), one
 //! `add_nodes` job adding a replica to both shards (each seeded from and following its own
 //! shard's primary, on distinct ports) and `delete_shard` (nothing of it left). Bad input: 0 nodes, an unknown shard, the shard of
-//! another cluster, and more nodes than the machines hold (fails, nothing reserved).
+//! another cluster, and more nodes than the machines hold (fails, nothing reserved). Last,
+//! semi-sync across restarts: the shard's last replica deleted, the primary's `my.cnf` says
+//! off; a first replica added again, on; after each, a restart of the primary keeps the value.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -18,9 +20,13 @@ use kunlun_core::jobs::plan_scale::{install_view, passwords_of, plan_add_nodes};
 use kunlun_core::jobs::{accept_create_cluster, accept_delete_cluster};
 use kunlun_core::Error;
 use kunlun_meta::api::{AddNodes, AddShards, CreateCluster};
-use kunlun_meta::model::{HaMode, JobStatus, MemberState, NewCluster, NewJob, NewShard, ShardNode};
+use kunlun_meta::model::{
+    HaMode, JobStatus, MachineType, MemberState, NewCluster, NewJob, NewShard, ShardNode,
+};
 use kunlun_meta::store::repo::{clusters, machines, meta, secrets, shards};
-use kunlun_tests::world::{memo, ProvisionWorld};
+use kunlun_provision::placement::InstanceKind;
+use kunlun_provision::recipe::{InstanceSpec, Step};
+use kunlun_tests::world::{memo, pid_in, ProvisionWorld};
 use mysql_async::prelude::Queryable;
 
 const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
@@ -82,6 +88,62 @@ async fn nothing_added(w: &ProvisionWorld, shard_id: i64, used_before: &[u16]) {
         .collect();
     want.sort();
     assert_eq!(dirs, want, "no instance dir left");
+}
+
+/// `rpl_semi_sync_master_enabled` of the server on `port` (`ON`/`OFF`).
+async fn semi_sync_enabled(w: &ProvisionWorld, port: u16, pw: &str) -> String {
+    let mut c = w.conn(port, pw).await;
+    let r: Option<(String, String)> = c
+        .query_first("SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync_master_enabled'")
+        .await
+        .expect("variable");
+    r.map(|r| r.1).unwrap_or_default()
+}
+
+/// The primary's `my.cnf` holds semi-sync `want` (`ON`/`OFF`) once, the server has it, and
+/// after a restart (stop, start, wait: a new process) it still has it.
+async fn semi_sync_persisted(w: &ProvisionWorld, primary: &ShardNode, pw: &str, want: &str) {
+    let base = InstanceSpec::base_dir_for(&w.data_dir(), InstanceKind::Storage, primary.port);
+    let cnf = std::fs::read_to_string(format!("{base}/my.cnf")).expect("my.cnf");
+    let lines: Vec<&str> = cnf
+        .lines()
+        .filter(|l| l.starts_with("rpl-semi-sync-master-enabled") || l.starts_with("rpl_semi"))
+        .collect();
+    assert_eq!(
+        lines,
+        [format!("rpl-semi-sync-master-enabled = {want}")],
+        "{cnf}"
+    );
+    assert_eq!(semi_sync_enabled(w, primary.port, pw).await, want);
+    let pid_file = std::path::Path::new(&base).join("run/mysqld.pid");
+    let before = pid_in(&pid_file).expect("pid");
+    let prov = w.provisioner();
+    let spec = InstanceSpec {
+        bind_address: IP.to_string(),
+        port: primary.port,
+        base_dir: base.clone(),
+        server_id: 0,
+        buffer_mb: 0,
+        max_connections: 0,
+        semi_sync: false,
+        users: Vec::new(),
+    };
+    prov.storage
+        .run_steps(
+            &prov.ssh,
+            &prov.target(w.machine(MachineType::Storage)),
+            &spec,
+            &[Step::Stop, Step::Start, Step::WaitReady],
+            None,
+        )
+        .await
+        .expect("restart the primary");
+    assert_ne!(pid_in(&pid_file), Some(before), "a new server process");
+    assert_eq!(
+        semi_sync_enabled(w, primary.port, pw).await,
+        want,
+        "kept across the restart"
+    );
 }
 
 fn primary_of(nodes: &[ShardNode]) -> &ShardNode {
@@ -624,6 +686,24 @@ async fn scenario(w: &ProvisionWorld) {
         "the compute node forgot shard2"
     );
     drop(p);
+
+    // Semi-sync across restarts: the last replica gone, off in the cnf and after a restart;
+    // a first replica again, on in the cnf and after a restart.
+    let del = mgr
+        .delete_node(cid, shard1.id, old_replica.id)
+        .await
+        .expect("accepted");
+    let j = w.run_job(del.job_id).await;
+    assert_eq!(j.status, JobStatus::Done, "{}", memo(&j));
+    assert_eq!(
+        store.get_shard(shard1.id).await.expect("shard").num_nodes,
+        1
+    );
+    semi_sync_persisted(w, &primary, &pw, "OFF").await;
+    let add = mgr.add_nodes(cid, shard1.id, &one).await.expect("accepted");
+    let j = w.run_job(add.job_id).await;
+    assert_eq!(j.status, JobStatus::Done, "{}", memo(&j));
+    semi_sync_persisted(w, &primary, &pw, "ON").await;
 
     // The whole cluster goes, its passwords with it.
     let del = accept_delete_cluster(store, cid).await.expect("accepted");

@@ -6,6 +6,7 @@
 
 mod xa_api;
 mod xa_failover;
+mod xa_long_running;
 mod xa_manual;
 mod xa_money;
 mod xa_recovery;

@@ -74,6 +74,34 @@ async fn coordinator_killed_before_the_log_write_is_rolled_back_everywhere() {
     assert_eq!(s.in_doubt, 0);
 }
 
+/// A resolver limited to another cluster (`clusters_to_serve`) leaves this cluster's branches
+/// alone; one serving it ends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_serving_other_clusters_leaves_the_branches_alone() {
+    let mut env = XaEnv::start(2).await.expect("env");
+    let t = prepared_transfer(&env, 12).await;
+    let xid = t.xid;
+    t.kill(&env).await.expect("kill coordinator");
+    let serving = env.cfg.clone();
+    env.cfg.clusters = kunlun_core::ClusterScope::only(&[env.cluster.id + 1]).expect("scope");
+    let (mut other, _) = env.resolver();
+    // Longer than the wait after which a serving resolver would claim the abort.
+    for _ in 0..15 {
+        let s = other.round().await.expect("round");
+        assert!(
+            s.clusters.iter().all(|(c, _)| *c != env.cluster.id),
+            "{s:?}"
+        );
+        tokio::time::sleep(env.cfg.interval).await;
+    }
+    assert_eq!(env.all_prepared().unwrap().len(), 2, "left prepared");
+    assert_eq!(env.decision(xid).await.unwrap(), None, "nothing claimed");
+    env.cfg = serving;
+    let (mut r, _) = env.resolver();
+    env.settle(&mut r, 60).await.expect("settled");
+    assert_eq!(env.decision(xid).await.unwrap(), Some(TxnCmd::Abort));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_killed_after_the_log_write_is_committed_everywhere() {
     let env = XaEnv::start(2).await.expect("env");
@@ -142,19 +170,29 @@ async fn a_branch_whose_owner_is_connected_is_left_to_its_owner() {
     let mut undecided = Txn2pc::begin(&env, new_xid(4), &[0]).await.unwrap();
     undecided.add(0, 2, 5).await.unwrap();
     undecided.prepare().await.unwrap();
-    env.wait_past_deadline(undecided.xid).await.unwrap();
 
+    // Rounds until the undecided one's abort is claimed (`wait_max` after the resolver first
+    // saw it); all along, nothing attached to a live session is ended.
     let (mut r, _) = env.resolver();
-    for _ in 0..3 {
-        let s = r.round().await.expect("round");
-        let t = s.total();
+    let mut claimed = false;
+    for _ in 0..60 {
+        let t = r.round().await.expect("round").total();
         assert_eq!(
             t.committed + t.rolled_back,
             0,
             "nothing attached is ended: {t:?}"
         );
-        assert_eq!(t.left_attached, 3);
+        assert_eq!(t.left_attached + t.too_young, 3, "{t:?}");
+        if t.aborts_claimed == 1 {
+            assert_eq!(t.left_attached, 3, "{t:?}");
+            claimed = true;
+            break;
+        }
+        tokio::time::sleep(env.cfg.interval).await;
     }
+    assert!(claimed, "the undecided transaction's abort was claimed");
+    let t = r.round().await.expect("round").total();
+    assert_eq!((t.left_attached, t.aborts_claimed), (3, 0), "{t:?}");
     assert_eq!(
         env.all_prepared().unwrap().len(),
         3,
@@ -219,17 +257,22 @@ async fn a_late_coordinator_insert_racing_the_abort_claim_decides_once() {
     let t = prepared_transfer(&env, 5).await;
     let a = t.xid;
     t.kill(&env).await.unwrap();
+    // The resolver's first sighting: too young to claim anything.
+    let (mut r, _) = env.resolver();
+    let first = r.round().await.expect("first round").total();
+    assert_eq!((first.too_young, first.aborts_claimed), (2, 0), "{first:?}");
     let mut coord = env.meta_conn().await.unwrap();
     coord.query_drop("START TRANSACTION").await.unwrap();
     coord
         .exec_drop(
             "INSERT INTO commit_log_xa_c (comp_node_id, txn_id, next_txn_cmd) VALUES (?, ?, IF(unix_timestamp() > ?, NULL, 'commit'))",
-            (a.comp_node_id, a.txn_id(), u64::from(a.start_ts) + kunlun_tests::xa::WAIT_MAX_SEC),
+            (a.comp_node_id, a.txn_id(), first.now + 3600),
         )
         .await
         .expect("in-time insert");
-    env.wait_past_deadline(a).await.unwrap();
-    let (mut r, _) = env.resolver();
+    env.wait_clock_past(first.now + kunlun_tests::xa::WAIT_MAX_SEC)
+        .await
+        .unwrap();
     let round = tokio::spawn(async move {
         let s = r.round().await;
         (r, s)
@@ -248,11 +291,14 @@ async fn a_late_coordinator_insert_racing_the_abort_claim_decides_once() {
     let b = t.xid;
     t.kill(&env).await.unwrap();
     env.settle(&mut r, 60).await.expect("settled");
+    // Dated now, its deadline has not passed: only the claim can refuse it.
     let mut late = Txn2pc {
         xid: b,
         cluster: env.cluster.name.clone(),
         conns: Vec::new(),
         phase: kunlun_tests::xa::Phase::Prepared,
+        wait_max_sec: kunlun_tests::xa::WAIT_MAX_SEC,
+        prepared_at: Some(env.meta_clock().await.unwrap()),
     };
     assert!(
         !late

@@ -10,7 +10,7 @@ use kunlun_meta::store::Store;
 use super::super::common::{sparing, untouched, update_ports};
 use super::super::plan::ClusterPlan;
 use super::super::progress::Progress;
-use super::memo::{memo_of, resume, JobInfo, JobMemo, Resume, Stage};
+use super::memo::{after_check, memo_of, resume, JobInfo, JobMemo, Resume, Stage};
 use super::{Direction, JobCtx, JobKind, Planned, PushPolicy};
 use crate::catalog::{push_cluster, CatalogOptions};
 use crate::error::{Error, Result};
@@ -103,8 +103,14 @@ async fn add<K: JobKind>(
     info: &JobInfo<K::Request>,
     mut memo: JobMemo<K::Extra>,
 ) -> Result<()> {
-    match resume(Direction::Add, memo.stage, memo.plan.is_some()) {
+    match resume(
+        Direction::Add,
+        memo.stage,
+        memo.plan.is_some(),
+        K::FORWARD_FROM_PLANNED,
+    ) {
         Resume::FinishForward => return finish::<K>(cx, info, memo).await,
+        Resume::CheckInstances => return forward_or_roll_back::<K>(cx, info, memo).await,
         Resume::RollBack | Resume::Continue => {
             return rollback::<K>(cx, info, memo, RESTARTED).await;
         }
@@ -154,6 +160,65 @@ async fn add<K: JobKind>(
             return rollback::<K>(cx, info, memo, &e.to_string()).await;
         }
     }
+    K::after_record(cx, &plan, &memo).await;
+    finish::<K>(cx, info, memo).await
+}
+
+/// An add found `planned` at start-up ([`Resume::CheckInstances`]): when every planned
+/// instance is installed and answering, replication is set up (again: idempotent), the rows
+/// recorded and the catalog pushed, as if the run had not been cut; else it is rolled back.
+async fn forward_or_roll_back<K: JobKind>(
+    cx: &JobCtx,
+    info: &JobInfo<K::Request>,
+    memo: JobMemo<K::Extra>,
+) -> Result<()> {
+    let (Some(mut plan), Some(cluster_id)) = (memo.plan.clone(), memo.cluster_id) else {
+        return rollback::<K>(cx, info, memo, RESTARTED).await;
+    };
+    let step = cx.progress.step("check installed instances");
+    let checked = async {
+        plan.passwords = super::super::common::passwords(&cx.store, cluster_id).await?;
+        let machines = cx.store.list_machines().await?;
+        let opts = CatalogOptions::for_store(&cx.store);
+        cx.fleet.check_installed(&machines, &plan, &opts).await
+    }
+    .await;
+    let checked = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            step.fail(&e);
+            return rollback::<K>(cx, info, memo, &format!("{RESTARTED}; {e}")).await;
+        }
+    };
+    let oks: Vec<bool> = checked.iter().map(|(_, r)| r.is_ok()).collect();
+    if after_check(&oks) != Resume::FinishForward {
+        let why: Vec<String> = checked
+            .iter()
+            .filter_map(|(l, r)| r.as_ref().err().map(|e| format!("{l}: {e}")))
+            .collect();
+        let why = format!(
+            "{RESTARTED}; not every instance was ready: {}",
+            why.join("; ")
+        );
+        step.fail(&why);
+        return rollback::<K>(cx, info, memo, &why).await;
+    }
+    step.done_with(format!(
+        "{} instances installed and answering: finishing forward",
+        oks.len()
+    ));
+    tracing::warn!(
+        job_id = cx.job_id,
+        job_type = K::TYPE,
+        "interrupted job's instances are all ready; finishing it forward"
+    );
+    if let Err(e) = cx.fleet.setup_replication_with(&plan, &cx.progress).await {
+        return rollback::<K>(cx, info, memo, &e.to_string()).await;
+    }
+    let memo = match record_step::<K>(cx, info, &plan, &memo, Stage::Recorded).await {
+        Ok(m) => m,
+        Err(e) => return rollback::<K>(cx, info, memo, &e.to_string()).await,
+    };
     K::after_record(cx, &plan, &memo).await;
     finish::<K>(cx, info, memo).await
 }
@@ -287,7 +352,7 @@ async fn remove<K: JobKind>(
     mut memo: JobMemo<K::Extra>,
 ) -> Result<()> {
     let (plan, machines, fresh) = match (
-        resume(Direction::Remove, memo.stage, memo.plan.is_some()),
+        resume(Direction::Remove, memo.stage, memo.plan.is_some(), false),
         memo.plan.clone(),
     ) {
         (Resume::FinishForward, _) => return finish::<K>(cx, info, memo).await,

@@ -226,19 +226,35 @@ pub enum Resume {
     Continue,
     /// Rows recorded (adding) or removed (removing): push and end `done`.
     FinishForward,
+    /// Adding, planned, of a kind that may finish forward from there (`create_cluster`):
+    /// check every planned instance ([`after_check`] decides).
+    CheckInstances,
 }
 
-/// The one place that says what a (resumed) job does.
-pub fn resume(dir: Direction, stage: Stage, has_plan: bool) -> Resume {
+/// The one place that says what a (resumed) job does. `forward_from_planned`: the kind's
+/// [`super::JobKind::FORWARD_FROM_PLANNED`].
+pub fn resume(dir: Direction, stage: Stage, has_plan: bool, forward_from_planned: bool) -> Resume {
     use Stage::*;
     if !has_plan {
         return Resume::Fresh;
     }
     match (dir, stage) {
         (Direction::Add, Recorded | Done) => Resume::FinishForward,
+        (Direction::Add, Planned) if forward_from_planned => Resume::CheckInstances,
         (Direction::Add, _) => Resume::RollBack,
         (Direction::Remove, Removed | Done) => Resume::FinishForward,
         (Direction::Remove, _) => Resume::Continue,
+    }
+}
+
+/// After [`Resume::CheckInstances`], from whether each planned instance was found installed
+/// and answering: finished forward (replication, rows, push) only when there is at least one
+/// and every one was; else rolled back as any interrupted add.
+pub fn after_check(installed_and_answering: &[bool]) -> Resume {
+    if !installed_and_answering.is_empty() && installed_and_answering.iter().all(|ok| *ok) {
+        Resume::FinishForward
+    } else {
+        Resume::RollBack
     }
 }
 
@@ -294,7 +310,9 @@ mod tests {
     fn a_job_without_a_stored_plan_starts_afresh_whatever_its_stage() {
         for dir in [Add, Remove] {
             for s in ALL {
-                assert_eq!(resume(dir, s, false), Resume::Fresh, "{dir:?} {s}");
+                for fwd in [false, true] {
+                    assert_eq!(resume(dir, s, false, fwd), Resume::Fresh, "{dir:?} {s}");
+                }
             }
         }
     }
@@ -306,8 +324,26 @@ mod tests {
                 Recorded | Done => Resume::FinishForward,
                 _ => Resume::RollBack,
             };
-            assert_eq!(resume(Add, s, true), want, "{s}");
+            assert_eq!(resume(Add, s, true, false), want, "{s}");
         }
+    }
+
+    /// `create_cluster`: at `planned` its instances may all have been installed before the
+    /// restart; they are checked, the rest of the table is as for any add.
+    #[test]
+    fn a_create_at_planned_checks_its_instances_first() {
+        for s in ALL {
+            let want = match s {
+                Recorded | Done => Resume::FinishForward,
+                Planned => Resume::CheckInstances,
+                _ => Resume::RollBack,
+            };
+            assert_eq!(resume(Add, s, true, true), want, "{s}");
+        }
+        assert_eq!(after_check(&[true, true, true]), Resume::FinishForward);
+        assert_eq!(after_check(&[true, false, true]), Resume::RollBack);
+        assert_eq!(after_check(&[false]), Resume::RollBack);
+        assert_eq!(after_check(&[]), Resume::RollBack, "nothing checked");
     }
 
     #[test]
@@ -317,7 +353,9 @@ mod tests {
                 Removed | Done => Resume::FinishForward,
                 _ => Resume::Continue,
             };
-            assert_eq!(resume(Remove, s, true), want, "{s}");
+            for fwd in [false, true] {
+                assert_eq!(resume(Remove, s, true, fwd), want, "{s}");
+            }
         }
     }
 

@@ -82,6 +82,10 @@ pub trait JobKind: Send + Sync + 'static {
     const PUSH: PushPolicy;
     /// What a legacy `installed` stage of a memo in flight meant for this kind.
     const LEGACY_INSTALLED: Stage = Stage::Planned;
+    /// Found `planned` at start-up, the job checks its instances and finishes forward when
+    /// all are installed and answering ([`memo::after_check`]) instead of rolling back: only
+    /// for kinds whose install is the recipe's plus replication set-up (no seed, no data).
+    const FORWARD_FROM_PLANNED: bool = false;
     /// Name of the planning step.
     const PLAN_STEP: &'static str = "plan";
     /// Name of the step taking instances out of service (removing kinds), if reported.

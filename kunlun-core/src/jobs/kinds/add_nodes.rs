@@ -256,7 +256,15 @@ impl JobKind for AddNodesJob {
                 continue;
             };
             let before = count.saturating_sub(sp.nodes.len());
-            match_semi_sync(&cx.store, shard_id, plan.ha_mode, before, &cx.progress).await;
+            match_semi_sync(
+                &cx.store,
+                &cx.fleet,
+                shard_id,
+                plan.ha_mode,
+                before,
+                &cx.progress,
+            )
+            .await;
         }
     }
 }

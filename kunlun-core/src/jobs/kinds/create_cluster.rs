@@ -42,6 +42,8 @@ impl JobKind for CreateClusterJob {
     const PUSH: PushPolicy = PushPolicy::AllMustHave;
     /// `installed` was written with the rows.
     const LEGACY_INSTALLED: Stage = Stage::Recorded;
+    /// Its instances all answering after a restart are kept: replication, rows, push.
+    const FORWARD_FROM_PLANNED: bool = true;
     const RECORD_STEP: &'static str = "record topology";
     const PUSH_STEP: &'static str = "push topology to compute nodes";
     type Request = CreateCluster;

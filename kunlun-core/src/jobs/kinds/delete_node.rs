@@ -113,7 +113,15 @@ impl JobKind for DeleteNodeJob {
 
     async fn after_record(cx: &JobCtx, plan: &ClusterPlan, memo: &Memo) {
         if let (Some(before), Some(shard_id)) = (memo.before, memo.shard_id) {
-            match_semi_sync(&cx.store, shard_id, plan.ha_mode, before, &cx.progress).await;
+            match_semi_sync(
+                &cx.store,
+                &cx.fleet,
+                shard_id,
+                plan.ha_mode,
+                before,
+                &cx.progress,
+            )
+            .await;
         }
     }
 }
