@@ -1,5 +1,5 @@
 //! A leadership term: the background actors one instance runs while it leads (shard HA
-//! monitor, XA resolver, catalog sync, machine liveness, job runner), over the always-on
+//! monitor, XA resolver, catalog sync, machine liveness, instance keeper, job runner), over the always-on
 //! engine ([`ClusterManager`]), with the leader's epoch and the calls that need an actor
 //! (HA status, switchover, no-switch, XA in-doubt listing and manual resolution).
 //!
@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::fleet::Provisioner;
 use crate::ha::{FailoverRecord, HaConfig, HaHandle, HaMonitor, HaStatus, TermFence};
 use crate::jobs::JobRunner;
+use crate::keeper::{KeeperConfig, KeeperShared, KeeperStatus};
 use crate::machines::liveness;
 use crate::xa::{XaConfig, XaResolver, XaState, XaStats};
 use crate::ClusterManager;
@@ -51,6 +52,8 @@ struct Inner {
     ha: OnceLock<HaHandle>,
     /// XA recovery's settings and counters ([`Term::start_xa`]).
     xa: XaState,
+    /// What the instance keeper publishes, once it runs ([`Term::start_keeper`]).
+    keeper: OnceLock<Arc<KeeperShared>>,
 }
 
 impl std::fmt::Debug for Term {
@@ -72,6 +75,7 @@ impl Term {
                 tasks: TaskTracker::new(),
                 ha: OnceLock::new(),
                 xa: XaState::default(),
+                keeper: OnceLock::new(),
             }),
         }
     }
@@ -209,6 +213,34 @@ impl Term {
             };
             runner.run_forever_woken(cancel, wake).await;
         });
+    }
+
+    /// Starts the instance keeper (a second call is a no-op): every `cfg.interval` it checks
+    /// the instances metadata says should run and starts dead ones again through `p` (see
+    /// [`crate::keeper`]); it reads HA's monitor of this term to leave roles to it. A zero
+    /// interval starts nothing.
+    pub fn start_keeper(&self, p: Provisioner, cfg: KeeperConfig) {
+        if cfg.interval.is_zero() {
+            tracing::info!("instance keeper disabled (instance_keeper_interval_secs = 0)");
+            return;
+        }
+        let shared = Arc::new(KeeperShared::default());
+        if self.inner.keeper.set(shared.clone()).is_err() {
+            return;
+        }
+        // A weak reference: the actor must not keep the term alive.
+        let me = Arc::downgrade(&self.inner);
+        let ha: crate::keeper::HaLookup =
+            Arc::new(move || me.upgrade().and_then(|i| i.ha.get().cloned()));
+        self.spawn_when_open(move |store, cancel| {
+            crate::keeper::run(store, p, cfg, ha, shared, cancel)
+        });
+    }
+
+    /// What the instance keeper publishes (restarts, crash loops, events, counters); `None`
+    /// when it does not run in this term.
+    pub fn keeper_status(&self) -> Option<KeeperStatus> {
+        self.inner.keeper.get().map(|k| k.status())
     }
 
     /// The running HA monitor, or `Unavailable` before it started (or when it was not).
