@@ -212,7 +212,10 @@ mod tests {
         assert_eq!(got[3], st(Process::NoPidFile, true));
         assert_eq!(got[4], None, "garbled");
         assert!(got[0].unwrap().down() && got[2].unwrap().down());
-        assert!(!got[3].unwrap().down(), "a port open without our process is not down");
+        assert!(
+            !got[3].unwrap().down(),
+            "a port open without our process is not down"
+        );
         assert!(got[1].unwrap().up());
         let starting = InstanceState {
             process: Process::Alive,
@@ -258,16 +261,25 @@ mod tests {
             process,
             listening: false,
         };
-        assert_eq!(run(std::slice::from_ref(&check)), vec![Some(closed(Process::NoPidFile))]);
+        assert_eq!(
+            run(std::slice::from_ref(&check)),
+            vec![Some(closed(Process::NoPidFile))]
+        );
 
         // The instance's own server (its command line names the instance): alive.
         let mut own = spawn(&ident);
         std::fs::write(&pf, format!("{}\n", own.id())).unwrap();
-        assert_eq!(run(std::slice::from_ref(&check)), vec![Some(closed(Process::Alive))]);
+        assert_eq!(
+            run(std::slice::from_ref(&check)),
+            vec![Some(closed(Process::Alive))]
+        );
         // Killed: its pid file stays behind, naming no process.
         own.kill().unwrap();
         own.wait().unwrap();
-        assert_eq!(run(std::slice::from_ref(&check)), vec![Some(closed(Process::Dead))]);
+        assert_eq!(
+            run(std::slice::from_ref(&check)),
+            vec![Some(closed(Process::Dead))]
+        );
         assert!(pf.exists(), "a dead pid's file is left to the start step");
 
         // A recycled pid (someone else's process): stale, and its file removed.
@@ -290,7 +302,10 @@ mod tests {
             })
         );
         assert!(!pf.exists(), "the stale pid file is removed");
-        assert!(stranger.try_wait().unwrap().is_none(), "the stranger is untouched");
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "the stranger is untouched"
+        );
         stranger.kill().unwrap();
         stranger.wait().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
