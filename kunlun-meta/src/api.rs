@@ -577,7 +577,7 @@ impl<'de> Deserialize<'de> for UpdateClusterPolicy {
         struct ObjectOnly;
         impl<'de> Visitor<'de> for ObjectOnly {
             type Value = UpdateClusterPolicy;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an object with auto_restart and/or auto_rebuild")
             }
             fn visit_map<A: MapAccess<'de>>(
