@@ -1,7 +1,7 @@
 //! The instance keeper end to end: the real daemon (SQLite; HA, machine liveness and the keeper
 //! every second) and the real `kunlunctl`, over two private sshds on 127.0.0.81 and
 //! 127.0.0.82, each a storage and a compute machine; one `rbr` cluster of 1 shard x 2 nodes
-//! + 2 compute nodes (spread over both) for every step, with a writer acknowledging inserts
+//! and 2 compute nodes (spread over both) for every step, with a writer acknowledging inserts
 //! through metadata's primary the whole time. After each step the HA invariant holds (one
 //! writable node and it is the primary, no errant GTIDs, every replica in service replicates
 //! and has every acknowledged write):
