@@ -386,6 +386,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_keeper_runs_only_with_an_interval_and_stops_with_the_term() {
+        let m = unopened_engine();
+        let term = Term::standalone(&m);
+        let p = Provisioner::with_system_servers("/nonexistent/known_hosts".into());
+        term.start_keeper(
+            p.clone(),
+            KeeperConfig::new(Duration::ZERO, 3, Duration::from_secs(60)),
+        );
+        assert!(
+            term.keeper_status().is_none(),
+            "a zero interval starts nothing"
+        );
+        term.start_keeper(
+            p,
+            KeeperConfig::new(Duration::from_millis(50), 3, Duration::from_secs(60)),
+        );
+        let st = term.keeper_status().expect("started");
+        assert_eq!(st.stats.rounds, 0, "it waits for the store");
+        term.shutdown(Duration::from_secs(5)).await;
+        assert!(term.actors_done(), "every task joined");
+        m.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
     async fn a_term_ends_alone_and_keeps_the_epoch_it_was_won_at() {
         let m = unopened_engine();
         let fence = TermFence {

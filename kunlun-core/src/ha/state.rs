@@ -380,3 +380,24 @@ impl HaShared {
         g.stats.probe_failures += failures;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stance_the_keeper_reads_follows_what_the_monitor_publishes() {
+        let s = HaShared::default();
+        assert_eq!(s.stance(1, 10), HaStance::default());
+        s.set_busy_shards([1, 2].into_iter());
+        s.set_declined(3, true);
+        s.set_rejoining([10].into_iter());
+        assert!(s.stance(1, 11).busy && !s.stance(3, 11).busy);
+        assert!(s.stance(3, 11).declined && !s.stance(1, 11).declined);
+        assert!(s.stance(1, 10).awaiting_rejoin && !s.stance(1, 11).awaiting_rejoin);
+        s.set_busy_shards(std::iter::empty());
+        s.set_declined(3, false);
+        s.set_rejoining(std::iter::empty());
+        assert_eq!(s.stance(3, 10), HaStance::default());
+    }
+}

@@ -183,15 +183,16 @@ impl Track {
         self.next_try = now.checked_add(backoff(n, l.base_backoff, l.max_backoff));
     }
 
-    /// The node was seen up. A node the keeper had given up on (the operator fixed and started
-    /// it) starts afresh; otherwise the restarts stay counted for the window, so a server that
-    /// runs a few seconds after each start is still a crash loop. Returns whether it had been
-    /// given up.
+    /// The node was seen up. The backoff ends (it is for starts that do not bring the server
+    /// up; a server that ran and died later is started at once), but the restarts stay counted
+    /// for the window, so a server that runs a few seconds after each start is still a crash
+    /// loop. A node the keeper had given up on (the operator fixed and started it) starts
+    /// afresh. Returns whether it had been given up.
     pub fn seen_up(&mut self) -> bool {
+        self.next_try = None;
         let was = std::mem::take(&mut self.given_up);
         if was {
             self.restarts.clear();
-            self.next_try = None;
         }
         was
     }
@@ -409,8 +410,10 @@ mod tests {
         for i in 0..2 {
             t.restarted(t0 + Duration::from_secs(i), &l);
         }
-        // Up for a while between crashes: not given up, the count stays for the window.
+        // Up for a while between crashes: not given up, the count stays for the window, the
+        // backoff ends (the next crash is restarted at once).
         assert!(!t.seen_up());
+        assert_eq!(t.next(t0 + Duration::from_secs(2), &l), Next::Restart);
         assert_eq!(
             t.restarts_in_window(t0 + Duration::from_secs(100), l.window),
             2
