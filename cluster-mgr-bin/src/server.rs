@@ -281,6 +281,16 @@ pub fn auth_of(config: &Config, tls: Option<&ApiTls>) -> Auth {
     Auth::new(settings)
 }
 
+/// The instance keeper's settings: `instance_keeper_interval_secs` (0: off),
+/// `keeper_max_restarts`, `keeper_restart_window_secs`.
+pub fn keeper_config(config: &Config) -> kunlun_core::keeper::KeeperConfig {
+    kunlun_core::keeper::KeeperConfig::new(
+        config.keeper_interval,
+        config.keeper_max_restarts,
+        config.keeper_restart_window,
+    )
+}
+
 /// The leadership settings: lease `cluster_mgr` (with `clusters_to_serve`, see
 /// [`lease_name`]), holder `local_ip:brpc_http_port/…`, `leader_lease_secs`, renewed every
 /// third of it.
@@ -323,9 +333,9 @@ fn actor_provisioner(config: &Config) -> kunlun_core::fleet::Provisioner {
 }
 
 /// Runs one leadership term after another: while this process leads, a [`Term`] over the
-/// engine runs the HA monitor, XA resolver, catalog sync, machine liveness check and job
-/// runner; when leadership is lost (or at shutdown) the term is cancelled and joined before the
-/// next one may start.
+/// engine runs the HA monitor, XA resolver, catalog sync, machine liveness check, instance
+/// keeper and job runner; when leadership is lost (or at shutdown) the term is cancelled and
+/// joined before the next one may start.
 async fn run_terms(
     manager: ClusterManager,
     config: Config,
@@ -399,6 +409,8 @@ fn start_actors(term: &Term, config: &Config) {
     term.start_catalog_sync(Duration::from_secs(10));
     let provisioner = actor_provisioner(config);
     term.start_machine_liveness(provisioner.clone(), config.machine_check_interval);
+    // The keeper's restarts get their own SSH pool too, beside the job runner's.
+    term.start_keeper(actor_provisioner(config), keeper_config(config));
     term.start_job_runner(provisioner, Duration::from_secs(1));
 }
 

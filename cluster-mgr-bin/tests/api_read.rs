@@ -1,4 +1,5 @@
-//! API tests of the read endpoints: clusters, shards, shard nodes, compute nodes and jobs.
+//! API tests of the read endpoints: clusters, shards, shard nodes, compute nodes and jobs; and a
+//! cluster's self-healing policy (`GET`/`PATCH /v1/clusters/{id}/policy`).
 
 mod common;
 
@@ -198,4 +199,109 @@ async fn job_reads_on_sqlite() {
 #[actix_web::test]
 async fn job_reads_on_mysql() {
     job_reads(mysql_store().await).await;
+}
+
+async fn policy_reads_and_patches(ts: TestStore) {
+    let svc = test::init_service(app(state(&ts.store))).await;
+    let t = seed_topology(&ts.store, "cluster_p").await;
+    let uri = format!("/v1/clusters/{}/policy", t.cluster_id);
+    let (st, p) = call(&svc, Method::GET, &uri, None).await;
+    assert_eq!(st.as_u16(), 200, "{p}");
+    assert_eq!(
+        p,
+        json!({"cluster_id": t.cluster_id, "auto_restart": true, "auto_rebuild": true})
+    );
+    let (st, p) = call(
+        &svc,
+        Method::PATCH,
+        &uri,
+        Some(r#"{"auto_restart": false}"#),
+    )
+    .await;
+    assert_eq!(st.as_u16(), 200, "{p}");
+    assert_eq!(
+        p,
+        json!({"cluster_id": t.cluster_id, "auto_restart": false, "auto_rebuild": true})
+    );
+    let (st, p) = call(
+        &svc,
+        Method::PATCH,
+        &uri,
+        Some(r#"{"auto_rebuild": false}"#),
+    )
+    .await;
+    assert_eq!(st.as_u16(), 200, "{p}");
+    assert_eq!(
+        p["auto_restart"], false,
+        "a switch left out keeps its value: {p}"
+    );
+    assert_eq!(p["auto_rebuild"], false);
+    assert_eq!(call(&svc, Method::GET, &uri, None).await.1, p);
+
+    // Bad bodies change nothing.
+    for body in [
+        "{}",
+        r#"{"auto_restart": true, "auto_restrat": true}"#,
+        r#"{"auto_restart": "on"}"#,
+        r#"{"auto_restart": null, "auto_rebuild": null}"#,
+        "[true]",
+        r#"{"auto_restart": false, "auto_restart": true}"#,
+        "not json",
+    ] {
+        let (st, v) = call(&svc, Method::PATCH, &uri, Some(body)).await;
+        assert_eq!(st.as_u16(), 400, "{body}: {v}");
+        assert!(v["code"].is_string(), "{body}: {v}");
+    }
+    assert_eq!(call(&svc, Method::GET, &uri, None).await.1, p);
+    assert_error(
+        &call(
+            &svc,
+            Method::PATCH,
+            "/v1/clusters/9999/policy",
+            Some(r#"{"auto_restart": true}"#),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &call(&svc, Method::GET, "/v1/clusters/9999/policy", None).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &call(&svc, Method::POST, &uri, Some(r#"{"auto_restart": true}"#)).await,
+        405,
+        "method_not_allowed",
+    );
+    // Every PATCH is in the audit trail, with its answer's status.
+    let audit = ts
+        .store
+        .read(async |tx| kunlun_meta::store::repo::audit::list(tx, 100).await)
+        .await
+        .expect("audit");
+    let patches: Vec<i64> = audit
+        .iter()
+        .filter(|e| e.method == "PATCH" && e.path.ends_with("/policy"))
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(
+        patches.iter().filter(|s| **s == 200).count(),
+        2,
+        "{audit:?}"
+    );
+    assert!(
+        patches.contains(&400) && patches.contains(&404),
+        "{audit:?}"
+    );
+}
+
+#[actix_web::test]
+async fn policy_reads_and_patches_on_sqlite() {
+    policy_reads_and_patches(sqlite_store().await).await;
+}
+
+#[actix_web::test]
+async fn policy_reads_and_patches_on_mysql() {
+    policy_reads_and_patches(mysql_store().await).await;
 }

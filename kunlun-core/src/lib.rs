@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod ha;
 pub mod instances;
 pub mod jobs;
+pub mod keeper;
 pub mod leader;
 mod machines;
 mod manager;

@@ -1,5 +1,5 @@
 //! A leadership term: the background actors one instance runs while it leads (shard HA
-//! monitor, XA resolver, catalog sync, machine liveness, job runner), over the always-on
+//! monitor, XA resolver, catalog sync, machine liveness, instance keeper, job runner), over the always-on
 //! engine ([`ClusterManager`]), with the leader's epoch and the calls that need an actor
 //! (HA status, switchover, no-switch, XA in-doubt listing and manual resolution).
 //!
@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::fleet::Provisioner;
 use crate::ha::{FailoverRecord, HaConfig, HaHandle, HaMonitor, HaStatus, TermFence};
 use crate::jobs::JobRunner;
+use crate::keeper::{KeeperConfig, KeeperShared, KeeperStatus};
 use crate::machines::liveness;
 use crate::xa::{XaConfig, XaResolver, XaState, XaStats};
 use crate::ClusterManager;
@@ -53,6 +54,8 @@ struct Inner {
     xa: XaState,
     /// The leadership actor's lease clock, checked before every write of an elected term.
     clock: Option<LeaseClock>,
+    /// What the instance keeper publishes, once it runs ([`Term::start_keeper`]).
+    keeper: OnceLock<Arc<KeeperShared>>,
 }
 
 impl std::fmt::Debug for Term {
@@ -75,6 +78,7 @@ impl Term {
                 ha: OnceLock::new(),
                 xa: XaState::default(),
                 clock,
+                keeper: OnceLock::new(),
             }),
         }
     }
@@ -244,6 +248,34 @@ impl Term {
         });
     }
 
+    /// Starts the instance keeper (a second call is a no-op): every `cfg.interval` it checks
+    /// the instances metadata says should run and starts dead ones again through `p` (see
+    /// [`crate::keeper`]); it reads HA's monitor of this term to leave roles to it. A zero
+    /// interval starts nothing.
+    pub fn start_keeper(&self, p: Provisioner, cfg: KeeperConfig) {
+        if cfg.interval.is_zero() {
+            tracing::info!("instance keeper disabled (instance_keeper_interval_secs = 0)");
+            return;
+        }
+        let shared = Arc::new(KeeperShared::default());
+        if self.inner.keeper.set(shared.clone()).is_err() {
+            return;
+        }
+        // A weak reference: the actor must not keep the term alive.
+        let me = Arc::downgrade(&self.inner);
+        let ha: crate::keeper::HaLookup =
+            Arc::new(move || me.upgrade().and_then(|i| i.ha.get().cloned()));
+        self.spawn_when_open(move |store, cancel| {
+            crate::keeper::run(store, p, cfg, ha, shared, cancel)
+        });
+    }
+
+    /// What the instance keeper publishes (restarts, crash loops, events, counters); `None`
+    /// when it does not run in this term.
+    pub fn keeper_status(&self) -> Option<KeeperStatus> {
+        self.inner.keeper.get().map(|k| k.status())
+    }
+
     /// The running HA monitor, or `Unavailable` before it started (or when it was not).
     pub fn ha(&self) -> Result<&HaHandle> {
         self.inner.ha.get().ok_or_else(crate::ha::not_running)
@@ -384,6 +416,30 @@ mod tests {
         m.shutdown(Duration::from_secs(5)).await;
         term.shutdown(Duration::from_secs(5)).await;
         assert!(term.actors_done(), "every task joined");
+    }
+
+    #[tokio::test]
+    async fn the_keeper_runs_only_with_an_interval_and_stops_with_the_term() {
+        let m = unopened_engine();
+        let term = Term::standalone(&m);
+        let p = Provisioner::with_system_servers("/nonexistent/known_hosts".into());
+        term.start_keeper(
+            p.clone(),
+            KeeperConfig::new(Duration::ZERO, 3, Duration::from_secs(60)),
+        );
+        assert!(
+            term.keeper_status().is_none(),
+            "a zero interval starts nothing"
+        );
+        term.start_keeper(
+            p,
+            KeeperConfig::new(Duration::from_millis(50), 3, Duration::from_secs(60)),
+        );
+        let st = term.keeper_status().expect("started");
+        assert_eq!(st.stats.rounds, 0, "it waits for the store");
+        term.shutdown(Duration::from_secs(5)).await;
+        assert!(term.actors_done(), "every task joined");
+        m.shutdown(Duration::from_secs(1)).await;
     }
 
     #[tokio::test]

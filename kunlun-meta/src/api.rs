@@ -552,6 +552,83 @@ pub struct XaResolveResult {
     pub audit_job_id: i64,
 }
 
+/// Body of `PATCH /v1/clusters/{id}/policy`: the self-healing switches to change (at least
+/// one); a switch left out keeps its value. Read from a JSON object only (see its
+/// `Deserialize`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateClusterPolicy {
+    /// The instance keeper starts the cluster's dead instances again.
+    #[serde(default)]
+    pub auto_restart: Option<bool>,
+    /// A replica HA kept out for rebuild is rebuilt by a job on its own.
+    #[serde(default)]
+    pub auto_rebuild: Option<bool>,
+}
+
+/// By hand rather than derived: a derived struct is also read from an array (`[false]` would
+/// mean `auto_restart: false`), a guess at what a malformed body meant. Only an object with
+/// the two known keys, each at most once, is accepted.
+impl<'de> Deserialize<'de> for UpdateClusterPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{Error as _, MapAccess, Visitor};
+        const FIELDS: &[&str] = &["auto_restart", "auto_rebuild"];
+        struct ObjectOnly;
+        impl<'de> Visitor<'de> for ObjectOnly {
+            type Value = UpdateClusterPolicy;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object with auto_restart and/or auto_rebuild")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut out = UpdateClusterPolicy::default();
+                let mut seen = [false; 2];
+                while let Some(k) = m.next_key::<String>()? {
+                    let i = FIELDS
+                        .iter()
+                        .position(|f| *f == k)
+                        .ok_or_else(|| A::Error::unknown_field(&k, FIELDS))?;
+                    if std::mem::replace(&mut seen[i], true) {
+                        return Err(A::Error::duplicate_field(FIELDS[i]));
+                    }
+                    let v = m.next_value::<Option<bool>>()?;
+                    if i == 0 {
+                        out.auto_restart = v;
+                    } else {
+                        out.auto_rebuild = v;
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(ObjectOnly)
+    }
+}
+
+impl UpdateClusterPolicy {
+    /// Refuses a patch that changes nothing (`{}`).
+    pub fn validate(&self) -> Result<()> {
+        if self.auto_restart.is_none() && self.auto_rebuild.is_none() {
+            return Err(Error::Invalid(
+                "name at least one of auto_restart, auto_rebuild".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `p` with the switches this patch names changed.
+    pub fn apply(&self, p: crate::model::ClusterPolicy) -> crate::model::ClusterPolicy {
+        crate::model::ClusterPolicy {
+            cluster_id: p.cluster_id,
+            auto_restart: self.auto_restart.unwrap_or(p.auto_restart),
+            auto_rebuild: self.auto_rebuild.unwrap_or(p.auto_rebuild),
+        }
+    }
+}
+
 /// `POST /v1/clusters` (job `create_cluster`): a cluster of `shards` storage shards of `nodes`
 /// nodes each plus `comps` compute nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -853,5 +930,44 @@ mod page_tests {
         );
         assert!(q(Some(0)).validate().is_err());
         assert!(q(Some(MAX_PAGE_LIMIT + 1)).validate().is_err());
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use crate::model::ClusterPolicy;
+
+    #[test]
+    fn a_policy_patch_names_a_switch_and_changes_only_what_it_names() {
+        let empty: UpdateClusterPolicy = serde_json::from_str("{}").unwrap();
+        assert!(empty.validate().is_err());
+        assert!(
+            serde_json::from_str::<UpdateClusterPolicy>(r#"{"auto_restart": true, "x": 1}"#)
+                .is_err()
+        );
+        assert!(serde_json::from_str::<UpdateClusterPolicy>(r#"{"auto_restart": "yes"}"#).is_err());
+        for guess in [
+            "[false]",
+            "[false, true]",
+            "false",
+            r#"{"auto_restart": true, "auto_restart": false}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<UpdateClusterPolicy>(guess).is_err(),
+                "{guess}"
+            );
+        }
+        let off: UpdateClusterPolicy = serde_json::from_str(r#"{"auto_restart": false}"#).unwrap();
+        off.validate().unwrap();
+        let p = off.apply(ClusterPolicy::default_for(3));
+        assert_eq!(
+            p,
+            ClusterPolicy {
+                cluster_id: 3,
+                auto_restart: false,
+                auto_rebuild: true
+            }
+        );
     }
 }

@@ -295,6 +295,9 @@ pub enum ClusterCmd {
     /// Delete a cluster and every instance of it (a `delete_cluster` job).
     #[command(alias = "rm")]
     Delete(crate::cmd::cluster::DeleteArgs),
+    /// Show a cluster's self-healing switches, or change them with the flags (auto_restart:
+    /// dead instances are started again; auto_rebuild: kept-out replicas are rebuilt).
+    Policy(crate::cmd::policy::PolicyArgs),
 }
 
 /// `kunlunctl job ...`

@@ -113,6 +113,20 @@ pub const KEYS: &[KeySpec] = &[
         },
         default: "10",
     },
+    // The instance keeper (README "Self-healing"): seconds between two rounds, each checking
+    // every instance metadata says should run (one SSH command per machine) and starting dead
+    // ones again; 0 turns it off. After keeper_max_restarts restarts within
+    // keeper_restart_window_secs an instance found down again is left down and alarmed.
+    KeySpec {
+        name: "instance_keeper_interval_secs",
+        kind: Kind::Float {
+            min: 0.0,
+            max: 3600.0,
+        },
+        default: "5",
+    },
+    int("keeper_max_restarts", 1, 100, "3"),
+    int("keeper_restart_window_secs", 10, 86_400, "600"),
     // Leadership among managers sharing one metadata store: seconds a leader's lease lasts
     // after each renew (renewed every third of it). Below 2 s a renew could not be confirmed
     // before the store's whole-second clock lets the lease go.

@@ -129,6 +129,12 @@ pub struct Config {
     pub prometheus_port_start: u16,
     /// `machine_check_interval`: period of the SSH liveness check of machines; zero is off.
     pub machine_check_interval: Duration,
+    /// `instance_keeper_interval_secs`: period of the instance keeper; zero is off.
+    pub keeper_interval: Duration,
+    /// `keeper_max_restarts`: restarts within the window before an instance is given up.
+    pub keeper_max_restarts: u32,
+    /// `keeper_restart_window_secs`.
+    pub keeper_restart_window: Duration,
     /// `leader_lease_secs`: how long the leader's lease lasts after each renew (renewed every
     /// third of it); a standby takes over within about this plus a third after a crash.
     pub leader_lease: Duration,
@@ -237,6 +243,9 @@ impl std::fmt::Debug for Config {
             .field("prometheus_path", &self.prometheus_path)
             .field("prometheus_port_start", &self.prometheus_port_start)
             .field("machine_check_interval", &self.machine_check_interval)
+            .field("keeper_interval", &self.keeper_interval)
+            .field("keeper_max_restarts", &self.keeper_max_restarts)
+            .field("keeper_restart_window", &self.keeper_restart_window)
             .field("leader_lease", &self.leader_lease)
             .field("auth", &self.auth)
             .field("http_allowed_hosts", &self.http_allowed_hosts)

@@ -232,6 +232,28 @@ fn machine_check_interval_defaults_to_10_s_and_0_turns_it_off() {
 }
 
 #[test]
+fn the_instance_keeper_runs_every_5_s_by_default_and_0_turns_it_off() {
+    let c = parse("").unwrap();
+    assert_eq!(c.keeper_interval, Duration::from_secs(5));
+    assert_eq!(c.keeper_max_restarts, 3);
+    assert_eq!(c.keeper_restart_window, Duration::from_secs(600));
+    let c = parse(
+        "instance_keeper_interval_secs = 0.5\nkeeper_max_restarts = 5\nkeeper_restart_window_secs = 60\n",
+    )
+    .unwrap();
+    assert_eq!(c.keeper_interval, Duration::from_millis(500));
+    assert_eq!(c.keeper_max_restarts, 5);
+    assert_eq!(c.keeper_restart_window, Duration::from_secs(60));
+    assert!(parse("instance_keeper_interval_secs = 0\n")
+        .unwrap()
+        .keeper_interval
+        .is_zero());
+    assert!(err("keeper_max_restarts = 0\n").contains("out of range"));
+    assert!(err("keeper_restart_window_secs = 5\n").contains("out of range"));
+    assert!(err("instance_keeper_interval_secs = 3601\n").contains("out of range"));
+}
+
+#[test]
 fn leader_lease_defaults_to_10_s_and_refuses_0_and_absurd_values() {
     assert_eq!(parse("").unwrap().leader_lease, Duration::from_secs(10));
     assert_eq!(

@@ -32,6 +32,12 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("POST", "/v1/clusters", Need::Role(Role::Operator)),
     ("GET", "/v1/clusters/{}", Need::Role(Role::Viewer)),
     ("DELETE", "/v1/clusters/{}", Need::Role(Role::Operator)),
+    ("GET", "/v1/clusters/{}/policy", Need::Role(Role::Viewer)),
+    (
+        "PATCH",
+        "/v1/clusters/{}/policy",
+        Need::Role(Role::Operator),
+    ),
     ("GET", "/v1/clusters/{}/shards", Need::Role(Role::Viewer)),
     ("POST", "/v1/clusters/{}/shards", Need::Role(Role::Operator)),
     (

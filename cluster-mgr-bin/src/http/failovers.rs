@@ -144,12 +144,19 @@ pub async fn show(
 #[utoipa::path(
     get, path = "/v1/ha", tag = "ha",
     responses(
-        (status = 200, description = "{nodes: [{node_id, shard_id, cluster_id, addr, is_primary, state (up|suspect|down), consecutive_failures, probed_at, probe}], alarms: {shard_id: reason}, stats: {rounds, probes, probe_failures, failovers, failovers_refused, failovers_failed, failover_retries, shards_given_up, replication_restarts, replicas_repointed, errant_followers, followers_not_replicating}, errant_followers: [{node_id, shard_id, ...}] (kept out for rebuild until rebuilt), events: [{at, cluster_id, shard_id, node_id, what}]}"),
+        (status = 200, description = "{nodes: [{node_id, shard_id, cluster_id, addr, is_primary, state (up|suspect|down), consecutive_failures, probed_at, probe}], alarms: {shard_id: reason}, stats: {rounds, probes, probe_failures, failovers, failovers_refused, failovers_failed, failover_retries, shards_given_up, replication_restarts, replicas_repointed, errant_followers, followers_not_replicating}, errant_followers: [{node_id, shard_id, ...}] (kept out for rebuild until rebuilt), events: [{at, cluster_id, shard_id, node_id, what}], keeper: the instance keeper (null when it does not run): {interval_secs, max_restarts, restart_window_secs, stats: {rounds, checks, check_failures, found_down, restarts, restart_failures, crash_loops}, nodes: [{kind (storage|compute), node_id, cluster_id, shard_id, addr, restarts, restarts_in_window, last_at, last_outcome}], crash_loops: [{kind, node_id, cluster_id, shard_id, addr, since, alarm, log_tail}], events: [{at, cluster_id, shard_id, kind, node_id, what}]}"),
         (status = 503, description = "The HA monitor is not running yet", body = ErrorBody),
     )
 )]
 pub async fn status(term: Leading) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(term.ha_status()?))
+    let mut v = serde_json::to_value(term.ha_status()?)
+        .map_err(|e| ApiError::from(kunlun_core::Error::Internal(e.to_string())))?;
+    let keeper = serde_json::to_value(term.keeper_status())
+        .map_err(|e| ApiError::from(kunlun_core::Error::Internal(e.to_string())))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("keeper".into(), keeper);
+    }
+    Ok(HttpResponse::Ok().json(v))
 }
 
 /// Planned switchover; answers with the record once it is done (or refused).

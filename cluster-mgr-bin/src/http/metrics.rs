@@ -148,6 +148,9 @@ pub async fn get_metrics(
             if let Some(ha) = term.as_ref().and_then(|t| t.ha_status().ok()) {
                 text.push_str(&super::failovers::metrics_text(&ha));
             }
+            if let Some(k) = term.as_ref().and_then(|t| t.keeper_status()) {
+                text.push_str(&super::keeper::metrics_text(&k));
+            }
             HttpResponse::Ok()
                 .content_type(TextEncoder::new().format_type())
                 .body(text)

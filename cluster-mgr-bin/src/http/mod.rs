@@ -13,12 +13,14 @@ pub mod failovers;
 pub mod health;
 pub mod instances;
 pub mod jobs;
+pub mod keeper;
 pub mod leader;
 pub mod limit;
 pub mod machines;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
+pub mod policy;
 pub mod scale_jobs;
 pub mod tokens;
 pub mod xa;
@@ -148,6 +150,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/clusters/{id}", "GET, DELETE")
                 .route(web::get().to(clusters::show))
                 .route(web::delete().to(cluster_jobs::delete)),
+        )
+        .service(
+            resource("/v1/clusters/{id}/policy", "GET, PATCH")
+                .route(web::get().to(policy::show))
+                .route(web::patch().to(policy::update)),
         )
         .service(
             resource("/v1/clusters/{id}/shards", "GET, POST")

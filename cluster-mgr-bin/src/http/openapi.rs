@@ -12,8 +12,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    cluster_jobs, clusters, failovers, health, instances, jobs, leader, machines, scale_jobs,
-    tokens, xa,
+    cluster_jobs, clusters, failovers, health, instances, jobs, leader, machines, policy,
+    scale_jobs, tokens, xa,
 };
 
 /// The API description.
@@ -25,6 +25,7 @@ use super::{
         machines::register, machines::list, machines::show, machines::update, machines::delete,
         clusters::list, clusters::show, clusters::shards, clusters::comp_nodes, clusters::shard, clusters::shard_nodes,
         cluster_jobs::create, cluster_jobs::delete,
+        policy::show, policy::update,
         scale_jobs::add_shards, scale_jobs::delete_shard, scale_jobs::add_nodes, scale_jobs::delete_node,
         scale_jobs::add_comps, scale_jobs::delete_comp,
         instances::stop, instances::start, instances::restart,

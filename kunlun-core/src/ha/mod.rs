@@ -37,7 +37,7 @@ pub use failover::{ErrantFollower, FailoverKind, FailoverRecord, FollowerIssue, 
 pub use gtid::{GtidPos, ParseGtidError};
 pub use monitor::{HaHandle, HaMonitor};
 pub use retry::RetryPolicy;
-pub use state::{ErrantNode, HaEvent, HaShared, HaStats, NodeHealth, NodeState};
+pub use state::{ErrantNode, HaEvent, HaShared, HaStance, HaStats, NodeHealth, NodeState};
 
 use kunlun_meta::model::{Cluster, MemberState, NodeStatus, ShardNode};
 

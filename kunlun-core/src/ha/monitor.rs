@@ -245,6 +245,7 @@ impl HaMonitor {
             return;
         };
         self.busy.insert(shard_id, "switchover");
+        self.publish_busy();
         let ctx = self.task_ctx();
         let deadline = self.cfg.attempt_deadline;
         // The reply travels inside the task's report; if the task is lost, the caller's
@@ -278,6 +279,7 @@ impl HaMonitor {
         match done {
             Done::Failover { shard_id, outcome } => {
                 let was = self.busy.remove(&shard_id);
+                self.publish_busy();
                 if was == Some("switchover") {
                     // A lost switchover task: nothing to apply but the alarm.
                     if let FailoverDone::Failed { reason, .. } = outcome {
@@ -295,6 +297,7 @@ impl HaMonitor {
                 reply,
             } => {
                 self.busy.remove(&shard_id);
+                self.publish_busy();
                 if let Ok(rec) = result.as_ref() {
                     if rec.outcome == super::Outcome::Promoted {
                         self.shards.entry(shard_id).or_default().last_failover =
@@ -311,6 +314,20 @@ impl HaMonitor {
                 let _ = reply.send(*result);
             }
         }
+    }
+
+    /// Tells the instance keeper which shards' nodes are a running task's alone.
+    fn publish_busy(&self) {
+        self.shared.set_busy_shards(self.busy.keys().copied());
+    }
+
+    /// Tells the instance keeper which failed-over old primaries HA waits for.
+    fn publish_rejoining(&self) {
+        self.shared.set_rejoining(
+            self.shards
+                .values()
+                .flat_map(|s| s.rejoining.iter().map(|r| r.old)),
+        );
     }
 
     /// A just-promoted primary's per-node memory starts from its seed probe.
@@ -391,6 +408,7 @@ impl HaMonitor {
                 suspect |= self.nodes.get(&p.id).is_some_and(|t| t.failures > 0);
             }
         }
+        self.publish_rejoining();
         Ok(suspect)
     }
 
@@ -507,6 +525,7 @@ impl HaMonitor {
                 Ok(())
             }
             Verdict::Healthy => {
+                self.shared.set_declined(s.shard_id, false);
                 let st = self.shards.entry(s.shard_id).or_default();
                 let failed_before = std::mem::take(&mut st.attempts).failed > 0;
                 st.refused_facts = None;
@@ -597,6 +616,10 @@ impl HaMonitor {
         reason: String,
         alarm: bool,
     ) {
+        if alarm {
+            // A dead primary HA will not fail over: the instance keeper may start it again.
+            self.shared.set_declined(shard_id, true);
+        }
         let st = self.shards.entry(shard_id).or_default();
         // Durations in the text would make every round look new.
         let key: String = reason
@@ -627,6 +650,7 @@ impl HaMonitor {
         let shard_id = job.shard.shard_id;
         let old = job.old.id;
         self.busy.insert(shard_id, "failover");
+        self.publish_busy();
         self.cluster_of.insert(shard_id, job.shard.cluster.id);
         self.shared.event(
             job.shard.cluster.id,
@@ -684,6 +708,8 @@ impl HaMonitor {
                     promoted_at,
                 });
                 self.shared.set_given_up(shard_id, false);
+                self.shared.set_declined(shard_id, false);
+                self.publish_rejoining();
                 let what = match &degraded {
                     None => format!("failed over from node {old} to node {new} in {total_ms} ms"),
                     Some(d) => format!(

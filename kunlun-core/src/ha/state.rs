@@ -76,6 +76,19 @@ pub struct HaStats {
     pub followers_not_replicating: u64,
 }
 
+/// What HA is doing about one shard (and one of its nodes), as the instance keeper asks it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HaStance {
+    /// A failover or switchover task of the shard runs: its nodes are HA's alone.
+    pub busy: bool,
+    /// HA declined to fail the shard's dead primary over (refused: no provable candidate,
+    /// no-switch, anti-flapping; or its retries are used up), until the shard is healthy again
+    /// or fails over.
+    pub declined: bool,
+    /// The node is a failed-over old primary HA waits for, to rejoin it as a replica.
+    pub awaiting_rejoin: bool,
+}
+
 /// A node kept out for rebuild because it holds transactions its shard's primary lacks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ErrantNode {
@@ -108,6 +121,10 @@ struct Inner {
     given_up: HashSet<i64>,
     /// Errant nodes kept out for rebuild, by node id, until they are active again or gone.
     errant: BTreeMap<i64, ErrantNode>,
+    /// What the instance keeper must know of HA's work (see [`HaShared::stance`]).
+    busy: HashSet<i64>,
+    declined: HashSet<i64>,
+    rejoining: HashSet<i64>,
     memory_records: u64,
     stats: HaStats,
 }
@@ -177,6 +194,34 @@ impl HaShared {
         self.lock()
             .errant
             .retain(|id, e| still_out(*id, e.shard_id));
+    }
+
+    /// What HA is doing about `shard_id` and, for a failed-over old primary, whether it waits
+    /// for `node_id` to come back: what the instance keeper needs to leave roles to HA.
+    pub fn stance(&self, shard_id: i64, node_id: i64) -> HaStance {
+        let g = self.lock();
+        HaStance {
+            busy: g.busy.contains(&shard_id),
+            declined: g.declined.contains(&shard_id),
+            awaiting_rejoin: g.rejoining.contains(&node_id),
+        }
+    }
+
+    pub(crate) fn set_busy_shards(&self, shards: impl Iterator<Item = i64>) {
+        self.lock().busy = shards.collect();
+    }
+
+    pub(crate) fn set_declined(&self, shard_id: i64, on: bool) {
+        let mut g = self.lock();
+        if on {
+            g.declined.insert(shard_id);
+        } else {
+            g.declined.remove(&shard_id);
+        }
+    }
+
+    pub(crate) fn set_rejoining(&self, nodes: impl Iterator<Item = i64>) {
+        self.lock().rejoining = nodes.collect();
     }
 
     /// Records kept in memory only (the store could not take them), newest first.
@@ -333,5 +378,26 @@ impl HaShared {
         g.stats.rounds += 1;
         g.stats.probes += probes;
         g.stats.probe_failures += failures;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stance_the_keeper_reads_follows_what_the_monitor_publishes() {
+        let s = HaShared::default();
+        assert_eq!(s.stance(1, 10), HaStance::default());
+        s.set_busy_shards([1, 2].into_iter());
+        s.set_declined(3, true);
+        s.set_rejoining([10].into_iter());
+        assert!(s.stance(1, 11).busy && !s.stance(3, 11).busy);
+        assert!(s.stance(3, 11).declined && !s.stance(1, 11).declined);
+        assert!(s.stance(1, 10).awaiting_rejoin && !s.stance(1, 11).awaiting_rejoin);
+        s.set_busy_shards(std::iter::empty());
+        s.set_declined(3, false);
+        s.set_rejoining(std::iter::empty());
+        assert_eq!(s.stance(3, 10), HaStance::default());
     }
 }

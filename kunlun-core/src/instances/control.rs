@@ -9,14 +9,21 @@
 //! `manual_stop` while down, which HA, the catalog push and the seeders treat as not a member,
 //! and only a `manual_stop` node is made `active` again by a start (a node HA took out,
 //! `inactive`, stays out: HA's rejoin or a rebuild decides); nothing runs while a job changes
-//! the instance's cluster.
+//! the instance's cluster. The primary of a shard with no other active node is `manual_stop`
+//! when stopped even with `force`: nothing could take over, and the instance keeper must not
+//! start it again behind the operator's back.
+//!
+//! The start path ([`locate`], [`start_located`]: the recipe's `Start` + `WaitReady`, a
+//! non-primary storage node set read-only at once, a replica's replication resumed) is the one
+//! the instance keeper ([`crate::keeper`]) restarts dead instances with.
 
 use std::time::{Duration, Instant};
 
 use kunlun_meta::model::{
-    CompNode, Job, JobStatus, MachineType, MemberState, NewJob, NodeStatus, ShardNode,
+    CompNode, Job, JobStatus, Machine, MachineType, MemberState, NewJob, NodeStatus, ShardNode,
 };
 use kunlun_meta::store::repo::{self, dirs};
+use kunlun_meta::store::Store;
 use kunlun_provision::placement::InstanceKind;
 use kunlun_provision::recipe::{validate_base_dir, InstanceSpec, Recipe, Step};
 use serde::Serialize;
@@ -103,26 +110,27 @@ pub struct ControlReport {
     pub error: Option<String>,
 }
 
-/// The instance found for a request.
-enum Node {
+/// A storage or compute node as metadata records it.
+#[derive(Debug, Clone)]
+pub(crate) enum Node {
     Storage(ShardNode),
     Compute(CompNode),
 }
 
 impl Node {
-    fn id(&self) -> i64 {
+    pub(crate) fn id(&self) -> i64 {
         match self {
             Node::Storage(n) => n.id,
             Node::Compute(c) => c.id,
         }
     }
-    fn status(&self) -> NodeStatus {
+    pub(crate) fn status(&self) -> NodeStatus {
         match self {
             Node::Storage(n) => n.status,
             Node::Compute(c) => c.status,
         }
     }
-    fn cluster_id(&self) -> i64 {
+    pub(crate) fn cluster_id(&self) -> i64 {
         match self {
             Node::Storage(n) => n.db_cluster_id,
             Node::Compute(c) => c.db_cluster_id,
@@ -144,6 +152,141 @@ impl Node {
         matches!(self, Node::Storage(n)
             if n.member_state == MemberState::Source && n.status == NodeStatus::Active)
     }
+    fn host(&self) -> &str {
+        match self {
+            Node::Storage(n) => &n.hostaddr,
+            Node::Compute(c) => &c.hostaddr,
+        }
+    }
+    fn port(&self) -> u16 {
+        match self {
+            Node::Storage(n) => n.port,
+            Node::Compute(c) => c.port,
+        }
+    }
+    fn machine_type(&self) -> MachineType {
+        match self {
+            Node::Storage(_) => MachineType::Storage,
+            Node::Compute(_) => MachineType::Computer,
+        }
+    }
+}
+
+/// An instance found on its machine: what the recipes' steps need.
+#[derive(Debug, Clone)]
+pub(crate) struct Located {
+    pub node: Node,
+    pub machine: Machine,
+    /// The instance as the recipes' start and stop steps see it (dir, address, port).
+    pub spec: InstanceSpec,
+}
+
+/// Finds `node`'s machine (registered at its address, of its kind) and its instance dir (as
+/// recorded at install, else the conventional one under the machine's first data dir).
+/// `Conflict` when there is no such machine or dir.
+pub(crate) async fn locate(store: &Store, node: Node) -> Result<Located> {
+    let want = node.machine_type();
+    let machine = store
+        .list_machines()
+        .await?
+        .into_iter()
+        .find(|m| m.hostaddr == node.host() && m.machine_type == want)
+        .ok_or_else(|| {
+            Error::Conflict(format!(
+                "no {want:?} machine is registered at {}",
+                node.host()
+            ))
+        })?;
+    located_on(store, node, machine).await
+}
+
+/// [`locate`] on a machine the caller already found.
+pub(crate) async fn located_on(store: &Store, node: Node, machine: Machine) -> Result<Located> {
+    let (id, kind) = (node.id(), node.dir_kind());
+    let recorded = store.read(async |tx| dirs::get(tx, kind, id).await).await?;
+    let base_dir = match recorded {
+        Some(d) => d,
+        None => machine
+            .data_dirs
+            .first()
+            .map(|d| InstanceSpec::base_dir_for(d, node.kind(), node.port()))
+            .ok_or_else(|| Error::Conflict(format!("machine {} has no data dir", machine.id)))?,
+    };
+    validate_base_dir(&base_dir).map_err(|e| Error::Conflict(e.to_string()))?;
+    let spec = InstanceSpec {
+        bind_address: node.host().to_string(),
+        port: node.port(),
+        base_dir,
+        server_id: 0,
+        buffer_mb: 0,
+        max_connections: 0,
+        semi_sync: false,
+        users: Vec::new(),
+    };
+    Ok(Located {
+        node,
+        machine,
+        spec,
+    })
+}
+
+/// The recipe of a located instance's kind.
+pub(crate) fn recipe_of(prov: &Provisioner, node: &Node) -> std::sync::Arc<dyn Recipe> {
+    match node {
+        Node::Storage(_) => prov.storage.clone(),
+        Node::Compute(_) => prov.compute.clone(),
+    }
+}
+
+/// Starts a located instance the way `kunlunctl node start` does (the recipe's `Start` +
+/// `WaitReady`; a storage node that is not the recorded primary set read-only at once; a
+/// replica's replication resumed; `manual_stop` made `active`) and reports what was done, with
+/// `error` set when a step failed.
+pub(crate) async fn start_located(
+    store: &Store,
+    prov: &Provisioner,
+    loc: &Located,
+) -> ControlReport {
+    let mut report = ControlReport::of(&loc.node, &loc.spec.base_dir);
+    let recipe = recipe_of(prov, &loc.node);
+    let target = prov.target(&loc.machine);
+    let run = Run {
+        store,
+        prov,
+        recipe: recipe.as_ref(),
+        target: &target,
+        spec: &loc.spec,
+    };
+    match run.go(&loc.node, Control::Start, &mut report).await {
+        Ok(()) => report.outcome = "started".into(),
+        Err(e) => report.error = Some(e.to_string()),
+    }
+    report
+}
+
+impl ControlReport {
+    /// A report of `node` before anything was done.
+    fn of(node: &Node, base_dir: &str) -> ControlReport {
+        ControlReport {
+            kind: match node {
+                Node::Storage(_) => "storage",
+                Node::Compute(_) => "compute",
+            },
+            node_id: node.id(),
+            cluster_id: node.cluster_id(),
+            shard_id: match node {
+                Node::Storage(n) => Some(n.shard_id),
+                Node::Compute(_) => None,
+            },
+            primary: node.is_primary(),
+            base_dir: base_dir.to_string(),
+            steps: Vec::new(),
+            status: node.status(),
+            outcome: "failed".into(),
+            replication: None,
+            error: None,
+        }
+    }
 }
 
 /// Whether the request may go ahead on a node of `status` (`primary`: its shard's primary).
@@ -163,11 +306,13 @@ pub fn refusal(status: NodeStatus, primary: bool, req: &ControlInstance) -> Opti
 }
 
 /// The status a node gets when the operator stops it, from the status it had: an active
-/// non-primary becomes `manual_stop`; a forced primary stays `active` (HA fails it over); any
-/// other status (HA's `inactive`, a `manual_stop`) is kept.
-pub fn status_when_stopped(before: NodeStatus, primary: bool) -> NodeStatus {
+/// non-primary becomes `manual_stop`; a forced primary stays `active` (HA fails it over),
+/// unless no other active node of its shard could take over (`alone`): then it is
+/// `manual_stop` too, so nothing starts it again behind the operator's back; any other status
+/// (HA's `inactive`, a `manual_stop`) is kept.
+pub fn status_when_stopped(before: NodeStatus, primary: bool, alone: bool) -> NodeStatus {
     match before {
-        NodeStatus::Active if !primary => NodeStatus::ManualStop,
+        NodeStatus::Active if !primary || alone => NodeStatus::ManualStop,
         other => other,
     }
 }
@@ -200,77 +345,22 @@ impl ClusterManager {
                 cluster.id
             )));
         }
-        let want = match node {
-            Node::Storage(_) => MachineType::Storage,
-            Node::Compute(_) => MachineType::Computer,
-        };
-        let machine = store
-            .list_machines()
-            .await?
-            .into_iter()
-            .find(|m| m.hostaddr == req.host && m.machine_type == want)
-            .ok_or_else(|| {
-                Error::Conflict(format!("no {want:?} machine is registered at {}", req.host))
-            })?;
         let prov = self
             .probe_provisioner()
             .ok_or_else(|| Error::Unavailable("this manager has no SSH settings".into()))?
             .clone();
-        let (id, kind) = (node.id(), node.dir_kind());
-        let recorded = store.read(async |tx| dirs::get(tx, kind, id).await).await?;
-        let base_dir = match recorded {
-            Some(d) => d,
-            None => machine
-                .data_dirs
-                .first()
-                .map(|d| InstanceSpec::base_dir_for(d, node.kind(), req.port))
-                .ok_or_else(|| {
-                    Error::Conflict(format!("machine {} has no data dir", machine.id))
-                })?,
-        };
-        validate_base_dir(&base_dir).map_err(|e| Error::Conflict(e.to_string()))?;
-        let spec = InstanceSpec {
-            bind_address: req.host.clone(),
-            port: req.port,
-            base_dir: base_dir.clone(),
-            server_id: 0,
-            buffer_mb: 0,
-            max_connections: 0,
-            semi_sync: false,
-            users: Vec::new(),
-        };
-        let target = prov.target(&machine);
-        let recipe = match node {
-            Node::Storage(_) => prov.storage.clone(),
-            Node::Compute(_) => prov.compute.clone(),
-        };
-        let mut report = ControlReport {
-            kind: match node {
-                Node::Storage(_) => "storage",
-                Node::Compute(_) => "compute",
-            },
-            node_id: id,
-            cluster_id: cluster.id,
-            shard_id: match &node {
-                Node::Storage(n) => Some(n.shard_id),
-                Node::Compute(_) => None,
-            },
-            primary,
-            base_dir,
-            steps: Vec::new(),
-            status: node.status(),
-            outcome: "failed".into(),
-            replication: None,
-            error: None,
-        };
+        let loc = locate(store, node).await?;
+        let mut report = ControlReport::of(&loc.node, &loc.spec.base_dir);
+        let target = prov.target(&loc.machine);
+        let recipe = recipe_of(&prov, &loc.node);
         let run = Run {
-            mgr: self,
+            store,
             prov: &prov,
             recipe: recipe.as_ref(),
             target: &target,
-            spec: &spec,
+            spec: &loc.spec,
         };
-        if let Err(e) = run.go(&node, req.action, &mut report).await {
+        if let Err(e) = run.go(&loc.node, req.action, &mut report).await {
             report.error = Some(e.to_string());
         } else {
             report.outcome = match req.action {
@@ -333,45 +423,65 @@ impl ClusterManager {
                 id: format!("{host}:{port}"),
             })
     }
+}
 
-    async fn set_node_status(&self, node: &Node, from: NodeStatus, to: NodeStatus) -> Result<()> {
-        if from == to {
-            return Ok(());
-        }
-        let id = node.id();
-        let storage = matches!(node, Node::Storage(_));
-        self.store()?
-            .tx(async |tx| {
-                if storage {
-                    repo::nodes::set_status_if(tx, id, from, to).await?;
-                } else if repo::comps::get(tx, id).await?.status == from {
-                    repo::comps::set_status(tx, id, to).await?;
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(())
+/// Sets `node`'s status to `to` if it still is `from`.
+async fn set_node_status(
+    store: &Store,
+    node: &Node,
+    from: NodeStatus,
+    to: NodeStatus,
+) -> Result<()> {
+    if from == to {
+        return Ok(());
     }
+    let id = node.id();
+    let storage = matches!(node, Node::Storage(_));
+    store
+        .tx(async |tx| {
+            if storage {
+                repo::nodes::set_status_if(tx, id, from, to).await?;
+            } else if repo::comps::get(tx, id).await?.status == from {
+                repo::comps::set_status(tx, id, to).await?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
 
-    async fn node_status(&self, node: &Node) -> Result<NodeStatus> {
-        let id = node.id();
-        let storage = matches!(node, Node::Storage(_));
-        Ok(self
-            .store()?
-            .read(async |tx| {
-                if storage {
-                    Ok(repo::nodes::get(tx, id).await?.status)
-                } else {
-                    Ok(repo::comps::get(tx, id).await?.status)
-                }
-            })
-            .await?)
-    }
+/// `node`'s row as stored now.
+async fn node_now(store: &Store, node: &Node) -> Result<Node> {
+    let id = node.id();
+    Ok(match node {
+        Node::Storage(_) => Node::Storage(
+            store
+                .read(async |tx| repo::nodes::get(tx, id).await)
+                .await?,
+        ),
+        Node::Compute(_) => Node::Compute(
+            store
+                .read(async |tx| repo::comps::get(tx, id).await)
+                .await?,
+        ),
+    })
+}
+
+/// Whether no other node of `node`'s shard is active (a compute node is never alone).
+async fn alone_in_shard(store: &Store, node: &Node) -> Result<bool> {
+    let Node::Storage(n) = node else {
+        return Ok(false);
+    };
+    Ok(!store
+        .list_shard_nodes(Some(n.shard_id))
+        .await?
+        .iter()
+        .any(|o| o.id != n.id && o.status == NodeStatus::Active))
 }
 
 /// One control's machine side.
 struct Run<'a> {
-    mgr: &'a ClusterManager,
+    store: &'a Store,
     prov: &'a Provisioner,
     recipe: &'a dyn Recipe,
     target: &'a kunlun_provision::SshTarget,
@@ -381,21 +491,40 @@ struct Run<'a> {
 impl Run<'_> {
     async fn go(&self, node: &Node, action: Control, report: &mut ControlReport) -> Result<()> {
         if action.stops() {
-            let before = self.mgr.node_status(node).await?;
-            let after = status_when_stopped(before, node.is_primary());
+            let before = node_now(self.store, node).await?.status();
+            let alone = node.is_primary() && alone_in_shard(self.store, node).await?;
+            let after = status_when_stopped(before, node.is_primary(), alone);
             // Out of membership before it goes down, so HA's upkeep and the catalog push
             // never treat the stop as a failure; put back if the stop fails.
-            self.mgr.set_node_status(node, before, after).await?;
+            set_node_status(self.store, node, before, after).await?;
             report.status = after;
             if let Err(e) = self.steps(&[Step::Stop], report).await {
-                self.mgr.set_node_status(node, after, before).await?;
+                set_node_status(self.store, node, after, before).await?;
                 report.status = before;
                 return Err(e);
             }
         }
         if action.starts() {
             self.steps(&[Step::Start, Step::WaitReady], report).await?;
-            let now = self.mgr.node_status(node).await?;
+            let row = node_now(self.store, node).await?;
+            let now = row.status();
+            if let Node::Storage(n) = &row {
+                if !row.is_primary() {
+                    // Only the recorded primary may take writes: a replica or an old primary
+                    // comes up writable (read_only is not in its config), so close it at once
+                    // rather than a probe round later.
+                    let t = Instant::now();
+                    let fence = crate::ha::promote::fence_read_only(
+                        &NodeAddr::from(n),
+                        StorageOptions::default(),
+                    )
+                    .await;
+                    report.steps.push(format!(
+                        "read_only: {fence} ({} ms)",
+                        t.elapsed().as_millis()
+                    ));
+                }
+            }
             let member = status_when_started(now) == NodeStatus::Active;
             if !member {
                 // Taken out by HA (a failed-over primary, an errant follower): its rejoin or a
@@ -403,7 +532,7 @@ impl Run<'_> {
                 report.replication = Some(format!("left to HA: the node is {now}"));
             } else if let Node::Storage(n) = node {
                 let t = Instant::now();
-                let r = self.mgr.resume_replication(n).await;
+                let r = resume_replication(self.store, n).await;
                 let (ms, ok) = (t.elapsed().as_millis(), r.is_ok());
                 report.steps.push(format!(
                     "replication: {} ({ms} ms)",
@@ -414,7 +543,7 @@ impl Run<'_> {
                     Err(e) => {
                         report.replication = Some(e.clone());
                         let after = status_when_started(now);
-                        self.mgr.set_node_status(node, now, after).await?;
+                        set_node_status(self.store, node, now, after).await?;
                         report.status = after;
                         return Err(Error::Unavailable(format!(
                             "started, but replication is not running: {e}"
@@ -423,7 +552,7 @@ impl Run<'_> {
                 }
             }
             let after = status_when_started(now);
-            self.mgr.set_node_status(node, now, after).await?;
+            set_node_status(self.store, node, now, after).await?;
             report.status = after;
         }
         Ok(())
@@ -454,51 +583,47 @@ impl Run<'_> {
     }
 }
 
-impl ClusterManager {
-    /// After a storage node started: a replica whose threads stayed stopped (`skip-slave-start`)
-    /// and still follows its shard's primary gets `START SLAVE`, then both threads must run
-    /// within [`REPLICATION_WAIT`]. `Ok(None)` for a node that is no replica of a live primary.
-    async fn resume_replication(
-        &self,
-        node: &ShardNode,
-    ) -> std::result::Result<Option<String>, String> {
-        use crate::ha::detect::{replica_upkeep, Upkeep};
-        let nodes = self
-            .store()
-            .map_err(|e| e.to_string())?
-            .list_shard_nodes(Some(node.shard_id))
+/// After a storage node started: a replica whose threads stayed stopped (`skip-slave-start`)
+/// and still follows its shard's primary gets `START SLAVE`, then both threads must run
+/// within [`REPLICATION_WAIT`]. `Ok(None)` for a node that is no replica of a live primary.
+async fn resume_replication(
+    store: &Store,
+    node: &ShardNode,
+) -> std::result::Result<Option<String>, String> {
+    use crate::ha::detect::{replica_upkeep, Upkeep};
+    let nodes = store
+        .list_shard_nodes(Some(node.shard_id))
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(me) = nodes.iter().find(|n| n.id == node.id) else {
+        return Ok(None);
+    };
+    let primary = nodes
+        .iter()
+        .find(|n| n.member_state == MemberState::Source && n.status == NodeStatus::Active);
+    let Some(primary) = primary.filter(|p| p.id != me.id) else {
+        return Ok(None);
+    };
+    let opts = StorageOptions::default();
+    let addr = NodeAddr::from(me);
+    let probe = crate::storage::probe::probe_node(&addr, opts).await;
+    match replica_upkeep(&primary.hostaddr, primary.port, &probe) {
+        Upkeep::Nothing => {}
+        Upkeep::Start => crate::ha::promote::restart_replication(&addr, opts)
             .await
-            .map_err(|e| e.to_string())?;
-        let Some(me) = nodes.iter().find(|n| n.id == node.id) else {
-            return Ok(None);
-        };
-        let primary = nodes
-            .iter()
-            .find(|n| n.member_state == MemberState::Source && n.status == NodeStatus::Active);
-        let Some(primary) = primary.filter(|p| p.id != me.id) else {
-            return Ok(None);
-        };
-        let opts = StorageOptions::default();
-        let addr = NodeAddr::from(me);
-        let probe = crate::storage::probe::probe_node(&addr, opts).await;
-        match replica_upkeep(&primary.hostaddr, primary.port, &probe) {
-            Upkeep::Nothing => {}
-            Upkeep::Start => crate::ha::promote::restart_replication(&addr, opts)
-                .await
-                .map_err(|e| e.to_string())?,
-            Upkeep::Repoint { from } => {
-                return Err(format!(
-                    "it follows {} rather than the primary node {}: HA's replica upkeep \
+            .map_err(|e| e.to_string())?,
+        Upkeep::Repoint { from } => {
+            return Err(format!(
+                "it follows {} rather than the primary node {}: HA's replica upkeep \
                      repoints it once it is active",
-                    from.as_deref().unwrap_or("nothing"),
-                    primary.id
-                ));
-            }
-            Upkeep::Broken { reason } => return Err(reason),
+                from.as_deref().unwrap_or("nothing"),
+                primary.id
+            ));
         }
-        crate::ha::promote::replicating(&addr, None, REPLICATION_WAIT, opts).await?;
-        Ok(Some("running".into()))
+        Upkeep::Broken { reason } => return Err(reason),
     }
+    crate::ha::promote::replicating(&addr, None, REPLICATION_WAIT, opts).await?;
+    Ok(Some("running".into()))
 }
 
 #[cfg(test)]
@@ -532,10 +657,13 @@ mod tests {
     #[test]
     fn only_the_operators_own_stop_is_undone_by_a_start() {
         use NodeStatus::*;
-        assert_eq!(status_when_stopped(Active, false), ManualStop);
+        assert_eq!(status_when_stopped(Active, false, false), ManualStop);
         // A forced primary stays a member: HA sees it dead and fails the shard over.
-        assert_eq!(status_when_stopped(Active, true), Active);
-        assert_eq!(status_when_stopped(Inactive, false), Inactive);
+        assert_eq!(status_when_stopped(Active, true, false), Active);
+        // ... unless nothing could take over: then it is the operator's stop, which the
+        // instance keeper leaves alone.
+        assert_eq!(status_when_stopped(Active, true, true), ManualStop);
+        assert_eq!(status_when_stopped(Inactive, false, false), Inactive);
         assert_eq!(status_when_started(ManualStop), Active);
         // Taken out by HA (an old primary, an errant follower): HA or a rebuild decides.
         assert_eq!(status_when_started(Inactive), Inactive);

@@ -441,16 +441,26 @@ pub(crate) async fn busy(store: &Store, id: i64, name: &str) -> Result<bool> {
             limit: Some(1000),
             after: None,
         };
-        for j in store.list_jobs(&q).await? {
-            let info = j.job_info.unwrap_or_default();
-            let same_id = info.get("cluster_id").and_then(|v| v.as_i64()) == Some(id);
-            let same_name = info.get("name").and_then(|v| v.as_str()) == Some(name);
-            if same_id || same_name {
-                return Ok(true);
-            }
+        if store
+            .list_jobs(&q)
+            .await?
+            .iter()
+            .any(|j| job_changes(j, id, name))
+        {
+            return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// Whether job `j`'s request names cluster `id` (or, a creation, its `name`): while `j` is
+/// unfinished it changes that cluster (the instance keeper leaves such clusters alone too).
+pub(crate) fn job_changes(j: &kunlun_meta::model::Job, id: i64, name: &str) -> bool {
+    let Some(info) = j.job_info.as_ref() else {
+        return false;
+    };
+    info.get("cluster_id").and_then(|v| v.as_i64()) == Some(id)
+        || info.get("name").and_then(|v| v.as_str()) == Some(name)
 }
 
 /// Replaces the computed base dirs in `plan` (of instances of `detail`'s cluster) by those

@@ -29,8 +29,8 @@ use conn::Pools;
 use crate::api;
 use crate::error::{Error, Result};
 use crate::model::{
-    Cluster, ClusterPolicy, CompNode, Job, JobStatus, Machine, MachinePatch, NewJob, NewMachine, Shard,
-    ShardNode,
+    Cluster, ClusterPolicy, CompNode, Job, JobStatus, Machine, MachinePatch, NewJob, NewMachine,
+    Shard, ShardNode,
 };
 
 /// How many times in all [`Store::tx`] runs a transaction the server keeps aborting for a lock
@@ -532,6 +532,23 @@ impl Store {
             repo::clusters::get(tx, policy.cluster_id).await?;
             repo::policy::set(tx, &policy).await?;
             Ok(policy)
+        })
+        .await
+    }
+
+    /// Changes the switches `patch` names of a cluster's policy in one transaction (a
+    /// concurrent change of the other switch is kept) and returns the policy now stored;
+    /// `NotFound` when the cluster does not exist.
+    pub async fn update_cluster_policy(
+        &self,
+        cluster_id: i64,
+        patch: api::UpdateClusterPolicy,
+    ) -> Result<ClusterPolicy> {
+        self.tx(async move |tx| {
+            repo::clusters::get(tx, cluster_id).await?;
+            let p = patch.apply(repo::policy::get(tx, cluster_id).await?);
+            repo::policy::set(tx, &p).await?;
+            Ok(p)
         })
         .await
     }

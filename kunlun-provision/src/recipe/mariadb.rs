@@ -455,6 +455,15 @@ echo "{mark} nopid""#,
         ))
     }
 
+    fn server_identity(&self, spec: &InstanceSpec) -> Option<(String, String)> {
+        let p = Paths::of(spec);
+        Some((p.pid, format!("--defaults-file={}", p.cnf)))
+    }
+
+    fn error_log(&self, spec: &InstanceSpec) -> Option<String> {
+        Some(format!("{}/error.log", Paths::of(spec).log))
+    }
+
     async fn is_running(
         &self,
         ex: &SshExecutor,

@@ -21,6 +21,7 @@
 mod kill;
 mod mariadb;
 mod postgres;
+mod state;
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub use mariadb::{
     MariaDbRecipe, PGX_PRIVILEGES,
 };
 pub use postgres::PostgresRecipe;
+pub use state::{
+    instance_states, log_tail, states_script, InstanceState, Process, StateCheck, MAX_LOG_TAIL,
+};
 
 use crate::error::{Error, Result};
 use crate::placement::InstanceKind;
@@ -272,6 +276,17 @@ pub trait Recipe: Send + Sync {
     /// one report line for [`Killed::parse`]. `None` when the recipe cannot (see
     /// [`kill_instance`]).
     fn kill_script(&self, _base_dirs: &[String], _port: u16) -> Option<String> {
+        None
+    }
+
+    /// The instance's server pid file and one argument of its command line that names this
+    /// instance, for [`instance_states`]; `None` when the recipe cannot say.
+    fn server_identity(&self, _spec: &InstanceSpec) -> Option<(String, String)> {
+        None
+    }
+
+    /// The server's own log, whose tail says why it would not start ([`log_tail`]).
+    fn error_log(&self, _spec: &InstanceSpec) -> Option<String> {
         None
     }
 

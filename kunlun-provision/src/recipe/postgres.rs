@@ -240,6 +240,17 @@ done
         super::mariadb::instance_error(spec, e)
     }
 
+    /// The postmaster keeps its command line (`postgres -D <data>`); its children rewrite
+    /// theirs, but the pid file names the postmaster.
+    fn server_identity(&self, spec: &InstanceSpec) -> Option<(String, String)> {
+        let p = Paths::of(spec);
+        Some((p.pid, p.data))
+    }
+
+    fn error_log(&self, spec: &InstanceSpec) -> Option<String> {
+        Some(format!("{}/postgres.log", Paths::of(spec).log))
+    }
+
     async fn is_running(
         &self,
         ex: &SshExecutor,

@@ -32,6 +32,7 @@ pub fn run(client: &Client, cmd: &ClusterCmd, json: bool) -> Result<String, CliE
         }
         ClusterCmd::Create(args) => create(client, args, json),
         ClusterCmd::Delete(args) => delete(client, args, json),
+        ClusterCmd::Policy(args) => super::policy::run(client, args, json),
         ClusterCmd::Show(id) => {
             let url = client.url(&format!("/v1/clusters/{}", id.id), &[])?;
             let v = client.get(url.clone())?;

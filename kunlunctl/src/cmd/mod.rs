@@ -7,6 +7,7 @@ pub mod job;
 pub mod leader;
 pub mod machine;
 pub mod node;
+pub mod policy;
 pub mod scale;
 pub mod token;
 pub mod xa;

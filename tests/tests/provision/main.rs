@@ -17,5 +17,6 @@ mod provision_faults;
 mod provision_guards;
 mod provision_install;
 mod provision_jobs;
+mod provision_keeper;
 mod provision_probe;
 mod provision_scale;
