@@ -21,6 +21,7 @@
 mod kill;
 mod mariadb;
 mod postgres;
+pub mod reseed;
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub use mariadb::{
     MariaDbRecipe, PGX_PRIVILEGES,
 };
 pub use postgres::PostgresRecipe;
+pub use reseed::Reseed;
 
 use crate::error::{Error, Result};
 use crate::placement::InstanceKind;
@@ -260,6 +262,12 @@ pub trait Recipe: Send + Sync {
     /// one report line for [`Killed::parse`]. `None` when the recipe cannot (see
     /// [`kill_instance`]).
     fn kill_script(&self, _base_dirs: &[String], _port: u16) -> Option<String> {
+        None
+    }
+
+    /// The scripts that reseed an installed instance in place from another instance's data (a
+    /// replica rebuild); `None` when this recipe cannot.
+    fn reseed(&self) -> Option<&dyn Reseed> {
         None
     }
 
