@@ -364,6 +364,7 @@ fn start_actors(term: &Term, config: &Config) {
     let provisioner = actor_provisioner(config);
     term.start_machine_liveness(provisioner.clone(), config.machine_check_interval);
     term.start_job_runner(provisioner, Duration::from_secs(1));
+    term.start_auto_rebuild(kunlun_core::auto_rebuild::AutoRebuildConfig::default());
 }
 
 /// Waits for SIGTERM or SIGINT and names the one received.

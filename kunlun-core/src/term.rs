@@ -22,6 +22,7 @@ use kunlun_meta::store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auto_rebuild::{AutoRebuild, AutoRebuildConfig};
 use crate::catalog::{CatalogSync, CatalogSyncConfig};
 use crate::error::{Error, Result};
 use crate::fleet::Provisioner;
@@ -208,6 +209,24 @@ impl Term {
                 poll_interval,
             };
             runner.run_forever_woken(cancel, wake).await;
+        });
+    }
+
+    /// Starts the automatic rebuild ([`crate::auto_rebuild`]): every `cfg.interval` a
+    /// replica HA keeps out for rebuild gets a `rebuild_node` job when its cluster's policy
+    /// allows. It reads HA's list of this term, so it sees nothing until [`Term::start_ha`].
+    pub fn start_auto_rebuild(&self, cfg: AutoRebuildConfig) {
+        let me = self.clone();
+        let engine = self.inner.engine.clone();
+        self.spawn_when_open(move |store, cancel| async move {
+            let errant = move || {
+                me.ha()
+                    .map(|h| h.shared().errant_nodes())
+                    .unwrap_or_default()
+            };
+            AutoRebuild::new(store, engine, cfg)
+                .run(errant, cancel)
+                .await;
         });
     }
 
