@@ -18,4 +18,5 @@ mod provision_guards;
 mod provision_install;
 mod provision_jobs;
 mod provision_probe;
+mod provision_rebuild;
 mod provision_scale;
