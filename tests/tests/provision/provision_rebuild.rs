@@ -25,10 +25,14 @@ use kunlun_core::jobs::accept_create_cluster;
 use kunlun_meta::api::{CreateCluster, JobQuery, RebuildMethod, RebuildNode};
 use kunlun_meta::model::{HaMode, Job, JobStatus, MemberState, NodeStatus, ShardNode};
 use kunlun_meta::store::repo::secrets;
-use kunlun_meta::Store;
+use kunlun_meta::{Store, StoreConfig};
+use kunlun_tests::cli::{ctl, workdir};
+use kunlun_tests::daemon::Daemon;
+use kunlun_tests::emit::Emit;
 use kunlun_tests::ha::invariant::{self, Acked, Login};
 use kunlun_tests::ha::{test_ha_config, Writer, LIMIT};
-use kunlun_tests::world::{memo, ProvisionWorld};
+use kunlun_tests::world::{chmod_755, memo, ProvisionWorld};
+use kunlun_tests::{free_port_block, Sshd};
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
 
@@ -365,8 +369,281 @@ async fn an_errant_replica_is_rebuilt_on_its_own_and_a_replica_on_request() {
     w.term.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Silences an unused-import warning while the daemon scenario is written.
-#[allow(dead_code)]
-fn _unused(_: Value, _: IpAddr) -> Ipv4Addr {
-    DAEMON_IP
+/// A blocking HTTP client for the daemon.
+fn http() -> reqwest::blocking::Client {
+    kunlun_tests::daemon::http(Duration::from_secs(30))
+}
+
+/// POST `body` (raw, with `content_type`) to `url`: status and JSON.
+fn post_raw(url: &str, content_type: &str, body: &str) -> (u16, Value) {
+    let r = http()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body.to_string())
+        .send()
+        .expect("request");
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
+/// The memo of job `id` once `pred` holds on the job (bounded).
+fn job_when(d: &Daemon, id: i64, pred: impl Fn(&Value) -> bool) -> Value {
+    d.wait_job(id, REBUILD_LIMIT, pred)
+}
+
+fn ended(j: &Value) -> bool {
+    j["status"] == "done" || j["status"] == "failed"
+}
+
+#[test]
+fn a_replica_is_rebuilt_over_the_cli_rest_and_emit_and_a_killed_daemon_puts_its_data_back() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sshd = Sshd::start_on(DAEMON_IP).expect("sshd on 127.0.0.92");
+    let wd = workdir();
+    chmod_755(wd.path());
+    let data = wd.path().join("instances");
+    std::fs::create_dir(&data).expect("data dir");
+    chmod_755(&data);
+    let sqlite = wd.path().join("meta.db");
+    let mut daemon = Daemon::start(wd.path(), &sqlite).expect("daemon");
+    let base = daemon.url();
+    let t0 = Instant::now();
+    let mark = |what: &str| eprintln!("{:>6.1} s  {what}", t0.elapsed().as_secs_f64());
+    for ty in ["storage", "computer"] {
+        let port = free_port_block(IpAddr::V4(DAEMON_IP), 41);
+        let (st, v) = daemon.post(
+            &http(),
+            "/v1/machines",
+            &serde_json::json!({
+                "hostaddr": DAEMON_IP.to_string(), "machine_type": ty,
+                "ssh_port": sshd.port(), "ssh_user": sshd.user(),
+                "ssh_key_path": sshd.user_key().private.display().to_string(),
+                "data_dirs": [data.display().to_string()],
+                "port_range": format!("{}-{}", port, port + 40),
+            }),
+        );
+        assert_eq!(st, 201, "{v}");
+    }
+    let out = ctl(
+        &base,
+        &[
+            "cluster", "create", "rb2", "--shards", "1", "--nodes", "2", "--comps", "1",
+            "--innodb-size-mb", "32", "--max-connections", "100", "--wait", "--wait-timeout",
+            "300",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", daemon.log_tail());
+    let cid = ctl(&base, &["--json", "cluster", "list"]).ok().json()[0]["id"]
+        .as_i64()
+        .expect("cluster id");
+    let detail = ctl(&base, &["--json", "cluster", "show", &cid.to_string()])
+        .ok()
+        .json();
+    let shard = detail["shards"][0]["shard"]["id"].as_i64().expect("shard");
+    let nodes = detail["shards"][0]["nodes"].as_array().expect("nodes").clone();
+    let port_of = |state: &str| -> u16 {
+        nodes
+            .iter()
+            .find(|n| n["member_state"] == state)
+            .and_then(|n| n["port"].as_u64())
+            .unwrap_or_else(|| panic!("a {state}")) as u16
+    };
+    let (primary, replica) = (port_of("source"), port_of("replica"));
+    let ip = DAEMON_IP.to_string();
+    let addr = |port: u16| format!("{ip}:{port}");
+    let pw = rt.block_on(async {
+        let store = Store::open(&StoreConfig::sqlite(&sqlite))
+            .await
+            .expect("the daemon's store");
+        store
+            .read(async |tx| secrets::get(tx, cid).await)
+            .await
+            .expect("secrets")
+            .manager_pwd
+    });
+    let conn = |port: u16| {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(DAEMON_IP.to_string())
+            .tcp_port(port)
+            .user(Some(MANAGER_USER))
+            .pass(Some(pw.clone()))
+            .prefer_socket(false);
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), mysql_async::Conn::new(opts))
+                .await
+                .expect("connect within 10 s")
+                .expect("connect")
+        }
+    };
+    // Data, and the replica holds it; `same` checks the replica has exactly the primary's.
+    rt.block_on(async {
+        let mut p = conn(primary).await;
+        p.query_drop(
+            "CREATE DATABASE rb; CREATE TABLE rb.t (id BIGINT PRIMARY KEY, v VARCHAR(200)); \
+             INSERT INTO rb.t SELECT seq, REPEAT(MD5(seq), 6) FROM rb.seq_1_to_20000",
+        )
+        .await
+        .expect("set-up");
+    });
+    let writes = std::cell::Cell::new(0i64);
+    let same = |what: &str| {
+        writes.set(writes.get() + 1);
+        let n = writes.get();
+        rt.block_on(async {
+            let (mut p, mut r) = (conn(primary).await, conn(replica).await);
+            p.query_drop(format!("INSERT INTO rb.t VALUES (-{n}, 'x')"))
+                .await
+                .expect("a write on the primary");
+            caught_up(&mut p, &mut r).await;
+            assert_eq!(
+                checksum(&mut r, "rb.t").await,
+                checksum(&mut p, "rb.t").await,
+                "{what}: the replica has the primary's data"
+            );
+            let st = slave_status(&mut r).await;
+            assert_eq!(st, (primary, "Yes".into(), "Yes".into()), "{what}");
+            assert_eq!(one(&mut r, "SELECT @@read_only").await, "1", "{what}");
+        })
+    };
+    same("before");
+    mark("cluster created");
+
+    // kunlunctl node rebuild --wait: done, and the replica is whole again.
+    let out = ctl(
+        &base,
+        &["--json", "node", "rebuild", &addr(replica), "--wait", "--wait-timeout", "300"],
+    );
+    assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", daemon.log_tail());
+    let job = out.json();
+    assert_eq!(job["job_type"], "rebuild_node", "{job}");
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["memo"]["nodes"][0]["phase"], "done", "{job}");
+    assert_eq!(job["memo"]["nodes"][0]["source"], addr(primary), "{job}");
+    same("after the CLI rebuild");
+    mark("rebuilt by the CLI");
+
+    // REST refusals: nothing is accepted.
+    let url = |port: u16| format!("{base}/v1/instances/{}/rebuild", addr(port));
+    let (st, v) = post_raw(&url(primary), "application/json", "{}");
+    assert_eq!((st, v["code"].as_str()), (409, Some("conflict")), "{v}");
+    let (st, v) = post_raw(&url(1), "application/json", "{}");
+    assert_eq!((st, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    let (st, v) = post_raw(&url(replica), "application/json", r#"{"sourc": "x:1"}"#);
+    assert_eq!(st, 400, "an unknown field: {v}");
+    let (st, v) = post_raw(&url(replica), "application/json", r#"{"source": "10.9.9.9:1"}"#);
+    assert_eq!(st, 400, "a source outside the shard: {v}");
+    let (st, v) = post_raw(&url(replica), "text/plain", "{}");
+    assert_eq!(st, 415, "{v}");
+    let jobs = daemon.get(&http(), "/v1/jobs?job_type=rebuild_node").1;
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "only the CLI's: {jobs}");
+
+    // Emit: refusals with the original's codes (as the original, reported by get_status).
+    let emit = Emit::new(&base);
+    let rb = |port: u16, extra: Value| {
+        let mut n = serde_json::json!({"hostaddr": ip, "port": port.to_string(),
+            "need_backup": "0", "hdfs_host": "", "pv_limit": "100"});
+        if let (Some(n), Value::Object(e)) = (n.as_object_mut(), extra) {
+            n.extend(e);
+        }
+        n
+    };
+    let paras = |nodes: Value, from_master: &str| {
+        serde_json::json!({"cluster_id": cid.to_string(), "shard_id": shard.to_string(),
+            "rb_nodes": nodes, "allow_pull_from_master": from_master,
+            "allow_replica_delay": "30"})
+    };
+    let lim = Duration::from_secs(60);
+    let (code, info) = emit.run_failed("rebuild_node", paras(serde_json::json!([rb(primary, Value::Null)]), "1"), lim);
+    assert_eq!(code, "70041", "the primary is not a replica of the shard: {info}");
+    let (code, _) = emit.run_failed("rebuild_node", paras(serde_json::json!([]), "1"), lim);
+    assert_eq!(code, "70036");
+    let need = serde_json::json!({"need_backup": "1"});
+    let mut p = paras(serde_json::json!([rb(replica, need)]), "1");
+    p["rb_nodes"][0].as_object_mut().expect("node").remove("hdfs_host");
+    let (code, _) = emit.run_failed("rebuild_node", p, lim);
+    assert_eq!(code, "70039");
+    let need = serde_json::json!({"need_backup": "1", "hdfs_host": "10.0.0.1:9000"});
+    let (code, info) = emit.run_failed("rebuild_node", paras(serde_json::json!([rb(replica, need)]), "1"), lim);
+    assert_eq!(code, "70005", "{info}");
+    assert!(info.contains("HDFS"), "{info}");
+    // The only other node is the primary, which the original does not pull from by default.
+    let (code, info) = emit.run_failed("rebuild_node", paras(serde_json::json!([rb(replica, Value::Null)]), "0"), lim);
+    assert_eq!(code, "70042", "no source: {info}");
+    same("after the refusals");
+    mark("refusals");
+
+    // Emit rebuild_node from the primary: accepted, visible through get_status until done.
+    let id = emit.accept("rebuild_node", paras(serde_json::json!([rb(replica, Value::Null)]), "1"));
+    let (a, seen) = emit.wait(&id, REBUILD_LIMIT);
+    eprintln!("emit rebuild_node went {seen:?}: {}", a.text);
+    assert_eq!((a.s("status"), a.s("error_code")), ("done", "0"), "{}", a.text);
+    let key = format!("{ip}_{replica}");
+    assert_eq!(a.body["attachment"]["rbnode_state"], serde_json::json!([{ key.clone(): "done" }]), "{}", a.text);
+    assert_eq!(a.body["attachment"]["shard_id"], shard.to_string());
+    same("after the Emit rebuild");
+    mark("rebuilt by Emit");
+
+    // The daemon killed mid-copy (a copy slowed to 1 MB/s): after the restart the job puts the
+    // old data back, the replica runs and replicates again with all its data.
+    let slow = serde_json::json!({"pv_limit": "1"});
+    let id = emit.accept("rebuild_node", paras(serde_json::json!([rb(replica, slow)]), "1"));
+    let id: i64 = id.parse().expect("job id");
+    let before = job_when(&daemon, id, |j| {
+        ended(j)
+            || j["memo"]["steps"].as_array().is_some_and(|s| {
+                s.iter().any(|s| {
+                    s["status"] == "running"
+                        && s["name"].as_str().is_some_and(|n| n.starts_with("copy "))
+                })
+            })
+    });
+    assert_eq!(before["status"], "ongoing", "still copying when killed: {before}");
+    let st = emit.status(&id.to_string());
+    assert_eq!(st.s("status"), "ongoing", "{}", st.text);
+    assert_eq!(st.body["attachment"]["rbnode_state"], serde_json::json!([{ key.clone(): "ongoing" }]), "{}", st.text);
+    daemon.kill9();
+    let daemon = Daemon::start(wd.path(), &sqlite).expect("the daemon again");
+    let job = job_when(&daemon, id, ended);
+    eprintln!("killed mid-copy, after the restart: {job}");
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["memo"]["stage"], "rolled_back", "{job}");
+    assert_eq!(job["memo"]["nodes"][0]["phase"], "put_back", "{job}");
+    assert!(
+        job["memo"]["error"].as_str().is_some_and(|e| e.contains("restarted") && e.contains("put back")),
+        "{job}"
+    );
+    let emit = Emit::new(&daemon.url());
+    let st = emit.status(&id.to_string());
+    assert_eq!((st.s("status"), st.s("error_code")), ("failed", "70047"), "{}", st.text);
+    assert_eq!(st.body["attachment"]["rbnode_state"], serde_json::json!([{ key: "failed" }]), "{}", st.text);
+    let left: Vec<String> = std::fs::read_dir(data.join(format!("kunlun/storage_{replica}")))
+        .expect("instance dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".rebuild-"))
+        .collect();
+    assert!(left.is_empty(), "everything set aside came back: {left:?}");
+    let row = daemon.get(&http(), &format!("/v1/shards/{shard}/nodes")).1;
+    let status = row
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["port"] == replica))
+        .map(|n| n["status"].clone());
+    assert_eq!(status, Some(Value::from("active")), "{row}");
+    // Its replication threads stayed stopped (skip-slave-start): HA's upkeep starts them.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let st = rt.block_on(async { slave_status(&mut conn(replica).await).await });
+        if st == (primary, "Yes".into(), "Yes".into()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replica replicates again: {st:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    same("after the put-back");
+    mark("put back after the daemon's restart");
+    let mut d = daemon;
+    assert!(d.stop(), "the daemon stops on SIGTERM");
 }
