@@ -196,7 +196,12 @@ impl AutoRebuild {
             let failures = self.tried.get(&node).map_or(0, |t| t.failures);
             match self.engine.rebuild_nodes(cluster, request).await {
                 Ok(a) => {
-                    tracing::info!(node, cluster, job_id = a.job_id, "automatic rebuild started");
+                    tracing::info!(
+                        node,
+                        cluster,
+                        job_id = a.job_id,
+                        "automatic rebuild started"
+                    );
                     started.push(a.job_id);
                     self.tried.insert(
                         node,

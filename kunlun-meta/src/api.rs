@@ -765,9 +765,7 @@ impl RebuildNode {
                 validate::hostaddr("source", h)?;
                 Ok(Some((h.to_string(), p)))
             }
-            None => Err(Error::Invalid(format!(
-                "source: {src:?} is not host:port"
-            ))),
+            None => Err(Error::Invalid(format!("source: {src:?} is not host:port"))),
         }
     }
 }

@@ -370,7 +370,10 @@ async fn rebuild_node(
     let mut rate: Option<u32> = None;
     for item in items {
         let Some(obj) = item.as_object() else {
-            return Err(Fail::new(codes::RB_NO_HOSTADDR, format!("rb_nodes: {item} is not an object")));
+            return Err(Fail::new(
+                codes::RB_NO_HOSTADDR,
+                format!("rb_nodes: {item} is not an object"),
+            ));
         };
         let rb = Paras(obj);
         let host = rb.req("hostaddr", codes::RB_NO_HOSTADDR)?;
@@ -403,9 +406,8 @@ async fn rebuild_node(
         node_ids.push(node.id);
     }
     let max_source_lag_s = match p.opt_id("allow_replica_delay", codes::PARAMETER_ERROR)? {
-        Some(s) => u32::try_from(s).map_err(|_| {
-            Fail::new(codes::PARAMETER_ERROR, format!("allow_replica_delay: {s}"))
-        })?,
+        Some(s) => u32::try_from(s)
+            .map_err(|_| Fail::new(codes::PARAMETER_ERROR, format!("allow_replica_delay: {s}")))?,
         None => kunlun_core::jobs::kinds::rebuild_node::DEFAULT_MAX_SOURCE_LAG_S,
     };
     Ok(RebuildRequest {

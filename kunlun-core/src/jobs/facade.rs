@@ -160,7 +160,12 @@ impl ClusterManager {
     ) -> Result<JobAccepted> {
         let job = rebuild_node::accept(self.store()?, on_cluster(cluster_id, request)).await?;
         self.wake_job_runner();
-        tracing::info!(job_id = job.id, job_type = rebuild_node::REBUILD_NODE, cluster_id, "job accepted");
+        tracing::info!(
+            job_id = job.id,
+            job_type = rebuild_node::REBUILD_NODE,
+            cluster_id,
+            "job accepted"
+        );
         Ok(JobAccepted { job_id: job.id })
     }
 }

@@ -145,11 +145,22 @@ async fn script(
 }
 
 /// `(data_kb, free_kb)` of `inst`, after checking it has `programs`.
-pub async fn space(fleet: &Provisioner, inst: &Instance, programs: &[String]) -> Result<(u64, u64)> {
+pub async fn space(
+    fleet: &Provisioner,
+    inst: &Instance,
+    programs: &[String],
+) -> Result<(u64, u64)> {
     let s = reseed(fleet)?
         .space_script(inst.base_dir(), programs)
         .map_err(machine)?;
-    let out = script(fleet, &inst.target, &s, "the physical snapshot", LOOK_TIMEOUT).await?;
+    let out = script(
+        fleet,
+        &inst.target,
+        &s,
+        "the physical snapshot",
+        LOOK_TIMEOUT,
+    )
+    .await?;
     let kb = |key: &str| -> Result<u64> {
         out.lines()
             .find_map(|l| l.strip_prefix(key))
@@ -163,7 +174,9 @@ pub async fn space(fleet: &Provisioner, inst: &Instance, programs: &[String]) ->
 /// old data stays on the same file system until the new data is in service.
 pub fn room_for(data_kb: u64, free_kb: u64) -> bool {
     let margin = (data_kb / 10).max(256 * 1024);
-    free_kb >= data_kb.saturating_add(margin)
+    data_kb
+        .checked_add(margin)
+        .is_some_and(|need| free_kb >= need)
 }
 
 /// The copy's deadline for `data_kb` of data (see [`COPY_BASE`]), slower under a rate limit.
@@ -199,7 +212,14 @@ pub async fn set_aside(fleet: &Provisioner, inst: &Instance, tag: &str) -> Resul
     let s = reseed(fleet)?
         .set_aside_script(inst.base_dir(), tag)
         .map_err(machine)?;
-    script(fleet, &inst.target, &s, "setting the data aside", MOVE_TIMEOUT).await?;
+    script(
+        fleet,
+        &inst.target,
+        &s,
+        "setting the data aside",
+        MOVE_TIMEOUT,
+    )
+    .await?;
     Ok(())
 }
 
@@ -215,7 +235,14 @@ pub async fn put_back(
     let s = reseed(fleet)?
         .put_back_script(inst.base_dir(), tag)
         .map_err(machine)?;
-    script(fleet, &inst.target, &s, "putting the data back", MOVE_TIMEOUT).await?;
+    script(
+        fleet,
+        &inst.target,
+        &s,
+        "putting the data back",
+        MOVE_TIMEOUT,
+    )
+    .await?;
     if start_after {
         start(fleet, inst).await?;
     }
@@ -227,7 +254,14 @@ pub async fn drop_aside(fleet: &Provisioner, inst: &Instance) -> Result<()> {
     let s = reseed(fleet)?
         .drop_aside_script(inst.base_dir())
         .map_err(machine)?;
-    script(fleet, &inst.target, &s, "removing the old data", DROP_TIMEOUT).await?;
+    script(
+        fleet,
+        &inst.target,
+        &s,
+        "removing the old data",
+        DROP_TIMEOUT,
+    )
+    .await?;
     Ok(())
 }
 
@@ -288,7 +322,12 @@ pub async fn copy(
             steps(
                 fleet,
                 inst,
-                &[Step::Initialise, Step::Start, Step::WaitReady, Step::CreateUsers],
+                &[
+                    Step::Initialise,
+                    Step::Start,
+                    Step::WaitReady,
+                    Step::CreateUsers,
+                ],
             )
             .await?;
             let gtid = super::seed::seed(

@@ -28,8 +28,8 @@ use conn::Pools;
 use crate::api;
 use crate::error::{Error, Result};
 use crate::model::{
-    Cluster, ClusterPolicy, CompNode, Job, JobStatus, Machine, MachinePatch, NewJob, NewMachine, Shard,
-    ShardNode,
+    Cluster, ClusterPolicy, CompNode, Job, JobStatus, Machine, MachinePatch, NewJob, NewMachine,
+    Shard, ShardNode,
 };
 
 /// How many times in all [`Store::tx`] runs a transaction the server keeps aborting for a lock

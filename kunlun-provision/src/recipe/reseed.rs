@@ -287,8 +287,14 @@ mod tests {
         for _ in 0..2 {
             assert!(sh(&aside).status.success());
         }
-        assert!(std::fs::read_dir(format!("{base}/data")).unwrap().next().is_none());
-        assert!(std::fs::read_dir(format!("{base}/log")).unwrap().next().is_none());
+        assert!(std::fs::read_dir(format!("{base}/data"))
+            .unwrap()
+            .next()
+            .is_none());
+        assert!(std::fs::read_dir(format!("{base}/log"))
+            .unwrap()
+            .next()
+            .is_none());
         assert!(!std::path::Path::new(&format!("{base}/.initialised")).exists());
         assert_eq!(
             std::fs::read_to_string(format!("{base}/data.rebuild-9/ibdata1")).unwrap(),
@@ -323,14 +329,22 @@ mod tests {
     fn the_backup_streams_only_the_snapshot_and_the_restore_prints_its_position() {
         let r = MariaDbRecipe::default();
         let b = r.backup_script(BASE).unwrap();
-        assert!(b.contains("--defaults-file='/data/kunlun/storage_57001/my.cnf' --backup --stream=xbstream"));
-        assert!(b.contains("2>\"$t/backup.log\""), "its log stays off stdout: {b}");
+        assert!(b.contains(
+            "--defaults-file='/data/kunlun/storage_57001/my.cnf' --backup --stream=xbstream"
+        ));
+        assert!(
+            b.contains("2>\"$t/backup.log\""),
+            "its log stays off stdout: {b}"
+        );
         assert!(b.contains("completed OK!"));
         let s = r.restore_script(BASE).unwrap();
         assert!(s.contains("'/usr/bin/mbstream' -x -C \"$d\""), "{s}");
         assert!(s.contains("--prepare --target-dir=\"$d\""));
         assert!(s.contains("xtrabackup_binlog_info"));
-        assert!(s.contains("-z \"$(ls -A \"$d\")\""), "an empty data dir only");
+        assert!(
+            s.contains("-z \"$(ls -A \"$d\")\""),
+            "an empty data dir only"
+        );
         assert!(s.ends_with(&format!("echo \"{SNAPSHOT_GTID}$pos\"")));
         assert!(!s.contains("password") && !b.contains("password"));
     }
@@ -385,7 +399,10 @@ mod tests {
     }
 
     fn whoami() -> String {
-        let out = std::process::Command::new("id").arg("-un").output().unwrap();
+        let out = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }

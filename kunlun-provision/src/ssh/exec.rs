@@ -63,7 +63,15 @@ pub(crate) fn exec(
     kill_timeout: Duration,
 ) -> Result<Output> {
     let stdin = Stdin::Given(input.stdin.as_deref());
-    exec_io(conn, command, input, stdin, Stdout::Collect, deadline, kill_timeout)
+    exec_io(
+        conn,
+        command,
+        input,
+        stdin,
+        Stdout::Collect,
+        deadline,
+        kill_timeout,
+    )
 }
 
 /// Where a command's stdin comes from.
@@ -93,7 +101,15 @@ pub(crate) fn exec_io(
     deadline: &Deadline,
     kill_timeout: Duration,
 ) -> Result<Output> {
-    let r = run(conn, command, input, &stdin, &stdout, deadline, kill_timeout);
+    let r = run(
+        conn,
+        command,
+        input,
+        &stdin,
+        &stdout,
+        deadline,
+        kill_timeout,
+    );
     // A failure before the command started may be retried on a fresh connection by the
     // pool: the pipe stays open for that try (the caller closes it in the end either way).
     if r.is_ok() || conn.work_started {

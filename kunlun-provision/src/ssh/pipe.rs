@@ -307,7 +307,10 @@ mod tests {
     fn the_rate_limit_holds_the_writer_back() {
         // 1000 bytes per second: the second 1000-byte chunk is not accepted at once.
         let q = ByteQueue::new(1 << 20, Some(1000));
-        assert_eq!(q.push(vec![0; 1000], Duration::ZERO), Push::Full(vec![0; 1000]));
+        assert_eq!(
+            q.push(vec![0; 1000], Duration::ZERO),
+            Push::Full(vec![0; 1000])
+        );
         let q = ByteQueue::new(1 << 20, Some(1_000_000));
         assert_eq!(q.push(vec![0; 10], Duration::from_secs(5)), Push::Queued);
     }

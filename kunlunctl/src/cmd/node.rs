@@ -175,8 +175,15 @@ mod tests {
         use crate::cli::{Cli, Command};
         use clap::Parser;
         let cli = Cli::try_parse_from([
-            "kunlunctl", "node", "rebuild", "10.0.0.1:57003", "--from", "10.0.0.2:57003",
-            "--method", "dump", "--wait",
+            "kunlunctl",
+            "node",
+            "rebuild",
+            "10.0.0.1:57003",
+            "--from",
+            "10.0.0.2:57003",
+            "--method",
+            "dump",
+            "--wait",
         ])
         .unwrap();
         let Command::Scale(crate::cmd::scale::ScaleCmd::Node(crate::cmd::scale::NodeCmd::Control(
@@ -198,11 +205,14 @@ mod tests {
         else {
             panic!("not node rebuild");
         };
-        assert_eq!(serde_json::to_value(rebuild_body(&a)).unwrap(), serde_json::json!({}));
+        assert_eq!(
+            serde_json::to_value(rebuild_body(&a)).unwrap(),
+            serde_json::json!({})
+        );
         assert!(Cli::try_parse_from(["kunlunctl", "node", "rebuild", "h"]).is_err());
-        assert!(Cli::try_parse_from([
-            "kunlunctl", "node", "rebuild", "h:1", "--method", "rsync"
-        ])
-        .is_err());
+        assert!(
+            Cli::try_parse_from(["kunlunctl", "node", "rebuild", "h:1", "--method", "rsync"])
+                .is_err()
+        );
     }
 }

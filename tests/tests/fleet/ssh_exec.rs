@@ -444,19 +444,30 @@ async fn a_pipe_carries_every_byte_from_one_command_to_another() {
     let out = dir.path().join("copy");
     // 20 MiB of varied bytes: more than the relay's queue and many channel windows.
     let gen = "i=0; while [ $i -lt 40 ]; do head -c 524288 /dev/zero | tr '\\0' $((i % 10)); i=$((i+1)); done";
-    let sink = format!("cat > {}; sha256sum < {} | cut -c1-64", out.display(), out.display());
+    let sink = format!(
+        "cat > {}; sha256sum < {} | cut -c1-64",
+        out.display(),
+        out.display()
+    );
     let piped = ex
         .pipe(&target(&a), gen, &target(&b), &sink, None, T)
         .await
         .expect("both ends succeed");
     assert_eq!(piped.bytes, 40 * 524288);
-    assert!(piped.source.stdout.is_empty(), "the stream went to the sink");
-    let local = ex.exec(&target(&a), &format!("{gen} | sha256sum | cut -c1-64"), T).await.expect("ran");
-    assert_eq!(piped.sink.stdout_str(), local.stdout_str(), "the same bytes arrived");
-    assert_eq!(
-        std::fs::metadata(&out).expect("copy").len(),
-        40 * 524288
+    assert!(
+        piped.source.stdout.is_empty(),
+        "the stream went to the sink"
     );
+    let local = ex
+        .exec(&target(&a), &format!("{gen} | sha256sum | cut -c1-64"), T)
+        .await
+        .expect("ran");
+    assert_eq!(
+        piped.sink.stdout_str(),
+        local.stdout_str(),
+        "the same bytes arrived"
+    );
+    assert_eq!(std::fs::metadata(&out).expect("copy").len(), 40 * 524288);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,7 +490,11 @@ async fn a_failing_source_gets_the_sink_killed_and_never_ends_its_input() {
         .await
         .expect_err("a failed source fails the pipe");
     match &e {
-        Error::RemoteFailed { status, stderr_tail, .. } => {
+        Error::RemoteFailed {
+            status,
+            stderr_tail,
+            ..
+        } => {
             assert_eq!(status, "exit 4");
             assert_eq!(stderr_tail, "broken");
         }

@@ -119,7 +119,7 @@ async fn wait_job(store: &Store, id: i64, limit: Duration) -> Job {
     }
 }
 
-fn node<'a>(nodes: &'a [ShardNode], id: i64) -> &'a ShardNode {
+fn node(nodes: &[ShardNode], id: i64) -> &ShardNode {
     nodes.iter().find(|n| n.id == id).expect("the node")
 }
 
@@ -204,7 +204,10 @@ async fn an_errant_replica_is_rebuilt_on_its_own_and_a_replica_on_request() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let writer = Writer::start(store.clone(), shard);
-    writer.wait_more(30).await.expect("writes reach the primary");
+    writer
+        .wait_more(30)
+        .await
+        .expect("writes reach the primary");
 
     // An errant transaction on replica b (logged under its own server id), then a switchover
     // to c: b is kept out for rebuild.
@@ -265,15 +268,29 @@ async fn an_errant_replica_is_rebuilt_on_its_own_and_a_replica_on_request() {
     let mut pb = w.conn(b.port, &pw).await;
     caught_up(&mut pc, &mut pb).await;
     let st = slave_status(&mut pb).await;
-    assert_eq!(st, (c.port, "Yes".into(), "Yes".into()), "b replicates from c");
+    assert_eq!(
+        st,
+        (c.port, "Yes".into(), "Yes".into()),
+        "b replicates from c"
+    );
     assert_eq!(one(&mut pb, "SELECT @@read_only").await, "1");
     assert_eq!(
-        one(&mut pb, "SELECT CAST(COUNT(*) AS CHAR) FROM rb.t WHERE id = -1").await,
+        one(
+            &mut pb,
+            "SELECT CAST(COUNT(*) AS CHAR) FROM rb.t WHERE id = -1"
+        )
+        .await,
         "0",
         "the errant row is gone"
     );
-    assert_eq!(checksum(&mut pb, "rb.t").await, checksum(&mut pc, "rb.t").await);
-    assert_eq!(checksum(&mut pb, "ha.w").await, checksum(&mut pc, "ha.w").await);
+    assert_eq!(
+        checksum(&mut pb, "rb.t").await,
+        checksum(&mut pc, "rb.t").await
+    );
+    assert_eq!(
+        checksum(&mut pb, "ha.w").await,
+        checksum(&mut pc, "ha.w").await
+    );
     let want: BTreeSet<i64> = acked.iter().copied().collect();
     let on_b: BTreeSet<i64> = pb
         .query::<i64, _>("SELECT id FROM ha.w")
@@ -282,8 +299,16 @@ async fn an_errant_replica_is_rebuilt_on_its_own_and_a_replica_on_request() {
         .into_iter()
         .collect();
     let missing: Vec<_> = want.difference(&on_b).take(10).collect();
-    assert!(missing.is_empty(), "{} acknowledged, b misses {missing:?}", want.len());
-    assert!(aside_left(&w, b.port).is_empty(), "{:?}", aside_left(&w, b.port));
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged, b misses {missing:?}",
+        want.len()
+    );
+    assert!(
+        aside_left(&w, b.port).is_empty(),
+        "{:?}",
+        aside_left(&w, b.port)
+    );
     // HA took it back: no longer listed as errant; the invariant holds on the shard.
     let deadline = Instant::now() + LIMIT;
     while w
@@ -356,8 +381,14 @@ async fn an_errant_replica_is_rebuilt_on_its_own_and_a_replica_on_request() {
         .await
         .expect("a write after");
     caught_up(&mut pc, &mut pa).await;
-    assert_eq!(checksum(&mut pa, "rb.t").await, checksum(&mut pc, "rb.t").await);
-    assert_eq!(slave_status(&mut pa).await, (c.port, "Yes".into(), "Yes".into()));
+    assert_eq!(
+        checksum(&mut pa, "rb.t").await,
+        checksum(&mut pc, "rb.t").await
+    );
+    assert_eq!(
+        slave_status(&mut pa).await,
+        (c.port, "Yes".into(), "Yes".into())
+    );
     assert!(aside_left(&w, a.port).is_empty());
     let rows = store.list_shard_nodes(Some(shard)).await.expect("nodes");
     assert_eq!(node(&rows, a.id).status, NodeStatus::Active);
@@ -430,8 +461,21 @@ fn a_replica_is_rebuilt_over_the_cli_rest_and_emit_and_a_killed_daemon_puts_its_
     let out = ctl(
         &base,
         &[
-            "cluster", "create", "rb2", "--shards", "1", "--nodes", "2", "--comps", "1",
-            "--innodb-size-mb", "32", "--max-connections", "100", "--wait", "--wait-timeout",
+            "cluster",
+            "create",
+            "rb2",
+            "--shards",
+            "1",
+            "--nodes",
+            "2",
+            "--comps",
+            "1",
+            "--innodb-size-mb",
+            "32",
+            "--max-connections",
+            "100",
+            "--wait",
+            "--wait-timeout",
             "300",
         ],
     );
@@ -443,7 +487,10 @@ fn a_replica_is_rebuilt_over_the_cli_rest_and_emit_and_a_killed_daemon_puts_its_
         .ok()
         .json();
     let shard = detail["shards"][0]["shard"]["id"].as_i64().expect("shard");
-    let nodes = detail["shards"][0]["nodes"].as_array().expect("nodes").clone();
+    let nodes = detail["shards"][0]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .clone();
     let port_of = |state: &str| -> u16 {
         nodes
             .iter()
@@ -514,7 +561,15 @@ fn a_replica_is_rebuilt_over_the_cli_rest_and_emit_and_a_killed_daemon_puts_its_
     // kunlunctl node rebuild --wait: done, and the replica is whole again.
     let out = ctl(
         &base,
-        &["--json", "node", "rebuild", &addr(replica), "--wait", "--wait-timeout", "300"],
+        &[
+            "--json",
+            "node",
+            "rebuild",
+            &addr(replica),
+            "--wait",
+            "--wait-timeout",
+            "300",
+        ],
     );
     assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", daemon.log_tail());
     let job = out.json();
@@ -533,12 +588,20 @@ fn a_replica_is_rebuilt_over_the_cli_rest_and_emit_and_a_killed_daemon_puts_its_
     assert_eq!((st, v["code"].as_str()), (404, Some("not_found")), "{v}");
     let (st, v) = post_raw(&url(replica), "application/json", r#"{"sourc": "x:1"}"#);
     assert_eq!(st, 400, "an unknown field: {v}");
-    let (st, v) = post_raw(&url(replica), "application/json", r#"{"source": "10.9.9.9:1"}"#);
+    let (st, v) = post_raw(
+        &url(replica),
+        "application/json",
+        r#"{"source": "10.9.9.9:1"}"#,
+    );
     assert_eq!(st, 400, "a source outside the shard: {v}");
     let (st, v) = post_raw(&url(replica), "text/plain", "{}");
     assert_eq!(st, 415, "{v}");
     let jobs = daemon.get(&http(), "/v1/jobs?job_type=rebuild_node").1;
-    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "only the CLI's: {jobs}");
+    assert_eq!(
+        jobs.as_array().map(Vec::len),
+        Some(1),
+        "only the CLI's: {jobs}"
+    );
 
     // Emit: refusals with the original's codes (as the original, reported by get_status).
     let emit = Emit::new(&base);
@@ -556,32 +619,63 @@ fn a_replica_is_rebuilt_over_the_cli_rest_and_emit_and_a_killed_daemon_puts_its_
             "allow_replica_delay": "30"})
     };
     let lim = Duration::from_secs(60);
-    let (code, info) = emit.run_failed("rebuild_node", paras(serde_json::json!([rb(primary, Value::Null)]), "1"), lim);
-    assert_eq!(code, "70041", "the primary is not a replica of the shard: {info}");
+    let (code, info) = emit.run_failed(
+        "rebuild_node",
+        paras(serde_json::json!([rb(primary, Value::Null)]), "1"),
+        lim,
+    );
+    assert_eq!(
+        code, "70041",
+        "the primary is not a replica of the shard: {info}"
+    );
     let (code, _) = emit.run_failed("rebuild_node", paras(serde_json::json!([]), "1"), lim);
     assert_eq!(code, "70036");
     let need = serde_json::json!({"need_backup": "1"});
     let mut p = paras(serde_json::json!([rb(replica, need)]), "1");
-    p["rb_nodes"][0].as_object_mut().expect("node").remove("hdfs_host");
+    p["rb_nodes"][0]
+        .as_object_mut()
+        .expect("node")
+        .remove("hdfs_host");
     let (code, _) = emit.run_failed("rebuild_node", p, lim);
     assert_eq!(code, "70039");
     let need = serde_json::json!({"need_backup": "1", "hdfs_host": "10.0.0.1:9000"});
-    let (code, info) = emit.run_failed("rebuild_node", paras(serde_json::json!([rb(replica, need)]), "1"), lim);
+    let (code, info) = emit.run_failed(
+        "rebuild_node",
+        paras(serde_json::json!([rb(replica, need)]), "1"),
+        lim,
+    );
     assert_eq!(code, "70005", "{info}");
     assert!(info.contains("HDFS"), "{info}");
     // The only other node is the primary, which the original does not pull from by default.
-    let (code, info) = emit.run_failed("rebuild_node", paras(serde_json::json!([rb(replica, Value::Null)]), "0"), lim);
+    let (code, info) = emit.run_failed(
+        "rebuild_node",
+        paras(serde_json::json!([rb(replica, Value::Null)]), "0"),
+        lim,
+    );
     assert_eq!(code, "70042", "no source: {info}");
     same("after the refusals");
     mark("refusals");
 
     // Emit rebuild_node from the primary: accepted, visible through get_status until done.
-    let id = emit.accept("rebuild_node", paras(serde_json::json!([rb(replica, Value::Null)]), "1"));
+    let id = emit.accept(
+        "rebuild_node",
+        paras(serde_json::json!([rb(replica, Value::Null)]), "1"),
+    );
     let (a, seen) = emit.wait(&id, REBUILD_LIMIT);
     eprintln!("emit rebuild_node went {seen:?}: {}", a.text);
-    assert_eq!((a.s("status"), a.s("error_code")), ("done", "0"), "{}", a.text);
+    assert_eq!(
+        (a.s("status"), a.s("error_code")),
+        ("done", "0"),
+        "{}",
+        a.text
+    );
     let key = format!("{ip}_{replica}");
-    assert_eq!(a.body["attachment"]["rbnode_state"], serde_json::json!([{ key.clone(): "done" }]), "{}", a.text);
+    assert_eq!(
+        a.body["attachment"]["rbnode_state"],
+        serde_json::json!([{ key.clone(): "done" }]),
+        "{}",
+        a.text
+    );
     assert_eq!(a.body["attachment"]["shard_id"], shard.to_string());
     same("after the Emit rebuild");
     mark("rebuilt by Emit");
@@ -589,7 +683,10 @@ fn a_replica_is_rebuilt_over_the_cli_rest_and_emit_and_a_killed_daemon_puts_its_
     // The daemon killed mid-copy (a copy slowed to 1 MB/s): after the restart the job puts the
     // old data back, the replica runs and replicates again with all its data.
     let slow = serde_json::json!({"pv_limit": "1"});
-    let id = emit.accept("rebuild_node", paras(serde_json::json!([rb(replica, slow)]), "1"));
+    let id = emit.accept(
+        "rebuild_node",
+        paras(serde_json::json!([rb(replica, slow)]), "1"),
+    );
     let id: i64 = id.parse().expect("job id");
     let before = job_when(&daemon, id, |j| {
         ended(j)
@@ -600,10 +697,18 @@ fn a_replica_is_rebuilt_over_the_cli_rest_and_emit_and_a_killed_daemon_puts_its_
                 })
             })
     });
-    assert_eq!(before["status"], "ongoing", "still copying when killed: {before}");
+    assert_eq!(
+        before["status"], "ongoing",
+        "still copying when killed: {before}"
+    );
     let st = emit.status(&id.to_string());
     assert_eq!(st.s("status"), "ongoing", "{}", st.text);
-    assert_eq!(st.body["attachment"]["rbnode_state"], serde_json::json!([{ key.clone(): "ongoing" }]), "{}", st.text);
+    assert_eq!(
+        st.body["attachment"]["rbnode_state"],
+        serde_json::json!([{ key.clone(): "ongoing" }]),
+        "{}",
+        st.text
+    );
     daemon.kill9();
     let daemon = Daemon::start(wd.path(), &sqlite).expect("the daemon again");
     let job = job_when(&daemon, id, ended);
@@ -612,13 +717,25 @@ fn a_replica_is_rebuilt_over_the_cli_rest_and_emit_and_a_killed_daemon_puts_its_
     assert_eq!(job["memo"]["stage"], "rolled_back", "{job}");
     assert_eq!(job["memo"]["nodes"][0]["phase"], "put_back", "{job}");
     assert!(
-        job["memo"]["error"].as_str().is_some_and(|e| e.contains("restarted") && e.contains("put back")),
+        job["memo"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("restarted") && e.contains("put back")),
         "{job}"
     );
     let emit = Emit::new(&daemon.url());
     let st = emit.status(&id.to_string());
-    assert_eq!((st.s("status"), st.s("error_code")), ("failed", "70047"), "{}", st.text);
-    assert_eq!(st.body["attachment"]["rbnode_state"], serde_json::json!([{ key: "failed" }]), "{}", st.text);
+    assert_eq!(
+        (st.s("status"), st.s("error_code")),
+        ("failed", "70047"),
+        "{}",
+        st.text
+    );
+    assert_eq!(
+        st.body["attachment"]["rbnode_state"],
+        serde_json::json!([{ key: "failed" }]),
+        "{}",
+        st.text
+    );
     let left: Vec<String> = std::fs::read_dir(data.join(format!("kunlun/storage_{replica}")))
         .expect("instance dir")
         .flatten()
@@ -639,7 +756,10 @@ fn a_replica_is_rebuilt_over_the_cli_rest_and_emit_and_a_killed_daemon_puts_its_
         if st == (primary, "Yes".into(), "Yes".into()) {
             break;
         }
-        assert!(Instant::now() < deadline, "the replica replicates again: {st:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the replica replicates again: {st:?}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     same("after the put-back");

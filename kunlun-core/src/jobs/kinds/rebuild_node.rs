@@ -428,7 +428,11 @@ impl Rebuild<'_> {
     /// Stores `memo` (the job still `ongoing`), with `status` of node `node_id` changed from
     /// `from` to `to` in the same transaction when given (`Conflict` if it was no longer
     /// `from`).
-    async fn save(&self, memo: &RebuildMemo, status: Option<(i64, NodeStatus, NodeStatus)>) -> Result<()> {
+    async fn save(
+        &self,
+        memo: &RebuildMemo,
+        status: Option<(i64, NodeStatus, NodeStatus)>,
+    ) -> Result<()> {
         self.cx
             .commit(async |tx| {
                 if let Some((id, from, to)) = status {
@@ -468,7 +472,12 @@ impl Rebuild<'_> {
             ..RebuildMemo::default()
         };
         // Addresses first, so every step is named after its instance.
-        if let Ok(all) = self.cx.store.list_shard_nodes(Some(self.req().shard_id)).await {
+        if let Ok(all) = self
+            .cx
+            .store
+            .list_shard_nodes(Some(self.req().shard_id))
+            .await
+        {
             for n in memo.nodes.iter_mut() {
                 if let Some(row) = all.iter().find(|r| r.id == n.node_id) {
                     (n.host, n.port) = (row.hostaddr.clone(), row.port);
@@ -479,7 +488,13 @@ impl Rebuild<'_> {
             let l = n.label();
             self.cx.progress.plan(
                 [
-                    "check", "stop", "set aside", "copy", "start", "replicate", "activate",
+                    "check",
+                    "stop",
+                    "set aside",
+                    "copy",
+                    "start",
+                    "replicate",
+                    "activate",
                     "clean up",
                 ]
                 .map(|s| format!("{s} {l}")),
@@ -536,7 +551,8 @@ impl Rebuild<'_> {
                     self.undo(&mut memo, i, &cause).await;
                     Err(cause)
                 }
-                Recovery::Forward | Recovery::CleanUp => match self.instances(&memo.nodes[i]).await {
+                Recovery::Forward | Recovery::CleanUp => match self.instances(&memo.nodes[i]).await
+                {
                     Ok((target, primary)) => self.forward(&mut memo, i, &target, &primary).await,
                     Err(e) => Err(e),
                 },
@@ -736,8 +752,11 @@ impl Rebuild<'_> {
             Ok((phase, outcome)) => {
                 memo.nodes[i].phase = phase;
                 memo.nodes[i].outcome = Some(outcome);
-                let status = (before != NodeStatus::Inactive)
-                    .then_some((n.node_id, NodeStatus::Inactive, before));
+                let status = (before != NodeStatus::Inactive).then_some((
+                    n.node_id,
+                    NodeStatus::Inactive,
+                    before,
+                ));
                 if let Err(e) = self.save(memo, status).await {
                     tracing::warn!(job_id = self.cx.job_id, error = %e, "rebuild: status not put back");
                 }
@@ -823,7 +842,10 @@ impl Rebuild<'_> {
         // In service again: the old data goes. A failure here is said, not undone.
         let cleaned = self
             .cx
-            .step(&format!("clean up {label}"), reseed::drop_aside(fleet, target))
+            .step(
+                &format!("clean up {label}"),
+                reseed::drop_aside(fleet, target),
+            )
             .await;
         let n = &mut memo.nodes[i];
         n.phase = Phase::Done;
@@ -843,7 +865,12 @@ impl Rebuild<'_> {
 
     /// In one transaction: the shard's primary is still the one followed, the node becomes
     /// `active` and is recorded following it; the memo at `active`.
-    async fn activate(&self, memo: &RebuildMemo, target: &Instance, primary: &ShardNode) -> Result<()> {
+    async fn activate(
+        &self,
+        memo: &RebuildMemo,
+        target: &Instance,
+        primary: &ShardNode,
+    ) -> Result<()> {
         let (id, shard, pid) = (target.node.id, target.node.shard_id, primary.id);
         let m = NodeMapMaster {
             cluster_id: target.node.db_cluster_id,
@@ -854,9 +881,9 @@ impl Rebuild<'_> {
         self.cx
             .commit(async |tx| {
                 let all = nodes::list(tx, Some(shard)).await?;
-                let now = all
-                    .iter()
-                    .find(|n| n.member_state == MemberState::Source && n.status == NodeStatus::Active);
+                let now = all.iter().find(|n| {
+                    n.member_state == MemberState::Source && n.status == NodeStatus::Active
+                });
                 if now.map(|n| n.id) != Some(pid) {
                     return Err(MetaError::Conflict(format!(
                         "the shard's primary changed during the rebuild (it followed node {pid})"
@@ -919,7 +946,9 @@ impl Rebuild<'_> {
             Ok(x) => x,
             // The default method falls back to the dump on a machine without the backup
             // programs; a method asked for is refused.
-            Err(Error::Conflict(why)) if self.req().method.is_none() && why.contains("no such program") => {
+            Err(Error::Conflict(why))
+                if self.req().method.is_none() && why.contains("no such program") =>
+            {
                 method = RebuildMethod::Dump;
                 note = format!("; dump, since {why}");
                 let (data_kb, _) = reseed::space(fleet, &src, &[]).await?;
@@ -942,7 +971,11 @@ impl Rebuild<'_> {
                 source.hostaddr,
                 source.port,
                 source.id,
-                if source.id == primary.id { ", the primary" } else { "" },
+                if source.id == primary.id {
+                    ", the primary"
+                } else {
+                    ""
+                },
                 method.as_str()
             ),
             target,
@@ -955,7 +988,12 @@ impl Rebuild<'_> {
 
     /// The node to copy from: the one asked for (a healthy replica within the lag, or the
     /// primary), else [`pick_source`] over the shard's other active replicas.
-    async fn source(&self, all: &[ShardNode], node: &ShardNode, primary: &ShardNode) -> Result<ShardNode> {
+    async fn source(
+        &self,
+        all: &[ShardNode],
+        node: &ShardNode,
+        primary: &ShardNode,
+    ) -> Result<ShardNode> {
         let req = self.req();
         let others: Vec<&ShardNode> = all
             .iter()
@@ -988,7 +1026,13 @@ impl Rebuild<'_> {
                 },
             );
         }
-        pick_source(&candidates, primary, req.max_source_lag_s, req.allow_primary).ok_or_else(|| {
+        pick_source(
+            &candidates,
+            primary,
+            req.max_source_lag_s,
+            req.allow_primary,
+        )
+        .ok_or_else(|| {
             Error::Conflict(format!(
                 "no source: no replica replicates from the primary within {} s, and the \
                  primary may not be used",
@@ -1070,7 +1114,11 @@ mod tests {
         n.status = NodeStatus::Deleted;
         assert!(refusal(&n).is_some());
         n.status = NodeStatus::Inactive;
-        assert_eq!(refusal(&n), None, "an errant node kept out is what is rebuilt");
+        assert_eq!(
+            refusal(&n),
+            None,
+            "an errant node kept out is what is rebuilt"
+        );
         n.status = NodeStatus::ManualStop;
         assert_eq!(refusal(&n), None);
     }
