@@ -274,23 +274,32 @@ pub struct Copied {
     pub bytes: Option<u64>,
 }
 
-/// Copies a consistent snapshot of `source` (running) into `inst` (stopped, data set aside)
-/// with `method`, within `timeout`. A physical copy leaves `inst` stopped; a dump leaves it
-/// running (it was initialised afresh to load the dump).
+/// Copies a consistent snapshot of `source` (running) into `inst` with `method`, within
+/// `timeout`. A physical copy stops `inst` and sets its data aside under `tag` in the session
+/// that receives the stream (so the source's backup starts meanwhile), and leaves it stopped;
+/// a dump needs `inst` stopped with its data set aside already, and leaves it running (it was
+/// initialised afresh to load the dump).
 pub async fn copy(
     fleet: &Provisioner,
     method: RebuildMethod,
     source: &Instance,
     inst: &Instance,
+    tag: &str,
     rate_mb_s: Option<u32>,
     timeout: Duration,
 ) -> Result<Copied> {
     match method {
         RebuildMethod::Backup => {
             let r = reseed(fleet)?;
-            let (send, receive) = (
-                r.backup_script(source.base_dir()).map_err(machine)?,
-                r.restore_script(inst.base_dir()).map_err(machine)?,
+            let stop = fleet
+                .storage
+                .step_script(&inst.spec, Step::Stop)
+                .ok_or_else(|| Error::Conflict("the storage recipe has no stop script".into()))?;
+            let send = r.backup_script(source.base_dir()).map_err(machine)?;
+            let receive = format!(
+                "(\n{stop}\n) || exit $?\n(\n{aside}\n) || exit $?\n{restore}",
+                aside = r.set_aside_script(inst.base_dir(), tag).map_err(machine)?,
+                restore = r.restore_script(inst.base_dir()).map_err(machine)?,
             );
             let piped = fleet
                 .ssh

@@ -552,7 +552,16 @@ fn a_replica_is_rebuilt_over_the_cli_rest_and_emit_and_a_killed_daemon_puts_its_
             );
             let st = slave_status(&mut r).await;
             assert_eq!(st, (primary, "Yes".into(), "Yes".into()), "{what}");
-            assert_eq!(one(&mut r, "SELECT @@read_only").await, "1", "{what}");
+            // Read-only: a rebuild sets it; a replica that was only restarted is fenced by
+            // HA's next round (a writable non-primary is made read-only).
+            let deadline = Instant::now() + LIMIT;
+            while one(&mut r, "SELECT @@read_only").await != "1" {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: the replica stays writable"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         })
     };
     same("before");

@@ -486,19 +486,8 @@ impl Rebuild<'_> {
         }
         for n in &memo.nodes {
             let l = n.label();
-            self.cx.progress.plan(
-                [
-                    "check",
-                    "stop",
-                    "set aside",
-                    "copy",
-                    "start",
-                    "replicate",
-                    "activate",
-                    "clean up",
-                ]
-                .map(|s| format!("{s} {l}")),
-            );
+            // The rest of a node's steps are known once its check chose the method.
+            self.cx.progress.plan([format!("check {l}")]);
         }
         self.save(&memo, None).await?;
         for i in 0..memo.nodes.len() {
@@ -628,8 +617,18 @@ impl Rebuild<'_> {
             n.source_id = Some(c.source.node.id);
             n.method = Some(c.method);
             n.data_kb = Some(c.data_kb);
-            n.phase = Phase::Stopping;
+            // A physical copy stops the node and sets its data aside in the copy's own session
+            // (while the source's backup starts), so the old data may be aside from then on.
+            n.phase = match c.method {
+                RebuildMethod::Backup => Phase::Aside,
+                RebuildMethod::Dump => Phase::Stopping,
+            };
         }
+        self.cx.progress.plan(
+            steps_after_check(c.method)
+                .iter()
+                .map(|s| format!("{s} {label}")),
+        );
         // Out of service before it goes down, so HA, the catalog and the seeders leave it be.
         let id = c.target.node.id;
         if let Err(e) = self
@@ -652,27 +651,34 @@ impl Rebuild<'_> {
     async fn replace_data(&self, memo: &mut RebuildMemo, i: usize, c: &Checked) -> Result<()> {
         let label = memo.nodes[i].label();
         let fleet = &self.cx.fleet;
-        self.cx
-            .step(&format!("stop {label}"), reseed::stop(fleet, &c.target))
-            .await?;
-        memo.nodes[i].phase = Phase::Aside;
-        self.save(memo, None).await?;
-        self.cx
-            .step(
-                &format!("set aside {label}"),
-                reseed::set_aside(fleet, &c.target, &self.tag()),
-            )
-            .await?;
+        if c.method == RebuildMethod::Dump {
+            self.cx
+                .step(&format!("stop {label}"), reseed::stop(fleet, &c.target))
+                .await?;
+            memo.nodes[i].phase = Phase::Aside;
+            self.save(memo, None).await?;
+            self.cx
+                .step(
+                    &format!("set aside {label}"),
+                    reseed::set_aside(fleet, &c.target, &self.tag()),
+                )
+                .await?;
+        }
         let step = self.cx.progress.step(format!("copy {label}"));
         step.note(format!(
-            "{} of {} ({} MB)",
+            "{} of {} ({} MB){}",
             c.method.as_str(),
             memo.nodes[i].source.as_deref().unwrap_or(""),
-            c.data_kb / 1024
+            c.data_kb / 1024,
+            match c.method {
+                RebuildMethod::Backup => "; the node is stopped and its data set aside first",
+                RebuildMethod::Dump => "",
+            }
         ));
         let rate = self.req().rate_limit_mb_s;
         let timeout = reseed::copy_timeout(c.data_kb, rate);
-        match reseed::copy(fleet, c.method, &c.source, &c.target, rate, timeout).await {
+        let tag = self.tag();
+        match reseed::copy(fleet, c.method, &c.source, &c.target, &tag, rate, timeout).await {
             Ok(copied) => {
                 step.done_with(format!(
                     "{} of {} at '{}'{}",
@@ -721,7 +727,10 @@ impl Rebuild<'_> {
             Recovery::Restart => {
                 let r = if start {
                     self.cx
-                        .step(&format!("restart {label}"), reseed::start(&self.cx.fleet, &target))
+                        .step(&format!("restart {label}"), async {
+                            reseed::start(&self.cx.fleet, &target).await?;
+                            reseed::read_only(&target.addr()).await
+                        })
                         .await
                 } else {
                     Ok(())
@@ -735,10 +744,14 @@ impl Rebuild<'_> {
             }
             Recovery::PutBack => self
                 .cx
-                .step(
-                    &format!("put back {label}"),
-                    reseed::put_back(&self.cx.fleet, &target, &self.tag(), start),
-                )
+                .step(&format!("put back {label}"), async {
+                    reseed::put_back(&self.cx.fleet, &target, &self.tag(), start).await?;
+                    // Not the primary: read-only at once (a start leaves it writable).
+                    if start {
+                        reseed::read_only(&target.addr()).await?;
+                    }
+                    Ok(())
+                })
                 .await
                 .map(|()| {
                     (
@@ -936,12 +949,13 @@ impl Rebuild<'_> {
             RebuildMethod::Backup => &programs,
             RebuildMethod::Dump => &[],
         };
-        let looked = async {
-            let (data_kb, _) = reseed::space(fleet, &src, wanted).await?;
-            let (_, free_kb) = reseed::space(fleet, &target, wanted).await?;
-            Ok::<_, Error>((data_kb, free_kb))
-        }
-        .await;
+        let looked = match tokio::join!(
+            reseed::space(fleet, &src, wanted),
+            reseed::space(fleet, &target, wanted)
+        ) {
+            (Ok((data_kb, _)), Ok((_, free_kb))) => Ok((data_kb, free_kb)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
         let (data_kb, free_kb) = match looked {
             Ok(x) => x,
             // The default method falls back to the dump on a machine without the backup
@@ -1039,6 +1053,23 @@ impl Rebuild<'_> {
                 req.max_source_lag_s
             ))
         })
+    }
+}
+
+/// The steps of a node after its check, by method: a physical copy stops the node and sets
+/// its data aside in the copy's own session.
+fn steps_after_check(method: RebuildMethod) -> &'static [&'static str] {
+    match method {
+        RebuildMethod::Backup => &["copy", "start", "replicate", "activate", "clean up"],
+        RebuildMethod::Dump => &[
+            "stop",
+            "set aside",
+            "copy",
+            "start",
+            "replicate",
+            "activate",
+            "clean up",
+        ],
     }
 }
 
