@@ -412,6 +412,7 @@ fn start_actors(term: &Term, config: &Config) {
     // The keeper's restarts get their own SSH pool too, beside the job runner's.
     term.start_keeper(actor_provisioner(config), keeper_config(config));
     term.start_job_runner(provisioner, Duration::from_secs(1));
+    term.start_auto_rebuild(kunlun_core::auto_rebuild::AutoRebuildConfig::default());
 }
 
 /// Waits for SIGTERM or SIGINT and names the one received.

@@ -4,6 +4,7 @@
 //! failover, XA recovery, catalog sync, machine liveness) and the calls that need them.
 
 pub mod accounts;
+pub mod auto_rebuild;
 pub mod catalog;
 pub mod config;
 pub mod error;

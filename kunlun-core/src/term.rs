@@ -22,6 +22,7 @@ use kunlun_meta::store::{LeaseClock, Store, WriteFence};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auto_rebuild::{AutoRebuild, AutoRebuildConfig};
 use crate::catalog::{CatalogSync, CatalogSyncConfig};
 use crate::error::{Error, Result};
 use crate::fleet::Provisioner;
@@ -274,6 +275,24 @@ impl Term {
     /// when it does not run in this term.
     pub fn keeper_status(&self) -> Option<KeeperStatus> {
         self.inner.keeper.get().map(|k| k.status())
+    }
+
+    /// Starts the automatic rebuild ([`crate::auto_rebuild`]): every `cfg.interval` a
+    /// replica HA keeps out for rebuild gets a `rebuild_node` job when its cluster's policy
+    /// allows. It reads HA's list of this term, so it sees nothing until [`Term::start_ha`].
+    pub fn start_auto_rebuild(&self, cfg: AutoRebuildConfig) {
+        let me = self.clone();
+        let engine = self.inner.engine.clone();
+        self.spawn_when_open(move |store, cancel| async move {
+            let errant = move || {
+                me.ha()
+                    .map(|h| h.shared().errant_nodes())
+                    .unwrap_or_default()
+            };
+            AutoRebuild::new(store, engine, cfg)
+                .run(errant, cancel)
+                .await;
+        });
     }
 
     /// The running HA monitor, or `Unavailable` before it started (or when it was not).

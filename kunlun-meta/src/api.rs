@@ -789,6 +789,64 @@ impl AddComps {
     }
 }
 
+/// How a rebuilt replica gets its new data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RebuildMethod {
+    /// A physical snapshot: `mariadb-backup --backup --stream` on the source's machine, relayed
+    /// over SSH into `mbstream -x` on the node's machine, then `--prepare` (the default: the
+    /// faster one, see README).
+    #[default]
+    Backup,
+    /// A logical copy: `mariadb-dump --single-transaction --gtid` of the source loaded into a
+    /// freshly initialised instance (what `add_nodes` does); needs no backup tool.
+    Dump,
+}
+
+impl RebuildMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RebuildMethod::Backup => "backup",
+            RebuildMethod::Dump => "dump",
+        }
+    }
+}
+
+/// `POST /v1/instances/{host}:{port}/rebuild` (job `rebuild_node`): the replica's data is
+/// replaced in place by a consistent copy of a healthy replica's (else the primary's), then
+/// it follows the primary by GTID again. No body, or `{}`, chooses the source and the method.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RebuildNode {
+    /// `host:port` of the node to copy from: a replica of the same shard, or its primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `backup` (default) or `dump`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<RebuildMethod>,
+}
+
+impl RebuildNode {
+    /// Checks every field; the message names the field. Returns the source as (host, port).
+    pub fn validate(&self) -> Result<Option<(String, u16)>> {
+        let Some(src) = &self.source else {
+            return Ok(None);
+        };
+        let parsed = src
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok().filter(|p| *p > 0)?)));
+        match parsed {
+            Some((h, p)) => {
+                validate::hostaddr("source", h)?;
+                Ok(Some((h.to_string(), p)))
+            }
+            None => Err(Error::Invalid(format!("source: {src:?} is not host:port"))),
+        }
+    }
+}
+
 /// Most shards one request may create.
 pub const MAX_SHARDS: u32 = 64;
 /// Most nodes per shard (one primary and its replicas).
@@ -969,5 +1027,25 @@ mod policy_tests {
                 auto_rebuild: true
             }
         );
+mod rebuild_tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuild_body_names_a_source_by_host_and_port_and_nothing_else() {
+        let b: RebuildNode = serde_json::from_str("{}").unwrap();
+        assert_eq!(b.validate().unwrap(), None);
+        let b: RebuildNode =
+            serde_json::from_str(r#"{"source": "10.0.0.2:57003", "method": "dump"}"#).unwrap();
+        assert_eq!(b.validate().unwrap(), Some(("10.0.0.2".into(), 57003)));
+        assert_eq!(b.method, Some(RebuildMethod::Dump));
+        for bad in ["10.0.0.2", "10.0.0.2:0", ":57003", "a b:1", "h:70000"] {
+            let b = RebuildNode {
+                source: Some(bad.into()),
+                method: None,
+            };
+            assert!(b.validate().is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<RebuildNode>(r#"{"sources": "h:1"}"#).is_err());
+        assert!(serde_json::from_str::<RebuildNode>(r#"{"method": "rsync"}"#).is_err());
     }
 }

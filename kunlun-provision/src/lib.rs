@@ -11,4 +11,6 @@ pub mod recipe;
 pub mod ssh;
 
 pub use error::{Error, Result};
-pub use ssh::{ExecInput, HostKeyPolicy, Output, SshAuth, SshExecutor, SshOptions, SshTarget};
+pub use ssh::{
+    ExecInput, HostKeyPolicy, Output, Piped, SshAuth, SshExecutor, SshOptions, SshTarget,
+};

@@ -22,6 +22,17 @@ pub const GET_SHARD_FAILED: Code = Code(70027, "Get shard class by id failed");
 pub const MASTER_NOT_SOURCE: Code = Code(70033, "Master hostaddr state is not source");
 pub const ASSIGN_NOT_REPLICA: Code = Code(70034, "Assign hostaddr state is not replica");
 pub const MANUAL_SW_FAILED: Code = Code(70035, "Get manual_sw result from meta failed");
+pub const RB_NO_NODES: Code = Code(70036, "Rebuild node job dont have rb_node param");
+pub const RB_NO_HOSTADDR: Code = Code(70037, "Rb_node of rebuild node job don't have no hostaddr");
+pub const RB_NO_PORT: Code = Code(70038, "Rb_node of rebuild node job don't have no port");
+pub const RB_NEED_HDFS: Code = Code(
+    70039,
+    "Rebuild node job need input hdfs_host in need_backup",
+);
+pub const RB_NOT_IN_SHARD: Code = Code(70041, "Rebuid hostaddr node is not in shard");
+pub const RB_NO_PULL_HOST: Code = Code(70042, "Get pull host for rebuild node error");
+/// Our generic failure of a rebuild (the original reports its node_mgr's code here).
+pub const RB_FAILED: Code = Code(70047, "Get subtask of rebuild node error");
 
 pub const MACHINE_MISS_TYPE: Code =
     Code(70050, "Machine request job miss machine_type in the paras");

@@ -90,10 +90,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("logical_restore", "backup and restore are not built yet"),
     ("backup_cluster", "backup and restore are not built yet"),
     (
-        "rebuild_node",
-        "rebuilding a replica in place is not built yet: delete_node then add_nodes",
-    ),
-    (
         "expand_cluster",
         "table moves between shards are not supported",
     ),

@@ -202,6 +202,52 @@ pub fn attachment(job: &Job, nick: Option<String>, shard_ids: &[(String, i64)]) 
                 );
             }
         }
+        "rebuild_node" => {
+            a.insert("storage_state".into(), json!(phase));
+            a.insert("shard_id".into(), json!(shard_id.unwrap_or_default()));
+            // The step running (or the last one), and each node's state as `ip_port: state`.
+            let steps = memo.get("steps").and_then(Value::as_array);
+            let step = steps.and_then(|s| {
+                s.iter()
+                    .rev()
+                    .find(|x| x["status"] == "running")
+                    .or_else(|| s.iter().rev().find(|x| x["status"] != "pending"))
+            });
+            a.insert(
+                "job_step".into(),
+                json!(step.and_then(|x| x["name"].as_str()).unwrap_or_default()),
+            );
+            let nodes = memo.get("nodes").and_then(Value::as_array);
+            let states: Vec<Value> = nodes
+                .map(|ns| {
+                    ns.iter()
+                        .map(|n| {
+                            let key = format!(
+                                "{}_{}",
+                                n["host"].as_str().unwrap_or_default(),
+                                n["port"].as_u64().unwrap_or_default()
+                            );
+                            let state = match n["phase"].as_str().unwrap_or_default() {
+                                "pending" | "skipped" => "not_started",
+                                "done" => "done",
+                                "put_back" | "failed" => "failed",
+                                _ => "ongoing",
+                            };
+                            json!({ key: state })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            a.insert("rbnode_state".into(), json!(states));
+            if let Some(ns) = nodes {
+                a.insert("rb_nodes".into(), json!(ns));
+            }
+            if failed && error.contains("no source") {
+                let c = codes::RB_NO_PULL_HOST;
+                a.insert("error_code".into(), json!(c.0.to_string()));
+                a.insert("error_info".into(), json!(format!("{}: {error}", c.1)));
+            }
+        }
         "add_nodes" | "delete_node" => {
             a.insert("storage_state".into(), json!(phase));
             a.insert("shard_state".into(), json!(phase));
@@ -227,6 +273,7 @@ fn failed_code(t: &str) -> Code {
         "delete_node" => codes::DN_FAILED,
         "add_comps" => codes::AC_INSTALL,
         "delete_comp" => codes::DCOMP_FAILED,
+        "rebuild_node" => codes::RB_FAILED,
         _ => codes::INVALID_REQUEST,
     }
 }

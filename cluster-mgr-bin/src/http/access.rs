@@ -96,6 +96,12 @@ pub const RULES: &[(&str, &str, Need)] = &[
         "/v1/instances/{}/restart",
         Need::Role(Role::Operator),
     ),
+    // Rebuild one storage replica (job `rebuild_node`).
+    (
+        "POST",
+        "/v1/instances/{}/rebuild",
+        Need::Role(Role::Operator),
+    ),
     ("GET", "/v1/jobs", Need::Role(Role::Viewer)),
     ("GET", "/v1/jobs/{}", Need::Role(Role::Viewer)),
     ("GET", "/v1/ha", Need::Role(Role::Viewer)),

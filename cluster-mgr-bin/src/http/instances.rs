@@ -1,11 +1,15 @@
 //! `POST /v1/instances/{host}:{port}/{stop|start|restart}`: control of one installed storage or
 //! compute instance. Done at once (a stop or start takes seconds) on the leader and answered
 //! with the finished `control_instance` job row; refusals write no row.
+//! `POST /v1/instances/{host}:{port}/rebuild`: a `rebuild_node` job for one storage replica,
+//! answered `202 {job_id}` at once like the other job-creating endpoints.
 
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use kunlun_core::instances::control::{Control, ControlInstance};
-use kunlun_meta::api::ErrorBody;
+use kunlun_core::ClusterManager;
+use kunlun_meta::api::{ErrorBody, JobAccepted, RebuildNode};
 use kunlun_meta::model::Job;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -22,10 +26,10 @@ pub struct ControlBody {
     pub force: bool,
 }
 
-/// An empty body is `{}`; anything else must be `application/json` (415) of [`ControlBody`].
-fn control_body(req: &HttpRequest, body: &[u8]) -> Result<ControlBody> {
+/// An empty body is `{}`; anything else must be `application/json` (415) of `T`.
+fn json_body<T: DeserializeOwned + Default>(req: &HttpRequest, body: &[u8]) -> Result<T> {
     if body.is_empty() {
-        return Ok(ControlBody::default());
+        return Ok(T::default());
     }
     let json = req.mime_type().ok().flatten().is_some_and(|m| {
         m.subtype() == actix_web::mime::JSON || m.suffix() == Some(actix_web::mime::JSON)
@@ -101,7 +105,7 @@ async fn control(
     body: &[u8],
 ) -> Result<HttpResponse> {
     let (host, port) = instance(addr)?;
-    let force = control_body(req, body)?.force;
+    let force = json_body::<ControlBody>(req, body)?.force;
     let req = ControlInstance {
         host,
         port,
@@ -109,4 +113,30 @@ async fn control(
         force,
     };
     Ok(HttpResponse::Ok().json(term.engine().control_instance_job(&req).await?))
+}
+
+/// Rebuild one storage replica in place (job `rebuild_node`): out of service, its data set
+/// aside, a consistent copy of a healthy replica (else the primary) put in, then it follows
+/// the primary by GTID again and is back in service; the old data is removed at the end.
+#[utoipa::path(
+    post, path = "/v1/instances/{instance}/rebuild", tag = "clusters",
+    params(("instance" = String, Path, description = "`host:port` of a storage replica")),
+    request_body(content = RebuildNode, description = "Optional: `{\"source\": \"host:port\"}` (a node of the same shard to copy from) and `\"method\": \"backup\"|\"dump\"`; `{}` or no body chooses both. A body must be `application/json` and exactly this shape"),
+    responses(
+        (status = 202, description = "Accepted; follow the job (memo: stage, nodes[] with phase pending|stopping|aside|copied|following|active|done|put_back|failed|skipped, source, method, gtid, outcome; steps)", body = JobAccepted),
+        (status = 400, description = "Not host:port, or a bad body (unknown field, a source that is not a node of the shard): nothing was done", body = ErrorBody),
+        (status = 404, description = "No storage node at host:port", body = ErrorBody),
+        (status = 409, description = "Its shard's primary (switch over first), a node being installed or deleted, or a job changing its cluster: nothing was done", body = ErrorBody),
+        (status = 415, body = ErrorBody),
+    )
+)]
+pub async fn rebuild(
+    cm: web::Data<ClusterManager>,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse> {
+    let (host, port) = instance(&path)?;
+    let body: RebuildNode = json_body(&req, &body)?;
+    Ok(HttpResponse::Accepted().json(cm.rebuild_instance(&host, port, &body).await?))
 }

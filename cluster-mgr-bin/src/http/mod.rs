@@ -206,6 +206,10 @@ fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/instances/{instance}/restart", "POST")
                 .route(web::post().to(instances::restart)),
         )
+        .service(
+            resource("/v1/instances/{instance}/rebuild", "POST")
+                .route(web::post().to(instances::rebuild)),
+        )
         .service(resource("/v1/jobs", "GET").route(web::get().to(jobs::list)))
         .service(resource("/v1/jobs/{id}", "GET").route(web::get().to(jobs::show)))
         .service(resource("/v1/ha", "GET").route(web::get().to(failovers::status)))

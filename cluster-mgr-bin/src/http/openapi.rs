@@ -28,7 +28,7 @@ use super::{
         policy::show, policy::update,
         scale_jobs::add_shards, scale_jobs::delete_shard, scale_jobs::add_nodes, scale_jobs::delete_node,
         scale_jobs::add_comps, scale_jobs::delete_comp,
-        instances::stop, instances::start, instances::restart,
+        instances::stop, instances::start, instances::restart, instances::rebuild,
         jobs::list, jobs::show,
         xa::list, xa::resolve,
         failovers::status, failovers::list, failovers::show, failovers::switchover, failovers::no_switch,

@@ -189,6 +189,12 @@ impl HaShared {
         self.lock().errant.values().cloned().collect()
     }
 
+    /// Lists `n` as kept out for rebuild (a returning old primary with errant transactions),
+    /// until it is an active member again or gone.
+    pub(crate) fn mark_errant(&self, n: ErrantNode) {
+        self.lock().errant.insert(n.node_id, n);
+    }
+
     /// Keeps only the errant nodes `still_out(node, shard)` says are still kept out.
     pub(crate) fn retain_errant(&self, still_out: impl Fn(i64, i64) -> bool) {
         self.lock()

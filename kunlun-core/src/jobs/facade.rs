@@ -6,7 +6,8 @@
 //! leader's runner does, claiming the row by polling (at once when it runs here: accepting
 //! wakes it).
 
-use kunlun_meta::api::{AddComps, AddNodes, AddShards, CreateCluster, JobAccepted};
+use kunlun_meta::api::{AddComps, AddNodes, AddShards, CreateCluster, JobAccepted, RebuildNode};
+use kunlun_meta::model::NodeStatus;
 
 use super::accept::{accept, on_cluster};
 use super::driver::{JobInfo, JobKind, NoExtra};
@@ -14,11 +15,12 @@ use super::kinds::add_nodes::AddNodesRequest;
 use super::kinds::delete_comp::CompRef;
 use super::kinds::delete_node::NodeRef;
 use super::kinds::delete_shard::ShardRef;
+use super::kinds::rebuild_node::{self, RebuildRequest};
 use super::kinds::{
     AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob, DeleteClusterJob, DeleteCompJob,
     DeleteNodeJob, DeleteShardJob,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ClusterManager;
 
 impl ClusterManager {
@@ -105,5 +107,65 @@ impl ClusterManager {
     pub async fn delete_comp(&self, cluster_id: i64, comp_id: i64) -> Result<JobAccepted> {
         self.accept_job::<DeleteCompJob>(on_cluster(cluster_id, CompRef { comp_id }))
             .await
+    }
+
+    /// Accepts `rebuild_node` for the storage node at `host:port` (404 when there is none;
+    /// 409 for its shard's primary, a node being installed or deleted, or a cluster another
+    /// job is changing), copied from `req.source` when given (400 unless it is an active node
+    /// of the same shard).
+    pub async fn rebuild_instance(
+        &self,
+        host: &str,
+        port: u16,
+        req: &RebuildNode,
+    ) -> Result<JobAccepted> {
+        let source = req.validate()?;
+        let store = self.store()?;
+        let all = store.list_shard_nodes(None).await?;
+        let live = |h: &str, p: u16| {
+            all.iter()
+                .find(|n| n.hostaddr == h && n.port == p && n.status != NodeStatus::Deleted)
+        };
+        let Some(node) = live(host, port) else {
+            return Err(Error::NotFound {
+                what: "storage node",
+                id: format!("{host}:{port}"),
+            });
+        };
+        let source_id = match source {
+            None => None,
+            Some((h, p)) => match live(&h, p).filter(|s| s.shard_id == node.shard_id) {
+                Some(s) => Some(s.id),
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "source: {h}:{p} is not a node of shard {}",
+                        node.shard_id
+                    )))
+                }
+            },
+        };
+        let request = RebuildRequest {
+            source_id,
+            method: req.method,
+            ..RebuildRequest::node(node.shard_id, node.id)
+        };
+        self.rebuild_nodes(node.db_cluster_id, request).await
+    }
+
+    /// Accepts a `rebuild_node` job as given (the Emit API's, the automatic rebuild's).
+    pub async fn rebuild_nodes(
+        &self,
+        cluster_id: i64,
+        request: RebuildRequest,
+    ) -> Result<JobAccepted> {
+        let job = rebuild_node::accept(self.store()?, on_cluster(cluster_id, request)).await?;
+        self.wake_job_runner();
+        tracing::info!(
+            job_id = job.id,
+            job_type = rebuild_node::REBUILD_NODE,
+            cluster_id,
+            "job accepted"
+        );
+        Ok(JobAccepted { job_id: job.id })
     }
 }

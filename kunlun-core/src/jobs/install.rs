@@ -14,7 +14,7 @@ use kunlun_provision::recipe::{DbUser, InstanceSpec, OnStep, Recipe, Step, UserR
 use kunlun_provision::{SshExecutor, SshTarget};
 use tokio::task::JoinSet;
 
-use super::plan::{ClusterPlan, InstancePlan, COMPUTE_BUFFER_MB};
+use super::plan::{ClusterPlan, InstancePlan, SystemPasswords, COMPUTE_BUFFER_MB};
 use super::progress::{Progress, StepHandle};
 use crate::accounts::{COMP_USER, MANAGER_USER, PGX_USER, REPL_USER};
 use crate::error::{Error, Result};
@@ -42,11 +42,7 @@ impl Provisioner {
             buffer_mb: plan.innodb_size_mb,
             max_connections: plan.max_connections,
             semi_sync: plan.ha_mode == HaMode::Rbr,
-            users: vec![
-                user(MANAGER_USER, &p.manager, UserRole::Admin),
-                user(REPL_USER, &p.repl, UserRole::Replication),
-                user(PGX_USER, &p.pgx, UserRole::Application),
-            ],
+            users: storage_users(p),
         }
     }
 
@@ -460,6 +456,15 @@ fn nothing_installed(e: &kunlun_provision::Error) -> bool {
 /// or lacks a program of the recipe. A rollback need not (and, for an unreachable machine,
 /// could not) uninstall such an instance.
 pub const NOTHING_INSTALLED: &str = "nothing installed";
+
+/// The system users of a storage node and their roles.
+pub(crate) fn storage_users(p: &SystemPasswords) -> Vec<DbUser> {
+    vec![
+        user(MANAGER_USER, &p.manager, UserRole::Admin),
+        user(REPL_USER, &p.repl, UserRole::Replication),
+        user(PGX_USER, &p.pgx, UserRole::Application),
+    ]
+}
 
 fn user(name: &str, password: &str, role: UserRole) -> DbUser {
     DbUser {

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod plan_comps;
 pub mod plan_scale;
 pub mod progress;
+pub mod reseed;
 pub mod runner;
 pub mod seed;
 

@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::driver::{drive, stage_of, Direction, JobKind, Stage};
 use super::kinds::{
-    AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob, DeleteClusterJob, DeleteCompJob,
-    DeleteNodeJob, DeleteShardJob,
+    rebuild_node, AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob, DeleteClusterJob,
+    DeleteCompJob, DeleteNodeJob, DeleteShardJob,
 };
 #[cfg(test)]
 use super::kinds::{ADD_COMPS, CREATE_CLUSTER, DELETE_CLUSTER, DELETE_COMP, DELETE_SHARD};
@@ -62,8 +62,12 @@ const fn register<K: JobKind>() -> Registered {
     }
 }
 
+fn run_rebuild(r: JobRunner, job: Job) -> JobFuture {
+    Box::pin(async move { rebuild_node::run(&r.store, &r.provisioner, &job).await })
+}
+
 /// The job kinds this runner executes.
-const REGISTRY: [Registered; 8] = [
+const REGISTRY: [Registered; 9] = [
     register::<CreateClusterJob>(),
     register::<DeleteClusterJob>(),
     register::<AddShardsJob>(),
@@ -72,6 +76,12 @@ const REGISTRY: [Registered; 8] = [
     register::<DeleteNodeJob>(),
     register::<AddCompsJob>(),
     register::<DeleteCompJob>(),
+    // Its own run function (no plan, no ports): see `kinds::rebuild_node`.
+    Registered {
+        job_type: rebuild_node::REBUILD_NODE,
+        reserves: false,
+        run: run_rebuild,
+    },
 ];
 
 const fn job_types<const N: usize>(r: [Registered; N]) -> [&'static str; N] {

@@ -28,6 +28,10 @@ pub struct MariaDbRecipe {
     pub install_db: String,
     pub client: String,
     pub admin: String,
+    /// `mariadb-backup` and `mbstream`: only a rebuild's physical snapshot needs them
+    /// ([`super::Reseed`]), checked on both machines before anything is touched.
+    pub backup: String,
+    pub mbstream: String,
     /// OS user the server runs as when the SSH login is root (the package creates it);
     /// otherwise it runs as the login user.
     pub os_user: String,
@@ -40,22 +44,24 @@ impl Default for MariaDbRecipe {
             install_db: "/usr/bin/mariadb-install-db".into(),
             client: "/usr/bin/mariadb".into(),
             admin: "/usr/bin/mariadb-admin".into(),
+            backup: "/usr/bin/mariadb-backup".into(),
+            mbstream: "/usr/bin/mbstream".into(),
             os_user: "mysql".into(),
         }
     }
 }
 
 /// Paths of one instance.
-struct Paths {
-    base: String,
-    data: String,
-    log: String,
-    cnf: String,
-    sock: String,
-    pid: String,
-    marker: String,
+pub(super) struct Paths {
+    pub(super) base: String,
+    pub(super) data: String,
+    pub(super) log: String,
+    pub(super) cnf: String,
+    pub(super) sock: String,
+    pub(super) pid: String,
+    pub(super) marker: String,
     /// `secure_file_priv`: the only place `LOAD DATA`/`INTO OUTFILE` may touch.
-    files: String,
+    pub(super) files: String,
 }
 
 impl Paths {
@@ -63,7 +69,7 @@ impl Paths {
         Paths::of_base(&spec.base_dir)
     }
 
-    fn of_base(base: &str) -> Paths {
+    pub(super) fn of_base(base: &str) -> Paths {
         let b = base.trim_end_matches('/').to_string();
         Paths {
             data: format!("{b}/data"),
@@ -81,7 +87,7 @@ impl Paths {
 impl MariaDbRecipe {
     /// Shell prelude: `RU` is the user the server runs as ([`MariaDbRecipe::os_user`] for a
     /// root login, else the login user).
-    fn prelude(&self) -> String {
+    pub(super) fn prelude(&self) -> String {
         format!(
             "if [ \"$(id -u)\" = 0 ]; then RU={u}; else RU=$(id -un); fi\n",
             u = sh_quote(&self.os_user)
@@ -410,6 +416,10 @@ done
 
     fn batch_error(&self, spec: &InstanceSpec, e: crate::Error) -> crate::Error {
         instance_error(spec, e)
+    }
+
+    fn reseed(&self) -> Option<&dyn super::Reseed> {
+        Some(self)
     }
 
     /// Kills the instance's `mariadbd` by the pid file of the first candidate directory that

@@ -22,6 +22,7 @@ mod kill;
 mod mariadb;
 mod postgres;
 mod state;
+pub mod reseed;
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use postgres::PostgresRecipe;
 pub use state::{
     instance_states, log_tail, states_script, InstanceState, Process, StateCheck, MAX_LOG_TAIL,
 };
+pub use reseed::Reseed;
 
 use crate::error::{Error, Result};
 use crate::placement::InstanceKind;
@@ -287,6 +289,12 @@ pub trait Recipe: Send + Sync {
 
     /// The server's own log, whose tail says why it would not start ([`log_tail`]).
     fn error_log(&self, _spec: &InstanceSpec) -> Option<String> {
+        None
+    }
+
+    /// The scripts that reseed an installed instance in place from another instance's data (a
+    /// replica rebuild); `None` when this recipe cannot.
+    fn reseed(&self) -> Option<&dyn Reseed> {
         None
     }
 

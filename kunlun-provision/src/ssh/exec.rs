@@ -20,7 +20,8 @@ use ssh2::Channel;
 
 use super::conn::{Conn, Deadline};
 use super::output::Output;
-use crate::error::Result;
+use super::pipe::{ByteQueue, Pop, Push, POLL};
+use crate::error::{Error, Result};
 
 const MARK: &str = "kunlun-exec-pgid:";
 /// Prefix of a progress line on a command's stderr (see [`ExecInput::on_event`]).
@@ -61,6 +62,94 @@ pub(crate) fn exec(
     deadline: &Deadline,
     kill_timeout: Duration,
 ) -> Result<Output> {
+    let stdin = Stdin::Given(input.stdin.as_deref());
+    exec_io(
+        conn,
+        command,
+        input,
+        stdin,
+        Stdout::Collect,
+        deadline,
+        kill_timeout,
+    )
+}
+
+/// Where a command's stdin comes from.
+pub(crate) enum Stdin<'a> {
+    /// These bytes then EOF, or (`None`) no EOF at all.
+    Given(Option<&'a [u8]>),
+    /// The chunks of a pipe, then EOF once its writer completed.
+    Queue(&'a ByteQueue),
+}
+
+/// Where a command's stdout goes.
+pub(crate) enum Stdout<'a> {
+    /// Into [`Output::stdout`].
+    Collect,
+    /// Into a pipe (closed complete only when the command exits 0).
+    Queue(&'a ByteQueue),
+}
+
+/// [`exec`] with stdin and stdout of a pipe ([`super::pipe`]); the pipe's side is closed here
+/// once the command ran (or failed after it started).
+pub(crate) fn exec_io(
+    conn: &mut Conn,
+    command: &str,
+    input: &ExecInput,
+    stdin: Stdin<'_>,
+    stdout: Stdout<'_>,
+    deadline: &Deadline,
+    kill_timeout: Duration,
+) -> Result<Output> {
+    let r = run(
+        conn,
+        command,
+        input,
+        &stdin,
+        &stdout,
+        deadline,
+        kill_timeout,
+    );
+    // A failure before the command started may be retried on a fresh connection by the
+    // pool: the pipe stays open for that try (the caller closes it in the end either way).
+    if r.is_ok() || conn.work_started {
+        if let Stdin::Queue(q) = stdin {
+            q.close_reader();
+        }
+        if let Stdout::Queue(q) = stdout {
+            q.close_writer(matches!(&r, Ok(o) if o.success()));
+        }
+    }
+    r
+}
+
+/// Stdin state of a running command.
+struct Feed<'a> {
+    src: &'a Stdin<'a>,
+    /// The bytes being written and how far.
+    cur: Vec<u8>,
+    off: usize,
+    /// Everything was written: EOF is due.
+    done: bool,
+    eof_sent: bool,
+}
+
+impl Feed<'_> {
+    /// Waiting for the pipe's next chunk (not for the channel).
+    fn starved(&self) -> bool {
+        matches!(self.src, Stdin::Queue(_)) && !self.done && self.off >= self.cur.len()
+    }
+}
+
+fn run(
+    conn: &mut Conn,
+    command: &str,
+    input: &ExecInput,
+    stdin: &Stdin<'_>,
+    stdout_to: &Stdout<'_>,
+    deadline: &Deadline,
+    kill_timeout: Duration,
+) -> Result<Output> {
     conn.blocking(deadline);
     let mut channel = match conn.session.channel_session() {
         Ok(c) => c,
@@ -76,19 +165,47 @@ pub(crate) fn exec(
     let mut pgid: Option<u32> = None;
     conn.session.set_blocking(false);
     let mut buf = vec![0u8; CHUNK];
-    let stdin: &[u8] = input.stdin.as_deref().unwrap_or_default();
-    let mut written = 0;
-    let mut eof_sent = input.stdin.is_none();
+    let mut feed = match stdin {
+        Stdin::Given(bytes) => Feed {
+            src: stdin,
+            cur: bytes.map(<[u8]>::to_vec).unwrap_or_default(),
+            off: 0,
+            done: bytes.is_some_and(<[u8]>::is_empty),
+            eof_sent: bytes.is_none(),
+        },
+        Stdin::Queue(_) => Feed {
+            src: stdin,
+            cur: Vec::new(),
+            off: 0,
+            done: false,
+            eof_sent: false,
+        },
+    };
+    // Output read but not yet taken by the pipe.
+    let mut pending: Option<Vec<u8>> = None;
     // How far stderr was scanned for event lines.
     let mut scanned = 0;
     loop {
         let mut progress = false;
-        if !eof_sent {
-            if written < stdin.len() {
-                match channel.write(&stdin[written..]) {
+        if !feed.eof_sent {
+            if feed.off >= feed.cur.len() && !feed.done {
+                if let Stdin::Queue(q) = stdin {
+                    match q.pop(Duration::ZERO) {
+                        Pop::Chunk(c) => (feed.cur, feed.off) = (c, 0),
+                        Pop::Empty => {}
+                        Pop::End => feed.done = true,
+                        Pop::Aborted => return Err(aborted(conn, pgid, kill_timeout, command)),
+                    }
+                }
+            }
+            if feed.off < feed.cur.len() {
+                match channel.write(&feed.cur[feed.off..]) {
                     Ok(n) => {
-                        written += n;
+                        feed.off += n;
                         progress |= n > 0;
+                        if feed.off >= feed.cur.len() && matches!(stdin, Stdin::Given(_)) {
+                            feed.done = true;
+                        }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => {
@@ -96,10 +213,10 @@ pub(crate) fn exec(
                     }
                 }
             }
-            if written == stdin.len() {
+            if feed.done && feed.off >= feed.cur.len() {
                 match channel.send_eof() {
                     Ok(()) => {
-                        eof_sent = true;
+                        feed.eof_sent = true;
                         progress = true;
                     }
                     Err(e) if e.code() == ssh2::ErrorCode::Session(-37) => {}
@@ -107,12 +224,35 @@ pub(crate) fn exec(
                 }
             }
         }
+        if let (Some(p), Stdout::Queue(q)) = (pending.take(), stdout_to) {
+            match q.push(p, Duration::ZERO) {
+                Push::Queued => progress = true,
+                Push::Full(c) => pending = Some(c),
+                Push::ReaderGone => return Err(reader_gone(conn, pgid, kill_timeout, command)),
+            }
+        }
         let mut both_eof = true;
-        for (stream, sink) in [(0, &mut stdout), (1, &mut stderr)] {
+        for stream in [0, 1] {
+            if stream == 0 && pending.is_some() {
+                // The pipe is full: leave stdout in the channel (the window then holds the
+                // sender back) and read only stderr.
+                both_eof = false;
+                continue;
+            }
             match read_some(&mut channel, stream, &mut buf) {
                 Ok(Some(0)) => {}
                 Ok(Some(n)) => {
-                    sink.extend_from_slice(&buf[..n]);
+                    match (stream, stdout_to) {
+                        (0, Stdout::Queue(q)) => match q.push(buf[..n].to_vec(), Duration::ZERO) {
+                            Push::Queued => {}
+                            Push::Full(c) => pending = Some(c),
+                            Push::ReaderGone => {
+                                return Err(reader_gone(conn, pgid, kill_timeout, command))
+                            }
+                        },
+                        (0, Stdout::Collect) => stdout.extend_from_slice(&buf[..n]),
+                        _ => stderr.extend_from_slice(&buf[..n]),
+                    }
                     progress = true;
                     both_eof = false;
                 }
@@ -137,7 +277,26 @@ pub(crate) fn exec(
             kill_remote(conn, pgid, kill_timeout);
             return Err(deadline.timeout(&conn.label, &format!("`{}`", short(command))));
         }
-        conn.wait_socket(deadline.remaining().min(MAX_WAIT))?;
+        let wait = deadline.remaining().min(POLL);
+        match (pending.take(), stdout_to, stdin) {
+            // Waiting for the pipe's reader to make room.
+            (Some(p), Stdout::Queue(q), _) => match q.push(p, wait) {
+                Push::Queued => {}
+                Push::Full(c) => pending = Some(c),
+                Push::ReaderGone => return Err(reader_gone(conn, pgid, kill_timeout, command)),
+            },
+            // Waiting for the pipe's writer to send more.
+            (None, _, Stdin::Queue(q)) if feed.starved() => match q.pop(wait) {
+                Pop::Chunk(c) => (feed.cur, feed.off) = (c, 0),
+                Pop::Empty => {}
+                Pop::End => feed.done = true,
+                Pop::Aborted => return Err(aborted(conn, pgid, kill_timeout, command)),
+            },
+            (p, _, _) => {
+                pending = p;
+                conn.wait_socket(deadline.remaining().min(MAX_WAIT))?;
+            }
+        }
     }
     // Exit status arrives with (or just before) the channel close.
     loop {
@@ -174,6 +333,30 @@ pub(crate) fn exec(
         stdout,
         stderr,
     })
+}
+
+/// The pipe's writer failed: the receiving command is killed rather than given a truncated
+/// stream.
+fn aborted(conn: &mut Conn, pgid: Option<u32>, kill_timeout: Duration, command: &str) -> Error {
+    conn.healthy = false;
+    kill_remote(conn, pgid, kill_timeout);
+    Error::Local(format!(
+        "{}: the sending side of the pipe failed, so `{}` was killed before it got a \
+         truncated stream",
+        conn.label,
+        short(command)
+    ))
+}
+
+/// The pipe's reader ended before the stream did: the sending command is killed.
+fn reader_gone(conn: &mut Conn, pgid: Option<u32>, kill_timeout: Duration, command: &str) -> Error {
+    conn.healthy = false;
+    kill_remote(conn, pgid, kill_timeout);
+    Error::Local(format!(
+        "{}: the receiving side of the pipe ended first, so `{}` was killed",
+        conn.label,
+        short(command)
+    ))
 }
 
 /// The command as shown in a timeout error: first line, at most 120 characters.

@@ -22,6 +22,7 @@ mod exec;
 mod hostkey;
 pub mod keyfile;
 mod output;
+mod pipe;
 mod pool;
 mod transfer;
 
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 pub use exec::{ExecInput, OnEvent, EVENT};
 pub use output::Output;
+pub use pipe::{Piped, QUEUE_BYTES};
 pub use pool::SshExecutor;
 
 /// What to do with the server's host key.

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use super::conn::{Conn, Deadline};
 use super::exec::{self, ExecInput};
 use super::output::Output;
+use super::pipe::{ByteQueue, Piped, QUEUE_BYTES};
 use super::transfer::{self, Source};
 use super::{SshOptions, SshTarget};
 use crate::error::{Error, Result};
@@ -132,6 +133,58 @@ impl SshExecutor {
             exec::exec(conn, &command, &input, deadline, kill_timeout)
         })
         .await
+    }
+
+    /// Runs `source_cmd` on `source` and `sink_cmd` on `sink` with the first's stdout streamed
+    /// into the second's stdin through this process (`source_cmd | sink_cmd` across two
+    /// machines), at most `rate` bytes per second when set, both within `timeout`. The sink
+    /// gets EOF only once the source exited 0; a failed source gets the sink killed, a sink
+    /// that ends first gets the source killed (see [`super::pipe`]). `Ok` only when both
+    /// exited 0; otherwise the source's failure comes first.
+    pub async fn pipe(
+        &self,
+        source: &SshTarget,
+        source_cmd: &str,
+        sink: &SshTarget,
+        sink_cmd: &str,
+        rate: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Piped> {
+        let queue = Arc::new(ByteQueue::new(QUEUE_BYTES, rate));
+        let kill_timeout = self.inner.options.kill_timeout;
+        let (q, cmd) = (queue.clone(), source_cmd.to_string());
+        let send = self.with_conn(source, timeout, move |conn, deadline| {
+            let none = ExecInput::default();
+            let (stdin, stdout) = (exec::Stdin::Given(None), exec::Stdout::Queue(&q));
+            exec::exec_io(conn, &cmd, &none, stdin, stdout, deadline, kill_timeout)
+        });
+        let (q, cmd) = (queue.clone(), sink_cmd.to_string());
+        let receive = self.with_conn(sink, timeout, move |conn, deadline| {
+            let none = ExecInput::default();
+            let (stdin, stdout) = (exec::Stdin::Queue(&q), exec::Stdout::Collect);
+            exec::exec_io(conn, &cmd, &none, stdin, stdout, deadline, kill_timeout)
+        });
+        // Each side closes its end of the queue when its call ends, however it ends (a call
+        // that failed before its command started may not have).
+        let (q1, q2) = (queue.clone(), queue.clone());
+        let send = async move {
+            let r = send.await;
+            q1.close_writer(matches!(&r, Ok(o) if o.success()));
+            r
+        };
+        let receive = async move {
+            let r = receive.await;
+            q2.close_reader();
+            r
+        };
+        let (sent, received) = tokio::join!(send, receive);
+        let source = sent?.checked()?;
+        let sink = received?.checked()?;
+        Ok(Piped {
+            source,
+            sink,
+            bytes: queue.pushed(),
+        })
     }
 
     /// Writes `contents` to `remote_path` (created or truncated) and sets its mode.

@@ -435,3 +435,95 @@ async fn stdin_reaches_the_command_and_event_lines_arrive_live() {
         "the first event came while the command still ran"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipe_carries_every_byte_from_one_command_to_another() {
+    let (a, b) = (sshd(), sshd());
+    let ex = SshExecutor::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("copy");
+    // 20 MiB of varied bytes: more than the relay's queue and many channel windows.
+    let gen = "i=0; while [ $i -lt 40 ]; do head -c 524288 /dev/zero | tr '\\0' $((i % 10)); i=$((i+1)); done";
+    let sink = format!(
+        "cat > {}; sha256sum < {} | cut -c1-64",
+        out.display(),
+        out.display()
+    );
+    let piped = ex
+        .pipe(&target(&a), gen, &target(&b), &sink, None, T)
+        .await
+        .expect("both ends succeed");
+    assert_eq!(piped.bytes, 40 * 524288);
+    assert!(
+        piped.source.stdout.is_empty(),
+        "the stream went to the sink"
+    );
+    let local = ex
+        .exec(&target(&a), &format!("{gen} | sha256sum | cut -c1-64"), T)
+        .await
+        .expect("ran");
+    assert_eq!(
+        piped.sink.stdout_str(),
+        local.stdout_str(),
+        "the same bytes arrived"
+    );
+    assert_eq!(std::fs::metadata(&out).expect("copy").len(), 40 * 524288);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_source_gets_the_sink_killed_and_never_ends_its_input() {
+    let (a, b) = (sshd(), sshd());
+    let ex = SshExecutor::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("sink-saw-eof");
+    // The sink would record a clean end of input; the source fails after some output.
+    let sink = format!("cat >/dev/null && touch {}", marker.display());
+    let e = ex
+        .pipe(
+            &target(&a),
+            "head -c 3000000 /dev/zero; echo broken >&2; exit 4",
+            &target(&b),
+            &sink,
+            None,
+            T,
+        )
+        .await
+        .expect_err("a failed source fails the pipe");
+    match &e {
+        Error::RemoteFailed {
+            status,
+            stderr_tail,
+            ..
+        } => {
+            assert_eq!(status, "exit 4");
+            assert_eq!(stderr_tail, "broken");
+        }
+        other => panic!("the source's failure first, got {other:?}"),
+    }
+    assert!(!marker.exists(), "the sink never saw its input end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_ends_first_gets_the_source_killed() {
+    let (a, b) = (sshd(), sshd());
+    let ex = SshExecutor::default();
+    // An endless source; the sink reads a little and quits with an error.
+    let e = ex
+        .pipe(
+            &target(&a),
+            "while :; do head -c 65536 /dev/zero; done",
+            &target(&b),
+            "head -c 100 >/dev/null; exit 5",
+            None,
+            T,
+        )
+        .await
+        .expect_err("the pipe fails");
+    let text = e.to_string();
+    assert!(
+        text.contains("receiving side of the pipe ended first") || text.contains("exit 5"),
+        "{text}"
+    );
+    // The source was killed, not left running until the deadline.
+    assert!(!matches!(e, Error::Timeout { .. }), "{e}");
+}

@@ -19,4 +19,5 @@ mod provision_install;
 mod provision_jobs;
 mod provision_keeper;
 mod provision_probe;
+mod provision_rebuild;
 mod provision_scale;

@@ -118,6 +118,13 @@ impl HaMonitor {
                     }
                 },
                 Rejoin::Rebuild { errant } => {
+                    self.shared.mark_errant(crate::ha::ErrantNode {
+                        node_id: node.id,
+                        shard_id: s.shard_id,
+                        cluster_id: s.cluster.id,
+                        gtids: errant.clone(),
+                        record: r.record,
+                    });
                     format!("kept out for rebuild: errant transactions {errant}")
                 }
             };

@@ -1,0 +1,408 @@
+//! Reseeding an installed instance in place (a replica rebuild): the scripts that set its data
+//! aside on the same machine, put it back, drop it, and copy a consistent physical snapshot of
+//! another instance of the same recipe into it (streamed from the source machine's backup to
+//! the target machine's extract). The engine runs them over SSH in the order it decides; it
+//! never sees the server's file layout.
+//!
+//! Invariants:
+//! - setting aside is a `mv` of the instance's own files inside its own directory (an atomic
+//!   rename, nothing copied), tagged with the job that did it, and every script is idempotent:
+//!   putting back after a set-aside that was cut short restores exactly what was moved;
+//! - the restore refuses a data dir that is not empty, so it never mixes two data sets;
+//! - the snapshot is only complete once the restore printed its GTID line (after the backup
+//!   tool's own `completed OK!` on both sides and its marker written).
+
+use super::{sh_quote, validate_base_dir, MISSING_EXIT, MISSING_MARK};
+use crate::error::{Error, Result};
+use crate::ssh::Output;
+
+/// The line the restore prints: the GTID position the snapshot is at.
+pub const SNAPSHOT_GTID: &str = "snapshot-gtid=";
+
+/// Reseeding scripts of a recipe ([`Recipe::reseed`]). `base` is the instance dir (checked by
+/// [`validate_base_dir`]), `tag` the rebuild's own tag (digits).
+pub trait Reseed: Send + Sync {
+    /// Programs the physical snapshot needs on the source and on the target machine.
+    fn snapshot_programs(&self) -> Vec<String>;
+
+    /// Prints `data_kb=<size of the instance's data>` and `free_kb=<free space where its
+    /// directory is>`; exits [`MISSING_EXIT`] when `programs` are missing (empty: none
+    /// checked). Read-only.
+    fn space_script(&self, base: &str, programs: &[String]) -> Result<String>;
+
+    /// Moves the instance's data (and logs, and its initialised marker) aside under `tag` and
+    /// leaves empty directories in their place. The server must be stopped.
+    fn set_aside_script(&self, base: &str, tag: &str) -> Result<String>;
+
+    /// Undoes [`Reseed::set_aside_script`] of `tag`: whatever was moved aside replaces what is
+    /// in its place now (a partial copy). The server must be stopped.
+    fn put_back_script(&self, base: &str, tag: &str) -> Result<String>;
+
+    /// Removes every set-aside copy of the instance (any tag).
+    fn drop_aside_script(&self, base: &str) -> Result<String>;
+
+    /// Run on the source machine: a consistent online snapshot of the (running) instance in
+    /// `base`, written to stdout.
+    fn backup_script(&self, base: &str) -> Result<String>;
+
+    /// Run on the target machine, the backup on stdin: extracts it into the (empty) data dir of
+    /// the stopped instance in `base`, makes it consistent and prints [`SNAPSHOT_GTID`]`<pos>`.
+    fn restore_script(&self, base: &str) -> Result<String>;
+}
+
+/// Checks `tag` is digits (it becomes part of file names).
+fn check_tag(tag: &str) -> Result<()> {
+    if !tag.is_empty() && tag.len() <= 20 && tag.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("rebuild tag {tag:?} is not digits")))
+    }
+}
+
+/// Shell snippet: exit [`MISSING_EXIT`] naming every missing program (none checked when empty).
+pub(crate) fn programs_check(progs: &[String]) -> String {
+    if progs.is_empty() {
+        return String::new();
+    }
+    super::programs_check(progs)
+}
+
+/// A reseed script's output: exit 0 is `Ok`; a failed programs check is [`Error::Refused`]
+/// naming the programs (`what` says what needs them); anything else is
+/// [`Output::checked`]'s error.
+pub fn checked(out: Output, what: &str) -> Result<Output> {
+    if out.status == Some(MISSING_EXIT) {
+        if let Some(line) = out
+            .stderr_str()
+            .lines()
+            .find_map(|l| l.strip_prefix(MISSING_MARK).map(str::to_string))
+        {
+            return Err(Error::Refused {
+                host: out.host.clone(),
+                reason: format!(
+                    "{what} needs{line} but the machine has no such program (install it, e.g. \
+                     the mariadb-backup package)"
+                ),
+            });
+        }
+    }
+    out.checked()
+}
+
+/// The GTID position a restore printed; only digits, `-` and `,` are accepted (it goes into a
+/// quoted SQL literal).
+pub fn parse_snapshot_gtid(stdout: &str) -> Result<String> {
+    let pos = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(SNAPSHOT_GTID))
+        .ok_or_else(|| Error::Invalid("the restore printed no GTID position".into()))?;
+    if pos
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '-' || c == ',')
+    {
+        Ok(pos.to_string())
+    } else {
+        Err(Error::Invalid(format!("odd GTID position '{pos}'")))
+    }
+}
+
+/// The files of a MariaDB instance a reseed replaces, in the order they are set aside: the
+/// marker first, so an instance cut short in the middle is never taken as initialised.
+fn moved(base: &str) -> [(String, bool); 3] {
+    let b = base.trim_end_matches('/');
+    [
+        (format!("{b}/.initialised"), false),
+        (format!("{b}/data"), true),
+        (format!("{b}/log"), true),
+    ]
+}
+
+impl super::MariaDbRecipe {
+    fn checked_base(base: &str) -> Result<&str> {
+        validate_base_dir(base)?;
+        Ok(base.trim_end_matches('/'))
+    }
+}
+
+impl Reseed for super::MariaDbRecipe {
+    fn snapshot_programs(&self) -> Vec<String> {
+        vec![self.backup.clone(), self.mbstream.clone()]
+    }
+
+    fn space_script(&self, base: &str, programs: &[String]) -> Result<String> {
+        let b = Self::checked_base(base)?;
+        Ok(format!(
+            "{check}echo \"data_kb=$(du -sk {data} 2>/dev/null | awk '{{print $1}}')\"\n\
+             echo \"free_kb=$(df -Pk {b} | awk 'NR==2 {{print $4}}')\"",
+            check = programs_check(programs),
+            data = sh_quote(&format!("{b}/data")),
+            b = sh_quote(b),
+        ))
+    }
+
+    fn set_aside_script(&self, base: &str, tag: &str) -> Result<String> {
+        let b = Self::checked_base(base)?;
+        check_tag(tag)?;
+        let mut s = self.prelude();
+        for (path, dir) in moved(b) {
+            let aside = format!("{path}.rebuild-{tag}");
+            // Moved once: a rerun finds it aside already and leaves it there.
+            s.push_str(&format!(
+                "if [ -e {p} ] && [ ! -e {a} ]; then mv {p} {a} || exit 1; fi\n",
+                p = sh_quote(&path),
+                a = sh_quote(&aside),
+            ));
+            if dir {
+                s.push_str(&format!(
+                    "mkdir -p {p} && chown \"$RU\" {p} || exit 1\n",
+                    p = sh_quote(&path)
+                ));
+            }
+        }
+        Ok(s)
+    }
+
+    fn put_back_script(&self, base: &str, tag: &str) -> Result<String> {
+        let b = Self::checked_base(base)?;
+        check_tag(tag)?;
+        let mut s = String::new();
+        // Reverse order: the marker comes back last, once its data is in place.
+        for (path, _) in moved(b).into_iter().rev() {
+            let aside = format!("{path}.rebuild-{tag}");
+            s.push_str(&format!(
+                "if [ -e {a} ]; then rm -rf {p} && mv {a} {p} || exit 1; fi\n",
+                p = sh_quote(&path),
+                a = sh_quote(&aside),
+            ));
+        }
+        Ok(s)
+    }
+
+    fn drop_aside_script(&self, base: &str) -> Result<String> {
+        let b = Self::checked_base(base)?;
+        // The glob is confined to the validated instance dir and the fixed names.
+        Ok(format!(
+            "cd {b} || exit 1\nrm -rf ./.initialised.rebuild-* ./data.rebuild-* ./log.rebuild-*",
+            b = sh_quote(b)
+        ))
+    }
+
+    fn backup_script(&self, base: &str) -> Result<String> {
+        let b = Self::checked_base(base)?;
+        let p = super::mariadb::Paths::of_base(b);
+        // stdout carries the stream only; the tool's log goes to a file read on failure.
+        Ok(format!(
+            "{pre}{check}t=$(mktemp -d {tmp}/rebuild-XXXXXX) || exit 1
+trap 'rm -rf \"$t\"' EXIT
+chmod 0700 \"$t\"
+{bk} --defaults-file={cnf} --backup --stream=xbstream --user=root --socket={sock} \
+--target-dir=\"$t\" 2>\"$t/backup.log\"
+rc=$?
+if [ $rc -ne 0 ] || ! tail -n 3 \"$t/backup.log\" | grep -q 'completed OK!'; then
+  echo \"mariadb-backup failed (exit $rc):\" >&2; tail -n 20 \"$t/backup.log\" >&2; exit 1
+fi",
+            pre = self.prelude(),
+            check = programs_check(std::slice::from_ref(&self.backup)),
+            tmp = sh_quote(&format!("{b}/tmp")),
+            bk = sh_quote(&self.backup),
+            cnf = sh_quote(&p.cnf),
+            sock = sh_quote(&p.sock),
+        ))
+    }
+
+    fn restore_script(&self, base: &str) -> Result<String> {
+        let b = Self::checked_base(base)?;
+        let p = super::mariadb::Paths::of_base(b);
+        let log = format!("{b}/tmp/rebuild-prepare.log");
+        Ok(format!(
+            "{pre}{check}d={data}
+[ -d \"$d\" ] && [ -z \"$(ls -A \"$d\")\" ] || {{ echo \"the data dir $d is missing or not empty\" >&2; exit 1; }}
+{mb} -x -C \"$d\" || {{ echo 'mbstream could not extract the snapshot' >&2; exit 1; }}
+{bk} --defaults-file={cnf} --prepare --target-dir=\"$d\" >{log} 2>&1
+rc=$?
+if [ $rc -ne 0 ] || ! tail -n 3 {log} | grep -q 'completed OK!'; then
+  echo \"mariadb-backup --prepare failed (exit $rc):\" >&2; tail -n 20 {log} >&2; exit 1
+fi
+rm -f {log} \"$d/master.info\" \"$d/relay-log.info\" \"$d/multi-master.info\"
+pos=$(awk 'NR==1 {{print $3}}' \"$d/xtrabackup_binlog_info\" 2>/dev/null)
+chown -R \"$RU\" \"$d\" {logdir} || exit 1
+touch {marker} || exit 1
+echo \"{mark}$pos\"",
+            pre = self.prelude(),
+            check = programs_check(&self.snapshot_programs()),
+            data = sh_quote(&p.data),
+            mb = sh_quote(&self.mbstream),
+            bk = sh_quote(&self.backup),
+            cnf = sh_quote(&p.cnf),
+            log = sh_quote(&log),
+            logdir = sh_quote(&p.log),
+            marker = sh_quote(&p.marker),
+            mark = SNAPSHOT_GTID,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::MariaDbRecipe;
+
+    const BASE: &str = "/data/kunlun/storage_57001";
+
+    fn sh(script: &str) -> std::process::Output {
+        std::process::Command::new("sh")
+            .args(["-c", script])
+            .output()
+            .expect("sh")
+    }
+
+    #[test]
+    fn paths_outside_an_instance_dir_and_odd_tags_are_refused() {
+        let r = MariaDbRecipe::default();
+        assert!(r.set_aside_script("/data", "7").is_err());
+        assert!(r.drop_aside_script("/data/kunlun/../etc").is_err());
+        assert!(r.set_aside_script(BASE, "7; rm -rf /").is_err());
+        assert!(r.put_back_script(BASE, "").is_err());
+        assert!(r.set_aside_script(BASE, "42").is_ok());
+    }
+
+    #[test]
+    fn set_aside_and_put_back_round_trip_and_a_rerun_changes_nothing() {
+        let r = MariaDbRecipe {
+            // The test runs as whoever runs it: no chown to another user.
+            os_user: whoami(),
+            ..MariaDbRecipe::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let base = format!("{}/kunlun/storage_4242", dir.path().display());
+        for d in ["data", "log"] {
+            std::fs::create_dir_all(format!("{base}/{d}")).unwrap();
+        }
+        std::fs::write(format!("{base}/data/ibdata1"), "old").unwrap();
+        std::fs::write(format!("{base}/log/binlog.000001"), "errant").unwrap();
+        std::fs::write(format!("{base}/.initialised"), "").unwrap();
+
+        let aside = r.set_aside_script(&base, "9").unwrap();
+        for _ in 0..2 {
+            assert!(sh(&aside).status.success());
+        }
+        assert!(std::fs::read_dir(format!("{base}/data"))
+            .unwrap()
+            .next()
+            .is_none());
+        assert!(std::fs::read_dir(format!("{base}/log"))
+            .unwrap()
+            .next()
+            .is_none());
+        assert!(!std::path::Path::new(&format!("{base}/.initialised")).exists());
+        assert_eq!(
+            std::fs::read_to_string(format!("{base}/data.rebuild-9/ibdata1")).unwrap(),
+            "old"
+        );
+        // A partial copy in the new dirs is replaced by the old data.
+        std::fs::write(format!("{base}/data/partial"), "x").unwrap();
+        let back = r.put_back_script(&base, "9").unwrap();
+        for _ in 0..2 {
+            assert!(sh(&back).status.success());
+        }
+        assert_eq!(
+            std::fs::read_to_string(format!("{base}/data/ibdata1")).unwrap(),
+            "old"
+        );
+        assert!(!std::path::Path::new(&format!("{base}/data/partial")).exists());
+        assert!(std::path::Path::new(&format!("{base}/.initialised")).exists());
+        assert!(std::path::Path::new(&format!("{base}/log/binlog.000001")).exists());
+
+        // Aside again, then dropped: only the instance's own dirs remain.
+        assert!(sh(&aside).status.success());
+        assert!(sh(&r.drop_aside_script(&base).unwrap()).status.success());
+        let mut left: Vec<String> = std::fs::read_dir(&base)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["data", "log"]);
+    }
+
+    #[test]
+    fn the_backup_streams_only_the_snapshot_and_the_restore_prints_its_position() {
+        let r = MariaDbRecipe::default();
+        let b = r.backup_script(BASE).unwrap();
+        assert!(b.contains(
+            "--defaults-file='/data/kunlun/storage_57001/my.cnf' --backup --stream=xbstream"
+        ));
+        assert!(
+            b.contains("2>\"$t/backup.log\""),
+            "its log stays off stdout: {b}"
+        );
+        assert!(b.contains("completed OK!"));
+        let s = r.restore_script(BASE).unwrap();
+        assert!(s.contains("'/usr/bin/mbstream' -x -C \"$d\""), "{s}");
+        assert!(s.contains("--prepare --target-dir=\"$d\""));
+        assert!(s.contains("xtrabackup_binlog_info"));
+        assert!(
+            s.contains("-z \"$(ls -A \"$d\")\""),
+            "an empty data dir only"
+        );
+        assert!(s.ends_with(&format!("echo \"{SNAPSHOT_GTID}$pos\"")));
+        assert!(!s.contains("password") && !b.contains("password"));
+    }
+
+    #[test]
+    fn the_space_script_reports_data_and_free_space() {
+        let r = MariaDbRecipe::default();
+        let dir = tempfile::tempdir().unwrap();
+        let base = format!("{}/kunlun/storage_4242", dir.path().display());
+        std::fs::create_dir_all(format!("{base}/data")).unwrap();
+        std::fs::write(format!("{base}/data/x"), vec![1u8; 64 * 1024]).unwrap();
+        let out = sh(&r.space_script(&base, &[]).unwrap());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let kb = |k: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{k} in {text}"))
+        };
+        assert!(kb("data_kb=") >= 64, "{text}");
+        assert!(kb("free_kb=") > 0, "{text}");
+        let missing = sh(&r
+            .space_script(&base, &["/nonexistent/kunlun-test/mbstream".into()])
+            .unwrap());
+        assert_eq!(missing.status.code(), Some(MISSING_EXIT));
+    }
+
+    #[test]
+    fn the_snapshot_position_is_parsed_and_checked() {
+        assert_eq!(
+            parse_snapshot_gtid("x\nsnapshot-gtid=0-1-5\n").unwrap(),
+            "0-1-5"
+        );
+        assert_eq!(parse_snapshot_gtid("snapshot-gtid=").unwrap(), "");
+        assert!(parse_snapshot_gtid("nothing").is_err());
+        assert!(parse_snapshot_gtid("snapshot-gtid=0-1-5'; DROP").is_err());
+    }
+
+    #[test]
+    fn a_failed_programs_check_is_a_refusal_naming_the_program() {
+        let out = Output {
+            host: "h:22".into(),
+            command: "c".into(),
+            status: Some(MISSING_EXIT),
+            signal: None,
+            stdout: vec![],
+            stderr: format!("{MISSING_MARK} /usr/bin/mariadb-backup\n").into_bytes(),
+        };
+        let e = checked(out, "the snapshot").unwrap_err();
+        assert!(matches!(e, Error::Refused { .. }), "{e}");
+        assert!(e.to_string().contains("/usr/bin/mariadb-backup"), "{e}");
+    }
+
+    fn whoami() -> String {
+        let out = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
