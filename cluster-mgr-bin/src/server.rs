@@ -45,6 +45,7 @@ pub fn store_config(config: &Config) -> StoreConfig {
         connect_timeout: config.mysql_connect_timeout,
         tls: config.meta_tls.clone(),
         cluster_tls: config.catalog_tls.clone(),
+        ..StoreConfig::default()
     }
 }
 
