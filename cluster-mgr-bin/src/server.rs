@@ -56,7 +56,24 @@ pub fn core_config(config: &Config) -> CoreConfig {
         thread_work_interval: config.thread_work_interval,
         commit_log_retention: config.commit_log_retention,
         global_txn_commit_log_wait_max: config.global_txn_commit_log_wait_max,
+        meta_shard: meta_logins(config),
         ..CoreConfig::default()
+    }
+}
+
+/// The metadata shard's logins (`meta_user`, `meta_ha_user`, `meta_repl_user`), MySQL only.
+pub fn meta_logins(config: &Config) -> kunlun_core::config::MetaShardLogins {
+    use kunlun_core::ha::promote::Login;
+    let login = |user: &str, password: &str| {
+        (config.meta_backend == MetaBackend::Mysql && !user.is_empty()).then(|| Login {
+            user: user.to_string(),
+            password: password.to_string(),
+        })
+    };
+    kunlun_core::config::MetaShardLogins {
+        store: login(&config.meta_user, &config.meta_pwd),
+        admin: login(&config.meta_ha_user, &config.meta_ha_pwd),
+        repl: login(&config.meta_repl_user, &config.meta_repl_pwd),
     }
 }
 
@@ -359,6 +376,11 @@ fn start_actors(term: &Term, config: &Config) {
     // (a replica seed) holding the job runner's sessions never delays a failover.
     let mut ha = ha_config(config);
     ha.ssh = Some(std::sync::Arc::new(actor_provisioner(config)));
+    let meta = kunlun_core::ha::meta::MetaHaConfig::from_ha(&ha, meta_logins(config));
+    if meta.logins.admin.is_some() && meta.logins.repl.is_none() {
+        tracing::warn!("meta_repl_user is not set: a repointed metadata replica logs in to its source as meta_ha_user");
+    }
+    term.start_meta_ha(meta);
     term.start_ha(ha);
     term.start_xa(xa_config(config));
     term.start_catalog_sync(Duration::from_secs(10));

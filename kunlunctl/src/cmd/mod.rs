@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod failover;
 pub mod job;
 pub mod leader;
+pub mod meta;
 pub mod machine;
 pub mod node;
 pub mod scale;
