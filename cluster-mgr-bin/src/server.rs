@@ -223,6 +223,15 @@ pub async fn serve(config: Config, tls: Option<ApiTls>) -> anyhow::Result<()> {
         terms_cancel.clone(),
     ));
 
+    // Every instance stands in for a leader that cannot fail the metadata shard over (its
+    // lease ran out while the metadata primary was down).
+    let standby_cancel = CancellationToken::new();
+    let standby_task = tokio::spawn(meta_standby(
+        manager.clone(),
+        config.clone(),
+        standby_cancel.clone(),
+    ));
+
     let retention_cancel = CancellationToken::new();
     let retention_task = config.job_retention.map(|keep| {
         tokio::spawn(crate::retention::run(
@@ -250,6 +259,10 @@ pub async fn serve(config: Config, tls: Option<ApiTls>) -> anyhow::Result<()> {
         if let Err(e) = t.await {
             tracing::error!(error = %e, "the job-retention task failed");
         }
+    }
+    standby_cancel.cancel();
+    if let Err(e) = standby_task.await {
+        tracing::error!(error = %e, "the metadata standby task failed");
     }
     // The term's actors stop first, then the lease is released, so a standby never starts
     // while this process still acts.
@@ -368,6 +381,32 @@ async fn run_terms(
             return;
         }
     }
+}
+
+/// The metadata shard's stand-in monitor of this instance ([`kunlun_core::ha::meta::Mode`]):
+/// it acts only after its store found no writable metadata primary for a whole lease.
+async fn meta_standby(manager: ClusterManager, config: Config, cancel: CancellationToken) {
+    use kunlun_core::ha::meta::{MetaHaConfig, MetaMonitor, Mode};
+    let store = loop {
+        match manager.store() {
+            Ok(s) => break s.clone(),
+            Err(kunlun_core::Error::ShuttingDown) => return,
+            Err(_) => tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            },
+        }
+    };
+    if store.kind() != kunlun_meta::store::BackendKind::Mysql {
+        return;
+    }
+    let mut ha = ha_config(&config);
+    ha.ssh = Some(std::sync::Arc::new(actor_provisioner(&config)));
+    let cfg = MetaHaConfig::from_ha(&ha, meta_logins(&config));
+    let after = config.leader_lease + Duration::from_secs(1);
+    MetaMonitor::with_mode(store, cfg, Mode::Standby { after }, cancel)
+        .run()
+        .await;
 }
 
 /// Starts the actors only the leader runs, on `term` (all stop with its shutdown).

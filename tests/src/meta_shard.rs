@@ -29,10 +29,10 @@ pub const CN_USER: &str = "klcn";
 pub const CN_PWD: &str = "klcn-pw";
 
 /// The global privileges of [`HA_USER`] on MariaDB 10.11: set `read_only`, run and repoint
-/// replication (semi-sync master and slave settings included), read replication and binlog
-/// state. No data privilege, no `SUPER`.
+/// replication (semi-sync master and slave settings included; `RESET SLAVE ALL` needs
+/// `RELOAD`), read replication and binlog state. No data privilege, no `SUPER`.
 pub const HA_PRIVILEGES: &str = "READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, \
-     REPLICATION MASTER ADMIN, SLAVE MONITOR, BINLOG MONITOR";
+     REPLICATION MASTER ADMIN, SLAVE MONITOR, BINLOG MONITOR, RELOAD";
 
 /// Three metadata nodes; see the module doc.
 pub struct MetaShardSet {

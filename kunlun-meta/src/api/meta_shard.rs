@@ -108,6 +108,9 @@ pub struct StoreFollow {
     /// Set while no writable primary is found: why the search started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub searching: Option<String>,
+    /// Since when it searches (set with `searching`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::utc::option")]
+    pub searching_since: Option<NaiveDateTime>,
     /// The last moves, oldest first (at most 16).
     pub moves: Vec<PrimaryMove>,
 }

@@ -168,6 +168,7 @@ impl Follow {
                 since: Utc::now().naive_utc(),
                 candidates: seeds.clone(),
                 searching: None,
+                searching_since: None,
                 moves: Vec::new(),
             }),
             connector,
@@ -228,7 +229,13 @@ impl Follow {
     }
 
     fn set_searching(&self, why: Option<String>) {
-        lock(&self.status).searching = why;
+        let mut st = lock(&self.status);
+        st.searching_since = match (&why, st.searching_since) {
+            (None, _) => None,
+            (Some(_), Some(t)) => Some(t),
+            (Some(_), None) => Some(Utc::now().naive_utc()),
+        };
+        st.searching = why;
     }
 }
 

@@ -29,7 +29,7 @@ use crate::storage::NodeAddr;
 /// Longest the lease check before touching a node may take (the store is likely down).
 const LEASE_CHECK: Duration = Duration::from_millis(500);
 /// Longest the metadata write after the switch may take.
-const RECORD_CALL: Duration = Duration::from_secs(5);
+const RECORD_CALL: Duration = Duration::from_secs(2);
 
 /// The inputs of one attempt.
 pub(super) struct Attempt<'a> {
@@ -60,35 +60,55 @@ pub(super) async fn fail_over(a: Attempt<'_>) -> FailoverRecord {
             a.cfg.failures_to_dead
         )),
     );
-    let r = steps(&a, &mut rec, &mut t).await;
-    match &r {
+    match steps(&a, &mut rec, &mut t).await {
         Ok(()) => {
             tracing::warn!(old = a.old.id, new = ?rec.new_primary, total_ms = rec.total_ms, "metadata shard failed over");
         }
-        Err(e) => {
-            if rec.outcome != Outcome::Refused {
-                ended(&mut rec, e);
-            }
-            tracing::error!(old = a.old.id, outcome = ?rec.outcome, reason = %e, "metadata shard not failed over");
+        Err(Stop::Refused(why)) => {
+            rec.outcome = Outcome::Refused;
+            rec.reason = Some(why.clone());
+            tracing::error!(old = a.old.id, reason = %why, "metadata shard failover refused");
+        }
+        Err(Stop::Failed(e)) => {
+            ended(&mut rec, &e);
+            tracing::error!(old = a.old.id, reason = %e, "metadata shard failover failed");
         }
     }
     // After the switch the store follows the new primary: the record lands there. Without a
-    // switch the store may be down; the record is then only logged.
-    match records::insert(a.store, &rec).await {
-        Ok(id) => rec.id = id,
-        Err(e) => tracing::warn!(error = %e, record = ?rec, "metadata failover record not stored"),
+    // switch the store may be down; the record is then only logged (bounded: the monitor must
+    // not wait for a store that has no primary).
+    match tokio::time::timeout(RECORD_CALL, records::insert(a.store, &rec)).await {
+        Ok(Ok(id)) => rec.id = id,
+        Ok(Err(e)) => tracing::warn!(error = %e, record = ?rec, "metadata failover record not stored"),
+        Err(_) => tracing::warn!(record = ?rec, "metadata failover record not stored: no writable metadata primary"),
     }
     rec
 }
 
-async fn steps(a: &Attempt<'_>, rec: &mut FailoverRecord, t: &mut Timeline) -> Result<(), StepError> {
+/// Why an attempt ended without a promotion.
+enum Stop {
+    /// Nothing was changed on the nodes (the old primary was fenced all the same).
+    Refused(String),
+    /// A step failed; the record says which.
+    Failed(StepError),
+}
+
+impl From<StepError> for Stop {
+    fn from(e: StepError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+async fn steps(a: &Attempt<'_>, rec: &mut FailoverRecord, t: &mut Timeline) -> Result<(), Stop> {
     let cfg = a.cfg;
     let Some(admin) = cfg.logins.admin.clone() else {
-        return Err(StepError::on_facts("meta_ha_user is not set"));
+        return Err(Stop::Refused("meta_ha_user is not set".into()));
     };
-    // A term that already lost its lease touches no node (a read error goes on: the
+    // A term that already lost its lease touches no node (a read error, or a store that has
+    // no primary to ask, goes on: the majority lock keeps other managers out, and the
     // metadata write checks the lease again in its own transaction).
-    if let Some(term) = cfg.term.as_ref() {
+    let store_down = a.store.follow_status().is_some_and(|f| f.searching.is_some());
+    if let (Some(term), false) = (cfg.term.as_ref(), store_down) {
         let held = tokio::time::timeout(
             LEASE_CHECK,
             a.store.read(async |tx| {
@@ -98,11 +118,10 @@ async fn steps(a: &Attempt<'_>, rec: &mut FailoverRecord, t: &mut Timeline) -> R
         )
         .await;
         if matches!(held, Ok(Ok(false))) {
-            rec.reason = Some(format!(
+            return Err(Stop::Refused(format!(
                 "leadership term {} ended: the new leader decides",
                 term.epoch
-            ));
-            return Err(StepError::on_facts("leadership term ended"));
+            )));
         }
     }
     let old = as_shard_node(a.old, &admin);
@@ -121,10 +140,8 @@ async fn steps(a: &Attempt<'_>, rec: &mut FailoverRecord, t: &mut Timeline) -> R
                 store_login,
             )
             .await;
-            rec.outcome = Outcome::Refused;
-            rec.reason = Some(reason.clone());
             rec.fence = Some(f.text);
-            return Err(StepError::on_facts(reason));
+            return Err(Stop::Refused(reason));
         }
         Choice::Promote {
             node_id,
@@ -144,9 +161,9 @@ async fn steps(a: &Attempt<'_>, rec: &mut FailoverRecord, t: &mut Timeline) -> R
         .to_string();
     t.phase(rec, "choose", Some(format!("node {new_id} at {pos}")));
     let Some(new_row) = a.nodes.iter().find(|n| n.id == new_id) else {
-        return Err(StepError::transient(format!(
+        return Err(Stop::Failed(StepError::transient(format!(
             "candidate {new_id} is not a meta_db_nodes row"
-        )));
+        ))));
     };
     let new = as_shard_node(new_row, &admin);
     let followers: Vec<Follower> = a

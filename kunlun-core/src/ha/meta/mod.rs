@@ -20,6 +20,7 @@
 //! primary's fence and the followers' repointing; the record is written after the store moved.
 
 pub mod failover;
+pub mod lock;
 pub mod observe;
 
 use std::collections::BTreeSet;
@@ -46,10 +47,28 @@ pub const META_CLUSTER_ID: i64 = 0;
 /// See [`META_CLUSTER_ID`].
 pub const META_SHARD_ID: i64 = 0;
 
-/// Longest a store call of a round may take (never the store's wait for a new primary).
-const STORE_CALL: Duration = Duration::from_secs(2);
+/// Longest a store call of a round may take (never the store's wait for a new primary): a
+/// healthy store answers in milliseconds, and a round must not stall while it is down.
+const STORE_CALL: Duration = Duration::from_millis(500);
+/// Longest the record and `meta_db_nodes` writes after a switch may take.
+const WRITE_CALL: Duration = Duration::from_secs(2);
 /// The machines are read again every this many rounds.
 const MACHINES_EVERY: u64 = 30;
+/// Pause after a failed attempt before the next one.
+const AFTER_FAILED: Duration = Duration::from_secs(2);
+
+/// Which instance's monitor this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The leader's (in its term): probes every round, fails over, keeps the shard tidy.
+    Leader,
+    /// Every instance's stand-in for a leader that cannot act: it does nothing until its own
+    /// store has found no writable metadata primary for `after` (the leader lease's length, so
+    /// any leader's lease has run out by then: nobody can renew one while the primary is
+    /// down), then fails the shard over as the leader would. Both take the majority lock
+    /// ([`lock`]), so they never act at once.
+    Standby { after: Duration },
+}
 
 /// Settings of the metadata shard's monitor.
 #[derive(Debug, Clone)]
@@ -172,6 +191,7 @@ pub fn rogue_writables(primary: i64, probes: &[(i64, &NodeProbe)]) -> Vec<i64> {
 pub struct MetaMonitor {
     store: Store,
     cfg: MetaHaConfig,
+    mode: Mode,
     cancel: CancellationToken,
     nodes: Vec<MetaDbNode>,
     machines: Vec<Machine>,
@@ -188,10 +208,25 @@ pub struct MetaMonitor {
 }
 
 impl MetaMonitor {
+    /// The leader's monitor.
     pub fn new(store: Store, cfg: MetaHaConfig, cancel: CancellationToken) -> Self {
+        Self::with_mode(store, cfg, Mode::Leader, cancel)
+    }
+
+    /// A monitor in `mode` (see [`Mode`]); a standby carries no term.
+    pub fn with_mode(
+        store: Store,
+        mut cfg: MetaHaConfig,
+        mode: Mode,
+        cancel: CancellationToken,
+    ) -> Self {
+        if matches!(mode, Mode::Standby { .. }) {
+            cfg.term = None;
+        }
         MetaMonitor {
             store,
             cfg,
+            mode,
             cancel,
             nodes: Vec::new(),
             machines: Vec::new(),
@@ -209,16 +244,28 @@ impl MetaMonitor {
     /// Runs rounds until cancelled. Without the admin login it only says once why it is off.
     pub async fn run(mut self) {
         if self.cfg.logins.admin.is_none() {
-            tracing::info!("metadata shard failover off: meta_ha_user is not set");
+            if self.mode == Mode::Leader {
+                tracing::info!("metadata shard failover off: meta_ha_user is not set");
+            }
             return;
         }
-        tracing::info!(interval = ?self.cfg.interval, "metadata shard monitor started");
+        tracing::info!(interval = ?self.cfg.interval, mode = ?self.mode, "metadata shard monitor started");
         loop {
-            self.round().await;
-            let pause = if self.failures > 0 {
-                self.cfg.interval / 4
-            } else {
-                self.cfg.interval
+            let pause = match self.mode {
+                Mode::Leader => self.round().await,
+                Mode::Standby { after } => {
+                    if self.headless(after) {
+                        self.round().await
+                    } else {
+                        // Only keep what a stand-in round needs when the store is down.
+                        self.reset();
+                        if self.rounds % 10 == 0 {
+                            self.refresh().await;
+                        }
+                        self.rounds += 1;
+                        self.cfg.interval
+                    }
+                }
             };
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
@@ -227,9 +274,35 @@ impl MetaMonitor {
         }
     }
 
-    /// Reads the nodes (each round) and the machines (now and then), keeping what was read
-    /// before when the store does not answer in [`STORE_CALL`].
+    /// The store has found no writable primary for longer than `after`.
+    fn headless(&self, after: Duration) -> bool {
+        let Some(st) = self.store.follow_status() else {
+            return false;
+        };
+        let Some(since) = st.searching_since else {
+            return false;
+        };
+        let searching = chrono::Utc::now().naive_utc() - since;
+        searching.to_std().is_ok_and(|d| d > after)
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+        self.first_fail = None;
+    }
+
+    /// Reads the nodes and (now and then) the machines, keeping what was read before when
+    /// the store does not answer within [`STORE_CALL`]. Not while the primary fails: the
+    /// store cannot answer then, and the round must not wait for it.
     async fn refresh(&mut self) {
+        if self.failures > 0
+            || self
+                .store
+                .follow_status()
+                .is_some_and(|f| f.searching.is_some())
+        {
+            return;
+        }
         let read = self
             .store
             .read(async |tx| repo::meta::list_meta_nodes(tx).await);
@@ -244,7 +317,6 @@ impl MetaMonitor {
                 self.machines = m;
             }
         }
-        self.rounds += 1;
     }
 
     /// A store write of this term, bounded, that checks the lease in its transaction.
@@ -254,27 +326,35 @@ impl MetaMonitor {
             TermFence::check(term.as_ref(), tx).await?;
             repo::meta::set_meta_primary(tx, id).await
         });
-        match tokio::time::timeout(STORE_CALL, w).await {
+        match tokio::time::timeout(WRITE_CALL, w).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {STORE_CALL:?}")),
+            Err(_) => Err(format!("no answer within {WRITE_CALL:?}")),
         }
     }
 
-    async fn round(&mut self) {
-        let Some(admin) = self.cfg.logins.admin.clone() else {
-            return;
-        };
+    /// One round; returns the pause before the next.
+    async fn round(&mut self) -> Duration {
+        let pause = self.probe_round().await;
+        self.rounds += 1;
+        match pause {
+            Some(p) => p,
+            None if self.failures > 0 => self.cfg.interval / 4,
+            None => self.cfg.interval,
+        }
+    }
+
+    /// See [`MetaMonitor::round`]; `Some` asks for another pause than the usual one.
+    async fn probe_round(&mut self) -> Option<Duration> {
+        let admin = self.cfg.logins.admin.clone()?;
         self.refresh().await;
         if self.nodes.len() < 2 {
-            return;
+            return None;
         }
-        let Some(store_primary) = self.store.primary() else {
-            return;
-        };
+        let store_primary = self.store.primary()?;
         let Some(primary) = current_primary(&self.nodes, &store_primary).cloned() else {
             tracing::debug!(primary = %store_primary, "the store's metadata primary has no meta_db_nodes row");
-            return;
+            return None;
         };
         if self.primary != Some(primary.id) {
             self.primary = Some(primary.id);
@@ -293,9 +373,7 @@ impl MetaMonitor {
         .collect();
         let by_id: Vec<(i64, &NodeProbe)> =
             self.nodes.iter().map(|n| n.id).zip(probes.iter()).collect();
-        let Some(pp) = by_id.iter().find(|(id, _)| *id == primary.id).map(|(_, p)| *p) else {
-            return;
-        };
+        let pp = by_id.iter().find(|(id, _)| *id == primary.id).map(|(_, p)| *p)?;
         if pp.reachable {
             if self.failures > 0 {
                 tracing::info!(node = primary.id, "metadata primary answers again");
@@ -306,8 +384,10 @@ impl MetaMonitor {
             if !pp.read_only {
                 self.last_ok = Some(pp.clone());
             }
-            self.upkeep(&primary, pp, &by_id, &admin).await;
-            return;
+            if self.mode == Mode::Leader {
+                self.upkeep(&primary, pp, &by_id, &admin).await;
+            }
+            return None;
         }
         self.failures += 1;
         let now = Instant::now();
@@ -338,23 +418,31 @@ impl MetaMonitor {
             Verdict::PrimaryDead { view } => view,
             Verdict::NotConfirmed { reason } => {
                 tracing::warn!(node = primary.id, reason = %reason, "metadata primary does not answer, but a replica still sees it: no failover");
-                return;
+                return None;
             }
             Verdict::Suspect { failures } => {
                 tracing::warn!(node = primary.id, failures, error = ?pp.error, "metadata primary does not answer");
-                return;
+                return None;
             }
-            Verdict::Healthy => return,
+            Verdict::Healthy => return None,
         };
         if detect::in_flap_window(self.last_failover, now, self.cfg.flap_window) {
             tracing::warn!(node = primary.id, "metadata primary dead, but the shard failed over less than the anti-flapping window ago: no failover");
-            return;
+            return None;
         }
         let facts_key = view.fingerprint();
         if self.refused.as_deref() == Some(facts_key.as_str()) {
-            return;
+            return None;
         }
-        tracing::warn!(node = primary.id, failures = self.failures, "metadata primary dead (confirmed by its replicas): failing over");
+        // Only one manager acts: the one holding the lock on a majority of the nodes.
+        let held = match lock::take(&self.nodes, &admin, self.cfg.storage).await {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::warn!(node = primary.id, reason = %why, "metadata primary dead; not failing over");
+                return Some(AFTER_FAILED);
+            }
+        };
+        tracing::warn!(node = primary.id, failures = self.failures, mode = ?self.mode, locks = held.held(), "metadata primary dead (confirmed by its replicas): failing over");
         let attempt = failover::Attempt {
             store: &self.store,
             cfg: &self.cfg,
@@ -364,13 +452,14 @@ impl MetaMonitor {
             view,
             detected,
         };
-        let rec = match tokio::time::timeout(self.cfg.attempt_deadline, failover::fail_over(attempt))
-            .await
-        {
+        let done =
+            tokio::time::timeout(self.cfg.attempt_deadline, failover::fail_over(attempt)).await;
+        held.release().await;
+        let rec = match done {
             Ok(rec) => rec,
             Err(_) => {
                 tracing::error!(deadline = ?self.cfg.attempt_deadline, "metadata shard failover did not end within its deadline");
-                return;
+                return Some(AFTER_FAILED);
             }
         };
         match rec.outcome {
@@ -380,9 +469,13 @@ impl MetaMonitor {
                 self.failures = 0;
                 self.first_fail = None;
                 self.last_ok = None;
+                None
             }
-            super::Outcome::Refused => self.refused = Some(facts_key),
-            super::Outcome::Failed => {}
+            super::Outcome::Refused => {
+                self.refused = Some(facts_key);
+                None
+            }
+            super::Outcome::Failed => Some(AFTER_FAILED),
         }
     }
 
