@@ -90,7 +90,11 @@ fn render(m: &MetaShard) -> String {
                 .map(|r| r.as_str().to_string())
                 .unwrap_or_else(|| "-".into()),
             match &o.error {
-                Some(e) if !o.reachable => format!("{} ({e})", o.role),
+                Some(e) if !o.reachable => {
+                    let short: String = e.chars().take(60).collect();
+                    let more = if short.len() < e.len() { "…" } else { "" };
+                    format!("{} ({short}{more})", o.role)
+                }
                 _ => o.role.clone(),
             },
             output::opt(o.read_only),

@@ -200,8 +200,8 @@ pub struct MetaMonitor {
     first_fail: Option<Instant>,
     last_ok: Option<NodeProbe>,
     last_failover: Option<Instant>,
-    /// Old primaries of this term's failovers, to rejoin when they answer again.
-    returning: BTreeSet<i64>,
+    /// Nodes whose broken replication or errant transactions were reported (once each).
+    reported: BTreeSet<i64>,
     /// The facts of the last refused attempt: not attempted (nor fenced) again on them.
     refused: Option<String>,
     rounds: u64,
@@ -235,7 +235,7 @@ impl MetaMonitor {
             first_fail: None,
             last_ok: None,
             last_failover: None,
-            returning: BTreeSet::new(),
+            reported: BTreeSet::new(),
             refused: None,
             rounds: 0,
         }
@@ -465,7 +465,6 @@ impl MetaMonitor {
         match rec.outcome {
             super::Outcome::Promoted => {
                 self.last_failover = Some(Instant::now());
-                self.returning.insert(primary.id);
                 self.failures = 0;
                 self.first_fail = None;
                 self.last_ok = None;
@@ -479,8 +478,10 @@ impl MetaMonitor {
         }
     }
 
-    /// With the primary answering: fence writable non-primaries, rejoin returned old
-    /// primaries, and keep `meta_db_nodes` naming the primary.
+    /// With the primary answering: fence writable non-primaries, restart or repoint replicas
+    /// that do not replicate from it (a returned old primary, a node restarted without its
+    /// replication) unless they hold transactions it lacks, and keep `meta_db_nodes` naming
+    /// it.
     async fn upkeep(
         &mut self,
         primary: &MetaDbNode,
@@ -489,23 +490,35 @@ impl MetaMonitor {
         admin: &Login,
     ) {
         let opts = self.cfg.storage;
-        for id in rogue_writables(primary.id, by_id) {
-            let Some(n) = self.nodes.iter().find(|n| n.id == id) else {
+        let rogue = rogue_writables(primary.id, by_id);
+        for (id, p) in by_id {
+            let Some(n) = self.nodes.iter().find(|n| n.id == *id).cloned() else {
                 continue;
             };
-            let r = promote::fence_read_only(&addr(n, admin), opts).await;
-            tracing::warn!(node = id, at = %seed_of(&n.hostaddr, n.port), fence = %r, "metadata node writable but not the primary: fenced read-only");
-        }
-        let returning: Vec<i64> = self.returning.iter().copied().collect();
-        for id in returning {
-            let Some(n) = self.nodes.iter().find(|n| n.id == id).cloned() else {
-                self.returning.remove(&id);
-                continue;
-            };
-            if !by_id.iter().any(|(i, p)| *i == id && p.reachable) {
+            if n.id == primary.id || !p.reachable {
                 continue;
             }
-            self.rejoin(&n, primary, pp, admin).await;
+            let a = addr(&n, admin);
+            if rogue.contains(id) {
+                let r = promote::fence_read_only(&a, opts).await;
+                tracing::warn!(node = id, at = %seed_of(&n.hostaddr, n.port), fence = %r, "metadata node writable but not the primary: fenced read-only");
+                continue;
+            }
+            match detect::replica_upkeep(&primary.hostaddr, primary.port, p) {
+                detect::Upkeep::Nothing => {
+                    self.reported.remove(id);
+                }
+                detect::Upkeep::Start => match promote::restart_replication(&a, opts).await {
+                    Ok(()) => tracing::info!(node = id, "metadata replica's replication restarted"),
+                    Err(e) => tracing::warn!(node = id, error = %e, "metadata replica's replication not restarted"),
+                },
+                detect::Upkeep::Repoint { from } => self.rejoin(&n, primary, pp, admin, from).await,
+                detect::Upkeep::Broken { reason } => {
+                    if self.reported.insert(*id) {
+                        tracing::error!(node = id, reason = %reason, "metadata replica's replication stopped with an error: left for an operator");
+                    }
+                }
+            }
         }
         if primary.member_state != MemberState::Source {
             match self.write_primary(primary.id).await {
@@ -515,17 +528,21 @@ impl MetaMonitor {
         }
     }
 
-    /// A returned old primary: fenced, then a replica of `primary` unless it holds
-    /// transactions `primary` lacks (then it stays fenced for an operator to rebuild).
-    async fn rejoin(&mut self, old: &MetaDbNode, primary: &MetaDbNode, pp: &NodeProbe, admin: &Login) {
+    /// A read-only node that replicates from nobody or another node (`from`): made a replica
+    /// of `primary` unless it holds transactions `primary` lacks (then it stays read-only for
+    /// an operator to rebuild, reported once).
+    async fn rejoin(
+        &mut self,
+        n: &MetaDbNode,
+        primary: &MetaDbNode,
+        pp: &NodeProbe,
+        admin: &Login,
+        from: Option<String>,
+    ) {
         let opts = self.cfg.storage;
-        let a = addr(old, admin);
-        let pos = match promote::fence_and_pos(&a, opts).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(node = old.id, error = %e, "returned old metadata primary not fenced yet");
-                return;
-            }
+        let a = addr(n, admin);
+        let Ok(pos) = promote::fence_and_pos(&a, opts).await else {
+            return;
         };
         let (Ok(old_pos), Ok(new_pos)) = (
             super::GtidPos::parse(&pos),
@@ -533,18 +550,19 @@ impl MetaMonitor {
         ) else {
             return;
         };
-        self.returning.remove(&old.id);
         match detect::rejoin(&old_pos, &new_pos) {
             detect::Rejoin::AsReplica => {
                 let src = addr(primary, admin);
                 let r = promote::repoint(&a, &src, true, self.cfg.logins.repl.as_ref(), opts).await;
                 match r {
-                    Ok(()) => tracing::info!(node = old.id, source = primary.id, "old metadata primary rejoined as a replica"),
-                    Err(e) => tracing::warn!(node = old.id, error = %e, "old metadata primary not repointed"),
+                    Ok(()) => tracing::info!(node = n.id, source = primary.id, before = ?from, "metadata node rejoined as a replica of the primary"),
+                    Err(e) => tracing::warn!(node = n.id, error = %e, "metadata node not repointed"),
                 }
             }
             detect::Rejoin::Rebuild { errant } => {
-                tracing::error!(node = old.id, errant = %errant, "old metadata primary holds transactions the new primary lacks: kept read-only, rebuild it");
+                if self.reported.insert(n.id) {
+                    tracing::error!(node = n.id, errant = %errant, "metadata node holds transactions the primary lacks: kept read-only, rebuild it");
+                }
             }
         }
     }
