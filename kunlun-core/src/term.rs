@@ -167,7 +167,9 @@ impl Term {
         }
         self.spawn_when_open(move |store, cancel| async move {
             if store.kind() == kunlun_meta::store::BackendKind::Mysql {
-                crate::ha::meta::MetaMonitor::new(store, cfg, cancel).run().await;
+                crate::ha::meta::MetaMonitor::new(store, cfg, cancel)
+                    .run()
+                    .await;
             }
         });
     }

@@ -514,16 +514,22 @@ async fn cluster_policy_defaults_set_and_cascade(t: &TestStore) {
     };
     s.set_cluster_policy(both_off).await.unwrap();
     assert_eq!(s.cluster_policy(c.id).await.unwrap(), both_off);
-    assert_eq!(s.cluster_policies().await.unwrap().get(&c.id), Some(&both_off));
+    assert_eq!(
+        s.cluster_policies().await.unwrap().get(&c.id),
+        Some(&both_off)
+    );
     assert!(matches!(
-        s.set_cluster_policy(ClusterPolicy::default_for(c.id + 1000)).await,
+        s.set_cluster_policy(ClusterPolicy::default_for(c.id + 1000))
+            .await,
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
         s.cluster_policy(c.id + 1000).await,
         Err(Error::NotFound { .. })
     ));
-    s.tx(async |tx| clusters::delete(tx, c.id).await).await.unwrap();
+    s.tx(async |tx| clusters::delete(tx, c.id).await)
+        .await
+        .unwrap();
     assert!(s.cluster_policies().await.unwrap().is_empty());
 }
 

@@ -41,12 +41,22 @@ fn daemon_binary() -> Result<PathBuf> {
     let dir = profile_dir()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "cluster-mgr-bin", "--bin", "cluster-mgr"]);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "cluster-mgr-bin",
+        "--bin",
+        "cluster-mgr",
+    ]);
     if dir.file_name().is_some_and(|p| p == "release") {
         cmd.arg("--release");
     }
     let status = cmd.status().context("run cargo build --bin cluster-mgr")?;
-    ensure!(status.success(), "cargo build --bin cluster-mgr failed: {status}");
+    ensure!(
+        status.success(),
+        "cargo build --bin cluster-mgr failed: {status}"
+    );
     let bin = dir.join("cluster-mgr");
     ensure!(bin.exists(), "{} missing after the build", bin.display());
     Ok(bin)
@@ -111,10 +121,14 @@ fn trial(bin: &Path, n: usize) -> Result<TrialResult> {
     };
     let client = http(Duration::from_secs(30));
     let mut a = spawn("a")?;
-    a.wait_for(&client, "/v1/leader", LIMIT, |st, v| st == 200 && v["role"] == "leader");
+    a.wait_for(&client, "/v1/leader", LIMIT, |st, v| {
+        st == 200 && v["role"] == "leader"
+    });
     m.register_nodes()?;
     let mut b = spawn("b")?;
-    b.wait_for(&client, "/v1/leader", LIMIT, |st, v| st == 200 && v["role"] == "follower");
+    b.wait_for(&client, "/v1/leader", LIMIT, |st, v| {
+        st == 200 && v["role"] == "follower"
+    });
     // The leader's monitor has had a round with the primary answering (its semi-sync proof).
     a.wait_for(&client, "/v1/meta", LIMIT, |st, v| {
         st == 200 && v["nodes"].as_array().is_some_and(|n| n.len() == 3)
@@ -122,7 +136,10 @@ fn trial(bin: &Path, n: usize) -> Result<TrialResult> {
     std::thread::sleep(Duration::from_secs(2));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (wa, wb) = (Arc::new(Mutex::new(Writes::default())), Arc::new(Mutex::new(Writes::default())));
+    let (wa, wb) = (
+        Arc::new(Mutex::new(Writes::default())),
+        Arc::new(Mutex::new(Writes::default())),
+    );
     let ta = {
         let (u, s, o) = (a.url_for("/v1/clusters"), stop.clone(), wa.clone());
         std::thread::spawn(move || write_jobs(u, s, o))
@@ -145,7 +162,9 @@ fn trial(bin: &Path, n: usize) -> Result<TrialResult> {
     let _ = (ta.join(), tb.join());
 
     let recs = a.wait_for(&client, "/v1/failovers?shard_id=0", LIMIT, |st, v| {
-        st == 200 && v.as_array().is_some_and(|r| r.iter().any(|r| r["outcome"] == "promoted"))
+        st == 200
+            && v.as_array()
+                .is_some_and(|r| r.iter().any(|r| r["outcome"] == "promoted"))
     });
     let rec = recs
         .as_array()
@@ -183,7 +202,11 @@ fn trial(bin: &Path, n: usize) -> Result<TrialResult> {
     let mut lost = 0;
     for w in [&wa, &wb] {
         let w = w.lock().unwrap_or_else(|e| e.into_inner());
-        lost += w.acked.iter().filter(|(_, id)| !stored.contains(id)).count();
+        lost += w
+            .acked
+            .iter()
+            .filter(|(_, id)| !stored.contains(id))
+            .count();
     }
     drop(a);
     drop(b);
@@ -225,11 +248,22 @@ fn main() -> Result<()> {
         v.sort_by(f64::total_cmp);
         (pct(&v, 0.5), v.last().copied().unwrap_or(0.0))
     };
-    println!("\nmetadata primary kill -9 -> first job row written ({trials} trials, {})", bin.display());
+    println!(
+        "\nmetadata primary kill -9 -> first job row written ({trials} trials, {})",
+        bin.display()
+    );
     for (what, f) in [
-        ("through the leader (ms)", &(|r: &TrialResult| r.leader_first.as_secs_f64() * 1000.0) as &dyn Fn(&TrialResult) -> f64),
-        ("through the follower (ms)", &|r: &TrialResult| r.follower_first.as_secs_f64() * 1000.0),
-        ("failover record total (ms)", &|r: &TrialResult| r.record_total_ms as f64),
+        (
+            "through the leader (ms)",
+            &(|r: &TrialResult| r.leader_first.as_secs_f64() * 1000.0)
+                as &dyn Fn(&TrialResult) -> f64,
+        ),
+        ("through the follower (ms)", &|r: &TrialResult| {
+            r.follower_first.as_secs_f64() * 1000.0
+        }),
+        ("failover record total (ms)", &|r: &TrialResult| {
+            r.record_total_ms as f64
+        }),
     ] {
         let (p50, max) = stats(f);
         println!("  {what:<28} p50 {p50:>7.0}  max {max:>7.0}");

@@ -12,8 +12,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    cluster_jobs, clusters, failovers, health, instances, jobs, leader, machines, meta,
-    scale_jobs, tokens, xa,
+    cluster_jobs, clusters, failovers, health, instances, jobs, leader, machines, meta, scale_jobs,
+    tokens, xa,
 };
 
 /// The API description.

@@ -109,7 +109,11 @@ pub struct StoreFollow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub searching: Option<String>,
     /// Since when it searches (set with `searching`).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::utc::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::utc::option"
+    )]
     pub searching_since: Option<NaiveDateTime>,
     /// The last moves, oldest first (at most 16).
     pub moves: Vec<PrimaryMove>,

@@ -334,7 +334,9 @@ impl Tx {
     }
 
     /// Commits; a failure of `COMMIT` comes with what it says about the metadata primary.
-    pub(crate) async fn commit_checked(mut self) -> std::result::Result<(), (Error, Option<Suspect>)> {
+    pub(crate) async fn commit_checked(
+        mut self,
+    ) -> std::result::Result<(), (Error, Option<Suspect>)> {
         if self.state != TxState::Open {
             return Ok(());
         }
@@ -519,7 +521,10 @@ mod tests {
                 "{msg}"
             );
         }
-        let other = D::DatabaseError(K::Unknown, Box::new("Table 'x.y' doesn't exist".to_string()));
+        let other = D::DatabaseError(
+            K::Unknown,
+            Box::new("Table 'x.y' doesn't exist".to_string()),
+        );
         assert!(!is_read_only(&other));
         assert_eq!(
             Suspect::of_begin(&Error::Unavailable(format!("{POOL_WAIT} 5s"))),
@@ -527,7 +532,9 @@ mod tests {
             "a full pool says nothing about the primary"
         );
         assert_eq!(
-            Suspect::of_begin(&Error::Unavailable("Connection refused (os error 111)".into())),
+            Suspect::of_begin(&Error::Unavailable(
+                "Connection refused (os error 111)".into()
+            )),
             Some(Suspect::Lost)
         );
         assert_eq!(Suspect::of_begin(&Error::Invalid("x".into())), None);

@@ -279,9 +279,7 @@ async fn check(
     }
     if checker.is_none() {
         let (host, port) = split_seed(primary).map_err(|e| e.to_string())?;
-        let connect = c
-            .tls
-            .connect(seed_opts(&host, port, &c.user, &c.password));
+        let connect = c.tls.connect(seed_opts(&host, port, &c.user, &c.password));
         let (conn, _) = match tokio::time::timeout(c.timeout, connect).await {
             Err(_) => return Err(format!("no connection within {:?}", c.timeout)),
             Ok(r) => r?,
@@ -294,8 +292,11 @@ async fn check(
     let Some(k) = checker.as_mut() else {
         return Err("no connection".into());
     };
-    let r = tokio::time::timeout(c.timeout, k.conn.query_first::<i64, _>("SELECT @@read_only"))
-        .await;
+    let r = tokio::time::timeout(
+        c.timeout,
+        k.conn.query_first::<i64, _>("SELECT @@read_only"),
+    )
+    .await;
     match r {
         Ok(Ok(Some(0))) => Ok(()),
         Ok(Ok(_)) => Err("it is read-only now (read_only=1)".into()),
@@ -415,8 +416,7 @@ pub(crate) async fn watch(slot: Weak<Slot>, follow: Arc<Follow>) {
                     good += 1;
                     if good >= REFRESH_EVERY {
                         good = 0;
-                        refresh_known(&follow, &s.current().lanes, follow.connector.timeout)
-                            .await;
+                        refresh_known(&follow, &s.current().lanes, follow.connector.timeout).await;
                     }
                     true
                 }

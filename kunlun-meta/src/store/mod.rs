@@ -18,8 +18,8 @@ mod seeds;
 
 pub use config::{BackendConfig, BackendKind, StoreConfig, DEFAULT_MYSQL_DATABASE};
 pub use conn::{Tx, TxFn};
-pub use open::{MYSQL_MIGRATIONS, SQLITE_MIGRATIONS, SYSTEM_POOL_SIZE};
 pub use follow::{FollowStatus, PrimaryMove};
+pub use open::{MYSQL_MIGRATIONS, SQLITE_MIGRATIONS, SYSTEM_POOL_SIZE};
 pub use seeds::{SeedAttempt, SeedOutcome, SeedReport};
 
 use std::sync::{Arc, RwLock};
@@ -31,8 +31,8 @@ use follow::{Follow, Slot, Target};
 use crate::api;
 use crate::error::{Error, Result};
 use crate::model::{
-    Cluster, ClusterPolicy, CompNode, Job, JobStatus, Machine, MachinePatch, NewJob, NewMachine, Shard,
-    ShardNode,
+    Cluster, ClusterPolicy, CompNode, Job, JobStatus, Machine, MachinePatch, NewJob, NewMachine,
+    Shard, ShardNode,
 };
 
 /// How many times in all [`Store::tx`] runs a transaction the server keeps aborting for a lock
@@ -443,7 +443,9 @@ impl Store {
                     rollback(tx).await;
                     let e = match r {
                         Err(e) => e,
-                        Ok(_) => Error::Unavailable("a statement failed on the metadata primary".into()),
+                        Ok(_) => {
+                            Error::Unavailable("a statement failed on the metadata primary".into())
+                        }
                     };
                     self.after_failure(Phase::Statement, Some(s), e, &mut retried)
                         .await?;
@@ -453,7 +455,8 @@ impl Store {
                     Ok(r) => match tx.commit_checked().await {
                         Ok(()) => Ok(r),
                         Err((e, s)) => {
-                            self.after_failure(Phase::Commit, s, e, &mut retried).await?;
+                            self.after_failure(Phase::Commit, s, e, &mut retried)
+                                .await?;
                             continue;
                         }
                     },
@@ -721,11 +724,26 @@ mod tests {
         assert_eq!(follow_decision(Phase::Commit, ro, false), Retry);
         assert_eq!(follow_decision(Phase::Commit, lost, false), Unknown);
         // Autocommit: only before the first statement took effect.
-        assert_eq!(follow_decision(Phase::Autocommit { sent: 0 }, lost, false), Retry);
-        assert_eq!(follow_decision(Phase::Autocommit { sent: 1 }, ro, false), Retry);
-        assert_eq!(follow_decision(Phase::Autocommit { sent: 1 }, lost, false), Unknown);
-        assert_eq!(follow_decision(Phase::Autocommit { sent: 2 }, ro, false), Fail);
-        assert_eq!(follow_decision(Phase::Autocommit { sent: 3 }, lost, false), Unknown);
+        assert_eq!(
+            follow_decision(Phase::Autocommit { sent: 0 }, lost, false),
+            Retry
+        );
+        assert_eq!(
+            follow_decision(Phase::Autocommit { sent: 1 }, ro, false),
+            Retry
+        );
+        assert_eq!(
+            follow_decision(Phase::Autocommit { sent: 1 }, lost, false),
+            Unknown
+        );
+        assert_eq!(
+            follow_decision(Phase::Autocommit { sent: 2 }, ro, false),
+            Fail
+        );
+        assert_eq!(
+            follow_decision(Phase::Autocommit { sent: 3 }, lost, false),
+            Unknown
+        );
         // At most once, and never without a sign of a primary change.
         assert_eq!(follow_decision(Phase::Statement, lost, true), Fail);
         assert_eq!(follow_decision(Phase::Commit, lost, true), Unknown);

@@ -330,7 +330,15 @@ pub(crate) fn choose(probes: Vec<(String, SeedProbe)>) -> std::result::Result<Se
     let writable: Vec<usize> = probes
         .iter()
         .enumerate()
-        .filter(|(_, (_, p))| matches!(p, SeedProbe::Answered { read_only: false, .. }))
+        .filter(|(_, (_, p))| {
+            matches!(
+                p,
+                SeedProbe::Answered {
+                    read_only: false,
+                    ..
+                }
+            )
+        })
         .map(|(i, _)| i)
         .collect();
     let replicates = |i: usize| {
@@ -346,7 +354,11 @@ pub(crate) fn choose(probes: Vec<(String, SeedProbe)>) -> std::result::Result<Se
         SeedProbe::Answered { gtid, .. } => gtid.clone(),
         SeedProbe::Unreachable(_) => None,
     };
-    let mut pool: Vec<usize> = writable.iter().copied().filter(|i| !replicates(*i)).collect();
+    let mut pool: Vec<usize> = writable
+        .iter()
+        .copied()
+        .filter(|i| !replicates(*i))
+        .collect();
     if pool.is_empty() {
         pool = writable.clone();
     }
@@ -357,8 +369,9 @@ pub(crate) fn choose(probes: Vec<(String, SeedProbe)>) -> std::result::Result<Se
         many => {
             let ahead = many.iter().copied().find(|&i| {
                 let Some(a) = gtid(i) else { return false };
-                many.iter()
-                    .all(|&j| j == i || gtid(j).is_some_and(|b| gtid_contains(&a, &b) == Some(true)))
+                many.iter().all(|&j| {
+                    j == i || gtid(j).is_some_and(|b| gtid_contains(&a, &b) == Some(true))
+                })
             });
             match ahead {
                 Some(i) => {
@@ -513,7 +526,10 @@ mod tests {
             answered(true, None, None),
         ]))
         .unwrap_err();
-        assert!(e.contains("10.0.0.1:3306 skipped: unreachable: refused"), "{e}");
+        assert!(
+            e.contains("10.0.0.1:3306 skipped: unreachable: refused"),
+            "{e}"
+        );
         assert!(e.contains("10.0.0.2:3306 skipped: read-only"), "{e}");
     }
 

@@ -23,11 +23,10 @@ pub fn run(client: &Client, cmd: &MetaCmd, json_out: bool) -> Result<String, Cli
             if json_out {
                 return Ok(output::json(&v) + "\n");
             }
-            let m: MetaShard =
-                serde_json::from_value(v).map_err(|e| CliError::BadResponse {
-                    url: "/v1/meta".into(),
-                    detail: e.to_string(),
-                })?;
+            let m: MetaShard = serde_json::from_value(v).map_err(|e| CliError::BadResponse {
+                url: "/v1/meta".into(),
+                detail: e.to_string(),
+            })?;
             Ok(render(&m))
         }
     }
@@ -67,7 +66,14 @@ fn render(m: &MetaShard) -> String {
         return out;
     }
     let mut t = Table::new(&[
-        "ID", "NODE", "RECORDED", "OBSERVED", "READ_ONLY", "REPLICATES FROM", "GTID", "USED",
+        "ID",
+        "NODE",
+        "RECORDED",
+        "OBSERVED",
+        "READ_ONLY",
+        "REPLICATES FROM",
+        "GTID",
+        "USED",
     ]);
     for n in &m.nodes {
         let o = &n.observed;
@@ -149,8 +155,14 @@ mod tests {
         .unwrap();
         let t = render(&m);
         assert!(t.contains("primary:   127.0.0.1:3302\n"), "{t}");
-        assert!(t.contains("last move: 127.0.0.1:3301 -> 127.0.0.1:3302"), "{t}");
-        let used = t.lines().find(|l| l.contains("127.0.0.1:3302  source")).unwrap();
+        assert!(
+            t.contains("last move: 127.0.0.1:3301 -> 127.0.0.1:3302"),
+            "{t}"
+        );
+        let used = t
+            .lines()
+            .find(|l| l.contains("127.0.0.1:3302  source"))
+            .unwrap();
         assert!(used.ends_with('*') && used.contains("primary"), "{t}");
         assert!(t.contains("unreachable (refused)"), "{t}");
         assert!(t.contains("127.0.0.1:3302 (io Yes, sql Yes)"), "{t}");
@@ -161,7 +173,10 @@ mod tests {
         }))
         .unwrap();
         let t = render(&s);
-        assert!(t.contains("note:") && t.contains("embedded SQLite file"), "{t}");
+        assert!(
+            t.contains("note:") && t.contains("embedded SQLite file"),
+            "{t}"
+        );
         assert!(!t.contains("NODE"), "{t}");
     }
 }

@@ -125,14 +125,23 @@ async fn two_stores_follow_a_replica_promoted_by_hand_and_keep_every_acknowledge
         .collect();
     for (_, w) in [("a", &wa), ("b", &wb)] {
         for (id, _) in &w.acked {
-            assert!(ids.contains(id), "acknowledged job {id} is missing on the new primary");
+            assert!(
+                ids.contains(id),
+                "acknowledged job {id} is missing on the new primary"
+            );
         }
     }
     // Each store says where it moved, from where and why.
     for (name, s) in [("a", &a), ("b", &b)] {
         let st = s.follow_status().expect("mysql store");
-        let last = st.moves.last().unwrap_or_else(|| panic!("store {name}: no move: {st:?}"));
-        assert_eq!((last.from.as_str(), last.to.as_str()), (old.as_str(), new.as_str()));
+        let last = st
+            .moves
+            .last()
+            .unwrap_or_else(|| panic!("store {name}: no move: {st:?}"));
+        assert_eq!(
+            (last.from.as_str(), last.to.as_str()),
+            (old.as_str(), new.as_str())
+        );
         assert!(
             last.reason.contains(&old) && last.reason.contains("read-only"),
             "store {name}: {}",
@@ -187,11 +196,7 @@ async fn writable_conn(seeds: &[String]) -> Option<mysql_async::Conn> {
     None
 }
 
-async fn write_commit_log(
-    seeds: Vec<String>,
-    table: String,
-    stop: Arc<AtomicBool>,
-) -> CommitLog {
+async fn write_commit_log(seeds: Vec<String>, table: String, stop: Arc<AtomicBool>) -> CommitLog {
     use mysql_async::prelude::Queryable;
     let mut out = CommitLog::default();
     let start = chrono::Utc::now().timestamp() as u64;
@@ -312,7 +317,9 @@ fn a_killed_metadata_primary_is_failed_over_by_the_leader_and_both_managers_foll
     };
     let http = kunlun_tests::daemon::http(Duration::from_secs(30));
     let mut a = spawn("a");
-    a.wait_for(&http, "/v1/leader", limit, |st, v| st == 200 && v["role"] == "leader");
+    a.wait_for(&http, "/v1/leader", limit, |st, v| {
+        st == 200 && v["role"] == "leader"
+    });
     m.register_nodes().expect("meta_db_nodes rows");
     let mut b = spawn("b");
     b.wait_for(&http, "/v1/leader", limit, |st, v| {
@@ -464,12 +471,23 @@ fn a_killed_metadata_primary_is_failed_over_by_the_leader_and_both_managers_foll
         stored.len()
     );
     let missing: Vec<&u64> = log.acked.iter().filter(|t| !stored.contains(t)).collect();
-    assert!(missing.is_empty(), "acknowledged commit-log rows lost: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged commit-log rows lost: {missing:?}"
+    );
     assert!(!log.acked.is_empty());
 
     // One leader at a time, and the lease row names one holder.
-    let both = samples.iter().filter(|s| s.iter().filter(|l| **l).count() > 1).count();
-    assert_eq!(both, 0, "two managers led at once in {both} of {} samples", samples.len());
+    let both = samples
+        .iter()
+        .filter(|s| s.iter().filter(|l| **l).count() > 1)
+        .count();
+    assert_eq!(
+        both,
+        0,
+        "two managers led at once in {both} of {} samples",
+        samples.len()
+    );
     let lease = new_node
         .rows(&format!("SELECT holder, epoch FROM {DB}.kl_leader_lease"))
         .expect("lease");
@@ -478,7 +496,10 @@ fn a_killed_metadata_primary_is_failed_over_by_the_leader_and_both_managers_foll
     let lb = b.get(&http, "/v1/leader").1;
     assert_eq!(la["leader"], lb["leader"], "{la} {lb}");
     assert_eq!(la["leader"], json!(lease[0][0]), "{la} {lease:?}");
-    println!("leader after the failover: {} (epoch {})", lease[0][0], lease[0][1]);
+    println!(
+        "leader after the failover: {} (epoch {})",
+        lease[0][0], lease[0][1]
+    );
 
     // meta_db_nodes names the new primary, on the new primary.
     let rows = new_node
@@ -487,7 +508,11 @@ fn a_killed_metadata_primary_is_failed_over_by_the_leader_and_both_managers_foll
         ))
         .expect("meta_db_nodes");
     for r in &rows {
-        let want = if r[0] == new_id.to_string() { "source" } else { "replica" };
+        let want = if r[0] == new_id.to_string() {
+            "source"
+        } else {
+            "replica"
+        };
         assert_eq!(r[1], want, "{rows:?}");
     }
     // The metadata HA login never wrote a row: the store's login did (grants unchanged).
@@ -510,7 +535,10 @@ fn a_killed_metadata_primary_is_failed_over_by_the_leader_and_both_managers_foll
         .then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", a.log_tail()));
-    assert_eq!(old.value("SELECT @@read_only").expect("ro").as_deref(), Some("1"));
+    assert_eq!(
+        old.value("SELECT @@read_only").expect("ro").as_deref(),
+        Some("1")
+    );
     assert_eq!(m.writable().len(), 1, "exactly one writable metadata node");
 
     // The cluster is deleted by its own job (its servers stopped by the daemon).
@@ -518,10 +546,7 @@ fn a_killed_metadata_primary_is_failed_over_by_the_leader_and_both_managers_foll
         .as_i64()
         .or_else(|| {
             let (_, v) = a.get(&http, "/v1/clusters");
-            v.as_array()?
-                .iter()
-                .find(|c| c["name"] == "metaha")?["id"]
-                .as_i64()
+            v.as_array()?.iter().find(|c| c["name"] == "metaha")?["id"].as_i64()
         })
         .expect("cluster id");
     let r = http

@@ -79,8 +79,12 @@ pub(super) async fn fail_over(a: Attempt<'_>) -> FailoverRecord {
     // not wait for a store that has no primary).
     match tokio::time::timeout(RECORD_CALL, records::insert(a.store, &rec)).await {
         Ok(Ok(id)) => rec.id = id,
-        Ok(Err(e)) => tracing::warn!(error = %e, record = ?rec, "metadata failover record not stored"),
-        Err(_) => tracing::warn!(record = ?rec, "metadata failover record not stored: no writable metadata primary"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, record = ?rec, "metadata failover record not stored")
+        }
+        Err(_) => {
+            tracing::warn!(record = ?rec, "metadata failover record not stored: no writable metadata primary")
+        }
     }
     rec
 }
@@ -107,7 +111,10 @@ async fn steps(a: &Attempt<'_>, rec: &mut FailoverRecord, t: &mut Timeline) -> R
     // A term that already lost its lease touches no node (a read error, or a store that has
     // no primary to ask, goes on: the majority lock keeps other managers out, and the
     // metadata write checks the lease again in its own transaction).
-    let store_down = a.store.follow_status().is_some_and(|f| f.searching.is_some());
+    let store_down = a
+        .store
+        .follow_status()
+        .is_some_and(|f| f.searching.is_some());
     if let (Some(term), false) = (cfg.term.as_ref(), store_down) {
         let held = tokio::time::timeout(
             LEASE_CHECK,

@@ -46,8 +46,9 @@ impl Majority {
     /// Releases the lock on every node that granted it.
     pub async fn release(self) {
         for mut c in self.conns {
-            let _: Result<Vec<Option<i64>>, _> =
-                c.query(&format!("SELECT RELEASE_LOCK('{LOCK_NAME}')")).await;
+            let _: Result<Vec<Option<i64>>, _> = c
+                .query(&format!("SELECT RELEASE_LOCK('{LOCK_NAME}')"))
+                .await;
             c.close().await;
         }
     }

@@ -259,7 +259,7 @@ impl MetaMonitor {
                     } else {
                         // Only keep what a stand-in round needs when the store is down.
                         self.reset();
-                        if self.rounds % 10 == 0 {
+                        if self.rounds.is_multiple_of(10) {
                             self.refresh().await;
                         }
                         self.rounds += 1;
@@ -309,10 +309,8 @@ impl MetaMonitor {
         if let Ok(Ok(nodes)) = tokio::time::timeout(STORE_CALL, read).await {
             self.nodes = nodes;
         }
-        if self.rounds % MACHINES_EVERY == 0 || self.machines.is_empty() {
-            let read = self
-                .store
-                .read(async |tx| repo::machines::list(tx).await);
+        if self.rounds.is_multiple_of(MACHINES_EVERY) || self.machines.is_empty() {
+            let read = self.store.read(async |tx| repo::machines::list(tx).await);
             if let Ok(Ok(m)) = tokio::time::timeout(STORE_CALL, read).await {
                 self.machines = m;
             }
@@ -373,7 +371,10 @@ impl MetaMonitor {
         .collect();
         let by_id: Vec<(i64, &NodeProbe)> =
             self.nodes.iter().map(|n| n.id).zip(probes.iter()).collect();
-        let pp = by_id.iter().find(|(id, _)| *id == primary.id).map(|(_, p)| *p)?;
+        let pp = by_id
+            .iter()
+            .find(|(id, _)| *id == primary.id)
+            .map(|(_, p)| *p)?;
         if pp.reachable {
             if self.failures > 0 {
                 tracing::info!(node = primary.id, "metadata primary answers again");
@@ -510,7 +511,9 @@ impl MetaMonitor {
                 }
                 detect::Upkeep::Start => match promote::restart_replication(&a, opts).await {
                     Ok(()) => tracing::info!(node = id, "metadata replica's replication restarted"),
-                    Err(e) => tracing::warn!(node = id, error = %e, "metadata replica's replication not restarted"),
+                    Err(e) => {
+                        tracing::warn!(node = id, error = %e, "metadata replica's replication not restarted")
+                    }
                 },
                 detect::Upkeep::Repoint { from } => self.rejoin(&n, primary, pp, admin, from).await,
                 detect::Upkeep::Broken { reason } => {
@@ -522,7 +525,10 @@ impl MetaMonitor {
         }
         if primary.member_state != MemberState::Source {
             match self.write_primary(primary.id).await {
-                Ok(()) => tracing::info!(node = primary.id, "meta_db_nodes now names the metadata primary the store uses"),
+                Ok(()) => tracing::info!(
+                    node = primary.id,
+                    "meta_db_nodes now names the metadata primary the store uses"
+                ),
                 Err(e) => tracing::debug!(error = %e, "meta_db_nodes not updated"),
             }
         }
@@ -555,8 +561,12 @@ impl MetaMonitor {
                 let src = addr(primary, admin);
                 let r = promote::repoint(&a, &src, true, self.cfg.logins.repl.as_ref(), opts).await;
                 match r {
-                    Ok(()) => tracing::info!(node = n.id, source = primary.id, before = ?from, "metadata node rejoined as a replica of the primary"),
-                    Err(e) => tracing::warn!(node = n.id, error = %e, "metadata node not repointed"),
+                    Ok(()) => {
+                        tracing::info!(node = n.id, source = primary.id, before = ?from, "metadata node rejoined as a replica of the primary")
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = n.id, error = %e, "metadata node not repointed")
+                    }
                 }
             }
             detect::Rejoin::Rebuild { errant } => {
@@ -592,7 +602,10 @@ mod tests {
             row(1, 3301, MemberState::Source),
             row(2, 3302, MemberState::Replica),
         ];
-        assert_eq!(current_primary(&nodes, "127.0.0.1:3302").map(|n| n.id), Some(2));
+        assert_eq!(
+            current_primary(&nodes, "127.0.0.1:3302").map(|n| n.id),
+            Some(2)
+        );
         assert_eq!(current_primary(&nodes, "10.0.0.9:1").map(|n| n.id), Some(1));
         let sn = as_shard_node(
             &nodes[1],
@@ -602,7 +615,10 @@ mod tests {
             },
         );
         assert_eq!((sn.id, sn.shard_id, sn.port), (2, META_SHARD_ID, 3302));
-        assert_eq!((sn.user_name.as_str(), sn.status), ("ha", NodeStatus::Active));
+        assert_eq!(
+            (sn.user_name.as_str(), sn.status),
+            ("ha", NodeStatus::Active)
+        );
     }
 
     #[test]

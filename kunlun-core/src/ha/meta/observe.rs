@@ -90,10 +90,8 @@ pub async fn observe_node(addr: &NodeAddr, opts: StorageOptions) -> MetaNodeObse
         gtid_current_pos: text(&row, "cur"),
         gtid_binlog_pos: text(&row, "bin"),
         replication,
-        semi_sync_master_active: semi.and_then(|v| {
-            v.first()
-                .map(|(_, on)| on.eq_ignore_ascii_case("ON"))
-        }),
+        semi_sync_master_active: semi
+            .and_then(|v| v.first().map(|(_, on)| on.eq_ignore_ascii_case("ON"))),
     }
 }
 
@@ -167,7 +165,10 @@ pub async fn describe(store: &Store, logins: &MetaShardLogins, opts: StorageOpti
             host: host.clone(),
             port: *port,
             user: login.as_ref().map(|l| l.user.clone()).unwrap_or_default(),
-            password: login.as_ref().map(|l| l.password.clone()).unwrap_or_default(),
+            password: login
+                .as_ref()
+                .map(|l| l.password.clone())
+                .unwrap_or_default(),
         };
         async move { observe_node(&addr, opts).await }
     });
