@@ -7,6 +7,13 @@
 #   scripts/quickstart.sh stop     delete the clusters (kunlunctl cluster rm --wait), stop the daemon and sshd
 #   scripts/quickstart.sh status   what is running
 #
+# With KUNLUN_QS_META=3 the metadata is not an SQLite file but a 3-node MySQL metadata shard:
+# three MariaDB instances on 127.0.0.1 (GTID replication, lossless semi-sync, ports from
+# KUNLUN_QS_META_PORT, default 33061), with a least-privilege metadata login for the daemon and
+# the logins of the shard's own failover; the daemon runs on meta_backend = mysql with them as
+# seeds (`kunlunctl meta show` lists them; kill -9 the primary's PID from `status` to see the
+# failover). `stop` stops them too, by PID.
+#
 # Everything lives in one work dir: $KUNLUN_QS_DIR, else ./quickstart under the repository (or
 # /var/tmp/kunlun-quickstart when the postgres or mysql user cannot reach the repository). The sshd is a
 # private one (own config, host key and a throwaway client key, loopback only, high port); the
@@ -15,7 +22,8 @@
 # Environment: KUNLUN_QS_DIR, KUNLUN_QS_HTTP_PORT (8010), KUNLUN_QS_SSH_PORT (first free from
 # 22022), KUNLUN_QS_STORAGE_PORTS (57000-57099), KUNLUN_QS_COMPUTE_PORTS (47000-47099),
 # KUNLUN_QS_NAME (cluster name, quickstart), KUNLUN_QS_INNODB_MB (128), KUNLUN_QS_SKIP_BUILD=1
-# (use the binaries already in target/release).
+# (use the binaries already in target/release), KUNLUN_QS_BIN (another folder of binaries),
+# KUNLUN_QS_META (3 for a metadata shard; empty: SQLite), KUNLUN_QS_META_PORT (33061).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -28,7 +36,9 @@ COMPUTE_PORTS=${KUNLUN_QS_COMPUTE_PORTS:-47000-47099}
 INNODB_MB=${KUNLUN_QS_INNODB_MB:-128}
 SERVER="http://$HOST:$HTTP_PORT"
 export KUNLUNCTL_SERVER=$SERVER
-BIN=$REPO/target/release
+BIN=${KUNLUN_QS_BIN:-$REPO/target/release}
+META_N=${KUNLUN_QS_META:-}
+META_PORT=${KUNLUN_QS_META_PORT:-33061}
 
 say() { echo "quickstart: $*"; }
 die() { echo "quickstart: error: $*" >&2; exit 1; }
@@ -49,6 +59,10 @@ SSHD_PID=$QS/sshd.pid
 KEYS=$QS/keys
 KEY=$KEYS/id_ed25519
 DAEMON_PID=$QS/cluster-mgr.pid
+META=$QS/meta
+# The metadata shard is on when asked for now, or when an earlier start made one.
+if [[ -z $META_N && -f $META/ports ]]; then META_N=3; fi
+[[ -z $META_N || $META_N = 3 ]] || { echo "quickstart: error: KUNLUN_QS_META must be 3 (or empty)" >&2; exit 1; }
 
 # Whether the PID in file $1 runs (a zombie, never reaped by a PID 1 that does not reap, is dead).
 alive() {
@@ -170,22 +184,158 @@ EOF
   say "private sshd on $HOST:$port (PID $(cat "$SSHD_PID"))"
 }
 
+# ---------------------------------------------------------------------------- metadata shard
+# Three MariaDB nodes for the metadata (KUNLUN_QS_META=3), run as `mysql`: node 1 starts as the
+# primary, nodes 2 and 3 replicate from it (GTID, semi-sync after sync); the logins:
+#   klmeta      the daemon's store login (meta_user): ALL on kunlun_metadata_db only, nothing
+#               global, so a read-only (fenced) node refuses its writes;
+#   klmeta_ha   the failover's admin login (meta_ha_user): read_only, replication and monitor
+#               privileges, no data privilege;
+#   klmeta_repl what replicas log in to their source with (meta_repl_user).
+# Passwords are random, kept in $META/logins (0600) and the daemon's cnf (0600).
+meta_sql() { mariadb --no-defaults -uroot -S "$META/n$1/mysqld.sock" -N -B -e "$2"; }
+
+start_meta() {
+  [[ -n $META_N ]] || return 0
+  mkdir -p "$META" && chmod 0755 "$META"
+  local i port fresh=0 dir ro
+  if [[ ! -f $META/ports ]]; then
+    port=$META_PORT
+    : >"$META/ports.new"
+    for i in 1 2 3; do
+      while port_busy "$port"; do port=$((port + 1)); done
+      echo "$port" >>"$META/ports.new"; port=$((port + 1))
+    done
+    mv "$META/ports.new" "$META/ports"
+    fresh=1
+  fi
+  if [[ ! -f $META/logins ]]; then
+    (umask 077; printf 'STORE_PWD=%s\nHA_PWD=%s\nREPL_PWD=%s\n' "$(openssl rand -hex 12)" \
+       "$(openssl rand -hex 12)" "$(openssl rand -hex 12)" >"$META/logins")
+  fi
+  for i in 1 2 3; do
+    port=$(sed -n "${i}p" "$META/ports")
+    dir=$META/n$i
+    if alive "$dir/pid"; then continue; fi
+    if [[ ! -d $dir/data ]]; then
+      mkdir -p "$dir/data"
+      chown -R mysql:mysql "$dir"
+      mariadb-install-db --no-defaults --user=mysql --datadir="$dir/data" \
+        --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1 \
+        || { tail -n 20 "$dir/install.log" >&2; die "mariadb-install-db for metadata node $i failed"; }
+    fi
+    chown -R mysql:mysql "$dir"
+    port_busy "$port" && die "port $port of metadata node $i is in use (remove $META to pick others)"
+    # Every node but the primary comes back read-only: the one the daemon followed when it
+    # was stopped ($META/primary), else the one that does not replicate (no master.info),
+    # node 1 at first. The daemon repoints the others at it.
+    ro=OFF
+    if [[ -s $META/primary ]]; then
+      [[ $(cat "$META/primary") = "$HOST:$port" ]] || ro=ON
+    elif [[ -f $dir/data/master.info ]] || { [[ $fresh = 1 ]] && [[ $i != 1 ]]; }; then
+      ro=ON
+    fi
+    launch "$dir/pid" "$dir/stdout.log" /usr/sbin/mariadbd --no-defaults --user=mysql \
+      --datadir="$dir/data" --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" \
+      --log-error="$dir/error.log" --port="$port" --bind-address=$HOST --server-id=$((900 + i)) \
+      --log-bin=mysql-bin --relay-log=relay-bin --binlog-format=ROW --log-slave-updates=ON \
+      --gtid-strict-mode=ON --sync-binlog=1 --innodb-flush-log-at-trx-commit=1 \
+      --skip-name-resolve --innodb-buffer-pool-size=64M --read-only=$ro \
+      --rpl-semi-sync-master-enabled=ON --rpl-semi-sync-slave-enabled=ON \
+      --rpl-semi-sync-master-wait-point=AFTER_SYNC --rpl-semi-sync-master-timeout=10000
+  done
+  for i in 1 2 3; do
+    for _ in $(seq 1 300); do meta_sql "$i" 'SELECT 1' >/dev/null 2>&1 && break; alive "$META/n$i/pid" || break; sleep 0.1; done
+    meta_sql "$i" 'SELECT 1' >/dev/null 2>&1 || { tail -n 20 "$META/n$i/error.log" >&2; die "metadata node $i did not start"; }
+  done
+  if [[ ! -f $META/initialized ]]; then
+    # shellcheck disable=SC1091
+    . "$META/logins"
+    local p1 pos
+    p1=$(sed -n 1p "$META/ports")
+    meta_sql 1 "CREATE USER 'klmeta'@'$HOST' IDENTIFIED BY '$STORE_PWD';
+      GRANT ALL PRIVILEGES ON kunlun_metadata_db.* TO 'klmeta'@'$HOST';
+      CREATE USER 'klmeta_ha'@'$HOST' IDENTIFIED BY '$HA_PWD';
+      GRANT READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, REPLICATION MASTER ADMIN, SLAVE MONITOR,
+            BINLOG MONITOR, RELOAD ON *.* TO 'klmeta_ha'@'$HOST';
+      CREATE USER 'klmeta_repl'@'$HOST' IDENTIFIED BY '$REPL_PWD';
+      GRANT REPLICATION SLAVE ON *.* TO 'klmeta_repl'@'$HOST';"
+    for i in 2 3; do
+      meta_sql "$i" "CHANGE MASTER TO MASTER_HOST='$HOST', MASTER_PORT=$p1, MASTER_USER='klmeta_repl',
+        MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1,
+        MASTER_PASSWORD='$REPL_PWD'; START SLAVE; SET GLOBAL read_only=ON;
+        SET GLOBAL rpl_semi_sync_master_enabled=OFF"
+    done
+    pos=$(meta_sql 1 'SELECT @@gtid_binlog_pos')
+    for i in 2 3; do
+      [[ $(meta_sql "$i" "SELECT MASTER_GTID_WAIT('$pos', 30)") = 0 ]] \
+        || die "metadata node $i does not replicate (see $META/n$i/error.log)"
+    done
+    touch "$META/initialized"
+  fi
+  say "metadata shard: 3 MariaDB nodes on $(sed "s/^/$HOST:/" "$META/ports" | paste -sd' ') (PIDs $(cat "$META"/n{1,2,3}/pid | paste -sd' '))"
+}
+
+# The daemon's cnf lines for the metadata shard.
+meta_cnf() {
+  # shellcheck disable=SC1091
+  . "$META/logins"
+  local seeds
+  seeds=$(sed "s/^/$HOST:/" "$META/ports" | paste -sd,)
+  printf 'meta_backend = mysql\nmeta_group_seeds = %s\nmeta_user = klmeta\nmeta_pwd = %s\n' "$seeds" "$STORE_PWD"
+  printf 'meta_ha_user = klmeta_ha\nmeta_ha_pwd = %s\nmeta_repl_user = klmeta_repl\nmeta_repl_pwd = %s\n' "$HA_PWD" "$REPL_PWD"
+}
+
+# Records the nodes in meta_db_nodes once the daemon created the database, the writable one
+# as source (nothing when rows exist already).
+register_meta_nodes() {
+  [[ -n $META_N ]] || return 0
+  local i port w=""
+  for i in 1 2 3; do [[ $(meta_sql "$i" 'SELECT @@read_only' 2>/dev/null) = 0 ]] && w=$i; done
+  [[ -n $w ]] || die "no writable metadata node"
+  [[ $(meta_sql "$w" 'SELECT COUNT(*) FROM kunlun_metadata_db.meta_db_nodes') = 0 ]] || return 0
+  for i in 1 2 3; do
+    port=$(sed -n "${i}p" "$META/ports")
+    meta_sql "$w" "INSERT INTO kunlun_metadata_db.meta_db_nodes (hostaddr, port, user_name, passwd, member_state)
+      VALUES ('$HOST', $port, 'klmeta', '', '$([[ $i = "$w" ]] && echo source || echo replica)')"
+  done
+  say "registered the metadata nodes in meta_db_nodes"
+}
+
+stop_meta() {
+  [[ -d $META ]] || return 0
+  local i
+  for i in 1 2 3; do
+    if alive "$META/n$i/pid"; then say "stopping metadata node $i (PID $(cat "$META/n$i/pid"))"; fi
+    stop_pid "$META/n$i/pid" 60
+  done
+}
+
 # ---------------------------------------------------------------------------- daemon
 start_daemon() {
   if alive "$DAEMON_PID"; then say "cluster-mgr already running (PID $(cat "$DAEMON_PID"), $SERVER)"; return; fi
   port_busy "$HTTP_PORT" && die "port $HTTP_PORT is in use; set KUNLUN_QS_HTTP_PORT to another port"
   # Keys confined to $KEYS; the private sshd is a new host on every fresh work dir, so its host
   # key is recorded on first contact (accept-new) instead of the default strict policy.
-  printf 'ssh_keys_dir = %s\nssh_host_key_policy = accept-new\n' "$KEYS" >"$QS/cluster_mgr.cnf"
+  (umask 077; printf 'ssh_keys_dir = %s\nssh_host_key_policy = accept-new\n' "$KEYS" >"$QS/cluster_mgr.cnf")
+  local where=(--sqlite-path "$QS/cluster_mgr.sqlite3")
+  if [[ -n $META_N ]]; then
+    meta_cnf >>"$QS/cluster_mgr.cnf"
+    where=()
+  fi
   (cd "$QS" && RUST_LOG=${RUST_LOG:-info} launch "$DAEMON_PID" "$QS/cluster-mgr.log" "$BIN/cluster-mgr" \
-     --config "$QS/cluster_mgr.cnf" --http-bind "$HOST" --http-port "$HTTP_PORT" --sqlite-path "$QS/cluster_mgr.sqlite3")
+     --config "$QS/cluster_mgr.cnf" --http-bind "$HOST" --http-port "$HTTP_PORT" "${where[@]}")
   for _ in $(seq 1 300); do
     curl -fsS "$SERVER/healthz" >/dev/null 2>&1 && break
     alive "$DAEMON_PID" || break
     sleep 0.1
   done
   curl -fsS "$SERVER/healthz" >/dev/null 2>&1 || { tail -n 30 "$QS/cluster-mgr.log" >&2; die "cluster-mgr did not answer on $SERVER"; }
-  say "cluster-mgr on $SERVER (PID $(cat "$DAEMON_PID"), SQLite $QS/cluster_mgr.sqlite3, log $QS/cluster-mgr.log)"
+  if [[ -n $META_N ]]; then
+    say "cluster-mgr on $SERVER (PID $(cat "$DAEMON_PID"), metadata shard on ports $(paste -sd, "$META/ports"), log $QS/cluster-mgr.log)"
+  else
+    say "cluster-mgr on $SERVER (PID $(cat "$DAEMON_PID"), SQLite $QS/cluster_mgr.sqlite3, log $QS/cluster-mgr.log)"
+  fi
 }
 
 # Registers 127.0.0.1 as a storage and a computer machine, or updates the rows to the current
@@ -246,8 +396,14 @@ Compute node (PostgreSQL; user abc):
 $(jq -r '.comp_nodes[] | "  \(.name)\t\(.hostaddr):\(.port)"' <<<"$detail")
 
 Passwords are random per cluster and kept in the daemon's metadata (never printed):
-  sqlite3 $db "SELECT hostaddr, port, user_name, passwd FROM shard_nodes"
-  sqlite3 $db "SELECT hostaddr, port, user_name, passwd FROM comp_nodes"
+$(if [[ -n $META_N ]]; then
+    echo "  mariadb -uroot -S <the primary's socket, $META/n<i>/mysqld.sock> kunlun_metadata_db \\"
+    echo "    -e 'SELECT hostaddr, port, user_name, passwd FROM shard_nodes'"
+    echo "  (kunlunctl meta show says which metadata node is the primary)"
+  else
+    echo "  sqlite3 $db \"SELECT hostaddr, port, user_name, passwd FROM shard_nodes\""
+    echo "  sqlite3 $db \"SELECT hostaddr, port, user_name, passwd FROM comp_nodes\""
+  fi)
 
 Connect over TCP:
   mariadb -h $HOST -P $prim -u clustmgr -p
@@ -260,19 +416,22 @@ Manage it:
   export KUNLUNCTL_SERVER=$SERVER
   $BIN/kunlunctl cluster show $id
   $BIN/kunlunctl machine list
+  $BIN/kunlunctl meta show       (the metadata store; with KUNLUN_QS_META=3 its 3 nodes)
 
 Stop everything (deletes the cluster, stops the daemon and the private sshd):
   scripts/quickstart.sh stop
 ================================================================================
 EOF
+  if [[ -n $META_N ]]; then ctl meta show; fi
 }
 
 # ---------------------------------------------------------------------------- stop
 stop_all() {
   local failed=0 ids id
-  if [[ -f $QS/cluster_mgr.sqlite3 ]] && [[ -x $BIN/kunlunctl ]]; then
+  if [[ -f $QS/cluster_mgr.sqlite3 || -f $META/initialized ]] && [[ -x $BIN/kunlunctl ]]; then
     # The daemon removes the instances over SSH, so both must run for the delete.
     if ! alive "$DAEMON_PID" || ! alive "$SSHD_PID"; then
+      start_meta
       start_sshd
       start_daemon
       register_machines
@@ -288,18 +447,34 @@ stop_all() {
     echo "            (scripts/quickstart.sh stop), or see $QS/cluster-mgr.log" >&2
     exit 1
   fi
+  if [[ -n $META_N ]] && alive "$DAEMON_PID"; then
+    # Which metadata node is the primary now (a failover may have moved it): the next start
+    # opens only that one for writes.
+    ctl --json meta show | jq -r '.follow.primary // empty' >"$META/primary.new" 2>/dev/null \
+      && [[ -s $META/primary.new ]] && mv "$META/primary.new" "$META/primary"
+    rm -f "$META/primary.new"
+  fi
   alive "$DAEMON_PID" && say "stopping cluster-mgr (PID $(cat "$DAEMON_PID"))"
   stop_pid "$DAEMON_PID" 20
   alive "$SSHD_PID" && say "stopping the private sshd (PID $(cat "$SSHD_PID"))"
   stop_pid "$SSHD_PID" 5
+  stop_meta
   say "stopped; $QS keeps the metadata, keys and logs (remove it to start from scratch)"
 }
 
 status() {
+  if [[ -f $META/ports ]]; then
+    local i
+    for i in 1 2 3; do
+      if alive "$META/n$i/pid"; then echo "meta node $i: PID $(cat "$META/n$i/pid"), $HOST:$(sed -n "${i}p" "$META/ports")"
+      else echo "meta node $i: not running"; fi
+    done
+  fi
   if alive "$SSHD_PID"; then echo "sshd:        PID $(cat "$SSHD_PID"), $HOST:$(cat "$QS/sshd.port")"; else echo "sshd:        not running"; fi
   if alive "$DAEMON_PID"; then
     echo "cluster-mgr: PID $(cat "$DAEMON_PID"), $SERVER"
     ctl cluster list
+    if [[ -n $META_N ]]; then ctl meta show; fi
   else
     echo "cluster-mgr: not running"
   fi
@@ -311,15 +486,17 @@ main() {
     start)
       install_packages
       build
+      start_meta
       start_sshd
       start_daemon
+      register_meta_nodes
       register_machines
       create_cluster
       how_to_connect
       ;;
     stop) stop_all ;;
     status) status ;;
-    -h|--help|help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help|help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command ${1}; use start (default), stop or status" ;;
   esac
 }

@@ -45,6 +45,7 @@ pub fn store_config(config: &Config) -> StoreConfig {
         connect_timeout: config.mysql_connect_timeout,
         tls: config.meta_tls.clone(),
         cluster_tls: config.catalog_tls.clone(),
+        ..StoreConfig::default()
     }
 }
 
@@ -56,7 +57,24 @@ pub fn core_config(config: &Config) -> CoreConfig {
         commit_log_retention: config.commit_log_retention,
         global_txn_commit_log_wait_max: config.global_txn_commit_log_wait_max,
         clusters_to_serve: config.clusters_to_serve.clone(),
+        meta_shard: meta_logins(config),
         ..CoreConfig::default()
+    }
+}
+
+/// The metadata shard's logins (`meta_user`, `meta_ha_user`, `meta_repl_user`), MySQL only.
+pub fn meta_logins(config: &Config) -> kunlun_core::config::MetaShardLogins {
+    use kunlun_core::ha::promote::Login;
+    let login = |user: &str, password: &str| {
+        (config.meta_backend == MetaBackend::Mysql && !user.is_empty()).then(|| Login {
+            user: user.to_string(),
+            password: password.to_string(),
+        })
+    };
+    kunlun_core::config::MetaShardLogins {
+        store: login(&config.meta_user, &config.meta_pwd),
+        admin: login(&config.meta_ha_user, &config.meta_ha_pwd),
+        repl: login(&config.meta_repl_user, &config.meta_repl_pwd),
     }
 }
 
@@ -208,6 +226,15 @@ pub async fn serve(config: Config, tls: Option<ApiTls>) -> anyhow::Result<()> {
         terms_cancel.clone(),
     ));
 
+    // Every instance stands in for a leader that cannot fail the metadata shard over (its
+    // lease ran out while the metadata primary was down).
+    let standby_cancel = CancellationToken::new();
+    let standby_task = tokio::spawn(meta_standby(
+        manager.clone(),
+        config.clone(),
+        standby_cancel.clone(),
+    ));
+
     let retention_cancel = CancellationToken::new();
     let retention_task = config.job_retention.map(|keep| {
         tokio::spawn(crate::retention::run(
@@ -235,6 +262,10 @@ pub async fn serve(config: Config, tls: Option<ApiTls>) -> anyhow::Result<()> {
         if let Err(e) = t.await {
             tracing::error!(error = %e, "the job-retention task failed");
         }
+    }
+    standby_cancel.cancel();
+    if let Err(e) = standby_task.await {
+        tracing::error!(error = %e, "the metadata standby task failed");
     }
     // The term's actors stop first, then the lease is released, so a standby never starts
     // while this process still acts.
@@ -398,12 +429,43 @@ async fn run_terms(
     }
 }
 
+/// The metadata shard's stand-in monitor of this instance ([`kunlun_core::ha::meta::Mode`]):
+/// it acts only after its store found no writable metadata primary for a whole lease.
+async fn meta_standby(manager: ClusterManager, config: Config, cancel: CancellationToken) {
+    use kunlun_core::ha::meta::{MetaHaConfig, MetaMonitor, Mode};
+    let store = loop {
+        match manager.store() {
+            Ok(s) => break s.clone(),
+            Err(kunlun_core::Error::ShuttingDown) => return,
+            Err(_) => tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            },
+        }
+    };
+    if store.kind() != kunlun_meta::store::BackendKind::Mysql {
+        return;
+    }
+    let mut ha = ha_config(&config);
+    ha.ssh = Some(std::sync::Arc::new(actor_provisioner(&config)));
+    let cfg = MetaHaConfig::from_ha(&ha, meta_logins(&config));
+    let after = config.leader_lease + Duration::from_secs(1);
+    MetaMonitor::with_mode(store, cfg, Mode::Standby { after }, cancel)
+        .run()
+        .await;
+}
+
 /// Starts the actors only the leader runs, on `term` (all stop with its shutdown).
 fn start_actors(term: &Term, config: &Config) {
     // Fencing an unreachable primary over SSH gets its own connection pool, so a long job
     // (a replica seed) holding the job runner's sessions never delays a failover.
     let mut ha = ha_config(config);
     ha.ssh = Some(std::sync::Arc::new(actor_provisioner(config)));
+    let meta = kunlun_core::ha::meta::MetaHaConfig::from_ha(&ha, meta_logins(config));
+    if meta.logins.admin.is_some() && meta.logins.repl.is_none() {
+        tracing::warn!("meta_repl_user is not set: a repointed metadata replica logs in to its source as meta_ha_user");
+    }
+    term.start_meta_ha(meta);
     term.start_ha(ha);
     term.start_xa(xa_config(config));
     term.start_catalog_sync(Duration::from_secs(10));

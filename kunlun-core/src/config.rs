@@ -22,6 +22,25 @@ pub struct CoreConfig {
     pub global_txn_commit_log_wait_max: Duration,
     /// The clusters this manager works on (`clusters_to_serve`). Default: every cluster.
     pub clusters_to_serve: crate::ClusterScope,
+    /// Logins of the MySQL metadata shard's nodes (its observation in `GET /v1/meta` and its
+    /// failover by the leader). Default: none (failover off).
+    pub meta_shard: MetaShardLogins,
+}
+
+/// Logins on the metadata shard's nodes (MySQL backend). `Debug` hides the passwords.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaShardLogins {
+    /// `meta_user`/`meta_pwd`: the managers' store login. It must not bypass `read_only`
+    /// (no `SUPER`, no `READ_ONLY ADMIN`): a fence is proven against it, and a store that
+    /// still writes to a fenced old primary must be refused.
+    pub store: Option<crate::ha::promote::Login>,
+    /// `meta_ha_user`/`meta_ha_pwd`: the login that probes, fences, promotes and repoints the
+    /// nodes (`READ_ONLY ADMIN`, replication admin and monitor privileges). `None` turns the
+    /// metadata shard's failover off.
+    pub admin: Option<crate::ha::promote::Login>,
+    /// `meta_repl_user`/`meta_repl_pwd`: what a replica logs in as to its source
+    /// (`CHANGE MASTER`; `REPLICATION SLAVE` only).
+    pub repl: Option<crate::ha::promote::Login>,
 }
 
 impl Default for CoreConfig {
@@ -35,6 +54,7 @@ impl Default for CoreConfig {
             commit_log_retention: Duration::from_secs(24 * 3600),
             global_txn_commit_log_wait_max: Duration::from_secs(10),
             clusters_to_serve: crate::ClusterScope::all(),
+            meta_shard: MetaShardLogins::default(),
         }
     }
 }

@@ -4,8 +4,11 @@
 //! Invariant: this process reports itself leader only while a renew confirmed the lease and the
 //! lease, measured on the local monotonic clock from that renew's *start*, cannot yet have
 //! expired for anybody else (less the store clock's one-second granularity and a stop margin
-//! for the actors). A renew that fails, loses the compare-and-swap, or is not confirmed in that
-//! time ends the term at once, so two processes never act as leader at the same time. Every
+//! for the actors). A renew that loses the compare-and-swap, or is not confirmed in that time,
+//! ends the term at once, so two processes never act as leader at the same time; a renew the
+//! store failed (its metadata primary failing over) is tried again every 250 ms while the term
+//! goes on until that same deadline, which is what lets the leader fail the metadata shard
+//! over and renew on its new primary. Every
 //! lease statement runs on the store's own system pool, never queued behind API requests.
 
 use std::time::Duration;
@@ -32,6 +35,8 @@ pub const MIN_TTL: Duration = Duration::from_secs(2);
 const MAX_STOP_MARGIN: Duration = Duration::from_secs(1);
 /// Deadline of the release at shutdown (and of a `cluster_mgr_nodes` write).
 const RELEASE_DEADLINE: Duration = Duration::from_secs(3);
+/// Pause before a leader tries again a renew the store failed (not refused).
+const RENEW_RETRY: Duration = Duration::from_millis(250);
 /// Pause before a failed `cluster_mgr_nodes` write is tried again.
 const ROW_RETRY: Duration = Duration::from_secs(5);
 
@@ -215,6 +220,7 @@ impl Leadership {
                 Some((_, until)) => until,
                 None => started + self.cfg.renew_interval.max(Duration::from_millis(500)),
             };
+            let mut renew_failed = false;
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => break,
                 r = tokio::time::timeout_at(deadline, self.attempt(&store)) => r,
@@ -241,6 +247,16 @@ impl Leadership {
                     self.publish(state);
                     None
                 }
+                // The store failed (its primary may be failing over): the lease stays ours
+                // until it expires, whoever the store's next primary is (the lease row is
+                // replicated like any other), so the term goes on until then and the renew is
+                // tried again soon. Only a renew that answered "someone else" or did not
+                // answer in time ends the term early.
+                (Ok(Err(e)), Some((epoch, until))) if !must_step_down(Instant::now(), until) => {
+                    renew_failed = true;
+                    tracing::warn!(error = %e, epoch, acting_for = ?until.saturating_duration_since(Instant::now()), "cannot renew the leader lease; acting on it until it expires");
+                    Some((epoch, until))
+                }
                 (Ok(Err(e)), prev) => {
                     if prev.is_some() {
                         tracing::warn!(error = %e, "cannot renew the leader lease; stepping down");
@@ -258,7 +274,11 @@ impl Leadership {
                     None
                 }
             };
-            let next = started + self.cfg.renew_interval;
+            let next = if renew_failed {
+                Instant::now() + RENEW_RETRY.min(self.cfg.renew_interval)
+            } else {
+                started + self.cfg.renew_interval
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep_until(next) => {}

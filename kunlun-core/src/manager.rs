@@ -218,6 +218,17 @@ impl ClusterManager {
         self.inner.cancel.child_token()
     }
 
+    /// `GET /v1/meta`: the metadata store this instance uses and, on a MySQL metadata shard,
+    /// its nodes as recorded and as probed now (see [`crate::ha::meta::observe`]).
+    pub async fn meta_shard(&self) -> Result<kunlun_meta::api::MetaShard> {
+        let store = self.store()?;
+        let opts = crate::storage::StorageOptions {
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(2),
+        };
+        Ok(crate::ha::meta::observe::describe(store, &self.inner.config.meta_shard, opts).await)
+    }
+
     /// Pings the store within the configured deadline; `Ok` means the store answers now.
     pub async fn ping_store(&self) -> Result<()> {
         let store = self.store()?;

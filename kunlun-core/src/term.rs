@@ -192,6 +192,22 @@ impl Term {
         });
     }
 
+    /// Starts the metadata shard's monitor (MySQL backend; see [`crate::ha::meta`]). A
+    /// leader's term sets `cfg.term` to its fence unless the caller gave one. On SQLite, or
+    /// without `meta_ha_user`, it starts nothing.
+    pub fn start_meta_ha(&self, mut cfg: crate::ha::meta::MetaHaConfig) {
+        if cfg.term.is_none() {
+            cfg.term = self.inner.fence.clone();
+        }
+        self.spawn_when_open(move |store, cancel| async move {
+            if store.kind() == kunlun_meta::store::BackendKind::Mysql {
+                crate::ha::meta::MetaMonitor::new(store, cfg, cancel)
+                    .run()
+                    .await;
+            }
+        });
+    }
+
     /// Starts the XA resolver (a second call is a no-op); manual resolutions use the same
     /// settings and counters.
     pub fn start_xa(&self, mut cfg: XaConfig) {

@@ -6,6 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
+mod meta_shard;
+pub use meta_shard::{
+    MetaChannel, MetaNode, MetaNodeObserved, MetaShard, PrimaryMove, StoreFollow,
+};
+
 use crate::error::{Error, Result};
 use crate::model::{MachinePatch, MachineType, NewMachine, SshAccess};
 use crate::validate;

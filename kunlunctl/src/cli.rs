@@ -143,6 +143,9 @@ pub enum Command {
     Scale(crate::cmd::scale::ScaleCmd),
     /// Which manager instance leads (runs jobs, shard HA, XA recovery) and what this one is.
     Leader,
+    /// The metadata shard: its nodes, their roles, which one this instance's store uses.
+    #[command(subcommand)]
+    Meta(crate::cmd::meta::MetaCmd),
     /// API tokens (admin): create one (its secret is shown once), list, revoke.
     #[command(subcommand)]
     Token(crate::cmd::token::TokenCmd),
@@ -161,6 +164,7 @@ impl Command {
             Command::Xa(_) => "xa",
             Command::Scale(c) => c.noun(),
             Command::Leader => "leader",
+            Command::Meta(_) => "meta",
             Command::Token(_) => "token",
             Command::Audit(_) => "audit",
         }

@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> u8 {
             Command::Failover(c) => cmd::failover::run(&client, c, cli.json),
             Command::Scale(c) => cmd::scale::run(&client, c, cli.json),
             Command::Leader => cmd::leader::run(&client, cli.json),
+            Command::Meta(c) => cmd::meta::run(&client, c, cli.json),
             Command::Token(c) => cmd::token::run(&client, c, cli.json),
             Command::Audit(a) => cmd::token::audit(&client, a, cli.json),
         });

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod emit;
 pub mod ha;
 pub mod harness;
+pub mod meta_shard;
 pub mod rows;
 pub mod world;
 pub mod xa;

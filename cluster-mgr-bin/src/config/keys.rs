@@ -90,6 +90,13 @@ pub const KEYS: &[KeySpec] = &[
     text("sqlite_path", false, "./data/cluster_mgr.sqlite3"),
     text("meta_database", false, "kunlun_metadata_db"),
     int("meta_pool_size", 1, 100, "8"),
+    // The metadata shard's own failover (README "Metadata shard"): the login the leader
+    // probes, fences, promotes and repoints its nodes with (empty: failover off), and the one
+    // its replicas replicate with (`CHANGE MASTER`).
+    text("meta_ha_user", true, ""),
+    text("meta_ha_pwd", true, ""),
+    text("meta_repl_user", true, ""),
+    text("meta_repl_pwd", true, ""),
     // TLS of the MySQL metadata store and of the catalog push to compute nodes (README
     // "Security"): off | prefer | require | verify; verify needs the CA file (PEM).
     KeySpec {
@@ -200,7 +207,7 @@ pub const KEYS: &[KeySpec] = &[
 ];
 
 /// Keys whose value is a secret: never echoed in a warning or an error.
-pub const SECRET_KEYS: &[&str] = &["meta_pwd"];
+pub const SECRET_KEYS: &[&str] = &["meta_pwd", "meta_ha_pwd", "meta_repl_pwd"];
 
 /// The spec of `name`, if it is a key.
 pub fn spec(name: &str) -> Option<&'static KeySpec> {

@@ -73,6 +73,14 @@ pub struct Config {
     pub meta_pwd: String,
     /// `meta_database`.
     pub meta_database: String,
+    /// `meta_ha_user`/`meta_ha_pwd`: the metadata shard's admin login for its failover (empty
+    /// user: failover off); password redacted in `Debug`.
+    pub meta_ha_user: String,
+    pub meta_ha_pwd: String,
+    /// `meta_repl_user`/`meta_repl_pwd`: the metadata shard's replication login; password
+    /// redacted in `Debug`.
+    pub meta_repl_user: String,
+    pub meta_repl_pwd: String,
     /// `meta_pool_size`: connections kept to the metadata store.
     pub meta_pool_size: u32,
     /// `meta_tls`, `meta_tls_ca`: TLS to a MySQL metadata store.
@@ -206,6 +214,10 @@ impl std::fmt::Debug for Config {
             .field("meta_user", &self.meta_user)
             .field("meta_pwd", &"<redacted>")
             .field("meta_database", &self.meta_database)
+            .field("meta_ha_user", &self.meta_ha_user)
+            .field("meta_ha_pwd", &"<redacted>")
+            .field("meta_repl_user", &self.meta_repl_user)
+            .field("meta_repl_pwd", &"<redacted>")
             .field("meta_pool_size", &self.meta_pool_size)
             .field("meta_tls", &self.meta_tls)
             .field("catalog_tls", &self.catalog_tls)

@@ -414,6 +414,15 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
             .map_err(|e| ConfigError::at(&meta_user.origin, e.to_string()))?;
     }
 
+    let meta_ha_user = r.text("meta_ha_user")?;
+    let meta_repl_user = r.text("meta_repl_user")?;
+    for u in [&meta_ha_user, &meta_repl_user] {
+        if !u.value.is_empty() {
+            kunlun_meta::validate::name("meta_ha_user/meta_repl_user", &u.value)
+                .map_err(|e| ConfigError::at(&u.origin, e.to_string()))?;
+        }
+    }
+
     let db = r.text("meta_database")?;
     let db_ok = db.value.len() <= 64
         && db
@@ -555,6 +564,10 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
         meta_user: meta_user.value,
         meta_pwd: meta_pwd.value,
         meta_database: db.value,
+        meta_ha_user: meta_ha_user.value,
+        meta_ha_pwd: r.text("meta_ha_pwd")?.value,
+        meta_repl_user: meta_repl_user.value,
+        meta_repl_pwd: r.text("meta_repl_pwd")?.value,
         meta_pool_size: r.u32("meta_pool_size")?,
         meta_tls,
         catalog_tls,

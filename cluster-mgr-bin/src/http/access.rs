@@ -23,6 +23,7 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("GET", "/v1/openapi.json", Need::Role(Role::Viewer)),
     ("GET", "/docs/*", Need::Role(Role::Viewer)),
     ("GET", "/v1/leader", Need::Role(Role::Viewer)),
+    ("GET", "/v1/meta", Need::Role(Role::Viewer)),
     ("GET", "/v1/machines", Need::Role(Role::Viewer)),
     ("POST", "/v1/machines", Need::Role(Role::Admin)),
     ("GET", "/v1/machines/{}", Need::Role(Role::Viewer)),

@@ -17,6 +17,7 @@ pub mod keeper;
 pub mod leader;
 pub mod limit;
 pub mod machines;
+pub mod meta;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
@@ -130,6 +131,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
         .service(resource("/metrics", "GET").route(web::get().to(metrics::get_metrics)))
         .service(resource("/v1/leader", "GET").route(web::get().to(leader::show)))
+        .service(resource("/v1/meta", "GET").route(web::get().to(meta::show)))
         .service(
             resource("/v1/machines", "GET, POST")
                 .route(web::get().to(machines::list))

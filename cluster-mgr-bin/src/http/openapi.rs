@@ -12,7 +12,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    cluster_jobs, clusters, failovers, health, instances, jobs, leader, machines, policy,
+    cluster_jobs, clusters, failovers, health, instances, jobs, leader, machines, meta, policy,
     scale_jobs, tokens, xa,
 };
 
@@ -21,7 +21,7 @@ use super::{
 #[openapi(
     info(title = "Kunlun cluster manager", description = "REST API of cluster-mgr. Errors are JSON {code, message} with stable snake_case codes: invalid_request, malformed_json, invalid_field (400), not_found (404), method_not_allowed (405), conflict (409), payload_too_large (413), internal (500), store_unavailable and shutting_down (503); unauthorized (401: no, unknown or revoked bearer token), forbidden and origin_not_allowed (403), host_not_allowed (421). Every route but /healthz needs `Authorization: Bearer <token>` with the role the README lists, except in open mode (loopback bind, no token ever created)."),
     paths(
-        health::healthz, leader::show,
+        health::healthz, leader::show, meta::show,
         machines::register, machines::list, machines::show, machines::update, machines::delete,
         clusters::list, clusters::show, clusters::shards, clusters::comp_nodes, clusters::shard, clusters::shard_nodes,
         cluster_jobs::create, cluster_jobs::delete,

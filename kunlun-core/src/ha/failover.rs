@@ -378,7 +378,7 @@ pub async fn switch_to(
 }
 
 /// Marks the record failed with `e`.
-fn ended(rec: &mut FailoverRecord, e: &StepError) {
+pub(crate) fn ended(rec: &mut FailoverRecord, e: &StepError) {
     rec.outcome = Outcome::Failed;
     rec.reason = Some(e.reason.clone());
     rec.facts_bound |= e.facts_bound;
@@ -433,7 +433,7 @@ fn plan_followers(
 /// followers attached to it unless errant, and their fences proven. Nothing here lets the new
 /// primary take writes. Returns the checks of the attached followers' replication, started
 /// now and awaited once the new primary is open.
-async fn prepare(
+pub(crate) async fn prepare(
     ctx: &StepContext,
     new: &ShardNode,
     catch_up_pos: &str,
@@ -629,7 +629,7 @@ async fn prepare(
 
 /// A running check that a repointed follower replicates ([`promote::replicating`]).
 #[derive(Debug)]
-struct ReplCheck {
+pub(crate) struct ReplCheck {
     node_id: i64,
     task: tokio::task::JoinHandle<Result<(), String>>,
 }
@@ -767,8 +767,17 @@ async fn finish(
     };
     t.phase(rec, "route", Some(note));
 
-    // Promoted means replicating: each repointed follower had since its attach (and at most
-    // REPLICATING_BOUND) to run both threads.
+    verify_followers(checks, rec, t).await;
+    Ok(())
+}
+
+/// Promoted means replicating: each repointed follower had since its attach (and at most
+/// [`REPLICATING_BOUND`]) to run both threads; those that do not are named in the record.
+pub(crate) async fn verify_followers(
+    checks: Vec<ReplCheck>,
+    rec: &mut FailoverRecord,
+    t: &mut Timeline,
+) {
     let n = checks.len();
     for c in checks {
         let r = match c.task.await {
@@ -793,7 +802,6 @@ async fn finish(
         format!("not replicating: {}", bad.join("; "))
     };
     t.phase(rec, "verify_followers", Some(note));
-    Ok(())
 }
 
 #[cfg(test)]

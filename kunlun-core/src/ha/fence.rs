@@ -128,9 +128,27 @@ impl std::fmt::Display for FenceOutcome {
     }
 }
 
+/// Where the SSH fence finds the machine of a node: the store (a storage shard's node, whose
+/// install dirs are recorded there too), or a list read earlier (the metadata shard's nodes:
+/// while their primary is down the store cannot answer).
+#[derive(Debug, Clone, Copy)]
+pub enum Machines<'a> {
+    Store(&'a Store),
+    Known(&'a [Machine]),
+}
+
 /// Fences `old`: SQL first, then SSH when SQL cannot reach it and `ssh` is given.
 pub async fn fence_old_primary(
     store: &Store,
+    ssh: Option<&Arc<Provisioner>>,
+    old: &ShardNode,
+    sql_opts: StorageOptions,
+) -> FenceOutcome {
+    fence_old_primary_in(Machines::Store(store), ssh, old, sql_opts).await
+}
+
+async fn fence_old_primary_in(
+    machines: Machines<'_>,
     ssh: Option<&Arc<Provisioner>>,
     old: &ShardNode,
     sql_opts: StorageOptions,
@@ -140,17 +158,17 @@ pub async fn fence_old_primary(
         SqlFence::Failed(e) => FenceOutcome::SqlFailed(e),
         SqlFence::Unreachable(sql) => FenceOutcome::Silent {
             sql,
-            ssh: stop(store, ssh, old).await,
+            ssh: stop(machines, ssh, old).await,
         },
     }
 }
 
 /// Stops `old`'s server over SSH, bounded by [`SSH_FENCE_DEADLINE`].
-async fn stop(store: &Store, ssh: Option<&Arc<Provisioner>>, old: &ShardNode) -> SshStop {
+async fn stop(machines: Machines<'_>, ssh: Option<&Arc<Provisioner>>, old: &ShardNode) -> SshStop {
     let Some(prov) = ssh else {
         return SshStop::NoAccess;
     };
-    tokio::time::timeout(SSH_FENCE_DEADLINE, stop_over_ssh(store, prov, old))
+    tokio::time::timeout(SSH_FENCE_DEADLINE, stop_over_ssh(machines, prov, old))
         .await
         .unwrap_or(SshStop::TimedOut)
 }
@@ -177,7 +195,18 @@ pub async fn fence_and_prove(
     sql_opts: StorageOptions,
     pgx: Option<&Login>,
 ) -> Fenced {
-    let outcome = fence_old_primary(store, ssh, old, sql_opts).await;
+    fence_and_prove_in(Machines::Store(store), ssh, old, sql_opts, pgx).await
+}
+
+/// [`fence_and_prove`] finding the node's machine in `machines`.
+pub async fn fence_and_prove_in(
+    machines: Machines<'_>,
+    ssh: Option<&Arc<Provisioner>>,
+    old: &ShardNode,
+    sql_opts: StorageOptions,
+    pgx: Option<&Login>,
+) -> Fenced {
+    let outcome = fence_old_primary_in(machines, ssh, old, sql_opts).await;
     if let FenceOutcome::Silent { ssh: stopped, .. } = &outcome {
         // It did not answer SQL: a stopped process refuses everything; a silent one cannot be
         // checked (the failover goes on as before, the text says what happened).
@@ -194,7 +223,7 @@ pub async fn fence_and_prove(
             refuse: None,
         },
         Err(why) => {
-            let killed = stop(store, ssh, old).await;
+            let killed = stop(machines, ssh, old).await;
             let stopped = killed.stopped();
             let text = format!("{outcome}; NOT proven ({why}); fenced again: {killed}");
             Fenced {
@@ -306,7 +335,11 @@ async fn instance_base_dirs(store: &Store, m: &Machine, old: &ShardNode) -> Vec<
         .await
         .ok()
         .flatten();
-    let mut out: Vec<String> = recorded.into_iter().collect();
+    conventional_base_dirs(m, old, recorded.into_iter().collect())
+}
+
+/// `out` followed by the conventional base dir of `old` under each of the machine's data dirs.
+fn conventional_base_dirs(m: &Machine, old: &ShardNode, mut out: Vec<String>) -> Vec<String> {
     for d in &m.data_dirs {
         let b = InstanceSpec::base_dir_for(d, InstanceKind::Storage, old.port);
         if !out.contains(&b) {
@@ -316,15 +349,25 @@ async fn instance_base_dirs(store: &Store, m: &Machine, old: &ShardNode) -> Vec<
     out
 }
 
-async fn stop_over_ssh(store: &Store, prov: &Provisioner, old: &ShardNode) -> SshStop {
-    let machines = match store.read(async |tx| repo::machines::list(tx).await).await {
-        Ok(m) => m,
-        Err(e) => return SshStop::NoMachine(format!("cannot read machines: {e}")),
+async fn stop_over_ssh(machines: Machines<'_>, prov: &Provisioner, old: &ShardNode) -> SshStop {
+    let read;
+    let list = match machines {
+        Machines::Known(list) => list,
+        Machines::Store(store) => {
+            read = match store.read(async |tx| repo::machines::list(tx).await).await {
+                Ok(m) => m,
+                Err(e) => return SshStop::NoMachine(format!("cannot read machines: {e}")),
+            };
+            read.as_slice()
+        }
     };
-    let Some(m) = machine_of(&machines, old) else {
+    let Some(m) = machine_of(list, old) else {
         return SshStop::NoMachine(format!("no storage machine registered at {}", old.hostaddr));
     };
-    let dirs = instance_base_dirs(store, m, old).await;
+    let dirs = match machines {
+        Machines::Store(store) => instance_base_dirs(store, m, old).await,
+        Machines::Known(_) => conventional_base_dirs(m, old, Vec::new()),
+    };
     let target = prov.target(m);
     match kill_instance(
         prov.storage.as_ref(),

@@ -20,6 +20,7 @@ mod facade;
 pub mod failover;
 pub mod fence;
 pub mod gate;
+pub mod meta;
 pub use crate::storage::gtid;
 pub mod monitor;
 pub use crate::storage::probe;

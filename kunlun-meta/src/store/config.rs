@@ -63,6 +63,13 @@ pub struct StoreConfig {
     /// catalog (jobs, failover, the catalog sync, the API) holds the store; see
     /// [`super::Store::cluster_tls`]. Default `prefer`.
     pub cluster_tls: TlsSettings,
+    /// MySQL: how often the store checks that its metadata primary is still the writable one
+    /// (and looks for the new one when not). Default 1 s.
+    pub primary_check: Duration,
+    /// MySQL: how long a call that failed because the metadata primary failed under it waits
+    /// for a new primary before its one retry (see [`super::Store::tx`]). Default 15 s, longer
+    /// than a metadata failover takes.
+    pub primary_wait: Duration,
 }
 
 impl StoreConfig {
@@ -89,7 +96,9 @@ impl StoreConfig {
 }
 
 impl Default for StoreConfig {
-    /// SQLite under `./data/kunlun_metadata.db`, 8 connections, 5 s deadline, TLS `prefer`.
+    /// SQLite under `./data/kunlun_metadata.db`, 8 connections, 5 s deadline, TLS `prefer`;
+    /// on MySQL the primary is checked every second and a failed call waits up to 15 s for a
+    /// new one.
     fn default() -> Self {
         StoreConfig {
             backend: BackendConfig::Sqlite {
@@ -99,6 +108,8 @@ impl Default for StoreConfig {
             connect_timeout: Duration::from_secs(5),
             tls: TlsSettings::default(),
             cluster_tls: TlsSettings::default(),
+            primary_check: Duration::from_secs(1),
+            primary_wait: Duration::from_secs(15),
         }
     }
 }

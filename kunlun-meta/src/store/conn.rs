@@ -73,16 +73,24 @@ impl Pools {
         }
     }
 
-    /// A pooled connection, or [`Error::Unavailable`] once `timeout` has passed.
+    /// Closes the pool (the store moved to another metadata primary): idle connections are
+    /// dropped, busy ones when given back, and waiting callers get an error.
+    pub(crate) fn close(&self) {
+        match self {
+            Pools::Sqlite(p) => p.close(),
+            Pools::Mysql(p) => p.close(),
+        }
+    }
+
+    /// A pooled connection, or [`Error::Unavailable`] once `timeout` has passed (its message
+    /// then starts with [`POOL_WAIT`]).
     pub(crate) async fn acquire(&self, timeout: Duration) -> Result<Conn> {
         async fn get<F, T>(fut: F, timeout: Duration) -> Result<T>
         where
             F: Future<Output = std::result::Result<T, PoolError>>,
         {
             match tokio::time::timeout(timeout, fut).await {
-                Err(_) => Err(Error::Unavailable(format!(
-                    "no connection within {timeout:?}"
-                ))),
+                Err(_) => Err(Error::Unavailable(format!("{POOL_WAIT} {timeout:?}"))),
                 Ok(Err(e)) => Err(pool_err(e)),
                 Ok(Ok(c)) => Ok(c),
             }
@@ -90,6 +98,32 @@ impl Pools {
         match self {
             Pools::Sqlite(p) => get(p.get(), timeout).await.map(Conn::Sqlite),
             Pools::Mysql(p) => get(p.get(), timeout).await.map(Conn::Mysql),
+        }
+    }
+}
+
+/// How the error of a pool that stayed busy for the whole wait begins: the pool was full, which
+/// says nothing about the metadata primary.
+pub(crate) const POOL_WAIT: &str = "no connection within";
+
+/// What a failed statement says about the metadata primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Suspect {
+    /// The server refused it as read-only (`ER_OPTION_PREVENTS_STATEMENT`, 1290): it did
+    /// nothing, and the server is no longer (or not yet) the primary.
+    ReadOnly,
+    /// The connection failed: whether the statement took effect is unknown.
+    Lost,
+}
+
+impl Suspect {
+    /// What an error returned before any statement of ours ran says (acquire, `BEGIN`): a
+    /// full pool says nothing.
+    pub(crate) fn of_begin(e: &Error) -> Option<Suspect> {
+        match e {
+            Error::Unavailable(m) if !m.starts_with(POOL_WAIT) => Some(Suspect::Lost),
+            Error::Unavailable(_) => None,
+            _ => None,
         }
     }
 }
@@ -155,6 +189,11 @@ pub struct Tx {
     /// The server aborted a statement for a lock conflict (deadlock, lock wait timeout): the
     /// transaction must not commit and is worth running again from the start.
     lock_conflict: bool,
+    /// A statement failed in a way that says the server may no longer be the metadata
+    /// primary (see [`Suspect`]); the last such failure.
+    suspect: Option<Suspect>,
+    /// Statements handed the connection so far (transaction control included).
+    sent: u32,
     on_rollback: Vec<String>,
     after_commit: Vec<String>,
 }
@@ -170,6 +209,8 @@ impl Tx {
             read_only: false,
             in_flight: false,
             lock_conflict: false,
+            suspect: None,
+            sent: 0,
             on_rollback: Vec::new(),
             after_commit: Vec::new(),
         })
@@ -188,6 +229,7 @@ impl Tx {
         tx.batch(sql).await?;
         tx.state = TxState::Open;
         tx.read_only = read_only;
+        tx.sent = 0;
         Ok(tx)
     }
 
@@ -214,14 +256,32 @@ impl Tx {
         self.lock_conflict
     }
 
-    /// Maps a statement's result to the crate's error, remembering a lock conflict.
+    /// What the last failed statement said about the metadata primary, if anything.
+    pub(crate) fn suspect(&self) -> Option<Suspect> {
+        self.suspect
+    }
+
+    /// Statements of the caller sent on this handle (after `BEGIN`).
+    pub(crate) fn sent(&self) -> u32 {
+        self.sent
+    }
+
+    /// Maps a statement's result to the crate's error, remembering a lock conflict or a sign
+    /// that the server is no longer the metadata primary.
     pub(crate) fn check<T>(&mut self, r: diesel::QueryResult<T>) -> Result<T> {
         self.in_flight = false;
         r.map_err(|e| {
             if is_lock_conflict(&e) {
                 self.lock_conflict = true;
             }
-            db_err(e)
+            let read_only = is_read_only(&e);
+            let e = db_err(e);
+            if read_only {
+                self.suspect = Some(Suspect::ReadOnly);
+            } else if matches!(e, Error::Unavailable(_)) && self.kind() == BackendKind::Mysql {
+                self.suspect = Some(Suspect::Lost);
+            }
+            e
         })
     }
 
@@ -229,6 +289,7 @@ impl Tx {
     /// [`Tx::check`], which marks it finished.
     pub(crate) fn conn_ref(&mut self) -> Result<ConnRef<'_>> {
         self.in_flight = self.conn.is_some();
+        self.sent = self.sent.saturating_add(1);
         match self.conn.as_mut() {
             Some(Conn::Sqlite(c)) => Ok(ConnRef::Sqlite(c)),
             Some(Conn::Mysql(c)) => Ok(ConnRef::Mysql(c)),
@@ -244,8 +305,17 @@ impl Tx {
     /// Runs DDL that creates something; `undo` removes it again if the transaction rolls back.
     pub(crate) async fn ddl_create(&mut self, sql: &str, undo: String) -> Result<()> {
         if self.kind() == BackendKind::Mysql && self.state == TxState::Open {
-            let mut side = Tx::autocommit(&self.pools, self.timeout).await?;
-            side.batch(sql).await?;
+            let mut side = match Tx::autocommit(&self.pools, self.timeout).await {
+                Ok(t) => t,
+                Err(e) => {
+                    self.suspect = self.suspect.or(Suspect::of_begin(&e));
+                    return Err(e);
+                }
+            };
+            if let Err(e) = side.batch(sql).await {
+                self.suspect = self.suspect.or(side.suspect());
+                return Err(e);
+            }
             self.on_rollback.push(undo);
             Ok(())
         } else {
@@ -263,11 +333,16 @@ impl Tx {
         }
     }
 
-    pub(crate) async fn commit(mut self) -> Result<()> {
+    /// Commits; a failure of `COMMIT` comes with what it says about the metadata primary.
+    pub(crate) async fn commit_checked(
+        mut self,
+    ) -> std::result::Result<(), (Error, Option<Suspect>)> {
         if self.state != TxState::Open {
             return Ok(());
         }
-        self.batch("COMMIT").await?;
+        if let Err(e) = self.batch("COMMIT").await {
+            return Err((e, self.suspect));
+        }
         self.state = TxState::Finished;
         for sql in std::mem::take(&mut self.after_commit) {
             if let Err(e) = self.batch(&sql).await {
@@ -357,6 +432,10 @@ pub(crate) fn db_err(e: diesel::result::Error) -> Error {
         D::DatabaseError(K::Unknown, info) if looks_unavailable(info.message()) => {
             Error::Unavailable(info.message().to_string())
         }
+        D::DatabaseError(_, info) if read_only_text(info.message()) => Error::Unavailable(format!(
+            "the metadata server is read-only (not the primary): {}",
+            info.message()
+        )),
         D::NotFound => Error::NotFound {
             what: "row",
             id: String::new(),
@@ -379,6 +458,17 @@ fn is_lock_conflict(e: &diesel::result::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// `ER_OPTION_PREVENTS_STATEMENT` (1290) for `read_only`/`super_read_only`: MySQL's and
+/// MariaDB's texts both say "running with the --read-only option" (or
+/// `--super-read-only`). diesel-async keeps only the message.
+fn read_only_text(msg: &str) -> bool {
+    msg.contains("-read-only option")
+}
+
+fn is_read_only(e: &diesel::result::Error) -> bool {
+    matches!(e, diesel::result::Error::DatabaseError(_, info) if read_only_text(info.message()))
 }
 
 /// Errors of the driver or the network, as opposed to SQL errors reported by the server.
@@ -413,6 +503,41 @@ mod tests {
         assert!(looks_unavailable("database is locked"));
         assert!(!looks_unavailable("Table 'x.y' doesn't exist"));
         assert!(!looks_unavailable("You have an error in your SQL syntax"));
+    }
+
+    #[test]
+    fn a_read_only_refusal_is_unavailable_and_marked() {
+        use diesel::result::{DatabaseErrorKind as K, Error as D};
+        for msg in [
+            "The MariaDB server is running with the --read-only option so it cannot execute \
+             this statement",
+            "The MySQL server is running with the --super-read-only option so it cannot \
+             execute this statement",
+        ] {
+            let e = D::DatabaseError(K::Unknown, Box::new(msg.to_string()));
+            assert!(is_read_only(&e), "{msg}");
+            assert!(
+                matches!(db_err(e), Error::Unavailable(m) if m.contains("read-only (not the primary)")),
+                "{msg}"
+            );
+        }
+        let other = D::DatabaseError(
+            K::Unknown,
+            Box::new("Table 'x.y' doesn't exist".to_string()),
+        );
+        assert!(!is_read_only(&other));
+        assert_eq!(
+            Suspect::of_begin(&Error::Unavailable(format!("{POOL_WAIT} 5s"))),
+            None,
+            "a full pool says nothing about the primary"
+        );
+        assert_eq!(
+            Suspect::of_begin(&Error::Unavailable(
+                "Connection refused (os error 111)".into()
+            )),
+            Some(Suspect::Lost)
+        );
+        assert_eq!(Suspect::of_begin(&Error::Invalid("x".into())), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod config;
 pub(crate) mod conn;
+mod follow;
 pub mod introspect;
 mod open;
 pub mod repo;
@@ -17,14 +18,16 @@ mod seeds;
 
 pub use config::{BackendConfig, BackendKind, StoreConfig, DEFAULT_MYSQL_DATABASE};
 pub use conn::{Tx, TxFn};
+pub use follow::{FollowStatus, PrimaryMove};
 pub use open::{MYSQL_MIGRATIONS, SQLITE_MIGRATIONS, SYSTEM_POOL_SIZE};
 pub use seeds::{SeedAttempt, SeedOutcome, SeedReport};
 // `LeaseClock`, `WriteFence` and `Store` are defined below.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use conn::Pools;
+use conn::{Pools, Suspect};
+use follow::{Follow, Slot, Target};
 
 use crate::api;
 use crate::error::{Error, Result};
@@ -156,21 +159,68 @@ pub enum Lane {
 }
 
 struct Inner {
-    pools: Pools,
-    system: Pools,
-    background: Pools,
-    describe: String,
-    seed_report: Option<SeedReport>,
+    /// Where statements go now; the primary-follower swaps it (MySQL).
+    slot: Arc<Slot>,
+    /// The primary-follower (MySQL only).
+    follow: Option<Arc<Follow>>,
     timeout: Duration,
     cluster_tls: crate::tls::TlsSettings,
     /// Whether the MySQL connections are encrypted (always false on SQLite).
     encrypted: bool,
 }
 
+/// Where a failed store call was when it failed (see [`follow_decision`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Getting a connection or `BEGIN`: nothing of the call ran.
+    Begin,
+    /// A statement inside a transaction: it is rolled back.
+    Statement,
+    /// `COMMIT` itself.
+    Commit,
+    /// A statement in autocommit mode, the `sent`-th of the call.
+    Autocommit { sent: u32 },
+}
+
+/// What to do about a call that failed in `phase` with `suspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FollowDecision {
+    /// Nothing took effect: wait for the (new) primary and run the call once more.
+    Retry,
+    /// It may or may not have taken effect: report that, never run it again.
+    Unknown,
+    /// Report the error (after asking the follower to look, when there was a suspect).
+    Fail,
+}
+
+/// The retry rule of a call that failed on the metadata primary: a call runs at most twice,
+/// and a second time only when nothing of the first can have taken effect: the failure came
+/// before any statement, inside a transaction (rolled back), as a read-only refusal of
+/// `COMMIT` or of the first autocommit statement. A connection lost during `COMMIT` or after an
+/// autocommit statement was sent leaves the outcome unknown: reported, never repeated, so a
+/// change is never applied twice.
+fn follow_decision(phase: Phase, suspect: Option<Suspect>, retried: bool) -> FollowDecision {
+    use FollowDecision::*;
+    let Some(s) = suspect else { return Fail };
+    let d = match (phase, s) {
+        (Phase::Begin, _) | (Phase::Statement, _) => Retry,
+        (Phase::Commit, Suspect::ReadOnly) => Retry,
+        (Phase::Commit, Suspect::Lost) => Unknown,
+        (Phase::Autocommit { sent: 0 }, _) => Retry,
+        (Phase::Autocommit { sent: 1 }, Suspect::ReadOnly) => Retry,
+        (Phase::Autocommit { .. }, Suspect::Lost) => Unknown,
+        (Phase::Autocommit { .. }, Suspect::ReadOnly) => Fail,
+    };
+    match d {
+        Retry if retried => Fail,
+        d => d,
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("backend", &self.inner.describe)
+            .field("backend", &self.describe())
             .finish()
     }
 }
@@ -205,13 +255,36 @@ impl Store {
             }
         };
         tracing::info!(store = %opened.describe, "metadata store open");
+        let (seeds, primary) = match &cfg.backend {
+            BackendConfig::Mysql { seeds, .. } => (
+                seeds.clone(),
+                opened.mysql.as_ref().map(|(_, r)| r.chosen.clone()),
+            ),
+            BackendConfig::Sqlite { .. } => (Vec::new(), None),
+        };
+        let slot = Arc::new(Slot {
+            target: RwLock::new(Arc::new(Target {
+                lanes: opened.lanes,
+                primary,
+                describe: opened.describe,
+            })),
+        });
+        let follow = opened.mysql.map(|(connector, report)| {
+            Arc::new(Follow::new(
+                connector,
+                seeds,
+                report,
+                cfg.primary_wait,
+                cfg.primary_check,
+            ))
+        });
+        if let Some(f) = &follow {
+            tokio::spawn(follow::watch(Arc::downgrade(&slot), f.clone()));
+        }
         Ok(Store {
             inner: Arc::new(Inner {
-                pools: opened.pools,
-                system: opened.system,
-                background: opened.background,
-                describe: opened.describe,
-                seed_report: opened.seed_report,
+                slot,
+                follow,
                 timeout: cfg.connect_timeout,
                 cluster_tls: cfg.cluster_tls.clone(),
                 encrypted: opened.encrypted,
@@ -275,23 +348,97 @@ impl Store {
         self.lane
     }
 
-    fn pools(&self) -> &Pools {
+    fn pools(&self) -> Pools {
+        let t = self.inner.slot.current();
         match self.lane {
-            Lane::Shared => &self.inner.pools,
-            Lane::System => &self.inner.system,
-            Lane::Background => &self.inner.background,
+            Lane::Shared => t.lanes.shared.clone(),
+            Lane::System => t.lanes.system.clone(),
+            Lane::Background => t.lanes.background.clone(),
         }
     }
 
     /// The backend in use.
     pub fn kind(&self) -> BackendKind {
-        self.inner.pools.kind()
+        self.inner.slot.current().lanes.shared.kind()
     }
 
-    /// Where the metadata lives, e.g. `sqlite:/abs/path` or `mysql://user@host:port/db`
-    /// (never a password).
+    /// Where the metadata lives now, e.g. `sqlite:/abs/path` or `mysql://user@host:port/db`
+    /// (never a password); on MySQL it names the primary the store follows.
     pub fn describe(&self) -> String {
-        self.inner.describe.clone()
+        self.inner.slot.current().describe.clone()
+    }
+
+    /// `host:port` of the metadata primary the store's statements go to (MySQL), `None` on
+    /// SQLite.
+    pub fn primary(&self) -> Option<String> {
+        self.inner.slot.current().primary.clone()
+    }
+
+    /// What the primary-follower knows: the primary, since when, where it looks, its last
+    /// moves (MySQL); `None` on SQLite.
+    pub fn follow_status(&self) -> Option<FollowStatus> {
+        self.inner.follow.as_ref().map(|f| f.status())
+    }
+
+    /// Checks the metadata primary now (a failover just promoted a node, say) and waits until
+    /// a check that started after this call found a writable one, moving the store there if it
+    /// is another node; returns its `host:port`. [`Error::Unavailable`] when none is found
+    /// within the store's `primary_wait`; on SQLite `Ok` with an empty string.
+    pub async fn follow_now(&self, reason: &str) -> Result<String> {
+        let Some(f) = &self.inner.follow else {
+            return Ok(String::new());
+        };
+        let n = f.ask(reason);
+        if f.wait_primary(n).await {
+            Ok(self.primary().unwrap_or_default())
+        } else {
+            Err(Error::Unavailable(format!(
+                "no writable metadata primary found within {:?} ({reason})",
+                f.wait
+            )))
+        }
+    }
+
+    /// Asks the follower to look at the primary because of `e` and, for a [`Retry`]
+    /// decision, waits for it: `Ok` means run the call again, `Err` is what to report.
+    ///
+    /// [`Retry`]: FollowDecision::Retry
+    async fn after_failure(
+        &self,
+        phase: Phase,
+        suspect: Option<Suspect>,
+        e: Error,
+        retried: &mut bool,
+    ) -> Result<()> {
+        let (Some(f), Some(s)) = (&self.inner.follow, suspect) else {
+            return Err(e);
+        };
+        let primary = self.primary().unwrap_or_default();
+        let what = match s {
+            Suspect::ReadOnly => "refused as read-only",
+            Suspect::Lost => "lost its connection",
+        };
+        let n = f.ask(&format!("a statement on {primary} {what}: {e}"));
+        match follow_decision(phase, suspect, *retried) {
+            FollowDecision::Retry => {
+                *retried = true;
+                if f.wait_primary(n).await {
+                    tracing::info!(from = %primary, to = %self.primary().unwrap_or_default(), error = %e, "running a metadata call again after the primary check");
+                    Ok(())
+                } else {
+                    Err(Error::Unavailable(format!(
+                        "{e} (no writable metadata primary found within {:?})",
+                        f.wait
+                    )))
+                }
+            }
+            FollowDecision::Unknown => Err(Error::Unavailable(format!(
+                "the metadata primary {primary} was lost while the change was being committed: \
+                 it may or may not be stored, so it is not run again (it could be applied \
+                 twice); read it back before repeating it: {e}"
+            ))),
+            FollowDecision::Fail => Err(e),
+        }
     }
 
     /// TLS settings for the manager's connections to the clusters' compute nodes (see
@@ -306,9 +453,9 @@ impl Store {
         self.inner.encrypted
     }
 
-    /// Which seed was chosen and why the others were not (MySQL only).
-    pub fn seed_report(&self) -> Option<&SeedReport> {
-        self.inner.seed_report.as_ref()
+    /// Which seed the last discovery chose and why the others were not (MySQL only).
+    pub fn seed_report(&self) -> Option<SeedReport> {
+        self.inner.follow.as_ref().map(|f| f.report())
     }
 
     /// Checks that the store answers; [`Error::Unavailable`] when it does not.
@@ -373,6 +520,9 @@ impl Store {
         self.run_tx(true, f).await
     }
 
+    /// Runs `f` in one transaction, again after a lock conflict (at most
+    /// [`LOCK_CONFLICT_ATTEMPTS`] times) and once more after the metadata primary failed
+    /// under it when nothing can have been stored ([`follow_decision`]).
     async fn run_tx<R, F>(&self, read_only: bool, f: F) -> Result<R>
     where
         for<'r> F: AsyncFnOnce(&'r mut Tx) -> Result<R>
@@ -386,8 +536,16 @@ impl Store {
             fence.check_clock()?;
         }
         let mut attempt = 1;
+        let mut retried = false;
         loop {
-            let mut tx = Tx::begin(self.pools(), self.inner.timeout, read_only).await?;
+            let mut tx = match Tx::begin(&self.pools(), self.inner.timeout, read_only).await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    let s = Suspect::of_begin(&e);
+                    self.after_failure(Phase::Begin, s, e, &mut retried).await?;
+                    continue;
+                }
+            };
             let fenced = match fence {
                 Some(fence) => fence.check_in(&mut tx).await,
                 None => Ok(()),
@@ -397,11 +555,29 @@ impl Store {
                 Err(e) => Err(e),
             };
             if !tx.lock_conflict() {
+                // A statement that failed because the server is not the primary any more:
+                // nothing of this transaction is kept, even if `f` ignored the error.
+                if let Some(s) = tx.suspect() {
+                    rollback(tx).await;
+                    let e = match r {
+                        Err(e) => e,
+                        Ok(_) => {
+                            Error::Unavailable("a statement failed on the metadata primary".into())
+                        }
+                    };
+                    self.after_failure(Phase::Statement, Some(s), e, &mut retried)
+                        .await?;
+                    continue;
+                }
                 return match r {
-                    Ok(r) => {
-                        tx.commit().await?;
-                        Ok(r)
-                    }
+                    Ok(r) => match tx.commit_checked().await {
+                        Ok(()) => Ok(r),
+                        Err((e, s)) => {
+                            self.after_failure(Phase::Commit, s, e, &mut retried)
+                                .await?;
+                            continue;
+                        }
+                    },
                     Err(e) => {
                         rollback(tx).await;
                         Err(e)
@@ -429,22 +605,51 @@ impl Store {
     }
 
     /// Runs `f` on one connection in autocommit mode (each statement commits on its own).
+    ///
+    /// When the metadata primary fails under it, `f` runs once more on the new primary only if
+    /// nothing of the first run can have taken effect (no statement sent, or the first one
+    /// refused as read-only); hence `F: Clone`.
     pub async fn autocommit<R, F>(&self, f: F) -> Result<R>
     where
-        for<'r> F:
-            AsyncFnOnce(&'r mut Tx) -> Result<R> + TxFn<&'r mut Tx, Result<R>, Fut: Send> + Send,
+        for<'r> F: AsyncFnOnce(&'r mut Tx) -> Result<R>
+            + TxFn<&'r mut Tx, Result<R>, Fut: Send>
+            + Clone
+            + Send,
         R: Send,
     {
         if let Some(fence) = self.fence.as_deref() {
             fence.check_clock()?;
         }
-        let mut tx = Tx::autocommit(self.pools(), self.inner.timeout).await?;
-        // Autocommit: the lease is checked just before (not atomically with) `f`'s statements;
-        // the clock check above bounds what a late statement can be.
-        if let Some(fence) = self.fence.as_deref() {
-            fence.check_in(&mut tx).await?;
+        let mut retried = false;
+        loop {
+            let mut tx = match Tx::autocommit(&self.pools(), self.inner.timeout).await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    let s = Suspect::of_begin(&e);
+                    self.after_failure(Phase::Begin, s, e, &mut retried).await?;
+                    continue;
+                }
+            };
+            // Autocommit: the lease is checked just before (not atomically with) `f`'s
+            // statements; the clock check above bounds what a late statement can be.
+            let fenced = match self.fence.as_deref() {
+                Some(fence) => fence.check_in(&mut tx).await,
+                None => Ok(()),
+            };
+            let r = match fenced {
+                Ok(()) => f.clone()(&mut tx).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    let (s, sent) = (tx.suspect(), tx.sent());
+                    drop(tx);
+                    self.after_failure(Phase::Autocommit { sent }, s, e, &mut retried)
+                        .await?;
+                }
+            }
         }
-        f(&mut tx).await
     }
 
     /// Registers a machine; [`Error::Conflict`] if `(hostaddr, machine_type)` exists.
@@ -648,5 +853,49 @@ impl Store {
     ) -> Result<Job> {
         self.tx(async |tx| repo::jobs::update(tx, id, status, memo).await)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_runs_again_only_when_nothing_of_it_can_have_taken_effect() {
+        use FollowDecision::*;
+        let (ro, lost) = (Some(Suspect::ReadOnly), Some(Suspect::Lost));
+        // Before any statement, or inside a transaction (rolled back): once more.
+        assert_eq!(follow_decision(Phase::Begin, lost, false), Retry);
+        assert_eq!(follow_decision(Phase::Statement, lost, false), Retry);
+        assert_eq!(follow_decision(Phase::Statement, ro, false), Retry);
+        // COMMIT refused as read-only did nothing; COMMIT lost may have committed.
+        assert_eq!(follow_decision(Phase::Commit, ro, false), Retry);
+        assert_eq!(follow_decision(Phase::Commit, lost, false), Unknown);
+        // Autocommit: only before the first statement took effect.
+        assert_eq!(
+            follow_decision(Phase::Autocommit { sent: 0 }, lost, false),
+            Retry
+        );
+        assert_eq!(
+            follow_decision(Phase::Autocommit { sent: 1 }, ro, false),
+            Retry
+        );
+        assert_eq!(
+            follow_decision(Phase::Autocommit { sent: 1 }, lost, false),
+            Unknown
+        );
+        assert_eq!(
+            follow_decision(Phase::Autocommit { sent: 2 }, ro, false),
+            Fail
+        );
+        assert_eq!(
+            follow_decision(Phase::Autocommit { sent: 3 }, lost, false),
+            Unknown
+        );
+        // At most once, and never without a sign of a primary change.
+        assert_eq!(follow_decision(Phase::Statement, lost, true), Fail);
+        assert_eq!(follow_decision(Phase::Commit, lost, true), Unknown);
+        assert_eq!(follow_decision(Phase::Statement, None, false), Fail);
+        assert_eq!(follow_decision(Phase::Commit, None, false), Fail);
     }
 }

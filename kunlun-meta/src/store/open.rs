@@ -17,6 +17,8 @@ use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
+
+use super::follow::{Connector, Lanes};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
 
@@ -35,11 +37,10 @@ pub const SYSTEM_POOL_SIZE: usize = 2;
 
 /// What `open_*` hands back to [`super::Store::open`].
 pub(crate) struct Opened {
-    pub pools: Pools,
-    pub system: Pools,
-    pub background: Pools,
+    pub lanes: Lanes,
     pub describe: String,
-    pub seed_report: Option<SeedReport>,
+    /// MySQL: how to reach the nodes, and the discovery that chose the primary.
+    pub mysql: Option<(Connector, SeedReport)>,
     /// The MySQL connections are TLS-encrypted.
     pub encrypted: bool,
 }
@@ -114,11 +115,13 @@ pub(crate) async fn open_sqlite(
             .map_err(|e| Error::Database(format!("cannot build the sqlite pool: {e}")))
     };
     Ok(Opened {
-        pools: pool(pool_size)?,
-        system: pool(SYSTEM_POOL_SIZE)?,
-        background: pool(pool_size)?,
+        lanes: Lanes {
+            shared: pool(pool_size)?,
+            system: pool(SYSTEM_POOL_SIZE)?,
+            background: pool(pool_size)?,
+        },
         describe: format!("sqlite:{}", abs.display()),
-        seed_report: None,
+        mysql: None,
         encrypted: false,
     })
 }
@@ -212,39 +215,18 @@ pub(crate) async fn open_mysql(
     .map_err(join_err)??;
     drop(conn);
 
-    // The URL is unused (custom_setup connects with `opts`); it only names the target.
-    let describe = format!("mysql://{user}@{host}:{port}/{database}");
-    let pool = |size: usize| {
-        let mut cfg = ManagerConfig::<AsyncMysqlConnection>::default();
-        cfg.recycling_method = RecyclingMethod::Verified;
-        let opts = opts.clone();
-        cfg.custom_setup = Box::new(move |_url| {
-            let opts = opts.clone();
-            async move {
-                let raw = mysql_async::Conn::new(opts)
-                    .await
-                    .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-                AsyncMysqlConnection::try_from(raw).await
-            }
-            .boxed()
-        });
-        let mgr = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new_with_config(
-            describe.clone(),
-            cfg,
-        );
-        Pool::builder(mgr)
-            // One connection may be a side connection for DDL inside a transaction.
-            .max_size(size.max(2))
-            .build()
-            .map(Pools::Mysql)
-            .map_err(|e| Error::Database(format!("cannot build the mysql pool: {e}")))
+    let connector = Connector {
+        user: user.to_string(),
+        password: password.to_string(),
+        database: database.to_string(),
+        tls,
+        timeout,
+        pool_size,
     };
     Ok(Opened {
-        pools: pool(pool_size)?,
-        system: pool(SYSTEM_POOL_SIZE)?,
-        background: pool(pool_size)?,
-        describe,
-        seed_report: Some(report),
+        lanes: connector.lanes(&report.chosen)?,
+        describe: connector.describe(&report.chosen),
+        mysql: Some((connector, report)),
         encrypted: tls_used,
     })
 }

@@ -1,7 +1,10 @@
 //! `meta_group_seeds` discovery: find the writable primary of the metadata shard.
 //!
-//! Invariant: seeds are tried in the configured order and the first one that answers with
-//! `@@read_only = 0` is chosen; the report keeps, for every other seed, why it was not.
+//! Invariant: every seed is asked at once (each within the connect deadline); a single writable
+//! (`@@read_only = 0`) node is the primary, and when several are writable the choice follows
+//! [`choose`]'s rule, never a race; the report keeps, for every other seed, why it was not
+//! chosen. The same discovery runs again whenever the store follows a new primary
+//! (`follow.rs`).
 
 use std::fmt;
 use std::time::Duration;
@@ -133,6 +136,8 @@ pub enum SeedOutcome {
     Unreachable(String),
     /// Not tried because an earlier seed was chosen.
     NotTried,
+    /// Answered writable, but another writable node was chosen (the text says why).
+    Passed(String),
 }
 
 /// One seed and what happened when it was tried.
@@ -167,6 +172,7 @@ impl fmt::Display for SeedOutcome {
             SeedOutcome::ReadOnly => f.write_str("skipped: read-only (read_only=1)"),
             SeedOutcome::Unreachable(e) => write!(f, "skipped: unreachable: {e}"),
             SeedOutcome::NotTried => f.write_str("not tried: an earlier seed was chosen"),
+            SeedOutcome::Passed(why) => write!(f, "skipped: {why}"),
         }
     }
 }
@@ -229,17 +235,33 @@ pub(crate) fn seed_opts(
         .client_found_rows(true)
 }
 
-/// Asks one seed for `@@read_only`.
-async fn probe(
+/// What one seed said when asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SeedProbe {
+    /// It answered: `read_only`, and for a writable node its `@@gtid_current_pos` and whether
+    /// it replicates from another node (`None`: not known, e.g. the login may not ask).
+    Answered {
+        read_only: bool,
+        gtid: Option<String>,
+        replicating: Option<bool>,
+    },
+    /// It could not be reached or asked; the driver's reason.
+    Unreachable(String),
+}
+
+/// Asks one seed for `@@read_only` and, when it is writable, its GTID position and whether it
+/// replicates (both optional: a MySQL server has no `@@gtid_current_pos`, and a least-privilege
+/// login may not run `SHOW ALL SLAVES STATUS`).
+pub(crate) async fn probe(
     seed: &str,
     user: &str,
     password: &str,
     tls: &MetaTls,
     timeout: Duration,
-) -> SeedOutcome {
+) -> SeedProbe {
     let (host, port) = match split_seed(seed) {
         Ok(hp) => hp,
-        Err(e) => return SeedOutcome::Unreachable(e.to_string()),
+        Err(e) => return SeedProbe::Unreachable(e.to_string()),
     };
     let work = async {
         use mysql_async::prelude::Queryable;
@@ -248,18 +270,167 @@ async fn probe(
             .query_first("SELECT @@read_only")
             .await
             .map_err(|e| e.to_string())?;
+        let read_only = ro.unwrap_or(0) != 0;
+        let (mut gtid, mut replicating) = (None, None);
+        if !read_only {
+            gtid = conn
+                .query_first::<Option<String>, _>("SELECT @@gtid_current_pos")
+                .await
+                .ok()
+                .flatten()
+                .flatten();
+            replicating = conn
+                .query::<mysql_async::Row, _>("SHOW ALL SLAVES STATUS")
+                .await
+                .ok()
+                .map(|rows| !rows.is_empty());
+        }
         let _ = conn.disconnect().await;
-        Ok::<_, String>(ro.unwrap_or(0))
+        Ok::<_, String>(SeedProbe::Answered {
+            read_only,
+            gtid,
+            replicating,
+        })
     };
     match tokio::time::timeout(timeout, work).await {
-        Err(_) => SeedOutcome::Unreachable(format!("no answer within {timeout:?}")),
-        Ok(Err(e)) => SeedOutcome::Unreachable(e),
-        Ok(Ok(0)) => SeedOutcome::Chosen,
-        Ok(Ok(_)) => SeedOutcome::ReadOnly,
+        Err(_) => SeedProbe::Unreachable(format!("no answer within {timeout:?}")),
+        Ok(Err(e)) => SeedProbe::Unreachable(e),
+        Ok(Ok(p)) => p,
     }
 }
 
-/// Tries the seeds in order and returns the report naming the first writable one.
+/// Per GTID domain, the highest sequence number of a MariaDB position (`d-s-n,...`); `None`
+/// when the text is not one.
+fn gtid_seqs(pos: &str) -> Option<std::collections::BTreeMap<u32, u64>> {
+    let mut m = std::collections::BTreeMap::new();
+    for g in pos.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+        let mut it = g.splitn(3, '-');
+        let (d, _s, n) = (it.next()?, it.next()?, it.next()?);
+        let (d, n): (u32, u64) = (d.parse().ok()?, n.parse().ok()?);
+        let e = m.entry(d).or_insert(0);
+        *e = (*e).max(n);
+    }
+    Some(m)
+}
+
+/// Whether position `a` holds at least as much as `b` in every domain of `b`.
+fn gtid_contains(a: &str, b: &str) -> Option<bool> {
+    let (a, b) = (gtid_seqs(a)?, gtid_seqs(b)?);
+    Some(b.iter().all(|(d, n)| a.get(d).is_some_and(|m| m >= n)))
+}
+
+/// Chooses the primary from every seed's answer (in seed order).
+///
+/// One writable node is the primary. When several are writable (a returning old primary not
+/// fenced yet, a replica left writable), one that does not replicate is preferred, then the one
+/// whose GTID position contains every other writable node's (it has moved on); when no such
+/// node exists the first in seed order is taken and the others are named in the report, so a
+/// split brain is visible. No writable node: `Err` with every seed's reason.
+pub(crate) fn choose(probes: Vec<(String, SeedProbe)>) -> std::result::Result<SeedReport, String> {
+    let writable: Vec<usize> = probes
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, p))| {
+            matches!(
+                p,
+                SeedProbe::Answered {
+                    read_only: false,
+                    ..
+                }
+            )
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let replicates = |i: usize| {
+        matches!(
+            probes[i].1,
+            SeedProbe::Answered {
+                replicating: Some(true),
+                ..
+            }
+        )
+    };
+    let gtid = |i: usize| match &probes[i].1 {
+        SeedProbe::Answered { gtid, .. } => gtid.clone(),
+        SeedProbe::Unreachable(_) => None,
+    };
+    let mut pool: Vec<usize> = writable
+        .iter()
+        .copied()
+        .filter(|i| !replicates(*i))
+        .collect();
+    if pool.is_empty() {
+        pool = writable.clone();
+    }
+    let mut why_not: Option<String> = None;
+    let chosen = match pool.as_slice() {
+        [] => None,
+        [one] => Some(*one),
+        many => {
+            let ahead = many.iter().copied().find(|&i| {
+                let Some(a) = gtid(i) else { return false };
+                many.iter().all(|&j| {
+                    j == i || gtid(j).is_some_and(|b| gtid_contains(&a, &b) == Some(true))
+                })
+            });
+            match ahead {
+                Some(i) => {
+                    why_not = Some(format!(
+                        "writable too, but behind {} (GTID position)",
+                        probes[i].0
+                    ));
+                    Some(i)
+                }
+                None => {
+                    why_not = Some(format!(
+                        "writable too: no writable seed's GTID position contains the others', \
+                         {} is first in seed order (a split brain? fence the stale node)",
+                        probes[many[0]].0
+                    ));
+                    Some(many[0])
+                }
+            }
+        }
+    };
+    let attempts: Vec<SeedAttempt> = probes
+        .iter()
+        .enumerate()
+        .map(|(i, (seed, p))| SeedAttempt {
+            seed: seed.clone(),
+            outcome: match p {
+                _ if Some(i) == chosen => SeedOutcome::Chosen,
+                SeedProbe::Unreachable(e) => SeedOutcome::Unreachable(e.clone()),
+                SeedProbe::Answered {
+                    read_only: true, ..
+                } => SeedOutcome::ReadOnly,
+                SeedProbe::Answered { .. } if replicates(i) && !pool.contains(&i) => {
+                    SeedOutcome::Passed("writable but replicating from another node".into())
+                }
+                SeedProbe::Answered { .. } => {
+                    SeedOutcome::Passed(why_not.clone().unwrap_or_default())
+                }
+            },
+        })
+        .collect();
+    match chosen {
+        Some(i) => {
+            if writable.len() > 1 {
+                tracing::warn!(chosen = %probes[i].0, writable = writable.len(), "several metadata nodes are writable");
+            }
+            Ok(SeedReport {
+                chosen: probes[i].0.clone(),
+                attempts,
+            })
+        }
+        None => Err(attempts
+            .iter()
+            .map(|a| format!("{} {}", a.seed, a.outcome))
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
+/// Asks every seed at once (each within `timeout`) and chooses the primary ([`choose`]).
 pub(crate) async fn discover(
     seeds: &[String],
     user: &str,
@@ -270,37 +441,21 @@ pub(crate) async fn discover(
     if seeds.is_empty() {
         return Err(Error::Invalid("meta_group_seeds: no seed given".into()));
     }
-    let mut attempts = Vec::with_capacity(seeds.len());
-    let mut chosen = None;
-    for seed in seeds {
-        let outcome = if chosen.is_some() {
-            SeedOutcome::NotTried
-        } else {
-            probe(seed, user, password, tls, timeout).await
-        };
-        if outcome == SeedOutcome::Chosen {
-            chosen = Some(seed.clone());
-        } else {
-            tracing::info!(seed = %seed, outcome = %outcome, "metadata seed not chosen");
-        }
-        attempts.push(SeedAttempt {
-            seed: seed.clone(),
-            outcome,
-        });
+    let probes = futures::future::join_all(
+        seeds
+            .iter()
+            .map(|s| async move { (s.clone(), probe(s, user, password, tls, timeout).await) }),
+    )
+    .await;
+    let report = choose(probes).map_err(|why| {
+        Error::Unavailable(format!(
+            "no writable metadata primary among the seeds: {why}"
+        ))
+    })?;
+    for a in report.rejected() {
+        tracing::info!(seed = %a.seed, outcome = %a.outcome, "metadata seed not chosen");
     }
-    match chosen {
-        Some(chosen) => Ok(SeedReport { chosen, attempts }),
-        None => {
-            let why: Vec<String> = attempts
-                .iter()
-                .map(|a| format!("{} {}", a.seed, a.outcome))
-                .collect();
-            Err(Error::Unavailable(format!(
-                "no writable metadata primary among the seeds: {}",
-                why.join("; ")
-            )))
-        }
-    }
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -339,6 +494,81 @@ mod tests {
         assert!(s.contains("10.0.0.3:3306 skipped: read-only"), "{s}");
         assert!(s.contains("10.0.0.4:3306 not tried"), "{s}");
         assert_eq!(r.rejected().count(), 3);
+    }
+
+    fn answered(read_only: bool, gtid: Option<&str>, replicating: Option<bool>) -> SeedProbe {
+        SeedProbe::Answered {
+            read_only,
+            gtid: gtid.map(str::to_string),
+            replicating,
+        }
+    }
+
+    fn seeds(p: Vec<SeedProbe>) -> Vec<(String, SeedProbe)> {
+        p.into_iter()
+            .enumerate()
+            .map(|(i, p)| (format!("10.0.0.{}:3306", i + 1), p))
+            .collect()
+    }
+
+    #[test]
+    fn the_one_writable_node_is_the_primary_wherever_it_is() {
+        let r = choose(seeds(vec![
+            SeedProbe::Unreachable("refused".into()),
+            answered(true, None, None),
+            answered(false, Some("0-2-7"), Some(false)),
+        ]))
+        .unwrap();
+        assert_eq!(r.chosen, "10.0.0.3:3306");
+        assert_eq!(r.attempts[1].outcome, SeedOutcome::ReadOnly);
+        let e = choose(seeds(vec![
+            SeedProbe::Unreachable("refused".into()),
+            answered(true, None, None),
+        ]))
+        .unwrap_err();
+        assert!(
+            e.contains("10.0.0.1:3306 skipped: unreachable: refused"),
+            "{e}"
+        );
+        assert!(e.contains("10.0.0.2:3306 skipped: read-only"), "{e}");
+    }
+
+    #[test]
+    fn of_several_writable_nodes_the_one_that_moved_on_wins() {
+        // A returned old primary (writable after its restart) and the promoted node.
+        let r = choose(seeds(vec![
+            answered(false, Some("0-1-100"), Some(false)),
+            answered(false, Some("0-2-140"), Some(false)),
+        ]))
+        .unwrap();
+        assert_eq!(r.chosen, "10.0.0.2:3306");
+        assert!(
+            matches!(&r.attempts[0].outcome, SeedOutcome::Passed(w) if w.contains("behind 10.0.0.2")),
+            "{r}"
+        );
+        // One that replicates is passed over for one that does not.
+        let r = choose(seeds(vec![
+            answered(false, Some("0-1-200"), Some(true)),
+            answered(false, Some("0-1-100"), Some(false)),
+        ]))
+        .unwrap();
+        assert_eq!(r.chosen, "10.0.0.2:3306");
+        // Diverged histories: the first in seed order, and the report says so.
+        let r = choose(seeds(vec![
+            answered(false, Some("0-1-100,1-1-5"), None),
+            answered(false, Some("0-2-90,1-2-9"), None),
+        ]))
+        .unwrap();
+        assert_eq!(r.chosen, "10.0.0.1:3306");
+        assert!(r.to_string().contains("split brain"), "{r}");
+    }
+
+    #[test]
+    fn gtid_positions_compare_per_domain() {
+        assert_eq!(gtid_contains("0-2-10,1-1-3", "0-1-9"), Some(true));
+        assert_eq!(gtid_contains("0-2-10", "0-1-9,1-1-1"), Some(false));
+        assert_eq!(gtid_contains("", ""), Some(true));
+        assert_eq!(gtid_contains("x", "0-1-1"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod failover;
 pub mod job;
 pub mod leader;
 pub mod machine;
+pub mod meta;
 pub mod node;
 pub mod policy;
 pub mod scale;

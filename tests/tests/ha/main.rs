@@ -9,6 +9,7 @@ mod ha_clients;
 mod ha_errant;
 mod ha_failover;
 mod ha_fence_proof;
+mod ha_meta;
 mod ha_netns;
 mod ha_provisioned;
 mod ha_replica_restart;
