@@ -1032,6 +1032,10 @@ mod policy_tests {
                 auto_rebuild: true
             }
         );
+    }
+}
+
+#[cfg(test)]
 mod rebuild_tests {
     use super::*;
 

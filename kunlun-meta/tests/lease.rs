@@ -157,13 +157,19 @@ async fn fenced_writes(t: &TestStore) {
             key_path: "/root/.ssh/id_ed25519".into(),
         },
     };
-    fenced.insert_machine(&machine("127.0.1.1")).await.expect("the holder writes");
+    fenced
+        .insert_machine(&machine("127.0.1.1"))
+        .await
+        .expect("the holder writes");
     fenced.check_term().expect("the clock vouches for the term");
 
     // The leader's own clock ran out (a frozen process woken past its lease): refused before
     // any statement, even though the store still names it.
     clock.set(Some((a.epoch, Instant::now())));
-    let e = fenced.insert_machine(&machine("127.0.1.2")).await.unwrap_err();
+    let e = fenced
+        .insert_machine(&machine("127.0.1.2"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Deposed(_)), "{e}");
     assert!(matches!(fenced.check_term(), Err(Error::Deposed(_))));
     assert_eq!(deposed.load(Ordering::SeqCst), 2);
@@ -179,7 +185,10 @@ async fn fenced_writes(t: &TestStore) {
         .unwrap()
         .expect("b takes over");
     assert_eq!(b.epoch, a.epoch + 1);
-    let e = fenced.insert_machine(&machine("127.0.1.3")).await.unwrap_err();
+    let e = fenced
+        .insert_machine(&machine("127.0.1.3"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Deposed(_)), "{e}");
     let e = fenced
         .claim_next_job(&[])
@@ -194,11 +203,18 @@ async fn fenced_writes(t: &TestStore) {
         .into_iter()
         .map(|m| m.hostaddr)
         .collect();
-    assert_eq!(hosts, vec!["127.0.1.1".to_string()], "no deposed write landed");
+    assert_eq!(
+        hosts,
+        vec!["127.0.1.1".to_string()],
+        "no deposed write landed"
+    );
     s.insert_machine(&machine("127.0.1.4"))
         .await
         .expect("an unfenced handle of the same store still writes");
-    assert!(fenced.background().fence().is_some(), "a lane switch keeps the fence");
+    assert!(
+        fenced.background().fence().is_some(),
+        "a lane switch keeps the fence"
+    );
 }
 
 both_backends! {

@@ -21,8 +21,8 @@
 mod kill;
 mod mariadb;
 mod postgres;
-mod state;
 pub mod reseed;
+mod state;
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,10 +34,10 @@ pub use mariadb::{
     MariaDbRecipe, PGX_PRIVILEGES,
 };
 pub use postgres::PostgresRecipe;
+pub use reseed::Reseed;
 pub use state::{
     instance_states, log_tail, states_script, InstanceState, Process, StateCheck, MAX_LOG_TAIL,
 };
-pub use reseed::Reseed;
 
 use crate::error::{Error, Result};
 use crate::placement::InstanceKind;
