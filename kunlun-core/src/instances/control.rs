@@ -345,11 +345,13 @@ impl ClusterManager {
                 cluster.id
             )));
         }
+        // The machine first: an instance on no registered machine is a conflict whatever
+        // SSH settings this manager has.
+        let loc = locate(store, node).await?;
         let prov = self
             .probe_provisioner()
             .ok_or_else(|| Error::Unavailable("this manager has no SSH settings".into()))?
             .clone();
-        let loc = locate(store, node).await?;
         let mut report = ControlReport::of(&loc.node, &loc.spec.base_dir);
         let target = prov.target(&loc.machine);
         let recipe = recipe_of(&prov, &loc.node);
