@@ -161,6 +161,9 @@ async fn run(interval: Duration, trials: usize) -> Result<Timings> {
         }
         let t0 = Instant::now();
         let killed_at = chrono::Utc::now();
+        if i == 0 {
+            println!("    killed at {}", killed_at.format("%H:%M:%S%.3f"));
+        }
         kill9(old);
         let mut proc_at = None;
         let repl_at = loop {
@@ -207,6 +210,12 @@ async fn run(interval: Duration, trials: usize) -> Result<Timings> {
         to_proc.push(proc_at.as_secs_f64() * 1e3);
         to_repl.push(repl_at.as_secs_f64() * 1e3);
         writer.wait_more(5).await?;
+    }
+    if let Some(k) = w.term.keeper_status() {
+        println!("  keeper: {:?}", k.stats);
+        for e in k.events.iter().rev().take(12).rev() {
+            println!("    {} {}", e.at.format("%H:%M:%S%.3f"), e.what);
+        }
     }
     let acked = writer.acked();
     let login = Login {

@@ -574,17 +574,22 @@ impl Keeper {
                 return;
             }
             Ok(Outcome::Done(r)) => match &r.error {
-                None => (
-                    Ok(()),
-                    format!(
-                        "restarted {}{}",
-                        c.name(),
-                        r.replication
-                            .as_deref()
-                            .map(|s| format!(" (replication: {s})"))
-                            .unwrap_or_default()
-                    ),
-                ),
+                None => {
+                    if let Some(t) = self.tracks.get_mut(&key) {
+                        t.started();
+                    }
+                    (
+                        Ok(()),
+                        format!(
+                            "restarted {}{}",
+                            c.name(),
+                            r.replication
+                                .as_deref()
+                                .map(|s| format!(" (replication: {s})"))
+                                .unwrap_or_default()
+                        ),
+                    )
+                }
                 Some(e) => (
                     Err(e.clone()),
                     format!("restart of {} failed: {e}", c.name()),

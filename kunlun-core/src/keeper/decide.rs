@@ -183,6 +183,13 @@ impl Track {
         self.next_try = now.checked_add(backoff(n, l.base_backoff, l.max_backoff));
     }
 
+    /// A restart brought the server up (it answered, a replica replicates): the backoff ends,
+    /// the restart stays counted. A server that dies again later is restarted at once, up to
+    /// the limit of the window.
+    pub fn started(&mut self) {
+        self.next_try = None;
+    }
+
     /// The node was seen up. The backoff ends (it is for starts that do not bring the server
     /// up; a server that ran and died later is started at once), but the restarts stay counted
     /// for the window, so a server that runs a few seconds after each start is still a crash
@@ -381,6 +388,11 @@ mod tests {
         t.restarted(t0, &l);
         // Down again at once: wait out the backoff.
         assert_eq!(t.next(t0, &l), Next::Wait(t0 + Duration::from_secs(2)));
+        // ... unless that restart brought the server up: then it died later, and is
+        // restarted at once.
+        let mut up = t.clone();
+        up.started();
+        assert_eq!(up.next(t0, &l), Next::Restart);
         let t1 = t0 + Duration::from_secs(2);
         assert_eq!(t.next(t1, &l), Next::Restart);
         t.restarted(t1, &l);

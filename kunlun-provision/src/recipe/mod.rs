@@ -614,6 +614,11 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Shell condition: the process `$pid` lives. A zombie does not: a server killed but not yet
+/// reaped (its parent after `setsid` is init, which may take its time) still answers
+/// `kill -0`, and taking it for the running server made a start step skip the launch.
+const PID_LIVES: &str = r#"kill -0 "$pid" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' /proc/$pid/status 2>/dev/null"#;
+
 /// Shell snippet: stop the process whose pid is in `$1` (a pid file) with `sig`, wait up to
 /// 60 s for it to go, then SIGKILL; succeeds when no such process is left.
 pub(crate) fn stop_by_pid_file(pid_file: &str, sig: &str) -> String {
@@ -621,11 +626,11 @@ pub(crate) fn stop_by_pid_file(pid_file: &str, sig: &str) -> String {
         r#"pf={pf}
 if [ -f "$pf" ]; then
   pid=$(head -n1 "$pf" | tr -dc 0-9)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  if [ -n "$pid" ] && {PID_LIVES}; then
     kill -{sig} "$pid" 2>/dev/null
     i=0
-    while kill -0 "$pid" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; sleep 0.5; fi
+    while {PID_LIVES} && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+    if {PID_LIVES}; then kill -KILL "$pid"; sleep 0.5; fi
   fi
   rm -f "$pf"
 fi"#,
@@ -643,10 +648,11 @@ pub(crate) fn remove_dirs_script(base: &str) -> Option<String> {
     ))
 }
 
-/// Shell snippet: exit 0 if the pid in `pid_file` is a live process, 1 otherwise.
+/// Shell snippet: exit 0 if the pid in `pid_file` is a live process (not a zombie), 1
+/// otherwise.
 pub(crate) fn alive_by_pid_file(pid_file: &str) -> String {
     format!(
-        r#"pf={pf}; [ -f "$pf" ] && pid=$(head -n1 "$pf" | tr -dc 0-9) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null"#,
+        r#"pf={pf}; [ -f "$pf" ] && pid=$(head -n1 "$pf" | tr -dc 0-9) && [ -n "$pid" ] && {PID_LIVES}"#,
         pf = sh_quote(pid_file)
     )
 }
@@ -678,6 +684,47 @@ pub fn random_password() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_killed_server_not_yet_reaped_is_not_alive() {
+        let dir = std::env::temp_dir().join(format!("kl_alive_test_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pf = dir.join("server.pid");
+        let script = alive_by_pid_file(pf.to_str().unwrap());
+        let alive = || {
+            std::process::Command::new("sh")
+                .args(["-c", &script])
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(!alive(), "no pid file");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::fs::write(&pf, format!("{}\n", child.id())).unwrap();
+        assert!(alive());
+        // Killed but not waited for: a zombie until reaped.
+        child.kill().unwrap();
+        let status = format!("/proc/{}/status", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&status)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child became a zombie"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!alive(), "a zombie is not the running server");
+        child.wait().unwrap();
+        assert!(!alive(), "reaped");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn base_dirs_are_checked_before_anything_is_removed() {
