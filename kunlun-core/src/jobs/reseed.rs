@@ -119,12 +119,38 @@ pub fn reseed(fleet: &Provisioner) -> Result<&dyn Reseed> {
 
 /// A machine-side error as the job reports it: a missing program is a refusal the operator
 /// fixes (`Conflict`), a bad path or tag `Invalid`, anything else `Unavailable`.
+/// A failed remote script is told by its host, status and stderr's tail, not by its text
+/// (a script is long and says nothing the step's name does not).
 fn machine(e: kunlun_provision::Error) -> Error {
+    use kunlun_provision::Error as P;
     match e {
-        kunlun_provision::Error::Refused { .. } => Error::Conflict(e.to_string()),
-        kunlun_provision::Error::Invalid(m) => Error::Invalid(m),
-        other => Error::Unavailable(other.to_string()),
+        P::Refused { .. } => Error::Conflict(e.to_string()),
+        P::Invalid(m) => Error::Invalid(m),
+        P::RemoteFailed {
+            host,
+            status,
+            stderr_tail,
+            ..
+        } => Error::Unavailable(format!(
+            "{host}: failed with {status}: {}",
+            clip(&stderr_tail)
+        )),
+        other => Error::Unavailable(clip(&other.to_string())),
     }
+}
+
+/// Longest error text a rebuild records (a failed load can print whole rows).
+const CLIP: usize = 1000;
+
+/// `s` at most [`CLIP`] characters: its start and its end (where tools say what went wrong).
+pub fn clip(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= CLIP {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(CLIP / 4).collect();
+    let tail: String = s.chars().skip(n - (CLIP - CLIP / 4)).collect();
+    format!("{head} … {tail}")
 }
 
 /// Runs `script` on `target` (through `sh -c`) within `timeout`; a failed programs check is a
@@ -194,7 +220,7 @@ async fn steps(fleet: &Provisioner, inst: &Instance, steps: &[Step]) -> Result<(
         .storage
         .run_steps(&fleet.ssh, &inst.target, &inst.spec, steps, None)
         .await
-        .map_err(|e| Error::Unavailable(format!("{}: {e}", inst.addr())))
+        .map_err(|e| Error::Unavailable(clip(&format!("{}: {e}", inst.addr()))))
 }
 
 /// Stops the instance (idempotent).
@@ -314,9 +340,10 @@ pub async fn copy(
                 .await
                 .map_err(|e| {
                     Error::Unavailable(format!(
-                        "snapshot of {} into {}: {e}",
+                        "snapshot of {} into {}: {}",
                         source.addr(),
-                        inst.addr()
+                        inst.addr(),
+                        machine(e)
                     ))
                 })?;
             let gtid = scripts::parse_snapshot_gtid(&piped.sink.stdout_str()).map_err(machine)?;
@@ -347,7 +374,8 @@ pub async fn copy(
                 &source.addr(),
                 &inst.addr(),
             )
-            .await?;
+            .await
+            .map_err(|e| Error::Unavailable(clip(&e.to_string())))?;
             Ok(Copied { gtid, bytes: None })
         }
     }
@@ -406,6 +434,20 @@ mod tests {
         assert!(!room_for(1024, 200 * 1024));
         assert!(room_for(1024, 300 * 1024));
         assert!(!room_for(u64::MAX, u64::MAX), "no overflow");
+    }
+
+    #[test]
+    fn long_errors_keep_their_start_and_their_end() {
+        assert_eq!(clip("short"), "short");
+        let long = format!("start{}end: table is full", "x".repeat(5000));
+        let c = clip(&long);
+        assert!(c.chars().count() <= CLIP + 3, "{}", c.len());
+        assert!(
+            c.starts_with("start") && c.ends_with("end: table is full"),
+            "{c}"
+        );
+        let multibyte = "é".repeat(3000);
+        assert!(clip(&multibyte).chars().count() <= CLIP + 3);
     }
 
     #[test]

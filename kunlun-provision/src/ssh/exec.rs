@@ -194,7 +194,16 @@ fn run(
                         Pop::Chunk(c) => (feed.cur, feed.off) = (c, 0),
                         Pop::Empty => {}
                         Pop::End => feed.done = true,
-                        Pop::Aborted => return Err(aborted(conn, pgid, kill_timeout, command)),
+                        Pop::Aborted => {
+                            return Err(aborted(
+                                conn,
+                                &mut channel,
+                                &mut stderr,
+                                pgid,
+                                kill_timeout,
+                                command,
+                            ))
+                        }
                     }
                 }
             }
@@ -228,7 +237,16 @@ fn run(
             match q.push(p, Duration::ZERO) {
                 Push::Queued => progress = true,
                 Push::Full(c) => pending = Some(c),
-                Push::ReaderGone => return Err(reader_gone(conn, pgid, kill_timeout, command)),
+                Push::ReaderGone => {
+                    return Err(reader_gone(
+                        conn,
+                        &mut channel,
+                        &mut stderr,
+                        pgid,
+                        kill_timeout,
+                        command,
+                    ))
+                }
             }
         }
         let mut both_eof = true;
@@ -247,7 +265,14 @@ fn run(
                             Push::Queued => {}
                             Push::Full(c) => pending = Some(c),
                             Push::ReaderGone => {
-                                return Err(reader_gone(conn, pgid, kill_timeout, command))
+                                return Err(reader_gone(
+                                    conn,
+                                    &mut channel,
+                                    &mut stderr,
+                                    pgid,
+                                    kill_timeout,
+                                    command,
+                                ))
                             }
                         },
                         (0, Stdout::Collect) => stdout.extend_from_slice(&buf[..n]),
@@ -283,14 +308,32 @@ fn run(
             (Some(p), Stdout::Queue(q), _) => match q.push(p, wait) {
                 Push::Queued => {}
                 Push::Full(c) => pending = Some(c),
-                Push::ReaderGone => return Err(reader_gone(conn, pgid, kill_timeout, command)),
+                Push::ReaderGone => {
+                    return Err(reader_gone(
+                        conn,
+                        &mut channel,
+                        &mut stderr,
+                        pgid,
+                        kill_timeout,
+                        command,
+                    ))
+                }
             },
             // Waiting for the pipe's writer to send more.
             (None, _, Stdin::Queue(q)) if feed.starved() => match q.pop(wait) {
                 Pop::Chunk(c) => (feed.cur, feed.off) = (c, 0),
                 Pop::Empty => {}
                 Pop::End => feed.done = true,
-                Pop::Aborted => return Err(aborted(conn, pgid, kill_timeout, command)),
+                Pop::Aborted => {
+                    return Err(aborted(
+                        conn,
+                        &mut channel,
+                        &mut stderr,
+                        pgid,
+                        kill_timeout,
+                        command,
+                    ))
+                }
             },
             (p, _, _) => {
                 pending = p;
@@ -335,9 +378,49 @@ fn run(
     })
 }
 
+/// How long a command cut off by its pipe may take to name its process group (the marker is
+/// its first output), so it can be killed rather than only lose its channel.
+const PGID_WAIT: Duration = Duration::from_secs(3);
+
+/// The process group of the running command: known already, or read off its stderr now
+/// (at most [`PGID_WAIT`]). Closing the channel without killing would give the command EOF on
+/// its stdin, which a pipe's receiving command must never get from a failed sender.
+fn await_pgid(
+    conn: &mut Conn,
+    channel: &mut Channel,
+    stderr: &mut Vec<u8>,
+    pgid: Option<u32>,
+) -> Option<u32> {
+    let until = std::time::Instant::now() + PGID_WAIT;
+    let mut pgid = pgid;
+    let mut buf = [0u8; 4096];
+    while pgid.is_none() {
+        match read_some(channel, 1, &mut buf) {
+            Ok(Some(0)) | Err(_) => return parse_pgid(stderr),
+            Ok(Some(n)) => stderr.extend_from_slice(&buf[..n]),
+            Ok(None) => {
+                if std::time::Instant::now() >= until {
+                    return None;
+                }
+                let _ = conn.wait_socket(Duration::from_millis(20));
+            }
+        }
+        pgid = parse_pgid(stderr);
+    }
+    pgid
+}
+
 /// The pipe's writer failed: the receiving command is killed rather than given a truncated
 /// stream.
-fn aborted(conn: &mut Conn, pgid: Option<u32>, kill_timeout: Duration, command: &str) -> Error {
+fn aborted(
+    conn: &mut Conn,
+    channel: &mut Channel,
+    stderr: &mut Vec<u8>,
+    pgid: Option<u32>,
+    kill_timeout: Duration,
+    command: &str,
+) -> Error {
+    let pgid = await_pgid(conn, channel, stderr, pgid);
     conn.healthy = false;
     kill_remote(conn, pgid, kill_timeout);
     Error::Local(format!(
@@ -349,7 +432,15 @@ fn aborted(conn: &mut Conn, pgid: Option<u32>, kill_timeout: Duration, command: 
 }
 
 /// The pipe's reader ended before the stream did: the sending command is killed.
-fn reader_gone(conn: &mut Conn, pgid: Option<u32>, kill_timeout: Duration, command: &str) -> Error {
+fn reader_gone(
+    conn: &mut Conn,
+    channel: &mut Channel,
+    stderr: &mut Vec<u8>,
+    pgid: Option<u32>,
+    kill_timeout: Duration,
+    command: &str,
+) -> Error {
+    let pgid = await_pgid(conn, channel, stderr, pgid);
     conn.healthy = false;
     kill_remote(conn, pgid, kill_timeout);
     Error::Local(format!(
