@@ -271,7 +271,6 @@ fn sample_leaders(urls: Vec<String>, stop: Arc<AtomicBool>) -> Vec<Vec<bool>> {
 /// a replica. The cluster is then deleted by its own job.
 #[test]
 fn a_killed_metadata_primary_is_failed_over_by_the_leader_and_both_managers_follow() {
-    use kunlun_tests::daemon::{write_cnf, Daemon};
     use kunlun_tests::meta_shard::HA_USER;
     use nix::sys::signal::Signal;
     use serde_json::{json, Value};
@@ -289,32 +288,7 @@ fn a_killed_metadata_primary_is_failed_over_by_the_leader_and_both_managers_foll
     std::fs::create_dir(&data).expect("data dir");
     std::fs::set_permissions(&data, mode755).expect("chmod");
 
-    let spawn = |name: &str| {
-        let dir = wd.path().join(name);
-        std::fs::create_dir_all(&dir).expect("daemon dir");
-        let port = kunlun_tests::free_port([127, 0, 0, 1].into());
-        let mut lines = m.cnf_lines();
-        lines.extend([
-            format!("brpc_http_port = {port}"),
-            "check_shard_interval = 0.5".into(),
-            "leader_lease_secs = 10".into(),
-            "mysql_connect_timeout = 2".into(),
-            "machine_check_interval = 0".into(),
-            format!(
-                "ssh_keys_dir = {}",
-                kunlun_tests::harness::harness_root().display()
-            ),
-            "ssh_host_key_policy = accept-new".into(),
-        ]);
-        let cnf = dir.join("cluster_mgr.cnf");
-        write_cnf(&cnf, &lines).expect("cnf");
-        Daemon::command(&dir, port)
-            .name(name)
-            .config(&cnf)
-            .term_on_drop()
-            .spawn()
-            .expect("spawn cluster-mgr")
-    };
+    let spawn = |name: &str| spawn_daemon(&m, wd.path(), name, &["leader_lease_secs = 10"]);
     let http = kunlun_tests::daemon::http(Duration::from_secs(30));
     let mut a = spawn("a");
     a.wait_for(&http, "/v1/leader", limit, |st, v| {
@@ -563,4 +537,125 @@ fn a_killed_metadata_primary_is_failed_over_by_the_leader_and_both_managers_foll
         let st = d.stop_with(Signal::SIGTERM);
         assert_eq!(st.code(), Some(0), "{}", d.log_tail());
     }
+}
+
+/// A `cluster-mgr` on the metadata shard `m` in `root/name` (probes every 0.5 s, 2 s connect
+/// deadline, the harness's SSH keys), with `extra` cnf lines; not waited for.
+fn spawn_daemon(
+    m: &MetaShardSet,
+    root: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) -> kunlun_tests::daemon::Daemon {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("daemon dir");
+    let port = kunlun_tests::free_port([127, 0, 0, 1].into());
+    let mut lines = m.cnf_lines();
+    lines.extend([
+        format!("brpc_http_port = {port}"),
+        "check_shard_interval = 0.5".into(),
+        "mysql_connect_timeout = 2".into(),
+        "machine_check_interval = 0".into(),
+        format!(
+            "ssh_keys_dir = {}",
+            kunlun_tests::harness::harness_root().display()
+        ),
+        "ssh_host_key_policy = accept-new".into(),
+    ]);
+    lines.extend(extra.iter().map(|l| l.to_string()));
+    let cnf = dir.join("cluster_mgr.cnf");
+    kunlun_tests::daemon::write_cnf(&cnf, &lines).expect("cnf");
+    kunlun_tests::daemon::Daemon::command(&dir, port)
+        .name(name)
+        .config(&cnf)
+        .term_on_drop()
+        .spawn()
+        .expect("spawn cluster-mgr")
+}
+
+/// The promoted record among `GET /v1/failovers?shard_id=0` of `v`.
+fn promoted(v: &serde_json::Value) -> Option<serde_json::Value> {
+    v.as_array()?
+        .iter()
+        .find(|r| r["outcome"] == "promoted")
+        .cloned()
+}
+
+/// The leader dies together with the metadata primary (`kill -9` of both): nobody can renew
+/// the lease, which lives on the dead primary. The surviving manager's stand-in monitor fails
+/// the shard over once its store has found no writable primary for a whole lease (no leader
+/// can act by then), its store follows the new primary, and it takes the lease there.
+#[test]
+fn when_the_leader_dies_with_the_metadata_primary_the_other_manager_fails_it_over() {
+    use nix::sys::signal::Signal;
+    use serde_json::json;
+
+    let limit = Duration::from_secs(120);
+    let m = MetaShardSet::start("kl_meta_standby").expect("metadata shard");
+    let seeds = m.seeds();
+    let wd = kunlun_tests::cli::workdir();
+    let http = kunlun_tests::daemon::http(Duration::from_secs(30));
+    let lease = ["leader_lease_secs = 3"];
+    let mut a = spawn_daemon(&m, wd.path(), "a", &lease);
+    a.wait_for(&http, "/v1/leader", limit, |st, v| {
+        st == 200 && v["role"] == "leader"
+    });
+    m.register_nodes().expect("meta_db_nodes rows");
+    let mut b = spawn_daemon(&m, wd.path(), "b", &lease);
+    b.wait_for(&http, "/v1/leader", limit, |st, v| {
+        st == 200 && v["role"] == "follower" && v["leader"].is_string()
+    });
+    b.wait_for(&http, "/v1/meta", limit, |st, v| {
+        st == 200 && v["failover"] == "on" && v["nodes"].as_array().is_some_and(|n| n.len() == 3)
+    });
+    // B's stand-in has probed the primary (its semi-sync proof) a few times.
+    std::thread::sleep(Duration::from_secs(2));
+
+    a.stop_with(Signal::SIGKILL);
+    m.set
+        .primary()
+        .kill9()
+        .expect("kill -9 the metadata primary");
+    let killed = Instant::now();
+
+    let recs = b.wait_for(&http, "/v1/failovers?shard_id=0", limit, |st, v| {
+        st == 200 && promoted(v).is_some()
+    });
+    let rec = promoted(&recs).expect("promoted record");
+    println!(
+        "stand-in failover recorded {} ms after the kills; record total {} ms",
+        killed.elapsed().as_millis(),
+        rec["total_ms"]
+    );
+    assert_eq!(
+        (rec["cluster_id"].clone(), rec["old_primary"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(rec["proven_lossless"], true, "{rec}");
+    let new_id = rec["new_primary"].as_i64().expect("new primary id");
+    let new_seed = seeds[usize::try_from(new_id - 1).expect("id")].clone();
+    let v = b.wait_for(&http, "/v1/meta", limit, |st, v| {
+        st == 200 && v["follow"]["primary"] == json!(new_seed)
+    });
+    println!("stand-in's view: {}", v["follow"]);
+    // B takes the lease on the new primary (A's ran out with it).
+    let l = b.wait_for(&http, "/v1/leader", limit, |st, v| {
+        st == 200 && v["role"] == "leader"
+    });
+    assert!(l["epoch"].as_i64().unwrap_or(0) >= 2, "{l}");
+    let new_node = m.at(&new_seed).expect("new primary node");
+    let rows = new_node
+        .rows("SELECT id, member_state FROM kl_meta_standby.meta_db_nodes ORDER BY id")
+        .expect("meta_db_nodes");
+    for r in &rows {
+        let want = if r[0] == new_id.to_string() {
+            "source"
+        } else {
+            "replica"
+        };
+        assert_eq!(r[1], want, "{rows:?}");
+    }
+    assert_eq!(m.writable().len(), 1, "exactly one writable metadata node");
+    let st = b.stop_with(Signal::SIGTERM);
+    assert_eq!(st.code(), Some(0), "{}", b.log_tail());
 }

@@ -257,11 +257,14 @@ impl MetaMonitor {
                     if self.headless(after) {
                         self.round().await
                     } else {
-                        // Only keep what a stand-in round needs when the store is down.
+                        // Only keep what a stand-in round needs when the store is down: the
+                        // nodes, the machines, and a recent probe of the primary for the
+                        // semi-sync proof.
                         self.reset();
                         if self.rounds.is_multiple_of(10) {
                             self.refresh().await;
                         }
+                        self.watch_primary().await;
                         self.rounds += 1;
                         self.cfg.interval
                     }
@@ -286,6 +289,26 @@ impl MetaMonitor {
         searching.to_std().is_ok_and(|d| d > after)
     }
 
+    /// Probes the store's primary alone and keeps the probe while it answers writable (the
+    /// semi-sync proof of a stand-in's failover rests on it).
+    async fn watch_primary(&mut self) {
+        let (Some(admin), Some(at)) = (self.cfg.logins.admin.clone(), self.store.primary()) else {
+            return;
+        };
+        let Some(primary) = current_primary(&self.nodes, &at).cloned() else {
+            return;
+        };
+        if self.primary != Some(primary.id) {
+            self.primary = Some(primary.id);
+            self.last_ok = None;
+        }
+        let opts = probe_options(self.cfg.interval, self.cfg.storage);
+        let p = probe_node(&addr(&primary, &admin), opts).await;
+        if p.reachable && !p.read_only {
+            self.last_ok = Some(p);
+        }
+    }
+
     fn reset(&mut self) {
         self.failures = 0;
         self.first_fail = None;
@@ -306,7 +329,11 @@ impl MetaMonitor {
         let read = self
             .store
             .read(async |tx| repo::meta::list_meta_nodes(tx).await);
-        if let Ok(Ok(nodes)) = tokio::time::timeout(STORE_CALL, read).await {
+        if let Ok(Ok(mut nodes)) = tokio::time::timeout(STORE_CALL, read).await {
+            if nodes.len() > observe::MAX_NODES {
+                tracing::warn!(rows = nodes.len(), kept = observe::MAX_NODES, "meta_db_nodes has more rows than a metadata shard has nodes; only the first are watched");
+                nodes.truncate(observe::MAX_NODES);
+            }
             self.nodes = nodes;
         }
         if self.rounds.is_multiple_of(MACHINES_EVERY) || self.machines.is_empty() {

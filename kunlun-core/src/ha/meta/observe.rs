@@ -104,15 +104,16 @@ fn unreachable(error: String) -> MetaNodeObserved {
     }
 }
 
-/// Whether the leader fails the metadata shard over, or why not.
+/// Whether the leader fails the metadata shard over, or why not (`nodes`: `meta_db_nodes`
+/// rows).
 pub fn failover_state(backend: BackendKind, logins: &MetaShardLogins, nodes: usize) -> String {
     match (backend, &logins.admin, nodes) {
         (BackendKind::Sqlite, _, _) => "off: the metadata is an embedded SQLite file".into(),
         (_, None, _) => "off: meta_ha_user is not set".into(),
-        (_, Some(_), n) if n < 2 => format!(
-            "off: the metadata shard has {n} node(s) (meta_db_nodes rows, else the seeds); a \
-             failover needs a replica"
-        ),
+        (_, Some(_), 0) => "off: no meta_db_nodes rows: register the metadata nodes there \
+             (hostaddr, port, member_state)"
+            .into(),
+        (_, Some(_), 1) => "off: meta_db_nodes has 1 node; a failover needs a replica".into(),
         _ => "on".into(),
     }
 }
@@ -178,7 +179,7 @@ pub async fn describe(store: &Store, logins: &MetaShardLogins, opts: StorageOpti
         .map(|o| o.unwrap_or_else(|| unreachable("the probe task failed".into())))
         .collect();
     let primary = store.primary().unwrap_or_default();
-    let count = nodes.len();
+    let count = rows.len();
     MetaShard {
         backend: "mysql".into(),
         store: store.describe(),
@@ -226,6 +227,7 @@ mod tests {
             password: "x".into(),
         });
         assert!(failover_state(BackendKind::Mysql, &l, 1).contains("1 node"));
+        assert!(failover_state(BackendKind::Mysql, &l, 0).contains("no meta_db_nodes rows"));
         assert_eq!(failover_state(BackendKind::Mysql, &l, 3), "on");
     }
 }
