@@ -345,11 +345,11 @@ impl ClusterManager {
                 cluster.id
             )));
         }
+        let loc = locate(store, node).await?;
         let prov = self
             .probe_provisioner()
             .ok_or_else(|| Error::Unavailable("this manager has no SSH settings".into()))?
             .clone();
-        let loc = locate(store, node).await?;
         let mut report = ControlReport::of(&loc.node, &loc.spec.base_dir);
         let target = prov.target(&loc.machine);
         let recipe = recipe_of(&prov, &loc.node);
