@@ -19,6 +19,7 @@
 pub mod codes;
 pub mod jobs;
 pub mod paras;
+pub mod rebuild;
 pub mod status;
 pub mod sync;
 

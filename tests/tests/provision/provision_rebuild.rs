@@ -31,7 +31,7 @@ use kunlun_tests::daemon::Daemon;
 use kunlun_tests::emit::Emit;
 use kunlun_tests::ha::invariant::{self, Acked, Login};
 use kunlun_tests::ha::{test_ha_config, Writer, LIMIT};
-use kunlun_tests::world::{chmod_755, memo, ProvisionWorld};
+use kunlun_tests::world::{chmod_755, kill_leftovers, memo, ProvisionWorld};
 use kunlun_tests::{free_port_block, Sshd};
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
@@ -421,6 +421,15 @@ fn job_when(d: &Daemon, id: i64, pred: impl Fn(&Value) -> bool) -> Value {
     d.wait_job(id, REBUILD_LIMIT, pred)
 }
 
+/// Kills the servers under its dir when dropped (see [`kill_leftovers`]).
+struct Leftovers(std::path::PathBuf);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        kill_leftovers(&self.0);
+    }
+}
+
 fn ended(j: &Value) -> bool {
     j["status"] == "done" || j["status"] == "failed"
 }
@@ -438,6 +447,9 @@ fn a_replica_is_rebuilt_over_the_cli_rest_and_emit_and_a_killed_daemon_puts_its_
     let data = wd.path().join("instances");
     std::fs::create_dir(&data).expect("data dir");
     chmod_755(&data);
+    // Every server the daemon installed is stopped (by its pid file) however the test ends,
+    // before the work dir goes.
+    let _servers = Leftovers(data.clone());
     let sqlite = wd.path().join("meta.db");
     let mut daemon = Daemon::start(wd.path(), &sqlite).expect("daemon");
     let base = daemon.url();
