@@ -13,7 +13,9 @@
 //! Invariants: the target changes only to a node that answered writable in this round of
 //! discovery; a waiter ([`Follow::wait_primary`]) is released only by a check that *started*
 //! after it asked and found a writable primary, so a retry never runs against the state that
-//! made it fail; the watcher holds the store only weakly and ends when the last handle is
+//! made it fail (one that reached no node at all releases it with an error at once: with
+//! every node silent no failover is coming, and the caller answers `Unavailable` in seconds,
+//! not after the whole wait); the watcher holds the store only weakly and ends when the last handle is
 //! dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +33,7 @@ use futures::FutureExt;
 use tokio::sync::{watch, Notify};
 
 use super::conn::Pools;
-use super::seeds::{discover, seed_opts, split_seed, MetaTls, SeedReport};
+use super::seeds::{discover_reach, seed_opts, split_seed, MetaTls, SeedReport};
 use crate::error::{Error, Result};
 
 /// Moves kept in [`FollowStatus::moves`].
@@ -136,8 +138,10 @@ pub(crate) struct Follow {
     known: Mutex<Vec<String>>,
     /// Asks so far; a check serves every ask made before it started.
     asked: AtomicU64,
-    /// The highest ask served by a check that found a writable primary.
-    served: watch::Sender<u64>,
+    /// The highest ask served by a check that found a writable primary, and the highest ask
+    /// answered by a search that reached no node at all (no failover is coming: waiting is
+    /// pointless).
+    served: watch::Sender<(u64, u64)>,
     wake: Notify,
     status: Mutex<FollowStatus>,
     report: Mutex<SeedReport>,
@@ -161,7 +165,7 @@ impl Follow {
         wait: Duration,
         check_every: Duration,
     ) -> Follow {
-        let (served, _) = watch::channel(0);
+        let (served, _) = watch::channel((0, 0));
         Follow {
             status: Mutex::new(FollowStatus {
                 primary: report.chosen.clone(),
@@ -192,11 +196,15 @@ impl Follow {
     }
 
     /// Waits (at most [`Follow::wait`]) until a check that started after ask `n` found a
-    /// writable primary; false when none did in time.
+    /// writable primary; false when none did in time. Returns at once, false, when a check after the ask found no node answering.
     pub(crate) async fn wait_primary(&self, n: u64) -> bool {
         let mut rx = self.served.subscribe();
-        let r = tokio::time::timeout(self.wait, rx.wait_for(|s| *s >= n)).await;
-        matches!(r, Ok(Ok(_)))
+        let r = tokio::time::timeout(
+            self.wait,
+            rx.wait_for(|(found, unreachable)| *found >= n || *unreachable >= n),
+        )
+        .await;
+        matches!(r, Ok(Ok(s)) if s.0 >= n)
     }
 
     pub(crate) fn status(&self) -> FollowStatus {
@@ -218,11 +226,16 @@ impl Follow {
         c
     }
 
-    fn serve(&self, n: u64) {
-        self.served.send_if_modified(|s| {
-            let more = n > *s;
+    fn serve(&self, n: u64, found: Searched) {
+        self.served.send_if_modified(|(f, u)| {
+            let slot = match found {
+                Searched::Found => f,
+                Searched::Unreachable => u,
+                Searched::NotWritable => return false,
+            };
+            let more = n > *slot;
             if more {
-                *s = n;
+                *slot = n;
             }
             more
         });
@@ -340,10 +353,22 @@ async fn refresh_known(follow: &Follow, lanes: &Lanes, timeout: Duration) {
 
 /// One discovery round after `why`: moves the store when a writable node is found elsewhere.
 /// True when a writable primary is known afterwards.
-async fn search(slot: &Slot, follow: &Follow, why: &str) -> bool {
+/// What a search for the primary found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Searched {
+    Found,
+    /// Some node answered, none writable: a failover may follow.
+    NotWritable,
+    /// No node answered at all.
+    Unreachable,
+}
+
+async fn search(slot: &Slot, follow: &Follow, why: &str) -> Searched {
     let c = &follow.connector;
     let candidates = follow.candidates();
-    let report = match discover(&candidates, &c.user, &c.password, &c.tls, c.timeout).await {
+    let (found, answered) =
+        discover_reach(&candidates, &c.user, &c.password, &c.tls, c.timeout).await;
+    let report = match found {
         Ok(r) => r,
         Err(e) => {
             let first = lock(&follow.status).searching.is_none();
@@ -353,7 +378,11 @@ async fn search(slot: &Slot, follow: &Follow, why: &str) -> bool {
                 tracing::debug!(error = %e, "still no writable metadata primary");
             }
             follow.set_searching(Some(why.to_string()));
-            return false;
+            return if answered {
+                Searched::NotWritable
+            } else {
+                Searched::Unreachable
+            };
         }
     };
     let cur = slot.current();
@@ -363,7 +392,7 @@ async fn search(slot: &Slot, follow: &Follow, why: &str) -> bool {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build pools for the new metadata primary");
-                return false;
+                return Searched::NotWritable;
             }
         };
         let old = slot.set(Arc::new(Target {
@@ -393,7 +422,7 @@ async fn search(slot: &Slot, follow: &Follow, why: &str) -> bool {
     }
     *lock(&follow.report) = report;
     follow.set_searching(None);
-    true
+    Searched::Found
 }
 
 /// The watcher; see the module doc. Ends when the store is gone.
@@ -418,7 +447,7 @@ pub(crate) async fn watch(slot: Weak<Slot>, follow: Arc<Follow>) {
                         good = 0;
                         refresh_known(&follow, &s.current().lanes, follow.connector.timeout).await;
                     }
-                    true
+                    Searched::Found
                 }
                 Err(e) => {
                     checker = None;
@@ -426,11 +455,9 @@ pub(crate) async fn watch(slot: Weak<Slot>, follow: Arc<Follow>) {
                 }
             },
         };
-        if found {
-            follow.serve(n);
-        }
+        follow.serve(n, found);
         drop(s);
-        let pause = if found {
+        let pause = if found == Searched::Found {
             follow.check_every
         } else {
             SEARCH_PAUSE

@@ -441,12 +441,37 @@ pub(crate) async fn discover(
     if seeds.is_empty() {
         return Err(Error::Invalid("meta_group_seeds: no seed given".into()));
     }
+    discover_reach(seeds, user, password, tls, timeout).await.0
+}
+
+/// [`discover`], and whether any candidate answered at all (a failed discovery where some
+/// node answered read-only may end with a failover; one where none answered will not soon).
+pub(crate) async fn discover_reach(
+    seeds: &[String],
+    user: &str,
+    password: &str,
+    tls: &MetaTls,
+    timeout: Duration,
+) -> (Result<SeedReport>, bool) {
+    if seeds.is_empty() {
+        return (
+            Err(Error::Invalid("meta_group_seeds: no seed given".into())),
+            false,
+        );
+    }
     let probes = futures::future::join_all(
         seeds
             .iter()
             .map(|s| async move { (s.clone(), probe(s, user, password, tls, timeout).await) }),
     )
     .await;
+    let answered = probes
+        .iter()
+        .any(|(_, p)| matches!(p, SeedProbe::Answered { .. }));
+    (choose_reported(probes), answered)
+}
+
+fn choose_reported(probes: Vec<(String, SeedProbe)>) -> Result<SeedReport> {
     let report = choose(probes).map_err(|why| {
         Error::Unavailable(format!(
             "no writable metadata primary among the seeds: {why}"
