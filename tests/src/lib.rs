@@ -18,6 +18,6 @@ pub mod world;
 pub mod xa;
 
 pub use harness::{
-    bin_path, free_port, free_port_block, generate_key_pair, KeyPair, MariaDb, MariaDbOptions,
-    Postgres, ReplicaSet, ReplicaSetOptions, Sshd,
+    bin_path, free_port, free_port_block, generate_key_pair, pid_running, KeyPair, MariaDb,
+    MariaDbOptions, Postgres, ReplicaSet, ReplicaSetOptions, Sshd,
 };

@@ -19,7 +19,7 @@ mod workdir;
 pub use binaries::bin_path;
 pub use mariadb::{MariaDb, MariaDbOptions};
 pub use postgres::Postgres;
-pub use process::{free_port, free_port_block};
+pub use process::{free_port, free_port_block, pid_running};
 pub use replica_set::{ReplicaSet, ReplicaSetOptions};
 pub use sshd::{generate_key_pair, KeyPair, Sshd};
 pub use workdir::{harness_root, sweep_leftovers, InstanceDir};

@@ -257,6 +257,13 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Whether process `pid` runs: it exists and is neither a zombie nor dead (a killed server
+/// not yet reaped by init still answers `kill -0`; the recipes do not count it as running,
+/// and neither do the tests).
+pub fn pid_running(pid: u32) -> bool {
+    process_state(pid).is_some_and(|c| c != 'Z' && c != 'X')
+}
+
 /// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T` stopped, `Z` zombie, …).
 pub(crate) fn process_state(pid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

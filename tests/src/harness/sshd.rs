@@ -389,11 +389,7 @@ impl Drop for Sshd {
 
 /// Whether process `pid` exists and is not a zombie.
 fn running(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
-    })
+    super::process::pid_running(pid)
 }
 
 /// All descendants of `root` (children, grandchildren, …) from /proc.

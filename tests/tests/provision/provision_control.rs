@@ -10,7 +10,6 @@
 //! control is a `control_instance` job row.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kunlun_core::accounts::{COMP_USER, MANAGER_USER};
@@ -43,11 +42,7 @@ fn post(url: &str, body: &Value) -> (u16, Value) {
 }
 
 fn alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z'))
+    u32::try_from(pid).is_ok_and(kunlun_tests::pid_running)
 }
 
 fn listening(port: u16) -> bool {

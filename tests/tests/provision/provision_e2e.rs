@@ -82,8 +82,9 @@ fn is_listening(host: &str, port: u16) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
 }
 
+/// The server runs (a zombie does not).
 fn pid_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    u32::try_from(pid).is_ok_and(kunlun_tests::pid_running)
 }
 
 /// One instance as the test tracks it: where, its directory, its server's PID.
