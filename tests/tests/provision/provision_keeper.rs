@@ -742,7 +742,12 @@ fn the_keeper_restarts_dead_instances_and_leaves_roles_to_ha() {
                 .iter()
                 .find(|r| r["outcome"] == "promoted" && r["old_primary"] == primary.id)
                 .cloned()?;
-            rec["old_primary_fate"].as_str().map(str::to_string)
+            // "down, kept out until it returns" is the record's state until HA sees the node
+            // started again: wait for what HA decided then.
+            rec["old_primary_fate"]
+                .as_str()
+                .filter(|f| !f.starts_with("down"))
+                .map(str::to_string)
         },
     );
     eprintln!("the old primary's fate: {fate}");
