@@ -125,22 +125,7 @@ pub async fn holds(tx: &mut Tx, name: &str, holder: &str, epoch: i64) -> Result<
 /// ends (SQLite write transactions are serial already). A leader's write that must not land
 /// after its term ended checks this first, in the same transaction.
 pub async fn fence(tx: &mut Tx, name: &str, holder: &str, epoch: i64) -> Result<bool> {
-    let now = server_time(tx).await?;
-    macro_rules! query {
-        () => {
-            lease::table
-                .filter(lease::name.eq(name))
-                .select(LeaseRow::as_select())
-        };
-    }
-    let lock = tx.locking_reads();
-    let r = match tx.conn_ref()? {
-        ConnRef::Sqlite(c) => query!().first::<LeaseRow>(c).await,
-        ConnRef::Mysql(c) if lock => query!().for_update().first::<LeaseRow>(c).await,
-        ConnRef::Mysql(c) => query!().first::<LeaseRow>(c).await,
-    };
-    let row = tx.check(r.optional())?;
-    Ok(row.is_some_and(|l| l.holder == holder && l.epoch == epoch && l.expires_at > now))
+    fence_locked(tx, name, holder, epoch, "FOR UPDATE").await
 }
 
 /// Like [`fence`], but the lease row is read with a shared lock on MySQL (`LOCK IN SHARE
@@ -148,14 +133,25 @@ pub async fn fence(tx: &mut Tx, name: &str, holder: &str, epoch: i64) -> Result<
 /// takeover (an `UPDATE` of the row) still waits until this transaction ends. The check every
 /// write of a fenced [`crate::store::Store`] makes first.
 pub async fn fence_shared(tx: &mut Tx, name: &str, holder: &str, epoch: i64) -> Result<bool> {
+    fence_locked(tx, name, holder, epoch, "LOCK IN SHARE MODE").await
+}
+
+/// The lease check of [`fence`] and [`fence_shared`]; `lock` is the MySQL locking clause used
+/// inside a write transaction.
+async fn fence_locked(
+    tx: &mut Tx,
+    name: &str,
+    holder: &str,
+    epoch: i64,
+    lock: &'static str,
+) -> Result<bool> {
     let now = server_time(tx).await?;
-    let lock = tx.locking_reads();
+    let locking = tx.locking_reads();
     let r = match tx.conn_ref()? {
-        ConnRef::Mysql(c) if lock => {
-            diesel::sql_query(
-                "SELECT name, holder, epoch, expires_at FROM kl_leader_lease WHERE name = ? \
-                 LOCK IN SHARE MODE",
-            )
+        ConnRef::Mysql(c) if locking => {
+            diesel::sql_query(format!(
+                "SELECT name, holder, epoch, expires_at FROM kl_leader_lease WHERE name = ? {lock}"
+            ))
             .bind::<diesel::sql_types::Text, _>(name)
             .get_result::<LeaseRow>(c)
             .await
