@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod auto_rebuild;
+pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod error;

@@ -174,12 +174,19 @@ fn a_leader_frozen_mid_failover_and_woken_after_a_takeover_writes_nothing() {
         "A's term ended: {}",
         a.log_tail()
     );
-    // Its failover in flight did try to write when it woke, and was refused.
-    assert!(
-        log.contains("so it writes nothing"),
-        "A's write was refused by the fence: {}",
-        a.log_tail()
-    );
+    // What stopped its failover in flight depends on which of A's tasks ran first when it
+    // woke: the fence refused a write, a step's term check refused to touch a node, or the
+    // term's end cancelled the task before either. The metadata being unchanged (above) is the
+    // claim; which path stopped it is reported, not asserted (the fence's refusal of a deposed
+    // write is asserted where it can be made deterministic: kunlun-meta's `fenced_writes`).
+    let path = if log.contains("so it writes nothing") {
+        "refused by the store's write fence"
+    } else if log.contains("the leadership term ended") {
+        "refused by a step's term check"
+    } else {
+        "cancelled with the term"
+    };
+    println!("A's failover in flight: {path}");
 
     // At most one writable node among the live ones; when B promoted one, it is the
     // metadata's primary.

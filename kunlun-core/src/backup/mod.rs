@@ -1,0 +1,10 @@
+//! Backups of whole clusters: where they are kept ([`store`]: a registered backup storage behind
+//! the [`store::BackupStore`] trait), and the jobs that take and restore them.
+//!
+//! Layout of one cluster backup on a storage (paths relative to the storage's root, chosen by
+//! the backup job, never by a caller):
+//! `cluster_<cluster_id>/backup_<backup_id>/` holding one file per part (a shard's physical
+//! snapshot, a compute node's schema dump, the cluster's metadata rows and logs) and a
+//! `manifest.json` written last: a backup without its manifest is incomplete.
+
+pub mod store;
