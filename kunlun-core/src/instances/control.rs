@@ -17,6 +17,8 @@
 //! non-primary storage node set read-only at once, a replica's replication resumed) is the one
 //! the instance keeper ([`crate::keeper`]) restarts dead instances with.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
 use kunlun_meta::model::{
@@ -490,8 +492,28 @@ struct Run<'a> {
     spec: &'a InstanceSpec,
 }
 
+/// The lock of one instance (`host`, `port`) in this process: one start, stop or restart of it
+/// at a time. The keeper's restart and an operator's start could otherwise both find it down
+/// and launch two servers on one data dir (the second fails on the port, failing its job);
+/// serialised, the second finds it running and its start step returns at once.
+fn instance_lock(host: &str, port: u16) -> Arc<tokio::sync::Mutex<()>> {
+    type Locks = HashMap<(String, u16), Weak<tokio::sync::Mutex<()>>>;
+    static LOCKS: LazyLock<std::sync::Mutex<Locks>> = LazyLock::new(Default::default);
+    let mut g = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+    g.retain(|_, w| w.strong_count() > 0);
+    let key = (host.to_string(), port);
+    if let Some(l) = g.get(&key).and_then(Weak::upgrade) {
+        return l;
+    }
+    let l = Arc::new(tokio::sync::Mutex::new(()));
+    g.insert(key, Arc::downgrade(&l));
+    l
+}
+
 impl Run<'_> {
     async fn go(&self, node: &Node, action: Control, report: &mut ControlReport) -> Result<()> {
+        let lock = instance_lock(&self.spec.bind_address, self.spec.port);
+        let _one_at_a_time = lock.lock().await;
         if action.stops() {
             let before = node_now(self.store, node).await?.status();
             let alone = node.is_primary() && alone_in_shard(self.store, node).await?;

@@ -266,6 +266,21 @@ impl Keeper {
             .map(|c| c.key)
             .collect();
         self.shared.count_round(checks, failures, down.len() as u64);
+        // The policies as they are after the check, not as the snapshot had them: an
+        // `auto_restart off` set before an instance died is always seen by the round that
+        // finds it down. No restart this round when they cannot be read.
+        let policies = if down.is_empty() {
+            HashMap::new()
+        } else {
+            let read = self.store.read(async |tx| repo::policy::list_set(tx).await);
+            match tokio::time::timeout(STORE_DEADLINE, read).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    tracing::debug!("keeper: cannot read the policies again; next round");
+                    return;
+                }
+            }
+        };
         let ha = (self.ha)();
         let now = Instant::now();
         for c in cands {
@@ -279,6 +294,9 @@ impl Keeper {
             if !st.down() {
                 // Starting (process alive, port not yet open) or the port held by another
                 // process: not ours to start.
+                continue;
+            }
+            if policies.get(&c.cluster.id).is_some_and(|p| !p.auto_restart) {
                 continue;
             }
             let tend = match &c.node {
@@ -678,24 +696,37 @@ async fn restart(
     node: Node,
     machine: Machine,
 ) -> Outcome {
+    // The row and the cluster's policy as they are now, not as the round read them: a policy
+    // switched off, or a stop by hand, after the round's snapshot wins.
     let now = match &node {
         Node::Storage(n) => {
-            let id = n.id;
+            let (id, cid) = (n.id, n.db_cluster_id);
             store
-                .read(async |tx| repo::nodes::get(tx, id).await)
+                .read(async |tx| {
+                    Ok((
+                        Node::Storage(repo::nodes::get(tx, id).await?),
+                        repo::policy::get(tx, cid).await?,
+                    ))
+                })
                 .await
-                .map(Node::Storage)
         }
         Node::Compute(n) => {
-            let id = n.id;
+            let (id, cid) = (n.id, n.db_cluster_id);
             store
-                .read(async |tx| repo::comps::get(tx, id).await)
+                .read(async |tx| {
+                    Ok((
+                        Node::Compute(repo::comps::get(tx, id).await?),
+                        repo::policy::get(tx, cid).await?,
+                    ))
+                })
                 .await
-                .map(Node::Compute)
         }
     };
     let now = match now {
-        Ok(n) => n,
+        Ok((_, policy)) if !policy.auto_restart => {
+            return Outcome::Skipped("its cluster's auto_restart was turned off meanwhile".into())
+        }
+        Ok((n, _)) => n,
         Err(e) => return Outcome::Skipped(format!("its row could not be read: {e}")),
     };
     match (&node, &now) {
