@@ -555,3 +555,6 @@ impl ClusterPolicy {
         }
     }
 }
+
+mod backup;
+pub use backup::{Backup, BackupPart, BackupStatus, NewBackup, NewBackupPart, PartKind};

@@ -16,6 +16,22 @@ diesel::table! {
 }
 
 diesel::table! {
+    cluster_coldbackups (id) {
+        id -> BigInt,
+        storage_id -> BigInt,
+        cluster_id -> BigInt,
+        shard_id -> Nullable<BigInt>,
+        comp_id -> Nullable<BigInt>,
+        backup_type -> Text,
+        status -> Text,
+        start_ts -> Timestamp,
+        end_ts -> Nullable<Timestamp>,
+        memo -> Nullable<Text>,
+        backup_addr -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     cluster_mgr_nodes (id) {
         id -> BigInt,
         hostaddr -> Text,
@@ -126,6 +142,23 @@ diesel::table! {
         path -> Text,
         client -> Text,
         status -> BigInt,
+    }
+}
+
+diesel::table! {
+    kl_backup (id) {
+        id -> BigInt,
+        cluster_id -> BigInt,
+        cluster_name -> Text,
+        storage_id -> BigInt,
+        job_id -> Nullable<BigInt>,
+        status -> Text,
+        started_at -> Timestamp,
+        ended_at -> Nullable<Timestamp>,
+        bytes -> BigInt,
+        shape -> Nullable<Text>,
+        manifest -> Nullable<Text>,
+        error -> Nullable<Text>,
     }
 }
 
@@ -325,6 +358,7 @@ diesel::joinable!(shard_nodes -> shards (shard_id));
 diesel::joinable!(shards -> db_clusters (db_cluster_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    cluster_coldbackups,
     cluster_general_job_log,
     cluster_mgr_nodes,
     commit_log_template_table,
@@ -335,6 +369,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     global_configuration,
     kl_api_token,
     kl_audit,
+    kl_backup,
     kl_cluster_policy,
     kl_cluster_secret,
     kl_comp_node_dir,
