@@ -84,22 +84,6 @@ fn compat_tables() -> BTreeMap<String, Vec<String>> {
             ]),
         ),
         (
-            "cluster_coldbackups",
-            cols(&[
-                "id",
-                "storage_id",
-                "cluster_id",
-                "shard_id",
-                "comp_id",
-                "backup_type",
-                "status",
-                "start_ts",
-                "end_ts",
-                "memo",
-                "backup_addr",
-            ]),
-        ),
-        (
             "cluster_roll_back_record",
             cols(&["id", "job_id", "roll_info"]),
         ),

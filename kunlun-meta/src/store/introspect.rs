@@ -19,7 +19,6 @@ use crate::error::Result;
 /// instead.
 pub const COMPAT_ONLY_TABLES: &[&str] = &[
     "backup_storage",
-    "cluster_coldbackups",
     "cluster_roll_back_record",
     "cluster_shard_backup_restore_log",
     "cluster_shard_topology",

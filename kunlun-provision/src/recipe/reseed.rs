@@ -42,7 +42,8 @@ pub trait Reseed: Send + Sync {
     fn drop_aside_script(&self, base: &str) -> Result<String>;
 
     /// Run on the source machine: a consistent online snapshot of the (running) instance in
-    /// `base`, written to stdout.
+    /// `base`, written to stdout; on success its last stderr line is [`SNAPSHOT_GTID`]`<pos>`
+    /// (the snapshot's GTID position, as the backup tool logged it; empty without GTIDs).
     fn backup_script(&self, base: &str) -> Result<String>;
 
     /// Run on the target machine, the backup on stdin: extracts it into the (empty) data dir of
@@ -201,7 +202,9 @@ chmod 0700 \"$t\"
 rc=$?
 if [ $rc -ne 0 ] || ! tail -n 3 \"$t/backup.log\" | grep -q 'completed OK!'; then
   echo \"mariadb-backup failed (exit $rc):\" >&2; tail -n 20 \"$t/backup.log\" >&2; exit 1
-fi",
+fi
+sed -n \"s/.*GTID of the last change '\\([0-9,-]*\\)'.*/{mark}\\1/p\" \"$t/backup.log\" | tail -n 1 >&2",
+            mark = SNAPSHOT_GTID,
             pre = self.prelude(),
             check = programs_check(std::slice::from_ref(&self.backup)),
             tmp = sh_quote(&format!("{b}/tmp")),
@@ -337,6 +340,7 @@ mod tests {
             "its log stays off stdout: {b}"
         );
         assert!(b.contains("completed OK!"));
+        assert!(b.contains("GTID of the last change"), "{b}");
         let s = r.restore_script(BASE).unwrap();
         assert!(s.contains("'/usr/bin/mbstream' -x -C \"$d\""), "{s}");
         assert!(s.contains("--prepare --target-dir=\"$d\""));
