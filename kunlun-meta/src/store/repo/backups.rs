@@ -8,7 +8,10 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::{last_insert_id, now};
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+
+use super::{last_insert_id, now, quoted_table};
+use crate::store::repo::clusters::{COMMIT_LOG_PREFIX, DDL_LOG_PREFIX};
 use crate::api::Page;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -267,6 +270,115 @@ pub async fn count_on_storage(tx: &mut Tx, storage_id: i64) -> Result<i64> {
         .count()
         .get_result::<i64>(c)
         .await)
+}
+
+#[derive(Debug, QueryableByName, serde::Serialize)]
+struct CommitLogLine {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    comp_node_id: i64,
+    #[diesel(sql_type = BigInt)]
+    txn_id: i64,
+    #[diesel(sql_type = Text)]
+    next_txn_cmd: String,
+    #[diesel(sql_type = Timestamp)]
+    #[serde(with = "crate::utc")]
+    prepare_ts: NaiveDateTime,
+    #[diesel(sql_type = Nullable<Text>)]
+    written_shards: Option<String>,
+}
+
+#[derive(Debug, QueryableByName, serde::Serialize)]
+struct DdlOpLine {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    objname: String,
+    #[diesel(sql_type = Text)]
+    db_name: String,
+    #[diesel(sql_type = Text)]
+    schema_name: String,
+    #[diesel(sql_type = Text)]
+    user_name: String,
+    #[diesel(sql_type = Text)]
+    role_name: String,
+    #[diesel(sql_type = Text)]
+    search_path: String,
+    #[diesel(sql_type = Text)]
+    optype: String,
+    #[diesel(sql_type = Text)]
+    objtype: String,
+    #[diesel(sql_type = Timestamp)]
+    #[serde(with = "crate::utc")]
+    when_logged: NaiveDateTime,
+    #[diesel(sql_type = Text)]
+    sql_src: String,
+    #[diesel(sql_type = Text)]
+    sql_storage_node: String,
+    #[diesel(sql_type = BigInt)]
+    target_shard_id: i64,
+    #[diesel(sql_type = BigInt)]
+    initiator: i64,
+    #[diesel(sql_type = BigInt)]
+    txn_id: i64,
+}
+
+/// The cluster's log tables a backup keeps: `commit_log_<name>` and `ddl_ops_log_<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTable {
+    CommitLog,
+    DdlOps,
+}
+
+/// Up to `limit` rows of `cluster`'s log table `which` with `id > after`, in id order, as
+/// JSON objects (column name to value); the last row's id is the next call's `after`.
+pub async fn log_rows(
+    tx: &mut Tx,
+    which: LogTable,
+    cluster: &str,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<(i64, serde_json::Value)>> {
+    let (prefix, cols) = match which {
+        LogTable::CommitLog => (
+            COMMIT_LOG_PREFIX,
+            "id, comp_node_id, txn_id, next_txn_cmd, prepare_ts, written_shards",
+        ),
+        LogTable::DdlOps => (
+            DDL_LOG_PREFIX,
+            "id, objname, db_name, schema_name, user_name, role_name, search_path, optype, \
+             objtype, when_logged, sql_src, sql_storage_node, target_shard_id, initiator, txn_id",
+        ),
+    };
+    let table = quoted_table(prefix, cluster)?;
+    let sql = format!("SELECT {cols} FROM {table} WHERE id > ? ORDER BY id LIMIT ?");
+    let limit = i64::from(limit);
+    let json = |v: serde_json::Result<serde_json::Value>| {
+        v.map_err(|e| Error::Database(format!("{table}: a row as JSON: {e}")))
+    };
+    match which {
+        LogTable::CommitLog => {
+            let rows = with_conn!(tx, c => diesel::sql_query(sql.as_str())
+                .bind::<BigInt, _>(after)
+                .bind::<BigInt, _>(limit)
+                .load::<CommitLogLine>(c)
+                .await)?;
+            rows.iter()
+                .map(|r| Ok((r.id, json(serde_json::to_value(r))?)))
+                .collect()
+        }
+        LogTable::DdlOps => {
+            let rows = with_conn!(tx, c => diesel::sql_query(sql.as_str())
+                .bind::<BigInt, _>(after)
+                .bind::<BigInt, _>(limit)
+                .load::<DdlOpLine>(c)
+                .await)?;
+            rows.iter()
+                .map(|r| Ok((r.id, json(serde_json::to_value(r))?)))
+                .collect()
+        }
+    }
 }
 
 #[cfg(test)]
