@@ -70,20 +70,6 @@ fn compat_tables() -> BTreeMap<String, Vec<String>> {
     let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     [
         (
-            "backup_storage",
-            cols(&[
-                "id",
-                "name",
-                "stype",
-                "conn_str",
-                "hostaddr",
-                "port",
-                "user_name",
-                "passwd",
-                "extra",
-            ]),
-        ),
-        (
             "cluster_roll_back_record",
             cols(&["id", "job_id", "roll_info"]),
         ),

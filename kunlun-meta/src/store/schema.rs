@@ -1,6 +1,20 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    backup_storage (id) {
+        id -> BigInt,
+        name -> Nullable<Text>,
+        stype -> Nullable<Text>,
+        conn_str -> Nullable<Text>,
+        hostaddr -> Nullable<Text>,
+        port -> Nullable<BigInt>,
+        user_name -> Nullable<Text>,
+        passwd -> Nullable<Text>,
+        extra -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     cluster_general_job_log (id) {
         id -> BigInt,
         job_id -> Nullable<Text>,
@@ -358,6 +372,7 @@ diesel::joinable!(shard_nodes -> shards (shard_id));
 diesel::joinable!(shards -> db_clusters (db_cluster_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    backup_storage,
     cluster_coldbackups,
     cluster_general_job_log,
     cluster_mgr_nodes,

@@ -213,8 +213,14 @@ async fn take(
         .await
         .map_err(|e| Error::Unavailable(format!("backup storage {}: {e}", r.bs.describe())))?;
     tracing::info!(job_id = r.cx.job_id, free_mb = space.free_bytes >> 20, "backup: storage ready");
-    let results: Vec<(usize, Result<Vec<FileEntry>>)> = stream::iter(todo.iter().enumerate())
+    // The futures are made first (lazy: nothing runs until the stream polls them), so the
+    // stream holds no closure over borrowed data.
+    let futs: Vec<_> = todo
+        .iter()
+        .enumerate()
         .map(|(i, &p)| async move { (i, one(r, i, p).await) })
+        .collect();
+    let results: Vec<(usize, Result<Vec<FileEntry>>)> = stream::iter(futs)
         .buffer_unordered(PARALLEL_PARTS)
         .collect()
         .await;
