@@ -103,6 +103,15 @@ pub const RULES: &[(&str, &str, Need)] = &[
         "/v1/instances/{}/rebuild",
         Need::Role(Role::Operator),
     ),
+    // Cluster backups (job `backup_cluster`) and the catalogue.
+    (
+        "POST",
+        "/v1/clusters/{}/backups",
+        Need::Role(Role::Operator),
+    ),
+    ("GET", "/v1/backups", Need::Role(Role::Viewer)),
+    ("GET", "/v1/backups/{}", Need::Role(Role::Viewer)),
+    ("DELETE", "/v1/backups/{}", Need::Role(Role::Operator)),
     ("GET", "/v1/jobs", Need::Role(Role::Viewer)),
     ("GET", "/v1/jobs/{}", Need::Role(Role::Viewer)),
     ("GET", "/v1/ha", Need::Role(Role::Viewer)),

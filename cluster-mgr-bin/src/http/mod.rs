@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod backups;
 pub mod cluster_jobs;
 pub mod clusters;
 pub mod error;
@@ -211,6 +212,15 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/v1/instances/{instance}/rebuild", "POST")
                 .route(web::post().to(instances::rebuild)),
+        )
+        .service(
+            resource("/v1/clusters/{id}/backups", "POST").route(web::post().to(backups::create)),
+        )
+        .service(resource("/v1/backups", "GET").route(web::get().to(backups::list)))
+        .service(
+            resource("/v1/backups/{id}", "GET, DELETE")
+                .route(web::get().to(backups::show))
+                .route(web::delete().to(backups::delete)),
         )
         .service(resource("/v1/jobs", "GET").route(web::get().to(jobs::list)))
         .service(resource("/v1/jobs/{id}", "GET").route(web::get().to(jobs::show)))

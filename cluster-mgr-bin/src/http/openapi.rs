@@ -12,7 +12,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    cluster_jobs, clusters, failovers, health, instances, jobs, leader, machines, meta, policy,
+    backups, cluster_jobs, clusters, failovers, health, instances, jobs, leader, machines, meta, policy,
     scale_jobs, tokens, xa,
 };
 
@@ -30,6 +30,7 @@ use super::{
         scale_jobs::add_comps, scale_jobs::delete_comp,
         instances::stop, instances::start, instances::restart, instances::rebuild,
         jobs::list, jobs::show,
+        backups::create, backups::list, backups::show, backups::delete,
         xa::list, xa::resolve,
         failovers::status, failovers::list, failovers::show, failovers::switchover, failovers::no_switch,
         tokens::create, tokens::list, tokens::revoke, tokens::audit,
@@ -40,6 +41,7 @@ use super::{
         (name = "machines", description = "Hosts the manager installs database instances on"),
         (name = "clusters", description = "Clusters, shards, storage and compute nodes"),
         (name = "jobs", description = "Long-running work"),
+        (name = "backups", description = "Cluster backups: start one, the catalogue, removal"),
         (name = "ha", description = "Shard high availability: health, failover records, switchover, no-switch"),
         (name = "xa", description = "In-doubt 2PC branches: listing and resolution by hand"),
         (name = "auth", description = "API tokens (admin) and the audit trail of mutating requests"),
