@@ -132,6 +132,9 @@ pub enum Command {
     /// Long-running work of the manager (installs, failovers, ...).
     #[command(subcommand)]
     Job(JobCmd),
+    /// Cluster backups: take one, the catalogue, remove one.
+    #[command(subcommand)]
+    Backup(crate::cmd::backup::BackupCmd),
     /// Shard failovers and switchovers, and the no-switch hold.
     #[command(subcommand)]
     Failover(crate::cmd::failover::FailoverCmd),
@@ -160,6 +163,7 @@ impl Command {
             Command::Machine(_) => "machine",
             Command::Cluster(_) => "cluster",
             Command::Job(_) => "job",
+            Command::Backup(_) => "backup",
             Command::Failover(_) => "failover",
             Command::Xa(_) => "xa",
             Command::Scale(c) => c.noun(),

@@ -28,6 +28,7 @@ pub fn run(cli: Cli) -> u8 {
             Command::Machine(c) => cmd::machine::run(&client, c, cli.json),
             Command::Cluster(c) => cmd::cluster::run(&client, c, cli.json),
             Command::Job(c) => cmd::job::run(&client, c, cli.json),
+            Command::Backup(c) => cmd::backup::run(&client, c, cli.json),
             Command::Xa(c) => cmd::xa::run(&client, c, cli.json),
             Command::Failover(c) => cmd::failover::run(&client, c, cli.json),
             Command::Scale(c) => cmd::scale::run(&client, c, cli.json),
