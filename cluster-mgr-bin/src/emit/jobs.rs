@@ -36,6 +36,7 @@ const CLUSTER_JOBS: &[&str] = &[
     "add_comps",
     "delete_comp",
     "rebuild_node",
+    "manual_backup_cluster",
 ];
 const INLINE_JOBS: &[&str] = &[
     "create_machine",
@@ -320,6 +321,11 @@ async fn accept(cx: &Ctx<'_>, r: &Request) -> Result<i64, Fail> {
             let id = p.id("cluster_id", c.missing_cluster, codes::GET_SHARD_FAILED)?;
             let req = super::rebuild::request(e, id, &p).await?;
             e.rebuild_nodes(id, req).await
+        }
+        "manual_backup_cluster" => {
+            let id = p.id("cluster_id", c.missing_cluster, codes::PARAMETER_ERROR)?;
+            let req = super::backup::request(e, &p).await?;
+            e.backup_cluster(id, &req).await
         }
         other => return Err(Fail::new(codes::UNRECOGNIZED_JOB_TYPE, other.to_string())),
     };

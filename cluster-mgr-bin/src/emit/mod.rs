@@ -16,6 +16,7 @@
 //!   instance that does not lead answer at once with `70001` and change nothing;
 //! - jobs run on the same job runner, and the same checks, as the REST API's.
 
+pub mod backup;
 pub mod codes;
 pub mod jobs;
 pub mod paras;
@@ -72,10 +73,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ),
     (
         "delete_backup_storage",
-        "backup and restore are not built yet",
-    ),
-    (
-        "manual_backup_cluster",
         "backup and restore are not built yet",
     ),
     (
