@@ -45,6 +45,9 @@ const INLINE_JOBS: &[&str] = &[
     "manual_switch",
     "set_noswitch",
     "control_instance",
+    "create_backup_storage",
+    "update_backup_storage",
+    "delete_backup_storage",
 ];
 
 /// Whether `t` is an async type served here.
@@ -464,6 +467,9 @@ async fn inline(cx: &Ctx<'_>, r: &Request) -> Result<Value, Fail> {
         "manual_switch" => manual_switch(cx, &p).await,
         "set_noswitch" => set_noswitch(cx, &p).await,
         "control_instance" => control_instance(cx, &p).await,
+        t if super::backup_storage::TYPES.contains(&t) => {
+            super::backup_storage::inline(cx.engine, t, &p).await
+        }
         other => Err(Fail::new(codes::UNRECOGNIZED_JOB_TYPE, other.to_string())),
     }
 }

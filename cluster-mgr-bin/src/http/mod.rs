@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod backup_storages;
 pub mod backups;
 pub mod cluster_jobs;
 pub mod clusters;
@@ -143,6 +144,16 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(machines::show))
                 .route(web::patch().to(machines::update))
                 .route(web::delete().to(machines::delete)),
+        )
+        .service(
+            resource("/v1/backup_storages", "GET, POST")
+                .route(web::get().to(backup_storages::list))
+                .route(web::post().to(backup_storages::add)),
+        )
+        .service(
+            resource("/v1/backup_storages/{name}", "GET, DELETE")
+                .route(web::get().to(backup_storages::show))
+                .route(web::delete().to(backup_storages::delete)),
         )
         .service(
             resource("/v1/clusters", "GET, POST")
