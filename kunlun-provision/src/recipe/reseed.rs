@@ -402,6 +402,25 @@ mod tests {
         assert!(e.to_string().contains("/usr/bin/mariadb-backup"), "{e}");
     }
 
+    #[test]
+    fn the_backup_prints_the_snapshots_gtid_from_the_tools_log() {
+        let b = MariaDbRecipe::default().backup_script(BASE).unwrap();
+        let line = b
+            .lines()
+            .find(|l| l.contains("GTID of the last change"))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("backup.log"),
+            "[00] 2026-12-06 mariabackup: MySQL binlog position: filename 'binlog.000002', \
+             position '1234', GTID of the last change '0-1-7,1-2-3'\n[00] completed OK!\n",
+        )
+        .unwrap();
+        let out = sh(&format!("t={}\n{line}", dir.path().display()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(parse_snapshot_gtid(&stderr).unwrap(), "0-1-7,1-2-3", "{stderr}");
+    }
+
     fn whoami() -> String {
         let out = std::process::Command::new("id")
             .arg("-un")
