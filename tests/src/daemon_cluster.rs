@@ -29,6 +29,9 @@ impl Drop for Leftovers {
     }
 }
 
+/// A shard's id and its nodes as `(id, port, member_state)`.
+pub type ShardNodes = (i64, Vec<(i64, u16, String)>);
+
 /// The shape of the cluster to create.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -117,9 +120,12 @@ impl DaemonCluster {
             .and_then(|a| a.iter().find(|c| c["name"] == name))
             .and_then(|c| c["id"].as_i64())
             .expect("the cluster's id");
-        let detail = ctl(&base, &["--json", "cluster", "show", &cluster_id.to_string()])
-            .ok()
-            .json();
+        let detail = ctl(
+            &base,
+            &["--json", "cluster", "show", &cluster_id.to_string()],
+        )
+        .ok()
+        .json();
         DaemonCluster {
             daemon,
             servers,
@@ -162,7 +168,7 @@ impl DaemonCluster {
     }
 
     /// Each shard's id and its nodes (`id`, `port`, `member_state`) from [`Self::detail`].
-    pub fn shards(&self) -> Vec<(i64, Vec<(i64, u16, String)>)> {
+    pub fn shards(&self) -> Vec<ShardNodes> {
         self.detail["shards"]
             .as_array()
             .expect("shards")

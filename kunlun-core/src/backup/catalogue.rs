@@ -80,7 +80,9 @@ impl ClusterManager {
             .read(async |tx| backup_storage::get(tx, sid).await)
             .await?;
         let fleet = self.probe_provisioner().ok_or_else(|| {
-            Error::Unavailable("this manager has no SSH settings to reach backup storages with".into())
+            Error::Unavailable(
+                "this manager has no SSH settings to reach backup storages with".into(),
+            )
         })?;
         let (_, bs) = registry::open(store, fleet, &st.name).await?;
         let dir = backups::dir_of(bk.cluster_id, bk.id);

@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::driver::{drive, stage_of, Direction, JobKind, Stage};
 use super::kinds::{
-    backup_cluster, rebuild_node, AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob, DeleteClusterJob,
-    DeleteCompJob, DeleteNodeJob, DeleteShardJob,
+    backup_cluster, rebuild_node, AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob,
+    DeleteClusterJob, DeleteCompJob, DeleteNodeJob, DeleteShardJob,
 };
 #[cfg(test)]
 use super::kinds::{ADD_COMPS, CREATE_CLUSTER, DELETE_CLUSTER, DELETE_COMP, DELETE_SHARD};

@@ -418,7 +418,11 @@ mod tests {
         .unwrap();
         let out = sh(&format!("t={}\n{line}", dir.path().display()));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(parse_snapshot_gtid(&stderr).unwrap(), "0-1-7,1-2-3", "{stderr}");
+        assert_eq!(
+            parse_snapshot_gtid(&stderr).unwrap(),
+            "0-1-7,1-2-3",
+            "{stderr}"
+        );
     }
 
     fn whoami() -> String {

@@ -65,7 +65,10 @@ pub fn run(client: &Client, cmd: &BackupCmd, json: bool) -> Result<String, CliEr
     match cmd {
         BackupCmd::Create(a) => create(client, a, json),
         BackupCmd::List(a) => {
-            let url = client.url("/v1/backups", &[("cluster_id", a.cluster.map(|c| c.to_string()))])?;
+            let url = client.url(
+                "/v1/backups",
+                &[("cluster_id", a.cluster.map(|c| c.to_string()))],
+            )?;
             let v = client.get_all(url.clone())?;
             if json {
                 return Ok(output::json(&v) + "\n");
@@ -146,7 +149,9 @@ fn backup_id(job: &Job) -> Option<i64> {
 }
 
 fn table(list: &[Backup]) -> String {
-    let mut t = Table::new(&["ID", "CLUSTER", "STORAGE", "STATUS", "STARTED", "BYTES", "ERROR"]);
+    let mut t = Table::new(&[
+        "ID", "CLUSTER", "STORAGE", "STATUS", "STARTED", "BYTES", "ERROR",
+    ]);
     for b in list {
         t.row(vec![
             b.id.to_string(),
@@ -175,13 +180,19 @@ fn show(b: &Backup) -> String {
         ("error", output::opt(b.error.as_deref())),
     ]);
     if !b.parts.is_empty() {
-        let mut t = Table::new(&["PART", "TYPE", "OF", "STATUS", "FILE", "BYTES", "GTID", "SOURCE"]);
+        let mut t = Table::new(&[
+            "PART", "TYPE", "OF", "STATUS", "FILE", "BYTES", "GTID", "SOURCE",
+        ]);
         for p in &b.parts {
             let m = p.memo.as_ref();
             let get = |k: &str| {
                 m.and_then(|m| m.get("part"))
                     .and_then(|x| x.get(k))
-                    .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string())
+                    })
                     .unwrap_or_default()
             };
             t.row(vec![
@@ -215,13 +226,22 @@ mod tests {
     #[test]
     fn backup_commands_parse() {
         let cli = Cli::try_parse_from([
-            "kunlunctl", "backup", "create", "c1", "--storage", "s1", "--wait",
+            "kunlunctl",
+            "backup",
+            "create",
+            "c1",
+            "--storage",
+            "s1",
+            "--wait",
         ])
         .unwrap();
         let Command::Backup(BackupCmd::Create(a)) = cli.command else {
             panic!()
         };
-        assert_eq!((a.cluster.as_str(), a.storage.as_str(), a.wait), ("c1", "s1", true));
+        assert_eq!(
+            (a.cluster.as_str(), a.storage.as_str(), a.wait),
+            ("c1", "s1", true)
+        );
         assert!(Cli::try_parse_from(["kunlunctl", "backup", "create", "c1"]).is_err());
         let cli = Cli::try_parse_from(["kunlunctl", "backup", "list", "--cluster", "3"]).unwrap();
         assert!(matches!(

@@ -11,7 +11,7 @@
 //! rows. A second storage on 127.0.0.94 whose sshd is then stopped: a backup to it fails
 //! cleanly (the job failed, the backup `failed` with the reason, no file anywhere).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use kunlun_tests::cli::ctl;
 use kunlun_tests::daemon::http;
 use kunlun_tests::daemon_cluster::{DaemonCluster, Shape};
-use kunlun_tests::{MariaDb, MariaDbOptions, Sshd};
+use kunlun_tests::{free_port_block, MariaDb, MariaDbOptions, Sshd};
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
@@ -173,7 +173,10 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
     assert_eq!(bk["status"], "done", "{bk}");
     let job = c
         .daemon
-        .get(&http(Duration::from_secs(30)), &format!("/v1/jobs/{}", bk["job_id"]))
+        .get(
+            &http(Duration::from_secs(30)),
+            &format!("/v1/jobs/{}", bk["job_id"]),
+        )
         .1;
     assert_eq!(job["status"], "done", "{job}");
     let parts = bk["parts"].as_array().expect("parts").clone();
@@ -187,8 +190,14 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
         assert_eq!(p["status"], "done", "{p}");
         let m = &p["memo"]["part"];
         let source = m["source_node_id"].as_i64().expect("source node");
-        let node = nodes.iter().find(|n| n.0 == source).expect("a node of the shard");
-        assert_eq!(node.2, "replica", "shard {sid} was read from its replica: {p}");
+        let node = nodes
+            .iter()
+            .find(|n| n.0 == source)
+            .expect("a node of the shard");
+        assert_eq!(
+            node.2, "replica",
+            "shard {sid} was read from its replica: {p}"
+        );
         let gtid = m["gtid"].as_str().expect("gtid");
         assert!(!gtid.is_empty(), "the snapshot's GTID: {p}");
         total += m["bytes"].as_u64().expect("bytes");
@@ -218,17 +227,30 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
     names.retain(|n| !n.ends_with(".mbstream"));
     assert_eq!(
         names,
-        ["comp.sql", "commit_log.jsonl", "ddl_ops_log.jsonl", "manifest.json", "meta.json"],
+        [
+            "comp.sql",
+            "commit_log.jsonl",
+            "ddl_ops_log.jsonl",
+            "manifest.json",
+            "meta.json"
+        ],
         "the files of {}",
         dir.display()
     );
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest"))
             .expect("manifest JSON");
-    assert_eq!(manifest["files"].as_array().map(Vec::len), Some(6), "{manifest}");
+    assert_eq!(
+        manifest["files"].as_array().map(Vec::len),
+        Some(6),
+        "{manifest}"
+    );
     assert!(bk["bytes"].as_u64().expect("bytes") > total, "{bk}");
     let schema = std::fs::read_to_string(dir.join("comp.sql")).expect("comp.sql");
-    assert!(schema.contains("PostgreSQL database"), "a pg_dumpall: {schema:.300}");
+    assert!(
+        schema.contains("PostgreSQL database"),
+        "a pg_dumpall: {schema:.300}"
+    );
 
     // A shard's snapshot is a consistent copy: prepared and started, it holds every row.
     let (sid, _) = &shards[0];
@@ -254,9 +276,7 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
     })
     .expect("a scratch server on the restored data");
     let got = scratch
-        .sql(&format!(
-            "SELECT COUNT(*), COUNT(DISTINCT id), MIN(shard), MAX(shard) FROM bk.t"
-        ))
+        .sql("SELECT COUNT(*), COUNT(DISTINCT id), MIN(shard), MAX(shard) FROM bk.t")
         .expect("the rows");
     assert_eq!(
         got.trim(),
@@ -273,7 +293,13 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
     assert_eq!(gone.code, 1, "{gone:#?}");
     let list = ctl(
         &c.base,
-        &["--json", "backup", "list", "--cluster", &c.cluster_id.to_string()],
+        &[
+            "--json",
+            "backup",
+            "list",
+            "--cluster",
+            &c.cluster_id.to_string(),
+        ],
     )
     .ok()
     .json();
@@ -282,6 +308,7 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
     // A storage whose machine stops answering: the backup fails, nothing is kept.
     let far = Sshd::start_on(UNREACHABLE_IP).expect("sshd on 127.0.0.94");
     std::fs::create_dir(c.wd.path().join("far")).expect("its data dir");
+    let p = free_port_block(IpAddr::V4(UNREACHABLE_IP), 11);
     let (st, v) = c.daemon.post(
         &http(Duration::from_secs(30)),
         "/v1/machines",
@@ -290,6 +317,7 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
             "ssh_port": far.port(), "ssh_user": far.user(),
             "ssh_key_path": far.user_key().private.display().to_string(),
             "data_dirs": [c.wd.path().join("far").display().to_string()],
+            "port_range": format!("{p}-{}", p + 10),
         }),
     );
     assert_eq!(st, 201, "{v}");
@@ -299,7 +327,14 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
     let out = ctl(
         &c.base,
         &[
-            "backup", "create", "bk1", "--storage", "bk_far", "--wait", "--wait-timeout", "600",
+            "backup",
+            "create",
+            "bk1",
+            "--storage",
+            "bk_far",
+            "--wait",
+            "--wait-timeout",
+            "600",
         ],
     );
     assert_eq!(out.code, 1, "the job failed: {out:#?}");
@@ -310,10 +345,16 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
         "{failed}"
     );
     assert!(
-        failed["parts"].as_array().is_none_or(|p| p.iter().all(|p| p["status"] != "done")),
+        failed["parts"]
+            .as_array()
+            .is_none_or(|p| p.iter().all(|p| p["status"] != "done")),
         "no part stays done: {failed}"
     );
-    assert!(files_under(&far_dir).is_empty(), "{:?}", files_under(&far_dir));
+    assert!(
+        files_under(&far_dir).is_empty(),
+        "{:?}",
+        files_under(&far_dir)
+    );
     assert!(
         files_under(&store_dir.join(format!("cluster_{}", c.cluster_id))).is_empty(),
         "nothing on the first storage either"

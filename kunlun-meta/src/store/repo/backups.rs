@@ -11,13 +11,11 @@ use diesel_async::RunQueryDsl;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 
 use super::{last_insert_id, now, quoted_table};
-use crate::store::repo::clusters::{COMMIT_LOG_PREFIX, DDL_LOG_PREFIX};
 use crate::api::Page;
 use crate::error::{Error, Result};
-use crate::model::{
-    Backup, BackupPart, BackupStatus, JobStatus, NewBackup, NewBackupPart,
-};
+use crate::model::{Backup, BackupPart, BackupStatus, JobStatus, NewBackup, NewBackupPart};
 use crate::store::conn::{with_conn, Tx};
+use crate::store::repo::clusters::{COMMIT_LOG_PREFIX, DDL_LOG_PREFIX};
 use crate::store::rows::{json, state};
 use crate::store::schema::{cluster_coldbackups as p, kl_backup as b};
 
@@ -123,7 +121,8 @@ pub async fn get(tx: &mut Tx, id: i64) -> Result<Backup> {
         .first::<BackupRow>(c)
         .await
         .optional())?;
-    row.ok_or_else(|| Error::not_found("backup", id))?.try_into()
+    row.ok_or_else(|| Error::not_found("backup", id))?
+        .try_into()
 }
 
 /// One backup with its parts.

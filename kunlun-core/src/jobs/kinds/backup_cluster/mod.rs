@@ -243,7 +243,10 @@ mod tests {
         let why = pick_replica(&late, Some(&primary), 30, false).unwrap_err();
         assert!(why.contains("allow_primary"), "{why}");
         assert_eq!(pick_replica(&late, Some(&primary), 30, true).unwrap().id, 1);
-        assert_eq!(pick_replica(&late, Some(&primary), 100, false).unwrap().id, 2);
+        assert_eq!(
+            pick_replica(&late, Some(&primary), 100, false).unwrap().id,
+            2
+        );
         // A replica recorded as the primary is never taken for a replica.
         assert!(pick_replica(
             &[Candidate {

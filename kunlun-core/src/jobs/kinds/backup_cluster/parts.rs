@@ -79,11 +79,10 @@ async fn end_row(r: &Run<'_>, id: i64, f: std::result::Result<&FileEntry, String
         Err(why) => (JobStatus::Failed, json!({ "error": why })),
     };
     let memo = json!({ "backup_id": r.backup_id, "part": memo });
-    if let Err(e) = r
-        .cx
-        .store
-        .tx(async |tx| backups::finish_part(tx, id, status, &memo).await)
-        .await
+    if let Err(e) =
+        r.cx.store
+            .tx(async |tx| backups::finish_part(tx, id, status, &memo).await)
+            .await
     {
         tracing::warn!(job_id = r.cx.job_id, part = id, error = %e, "backup: part row not ended");
     }
@@ -165,10 +164,9 @@ pub(super) async fn shard(r: &Run<'_>, i: usize, shard_id: i64) -> Result<FileEn
         target: src.target.clone(),
         command: format!("sh -c {} 2>{}", sh_quote(&script), sh_quote(&errf)),
     };
-    let put = r
-        .bs
-        .put(&from, &rel, None, reseed::copy_timeout(data_kb, None))
-        .await;
+    let put =
+        r.bs.put(&from, &rel, None, reseed::copy_timeout(data_kb, None))
+            .await;
     let log = fleet
         .ssh
         .exec(
@@ -277,8 +275,8 @@ pub(super) async fn metadata(r: &Run<'_>, i: usize) -> Result<Vec<FileEntry>> {
         "comps": store.list_comp_nodes(Some(cid)).await?,
         "policy": store.cluster_policy(cid).await?,
     });
-    let meta = serde_json::to_vec_pretty(&meta)
-        .map_err(|e| Error::Internal(format!("meta.json: {e}")))?;
+    let meta =
+        serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(format!("meta.json: {e}")))?;
     let mut files = Vec::new();
     let rel = format!("{}/meta.json", r.dir);
     r.set(i, |p| {
@@ -312,11 +310,10 @@ async fn log_lines(r: &Run<'_>, which: LogTable) -> Result<Vec<u8>> {
     let mut after = 0i64;
     loop {
         let name = name.clone();
-        let rows = r
-            .cx
-            .store
-            .read(async |tx| backups::log_rows(tx, which, &name, after, LOG_PAGE).await)
-            .await?;
+        let rows =
+            r.cx.store
+                .read(async |tx| backups::log_rows(tx, which, &name, after, LOG_PAGE).await)
+                .await?;
         let Some((last, _)) = rows.last() else {
             return Ok(out);
         };

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
-use kunlun_meta::model::{
-    BackupStatus, Cluster, Job, JobStatus, NewBackup, NodeStatus,
-};
+use kunlun_meta::model::{BackupStatus, Cluster, Job, JobStatus, NewBackup, NodeStatus};
 use kunlun_meta::store::repo::backups;
 use kunlun_meta::store::Store;
 use serde_json::json;
@@ -37,7 +35,10 @@ pub async fn run(store: &Store, fleet: &Provisioner, job: &Job) -> Result<()> {
     let memo: BackupMemo = match &job.memo {
         None | Some(serde_json::Value::Null) => BackupMemo::default(),
         Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
-            Error::Invalid(format!("job {}: its stored memo is unreadable ({e})", job.id))
+            Error::Invalid(format!(
+                "job {}: its stored memo is unreadable ({e})",
+                job.id
+            ))
         })?,
     };
     let cx = JobCtx {
@@ -180,14 +181,13 @@ async fn go(cx: &JobCtx, info: &JobInfo<BackupRequest>, mut memo: BackupMemo) ->
     };
     match take(&r, &todo, &shape, &bk.started_at).await {
         Ok((bytes, manifest)) => {
-            let done = r
-                .cx
-                .store
-                .tx(async |tx| {
-                    backups::finish(tx, bk.id, BackupStatus::Done, bytes, Some(&manifest), None)
-                        .await
-                })
-                .await;
+            let done =
+                r.cx.store
+                    .tx(async |tx| {
+                        backups::finish(tx, bk.id, BackupStatus::Done, bytes, Some(&manifest), None)
+                            .await
+                    })
+                    .await;
             if let Err(e) = done {
                 return undo(&r, Error::from(e)).await;
             }
@@ -207,12 +207,15 @@ async fn take(
     shape: &serde_json::Value,
     started: &chrono::NaiveDateTime,
 ) -> Result<(u64, String)> {
-    let space = r
-        .cx
-        .step("check the storage", r.bs.space(CHECK_TIMEOUT))
-        .await
-        .map_err(|e| Error::Unavailable(format!("backup storage {}: {e}", r.bs.describe())))?;
-    tracing::info!(job_id = r.cx.job_id, free_mb = space.free_bytes >> 20, "backup: storage ready");
+    let space =
+        r.cx.step("check the storage", r.bs.space(CHECK_TIMEOUT))
+            .await
+            .map_err(|e| Error::Unavailable(format!("backup storage {}: {e}", r.bs.describe())))?;
+    tracing::info!(
+        job_id = r.cx.job_id,
+        free_mb = space.free_bytes >> 20,
+        "backup: storage ready"
+    );
     // The futures are made first (lazy: nothing runs until the stream polls them), so the
     // stream holds no closure over borrowed data.
     let futs: Vec<_> = todo
