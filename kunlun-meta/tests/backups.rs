@@ -7,8 +7,8 @@ mod common;
 use common::TestStore;
 use kunlun_meta::model::*;
 use kunlun_meta::store::repo::backups::{self, LogTable};
-use kunlun_meta::store::repo::commit_log::{self, NewCommitLogEntry};
 use kunlun_meta::store::repo::clusters;
+use kunlun_meta::store::repo::commit_log::{self, NewCommitLogEntry};
 use serde_json::json;
 
 fn part(storage_id: i64, cluster_id: i64, rel: &str, shard: i64) -> NewBackupPart {
@@ -59,8 +59,14 @@ async fn catalogue(t: &TestStore) {
         shape: json!({"shards": [{"id": 1}]}),
     };
     let (n1, n2) = (new(100), new(101));
-    let b1 = s.tx(async |tx| backups::create(tx, &n1).await).await.unwrap();
-    let b2 = s.tx(async |tx| backups::create(tx, &n2).await).await.unwrap();
+    let b1 = s
+        .tx(async |tx| backups::create(tx, &n1).await)
+        .await
+        .unwrap();
+    let b2 = s
+        .tx(async |tx| backups::create(tx, &n2).await)
+        .await
+        .unwrap();
     assert_eq!(b1.status, BackupStatus::Ongoing);
     assert_eq!(b1.shape, Some(json!({"shards": [{"id": 1}]})));
     // Parts of each backup, under its own directory (backup_1 is not a prefix of backup_1x).
@@ -70,26 +76,35 @@ async fn catalogue(t: &TestStore) {
         part(5, c.id, &format!("{d1}/shard_1.mbstream"), 1),
         part(5, c.id, &format!("{d2}/shard_1.mbstream"), 1),
     );
-    let id1 = s.tx(async |tx| backups::add_part(tx, &p1).await).await.unwrap();
-    s.tx(async |tx| backups::add_part(tx, &p2).await).await.unwrap();
+    let id1 = s
+        .tx(async |tx| backups::add_part(tx, &p1).await)
+        .await
+        .unwrap();
+    s.tx(async |tx| backups::add_part(tx, &p2).await)
+        .await
+        .unwrap();
     let memo = json!({"part": {"bytes": 10, "sha256": "ab"}});
     s.tx(async |tx| backups::finish_part(tx, id1, JobStatus::Done, &memo).await)
         .await
         .unwrap();
     let bid = b1.id;
-    s.tx(async |tx| {
-        backups::finish(tx, bid, BackupStatus::Done, 42, Some("m.json"), None).await
-    })
-    .await
-    .unwrap();
-    let full = s.read(async |tx| backups::get_full(tx, bid).await).await.unwrap();
+    s.tx(async |tx| backups::finish(tx, bid, BackupStatus::Done, 42, Some("m.json"), None).await)
+        .await
+        .unwrap();
+    let full = s
+        .read(async |tx| backups::get_full(tx, bid).await)
+        .await
+        .unwrap();
     assert_eq!(full.status, BackupStatus::Done);
     assert_eq!((full.bytes, full.manifest.as_deref()), (42, Some("m.json")));
     assert!(full.ended_at.is_some());
     assert_eq!(full.parts.len(), 1, "only its own parts: {full:?}");
     assert_eq!(full.parts[0].status, JobStatus::Done);
     assert_eq!(full.parts[0].memo, Some(memo.clone()));
-    let by_job = s.read(async |tx| backups::of_job(tx, 101).await).await.unwrap();
+    let by_job = s
+        .read(async |tx| backups::of_job(tx, 101).await)
+        .await
+        .unwrap();
     assert_eq!(by_job.map(|b| b.id), Some(b2.id));
     // Pages, newest first; by cluster.
     let cid = c.id;
@@ -144,16 +159,24 @@ async fn catalogue(t: &TestStore) {
     })
     .await
     .unwrap();
-    let kept = s.read(async |tx| backups::get_full(tx, bid).await).await.unwrap();
+    let kept = s
+        .read(async |tx| backups::get_full(tx, bid).await)
+        .await
+        .unwrap();
     assert_eq!((kept.cluster_name.as_str(), kept.parts.len()), ("bkc", 1));
     // Removal takes the backup's parts and nothing else.
-    s.tx(async |tx| backups::delete(tx, bid).await).await.unwrap();
+    s.tx(async |tx| backups::delete(tx, bid).await)
+        .await
+        .unwrap();
     assert!(matches!(
         s.read(async |tx| backups::get(tx, bid).await).await,
         Err(kunlun_meta::Error::NotFound { .. })
     ));
     let b2id = b2.id;
-    let left = s.read(async |tx| backups::get_full(tx, b2id).await).await.unwrap();
+    let left = s
+        .read(async |tx| backups::get_full(tx, b2id).await)
+        .await
+        .unwrap();
     assert_eq!(left.parts.len(), 1);
 }
 
