@@ -130,7 +130,7 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
             p.query_drop(format!(
                 "CREATE DATABASE bk; CREATE TABLE bk.t (id BIGINT PRIMARY KEY, shard BIGINT, \
                  v VARCHAR(100)); INSERT INTO bk.t SELECT seq, {sid}, MD5(seq) \
-                 FROM seq_1_to_{ROWS}"
+                 FROM bk.seq_1_to_{ROWS}"
             ))
             .await
             .expect("rows");
@@ -228,8 +228,8 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
     assert_eq!(
         names,
         [
-            "comp.sql",
             "commit_log.jsonl",
+            "comp.sql",
             "ddl_ops_log.jsonl",
             "manifest.json",
             "meta.json"
