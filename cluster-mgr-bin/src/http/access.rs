@@ -32,7 +32,11 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("GET", "/v1/backup_storages", Need::Role(Role::Viewer)),
     ("POST", "/v1/backup_storages", Need::Role(Role::Operator)),
     ("GET", "/v1/backup_storages/{}", Need::Role(Role::Viewer)),
-    ("DELETE", "/v1/backup_storages/{}", Need::Role(Role::Operator)),
+    (
+        "DELETE",
+        "/v1/backup_storages/{}",
+        Need::Role(Role::Operator),
+    ),
     ("GET", "/v1/clusters", Need::Role(Role::Viewer)),
     ("POST", "/v1/clusters", Need::Role(Role::Operator)),
     ("GET", "/v1/clusters/{}", Need::Role(Role::Viewer)),

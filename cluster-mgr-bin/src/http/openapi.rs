@@ -12,8 +12,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    backup_storages, cluster_jobs, clusters, failovers, health, instances, jobs, leader, machines, meta, policy,
-    scale_jobs, tokens, xa,
+    backup_storages, cluster_jobs, clusters, failovers, health, instances, jobs, leader, machines,
+    meta, policy, scale_jobs, tokens, xa,
 };
 
 /// The API description.
