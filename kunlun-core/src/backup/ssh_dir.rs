@@ -137,7 +137,8 @@ tee "$t.fifo" > "$t"; r=$?
 wait $p; s=$?
 if [ $r -ne 0 ] || [ $s -ne 0 ]; then clean; exit 4; fi
 sum=$(cut -c1-64 "$t.sha"); n=$(wc -c < "$t" | tr -d ' ')
-sync "$t" && mv -f "$t" "$f" && sync "$d" || {{ clean; exit 5; }}
+sync "$t" && mv -f "$t" "$f" || {{ clean; exit 5; }}
+sync "$d" || {{ rm -f "$f"; clean; exit 5; }}
 rm -f "$t.sha" "$t.fifo"
 printf '%s %s\n' "$n" "$sum""#,
         d = sh_quote(parent),
@@ -304,7 +305,13 @@ df -Pk {r} | awk 'NR==2 {{print $4}}'"#
                 return Err(self.error(rel, e));
             }
         };
-        let stored = parse_stored(rel, &piped.sink.stdout_str())?;
+        let stored = match parse_stored(rel, &piped.sink.stdout_str()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.remove(rel, CLEANUP_TIMEOUT).await;
+                return Err(e);
+            }
+        };
         if stored.bytes != piped.bytes {
             // Cannot happen unless the stream was cut between us and the file: then the file
             // under `rel` is wrong and goes.
@@ -339,7 +346,13 @@ df -Pk {r} | awk 'NR==2 {{print $4}}'"#
                 return Err(self.error(rel, e));
             }
         };
-        let stored = parse_stored(rel, &out.stdout_str())?;
+        let stored = match parse_stored(rel, &out.stdout_str()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.remove(rel, CLEANUP_TIMEOUT).await;
+                return Err(e);
+            }
+        };
         if stored.bytes != bytes.len() as u64 {
             let _ = self.remove(rel, CLEANUP_TIMEOUT).await;
             return Err(Error::Unavailable(format!(
