@@ -6,7 +6,8 @@
 //! local `sha256sum`, the file is 0600, `checksum` agrees, `get` streams the same bytes, small
 //! files round-trip and `get_bytes` refuses more than asked; a source that fails half-way
 //! leaves neither the file nor a `.part-` file; on a 2 MB tmpfs a 5 MB put fails with "no space
-//! left on <host>:<dir>" and leaves nothing; `remove` removes.
+//! left on <host>:<dir>" and leaves nothing; `remove` removes; the storage's machine cannot be
+//! deleted while the storage is registered.
 //!
 //! Daemon (127.0.0.122, plus 127.0.0.123 stopped): `POST /v1/backup_storages`, the CLI's
 //! `backup-storage add|list|show|rm`, the refusals (malformed body, unknown field, unknown
@@ -298,6 +299,14 @@ async fn an_ssh_dir_storage_keeps_whole_files_only() {
     assert!(
         shown.free_bytes.is_none() && shown.unreachable.is_some(),
         "{shown:?}"
+    );
+    let e = m
+        .delete_machine(row.machine_id)
+        .await
+        .expect_err("holds storages");
+    assert!(
+        matches!(&e, Error::Conflict(msg) if msg.contains("main")),
+        "{e:?}"
     );
 }
 
