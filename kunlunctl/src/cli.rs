@@ -129,6 +129,9 @@ pub enum Command {
     /// Database clusters, their shards, storage nodes and compute nodes.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Backup storages: directories on registered machines where cluster backups are kept.
+    #[command(subcommand)]
+    BackupStorage(crate::cmd::backup_storage::BackupStorageCmd),
     /// Long-running work of the manager (installs, failovers, ...).
     #[command(subcommand)]
     Job(JobCmd),
@@ -162,6 +165,7 @@ impl Command {
         match self {
             Command::Machine(_) => "machine",
             Command::Cluster(_) => "cluster",
+            Command::BackupStorage(_) => "backup-storage",
             Command::Job(_) => "job",
             Command::Backup(_) => "backup",
             Command::Failover(_) => "failover",

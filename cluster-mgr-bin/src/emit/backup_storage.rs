@@ -49,9 +49,7 @@ fn check_stype(p: &Paras<'_>) -> Result<(), Fail> {
 /// one `70202`, anything else `70200` with our message.
 fn refusal(e: kunlun_core::Error) -> Fail {
     let code: Code = match &e {
-        kunlun_core::Error::NotFound { what, .. } if *what == "backup storage" => {
-            codes::BS_NO_NAME
-        }
+        kunlun_core::Error::NotFound { what, .. } if *what == "backup storage" => codes::BS_NO_NAME,
         kunlun_core::Error::Conflict(m) if m.ends_with(" exists") => codes::BS_NAME_EXISTS,
         _ => codes::BS_ERROR,
     };

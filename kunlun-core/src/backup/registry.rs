@@ -82,10 +82,11 @@ fn ssh_dir(fleet: &Provisioner, m: &Machine, path: &str) -> Result<SshDirStorage
 
 impl ClusterManager {
     fn backup_fleet(&self) -> Result<&Provisioner> {
-        self.probe_provisioner().ok_or_else(|| Error::MachineRefused {
-            kind: ProbeFailure::NotConfigured,
-            message: "this manager has no SSH settings to reach backup storages with".into(),
-        })
+        self.probe_provisioner()
+            .ok_or_else(|| Error::MachineRefused {
+                kind: ProbeFailure::NotConfigured,
+                message: "this manager has no SSH settings to reach backup storages with".into(),
+            })
     }
 
     /// The registered machine at `hostaddr` (any type; the lowest id when it has two).

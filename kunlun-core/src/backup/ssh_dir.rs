@@ -94,7 +94,9 @@ fn parse_stored(rel: &str, stdout: &str) -> Result<Stored> {
     let mut it = stdout.split_whitespace();
     let bytes = it.next().and_then(|b| b.parse::<u64>().ok());
     let sha = it.next().filter(|s| {
-        s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     });
     match (bytes, sha) {
         (Some(bytes), Some(sha)) => Ok(Stored {
@@ -135,7 +137,8 @@ tee "$t.fifo" > "$t"; r=$?
 wait $p; s=$?
 if [ $r -ne 0 ] || [ $s -ne 0 ]; then clean; exit 4; fi
 sum=$(cut -c1-64 "$t.sha"); n=$(wc -c < "$t" | tr -d ' ')
-sync "$t" && mv -f "$t" "$f" && sync "$d" || {{ clean; exit 5; }}
+sync "$t" && mv -f "$t" "$f" || {{ clean; exit 5; }}
+sync "$d" || {{ rm -f "$f"; clean; exit 5; }}
 rm -f "$t.sha" "$t.fifo"
 printf '%s %s\n' "$n" "$sum""#,
         d = sh_quote(parent),
@@ -197,8 +200,12 @@ impl SshDirStorage {
         let cmd = format!("rm -f {t} {t}.sha {t}.fifo");
         match self.ssh.exec(&self.target, &cmd, CLEANUP_TIMEOUT).await {
             Ok(o) if o.success() => {}
-            Ok(o) => tracing::warn!(storage = %self.describe(), tmp, stderr = %o.stderr_str(), "cleanup of a failed backup put failed"),
-            Err(e) => tracing::warn!(storage = %self.describe(), tmp, error = %e, "cleanup of a failed backup put failed"),
+            Ok(o) => {
+                tracing::warn!(storage = %self.describe(), tmp, stderr = %o.stderr_str(), "cleanup of a failed backup put failed")
+            }
+            Err(e) => {
+                tracing::warn!(storage = %self.describe(), tmp, error = %e, "cleanup of a failed backup put failed")
+            }
         }
     }
 
@@ -253,14 +260,18 @@ df -Pk {r} | awk 'NR==2 {{print $4}}'"#
             .await
             .and_then(|o| o.checked())
             .map_err(refused)?;
-        let kb: u64 = out.stdout_str().trim().parse().map_err(|_| Error::MachineRefused {
-            kind: ProbeFailure::DataDir,
-            message: format!(
-                "backup storage {}: cannot read the free space (df printed {:?})",
-                self.describe(),
-                out.stdout_str().trim()
-            ),
-        })?;
+        let kb: u64 = out
+            .stdout_str()
+            .trim()
+            .parse()
+            .map_err(|_| Error::MachineRefused {
+                kind: ProbeFailure::DataDir,
+                message: format!(
+                    "backup storage {}: cannot read the free space (df printed {:?})",
+                    self.describe(),
+                    out.stdout_str().trim()
+                ),
+            })?;
         Ok(Space {
             free_bytes: kb.saturating_mul(1024),
         })
@@ -294,7 +305,13 @@ df -Pk {r} | awk 'NR==2 {{print $4}}'"#
                 return Err(self.error(rel, e));
             }
         };
-        let stored = parse_stored(rel, &piped.sink.stdout_str())?;
+        let stored = match parse_stored(rel, &piped.sink.stdout_str()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.remove(rel, CLEANUP_TIMEOUT).await;
+                return Err(e);
+            }
+        };
         if stored.bytes != piped.bytes {
             // Cannot happen unless the stream was cut between us and the file: then the file
             // under `rel` is wrong and goes.
@@ -329,7 +346,13 @@ df -Pk {r} | awk 'NR==2 {{print $4}}'"#
                 return Err(self.error(rel, e));
             }
         };
-        let stored = parse_stored(rel, &out.stdout_str())?;
+        let stored = match parse_stored(rel, &out.stdout_str()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.remove(rel, CLEANUP_TIMEOUT).await;
+                return Err(e);
+            }
+        };
         if stored.bytes != bytes.len() as u64 {
             let _ = self.remove(rel, CLEANUP_TIMEOUT).await;
             return Err(Error::Unavailable(format!(
@@ -344,8 +367,7 @@ df -Pk {r} | awk 'NR==2 {{print $4}}'"#
 
     async fn get(&self, rel: &str, sink: &Endpoint, timeout: Duration) -> Result<u64> {
         let f = sh_quote(&self.full(rel)?);
-        let cmd =
-            format!("[ -f {f} ] || {{ echo kl-no-such-file >&2; exit 2; }}\nexec cat -- {f}");
+        let cmd = format!("[ -f {f} ] || {{ echo kl-no-such-file >&2; exit 2; }}\nexec cat -- {f}");
         let piped = self
             .ssh
             .pipe(
@@ -419,7 +441,10 @@ mod tests {
     #[test]
     fn roots_are_absolute_plain_paths() {
         assert_eq!(check_root("/backups").unwrap(), "/backups");
-        assert_eq!(check_root("/srv/kl-backups_1/").unwrap(), "/srv/kl-backups_1");
+        assert_eq!(
+            check_root("/srv/kl-backups_1/").unwrap(),
+            "/srv/kl-backups_1"
+        );
         assert_eq!(check_root("/a/b.c/d").unwrap(), "/a/b.c/d");
         for bad in [
             "",
@@ -451,8 +476,17 @@ mod tests {
     fn the_sink_answer_is_parsed_strictly() {
         let sha = "a".repeat(64);
         let s = parse_stored("x/y", &format!("12 {sha}\n")).unwrap();
-        assert_eq!((s.bytes, s.sha256.as_str(), s.rel.as_str()), (12, sha.as_str(), "x/y"));
-        for bad in ["", "12", &format!("x {sha}"), "12 abc", &format!("12 {}", "A".repeat(64))] {
+        assert_eq!(
+            (s.bytes, s.sha256.as_str(), s.rel.as_str()),
+            (12, sha.as_str(), "x/y")
+        );
+        for bad in [
+            "",
+            "12",
+            &format!("x {sha}"),
+            "12 abc",
+            &format!("12 {}", "A".repeat(64)),
+        ] {
             assert!(parse_stored("r", bad).is_err(), "{bad:?}");
         }
     }
@@ -460,7 +494,10 @@ mod tests {
     #[test]
     fn every_path_in_the_sink_script_is_quoted() {
         let s = sink_script("/b/c", "/b/c/f.x", "/b/c/f.x.part-1");
-        assert!(s.contains("d='/b/c'; f='/b/c/f.x'; t='/b/c/f.x.part-1'"), "{s}");
+        assert!(
+            s.contains("d='/b/c'; f='/b/c/f.x'; t='/b/c/f.x.part-1'"),
+            "{s}"
+        );
         assert!(s.starts_with("umask 077\n"));
         assert_eq!(parent_of("/r", "a/b/c"), "/r/a/b");
         assert_eq!(parent_of("/r", "m.json"), "/r");

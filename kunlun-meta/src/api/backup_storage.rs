@@ -98,8 +98,12 @@ mod tests {
 
     #[test]
     fn a_registration_is_checked_field_by_field() {
-        assert!(add("nightly_1-a", "ssh_dir", "127.0.0.1", "/b").validate().is_ok());
-        assert!(add(&"n".repeat(64), "ssh_dir", "h.example", "/b").validate().is_ok());
+        assert!(add("nightly_1-a", "ssh_dir", "127.0.0.1", "/b")
+            .validate()
+            .is_ok());
+        assert!(add(&"n".repeat(64), "ssh_dir", "h.example", "/b")
+            .validate()
+            .is_ok());
         for bad in [
             add("", "ssh_dir", "127.0.0.1", "/b"),
             add(&"n".repeat(65), "ssh_dir", "127.0.0.1", "/b"),

@@ -46,14 +46,7 @@ type Row = (
     Option<String>,
 );
 
-fn columns() -> (
-    s::id,
-    s::name,
-    s::stype,
-    s::conn_str,
-    s::hostaddr,
-    s::extra,
-) {
+fn columns() -> (s::id, s::name, s::stype, s::conn_str, s::hostaddr, s::extra) {
     (s::id, s::name, s::stype, s::conn_str, s::hostaddr, s::extra)
 }
 
