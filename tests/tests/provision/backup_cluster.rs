@@ -8,8 +8,10 @@
 //! (not the primary) at a GTID. One shard's snapshot is extracted and prepared here
 //! (`mbstream -x`, `mariadb-backup --prepare`) and a scratch `mariadbd` started on it: the rows
 //! written before the backup are all there. `kunlunctl backup rm` removes the files and the
-//! rows. A second storage on 127.0.0.94 whose sshd is then stopped: a backup to it fails
-//! cleanly (the job failed, the backup `failed` with the reason, no file anywhere).
+//! rows. The Emit `manual_backup_cluster` backs up onto the only storage (`get_status` names
+//! the backup). A second storage on 127.0.0.94 whose sshd is then stopped: a backup to it fails
+//! cleanly (the job failed, the backup `failed` with the reason, no file anywhere), and Emit
+//! refuses to choose between two storages.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -19,6 +21,7 @@ use std::time::Duration;
 use kunlun_tests::cli::ctl;
 use kunlun_tests::daemon::http;
 use kunlun_tests::daemon_cluster::{DaemonCluster, Shape};
+use kunlun_tests::emit::Emit;
 use kunlun_tests::{free_port_block, MariaDb, MariaDbOptions, Sshd};
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
@@ -305,6 +308,23 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
     .json();
     assert_eq!(list, json!([]), "no backup left");
 
+    // The Emit API's `manual_backup_cluster`: the only storage; `get_status` follows it.
+    let emit = Emit::new(&c.base);
+    let cid = c.cluster_id.to_string();
+    let a = emit.run_done(
+        "manual_backup_cluster",
+        json!({ "cluster_id": cid }),
+        Duration::from_secs(600),
+    );
+    let by_emit = a.body["attachment"]["backup_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("get_status names the backup: {}", a.text));
+    let shown = ctl(&c.base, &["--json", "backup", "show", &by_emit.to_string()])
+        .ok()
+        .json();
+    assert_eq!(shown["status"], "done", "{shown}");
+    ctl(&c.base, &["backup", "rm", &by_emit.to_string()]).ok();
+
     // A storage whose machine stops answering: the backup fails, nothing is kept.
     let far = Sshd::start_on(UNREACHABLE_IP).expect("sshd on 127.0.0.94");
     std::fs::create_dir(c.wd.path().join("far")).expect("its data dir");
@@ -338,6 +358,14 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
         ],
     );
     assert_eq!(out.code, 1, "the job failed: {out:#?}");
+    // Two storages now: the Emit request must name one.
+    let (code, info) = emit.run_failed(
+        "manual_backup_cluster",
+        json!({ "cluster_id": cid }),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, "70005", "{info}");
+    assert!(info.contains("storage_name"), "{info}");
     let failed = newest_backup(&c);
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(
