@@ -3,7 +3,7 @@
 import sqlite3, sys, re
 db = sqlite3.connect(sys.argv[1])
 # The original's tables kept for its tools only (diesel.toml's except_tables).
-COMPAT_ONLY = {"backup_storage", "cluster_coldbackups", "cluster_roll_back_record", "cluster_shard_backup_restore_log", "cluster_shard_topology", "data_centers", "mysql_pg_install_log", "rbr_consfailover", "restore_log", "server_nodes_conn_stats", "server_nodes_stats", "table_move_jobs"}
+COMPAT_ONLY = {"cluster_roll_back_record", "cluster_shard_backup_restore_log", "cluster_shard_topology", "data_centers", "mysql_pg_install_log", "rbr_consfailover", "restore_log", "server_nodes_conn_stats", "server_nodes_stats", "table_move_jobs"}
 tables = [r[0] for r in db.execute("select name from sqlite_master where type='table' and name not like 'sqlite_%' and name not like '__diesel%' order by name") if r[0] not in COMPAT_ONLY]
 def ty(t, notnull, pk_int):
     t = t.upper()

@@ -115,7 +115,7 @@ async fn instant_errors_and_sync_types_answer_as_the_original() {
         .unwrap()
         .contains("Unrecongnized job type"));
     for t in [
-        "manual_backup_cluster",
+        "update_cluster_coldback_time_period",
         "cluster_restore",
         "expand_cluster",
         "raft_mission",

@@ -6,7 +6,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod backup;
+mod backup_storage;
 mod meta_shard;
+pub use backup::{BackupQuery, CreateBackup};
+pub use backup_storage::{
+    check_storage_name, AddBackupStorage, BackupStorageInfo, KIND_SSH_DIR, MAX_STORAGE_NAME,
+};
 pub use meta_shard::{
     MetaChannel, MetaNode, MetaNodeObserved, MetaShard, PrimaryMove, StoreFollow,
 };

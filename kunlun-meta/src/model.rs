@@ -7,6 +7,9 @@
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
+mod backup_storage;
+pub use backup_storage::BackupStorage;
+
 /// Declares a string-backed state enum: serde and `as_str` use the Kunlun spelling, and
 /// `FromStr` rejects anything else with the list of allowed values.
 macro_rules! state_enum {
@@ -555,3 +558,6 @@ impl ClusterPolicy {
         }
     }
 }
+
+mod backup;
+pub use backup::{Backup, BackupPart, BackupStatus, NewBackup, NewBackupPart, PartKind};

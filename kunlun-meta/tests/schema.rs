@@ -70,36 +70,6 @@ fn compat_tables() -> BTreeMap<String, Vec<String>> {
     let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     [
         (
-            "backup_storage",
-            cols(&[
-                "id",
-                "name",
-                "stype",
-                "conn_str",
-                "hostaddr",
-                "port",
-                "user_name",
-                "passwd",
-                "extra",
-            ]),
-        ),
-        (
-            "cluster_coldbackups",
-            cols(&[
-                "id",
-                "storage_id",
-                "cluster_id",
-                "shard_id",
-                "comp_id",
-                "backup_type",
-                "status",
-                "start_ts",
-                "end_ts",
-                "memo",
-                "backup_addr",
-            ]),
-        ),
-        (
             "cluster_roll_back_record",
             cols(&["id", "job_id", "roll_info"]),
         ),

@@ -129,9 +129,15 @@ pub enum Command {
     /// Database clusters, their shards, storage nodes and compute nodes.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Backup storages: directories on registered machines where cluster backups are kept.
+    #[command(subcommand)]
+    BackupStorage(crate::cmd::backup_storage::BackupStorageCmd),
     /// Long-running work of the manager (installs, failovers, ...).
     #[command(subcommand)]
     Job(JobCmd),
+    /// Cluster backups: take one, the catalogue, remove one.
+    #[command(subcommand)]
+    Backup(crate::cmd::backup::BackupCmd),
     /// Shard failovers and switchovers, and the no-switch hold.
     #[command(subcommand)]
     Failover(crate::cmd::failover::FailoverCmd),
@@ -159,7 +165,9 @@ impl Command {
         match self {
             Command::Machine(_) => "machine",
             Command::Cluster(_) => "cluster",
+            Command::BackupStorage(_) => "backup-storage",
             Command::Job(_) => "job",
+            Command::Backup(_) => "backup",
             Command::Failover(_) => "failover",
             Command::Xa(_) => "xa",
             Command::Scale(c) => c.noun(),

@@ -27,7 +27,9 @@ pub fn run(cli: Cli) -> u8 {
         .and_then(|client| match &cli.command {
             Command::Machine(c) => cmd::machine::run(&client, c, cli.json),
             Command::Cluster(c) => cmd::cluster::run(&client, c, cli.json),
+            Command::BackupStorage(c) => cmd::backup_storage::run(&client, c, cli.json),
             Command::Job(c) => cmd::job::run(&client, c, cli.json),
+            Command::Backup(c) => cmd::backup::run(&client, c, cli.json),
             Command::Xa(c) => cmd::xa::run(&client, c, cli.json),
             Command::Failover(c) => cmd::failover::run(&client, c, cli.json),
             Command::Scale(c) => cmd::scale::run(&client, c, cli.json),

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod daemon_cluster;
 pub mod emit;
 pub mod ha;
 pub mod harness;

@@ -169,3 +169,9 @@ pub const NODE_PARA: Code = Code(70103, "node para error");
 pub const JOB_ID_NOT_FOUND: Code = Code(70104, "job_id no find");
 pub const GET_VARIABLE: Code = Code(70108, "get variable error");
 pub const SET_VARIABLE: Code = Code(70109, "set variable error");
+
+/// Legacy block `ERR_BACKUP_STORAGE` (backup storage job types).
+pub const BS_ERROR: Code = Code(70200, "backup storage error");
+pub const BS_NAME_EXISTS: Code = Code(70201, "backup storage name exists");
+pub const BS_NO_NAME: Code = Code(70202, "backup storage name not exists");
+pub const BS_STYPE: Code = Code(70203, "backup storage stype error");

@@ -36,6 +36,7 @@ const CLUSTER_JOBS: &[&str] = &[
     "add_comps",
     "delete_comp",
     "rebuild_node",
+    "manual_backup_cluster",
 ];
 const INLINE_JOBS: &[&str] = &[
     "create_machine",
@@ -44,6 +45,9 @@ const INLINE_JOBS: &[&str] = &[
     "manual_switch",
     "set_noswitch",
     "control_instance",
+    "create_backup_storage",
+    "update_backup_storage",
+    "delete_backup_storage",
 ];
 
 /// Whether `t` is an async type served here.
@@ -321,6 +325,11 @@ async fn accept(cx: &Ctx<'_>, r: &Request) -> Result<i64, Fail> {
             let req = super::rebuild::request(e, id, &p).await?;
             e.rebuild_nodes(id, req).await
         }
+        "manual_backup_cluster" => {
+            let id = p.id("cluster_id", c.missing_cluster, codes::PARAMETER_ERROR)?;
+            let req = super::backup::request(e, &p).await?;
+            e.backup_cluster(id, &req).await
+        }
         other => return Err(Fail::new(codes::UNRECOGNIZED_JOB_TYPE, other.to_string())),
     };
     job.map(|j| j.job_id).map_err(|x| refusal(&c, x))
@@ -458,6 +467,9 @@ async fn inline(cx: &Ctx<'_>, r: &Request) -> Result<Value, Fail> {
         "manual_switch" => manual_switch(cx, &p).await,
         "set_noswitch" => set_noswitch(cx, &p).await,
         "control_instance" => control_instance(cx, &p).await,
+        t if super::backup_storage::TYPES.contains(&t) => {
+            super::backup_storage::inline(cx.engine, t, &p).await
+        }
         other => Err(Fail::new(codes::UNRECOGNIZED_JOB_TYPE, other.to_string())),
     }
 }

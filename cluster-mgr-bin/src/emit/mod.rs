@@ -16,6 +16,8 @@
 //!   instance that does not lead answer at once with `70001` and change nothing;
 //! - jobs run on the same job runner, and the same checks, as the REST API's.
 
+pub mod backup;
+pub mod backup_storage;
 pub mod codes;
 pub mod jobs;
 pub mod paras;
@@ -62,22 +64,6 @@ impl Default for EmitSettings {
 
 /// Job types the original knows that this manager does not do (yet), with why.
 const NOT_SUPPORTED: &[(&str, &str)] = &[
-    (
-        "create_backup_storage",
-        "backup and restore are not built yet",
-    ),
-    (
-        "update_backup_storage",
-        "backup and restore are not built yet",
-    ),
-    (
-        "delete_backup_storage",
-        "backup and restore are not built yet",
-    ),
-    (
-        "manual_backup_cluster",
-        "backup and restore are not built yet",
-    ),
     (
         "update_cluster_coldback_time_period",
         "backup and restore are not built yet",

@@ -248,6 +248,14 @@ pub fn attachment(job: &Job, nick: Option<String>, shard_ids: &[(String, i64)]) 
                 a.insert("error_info".into(), json!(format!("{}: {error}", c.1)));
             }
         }
+        "backup_cluster" => {
+            a.insert("backup_state".into(), json!(phase));
+            for k in ["backup_id", "parts"] {
+                if let Some(v) = memo.get(k) {
+                    a.insert(k.into(), v.clone());
+                }
+            }
+        }
         "add_nodes" | "delete_node" => {
             a.insert("storage_state".into(), json!(phase));
             a.insert("shard_state".into(), json!(phase));
@@ -274,6 +282,7 @@ fn failed_code(t: &str) -> Code {
         "add_comps" => codes::AC_INSTALL,
         "delete_comp" => codes::DCOMP_FAILED,
         "rebuild_node" => codes::RB_FAILED,
+        "backup_cluster" => codes::PARAMETER_ERROR,
         _ => codes::INVALID_REQUEST,
     }
 }

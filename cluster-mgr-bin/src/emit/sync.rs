@@ -43,9 +43,7 @@ pub async fn answer(engine: &ClusterManager, _term: &Term, r: &Request) -> actix
         "get_cluster_detail" => Ok(json!({"work_mode": "community"})),
         "get_variable" => get_variable(engine, r).await,
         "set_variable" => set_variable(engine, r).await,
-        "get_backup_storage" => Ok(json!({
-            "status": "done", "error_code": "0", "list_backup_storage": []
-        })),
+        "get_backup_storage" => super::backup_storage::list(engine).await,
         other => Err(Fail::new(codes::UNRECOGNIZED_JOB_TYPE, other.to_string())),
     };
     let mut attachment = match attachment {

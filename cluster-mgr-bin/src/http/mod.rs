@@ -6,6 +6,8 @@
 
 pub mod access;
 pub mod auth;
+pub mod backup_storages;
+pub mod backups;
 pub mod cluster_jobs;
 pub mod clusters;
 pub mod error;
@@ -144,6 +146,16 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(machines::delete)),
         )
         .service(
+            resource("/v1/backup_storages", "GET, POST")
+                .route(web::get().to(backup_storages::list))
+                .route(web::post().to(backup_storages::add)),
+        )
+        .service(
+            resource("/v1/backup_storages/{name}", "GET, DELETE")
+                .route(web::get().to(backup_storages::show))
+                .route(web::delete().to(backup_storages::delete)),
+        )
+        .service(
             resource("/v1/clusters", "GET, POST")
                 .route(web::get().to(clusters::list))
                 .route(web::post().to(cluster_jobs::create)),
@@ -211,6 +223,15 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/v1/instances/{instance}/rebuild", "POST")
                 .route(web::post().to(instances::rebuild)),
+        )
+        .service(
+            resource("/v1/clusters/{id}/backups", "POST").route(web::post().to(backups::create)),
+        )
+        .service(resource("/v1/backups", "GET").route(web::get().to(backups::list)))
+        .service(
+            resource("/v1/backups/{id}", "GET, DELETE")
+                .route(web::get().to(backups::show))
+                .route(web::delete().to(backups::delete)),
         )
         .service(resource("/v1/jobs", "GET").route(web::get().to(jobs::list)))
         .service(resource("/v1/jobs/{id}", "GET").route(web::get().to(jobs::show)))

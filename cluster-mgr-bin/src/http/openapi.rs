@@ -12,8 +12,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    cluster_jobs, clusters, failovers, health, instances, jobs, leader, machines, meta, policy,
-    scale_jobs, tokens, xa,
+    backup_storages, backups, cluster_jobs, clusters, failovers, health, instances, jobs, leader,
+    machines, meta, policy, scale_jobs, tokens, xa,
 };
 
 /// The API description.
@@ -26,10 +26,12 @@ use super::{
         clusters::list, clusters::show, clusters::shards, clusters::comp_nodes, clusters::shard, clusters::shard_nodes,
         cluster_jobs::create, cluster_jobs::delete,
         policy::show, policy::update,
+        backup_storages::add, backup_storages::list, backup_storages::show, backup_storages::delete,
         scale_jobs::add_shards, scale_jobs::delete_shard, scale_jobs::add_nodes, scale_jobs::delete_node,
         scale_jobs::add_comps, scale_jobs::delete_comp,
         instances::stop, instances::start, instances::restart, instances::rebuild,
         jobs::list, jobs::show,
+        backups::create, backups::list, backups::show, backups::delete,
         xa::list, xa::resolve,
         failovers::status, failovers::list, failovers::show, failovers::switchover, failovers::no_switch,
         tokens::create, tokens::list, tokens::revoke, tokens::audit,
@@ -40,9 +42,11 @@ use super::{
         (name = "machines", description = "Hosts the manager installs database instances on"),
         (name = "clusters", description = "Clusters, shards, storage and compute nodes"),
         (name = "jobs", description = "Long-running work"),
+        (name = "backups", description = "Cluster backups: start one, the catalogue, removal"),
         (name = "ha", description = "Shard high availability: health, failover records, switchover, no-switch"),
         (name = "xa", description = "In-doubt 2PC branches: listing and resolution by hand"),
         (name = "auth", description = "API tokens (admin) and the audit trail of mutating requests"),
+        (name = "backups", description = "Backup storages: where cluster backups are kept"),
         (name = "health", description = "Liveness of the daemon and its metadata store; leadership among managers sharing it"),
     )
 )]

@@ -9,7 +9,7 @@
 //! Invariant: a plan is computed once, before any host is touched, from a snapshot of the
 //! machines, and recorded in the job memo, so a resumed job works from the same plan.
 
-mod accept;
+pub(crate) mod accept;
 pub mod common;
 pub mod driver;
 mod facade;

@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::driver::{drive, stage_of, Direction, JobKind, Stage};
 use super::kinds::{
-    rebuild_node, AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob, DeleteClusterJob,
-    DeleteCompJob, DeleteNodeJob, DeleteShardJob,
+    backup_cluster, rebuild_node, AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob,
+    DeleteClusterJob, DeleteCompJob, DeleteNodeJob, DeleteShardJob,
 };
 #[cfg(test)]
 use super::kinds::{ADD_COMPS, CREATE_CLUSTER, DELETE_CLUSTER, DELETE_COMP, DELETE_SHARD};
@@ -66,8 +66,12 @@ fn run_rebuild(r: JobRunner, job: Job) -> JobFuture {
     Box::pin(async move { rebuild_node::run(&r.store, &r.provisioner, &job).await })
 }
 
+fn run_backup(r: JobRunner, job: Job) -> JobFuture {
+    Box::pin(async move { backup_cluster::run(&r.store, &r.provisioner, &job).await })
+}
+
 /// The job kinds this runner executes.
-const REGISTRY: [Registered; 9] = [
+const REGISTRY: [Registered; 10] = [
     register::<CreateClusterJob>(),
     register::<DeleteClusterJob>(),
     register::<AddShardsJob>(),
@@ -81,6 +85,12 @@ const REGISTRY: [Registered; 9] = [
         job_type: rebuild_node::REBUILD_NODE,
         reserves: false,
         run: run_rebuild,
+    },
+    // Its own run function too (reads only): see `kinds::backup_cluster`.
+    Registered {
+        job_type: backup_cluster::BACKUP_CLUSTER,
+        reserves: false,
+        run: run_backup,
     },
 ];
 

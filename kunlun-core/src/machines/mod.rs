@@ -244,6 +244,20 @@ impl ClusterManager {
 
     /// Removes a machine (and its probe facts).
     pub async fn delete_machine(&self, id: i64) -> Result<()> {
+        // A backup storage reaches its directory through the machine's SSH settings.
+        let on_it: Vec<String> = self
+            .list_backup_storages()
+            .await?
+            .into_iter()
+            .filter(|s| s.machine_id == id && s.kind == kunlun_meta::api::KIND_SSH_DIR)
+            .map(|s| s.name)
+            .collect();
+        if !on_it.is_empty() {
+            return Err(Error::Conflict(format!(
+                "machine {id} holds backup storage(s) {}; remove them first",
+                on_it.join(", ")
+            )));
+        }
         self.store()?.delete_machine(id).await?;
         tracing::info!(machine_id = id, "machine deleted");
         Ok(())

@@ -18,8 +18,6 @@ use crate::error::Result;
 /// declares no `table!` for them, and the schema test checks their columns on both backends
 /// instead.
 pub const COMPAT_ONLY_TABLES: &[&str] = &[
-    "backup_storage",
-    "cluster_coldbackups",
     "cluster_roll_back_record",
     "cluster_shard_backup_restore_log",
     "cluster_shard_topology",

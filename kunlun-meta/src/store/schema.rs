@@ -1,6 +1,20 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    backup_storage (id) {
+        id -> BigInt,
+        name -> Nullable<Text>,
+        stype -> Nullable<Text>,
+        conn_str -> Nullable<Text>,
+        hostaddr -> Nullable<Text>,
+        port -> Nullable<BigInt>,
+        user_name -> Nullable<Text>,
+        passwd -> Nullable<Text>,
+        extra -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     cluster_general_job_log (id) {
         id -> BigInt,
         job_id -> Nullable<Text>,
@@ -12,6 +26,22 @@ diesel::table! {
         when_ended -> Nullable<Timestamp>,
         job_info -> Nullable<Text>,
         user_name -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    cluster_coldbackups (id) {
+        id -> BigInt,
+        storage_id -> BigInt,
+        cluster_id -> BigInt,
+        shard_id -> Nullable<BigInt>,
+        comp_id -> Nullable<BigInt>,
+        backup_type -> Text,
+        status -> Text,
+        start_ts -> Timestamp,
+        end_ts -> Nullable<Timestamp>,
+        memo -> Nullable<Text>,
+        backup_addr -> Nullable<Text>,
     }
 }
 
@@ -126,6 +156,23 @@ diesel::table! {
         path -> Text,
         client -> Text,
         status -> BigInt,
+    }
+}
+
+diesel::table! {
+    kl_backup (id) {
+        id -> BigInt,
+        cluster_id -> BigInt,
+        cluster_name -> Text,
+        storage_id -> BigInt,
+        job_id -> Nullable<BigInt>,
+        status -> Text,
+        started_at -> Timestamp,
+        ended_at -> Nullable<Timestamp>,
+        bytes -> BigInt,
+        shape -> Nullable<Text>,
+        manifest -> Nullable<Text>,
+        error -> Nullable<Text>,
     }
 }
 
@@ -325,6 +372,8 @@ diesel::joinable!(shard_nodes -> shards (shard_id));
 diesel::joinable!(shards -> db_clusters (db_cluster_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    backup_storage,
+    cluster_coldbackups,
     cluster_general_job_log,
     cluster_mgr_nodes,
     commit_log_template_table,
@@ -335,6 +384,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     global_configuration,
     kl_api_token,
     kl_audit,
+    kl_backup,
     kl_cluster_policy,
     kl_cluster_secret,
     kl_comp_node_dir,

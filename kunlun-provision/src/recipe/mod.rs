@@ -232,6 +232,13 @@ pub trait Recipe: Send + Sync {
     /// The shell script of a step, if it is one.
     fn step_script(&self, spec: &InstanceSpec, step: Step) -> Option<String>;
 
+    /// A compute recipe: the script that writes the (running) instance's schema, every
+    /// database and the roles without their passwords, to stdout (a backup's `comp.sql`);
+    /// `None` when the recipe has none.
+    fn schema_dump_script(&self, _spec: &InstanceSpec) -> Option<String> {
+        None
+    }
+
     /// The secret a script step reads from `"$KUNLUN_SECRET"` (e.g. SQL with passwords).
     fn step_secret(&self, _spec: &InstanceSpec, _step: Step) -> Result<Option<String>> {
         Ok(None)

@@ -141,6 +141,18 @@ impl Recipe for PostgresRecipe {
         super::INSTALL_STEPS
     }
 
+    /// `pg_dumpall` over the local socket as the run user (peer login: no password travels).
+    fn schema_dump_script(&self, spec: &InstanceSpec) -> Option<String> {
+        let p = Paths::of(spec);
+        Some(format!(
+            "{pre}cd / && as_pg {dump} --schema-only --no-role-passwords -h {sock} -p {port}",
+            pre = self.prelude(),
+            dump = sh_quote(&self.bin("pg_dumpall")),
+            sock = sh_quote(&p.sock_dir),
+            port = spec.port,
+        ))
+    }
+
     /// Every step is a script (see [`Recipe`]): the config goes in a quoted here-doc, the
     /// users' SQL (with passwords) is piped from `$KUNLUN_SECRET` into `psql`.
     fn step_script(&self, spec: &InstanceSpec, step: Step) -> Option<String> {

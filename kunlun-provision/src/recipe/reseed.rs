@@ -42,7 +42,8 @@ pub trait Reseed: Send + Sync {
     fn drop_aside_script(&self, base: &str) -> Result<String>;
 
     /// Run on the source machine: a consistent online snapshot of the (running) instance in
-    /// `base`, written to stdout.
+    /// `base`, written to stdout; on success its last stderr line is [`SNAPSHOT_GTID`]`<pos>`
+    /// (the snapshot's GTID position, as the backup tool logged it; empty without GTIDs).
     fn backup_script(&self, base: &str) -> Result<String>;
 
     /// Run on the target machine, the backup on stdin: extracts it into the (empty) data dir of
@@ -201,7 +202,9 @@ chmod 0700 \"$t\"
 rc=$?
 if [ $rc -ne 0 ] || ! tail -n 3 \"$t/backup.log\" | grep -q 'completed OK!'; then
   echo \"mariadb-backup failed (exit $rc):\" >&2; tail -n 20 \"$t/backup.log\" >&2; exit 1
-fi",
+fi
+sed -n \"s/.*GTID of the last change '\\([0-9,-]*\\)'.*/{mark}\\1/p\" \"$t/backup.log\" | tail -n 1 >&2",
+            mark = SNAPSHOT_GTID,
             pre = self.prelude(),
             check = programs_check(std::slice::from_ref(&self.backup)),
             tmp = sh_quote(&format!("{b}/tmp")),
@@ -337,6 +340,7 @@ mod tests {
             "its log stays off stdout: {b}"
         );
         assert!(b.contains("completed OK!"));
+        assert!(b.contains("GTID of the last change"), "{b}");
         let s = r.restore_script(BASE).unwrap();
         assert!(s.contains("'/usr/bin/mbstream' -x -C \"$d\""), "{s}");
         assert!(s.contains("--prepare --target-dir=\"$d\""));
@@ -396,6 +400,29 @@ mod tests {
         let e = checked(out, "the snapshot").unwrap_err();
         assert!(matches!(e, Error::Refused { .. }), "{e}");
         assert!(e.to_string().contains("/usr/bin/mariadb-backup"), "{e}");
+    }
+
+    #[test]
+    fn the_backup_prints_the_snapshots_gtid_from_the_tools_log() {
+        let b = MariaDbRecipe::default().backup_script(BASE).unwrap();
+        let line = b
+            .lines()
+            .find(|l| l.contains("GTID of the last change"))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("backup.log"),
+            "[00] 2026-12-06 mariabackup: MySQL binlog position: filename 'binlog.000002', \
+             position '1234', GTID of the last change '0-1-7,1-2-3'\n[00] completed OK!\n",
+        )
+        .unwrap();
+        let out = sh(&format!("t={}\n{line}", dir.path().display()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            parse_snapshot_gtid(&stderr).unwrap(),
+            "0-1-7,1-2-3",
+            "{stderr}"
+        );
     }
 
     fn whoami() -> String {

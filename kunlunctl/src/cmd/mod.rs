@@ -1,6 +1,8 @@
 //! One module per noun; each `run` turns a parsed command into requests and returns the text
 //! to print (tables by default, the API's JSON with `--json`).
 
+pub mod backup;
+pub mod backup_storage;
 pub mod cluster;
 pub mod failover;
 pub mod job;

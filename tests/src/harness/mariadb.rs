@@ -39,6 +39,8 @@ pub struct MariaDbOptions {
     pub netns: Option<String>,
     /// Address to listen on and connect to (default 127.0.0.1).
     pub bind_address: Option<String>,
+    /// A data dir to copy and start on (e.g. a restored backup) instead of a fresh one.
+    pub datadir_from: Option<PathBuf>,
 }
 
 impl Default for MariaDbOptions {
@@ -49,6 +51,7 @@ impl Default for MariaDbOptions {
             extra_args: Vec::new(),
             netns: None,
             bind_address: None,
+            datadir_from: None,
         }
     }
 }
@@ -115,7 +118,10 @@ impl MariaDb {
     /// Starts an instance: copies the template datadir, picks a free port (retrying if another
     /// process took it first) and waits until `SELECT 1` answers.
     pub fn start_with(options: MariaDbOptions) -> Result<MariaDb> {
-        let template = template()?;
+        let template = match &options.datadir_from {
+            Some(d) => d.as_path(),
+            None => template()?,
+        };
         let dir = InstanceDir::new("mariadb")?;
         run(Command::new("cp")
             .arg("-a")

@@ -1532,7 +1532,10 @@ fn emit_replay_errors_without_a_cluster() {
 
     // Not supported here.
     for (job_type, p) in [
-        ("manual_backup_cluster", json!({"cluster_id": "1"})),
+        (
+            "update_cluster_coldback_time_period",
+            json!({"cluster_id": "1"}),
+        ),
         (
             "cluster_restore",
             json!({"src_cluster_id": "1", "dst_cluster_id": "2",

@@ -4,6 +4,8 @@
 //! One test binary per area (they all link the whole workspace); each module is one former
 //! test file, so `cargo test --test provision MODULE::` runs that file's tests.
 
+mod backup_cluster;
+mod backup_storage;
 mod catalog_push;
 mod emit_replay;
 mod grants_upgrade;

@@ -1,0 +1,85 @@
+//! Cluster backups: start one (`POST /v1/clusters/{id}/backups`, job `backup_cluster`), the
+//! catalogue (`GET /v1/backups`, `GET /v1/backups/{id}`) and removal (`DELETE
+//! /v1/backups/{id}`: the files on the storage, then the rows).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use kunlun_core::ClusterManager;
+use kunlun_meta::api::{BackupQuery, CreateBackup, ErrorBody, JobAccepted};
+use kunlun_meta::model::Backup;
+
+use super::error::ApiError;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// Back a cluster up onto a registered backup storage (job `backup_cluster`): each shard's
+/// physical snapshot from a replica (never the primary unless `allow_primary` and no replica is
+/// healthy), one compute node's schema, the cluster's metadata rows and its commit and DDL
+/// logs, then `manifest.json`. A failure removes what was stored and marks the backup failed.
+#[utoipa::path(
+    post, path = "/v1/clusters/{id}/backups", tag = "backups",
+    params(("id" = i64, Path, description = "Cluster id")),
+    request_body(content = CreateBackup, description = "`{\"storage\": name, \"allow_primary\": bool?}`; any other field is refused"),
+    responses(
+        (status = 202, description = "Accepted; follow the job (memo: backup_id, parts[] with name, phase pending|checking|storing|stored|failed|removed|skipped, bytes, source, gtid, outcome; steps)", body = JobAccepted),
+        (status = 400, description = "Bad body: nothing was done", body = ErrorBody),
+        (status = 404, description = "No such cluster or storage", body = ErrorBody),
+        (status = 409, description = "Another job is changing the cluster", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    cm: web::Data<ClusterManager>,
+    id: web::Path<i64>,
+    body: web::Json<CreateBackup>,
+) -> Result<HttpResponse> {
+    Ok(HttpResponse::Accepted().json(cm.backup_cluster(*id, &body).await?))
+}
+
+/// List backups, newest first (of one cluster with `cluster_id`, which may have been deleted
+/// since); one page of at most `limit`. When more follow, `X-Next-Cursor` (and `Link
+/// rel="next"`) give the next page's `after`.
+#[utoipa::path(
+    get, path = "/v1/backups", tag = "backups",
+    params(BackupQuery),
+    responses(
+        (status = 200, body = Vec<Backup>, headers(
+            ("X-Next-Cursor" = i64, description = "`after` of the next page; absent on the last"),
+            ("Link" = String, description = "`<next page URL>; rel=\"next\"`; absent on the last"),
+        )),
+        (status = 400, body = ErrorBody),
+    )
+)]
+pub async fn list(
+    cm: web::Data<ClusterManager>,
+    q: web::Query<BackupQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse> {
+    Ok(super::page::ok(&req, cm.list_backups(&q).await?))
+}
+
+/// Show one backup with its parts (`cluster_coldbackups` rows: type, shard or compute node,
+/// status, memo {rel, bytes, sha256, gtid, source}).
+#[utoipa::path(
+    get, path = "/v1/backups/{id}", tag = "backups",
+    params(("id" = i64, Path, description = "Backup id")),
+    responses((status = 200, body = Backup), (status = 404, body = ErrorBody))
+)]
+pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.backup(*id).await?))
+}
+
+/// Remove a backup: its files from the storage, then its rows (kept when the storage cannot
+/// be reached). Refused while the job taking it runs.
+#[utoipa::path(
+    delete, path = "/v1/backups/{id}", tag = "backups",
+    params(("id" = i64, Path, description = "Backup id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Its job still runs", body = ErrorBody),
+        (status = 503, description = "The storage could not be reached; nothing was removed from the catalogue", body = ErrorBody),
+    )
+)]
+pub async fn delete(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
+    cm.delete_backup(*id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

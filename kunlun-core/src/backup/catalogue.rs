@@ -1,0 +1,99 @@
+//! The backup catalogue as the engine offers it: start a cluster backup (a `backup_cluster`
+//! job), list and show backups, remove one (its files from the storage, then its rows).
+//!
+//! Invariant: a backup's rows go only after its files are gone from the storage (a failed
+//! removal keeps the rows, so nothing on a storage is ever left unlisted), and never while
+//! the job taking it runs.
+
+use kunlun_meta::api::{BackupQuery, CreateBackup, JobAccepted, Page};
+use kunlun_meta::model::{Backup, BackupStatus};
+use kunlun_meta::store::repo::{backup_storage, backups};
+
+use super::registry;
+use crate::error::{Error, Result};
+use crate::jobs::accept::on_cluster;
+use crate::jobs::kinds::backup_cluster::{self, BackupRequest, BACKUP_CLUSTER};
+use crate::ClusterManager;
+
+/// Deadline of removing a backup's files.
+const REMOVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl ClusterManager {
+    /// Accepts a `backup_cluster` job for cluster `cluster_id` (400 bad body, 404 unknown
+    /// cluster or storage, 409 while another job changes the cluster).
+    pub async fn backup_cluster(&self, cluster_id: i64, req: &CreateBackup) -> Result<JobAccepted> {
+        let request = BackupRequest {
+            allow_primary: req.allow_primary,
+            ..BackupRequest::to(&req.storage)
+        };
+        let job = backup_cluster::accept(self.store()?, on_cluster(cluster_id, request)).await?;
+        self.wake_job_runner();
+        tracing::info!(job_id = job.id, job_type = BACKUP_CLUSTER, cluster_id, storage = %req.storage, "job accepted");
+        Ok(JobAccepted { job_id: job.id })
+    }
+
+    /// One page of the catalogue, newest first (parts not included).
+    pub async fn list_backups(&self, q: &BackupQuery) -> Result<Page<Backup>> {
+        let limit = q.validate()?;
+        let (cid, after) = (q.cluster_id, q.after);
+        Ok(self
+            .store()?
+            .read(async |tx| backups::list_page(tx, cid, limit, after).await)
+            .await?)
+    }
+
+    /// One backup with its parts.
+    pub async fn backup(&self, id: i64) -> Result<Backup> {
+        Ok(self
+            .store()?
+            .read(async |tx| backups::get_full(tx, id).await)
+            .await?)
+    }
+
+    /// The backup taken by job `job_id`, if it was recorded.
+    pub async fn backup_of_job(&self, job_id: i64) -> Result<Option<Backup>> {
+        Ok(self
+            .store()?
+            .read(async |tx| backups::of_job(tx, job_id).await)
+            .await?)
+    }
+
+    /// Removes backup `id`: its files from the storage, then its rows. 409 while its job
+    /// runs; a storage that cannot be reached keeps the rows (503).
+    pub async fn delete_backup(&self, id: i64) -> Result<Backup> {
+        let store = self.store()?;
+        let bk = self.backup(id).await?;
+        if bk.status == BackupStatus::Ongoing {
+            let running = match bk.job_id {
+                Some(j) => !store.get_job(j).await?.status.is_final(),
+                None => false,
+            };
+            if running {
+                return Err(Error::Conflict(format!(
+                    "backup {id} is being taken by job {}: wait for it to end",
+                    bk.job_id.unwrap_or_default()
+                )));
+            }
+        }
+        let sid = bk.storage_id;
+        let st = store
+            .read(async |tx| backup_storage::get(tx, sid).await)
+            .await?;
+        let fleet = self.probe_provisioner().ok_or_else(|| {
+            Error::Unavailable(
+                "this manager has no SSH settings to reach backup storages with".into(),
+            )
+        })?;
+        let (_, bs) = registry::open(store, fleet, &st.name).await?;
+        let dir = backups::dir_of(bk.cluster_id, bk.id);
+        bs.remove(&dir, REMOVE_TIMEOUT).await.map_err(|e| {
+            Error::Unavailable(format!(
+                "backup {id}: its files on {} could not be removed ({e}); it stays listed",
+                bs.describe()
+            ))
+        })?;
+        store.tx(async |tx| backups::delete(tx, id).await).await?;
+        tracing::info!(backup_id = id, cluster_id = bk.cluster_id, storage = %st.name, "backup removed");
+        Ok(bk)
+    }
+}

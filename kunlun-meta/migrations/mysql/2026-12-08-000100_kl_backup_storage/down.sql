@@ -1,0 +1,1 @@
+DROP INDEX backup_storage_name ON backup_storage;

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS backup_storage_name;

@@ -1,0 +1,185 @@
+//! The backup catalogue on both backends: a backup and its parts recorded, listed by page and
+//! by cluster, ended, found by its job, removed with its parts only; a backup outlives its
+//! cluster; the cluster's log tables read back as rows for the backup's files.
+
+mod common;
+
+use common::TestStore;
+use kunlun_meta::model::*;
+use kunlun_meta::store::repo::backups::{self, LogTable};
+use kunlun_meta::store::repo::clusters;
+use kunlun_meta::store::repo::commit_log::{self, NewCommitLogEntry};
+use serde_json::json;
+
+fn part(storage_id: i64, cluster_id: i64, rel: &str, shard: i64) -> NewBackupPart {
+    NewBackupPart {
+        storage_id,
+        cluster_id,
+        kind: PartKind::Storage,
+        shard_id: Some(shard),
+        comp_id: None,
+        rel: rel.into(),
+    }
+}
+
+async fn catalogue(t: &TestStore) {
+    let s = &t.store;
+    let c = s
+        .tx(async |tx| {
+            let c = clusters::insert(
+                tx,
+                &NewCluster {
+                    name: "bkc".into(),
+                    nick_name: None,
+                    owner: None,
+                    business: None,
+                    ha_mode: HaMode::Rbr,
+                    memo: None,
+                },
+            )
+            .await?;
+            for i in 1..=3u64 {
+                let e = NewCommitLogEntry {
+                    comp_node_id: 1,
+                    txn_id: i,
+                    next_txn_cmd: TxnCmd::Commit,
+                    written_shards: Some(vec![1, 2]),
+                };
+                commit_log::insert(tx, &c.name, &e, None).await?;
+            }
+            Ok(c)
+        })
+        .await
+        .unwrap();
+    let new = |job| NewBackup {
+        cluster_id: c.id,
+        cluster_name: c.name.clone(),
+        storage_id: 5,
+        job_id: Some(job),
+        shape: json!({"shards": [{"id": 1}]}),
+    };
+    let (n1, n2) = (new(100), new(101));
+    let b1 = s
+        .tx(async |tx| backups::create(tx, &n1).await)
+        .await
+        .unwrap();
+    let b2 = s
+        .tx(async |tx| backups::create(tx, &n2).await)
+        .await
+        .unwrap();
+    assert_eq!(b1.status, BackupStatus::Ongoing);
+    assert_eq!(b1.shape, Some(json!({"shards": [{"id": 1}]})));
+    // Parts of each backup, under its own directory (backup_1 is not a prefix of backup_1x).
+    let d1 = backups::dir_of(c.id, b1.id);
+    let d2 = backups::dir_of(c.id, b2.id);
+    let (p1, p2) = (
+        part(5, c.id, &format!("{d1}/shard_1.mbstream"), 1),
+        part(5, c.id, &format!("{d2}/shard_1.mbstream"), 1),
+    );
+    let id1 = s
+        .tx(async |tx| backups::add_part(tx, &p1).await)
+        .await
+        .unwrap();
+    s.tx(async |tx| backups::add_part(tx, &p2).await)
+        .await
+        .unwrap();
+    let memo = json!({"part": {"bytes": 10, "sha256": "ab"}});
+    s.tx(async |tx| backups::finish_part(tx, id1, JobStatus::Done, &memo).await)
+        .await
+        .unwrap();
+    let bid = b1.id;
+    s.tx(async |tx| backups::finish(tx, bid, BackupStatus::Done, 42, Some("m.json"), None).await)
+        .await
+        .unwrap();
+    let full = s
+        .read(async |tx| backups::get_full(tx, bid).await)
+        .await
+        .unwrap();
+    assert_eq!(full.status, BackupStatus::Done);
+    assert_eq!((full.bytes, full.manifest.as_deref()), (42, Some("m.json")));
+    assert!(full.ended_at.is_some());
+    assert_eq!(full.parts.len(), 1, "only its own parts: {full:?}");
+    assert_eq!(full.parts[0].status, JobStatus::Done);
+    assert_eq!(full.parts[0].memo, Some(memo.clone()));
+    let by_job = s
+        .read(async |tx| backups::of_job(tx, 101).await)
+        .await
+        .unwrap();
+    assert_eq!(by_job.map(|b| b.id), Some(b2.id));
+    // Pages, newest first; by cluster.
+    let cid = c.id;
+    let page = s
+        .read(async |tx| backups::list_page(tx, Some(cid), 1, None).await)
+        .await
+        .unwrap();
+    assert_eq!(page.items.iter().map(|b| b.id).collect::<Vec<_>>(), [b2.id]);
+    let after = page.next;
+    assert_eq!(after, Some(b2.id));
+    let page = s
+        .read(async |tx| backups::list_page(tx, Some(cid), 1, after).await)
+        .await
+        .unwrap();
+    assert_eq!(page.items.iter().map(|b| b.id).collect::<Vec<_>>(), [b1.id]);
+    assert_eq!(page.next, None);
+    let other = s
+        .read(async |tx| backups::list_page(tx, Some(cid + 1000), 10, None).await)
+        .await
+        .unwrap();
+    assert!(other.items.is_empty());
+    // The log tables, paged by id.
+    let name = c.name.clone();
+    let rows = s
+        .read(async |tx| backups::log_rows(tx, LogTable::CommitLog, &name, 0, 2).await)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].1["txn_id"], 1);
+    assert_eq!(rows[0].1["next_txn_cmd"], "commit");
+    let last = rows[1].0;
+    let rest = s
+        .read(async |tx| backups::log_rows(tx, LogTable::CommitLog, &name, last, 2).await)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    let ddl = s
+        .read(async |tx| backups::log_rows(tx, LogTable::DdlOps, &name, 0, 10).await)
+        .await
+        .unwrap();
+    assert!(ddl.is_empty());
+    assert_eq!(
+        s.read(async |tx| backups::count_on_storage(tx, 5).await)
+            .await
+            .unwrap(),
+        2
+    );
+    // The cluster goes, its backups stay.
+    s.tx(async |tx| {
+        clusters::drop_log_tables(tx, &name).await?;
+        clusters::delete(tx, cid).await
+    })
+    .await
+    .unwrap();
+    let kept = s
+        .read(async |tx| backups::get_full(tx, bid).await)
+        .await
+        .unwrap();
+    assert_eq!((kept.cluster_name.as_str(), kept.parts.len()), ("bkc", 1));
+    // Removal takes the backup's parts and nothing else.
+    s.tx(async |tx| backups::delete(tx, bid).await)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.read(async |tx| backups::get(tx, bid).await).await,
+        Err(kunlun_meta::Error::NotFound { .. })
+    ));
+    let b2id = b2.id;
+    let left = s
+        .read(async |tx| backups::get_full(tx, b2id).await)
+        .await
+        .unwrap();
+    assert_eq!(left.parts.len(), 1);
+}
+
+both_backends! {
+    backup_catalogue => catalogue;
+}

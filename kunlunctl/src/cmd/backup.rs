@@ -1,0 +1,253 @@
+//! `kunlunctl backup create|list|show|rm` over `/v1/clusters/{id}/backups` and `/v1/backups`:
+//! start a cluster backup (job `backup_cluster`; `--wait` follows it and shows the backup),
+//! the catalogue, and removal (the files on the storage, then the rows).
+
+use kunlun_meta::api::{CreateBackup, JobAccepted};
+use kunlun_meta::model::{Backup, Cluster, Job};
+
+use super::job::{ended_ok, json_outcome, watch};
+use crate::client::{CliError, Client};
+use crate::output::{self, Table};
+
+/// `kunlunctl backup ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum BackupCmd {
+    /// Back a cluster up onto a registered backup storage.
+    Create(CreateArgs),
+    /// List backups, newest first.
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// Show one backup with its parts.
+    Show(IdArg),
+    /// Remove a backup: its files on the storage, then its catalogue rows.
+    #[command(alias = "remove", alias = "delete")]
+    Rm(IdArg),
+}
+
+/// A backup id.
+#[derive(Debug, clap::Args)]
+pub struct IdArg {
+    /// Backup id as shown by `backup list`.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+}
+
+/// `backup create` arguments.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The cluster: its id or its name.
+    #[arg(value_name = "CLUSTER")]
+    pub cluster: String,
+    /// The backup storage's name (`backup-storage list`).
+    #[arg(long, value_name = "NAME")]
+    pub storage: String,
+    /// Take a shard's snapshot from its primary when it has no healthy replica.
+    #[arg(long)]
+    pub allow_primary: bool,
+    /// Follow the job until it ends; fail if the job fails.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 7200, value_name = "SECS")]
+    pub wait_timeout: u64,
+}
+
+/// `backup list` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only the backups of this cluster id.
+    #[arg(long, value_name = "ID")]
+    pub cluster: Option<i64>,
+}
+
+/// Executes a `backup` command and returns what to print.
+pub fn run(client: &Client, cmd: &BackupCmd, json: bool) -> Result<String, CliError> {
+    match cmd {
+        BackupCmd::Create(a) => create(client, a, json),
+        BackupCmd::List(a) => {
+            let url = client.url(
+                "/v1/backups",
+                &[("cluster_id", a.cluster.map(|c| c.to_string()))],
+            )?;
+            let v = client.get_all(url.clone())?;
+            if json {
+                return Ok(output::json(&v) + "\n");
+            }
+            let list: Vec<Backup> = crate::decode(v, url.as_str())?;
+            Ok(table(&list))
+        }
+        BackupCmd::Show(a) => {
+            let url = client.url(&format!("/v1/backups/{}", a.id), &[])?;
+            let v = client.get(url.clone())?;
+            if json {
+                return Ok(output::json(&v) + "\n");
+            }
+            let b: Backup = crate::decode(v, url.as_str())?;
+            Ok(show(&b))
+        }
+        BackupCmd::Rm(a) => {
+            let url = client.url(&format!("/v1/backups/{}", a.id), &[])?;
+            client.delete(url)?;
+            Ok(if json {
+                "{}\n".into()
+            } else {
+                format!("backup {} removed\n", a.id)
+            })
+        }
+    }
+}
+
+/// The cluster's id: `cluster` itself when a number, else the cluster of that name.
+fn cluster_id(client: &Client, cluster: &str) -> Result<i64, CliError> {
+    if let Ok(id) = cluster.parse::<i64>() {
+        return Ok(id);
+    }
+    let url = client.url("/v1/clusters", &[])?;
+    let all: Vec<Cluster> = crate::decode(client.get_all(url.clone())?, url.as_str())?;
+    all.iter()
+        .find(|c| c.name == cluster)
+        .map(|c| c.id)
+        .ok_or_else(|| CliError::invalid_field(format!("no cluster is named {cluster:?}")))
+}
+
+fn create(client: &Client, a: &CreateArgs, json: bool) -> Result<String, CliError> {
+    let id = cluster_id(client, &a.cluster)?;
+    let req = CreateBackup {
+        storage: a.storage.clone(),
+        allow_primary: a.allow_primary,
+    };
+    let url = client.url(&format!("/v1/clusters/{id}/backups"), &[])?;
+    let v = client.post(url.clone(), &req)?;
+    let accepted: JobAccepted = crate::decode(v.clone(), url.as_str())?;
+    if !a.wait {
+        if json {
+            return Ok(output::json(&v) + "\n");
+        }
+        return Ok(format!(
+            "backup_cluster accepted as job {id}; follow it with `kunlunctl job show {id}`\n",
+            id = accepted.job_id
+        ));
+    }
+    let watched = watch(client, accepted.job_id, a.wait_timeout);
+    if json {
+        return json_outcome(watched);
+    }
+    let job = watched?;
+    ended_ok(&job)?;
+    match backup_id(&job) {
+        Some(b) => {
+            let u = client.url(&format!("/v1/backups/{b}"), &[])?;
+            let bk: Backup = crate::decode(client.get(u.clone())?, u.as_str())?;
+            Ok(show(&bk))
+        }
+        None => Ok(format!("job {} done\n", job.id)),
+    }
+}
+
+fn backup_id(job: &Job) -> Option<i64> {
+    job.memo.as_ref()?.get("backup_id")?.as_i64()
+}
+
+fn table(list: &[Backup]) -> String {
+    let mut t = Table::new(&[
+        "ID", "CLUSTER", "STORAGE", "STATUS", "STARTED", "BYTES", "ERROR",
+    ]);
+    for b in list {
+        t.row(vec![
+            b.id.to_string(),
+            format!("{} ({})", b.cluster_name, b.cluster_id),
+            b.storage_id.to_string(),
+            b.status.to_string(),
+            output::time(Some(b.started_at)),
+            b.bytes.to_string(),
+            output::opt(b.error.as_deref()),
+        ]);
+    }
+    t.render()
+}
+
+fn show(b: &Backup) -> String {
+    let mut out = output::key_values(&[
+        ("backup", b.id.to_string()),
+        ("cluster", format!("{} ({})", b.cluster_name, b.cluster_id)),
+        ("storage", b.storage_id.to_string()),
+        ("job", output::opt(b.job_id)),
+        ("status", b.status.to_string()),
+        ("started", output::time(Some(b.started_at))),
+        ("ended", output::time(b.ended_at)),
+        ("bytes", b.bytes.to_string()),
+        ("manifest", output::opt(b.manifest.as_deref())),
+        ("error", output::opt(b.error.as_deref())),
+    ]);
+    if !b.parts.is_empty() {
+        let mut t = Table::new(&[
+            "PART", "TYPE", "OF", "STATUS", "FILE", "BYTES", "GTID", "SOURCE",
+        ]);
+        for p in &b.parts {
+            let m = p.memo.as_ref();
+            let get = |k: &str| {
+                m.and_then(|m| m.get("part"))
+                    .and_then(|x| x.get(k))
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            t.row(vec![
+                p.id.to_string(),
+                p.backup_type.to_string(),
+                match (p.shard_id, p.comp_id) {
+                    (Some(s), _) => format!("shard {s}"),
+                    (_, Some(c)) => format!("comp {c}"),
+                    _ => String::new(),
+                },
+                p.status.to_string(),
+                output::opt(p.backup_addr.as_deref()),
+                get("bytes"),
+                get("gtid"),
+                get("source"),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn backup_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "kunlunctl",
+            "backup",
+            "create",
+            "c1",
+            "--storage",
+            "s1",
+            "--wait",
+        ])
+        .unwrap();
+        let Command::Backup(BackupCmd::Create(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (a.cluster.as_str(), a.storage.as_str(), a.wait),
+            ("c1", "s1", true)
+        );
+        assert!(Cli::try_parse_from(["kunlunctl", "backup", "create", "c1"]).is_err());
+        let cli = Cli::try_parse_from(["kunlunctl", "backup", "list", "--cluster", "3"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Backup(BackupCmd::List(ListArgs { cluster: Some(3) }))
+        ));
+        assert!(Cli::try_parse_from(["kunlunctl", "backup", "rm", "x"]).is_err());
+    }
+}
