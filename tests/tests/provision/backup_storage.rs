@@ -356,7 +356,10 @@ fn storages_are_registered_shown_and_removed_over_rest_the_cli_and_emit() {
     let dir = wd.path();
     let data = dir.join("data");
     std::fs::create_dir(&data).expect("data dir");
+    let t0 = std::time::Instant::now();
+    let mark = |what: &str| eprintln!("{:>6.1} s  {what}", t0.elapsed().as_secs_f64());
     let d = Daemon::start(dir, &dir.join("meta.db")).expect("daemon");
+    mark("daemon up");
     let base = d.url();
     register_machine(&d, &sshd, &data);
     register_machine(&d, &gone, &data);
@@ -373,6 +376,7 @@ fn storages_are_registered_shown_and_removed_over_rest_the_cli_and_emit() {
     assert_eq!(v["kind"], "ssh_dir");
     assert_eq!(mode(&dir.join("s1")), 0o700);
 
+    mark("Refusals: nothing stored by any");
     // Refusals: nothing stored by any.
     for (raw, want) in [
         ("{not json", 400),
@@ -415,6 +419,7 @@ fn storages_are_registered_shown_and_removed_over_rest_the_cli_and_emit() {
         !dir.join("s2").exists(),
         "no refused request touched the machine"
     );
+    mark("stop the second sshd");
     gone.stop().expect("stop the second sshd");
     let (st, v) = d.post(
         &http(),
@@ -428,6 +433,7 @@ fn storages_are_registered_shown_and_removed_over_rest_the_cli_and_emit() {
     );
     assert_eq!(storage_names(&d), vec!["rest1"], "nothing half-registered");
 
+    mark("The CLI");
     // The CLI.
     let out = ctl(
         &base,
@@ -478,6 +484,7 @@ fn storages_are_registered_shown_and_removed_over_rest_the_cli_and_emit() {
     assert_eq!(missing.code, 1, "{missing:?}");
     assert!(missing.stderr.contains("not_found"), "{missing:?}");
 
+    mark("Emit");
     // Emit.
     let emit = Emit::new(&base);
     let lim = Duration::from_secs(60);
@@ -519,6 +526,7 @@ fn storages_are_registered_shown_and_removed_over_rest_the_cli_and_emit() {
     assert_eq!(code, "70202", "{info}");
     emit.run_done("delete_backup_storage", json!({"name": "em1"}), lim);
 
+    mark("REST delete");
     // REST delete.
     let r = http()
         .delete(d.url_for("/v1/backup_storages/rest1"))
