@@ -42,9 +42,8 @@ pub async fn open(
     Ok((st, backend))
 }
 
-/// How many backup records keep files on the storage `storage_id`; a storage with any is not
-/// removed. See the hook note on `kunlun_meta::store::repo::backup_storage::backups_using`
-/// (the backup catalogue's own table joins the count when it lands).
+/// How many backup records keep files on the storage `storage_id` (the catalogue's backups,
+/// their parts, the original's restore log); a storage with any is not removed.
 pub async fn backups_using(store: &Store, storage_id: i64) -> Result<i64> {
     Ok(store
         .read(async |tx| repo::backup_storage::backups_using(tx, storage_id).await)

@@ -182,13 +182,14 @@ struct Count {
 /// How many backup records name the storage: the original's per-part rows
 /// (`cluster_coldbackups`, `cluster_shard_backup_restore_log`).
 ///
-/// HOOK for the backup catalogue (#16's `kl_backup`, added by the backup job's branch): once
-/// that table exists, its rows with this `storage_id` must be counted here too, so a storage
-/// holding a backup that has no part row yet is not removed either.
+/// How many backups and backup parts are kept on storage `storage_id` (the catalogue's
+/// `kl_backup` rows, with or without parts yet, and the original's part and restore-log rows).
 pub async fn backups_using(tx: &mut Tx, storage_id: i64) -> Result<i64> {
-    let sql = "SELECT (SELECT COUNT(*) FROM cluster_coldbackups WHERE storage_id = ?) \
+    let sql = "SELECT (SELECT COUNT(*) FROM kl_backup WHERE storage_id = ?) \
+               + (SELECT COUNT(*) FROM cluster_coldbackups WHERE storage_id = ?) \
                + (SELECT COUNT(*) FROM cluster_shard_backup_restore_log WHERE storage_id = ?) AS n";
     let r = with_conn!(tx, c => diesel::sql_query(sql)
+        .bind::<BigInt, _>(storage_id)
         .bind::<BigInt, _>(storage_id)
         .bind::<BigInt, _>(storage_id)
         .get_result::<Count>(c)
