@@ -1,6 +1,7 @@
 //! `/v1/backup_storages`: register, list, show and remove backup storages (where cluster
 //! backups are kept; the first kind is a directory on a registered machine, over SSH).
 
+use super::body::JsonObject;
 use actix_web::{web, HttpResponse};
 use kunlun_core::ClusterManager;
 use kunlun_meta::api::{check_storage_name, AddBackupStorage, BackupStorageInfo, ErrorBody};
@@ -31,7 +32,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 )]
 pub async fn add(
     cm: web::Data<ClusterManager>,
-    body: web::Json<AddBackupStorage>,
+    body: JsonObject<AddBackupStorage>,
 ) -> Result<HttpResponse> {
     Ok(HttpResponse::Created().json(cm.add_backup_storage(&body).await?))
 }

@@ -2,6 +2,7 @@
 //! catalogue (`GET /v1/backups`, `GET /v1/backups/{id}`) and removal (`DELETE
 //! /v1/backups/{id}`: the files on the storage, then the rows).
 
+use super::body::JsonObject;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kunlun_core::ClusterManager;
 use kunlun_meta::api::{BackupQuery, CreateBackup, ErrorBody, JobAccepted};
@@ -29,7 +30,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 pub async fn create(
     cm: web::Data<ClusterManager>,
     id: web::Path<i64>,
-    body: web::Json<CreateBackup>,
+    body: JsonObject<CreateBackup>,
 ) -> Result<HttpResponse> {
     Ok(HttpResponse::Accepted().json(cm.backup_cluster(*id, &body).await?))
 }

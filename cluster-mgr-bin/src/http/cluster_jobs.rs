@@ -2,6 +2,7 @@
 //! job runner does the work, followed with `GET /v1/jobs/{id}`. Any instance accepts (the
 //! engine writes the row); the leader's runner claims it.
 
+use super::body::JsonObject;
 use actix_web::{web, HttpResponse};
 use kunlun_core::ClusterManager;
 use kunlun_meta::api::{CreateCluster, ErrorBody, JobAccepted};
@@ -23,7 +24,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 )]
 pub async fn create(
     cm: web::Data<ClusterManager>,
-    body: web::Json<CreateCluster>,
+    body: JsonObject<CreateCluster>,
 ) -> Result<HttpResponse> {
     Ok(HttpResponse::Accepted().json(cm.create_cluster(&body).await?))
 }

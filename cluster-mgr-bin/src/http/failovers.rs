@@ -2,6 +2,7 @@
 //! timeline), `/v1/ha` (node health, alarms, counters, recent events), and the operator
 //! controls `POST /v1/shards/{id}/switchover` and `POST /v1/shards/{id}/no_switch`.
 
+use super::body::JsonObject;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use kunlun_meta::api::{ErrorBody, Page, PageQuery};
 use serde::Deserialize;
@@ -198,7 +199,7 @@ pub async fn switchover(
 pub async fn no_switch(
     term: Leading,
     id: web::Path<i64>,
-    body: web::Json<NoSwitchRequest>,
+    body: JsonObject<NoSwitchRequest>,
 ) -> Result<HttpResponse> {
     let seconds = body.validate()?;
     term.set_no_switch(*id, seconds).await?;

@@ -1,5 +1,6 @@
 //! `/v1/machines`: register, list, show, update and delete machines.
 
+use super::body::JsonObject;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kunlun_core::ClusterManager;
 use kunlun_meta::api::{ErrorBody, PageQuery, RegisterMachine, UpdateMachine};
@@ -35,7 +36,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 )]
 pub async fn register(
     cm: web::Data<ClusterManager>,
-    body: web::Json<RegisterMachine>,
+    body: JsonObject<RegisterMachine>,
 ) -> Result<HttpResponse> {
     let m = cm.register_machine(&body).await?;
     Ok(HttpResponse::Created().json(m))
@@ -101,7 +102,7 @@ pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<H
 pub async fn update(
     cm: web::Data<ClusterManager>,
     id: web::Path<i64>,
-    body: web::Json<UpdateMachine>,
+    body: JsonObject<UpdateMachine>,
 ) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(cm.update_machine(*id, &body).await?))
 }

@@ -8,6 +8,7 @@ pub mod access;
 pub mod auth;
 pub mod backup_storages;
 pub mod backups;
+pub mod body;
 pub mod cluster_jobs;
 pub mod clusters;
 pub mod error;

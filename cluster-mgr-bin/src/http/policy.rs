@@ -2,6 +2,7 @@
 //! (`auto_restart`: the instance keeper starts its dead instances again; `auto_rebuild`: a
 //! replica kept out for rebuild is rebuilt by a job on its own). Both on unless changed.
 
+use super::body::JsonObject;
 use actix_web::{web, HttpResponse};
 use kunlun_core::ClusterManager;
 use kunlun_meta::api::{ErrorBody, UpdateClusterPolicy};
@@ -42,7 +43,7 @@ pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<H
 pub async fn update(
     cm: web::Data<ClusterManager>,
     id: web::Path<i64>,
-    body: web::Json<UpdateClusterPolicy>,
+    body: JsonObject<UpdateClusterPolicy>,
 ) -> Result<HttpResponse> {
     body.validate()?;
     Ok(HttpResponse::Ok().json(cm.store()?.update_cluster_policy(*id, *body).await?))

@@ -2,6 +2,7 @@
 //! nodes. Every call answers `202 {job_id}` at once; the job runner does the work, followed
 //! with `GET /v1/jobs/{id}`.
 
+use super::body::JsonObject;
 use actix_web::{web, HttpResponse};
 use kunlun_core::ClusterManager;
 use kunlun_meta::api::{AddComps, AddNodes, AddShards, ErrorBody, JobAccepted};
@@ -25,7 +26,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 pub async fn add_shards(
     cm: web::Data<ClusterManager>,
     id: web::Path<i64>,
-    body: web::Json<AddShards>,
+    body: JsonObject<AddShards>,
 ) -> Result<HttpResponse> {
     Ok(HttpResponse::Accepted().json(cm.add_shards(*id, &body).await?))
 }
@@ -63,7 +64,7 @@ pub async fn delete_shard(
 pub async fn add_nodes(
     cm: web::Data<ClusterManager>,
     path: web::Path<(i64, i64)>,
-    body: web::Json<AddNodes>,
+    body: JsonObject<AddNodes>,
 ) -> Result<HttpResponse> {
     let (id, shard_id) = *path;
     Ok(HttpResponse::Accepted().json(cm.add_nodes(id, shard_id, &body).await?))
@@ -106,7 +107,7 @@ pub async fn delete_node(
 pub async fn add_comps(
     cm: web::Data<ClusterManager>,
     id: web::Path<i64>,
-    body: web::Json<AddComps>,
+    body: JsonObject<AddComps>,
 ) -> Result<HttpResponse> {
     Ok(HttpResponse::Accepted().json(cm.add_comps(*id, &body).await?))
 }

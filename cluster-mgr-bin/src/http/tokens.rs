@@ -4,6 +4,7 @@
 //! Invariant: a token's secret exists only in the answer to its creation; the store keeps its
 //! SHA-256, and nothing here logs it.
 
+use super::body::JsonObject;
 use actix_web::{web, HttpResponse};
 use kunlun_core::ClusterManager;
 use kunlun_meta::api::ErrorBody;
@@ -57,7 +58,7 @@ fn meta(e: kunlun_meta::Error) -> ApiError {
 )]
 pub async fn create(
     cm: web::Data<ClusterManager>,
-    body: web::Json<CreateToken>,
+    body: JsonObject<CreateToken>,
 ) -> Result<HttpResponse> {
     body.validate().map_err(meta)?;
     let t = create_token(store(&cm)?, &body.name, body.role)

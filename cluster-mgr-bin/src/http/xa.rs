@@ -2,6 +2,7 @@
 //! transaction, and the XA recovery counters of `/metrics`. Served by the leadership term
 //! (the resolver's settings and counters live there): a follower answers 503.
 
+use super::body::JsonObject;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kunlun_core::xa::XaStats;
 use kunlun_meta::api::{ErrorBody, XaInDoubt, XaResolveRequest, XaResolveResult};
@@ -39,7 +40,7 @@ pub async fn list(term: super::leader::Leading, id: web::Path<i64>) -> Result<Ht
 pub async fn resolve(
     term: super::leader::Leading,
     path: web::Path<(i64, String)>,
-    body: web::Json<XaResolveRequest>,
+    body: JsonObject<XaResolveRequest>,
     req: HttpRequest,
 ) -> Result<HttpResponse> {
     let (id, xid) = path.into_inner();
