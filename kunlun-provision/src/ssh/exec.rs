@@ -379,8 +379,11 @@ fn run(
 }
 
 /// How long a command cut off by its pipe may take to name its process group (the marker is
-/// its first output), so it can be killed rather than only lose its channel.
-const PGID_WAIT: Duration = Duration::from_secs(3);
+/// its first output, printed once its login shell is up), so it can be killed rather than only
+/// lose its channel; and the least time its kill gets. Generous: the channel stays open
+/// meanwhile, and closing it early is what gives the receiving command the EOF it must not get
+/// (a login shell's start-up on a loaded machine took more than 3 s in CI).
+const PGID_WAIT: Duration = Duration::from_secs(30);
 
 /// The process group of the running command: known already, or read off its stderr now
 /// (at most [`PGID_WAIT`]). Closing the channel without killing would give the command EOF on
@@ -422,7 +425,7 @@ fn aborted(
 ) -> Error {
     let pgid = await_pgid(conn, channel, stderr, pgid);
     conn.healthy = false;
-    kill_remote(conn, pgid, kill_timeout);
+    kill_remote(conn, pgid, kill_timeout.max(PGID_WAIT));
     Error::Local(format!(
         "{}: the sending side of the pipe failed, so `{}` was killed before it got a \
          truncated stream",
