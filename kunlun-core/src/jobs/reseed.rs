@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use kunlun_meta::api::RebuildMethod;
-use kunlun_meta::model::{Machine, MachineType, ShardNode};
+use kunlun_meta::model::{Machine, MachineType, MemberState, NodeStatus, ShardNode};
 use kunlun_meta::store::repo::dirs::{self, NodeKind};
 use kunlun_meta::store::Store;
 use kunlun_provision::placement::InstanceKind;
@@ -24,7 +24,7 @@ use super::install::storage_users;
 use super::plan::SystemPasswords;
 use crate::error::{Error, Result};
 use crate::fleet::Provisioner;
-use crate::storage::probe::probe_node;
+use crate::storage::probe::{probe_node, NodeProbe};
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 
 /// Deadline of a script that only looks (space, programs).
@@ -419,9 +419,81 @@ pub async fn follow(inst: &NodeAddr, primary: &NodeAddr, repl_pwd: &str, gtid: &
     super::seed::follow(inst, (&primary.host, primary.port), repl_pwd, gtid).await
 }
 
+/// A replica that could be the source of a copy (a rebuild's, a backup's snapshot): its row,
+/// how far behind it is, whether it replicates from the primary with both threads running.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub node: ShardNode,
+    pub healthy: bool,
+    pub lag_s: Option<i64>,
+}
+
+impl Candidate {
+    pub fn of(node: &ShardNode, probe: &NodeProbe, primary: &ShardNode) -> Candidate {
+        let ch = probe.channel_from(&primary.hostaddr, primary.port);
+        let healthy = probe.reachable && ch.is_some_and(|c| c.io_connected() && c.sql_running);
+        Candidate {
+            node: node.clone(),
+            healthy,
+            lag_s: ch.and_then(|c| c.seconds_behind),
+        }
+    }
+}
+
+/// The source among `candidates` (pure): the healthy active replica least behind within
+/// `max_lag_s` (ties: the lowest id), else the primary when allowed; `None` when neither.
+pub fn pick_source(
+    candidates: &[Candidate],
+    primary: &ShardNode,
+    max_lag_s: u32,
+    allow_primary: bool,
+) -> Option<ShardNode> {
+    candidates
+        .iter()
+        .filter(|c| {
+            c.healthy
+                && c.node.id != primary.id
+                && c.node.member_state == MemberState::Replica
+                && c.node.status == NodeStatus::Active
+                && c.lag_s.is_some_and(|l| l <= i64::from(max_lag_s))
+        })
+        .min_by_key(|c| (c.lag_s, c.node.id))
+        .map(|c| c.node.clone())
+        .or_else(|| allow_primary.then(|| primary.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::common::tests::node;
+
+    fn cand(id: i64, healthy: bool, lag: Option<i64>) -> Candidate {
+        Candidate {
+            node: node(id, false),
+            healthy,
+            lag_s: lag,
+        }
+    }
+
+    #[test]
+    fn the_source_is_the_healthiest_replica_else_the_primary_if_allowed() {
+        let primary = node(1, true);
+        let c = [
+            cand(2, true, Some(5)),
+            cand(3, true, Some(0)),
+            cand(4, false, Some(0)),
+            cand(5, true, None),
+        ];
+        assert_eq!(pick_source(&c, &primary, 30, true).unwrap().id, 3);
+        // Too far behind: the primary, when allowed.
+        let late = [cand(2, true, Some(100))];
+        assert_eq!(pick_source(&late, &primary, 30, true).unwrap().id, 1);
+        assert!(pick_source(&late, &primary, 30, false).is_none());
+        assert_eq!(pick_source(&late, &primary, 100, false).unwrap().id, 2);
+        // Broken replicas never.
+        assert!(pick_source(&[cand(4, false, Some(0))], &primary, 30, false).is_none());
+        assert_eq!(pick_source(&[], &primary, 30, true).unwrap().id, 1);
+    }
 
     #[test]
     fn a_copy_needs_its_size_and_a_margin_free() {

@@ -22,7 +22,7 @@
 //! Here: the request, its checks and acceptance, the memo and the pure source choice
 //! ([`pick_replica`]); the run is in `run.rs`, the parts in `parts.rs`.
 
-use kunlun_meta::model::{Job, MemberState, NewJob, NodeStatus, ShardNode};
+use kunlun_meta::model::{Job, NewJob, ShardNode};
 use kunlun_meta::store::repo::backup_storage;
 use kunlun_meta::store::Store;
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::jobs::common::busy;
 use crate::jobs::driver::{JobInfo, JobMemo};
+use crate::jobs::reseed::{pick_source, Candidate};
 
 pub const BACKUP_CLUSTER: &str = "backup_cluster";
 /// A replica further behind than this is not a source unless the request allows more.
@@ -146,44 +147,23 @@ pub struct BackupExtra {
 /// The memo of a `backup_cluster` job.
 pub type BackupMemo = JobMemo<BackupExtra>;
 
-/// A replica that could be the source of a shard's snapshot.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    pub node: ShardNode,
-    /// Replicates from the primary with both threads running.
-    pub healthy: bool,
-    pub lag_s: Option<i64>,
-}
-
-/// The source of a shard's snapshot (pure): the healthy active replica least behind within
-/// `max_lag_s` (ties: lowest id), else the primary when allowed; otherwise why not.
+/// The source of a shard's snapshot (pure): [`pick_source`]'s healthy replica; the primary only
+/// when allowed; otherwise why not.
 pub fn pick_replica(
     candidates: &[Candidate],
     primary: Option<&ShardNode>,
     max_lag_s: u32,
     allow_primary: bool,
 ) -> std::result::Result<ShardNode, String> {
-    let best = candidates
-        .iter()
-        .filter(|c| {
-            c.healthy
-                && c.node.member_state == MemberState::Replica
-                && c.node.status == NodeStatus::Active
-                && c.lag_s.is_some_and(|l| l <= i64::from(max_lag_s))
-        })
-        .min_by_key(|c| (c.lag_s, c.node.id))
-        .map(|c| c.node.clone());
-    if let Some(n) = best {
-        return Ok(n);
-    }
-    match primary {
-        Some(p) if allow_primary => Ok(p.clone()),
-        Some(_) => Err(format!(
+    let Some(primary) = primary else {
+        return Err("the shard has no active primary and no healthy replica".into());
+    };
+    pick_source(candidates, primary, max_lag_s, allow_primary).ok_or_else(|| {
+        format!(
             "no replica replicates from the primary within {max_lag_s} s, and the primary is \
              not used (allow_primary: false)"
-        )),
-        None => Err("the shard has no active primary and no healthy replica".into()),
-    }
+        )
+    })
 }
 
 /// Accepts a `backup_cluster` job: validated, the cluster and the storage exist (404), refused

@@ -24,7 +24,7 @@
 //!   everything that primary had logged when the wait began.
 //!
 //! Here: the request, its checks and acceptance, the memo and the pure decisions
-//! ([`recovery`], [`pick_source`], [`refusal`]); the run is in `run.rs`.
+//! ([`recovery`], [`refusal`]; the source: [`crate::jobs::reseed::pick_source`]); the run is in `run.rs`.
 
 use std::collections::HashSet;
 
@@ -36,7 +36,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::jobs::common::{busy, shard_of};
 use crate::jobs::driver::{JobInfo, JobMemo};
-use crate::storage::probe::NodeProbe;
 
 pub const REBUILD_NODE: &str = "rebuild_node";
 /// Most nodes one job rebuilds (one after the other).
@@ -318,47 +317,6 @@ pub async fn accept(store: &Store, mut info: JobInfo<RebuildRequest>) -> Result<
         .await?)
 }
 
-/// A replica that could be the source: its row, how far behind it is, whether it replicates
-/// from the primary with both threads running.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    pub node: ShardNode,
-    pub healthy: bool,
-    pub lag_s: Option<i64>,
-}
-
-impl Candidate {
-    fn of(node: &ShardNode, probe: &NodeProbe, primary: &ShardNode) -> Candidate {
-        let ch = probe.channel_from(&primary.hostaddr, primary.port);
-        let healthy = probe.reachable && ch.is_some_and(|c| c.io_connected() && c.sql_running);
-        Candidate {
-            node: node.clone(),
-            healthy,
-            lag_s: ch.and_then(|c| c.seconds_behind),
-        }
-    }
-}
-
-/// The source among `candidates` (pure): the healthy replica least behind within `max_lag_s`,
-/// else the primary when allowed; `None` when neither.
-pub fn pick_source(
-    candidates: &[Candidate],
-    primary: &ShardNode,
-    max_lag_s: u32,
-    allow_primary: bool,
-) -> Option<ShardNode> {
-    candidates
-        .iter()
-        .filter(|c| {
-            c.healthy
-                && c.node.id != primary.id
-                && c.lag_s.is_some_and(|l| l <= i64::from(max_lag_s))
-        })
-        .min_by_key(|c| (c.lag_s, c.node.id))
-        .map(|c| c.node.clone())
-        .or_else(|| allow_primary.then(|| primary.clone()))
-}
-
 mod run;
 
 pub use run::run;
@@ -367,34 +325,6 @@ pub use run::run;
 mod tests {
     use super::*;
     use crate::jobs::common::tests::node;
-
-    fn cand(id: i64, healthy: bool, lag: Option<i64>) -> Candidate {
-        Candidate {
-            node: node(id, false),
-            healthy,
-            lag_s: lag,
-        }
-    }
-
-    #[test]
-    fn the_source_is_the_healthiest_replica_else_the_primary_if_allowed() {
-        let primary = node(1, true);
-        let c = [
-            cand(2, true, Some(5)),
-            cand(3, true, Some(0)),
-            cand(4, false, Some(0)),
-            cand(5, true, None),
-        ];
-        assert_eq!(pick_source(&c, &primary, 30, true).unwrap().id, 3);
-        // Too far behind: the primary, when allowed.
-        let late = [cand(2, true, Some(100))];
-        assert_eq!(pick_source(&late, &primary, 30, true).unwrap().id, 1);
-        assert!(pick_source(&late, &primary, 30, false).is_none());
-        assert_eq!(pick_source(&late, &primary, 100, false).unwrap().id, 2);
-        // Broken replicas never.
-        assert!(pick_source(&[cand(4, false, Some(0))], &primary, 30, false).is_none());
-        assert_eq!(pick_source(&[], &primary, 30, true).unwrap().id, 1);
-    }
 
     #[test]
     fn a_resumed_node_gets_its_old_data_back_until_the_new_data_is_complete() {

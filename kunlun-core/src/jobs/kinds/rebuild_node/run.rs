@@ -10,8 +10,8 @@ use kunlun_meta::store::Store;
 use kunlun_meta::Error as MetaError;
 
 use super::{
-    pick_source, recovery, refusal, Candidate, NodeRebuild, Phase, RebuildExtra, RebuildMemo,
-    RebuildRequest, Recovery, RESTARTED,
+    recovery, refusal, NodeRebuild, Phase, RebuildExtra, RebuildMemo, RebuildRequest, Recovery,
+    RESTARTED,
 };
 use crate::error::{Error, Result};
 use crate::fleet::Provisioner;
@@ -20,7 +20,7 @@ use crate::jobs::driver::{JobCtx, JobInfo, Stage};
 use crate::jobs::plan::SystemPasswords;
 use crate::jobs::plan_scale::host_port;
 use crate::jobs::progress::Progress;
-use crate::jobs::reseed::{self, Instance};
+use crate::jobs::reseed::{self, pick_source, Candidate, Instance};
 use crate::jobs::seed;
 use crate::storage::probe::probe_node;
 use crate::storage::{NodeAddr, StorageOptions};
