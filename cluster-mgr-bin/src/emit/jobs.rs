@@ -56,9 +56,15 @@ pub fn is_async(t: &str) -> bool {
 }
 
 /// Machine registration is an admin's act on the REST API too; so is changing a storage
-/// server's variables.
+/// server's variables, and registering, repointing or removing a backup storage (the daemon
+/// writes and removes files under its directory as the machine's SSH user).
 pub fn needs_admin(t: &str) -> bool {
-    t.ends_with("_machine") || t == "set_variable"
+    t.ends_with("_machine")
+        || t == "set_variable"
+        || matches!(
+            t,
+            "create_backup_storage" | "update_backup_storage" | "delete_backup_storage"
+        )
 }
 
 /// Runs or accepts one async request; `Ok(job id)` whether the job was accepted or ended

@@ -170,7 +170,10 @@ pub async fn emit(req: HttpRequest, body: web::Bytes) -> HttpResponse {
     if jobs::needs_admin(jt) && !is_admin(&req) {
         return instant(
             codes::INVALID_REQUEST,
-            &format!("{jt} needs a token with role admin (machines are registered by admins)"),
+            &format!(
+                "{jt} needs a token with role admin (machines and backup storages are \
+                 registered by admins)"
+            ),
         );
     }
     if sync::is_sync(jt) {

@@ -30,13 +30,11 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("PATCH", "/v1/machines/{}", Need::Role(Role::Admin)),
     ("DELETE", "/v1/machines/{}", Need::Role(Role::Admin)),
     ("GET", "/v1/backup_storages", Need::Role(Role::Viewer)),
-    ("POST", "/v1/backup_storages", Need::Role(Role::Operator)),
+    // A storage makes the daemon write and remove files under its directory as the
+    // machine's SSH user: an admin's act, like registering the machine.
+    ("POST", "/v1/backup_storages", Need::Role(Role::Admin)),
     ("GET", "/v1/backup_storages/{}", Need::Role(Role::Viewer)),
-    (
-        "DELETE",
-        "/v1/backup_storages/{}",
-        Need::Role(Role::Operator),
-    ),
+    ("DELETE", "/v1/backup_storages/{}", Need::Role(Role::Admin)),
     ("GET", "/v1/clusters", Need::Role(Role::Viewer)),
     ("POST", "/v1/clusters", Need::Role(Role::Operator)),
     ("GET", "/v1/clusters/{}", Need::Role(Role::Viewer)),

@@ -16,7 +16,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 /// creates the directory (mode 0700) when missing, proves it writable and reads its free
 /// space; a refusal stores nothing.
 #[utoipa::path(
-    post, path = "/v1/backup_storages", tag = "backups",
+    post, path = "/v1/backup_storages", tag = "backup_storages",
     request_body = AddBackupStorage,
     responses(
         (status = 201, description = "Registered, with the free space found", body = BackupStorageInfo),
@@ -39,7 +39,7 @@ pub async fn add(
 
 /// List the registered backup storages by id (no storage is contacted).
 #[utoipa::path(
-    get, path = "/v1/backup_storages", tag = "backups",
+    get, path = "/v1/backup_storages", tag = "backup_storages",
     responses(
         (status = 200, body = Vec<BackupStorage>),
         (status = 503, body = ErrorBody),
@@ -52,7 +52,7 @@ pub async fn list(cm: web::Data<ClusterManager>) -> Result<HttpResponse> {
 /// Show one backup storage with its free space (`free_bytes`), or why it could not be read
 /// (`unreachable`): the storage is asked over SSH, within 20 s.
 #[utoipa::path(
-    get, path = "/v1/backup_storages/{name}", tag = "backups",
+    get, path = "/v1/backup_storages/{name}", tag = "backup_storages",
     params(("name" = String, Path, description = "Storage name")),
     responses(
         (status = 200, body = BackupStorageInfo),
@@ -69,7 +69,7 @@ pub async fn show(cm: web::Data<ClusterManager>, name: web::Path<String>) -> Res
 /// Remove a backup storage from the registry; the files on it stay. Refused while backups
 /// are recorded on it.
 #[utoipa::path(
-    delete, path = "/v1/backup_storages/{name}", tag = "backups",
+    delete, path = "/v1/backup_storages/{name}", tag = "backup_storages",
     params(("name" = String, Path, description = "Storage name")),
     responses(
         (status = 204, description = "Removed"),

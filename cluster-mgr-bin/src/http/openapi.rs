@@ -46,7 +46,7 @@ use super::{
         (name = "ha", description = "Shard high availability: health, failover records, switchover, no-switch"),
         (name = "xa", description = "In-doubt 2PC branches: listing and resolution by hand"),
         (name = "auth", description = "API tokens (admin) and the audit trail of mutating requests"),
-        (name = "backups", description = "Backup storages: where cluster backups are kept"),
+        (name = "backup_storages", description = "Backup storages: where cluster backups are kept"),
         (name = "health", description = "Liveness of the daemon and its metadata store; leadership among managers sharing it"),
     )
 )]

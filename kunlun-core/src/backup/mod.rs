@@ -1,5 +1,6 @@
 //! Backups of whole clusters: where they are kept ([`store`]: a registered backup storage behind
-//! the [`store::BackupStore`] trait), and the jobs that take and restore them.
+//! the [`store::BackupStore`] trait), and the job that takes them
+//! (`jobs::kinds::backup_cluster`; a restore is not built yet).
 //!
 //! Layout of one cluster backup on a storage (paths relative to the storage's root, chosen by
 //! the backup job, never by a caller):

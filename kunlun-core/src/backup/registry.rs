@@ -199,8 +199,9 @@ impl ClusterManager {
     }
 
     /// Points the storage `name` at another machine or directory, checked like a
-    /// registration first (nothing changes unless the new place answers). The files already
-    /// on the old place are not moved.
+    /// registration first (nothing changes unless the new place answers). `Conflict` while
+    /// backup records name it: their files are at the old place, and a repointed storage would
+    /// lose them (a removal would delete the rows and leave the files unlisted).
     pub async fn update_backup_storage(
         &self,
         name: &str,
@@ -220,7 +221,16 @@ impl ClusterManager {
         };
         let (new, id) = (&new, old.id);
         let st = store
-            .tx(async |tx| repo::backup_storage::update(tx, id, new).await)
+            .tx(async |tx| {
+                let n = repo::backup_storage::backups_using(tx, id).await?;
+                if n > 0 {
+                    return Err(kunlun_meta::Error::Conflict(format!(
+                        "backup storage {name} holds {n} backup record(s) at its present place; \
+                         register the new place under another name"
+                    )));
+                }
+                repo::backup_storage::update(tx, id, new).await
+            })
             .await?;
         tracing::info!(storage = %st.name, conn_str = %st.conn_str, "backup storage updated");
         Ok(BackupStorageInfo {

@@ -301,7 +301,10 @@ df -Pk {r} | awk 'NR==2 {{print $4}}'"#
         let piped = match piped {
             Ok(p) => p,
             Err(e) => {
+                // The temporary file, and `rel` too: a receiver that could not be killed in
+                // time got EOF and may have renamed a truncated stream into place.
                 self.cleanup(&tmp).await;
+                let _ = self.remove(rel, CLEANUP_TIMEOUT).await;
                 return Err(self.error(rel, e));
             }
         };
@@ -342,7 +345,10 @@ df -Pk {r} | awk 'NR==2 {{print $4}}'"#
         let out = match out {
             Ok(o) => o,
             Err(e) => {
+                // The temporary file, and `rel` too: a receiver that could not be killed in
+                // time got EOF and may have renamed a truncated stream into place.
                 self.cleanup(&tmp).await;
+                let _ = self.remove(rel, CLEANUP_TIMEOUT).await;
                 return Err(self.error(rel, e));
             }
         };

@@ -243,12 +243,14 @@ pub(crate) fn recipe_of(prov: &Provisioner, node: &Node) -> std::sync::Arc<dyn R
 /// Starts a located instance the way `kunlunctl node start` does (the recipe's `Start` +
 /// `WaitReady`; a storage node that is not the recorded primary set read-only at once; a
 /// replica's replication resumed; `manual_stop` made `active`) and reports what was done, with
-/// `error` set when a step failed.
+/// `error` set when a step failed. The keeper's restart: `Err(why)`, nothing done, when the
+/// node's row changed status while it waited for the instance's lock (an operator's stop ran
+/// first: `manual_stop` must stay).
 pub(crate) async fn start_located(
     store: &Store,
     prov: &Provisioner,
     loc: &Located,
-) -> ControlReport {
+) -> std::result::Result<ControlReport, String> {
     let mut report = ControlReport::of(&loc.node, &loc.spec.base_dir);
     let recipe = recipe_of(prov, &loc.node);
     let target = prov.target(&loc.machine);
@@ -259,11 +261,20 @@ pub(crate) async fn start_located(
         target: &target,
         spec: &loc.spec,
     };
+    let lock = instance_lock(&loc.spec.bind_address, loc.spec.port);
+    let _one_at_a_time = lock.lock().await;
+    let now = node_now(store, &loc.node)
+        .await
+        .map_err(|e| format!("its row could not be read: {e}"))?
+        .status();
+    if now != loc.node.status() {
+        return Err(format!("it became {now} meanwhile"));
+    }
     match run.go(&loc.node, Control::Start, &mut report).await {
         Ok(()) => report.outcome = "started".into(),
         Err(e) => report.error = Some(e.to_string()),
     }
-    report
+    Ok(report)
 }
 
 impl ControlReport {
@@ -364,6 +375,8 @@ impl ClusterManager {
             target: &target,
             spec: &loc.spec,
         };
+        let lock = instance_lock(&loc.spec.bind_address, loc.spec.port);
+        let _one_at_a_time = lock.lock().await;
         if let Err(e) = run.go(&loc.node, req.action, &mut report).await {
             report.error = Some(e.to_string());
         } else {
@@ -511,9 +524,8 @@ fn instance_lock(host: &str, port: u16) -> Arc<tokio::sync::Mutex<()>> {
 }
 
 impl Run<'_> {
+    /// The caller holds [`instance_lock`] of the instance.
     async fn go(&self, node: &Node, action: Control, report: &mut ControlReport) -> Result<()> {
-        let lock = instance_lock(&self.spec.bind_address, self.spec.port);
-        let _one_at_a_time = lock.lock().await;
         if action.stops() {
             let before = node_now(self.store, node).await?.status();
             let alone = node.is_primary() && alone_in_shard(self.store, node).await?;

@@ -376,10 +376,12 @@ impl Keeper {
                 .get(&cluster.id)
                 .copied()
                 .unwrap_or_else(|| ClusterPolicy::default_for(cluster.id));
-            let job_busy = snap
-                .jobs
-                .iter()
-                .any(|j| crate::jobs::common::job_changes(j, cluster.id, &cluster.name));
+            // A backup only reads the cluster (and may run for hours): its crashed
+            // instances are still started again.
+            let job_busy = snap.jobs.iter().any(|j| {
+                j.job_type != crate::jobs::kinds::BACKUP_CLUSTER
+                    && crate::jobs::common::job_changes(j, cluster.id, &cluster.name)
+            });
             if decide::cluster_skip(cluster, &policy, job_busy).is_some() {
                 continue;
             }
@@ -752,7 +754,10 @@ async fn restart(
         }
     }
     match control::located_on(store, now, machine).await {
-        Ok(loc) => Outcome::Done(Box::new(control::start_located(store, prov, &loc).await)),
+        Ok(loc) => match control::start_located(store, prov, &loc).await {
+            Ok(report) => Outcome::Done(Box::new(report)),
+            Err(why) => Outcome::Skipped(why),
+        },
         Err(e) => Outcome::Skipped(e.to_string()),
     }
 }

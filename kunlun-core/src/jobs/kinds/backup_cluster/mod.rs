@@ -1,4 +1,5 @@
-//! `backup_cluster`: one consistent backup of a whole cluster onto a registered backup storage.
+//! `backup_cluster`: one backup of a whole cluster onto a registered backup storage (each
+//! shard consistent at its own GTID; the logs read after every snapshot ended).
 //! For each shard a physical snapshot taken from a replica (`mariadb-backup --stream`, the
 //! recipe's [`Reseed::backup_script`](kunlun_provision::recipe::reseed::Reseed)) streamed
 //! straight into the storage; one compute node's schema (`pg_dumpall --schema-only`); the

@@ -217,16 +217,27 @@ async fn take(
         "backup: storage ready"
     );
     // The futures are made first (lazy: nothing runs until the stream polls them), so the
-    // stream holds no closure over borrowed data.
-    let futs: Vec<_> = todo
+    // stream holds no closure over borrowed data. The metadata part (the commit and DDL logs)
+    // is read only after every snapshot ended: a transaction prepared inside a snapshot has
+    // its commit-log row (if any) written by then, so a restore can decide every branch.
+    let (last, first): (Vec<_>, Vec<_>) = todo
         .iter()
+        .copied()
         .enumerate()
-        .map(|(i, &p)| async move { (i, one(r, i, p).await) })
+        .partition(|(_, p)| matches!(p, Part::Metadata));
+    let futs: Vec<_> = first
+        .into_iter()
+        .map(|(i, p)| async move { (i, one(r, i, p).await) })
         .collect();
-    let results: Vec<(usize, Result<Vec<FileEntry>>)> = stream::iter(futs)
+    let mut results: Vec<(usize, Result<Vec<FileEntry>>)> = stream::iter(futs)
         .buffer_unordered(PARALLEL_PARTS)
         .collect()
         .await;
+    if results.iter().all(|(_, res)| res.is_ok()) {
+        for (i, p) in last {
+            results.push((i, one(r, i, p).await));
+        }
+    }
     let mut files = Vec::new();
     let mut errors = Vec::new();
     let mut sorted = results;
