@@ -2,10 +2,10 @@
 //! start a cluster backup (job `backup_cluster`; `--wait` follows it and shows the backup),
 //! the catalogue, and removal (the files on the storage, then the rows).
 
-use kunlun_meta::api::{CreateBackup, JobAccepted};
+use kunlun_meta::api::CreateBackup;
 use kunlun_meta::model::{Backup, Cluster, Job};
 
-use super::job::{ended_ok, json_outcome, watch};
+use super::job::{follow, Followed};
 use crate::client::{CliError, Client};
 use crate::output::{self, Table};
 
@@ -118,22 +118,17 @@ fn create(client: &Client, a: &CreateArgs, json: bool) -> Result<String, CliErro
     };
     let url = client.url(&format!("/v1/clusters/{id}/backups"), &[])?;
     let v = client.post(url.clone(), &req)?;
-    let accepted: JobAccepted = crate::decode(v.clone(), url.as_str())?;
-    if !a.wait {
-        if json {
-            return Ok(output::json(&v) + "\n");
-        }
-        return Ok(format!(
-            "backup_cluster accepted as job {id}; follow it with `kunlunctl job show {id}`\n",
-            id = accepted.job_id
-        ));
-    }
-    let watched = watch(client, accepted.job_id, a.wait_timeout);
-    if json {
-        return json_outcome(watched);
-    }
-    let job = watched?;
-    ended_ok(&job)?;
+    let job = match follow(
+        client,
+        v,
+        url.as_str(),
+        "backup_cluster",
+        (a.wait, a.wait_timeout),
+        json,
+    )? {
+        Followed::Print(text) => return Ok(text),
+        Followed::Done(job) => job,
+    };
     match backup_id(&job) {
         Some(b) => {
             let u = client.url(&format!("/v1/backups/{b}"), &[])?;

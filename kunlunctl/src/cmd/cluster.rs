@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use kunlun_meta::api::{ClusterDetail, CreateCluster, JobAccepted};
+use kunlun_meta::api::{ClusterDetail, CreateCluster};
 use kunlun_meta::model::{Cluster, HaMode, Job};
 use serde_json::Value;
 
-use super::job::{ended_ok, json_outcome, watch};
+use super::job::{follow, Followed};
 
 use crate::cli::ClusterCmd;
 use crate::client::{CliError, Client};
@@ -179,23 +179,17 @@ pub struct DeleteArgs {
 fn delete(client: &Client, a: &DeleteArgs, json: bool) -> Result<String, CliError> {
     let url = client.url(&format!("/v1/clusters/{}", a.id), &[])?;
     let v = client.delete_json(url.clone())?;
-    let accepted: JobAccepted = crate::decode(v.clone(), url.as_str())?;
-    if !a.wait {
-        if json {
-            return Ok(output::json(&v) + "\n");
-        }
-        return Ok(format!(
-            "delete_cluster accepted as job {id}; follow it with `kunlunctl job show {id}`\n",
-            id = accepted.job_id
-        ));
+    match follow(
+        client,
+        v,
+        url.as_str(),
+        "delete_cluster",
+        (a.wait, a.wait_timeout),
+        json,
+    )? {
+        Followed::Print(text) => Ok(text),
+        Followed::Done(_) => Ok(format!("cluster {} deleted\n", a.id)),
     }
-    let watched = watch(client, accepted.job_id, a.wait_timeout);
-    if json {
-        return json_outcome(watched);
-    }
-    let job = watched?;
-    ended_ok(&job)?;
-    Ok(format!("cluster {} deleted\n", a.id))
 }
 
 fn parse_ha_mode(s: &str) -> Result<HaMode, String> {
@@ -219,22 +213,17 @@ fn create(client: &Client, a: &CreateArgs, json: bool) -> Result<String, CliErro
         .map_err(|e| CliError::invalid_field(e.to_string()))?;
     let url = client.url("/v1/clusters", &[])?;
     let v = client.post(url.clone(), &req)?;
-    let accepted: JobAccepted = crate::decode(v.clone(), url.as_str())?;
-    if !a.wait {
-        if json {
-            return Ok(output::json(&v) + "\n");
-        }
-        return Ok(format!(
-            "create_cluster accepted as job {id}; follow it with `kunlunctl job show {id}`\n",
-            id = accepted.job_id
-        ));
-    }
-    let watched = watch(client, accepted.job_id, a.wait_timeout);
-    if json {
-        return json_outcome(watched);
-    }
-    let job = watched?;
-    ended_ok(&job)?;
+    let job = match follow(
+        client,
+        v,
+        url.as_str(),
+        "create_cluster",
+        (a.wait, a.wait_timeout),
+        json,
+    )? {
+        Followed::Print(text) => return Ok(text),
+        Followed::Done(job) => job,
+    };
     let c = client.url(&format!("/v1/clusters/{}", cluster_id(&job)?), &[])?;
     let d: ClusterDetail = crate::decode(client.get(c.clone())?, c.as_str())?;
     Ok(connect_hint(&d))

@@ -152,6 +152,46 @@ pub fn json_outcome(watched: Result<Job, CliError>) -> Result<String, CliError> 
     }
 }
 
+/// What [`follow`] made of a request that accepted a job.
+pub enum Followed {
+    /// What to print as it is: the acceptance (no `--wait`), or the ended job as JSON.
+    Print(String),
+    /// The job, followed to its end and `done`: the caller prints its own summary.
+    Done(Job),
+}
+
+/// After a request whose answer `v` (from `url`) accepted a `job_type` job: without `wait`,
+/// the acceptance (its JSON, or how to follow the job); with `wait`, the job followed to its
+/// end within `timeout_secs` ([`watch`]; with `json` printed by [`json_outcome`]; otherwise a
+/// job that did not end `done` is an error, [`ended_ok`]). One place for every job command.
+pub fn follow(
+    client: &Client,
+    v: serde_json::Value,
+    url: &str,
+    job_type: &str,
+    (wait, timeout_secs): (bool, u64),
+    json: bool,
+) -> Result<Followed, CliError> {
+    let accepted: kunlun_meta::api::JobAccepted = crate::decode(v.clone(), url)?;
+    if !wait {
+        return Ok(Followed::Print(if json {
+            output::json(&v) + "\n"
+        } else {
+            format!(
+                "{job_type} accepted as job {id}; follow it with `kunlunctl job watch {id}`\n",
+                id = accepted.job_id
+            )
+        }));
+    }
+    let watched = watch(client, accepted.job_id, timeout_secs);
+    if json {
+        return json_outcome(watched).map(Followed::Print);
+    }
+    let job = watched?;
+    ended_ok(&job)?;
+    Ok(Followed::Done(job))
+}
+
 /// Follows job `id` until it ends (polling twice a second) and returns it. On a terminal a
 /// progress bar counts finished steps and names the running ones, with a line per finished
 /// step above it; otherwise every stage and step change is a plain line on stderr.

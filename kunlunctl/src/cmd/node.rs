@@ -6,8 +6,9 @@
 //! `rebuild_node` job for one storage replica (`POST /v1/instances/{host}:{port}/rebuild`),
 //! followed like the scale jobs with `--wait`.
 
+use crate::cmd::job::Followed;
 use clap::{Args, Subcommand, ValueEnum};
-use kunlun_meta::api::{JobAccepted, RebuildMethod, RebuildNode};
+use kunlun_meta::api::{RebuildMethod, RebuildNode};
 use kunlun_meta::model::Job;
 
 use crate::client::{CliError, Client};
@@ -100,26 +101,11 @@ pub fn rebuild_body(a: &RebuildArgs) -> RebuildNode {
 fn rebuild(client: &Client, a: &RebuildArgs, json: bool) -> Result<String, CliError> {
     let url = client.url(&format!("/v1/instances/{}/rebuild", a.instance), &[])?;
     let v = client.post(url.clone(), &rebuild_body(a))?;
-    let accepted: JobAccepted = crate::decode(v.clone(), url.as_str())?;
-    if !a.wait.wait {
-        if json {
-            return Ok(output::json(&v) + "\n");
-        }
-        return Ok(format!(
-            "rebuild_node accepted as job {job}; follow it with `kunlunctl job watch {job}`\n",
-            job = accepted.job_id
-        ));
+    let wait = (a.wait.wait, a.wait.wait_timeout);
+    match crate::cmd::job::follow(client, v, url.as_str(), "rebuild_node", wait, json)? {
+        Followed::Print(text) => Ok(text),
+        Followed::Done(job) => Ok(format!("{} rebuilt (job {})\n", a.instance, job.id)),
     }
-    let watched = crate::cmd::job::watch(client, accepted.job_id, a.wait.wait_timeout);
-    if json {
-        return crate::cmd::job::json_outcome(watched);
-    }
-    let job = watched?;
-    crate::cmd::job::ended_ok(&job)?;
-    Ok(format!(
-        "{} rebuilt (job {})\n",
-        a.instance, accepted.job_id
-    ))
 }
 
 /// Executes a control command and returns what to print.

@@ -7,13 +7,13 @@
 //! or host is refused before anything is sent; a cluster named by name is resolved to its id
 //! first (an unknown name is `not_found`, nothing is started).
 
+use crate::cmd::job::Followed;
 use clap::{Args, Subcommand};
-use kunlun_meta::api::{AddComps, AddNodes, AddShards, JobAccepted};
+use kunlun_meta::api::{AddComps, AddNodes, AddShards};
 use kunlun_meta::model::Cluster;
 use serde::Serialize;
 
 use crate::client::{CliError, Client};
-use crate::output;
 
 /// The scale nouns (flattened into the top-level commands).
 #[derive(Debug, Subcommand)]
@@ -315,27 +315,11 @@ pub fn run(client: &Client, cmd: &ScaleCmd, json: bool) -> Result<String, CliErr
         Some(b) => client.post(url.clone(), b)?,
         None => client.delete_json(url.clone())?,
     };
-    let accepted: JobAccepted = crate::decode(v.clone(), url.as_str())?;
-    if !wait.wait {
-        if json {
-            return Ok(output::json(&v) + "\n");
-        }
-        return Ok(format!(
-            "{} accepted as job {job}; follow it with `kunlunctl job watch {job}`\n",
-            req.job_type,
-            job = accepted.job_id
-        ));
+    let waiting = (wait.wait, wait.wait_timeout);
+    match crate::cmd::job::follow(client, v, url.as_str(), req.job_type, waiting, json)? {
+        Followed::Print(text) => Ok(text),
+        Followed::Done(job) => Ok(format!("{} (cluster {id}, job {})\n", req.done, job.id)),
     }
-    let watched = crate::cmd::job::watch(client, accepted.job_id, wait.wait_timeout);
-    if json {
-        return crate::cmd::job::json_outcome(watched);
-    }
-    let job = watched?;
-    crate::cmd::job::ended_ok(&job)?;
-    Ok(format!(
-        "{} (cluster {id}, job {})\n",
-        req.done, accepted.job_id
-    ))
 }
 
 #[cfg(test)]
