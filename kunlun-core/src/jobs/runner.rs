@@ -618,11 +618,13 @@ mod tests {
             Box::pin(async move {
                 let start = Instant::now();
                 tokio::time::sleep(hold).await;
-                r.store.update_job(job.id, JobStatus::Done, None).await?;
+                // Recorded before the job is marked done: a test that waits for `Done` and
+                // then shuts the runner down (which aborts running jobs) finds the span.
                 spans
                     .lock()
                     .expect("spans")
                     .push((job.id, start, Instant::now()));
+                r.store.update_job(job.id, JobStatus::Done, None).await?;
                 Ok(())
             })
         })

@@ -399,9 +399,15 @@ fn await_pgid(
     let mut buf = [0u8; 4096];
     while pgid.is_none() {
         match read_some(channel, 1, &mut buf) {
-            Ok(Some(0)) | Err(_) => return parse_pgid(stderr),
-            Ok(Some(n)) => stderr.extend_from_slice(&buf[..n]),
-            Ok(None) => {
+            Err(_) => return parse_pgid(stderr),
+            // libssh2 also returns 0 from a non-blocking read that only processed another
+            // packet (a window adjust after the input written so far): the stream ended only
+            // when the channel says so. Taking that 0 for the end gave up on the marker, and
+            // the unkilled receiver got EOF when its channel closed (the likely cause of a
+            // CI failure: a sink that saw its input end after its sender failed).
+            Ok(Some(0)) if channel.eof() => return parse_pgid(stderr),
+            Ok(Some(n)) if n > 0 => stderr.extend_from_slice(&buf[..n]),
+            Ok(_) => {
                 if std::time::Instant::now() >= until {
                     return None;
                 }
