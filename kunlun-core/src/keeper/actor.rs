@@ -376,13 +376,7 @@ impl Keeper {
                 .get(&cluster.id)
                 .copied()
                 .unwrap_or_else(|| ClusterPolicy::default_for(cluster.id));
-            // A backup only reads the cluster (and may run for hours): its crashed
-            // instances are still started again.
-            let job_busy = snap.jobs.iter().any(|j| {
-                j.job_type != crate::jobs::kinds::BACKUP_CLUSTER
-                    && crate::jobs::common::job_changes(j, cluster.id, &cluster.name)
-            });
-            if decide::cluster_skip(cluster, &policy, job_busy).is_some() {
+            if decide::cluster_skip(cluster, &policy, job_busy(&snap.jobs, cluster)).is_some() {
                 continue;
             }
             let Some(machine) = snap.machine(&host, ty) else {
@@ -688,6 +682,15 @@ impl Keeper {
     }
 }
 
+/// Whether one of the unfinished `jobs` changes `cluster`. A backup only reads the cluster
+/// (and may run for hours): its crashed instances are still started again.
+fn job_busy(jobs: &[Job], cluster: &Cluster) -> bool {
+    jobs.iter().any(|j| {
+        j.job_type != crate::jobs::kinds::BACKUP_CLUSTER
+            && crate::jobs::common::job_changes(j, cluster.id, &cluster.name)
+    })
+}
+
 /// One restart: the node's row is read again (a status or role changed since the decision
 /// wins: nothing is started), HA's task must not have taken the shard meanwhile, then the
 /// shared start path runs.
@@ -698,37 +701,35 @@ async fn restart(
     node: Node,
     machine: Machine,
 ) -> Outcome {
-    // The row and the cluster's policy as they are now, not as the round read them: a policy
-    // switched off, or a stop by hand, after the round's snapshot wins.
-    let now = match &node {
-        Node::Storage(n) => {
-            let (id, cid) = (n.id, n.db_cluster_id);
-            store
-                .read(async |tx| {
-                    Ok((
-                        Node::Storage(repo::nodes::get(tx, id).await?),
-                        repo::policy::get(tx, cid).await?,
-                    ))
-                })
-                .await
-        }
-        Node::Compute(n) => {
-            let (id, cid) = (n.id, n.db_cluster_id);
-            store
-                .read(async |tx| {
-                    Ok((
-                        Node::Compute(repo::comps::get(tx, id).await?),
-                        repo::policy::get(tx, cid).await?,
-                    ))
-                })
-                .await
-        }
+    // The row, the cluster, its policy and the unfinished jobs as they are now, not as the
+    // round read them: a policy switched off, a stop by hand, or a job that began changing the
+    // cluster (a `cluster rm` stops and removes its compute nodes without marking their rows)
+    // after the round's snapshot wins.
+    let (id, cid, storage) = match &node {
+        Node::Storage(n) => (n.id, n.db_cluster_id, true),
+        Node::Compute(n) => (n.id, n.db_cluster_id, false),
     };
-    let now = match now {
-        Ok((_, policy)) if !policy.auto_restart => {
-            return Outcome::Skipped("its cluster's auto_restart was turned off meanwhile".into())
+    let read = store
+        .read(async |tx| {
+            let now = if storage {
+                Node::Storage(repo::nodes::get(tx, id).await?)
+            } else {
+                Node::Compute(repo::comps::get(tx, id).await?)
+            };
+            let cluster = repo::clusters::get(tx, cid).await?;
+            let policy = repo::policy::get(tx, cid).await?;
+            let mut jobs = repo::jobs::list_by_status(tx, JobStatus::NotStarted).await?;
+            jobs.extend(repo::jobs::list_by_status(tx, JobStatus::Ongoing).await?);
+            Ok((now, cluster, policy, jobs))
+        })
+        .await;
+    let now = match read {
+        Ok((n, cluster, policy, jobs)) => {
+            if let Some(why) = decide::cluster_skip(&cluster, &policy, job_busy(&jobs, &cluster)) {
+                return Outcome::Skipped(format!("{why} (since the round's check)"));
+            }
+            n
         }
-        Ok((n, _)) => n,
         Err(e) => return Outcome::Skipped(format!("its row could not be read: {e}")),
     };
     match (&node, &now) {

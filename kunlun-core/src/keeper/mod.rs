@@ -16,8 +16,9 @@
 //! `auto_restart` off are left alone; a dead machine (the liveness actor's verdict) is not
 //! asked; "down" means no live server process behind the pid file and the port closed, both
 //! seen by one bounded check; every SSH call and store read has a deadline; a restart runs in
-//! its own bounded task, at most one per node at a time, and its row is read again just before
-//! the start so a status changed meanwhile wins.
+//! its own bounded task, at most one per node at a time, and its row, its cluster's policy and
+//! the unfinished jobs are read again just before the start, so a status changed, a policy
+//! switched off or a job begun meanwhile wins.
 
 mod actor;
 pub mod decide;
