@@ -180,6 +180,74 @@ async fn catalogue(t: &TestStore) {
     assert_eq!(left.parts.len(), 1);
 }
 
+/// The commit log read in a write transaction (a backup's cut) keeps a decision logged
+/// meanwhile out until the transaction ends, and the read sees every row logged before.
+async fn frozen_log(t: &TestStore) {
+    let s = &t.store;
+    let other = t.reopen().await;
+    let entry = |txn_id| NewCommitLogEntry {
+        comp_node_id: 1,
+        txn_id,
+        next_txn_cmd: TxnCmd::Commit,
+        written_shards: None,
+    };
+    let name = s
+        .tx(async |tx| {
+            let c = clusters::insert(
+                tx,
+                &NewCluster {
+                    name: "frz".into(),
+                    nick_name: None,
+                    owner: None,
+                    business: None,
+                    ha_mode: HaMode::Rbr,
+                    memo: None,
+                },
+            )
+            .await?;
+            commit_log::insert(tx, &c.name, &entry(1), None).await?;
+            Ok(c.name)
+        })
+        .await
+        .unwrap();
+    let logged = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (n, seen_while_held, late) = s
+        .tx(async |tx| {
+            let mut n = 0;
+            let mut after = 0;
+            loop {
+                let rows = backups::log_rows(tx, LogTable::CommitLog, &name, after, 1).await?;
+                let Some((last, _)) = rows.last() else { break };
+                after = *last;
+                n += rows.len();
+            }
+            let (o, l, nm, e) = (other.clone(), logged.clone(), name.clone(), entry(2));
+            let late = tokio::spawn(async move {
+                let r = o
+                    .tx(async |tx| commit_log::insert(tx, &nm, &e, None).await)
+                    .await;
+                l.store(true, std::sync::atomic::Ordering::SeqCst);
+                r
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            Ok((n, logged.load(std::sync::atomic::Ordering::SeqCst), late))
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "the row logged before the cut is read");
+    assert!(
+        !seen_while_held,
+        "no decision is logged while the log is held"
+    );
+    late.await.unwrap().expect("logged once the cut ended");
+    let rows = s
+        .read(async |tx| backups::log_rows(tx, LogTable::CommitLog, &name, 0, 10).await)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+}
+
 both_backends! {
     backup_catalogue => catalogue;
+    held_commit_log => frozen_log;
 }

@@ -66,16 +66,23 @@ impl Default for EmitSettings {
 const NOT_SUPPORTED: &[(&str, &str)] = &[
     (
         "update_cluster_coldback_time_period",
-        "backup and restore are not built yet",
+        "scheduled backups are not built yet",
     ),
-    ("cluster_restore", "backup and restore are not built yet"),
+    (
+        "cluster_restore",
+        "a point-in-time restore into an existing cluster is not supported: restore a backup \
+         into a new cluster with POST /v1/backups/{id}/restore",
+    ),
     (
         "restore_new_cluster",
-        "backup and restore are not built yet",
+        "restore a backup into a new cluster with POST /v1/backups/{id}/restore",
     ),
-    ("logical_backup", "backup and restore are not built yet"),
-    ("logical_restore", "backup and restore are not built yet"),
-    ("backup_cluster", "backup and restore are not built yet"),
+    ("logical_backup", "logical backups are not supported"),
+    ("logical_restore", "logical backups are not supported"),
+    (
+        "backup_cluster",
+        "use manual_backup_cluster (or POST /v1/clusters/{id}/backups)",
+    ),
     (
         "expand_cluster",
         "table moves between shards are not supported",

@@ -1,11 +1,12 @@
 //! Cluster backups: start one (`POST /v1/clusters/{id}/backups`, job `backup_cluster`), the
-//! catalogue (`GET /v1/backups`, `GET /v1/backups/{id}`) and removal (`DELETE
-//! /v1/backups/{id}`: the files on the storage, then the rows).
+//! catalogue (`GET /v1/backups`, `GET /v1/backups/{id}`), removal (`DELETE
+//! /v1/backups/{id}`: the files on the storage, then the rows) and restore into a new cluster
+//! (`POST /v1/backups/{id}/restore`, job `restore_cluster`).
 
 use super::body::JsonObject;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kunlun_core::ClusterManager;
-use kunlun_meta::api::{BackupQuery, CreateBackup, ErrorBody, JobAccepted};
+use kunlun_meta::api::{BackupQuery, CreateBackup, ErrorBody, JobAccepted, RestoreBackup};
 use kunlun_meta::model::Backup;
 
 use super::error::ApiError;
@@ -83,4 +84,30 @@ pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<H
 pub async fn delete(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
     cm.delete_backup(*id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Restore a done backup into a new cluster (job `restore_cluster`): the cluster is created
+/// with the backed-up shape (shards as backed up; `nodes` per shard and `comps` as backed up
+/// unless given), every file is checked against the manifest, each shard's snapshot is
+/// restored on all of its new nodes, the XA branches prepared at the backup's cut are ended as
+/// its commit log says (`memo.shards[]`: `xa_committed`, `xa_rolled_back`), replication is set
+/// up and the compute nodes get the backed-up schema. Any failure removes the new cluster; the
+/// backup is only read.
+#[utoipa::path(
+    post, path = "/v1/backups/{id}/restore", tag = "backups",
+    params(("id" = i64, Path, description = "Backup id")),
+    request_body(content = RestoreBackup, description = "`{\"name\": new cluster, \"nodes\"?, \"comps\"?, ...}`; any other field is refused"),
+    responses(
+        (status = 202, description = "Accepted; follow the job (memo: cluster_id, cluster_name, backup_id, consistent, shards[], steps)", body = JobAccepted),
+        (status = 400, description = "Bad body: nothing was done", body = ErrorBody),
+        (status = 404, description = "No such backup", body = ErrorBody),
+        (status = 409, description = "The backup is not done, or the cluster name is in use", body = ErrorBody),
+    )
+)]
+pub async fn restore(
+    cm: web::Data<ClusterManager>,
+    id: web::Path<i64>,
+    body: JsonObject<RestoreBackup>,
+) -> Result<HttpResponse> {
+    Ok(HttpResponse::Accepted().json(cm.restore_backup(*id, &body).await?))
 }

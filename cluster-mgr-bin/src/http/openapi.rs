@@ -31,7 +31,7 @@ use super::{
         scale_jobs::add_comps, scale_jobs::delete_comp,
         instances::stop, instances::start, instances::restart, instances::rebuild,
         jobs::list, jobs::show,
-        backups::create, backups::list, backups::show, backups::delete,
+        backups::create, backups::list, backups::show, backups::delete, backups::restore,
         xa::list, xa::resolve,
         failovers::status, failovers::list, failovers::show, failovers::switchover, failovers::no_switch,
         tokens::create, tokens::list, tokens::revoke, tokens::audit,

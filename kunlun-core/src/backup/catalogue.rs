@@ -3,16 +3,17 @@
 //!
 //! Invariant: a backup's rows go only after its files are gone from the storage (a failed
 //! removal keeps the rows, so nothing on a storage is ever left unlisted), and never while
-//! the job taking it runs.
+//! the job taking it or a job restoring it runs.
 
-use kunlun_meta::api::{BackupQuery, CreateBackup, JobAccepted, Page};
-use kunlun_meta::model::{Backup, BackupStatus};
+use kunlun_meta::api::{BackupQuery, CreateBackup, JobAccepted, JobQuery, Page, RestoreBackup};
+use kunlun_meta::model::{Backup, BackupStatus, JobStatus};
 use kunlun_meta::store::repo::{backup_storage, backups};
 
 use super::registry;
 use crate::error::{Error, Result};
 use crate::jobs::accept::on_cluster;
 use crate::jobs::kinds::backup_cluster::{self, BackupRequest, BACKUP_CLUSTER};
+use crate::jobs::kinds::restore_cluster::{self, RESTORE_CLUSTER};
 use crate::ClusterManager;
 
 /// Deadline of removing a backup's files.
@@ -29,6 +30,15 @@ impl ClusterManager {
         let job = backup_cluster::accept(self.store()?, on_cluster(cluster_id, request)).await?;
         self.wake_job_runner();
         tracing::info!(job_id = job.id, job_type = BACKUP_CLUSTER, cluster_id, storage = %req.storage, "job accepted");
+        Ok(JobAccepted { job_id: job.id })
+    }
+
+    /// Accepts a `restore_cluster` job: backup `id` into the new cluster `req.name` (400 bad
+    /// body, 404 unknown backup, 409 a backup not done or a name in use).
+    pub async fn restore_backup(&self, id: i64, req: &RestoreBackup) -> Result<JobAccepted> {
+        let job = restore_cluster::accept(self.store()?, id, req).await?;
+        self.wake_job_runner();
+        tracing::info!(job_id = job.id, job_type = RESTORE_CLUSTER, backup_id = id, cluster = %req.name, "job accepted");
         Ok(JobAccepted { job_id: job.id })
     }
 
@@ -75,6 +85,11 @@ impl ClusterManager {
                 )));
             }
         }
+        if let Some(j) = restoring(store, id).await? {
+            return Err(Error::Conflict(format!(
+                "backup {id} is being restored by job {j}: wait for it to end"
+            )));
+        }
         let sid = bk.storage_id;
         let st = store
             .read(async |tx| backup_storage::get(tx, sid).await)
@@ -96,4 +111,27 @@ impl ClusterManager {
         tracing::info!(backup_id = id, cluster_id = bk.cluster_id, storage = %st.name, "backup removed");
         Ok(bk)
     }
+}
+
+/// An unfinished `restore_cluster` job reading backup `id`, if any.
+async fn restoring(store: &kunlun_meta::Store, id: i64) -> Result<Option<i64>> {
+    for status in [JobStatus::NotStarted, JobStatus::Ongoing] {
+        let q = JobQuery {
+            status: Some(status),
+            job_type: Some(RESTORE_CLUSTER.into()),
+            limit: Some(1000),
+            after: None,
+        };
+        let jobs = store.list_jobs(&q).await?;
+        if let Some(j) = jobs.iter().find(|j| {
+            j.job_info
+                .as_ref()
+                .and_then(|i| i.get("backup_id"))
+                .and_then(serde_json::Value::as_i64)
+                == Some(id)
+        }) {
+            return Ok(Some(j.id));
+        }
+    }
+    Ok(None)
 }

@@ -42,6 +42,19 @@ pub async fn open(
     Ok((st, backend))
 }
 
+/// Like [`open`] for the storage with id `id` (a backup's).
+pub async fn open_id(
+    store: &Store,
+    fleet: &Provisioner,
+    id: i64,
+) -> Result<(BackupStorage, Arc<dyn BackupStore>)> {
+    let st = store
+        .read(async |tx| repo::backup_storage::get(tx, id).await)
+        .await?;
+    let backend = backend(store, fleet, &st).await?;
+    Ok((st, backend))
+}
+
 /// How many backup records keep files on the storage `storage_id` (the catalogue's backups,
 /// their parts, the original's restore log); a storage with any is not removed.
 pub async fn backups_using(store: &Store, storage_id: i64) -> Result<i64> {

@@ -117,7 +117,8 @@ pub async fn fence_read_only(addr: &NodeAddr, opts: StorageOptions) -> SqlFence 
 }
 
 /// Waits (bounded) until the candidate has applied everything it received (`pos`, its
-/// `Gtid_IO_Pos`); a SQL thread that stopped with an error ends the wait at once.
+/// `Gtid_IO_Pos`), starting its SQL thread first when it stopped without an error; a SQL
+/// thread that stopped with an error ends the wait at once.
 pub async fn catch_up(
     addr: &NodeAddr,
     pos: &str,
@@ -129,6 +130,16 @@ pub async fn catch_up(
         ..opts
     };
     let mut c = StorageConn::connect(addr, opts).await?;
+    // A SQL thread stopped without an error (a backup holding this replica at its cut, or an
+    // operator's STOP SLAVE) is started: promotion needs all it received applied. A backup
+    // whose source this was sees it moved and fails.
+    if channels(&mut c)
+        .await?
+        .iter()
+        .any(|ch| ch.connection_name.is_empty() && !ch.sql_running && ch.last_sql_errno == 0)
+    {
+        c.exec("START SLAVE SQL_THREAD").await?;
+    }
     let deadline = tokio::time::Instant::now() + limit;
     let r = wait_applied(&mut c, pos, deadline).await;
     c.close().await;

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kunlun_meta::api::ClusterDetail;
-use kunlun_meta::model::MachineType;
+use kunlun_meta::model::{Cluster, MachineType, NewCluster};
 use kunlun_meta::model::{
     HaMode, JobStatus, MemberState, NewCompNode, NewShard, NewShardNode, NodeMapMaster, NodeStatus,
     ShardNode,
@@ -21,7 +21,7 @@ use kunlun_provision::recipe::{validate_base_dir, InstanceSpec, Step};
 
 use super::install::NOTHING_INSTALLED;
 use super::plan::{ClusterPlan, InstancePlan, SystemPasswords};
-use super::plan_scale::{host_port, passwords_of};
+use super::plan_scale::{host_port, passwords_of, secret_of};
 use super::progress::{Progress, StepRecord, StepStatus};
 use crate::accounts::{COMP_USER, MANAGER_USER};
 use crate::error::{Error, Result};
@@ -183,6 +183,45 @@ pub(crate) async fn insert_comps(
         out.push(id);
     }
     Ok(out)
+}
+
+/// The cluster row of a new cluster planned as `plan` (which creates its log tables, with the
+/// creation paras in `db_clusters.memo` as the original keeps them) and its secret.
+pub(crate) async fn insert_cluster(
+    tx: &mut Tx,
+    plan: &ClusterPlan,
+    nick_name: Option<String>,
+) -> MetaResult<Cluster> {
+    let c = clusters::insert(
+        tx,
+        &NewCluster {
+            name: plan.name.clone(),
+            nick_name,
+            owner: Some(crate::accounts::COMP_USER.into()),
+            business: Some("kunlun".into()),
+            ha_mode: plan.ha_mode,
+            memo: Some(creation_memo(plan).to_string()),
+        },
+    )
+    .await?;
+    secrets::insert(tx, &secret_of(c.id, &plan.passwords)).await?;
+    Ok(c)
+}
+
+/// `db_clusters.memo` as the original writes it: the creation paras, every value a string,
+/// which the original's tools read back as a cluster's defaults. No password.
+fn creation_memo(plan: &ClusterPlan) -> serde_json::Value {
+    let nodes = plan.shards.first().map_or(0, |s| s.nodes.len());
+    serde_json::json!({
+        "ha_mode": plan.ha_mode.as_str(),
+        "shards": plan.shards.len().to_string(),
+        "nodes": nodes.to_string(),
+        "comps": plan.comps.len().to_string(),
+        "innodb_size": plan.innodb_size_mb.to_string(),
+        "max_connections": plan.max_connections.to_string(),
+        "computer_user": crate::accounts::COMP_USER,
+        "dbcfg": "0",
+    })
 }
 
 /// Removes every row of cluster `id` (shards, nodes, compute nodes, `node_map_master`), its

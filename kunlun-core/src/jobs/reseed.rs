@@ -233,6 +233,17 @@ pub async fn start(fleet: &Provisioner, inst: &Instance) -> Result<()> {
     steps(fleet, inst, &[Step::Start, Step::WaitReady]).await
 }
 
+/// Starts the instance, waits until it answers, and sets its system users as `inst.spec`
+/// has them (new data from elsewhere: a restored snapshot holds its source's accounts).
+pub async fn start_with_users(fleet: &Provisioner, inst: &Instance) -> Result<()> {
+    steps(
+        fleet,
+        inst,
+        &[Step::Start, Step::WaitReady, Step::CreateUsers],
+    )
+    .await
+}
+
 /// Moves the stopped instance's data aside under `tag`, leaving empty dirs.
 pub async fn set_aside(fleet: &Provisioner, inst: &Instance, tag: &str) -> Result<()> {
     let s = reseed(fleet)?

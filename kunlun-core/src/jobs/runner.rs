@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use super::driver::{drive, stage_of, Direction, JobKind, Stage};
 use super::kinds::{
     backup_cluster, rebuild_node, AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob,
-    DeleteClusterJob, DeleteCompJob, DeleteNodeJob, DeleteShardJob,
+    DeleteClusterJob, DeleteCompJob, DeleteNodeJob, DeleteShardJob, RestoreClusterJob,
 };
 #[cfg(test)]
 use super::kinds::{ADD_COMPS, CREATE_CLUSTER, DELETE_CLUSTER, DELETE_COMP, DELETE_SHARD};
@@ -71,8 +71,9 @@ fn run_backup(r: JobRunner, job: Job) -> JobFuture {
 }
 
 /// The job kinds this runner executes.
-const REGISTRY: [Registered; 10] = [
+const REGISTRY: [Registered; 11] = [
     register::<CreateClusterJob>(),
+    register::<RestoreClusterJob>(),
     register::<DeleteClusterJob>(),
     register::<AddShardsJob>(),
     register::<DeleteShardJob>(),

@@ -38,3 +38,71 @@ impl BackupQuery {
         super::page_limit(self.limit)
     }
 }
+
+/// `POST /v1/backups/{id}/restore`: restores the backup into a new cluster `name`, created by
+/// the job with the backed-up shape (its number of shards; nodes per shard and compute nodes
+/// as backed up unless given here) on the registered machines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBackup {
+    /// The new cluster's name (the rules of `POST /v1/clusters`); it must not exist.
+    #[cfg_attr(feature = "utoipa", schema(pattern = "^[A-Za-z0-9_]{1,48}$"))]
+    pub name: String,
+    #[serde(default)]
+    pub nick_name: Option<String>,
+    /// Nodes per shard (default: as backed up).
+    #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 9))]
+    pub nodes: Option<u32>,
+    /// Compute nodes (default: as backed up).
+    #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 32))]
+    pub comps: Option<u32>,
+    /// InnoDB buffer pool of each storage node, MB (default 128).
+    #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 1048576))]
+    pub innodb_size_mb: Option<u32>,
+    /// `max_connections` of every instance (default 1000).
+    #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 100000))]
+    pub max_connections: Option<u32>,
+    /// Only these storage machines (host addresses), else all running ones.
+    #[serde(default)]
+    pub storage_hosts: Vec<String>,
+    /// Only these compute machines (host addresses), else all running ones.
+    #[serde(default)]
+    pub computer_hosts: Vec<String>,
+}
+
+impl RestoreBackup {
+    /// The `create_cluster` request of the new cluster: `shards` from the backup, `nodes` and
+    /// `comps` from the request or else the backup (`backed_up_nodes`, `backed_up_comps`);
+    /// one node per shard is `no_rep`, more `rbr`. Checked like a `create_cluster` request.
+    pub fn to_create(
+        &self,
+        shards: u32,
+        backed_up_nodes: u32,
+        backed_up_comps: u32,
+    ) -> crate::Result<crate::api::CreateCluster> {
+        let nodes = self.nodes.unwrap_or(backed_up_nodes.max(1));
+        let c = crate::api::CreateCluster {
+            name: self.name.clone(),
+            nick_name: self.nick_name.clone(),
+            ha_mode: if nodes == 1 {
+                crate::model::HaMode::NoRep
+            } else {
+                crate::model::HaMode::Rbr
+            },
+            shards,
+            nodes,
+            comps: self.comps.unwrap_or(backed_up_comps.max(1)),
+            innodb_size_mb: self.innodb_size_mb,
+            max_connections: self.max_connections,
+            storage_hosts: self.storage_hosts.clone(),
+            computer_hosts: self.computer_hosts.clone(),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}

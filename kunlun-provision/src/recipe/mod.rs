@@ -239,6 +239,14 @@ pub trait Recipe: Send + Sync {
         None
     }
 
+    /// A compute recipe: the script that loads what [`Recipe::schema_dump_script`] wrote (on
+    /// its stdin) into the running instance (a restore). What exists already (the system roles
+    /// and databases a fresh instance has) is kept; any other error fails the script, naming
+    /// the statements that failed. `None` when the recipe has none.
+    fn schema_load_script(&self, _spec: &InstanceSpec) -> Option<String> {
+        None
+    }
+
     /// The secret a script step reads from `"$KUNLUN_SECRET"` (e.g. SQL with passwords).
     fn step_secret(&self, _spec: &InstanceSpec, _step: Step) -> Result<Option<String>> {
         Ok(None)

@@ -153,6 +153,27 @@ impl Recipe for PostgresRecipe {
         ))
     }
 
+    fn schema_load_script(&self, spec: &InstanceSpec) -> Option<String> {
+        let p = Paths::of(spec);
+        // psql goes on after an error (ON_ERROR_STOP=0) so the roles and databases a fresh
+        // instance has already are only reported; every other error line fails the load.
+        Some(format!(
+            "{pre}out=$(cd / && as_pg {psql} -X -q -v ON_ERROR_STOP=0 -h {sock} -p {port} \
+-d postgres 2>&1 >/dev/null)
+rc=$?
+bad=$(printf '%s\n' \"$out\" | grep 'ERROR:' | grep -v 'already exists')
+if [ $rc -ne 0 ] || [ -n \"$bad\" ]; then
+  echo \"loading the schema failed (psql exit $rc):\" >&2
+  printf '%s\n' \"${{bad:-$out}}\" | tail -n 20 >&2
+  exit 1
+fi",
+            pre = self.prelude(),
+            psql = sh_quote(&self.bin("psql")),
+            sock = sh_quote(&p.sock_dir),
+            port = spec.port,
+        ))
+    }
+
     /// Every step is a script (see [`Recipe`]): the config goes in a quoted here-doc, the
     /// users' SQL (with passwords) is piped from `$KUNLUN_SECRET` into `psql`.
     fn step_script(&self, spec: &InstanceSpec, step: Step) -> Option<String> {

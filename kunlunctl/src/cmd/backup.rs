@@ -1,8 +1,9 @@
-//! `kunlunctl backup create|list|show|rm` over `/v1/clusters/{id}/backups` and `/v1/backups`:
-//! start a cluster backup (job `backup_cluster`; `--wait` follows it and shows the backup),
-//! the catalogue, and removal (the files on the storage, then the rows).
+//! `kunlunctl backup create|list|show|rm|restore` over `/v1/clusters/{id}/backups` and
+//! `/v1/backups`: start a cluster backup (job `backup_cluster`; `--wait` follows it and shows
+//! the backup), the catalogue, removal (the files on the storage, then the rows), and restore
+//! into a new cluster (job `restore_cluster`; `--wait` follows it).
 
-use kunlun_meta::api::CreateBackup;
+use kunlun_meta::api::{CreateBackup, RestoreBackup};
 use kunlun_meta::model::{Backup, Cluster, Job};
 
 use super::job::{follow, Followed};
@@ -22,6 +23,37 @@ pub enum BackupCmd {
     /// Remove a backup: its files on the storage, then its catalogue rows.
     #[command(alias = "remove", alias = "delete")]
     Rm(IdArg),
+    /// Restore a backup into a new cluster created with the backed-up shape.
+    Restore(RestoreArgs),
+}
+
+/// `backup restore` arguments.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// Backup id as shown by `backup list`.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// The new cluster's name (must not exist).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Nodes per shard (default: as backed up).
+    #[arg(long, value_name = "N")]
+    pub nodes: Option<u32>,
+    /// Compute nodes (default: as backed up).
+    #[arg(long, value_name = "N")]
+    pub comps: Option<u32>,
+    /// InnoDB buffer pool of each storage node, MB.
+    #[arg(long, value_name = "MB")]
+    pub innodb_size_mb: Option<u32>,
+    /// `max_connections` of every instance.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
+    /// Follow the job until it ends; fail if the job fails.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 7200, value_name = "SECS")]
+    pub wait_timeout: u64,
 }
 
 /// A backup id.
@@ -85,6 +117,7 @@ pub fn run(client: &Client, cmd: &BackupCmd, json: bool) -> Result<String, CliEr
             let b: Backup = crate::decode(v, url.as_str())?;
             Ok(show(&b))
         }
+        BackupCmd::Restore(a) => restore(client, a, json),
         BackupCmd::Rm(a) => {
             let url = client.url(&format!("/v1/backups/{}", a.id), &[])?;
             client.delete(url)?;
@@ -137,6 +170,53 @@ fn create(client: &Client, a: &CreateArgs, json: bool) -> Result<String, CliErro
         }
         None => Ok(format!("job {} done\n", job.id)),
     }
+}
+
+fn restore(client: &Client, a: &RestoreArgs, json: bool) -> Result<String, CliError> {
+    let req = RestoreBackup {
+        name: a.name.clone(),
+        nick_name: None,
+        nodes: a.nodes,
+        comps: a.comps,
+        innodb_size_mb: a.innodb_size_mb,
+        max_connections: a.max_connections,
+        storage_hosts: Vec::new(),
+        computer_hosts: Vec::new(),
+    };
+    let url = client.url(&format!("/v1/backups/{}/restore", a.id), &[])?;
+    let v = client.post(url.clone(), &req)?;
+    let job = match follow(
+        client,
+        v,
+        url.as_str(),
+        "restore_cluster",
+        (a.wait, a.wait_timeout),
+        json,
+    )? {
+        Followed::Print(text) => return Ok(text),
+        Followed::Done(job) => job,
+    };
+    let memo = job.memo.clone().unwrap_or_default();
+    let mut out = format!(
+        "backup {} restored into cluster {} (id {})\n",
+        a.id,
+        a.name,
+        memo["cluster_id"].as_i64().unwrap_or_default()
+    );
+    if memo["consistent"] == serde_json::Value::Bool(false) {
+        out.push_str("note: the backup had no common cut across its shards\n");
+    }
+    for s in memo["shards"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {}: from shard {} at {}; prepared XA branches committed {}, rolled back {}\n",
+            s["shard"].as_str().unwrap_or_default(),
+            s["source_shard_id"],
+            s["gtid"].as_str().unwrap_or_default(),
+            s["xa_committed"],
+            s["xa_rolled_back"],
+        ));
+    }
+    Ok(out)
 }
 
 fn backup_id(job: &Job) -> Option<i64> {
@@ -244,5 +324,24 @@ mod tests {
             Command::Backup(BackupCmd::List(ListArgs { cluster: Some(3) }))
         ));
         assert!(Cli::try_parse_from(["kunlunctl", "backup", "rm", "x"]).is_err());
+        let cli = Cli::try_parse_from([
+            "kunlunctl",
+            "backup",
+            "restore",
+            "7",
+            "--name",
+            "copy",
+            "--nodes",
+            "3",
+        ])
+        .unwrap();
+        let Command::Backup(BackupCmd::Restore(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (a.id, a.name.as_str(), a.nodes, a.comps),
+            (7, "copy", Some(3), None)
+        );
+        assert!(Cli::try_parse_from(["kunlunctl", "backup", "restore", "7"]).is_err());
     }
 }

@@ -23,3 +23,4 @@ mod provision_keeper;
 mod provision_probe;
 mod provision_rebuild;
 mod provision_scale;
+mod restore_cluster;

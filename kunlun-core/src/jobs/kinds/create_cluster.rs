@@ -7,19 +7,16 @@
 //! nodes do not hold its topology is rolled back. The memo never holds passwords.
 
 use kunlun_meta::api::CreateCluster;
-use kunlun_meta::model::NewCluster;
-use kunlun_meta::store::repo::{clusters, secrets};
 use kunlun_meta::store::{Store, Tx};
 use kunlun_meta::{Error as MetaError, Result as MetaResult};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::jobs::common::{insert_comps, insert_shards, remove_cluster_rows};
+use crate::jobs::common::{insert_cluster, insert_comps, insert_shards, remove_cluster_rows};
 use crate::jobs::driver::{
     Direction, JobCtx, JobInfo, JobKind, JobMemo, Planned, PushPolicy, Stage,
 };
 use crate::jobs::plan::{plan_create_cluster, ClusterPlan, SystemPasswords};
-use crate::jobs::plan_scale::secret_of;
 
 pub const CREATE_CLUSTER: &str = "create_cluster";
 
@@ -101,19 +98,7 @@ impl JobKind for CreateClusterJob {
         plan: &ClusterPlan,
         memo: &mut CreateMemo,
     ) -> MetaResult<()> {
-        let c = clusters::insert(
-            tx,
-            &NewCluster {
-                name: plan.name.clone(),
-                nick_name: info.request.nick_name.clone(),
-                owner: Some(crate::accounts::COMP_USER.into()),
-                business: Some("kunlun".into()),
-                ha_mode: plan.ha_mode,
-                memo: Some(creation_memo(plan).to_string()),
-            },
-        )
-        .await?;
-        secrets::insert(tx, &secret_of(c.id, &plan.passwords)).await?;
+        let c = insert_cluster(tx, plan, info.request.nick_name.clone()).await?;
         memo.cluster_id = Some(c.id);
         memo.extra.cluster_name = Some(c.name);
         Ok(())
@@ -141,20 +126,4 @@ impl JobKind for CreateClusterJob {
             None => Ok(()),
         }
     }
-}
-
-/// `db_clusters.memo` as the original writes it: the creation paras, every value a string,
-/// which the original's tools read back as a cluster's defaults. No password.
-fn creation_memo(plan: &ClusterPlan) -> serde_json::Value {
-    let nodes = plan.shards.first().map_or(0, |s| s.nodes.len());
-    serde_json::json!({
-        "ha_mode": plan.ha_mode.as_str(),
-        "shards": plan.shards.len().to_string(),
-        "nodes": nodes.to_string(),
-        "comps": plan.comps.len().to_string(),
-        "innodb_size": plan.innodb_size_mb.to_string(),
-        "max_connections": plan.max_connections.to_string(),
-        "computer_user": crate::accounts::COMP_USER,
-        "dbcfg": "0",
-    })
 }

@@ -332,6 +332,12 @@ pub enum LogTable {
 
 /// Up to `limit` rows of `cluster`'s log table `which` with `id > after`, in id order, as
 /// JSON objects (column name to value); the last row's id is the next call's `after`.
+///
+/// In a MySQL write transaction the read locks what it scans (`FOR UPDATE`): a page that
+/// reaches the end of the table also locks the gap above the last row, so no row can be added
+/// until the transaction ends, and a row inserted but not yet committed is waited for, not
+/// skipped. Reading every page this way in one write transaction freezes the log (on SQLite
+/// the write transaction itself is the lock): the consistent cut of a backup.
 pub async fn log_rows(
     tx: &mut Tx,
     which: LogTable,
@@ -351,7 +357,12 @@ pub async fn log_rows(
         ),
     };
     let table = quoted_table(prefix, cluster)?;
-    let sql = format!("SELECT {cols} FROM {table} WHERE id > ? ORDER BY id LIMIT ?");
+    let lock = if tx.locking_reads() {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let sql = format!("SELECT {cols} FROM {table} WHERE id > ? ORDER BY id LIMIT ?{lock}");
     let limit = i64::from(limit);
     let json = |v: serde_json::Result<serde_json::Value>| {
         v.map_err(|e| Error::Database(format!("{table}: a row as JSON: {e}")))

@@ -1,11 +1,11 @@
-//! `backup_cluster`: one backup of a whole cluster onto a registered backup storage (each
-//! shard consistent at its own GTID; the logs read after every snapshot ended).
+//! `backup_cluster`: one backup of a whole cluster onto a registered backup storage, every
+//! shard's snapshot standing at one consistent cut (`cut.rs`) when every source is a replica.
 //! For each shard a physical snapshot taken from a replica (`mariadb-backup --stream`, the
 //! recipe's [`Reseed::backup_script`](kunlun_provision::recipe::reseed::Reseed)) streamed
 //! straight into the storage; one compute node's schema (`pg_dumpall --schema-only`); the
-//! cluster's metadata rows and its `commit_log_`/`ddl_ops_log_` tables; all in parallel
-//! (bounded), then `manifest.json` last. The catalogue (`kl_backup`, its parts in
-//! `cluster_coldbackups`) says where everything is.
+//! cluster's metadata rows and its `commit_log_`/`ddl_ops_log_` tables (the commit log as read
+//! at the cut); all in parallel (bounded), then `manifest.json` last. The catalogue
+//! (`kl_backup`, its parts in `cluster_coldbackups`) says where everything is.
 //!
 //! It does not fit the add/remove skeleton of [`crate::jobs::driver`] (no plan, no ports, no
 //! cluster rows changed), so it has its own run function, like `rebuild_node`, but keeps the
@@ -14,14 +14,17 @@
 //!
 //! Invariants:
 //! - the primary is never the source of a shard's snapshot unless the request allows it: a
-//!   shard without a healthy replica fails its part with the reason;
+//!   shard without a healthy replica fails its part with the reason; a backup with a primary
+//!   source has no common cut (`consistent: false` in its memo and manifest: each shard then
+//!   stands at its own GTID and the logs are read after every snapshot ended);
 //! - a backup is `done` only once every part and the manifest are stored; any failure (and a
 //!   manager restart mid-backup) removes what was stored and leaves the row `failed` with the
 //!   reason: nothing half-registered as done;
-//! - nothing on the cluster changes: the backup only reads.
+//! - no data changes on the cluster: the backup reads, and holds its source replicas' SQL
+//!   threads at the cut only until their snapshots are taken.
 //!
 //! Here: the request, its checks and acceptance, the memo and the pure source choice
-//! ([`pick_replica`]); the run is in `run.rs`, the parts in `parts.rs`.
+//! ([`pick_replica`]); the run is in `run.rs`, the parts in `parts.rs`, the cut in `cut.rs`.
 
 use kunlun_meta::model::{Job, NewJob, ShardNode};
 use kunlun_meta::store::repo::backup_storage;
@@ -143,6 +146,13 @@ pub struct BackupExtra {
     pub storage_id: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<PartProgress>,
+    /// Source replicas whose SQL thread the cut stopped (node ids): started again after their
+    /// snapshot, on failure, and by a manager resuming the job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<i64>,
+    /// Whether the backup has one consistent cut across its shards (every source a replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent: Option<bool>,
 }
 
 /// The memo of a `backup_cluster` job.
@@ -192,6 +202,7 @@ pub async fn accept(store: &Store, mut info: JobInfo<BackupRequest>) -> Result<J
         .await?)
 }
 
+mod cut;
 mod parts;
 mod run;
 

@@ -15,6 +15,7 @@ use kunlun_provision::recipe::sh_quote;
 use serde::Serialize;
 use serde_json::json;
 
+use super::cut::{read_log, Source};
 use super::run::Run;
 use super::{pick_replica, Candidate, PartPhase};
 use crate::backup::store::{Endpoint, Stored};
@@ -30,10 +31,6 @@ const LOOK_TIMEOUT: Duration = Duration::from_secs(30);
 const DUMP_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Deadline of writing a small file (metadata, logs, manifest).
 pub(super) const SMALL_TIMEOUT: Duration = Duration::from_secs(300);
-/// Log rows read per query.
-const LOG_PAGE: u32 = 5000;
-/// Most bytes a log table may take in a backup (it is written in one piece).
-const MAX_LOG_BYTES: usize = 256 * 1024 * 1024;
 
 /// One file of the backup, as the manifest lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -110,10 +107,10 @@ async fn start_row(
         .await?)
 }
 
-/// The physical snapshot of shard `shard_id` (memo part `i`), from its healthiest replica.
-pub(super) async fn shard(r: &Run<'_>, i: usize, shard_id: i64) -> Result<FileEntry> {
-    let (store, fleet) = (&r.cx.store, &r.cx.fleet);
-    let all = store.list_shard_nodes(Some(shard_id)).await?;
+/// The source of shard `shard_id`'s snapshot: its healthiest replica (the primary only when
+/// the request allows it and no replica is fit).
+pub(super) async fn choose(r: &Run<'_>, shard_id: i64) -> Result<Source> {
+    let all = r.cx.store.list_shard_nodes(Some(shard_id)).await?;
     let primary = all
         .iter()
         .find(|n| n.member_state == MemberState::Source && n.status == NodeStatus::Active);
@@ -138,8 +135,22 @@ pub(super) async fn shard(r: &Run<'_>, i: usize, shard_id: i64) -> Result<FileEn
         req.allow_primary,
     )
     .map_err(|why| Error::Conflict(format!("shard {shard_id}: {why}")))?;
+    Ok(Source {
+        shard_id,
+        node,
+        primary: primary
+            .cloned()
+            .ok_or_else(|| Error::Conflict(format!("shard {shard_id} has no active primary")))?,
+    })
+}
+
+/// The physical snapshot of a shard (memo part `i`) from `src` (held at the cut when it is a
+/// frozen replica).
+pub(super) async fn shard(r: &Run<'_>, i: usize, src_node: &Source) -> Result<FileEntry> {
+    let (store, fleet) = (&r.cx.store, &r.cx.fleet);
+    let (shard_id, node) = (src_node.shard_id, &src_node.node);
     let source = format!("{}:{}", node.hostaddr, node.port);
-    let src = reseed::locate(store, fleet, &node, &r.passwords).await?;
+    let src = reseed::locate(store, fleet, node, &r.passwords).await?;
     let rs = reseed::reseed(fleet)?;
     let (data_kb, _) = reseed::space(fleet, &src, &rs.snapshot_programs()).await?;
     let script = rs
@@ -259,8 +270,13 @@ pub(super) async fn compute(r: &Run<'_>, i: usize) -> Result<FileEntry> {
     }
 }
 
-/// The cluster's metadata rows (`meta.json`) and its log tables (JSON lines).
-pub(super) async fn metadata(r: &Run<'_>, i: usize) -> Result<Vec<FileEntry>> {
+/// The cluster's metadata rows (`meta.json`) and its log tables (JSON lines); the commit log
+/// as read at the cut when there is one (`commit_log`), else read now.
+pub(super) async fn metadata(
+    r: &Run<'_>,
+    i: usize,
+    commit_log: Option<&[u8]>,
+) -> Result<Vec<FileEntry>> {
     let store = &r.cx.store;
     let cid = r.cluster.id;
     let shards = store.list_shards(Some(cid)).await?;
@@ -292,7 +308,10 @@ pub(super) async fn metadata(r: &Run<'_>, i: usize) -> Result<Vec<FileEntry>> {
         (LogTable::CommitLog, "commit_log", "commit_log.jsonl"),
         (LogTable::DdlOps, "ddl_ops_log", "ddl_ops_log.jsonl"),
     ] {
-        let lines = log_lines(r, which).await?;
+        let lines = match (which, commit_log) {
+            (LogTable::CommitLog, Some(at_cut)) => at_cut.to_vec(),
+            _ => log_lines(r, which).await?,
+        };
         let rel = format!("{}/{file}", r.dir);
         r.set(i, |p| p.rels.push(rel.clone())).await;
         files.push(FileEntry::of(
@@ -306,28 +325,8 @@ pub(super) async fn metadata(r: &Run<'_>, i: usize) -> Result<Vec<FileEntry>> {
 /// Every row of the cluster's log table `which`, one JSON object per line, in id order.
 async fn log_lines(r: &Run<'_>, which: LogTable) -> Result<Vec<u8>> {
     let name = r.cluster.name.clone();
-    let mut out = Vec::new();
-    let mut after = 0i64;
-    loop {
-        let name = name.clone();
-        let rows =
-            r.cx.store
-                .read(async |tx| backups::log_rows(tx, which, &name, after, LOG_PAGE).await)
-                .await?;
-        let Some((last, _)) = rows.last() else {
-            return Ok(out);
-        };
-        after = *last;
-        for (_, v) in &rows {
-            out.extend_from_slice(v.to_string().as_bytes());
-            out.push(b'\n');
-        }
-        if out.len() > MAX_LOG_BYTES {
-            return Err(Error::Conflict(format!(
-                "the cluster's {which:?} log holds more than {} MB: too large for a backup in \
-                 one piece",
-                MAX_LOG_BYTES / (1024 * 1024)
-            )));
-        }
-    }
+    Ok(r.cx
+        .store
+        .read(async |tx| read_log(tx, which, &name).await)
+        .await?)
 }

@@ -3,16 +3,18 @@
 //! what was stored is removed and the row is `failed` with the reason. See the module doc of
 //! [`super`] for the invariants.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
-use kunlun_meta::model::{BackupStatus, Cluster, Job, JobStatus, NewBackup, NodeStatus};
+use kunlun_meta::model::{BackupStatus, Cluster, Job, JobStatus, NewBackup, NodeStatus, ShardNode};
 use kunlun_meta::store::repo::backups;
 use kunlun_meta::store::Store;
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use super::cut::{self, Cut, Source};
 use super::parts::{self, FileEntry, SMALL_TIMEOUT};
 use super::{BackupExtra, BackupMemo, BackupRequest, PartPhase, PartProgress, PARALLEL_PARTS};
 use crate::backup::registry;
@@ -28,6 +30,8 @@ use crate::jobs::progress::Progress;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(600);
 const RESTARTED: &str = "the manager restarted mid-backup";
+/// Seconds a held source may take to reach the cut, besides the lag the request allows.
+const REACH_MARGIN_S: u64 = 120;
 
 /// Runs one claimed `backup_cluster` job to its end (the runner's registry calls this).
 pub async fn run(store: &Store, fleet: &Provisioner, job: &Job) -> Result<()> {
@@ -159,11 +163,14 @@ async fn go(cx: &JobCtx, info: &JobInfo<BackupRequest>, mut memo: BackupMemo) ->
                     ..PartProgress::default()
                 })
                 .collect(),
+            ..BackupExtra::default()
         },
         ..BackupMemo::default()
     };
     cx.progress.plan(
-        std::iter::once("check the storage".to_string())
+        ["check the storage", "consistent cut"]
+            .into_iter()
+            .map(str::to_string)
             .chain(todo.iter().map(|p| p.name()))
             .chain(std::iter::once("manifest".to_string())),
     );
@@ -216,6 +223,13 @@ async fn take(
         free_mb = space.free_bytes >> 20,
         "backup: storage ready"
     );
+    let mut sources = HashMap::new();
+    for p in todo {
+        if let Part::Shard(id) = p {
+            sources.insert(*id, parts::choose(r, *id).await?);
+        }
+    }
+    let cut = r.cx.step("consistent cut", hold(r, &sources)).await?;
     // The futures are made first (lazy: nothing runs until the stream polls them), so the
     // stream holds no closure over borrowed data. The metadata part (the commit and DDL logs)
     // is read only after every snapshot ended: a transaction prepared inside a snapshot has
@@ -225,9 +239,10 @@ async fn take(
         .copied()
         .enumerate()
         .partition(|(_, p)| matches!(p, Part::Metadata));
+    let (sources, cut) = (&sources, cut.as_ref());
     let futs: Vec<_> = first
         .into_iter()
-        .map(|(i, p)| async move { (i, one(r, i, p).await) })
+        .map(|(i, p)| async move { (i, one(r, i, p, sources, cut).await) })
         .collect();
     let mut results: Vec<(usize, Result<Vec<FileEntry>>)> = stream::iter(futs)
         .buffer_unordered(PARALLEL_PARTS)
@@ -235,7 +250,7 @@ async fn take(
         .await;
     if results.iter().all(|(_, res)| res.is_ok()) {
         for (i, p) in last {
-            results.push((i, one(r, i, p).await));
+            results.push((i, one(r, i, p, sources, cut).await));
         }
     }
     let mut files = Vec::new();
@@ -262,6 +277,13 @@ async fn take(
         "started_at": kunlun_meta::utc::format(started),
         "ended_at": kunlun_meta::utc::format(&chrono::Utc::now().naive_utc()),
         "shape": shape,
+        "consistent": cut.is_some(),
+        "cut": cut.map(|c| {
+            c.positions
+                .iter()
+                .map(|(id, p)| (id.to_string(), p.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        }),
         "files": files,
     });
     let rel = format!("{}/manifest.json", r.dir);
@@ -279,14 +301,93 @@ async fn take(
     }
 }
 
-/// Stores part `i` (`p`) as a progress step, its memo entry following.
-async fn one(r: &Run<'_>, i: usize, p: Part) -> Result<Vec<FileEntry>> {
+/// Holds every shard at one cut when every source is a replica (`None`, and the memo says
+/// `consistent: false`, otherwise): the sources named in the memo, their SQL threads stopped,
+/// the cut read, each source brought exactly to its shard's position. Any failure starts the
+/// stopped sources again.
+async fn hold(r: &Run<'_>, sources: &HashMap<i64, Source>) -> Result<Option<Cut>> {
+    let replicas = sources.values().all(Source::is_replica);
+    {
+        let mut m = r.memo.lock().await;
+        m.consistent = Some(replicas);
+        if replicas {
+            m.frozen = sources.values().map(|s| s.node.id).collect();
+        }
+        let snapshot = m.clone();
+        r.cx.commit(async |_| Ok(snapshot.clone())).await?;
+    }
+    if !replicas {
+        return Ok(None);
+    }
+    let held = async {
+        for s in sources.values() {
+            cut::freeze(&s.node).await?;
+        }
+        let primaries: Vec<(i64, ShardNode)> = sources
+            .values()
+            .map(|s| (s.shard_id, s.primary.clone()))
+            .collect();
+        let mut at = cut::cut(&r.cx.store, &r.cluster.name, &primaries).await?;
+        let limit =
+            Duration::from_secs(u64::from(r.info.request.max_source_lag_s) + REACH_MARGIN_S);
+        let waits = sources.values().map(|s| {
+            let pos = at.positions.get(&s.shard_id).cloned();
+            async move {
+                match pos {
+                    Some(p) => cut::reach(&s.node, &p, limit)
+                        .await
+                        .map(|held| (s.shard_id, held)),
+                    None => Err(Error::Internal(format!("shard {}: no cut", s.shard_id))),
+                }
+            }
+        });
+        for res in futures::future::join_all(waits).await {
+            let (shard_id, held) = res?;
+            at.held.insert(shard_id, held);
+        }
+        Ok::<_, Error>(at)
+    }
+    .await;
+    match held {
+        Ok(at) => Ok(Some(at)),
+        Err(e) => {
+            for s in sources.values() {
+                cut::thaw(&s.node).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Stores part `i` (`p`) as a progress step, its memo entry following; a held shard source is
+/// checked to be still at the cut and started again once its snapshot ended.
+async fn one(
+    r: &Run<'_>,
+    i: usize,
+    p: Part,
+    sources: &HashMap<i64, Source>,
+    cut: Option<&Cut>,
+) -> Result<Vec<FileEntry>> {
     r.set(i, |x| x.phase = PartPhase::Checking).await;
     let step = r.cx.progress.step(p.name());
     let res = match p {
-        Part::Shard(id) => parts::shard(r, i, id).await.map(|f| vec![f]),
+        Part::Shard(id) => match sources.get(&id) {
+            Some(src) => {
+                let mut f = parts::shard(r, i, src).await.map(|f| vec![f]);
+                if let (Ok(_), Some(held)) = (&f, cut.and_then(|c| c.held.get(&id))) {
+                    if let Err(e) = cut::still_held(&src.node, held).await {
+                        f = Err(Error::Unavailable(format!("shard {id}: {e}")));
+                    }
+                }
+                if src.is_replica() {
+                    cut::thaw(&src.node).await;
+                }
+                f
+            }
+            None => Err(Error::Internal(format!("shard {id}: no source chosen"))),
+        },
         Part::Compute => parts::compute(r, i).await.map(|f| vec![f]),
-        Part::Metadata => parts::metadata(r, i).await,
+        Part::Metadata => parts::metadata(r, i, cut.map(|c| c.commit_log.as_slice())).await,
     };
     match &res {
         Ok(files) => {
@@ -321,6 +422,8 @@ async fn one(r: &Run<'_>, i: usize, p: Part) -> Result<Vec<FileEntry>> {
 /// Ends a failed backup: its files removed from the storage, its part rows and its row
 /// `failed` with `cause`, the job failed.
 async fn undo(r: &Run<'_>, cause: Error) -> Result<()> {
+    let frozen = r.memo.lock().await.frozen.clone();
+    thaw_ids(r.cx, &frozen).await;
     let removed = r.bs.remove(&r.dir, REMOVE_TIMEOUT).await;
     let why = match &removed {
         Ok(()) => cause.to_string(),
@@ -375,6 +478,7 @@ async fn resumed(
     mut memo: BackupMemo,
     bid: i64,
 ) -> Result<()> {
+    thaw_ids(cx, &memo.frozen).await;
     let cid = info.cluster()?;
     let dir = backups::dir_of(cid, bid);
     let why = match registry::open(&cx.store, &cx.fleet, &info.request.storage).await {
@@ -391,4 +495,22 @@ async fn resumed(
     }
     fail_rows(cx, bid, &why).await;
     cx.fail(memo, &Error::Unavailable(why)).await
+}
+
+/// Starts replication again on the source replicas `ids` the cut stopped (idempotent: a
+/// running replica stays as it is; a node gone since is skipped).
+async fn thaw_ids(cx: &JobCtx, ids: &[i64]) {
+    if ids.is_empty() {
+        return;
+    }
+    match cx.store.list_shard_nodes(None).await {
+        Ok(nodes) => {
+            for n in nodes.iter().filter(|n| ids.contains(&n.id)) {
+                cut::thaw(n).await;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(job_id = cx.job_id, error = %e, "backup: the held sources could not be listed to start them again");
+        }
+    }
 }

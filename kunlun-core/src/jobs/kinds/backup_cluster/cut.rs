@@ -1,0 +1,330 @@
+//! The consistent cut of a cluster backup: one point at which every shard's snapshot stands
+//! and the commit log is read, so a restore can end every XA branch the same way on all of
+//! its shards.
+//!
+//! How: the SQL thread of every source replica is stopped (so none applies past the cut); then
+//! in one metadata write transaction the commit log is read with locks that keep any new
+//! decision out ([`backups::log_rows`]) and every shard primary's binlog position
+//! (`SHOW MASTER STATUS`) is read: the cut. Each source then applies exactly up to its
+//! primary's position (`START SLAVE SQL_THREAD UNTIL MASTER_LOG_FILE, MASTER_LOG_POS`: its IO
+//! thread keeps receiving, so the primary's semi-sync acknowledgements go on; MariaDB's
+//! `UNTIL MASTER_GTID_POS` would need the IO thread stopped too) and its snapshot is taken
+//! there; afterwards its replication is started again.
+//!
+//! Why it is consistent: a Kunlun coordinator logs its commit decision only after every branch
+//! prepared, and commits a branch only after the decision is logged. No decision can be logged
+//! while the log is locked, so at the cut a transaction either has its decision in the log
+//! read (every branch is prepared or committed on its shard) or has no branch committed on any
+//! shard; a restore commits the prepared branches of the first kind and rolls back the rest.
+//!
+//! Invariants: every source whose SQL thread was stopped is named in the memo (`frozen`) before
+//! the stop, and is started again after its snapshot, on failure, and by a manager that resumes
+//! the job after a restart; every SQL call has a deadline.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kunlun_meta::model::ShardNode;
+use kunlun_meta::store::repo::backups::{self, LogTable};
+use kunlun_meta::store::{Store, Tx};
+
+use crate::error::{Error, Result};
+use crate::storage::{NodeAddr, StorageConn, StorageOptions};
+
+/// Log rows read per query.
+const LOG_PAGE: u32 = 5000;
+/// Most bytes the commit log may take in a backup (it is written in one piece).
+const MAX_LOG_BYTES: usize = 256 * 1024 * 1024;
+
+/// Where one shard's snapshot comes from.
+#[derive(Debug, Clone)]
+pub(super) struct Source {
+    pub shard_id: i64,
+    pub node: ShardNode,
+    pub primary: ShardNode,
+}
+
+impl Source {
+    /// Whether the snapshot is taken from a replica (only a replica can be held at the cut).
+    pub fn is_replica(&self) -> bool {
+        self.node.id != self.primary.id
+    }
+}
+
+/// A position in a primary's binary log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct BinlogPos {
+    pub file: String,
+    pub pos: u64,
+}
+
+impl std::fmt::Display for BinlogPos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.pos)
+    }
+}
+
+impl BinlogPos {
+    /// Whether a replica that executed up to `(file, pos)` of its primary's binlog has
+    /// reached `self` (binlog file names of one server sort by their sequence number).
+    fn reached_by(&self, file: &str, pos: u64) -> bool {
+        file > self.file.as_str() || (file == self.file && pos >= self.pos)
+    }
+}
+
+/// The cut: each shard primary's binlog position and the commit log, read together.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Cut {
+    pub positions: BTreeMap<i64, BinlogPos>,
+    /// Each held source's `@@gtid_binlog_pos` once it stopped at the cut (by shard id): it
+    /// must be the same after the snapshot, else the source moved (a failover promoted it, or
+    /// someone started its replication) and the snapshot is not at the cut.
+    pub held: BTreeMap<i64, String>,
+    /// The commit log as JSON lines, in id order.
+    pub commit_log: Vec<u8>,
+}
+
+fn sql_err(what: &str, node: &ShardNode) -> impl Fn(crate::storage::Error) -> Error {
+    let what = format!(
+        "{what} on {}:{} (node {})",
+        node.hostaddr, node.port, node.id
+    );
+    move |e| Error::Unavailable(format!("{what}: {e}"))
+}
+
+async fn exec_on(node: &ShardNode, sql: &str, what: &str) -> Result<()> {
+    let mut c = StorageConn::connect(&NodeAddr::from(node), StorageOptions::default())
+        .await
+        .map_err(sql_err(what, node))?;
+    let r = c.exec(sql).await.map_err(sql_err(what, node));
+    c.close().await;
+    r
+}
+
+/// Stops the SQL thread of `node` (its IO thread keeps receiving, so semi-sync acks go on).
+pub(super) async fn freeze(node: &ShardNode) -> Result<()> {
+    exec_on(node, "STOP SLAVE SQL_THREAD", "stopping the SQL thread").await
+}
+
+/// Starts `node`'s replication again; a failure is logged (HA's monitor reports a replica
+/// whose replication does not run).
+pub(super) async fn thaw(node: &ShardNode) {
+    if let Err(e) = exec_on(node, "START SLAVE", "starting replication").await {
+        tracing::warn!(node_id = node.id, error = %e, "backup: replication of a source not started again");
+    }
+}
+
+/// Reads the commit log of `cluster` with locks and, in the same transaction, the binlog
+/// position of every primary in `primaries` (shard id, node).
+pub(super) async fn cut(
+    store: &Store,
+    cluster: &str,
+    primaries: &[(i64, ShardNode)],
+) -> Result<Cut> {
+    let cluster = cluster.to_string();
+    let primaries = primaries.to_vec();
+    let (commit_log, positions) = store
+        .tx(async |tx| {
+            let out = read_log(tx, LogTable::CommitLog, &cluster).await?;
+            let mut positions = BTreeMap::new();
+            for (shard_id, p) in &primaries {
+                let pos = binlog_pos(p)
+                    .await
+                    .map_err(|e| kunlun_meta::Error::Conflict(e.to_string()))?;
+                positions.insert(*shard_id, pos);
+            }
+            Ok((out, positions))
+        })
+        .await?;
+    Ok(Cut {
+        positions,
+        commit_log,
+        held: BTreeMap::new(),
+    })
+}
+
+/// Every row of `cluster`'s log table `which` as JSON lines in id order, at most
+/// [`MAX_LOG_BYTES`] (locked as it is read in a write transaction: see
+/// [`backups::log_rows`]).
+pub(super) async fn read_log(
+    tx: &mut Tx,
+    which: LogTable,
+    cluster: &str,
+) -> kunlun_meta::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let rows = backups::log_rows(tx, which, cluster, after, LOG_PAGE).await?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(out);
+        };
+        after = *last;
+        for (_, v) in &rows {
+            out.extend_from_slice(v.to_string().as_bytes());
+            out.push(b'\n');
+        }
+        if out.len() > MAX_LOG_BYTES {
+            return Err(kunlun_meta::Error::Conflict(format!(
+                "the cluster's {which:?} log holds more than {} MB: too large for a backup in \
+                 one piece",
+                MAX_LOG_BYTES / (1024 * 1024)
+            )));
+        }
+    }
+}
+
+/// `SHOW MASTER STATUS` of `node`: the end of its binary log.
+async fn binlog_pos(node: &ShardNode) -> Result<BinlogPos> {
+    let what = "reading the binlog position";
+    let mut c = StorageConn::connect(&NodeAddr::from(node), StorageOptions::default())
+        .await
+        .map_err(sql_err(what, node))?;
+    let r: Result<Vec<mysql_async::Row>> = c
+        .query("SHOW MASTER STATUS")
+        .await
+        .map_err(sql_err(what, node));
+    c.close().await;
+    let row = r?.into_iter().next().ok_or_else(|| {
+        Error::Unavailable(format!(
+            "shard primary {}:{} has no binary log",
+            node.hostaddr, node.port
+        ))
+    })?;
+    let file = column(&row, "File");
+    let pos = column(&row, "Position").parse().unwrap_or(0);
+    if file.is_empty()
+        || !file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(Error::Unavailable(format!(
+            "shard primary {}:{} gave an odd binlog file name '{file}'",
+            node.hostaddr, node.port
+        )));
+    }
+    Ok(BinlogPos { file, pos })
+}
+
+/// Column `name` of `row` as text (empty when absent or NULL).
+fn column(row: &mysql_async::Row, name: &str) -> String {
+    row.columns_ref()
+        .iter()
+        .position(|c| c.name_str() == name)
+        .and_then(|i| row.as_ref(i))
+        .map(|v| match v {
+            mysql_async::Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+            mysql_async::Value::Int(n) => n.to_string(),
+            mysql_async::Value::UInt(n) => n.to_string(),
+            _ => String::new(),
+        })
+        .unwrap_or_default()
+}
+
+/// How often a held source is looked at while it applies up to the cut.
+const REACH_POLL: Duration = Duration::from_millis(200);
+
+/// `@@gtid_binlog_pos` of `node`.
+async fn own_pos(node: &ShardNode) -> Result<String> {
+    let what = "reading its GTID position";
+    let mut c = StorageConn::connect(&NodeAddr::from(node), StorageOptions::default())
+        .await
+        .map_err(sql_err(what, node))?;
+    let r: Result<Vec<Option<String>>> = c
+        .query("SELECT @@gtid_binlog_pos")
+        .await
+        .map_err(sql_err(what, node));
+    c.close().await;
+    Ok(r?.into_iter().next().flatten().unwrap_or_default())
+}
+
+/// Checks, after its snapshot, that the held source `node` is still where it stopped at the
+/// cut (`held`, from [`reach`]).
+pub(super) async fn still_held(node: &ShardNode, held: &str) -> Result<()> {
+    let now = own_pos(node).await?;
+    if now == held {
+        return Ok(());
+    }
+    Err(Error::Unavailable(format!(
+        "{}:{} (node {}) moved while its snapshot was taken (from '{held}' to '{now}': \
+         promoted by a failover, or its replication started by someone else), so the \
+         snapshot is not at the cut",
+        node.hostaddr, node.port, node.id
+    )))
+}
+
+/// Lets the frozen `node` apply up to `at` and waits (at most `limit`) until its SQL thread
+/// stopped there by itself; a SQL error ends the wait at once. Its `@@gtid_binlog_pos` then
+/// (for [`still_held`]).
+pub(super) async fn reach(node: &ShardNode, at: &BinlogPos, limit: Duration) -> Result<String> {
+    let where_ = format!("{}:{} (node {})", node.hostaddr, node.port, node.id);
+    exec_on(
+        node,
+        &format!(
+            "START SLAVE SQL_THREAD UNTIL MASTER_LOG_FILE = '{}', MASTER_LOG_POS = {}",
+            at.file, at.pos
+        ),
+        "starting the SQL thread up to the cut",
+    )
+    .await?;
+    let what = "waiting for the cut";
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut c = StorageConn::connect(&NodeAddr::from(node), StorageOptions::default())
+            .await
+            .map_err(sql_err(what, node))?;
+        let rows: Result<Vec<mysql_async::Row>> = c
+            .query("SHOW SLAVE STATUS")
+            .await
+            .map_err(sql_err(what, node));
+        c.close().await;
+        let row = rows?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Unavailable(format!("{where_} no longer replicates")))?;
+        let running = column(&row, "Slave_SQL_Running") == "Yes";
+        let errno = column(&row, "Last_SQL_Errno");
+        if !running && errno != "0" && !errno.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "{where_} stopped with SQL error {errno} before the cut {at}: {}",
+                column(&row, "Last_SQL_Error")
+            )));
+        }
+        let file = column(&row, "Relay_Master_Log_File");
+        let pos = column(&row, "Exec_Master_Log_Pos").parse().unwrap_or(0);
+        if !running && at.reached_by(&file, pos) {
+            return own_pos(node).await;
+        }
+        if !running {
+            return Err(Error::Unavailable(format!(
+                "{where_} stopped at {file}:{pos}, before the cut {at}"
+            )));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Unavailable(format!(
+                "{where_} did not reach the cut {at} within {} s (at {file}:{pos})",
+                limit.as_secs()
+            )));
+        }
+        tokio::time::sleep(REACH_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_is_reached_at_or_past_it_in_the_same_or_a_later_file() {
+        let at = BinlogPos {
+            file: "bin.000002".into(),
+            pos: 500,
+        };
+        assert!(at.reached_by("bin.000002", 500));
+        assert!(at.reached_by("bin.000002", 900));
+        assert!(at.reached_by("bin.000003", 4));
+        assert!(!at.reached_by("bin.000002", 499));
+        assert!(!at.reached_by("bin.000001", 9000));
+        assert!(!at.reached_by("", 0));
+        assert_eq!(at.to_string(), "bin.000002:500");
+    }
+}

@@ -1,0 +1,500 @@
+//! The data part of a `restore_cluster` job (see the module doc of [`super`]): the backup's
+//! files checked at planning, and once the new cluster's instances are installed every shard's
+//! snapshot restored on each of its new nodes, the prepared XA branches ended from the
+//! backed-up commit log, replication set up at the snapshot's GTID, and the compute schema
+//! loaded.
+//!
+//! Invariants: a file is used only when its size and SHA-256 on the storage are the
+//! manifest's; every node of a shard holds the same snapshot with the same branches ended the
+//! same way before any replica follows its primary; the XA decisions and the account resets
+//! are not binary-logged (`sql_log_bin=0`), so every node starts at the snapshot's GTID with
+//! no transaction of its own; every remote call has a deadline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use kunlun_meta::model::{Machine, MemberState, NodeStatus, OnOff, ShardNode, SyncState, TxnCmd};
+use kunlun_meta::store::repo::backups;
+use kunlun_provision::recipe::sh_quote;
+use serde::Deserialize;
+
+use super::{RestoreMemo, ShardRestore};
+use crate::accounts::MANAGER_USER;
+use crate::backup::registry;
+use crate::backup::store::{BackupStore, Endpoint};
+use crate::error::{Error, Result};
+use crate::fleet::Provisioner;
+use crate::jobs::driver::JobCtx;
+use crate::jobs::plan::{ClusterPlan, InstancePlan, ShardPlan};
+use crate::jobs::reseed::{self, clip, Instance};
+use crate::jobs::seed;
+use crate::storage::gtid::GtidPos;
+use crate::storage::{NodeAddr, StorageConn, StorageOptions};
+use crate::xa::round::{end_branch, Ended};
+use crate::xa::xid::KunlunXid;
+
+/// Deadline of reading or checking one small file on the storage.
+const SMALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Deadline of checking one file's SHA-256 (a whole snapshot is read on the storage).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Deadline of loading a compute node's schema.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Largest manifest read.
+const MAX_MANIFEST: usize = 16 * 1024 * 1024;
+/// Largest commit log read (the backup writes at most 256 MB).
+const MAX_LOG: usize = 300 * 1024 * 1024;
+
+/// The steps the data restore reports, after the install's.
+pub(super) fn steps(plan: &ClusterPlan) -> Vec<String> {
+    let mut s: Vec<String> = plan
+        .shards
+        .iter()
+        .map(|sh| format!("restore {}", sh.name))
+        .collect();
+    s.push("restore the compute schema".into());
+    s
+}
+
+/// The manifest as the restore reads it.
+#[derive(Debug, Clone, Deserialize)]
+struct Manifest {
+    #[serde(default)]
+    consistent: bool,
+    files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ManifestFile {
+    kind: String,
+    #[serde(default)]
+    shard_id: Option<i64>,
+    rel: String,
+    bytes: u64,
+    sha256: String,
+    #[serde(default)]
+    gtid: Option<String>,
+}
+
+/// One commit-log line as the backup wrote it.
+#[derive(Debug, Deserialize)]
+struct LogLine {
+    comp_node_id: i64,
+    txn_id: i64,
+    next_txn_cmd: String,
+}
+
+/// The 2PC decisions of the backed-up commit log: `(comp_node_id, txn_id)` to its command.
+type Decisions = HashMap<(i64, u64), TxnCmd>;
+
+fn decisions(jsonl: &[u8]) -> Result<Decisions> {
+    let mut out = HashMap::new();
+    for (i, line) in jsonl.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let l: LogLine = serde_json::from_slice(line).map_err(|e| {
+            Error::Conflict(format!(
+                "the backed-up commit log is unreadable at line {}: {e}",
+                i + 1
+            ))
+        })?;
+        let cmd: TxnCmd = l.next_txn_cmd.parse().map_err(|e| {
+            Error::Conflict(format!("the backed-up commit log, line {}: {e}", i + 1))
+        })?;
+        out.insert((l.comp_node_id, l.txn_id as u64), cmd);
+    }
+    Ok(out)
+}
+
+/// What to do with a prepared branch at the cut: commit only what the log says was committed.
+fn decide(d: &Decisions, xid: KunlunXid) -> TxnCmd {
+    match d.get(&(i64::from(xid.comp_node_id), xid.txn_id())) {
+        Some(TxnCmd::Commit) => TxnCmd::Commit,
+        _ => TxnCmd::Abort,
+    }
+}
+
+/// Restores backup `backup_id` into the installed instances of `plan`; the memo's `extra`
+/// records what was done per shard.
+pub(super) async fn restore(
+    cx: &JobCtx,
+    backup_id: i64,
+    machines: &[Machine],
+    plan: &ClusterPlan,
+    memo: &mut RestoreMemo,
+) -> Result<()> {
+    let (bs, manifest) = open(cx, backup_id).await?;
+    let log = match manifest.files.iter().find(|f| f.kind == "commit_log") {
+        Some(f) => decisions(&bs.get_bytes(&f.rel, MAX_LOG, SMALL_TIMEOUT).await?)?,
+        None => HashMap::new(),
+    };
+    let mut snapshots: Vec<&ManifestFile> = manifest
+        .files
+        .iter()
+        .filter(|f| f.kind == "storage")
+        .collect();
+    snapshots.sort_by_key(|f| f.shard_id);
+    if snapshots.len() != plan.shards.len() {
+        return Err(Error::Conflict(format!(
+            "backup {backup_id} holds {} shard snapshots for {} new shards",
+            snapshots.len(),
+            plan.shards.len()
+        )));
+    }
+    memo.extra.consistent = Some(manifest.consistent);
+    let shards = plan.shards.iter().zip(snapshots).map(|(shard, file)| {
+        let (bs, log) = (bs.clone(), &log);
+        async move {
+            let step = cx.progress.step(format!("restore {}", shard.name));
+            match restore_shard(cx, machines, plan, shard, file, bs, log).await {
+                Ok(r) => {
+                    step.done_with(format!(
+                        "from shard {} at '{}': {} prepared branches committed, {} rolled back",
+                        r.source_shard_id, r.gtid, r.xa_committed, r.xa_rolled_back
+                    ));
+                    Ok(r)
+                }
+                Err(e) => {
+                    step.fail(&e);
+                    Err(e)
+                }
+            }
+        }
+    });
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for r in join_all(shards).await {
+        match r {
+            Ok(s) => done.push(s),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    memo.extra.shards = done;
+    if !failed.is_empty() {
+        return Err(Error::Unavailable(failed.join("; ")));
+    }
+    let comp = manifest.files.iter().find(|f| f.kind == "compute");
+    cx.step(
+        "restore the compute schema",
+        load_schema(cx, machines, plan, comp, bs),
+    )
+    .await
+}
+
+/// The storage of backup `backup_id` and its manifest.
+async fn open(cx: &JobCtx, backup_id: i64) -> Result<(Arc<dyn BackupStore>, Manifest)> {
+    let b = cx
+        .store
+        .read(async |tx| backups::get(tx, backup_id).await)
+        .await?;
+    let (_, bs) = registry::open_id(&cx.store, &cx.fleet, b.storage_id).await?;
+    let rel = b
+        .manifest
+        .clone()
+        .ok_or_else(|| Error::Conflict(format!("backup {backup_id} has no manifest")))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bs.get_bytes(&rel, MAX_MANIFEST, SMALL_TIMEOUT).await?)
+            .map_err(|e| Error::Conflict(format!("backup {backup_id}: its manifest: {e}")))?;
+    Ok((bs, manifest))
+}
+
+/// Checks backup `backup_id` before anything is installed: its manifest readable and every
+/// file on the storage with the size and SHA-256 the manifest records.
+pub(super) async fn check(cx: &JobCtx, backup_id: i64) -> Result<()> {
+    let (bs, manifest) = open(cx, backup_id).await?;
+    check_files(&*bs, &manifest).await
+}
+
+/// Every file of the manifest as stored now: its size and SHA-256 as recorded.
+async fn check_files(bs: &dyn BackupStore, m: &Manifest) -> Result<()> {
+    let checks = m.files.iter().map(|f| async move {
+        let now = bs.checksum(&f.rel, CHECK_TIMEOUT).await?;
+        if now.bytes != f.bytes || !now.sha256.eq_ignore_ascii_case(&f.sha256) {
+            return Err(Error::Conflict(format!(
+                "backup file {} is damaged: {} bytes with SHA-256 {} on the storage, {} bytes \
+                 with {} recorded",
+                f.rel, now.bytes, now.sha256, f.bytes, f.sha256
+            )));
+        }
+        Ok(())
+    });
+    let errors: Vec<String> = join_all(checks)
+        .await
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Conflict(errors.join("; ")))
+    }
+}
+
+/// A planned storage node as the reseed steps take it.
+fn instance(
+    fleet: &Provisioner,
+    machines: &[Machine],
+    plan: &ClusterPlan,
+    n: &InstancePlan,
+) -> Result<Instance> {
+    let machine = machines
+        .iter()
+        .find(|m| m.id == n.slot.machine_id)
+        .cloned()
+        .ok_or_else(|| {
+            Error::Conflict(format!(
+                "machine {} is no longer registered",
+                n.slot.machine_id
+            ))
+        })?;
+    Ok(Instance {
+        node: ShardNode {
+            id: 0,
+            shard_id: 0,
+            db_cluster_id: 0,
+            hostaddr: n.slot.hostaddr.clone(),
+            port: n.slot.port,
+            user_name: MANAGER_USER.into(),
+            passwd: plan.passwords.manager.clone(),
+            master_priority: 0,
+            ro_weight: 0,
+            status: NodeStatus::Active,
+            member_state: MemberState::Replica,
+            sync_state: SyncState::Fsync,
+            replica_delay: 0,
+            backup_node: OnOff::Off,
+            innodb_buffer_pool_mb: 0,
+            when_created: None,
+        },
+        target: fleet.target(&machine),
+        spec: Provisioner::storage_spec(plan, n),
+        machine,
+    })
+}
+
+/// One shard: the snapshot on every node, the branches ended, the nodes at its GTID, the
+/// replicas following the first node.
+async fn restore_shard(
+    cx: &JobCtx,
+    machines: &[Machine],
+    plan: &ClusterPlan,
+    shard: &ShardPlan,
+    file: &ManifestFile,
+    bs: Arc<dyn BackupStore>,
+    log: &Decisions,
+) -> Result<ShardRestore> {
+    let gtid = file.gtid.clone().unwrap_or_default();
+    GtidPos::parse(&gtid).map_err(|e| {
+        Error::Conflict(format!(
+            "the snapshot {} records no usable GTID ('{gtid}'): {e}",
+            file.rel
+        ))
+    })?;
+    let insts: Vec<Instance> = shard
+        .nodes
+        .iter()
+        .map(|n| instance(&cx.fleet, machines, plan, n))
+        .collect::<Result<_>>()?;
+    let restores = insts
+        .iter()
+        .map(|inst| restore_node(cx, inst, &*bs, file, &gtid, log));
+    let mut ended = (0, 0);
+    let mut errors = Vec::new();
+    for (i, r) in join_all(restores).await.into_iter().enumerate() {
+        match r {
+            // Every node ended the same branches; the primary's count is the shard's.
+            Ok(n) if i == 0 => ended = n,
+            Ok(_) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Unavailable(errors.join("; ")));
+    }
+    let primary = &insts[0];
+    for r in &insts[1..] {
+        seed::follow(
+            &r.addr(),
+            (&primary.node.hostaddr, primary.node.port),
+            &plan.passwords.repl,
+            &gtid,
+        )
+        .await?;
+    }
+    Ok(ShardRestore {
+        shard: shard.name.clone(),
+        source_shard_id: file.shard_id.unwrap_or_default(),
+        gtid,
+        xa_committed: ended.0,
+        xa_rolled_back: ended.1,
+    })
+}
+
+/// One node: stopped, its fresh data set aside, the snapshot streamed in and prepared, started
+/// with the new cluster's accounts, its prepared branches ended and its GTID state the
+/// snapshot's. `(committed, rolled back)` branches.
+async fn restore_node(
+    cx: &JobCtx,
+    inst: &Instance,
+    bs: &dyn BackupStore,
+    file: &ManifestFile,
+    gtid: &str,
+    log: &Decisions,
+) -> Result<(usize, usize)> {
+    let fleet = &cx.fleet;
+    let rs = reseed::reseed(fleet)?;
+    reseed::stop(fleet, inst).await?;
+    // The fresh instance's own data is set aside under the job's id (a reseed tag is digits).
+    reseed::set_aside(fleet, inst, &cx.job_id.to_string()).await?;
+    let receive = rs
+        .restore_script(inst.base_dir())
+        .map_err(|e| Error::Conflict(e.to_string()))?;
+    let sink = Endpoint {
+        target: inst.target.clone(),
+        command: format!("sh -c {}", sh_quote(&receive)),
+    };
+    bs.get(
+        &file.rel,
+        &sink,
+        reseed::copy_timeout(file.bytes / 1024, None),
+    )
+    .await
+    .map_err(|e| {
+        Error::Unavailable(clip(&format!(
+            "restoring {} into {}: {e}",
+            file.rel,
+            inst.addr()
+        )))
+    })?;
+    reseed::start_with_users(fleet, inst).await?;
+    reseed::drop_aside(fleet, inst).await?;
+    settle(&inst.addr(), gtid, log)
+        .await
+        .map_err(|e| Error::Unavailable(format!("{}: {e}", inst.addr())))
+}
+
+/// On a restored node: every prepared Kunlun branch ended as `log` says, nothing
+/// binary-logged, then the binlog emptied and the GTID state set to the snapshot's.
+async fn settle(
+    addr: &NodeAddr,
+    gtid: &str,
+    log: &Decisions,
+) -> crate::storage::Result<(usize, usize)> {
+    let mut c = StorageConn::connect(addr, StorageOptions::default()).await?;
+    let r = async {
+        c.exec("SET SESSION sql_log_bin = 0").await?;
+        let mut ended = (0, 0);
+        for x in c.xa_recover().await? {
+            let Some(xid) = x.plain_gtrid().and_then(KunlunXid::parse) else {
+                tracing::warn!(node = %addr, xid = ?x, "restore: a prepared branch of no Kunlun transaction is left as it is");
+                continue;
+            };
+            let cmd = decide(log, xid);
+            match end_branch(&mut c, xid, cmd).await? {
+                Ended::Done => match cmd {
+                    TxnCmd::Commit => ended.0 += 1,
+                    TxnCmd::Abort => ended.1 += 1,
+                },
+                Ended::Attached => {
+                    // Nobody else is connected to a node being restored.
+                    tracing::warn!(node = %addr, %xid, "restore: a prepared branch is held by a session");
+                }
+            }
+        }
+        c.exec("RESET MASTER").await?;
+        c.exec(&format!(
+            "SET GLOBAL gtid_binlog_state = '{gtid}'; SET GLOBAL gtid_slave_pos = '{gtid}'"
+        ))
+        .await?;
+        Ok(ended)
+    }
+    .await;
+    c.close().await;
+    r
+}
+
+/// The backed-up schema loaded into every new compute node (nothing to do for a backup
+/// without one).
+async fn load_schema(
+    cx: &JobCtx,
+    machines: &[Machine],
+    plan: &ClusterPlan,
+    file: Option<&ManifestFile>,
+    bs: Arc<dyn BackupStore>,
+) -> Result<()> {
+    let Some(file) = file else {
+        return Ok(());
+    };
+    let loads = plan.comps.iter().map(|c| {
+        let bs = bs.clone();
+        async move {
+            let spec = Provisioner::compute_spec(plan, c);
+            let script = cx.fleet.compute.schema_load_script(&spec).ok_or_else(|| {
+                Error::Conflict(format!(
+                    "the {} recipe cannot load a schema",
+                    cx.fleet.compute.name()
+                ))
+            })?;
+            let machine = machines
+                .iter()
+                .find(|m| m.id == c.slot.machine_id)
+                .ok_or_else(|| {
+                    Error::Conflict(format!(
+                        "machine {} is no longer registered",
+                        c.slot.machine_id
+                    ))
+                })?;
+            let sink = Endpoint {
+                target: cx.fleet.target(machine),
+                command: format!("sh -c {}", sh_quote(&script)),
+            };
+            bs.get(&file.rel, &sink, LOAD_TIMEOUT).await.map_err(|e| {
+                Error::Unavailable(clip(&format!(
+                    "schema into compute {}:{}: {e}",
+                    c.slot.hostaddr, c.slot.port
+                )))
+            })
+        }
+    });
+    let errors: Vec<String> = join_all(loads)
+        .await
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Unavailable(errors.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_logged_commit_commits_a_prepared_branch() {
+        let log = decisions(
+            b"{\"id\":1,\"comp_node_id\":3,\"txn_id\":4294967297,\"next_txn_cmd\":\"commit\"}\n\
+              {\"id\":2,\"comp_node_id\":3,\"txn_id\":4294967298,\"next_txn_cmd\":\"abort\"}\n\n",
+        )
+        .unwrap();
+        let x = |local| KunlunXid {
+            comp_node_id: 3,
+            start_ts: 1,
+            local_xid: local,
+        };
+        assert_eq!(decide(&log, x(1)), TxnCmd::Commit);
+        assert_eq!(decide(&log, x(2)), TxnCmd::Abort);
+        assert_eq!(decide(&log, x(3)), TxnCmd::Abort, "no decision by the cut");
+        let other = KunlunXid {
+            comp_node_id: 4,
+            ..x(1)
+        };
+        assert_eq!(decide(&log, other), TxnCmd::Abort, "another coordinator's");
+        assert!(decisions(b"{\"comp_node_id\":1}\n").is_err());
+        assert!(decisions(b"not json\n").is_err());
+    }
+}
