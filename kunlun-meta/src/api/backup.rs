@@ -73,27 +73,36 @@ pub struct RestoreBackup {
     /// Only these compute machines (host addresses), else all running ones.
     #[serde(default)]
     pub computer_hosts: Vec<String>,
+    /// Restore a backup that has no common cut across its shards (taken with a primary as a
+    /// source): its distributed transactions may be on some shards and not on others.
+    #[serde(default)]
+    pub allow_inconsistent: bool,
 }
 
 impl RestoreBackup {
     /// The `create_cluster` request of the new cluster: `shards` from the backup, `nodes` and
     /// `comps` from the request or else the backup (`backed_up_nodes`, `backed_up_comps`);
-    /// one node per shard is `no_rep`, more `rbr`. Checked like a `create_cluster` request.
+    /// the backed-up `ha_mode` when it fits the number of nodes, else one node per shard is
+    /// `no_rep` and more `rbr`. Checked like a `create_cluster` request.
     pub fn to_create(
         &self,
         shards: u32,
         backed_up_nodes: u32,
         backed_up_comps: u32,
+        backed_up_mode: Option<crate::model::HaMode>,
     ) -> crate::Result<crate::api::CreateCluster> {
+        use crate::model::HaMode;
         let nodes = self.nodes.unwrap_or(backed_up_nodes.max(1));
+        let ha_mode = match backed_up_mode {
+            Some(HaMode::Rbr) => HaMode::Rbr,
+            Some(HaMode::NoRep) if nodes == 1 => HaMode::NoRep,
+            _ if nodes == 1 => HaMode::NoRep,
+            _ => HaMode::Rbr,
+        };
         let c = crate::api::CreateCluster {
             name: self.name.clone(),
             nick_name: self.nick_name.clone(),
-            ha_mode: if nodes == 1 {
-                crate::model::HaMode::NoRep
-            } else {
-                crate::model::HaMode::Rbr
-            },
+            ha_mode,
             shards,
             nodes,
             comps: self.comps.unwrap_or(backed_up_comps.max(1)),

@@ -48,6 +48,9 @@ pub struct RestoreArgs {
     /// `max_connections` of every instance.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u32>,
+    /// Restore a backup without a common cut across its shards (taken with --allow-primary).
+    #[arg(long)]
+    pub allow_inconsistent: bool,
     /// Follow the job until it ends; fail if the job fails.
     #[arg(long)]
     pub wait: bool,
@@ -182,6 +185,7 @@ fn restore(client: &Client, a: &RestoreArgs, json: bool) -> Result<String, CliEr
         max_connections: a.max_connections,
         storage_hosts: Vec::new(),
         computer_hosts: Vec::new(),
+        allow_inconsistent: a.allow_inconsistent,
     };
     let url = client.url(&format!("/v1/backups/{}/restore", a.id), &[])?;
     let v = client.post(url.clone(), &req)?;
@@ -204,7 +208,10 @@ fn restore(client: &Client, a: &RestoreArgs, json: bool) -> Result<String, CliEr
         memo["cluster_id"].as_i64().unwrap_or_default()
     );
     if memo["consistent"] == serde_json::Value::Bool(false) {
-        out.push_str("note: the backup had no common cut across its shards\n");
+        out.push_str(
+            "note: the backup had no common cut across its shards (restored with \
+             --allow-inconsistent)\n",
+        );
     }
     for s in memo["shards"].as_array().into_iter().flatten() {
         out.push_str(&format!(
@@ -215,6 +222,13 @@ fn restore(client: &Client, a: &RestoreArgs, json: bool) -> Result<String, CliEr
             s["xa_committed"],
             s["xa_rolled_back"],
         ));
+        if s["xa_left"].as_u64().unwrap_or(0) > 0 {
+            out.push_str(&format!(
+                "  note: {} prepared branches of no Kunlun transaction were left for their \
+                 owner (XA RECOVER on its nodes)\n",
+                s["xa_left"]
+            ));
+        }
     }
     Ok(out)
 }

@@ -4,13 +4,17 @@
 //! On 127.0.0.95: a cluster of 2 shards x 2 nodes + 1 compute node, rows on each shard, a
 //! table on the compute node, and two distributed transactions left prepared on both shards
 //! by a coordinator that keeps its sessions (as a compute node that stopped between the
-//! phases): T1 with its commit logged in the commit log, T2 without. The backup (taken from
-//! the replicas, held at one cut) is `consistent` and records the cut. The source cluster is
-//! then deleted and the backup restored into a new cluster: on every node of each restored
-//! shard the rows are there, T1 is committed and T2 is not (one of each ended per shard, as
-//! the job's memo says), no branch is left prepared, the replica replicates a new write from
-//! the primary, and the restored compute node has the table. A backup file damaged on the
-//! storage: the restore fails before installing anything and leaves no cluster.
+//! phases): T1 with its commit logged in the commit log, T2 without. Money transfers between
+//! accounts on the two shards run all through the backup as a compute node makes them (its
+//! `pgx` login, XA on both shards, the decision in the commit log, then the commits). The
+//! backup (taken from the replicas, held at one cut) is `consistent` and records the cut. The
+//! source cluster is then deleted and the backup restored into a new cluster: on every node of
+//! each restored shard the rows are there, T1 is committed and T2 is not (the job's memo
+//! counts them among the branches it ended), the balances add up to the initial total exactly (every
+//! transfer on both shards or on neither), no branch is left prepared, the replica replicates
+//! a new write from the primary, and the restored compute node has the table. A backup file
+//! damaged on the storage: the restore fails before installing anything and leaves no
+//! cluster.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -31,6 +35,81 @@ const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 95);
 const ROWS: i64 = 500;
 const T1_ROW: i64 = 100_001;
 const T2_ROW: i64 = 100_002;
+/// Accounts on each shard, and each one's opening balance.
+const ACCOUNTS: i64 = 10;
+const OPENING: i64 = 1000;
+
+/// A compute node's login on the storage node at `port`.
+async fn pgx(port: u16, pwd: &str) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(IP.to_string())
+        .tcp_port(port)
+        .user(Some(kunlun_core::accounts::PGX_USER))
+        .pass(Some(pwd.to_string()))
+        .prefer_socket(false);
+    tokio::time::timeout(Duration::from_secs(10), mysql_async::Conn::new(opts))
+        .await
+        .expect("connect within 10 s")
+        .expect("connect")
+}
+
+/// Transfers of 1 between the accounts of the two shard primaries `(a, b)` until `stop`, as a
+/// compute node (`comp_id`) makes them: XA on both, the commit decision in the commit log,
+/// then both commits. Returns how many committed.
+async fn transfers(
+    sqlite: std::path::PathBuf,
+    (a, b): (u16, u16),
+    pwd: String,
+    comp_id: i64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let store = Store::open(&StoreConfig::sqlite(&sqlite))
+        .await
+        .expect("the daemon's store");
+    let (mut ca, mut cb) = (pgx(a, &pwd).await, pgx(b, &pwd).await);
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as u32;
+    let mut local = 1000u32;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        local += 1;
+        let x = format!("{comp_id}-{ts}-{local}");
+        let acct = i64::from(local) % ACCOUNTS;
+        let (from, to) = if local.is_multiple_of(2) {
+            (&mut ca, &mut cb)
+        } else {
+            (&mut cb, &mut ca)
+        };
+        for (c, delta) in [(from, -1), (to, 1)] {
+            c.query_drop(format!(
+                "XA START '{x}'; UPDATE bk.acct SET balance = balance + ({delta}) \
+                 WHERE id = {acct}; XA END '{x}'; XA PREPARE '{x}'"
+            ))
+            .await
+            .expect("a prepared transfer branch");
+        }
+        let e = NewCommitLogEntry {
+            comp_node_id: comp_id,
+            txn_id: (u64::from(ts) << 32) | u64::from(local),
+            next_txn_cmd: TxnCmd::Commit,
+            written_shards: None,
+        };
+        let logged = store
+            .tx(async |tx| commit_log::insert(tx, "rs1", &e, None).await)
+            .await;
+        let end = if logged.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        for c in [&mut ca, &mut cb] {
+            c.query_drop(format!("XA {end} '{x}'"))
+                .await
+                .expect("the transfer ended");
+        }
+        if logged.is_ok() {
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
 
 /// `psql -c sql` on the compute node at `port` as the cluster's compute user.
 fn psql(port: u16, pwd: &str, sql: &str) -> std::process::Output {
@@ -104,7 +183,10 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
             p.query_drop(format!(
                 "CREATE DATABASE bk; CREATE TABLE bk.t (id BIGINT PRIMARY KEY, shard BIGINT, \
                  v VARCHAR(100)); INSERT INTO bk.t SELECT seq, {sid}, MD5(seq) \
-                 FROM bk.seq_1_to_{ROWS}"
+                 FROM bk.seq_1_to_{ROWS}; CREATE TABLE bk.acct (id BIGINT PRIMARY KEY, \
+                 balance BIGINT NOT NULL); INSERT INTO bk.acct SELECT seq, {OPENING} \
+                 FROM bk.seq_0_to_{}",
+                ACCOUNTS - 1
             ))
             .await
             .expect("rows");
@@ -157,7 +239,30 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
         holders
     });
 
+    // Transfers all through the backup.
+    let primaries: Vec<u16> = shards
+        .iter()
+        .map(|(_, nodes)| nodes.iter().find(|n| n.2 == "source").expect("primary").1)
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let moved = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workload = rt.spawn(transfers(
+        c.sqlite.clone(),
+        (primaries[0], primaries[1]),
+        src.pgx_pwd.clone(),
+        comp_id,
+        stop.clone(),
+        moved.clone(),
+    ));
+    let count = || moved.load(std::sync::atomic::Ordering::SeqCst);
+    let t0 = std::time::Instant::now();
+    while count() < 20 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "transfers run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // The backup: from the replicas, at one cut.
+    let before = count();
     let store_dir = c.wd.path().join("backups");
     let (st, v) = c.daemon.post(
         &http(Duration::from_secs(60)),
@@ -181,6 +286,16 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
         ],
     );
     assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
+    let during = count();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    rt.block_on(workload).expect("the transfers ended cleanly");
+    eprintln!(
+        "transfers committed: {before} before the backup was asked for, {during} by its end, \
+         {} in all",
+        count()
+    );
+    assert!(during > before, "transfers went on during the backup");
     let job = out.json();
     assert_eq!(job["memo"]["consistent"], true, "{job}");
     let backup_id = job["memo"]["backup_id"].as_i64().expect("backup id");
@@ -233,15 +348,23 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
     assert_eq!(memo["consistent"], true, "{job}");
     let restored = memo["shards"].as_array().expect("shards").clone();
     assert_eq!(restored.len(), 2, "{job}");
+    // T1 and T2 on every shard, and any transfer prepared at the cut (committed when its
+    // decision was logged before the cut): which of those are is checked by the rows and the
+    // balances below.
     for s in &restored {
-        assert_eq!(s["xa_committed"], 1, "T1 committed: {s}");
-        assert_eq!(s["xa_rolled_back"], 1, "T2 rolled back: {s}");
+        assert!(s["xa_committed"].as_u64() >= Some(1), "T1 committed: {s}");
+        assert!(
+            s["xa_rolled_back"].as_u64() >= Some(1),
+            "T2 rolled back: {s}"
+        );
+        assert_eq!(s["xa_left"], 0, "{s}");
     }
     let new_id = memo["cluster_id"].as_i64().expect("the new cluster");
     let detail = ctl(&c.base, &["--json", "cluster", "show", &new_id.to_string()])
         .ok()
         .json();
     let new = rt.block_on(secret(&c, new_id));
+    let mut balances = Vec::new();
     rt.block_on(async {
         for s in detail["shards"].as_array().expect("shards") {
             let nodes = s["nodes"].as_array().expect("nodes");
@@ -269,6 +392,8 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
                     Some(format!("{} 1 0", ROWS + 1).as_str()),
                     "node {port}: every row, T1 and not T2"
                 );
+                let balance = text(&mut n, "SELECT CAST(SUM(balance) AS CHAR) FROM bk.acct").await;
+                balances.push((port, balance.and_then(|b| b.parse::<i64>().ok())));
                 let prepared: Vec<mysql_async::Row> =
                     n.query("XA RECOVER").await.expect("XA RECOVER");
                 assert!(prepared.is_empty(), "no branch left prepared on {port}");
@@ -294,6 +419,21 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
             );
         }
     });
+    // Every transfer is on both shards or on neither: the total is the opening one, on the
+    // primaries and on the replicas alike.
+    let sum = |which: usize| -> i64 {
+        balances
+            .iter()
+            .skip(which)
+            .step_by(2)
+            .map(|(port, b)| b.unwrap_or_else(|| panic!("a balance on {port}")))
+            .sum()
+    };
+    assert_eq!(
+        (sum(0), sum(1)),
+        (2 * ACCOUNTS * OPENING, 2 * ACCOUNTS * OPENING),
+        "the restored balances (primary, replica per shard): {balances:?}"
+    );
     let new_comp = detail["comp_nodes"][0]["port"].as_u64().expect("comp") as u16;
     let out = psql(
         new_comp,

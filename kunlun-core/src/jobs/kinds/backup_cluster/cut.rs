@@ -31,6 +31,8 @@ use kunlun_meta::store::{Store, Tx};
 use crate::error::{Error, Result};
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 
+/// Longest wait for every primary's binlog position while the commit log is held.
+const POSITIONS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Log rows read per query.
 const LOG_PAGE: u32 = 5000;
 /// Most bytes the commit log may take in a backup (it is written in one piece).
@@ -65,10 +67,10 @@ impl std::fmt::Display for BinlogPos {
 }
 
 impl BinlogPos {
-    /// Whether a replica that executed up to `(file, pos)` of its primary's binlog has
-    /// reached `self` (binlog file names of one server sort by their sequence number).
-    fn reached_by(&self, file: &str, pos: u64) -> bool {
-        file > self.file.as_str() || (file == self.file && pos >= self.pos)
+    /// Whether a replica whose SQL thread stopped having executed up to `(file, pos)` of its
+    /// primary's binlog stands exactly at `self` (short of it or past it is not the cut).
+    fn is(&self, file: &str, pos: u64) -> bool {
+        file == self.file && pos == self.pos
     }
 }
 
@@ -106,12 +108,27 @@ pub(super) async fn freeze(node: &ShardNode) -> Result<()> {
     exec_on(node, "STOP SLAVE SQL_THREAD", "stopping the SQL thread").await
 }
 
-/// Starts `node`'s replication again; a failure is logged (HA's monitor reports a replica
-/// whose replication does not run).
-pub(super) async fn thaw(node: &ShardNode) {
-    if let Err(e) = exec_on(node, "START SLAVE", "starting replication").await {
-        tracing::warn!(node_id = node.id, error = %e, "backup: replication of a source not started again");
+/// Tries to start a held source's replication again.
+const THAW_TRIES: u32 = 6;
+const THAW_PAUSE: Duration = Duration::from_secs(5);
+
+/// Starts `node`'s replication again, trying [`THAW_TRIES`] times [`THAW_PAUSE`] apart: HA's
+/// upkeep does not start a SQL thread stopped alone without an error, so a source left held
+/// would fall further behind for good. The last error when every try failed (logged too).
+pub(super) async fn thaw(node: &ShardNode) -> Result<()> {
+    let mut last = None;
+    for i in 0..THAW_TRIES {
+        if i > 0 {
+            tokio::time::sleep(THAW_PAUSE).await;
+        }
+        match exec_on(node, "START SLAVE", "starting replication again").await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
     }
+    let e = last.unwrap_or_else(|| Error::Internal("no try".into()));
+    tracing::error!(node_id = node.id, error = %e, "backup: replication of a held source not started again: start it by hand (START SLAVE)");
+    Err(e)
 }
 
 /// Reads the commit log of `cluster` with locks and, in the same transaction, the binlog
@@ -126,12 +143,22 @@ pub(super) async fn cut(
     let (commit_log, positions) = store
         .tx(async |tx| {
             let out = read_log(tx, LogTable::CommitLog, &cluster).await?;
+            // All primaries at once, under one deadline: decisions wait while the log is held.
+            let reads = primaries.iter().map(|(shard_id, p)| async move {
+                binlog_pos(p).await.map(|pos| (*shard_id, pos))
+            });
+            let all = tokio::time::timeout(POSITIONS_TIMEOUT, futures::future::join_all(reads))
+                .await
+                .map_err(|_| {
+                    kunlun_meta::Error::Conflict(format!(
+                        "the shard primaries' binlog positions were not all read within {} s",
+                        POSITIONS_TIMEOUT.as_secs()
+                    ))
+                })?;
             let mut positions = BTreeMap::new();
-            for (shard_id, p) in &primaries {
-                let pos = binlog_pos(p)
-                    .await
-                    .map_err(|e| kunlun_meta::Error::Conflict(e.to_string()))?;
-                positions.insert(*shard_id, pos);
+            for r in all {
+                let (shard_id, pos) = r.map_err(|e| kunlun_meta::Error::Conflict(e.to_string()))?;
+                positions.insert(shard_id, pos);
             }
             Ok((out, positions))
         })
@@ -191,7 +218,12 @@ async fn binlog_pos(node: &ShardNode) -> Result<BinlogPos> {
         ))
     })?;
     let file = column(&row, "File");
-    let pos = column(&row, "Position").parse().unwrap_or(0);
+    let pos: u64 = column(&row, "Position").parse().map_err(|_| {
+        Error::Unavailable(format!(
+            "shard primary {}:{} gave an odd binlog position",
+            node.hostaddr, node.port
+        ))
+    })?;
     if file.is_empty()
         || !file
             .bytes()
@@ -252,10 +284,16 @@ pub(super) async fn still_held(node: &ShardNode, held: &str) -> Result<()> {
     )))
 }
 
-/// Lets the frozen `node` apply up to `at` and waits (at most `limit`) until its SQL thread
-/// stopped there by itself; a SQL error ends the wait at once. Its `@@gtid_binlog_pos` then
-/// (for [`still_held`]).
-pub(super) async fn reach(node: &ShardNode, at: &BinlogPos, limit: Duration) -> Result<String> {
+/// Lets the frozen `node` apply up to `at` (a position of `primary`'s binlog) and waits (at
+/// most `limit`) until its SQL thread stopped exactly there by itself; a SQL error, a source
+/// other than `primary`, or a stop short of or past the cut ends the wait with an error. Its
+/// `@@gtid_binlog_pos` then (for [`still_held`]).
+pub(super) async fn reach(
+    node: &ShardNode,
+    primary: &ShardNode,
+    at: &BinlogPos,
+    limit: Duration,
+) -> Result<String> {
     let where_ = format!("{}:{} (node {})", node.hostaddr, node.port, node.id);
     exec_on(
         node,
@@ -281,6 +319,14 @@ pub(super) async fn reach(node: &ShardNode, at: &BinlogPos, limit: Duration) -> 
             .into_iter()
             .next()
             .ok_or_else(|| Error::Unavailable(format!("{where_} no longer replicates")))?;
+        let (host, port) = (column(&row, "Master_Host"), column(&row, "Master_Port"));
+        if host != primary.hostaddr || port != primary.port.to_string() {
+            return Err(Error::Unavailable(format!(
+                "{where_} replicates from {host}:{port}, not from the shard's primary {}:{} \
+                 whose position is the cut",
+                primary.hostaddr, primary.port
+            )));
+        }
         let running = column(&row, "Slave_SQL_Running") == "Yes";
         let errno = column(&row, "Last_SQL_Errno");
         if !running && errno != "0" && !errno.is_empty() {
@@ -291,12 +337,12 @@ pub(super) async fn reach(node: &ShardNode, at: &BinlogPos, limit: Duration) -> 
         }
         let file = column(&row, "Relay_Master_Log_File");
         let pos = column(&row, "Exec_Master_Log_Pos").parse().unwrap_or(0);
-        if !running && at.reached_by(&file, pos) {
+        if !running && at.is(&file, pos) {
             return own_pos(node).await;
         }
         if !running {
             return Err(Error::Unavailable(format!(
-                "{where_} stopped at {file}:{pos}, before the cut {at}"
+                "{where_} stopped at {file}:{pos}, not at the cut {at}"
             )));
         }
         if tokio::time::Instant::now() >= deadline {
@@ -314,17 +360,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_position_is_reached_at_or_past_it_in_the_same_or_a_later_file() {
+    fn only_the_exact_position_is_the_cut() {
         let at = BinlogPos {
             file: "bin.000002".into(),
             pos: 500,
         };
-        assert!(at.reached_by("bin.000002", 500));
-        assert!(at.reached_by("bin.000002", 900));
-        assert!(at.reached_by("bin.000003", 4));
-        assert!(!at.reached_by("bin.000002", 499));
-        assert!(!at.reached_by("bin.000001", 9000));
-        assert!(!at.reached_by("", 0));
+        assert!(at.is("bin.000002", 500));
+        assert!(!at.is("bin.000002", 900), "past the cut");
+        assert!(!at.is("bin.000003", 4), "past the cut");
+        assert!(!at.is("bin.000002", 499));
+        assert!(!at.is("bin.000001", 9000));
+        assert!(!at.is("", 0));
         assert_eq!(at.to_string(), "bin.000002:500");
     }
 }

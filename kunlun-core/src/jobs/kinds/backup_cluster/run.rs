@@ -129,6 +129,7 @@ async fn go(cx: &JobCtx, info: &JobInfo<BackupRequest>, mut memo: BackupMemo) ->
     }
     let comps = cx.store.list_comp_nodes(Some(cid)).await?;
     let shape = json!({
+        "ha_mode": cluster.ha_mode,
         "shards": shape_shards,
         "comps": comps.iter().filter(|c| c.status != NodeStatus::Deleted).map(|c| json!({
             "id": c.id, "host": c.hostaddr, "port": c.port, "status": c.status,
@@ -334,7 +335,7 @@ async fn hold(r: &Run<'_>, sources: &HashMap<i64, Source>) -> Result<Option<Cut>
             let pos = at.positions.get(&s.shard_id).cloned();
             async move {
                 match pos {
-                    Some(p) => cut::reach(&s.node, &p, limit)
+                    Some(p) => cut::reach(&s.node, &s.primary, &p, limit)
                         .await
                         .map(|held| (s.shard_id, held)),
                     None => Err(Error::Internal(format!("shard {}: no cut", s.shard_id))),
@@ -352,7 +353,7 @@ async fn hold(r: &Run<'_>, sources: &HashMap<i64, Source>) -> Result<Option<Cut>
         Ok(at) => Ok(Some(at)),
         Err(e) => {
             for s in sources.values() {
-                cut::thaw(&s.node).await;
+                let _ = cut::thaw(&s.node).await;
             }
             Err(e)
         }
@@ -380,7 +381,14 @@ async fn one(
                     }
                 }
                 if src.is_replica() {
-                    cut::thaw(&src.node).await;
+                    if let Err(e) = cut::thaw(&src.node).await {
+                        if f.is_ok() {
+                            f = Err(Error::Unavailable(format!(
+                                "shard {id}: its source's replication could not be started \
+                                 again after the snapshot: {e}"
+                            )));
+                        }
+                    }
                 }
                 f
             }
@@ -506,7 +514,7 @@ async fn thaw_ids(cx: &JobCtx, ids: &[i64]) {
     match cx.store.list_shard_nodes(None).await {
         Ok(nodes) => {
             for n in nodes.iter().filter(|n| ids.contains(&n.id)) {
-                cut::thaw(n).await;
+                let _ = cut::thaw(n).await;
             }
         }
         Err(e) => {

@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use super::{RestoreMemo, ShardRestore};
 use crate::accounts::MANAGER_USER;
+use crate::accounts::REPL_USER;
 use crate::backup::registry;
 use crate::backup::store::{BackupStore, Endpoint};
 use crate::error::{Error, Result};
@@ -29,8 +30,8 @@ use crate::fleet::Provisioner;
 use crate::jobs::driver::JobCtx;
 use crate::jobs::plan::{ClusterPlan, InstancePlan, ShardPlan};
 use crate::jobs::reseed::{self, clip, Instance};
-use crate::jobs::seed;
 use crate::storage::gtid::GtidPos;
+use crate::storage::replication::change_master_sql;
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 use crate::xa::round::{end_branch, Ended};
 use crate::xa::xid::KunlunXid;
@@ -200,10 +201,18 @@ async fn open(cx: &JobCtx, backup_id: i64) -> Result<(Arc<dyn BackupStore>, Mani
     Ok((bs, manifest))
 }
 
-/// Checks backup `backup_id` before anything is installed: its manifest readable and every
-/// file on the storage with the size and SHA-256 the manifest records.
-pub(super) async fn check(cx: &JobCtx, backup_id: i64) -> Result<()> {
+/// Checks backup `backup_id` before anything is installed: its manifest readable, consistent
+/// across its shards unless `allow_inconsistent`, and every file on the storage with the size
+/// and SHA-256 the manifest records.
+pub(super) async fn check(cx: &JobCtx, backup_id: i64, allow_inconsistent: bool) -> Result<()> {
     let (bs, manifest) = open(cx, backup_id).await?;
+    if !manifest.consistent && !allow_inconsistent {
+        return Err(Error::Conflict(format!(
+            "backup {backup_id} has no common cut across its shards (a shard was read from its \
+             primary): a distributed transaction may be restored on some shards and not on \
+             others; restore it anyway with allow_inconsistent"
+        )));
+    }
     check_files(&*bs, &manifest).await
 }
 
@@ -286,12 +295,21 @@ async fn restore_shard(
     log: &Decisions,
 ) -> Result<ShardRestore> {
     let gtid = file.gtid.clone().unwrap_or_default();
-    GtidPos::parse(&gtid).map_err(|e| {
-        Error::Conflict(format!(
+    let usable = GtidPos::parse(&gtid)
+        .map_err(|e| e.to_string())
+        .and_then(|_| {
+            if gtid.trim().is_empty() {
+                Err("empty".to_string())
+            } else {
+                Ok(())
+            }
+        });
+    if let Err(e) = usable {
+        return Err(Error::Conflict(format!(
             "the snapshot {} records no usable GTID ('{gtid}'): {e}",
             file.rel
-        ))
-    })?;
+        )));
+    }
     let insts: Vec<Instance> = shard
         .nodes
         .iter()
@@ -300,7 +318,7 @@ async fn restore_shard(
     let restores = insts
         .iter()
         .map(|inst| restore_node(cx, inst, &*bs, file, &gtid, log));
-    let mut ended = (0, 0);
+    let mut ended = Settled::default();
     let mut errors = Vec::new();
     for (i, r) in join_all(restores).await.into_iter().enumerate() {
         match r {
@@ -315,26 +333,55 @@ async fn restore_shard(
     }
     let primary = &insts[0];
     for r in &insts[1..] {
-        seed::follow(
-            &r.addr(),
-            (&primary.node.hostaddr, primary.node.port),
-            &plan.passwords.repl,
-            &gtid,
-        )
-        .await?;
+        follow(&r.addr(), &primary.node, &plan.passwords.repl)
+            .await
+            .map_err(|e| Error::Unavailable(format!("replication of {}: {e}", r.addr())))?;
     }
     Ok(ShardRestore {
         shard: shard.name.clone(),
         source_shard_id: file.shard_id.unwrap_or_default(),
         gtid,
-        xa_committed: ended.0,
-        xa_rolled_back: ended.1,
+        xa_committed: ended.committed,
+        xa_rolled_back: ended.rolled_back,
+        xa_left: ended.left,
     })
+}
+
+/// Makes the restored replica at `addr` follow `primary` from where both stand (the
+/// snapshot's GTID, set by [`settle`] on every node). Unlike a rebuild's follow, the binlog is
+/// not reset: every node keeps the snapshot's GTID history, so any of them can be promoted
+/// later and the others find their position in its binlog.
+async fn follow(
+    addr: &NodeAddr,
+    primary: &ShardNode,
+    repl_pwd: &str,
+) -> crate::storage::Result<()> {
+    let change = change_master_sql(&primary.hostaddr, primary.port, REPL_USER, repl_pwd);
+    let mut c = StorageConn::connect(addr, StorageOptions::default()).await?;
+    let r = async {
+        c.exec("STOP SLAVE").await?;
+        c.exec(&change).await?;
+        // Its own semi-sync master side stays off until a promotion (see install.rs).
+        c.exec("SET GLOBAL rpl_semi_sync_master_enabled = OFF; START SLAVE")
+            .await
+    }
+    .await;
+    c.close().await;
+    r
+}
+
+/// What [`settle`] did with a node's prepared branches.
+#[derive(Debug, Clone, Copy, Default)]
+struct Settled {
+    committed: usize,
+    rolled_back: usize,
+    /// Left prepared: not a Kunlun transaction's, or held by a session.
+    left: usize,
 }
 
 /// One node: stopped, its fresh data set aside, the snapshot streamed in and prepared, started
 /// with the new cluster's accounts, its prepared branches ended and its GTID state the
-/// snapshot's. `(committed, rolled back)` branches.
+/// snapshot's.
 async fn restore_node(
     cx: &JobCtx,
     inst: &Instance,
@@ -342,7 +389,7 @@ async fn restore_node(
     file: &ManifestFile,
     gtid: &str,
     log: &Decisions,
-) -> Result<(usize, usize)> {
+) -> Result<Settled> {
     let fleet = &cx.fleet;
     let rs = reseed::reseed(fleet)?;
     reseed::stop(fleet, inst).await?;
@@ -377,29 +424,27 @@ async fn restore_node(
 
 /// On a restored node: every prepared Kunlun branch ended as `log` says, nothing
 /// binary-logged, then the binlog emptied and the GTID state set to the snapshot's.
-async fn settle(
-    addr: &NodeAddr,
-    gtid: &str,
-    log: &Decisions,
-) -> crate::storage::Result<(usize, usize)> {
+async fn settle(addr: &NodeAddr, gtid: &str, log: &Decisions) -> crate::storage::Result<Settled> {
     let mut c = StorageConn::connect(addr, StorageOptions::default()).await?;
     let r = async {
         c.exec("SET SESSION sql_log_bin = 0").await?;
-        let mut ended = (0, 0);
+        let mut ended = Settled::default();
         for x in c.xa_recover().await? {
             let Some(xid) = x.plain_gtrid().and_then(KunlunXid::parse) else {
                 tracing::warn!(node = %addr, xid = ?x, "restore: a prepared branch of no Kunlun transaction is left as it is");
+                ended.left += 1;
                 continue;
             };
             let cmd = decide(log, xid);
             match end_branch(&mut c, xid, cmd).await? {
                 Ended::Done => match cmd {
-                    TxnCmd::Commit => ended.0 += 1,
-                    TxnCmd::Abort => ended.1 += 1,
+                    TxnCmd::Commit => ended.committed += 1,
+                    TxnCmd::Abort => ended.rolled_back += 1,
                 },
                 Ended::Attached => {
                     // Nobody else is connected to a node being restored.
                     tracing::warn!(node = %addr, %xid, "restore: a prepared branch is held by a session");
+                    ended.left += 1;
                 }
             }
         }

@@ -19,7 +19,7 @@
 //! memo (`consistent: false`).
 
 use kunlun_meta::api::{CreateCluster, RestoreBackup};
-use kunlun_meta::model::{Backup, BackupStatus, Job};
+use kunlun_meta::model::{Backup, BackupStatus, HaMode, Job};
 use kunlun_meta::store::repo::backups;
 use kunlun_meta::store::{Store, Tx};
 use kunlun_meta::{Error as MetaError, Result as MetaResult};
@@ -73,13 +73,18 @@ pub struct ShardRestore {
     pub xa_committed: usize,
     /// Prepared branches rolled back (no commit logged before the cut).
     pub xa_rolled_back: usize,
+    /// Prepared branches left as they are: not of a Kunlun transaction (an application's own
+    /// XA), for their owner to end.
+    #[serde(default)]
+    pub xa_left: usize,
 }
 
 /// The memo of a `restore_cluster` job.
 pub type RestoreMemo = JobMemo<RestoreExtra>;
 
-/// The backup's shape: how many shards, nodes per shard and compute nodes it holds.
-fn shape_counts(b: &Backup) -> (u32, u32, u32) {
+/// The backup's shape: how many shards, nodes per shard and compute nodes it holds, and the
+/// cluster's replication mode when recorded.
+fn shape_counts(b: &Backup) -> (u32, u32, u32, Option<HaMode>) {
     let shape = b.shape.clone().unwrap_or_default();
     let shards = shape["shards"].as_array().cloned().unwrap_or_default();
     let nodes = shards
@@ -88,19 +93,20 @@ fn shape_counts(b: &Backup) -> (u32, u32, u32) {
         .unwrap_or(1);
     let comps = shape["comps"].as_array().map_or(1, Vec::len);
     let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-    (n(shards.len()), n(nodes), n(comps))
+    let mode = shape["ha_mode"].as_str().and_then(|m| m.parse().ok());
+    (n(shards.len()), n(nodes), n(comps), mode)
 }
 
 /// The new cluster's `create_cluster` request (checked).
 fn create_request(req: &RestoreRequest, b: &Backup) -> Result<CreateCluster> {
-    let (shards, nodes, comps) = shape_counts(b);
+    let (shards, nodes, comps, mode) = shape_counts(b);
     if shards == 0 {
         return Err(Error::Conflict(format!(
             "backup {} records no shard: nothing to restore",
             b.id
         )));
     }
-    Ok(req.target.to_create(shards, nodes, comps)?)
+    Ok(req.target.to_create(shards, nodes, comps, mode)?)
 }
 
 /// The backup to restore: it exists (404) and is done (409).
@@ -130,7 +136,7 @@ impl JobKind for RestoreClusterJob {
     fn validate(req: &RestoreRequest) -> Result<()> {
         // The shape is the backup's, known at `check`; the rest is checked here.
         req.target
-            .to_create(1, 1, 1)
+            .to_create(1, 1, 1, None)
             .map(|_| ())
             .map_err(Error::from)
     }
@@ -160,7 +166,8 @@ impl JobKind for RestoreClusterJob {
         let b = done_backup(&cx.store, info.request.backup_id).await?;
         let req = create_request(&info.request, &b)?;
         // Before anything is installed: a damaged backup fails the job with nothing to undo.
-        cx.step("check the backup files", data::check(cx, b.id))
+        let anyway = info.request.target.allow_inconsistent;
+        cx.step("check the backup files", data::check(cx, b.id, anyway))
             .await?;
         let machines = cx.store.list_machines().await?;
         let names: Vec<String> = cx
@@ -281,6 +288,7 @@ mod tests {
                 max_connections: None,
                 storage_hosts: vec![],
                 computer_hosts: vec![],
+                allow_inconsistent: false,
             },
         }
     }
@@ -297,6 +305,14 @@ mod tests {
         let c = create_request(&req(Some(1), Some(2)), &b).unwrap();
         assert_eq!((c.shards, c.nodes, c.comps), (2, 1, 2));
         assert_eq!(c.ha_mode, kunlun_meta::model::HaMode::NoRep);
+        // The backed-up mode is kept where it fits.
+        let rbr1 = backup(json!({"ha_mode": "rbr", "shards": [{"id": 7, "nodes": [{"id": 1}]}]}));
+        let c = create_request(&req(None, None), &rbr1).unwrap();
+        assert_eq!((c.nodes, c.ha_mode), (1, kunlun_meta::model::HaMode::Rbr));
+        let norep =
+            backup(json!({"ha_mode": "no_rep", "shards": [{"id": 7, "nodes": [{"id": 1}]}]}));
+        let c = create_request(&req(Some(3), None), &norep).unwrap();
+        assert_eq!((c.nodes, c.ha_mode), (3, kunlun_meta::model::HaMode::Rbr));
         assert!(
             create_request(&req(Some(10), None), &b).is_err(),
             "nodes bounded"
