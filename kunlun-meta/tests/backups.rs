@@ -211,7 +211,9 @@ async fn frozen_log(t: &TestStore) {
         .await
         .unwrap();
     let logged = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (n, seen_while_held, late) = s
+    type Writer = tokio::task::JoinHandle<kunlun_meta::Result<()>>;
+    let writer: std::sync::Arc<std::sync::Mutex<Option<Writer>>> = Default::default();
+    let (n, seen_while_held) = s
         .tx(async |tx| {
             let mut n = 0;
             let mut after = 0;
@@ -221,19 +223,26 @@ async fn frozen_log(t: &TestStore) {
                 after = *last;
                 n += rows.len();
             }
-            let (o, l, nm, e) = (other.clone(), logged.clone(), name.clone(), entry(2));
-            let late = tokio::spawn(async move {
-                let r = o
-                    .tx(async |tx| commit_log::insert(tx, &nm, &e, None).await)
-                    .await;
-                l.store(true, std::sync::atomic::Ordering::SeqCst);
-                r
-            });
+            // The writer starts once, however often the store runs this closure again.
+            {
+                let mut w = writer.lock().unwrap();
+                if w.is_none() {
+                    let (o, l, nm, e) = (other.clone(), logged.clone(), name.clone(), entry(2));
+                    *w = Some(tokio::spawn(async move {
+                        let r = o
+                            .tx(async |tx| commit_log::insert(tx, &nm, &e, None).await)
+                            .await;
+                        l.store(true, std::sync::atomic::Ordering::SeqCst);
+                        r
+                    }));
+                }
+            }
             tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-            Ok((n, logged.load(std::sync::atomic::Ordering::SeqCst), late))
+            Ok((n, logged.load(std::sync::atomic::Ordering::SeqCst)))
         })
         .await
         .unwrap();
+    let late = writer.lock().unwrap().take().expect("the writer started");
     assert_eq!(n, 1, "the row logged before the cut is read");
     assert!(
         !seen_while_held,

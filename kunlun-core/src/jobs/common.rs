@@ -224,6 +224,34 @@ fn creation_memo(plan: &ClusterPlan) -> serde_json::Value {
     })
 }
 
+/// The shard, node, `node_map_master` and compute rows of the new cluster `cluster_id` (from
+/// the memo of `kind`: `create_cluster`, `restore_cluster`) planned as `plan`.
+pub(crate) async fn record_new_cluster(
+    tx: &mut Tx,
+    cluster_id: Option<i64>,
+    plan: &ClusterPlan,
+    kind: &str,
+) -> MetaResult<()> {
+    let id =
+        cluster_id.ok_or_else(|| MetaError::Invalid(format!("{kind} memo has no cluster_id")))?;
+    insert_shards(tx, id, plan).await?;
+    insert_comps(tx, id, plan).await?;
+    Ok(())
+}
+
+/// Every row of a new cluster rolled back, its secret, its log tables and the cluster row
+/// (nothing when it was never reserved).
+pub(crate) async fn unrecord_new_cluster(
+    tx: &mut Tx,
+    cluster_id: Option<i64>,
+    plan: &ClusterPlan,
+) -> MetaResult<()> {
+    match cluster_id {
+        Some(id) => remove_cluster_rows(tx, id, &plan.name).await,
+        None => Ok(()),
+    }
+}
+
 /// Removes every row of cluster `id` (shards, nodes, compute nodes, `node_map_master`), its
 /// secret, its log tables (`name`) and the cluster row; idempotent.
 pub(crate) async fn remove_cluster_rows(tx: &mut Tx, id: i64, name: &str) -> MetaResult<()> {

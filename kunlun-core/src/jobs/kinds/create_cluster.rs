@@ -8,11 +8,11 @@
 
 use kunlun_meta::api::CreateCluster;
 use kunlun_meta::store::{Store, Tx};
-use kunlun_meta::{Error as MetaError, Result as MetaResult};
+use kunlun_meta::Result as MetaResult;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::jobs::common::{insert_cluster, insert_comps, insert_shards, remove_cluster_rows};
+use crate::jobs::common::{insert_cluster, record_new_cluster, unrecord_new_cluster};
 use crate::jobs::driver::{
     Direction, JobCtx, JobInfo, JobKind, JobMemo, Planned, PushPolicy, Stage,
 };
@@ -111,19 +111,11 @@ impl JobKind for CreateClusterJob {
         plan: &ClusterPlan,
         memo: &mut CreateMemo,
     ) -> MetaResult<()> {
-        let id = memo
-            .cluster_id
-            .ok_or_else(|| MetaError::Invalid("create_cluster memo has no cluster_id".into()))?;
-        insert_shards(tx, id, plan).await?;
-        insert_comps(tx, id, plan).await?;
-        Ok(())
+        record_new_cluster(tx, memo.cluster_id, plan, Self::TYPE).await
     }
 
     /// Every row of the cluster, its secret, its log tables and the cluster row.
     async fn unrecord(tx: &mut Tx, plan: &ClusterPlan, memo: &CreateMemo) -> MetaResult<()> {
-        match memo.cluster_id {
-            Some(id) => remove_cluster_rows(tx, id, &plan.name).await,
-            None => Ok(()),
-        }
+        unrecord_new_cluster(tx, memo.cluster_id, plan).await
     }
 }

@@ -229,15 +229,19 @@ async fn check_files(bs: &dyn BackupStore, m: &Manifest) -> Result<()> {
         }
         Ok(())
     });
-    let errors: Vec<String> = join_all(checks)
-        .await
+    joined(join_all(checks).await).map_err(Error::Conflict)
+}
+
+/// `Ok` when every one of `results` is, else their errors joined.
+fn joined<T>(results: Vec<Result<T>>) -> std::result::Result<(), String> {
+    let errors: Vec<String> = results
         .into_iter()
         .filter_map(|r| r.err().map(|e| e.to_string()))
         .collect();
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(Error::Conflict(errors.join("; ")))
+        Err(errors.join("; "))
     }
 }
 
@@ -503,16 +507,7 @@ async fn load_schema(
             })
         }
     });
-    let errors: Vec<String> = join_all(loads)
-        .await
-        .into_iter()
-        .filter_map(|r| r.err().map(|e| e.to_string()))
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Unavailable(errors.join("; ")))
-    }
+    joined(join_all(loads).await).map_err(Error::Unavailable)
 }
 
 #[cfg(test)]

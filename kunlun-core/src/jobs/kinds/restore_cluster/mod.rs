@@ -22,11 +22,11 @@ use kunlun_meta::api::{CreateCluster, RestoreBackup};
 use kunlun_meta::model::{Backup, BackupStatus, HaMode, Job};
 use kunlun_meta::store::repo::backups;
 use kunlun_meta::store::{Store, Tx};
-use kunlun_meta::{Error as MetaError, Result as MetaResult};
+use kunlun_meta::Result as MetaResult;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::jobs::common::{insert_cluster, insert_comps, insert_shards, remove_cluster_rows};
+use crate::jobs::common::{insert_cluster, record_new_cluster, unrecord_new_cluster};
 use crate::jobs::driver::{
     Direction, JobCtx, JobInfo, JobKind, JobMemo, Planned, PushPolicy, Stage,
 };
@@ -231,19 +231,11 @@ impl JobKind for RestoreClusterJob {
         plan: &ClusterPlan,
         memo: &mut RestoreMemo,
     ) -> MetaResult<()> {
-        let id = memo
-            .cluster_id
-            .ok_or_else(|| MetaError::Invalid("restore_cluster memo has no cluster_id".into()))?;
-        insert_shards(tx, id, plan).await?;
-        insert_comps(tx, id, plan).await?;
-        Ok(())
+        record_new_cluster(tx, memo.cluster_id, plan, Self::TYPE).await
     }
 
     async fn unrecord(tx: &mut Tx, plan: &ClusterPlan, memo: &RestoreMemo) -> MetaResult<()> {
-        match memo.cluster_id {
-            Some(id) => remove_cluster_rows(tx, id, &plan.name).await,
-            None => Ok(()),
-        }
+        unrecord_new_cluster(tx, memo.cluster_id, plan).await
     }
 }
 
