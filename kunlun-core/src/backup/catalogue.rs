@@ -5,9 +5,9 @@
 //! removal keeps the rows, so nothing on a storage is ever left unlisted), and never while
 //! the job taking it or a job restoring it runs.
 
-use kunlun_meta::api::{BackupQuery, CreateBackup, JobAccepted, JobQuery, Page, RestoreBackup};
-use kunlun_meta::model::{Backup, BackupStatus, JobStatus};
-use kunlun_meta::store::repo::{backup_storage, backups};
+use kunlun_meta::api::{BackupQuery, CreateBackup, JobAccepted, Page, RestoreBackup};
+use kunlun_meta::model::{Backup, BackupStatus};
+use kunlun_meta::store::repo::{backup_storage, backups, jobs};
 
 use super::registry;
 use crate::error::{Error, Result};
@@ -115,23 +115,18 @@ impl ClusterManager {
 
 /// An unfinished `restore_cluster` job reading backup `id`, if any.
 async fn restoring(store: &kunlun_meta::Store, id: i64) -> Result<Option<i64>> {
-    for status in [JobStatus::NotStarted, JobStatus::Ongoing] {
-        let q = JobQuery {
-            status: Some(status),
-            job_type: Some(RESTORE_CLUSTER.into()),
-            limit: Some(1000),
-            after: None,
-        };
-        let jobs = store.list_jobs(&q).await?;
-        if let Some(j) = jobs.iter().find(|j| {
-            j.job_info
-                .as_ref()
-                .and_then(|i| i.get("backup_id"))
-                .and_then(serde_json::Value::as_i64)
-                == Some(id)
-        }) {
-            return Ok(Some(j.id));
-        }
-    }
-    Ok(None)
+    let jobs = store
+        .read(async |tx| jobs::list_unfinished(tx).await)
+        .await?;
+    Ok(jobs
+        .iter()
+        .find(|j| {
+            j.job_type == RESTORE_CLUSTER
+                && j.job_info
+                    .as_ref()
+                    .and_then(|i| i.get("backup_id"))
+                    .and_then(serde_json::Value::as_i64)
+                    == Some(id)
+        })
+        .map(|j| j.id))
 }

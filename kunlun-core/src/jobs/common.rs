@@ -185,6 +185,14 @@ pub(crate) async fn insert_comps(
     Ok(out)
 }
 
+/// 409 when a cluster is named `name` already (a new cluster's name must be free).
+pub(crate) async fn name_free(store: &Store, name: &str) -> Result<()> {
+    if store.list_clusters().await?.iter().any(|c| c.name == name) {
+        return Err(Error::Conflict(format!("cluster {name} already exists")));
+    }
+    Ok(())
+}
+
 /// The cluster row of a new cluster planned as `plan` (which creates its log tables, with the
 /// creation paras in `db_clusters.memo` as the original keeps them) and its secret.
 pub(crate) async fn insert_cluster(

@@ -225,7 +225,8 @@ pub async fn set_semi_sync(primary: &NodeAddr, on: bool) -> Result<()> {
     r.map_err(|e| Error::Unavailable(format!("semi-sync on {primary}: {e}")))
 }
 
-/// Points the seeded node `new` at `primary` from `gtid` and starts replication.
+/// Makes `new` follow `primary` by GTID from `gtid`: its binlog reset (nothing was logged
+/// there: users and the load ran with sql_log_bin=0) and its replica position set to `gtid`.
 pub async fn follow(
     new: &NodeAddr,
     primary: (&str, u16),
@@ -233,6 +234,18 @@ pub async fn follow(
     gtid: &str,
 ) -> Result<()> {
     GtidPos::parse(gtid).map_err(|e| Error::Internal(e.to_string()))?;
+    attach(new, primary, repl_pwd, Some(gtid)).await
+}
+
+/// Points `new` at `primary` (GTID, `slave_pos`) and starts replication; with `reset_to`, its
+/// binlog is reset and its replica position set there first, else both are kept (a restored
+/// node whose GTID state is set already).
+pub async fn attach(
+    new: &NodeAddr,
+    primary: (&str, u16),
+    repl_pwd: &str,
+    reset_to: Option<&str>,
+) -> Result<()> {
     if repl_pwd.contains(['\'', '\\']) {
         return Err(Error::Invalid("replication password holds a quote".into()));
     }
@@ -240,10 +253,11 @@ pub async fn follow(
     let r = async {
         let mut c = StorageConn::connect(new, StorageOptions::default()).await?;
         c.exec("STOP SLAVE").await?;
-        // Nothing was logged here (users and the load ran with sql_log_bin=0); make sure.
-        c.exec("RESET MASTER").await?;
-        c.exec(&format!("SET GLOBAL gtid_slave_pos = '{gtid}'"))
-            .await?;
+        if let Some(gtid) = reset_to {
+            c.exec("RESET MASTER").await?;
+            c.exec(&format!("SET GLOBAL gtid_slave_pos = '{gtid}'"))
+                .await?;
+        }
         c.exec(&change).await?;
         // Its own semi-sync master side stays off until a promotion (see install.rs).
         c.exec("SET GLOBAL rpl_semi_sync_master_enabled = OFF; START SLAVE")

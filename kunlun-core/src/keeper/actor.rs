@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kunlun_meta::model::{
-    Cluster, ClusterPolicy, CompNode, HaMode, Job, JobStatus, Machine, MachineType, MemberState,
-    NodeStats, NodeStatus, ShardNode,
+    Cluster, ClusterPolicy, CompNode, HaMode, Job, Machine, MachineType, MemberState, NodeStats,
+    NodeStatus, ShardNode,
 };
 use kunlun_meta::store::repo::{self, dirs};
 use kunlun_meta::store::Store;
@@ -127,8 +127,7 @@ impl Snapshot {
                 let storage_dirs = dirs::get_many(tx, dirs::NodeKind::Storage, &ids).await?;
                 let ids: Vec<i64> = compute.iter().map(|n| n.id).collect();
                 let compute_dirs = dirs::get_many(tx, dirs::NodeKind::Compute, &ids).await?;
-                let mut jobs = repo::jobs::list_by_status(tx, JobStatus::NotStarted).await?;
-                jobs.extend(repo::jobs::list_by_status(tx, JobStatus::Ongoing).await?);
+                let jobs = repo::jobs::list_unfinished(tx).await?;
                 Ok(Snapshot {
                     clusters: clusters.into_iter().map(|c| (c.id, c)).collect(),
                     policies,
@@ -718,8 +717,7 @@ async fn restart(
             };
             let cluster = repo::clusters::get(tx, cid).await?;
             let policy = repo::policy::get(tx, cid).await?;
-            let mut jobs = repo::jobs::list_by_status(tx, JobStatus::NotStarted).await?;
-            jobs.extend(repo::jobs::list_by_status(tx, JobStatus::Ongoing).await?);
+            let jobs = repo::jobs::list_unfinished(tx).await?;
             Ok((now, cluster, policy, jobs))
         })
         .await;

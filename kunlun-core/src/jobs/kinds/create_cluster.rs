@@ -11,8 +11,8 @@ use kunlun_meta::store::{Store, Tx};
 use kunlun_meta::Result as MetaResult;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::jobs::common::{insert_cluster, record_new_cluster, unrecord_new_cluster};
+use crate::error::Result;
+use crate::jobs::common::{insert_cluster, name_free, record_new_cluster, unrecord_new_cluster};
 use crate::jobs::driver::{
     Direction, JobCtx, JobInfo, JobKind, JobMemo, Planned, PushPolicy, Stage,
 };
@@ -52,10 +52,7 @@ impl JobKind for CreateClusterJob {
 
     async fn check(store: &Store, info: &JobInfo<CreateCluster>) -> Result<()> {
         let name = &info.request.name;
-        if store.list_clusters().await?.iter().any(|c| &c.name == name) {
-            return Err(Error::Conflict(format!("cluster {name} already exists")));
-        }
-        Ok(())
+        name_free(store, name).await
     }
 
     async fn plan(

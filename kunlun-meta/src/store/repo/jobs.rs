@@ -90,6 +90,13 @@ pub async fn list_by_status(tx: &mut Tx, status: JobStatus) -> Result<Vec<Job>> 
     rows.into_iter().map(Job::try_from).collect()
 }
 
+/// The unfinished jobs (`not_started`, then `ongoing`), each by id.
+pub async fn list_unfinished(tx: &mut Tx) -> Result<Vec<Job>> {
+    let mut out = list_by_status(tx, JobStatus::NotStarted).await?;
+    out.extend(list_by_status(tx, JobStatus::Ongoing).await?);
+    Ok(out)
+}
+
 /// Claims the oldest `not_started` job of one of `types` (any type when empty).
 ///
 /// Best run in autocommit mode ([`crate::store::Store::claim_next_job`]): each losing

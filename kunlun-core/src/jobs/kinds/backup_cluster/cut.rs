@@ -239,17 +239,7 @@ async fn binlog_pos(node: &ShardNode) -> Result<BinlogPos> {
 
 /// Column `name` of `row` as text (empty when absent or NULL).
 fn column(row: &mysql_async::Row, name: &str) -> String {
-    row.columns_ref()
-        .iter()
-        .position(|c| c.name_str() == name)
-        .and_then(|i| row.as_ref(i))
-        .map(|v| match v {
-            mysql_async::Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-            mysql_async::Value::Int(n) => n.to_string(),
-            mysql_async::Value::UInt(n) => n.to_string(),
-            _ => String::new(),
-        })
-        .unwrap_or_default()
+    crate::storage::probe::text(row, name).unwrap_or_default()
 }
 
 /// How often a held source is looked at while it applies up to the cut.
@@ -294,51 +284,61 @@ pub(super) async fn reach(
     at: &BinlogPos,
     limit: Duration,
 ) -> Result<String> {
-    let where_ = format!("{}:{} (node {})", node.hostaddr, node.port, node.id);
-    exec_on(
-        node,
-        &format!(
-            "START SLAVE SQL_THREAD UNTIL MASTER_LOG_FILE = '{}', MASTER_LOG_POS = {}",
-            at.file, at.pos
-        ),
-        "starting the SQL thread up to the cut",
-    )
-    .await?;
-    let what = "waiting for the cut";
+    let what = "starting the SQL thread up to the cut";
     let deadline = tokio::time::Instant::now() + limit;
+    // One session for the start and the whole wait, closed however it ends.
+    let mut c = StorageConn::connect(&NodeAddr::from(node), StorageOptions::default())
+        .await
+        .map_err(sql_err(what, node))?;
+    let until = format!(
+        "START SLAVE SQL_THREAD UNTIL MASTER_LOG_FILE = '{}', MASTER_LOG_POS = {}",
+        at.file, at.pos
+    );
+    let r = match c.exec(&until).await.map_err(sql_err(what, node)) {
+        Ok(()) => wait_stopped(&mut c, node, primary, at, (deadline, limit)).await,
+        Err(e) => Err(e),
+    };
+    c.close().await;
+    r?;
+    own_pos(node).await
+}
+
+/// Polls `c` (on `node`) until its SQL thread stopped exactly at `at` (see [`reach`]).
+async fn wait_stopped(
+    c: &mut StorageConn,
+    node: &ShardNode,
+    primary: &ShardNode,
+    at: &BinlogPos,
+    (deadline, limit): (tokio::time::Instant, Duration),
+) -> Result<()> {
+    let where_ = format!("{}:{} (node {})", node.hostaddr, node.port, node.id);
     loop {
-        let mut c = StorageConn::connect(&NodeAddr::from(node), StorageOptions::default())
-            .await
-            .map_err(sql_err(what, node))?;
-        let rows: Result<Vec<mysql_async::Row>> = c
+        let rows: Vec<mysql_async::Row> = c
             .query("SHOW SLAVE STATUS")
             .await
-            .map_err(sql_err(what, node));
-        c.close().await;
-        let row = rows?
+            .map_err(sql_err("waiting for the cut", node))?;
+        let row = rows
             .into_iter()
             .next()
             .ok_or_else(|| Error::Unavailable(format!("{where_} no longer replicates")))?;
-        let (host, port) = (column(&row, "Master_Host"), column(&row, "Master_Port"));
-        if host != primary.hostaddr || port != primary.port.to_string() {
+        let ch = crate::storage::probe::channel(&row);
+        if ch.master_host != primary.hostaddr || ch.master_port != primary.port {
             return Err(Error::Unavailable(format!(
-                "{where_} replicates from {host}:{port}, not from the shard's primary {}:{} \
-                 whose position is the cut",
-                primary.hostaddr, primary.port
+                "{where_} replicates from {}:{}, not from the shard's primary {}:{} whose \
+                 position is the cut",
+                ch.master_host, ch.master_port, primary.hostaddr, primary.port
             )));
         }
-        let running = column(&row, "Slave_SQL_Running") == "Yes";
-        let errno = column(&row, "Last_SQL_Errno");
-        if !running && errno != "0" && !errno.is_empty() {
+        if let Some(e) = ch.sql_error() {
             return Err(Error::Unavailable(format!(
-                "{where_} stopped with SQL error {errno} before the cut {at}: {}",
-                column(&row, "Last_SQL_Error")
+                "{where_} stopped before the cut {at}: {e}"
             )));
         }
+        let running = ch.sql_running;
         let file = column(&row, "Relay_Master_Log_File");
         let pos = column(&row, "Exec_Master_Log_Pos").parse().unwrap_or(0);
         if !running && at.is(&file, pos) {
-            return own_pos(node).await;
+            return Ok(());
         }
         if !running {
             return Err(Error::Unavailable(format!(

@@ -22,7 +22,6 @@ use serde::Deserialize;
 
 use super::{RestoreMemo, ShardRestore};
 use crate::accounts::MANAGER_USER;
-use crate::accounts::REPL_USER;
 use crate::backup::registry;
 use crate::backup::store::{BackupStore, Endpoint};
 use crate::error::{Error, Result};
@@ -30,8 +29,8 @@ use crate::fleet::Provisioner;
 use crate::jobs::driver::JobCtx;
 use crate::jobs::plan::{ClusterPlan, InstancePlan, ShardPlan};
 use crate::jobs::reseed::{self, clip, Instance};
+use crate::jobs::seed;
 use crate::storage::gtid::GtidPos;
-use crate::storage::replication::change_master_sql;
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 use crate::xa::round::{end_branch, Ended};
 use crate::xa::xid::KunlunXid;
@@ -336,10 +335,12 @@ async fn restore_shard(
         return Err(Error::Unavailable(errors.join("; ")));
     }
     let primary = &insts[0];
+    // Followed from where both stand (the snapshot's GTID, set by `settle` on every node),
+    // the binlog not reset: every node keeps the snapshot's GTID history, so any of them can
+    // be promoted later and the others find their position in its binlog.
+    let at = (primary.node.hostaddr.as_str(), primary.node.port);
     for r in &insts[1..] {
-        follow(&r.addr(), &primary.node, &plan.passwords.repl)
-            .await
-            .map_err(|e| Error::Unavailable(format!("replication of {}: {e}", r.addr())))?;
+        seed::attach(&r.addr(), at, &plan.passwords.repl, None).await?;
     }
     Ok(ShardRestore {
         shard: shard.name.clone(),
@@ -349,29 +350,6 @@ async fn restore_shard(
         xa_rolled_back: ended.rolled_back,
         xa_left: ended.left,
     })
-}
-
-/// Makes the restored replica at `addr` follow `primary` from where both stand (the
-/// snapshot's GTID, set by [`settle`] on every node). Unlike a rebuild's follow, the binlog is
-/// not reset: every node keeps the snapshot's GTID history, so any of them can be promoted
-/// later and the others find their position in its binlog.
-async fn follow(
-    addr: &NodeAddr,
-    primary: &ShardNode,
-    repl_pwd: &str,
-) -> crate::storage::Result<()> {
-    let change = change_master_sql(&primary.hostaddr, primary.port, REPL_USER, repl_pwd);
-    let mut c = StorageConn::connect(addr, StorageOptions::default()).await?;
-    let r = async {
-        c.exec("STOP SLAVE").await?;
-        c.exec(&change).await?;
-        // Its own semi-sync master side stays off until a promotion (see install.rs).
-        c.exec("SET GLOBAL rpl_semi_sync_master_enabled = OFF; START SLAVE")
-            .await
-    }
-    .await;
-    c.close().await;
-    r
 }
 
 /// What [`settle`] did with a node's prepared branches.

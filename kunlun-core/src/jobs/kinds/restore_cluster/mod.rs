@@ -26,7 +26,7 @@ use kunlun_meta::Result as MetaResult;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::jobs::common::{insert_cluster, record_new_cluster, unrecord_new_cluster};
+use crate::jobs::common::{insert_cluster, name_free, record_new_cluster, unrecord_new_cluster};
 use crate::jobs::driver::{
     Direction, JobCtx, JobInfo, JobKind, JobMemo, Planned, PushPolicy, Stage,
 };
@@ -145,10 +145,7 @@ impl JobKind for RestoreClusterJob {
         let b = done_backup(store, info.request.backup_id).await?;
         create_request(&info.request, &b)?;
         let name = &info.request.target.name;
-        if store.list_clusters().await?.iter().any(|c| &c.name == name) {
-            return Err(Error::Conflict(format!("cluster {name} already exists")));
-        }
-        Ok(())
+        name_free(store, name).await
     }
 
     fn extra(info: &JobInfo<RestoreRequest>) -> RestoreExtra {
