@@ -193,7 +193,7 @@ async fn go(cx: &JobCtx, backup_id: i64) -> Result<()> {
                     )
                 }
             );
-            step.fail(&Error::Conflict(why.clone()));
+            step.fail(Error::Conflict(why.clone()));
             problems.push(why);
         } else {
             step.done_with(format!(
