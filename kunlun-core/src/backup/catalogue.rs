@@ -37,6 +37,25 @@ impl ClusterManager {
     /// Accepts a `restore_cluster` job: backup `id` into the new cluster `req.name` (400 bad
     /// body, 404 unknown backup, 409 a backup not done or a name in use).
     pub async fn restore_backup(&self, id: i64, req: &RestoreBackup) -> Result<JobAccepted> {
+        // A point in time outside the archive window is refused now (409), not by the job.
+        if let Some(at) = req.restore_at()? {
+            let fleet = self.probe_provisioner().ok_or_else(|| {
+                Error::Unavailable(
+                    "this manager has no SSH settings to reach backup storages with".into(),
+                )
+            })?;
+            let (bs, m, b) = super::manifest::open(self.store()?, fleet, id).await?;
+            let idx = super::archive::read_index(&*bs, b.cluster_id)
+                .await?
+                .ok_or_else(|| {
+                    Error::Conflict(format!(
+                        "no binlog archive of cluster {} on the backup's storage: backup {id} \
+                         can only be restored to its end",
+                        b.cluster_id
+                    ))
+                })?;
+            super::archive::check_window(&idx, &m, at)?;
+        }
         let job = restore_cluster::accept(self.store()?, id, req).await?;
         self.wake_job_runner();
         tracing::info!(job_id = job.id, job_type = RESTORE_CLUSTER, backup_id = id, cluster = %req.name, "job accepted");
