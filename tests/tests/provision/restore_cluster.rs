@@ -530,6 +530,14 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
     let job = out.json();
     assert_eq!(job["memo"]["consistent"], true, "{job}");
     let backup_id = job["memo"]["backup_id"].as_i64().expect("backup id");
+    // The coordinator is gone now. Before the switchover: a branch still attached to a live
+    // session on the demoted primary cannot take the XA COMMIT that the resolver then writes
+    // on the new one (its replication stops with 1397, XAER_NOTA).
+    rt.block_on(async {
+        for h in holders {
+            drop(h.disconnect().await);
+        }
+    });
 
     // Shard 1's primary switched over to its replica, then transfers against the new
     // primaries: the archive follows the shard's new primary.
@@ -639,12 +647,7 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
             "the cut of shard {sid}: {manifest}"
         );
     }
-    // The coordinator is gone now; the source cluster is deleted.
-    rt.block_on(async {
-        for h in holders {
-            drop(h.disconnect().await);
-        }
-    });
+    // The source cluster is deleted.
     let out = ctl(
         &c.base,
         &["cluster", "rm", &c.cluster_id.to_string(), "--wait"],
