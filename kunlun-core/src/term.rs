@@ -311,6 +311,19 @@ impl Term {
         });
     }
 
+    /// Starts binlog archiving ([`crate::backup::archive`]): every `interval` each cluster's
+    /// shard binary logs and commit log are copied next to its latest backup. A zero interval
+    /// starts nothing.
+    pub fn start_binlog_archive(&self, p: Provisioner, interval: Duration) {
+        if interval.is_zero() {
+            tracing::info!("binlog archiving disabled (binlog_archive_interval = 0)");
+            return;
+        }
+        self.spawn_when_open(move |store, cancel| {
+            crate::backup::archive::run(store, p, interval, cancel)
+        });
+    }
+
     /// The running HA monitor, or `Unavailable` before it started (or when it was not).
     pub fn ha(&self) -> Result<&HaHandle> {
         self.inner.ha.get().ok_or_else(crate::ha::not_running)

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 mod backup;
 mod backup_storage;
 mod meta_shard;
-pub use backup::{BackupQuery, CreateBackup, RestoreBackup};
+pub use backup::{BackupArchive, BackupQuery, CreateBackup, RestoreBackup, ShardArchive};
 pub use backup_storage::{
     check_storage_name, AddBackupStorage, BackupStorageInfo, KIND_SSH_DIR, MAX_STORAGE_NAME,
 };

@@ -256,7 +256,88 @@ async fn frozen_log(t: &TestStore) {
     assert_eq!(rows.len(), 2);
 }
 
+/// The archive's window read: decisions by the time they were logged (the store's clock, in
+/// milliseconds), half-open, bounded, oldest first.
+async fn timed_log(t: &TestStore) {
+    let s = &t.store;
+    let entry = |txn_id| NewCommitLogEntry {
+        comp_node_id: 3,
+        txn_id,
+        next_txn_cmd: if txn_id == 2 {
+            TxnCmd::Abort
+        } else {
+            TxnCmd::Commit
+        },
+        written_shards: None,
+    };
+    let (name, before_ms) = s
+        .tx(async |tx| {
+            let c = clusters::insert(
+                tx,
+                &NewCluster {
+                    name: "tml".into(),
+                    nick_name: None,
+                    owner: None,
+                    business: None,
+                    ha_mode: HaMode::Rbr,
+                    memo: None,
+                },
+            )
+            .await?;
+            Ok((c.name, commit_log::server_now(tx).await? * 1000))
+        })
+        .await
+        .unwrap();
+    for txn in 1..=3 {
+        s.tx(async |tx| commit_log::insert(tx, &name, &entry(txn), None).await)
+            .await
+            .unwrap();
+    }
+    let after_ms = s
+        .read(async |tx| commit_log::server_now(tx).await)
+        .await
+        .unwrap()
+        * 1000
+        + 1000;
+    let all = s
+        .read(async |tx| commit_log::logged_between(tx, &name, before_ms, after_ms, 10).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|d| d.txn_id).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "{all:?}"
+    );
+    assert_eq!(all[1].next_txn_cmd, "abort");
+    assert!(
+        all.iter()
+            .all(|d| d.at_ms >= before_ms && d.at_ms < after_ms),
+        "{all:?}"
+    );
+    assert!(all.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    // The window is half-open at the first row's own time, and bounded (one more than asked).
+    let first = all[0].at_ms;
+    let none = s
+        .read(async |tx| commit_log::logged_between(tx, &name, before_ms, first, 10).await)
+        .await
+        .unwrap();
+    assert!(none.iter().all(|d| d.at_ms < first));
+    let two = s
+        .read(async |tx| commit_log::logged_between(tx, &name, before_ms, after_ms, 1).await)
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 2, "limit + 1 rows tell a full window");
+    let later = s
+        .read(async |tx| {
+            commit_log::logged_between(tx, &name, after_ms, after_ms + 60_000, 10).await
+        })
+        .await
+        .unwrap();
+    assert!(later.is_empty(), "{later:?}");
+}
+
 both_backends! {
     backup_catalogue => catalogue;
     held_commit_log => frozen_log;
+    commit_log_by_time => timed_log;
 }

@@ -121,6 +121,8 @@ pub struct Config {
     pub thread_work_interval: Duration,
     /// `storage_sync_interval`.
     pub storage_sync_interval: Duration,
+    /// `binlog_archive_interval` (zero: off).
+    pub binlog_archive_interval: Duration,
     /// `commit_log_retention_hours`.
     pub commit_log_retention: Duration,
     /// `statement_retries`.
@@ -241,6 +243,7 @@ impl std::fmt::Debug for Config {
             .field("check_shard_interval", &self.check_shard_interval)
             .field("thread_work_interval", &self.thread_work_interval)
             .field("storage_sync_interval", &self.storage_sync_interval)
+            .field("binlog_archive_interval", &self.binlog_archive_interval)
             .field("commit_log_retention", &self.commit_log_retention)
             .field("statement_retries", &self.statement_retries)
             .field("statement_retry_interval", &self.statement_retry_interval)

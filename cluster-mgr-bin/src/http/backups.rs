@@ -1,12 +1,15 @@
 //! Cluster backups: start one (`POST /v1/clusters/{id}/backups`, job `backup_cluster`), the
 //! catalogue (`GET /v1/backups`, `GET /v1/backups/{id}`), removal (`DELETE
 //! /v1/backups/{id}`: the files on the storage, then the rows) and restore into a new cluster
-//! (`POST /v1/backups/{id}/restore`, job `restore_cluster`).
+//! (`POST /v1/backups/{id}/restore`, job `restore_cluster`, to the end of the backup or to a
+//! point in time within `GET /v1/backups/{id}/archive`).
 
 use super::body::JsonObject;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kunlun_core::ClusterManager;
-use kunlun_meta::api::{BackupQuery, CreateBackup, ErrorBody, JobAccepted, RestoreBackup};
+use kunlun_meta::api::{
+    BackupArchive, BackupQuery, CreateBackup, ErrorBody, JobAccepted, RestoreBackup,
+};
 use kunlun_meta::model::Backup;
 
 use super::error::ApiError;
@@ -110,4 +113,20 @@ pub async fn restore(
     body: JsonObject<RestoreBackup>,
 ) -> Result<HttpResponse> {
     Ok(HttpResponse::Accepted().json(cm.restore_backup(*id, &body).await?))
+}
+
+/// The binlog archive past a backup: which `restore_time`s its restore takes
+/// (`restorable_from` ..= `restorable_until`) and, per shard, how far its binary log is
+/// archived, from which primary, and any gap.
+#[utoipa::path(
+    get, path = "/v1/backups/{id}/archive", tag = "backups",
+    params(("id" = i64, Path, description = "Backup id")),
+    responses(
+        (status = 200, body = BackupArchive),
+        (status = 404, body = ErrorBody),
+        (status = 503, description = "The storage could not be reached", body = ErrorBody),
+    )
+)]
+pub async fn archive(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(cm.backup_archive(*id).await?))
 }

@@ -237,6 +237,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/v1/backups/{id}/restore", "POST").route(web::post().to(backups::restore)),
         )
+        .service(resource("/v1/backups/{id}/archive", "GET").route(web::get().to(backups::archive)))
         .service(resource("/v1/jobs", "GET").route(web::get().to(jobs::list)))
         .service(resource("/v1/jobs/{id}", "GET").route(web::get().to(jobs::show)))
         .service(resource("/v1/ha", "GET").route(web::get().to(failovers::status)))

@@ -60,6 +60,23 @@ impl ClusterManager {
             .await?)
     }
 
+    /// The binlog archive past backup `id`: the restore times it takes.
+    pub async fn backup_archive(&self, id: i64) -> Result<kunlun_meta::api::BackupArchive> {
+        let bk = self.backup(id).await?;
+        if bk.status != BackupStatus::Done {
+            return Err(Error::Conflict(format!(
+                "backup {id} is {}: only a done backup has an archive window",
+                bk.status
+            )));
+        }
+        let fleet = self.probe_provisioner().ok_or_else(|| {
+            Error::Unavailable(
+                "this manager has no SSH settings to reach backup storages with".into(),
+            )
+        })?;
+        super::archive::status(self.store()?, fleet, &bk).await
+    }
+
     /// The backup taken by job `job_id`, if it was recorded.
     pub async fn backup_of_job(&self, job_id: i64) -> Result<Option<Backup>> {
         Ok(self

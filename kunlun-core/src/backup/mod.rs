@@ -8,6 +8,7 @@
 //! snapshot, a compute node's schema dump, the cluster's metadata rows and logs) and a
 //! `manifest.json` written last: a backup without its manifest is incomplete.
 
+pub mod archive;
 pub mod catalogue;
 pub mod registry;
 pub mod ssh_dir;

@@ -133,6 +133,39 @@ impl GtidState {
     }
 }
 
+impl GtidState {
+    /// The position this state reaches: per domain, its highest sequence number (with the
+    /// server id that wrote it).
+    pub fn pos(&self) -> GtidPos {
+        let mut domains: BTreeMap<u32, Gtid> = BTreeMap::new();
+        for (&(domain, server_id), &seq) in &self.last {
+            let g = Gtid {
+                domain,
+                server_id,
+                seq,
+            };
+            match domains.get(&domain) {
+                Some(had) if had.seq >= seq => {}
+                _ => {
+                    domains.insert(domain, g);
+                }
+            }
+        }
+        GtidPos { domains }
+    }
+
+    /// True when every GTID of `pos` is in this state: its (domain, server id) was written up
+    /// to at least its sequence number. A position from another history (the same sequence
+    /// number written by another server) is not.
+    pub fn has(&self, pos: &GtidPos) -> bool {
+        pos.gtids().all(|g| {
+            self.last
+                .get(&(g.domain, g.server_id))
+                .is_some_and(|s| *s >= g.seq)
+        })
+    }
+}
+
 /// A node's GTID facts for the errant check: its binlog state, its current position and its
 /// own `server_id`.
 #[derive(Debug, Clone, Copy)]

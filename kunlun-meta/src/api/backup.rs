@@ -77,9 +77,39 @@ pub struct RestoreBackup {
     /// source): its distributed transactions may be on some shards and not on others.
     #[serde(default)]
     pub allow_inconsistent: bool,
+    /// Restore to this point in time instead of the end of the backup: RFC 3339 in whole
+    /// seconds (`2026-12-06T10:00:03Z`, any offset). It must lie in the backup's archive
+    /// window (`GET /v1/backups/{id}/archive`: `restorable_from` ..= `restorable_until`).
+    #[serde(default)]
+    pub restore_time: Option<String>,
 }
 
 impl RestoreBackup {
+    /// `restore_time` as unix seconds (`None` without one); a malformed time or one with a
+    /// fraction of a second is a 400.
+    pub fn restore_at(&self) -> crate::Result<Option<i64>> {
+        let Some(t) = self.restore_time.as_deref() else {
+            return Ok(None);
+        };
+        let bad = |why: &str| {
+            crate::Error::Invalid(format!(
+                "restore_time {t:?}: {why} (RFC 3339 in whole seconds, e.g. 2026-12-06T10:00:03Z)"
+            ))
+        };
+        if t.len() > 64 {
+            return Err(bad("too long"));
+        }
+        let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|e| bad(&e.to_string()))?;
+        if at.timestamp_subsec_nanos() != 0 {
+            return Err(bad("a fraction of a second is not taken"));
+        }
+        let secs = at.timestamp();
+        if secs <= 0 {
+            return Err(bad("before 1970"));
+        }
+        Ok(Some(secs))
+    }
+
     /// The `create_cluster` request of the new cluster: `shards` from the backup, `nodes` and
     /// `comps` from the request or else the backup (`backed_up_nodes`, `backed_up_comps`);
     /// the backed-up `ha_mode` when it fits the number of nodes, else one node per shard is
@@ -114,4 +144,45 @@ impl RestoreBackup {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// `GET /v1/backups/{id}/archive`: how far past the backup its cluster's binary logs and commit
+/// log are archived, i.e. which `restore_time`s a restore of it takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct BackupArchive {
+    pub backup_id: i64,
+    pub cluster_id: i64,
+    /// The storage holding the backup and the archive.
+    pub storage: String,
+    /// The first restore time taken (a second after the backup's cut); `null` for a backup
+    /// without a recorded cut.
+    pub restorable_from: Option<String>,
+    /// The last restore time taken: every shard's binary log and the commit log archived
+    /// until then; `null` while the archive does not reach past the backup.
+    pub restorable_until: Option<String>,
+    /// The commit log is archived until then.
+    pub commit_log_until: Option<String>,
+    pub shards: Vec<ShardArchive>,
+}
+
+/// One shard's archived binary log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct ShardArchive {
+    pub shard_id: i64,
+    /// `host:port` of the primary archived last.
+    pub source: String,
+    /// Archived files and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// Every event written before this time is archived.
+    pub covered_until: Option<String>,
+    /// The GTID position the archive ends at.
+    pub end_gtid: String,
+    /// Set when events are missing from the archive (a primary's binary logs no longer held
+    /// them, or a new primary lacks archived events): no restore past `covered_until`.
+    pub gap: Option<String>,
+    /// The last archiving round's error for this shard, if it failed.
+    pub error: Option<String>,
 }

@@ -32,6 +32,8 @@ pub struct MariaDbRecipe {
     /// ([`super::Reseed`]), checked on both machines before anything is touched.
     pub backup: String,
     pub mbstream: String,
+    /// `mariadb-binlog`: only binlog archiving and a point-in-time restore need it.
+    pub binlog: String,
     /// OS user the server runs as when the SSH login is root (the package creates it);
     /// otherwise it runs as the login user.
     pub os_user: String,
@@ -46,6 +48,7 @@ impl Default for MariaDbRecipe {
             admin: "/usr/bin/mariadb-admin".into(),
             backup: "/usr/bin/mariadb-backup".into(),
             mbstream: "/usr/bin/mbstream".into(),
+            binlog: "/usr/bin/mariadb-binlog".into(),
             os_user: "mysql".into(),
         }
     }

@@ -49,6 +49,57 @@ pub trait Reseed: Send + Sync {
     /// Run on the target machine, the backup on stdin: extracts it into the (empty) data dir of
     /// the stopped instance in `base`, makes it consistent and prints [`SNAPSHOT_GTID`]`<pos>`.
     fn restore_script(&self, base: &str) -> Result<String>;
+
+    /// Run on a primary's machine: writes its binary log file `file` (a name from `SHOW
+    /// BINARY LOGS`, checked by [`check_binlog_name`]) to stdout. Read-only.
+    fn binlog_read_script(&self, base: &str, file: &str) -> Result<String>;
+
+    /// Run on the machine of a restored, running instance, a binary log file on stdin: applies
+    /// its events after the instance's own `@@gtid_binlog_pos` (so a file holding events the
+    /// instance has is applied from where it stands) and before the first event stamped at or
+    /// after `stop_utc` (`YYYY-MM-DD HH:MM:SS`, UTC), keeping their GTIDs; prints
+    /// [`REPLAY_GTID`]`<pos>` (the instance's position after the file).
+    fn binlog_replay_script(&self, base: &str, stop_utc: &str) -> Result<String>;
+}
+
+/// The line a replay prints: the instance's GTID position after the file.
+pub const REPLAY_GTID: &str = "replay-gtid=";
+
+/// A binary log file's name as `SHOW BINARY LOGS` gives it: 1..=128 bytes of
+/// `[A-Za-z0-9._-]`, not starting with `.`.
+pub fn check_binlog_name(file: &str) -> Result<()> {
+    let ok = !file.is_empty()
+        && file.len() <= 128
+        && !file.starts_with('.')
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{file:?} is not a binary log file name"
+        )))
+    }
+}
+
+/// A UTC time as `YYYY-MM-DD HH:MM:SS` (the only form the replay takes).
+fn check_stop(stop: &str) -> Result<()> {
+    let b = stop.as_bytes();
+    let ok = b.len() == 19
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b' ',
+            13 | 16 => *c == b':',
+            _ => c.is_ascii_digit(),
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{stop:?} is not a time as YYYY-MM-DD HH:MM:SS"
+        )))
+    }
 }
 
 /// Checks `tag` is digits (it becomes part of file names).
@@ -242,6 +293,44 @@ echo \"{mark}$pos\"",
             logdir = sh_quote(&p.log),
             marker = sh_quote(&p.marker),
             mark = SNAPSHOT_GTID,
+        ))
+    }
+
+    fn binlog_read_script(&self, base: &str, file: &str) -> Result<String> {
+        let b = Self::checked_base(base)?;
+        check_binlog_name(file)?;
+        let p = super::mariadb::Paths::of_base(b);
+        Ok(format!(
+            "exec cat -- {f}",
+            f = sh_quote(&format!("{}/{file}", p.log))
+        ))
+    }
+
+    fn binlog_replay_script(&self, base: &str, stop_utc: &str) -> Result<String> {
+        let b = Self::checked_base(base)?;
+        check_stop(stop_utc)?;
+        let p = super::mariadb::Paths::of_base(b);
+        // POSIX sh has no pipefail: the reader's status goes through a file. The client runs
+        // as root over the instance's socket (like the snapshot tools); `--binary-mode` keeps
+        // row events' bytes as they are.
+        Ok(format!(
+            "{check}t=$(mktemp -d {tmp}/replay-XXXXXX) || exit 1
+trap 'rm -rf \"$t\"' EXIT
+q() {{ {cl} --no-defaults --user=root --socket={sock} -N -B -e \"$1\"; }}
+pos=$(q 'SELECT @@gtid_binlog_pos') || {{ echo 'cannot read the instance position' >&2; exit 1; }}
+{{ TZ=UTC {bl} --start-position=\"$pos\" --stop-datetime={stop} - 2>\"$t/read.log\"; echo $? >\"$t/rc\"; }} \
+  | {cl} --no-defaults --user=root --socket={sock} --binary-mode 2>\"$t/apply.log\"
+rc=$?
+if [ \"$(cat \"$t/rc\")\" != 0 ]; then echo 'mariadb-binlog failed:' >&2; tail -n 20 \"$t/read.log\" >&2; exit 1; fi
+if [ $rc -ne 0 ]; then echo \"applying the events failed (exit $rc):\" >&2; tail -n 20 \"$t/apply.log\" >&2; exit 1; fi
+echo \"{mark}$(q 'SELECT @@gtid_binlog_pos')\"",
+            check = programs_check(&[self.binlog.clone(), self.client.clone()]),
+            tmp = sh_quote(&format!("{b}/tmp")),
+            cl = sh_quote(&self.client),
+            bl = sh_quote(&self.binlog),
+            sock = sh_quote(&p.sock),
+            stop = sh_quote(stop_utc),
+            mark = REPLAY_GTID,
         ))
     }
 }

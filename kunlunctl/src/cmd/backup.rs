@@ -1,9 +1,10 @@
-//! `kunlunctl backup create|list|show|rm|restore` over `/v1/clusters/{id}/backups` and
+//! `kunlunctl backup create|list|show|rm|restore|archive` over `/v1/clusters/{id}/backups` and
 //! `/v1/backups`: start a cluster backup (job `backup_cluster`; `--wait` follows it and shows
 //! the backup), the catalogue, removal (the files on the storage, then the rows), and restore
-//! into a new cluster (job `restore_cluster`; `--wait` follows it).
+//! into a new cluster (job `restore_cluster`, to the end of the backup or `--restore-time`;
+//! `--wait` follows it), and the binlog archive window past a backup.
 
-use kunlun_meta::api::{CreateBackup, RestoreBackup};
+use kunlun_meta::api::{BackupArchive, CreateBackup, RestoreBackup};
 use kunlun_meta::model::{Backup, Cluster, Job};
 
 use super::job::{follow, Followed};
@@ -25,6 +26,8 @@ pub enum BackupCmd {
     Rm(IdArg),
     /// Restore a backup into a new cluster created with the backed-up shape.
     Restore(RestoreArgs),
+    /// Show how far past a backup its cluster's binlogs are archived: the restore times taken.
+    Archive(IdArg),
 }
 
 /// `backup restore` arguments.
@@ -51,6 +54,10 @@ pub struct RestoreArgs {
     /// Restore a backup without a common cut across its shards (taken with --allow-primary).
     #[arg(long)]
     pub allow_inconsistent: bool,
+    /// Restore to this point in time (RFC 3339 in whole seconds, e.g. 2026-12-06T10:00:03Z)
+    /// instead of the end of the backup; see `backup archive ID` for the window.
+    #[arg(long, value_name = "TIME")]
+    pub restore_time: Option<String>,
     /// Follow the job until it ends; fail if the job fails.
     #[arg(long)]
     pub wait: bool,
@@ -121,6 +128,15 @@ pub fn run(client: &Client, cmd: &BackupCmd, json: bool) -> Result<String, CliEr
             Ok(show(&b))
         }
         BackupCmd::Restore(a) => restore(client, a, json),
+        BackupCmd::Archive(a) => {
+            let url = client.url(&format!("/v1/backups/{}/archive", a.id), &[])?;
+            let v = client.get(url.clone())?;
+            if json {
+                return Ok(output::json(&v) + "\n");
+            }
+            let ar: BackupArchive = crate::decode(v, url.as_str())?;
+            Ok(archive(&ar))
+        }
         BackupCmd::Rm(a) => {
             let url = client.url(&format!("/v1/backups/{}", a.id), &[])?;
             client.delete(url)?;
@@ -186,6 +202,7 @@ fn restore(client: &Client, a: &RestoreArgs, json: bool) -> Result<String, CliEr
         storage_hosts: Vec::new(),
         computer_hosts: Vec::new(),
         allow_inconsistent: a.allow_inconsistent,
+        restore_time: a.restore_time.clone(),
     };
     let url = client.url(&format!("/v1/backups/{}/restore", a.id), &[])?;
     let v = client.post(url.clone(), &req)?;
@@ -202,10 +219,14 @@ fn restore(client: &Client, a: &RestoreArgs, json: bool) -> Result<String, CliEr
     };
     let memo = job.memo.clone().unwrap_or_default();
     let mut out = format!(
-        "backup {} restored into cluster {} (id {})\n",
+        "backup {} restored into cluster {} (id {}){}\n",
         a.id,
         a.name,
-        memo["cluster_id"].as_i64().unwrap_or_default()
+        memo["cluster_id"].as_i64().unwrap_or_default(),
+        memo["restore_time"]
+            .as_str()
+            .map(|t| format!(" as of {t}"))
+            .unwrap_or_default()
     );
     if memo["consistent"] == serde_json::Value::Bool(false) {
         out.push_str(
@@ -215,10 +236,12 @@ fn restore(client: &Client, a: &RestoreArgs, json: bool) -> Result<String, CliEr
     }
     for s in memo["shards"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "  {}: from shard {} at {}; prepared XA branches committed {}, rolled back {}\n",
+            "  {}: from shard {} at {} ({} archived binlog files replayed); prepared XA \
+             branches committed {}, rolled back {}\n",
             s["shard"].as_str().unwrap_or_default(),
             s["source_shard_id"],
             s["gtid"].as_str().unwrap_or_default(),
+            s["replayed_files"].as_u64().unwrap_or(0),
             s["xa_committed"],
             s["xa_rolled_back"],
         ));
@@ -231,6 +254,44 @@ fn restore(client: &Client, a: &RestoreArgs, json: bool) -> Result<String, CliEr
         }
     }
     Ok(out)
+}
+
+fn archive(a: &BackupArchive) -> String {
+    let or_none = |t: &Option<String>| t.clone().unwrap_or_else(|| "-".into());
+    let mut out = format!(
+        "backup {} of cluster {} on {}: restorable from {} until {} (commit log archived until {})\n",
+        a.backup_id,
+        a.cluster_id,
+        a.storage,
+        or_none(&a.restorable_from),
+        or_none(&a.restorable_until),
+        or_none(&a.commit_log_until),
+    );
+    let mut t = Table::new(&[
+        "SHARD",
+        "SOURCE",
+        "FILES",
+        "BYTES",
+        "COVERED_UNTIL",
+        "END_GTID",
+        "PROBLEM",
+    ]);
+    for s in &a.shards {
+        t.row(vec![
+            s.shard_id.to_string(),
+            s.source.clone(),
+            s.files.to_string(),
+            s.bytes.to_string(),
+            or_none(&s.covered_until),
+            s.end_gtid.clone(),
+            s.gap
+                .clone()
+                .or_else(|| s.error.clone())
+                .unwrap_or_default(),
+        ]);
+    }
+    out.push_str(&t.render());
+    out
 }
 
 fn backup_id(job: &Job) -> Option<i64> {

@@ -142,6 +142,57 @@ pub async fn purge_before(tx: &mut Tx, cluster: &str, before_txn_id: u64) -> Res
     with_conn!(tx, c => diesel::sql_query(sql.as_str()).bind::<BigInt, _>(before).execute(c).await)
 }
 
+/// One decision with the time it was logged (`prepare_ts`), in unix milliseconds of the
+/// store's clock.
+#[derive(
+    Debug, Clone, PartialEq, Eq, diesel::QueryableByName, serde::Serialize, serde::Deserialize,
+)]
+pub struct TimedDecision {
+    #[diesel(sql_type = BigInt)]
+    pub comp_node_id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub txn_id: i64,
+    #[diesel(sql_type = Text)]
+    pub next_txn_cmd: String,
+    #[diesel(sql_type = BigInt)]
+    pub at_ms: i64,
+}
+
+/// `prepare_ts` as unix milliseconds, per backend.
+fn at_ms_sql(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Mysql => "CAST(UNIX_TIMESTAMP(prepare_ts) * 1000 AS SIGNED)",
+        BackendKind::Sqlite => {
+            "CAST(ROUND((julianday(prepare_ts) - 2440587.5) * 86400000.0) AS INTEGER)"
+        }
+    }
+}
+
+/// The decisions logged at `from_ms <= prepare_ts < until_ms` (unix milliseconds, the store's
+/// clock), at most `limit + 1` of them (so a caller tells a full window), oldest first: what
+/// binlog archiving keeps of the commit log for a point-in-time restore.
+pub async fn logged_between(
+    tx: &mut Tx,
+    cluster: &str,
+    from_ms: i64,
+    until_ms: i64,
+    limit: u32,
+) -> Result<Vec<TimedDecision>> {
+    let table = quoted_table(COMMIT_LOG_PREFIX, cluster)?;
+    let at = at_ms_sql(tx.kind());
+    let sql = format!(
+        "SELECT comp_node_id, txn_id, next_txn_cmd, at_ms FROM \
+         (SELECT comp_node_id, txn_id, next_txn_cmd, {at} AS at_ms FROM {table}) d \
+         WHERE at_ms >= ? AND at_ms < ? ORDER BY at_ms, comp_node_id, txn_id LIMIT ?"
+    );
+    with_conn!(tx, c => diesel::sql_query(sql.as_str())
+        .bind::<BigInt, _>(from_ms)
+        .bind::<BigInt, _>(until_ms)
+        .bind::<BigInt, _>(i64::from(limit) + 1)
+        .load::<TimedDecision>(c)
+        .await)
+}
+
 /// The database server's clock in unix seconds: the clock the deadline guard of [`insert`]
 /// compares with, so XA recovery judges a transaction's age by it too.
 pub async fn server_now(tx: &mut Tx) -> Result<i64> {

@@ -84,6 +84,9 @@ pub(super) struct Cut {
     pub held: BTreeMap<i64, String>,
     /// The commit log as JSON lines, in id order.
     pub commit_log: Vec<u8>,
+    /// The store's clock (unix seconds) once the cut was read: every decision in the log and
+    /// every transaction at the positions came before it.
+    pub at: i64,
 }
 
 fn sql_err(what: &str, node: &ShardNode) -> impl Fn(crate::storage::Error) -> Error {
@@ -140,7 +143,7 @@ pub(super) async fn cut(
 ) -> Result<Cut> {
     let cluster = cluster.to_string();
     let primaries = primaries.to_vec();
-    let (commit_log, positions) = store
+    let (commit_log, positions, at) = store
         .tx(async |tx| {
             let out = read_log(tx, LogTable::CommitLog, &cluster).await?;
             // All primaries at once, under one deadline: decisions wait while the log is held.
@@ -160,13 +163,15 @@ pub(super) async fn cut(
                 let (shard_id, pos) = r.map_err(|e| kunlun_meta::Error::Conflict(e.to_string()))?;
                 positions.insert(shard_id, pos);
             }
-            Ok((out, positions))
+            let at = kunlun_meta::store::repo::commit_log::server_now(tx).await?;
+            Ok((out, positions, at))
         })
         .await?;
     Ok(Cut {
         positions,
         commit_log,
         held: BTreeMap::new(),
+        at,
     })
 }
 

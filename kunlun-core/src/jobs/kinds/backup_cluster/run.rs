@@ -279,6 +279,7 @@ async fn take(
         "ended_at": kunlun_meta::utc::format(&chrono::Utc::now().naive_utc()),
         "shape": shape,
         "consistent": cut.is_some(),
+        "cut_at": cut.map(|c| c.at),
         "cut": cut.map(|c| {
             c.positions
                 .iter()

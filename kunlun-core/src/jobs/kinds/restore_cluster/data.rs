@@ -15,13 +15,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use kunlun_meta::model::{Machine, MemberState, NodeStatus, OnOff, ShardNode, SyncState, TxnCmd};
+use kunlun_meta::model::{
+    Backup, Machine, MemberState, NodeStatus, OnOff, ShardNode, SyncState, TxnCmd,
+};
 use kunlun_meta::store::repo::backups;
 use kunlun_provision::recipe::sh_quote;
 use serde::Deserialize;
 
 use super::{RestoreMemo, ShardRestore};
 use crate::accounts::MANAGER_USER;
+use crate::backup::archive::{self, ArchivedFile, Index};
 use crate::backup::registry;
 use crate::backup::store::{BackupStore, Endpoint};
 use crate::error::{Error, Result};
@@ -77,12 +80,14 @@ struct ManifestFile {
     gtid: Option<String>,
 }
 
-/// One commit-log line as the backup wrote it.
+/// One commit-log line as the backup wrote it (`at_ms` only in the archive's lines).
 #[derive(Debug, Deserialize)]
 struct LogLine {
     comp_node_id: i64,
     txn_id: i64,
     next_txn_cmd: String,
+    #[serde(default)]
+    at_ms: Option<i64>,
 }
 
 /// The 2PC decisions of the backed-up commit log: `(comp_node_id, txn_id)` to its command.
@@ -90,6 +95,13 @@ type Decisions = HashMap<(i64, u64), TxnCmd>;
 
 fn decisions(jsonl: &[u8]) -> Result<Decisions> {
     let mut out = HashMap::new();
+    add_decisions(&mut out, jsonl, None)?;
+    Ok(out)
+}
+
+/// Adds the decisions of `jsonl` to `out`, only those logged before `before_ms` when given
+/// (a line without a time is then refused: the archive writes one on every line).
+fn add_decisions(out: &mut Decisions, jsonl: &[u8], before_ms: Option<i64>) -> Result<()> {
     for (i, line) in jsonl.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -103,9 +115,20 @@ fn decisions(jsonl: &[u8]) -> Result<Decisions> {
         let cmd: TxnCmd = l.next_txn_cmd.parse().map_err(|e| {
             Error::Conflict(format!("the backed-up commit log, line {}: {e}", i + 1))
         })?;
+        if let Some(before) = before_ms {
+            let at = l.at_ms.ok_or_else(|| {
+                Error::Conflict(format!(
+                    "the archived commit log, line {}: no time recorded",
+                    i + 1
+                ))
+            })?;
+            if at >= before {
+                continue;
+            }
+        }
         out.insert((l.comp_node_id, l.txn_id as u64), cmd);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// What to do with a prepared branch at the cut: commit only what the log says was committed.
@@ -121,14 +144,34 @@ fn decide(d: &Decisions, xid: KunlunXid) -> TxnCmd {
 pub(super) async fn restore(
     cx: &JobCtx,
     backup_id: i64,
+    at: Option<i64>,
     machines: &[Machine],
     plan: &ClusterPlan,
     memo: &mut RestoreMemo,
 ) -> Result<()> {
-    let (bs, manifest) = open(cx, backup_id).await?;
-    let log = match manifest.files.iter().find(|f| f.kind == "commit_log") {
+    let (bs, manifest, b) = open(cx, backup_id).await?;
+    let mut log = match manifest.files.iter().find(|f| f.kind == "commit_log") {
         Some(f) => decisions(&bs.get_bytes(&f.rel, MAX_LOG, SMALL_TIMEOUT).await?)?,
         None => HashMap::new(),
+    };
+    // To a point in time: the archive's decisions logged before it join the backup's, and each
+    // shard gets the archived binary log files past its snapshot, replayed up to the point.
+    let pitr = match at {
+        Some(at) => {
+            let idx = window(&*bs, &b, at).await?;
+            for s in idx
+                .commit_log
+                .segments
+                .iter()
+                .filter(|s| s.from_ms < at * 1000)
+            {
+                let bytes = bs.get_bytes(&s.rel, MAX_LOG, SMALL_TIMEOUT).await?;
+                add_decisions(&mut log, &bytes, Some(at * 1000))?;
+            }
+            memo.extra.restore_time = Some(archive::utc(at));
+            Some((idx, stop_utc(at)?))
+        }
+        None => None,
     };
     let mut snapshots: Vec<&ManifestFile> = manifest
         .files
@@ -146,13 +189,22 @@ pub(super) async fn restore(
     memo.extra.consistent = Some(manifest.consistent);
     let shards = plan.shards.iter().zip(snapshots).map(|(shard, file)| {
         let (bs, log) = (bs.clone(), &log);
+        let replay = pitr.as_ref().map(|(idx, stop)| Replay {
+            chain: chain(idx, file),
+            stop: stop.clone(),
+        });
         async move {
             let step = cx.progress.step(format!("restore {}", shard.name));
-            match restore_shard(cx, machines, plan, shard, file, bs, log).await {
+            match restore_shard(cx, machines, plan, shard, file, bs, log, replay).await {
                 Ok(r) => {
                     step.done_with(format!(
-                        "from shard {} at '{}': {} prepared branches committed, {} rolled back",
-                        r.source_shard_id, r.gtid, r.xa_committed, r.xa_rolled_back
+                        "from shard {} at '{}' ({} archived binlog files replayed): {} \
+                         prepared branches committed, {} rolled back",
+                        r.source_shard_id,
+                        r.gtid,
+                        r.replayed_files,
+                        r.xa_committed,
+                        r.xa_rolled_back
                     ));
                     Ok(r)
                 }
@@ -183,8 +235,56 @@ pub(super) async fn restore(
     .await
 }
 
-/// The storage of backup `backup_id` and its manifest.
-async fn open(cx: &JobCtx, backup_id: i64) -> Result<(Arc<dyn BackupStore>, Manifest)> {
+/// Archived binary log files to replay on a shard, and the point to stop at.
+#[derive(Debug, Clone)]
+struct Replay {
+    chain: Vec<ArchivedFile>,
+    /// `YYYY-MM-DD HH:MM:SS`, UTC.
+    stop: String,
+}
+
+/// A restore point as the replay takes it.
+fn stop_utc(at: i64) -> Result<String> {
+    chrono::DateTime::from_timestamp(at, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .ok_or_else(|| Error::Invalid(format!("restore time {at} is out of range")))
+}
+
+/// The archived files of `snapshot`'s shard that hold transactions past it, in order.
+fn chain(idx: &Index, snapshot: &ManifestFile) -> Vec<ArchivedFile> {
+    let snap = GtidPos::parse(snapshot.gtid.as_deref().unwrap_or_default()).unwrap_or_default();
+    snapshot
+        .shard_id
+        .and_then(|id| idx.shards.get(&id))
+        .map(|s| {
+            s.files
+                .iter()
+                .filter(|f| !GtidPos::parse(&f.end).is_ok_and(|e| snap.contains(&e)))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The archive of backup `b`'s cluster on `bs`, checked to reach from the backup to `at`
+/// with every shard's files following on from each other.
+async fn window(bs: &dyn BackupStore, b: &Backup, at: i64) -> Result<Index> {
+    let head = archive::manifest_head(bs, b).await?;
+    let idx = archive::read_index(bs, b.cluster_id)
+        .await?
+        .ok_or_else(|| {
+            Error::Conflict(format!(
+                "no binlog archive of cluster {} on the backup's storage: backup {} can only be \
+             restored to its end",
+                b.cluster_id, b.id
+            ))
+        })?;
+    archive::check_window(&idx, &head, at)?;
+    Ok(idx)
+}
+
+/// The storage of backup `backup_id`, its manifest and its row.
+async fn open(cx: &JobCtx, backup_id: i64) -> Result<(Arc<dyn BackupStore>, Manifest, Backup)> {
     let b = cx
         .store
         .read(async |tx| backups::get(tx, backup_id).await)
@@ -197,20 +297,61 @@ async fn open(cx: &JobCtx, backup_id: i64) -> Result<(Arc<dyn BackupStore>, Mani
     let manifest: Manifest =
         serde_json::from_slice(&bs.get_bytes(&rel, MAX_MANIFEST, SMALL_TIMEOUT).await?)
             .map_err(|e| Error::Conflict(format!("backup {backup_id}: its manifest: {e}")))?;
-    Ok((bs, manifest))
+    Ok((bs, manifest, b))
 }
 
 /// Checks backup `backup_id` before anything is installed: its manifest readable, consistent
 /// across its shards unless `allow_inconsistent`, and every file on the storage with the size
 /// and SHA-256 the manifest records.
-pub(super) async fn check(cx: &JobCtx, backup_id: i64, allow_inconsistent: bool) -> Result<()> {
-    let (bs, manifest) = open(cx, backup_id).await?;
+pub(super) async fn check(
+    cx: &JobCtx,
+    backup_id: i64,
+    allow_inconsistent: bool,
+    at: Option<i64>,
+) -> Result<()> {
+    let (bs, mut manifest, b) = open(cx, backup_id).await?;
     if !manifest.consistent && !allow_inconsistent {
         return Err(Error::Conflict(format!(
             "backup {backup_id} has no common cut across its shards (a shard was read from its \
              primary): a distributed transaction may be restored on some shards and not on \
              others; restore it anyway with allow_inconsistent"
         )));
+    }
+    if let Some(at) = at {
+        // The archived files the restore reads are checked as the backup's are.
+        let idx = window(&*bs, &b, at).await?;
+        let snapshots: Vec<ManifestFile> = manifest
+            .files
+            .iter()
+            .filter(|f| f.kind == "storage")
+            .cloned()
+            .collect();
+        for s in &snapshots {
+            manifest
+                .files
+                .extend(chain(&idx, s).into_iter().map(|f| ManifestFile {
+                    kind: "binlog".into(),
+                    shard_id: s.shard_id,
+                    rel: f.rel,
+                    bytes: f.bytes,
+                    sha256: f.sha256,
+                    gtid: None,
+                }));
+        }
+        manifest.files.extend(
+            idx.commit_log
+                .segments
+                .iter()
+                .filter(|s| s.from_ms < at * 1000)
+                .map(|s| ManifestFile {
+                    kind: "commit_log_archive".into(),
+                    shard_id: None,
+                    rel: s.rel.clone(),
+                    bytes: s.bytes,
+                    sha256: s.sha256.clone(),
+                    gtid: None,
+                }),
+        );
     }
     check_files(&*bs, &manifest).await
 }
@@ -288,6 +429,7 @@ fn instance(
 
 /// One shard: the snapshot on every node, the branches ended, the nodes at its GTID, the
 /// replicas following the first node.
+#[allow(clippy::too_many_arguments)]
 async fn restore_shard(
     cx: &JobCtx,
     machines: &[Machine],
@@ -296,6 +438,7 @@ async fn restore_shard(
     file: &ManifestFile,
     bs: Arc<dyn BackupStore>,
     log: &Decisions,
+    replay: Option<Replay>,
 ) -> Result<ShardRestore> {
     let gtid = file.gtid.clone().unwrap_or_default();
     let usable = GtidPos::parse(&gtid)
@@ -320,20 +463,34 @@ async fn restore_shard(
         .collect::<Result<_>>()?;
     let restores = insts
         .iter()
-        .map(|inst| restore_node(cx, inst, &*bs, file, &gtid, log));
+        .map(|inst| restore_node(cx, inst, &*bs, file, &gtid, log, replay.as_ref()));
     let mut ended = Settled::default();
     let mut errors = Vec::new();
+    let mut reached: Vec<String> = Vec::new();
     for (i, r) in join_all(restores).await.into_iter().enumerate() {
         match r {
             // Every node ended the same branches; the primary's count is the shard's.
-            Ok(n) if i == 0 => ended = n,
-            Ok(_) => {}
+            Ok(n) => {
+                if i == 0 {
+                    ended = n.clone();
+                }
+                reached.push(n.gtid);
+            }
             Err(e) => errors.push(e.to_string()),
         }
     }
     if !errors.is_empty() {
         return Err(Error::Unavailable(errors.join("; ")));
     }
+    // Every node replayed the same files to the same point: the same position.
+    if reached.iter().any(|g| *g != reached[0]) {
+        return Err(Error::Conflict(format!(
+            "the nodes of {} reached different positions after the replay: {}",
+            shard.name,
+            reached.join(" / ")
+        )));
+    }
+    let gtid = reached.first().cloned().unwrap_or(gtid);
     let primary = &insts[0];
     // Followed from where both stand (the snapshot's GTID, set by `settle` on every node),
     // the binlog not reset: every node keeps the snapshot's GTID history, so any of them can
@@ -346,19 +503,24 @@ async fn restore_shard(
         shard: shard.name.clone(),
         source_shard_id: file.shard_id.unwrap_or_default(),
         gtid,
+        replayed_files: ended.replayed,
         xa_committed: ended.committed,
         xa_rolled_back: ended.rolled_back,
         xa_left: ended.left,
     })
 }
 
-/// What [`settle`] did with a node's prepared branches.
-#[derive(Debug, Clone, Copy, Default)]
+/// What [`settle`] did with a node's prepared branches, and where the node stands.
+#[derive(Debug, Clone, Default)]
 struct Settled {
     committed: usize,
     rolled_back: usize,
     /// Left prepared: not a Kunlun transaction's, or held by a session.
     left: usize,
+    /// Archived binary log files replayed.
+    replayed: usize,
+    /// The node's GTID position (the snapshot's, or where the replay reached).
+    gtid: String,
 }
 
 /// One node: stopped, its fresh data set aside, the snapshot streamed in and prepared, started
@@ -371,6 +533,7 @@ async fn restore_node(
     file: &ManifestFile,
     gtid: &str,
     log: &Decisions,
+    replay: Option<&Replay>,
 ) -> Result<Settled> {
     let fleet = &cx.fleet;
     let rs = reseed::reseed(fleet)?;
@@ -399,9 +562,77 @@ async fn restore_node(
     })?;
     reseed::start_with_users(fleet, inst).await?;
     reseed::drop_aside(fleet, inst).await?;
-    settle(&inst.addr(), gtid, log)
+    let (at, replayed) = match replay {
+        Some(r) if !r.chain.is_empty() => replay_node(cx, inst, bs, gtid, r).await?,
+        _ => (gtid.to_string(), 0),
+    };
+    let mut s = settle(&inst.addr(), &at, log)
         .await
-        .map_err(|e| Error::Unavailable(format!("{}: {e}", inst.addr())))
+        .map_err(|e| Error::Unavailable(format!("{}: {e}", inst.addr())))?;
+    s.replayed = replayed;
+    s.gtid = at;
+    Ok(s)
+}
+
+/// `@@gtid_binlog_pos` of `addr`.
+async fn binlog_pos(c: &mut StorageConn) -> crate::storage::Result<String> {
+    let rows: Vec<Option<String>> = c.query("SELECT @@gtid_binlog_pos").await?;
+    Ok(rows.into_iter().next().flatten().unwrap_or_default())
+}
+
+/// Replays `r`'s archived files on the restored node `inst` (at the snapshot's `gtid`, its
+/// prepared branches still prepared): the binlog starts at the snapshot's GTID, then each file
+/// in order applies its events past the node's position and before the point; a file that
+/// stopped before its end (an event at or after the point) ends the replay, so what is applied
+/// is a prefix of the shard's history. Returns the position reached and the files replayed.
+async fn replay_node(
+    cx: &JobCtx,
+    inst: &Instance,
+    bs: &dyn BackupStore,
+    gtid: &str,
+    r: &Replay,
+) -> Result<(String, usize)> {
+    let addr = inst.addr();
+    let sql = |e: crate::storage::Error| Error::Unavailable(format!("{addr}: {e}"));
+    let mut c = StorageConn::connect(&addr, StorageOptions::default())
+        .await
+        .map_err(sql)?;
+    let set = c
+        .exec(&format!(
+            "RESET MASTER; SET GLOBAL gtid_binlog_state = '{gtid}'"
+        ))
+        .await;
+    c.close().await;
+    set.map_err(sql)?;
+    let script = reseed::reseed(&cx.fleet)?
+        .binlog_replay_script(inst.base_dir(), &r.stop)
+        .map_err(|e| Error::Conflict(e.to_string()))?;
+    let sink = Endpoint {
+        target: inst.target.clone(),
+        command: format!("sh -c {}", sh_quote(&script)),
+    };
+    let mut pos = gtid.to_string();
+    let mut replayed = 0;
+    for f in &r.chain {
+        bs.get(&f.rel, &sink, reseed::copy_timeout(f.bytes / 1024, None))
+            .await
+            .map_err(|e| {
+                Error::Unavailable(clip(&format!("replaying {} on {addr}: {e}", f.rel)))
+            })?;
+        replayed += 1;
+        let mut c = StorageConn::connect(&addr, StorageOptions::default())
+            .await
+            .map_err(sql)?;
+        let p = binlog_pos(&mut c).await;
+        c.close().await;
+        pos = p.map_err(sql)?;
+        let end = GtidPos::parse(&f.end).map_err(|e| Error::Conflict(e.to_string()))?;
+        let now = GtidPos::parse(&pos).map_err(|e| Error::Conflict(e.to_string()))?;
+        if !now.contains(&end) {
+            break;
+        }
+    }
+    Ok((pos, replayed))
 }
 
 /// On a restored node: every prepared Kunlun branch ended as `log` says, nothing

@@ -57,6 +57,9 @@ pub struct RestoreExtra {
     /// Whether the backup had one consistent cut across its shards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistent: Option<bool>,
+    /// The point in time restored to (RFC 3339, UTC), when not the end of the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_time: Option<String>,
     /// Per new shard: the source shard, its snapshot's GTID and the XA branches ended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<ShardRestore>,
@@ -69,6 +72,9 @@ pub struct ShardRestore {
     pub shard: String,
     pub source_shard_id: i64,
     pub gtid: String,
+    /// Archived binary log files replayed past the snapshot (a point-in-time restore).
+    #[serde(default)]
+    pub replayed_files: usize,
     /// Prepared branches committed (their transaction logged a commit before the cut).
     pub xa_committed: usize,
     /// Prepared branches rolled back (no commit logged before the cut).
@@ -135,6 +141,7 @@ impl JobKind for RestoreClusterJob {
 
     fn validate(req: &RestoreRequest) -> Result<()> {
         // The shape is the backup's, known at `check`; the rest is checked here.
+        req.target.restore_at()?;
         req.target
             .to_create(1, 1, 1, None)
             .map(|_| ())
@@ -164,7 +171,8 @@ impl JobKind for RestoreClusterJob {
         let req = create_request(&info.request, &b)?;
         // Before anything is installed: a damaged backup fails the job with nothing to undo.
         let anyway = info.request.target.allow_inconsistent;
-        cx.step("check the backup files", data::check(cx, b.id, anyway))
+        let at = info.request.target.restore_at()?;
+        cx.step("check the backup files", data::check(cx, b.id, anyway, at))
             .await?;
         let machines = cx.store.list_machines().await?;
         let names: Vec<String> = cx
@@ -219,7 +227,8 @@ impl JobKind for RestoreClusterJob {
         cx.fleet
             .install_cluster_with(machines, plan, &cx.progress)
             .await?;
-        data::restore(cx, info.request.backup_id, machines, plan, memo).await
+        let at = info.request.target.restore_at()?;
+        data::restore(cx, info.request.backup_id, at, machines, plan, memo).await
     }
 
     async fn record(
@@ -278,6 +287,7 @@ mod tests {
                 storage_hosts: vec![],
                 computer_hosts: vec![],
                 allow_inconsistent: false,
+                restore_time: None,
             },
         }
     }
