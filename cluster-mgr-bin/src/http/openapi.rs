@@ -32,7 +32,7 @@ use super::{
         instances::stop, instances::start, instances::restart, instances::rebuild,
         jobs::list, jobs::show,
         backups::create, backups::list, backups::show, backups::delete, backups::restore,
-        backups::archive,
+        backups::archive, backups::verify,
         xa::list, xa::resolve,
         failovers::status, failovers::list, failovers::show, failovers::switchover, failovers::no_switch,
         tokens::create, tokens::list, tokens::revoke, tokens::audit,

@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod catalogue;
+pub mod manifest;
 pub mod registry;
 pub mod ssh_dir;
 pub mod store;
