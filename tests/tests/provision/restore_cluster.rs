@@ -15,9 +15,25 @@
 //! a new write from the primary, and the restored compute node has the table. A backup file
 //! damaged on the storage: the restore fails before installing anything and leaves no
 //! cluster.
+//!
+//! Point-in-time restore on the same cluster (no second one: CI time): the daemon archives the
+//! primaries' binlogs every 2 s, each transfer also inserts its number into `bk.xfer` on both
+//! shards, and the test keeps, per committed transfer, the wall time before its first
+//! `XA START` and after both `XA COMMIT`s returned. Transfers go on ~12 s after the backup,
+//! then shard 1 is switched over to its replica and transfers go on ~8 s against the new
+//! primaries. The archive then covers that end with no gap, and the switched shard is archived
+//! from its new primary. A restore time past the archive is refused and creates nothing.
+//! Three restores at random whole seconds T of the archived range (seeded, one after the
+//! switchover), run at once: in each restored cluster the balances add up, no branch is left
+//! prepared, both shards hold the same transfers, every transfer acknowledged before T is
+//! there and none begun at T + 1 s or later, T1 is committed and T2 is not.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kunlun_core::accounts::COMP_USER;
 use kunlun_meta::model::TxnCmd;
@@ -53,27 +69,45 @@ async fn pgx(port: u16, pwd: &str) -> mysql_async::Conn {
         .expect("connect")
 }
 
+/// A committed transfer: its number (its row in `bk.xfer` on both shards), the wall time just
+/// before its first `XA START` and the wall time once both `XA COMMIT`s had returned.
+#[derive(Debug, Clone, Copy)]
+struct Transfer {
+    local: u32,
+    started: SystemTime,
+    acked: SystemTime,
+}
+
+/// Every committed transfer of every run, in order.
+type Transfers = Arc<Mutex<Vec<Transfer>>>;
+
+fn committed(log: &Transfers) -> Vec<Transfer> {
+    log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Transfers of 1 between the accounts of the two shard primaries `(a, b)` until `stop`, as a
-/// compute node (`comp_id`) makes them: XA on both, the commit decision in the commit log,
-/// then both commits. Returns how many committed.
+/// compute node (`comp_id`) makes them: XA on both (each branch also records the transfer's
+/// number, from `first_local + 1` on, in `bk.xfer`), the commit decision in the commit log,
+/// then both commits. Each committed one is pushed onto `log`.
 async fn transfers(
-    sqlite: std::path::PathBuf,
+    sqlite: PathBuf,
     (a, b): (u16, u16),
     pwd: String,
     comp_id: i64,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    first_local: u32,
+    stop: Arc<AtomicBool>,
+    log: Transfers,
 ) {
     let store = Store::open(&StoreConfig::sqlite(&sqlite))
         .await
         .expect("the daemon's store");
     let (mut ca, mut cb) = (pgx(a, &pwd).await, pgx(b, &pwd).await);
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs() as u32;
-    let mut local = 1000u32;
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+    let mut local = first_local;
+    while !stop.load(Ordering::SeqCst) {
         local += 1;
         let x = format!("{comp_id}-{ts}-{local}");
         let acct = i64::from(local) % ACCOUNTS;
@@ -82,10 +116,12 @@ async fn transfers(
         } else {
             (&mut cb, &mut ca)
         };
+        let started = SystemTime::now();
         for (c, delta) in [(from, -1), (to, 1)] {
             c.query_drop(format!(
                 "XA START '{x}'; UPDATE bk.acct SET balance = balance + ({delta}) \
-                 WHERE id = {acct}; XA END '{x}'; XA PREPARE '{x}'"
+                 WHERE id = {acct}; INSERT INTO bk.xfer VALUES ({local}); XA END '{x}'; \
+                 XA PREPARE '{x}'"
             ))
             .await
             .expect("a prepared transfer branch");
@@ -106,7 +142,14 @@ async fn transfers(
                 .expect("the transfer ended");
         }
         if logged.is_ok() {
-            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let acked = SystemTime::now();
+            log.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Transfer {
+                    local,
+                    started,
+                    acked,
+                });
         }
     }
 }
@@ -140,6 +183,190 @@ async fn text(conn: &mut mysql_async::Conn, sql: &str) -> Option<String> {
         .flatten()
 }
 
+/// Whole seconds since the epoch of an RFC3339 time.
+fn epoch_secs(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap_or_else(|e| panic!("not RFC3339 ({e}): {rfc3339}"))
+        .timestamp()
+}
+
+/// `secs` since the epoch as the API writes times: RFC3339, UTC, whole seconds, `Z`.
+fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp(secs, 0)
+        .expect("a representable time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The wall time `secs` after the epoch.
+fn at(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).expect("after 1970"))
+}
+
+/// Whole seconds of `t` since the epoch (rounded down).
+fn secs_of(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+/// splitmix64: the restore points drawn from a printed seed can be drawn again
+/// (`PITR_SEED=<seed>`), whatever `rand` version the workspace moves to.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi` (the modulo bias over a span of seconds is nothing).
+    fn between(&mut self, lo: i64, hi: i64) -> i64 {
+        assert!(lo <= hi, "an empty range {lo}..={hi}");
+        lo + (self.next() % ((hi - lo) as u64 + 1)) as i64
+    }
+}
+
+/// Polls `GET /v1/backups/{id}/archive` every second, at most 120 s, until its
+/// `restorable_until` is at least `until`; returns that answer.
+fn archive_until(c: &DaemonCluster, backup_id: i64, until: SystemTime) -> Value {
+    let client = http(Duration::from_secs(10));
+    let path = format!("/v1/backups/{backup_id}/archive");
+    let t0 = Instant::now();
+    loop {
+        let (st, v) = c.daemon.get(&client, &path);
+        if st == 200
+            && v["restorable_until"]
+                .as_str()
+                .is_some_and(|u| at(epoch_secs(u)) >= until)
+        {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "GET {path} never reached {}: {st} {v}\ndaemon log:\n{}",
+            rfc3339(secs_of(until)),
+            c.log()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// `(shard id, primary's node id, primary's port)` of each shard of cluster `cid`.
+fn primaries_of(c: &DaemonCluster, cid: i64) -> Vec<(i64, i64, u16)> {
+    let detail = ctl(&c.base, &["--json", "cluster", "show", &cid.to_string()])
+        .ok()
+        .json();
+    detail["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| {
+            let p = s["nodes"]
+                .as_array()
+                .and_then(|n| n.iter().find(|n| n["member_state"] == "source"))
+                .unwrap_or_else(|| panic!("a primary: {s}"));
+            (
+                s["shard"]["id"].as_i64().expect("shard id"),
+                p["id"].as_i64().expect("node id"),
+                p["port"].as_u64().expect("port") as u16,
+            )
+        })
+        .collect()
+}
+
+/// Checks the cluster that point-in-time restore `job` (at `t`, epoch seconds) made against
+/// the committed transfers `log`; returns the cluster's id and how many transfers it holds.
+fn check_point_in_time(
+    rt: &tokio::runtime::Runtime,
+    c: &DaemonCluster,
+    t: i64,
+    job: &Value,
+    log: &[Transfer],
+) -> (i64, usize) {
+    let memo = &job["memo"];
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(
+        memo["restore_time"].as_str(),
+        Some(rfc3339(t).as_str()),
+        "{job}"
+    );
+    let shards = memo["shards"].as_array().expect("the memo's shards");
+    assert_eq!(shards.len(), 2, "{job}");
+    for s in shards {
+        assert_eq!(s["xa_left"], 0, "{s}");
+    }
+    let cid = memo["cluster_id"].as_i64().expect("the restored cluster");
+    let pwd = rt.block_on(secret(c, cid)).manager_pwd;
+    let mut total = 0i64;
+    let mut held: Vec<BTreeSet<u32>> = Vec::new();
+    let nodes = primaries_of(c, cid);
+    rt.block_on(async {
+        for (_, _, port) in nodes {
+            let mut n = c.conn(&pwd, port).await;
+            let got = text(
+                &mut n,
+                &format!(
+                    "SELECT CONCAT(COUNT(*), ' ', SUM(id = {T1_ROW}), ' ', SUM(id = {T2_ROW})) \
+                     FROM bk.t"
+                ),
+            )
+            .await;
+            assert_eq!(
+                got.as_deref(),
+                Some(format!("{} 1 0", ROWS + 1).as_str()),
+                "cluster {cid} node {port}: every row, T1 and not T2"
+            );
+            let balance = text(&mut n, "SELECT CAST(SUM(balance) AS CHAR) FROM bk.acct").await;
+            total += balance
+                .and_then(|b| b.parse::<i64>().ok())
+                .unwrap_or_else(|| panic!("a balance on {port}"));
+            let prepared: Vec<mysql_async::Row> = n.query("XA RECOVER").await.expect("XA RECOVER");
+            assert!(
+                prepared.is_empty(),
+                "no branch left prepared on {port} (cluster {cid})"
+            );
+            let ids: Vec<u32> = n
+                .query("SELECT id FROM bk.xfer")
+                .await
+                .expect("the transfers");
+            held.push(ids.into_iter().collect());
+        }
+    });
+    let when = rfc3339(t);
+    assert_eq!(
+        total,
+        2 * ACCOUNTS * OPENING,
+        "the balances of cluster {cid} restored at {when}"
+    );
+    assert_eq!(held.len(), 2, "two shards in cluster {cid}");
+    let only: Vec<_> = held[0].symmetric_difference(&held[1]).collect();
+    assert!(
+        only.is_empty(),
+        "transfers on one shard only at {when}: {only:?}"
+    );
+    let held = &held[0];
+    let missing: Vec<u32> = log
+        .iter()
+        .filter(|x| x.acked < at(t) && !held.contains(&x.local))
+        .map(|x| x.local)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged before {when} but not restored: {missing:?}"
+    );
+    let late: Vec<u32> = log
+        .iter()
+        .filter(|x| x.started >= at(t + 1) && held.contains(&x.local))
+        .map(|x| x.local)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "begun at {when} + 1 s or later but restored: {late:?}"
+    );
+    (cid, held.len())
+}
+
 #[test]
 fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_whole() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -147,7 +374,8 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
         .enable_all()
         .build()
         .expect("runtime");
-    let c = DaemonCluster::start(
+    // The binlogs archived every 2 s, so the archive soon covers the end of the transfers.
+    let c = DaemonCluster::start_with(
         IP,
         "rs1",
         Shape {
@@ -155,6 +383,7 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
             nodes: 2,
             comps: 1,
         },
+        &["binlog_archive_interval = 2"],
     );
     let shards = c.shards();
     let src = rt.block_on(secret(&c, c.cluster_id));
@@ -169,8 +398,8 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
     assert!(out.status.success(), "{out:?}");
 
     // Rows on each shard, then T1 and T2 prepared on both primaries, their sessions kept.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs() as u32;
     let xid = |local: u32| format!("{comp_id}-{now}-{local}");
@@ -185,7 +414,7 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
                  v VARCHAR(100)); INSERT INTO bk.t SELECT seq, {sid}, MD5(seq) \
                  FROM bk.seq_1_to_{ROWS}; CREATE TABLE bk.acct (id BIGINT PRIMARY KEY, \
                  balance BIGINT NOT NULL); INSERT INTO bk.acct SELECT seq, {OPENING} \
-                 FROM bk.seq_0_to_{}",
+                 FROM bk.seq_0_to_{}; CREATE TABLE bk.xfer (id BIGINT PRIMARY KEY)",
                 ACCOUNTS - 1
             ))
             .await
@@ -244,17 +473,18 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
         .iter()
         .map(|(_, nodes)| nodes.iter().find(|n| n.2 == "source").expect("primary").1)
         .collect();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let moved = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let log: Transfers = Arc::default();
     let workload = rt.spawn(transfers(
         c.sqlite.clone(),
         (primaries[0], primaries[1]),
         src.pgx_pwd.clone(),
         comp_id,
+        1000,
         stop.clone(),
-        moved.clone(),
+        log.clone(),
     ));
-    let count = || moved.load(std::sync::atomic::Ordering::SeqCst);
+    let count = || log.lock().unwrap_or_else(|e| e.into_inner()).len();
     let t0 = std::time::Instant::now();
     while count() < 20 {
         assert!(t0.elapsed() < Duration::from_secs(60), "transfers run");
@@ -287,8 +517,9 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
     );
     assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
     let during = count();
-    std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The archive's part: transfers go on past the backup.
+    std::thread::sleep(Duration::from_secs(12));
+    stop.store(true, Ordering::SeqCst);
     rt.block_on(workload).expect("the transfers ended cleanly");
     eprintln!(
         "transfers committed: {before} before the backup was asked for, {during} by its end, \
@@ -299,6 +530,112 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
     let job = out.json();
     assert_eq!(job["memo"]["consistent"], true, "{job}");
     let backup_id = job["memo"]["backup_id"].as_i64().expect("backup id");
+    // The coordinator is gone now. Before the switchover: a branch still attached to a live
+    // session on the demoted primary cannot take the XA COMMIT that the resolver then writes
+    // on the new one (its replication stops with 1397, XAER_NOTA).
+    rt.block_on(async {
+        for h in holders {
+            drop(h.disconnect().await);
+        }
+    });
+
+    // Shard 1's primary switched over to its replica, then transfers against the new
+    // primaries: the archive follows the shard's new primary.
+    let (switched, old_primary) = (shards[0].0, primaries[0]);
+    let out = ctl(
+        &c.base,
+        &[
+            "--json",
+            "--timeout",
+            "300",
+            "failover",
+            "switchover",
+            "--shard",
+            &switched.to_string(),
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
+    let record = out.json();
+    assert_eq!(record["outcome"], "promoted", "{record}");
+    let switched_at = SystemTime::now();
+    let new_node = record["new_primary"].as_i64().expect("the new primary");
+    let t0 = Instant::now();
+    let new_primaries = loop {
+        let now = primaries_of(&c, c.cluster_id);
+        if now.iter().any(|p| p.0 == switched && p.1 == new_node) {
+            break now;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "node {new_node} is not shard {switched}'s primary: {now:?}\n{}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let port_of = |sid: i64| {
+        new_primaries
+            .iter()
+            .find(|p| p.0 == sid)
+            .map(|p| p.2)
+            .expect("a primary")
+    };
+    let new_primary = port_of(switched);
+    assert_ne!(new_primary, old_primary, "{new_primaries:?}");
+    eprintln!(
+        "shard {switched} switched over from {old_primary} to {new_primary} in {} ms",
+        record["total_ms"]
+    );
+    let before_switch = count();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workload = rt.spawn(transfers(
+        c.sqlite.clone(),
+        (port_of(shards[0].0), port_of(shards[1].0)),
+        src.pgx_pwd.clone(),
+        comp_id,
+        1_000_000,
+        stop.clone(),
+        log.clone(),
+    ));
+    std::thread::sleep(Duration::from_secs(8));
+    stop.store(true, Ordering::SeqCst);
+    rt.block_on(workload).expect("the transfers ended cleanly");
+    let stopped_at = SystemTime::now();
+    eprintln!(
+        "transfers committed after the switchover: {}",
+        count() - before_switch
+    );
+    assert!(
+        count() > before_switch,
+        "transfers went on after the switchover"
+    );
+
+    // The archive covers the end of the transfers, without a gap, from the new primary.
+    let archive = archive_until(&c, backup_id, stopped_at + Duration::from_secs(1));
+    eprintln!("archive: {archive}");
+    let archived = archive["shards"].as_array().expect("the archive's shards");
+    assert_eq!(archived.len(), 2, "{archive}");
+    for s in archived {
+        assert!(s["gap"].is_null(), "a gap in the archive: {archive}");
+    }
+    let source = archived
+        .iter()
+        .find(|s| s["shard_id"] == switched)
+        .map(|s| s["source"].clone());
+    assert_eq!(
+        source,
+        Some(json!(format!("{IP}:{new_primary}"))),
+        "shard {switched} archived from its new primary: {archive}"
+    );
+    let from = epoch_secs(
+        archive["restorable_from"]
+            .as_str()
+            .expect("restorable_from"),
+    );
+    let until = epoch_secs(
+        archive["restorable_until"]
+            .as_str()
+            .expect("restorable_until"),
+    );
     let dir = store_dir.join(format!("cluster_{}/backup_{backup_id}", c.cluster_id));
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest"))
@@ -310,12 +647,7 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
             "the cut of shard {sid}: {manifest}"
         );
     }
-    // The coordinator is gone now; the source cluster is deleted.
-    rt.block_on(async {
-        for h in holders {
-            drop(h.disconnect().await);
-        }
-    });
+    // The source cluster is deleted.
     let out = ctl(
         &c.base,
         &["cluster", "rm", &c.cluster_id.to_string(), "--wait"],
@@ -445,6 +777,148 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
         "t",
         "the compute schema was restored: {out:?}"
     );
+    // Gone before the point-in-time restores, which need the room.
+    let out = ctl(&c.base, &["cluster", "rm", &new_id.to_string(), "--wait"]);
+    assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
+
+    // Three point-in-time restores at once, at random whole seconds of the archived range,
+    // the last one after the switchover.
+    let seed = std::env::var("PITR_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos() as u64
+        });
+    let mut rng = SplitMix(seed);
+    let points = [
+        rng.between(from, until),
+        rng.between(from, until),
+        rng.between(from.max(secs_of(switched_at) + 1), until),
+    ];
+    eprintln!(
+        "restore points (seed {seed}, archive {} ..= {}, switchover done {}): {:?}",
+        rfc3339(from),
+        rfc3339(until),
+        rfc3339(secs_of(switched_at)),
+        points.map(rfc3339)
+    );
+    let jobs: Vec<(i64, i64)> = points
+        .iter()
+        .zip(["rs4", "rs5", "rs6"])
+        .map(|(&t, name)| {
+            let out = ctl(
+                &c.base,
+                &[
+                    "--json",
+                    "backup",
+                    "restore",
+                    &backup_id.to_string(),
+                    "--name",
+                    name,
+                    "--restore-time",
+                    &rfc3339(t),
+                    "--nodes",
+                    "1",
+                    "--innodb-size-mb",
+                    "32",
+                    "--max-connections",
+                    "100",
+                ],
+            );
+            assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
+            (t, out.json()["job_id"].as_i64().expect("a job id"))
+        })
+        .collect();
+    let log = committed(&log);
+    let mut restored_ids = Vec::new();
+    for (t, job_id) in jobs {
+        let started = Instant::now();
+        let out = ctl(
+            &c.base,
+            &[
+                "--json",
+                "job",
+                "watch",
+                &job_id.to_string(),
+                "--timeout",
+                "900",
+            ],
+        );
+        assert_eq!(
+            out.code,
+            0,
+            "the restore at {} (job {job_id}): {out:#?}\ndaemon log:\n{}",
+            rfc3339(t),
+            c.log()
+        );
+        let job = out.json();
+        let (cid, held) = check_point_in_time(&rt, &c, t, &job, &log);
+        let acked = log.iter().filter(|x| x.acked < at(t)).count();
+        eprintln!(
+            "restored at {}: {held} transfers of {} committed ({acked} acknowledged before), \
+             job {job_id} waited for {:?}",
+            rfc3339(t),
+            log.len(),
+            started.elapsed()
+        );
+        restored_ids.push(cid);
+    }
+    for cid in restored_ids {
+        let out = ctl(&c.base, &["cluster", "rm", &cid.to_string(), "--wait"]);
+        assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
+    }
+
+    // A restore time past the archive: refused, nothing created (after the restores that
+    // succeed, so that a failure here does not hide theirs).
+    let out = ctl(
+        &c.base,
+        &[
+            "--json",
+            "backup",
+            "restore",
+            &backup_id.to_string(),
+            "--name",
+            "rs7",
+            "--restore-time",
+            &rfc3339(until + 3600),
+            "--nodes",
+            "1",
+            "--innodb-size-mb",
+            "32",
+            "--max-connections",
+            "100",
+        ],
+    );
+    if out.code == 0 {
+        // Accepted: say how the job ended, for the failure message.
+        let id = out.json()["job_id"].as_i64().unwrap_or_default();
+        let job = ctl(
+            &c.base,
+            &[
+                "--json",
+                "job",
+                "watch",
+                &id.to_string(),
+                "--timeout",
+                "900",
+            ],
+        );
+        panic!(
+            "a restore time past the archive was accepted: {out:#?}\nits job: {}\ndaemon log:\n{}",
+            job.stdout,
+            c.log()
+        );
+    }
+    let clusters = ctl(&c.base, &["--json", "cluster", "list"]).ok().json();
+    assert!(
+        clusters
+            .as_array()
+            .is_some_and(|a| a.iter().all(|c| c["name"] != "rs7")),
+        "{clusters}"
+    );
 
     // A damaged backup file: refused before anything is installed, no cluster left.
     let snapshot = std::fs::read_dir(&dir)
@@ -482,7 +956,4 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
             .is_some_and(|a| a.iter().all(|c| c["name"] != "rs3")),
         "{clusters}"
     );
-
-    let out = ctl(&c.base, &["cluster", "rm", &new_id.to_string(), "--wait"]);
-    assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
 }
