@@ -61,6 +61,12 @@ impl DaemonCluster {
     /// Starts everything and creates cluster `name` of `shape` (panics on any failure, with
     /// the daemon's log).
     pub fn start(ip: Ipv4Addr, name: &str, shape: Shape) -> DaemonCluster {
+        Self::start_with(ip, name, shape, &[])
+    }
+
+    /// [`DaemonCluster::start`] with extra `cluster_mgr.cnf` lines (`key = value`) for the
+    /// daemon (see [`Daemon::start_with`]).
+    pub fn start_with(ip: Ipv4Addr, name: &str, shape: Shape, extra_cnf: &[&str]) -> DaemonCluster {
         let sshd = Sshd::start_on(ip).expect("sshd");
         let wd = workdir();
         chmod_755(wd.path());
@@ -69,7 +75,7 @@ impl DaemonCluster {
         chmod_755(&data);
         let servers = Leftovers(data.clone());
         let sqlite = wd.path().join("meta.db");
-        let daemon = Daemon::start(wd.path(), &sqlite).expect("daemon");
+        let daemon = Daemon::start_with(wd.path(), &sqlite, extra_cnf).expect("daemon");
         let base = daemon.url();
         let ports = 20 * (shape.shards * shape.nodes + shape.comps) as u16 + 1;
         for ty in ["storage", "computer"] {
