@@ -65,7 +65,7 @@ impl DaemonCluster {
     }
 
     /// [`DaemonCluster::start`] with extra `cluster_mgr.cnf` lines (`key = value`) for the
-    /// daemon (see [`Daemon::start_with`]).
+    /// daemon, e.g. a short `binlog_archive_interval`.
     pub fn start_with(ip: Ipv4Addr, name: &str, shape: Shape, extra_cnf: &[&str]) -> DaemonCluster {
         let sshd = Sshd::start_on(ip).expect("sshd");
         let wd = workdir();

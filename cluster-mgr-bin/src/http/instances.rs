@@ -27,7 +27,10 @@ pub struct ControlBody {
 }
 
 /// An empty body is `{}`; anything else must be `application/json` (415) of `T`.
-fn json_body<T: DeserializeOwned + Default>(req: &HttpRequest, body: &[u8]) -> Result<T> {
+pub(super) fn json_body<T: DeserializeOwned + Default>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<T> {
     if body.is_empty() {
         return Ok(T::default());
     }

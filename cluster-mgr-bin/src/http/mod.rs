@@ -245,6 +245,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/backups/{id}/restore", "POST").route(web::post().to(backups::restore)),
         )
         .service(resource("/v1/backups/{id}/archive", "GET").route(web::get().to(backups::archive)))
+        .service(resource("/v1/backups/{id}/verify", "POST").route(web::post().to(backups::verify)))
         .service(resource("/v1/jobs", "GET").route(web::get().to(jobs::list)))
         .service(resource("/v1/jobs/{id}", "GET").route(web::get().to(jobs::show)))
         .service(resource("/v1/ha", "GET").route(web::get().to(failovers::status)))

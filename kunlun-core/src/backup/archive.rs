@@ -37,6 +37,7 @@ use kunlun_provision::recipe::sh_quote;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::manifest::{self, Manifest};
 use super::registry;
 use super::store::{BackupStore, Endpoint};
 use crate::error::{Error, Result};
@@ -55,8 +56,6 @@ const LOG_OVERLAP_MS: i64 = 60_000;
 const LOG_WINDOW_ROWS: u32 = 100_000;
 /// Largest index read.
 const MAX_INDEX: usize = 64 * 1024 * 1024;
-/// Largest manifest read.
-const MAX_MANIFEST: usize = 16 * 1024 * 1024;
 /// Deadline of reading or writing a small file on the storage.
 const SMALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Deadline of one SQL statement on a primary.
@@ -136,36 +135,6 @@ pub struct LogSegment {
     pub rows: u64,
 }
 
-/// What the archive needs of a backup's manifest.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ManifestHead {
-    /// Unix seconds of the store's clock at the end of the cut (consistent backups).
-    #[serde(default)]
-    pub cut_at: Option<i64>,
-    #[serde(default)]
-    pub files: Vec<ManifestShard>,
-}
-
-/// A manifest file entry, as far as the archive reads it.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ManifestShard {
-    pub kind: String,
-    #[serde(default)]
-    pub shard_id: Option<i64>,
-    #[serde(default)]
-    pub gtid: Option<String>,
-}
-
-/// Reads backup `b`'s manifest from `bs`.
-pub async fn manifest_head(bs: &dyn BackupStore, b: &Backup) -> Result<ManifestHead> {
-    let rel = b
-        .manifest
-        .clone()
-        .ok_or_else(|| Error::Conflict(format!("backup {} has no manifest", b.id)))?;
-    serde_json::from_slice(&bs.get_bytes(&rel, MAX_MANIFEST, SMALL_TIMEOUT).await?)
-        .map_err(|e| Error::Conflict(format!("backup {}: its manifest: {e}", b.id)))
-}
-
 /// The archive index of cluster `cluster_id` on `bs`, if there is one.
 pub async fn read_index(bs: &dyn BackupStore, cluster_id: i64) -> Result<Option<Index>> {
     match bs
@@ -184,7 +153,7 @@ pub async fn read_index(bs: &dyn BackupStore, cluster_id: i64) -> Result<Option<
 
 impl Index {
     /// A new archive starting at backup `b`'s snapshots.
-    fn start(c: &Cluster, b: &Backup, m: &ManifestHead) -> Index {
+    fn start(c: &Cluster, b: &Backup, m: &Manifest) -> Index {
         let shards = m
             .files
             .iter()
@@ -283,7 +252,7 @@ pub async fn archive_cluster(store: &Store, fleet: &Provisioner, c: &Cluster) ->
     let mut idx = match read_index(&*bs, c.id).await? {
         Some(i) => i,
         None => {
-            let m = manifest_head(&*bs, &b).await?;
+            let m = manifest::read(&*bs, &b).await?;
             if m.cut_at.is_none() {
                 // A backup without a cut has no point to start a history from.
                 return Ok(());
@@ -592,7 +561,7 @@ pub fn utc(secs: i64) -> String {
 /// Backup `b`'s archive window and its shards, as `GET /v1/backups/{id}/archive` answers.
 pub async fn status(store: &Store, fleet: &Provisioner, b: &Backup) -> Result<BackupArchive> {
     let (st, bs): (_, Arc<dyn BackupStore>) = registry::open_id(store, fleet, b.storage_id).await?;
-    let m = manifest_head(&*bs, b).await?;
+    let m = manifest::read(&*bs, b).await?;
     let idx = read_index(&*bs, b.cluster_id).await?;
     let from = m.cut_at.map(|t| t + 1);
     let usable = idx.as_ref().filter(|i| covers_backup(i, &m));
@@ -630,7 +599,7 @@ pub async fn status(store: &Store, fleet: &Provisioner, b: &Backup) -> Result<Ba
 
 /// Checks that archive `i` takes backup `m` to `at` (unix seconds): after the backup's cut,
 /// the archive continuing the backup, and archived (every shard and the commit log) until then.
-pub fn check_window(i: &Index, m: &ManifestHead, at: i64) -> Result<()> {
+pub fn check_window(i: &Index, m: &Manifest, at: i64) -> Result<()> {
     let cut = m.cut_at.ok_or_else(|| {
         Error::Conflict(
             "the backup records no cut time: it can only be restored to its end".to_string(),
@@ -676,7 +645,7 @@ pub fn check_window(i: &Index, m: &ManifestHead, at: i64) -> Result<()> {
 
 /// True when archive `i` continues backup `m`: it holds every shard the backup has, each
 /// starting at or before the shard's snapshot.
-pub fn covers_backup(i: &Index, m: &ManifestHead) -> bool {
+pub fn covers_backup(i: &Index, m: &Manifest) -> bool {
     m.files.iter().filter(|f| f.kind == "storage").all(|f| {
         let (Some(id), Some(g)) = (f.shard_id, f.gtid.as_deref()) else {
             return false;

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::jobs::accept::on_cluster;
 use crate::jobs::kinds::backup_cluster::{self, BackupRequest, BACKUP_CLUSTER};
 use crate::jobs::kinds::restore_cluster::{self, RESTORE_CLUSTER};
+use crate::jobs::kinds::verify_backup;
 use crate::ClusterManager;
 
 /// Deadline of removing a backup's files.
@@ -58,6 +59,21 @@ impl ClusterManager {
             .store()?
             .read(async |tx| backups::get_full(tx, id).await)
             .await?)
+    }
+
+    /// Accepts a `verify_backup` job: backup `id`'s files checked and each shard's snapshot
+    /// started in a scratch server with its tables' checksums compared (404 unknown backup,
+    /// 409 a backup not done).
+    pub async fn verify_backup(&self, id: i64) -> Result<JobAccepted> {
+        let job = verify_backup::accept(self.store()?, id).await?;
+        self.wake_job_runner();
+        tracing::info!(
+            job_id = job.id,
+            job_type = verify_backup::VERIFY_BACKUP,
+            backup_id = id,
+            "job accepted"
+        );
+        Ok(JobAccepted { job_id: job.id })
     }
 
     /// The binlog archive past backup `id`: the restore times it takes.

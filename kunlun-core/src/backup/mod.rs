@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod catalogue;
+pub mod manifest;
 pub mod registry;
 pub mod schedule;
 pub mod scheduler;

@@ -21,7 +21,7 @@ use kunlun_provision::recipe::sh_quote;
 use kunlun_provision::ssh::ExecInput;
 use kunlun_provision::{SshExecutor, SshTarget};
 
-use super::store::{check_rel, BackupStore, Endpoint, Space, Stored};
+use super::store::{check_rel, BackupStore, Endpoint, Got, Space, Stored};
 use crate::error::{Error, ProbeFailure, Result};
 
 /// Longest root path accepted.
@@ -371,7 +371,7 @@ df -Pk {r} | awk 'NR==2 {{print $4}}'"#
         Ok(stored)
     }
 
-    async fn get(&self, rel: &str, sink: &Endpoint, timeout: Duration) -> Result<u64> {
+    async fn get(&self, rel: &str, sink: &Endpoint, timeout: Duration) -> Result<Got> {
         let f = sh_quote(&self.full(rel)?);
         let cmd = format!("[ -f {f} ] || {{ echo kl-no-such-file >&2; exit 2; }}\nexec cat -- {f}");
         let piped = self
@@ -386,7 +386,10 @@ df -Pk {r} | awk 'NR==2 {{print $4}}'"#
             )
             .await
             .map_err(|e| self.error(rel, e))?;
-        Ok(piped.bytes)
+        Ok(Got {
+            bytes: piped.bytes,
+            stdout: piped.sink.stdout_str(),
+        })
     }
 
     async fn get_bytes(&self, rel: &str, max: usize, timeout: Duration) -> Result<Vec<u8>> {

@@ -36,6 +36,14 @@ pub struct Stored {
     pub sha256: String,
 }
 
+/// What [`BackupStore::get`] did: the bytes streamed and what the sink printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Got {
+    pub bytes: u64,
+    /// The sink command's stdout.
+    pub stdout: String,
+}
+
 /// What [`BackupStore::space`] found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Space {
@@ -75,7 +83,7 @@ pub trait BackupStore: Send + Sync {
     async fn put_bytes(&self, rel: &str, bytes: &[u8], timeout: Duration) -> Result<Stored>;
 
     /// Streams `rel` into `sink.command`'s stdin.
-    async fn get(&self, rel: &str, sink: &Endpoint, timeout: Duration) -> Result<u64>;
+    async fn get(&self, rel: &str, sink: &Endpoint, timeout: Duration) -> Result<Got>;
 
     /// Reads a small file (at most `max` bytes; more is an error).
     async fn get_bytes(&self, rel: &str, max: usize, timeout: Duration) -> Result<Vec<u8>>;

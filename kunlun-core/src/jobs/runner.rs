@@ -32,6 +32,7 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{drive, stage_of, Direction, JobKind, Stage};
+use super::kinds::verify_backup;
 use super::kinds::{
     backup_cluster, rebuild_node, AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob,
     DeleteClusterJob, DeleteCompJob, DeleteNodeJob, DeleteShardJob, RestoreClusterJob,
@@ -70,8 +71,12 @@ fn run_backup(r: JobRunner, job: Job) -> JobFuture {
     Box::pin(async move { backup_cluster::run(&r.store, &r.provisioner, &job).await })
 }
 
+fn run_verify(r: JobRunner, job: Job) -> JobFuture {
+    Box::pin(async move { verify_backup::run(&r.store, &r.provisioner, &job).await })
+}
+
 /// The job kinds this runner executes.
-const REGISTRY: [Registered; 11] = [
+const REGISTRY: [Registered; 12] = [
     register::<CreateClusterJob>(),
     register::<RestoreClusterJob>(),
     register::<DeleteClusterJob>(),
@@ -92,6 +97,12 @@ const REGISTRY: [Registered; 11] = [
         job_type: backup_cluster::BACKUP_CLUSTER,
         reserves: false,
         run: run_backup,
+    },
+    // Reads a backup and runs a scratch server: see `kinds::verify_backup`.
+    Registered {
+        job_type: verify_backup::VERIFY_BACKUP,
+        reserves: false,
+        run: run_verify,
     },
 ];
 

@@ -60,6 +60,40 @@ pub trait Reseed: Send + Sync {
     /// after `stop_utc` (`YYYY-MM-DD HH:MM:SS`, UTC), keeping their GTIDs; prints
     /// [`REPLAY_GTID`]`<pos>` (the instance's position after the file).
     fn binlog_replay_script(&self, base: &str, stop_utc: &str) -> Result<String>;
+
+    /// Run on any machine with the server programs, a snapshot of [`Reseed::backup_script`]
+    /// on stdin: extracts and prepares it in the new directory `scratch` (an absolute path of
+    /// `[A-Za-z0-9._-]` segments that must not exist), starts a server on it with no network
+    /// (a socket in `scratch` only), prints [`VERIFY_STARTED`], then one
+    /// `<db>.<table>\t<checksum>` line per table (`CHECKSUM TABLE`; system schemas left out),
+    /// stops the server and removes `scratch` whatever happened.
+    fn verify_script(&self, scratch: &str) -> Result<String>;
+}
+
+/// The line a verification prints once its scratch server answers.
+pub const VERIFY_STARTED: &str = "kl-verify-started";
+
+/// An absolute scratch path: `/`-separated segments of `[A-Za-z0-9._-]`, no `.`/`..`, at
+/// least two segments, at most 512 bytes.
+fn check_scratch(path: &str) -> Result<()> {
+    let segs: Vec<&str> = path.strip_prefix('/').unwrap_or("").split('/').collect();
+    let ok = path.starts_with('/')
+        && path.len() <= 512
+        && segs.len() >= 2
+        && segs.iter().all(|s| {
+            !s.is_empty()
+                && *s != "."
+                && *s != ".."
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{path:?} is not a usable scratch directory"
+        )))
+    }
 }
 
 /// The line a replay prints: the instance's GTID position after the file.
@@ -293,6 +327,58 @@ echo \"{mark}$pos\"",
             logdir = sh_quote(&p.log),
             marker = sh_quote(&p.marker),
             mark = SNAPSHOT_GTID,
+        ))
+    }
+
+    fn verify_script(&self, scratch: &str) -> Result<String> {
+        check_scratch(scratch)?;
+        let progs = [
+            self.mbstream.clone(),
+            self.backup.clone(),
+            self.mariadbd.clone(),
+            self.client.clone(),
+        ];
+        // The server runs as the instances' OS user (as root) with no network and no grant
+        // checks: only its socket, in the 0700 scratch directory, reaches it.
+        Ok(format!(
+            r#"{pre}{check}umask 077
+s={s}; pid=
+if [ -e "$s" ]; then echo "the scratch directory $s exists" >&2; exit 1; fi
+finish() {{ if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi; rm -rf "$s"; }}
+trap finish EXIT
+trap 'exit 1' HUP INT TERM PIPE
+mkdir -p "$s/data" "$s/run" "$s/tmp" || exit 1
+{mb} -x -C "$s/data" || {{ echo 'mbstream could not extract the snapshot' >&2; exit 1; }}
+{bk} --prepare --target-dir="$s/data" >"$s/prepare.log" 2>&1
+rc=$?
+if [ $rc -ne 0 ] || ! tail -n 3 "$s/prepare.log" | grep -q 'completed OK!'; then
+  echo "mariadb-backup --prepare failed (exit $rc):" >&2; tail -n 20 "$s/prepare.log" >&2; exit 1
+fi
+chown -R "$RU" "$s" || exit 1
+{d} --no-defaults --user="$RU" --datadir="$s/data" --tmpdir="$s/tmp" --socket="$s/run/sock"   --pid-file="$s/run/pid" --log-error="$s/error.log" --skip-networking --skip-grant-tables   --skip-slave-start --log-bin="$s/run/binlog" --server-id=1 --innodb-buffer-pool-size=64M &
+pid=$!
+q() {{ {cl} --no-defaults --socket="$s/run/sock" --user=root -N -B -e "$1"; }}
+i=0
+until q 'SELECT 1' >/dev/null 2>&1; do
+  i=$((i+1))
+  if ! kill -0 "$pid" 2>/dev/null || [ $i -gt 900 ]; then
+    echo 'the server did not start on the snapshot:' >&2; tail -n 20 "$s/error.log" >&2; exit 1
+  fi
+  sleep 0.2
+done
+echo {started}
+q "SELECT CONCAT('\`', REPLACE(table_schema, '\`', '\`\`'), '\`.\`', REPLACE(table_name, '\`', '\`\`'), '\`') FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1" >"$s/tables" || exit 1
+while IFS= read -r t; do q "CHECKSUM TABLE $t" || exit 1; done <"$s/tables"
+q 'SHUTDOWN' >/dev/null 2>&1
+wait "$pid" 2>/dev/null; pid="#,
+            pre = self.prelude(),
+            check = programs_check(&progs),
+            s = sh_quote(scratch),
+            mb = sh_quote(&self.mbstream),
+            bk = sh_quote(&self.backup),
+            d = sh_quote(&self.mariadbd),
+            cl = sh_quote(&self.client),
+            started = VERIFY_STARTED,
         ))
     }
 

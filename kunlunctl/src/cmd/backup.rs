@@ -32,6 +32,23 @@ pub enum BackupCmd {
     Restore(RestoreArgs),
     /// Show how far past a backup its cluster's binlogs are archived: the restore times taken.
     Archive(IdArg),
+    /// Verify a backup: its files' checksums, and each shard's snapshot started in a scratch
+    /// server with its tables' checksums compared with those recorded at the backup.
+    Verify(VerifyArgs),
+}
+
+/// `backup verify` arguments.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Backup id as shown by `backup list`.
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// Follow the job until it ends; fail if the backup does not verify.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 7200, value_name = "SECS")]
+    pub wait_timeout: u64,
 }
 
 /// `backup restore` arguments.
@@ -133,6 +150,7 @@ pub fn run(client: &Client, cmd: &BackupCmd, json: bool) -> Result<String, CliEr
             Ok(show(&b))
         }
         BackupCmd::Restore(a) => restore(client, a, json),
+        BackupCmd::Verify(a) => verify(client, a, json),
         BackupCmd::Archive(a) => {
             let url = client.url(&format!("/v1/backups/{}/archive", a.id), &[])?;
             let v = client.get(url.clone())?;
@@ -257,6 +275,38 @@ fn restore(client: &Client, a: &RestoreArgs, json: bool) -> Result<String, CliEr
                 s["xa_left"]
             ));
         }
+    }
+    Ok(out)
+}
+
+fn verify(client: &Client, a: &VerifyArgs, json: bool) -> Result<String, CliError> {
+    let url = client.url(&format!("/v1/backups/{}/verify", a.id), &[])?;
+    let v = client.post(url.clone(), &serde_json::json!({}))?;
+    let job = match follow(
+        client,
+        v,
+        url.as_str(),
+        "verify_backup",
+        (a.wait, a.wait_timeout),
+        json,
+    )? {
+        Followed::Print(text) => return Ok(text),
+        Followed::Done(job) => job,
+    };
+    let memo = job.memo.clone().unwrap_or_default();
+    let mut out = format!("backup {} verified\n", a.id);
+    for s in memo["shards"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  shard {} on {}: started; {} of {} recorded table checksums match{}\n",
+            s["shard_id"],
+            s["machine"].as_str().unwrap_or_default(),
+            s["matched"],
+            s["recorded"],
+            s["note"]
+                .as_str()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ));
     }
     Ok(out)
 }

@@ -19,6 +19,7 @@ pub mod delete_node;
 pub mod delete_shard;
 pub mod rebuild_node;
 pub mod restore_cluster;
+pub mod verify_backup;
 
 pub use add_comps::{AddCompsJob, ADD_COMPS};
 pub use add_nodes::{AddNodesJob, ADD_NODES};
@@ -31,6 +32,7 @@ pub use delete_node::{DeleteNodeJob, DELETE_NODE};
 pub use delete_shard::{DeleteShardJob, DELETE_SHARD};
 pub use rebuild_node::{RebuildRequest, REBUILD_NODE};
 pub use restore_cluster::{RestoreClusterJob, RESTORE_CLUSTER};
+pub use verify_backup::VERIFY_BACKUP;
 
 /// The memo fields of `add_comps` and `delete_comp` besides the common ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

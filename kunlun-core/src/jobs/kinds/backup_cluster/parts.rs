@@ -51,6 +51,10 @@ pub(super) struct FileEntry {
     pub source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_node_id: Option<i64>,
+    /// `CHECKSUM TABLE` of every table of a shard's snapshot (`db.table`), taken on its source
+    /// held at the cut: what `backup verify` compares a restored copy with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 impl FileEntry {
@@ -65,6 +69,7 @@ impl FileEntry {
             gtid: None,
             source: None,
             source_node_id: None,
+            checksums: None,
         }
     }
 }

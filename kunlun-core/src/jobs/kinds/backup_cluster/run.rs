@@ -379,6 +379,24 @@ async fn one(
                 if let (Ok(_), Some(held)) = (&f, cut.and_then(|c| c.held.get(&id))) {
                     if let Err(e) = cut::still_held(&src.node, held).await {
                         f = Err(Error::Unavailable(format!("shard {id}: {e}")));
+                    } else {
+                        // Still at the cut: its tables' checksums are the snapshot's (kept
+                        // only if it has not moved meanwhile).
+                        let sums = match cut::checksums(&src.node).await {
+                            Ok(s) => cut::still_held(&src.node, held).await.map(|_| s),
+                            Err(e) => Err(e),
+                        };
+                        match (sums, &mut f) {
+                            (Ok(s), Ok(files)) => {
+                                if let Some(file) = files.first_mut() {
+                                    file.checksums = Some(s);
+                                }
+                            }
+                            (Err(e), _) => {
+                                tracing::warn!(shard_id = id, error = %e, "backup: no table checksums recorded for the shard");
+                            }
+                            _ => {}
+                        }
                     }
                 }
                 if src.is_replica() {

@@ -18,14 +18,13 @@ use futures::future::join_all;
 use kunlun_meta::model::{
     Backup, Machine, MemberState, NodeStatus, OnOff, ShardNode, SyncState, TxnCmd,
 };
-use kunlun_meta::store::repo::backups;
 use kunlun_provision::recipe::sh_quote;
 use serde::Deserialize;
 
 use super::{RestoreMemo, ShardRestore};
 use crate::accounts::MANAGER_USER;
 use crate::backup::archive::{self, ArchivedFile, Index};
-use crate::backup::registry;
+use crate::backup::manifest::{self, joined, ManifestFile};
 use crate::backup::store::{BackupStore, Endpoint};
 use crate::error::{Error, Result};
 use crate::fleet::Provisioner;
@@ -38,14 +37,10 @@ use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 use crate::xa::round::{end_branch, Ended};
 use crate::xa::xid::KunlunXid;
 
-/// Deadline of reading or checking one small file on the storage.
+/// Deadline of reading one small file on the storage.
 const SMALL_TIMEOUT: Duration = Duration::from_secs(300);
-/// Deadline of checking one file's SHA-256 (a whole snapshot is read on the storage).
-const CHECK_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Deadline of loading a compute node's schema.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(1800);
-/// Largest manifest read.
-const MAX_MANIFEST: usize = 16 * 1024 * 1024;
 /// Largest commit log read (the backup writes at most 256 MB).
 const MAX_LOG: usize = 300 * 1024 * 1024;
 
@@ -58,26 +53,6 @@ pub(super) fn steps(plan: &ClusterPlan) -> Vec<String> {
         .collect();
     s.push("restore the compute schema".into());
     s
-}
-
-/// The manifest as the restore reads it.
-#[derive(Debug, Clone, Deserialize)]
-struct Manifest {
-    #[serde(default)]
-    consistent: bool,
-    files: Vec<ManifestFile>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct ManifestFile {
-    kind: String,
-    #[serde(default)]
-    shard_id: Option<i64>,
-    rel: String,
-    bytes: u64,
-    sha256: String,
-    #[serde(default)]
-    gtid: Option<String>,
 }
 
 /// One commit-log line as the backup wrote it (`at_ms` only in the archive's lines).
@@ -149,7 +124,7 @@ pub(super) async fn restore(
     plan: &ClusterPlan,
     memo: &mut RestoreMemo,
 ) -> Result<()> {
-    let (bs, manifest, b) = open(cx, backup_id).await?;
+    let (bs, manifest, b) = manifest::open(&cx.store, &cx.fleet, backup_id).await?;
     let mut log = match manifest.files.iter().find(|f| f.kind == "commit_log") {
         Some(f) => decisions(&bs.get_bytes(&f.rel, MAX_LOG, SMALL_TIMEOUT).await?)?,
         None => HashMap::new(),
@@ -173,12 +148,7 @@ pub(super) async fn restore(
         }
         None => None,
     };
-    let mut snapshots: Vec<&ManifestFile> = manifest
-        .files
-        .iter()
-        .filter(|f| f.kind == "storage")
-        .collect();
-    snapshots.sort_by_key(|f| f.shard_id);
+    let snapshots = manifest.snapshots();
     if snapshots.len() != plan.shards.len() {
         return Err(Error::Conflict(format!(
             "backup {backup_id} holds {} shard snapshots for {} new shards",
@@ -269,7 +239,7 @@ fn chain(idx: &Index, snapshot: &ManifestFile) -> Vec<ArchivedFile> {
 /// The archive of backup `b`'s cluster on `bs`, checked to reach from the backup to `at`
 /// with every shard's files following on from each other.
 async fn window(bs: &dyn BackupStore, b: &Backup, at: i64) -> Result<Index> {
-    let head = archive::manifest_head(bs, b).await?;
+    let head = manifest::read(bs, b).await?;
     let idx = archive::read_index(bs, b.cluster_id)
         .await?
         .ok_or_else(|| {
@@ -283,23 +253,6 @@ async fn window(bs: &dyn BackupStore, b: &Backup, at: i64) -> Result<Index> {
     Ok(idx)
 }
 
-/// The storage of backup `backup_id`, its manifest and its row.
-async fn open(cx: &JobCtx, backup_id: i64) -> Result<(Arc<dyn BackupStore>, Manifest, Backup)> {
-    let b = cx
-        .store
-        .read(async |tx| backups::get(tx, backup_id).await)
-        .await?;
-    let (_, bs) = registry::open_id(&cx.store, &cx.fleet, b.storage_id).await?;
-    let rel = b
-        .manifest
-        .clone()
-        .ok_or_else(|| Error::Conflict(format!("backup {backup_id} has no manifest")))?;
-    let manifest: Manifest =
-        serde_json::from_slice(&bs.get_bytes(&rel, MAX_MANIFEST, SMALL_TIMEOUT).await?)
-            .map_err(|e| Error::Conflict(format!("backup {backup_id}: its manifest: {e}")))?;
-    Ok((bs, manifest, b))
-}
-
 /// Checks backup `backup_id` before anything is installed: its manifest readable, consistent
 /// across its shards unless `allow_inconsistent`, and every file on the storage with the size
 /// and SHA-256 the manifest records.
@@ -309,7 +262,7 @@ pub(super) async fn check(
     allow_inconsistent: bool,
     at: Option<i64>,
 ) -> Result<()> {
-    let (bs, mut manifest, b) = open(cx, backup_id).await?;
+    let (bs, mut manifest, b) = manifest::open(&cx.store, &cx.fleet, backup_id).await?;
     if !manifest.consistent && !allow_inconsistent {
         return Err(Error::Conflict(format!(
             "backup {backup_id} has no common cut across its shards (a shard was read from its \
@@ -335,7 +288,7 @@ pub(super) async fn check(
                     rel: f.rel,
                     bytes: f.bytes,
                     sha256: f.sha256,
-                    gtid: None,
+                    ..ManifestFile::default()
                 }));
         }
         manifest.files.extend(
@@ -349,40 +302,11 @@ pub(super) async fn check(
                     rel: s.rel.clone(),
                     bytes: s.bytes,
                     sha256: s.sha256.clone(),
-                    gtid: None,
+                    ..ManifestFile::default()
                 }),
         );
     }
-    check_files(&*bs, &manifest).await
-}
-
-/// Every file of the manifest as stored now: its size and SHA-256 as recorded.
-async fn check_files(bs: &dyn BackupStore, m: &Manifest) -> Result<()> {
-    let checks = m.files.iter().map(|f| async move {
-        let now = bs.checksum(&f.rel, CHECK_TIMEOUT).await?;
-        if now.bytes != f.bytes || !now.sha256.eq_ignore_ascii_case(&f.sha256) {
-            return Err(Error::Conflict(format!(
-                "backup file {} is damaged: {} bytes with SHA-256 {} on the storage, {} bytes \
-                 with {} recorded",
-                f.rel, now.bytes, now.sha256, f.bytes, f.sha256
-            )));
-        }
-        Ok(())
-    });
-    joined(join_all(checks).await).map_err(Error::Conflict)
-}
-
-/// `Ok` when every one of `results` is, else their errors joined.
-fn joined<T>(results: Vec<Result<T>>) -> std::result::Result<(), String> {
-    let errors: Vec<String> = results
-        .into_iter()
-        .filter_map(|r| r.err().map(|e| e.to_string()))
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+    manifest::check_files(&*bs, &manifest.files).await
 }
 
 /// A planned storage node as the reseed steps take it.
