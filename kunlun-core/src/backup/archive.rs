@@ -283,7 +283,15 @@ pub async fn archive_cluster(store: &Store, fleet: &Provisioner, c: &Cluster) ->
             .iter()
             .find(|n| n.shard_id == s.id && n.member_state == MemberState::Source);
         let r = match primary {
-            Some(p) => archive_shard(store, fleet, &*bs, cid, s.id, p, log).await,
+            Some(p) => {
+                tracing::debug!(
+                    cluster_id = cid,
+                    shard_id = s.id,
+                    node_id = p.id,
+                    "binlog archiving: round"
+                );
+                archive_shard(store, fleet, &*bs, cid, s.id, p, log).await
+            }
             None => Err(Error::Unavailable(format!("shard {} has no primary", s.id))),
         };
         log.error = r.err().map(|e| e.to_string());
@@ -396,7 +404,8 @@ async fn archive_on(
     let now: i64 = text(0)
         .parse()
         .map_err(|_| Error::Internal(format!("{source}: odd clock '{}'", text(0))))?;
-    let writable = text(2) == "0";
+    // `@@read_only` reads as `OFF`/`ON` (as text) or 0/1.
+    let writable = matches!(text(2).as_str(), "0" | "OFF");
     let pos = gtid(&text(1), &source)?;
     let end = gtid(&log.end_gtid, "the archive's end")?;
     if log.source_node != p.id {
@@ -466,6 +475,7 @@ async fn archive_on(
             let stored = bs
                 .put(&src, &rel, None, reseed::copy_timeout(64 * 1024, None))
                 .await?;
+            tracing::info!(cluster_id, shard_id, node = %source, file = %name, bytes = stored.bytes, "binlog archived");
             log.files.push(ArchivedFile {
                 node_id: p.id,
                 source: source.clone(),

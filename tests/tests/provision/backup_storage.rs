@@ -186,7 +186,8 @@ async fn an_ssh_dir_storage_keeps_whole_files_only() {
             T,
         )
         .await
-        .expect("get");
+        .expect("get")
+        .bytes;
     assert_eq!(n, stored.bytes);
     assert_eq!(
         sha256_of(&back),

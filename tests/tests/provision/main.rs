@@ -5,6 +5,7 @@
 //! test file, so `cargo test --test provision MODULE::` runs that file's tests.
 
 mod backup_cluster;
+mod backup_faults;
 mod backup_storage;
 mod catalog_push;
 mod emit_replay;

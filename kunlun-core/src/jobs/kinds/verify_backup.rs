@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kunlun_meta::model::{BackupStatus, Job, MachineType, NewJob, NodeStats};
+use kunlun_meta::model::{BackupStatus, Job, JobStatus, MachineType, NewJob, NodeStats};
 use kunlun_meta::store::repo::backups;
 use kunlun_meta::store::Store;
 use kunlun_provision::recipe::reseed::VERIFY_STARTED;
@@ -102,7 +102,8 @@ pub async fn accept(store: &Store, backup_id: i64) -> Result<Job> {
         .await?)
 }
 
-/// Runs one claimed `verify_backup` job (the runner's registry calls this). A job found
+/// Runs one claimed `verify_backup` job (the runner's registry calls this): it ends the job
+/// `done` itself; an error is the runner's to record (`failed`, the memo as stored). A job found
 /// `ongoing` at start runs again from the beginning: it changes nothing but scratch
 /// directories, which are named by the job and removed by the script itself.
 pub async fn run(store: &Store, fleet: &Provisioner, job: &Job) -> Result<()> {
@@ -192,7 +193,7 @@ async fn go(cx: &JobCtx, backup_id: i64) -> Result<()> {
                     )
                 }
             );
-            step.fail(&Error::Conflict(why.clone()));
+            step.fail(Error::Conflict(why.clone()));
             problems.push(why);
         } else {
             step.done_with(format!(
@@ -212,7 +213,7 @@ async fn go(cx: &JobCtx, backup_id: i64) -> Result<()> {
     save(cx, &memo).await;
     if problems.is_empty() {
         tracing::info!(backup_id, job_id = cx.job_id, "backup verified");
-        Ok(())
+        cx.end(JobStatus::Done, &memo).await
     } else {
         Err(Error::Conflict(format!(
             "backup {backup_id} does not verify: {}",

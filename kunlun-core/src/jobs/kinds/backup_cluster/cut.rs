@@ -126,6 +126,12 @@ pub(super) async fn thaw(node: &ShardNode) -> Result<()> {
         }
         match exec_on(node, "START SLAVE", "starting replication again").await {
             Ok(()) => return Ok(()),
+            // ER_BAD_SLAVE: no replication configured any more. HA promoted it meanwhile
+            // (a promotion resets its replication): there is nothing to start again.
+            Err(e) if e.to_string().contains("error 1200") => {
+                tracing::info!(node_id = node.id, "backup: a held source is no longer a replica (promoted by a failover): nothing to start again");
+                return Ok(());
+            }
             Err(e) => last = Some(e),
         }
     }
