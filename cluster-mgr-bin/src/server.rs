@@ -476,6 +476,7 @@ fn start_actors(term: &Term, config: &Config) {
     term.start_job_runner(provisioner, Duration::from_secs(1));
     term.start_auto_rebuild(kunlun_core::auto_rebuild::AutoRebuildConfig::default());
     term.start_binlog_archive(actor_provisioner(config), config.binlog_archive_interval);
+    term.start_backup_scheduler(config.backup_schedule_interval);
 }
 
 /// Waits for SIGTERM or SIGINT and names the one received.

@@ -115,7 +115,7 @@ async fn instant_errors_and_sync_types_answer_as_the_original() {
         .unwrap()
         .contains("Unrecongnized job type"));
     for t in [
-        "update_cluster_coldback_time_period",
+        "logical_backup",
         "cluster_restore",
         "expand_cluster",
         "raft_mission",
@@ -296,6 +296,22 @@ async fn bad_paras_are_accepted_then_failed_with_the_original_codes() {
             "70066",
         ),
         ("manual_switch", json!({"shard_id": s1}), "70025"),
+        // A backup window: no cluster id, a malformed window, no storage registered.
+        (
+            "update_cluster_coldback_time_period",
+            json!({"time_period_str": "01:00:00-02:00:00"}),
+            "70025",
+        ),
+        (
+            "update_cluster_coldback_time_period",
+            json!({"cluster_id": cid, "time_period_str": "01:00-02:00"}),
+            "70005",
+        ),
+        (
+            "update_cluster_coldback_time_period",
+            json!({"cluster_id": cid, "time_period_str": "01:00:00-02:00:00"}),
+            "70005",
+        ),
         (
             "manual_switch",
             json!({"cluster_id": cid, "shard_id": s1, "master_hostaddr": "127.0.0.1_57011"}),

@@ -1,5 +1,6 @@
-//! API tests of the read endpoints: clusters, shards, shard nodes, compute nodes and jobs; and a
-//! cluster's self-healing policy (`GET`/`PATCH /v1/clusters/{id}/policy`).
+//! API tests of the read endpoints: clusters, shards, shard nodes, compute nodes and jobs; a
+//! cluster's self-healing policy (`GET`/`PATCH /v1/clusters/{id}/policy`) and its backup
+//! schedule (`GET`/`PUT`/`DELETE /v1/clusters/{id}/backup_schedule`).
 
 mod common;
 
@@ -304,4 +305,118 @@ async fn policy_reads_and_patches_on_sqlite() {
 #[actix_web::test]
 async fn policy_reads_and_patches_on_mysql() {
     policy_reads_and_patches(mysql_store().await).await;
+}
+
+async fn backup_schedule_is_set_shown_and_removed(ts: TestStore) {
+    use kunlun_meta::store::repo::backup_storage::{self, NewBackupStorage};
+    let svc = test::init_service(app(state(&ts.store))).await;
+    let t = seed_topology(&ts.store, "cluster_s").await;
+    ts.store
+        .tx(async |tx| {
+            backup_storage::insert(
+                tx,
+                &NewBackupStorage {
+                    name: "st1".into(),
+                    hostaddr: "127.0.0.1".into(),
+                    path: "/backups".into(),
+                    machine_id: 1,
+                },
+            )
+            .await
+        })
+        .await
+        .expect("a storage row");
+    let uri = format!("/v1/clusters/{}/backup_schedule", t.cluster_id);
+    assert_error(&call(&svc, Method::GET, &uri, None).await, 404, "not_found");
+    let body = r#"{"storage": "st1", "window": "23:00:00-01:00:00", "keep_count": 2}"#;
+    let (st, s) = call(&svc, Method::PUT, &uri, Some(body)).await;
+    assert_eq!(st.as_u16(), 200, "{s}");
+    assert_eq!(
+        (&s["cluster_id"], &s["storage"], &s["window"]),
+        (
+            &json!(t.cluster_id),
+            &json!("st1"),
+            &json!("23:00:00-01:00:00")
+        ),
+        "{s}"
+    );
+    assert_eq!(
+        (&s["keep_count"], &s["keep_days"], &s["enabled"]),
+        (&json!(2), &json!(null), &json!(true)),
+        "{s}"
+    );
+    assert_eq!(call(&svc, Method::GET, &uri, None).await.1, s);
+    // The original's columns follow the window.
+    let (_, shards) = call(
+        &svc,
+        Method::GET,
+        &format!("/v1/clusters/{}/shards", t.cluster_id),
+        None,
+    )
+    .await;
+    for sh in shards.as_array().expect("shards") {
+        assert_eq!(sh["coldbackup_period"], "23:00:00-01:00:00", "{sh}");
+    }
+
+    // Bad bodies are 400 and change nothing; unknown cluster or storage 404.
+    for bad in [
+        r#"{"storage": "st1", "window": "24:00:00-01:00:00"}"#,
+        r#"{"storage": "st1", "window": "01:00:00-01:00:00"}"#,
+        r#"{"storage": "st1", "window": "1:00-2:00"}"#,
+        r#"{"storage": "st1", "window": 5}"#,
+        r#"{"storage": "st1"}"#,
+        r#"{"storage": "", "window": "01:00:00-02:00:00"}"#,
+        r#"{"storage": "st1", "window": "01:00:00-02:00:00", "keep_count": 0}"#,
+        r#"{"storage": "st1", "window": "01:00:00-02:00:00", "keep_count": -1}"#,
+        r#"{"storage": "st1", "window": "01:00:00-02:00:00", "keep_days": 0}"#,
+        r#"{"storage": "st1", "window": "01:00:00-02:00:00", "keep_days": 36501}"#,
+        r#"{"storage": "st1", "window": "01:00:00-02:00:00", "keep": 1}"#,
+        "[]",
+    ] {
+        let (st, v) = call(&svc, Method::PUT, &uri, Some(bad)).await;
+        assert_eq!(st.as_u16(), 400, "{bad}: {v}");
+        assert!(v["code"].is_string(), "{bad}: {v}");
+    }
+    let nowhere = r#"{"storage": "nowhere", "window": "01:00:00-02:00:00"}"#;
+    assert_error(
+        &call(&svc, Method::PUT, &uri, Some(nowhere)).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &call(
+            &svc,
+            Method::PUT,
+            "/v1/clusters/9999/backup_schedule",
+            Some(body),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_eq!(call(&svc, Method::GET, &uri, None).await.1, s);
+
+    // A storage a schedule names stays registered.
+    let (st, v) = call(&svc, Method::DELETE, "/v1/backup_storages/st1", None).await;
+    assert_eq!(st.as_u16(), 409, "{v}");
+    let (st, _) = call(&svc, Method::DELETE, &uri, None).await;
+    assert_eq!(st.as_u16(), 204);
+    assert_error(&call(&svc, Method::GET, &uri, None).await, 404, "not_found");
+    assert_error(
+        &call(&svc, Method::DELETE, &uri, None).await,
+        404,
+        "not_found",
+    );
+    let (st, v) = call(&svc, Method::DELETE, "/v1/backup_storages/st1", None).await;
+    assert_eq!(st.as_u16(), 204, "{v}");
+}
+
+#[actix_web::test]
+async fn backup_schedule_is_set_shown_and_removed_on_sqlite() {
+    backup_schedule_is_set_shown_and_removed(sqlite_store().await).await;
+}
+
+#[actix_web::test]
+async fn backup_schedule_is_set_shown_and_removed_on_mysql() {
+    backup_schedule_is_set_shown_and_removed(mysql_store().await).await;
 }

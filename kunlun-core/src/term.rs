@@ -1,5 +1,6 @@
 //! A leadership term: the background actors one instance runs while it leads (shard HA
-//! monitor, XA resolver, catalog sync, machine liveness, instance keeper, job runner), over the always-on
+//! monitor, XA resolver, catalog sync, machine liveness, instance keeper, job runner, backup
+//! scheduler), over the always-on
 //! engine ([`ClusterManager`]), with the leader's epoch and the calls that need an actor
 //! (HA status, switchover, no-switch, XA in-doubt listing and manual resolution).
 //!
@@ -321,6 +322,20 @@ impl Term {
         }
         self.spawn_when_open(move |store, cancel| {
             crate::backup::archive::run(store, p, interval, cancel)
+        });
+    }
+
+    /// Starts the backup scheduler ([`crate::backup::scheduler`]): every `interval` each
+    /// enabled backup schedule gets its daily backup when its window is open, then its
+    /// retention. A zero interval starts nothing.
+    pub fn start_backup_scheduler(&self, interval: Duration) {
+        if interval.is_zero() {
+            tracing::info!("backup scheduler disabled (backup_schedule_interval = 0)");
+            return;
+        }
+        let engine = self.inner.engine.clone();
+        self.spawn_when_open(move |store, cancel| {
+            crate::backup::scheduler::run(store, engine, interval, cancel)
         });
     }
 

@@ -7,9 +7,13 @@
 use serde::{Deserialize, Serialize};
 
 mod backup;
+mod backup_schedule;
 mod backup_storage;
 mod meta_shard;
 pub use backup::{BackupArchive, BackupQuery, CreateBackup, RestoreBackup, ShardArchive};
+pub use backup_schedule::{
+    BackupWindow, SetBackupSchedule, MAX_KEEP_COUNT, MAX_KEEP_DAYS, SECS_PER_DAY,
+};
 pub use backup_storage::{
     check_storage_name, AddBackupStorage, BackupStorageInfo, KIND_SSH_DIR, MAX_STORAGE_NAME,
 };

@@ -560,4 +560,6 @@ impl ClusterPolicy {
 }
 
 mod backup;
+mod backup_schedule;
 pub use backup::{Backup, BackupPart, BackupStatus, NewBackup, NewBackupPart, PartKind};
+pub use backup_schedule::BackupSchedule;

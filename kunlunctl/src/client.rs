@@ -309,6 +309,12 @@ impl Client {
         .ok_or_else(|| self.empty_body(&url))
     }
 
+    /// `PUT` a JSON body, returning the JSON answer.
+    pub fn put<B: Serialize>(&self, url: Url, body: &B) -> Result<Value, CliError> {
+        self.send(self.http.request(Method::PUT, url.clone()).json(body), &url)?
+            .ok_or_else(|| self.empty_body(&url))
+    }
+
     /// `DELETE` of something that answers with JSON (a job accepted: `202 {job_id}`).
     pub fn delete_json(&self, url: Url) -> Result<Value, CliError> {
         self.send(self.http.request(Method::DELETE, url.clone()), &url)?

@@ -71,6 +71,7 @@ pub const KEYS: &[KeySpec] = &[
     int("thread_work_interval", 1, 100, "3"),
     int("storage_sync_interval", 1, 300, "60"),
     int("binlog_archive_interval", 0, 86400, "60"),
+    int("backup_schedule_interval", 0, 86400, "60"),
     int("commit_log_retention_hours", 24, 720, "24"),
     int("statement_retries", 1, 10000, "3"),
     int("statement_retry_interval_ms", 1, 1_000_000, "100"),

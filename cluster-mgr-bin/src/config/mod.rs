@@ -123,6 +123,8 @@ pub struct Config {
     pub storage_sync_interval: Duration,
     /// `binlog_archive_interval` (zero: off).
     pub binlog_archive_interval: Duration,
+    /// `backup_schedule_interval` (zero: no scheduled backups nor retention).
+    pub backup_schedule_interval: Duration,
     /// `commit_log_retention_hours`.
     pub commit_log_retention: Duration,
     /// `statement_retries`.
@@ -244,6 +246,7 @@ impl std::fmt::Debug for Config {
             .field("thread_work_interval", &self.thread_work_interval)
             .field("storage_sync_interval", &self.storage_sync_interval)
             .field("binlog_archive_interval", &self.binlog_archive_interval)
+            .field("backup_schedule_interval", &self.backup_schedule_interval)
             .field("commit_log_retention", &self.commit_log_retention)
             .field("statement_retries", &self.statement_retries)
             .field("statement_retry_interval", &self.statement_retry_interval)

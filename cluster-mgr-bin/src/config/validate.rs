@@ -591,6 +591,7 @@ pub fn build(raw: &Raw, config_file: Option<PathBuf>) -> Result<Config, ConfigEr
         thread_work_interval: r.secs("thread_work_interval")?,
         storage_sync_interval: r.secs("storage_sync_interval")?,
         binlog_archive_interval: r.secs("binlog_archive_interval")?,
+        backup_schedule_interval: r.secs("backup_schedule_interval")?,
         commit_log_retention: Duration::from_secs(
             r.int("commit_log_retention_hours")?.unsigned_abs() * 3600,
         ),

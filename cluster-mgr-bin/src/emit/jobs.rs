@@ -48,6 +48,7 @@ const INLINE_JOBS: &[&str] = &[
     "create_backup_storage",
     "update_backup_storage",
     "delete_backup_storage",
+    "update_cluster_coldback_time_period",
 ];
 
 /// Whether `t` is an async type served here.
@@ -473,6 +474,7 @@ async fn inline(cx: &Ctx<'_>, r: &Request) -> Result<Value, Fail> {
         "manual_switch" => manual_switch(cx, &p).await,
         "set_noswitch" => set_noswitch(cx, &p).await,
         "control_instance" => control_instance(cx, &p).await,
+        "update_cluster_coldback_time_period" => super::backup::update_window(cx.engine, &p).await,
         t if super::backup_storage::TYPES.contains(&t) => {
             super::backup_storage::inline(cx.engine, t, &p).await
         }

@@ -65,10 +65,6 @@ impl Default for EmitSettings {
 /// Job types the original knows that this manager does not do (yet), with why.
 const NOT_SUPPORTED: &[(&str, &str)] = &[
     (
-        "update_cluster_coldback_time_period",
-        "scheduled backups are not built yet",
-    ),
-    (
         "cluster_restore",
         "a point-in-time restore into an existing cluster is not supported: restore a backup \
          into a new cluster with POST /v1/backups/{id}/restore",

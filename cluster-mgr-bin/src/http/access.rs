@@ -115,6 +115,22 @@ pub const RULES: &[(&str, &str, Need)] = &[
         "/v1/clusters/{}/backups",
         Need::Role(Role::Operator),
     ),
+    // Scheduled backups and their retention (the leader's backup scheduler).
+    (
+        "GET",
+        "/v1/clusters/{}/backup_schedule",
+        Need::Role(Role::Viewer),
+    ),
+    (
+        "PUT",
+        "/v1/clusters/{}/backup_schedule",
+        Need::Role(Role::Operator),
+    ),
+    (
+        "DELETE",
+        "/v1/clusters/{}/backup_schedule",
+        Need::Role(Role::Operator),
+    ),
     ("GET", "/v1/backups", Need::Role(Role::Viewer)),
     ("GET", "/v1/backups/{}", Need::Role(Role::Viewer)),
     ("DELETE", "/v1/backups/{}", Need::Role(Role::Operator)),

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod backup_schedule;
 pub mod backup_storages;
 pub mod backups;
 pub mod body;
@@ -227,6 +228,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(
             resource("/v1/clusters/{id}/backups", "POST").route(web::post().to(backups::create)),
+        )
+        .service(
+            resource("/v1/clusters/{id}/backup_schedule", "GET, PUT, DELETE")
+                .route(web::get().to(backup_schedule::show))
+                .route(web::put().to(backup_schedule::set))
+                .route(web::delete().to(backup_schedule::delete)),
         )
         .service(resource("/v1/backups", "GET").route(web::get().to(backups::list)))
         .service(

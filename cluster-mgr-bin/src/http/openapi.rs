@@ -12,8 +12,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    backup_storages, backups, cluster_jobs, clusters, failovers, health, instances, jobs, leader,
-    machines, meta, policy, scale_jobs, tokens, xa,
+    backup_schedule, backup_storages, backups, cluster_jobs, clusters, failovers, health,
+    instances, jobs, leader, machines, meta, policy, scale_jobs, tokens, xa,
 };
 
 /// The API description.
@@ -33,6 +33,7 @@ use super::{
         jobs::list, jobs::show,
         backups::create, backups::list, backups::show, backups::delete, backups::restore,
         backups::archive, backups::verify,
+        backup_schedule::show, backup_schedule::set, backup_schedule::delete,
         xa::list, xa::resolve,
         failovers::status, failovers::list, failovers::show, failovers::switchover, failovers::no_switch,
         tokens::create, tokens::list, tokens::revoke, tokens::audit,
@@ -43,7 +44,7 @@ use super::{
         (name = "machines", description = "Hosts the manager installs database instances on"),
         (name = "clusters", description = "Clusters, shards, storage and compute nodes"),
         (name = "jobs", description = "Long-running work"),
-        (name = "backups", description = "Cluster backups: start one, the catalogue, removal"),
+        (name = "backups", description = "Cluster backups: start one, the catalogue, removal, schedules and retention"),
         (name = "ha", description = "Shard high availability: health, failover records, switchover, no-switch"),
         (name = "xa", description = "In-doubt 2PC branches: listing and resolution by hand"),
         (name = "auth", description = "API tokens (admin) and the audit trail of mutating requests"),

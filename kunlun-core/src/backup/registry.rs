@@ -7,7 +7,8 @@
 //! - a storage is stored only after it answered: its machine is registered, and over SSH its
 //!   directory exists (or was created, 0700), is writable and has a free-space figure
 //!   ([`BackupStore::space`]); a refused registration stores nothing;
-//! - a storage that backup records name ([`backups_using`]) is not removed;
+//! - a storage that backup records name ([`backups_using`]) is not removed, nor one a backup
+//!   schedule names;
 //! - removing a storage removes its row only, never the files on it.
 
 use std::sync::Arc;
@@ -264,6 +265,13 @@ impl ClusterManager {
                     return Err(kunlun_meta::Error::Conflict(format!(
                         "backup storage {name} holds {n} backup record(s); remove those backups \
                          first"
+                    )));
+                }
+                let scheduled = repo::backup_schedule::clusters_using(tx, st.id).await?;
+                if !scheduled.is_empty() {
+                    return Err(kunlun_meta::Error::Conflict(format!(
+                        "backup storage {name} is named by the backup schedule of cluster(s) \
+                         {scheduled:?}; change or remove those schedules first"
                     )));
                 }
                 repo::backup_storage::delete(tx, st.id).await?;

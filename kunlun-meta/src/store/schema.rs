@@ -177,6 +177,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    kl_backup_schedule (db_cluster_id) {
+        db_cluster_id -> BigInt,
+        storage_id -> BigInt,
+        backup_window -> Text,
+        keep_count -> Nullable<BigInt>,
+        keep_days -> Nullable<BigInt>,
+        enabled -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     kl_cluster_policy (db_cluster_id) {
         db_cluster_id -> BigInt,
         auto_restart -> Text,
@@ -363,6 +375,7 @@ diesel::table! {
 }
 
 diesel::joinable!(comp_nodes -> db_clusters (db_cluster_id));
+diesel::joinable!(kl_backup_schedule -> db_clusters (db_cluster_id));
 diesel::joinable!(kl_cluster_policy -> db_clusters (db_cluster_id));
 diesel::joinable!(kl_machine_probe -> server_nodes (server_node_id));
 diesel::joinable!(kl_machine_ssh -> server_nodes (server_node_id));
@@ -385,6 +398,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     kl_api_token,
     kl_audit,
     kl_backup,
+    kl_backup_schedule,
     kl_cluster_policy,
     kl_cluster_secret,
     kl_comp_node_dir,

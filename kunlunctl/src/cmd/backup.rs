@@ -1,4 +1,5 @@
-//! `kunlunctl backup create|list|show|rm|restore|archive` over `/v1/clusters/{id}/backups` and
+//! `kunlunctl backup create|list|show|rm|restore|archive` (and `schedule`, see
+//! [`super::backup_schedule`]) over `/v1/clusters/{id}/backups` and
 //! `/v1/backups`: start a cluster backup (job `backup_cluster`; `--wait` follows it and shows
 //! the backup), the catalogue, removal (the files on the storage, then the rows), and restore
 //! into a new cluster (job `restore_cluster`, to the end of the backup or `--restore-time`;
@@ -16,6 +17,9 @@ use crate::output::{self, Table};
 pub enum BackupCmd {
     /// Back a cluster up onto a registered backup storage.
     Create(CreateArgs),
+    /// Show, set (--storage, --window) or remove (--off) a cluster's daily backup schedule
+    /// and retention.
+    Schedule(super::backup_schedule::ScheduleArgs),
     /// List backups, newest first.
     #[command(alias = "ls")]
     List(ListArgs),
@@ -123,6 +127,7 @@ pub struct ListArgs {
 pub fn run(client: &Client, cmd: &BackupCmd, json: bool) -> Result<String, CliError> {
     match cmd {
         BackupCmd::Create(a) => create(client, a, json),
+        BackupCmd::Schedule(a) => super::backup_schedule::run(client, a, json),
         BackupCmd::List(a) => {
             let url = client.url(
                 "/v1/backups",
@@ -168,7 +173,7 @@ pub fn run(client: &Client, cmd: &BackupCmd, json: bool) -> Result<String, CliEr
 }
 
 /// The cluster's id: `cluster` itself when a number, else the cluster of that name.
-fn cluster_id(client: &Client, cluster: &str) -> Result<i64, CliError> {
+pub(crate) fn cluster_id(client: &Client, cluster: &str) -> Result<i64, CliError> {
     if let Ok(id) = cluster.parse::<i64>() {
         return Ok(id);
     }

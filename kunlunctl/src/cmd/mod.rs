@@ -2,6 +2,7 @@
 //! to print (tables by default, the API's JSON with `--json`).
 
 pub mod backup;
+pub mod backup_schedule;
 pub mod backup_storage;
 pub mod cluster;
 pub mod failover;

@@ -9,9 +9,13 @@
 //! (`mbstream -x`, `mariadb-backup --prepare`) and a scratch `mariadbd` started on it: the rows
 //! written before the backup are all there. `kunlunctl backup rm` removes the files and the
 //! rows. The Emit `manual_backup_cluster` backs up onto the only storage (`get_status` names
-//! the backup). A second storage on 127.0.0.94 whose sshd is then stopped: a backup to it fails
-//! cleanly (the job failed, the backup `failed` with the reason, no file anywhere), and Emit
-//! refuses to choose between two storages.
+//! the backup). A backup schedule (`kunlunctl backup schedule`, the daemon's scheduler every
+//! 2 s) whose window opens a few seconds later, keeping one backup: a backup is taken in the
+//! window and the older one removed (rows and files); the Emit
+//! `update_cluster_coldback_time_period` moves the window (the schedule and the shards'
+//! `coldbackup_period` show it). A second storage on 127.0.0.94 whose sshd is then stopped: a
+//! backup to it fails cleanly (the job failed, the backup `failed` with the reason, no file
+//! anywhere), and Emit refuses to choose between two storages.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -85,6 +89,25 @@ fn add_storage(c: &DaemonCluster, name: &str, host: &str, path: &Path) {
     assert_eq!(st, 201, "storage {name}: {v}\n{}", c.log());
 }
 
+/// `HH:MM:SS-HH:MM:SS` (UTC) from `from` seconds after the epoch, `len` seconds long.
+fn window(from: i64, len: i64) -> String {
+    let t = |s: i64| {
+        let d = s.rem_euclid(86_400);
+        format!("{:02}:{:02}:{:02}", d / 3600, d / 60 % 60, d % 60)
+    };
+    format!("{}-{}", t(from), t(from + len))
+}
+
+/// The cluster's backups, newest first, as `GET /v1/backups?cluster_id=` lists them.
+fn backups_of(c: &DaemonCluster) -> Vec<Value> {
+    let (st, v) = c.daemon.get(
+        &http(Duration::from_secs(30)),
+        &format!("/v1/backups?cluster_id={}", c.cluster_id),
+    );
+    assert_eq!(st, 200, "{v}");
+    v.as_array().cloned().unwrap_or_default()
+}
+
 /// The newest backup of the cluster, with its parts.
 fn newest_backup(c: &DaemonCluster) -> Value {
     let list = ctl(
@@ -113,7 +136,9 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
         .enable_all()
         .build()
         .expect("runtime");
-    let c = DaemonCluster::start(
+    // The scheduler every 2 s; no binlog archiving (its own test's subject): its files next
+    // to the backups would outlive them on the storage this test checks is left empty.
+    let c = DaemonCluster::start_with(
         IP,
         "bk1",
         Shape {
@@ -121,6 +146,10 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
             nodes: 2,
             comps: 1,
         },
+        &[
+            "backup_schedule_interval = 2",
+            "binlog_archive_interval = 0",
+        ],
     );
     let shards = c.shards();
     assert_eq!(shards.len(), 2);
@@ -323,7 +352,152 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
         .ok()
         .json();
     assert_eq!(shown["status"], "done", "{shown}");
-    ctl(&c.base, &["backup", "rm", &by_emit.to_string()]).ok();
+
+    // A schedule whose window opens in 3 s (after that backup started), keeping one backup.
+    let scheduling = std::time::Instant::now();
+    let now = chrono::Utc::now().timestamp();
+    let w1 = window(now + 3, 600);
+    let bad = ctl(
+        &c.base,
+        &[
+            "backup",
+            "schedule",
+            "bk1",
+            "--storage",
+            "bk_local",
+            "--window",
+            "24:00:00-01:00:00",
+        ],
+    );
+    assert_ne!(bad.code, 0, "a bad window is refused: {bad:#?}");
+    let unknown = ctl(
+        &c.base,
+        &[
+            "backup",
+            "schedule",
+            "bk1",
+            "--storage",
+            "nowhere",
+            "--window",
+            &w1,
+        ],
+    );
+    assert_ne!(
+        unknown.code, 0,
+        "an unknown storage is refused: {unknown:#?}"
+    );
+    let sched_path = format!("/v1/clusters/{}/backup_schedule", c.cluster_id);
+    let (st, _) = c.daemon.get(&http(Duration::from_secs(30)), &sched_path);
+    assert_eq!(st, 404, "no schedule stored by the refused requests");
+    let set = ctl(
+        &c.base,
+        &[
+            "--json",
+            "backup",
+            "schedule",
+            "bk1",
+            "--storage",
+            "bk_local",
+            "--window",
+            &w1,
+            "--keep-count",
+            "1",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        (
+            &set["window"],
+            &set["keep_count"],
+            &set["storage"],
+            &set["enabled"]
+        ),
+        (&json!(w1), &json!(1), &json!("bk_local"), &json!(true)),
+        "{set}"
+    );
+    // The scheduler takes a backup in the window, then keeps only it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let scheduled = loop {
+        let list = backups_of(&c);
+        let newer = list
+            .iter()
+            .find(|b| b["id"].as_i64().is_some_and(|id| id > by_emit))
+            .cloned();
+        if let Some(b) = newer.filter(|b| b["status"] != "ongoing") {
+            assert_eq!(
+                b["status"],
+                "done",
+                "the scheduled backup: {b}\n{}",
+                c.log()
+            );
+            if list.len() == 1 {
+                break b;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled backup, or the older one kept: {list:?}\n{}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let job = c
+        .daemon
+        .get(
+            &http(Duration::from_secs(30)),
+            &format!("/v1/jobs/{}", scheduled["job_id"]),
+        )
+        .1;
+    assert_eq!(
+        (&job["status"], &job["job_type"]),
+        (&json!("done"), &json!("backup_cluster")),
+        "{job}"
+    );
+    let old_dir = store_dir.join(format!("cluster_{}/backup_{by_emit}", c.cluster_id));
+    assert!(
+        !old_dir.exists(),
+        "retention removed the older backup's files: {:?}",
+        files_under(&old_dir)
+    );
+    let new_dir = store_dir.join(format!(
+        "cluster_{}/backup_{}",
+        c.cluster_id, scheduled["id"]
+    ));
+    assert!(
+        files_under(&new_dir).contains(&"manifest.json".to_string()),
+        "the scheduled backup is on the storage"
+    );
+
+    // The Emit API moves the window (a time now is not in); its storage and retention stay.
+    let w2 = window(now + 7200, 3600);
+    emit.run_done(
+        "update_cluster_coldback_time_period",
+        json!({ "cluster_id": cid, "time_period_str": w2 }),
+        Duration::from_secs(60),
+    );
+    let (st, shown) = c.daemon.get(&http(Duration::from_secs(30)), &sched_path);
+    assert_eq!(st, 200, "{shown}");
+    assert_eq!(
+        (&shown["window"], &shown["keep_count"], &shown["storage"]),
+        (&json!(w2), &json!(1), &json!("bk_local")),
+        "{shown}"
+    );
+    let detail = ctl(&c.base, &["--json", "cluster", "show", &cid])
+        .ok()
+        .json();
+    for s in detail["shards"].as_array().expect("shards") {
+        assert_eq!(s["shard"]["coldbackup_period"], json!(w2), "{s}");
+    }
+    // Removed: the backups stay, and are removed by hand.
+    ctl(&c.base, &["backup", "schedule", "bk1", "--off"]).ok();
+    let (st, _) = c.daemon.get(&http(Duration::from_secs(30)), &sched_path);
+    assert_eq!(st, 404);
+    ctl(&c.base, &["backup", "rm", &scheduled["id"].to_string()]).ok();
+    eprintln!(
+        "backup schedule: scheduled backup, retention and the Emit window in {:.1} s",
+        scheduling.elapsed().as_secs_f64()
+    );
 
     // A storage whose machine stops answering: the backup fails, nothing is kept.
     let far = Sshd::start_on(UNREACHABLE_IP).expect("sshd on 127.0.0.94");

@@ -1533,10 +1533,6 @@ fn emit_replay_errors_without_a_cluster() {
     // Not supported here.
     for (job_type, p) in [
         (
-            "update_cluster_coldback_time_period",
-            json!({"cluster_id": "1"}),
-        ),
-        (
             "cluster_restore",
             json!({"src_cluster_id": "1", "dst_cluster_id": "2",
                    "restore_time": "2024-01-01 00:00:00"}),

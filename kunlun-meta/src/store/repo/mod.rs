@@ -4,6 +4,7 @@
 //! them compose inside one [`super::Store::tx`]; all values travel as bind parameters.
 
 pub mod audit;
+pub mod backup_schedule;
 pub mod backup_storage;
 pub mod backups;
 pub mod clusters;

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS kl_backup_schedule;
