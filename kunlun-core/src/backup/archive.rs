@@ -607,6 +607,21 @@ pub async fn status(store: &Store, fleet: &Provisioner, b: &Backup) -> Result<Ba
     })
 }
 
+/// The archive of backup `b`'s cluster on `bs`, checked to take the backup to `at` (unix
+/// seconds): the request's check and the restore's.
+pub async fn window(bs: &dyn BackupStore, b: &Backup, at: i64) -> Result<Index> {
+    let m = manifest::read(bs, b).await?;
+    let idx = read_index(bs, b.cluster_id).await?.ok_or_else(|| {
+        Error::Conflict(format!(
+            "no binlog archive of cluster {} on the backup's storage: backup {} can only be \
+             restored to its end",
+            b.cluster_id, b.id
+        ))
+    })?;
+    check_window(&idx, &m, at)?;
+    Ok(idx)
+}
+
 /// Checks that archive `i` takes backup `m` to `at` (unix seconds): after the backup's cut,
 /// the archive continuing the backup, and archived (every shard and the commit log) until then.
 pub fn check_window(i: &Index, m: &Manifest, at: i64) -> Result<()> {

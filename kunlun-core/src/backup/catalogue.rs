@@ -44,17 +44,8 @@ impl ClusterManager {
                     "this manager has no SSH settings to reach backup storages with".into(),
                 )
             })?;
-            let (bs, m, b) = super::manifest::open(self.store()?, fleet, id).await?;
-            let idx = super::archive::read_index(&*bs, b.cluster_id)
-                .await?
-                .ok_or_else(|| {
-                    Error::Conflict(format!(
-                        "no binlog archive of cluster {} on the backup's storage: backup {id} \
-                         can only be restored to its end",
-                        b.cluster_id
-                    ))
-                })?;
-            super::archive::check_window(&idx, &m, at)?;
+            let (bs, _, b) = super::manifest::open(self.store()?, fleet, id).await?;
+            super::archive::window(&*bs, &b, at).await?;
         }
         let job = restore_cluster::accept(self.store()?, id, req).await?;
         self.wake_job_runner();

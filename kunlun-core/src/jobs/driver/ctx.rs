@@ -26,6 +26,18 @@ pub struct JobCtx {
 }
 
 impl JobCtx {
+    /// The context of claimed job `job`: its progress read back from its memo, `resumed` when
+    /// it had one.
+    pub fn for_job(store: &Store, fleet: &Provisioner, job: &kunlun_meta::model::Job) -> JobCtx {
+        JobCtx {
+            store: store.clone(),
+            fleet: fleet.clone(),
+            job_id: job.id,
+            progress: Progress::for_job(store, job.id, job.memo.as_ref()),
+            resumed: job.memo.is_some(),
+        }
+    }
+
     /// Runs `f` as progress step `name`, marked done or failed once.
     pub async fn step<T>(&self, name: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
         let step = self.progress.step(name);

@@ -9,7 +9,6 @@ use kunlun_meta::store::Store;
 
 use super::super::common::{sparing, untouched, update_ports};
 use super::super::plan::ClusterPlan;
-use super::super::progress::Progress;
 use super::memo::{after_check, memo_of, resume, JobInfo, JobMemo, Resume, Stage};
 use super::{Direction, JobCtx, JobKind, Planned, PushPolicy};
 use crate::catalog::{push_cluster, CatalogOptions};
@@ -20,13 +19,7 @@ use crate::fleet::Provisioner;
 pub async fn drive<K: JobKind>(store: &Store, fleet: &Provisioner, job: &Job) -> Result<()> {
     let info = JobInfo::<K::Request>::of(job)?;
     let memo = memo_of::<K>(job)?;
-    let cx = JobCtx {
-        store: store.clone(),
-        fleet: fleet.clone(),
-        job_id: job.id,
-        progress: Progress::for_job(store, job.id, job.memo.as_ref()),
-        resumed: job.memo.is_some(),
-    };
+    let cx = JobCtx::for_job(store, fleet, job);
     let r = match K::DIRECTION {
         Direction::Add => add::<K>(&cx, &info, memo).await,
         Direction::Remove => remove::<K>(&cx, &info, memo).await,

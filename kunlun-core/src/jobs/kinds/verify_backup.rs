@@ -29,7 +29,6 @@ use crate::backup::store::Endpoint;
 use crate::error::{Error, Result};
 use crate::fleet::Provisioner;
 use crate::jobs::driver::{JobCtx, JobInfo, JobMemo};
-use crate::jobs::progress::Progress;
 use crate::jobs::reseed::{self, clip};
 
 pub const VERIFY_BACKUP: &str = "verify_backup";
@@ -108,13 +107,7 @@ pub async fn accept(store: &Store, backup_id: i64) -> Result<Job> {
 /// directories, which are named by the job and removed by the script itself.
 pub async fn run(store: &Store, fleet: &Provisioner, job: &Job) -> Result<()> {
     let info = JobInfo::<VerifyRequest>::of(job)?;
-    let cx = JobCtx {
-        store: store.clone(),
-        fleet: fleet.clone(),
-        job_id: job.id,
-        progress: Progress::for_job(store, job.id, job.memo.as_ref()),
-        resumed: job.memo.is_some(),
-    };
+    let cx = JobCtx::for_job(store, fleet, job);
     let r = go(&cx, info.request.backup_id).await;
     cx.progress.close().await;
     r

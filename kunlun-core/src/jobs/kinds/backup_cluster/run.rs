@@ -24,7 +24,6 @@ use crate::fleet::Provisioner;
 use crate::jobs::common::passwords;
 use crate::jobs::driver::{JobCtx, JobInfo, Stage};
 use crate::jobs::plan::SystemPasswords;
-use crate::jobs::progress::Progress;
 
 /// Deadline of the storage's reachability check and of removing a failed backup's files.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,13 +44,7 @@ pub async fn run(store: &Store, fleet: &Provisioner, job: &Job) -> Result<()> {
             ))
         })?,
     };
-    let cx = JobCtx {
-        store: store.clone(),
-        fleet: fleet.clone(),
-        job_id: job.id,
-        progress: Progress::for_job(store, job.id, job.memo.as_ref()),
-        resumed: job.memo.is_some(),
-    };
+    let cx = JobCtx::for_job(store, fleet, job);
     let r = go(&cx, &info, memo).await;
     cx.progress.close().await;
     r

@@ -19,7 +19,6 @@ use crate::jobs::common::passwords;
 use crate::jobs::driver::{JobCtx, JobInfo, Stage};
 use crate::jobs::plan::SystemPasswords;
 use crate::jobs::plan_scale::host_port;
-use crate::jobs::progress::Progress;
 use crate::jobs::reseed::{self, pick_source, Candidate, Instance};
 use crate::jobs::seed;
 use crate::storage::probe::probe_node;
@@ -50,13 +49,7 @@ pub async fn run(store: &Store, fleet: &Provisioner, job: &Job) -> Result<()> {
     };
     memo.steps.clear();
     let passwords = passwords(store, info.cluster()?).await?;
-    let cx = JobCtx {
-        store: store.clone(),
-        fleet: fleet.clone(),
-        job_id: job.id,
-        progress: Progress::for_job(store, job.id, job.memo.as_ref()),
-        resumed: job.memo.is_some(),
-    };
+    let cx = JobCtx::for_job(store, fleet, job);
     let r = Rebuild {
         cx: &cx,
         info: &info,

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use kunlun_meta::model::{
-    Backup, Machine, MemberState, NodeStatus, OnOff, ShardNode, SyncState, TxnCmd,
-};
+use kunlun_meta::model::{Machine, MemberState, NodeStatus, OnOff, ShardNode, SyncState, TxnCmd};
 use kunlun_provision::recipe::sh_quote;
 use serde::Deserialize;
 
@@ -133,7 +131,7 @@ pub(super) async fn restore(
     // shard gets the archived binary log files past its snapshot, replayed up to the point.
     let pitr = match at {
         Some(at) => {
-            let idx = window(&*bs, &b, at).await?;
+            let idx = archive::window(&*bs, &b, at).await?;
             for s in idx
                 .commit_log
                 .segments
@@ -236,23 +234,6 @@ fn chain(idx: &Index, snapshot: &ManifestFile) -> Vec<ArchivedFile> {
         .unwrap_or_default()
 }
 
-/// The archive of backup `b`'s cluster on `bs`, checked to reach from the backup to `at`
-/// with every shard's files following on from each other.
-async fn window(bs: &dyn BackupStore, b: &Backup, at: i64) -> Result<Index> {
-    let head = manifest::read(bs, b).await?;
-    let idx = archive::read_index(bs, b.cluster_id)
-        .await?
-        .ok_or_else(|| {
-            Error::Conflict(format!(
-                "no binlog archive of cluster {} on the backup's storage: backup {} can only be \
-             restored to its end",
-                b.cluster_id, b.id
-            ))
-        })?;
-    archive::check_window(&idx, &head, at)?;
-    Ok(idx)
-}
-
 /// Checks backup `backup_id` before anything is installed: its manifest readable, consistent
 /// across its shards unless `allow_inconsistent`, and every file on the storage with the size
 /// and SHA-256 the manifest records.
@@ -272,7 +253,7 @@ pub(super) async fn check(
     }
     if let Some(at) = at {
         // The archived files the restore reads are checked as the backup's are.
-        let idx = window(&*bs, &b, at).await?;
+        let idx = archive::window(&*bs, &b, at).await?;
         let snapshots: Vec<ManifestFile> = manifest
             .files
             .iter()
