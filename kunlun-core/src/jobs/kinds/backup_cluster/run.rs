@@ -368,24 +368,31 @@ async fn one(
     let res = match p {
         Part::Shard(id) => match sources.get(&id) {
             Some(src) => {
-                let mut f = parts::shard(r, i, src).await.map(|f| vec![f]);
-                if let (Ok(_), Some(held)) = (&f, cut.and_then(|c| c.held.get(&id))) {
+                let held = cut.and_then(|c| c.held.get(&id));
+                // A source held at the cut has its tables' checksums taken while its snapshot
+                // streams (they read the same frozen data; in sequence they added a full scan
+                // to the backup's time).
+                let (mut f, sums) = match held {
+                    Some(_) => {
+                        let (f, s) =
+                            tokio::join!(parts::shard(r, i, src), cut::checksums(&src.node));
+                        (f.map(|f| vec![f]), Some(s))
+                    }
+                    None => (parts::shard(r, i, src).await.map(|f| vec![f]), None),
+                };
+                if let (Ok(_), Some(held)) = (&f, held) {
+                    // Still at the cut after both: the snapshot and the checksums are of the
+                    // cut (the position only moves forward).
                     if let Err(e) = cut::still_held(&src.node, held).await {
                         f = Err(Error::Unavailable(format!("shard {id}: {e}")));
                     } else {
-                        // Still at the cut: its tables' checksums are the snapshot's (kept
-                        // only if it has not moved meanwhile).
-                        let sums = match cut::checksums(&src.node).await {
-                            Ok(s) => cut::still_held(&src.node, held).await.map(|_| s),
-                            Err(e) => Err(e),
-                        };
                         match (sums, &mut f) {
-                            (Ok(s), Ok(files)) => {
+                            (Some(Ok(s)), Ok(files)) => {
                                 if let Some(file) = files.first_mut() {
                                     file.checksums = Some(s);
                                 }
                             }
-                            (Err(e), _) => {
+                            (Some(Err(e)), _) => {
                                 tracing::warn!(shard_id = id, error = %e, "backup: no table checksums recorded for the shard");
                             }
                             _ => {}
