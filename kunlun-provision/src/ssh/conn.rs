@@ -73,6 +73,10 @@ pub(crate) struct Conn {
     /// Set once the current operation sent something that has effects (a command, a file
     /// open); before that, a failure on a reused connection can be retried on a fresh one.
     pub(crate) work_started: bool,
+    /// Where this connection goes and how, for a second connection (a kill must not share a
+    /// session whose channel may hold a half-sent packet).
+    pub(crate) target: SshTarget,
+    pub(crate) options: SshOptions,
 }
 
 impl Conn {
@@ -150,6 +154,8 @@ impl Conn {
             last_used: Instant::now(),
             healthy: true,
             work_started: false,
+            target: target.clone(),
+            options: options.clone(),
         })
     }
 

@@ -540,21 +540,42 @@ fn strip_events(stderr: &mut Vec<u8>) {
     *stderr = out;
 }
 
-/// Best effort: kills the command's process group over a second channel, within
-/// `kill_timeout`. The connection is dropped afterwards either way.
+/// Best effort: kills the command's process group within `kill_timeout`, over a fresh
+/// connection to the same host, and over this one only when no fresh one can be had.
+///
+/// Not over this connection first: a non-blocking write that returned `EAGAIN` leaves its
+/// packet half-sent in libssh2, and until that very write is repeated every other packet on
+/// the session (the kill's channel open) gets `EAGAIN` (libssh2's `transport_send_existing`:
+/// "Address is different"); the kill timed out, the command's channel was closed unkilled,
+/// and a pipe's receiver got EOF from a failed sender (seen in CI). The connection is dropped
+/// afterwards either way.
 fn kill_remote(conn: &mut Conn, pgid: Option<u32>, kill_timeout: Duration) {
     let Some(pgid) = pgid.filter(|p| *p > 1) else {
         tracing::warn!(host = %conn.label, "timed-out command: no process group known, closing the connection only");
         return;
     };
     let deadline = Deadline::after(kill_timeout);
-    conn.blocking(&deadline);
-    let result = conn.session.channel_session().and_then(|mut ch| {
-        ch.exec(&format!("kill -KILL -- -{pgid}"))?;
-        ch.wait_close()
-    });
+    let kill = |session: &ssh2::Session| {
+        session.channel_session().and_then(|mut ch| {
+            ch.exec(&format!("kill -KILL -- -{pgid}"))?;
+            ch.wait_close()
+        })
+    };
+    // Half the time at most for the fresh connection, so the fallback still gets some.
+    let connecting = deadline.capped(kill_timeout / 2);
+    let result = match Conn::connect(&conn.target, &conn.options, &connecting) {
+        Ok(fresh) => {
+            fresh.blocking(&deadline);
+            kill(&fresh.session).map_err(|e| e.to_string())
+        }
+        Err(fresh_error) => {
+            tracing::warn!(host = %conn.label, error = %fresh_error, "no second connection for a kill; using the command's own");
+            conn.blocking(&deadline);
+            kill(&conn.session).map_err(|e| e.to_string())
+        }
+    };
     if let Err(e) = result {
-        tracing::warn!(host = %conn.label, pgid, error = %e, "could not kill a timed-out command");
+        tracing::warn!(host = %conn.label, pgid, error = %e, "could not kill a cut-off command");
     }
 }
 
