@@ -101,7 +101,7 @@ stop_pid() {
 # ---------------------------------------------------------------------------- packages
 install_packages() {
   local need=() p
-  for p in mariadb-server mariadb-client mariadb-backup postgresql openssh-server openssh-client \
+  for p in mariadb-server mariadb-client mariadb-backup zstd postgresql openssh-server openssh-client \
            libsqlite3-dev libssl-dev pkg-config sqlite3 jq; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for p in openssl mariadb-server mariadb-client mariadb-backup openssh-server openssh-client postgresql libsqlite3-dev libssl-dev pkg-config; do
+for p in openssl mariadb-server mariadb-client mariadb-backup zstd openssh-server openssh-client postgresql libsqlite3-dev libssl-dev pkg-config; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if ((${#need[@]})); then

@@ -23,7 +23,7 @@ use kunlun_core::jobs::accept_create_cluster;
 use kunlun_meta::api::{CreateCluster, RebuildMethod, RebuildNode};
 use kunlun_meta::model::{HaMode, JobStatus, MachineType, MemberState};
 use kunlun_meta::store::repo::secrets;
-use kunlun_provision::recipe::reseed::Reseed;
+use kunlun_provision::recipe::reseed::{Compression, Reseed};
 use kunlun_provision::recipe::{sh_quote, MariaDbRecipe};
 use kunlun_tests::world::ProvisionWorld;
 use mysql_async::prelude::Queryable;
@@ -181,7 +181,10 @@ async fn run() -> Result<()> {
         .join(format!("kunlun/storage_{}", primary.port))
         .display()
         .to_string();
-    let backup = format!("sh -c {}", sh_quote(&recipe.backup_script(&primary_base)?));
+    let backup = format!(
+        "sh -c {}",
+        sh_quote(&recipe.backup_script(&primary_base, Compression::None)?)
+    );
     let scratch = w.data.join("bench-plain-copy");
 
     let mut plain: Vec<Trial> = Vec::new();

@@ -15,6 +15,7 @@ pub mod ha;
 pub mod harness;
 pub mod meta_shard;
 pub mod rows;
+pub mod tmpfs;
 pub mod world;
 pub mod xa;
 

@@ -12,6 +12,7 @@ use futures::future::join_all;
 use kunlun_meta::model::Backup;
 use kunlun_meta::store::repo::backups;
 use kunlun_meta::Store;
+use kunlun_provision::recipe::reseed::Compression;
 use serde::Deserialize;
 
 use super::registry;
@@ -54,6 +55,29 @@ pub struct ManifestFile {
     /// A shard snapshot's tables' `CHECKSUM TABLE` at the cut, by `db.table`.
     #[serde(default)]
     pub checksums: Option<BTreeMap<String, u64>>,
+    /// How a shard snapshot is compressed (`zstd`); none when absent.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// The size of a shard's data when its snapshot was taken (KB): what a restore of the
+    /// (compressed) file extracts to.
+    #[serde(default)]
+    pub data_kb: Option<u64>,
+}
+
+impl ManifestFile {
+    /// The snapshot's compression; a name this manager does not know is a conflict, never
+    /// guessed at.
+    pub fn compression(&self) -> Result<Compression> {
+        Compression::from_name(self.compression.as_deref())
+            .map_err(|e| Error::Conflict(format!("{}: {e}", self.rel)))
+    }
+
+    /// KB the file extracts to, for copy deadlines: the recorded data size, else its own.
+    pub fn data_kb(&self) -> u64 {
+        self.data_kb
+            .unwrap_or(self.bytes / 1024)
+            .max(self.bytes / 1024)
+    }
 }
 
 impl Manifest {

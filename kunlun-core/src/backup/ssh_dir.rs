@@ -114,7 +114,8 @@ fn parse_stored(rel: &str, stdout: &str) -> Result<Stored> {
 /// Shell function `h`: the SHA-256 of stdin as hex first on its line. OpenSSL's when the
 /// machine has it (with the CPU's SHA instructions: about 4x coreutils' `sha256sum`, which
 /// took a core for 7 s per GB while a snapshot streamed in), else `sha256sum`.
-const SHA256_FN: &str = "h() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; \
+const SHA256_FN: &str =
+    "h() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; \
                          else sha256sum; fi; }";
 
 /// The parent directory of `rel` under `root` (the root itself for a top-level file).

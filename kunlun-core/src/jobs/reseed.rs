@@ -16,7 +16,7 @@ use kunlun_meta::model::{Machine, MachineType, MemberState, NodeStatus, ShardNod
 use kunlun_meta::store::repo::dirs::{self, NodeKind};
 use kunlun_meta::store::Store;
 use kunlun_provision::placement::InstanceKind;
-use kunlun_provision::recipe::reseed::{self as scripts, Reseed};
+use kunlun_provision::recipe::reseed::{self as scripts, Compression, Reseed};
 use kunlun_provision::recipe::{sh_quote, validate_base_dir, InstanceSpec, Step};
 use kunlun_provision::SshTarget;
 
@@ -332,11 +332,15 @@ pub async fn copy(
                 .storage
                 .step_script(&inst.spec, Step::Stop)
                 .ok_or_else(|| Error::Conflict("the storage recipe has no stop script".into()))?;
-            let send = r.backup_script(source.base_dir()).map_err(machine)?;
+            let send = r
+                .backup_script(source.base_dir(), Compression::None)
+                .map_err(machine)?;
             let receive = format!(
                 "(\n{stop}\n) || exit $?\n(\n{aside}\n) || exit $?\n{restore}",
                 aside = r.set_aside_script(inst.base_dir(), tag).map_err(machine)?,
-                restore = r.restore_script(inst.base_dir()).map_err(machine)?,
+                restore = r
+                    .restore_script(inst.base_dir(), Compression::None)
+                    .map_err(machine)?,
             );
             let piped = fleet
                 .ssh

@@ -34,6 +34,9 @@ pub struct MariaDbRecipe {
     pub mbstream: String,
     /// `mariadb-binlog`: only binlog archiving and a point-in-time restore need it.
     pub binlog: String,
+    /// `zstd`: only a stored backup's snapshot (compressed) needs it, on the source, the
+    /// restored node and the machine that verifies.
+    pub zstd: String,
     /// OS user the server runs as when the SSH login is root (the package creates it);
     /// otherwise it runs as the login user.
     pub os_user: String,
@@ -49,6 +52,7 @@ impl Default for MariaDbRecipe {
             backup: "/usr/bin/mariadb-backup".into(),
             mbstream: "/usr/bin/mbstream".into(),
             binlog: "/usr/bin/mariadb-binlog".into(),
+            zstd: "/usr/bin/zstd".into(),
             os_user: "mysql".into(),
         }
     }

@@ -44,11 +44,12 @@ pub trait Reseed: Send + Sync {
     /// Run on the source machine: a consistent online snapshot of the (running) instance in
     /// `base`, written to stdout; on success its last stderr line is [`SNAPSHOT_GTID`]`<pos>`
     /// (the snapshot's GTID position, as the backup tool logged it; empty without GTIDs).
-    fn backup_script(&self, base: &str) -> Result<String>;
+    fn backup_script(&self, base: &str, compression: Compression) -> Result<String>;
 
-    /// Run on the target machine, the backup on stdin: extracts it into the (empty) data dir of
-    /// the stopped instance in `base`, makes it consistent and prints [`SNAPSHOT_GTID`]`<pos>`.
-    fn restore_script(&self, base: &str) -> Result<String>;
+    /// Run on the target machine, the backup on stdin (as [`Reseed::backup_script`] wrote it
+    /// with `compression`): extracts it into the (empty) data dir of the stopped instance in
+    /// `base`, makes it consistent and prints [`SNAPSHOT_GTID`]`<pos>`.
+    fn restore_script(&self, base: &str, compression: Compression) -> Result<String>;
 
     /// Run on a primary's machine: writes its binary log file `file` (a name from `SHOW
     /// BINARY LOGS`, checked by [`check_binlog_name`]) to stdout. Read-only.
@@ -67,8 +68,42 @@ pub trait Reseed: Send + Sync {
     /// (a socket in `scratch` only), prints [`VERIFY_STARTED`], then one
     /// `<db>.<table>\t<checksum>` line per table (`CHECKSUM TABLE`; system schemas left out),
     /// stops the server and removes `scratch` whatever happened.
-    fn verify_script(&self, scratch: &str) -> Result<String>;
+    fn verify_script(&self, scratch: &str, compression: Compression) -> Result<String>;
 }
+
+/// How a snapshot stream is compressed: a rebuild's stream between two machines is not (it
+/// would cost CPU on both ends of a fast link); a stored backup is, with zstd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    #[default]
+    None,
+    Zstd,
+}
+
+impl Compression {
+    /// As a backup's manifest names it (`None` for an uncompressed file).
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Compression::None => None,
+            Compression::Zstd => Some("zstd"),
+        }
+    }
+
+    /// From a manifest's name; an unknown one is refused, never guessed.
+    pub fn from_name(name: Option<&str>) -> Result<Compression> {
+        match name {
+            None | Some("none") => Ok(Compression::None),
+            Some("zstd") => Ok(Compression::Zstd),
+            Some(other) => Err(Error::Invalid(format!(
+                "{other:?} is not a known snapshot compression"
+            ))),
+        }
+    }
+}
+
+/// zstd's level for stored snapshots: its fastest, so the compression keeps up with the
+/// backup tool on a loaded primary's neighbour (a replica) and the stream still shrinks a lot.
+const ZSTD_LEVEL: u8 = 1;
 
 /// The line a verification prints once its scratch server answers.
 pub const VERIFY_STARTED: &str = "kl-verify-started";
@@ -167,7 +202,7 @@ pub fn checked(out: Output, what: &str) -> Result<Output> {
                 host: out.host.clone(),
                 reason: format!(
                     "{what} needs{line} but the machine has no such program (install it, e.g. \
-                     the mariadb-backup package)"
+                     the mariadb-backup or zstd package)"
                 ),
             });
         }
@@ -208,6 +243,32 @@ impl super::MariaDbRecipe {
     fn checked_base(base: &str) -> Result<&str> {
         validate_base_dir(base)?;
         Ok(base.trim_end_matches('/'))
+    }
+
+    /// The snapshot programs, and zstd when the stream is compressed.
+    fn programs_for(&self, compression: Compression) -> Vec<String> {
+        let mut p = self.snapshot_programs();
+        if compression == Compression::Zstd {
+            p.push(self.zstd.clone());
+        }
+        p
+    }
+
+    /// Shell lines extracting the snapshot on stdin into `dir` (a shell word), decompressed
+    /// first when `compression` says so; `status` (a shell word, a file path) carries zstd's
+    /// exit status past the pipe, so a damaged stream fails here, not at the prepare.
+    fn extract(&self, dir: &str, status: &str, compression: Compression) -> String {
+        let mb = sh_quote(&self.mbstream);
+        let fail = "{ echo 'mbstream could not extract the snapshot' >&2; exit 1; }";
+        match compression {
+            Compression::None => format!("{mb} -x -C {dir} || {fail}"),
+            Compression::Zstd => format!(
+                "{{ {z} -d -c -q; echo $? >{status}; }} | {mb} -x -C {dir} || {fail}
+zrc=$(cat {status} 2>/dev/null || echo 1); rm -f {status}
+[ \"$zrc\" = 0 ] || {{ echo \"the snapshot did not decompress (zstd exit $zrc): damaged or not zstd\" >&2; exit 1; }}",
+                z = sh_quote(&self.zstd)
+            ),
+        }
     }
 }
 
@@ -274,24 +335,40 @@ impl Reseed for super::MariaDbRecipe {
         ))
     }
 
-    fn backup_script(&self, base: &str) -> Result<String> {
+    fn backup_script(&self, base: &str, compression: Compression) -> Result<String> {
         let b = Self::checked_base(base)?;
         let p = super::mariadb::Paths::of_base(b);
-        // stdout carries the stream only; the tool's log goes to a file read on failure.
+        let mut programs = vec![self.backup.clone()];
+        // stdout carries the stream only; the tool's log goes to a file read on failure. With
+        // compression the tool's status goes through a file (POSIX sh has no pipefail).
+        let (open, close) = match compression {
+            Compression::None => (String::new(), "\nrc=$?".to_string()),
+            Compression::Zstd => {
+                programs.push(self.zstd.clone());
+                (
+                    "{ ".to_string(),
+                    format!(
+                        "; echo $? >\"$t/rc\"; }} | {z} -q -c -T0 -{ZSTD_LEVEL}
+zrc=$?; rc=$(cat \"$t/rc\" 2>/dev/null || echo 1)
+if [ $zrc -ne 0 ]; then echo \"zstd failed (exit $zrc)\" >&2; exit 1; fi",
+                        z = sh_quote(&self.zstd)
+                    ),
+                )
+            }
+        };
         Ok(format!(
             "{pre}{check}t=$(mktemp -d {tmp}/rebuild-XXXXXX) || exit 1
 trap 'rm -rf \"$t\"' EXIT
 chmod 0700 \"$t\"
-{bk} --defaults-file={cnf} --backup --stream=xbstream --user=root --socket={sock} \
---target-dir=\"$t\" 2>\"$t/backup.log\"
-rc=$?
+{open}{bk} --defaults-file={cnf} --backup --stream=xbstream --user=root --socket={sock} \
+--target-dir=\"$t\" 2>\"$t/backup.log\"{close}
 if [ $rc -ne 0 ] || ! tail -n 3 \"$t/backup.log\" | grep -q 'completed OK!'; then
   echo \"mariadb-backup failed (exit $rc):\" >&2; tail -n 20 \"$t/backup.log\" >&2; exit 1
 fi
 sed -n \"s/.*GTID of the last change '\\([0-9,-]*\\)'.*/{mark}\\1/p\" \"$t/backup.log\" | tail -n 1 >&2",
             mark = SNAPSHOT_GTID,
             pre = self.prelude(),
-            check = programs_check(std::slice::from_ref(&self.backup)),
+            check = programs_check(&programs),
             tmp = sh_quote(&format!("{b}/tmp")),
             bk = sh_quote(&self.backup),
             cnf = sh_quote(&p.cnf),
@@ -299,14 +376,15 @@ sed -n \"s/.*GTID of the last change '\\([0-9,-]*\\)'.*/{mark}\\1/p\" \"$t/backu
         ))
     }
 
-    fn restore_script(&self, base: &str) -> Result<String> {
+    fn restore_script(&self, base: &str, compression: Compression) -> Result<String> {
         let b = Self::checked_base(base)?;
         let p = super::mariadb::Paths::of_base(b);
         let log = format!("{b}/tmp/rebuild-prepare.log");
+        let status = sh_quote(&format!("{b}/tmp/rebuild-unzstd.rc"));
         Ok(format!(
             "{pre}{check}d={data}
 [ -d \"$d\" ] && [ -z \"$(ls -A \"$d\")\" ] || {{ echo \"the data dir $d is missing or not empty\" >&2; exit 1; }}
-{mb} -x -C \"$d\" || {{ echo 'mbstream could not extract the snapshot' >&2; exit 1; }}
+{extract}
 {bk} --defaults-file={cnf} --prepare --target-dir=\"$d\" >{log} 2>&1
 rc=$?
 if [ $rc -ne 0 ] || ! tail -n 3 {log} | grep -q 'completed OK!'; then
@@ -318,9 +396,9 @@ chown -R \"$RU\" \"$d\" {logdir} || exit 1
 touch {marker} || exit 1
 echo \"{mark}$pos\"",
             pre = self.prelude(),
-            check = programs_check(&self.snapshot_programs()),
+            check = programs_check(&self.programs_for(compression)),
             data = sh_quote(&p.data),
-            mb = sh_quote(&self.mbstream),
+            extract = self.extract("\"$d\"", &status, compression),
             bk = sh_quote(&self.backup),
             cnf = sh_quote(&p.cnf),
             log = sh_quote(&log),
@@ -330,14 +408,10 @@ echo \"{mark}$pos\"",
         ))
     }
 
-    fn verify_script(&self, scratch: &str) -> Result<String> {
+    fn verify_script(&self, scratch: &str, compression: Compression) -> Result<String> {
         check_scratch(scratch)?;
-        let progs = [
-            self.mbstream.clone(),
-            self.backup.clone(),
-            self.mariadbd.clone(),
-            self.client.clone(),
-        ];
+        let mut progs = self.programs_for(compression);
+        progs.extend([self.mariadbd.clone(), self.client.clone()]);
         // The server runs as the instances' OS user (as root) with no network and no grant
         // checks: only its socket, in the 0700 scratch directory, reaches it.
         Ok(format!(
@@ -348,7 +422,7 @@ finish() {{ if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/n
 trap finish EXIT
 trap 'exit 1' HUP INT TERM PIPE
 mkdir -p "$s/data" "$s/run" "$s/tmp" || exit 1
-{mb} -x -C "$s/data" || {{ echo 'mbstream could not extract the snapshot' >&2; exit 1; }}
+{extract}
 {bk} --prepare --target-dir="$s/data" >"$s/prepare.log" 2>&1
 rc=$?
 if [ $rc -ne 0 ] || ! tail -n 3 "$s/prepare.log" | grep -q 'completed OK!'; then
@@ -374,7 +448,7 @@ wait "$pid" 2>/dev/null; pid="#,
             pre = self.prelude(),
             check = programs_check(&progs),
             s = sh_quote(scratch),
-            mb = sh_quote(&self.mbstream),
+            extract = self.extract("\"$s/data\"", "\"$s/unzstd.rc\"", compression),
             bk = sh_quote(&self.backup),
             d = sh_quote(&self.mariadbd),
             cl = sh_quote(&self.client),
@@ -506,7 +580,7 @@ mod tests {
     #[test]
     fn the_backup_streams_only_the_snapshot_and_the_restore_prints_its_position() {
         let r = MariaDbRecipe::default();
-        let b = r.backup_script(BASE).unwrap();
+        let b = r.backup_script(BASE, Compression::None).unwrap();
         assert!(b.contains(
             "--defaults-file='/data/kunlun/storage_57001/my.cnf' --backup --stream=xbstream"
         ));
@@ -516,7 +590,7 @@ mod tests {
         );
         assert!(b.contains("completed OK!"));
         assert!(b.contains("GTID of the last change"), "{b}");
-        let s = r.restore_script(BASE).unwrap();
+        let s = r.restore_script(BASE, Compression::None).unwrap();
         assert!(s.contains("'/usr/bin/mbstream' -x -C \"$d\""), "{s}");
         assert!(s.contains("--prepare --target-dir=\"$d\""));
         assert!(s.contains("xtrabackup_binlog_info"));
@@ -526,6 +600,61 @@ mod tests {
         );
         assert!(s.ends_with(&format!("echo \"{SNAPSHOT_GTID}$pos\"")));
         assert!(!s.contains("password") && !b.contains("password"));
+    }
+
+    #[test]
+    fn a_compressed_stream_is_decompressed_into_the_extract_and_damage_fails_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stand-in for mbstream: `-x -C <dir>` keeps its stdin as <dir>/out.
+        let fake = dir.path().join("mbstream");
+        std::fs::write(&fake, "#!/bin/sh\ncat > \"$3/out\"\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let r = MariaDbRecipe {
+            mbstream: fake.display().to_string(),
+            ..MariaDbRecipe::default()
+        };
+        let out_dir = dir.path().join("x");
+        std::fs::create_dir(&out_dir).unwrap();
+        let status = format!("'{}/rc'", dir.path().display());
+        let extract = r.extract(
+            &format!("'{}'", out_dir.display()),
+            &status,
+            Compression::Zstd,
+        );
+        let payload = dir.path().join("payload");
+        std::fs::write(&payload, b"snapshot bytes\n".repeat(1000)).unwrap();
+        let good = sh(&format!(
+            "zstd -q -c '{p}' | {{\n{extract}\n}}",
+            p = payload.display()
+        ));
+        assert!(good.status.success(), "{good:?}");
+        assert_eq!(
+            std::fs::read(out_dir.join("out")).unwrap(),
+            std::fs::read(&payload).unwrap()
+        );
+        assert!(
+            !dir.path().join("rc").exists(),
+            "the status file is removed"
+        );
+        let bad = sh(&format!(
+            "cat '{p}' | {{\n{extract}\n}}",
+            p = payload.display()
+        ));
+        assert!(!bad.status.success());
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains("did not decompress"),
+            "{bad:?}"
+        );
+        let b = r.backup_script(BASE, Compression::Zstd).unwrap();
+        assert!(b.contains("| '/usr/bin/zstd' -q -c -T0 -1"), "{b}");
+        assert!(b.contains("rc=$(cat \"$t/rc\""), "{b}");
+        assert_eq!(
+            Compression::from_name(Some("zstd")).unwrap(),
+            Compression::Zstd
+        );
+        assert_eq!(Compression::from_name(None).unwrap(), Compression::None);
+        assert!(Compression::from_name(Some("lz5")).is_err());
     }
 
     #[test]
@@ -579,7 +708,9 @@ mod tests {
 
     #[test]
     fn the_backup_prints_the_snapshots_gtid_from_the_tools_log() {
-        let b = MariaDbRecipe::default().backup_script(BASE).unwrap();
+        let b = MariaDbRecipe::default()
+            .backup_script(BASE, Compression::None)
+            .unwrap();
         let line = b
             .lines()
             .find(|l| l.contains("GTID of the last change"))

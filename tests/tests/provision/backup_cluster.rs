@@ -256,7 +256,7 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
     }
     let dir = store_dir.join(format!("cluster_{}/backup_{}", c.cluster_id, bk["id"]));
     let mut names = files_under(&dir);
-    names.retain(|n| !n.ends_with(".mbstream"));
+    names.retain(|n| !n.ends_with(".mbstream.zst"));
     assert_eq!(
         names,
         [
@@ -292,11 +292,32 @@ fn a_cluster_is_backed_up_from_its_replicas_restorable_and_removed_and_an_unreac
         .expect("the part");
     let extracted = c.wd.path().join("restored");
     std::fs::create_dir(&extracted).expect("dir");
-    let stream = std::fs::File::open(store_dir.join(part["backup_addr"].as_str().expect("rel")))
-        .expect("the snapshot");
-    let mut x = Command::new("mbstream");
-    x.arg("-x").arg("-C").arg(&extracted).stdin(stream);
-    sh(x, "mbstream -x");
+    // Stored compressed: zstd's frame, smaller than the data it holds.
+    let snapshot = store_dir.join(part["backup_addr"].as_str().expect("rel"));
+    let head = std::fs::read(&snapshot).expect("the snapshot");
+    assert_eq!(
+        head.get(..4),
+        Some(&[0x28, 0xb5, 0x2f, 0xfd][..]),
+        "a zstd frame"
+    );
+    let entry = manifest["files"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["shard_id"] == *sid))
+        .expect("the snapshot in the manifest");
+    assert_eq!(entry["compression"], "zstd", "{entry}");
+    let data_kb = entry["data_kb"].as_u64().expect("data_kb");
+    assert!(
+        (head.len() as u64) < data_kb * 1024,
+        "{} bytes for {data_kb} KB",
+        head.len()
+    );
+    let mut x = Command::new("bash");
+    x.arg("-c")
+        .arg("set -o pipefail; zstd -d -c -q -- \"$1\" | mbstream -x -C \"$2\"")
+        .arg("unzstd")
+        .arg(&snapshot)
+        .arg(&extracted);
+    sh(x, "zstd -d | mbstream -x");
     let mut prep = Command::new("mariadb-backup");
     prep.arg("--prepare")
         .arg(format!("--target-dir={}", extracted.display()));

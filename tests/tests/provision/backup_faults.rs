@@ -12,6 +12,14 @@
 //! sequence (each file starts where the one before ended, the first at or before the
 //! snapshot). Last, a byte of the first backup's snapshot is changed on the storage: `backup
 //! verify` fails and names the damaged file.
+//!
+//! Between the two: a backup onto a storage whose disk is full (a tmpfs half the size of a
+//! snapshot) fails saying so, is recorded `failed`, leaves nothing on the storage, and the
+//! replicas it held at the cut replicate again.
+//!
+//! At the end, archive pruning: a third backup is taken and the older ones removed; the archive
+//! then starts at the third, the archived files its snapshots hold are gone from the storage
+//! and every file the index still names is there.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -20,6 +28,7 @@ use std::time::{Duration, Instant};
 use kunlun_tests::cli::ctl;
 use kunlun_tests::daemon::http;
 use kunlun_tests::daemon_cluster::{DaemonCluster, Shape};
+use kunlun_tests::tmpfs::Tmpfs;
 use kunlun_tests::world::{kill9, pid_in};
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
@@ -191,6 +200,85 @@ fn a_backup_survives_or_fails_cleanly_across_a_failover_archiving_follows_and_ve
         .filter(|f| f.contains("/verify-"))
         .collect();
     assert!(scratch.is_empty(), "scratch files left: {scratch:?}");
+
+    // A full disk: a storage on a tmpfs half the size of the smallest snapshot of the first
+    // backup. The backup fails saying so, its row is `failed`, no file is left on the storage
+    // (not even a partial one), and the replicas it held at the cut replicate again.
+    let smallest = files_under(&store_dir.join(format!("cluster_{}/backup_{b1}", c.cluster_id)))
+        .iter()
+        .filter(|f| f.ends_with(".mbstream.zst"))
+        .map(|f| std::fs::metadata(f).expect("snapshot").len())
+        .min()
+        .expect("snapshots of the first backup");
+    let full = Tmpfs::mount(&c.wd.path().join("full"), (smallest / 2048).max(64))
+        .unwrap_or_else(|e| panic!("the full-disk case needs a size-capped tmpfs: {e}"));
+    let (st, v) = c.daemon.post(
+        &http(Duration::from_secs(60)),
+        "/v1/backup_storages",
+        &json!({"name": "bf_full", "kind": "ssh_dir", "hostaddr": IP.to_string(),
+                "path": full.path().display().to_string()}),
+    );
+    assert_eq!(st, 201, "{v}\n{}", c.log());
+    let out = ctl(
+        &c.base,
+        &[
+            "--json",
+            "backup",
+            "create",
+            "bf1",
+            "--storage",
+            "bf_full",
+            "--wait",
+        ],
+    );
+    assert_ne!(out.code, 0, "a backup onto a full disk fails: {out:#?}");
+    let j = out.json();
+    assert_eq!(j["status"], "failed", "{j}");
+    let why = j["memo"]["error"].to_string();
+    eprintln!("backup onto a full disk: {why}");
+    assert!(why.contains("no space left"), "says the disk is full: {j}");
+    let bf = j["memo"]["backup_id"].as_i64().expect("the backup's id");
+    let bk = ctl(&c.base, &["--json", "backup", "show", &bf.to_string()])
+        .ok()
+        .json();
+    assert_eq!(bk["status"], "failed", "{bk}");
+    assert_eq!(
+        files_under(full.path()),
+        Vec::<String>::new(),
+        "a failed backup leaves nothing on the storage"
+    );
+    rt.block_on(async {
+        for (_, nodes) in &shards {
+            for n in nodes.iter().filter(|n| n.2 != "source") {
+                let mut r = c.conn(&pwd, n.1).await;
+                let t0 = Instant::now();
+                loop {
+                    let row: Option<mysql_async::Row> =
+                        r.query_first("SHOW SLAVE STATUS").await.expect("status");
+                    let running = row.is_some_and(|row| {
+                        let col = |k: &str| row.get::<String, _>(k).unwrap_or_default();
+                        col("Slave_IO_Running") == "Yes" && col("Slave_SQL_Running") == "Yes"
+                    });
+                    if running {
+                        break;
+                    }
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(60),
+                        "replica {} replicates again after the failed backup\n{}",
+                        n.1,
+                        c.log()
+                    );
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+    });
+    // The failed record is removed like any backup, then its storage.
+    let out = ctl(&c.base, &["--json", "backup", "rm", &bf.to_string()]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let out = ctl(&c.base, &["--json", "backup-storage", "rm", "bf_full"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    drop(full);
 
     // A second backup while shard 1's primary is killed.
     let (sid, nodes) = &shards[0];
@@ -383,7 +471,7 @@ fn a_backup_survives_or_fails_cleanly_across_a_failover_archiving_follows_and_ve
     let snap = store_dir.join(format!("cluster_{}/backup_{b1}", c.cluster_id));
     let victim = files_under(&snap)
         .into_iter()
-        .find(|f| f.ends_with(".mbstream"))
+        .find(|f| f.ends_with(".mbstream.zst"))
         .expect("a shard snapshot file");
     let mut bytes = std::fs::read(&victim).expect("read");
     let at = bytes.len() / 2;
@@ -396,4 +484,102 @@ fn a_backup_survives_or_fails_cleanly_across_a_failover_archiving_follows_and_ve
     assert_ne!(out.code, 0, "a damaged backup does not verify: {out:#?}");
     let text = format!("{out:?}");
     assert!(text.contains("damaged"), "{text}");
+
+    // Pruning: a newer backup, then the older ones removed: the archive starts at the newer
+    // one, and the archived files its snapshots already hold are gone from the storage.
+    let out = ctl(
+        &c.base,
+        &[
+            "--json",
+            "backup",
+            "create",
+            "bf1",
+            "--storage",
+            "bf_local",
+            "--allow-primary",
+            "--wait",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
+    let b3 = out.json()["memo"]["backup_id"].as_i64().expect("backup id");
+    let index_path = store_dir.join(format!("cluster_{}/binlog/index.json", c.cluster_id));
+    let read_index = || -> Value {
+        serde_json::from_slice(&std::fs::read(&index_path).expect("the archive index"))
+            .expect("index JSON")
+    };
+    let rels = |i: &Value| -> Vec<String> {
+        let mut out: Vec<String> = i["shards"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .flat_map(|s| s["files"].as_array().cloned().unwrap_or_default())
+            .chain(
+                i["commit_log"]["segments"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+            .filter_map(|f| f["rel"].as_str().map(str::to_string))
+            .collect();
+        out.sort();
+        out
+    };
+    let before = rels(&read_index());
+    for old in std::iter::once(b1).chain(b2) {
+        let out = ctl(&c.base, &["--json", "backup", "rm", &old.to_string()]);
+        assert_eq!(out.code, 0, "{out:#?}");
+    }
+    let t0 = Instant::now();
+    // The index is written first, then the pruned files are removed.
+    let pruned = loop {
+        let i = read_index();
+        let kept = rels(&i);
+        let on_disk = before
+            .iter()
+            .filter(|r| !kept.contains(r))
+            .any(|r| store_dir.join(r).exists());
+        if i["from_backup"] == b3 && !on_disk {
+            break i;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the archive still starts at backup {} (or pruned files are still there)\n{}",
+            i["from_backup"],
+            daemon_lines(&c, &["archiv", "WARN", "ERROR"])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let kept = rels(&pruned);
+    let gone: Vec<&String> = before.iter().filter(|r| !kept.contains(r)).collect();
+    eprintln!(
+        "pruned to backup {b3}: {} of {} files removed",
+        gone.len(),
+        before.len()
+    );
+    assert!(
+        !gone.is_empty(),
+        "the files written before backup {b3} are pruned: {pruned}"
+    );
+    for r in &gone {
+        assert!(
+            !store_dir.join(r).exists(),
+            "{r} was pruned but is still there"
+        );
+    }
+    for r in &kept {
+        assert!(
+            store_dir.join(r).exists(),
+            "{r} is in the index but not on the storage"
+        );
+    }
+    let (st, a) = c.daemon.get(
+        &http(Duration::from_secs(30)),
+        &format!("/v1/backups/{b3}/archive"),
+    );
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(
+        a["shards"].as_array().map(Vec::len),
+        Some(2),
+        "the archive continues backup {b3}: {a}"
+    );
 }

@@ -31,6 +31,7 @@ use kunlun_meta::{Store, StoreConfig};
 use kunlun_tests::cli::{ctl, workdir};
 use kunlun_tests::daemon::Daemon;
 use kunlun_tests::emit::Emit;
+use kunlun_tests::tmpfs::Tmpfs;
 use kunlun_tests::Sshd;
 use serde_json::{json, Value};
 
@@ -91,15 +92,6 @@ fn register_request(sshd: &Sshd, data_dir: &Path) -> RegisterMachine {
         total_cpu_cores: None,
         probe: false,
         ssh_host_key: None,
-    }
-}
-
-/// Unmounts a tmpfs when dropped.
-struct Mounted(std::path::PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
     }
 }
 
@@ -236,44 +228,35 @@ async fn an_ssh_dir_storage_keeps_whole_files_only() {
 
     // A full disk: a 2 MB tmpfs, a 5 MB put.
     let small = dir.join("small");
-    std::fs::create_dir(&small).expect("mount point");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&small)
-        .output()
-        .expect("run mount");
-    if mounted.status.success() {
-        let _unmount = Mounted(small.clone());
-        m.add_backup_storage(&add("small", &small))
-            .await
-            .expect("small storage");
-        let (_, tiny) = registry::open(&store, &fleet, "small").await.expect("open");
-        let big = source("head -c 5242880 /dev/zero".into());
-        let e = tiny
-            .put(&big, "c1/b1/shard_1.mbs", None, T)
-            .await
-            .expect_err("no space");
-        let msg = e.to_string();
-        eprintln!("full disk: {msg}");
-        assert!(
-            msg.contains(&format!(
-                "no space left on {}:{}",
-                sshd.host(),
-                small.display()
-            )),
-            "{msg}"
-        );
-        assert_eq!(
-            names(&small.join("c1/b1")),
-            Vec::<String>::new(),
-            "nothing left"
-        );
-    } else {
+    match Tmpfs::mount(&small, 2048) {
+        Ok(_unmount) => {
+            m.add_backup_storage(&add("small", &small))
+                .await
+                .expect("small storage");
+            let (_, tiny) = registry::open(&store, &fleet, "small").await.expect("open");
+            let big = source("head -c 5242880 /dev/zero".into());
+            let e = tiny
+                .put(&big, "c1/b1/shard_1.mbs", None, T)
+                .await
+                .expect_err("no space");
+            let msg = e.to_string();
+            eprintln!("full disk: {msg}");
+            assert!(
+                msg.contains(&format!(
+                    "no space left on {}:{}",
+                    sshd.host(),
+                    small.display()
+                )),
+                "{msg}"
+            );
+            assert_eq!(
+                names(&small.join("c1/b1")),
+                Vec::<String>::new(),
+                "nothing left"
+            );
+        }
         // The tests run as root (the harness's sshd logs in as root): a tmpfs can be mounted.
-        panic!(
-            "the full-disk case needs a size-capped tmpfs, and mount failed: {}",
-            String::from_utf8_lossy(&mounted.stderr).trim()
-        );
+        Err(e) => panic!("the full-disk case needs a size-capped tmpfs, and mount failed: {e}"),
     }
 
     st.remove("c1", T).await.expect("remove");
@@ -290,13 +273,10 @@ async fn an_ssh_dir_storage_keeps_whole_files_only() {
         .expect_err("unreachable");
     assert!(matches!(e, Error::MachineRefused { .. }), "{e:?}");
     let all = m.list_backup_storages().await.expect("list");
-    assert_eq!(all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), {
-        let mut v = vec!["main"];
-        if mounted.status.success() {
-            v.push("small");
-        }
-        v
-    });
+    assert_eq!(
+        all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["main", "small"]
+    );
     let shown = m.backup_storage("main").await.expect("show");
     assert!(
         shown.free_bytes.is_none() && shown.unreachable.is_some(),

@@ -925,7 +925,7 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
         .expect("the backup dir")
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "mbstream"))
+        .find(|p| p.extension().is_some_and(|x| x == "zst"))
         .expect("a snapshot");
     let mut bytes = std::fs::read(&snapshot).expect("read");
     let mid = bytes.len() / 2;

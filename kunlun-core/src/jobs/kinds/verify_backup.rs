@@ -134,14 +134,14 @@ async fn go(cx: &JobCtx, backup_id: i64) -> Result<()> {
     save(cx, &memo).await;
     files?;
     let (host, data_dir, target) = scratch_machine(cx, &b.storage_id).await?;
-    let script_for = |shard: i64| {
+    let script_for = |shard: i64, compression| {
         let scratch = format!(
             "{}/kunlun/verify-{}-{shard}",
             data_dir.trim_end_matches('/'),
             cx.job_id
         );
         reseed::reseed(&cx.fleet)?
-            .verify_script(&scratch)
+            .verify_script(&scratch, compression)
             .map_err(|e| Error::Conflict(e.to_string()))
     };
     let mut problems = Vec::new();
@@ -150,13 +150,16 @@ async fn go(cx: &JobCtx, backup_id: i64) -> Result<()> {
         let step = cx.progress.step(format!("verify shard {shard_id}"));
         let sink = Endpoint {
             target: target.clone(),
-            command: format!("sh -c {}", sh_quote(&script_for(shard_id)?)),
+            command: format!(
+                "sh -c {}",
+                sh_quote(&script_for(shard_id, f.compression()?)?)
+            ),
         };
         let got = bs
             .get(
                 &f.rel,
                 &sink,
-                reseed::copy_timeout(f.bytes / 1024, None) + VERIFY_MARGIN,
+                reseed::copy_timeout(f.data_kb(), None) + VERIFY_MARGIN,
             )
             .await;
         let v = match got {

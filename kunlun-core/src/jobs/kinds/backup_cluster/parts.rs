@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kunlun_meta::model::{JobStatus, MemberState, NewBackupPart, NodeStatus, PartKind};
 use kunlun_meta::store::repo::backups::{self, LogTable};
-use kunlun_provision::recipe::reseed::{self as scripts};
+use kunlun_provision::recipe::reseed::{self as scripts, Compression};
 use kunlun_provision::recipe::sh_quote;
 use serde::Serialize;
 use serde_json::json;
@@ -31,6 +31,9 @@ const LOOK_TIMEOUT: Duration = Duration::from_secs(30);
 const DUMP_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Deadline of writing a small file (metadata, logs, manifest).
 pub(super) const SMALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How shard snapshots are stored (the file name says it too: `.mbstream.zst`).
+const SNAPSHOT_COMPRESSION: Compression = Compression::Zstd;
 
 /// One file of the backup, as the manifest lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,6 +58,12 @@ pub(super) struct FileEntry {
     /// held at the cut: what `backup verify` compares a restored copy with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checksums: Option<std::collections::BTreeMap<String, u64>>,
+    /// A shard snapshot's compression (`zstd`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<&'static str>,
+    /// A shard's data size at the snapshot (KB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_kb: Option<u64>,
 }
 
 impl FileEntry {
@@ -70,6 +79,8 @@ impl FileEntry {
             source: None,
             source_node_id: None,
             checksums: None,
+            compression: None,
+            data_kb: None,
         }
     }
 }
@@ -159,9 +170,9 @@ pub(super) async fn shard(r: &Run<'_>, i: usize, src_node: &Source) -> Result<Fi
     let rs = reseed::reseed(fleet)?;
     let (data_kb, _) = reseed::space(fleet, &src, &rs.snapshot_programs()).await?;
     let script = rs
-        .backup_script(src.base_dir())
+        .backup_script(src.base_dir(), SNAPSHOT_COMPRESSION)
         .map_err(|e| Error::Conflict(e.to_string()))?;
-    let rel = format!("{}/shard_{shard_id}.mbstream", r.dir);
+    let rel = format!("{}/shard_{shard_id}.mbstream.zst", r.dir);
     let row = start_row(r, PartKind::Storage, Some(shard_id), None, &rel).await?;
     r.set(i, |p| {
         p.phase = PartPhase::Storing;
@@ -221,6 +232,8 @@ pub(super) async fn shard(r: &Run<'_>, i: usize, src_node: &Source) -> Result<Fi
         gtid: Some(gtid),
         source: Some(source),
         source_node_id: Some(node.id),
+        compression: SNAPSHOT_COMPRESSION.name(),
+        data_kb: Some(data_kb),
         ..FileEntry::of("storage", stored)
     };
     end_row(r, row, Ok(&f)).await;
