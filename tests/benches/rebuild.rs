@@ -18,73 +18,18 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use kunlun_core::jobs::accept_create_cluster;
-use kunlun_meta::api::{CreateCluster, RebuildMethod, RebuildNode};
-use kunlun_meta::model::{HaMode, JobStatus, MachineType, MemberState};
-use kunlun_meta::store::repo::secrets;
+use anyhow::{bail, ensure, Result};
+use kunlun_meta::api::{RebuildMethod, RebuildNode};
+use kunlun_meta::model::{JobStatus, MachineType};
 use kunlun_provision::recipe::reseed::{Compression, Reseed};
 use kunlun_provision::recipe::{sh_quote, MariaDbRecipe};
+use kunlun_tests::bench::{du_mb, env_u64, one_shard_loaded, p50, LoadedShard};
 use kunlun_tests::world::ProvisionWorld;
 use mysql_async::prelude::Queryable;
 
 const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 91);
-/// Rows of ~1 KB, loaded this many per statement.
-const ROW_BYTES: u64 = 1000;
-const BATCH: u64 = 10_000;
-/// Every this many rows the load waits for the replica and drops both nodes' binary logs, so
-/// the set-up needs little more disk than the two data sets.
-const PURGE_EVERY: u64 = 200_000;
-
-fn env_u64(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn p50(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-/// `du -sb` of a local path, in MB.
-fn du_mb(path: &std::path::Path) -> f64 {
-    let out = std::process::Command::new("du")
-        .args(["-sb", &path.display().to_string()])
-        .output();
-    out.ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1e6
-}
-
-/// Waits until the replica `r` holds everything the primary `p` logged, then drops both nodes'
-/// binary logs (the replica's relay logs go as it applies them).
-async fn sync_and_purge(p: &mut mysql_async::Conn, r: &mut mysql_async::Conn) -> Result<()> {
-    let pos: String = p
-        .query_first("SELECT @@gtid_binlog_pos")
-        .await?
-        .unwrap_or_default();
-    let waited: Option<String> = r
-        .query_first(format!(
-            "SELECT CAST(MASTER_GTID_WAIT('{pos}', 3600) AS CHAR)"
-        ))
-        .await?;
-    ensure!(waited.as_deref() == Some("0"), "the replica caught up");
-    for c in [p, r] {
-        c.query_drop("FLUSH BINARY LOGS").await?;
-        c.query_drop("PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 SECOND")
-            .await?;
-    }
-    Ok(())
-}
+/// A row's ~1 KB of text (as the rebuild measured it first: highly compressible).
+const PAD: &str = "CONCAT(REPEAT(MD5(RAND()), 31), 'x')";
 
 async fn checksum(c: &mut mysql_async::Conn) -> Result<Option<i64>> {
     let row: Option<(String, Option<i64>)> = c.query_first("CHECKSUM TABLE bench.t").await?;
@@ -101,73 +46,20 @@ async fn run() -> Result<()> {
     let trials = env_u64("REBUILD_BENCH_TRIALS", 3).max(1);
     let dump_trials = env_u64("REBUILD_BENCH_DUMP_TRIALS", 1);
     let w = ProvisionWorld::builder(IP).build().await;
-    let store = w.store.clone();
-    let req = CreateCluster {
-        name: "rbbench".into(),
-        nick_name: None,
-        ha_mode: HaMode::Rbr,
-        shards: 1,
-        nodes: 2,
-        comps: 1,
-        innodb_size_mb: Some(256),
-        max_connections: Some(100),
-        storage_hosts: vec![],
-        computer_hosts: vec![],
-    };
-    let job = accept_create_cluster(&store, &req).await?;
-    let job = w.run_job(job.id).await;
-    ensure!(
-        job.status == JobStatus::Done,
-        "create_cluster: {:?}",
-        job.memo
-    );
-    let cid = store.get_cluster_by_name("rbbench").await?.id;
-    let pw = store
-        .read(async |tx| secrets::get(tx, cid).await)
-        .await?
-        .manager_pwd;
-    let shard = store.list_shards(Some(cid)).await?[0].id;
-    let nodes = store.list_shard_nodes(Some(shard)).await?;
-    let primary = nodes
-        .iter()
-        .find(|n| n.member_state == MemberState::Source)
-        .context("a primary")?
-        .clone();
-    let replica = nodes
-        .iter()
-        .find(|n| n.id != primary.id)
-        .context("a replica")?
-        .clone();
-
-    // The data: ~mb MB of 1 KB rows through the primary, replicated.
-    let t = Instant::now();
-    let rows = mb * 1_000_000 / ROW_BYTES;
-    let mut p = w.conn(primary.port, &pw).await;
-    p.query_drop(
-        "CREATE DATABASE bench; CREATE TABLE bench.t (id BIGINT PRIMARY KEY, \
-         pad VARCHAR(1000) NOT NULL) ENGINE=InnoDB",
-    )
-    .await?;
-    let mut r = w.conn(replica.port, &pw).await;
-    let mut from = 1;
-    while from <= rows {
-        let to = (from + BATCH - 1).min(rows);
-        p.query_drop(format!(
-            "INSERT INTO bench.t SELECT seq, CONCAT(REPEAT(MD5(RAND()), 31), 'x') \
-             FROM bench.seq_{from}_to_{to}"
-        ))
-        .await?;
-        if to.is_multiple_of(PURGE_EVERY) || to == rows {
-            sync_and_purge(&mut p, &mut r).await?;
-        }
-        from = to + 1;
-    }
+    let LoadedShard {
+        pw,
+        primary,
+        replica,
+        rows,
+        load_secs,
+        ..
+    } = one_shard_loaded(&w, "rbbench", 256, mb, PAD).await?;
     let data_dir = |port: u16| w.data.join(format!("kunlun/storage_{port}/data"));
     println!(
         "set-up: {} rows loaded and replicated in {:.0} s; primary data dir {:.0} MB, \
          replica's {:.0} MB",
         rows,
-        t.elapsed().as_secs_f64(),
+        load_secs,
         du_mb(&data_dir(primary.port)),
         du_mb(&data_dir(replica.port))
     );

@@ -7,6 +7,7 @@
 //! [`cli`] (the real binaries), [`ha`] (a semi-sync shard under the HA monitor) and [`xa`]
 //! (shards with a 2PC coordinator).
 
+pub mod bench;
 pub mod cli;
 pub mod daemon;
 pub mod daemon_cluster;
