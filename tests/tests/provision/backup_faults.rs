@@ -100,6 +100,13 @@ fn daemon_lines(c: &DaemonCluster, words: &[&str]) -> String {
     out
 }
 
+/// `kunlunctl --json backup create bf1 --storage <storage> <flags>`.
+fn backup_create(c: &DaemonCluster, storage: &str, flags: &[&str]) -> kunlun_tests::cli::Ctl {
+    let mut args = vec!["--json", "backup", "create", "bf1", "--storage", storage];
+    args.extend_from_slice(flags);
+    ctl(&c.base, &args)
+}
+
 fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -165,18 +172,7 @@ fn a_backup_survives_or_fails_cleanly_across_a_failover_archiving_follows_and_ve
     assert_eq!(st, 201, "{v}\n{}", c.log());
 
     // The first backup, verified.
-    let out = ctl(
-        &c.base,
-        &[
-            "--json",
-            "backup",
-            "create",
-            "bf1",
-            "--storage",
-            "bf_local",
-            "--wait",
-        ],
-    );
+    let out = backup_create(&c, "bf_local", &["--wait"]);
     assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
     let b1 = out.json()["memo"]["backup_id"].as_i64().expect("backup id");
     let out = ctl(
@@ -219,18 +215,7 @@ fn a_backup_survives_or_fails_cleanly_across_a_failover_archiving_follows_and_ve
                 "path": full.path().display().to_string()}),
     );
     assert_eq!(st, 201, "{v}\n{}", c.log());
-    let out = ctl(
-        &c.base,
-        &[
-            "--json",
-            "backup",
-            "create",
-            "bf1",
-            "--storage",
-            "bf_full",
-            "--wait",
-        ],
-    );
+    let out = backup_create(&c, "bf_full", &["--wait"]);
     assert_ne!(out.code, 0, "a backup onto a full disk fails: {out:#?}");
     let j = out.json();
     assert_eq!(j["status"], "failed", "{j}");
@@ -288,10 +273,7 @@ fn a_backup_survives_or_fails_cleanly_across_a_failover_archiving_follows_and_ve
         .find(|n| n.2 != "source")
         .map(|n| n.1)
         .expect("a replica");
-    let out = ctl(
-        &c.base,
-        &["--json", "backup", "create", "bf1", "--storage", "bf_local"],
-    );
+    let out = backup_create(&c, "bf_local", &[]);
     assert_eq!(out.code, 0, "{out:#?}");
     let j2 = out.json()["job_id"].as_i64().expect("job id");
     // Killed once the backup holds its sources at the cut (or when it already ended).
@@ -487,19 +469,7 @@ fn a_backup_survives_or_fails_cleanly_across_a_failover_archiving_follows_and_ve
 
     // Pruning: a newer backup, then the older ones removed: the archive starts at the newer
     // one, and the archived files its snapshots already hold are gone from the storage.
-    let out = ctl(
-        &c.base,
-        &[
-            "--json",
-            "backup",
-            "create",
-            "bf1",
-            "--storage",
-            "bf_local",
-            "--allow-primary",
-            "--wait",
-        ],
-    );
+    let out = backup_create(&c, "bf_local", &["--allow-primary", "--wait"]);
     assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
     let b3 = out.json()["memo"]["backup_id"].as_i64().expect("backup id");
     let index_path = store_dir.join(format!("cluster_{}/binlog/index.json", c.cluster_id));
