@@ -25,7 +25,8 @@
 //! `cargo bench -p kunlun-tests --bench backup` runs `BACKUP_BENCH_TRIALS` (default 3) trials of
 //! the backup and of the restore (alternating which path goes first), one point-in-time
 //! restore (`BACKUP_BENCH_PITR_MB`, default 256, written in transactions of
-//! `BACKUP_BENCH_PITR_ROWS` rows of ~1 KB, default 100). Without `--bench` (as under `cargo
+//! `BACKUP_BENCH_PITR_ROWS` rows of ~1 KB, default 100). `BACKUP_BENCH_DATA=random` loads rows
+//! no compressor shrinks (default `mixed`: about 3.6x). Without `--bench` (as under `cargo
 //! test --all-targets`) it only says how to run it: the test suite does not run it.
 
 use std::collections::BTreeMap;
@@ -49,9 +50,21 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 93);
-/// A row's ~1 KB of text: half random hex (compresses to about half), half repeated, so a
-/// compressed snapshot is about a third of the data, not the 30x of a repeated string.
-const PAD: &str = "CONCAT(HEX(RANDOM_BYTES(250)), REPEAT(MD5(seq), 15), 'x')";
+/// A row's ~1 KB of text (`BACKUP_BENCH_DATA=mixed`, the default): half random hex, half
+/// repeated, so a compressed snapshot is about a third of the data, not the 30x of a repeated
+/// string.
+const PAD_MIXED: &str = "CONCAT(HEX(RANDOM_BYTES(250)), REPEAT(MD5(seq), 15), 'x')";
+/// `BACKUP_BENCH_DATA=random`: base64 of random bytes, close to what no compressor shrinks
+/// (the worst case for compressed snapshots: zstd's work for little gain).
+const PAD_RANDOM: &str = "REPLACE(TO_BASE64(RANDOM_BYTES(740)), '\\n', '')";
+
+/// The row text the run uses, by `BACKUP_BENCH_DATA`.
+fn pad() -> &'static str {
+    match std::env::var("BACKUP_BENCH_DATA").as_deref() {
+        Ok("random") => PAD_RANDOM,
+        _ => PAD_MIXED,
+    }
+}
 const STORAGE: &str = "bench";
 const INNODB_MB: u32 = 256;
 /// How often the archive actor runs (the daemon's `binlog_archive_interval`).
@@ -453,13 +466,14 @@ async fn run() -> Result<()> {
         replica,
         rows,
         load_secs,
-    } = one_shard_loaded(&w, "bkbench", INNODB_MB, mb, PAD).await?;
+    } = one_shard_loaded(&w, "bkbench", INNODB_MB, mb, pad()).await?;
     let mut p = w.conn(primary.port, &pw).await;
     let base = |port: u16| w.data.join(format!("kunlun/storage_{port}"));
     let data_mb = du_mb(&base(replica.port).join("data"));
     println!(
-        "set-up: {rows} rows loaded and replicated in {:.0} s; primary data dir {:.0} MB, \
-         replica's (the backup source) {data_mb:.0} MB",
+        "set-up: {rows} rows of `{}` loaded and replicated in {:.0} s; primary data dir {:.0} \
+         MB, replica's (the backup source) {data_mb:.0} MB",
+        pad(),
         load_secs,
         du_mb(&base(primary.port).join("data")),
     );
@@ -696,7 +710,8 @@ async fn run() -> Result<()> {
     while from <= prow {
         let to = (from + pitr_rows - 1).min(prow);
         p.query_drop(format!(
-            "INSERT INTO bench.p SELECT seq, {PAD} FROM bench.seq_{from}_to_{to}"
+            "INSERT INTO bench.p SELECT seq, {} FROM bench.seq_{from}_to_{to}",
+            pad()
         ))
         .await?;
         from = to + 1;
@@ -906,7 +921,8 @@ fn main() -> Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         println!(
             "backup bench: run it with `cargo bench -p kunlun-tests --bench backup` \
-             (BACKUP_BENCH_MB, BACKUP_BENCH_TRIALS, BACKUP_BENCH_PITR_MB, BACKUP_BENCH_PITR_ROWS)"
+             (BACKUP_BENCH_MB, BACKUP_BENCH_TRIALS, BACKUP_BENCH_PITR_MB, BACKUP_BENCH_PITR_ROWS, \
+             BACKUP_BENCH_DATA=mixed|random)"
         );
         return Ok(());
     }
