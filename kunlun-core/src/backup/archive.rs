@@ -252,7 +252,11 @@ pub async fn archive_cluster(store: &Store, fleet: &Provisioner, c: &Cluster) ->
     let mut pruned = Vec::new();
     let mut idx = match read_index(&*bs, c.id).await? {
         Some(mut i) => {
-            pruned = prune(store, &*bs, &b, &mut i).await?;
+            // Never at the cost of the round: `prune` changes the index only when it succeeds.
+            pruned = prune(store, &*bs, &b, &mut i).await.unwrap_or_else(|e| {
+                tracing::warn!(cluster_id = c.id, error = %e, "binlog archiving: not pruned this round");
+                Vec::new()
+            });
             i
         }
         None => {
@@ -310,7 +314,13 @@ pub async fn archive_cluster(store: &Store, fleet: &Provisioner, c: &Cluster) ->
         .map_err(|e| Error::Internal(format!("archive index: {e}")))?;
     bs.put_bytes(&index_rel(cid), &bytes, SMALL_TIMEOUT).await?;
     // Only once the index no longer names them (a crash in between leaves files no index
-    // names, never an index naming missing files).
+    // names, never an index naming missing files), and never a path archived again meanwhile.
+    pruned.retain(|r| {
+        !idx.shards
+            .values()
+            .any(|s| s.files.iter().any(|f| &f.rel == r))
+            && !idx.commit_log.segments.iter().any(|s| &s.rel == r)
+    });
     for rel in pruned {
         if let Err(e) = bs.remove(&rel, SMALL_TIMEOUT).await {
             tracing::warn!(cluster_id = cid, rel, error = %e, "binlog archiving: a pruned file not removed");

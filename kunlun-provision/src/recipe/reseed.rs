@@ -263,9 +263,10 @@ impl super::MariaDbRecipe {
         match compression {
             Compression::None => format!("{mb} -x -C {dir} || {fail}"),
             Compression::Zstd => format!(
-                "{{ {z} -d -c -q; echo $? >{status}; }} | {mb} -x -C {dir} || {fail}
-zrc=$(cat {status} 2>/dev/null || echo 1); rm -f {status}
-[ \"$zrc\" = 0 ] || {{ echo \"the snapshot did not decompress (zstd exit $zrc): damaged or not zstd\" >&2; exit 1; }}",
+                "{{ {z} -d -c -q; echo $? >{status}; }} | {mb} -x -C {dir}; mrc=$?
+zrc=$(cat {status} 2>/dev/null); rm -f {status}
+[ \"$zrc\" = 0 ] || {{ echo \"the snapshot did not decompress (zstd exit ${{zrc:-unknown}}): damaged or not zstd\" >&2; exit 1; }}
+[ \"$mrc\" = 0 ] || {fail}",
                 z = sh_quote(&self.zstd)
             ),
         }
@@ -349,7 +350,7 @@ impl Reseed for super::MariaDbRecipe {
                     "{ ".to_string(),
                     format!(
                         "; echo $? >\"$t/rc\"; }} | {z} -q -c -T0 -{ZSTD_LEVEL}
-zrc=$?; rc=$(cat \"$t/rc\" 2>/dev/null || echo 1)
+zrc=$?; rc=$(cat \"$t/rc\" 2>/dev/null); [ -n \"$rc\" ] || rc=1
 if [ $zrc -ne 0 ]; then echo \"zstd failed (exit $zrc)\" >&2; exit 1; fi",
                         z = sh_quote(&self.zstd)
                     ),

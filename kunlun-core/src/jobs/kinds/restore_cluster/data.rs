@@ -498,21 +498,29 @@ async fn replay_node(
     let mut c = StorageConn::connect(&addr, StorageOptions::default())
         .await
         .map_err(sql)?;
+    // The node's own settings, read before anything changes them.
+    let saved = match replay_settings(&mut c).await {
+        Ok(s) => s,
+        Err(e) => {
+            c.close().await;
+            return Err(sql(e));
+        }
+    };
     let set = async {
         c.exec(&format!(
             "RESET MASTER; SET GLOBAL gtid_binlog_state = '{gtid}'"
         ))
         .await?;
-        let saved = replay_settings(&mut c).await?;
-        c.exec(REPLAY_SETTINGS).await?;
-        Ok(saved)
+        c.exec(REPLAY_SETTINGS).await
     }
     .await;
     c.close().await;
-    let saved = set.map_err(sql)?;
-    let replayed = replay_files(cx, inst, bs, gtid, r).await;
-    // The node's own settings back, whatever the replay did (a failed restore is rolled
-    // back, but a node must never be left running without durability).
+    let replayed = match set {
+        Ok(()) => replay_files(cx, inst, bs, gtid, r).await,
+        Err(e) => Err(sql(e)),
+    };
+    // The node's own settings back, whatever happened since they were read (a failed restore
+    // is rolled back, but a node must never be left running without durability).
     let back = async {
         let mut c = StorageConn::connect(&addr, StorageOptions::default()).await?;
         let r = c.exec(&saved).await;
@@ -520,9 +528,16 @@ async fn replay_node(
         r
     }
     .await;
-    let replayed = replayed?;
-    back.map_err(sql)?;
-    Ok(replayed)
+    match (replayed, back) {
+        (Ok(done), Ok(())) => Ok(done),
+        (Ok(_), Err(e)) => Err(sql(e)),
+        (Err(e), back) => {
+            if let Err(b) = back {
+                tracing::warn!(node = %addr, error = %b, "restore: the replay failed and the node's settings were not put back");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// While archived files are replayed into a restored node nobody else uses: no wait for
