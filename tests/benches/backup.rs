@@ -40,10 +40,11 @@ use anyhow::{bail, ensure, Context, Result};
 use kunlun_core::backup::archive;
 use kunlun_meta::api::{AddBackupStorage, CreateBackup, RestoreBackup, KIND_SSH_DIR};
 use kunlun_meta::model::{JobStatus, MachineType};
-use kunlun_meta::store::repo::secrets;
 use kunlun_provision::recipe::reseed::{Compression, Reseed};
 use kunlun_provision::recipe::{sh_quote, MariaDbRecipe};
-use kunlun_tests::bench::{du_mb, env_u64, one_shard_loaded, p50, LoadedShard, ROW_BYTES};
+use kunlun_tests::bench::{
+    du_mb, env_u64, manager_pwd, one_shard_loaded, p50, LoadedShard, ROW_BYTES,
+};
 use kunlun_tests::world::ProvisionWorld;
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
@@ -309,13 +310,6 @@ async fn only_node(w: &ProvisionWorld, cid: i64) -> Result<u16> {
     let shard = w.store.list_shards(Some(cid)).await?[0].id;
     let nodes = w.store.list_shard_nodes(Some(shard)).await?;
     Ok(nodes.first().context("a node")?.port)
-}
-
-async fn manager_pwd(w: &ProvisionWorld, cid: i64) -> Result<String> {
-    Ok(w.store
-        .read(async |tx| secrets::get(tx, cid).await)
-        .await?
-        .manager_pwd)
 }
 
 async fn one_i64(c: &mut mysql_async::Conn, sql: &str) -> Result<i64> {

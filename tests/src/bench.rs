@@ -71,6 +71,14 @@ pub async fn sync_and_purge(p: &mut mysql_async::Conn, r: &mut mysql_async::Conn
     Ok(())
 }
 
+/// The manager account's password of cluster `cid`.
+pub async fn manager_pwd(w: &ProvisionWorld, cid: i64) -> Result<String> {
+    Ok(w.store
+        .read(async |tx| secrets::get(tx, cid).await)
+        .await?
+        .manager_pwd)
+}
+
 /// A loaded one-shard cluster.
 pub struct LoadedShard {
     pub cid: i64,
@@ -115,10 +123,7 @@ pub async fn one_shard_loaded(
         job.memo
     );
     let cid = store.get_cluster_by_name(name).await?.id;
-    let pw = store
-        .read(async |tx| secrets::get(tx, cid).await)
-        .await?
-        .manager_pwd;
+    let pw = manager_pwd(w, cid).await?;
     let shard = store.list_shards(Some(cid)).await?[0].id;
     let nodes = store.list_shard_nodes(Some(shard)).await?;
     let primary = nodes

@@ -13,6 +13,7 @@
 pub mod archive;
 pub mod catalogue;
 pub mod manifest;
+pub mod prune;
 pub mod registry;
 pub mod schedule;
 pub mod scheduler;
