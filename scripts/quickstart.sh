@@ -417,6 +417,8 @@ Manage it:
   $BIN/kunlunctl cluster show $id
   $BIN/kunlunctl machine list
   $BIN/kunlunctl meta show       (the metadata store; with KUNLUN_QS_META=3 its 3 nodes)
+or in a browser: the web console at $SERVER/ui/
+  (open mode until a token exists: "Continue without a token"; then log in with one)
 
 Stop everything (deletes the cluster, stops the daemon and the private sshd):
   scripts/quickstart.sh stop

@@ -11,5 +11,6 @@ pub mod logging;
 mod retention;
 mod server;
 pub mod tls;
+pub mod ui;
 
 pub use server::{core_config, run, serve, store_config};

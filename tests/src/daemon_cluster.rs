@@ -64,9 +64,9 @@ impl DaemonCluster {
         Self::start_with(ip, name, shape, &[])
     }
 
-    /// [`DaemonCluster::start`] with extra `cluster_mgr.cnf` lines (`key = value`) for the
-    /// daemon, e.g. a short `binlog_archive_interval`.
-    pub fn start_with(ip: Ipv4Addr, name: &str, shape: Shape, extra_cnf: &[&str]) -> DaemonCluster {
+    /// The sshd and the daemon, with `ip` registered as a storage and a computer machine with
+    /// ports for a cluster of `shape`, but no cluster yet (`cluster_id` 0, `detail` null).
+    pub fn fleet(ip: Ipv4Addr, shape: Shape, extra_cnf: &[&str]) -> DaemonCluster {
         let sshd = Sshd::start_on(ip).expect("sshd");
         let wd = workdir();
         chmod_755(wd.path());
@@ -93,6 +93,25 @@ impl DaemonCluster {
             );
             assert_eq!(st, 201, "{v}");
         }
+        DaemonCluster {
+            daemon,
+            servers,
+            sshd,
+            base,
+            ip,
+            data,
+            sqlite,
+            cluster_id: 0,
+            detail: Value::Null,
+            wd,
+        }
+    }
+
+    /// [`DaemonCluster::start`] with extra `cluster_mgr.cnf` lines (`key = value`) for the
+    /// daemon, e.g. a short `binlog_archive_interval`.
+    pub fn start_with(ip: Ipv4Addr, name: &str, shape: Shape, extra_cnf: &[&str]) -> DaemonCluster {
+        let mut dc = Self::fleet(ip, shape, extra_cnf);
+        let (base, daemon) = (dc.base.clone(), &dc.daemon);
         let (s, n, c) = (
             shape.shards.to_string(),
             shape.nodes.to_string(),
@@ -132,18 +151,9 @@ impl DaemonCluster {
         )
         .ok()
         .json();
-        DaemonCluster {
-            daemon,
-            servers,
-            sshd,
-            base,
-            ip,
-            data,
-            sqlite,
-            cluster_id,
-            detail,
-            wd,
-        }
+        dc.cluster_id = cluster_id;
+        dc.detail = detail;
+        dc
     }
 
     /// The cluster's manager password (from the daemon's store).

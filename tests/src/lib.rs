@@ -8,6 +8,7 @@
 //! (shards with a 2PC coordinator).
 
 pub mod bench;
+pub mod browser;
 pub mod cli;
 pub mod daemon;
 pub mod daemon_cluster;

@@ -149,6 +149,13 @@ pub const RULES: &[(&str, &str, Need)] = &[
     // by the handler), a client on `emit_allowed_clients` needs no token.
     ("POST", "/HttpService/Emit", Need::Role(Role::Operator)),
     ("OPTIONS", "/HttpService/Emit", Need::Nothing),
+    // The web console: its pages check the session cookie themselves (and send a browser
+    // without one to the login page); its login takes a token, its logout the session's CSRF
+    // token. What the console changes goes through the routes above, with their roles.
+    ("GET", "/ui", Need::Nothing),
+    ("GET", "/ui/*", Need::Nothing),
+    ("POST", "/ui/login", Need::Nothing),
+    ("POST", "/ui/logout", Need::Nothing),
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {
@@ -212,6 +219,8 @@ mod tests {
             ("BREW", "/v1/clusters"),
             ("GET", "/v1/clusters/1/shards/2/extra"),
             ("PUT", "/v1/machines/1"),
+            ("POST", "/ui/clusters"),
+            ("DELETE", "/ui/login"),
         ] {
             let m = Method::from_bytes(m.as_bytes()).unwrap();
             assert_eq!(need(&m, p), Need::Role(Role::Admin), "{m} {p}");

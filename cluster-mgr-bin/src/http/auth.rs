@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 use super::access::{self, Need};
 use super::error::ApiError;
+use super::session::{self, Session, Sessions};
 
 /// How long a read in confirmed open mode waits for the store to re-confirm it.
 const OPEN_RECHECK_DEADLINE: Duration = Duration::from_millis(100);
@@ -109,6 +110,8 @@ struct Inner {
     open_confirmed: AtomicBool,
     /// When each token's `last_used_at` was last written.
     touched: Mutex<HashMap<String, Instant>>,
+    /// The web console's logins.
+    sessions: Sessions,
 }
 
 /// Who made a request (an extension of the request once [`check`] let it through).
@@ -130,6 +133,7 @@ impl Auth {
                 tokens_seen: AtomicBool::new(false),
                 open_confirmed: AtomicBool::new(false),
                 touched: Mutex::new(HashMap::new()),
+                sessions: Sessions::default(),
             }),
         }
     }
@@ -202,9 +206,64 @@ impl Auth {
         }
     }
 
+    /// The web console's sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    /// Whether the console may be used without a token right now (open mode).
+    pub async fn open_for_console(&self, cm: &ClusterManager) -> Result<bool, ApiError> {
+        self.open(cm, Role::Admin).await
+    }
+
+    /// The live session cookie value `id` names, re-checked against its token (or, for an
+    /// open-mode session, against open mode); a session whose token is gone or revoked, or
+    /// whose open mode ended, is ended here.
+    pub async fn session(
+        &self,
+        cm: &ClusterManager,
+        id: &str,
+    ) -> Result<Option<Session>, ApiError> {
+        let Some(mut s) = self.inner.sessions.get(id) else {
+            return Ok(None);
+        };
+        let live = match &s.token_hash {
+            Some(h) => match self.authenticate_hash(cm, h).await {
+                Ok(t) => {
+                    if t.role != s.role {
+                        self.inner.sessions.set_role(id, t.role);
+                        s.role = t.role;
+                    }
+                    true
+                }
+                Err(e) if e.status == StatusCode::UNAUTHORIZED => false,
+                Err(e) => return Err(e),
+            },
+            None => self.open(cm, Role::Admin).await?,
+        };
+        if !live {
+            self.inner.sessions.remove(id);
+            return Ok(None);
+        }
+        Ok(Some(s))
+    }
+
     /// The live token `secret` names, or 401.
-    async fn authenticate(&self, cm: &ClusterManager, secret: &str) -> Result<TokenInfo, ApiError> {
-        let hash = token_hash(secret);
+    pub async fn authenticate(
+        &self,
+        cm: &ClusterManager,
+        secret: &str,
+    ) -> Result<TokenInfo, ApiError> {
+        self.authenticate_hash(cm, &token_hash(secret)).await
+    }
+
+    /// The live token whose hash is `hash`, or 401.
+    async fn authenticate_hash(
+        &self,
+        cm: &ClusterManager,
+        hash: &str,
+    ) -> Result<TokenInfo, ApiError> {
+        let hash = hash.to_string();
         let store = cm.store().map_err(ApiError::from)?;
         let found = store
             .read(async |tx| repo::tokens::find_by_hash(tx, &hash).await)
@@ -343,6 +402,11 @@ async fn admit(req: &ServiceRequest, auth: &Auth, cm: &ClusterManager) -> Result
         Need::Role(r) => r,
     };
     let Some(secret) = bearer(req)? else {
+        if let Some(id) = session::cookie_in(req.headers()) {
+            if let Some(s) = auth.session(cm, &id).await? {
+                return session_caller(req, s, need);
+            }
+        }
         if auth.open(cm, need).await? || emit_client(req, auth) {
             return Ok(Caller::Anonymous);
         }
@@ -350,24 +414,58 @@ async fn admit(req: &ServiceRequest, auth: &Auth, cm: &ClusterManager) -> Result
     };
     let token = auth.authenticate(cm, &secret).await?;
     if token.role < need {
-        return Err(Refusal {
-            error: ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "token '{}' has role {}; {} {} needs {need}",
-                    token.name,
-                    token.role,
-                    req.method(),
-                    req.path()
-                ),
-            ),
-            token: Some(token.name),
-        });
+        return Err(forbidden(req, &token.name, token.role, need));
     }
     Ok(Caller::Token {
         name: token.name,
         role: token.role,
+    })
+}
+
+fn forbidden(req: &ServiceRequest, name: &str, role: Role, need: Role) -> Refusal {
+    Refusal {
+        error: ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token '{name}' has role {role}; {} {} needs {need}",
+                req.method(),
+                req.path()
+            ),
+        ),
+        token: Some(name.to_string()),
+    }
+}
+
+/// A request carrying the console's session cookie instead of a bearer token: the session's
+/// role must suffice, and a change must carry the session's CSRF token.
+fn session_caller(req: &ServiceRequest, s: Session, need: Role) -> Result<Caller, Refusal> {
+    if let Some(name) = &s.name {
+        if s.role < need {
+            return Err(forbidden(req, name, s.role, need));
+        }
+    }
+    if access::is_mutating(req.method()) {
+        let given = req
+            .headers()
+            .get(session::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !session::csrf_ok(&s, given) {
+            return Err(Refusal {
+                error: ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf_token_missing",
+                    "a change made with the console's session cookie must carry the session's \
+                     CSRF token in the X-CSRF-Token header; nothing was done",
+                ),
+                token: s.name,
+            });
+        }
+    }
+    Ok(match s.name {
+        Some(name) => Caller::Token { name, role: s.role },
+        None => Caller::Anonymous,
     })
 }
 
@@ -426,7 +524,11 @@ pub async fn check(
     };
     // Emit carries reads (get_status polls) and writes on one path: its handler audits the
     // job types that change something (`crate::emit`), naming the type.
-    let mutating = access::is_mutating(req.method()) && req.path() != crate::emit::PATH;
+    // The console's login and logout are audited by their handler (a failed login by an
+    // unauthenticated client must not grow the store).
+    let mutating = access::is_mutating(req.method())
+        && req.path() != crate::emit::PATH
+        && !req.path().starts_with("/ui/");
     let method = req.method().clone();
     let path = req.path().to_string();
     let client = peer(&req);

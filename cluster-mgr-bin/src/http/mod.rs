@@ -27,6 +27,7 @@ pub mod openapi;
 pub mod page;
 pub mod policy;
 pub mod scale_jobs;
+pub mod session;
 pub mod tokens;
 pub mod xa;
 
@@ -119,6 +120,7 @@ pub fn app_with_auth(
         .wrap(middleware::from_fn(auth::check))
         .wrap(middleware::from_fn(metrics::track))
         .configure(routes)
+        .configure(crate::ui::routes)
         .service(SwaggerUi::new("/docs/{_:.*}").url("/v1/openapi.json", openapi::ApiDoc::openapi()))
         .default_service(web::to(error::route_not_found))
 }

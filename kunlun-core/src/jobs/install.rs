@@ -287,9 +287,13 @@ impl Provisioner {
                     let mut c = StorageConn::connect(&addr, StorageOptions::default()).await?;
                     // A replica's own semi-sync master side is off (promotion turns it on):
                     // with no replica of its own, every applied transaction would wait out
-                    // the semi-sync timeout.
-                    c.exec("STOP SLAVE; SET GLOBAL rpl_semi_sync_master_enabled = OFF")
-                        .await?;
+                    // the semi-sync timeout. It is read-only from the start: the HA monitor
+                    // fences a writable non-primary, but only at its next round.
+                    c.exec(
+                        "STOP SLAVE; SET GLOBAL rpl_semi_sync_master_enabled = OFF; \
+                         SET GLOBAL read_only = ON",
+                    )
+                    .await?;
                     c.exec(&sql).await?;
                     c.exec("START SLAVE").await?;
                     c.close().await;

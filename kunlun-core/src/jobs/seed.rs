@@ -259,9 +259,12 @@ pub async fn attach(
                 .await?;
         }
         c.exec(&change).await?;
-        // Its own semi-sync master side stays off until a promotion (see install.rs).
-        c.exec("SET GLOBAL rpl_semi_sync_master_enabled = OFF; START SLAVE")
-            .await?;
+        // Its own semi-sync master side stays off until a promotion, and it is read-only
+        // (see install.rs).
+        c.exec(
+            "SET GLOBAL rpl_semi_sync_master_enabled = OFF; SET GLOBAL read_only = ON; START SLAVE",
+        )
+        .await?;
         c.close().await;
         Ok::<_, crate::storage::Error>(())
     }

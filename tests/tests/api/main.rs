@@ -11,6 +11,7 @@ mod cli_machines;
 mod cli_security;
 mod cli_tls;
 mod cli_usage;
+mod console_browser;
 mod daemon_e2e;
 mod leader_deposed;
 mod leader_failover;
