@@ -158,10 +158,14 @@ impl DaemonCluster {
 
     /// The cluster's manager password (from the daemon's store).
     pub async fn manager_pwd(&self) -> String {
+        self.manager_pwd_of(self.cluster_id).await
+    }
+
+    /// The manager password of cluster `cid` of this daemon.
+    pub async fn manager_pwd_of(&self, cid: i64) -> String {
         let store = Store::open(&StoreConfig::sqlite(&self.sqlite))
             .await
             .expect("the daemon's store");
-        let cid = self.cluster_id;
         store
             .read(async |tx| secrets::get(tx, cid).await)
             .await

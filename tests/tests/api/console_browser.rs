@@ -49,7 +49,8 @@ fn the_console_creates_a_cluster_switches_over_and_keeps_a_viewer_read_only() {
             nodes: 3,
             comps: 1,
         },
-        &[],
+        // The XA page's branch waits for its coordinator's decision all through the test.
+        &["global_txn_commit_log_wait_max_sec = 3600"],
     );
     // The first token is made in open mode; the others need it.
     let admin = token(&c, None, "console-admin", "admin");
@@ -339,6 +340,89 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
         Some(1),
         "no second switchover"
     );
+
+    // An XA branch left prepared by a coordinator that went away, with no decision logged yet
+    // (the coordinator's wait is an hour here): the XA page shows it, and a rollback by hand
+    // is refused with the API's reason; the branch stays prepared.
+    let d: Value = api
+        .get(format!("{base}/v1/clusters/{cid}"))
+        .bearer_auth(&t.operator)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let primary_port = d["shards"][0]["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["id"] == rec["new_primary"]))
+        .and_then(|n| n["port"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("the new primary's port");
+    let pwd = c.manager_pwd_of(cid).await;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let xid = format!("1-{ts}-7");
+    {
+        use mysql_async::prelude::Queryable;
+        let mut conn = c.conn(&pwd, primary_port).await;
+        conn.query_drop(
+            "CREATE DATABASE IF NOT EXISTS console_t; \
+             CREATE TABLE IF NOT EXISTS console_t.a (id INT PRIMARY KEY)",
+        )
+        .await?;
+        conn.query_drop(format!(
+            "XA START '{xid}'; INSERT INTO console_t.a VALUES (1); XA END '{xid}'; XA PREPARE '{xid}'"
+        ))
+        .await?;
+        conn.disconnect().await?;
+    }
+    cl.goto(&format!("{base}/ui/xa")).await?;
+    let row = b
+        .wait_text(".xa-branches tbody tr", SHORT, |s| s.contains(&xid))
+        .await?;
+    assert!(row.contains("none logged"), "{row}");
+    let reason = cl
+        .find(Locator::Css(".xa-branches input[name=reason]"))
+        .await?;
+    reason.send_keys("console test").await?;
+    cl.find(Locator::Css(
+        ".xa-branches select[name=action] option[value=rollback]",
+    ))
+    .await?
+    .click()
+    .await?;
+    cl.find(Locator::Css(".xa-branches button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    cl.accept_alert().await?;
+    let refused = b
+        .wait_text(".xa-branches .api-error", SHORT, |s| !s.is_empty())
+        .await?;
+    assert!(refused.starts_with("conflict"), "{refused}");
+    b.shot("06b-xa").await?;
+    {
+        use mysql_async::prelude::Queryable;
+        let mut conn = c.conn(&pwd, primary_port).await;
+        let prepared: Vec<(i64, i64, i64, String)> = conn.query("XA RECOVER").await?;
+        assert!(
+            prepared.iter().any(|r| r.3 == xid),
+            "the branch is still prepared: {prepared:?}"
+        );
+        conn.query_drop(format!("XA ROLLBACK '{xid}'")).await?;
+        conn.disconnect().await?;
+    }
+
+    // The other pages, for the record.
+    for (page, shot) in [
+        ("/ui/", "09-overview"),
+        ("/ui/jobs", "10-jobs"),
+        ("/ui/machines", "11-machines"),
+    ] {
+        cl.goto(&format!("{base}{page}")).await?;
+        b.wait_text("#live", SHORT, |s| !s.is_empty()).await?;
+        b.shot(shot).await?;
+    }
 
     // A phone's width: no sideways scrolling of the page, tables scroll in their box.
     cl.set_window_size(390, 844).await?;
