@@ -15,6 +15,8 @@ use serde_json::json;
 
 /// How long the driver may take to answer its status (it answers in well under a second).
 const DRIVER_START: Duration = Duration::from_secs(20);
+/// How long an action is tried again on an element a live refresh keeps replacing.
+const STALE_RETRY: Duration = Duration::from_secs(10);
 
 /// A chromedriver and one browser session.
 pub struct Browser {
@@ -140,6 +142,46 @@ impl Browser {
         }
     }
 
+    /// Finds the element `css` and clicks it; again when a live refresh replaced it between
+    /// the two (a stale element), for up to `STALE_RETRY`.
+    pub async fn click_css(&self, css: &str) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let r = async { self.client.find(Locator::Css(css)).await?.click().await }.await;
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if start.elapsed() < STALE_RETRY => {
+                    tracing::debug!(css, error = %e, "click again");
+                }
+                Err(e) => return Err(anyhow!("click {css}: {e}")),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Finds the element `css` and types `text` into it, like [`Browser::click_css`].
+    pub async fn type_css(&self, css: &str, text: &str) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let r = async {
+                self.client
+                    .find(Locator::Css(css))
+                    .await?
+                    .send_keys(text)
+                    .await
+            }
+            .await;
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if start.elapsed() < STALE_RETRY => {
+                    tracing::debug!(css, error = %e, "type again");
+                }
+                Err(e) => return Err(anyhow!("type into {css}: {e}")),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The driver's log (for a failure message).
     pub fn driver_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -158,12 +200,11 @@ impl Drop for Browser {
     }
 }
 
-/// Kills the driver's process group (the browsers it started are in it) and reaps it.
+/// Kills the driver's process group (the browsers it started are in it, even after the driver
+/// itself died: its group lives while it is not reaped) and reaps it.
 fn stop(c: &mut Child) {
-    if c.try_wait().ok().flatten().is_none() {
-        if let Ok(pid) = i32::try_from(c.id()) {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+    if let Ok(pid) = i32::try_from(c.id()) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }
     let _ = c.wait();
 }

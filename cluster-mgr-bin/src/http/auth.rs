@@ -219,10 +219,14 @@ impl Auth {
     /// The live session cookie value `id` names, re-checked against its token (or, for an
     /// open-mode session, against open mode); a session whose token is gone or revoked, or
     /// whose open mode ended, is ended here.
+    ///
+    /// `need` is the role the request needs: an open-mode session stands for open mode, which
+    /// keeps serving reads through a store outage (see [`Auth::open`]).
     pub async fn session(
         &self,
         cm: &ClusterManager,
         id: &str,
+        need: Role,
     ) -> Result<Option<Session>, ApiError> {
         let Some(mut s) = self.inner.sessions.get(id) else {
             return Ok(None);
@@ -239,7 +243,7 @@ impl Auth {
                 Err(e) if e.status == StatusCode::UNAUTHORIZED => false,
                 Err(e) => return Err(e),
             },
-            None => self.open(cm, Role::Admin).await?,
+            None => self.open(cm, need).await?,
         };
         if !live {
             self.inner.sessions.remove(id);
@@ -402,9 +406,22 @@ async fn admit(req: &ServiceRequest, auth: &Auth, cm: &ClusterManager) -> Result
         Need::Role(r) => r,
     };
     let Some(secret) = bearer(req)? else {
+        // The console's session cookie. A session that cannot be checked now (store outage)
+        // counts as none: the request is then judged as it would be without the cookie.
         if let Some(id) = session::cookie_in(req.headers()) {
-            if let Some(s) = auth.session(cm, &id).await? {
-                return session_caller(req, s, need);
+            if let Ok(Some(s)) = auth.session(cm, &id, need).await {
+                match session_caller(req, s, need) {
+                    Ok(c) => return Ok(c),
+                    // Without its CSRF token the cookie adds nothing; a request open mode or
+                    // `emit_allowed_clients` admits without it is admitted as before.
+                    Err(r) if r.error.code == session::CSRF_REFUSED => {
+                        if auth.open(cm, need).await.unwrap_or(false) || emit_client(req, auth) {
+                            return Ok(Caller::Anonymous);
+                        }
+                        return Err(r);
+                    }
+                    Err(r) => return Err(r),
+                }
             }
         }
         if auth.open(cm, need).await? || emit_client(req, auth) {
@@ -455,7 +472,7 @@ fn session_caller(req: &ServiceRequest, s: Session, need: Role) -> Result<Caller
             return Err(Refusal {
                 error: ApiError::new(
                     StatusCode::FORBIDDEN,
-                    "csrf_token_missing",
+                    session::CSRF_REFUSED,
                     "a change made with the console's session cookie must carry the session's \
                      CSRF token in the X-CSRF-Token header; nothing was done",
                 ),

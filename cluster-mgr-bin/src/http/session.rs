@@ -8,9 +8,9 @@
 //! Invariants: a session is only as good as its token, re-read from the store on every use (a
 //! revoked token ends its sessions at once); an open-mode session (no token, granted only while
 //! the daemon is in open mode) ends as soon as open mode does; a request authenticated by the
-//! cookie that changes anything must carry the session's CSRF token (`X-CSRF-Token` header, or
-//! the `csrf` form field of the console's own forms), compared in constant time; sessions are
-//! bounded in number and age, and held in this process only (another instance does not know
+//! cookie that changes anything must carry the session's CSRF token (the `X-CSRF-Token`
+//! header; the console's logout form sends it as its `csrf` field), compared in constant
+//! time; sessions are bounded in number (per token too) and age, and held in this process only (another instance does not know
 //! them: log in again after a switch of instance).
 
 use std::collections::HashMap;
@@ -30,6 +30,11 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const MAX_AGE: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at once; a login beyond it drops the oldest.
 pub const MAX_SESSIONS: usize = 1024;
+/// Sessions of one token kept at once; its login beyond it drops its own oldest (so one
+/// token's logins cannot push out every other token's sessions).
+pub const MAX_PER_TOKEN: usize = 16;
+/// The error code of a cookie-authenticated change without its CSRF token.
+pub const CSRF_REFUSED: &str = "csrf_token_missing";
 
 /// One console login.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,15 +74,20 @@ impl Sessions {
         };
         let mut map = self.lock();
         map.retain(|_, s| s.created.elapsed() < MAX_AGE);
-        while map.len() >= MAX_SESSIONS {
-            let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.created)
+        let th = s.token_hash.clone();
+        let oldest = |map: &HashMap<String, Session>, same_token: bool| {
+            map.iter()
+                .filter(|(_, o)| !same_token || o.token_hash == th)
+                .min_by_key(|(_, o)| o.created)
                 .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            map.remove(&oldest);
+        };
+        while map.values().filter(|o| o.token_hash == th).count() >= MAX_PER_TOKEN {
+            let Some(k) = oldest(&map, true) else { break };
+            map.remove(&k);
+        }
+        while map.len() >= MAX_SESSIONS {
+            let Some(k) = oldest(&map, false) else { break };
+            map.remove(&k);
         }
         map.insert(hash(&id), s.clone());
         (id, s)
@@ -191,14 +201,24 @@ mod tests {
     }
 
     #[test]
-    fn sessions_are_bounded() {
+    fn sessions_are_bounded_per_token_and_in_all() {
         let s = Sessions::default();
-        let (first, _) = s.create(None, None, Role::Admin);
+        let (admin, _) = s.create(Some("a".into()), Some("admin".into()), Role::Admin);
+        let (v1, _) = s.create(Some("v".into()), Some("val".into()), Role::Viewer);
         for _ in 0..MAX_SESSIONS {
-            s.create(None, None, Role::Viewer);
+            s.create(Some("v".into()), Some("val".into()), Role::Viewer);
+        }
+        assert_eq!(s.get(&v1), None, "the token's oldest went first");
+        assert!(
+            s.get(&admin).is_some(),
+            "another token's logins do not push it out"
+        );
+        assert_eq!(s.lock().len(), MAX_PER_TOKEN + 1);
+        for i in 0..MAX_SESSIONS {
+            s.create(Some(format!("t{i}")), None, Role::Viewer);
         }
         assert_eq!(s.lock().len(), MAX_SESSIONS);
-        assert_eq!(s.get(&first), None, "the oldest went first");
+        assert_eq!(s.get(&admin), None, "in all, the oldest went first");
     }
 
     #[test]

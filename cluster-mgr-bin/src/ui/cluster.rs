@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kunlun_core::ha::NodeHealth;
 use kunlun_core::ClusterManager;
-use kunlun_meta::api::ShardDetail;
+use kunlun_meta::api::{ShardDetail, MAX_COMPS, MAX_NODES, MAX_SHARDS};
 use kunlun_meta::model::{MemberState, ShardNode};
 use maud::{html, Markup};
 
@@ -54,16 +54,16 @@ pub async fn page(
                         "Add the shards?", "job", html! {
                         h3 { "Add shards" }
                         label for="add-shards" { "Shards" }
-                        input #add-shards name="shards" type="number" min="1" max="64" value="1" data-type="int" required;
+                        input #add-shards name="shards" type="number" min="1" max=(MAX_SHARDS) value="1" data-type="int" required;
                         label for="add-shard-nodes" { "Nodes per shard" }
-                        input #add-shard-nodes name="nodes" type="number" min="1" max="16" value="3" data-type="int" required;
+                        input #add-shard-nodes name="nodes" type="number" min="1" max=(MAX_NODES) value="3" data-type="int" required;
                         button type="submit" { "Add shards" }
                     }))
                     (api_form(&ctx, "POST", &format!("/v1/clusters/{id}/comp_nodes"),
                         "Add the compute nodes?", "job", html! {
                         h3 { "Add compute nodes" }
                         label for="add-comps" { "Compute nodes" }
-                        input #add-comps name="comps" type="number" min="1" max="64" value="1" data-type="int" required;
+                        input #add-comps name="comps" type="number" min="1" max=(MAX_COMPS) value="1" data-type="int" required;
                         button type="submit" { "Add compute nodes" }
                     }))
                 }
@@ -160,7 +160,7 @@ fn shard(
                     (act("Switch over", "POST", format!("/v1/shards/{}/switchover", sh.id),
                         format!("Switch shard {} over to its best replica? Writes pause for about a second.", sh.name), "failover", false).render(ctx))
                     (act("Add replica", "POST", format!("/v1/clusters/{}/shards/{}/nodes", sh.db_cluster_id, sh.id),
-                        format!("Add one replica to shard {}?", sh.name), "job", false).render(ctx))
+                        format!("Add one replica to shard {}?", sh.name), "job", false).with_body("{\"nodes\":1}".into()).render(ctx))
                     (act("Remove shard", "DELETE", format!("/v1/clusters/{}/shards/{}", sh.db_cluster_id, sh.id),
                         format!("Remove shard {} and all its data?", sh.name), "job", true).render(ctx))
                 }
@@ -262,13 +262,13 @@ pub async fn new_form(req: HttpRequest) -> HttpResponse {
                     select #c-ha name="ha_mode" { option value="rbr" selected { "rbr (GTID replication, semi-sync)" } option value="no_rep" { "no_rep (single node)" } }
                     span {}
                     label for="c-shards" { "Shards" }
-                    input #c-shards name="shards" type="number" min="1" value="1" data-type="int" required;
+                    input #c-shards name="shards" type="number" min="1" max=(MAX_SHARDS) value="1" data-type="int" required;
                     span {}
                     label for="c-nodes" { "Nodes per shard" }
-                    input #c-nodes name="nodes" type="number" min="1" value="3" data-type="int" required;
+                    input #c-nodes name="nodes" type="number" min="1" max=(MAX_NODES) value="3" data-type="int" required;
                     span {}
                     label for="c-comps" { "Compute nodes" }
-                    input #c-comps name="comps" type="number" min="0" value="1" data-type="int" required;
+                    input #c-comps name="comps" type="number" min="1" max=(MAX_COMPS) value="1" data-type="int" required;
                     span {}
                     label for="c-innodb" { "InnoDB buffer pool (MB, optional)" }
                     input #c-innodb name="innodb_size_mb" type="number" min="1" data-type="int";

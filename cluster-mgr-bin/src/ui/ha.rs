@@ -185,7 +185,9 @@ pub async fn xa(
     };
     let only = q.and_then(|q| q.cluster_id);
     let live = xa_live(&cm, term.as_ref(), only, &ctx).await;
-    respond(&req, &ctx, "XA in doubt", Nav::Xa, html! {}, live, 5000)
+    // Every refresh asks each shard primary of every cluster shown (`XA RECOVER`).
+    let every = if only.is_some() { 5000 } else { 15000 };
+    respond(&req, &ctx, "XA in doubt", Nav::Xa, html! {}, live, every)
 }
 
 async fn xa_live(
@@ -251,7 +253,7 @@ async fn xa_live(
                                                         Some(TxnCmd::Abort) => { (badge("abort", Tone::Warn)) }
                                                         None => { (badge("none logged", Tone::Muted)) }
                                                     } }
-                                                    td { (resolve_form(ctx, *id, &b.xid, b.decision)) }
+                                                    td { (resolve_form(ctx, *id, s.shard_id, &b.xid, b.decision)) }
                                                 }
                                             }
                                         }
@@ -266,13 +268,20 @@ async fn xa_live(
     })
 }
 
-fn resolve_form(ctx: &Ctx, cluster: i64, xid: &str, decision: Option<TxnCmd>) -> Markup {
+fn resolve_form(
+    ctx: &Ctx,
+    cluster: i64,
+    shard: i64,
+    xid: &str,
+    decision: Option<TxnCmd>,
+) -> Markup {
     let path = format!(
         "/v1/clusters/{cluster}/xa/{}/resolve",
-        super::render::url_encode(xid)
+        super::render::segment(xid)
     );
+    // One global transaction has a branch on each shard it wrote: the ids name all three.
     let fid = format!(
-        "xa-{}",
+        "xa-{cluster}-{shard}-{}",
         xid.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
     );
     api_form(

@@ -56,6 +56,27 @@ fn secure(req: &HttpRequest) -> bool {
     req.connection_info().scheme() == "https"
 }
 
+/// A login or logout posted by a page of another site or origin (another port of this host
+/// counts as the same site for cookies, not for `Sec-Fetch-Site: same-origin`). Browsers send
+/// the header; clients that are not browsers do not, and are judged by `Origin` as before.
+fn cross_origin(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != "same-origin" && v != "none")
+}
+
+fn refused_cross_origin() -> HttpResponse {
+    secure_headers(HttpResponse::Forbidden())
+        .content_type("text/plain; charset=utf-8")
+        .body("a page of another origin may not log in or out here; nothing was done")
+}
+
+fn client(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown".into(), |a| a.to_string())
+}
+
 pub async fn form(
     auth: web::Data<Auth>,
     cm: web::Data<ClusterManager>,
@@ -70,12 +91,7 @@ fn login_page(next: &str, open: bool, error: Option<&str>, status: StatusCode) -
     let m = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Log in · cluster-mgr" }
-                link rel="stylesheet" href="/ui/assets/console.css";
-            }
+            head { (super::head_common("Log in")) }
             body.login {
                 main #main {
                     h1 { "kunlun " b { "cluster-mgr" } }
@@ -115,6 +131,9 @@ pub async fn submit(
     cm: web::Data<ClusterManager>,
     form: Result<web::Form<LoginForm>, actix_web::Error>,
 ) -> HttpResponse {
+    if cross_origin(&req) {
+        return refused_cross_origin();
+    }
     let Ok(form) = form else {
         return login_page(
             "/ui/",
@@ -168,15 +187,17 @@ pub async fn submit(
             }
         }
     };
+    // A new login replaces the session the browser had (no session outlives its cookie).
+    if let Some(old) = session::cookie(&req) {
+        auth.sessions().remove(&old);
+    }
     record(
         &cm,
         NewAuditEntry {
             token_name: name,
             method: "POST".into(),
             path: "/ui/login".into(),
-            client: req
-                .peer_addr()
-                .map_or_else(|| "unknown".into(), |a| a.to_string()),
+            client: client(&req),
             status,
         },
     )
@@ -190,8 +211,12 @@ pub async fn submit(
 pub async fn logout(
     req: HttpRequest,
     auth: web::Data<Auth>,
+    cm: web::Data<ClusterManager>,
     form: Result<web::Form<LogoutForm>, actix_web::Error>,
 ) -> HttpResponse {
+    if cross_origin(&req) {
+        return refused_cross_origin();
+    }
     if let Some(id) = session::cookie(&req) {
         if let Some(s) = auth.sessions().get(&id) {
             let ok = form.is_ok_and(|f| session::csrf_ok(&s, &f.csrf));
@@ -201,6 +226,17 @@ pub async fn logout(
                     .body("logout needs the session's CSRF token; nothing was done");
             }
             auth.sessions().remove(&id);
+            record(
+                &cm,
+                NewAuditEntry {
+                    token_name: s.name,
+                    method: "POST".into(),
+                    path: "/ui/logout".into(),
+                    client: client(&req),
+                    status: 303,
+                },
+            )
+            .await;
         }
     }
     secure_headers(HttpResponse::SeeOther())

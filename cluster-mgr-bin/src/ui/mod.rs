@@ -105,7 +105,7 @@ async fn guard(req: &HttpRequest) -> Result<Ctx, HttpResponse> {
         return Err(HttpResponse::InternalServerError().body("no auth state"));
     };
     let found = match session::cookie(req) {
-        Some(id) => auth.session(cm, &id).await,
+        Some(id) => auth.session(cm, &id, Role::Viewer).await,
         None => Ok(None),
     };
     match found {
@@ -120,7 +120,7 @@ async fn guard(req: &HttpRequest) -> Result<Ctx, HttpResponse> {
                 .insert_header((header::LOCATION, to))
                 .finish())
         }
-        Err(e) => Err(error_page(&e)),
+        Err(e) => Err(error_page(req, &e)),
     }
 }
 
@@ -144,8 +144,12 @@ fn html_response(status: actix_web::http::StatusCode, m: Markup) -> HttpResponse
         .body(m.into_string())
 }
 
-/// A page that could not be shown at all (the store is down).
-fn error_page(e: &ApiError) -> HttpResponse {
+/// A page that could not be shown at all (the store is down); to the live refresh, only the
+/// error.
+fn error_page(req: &HttpRequest, e: &ApiError) -> HttpResponse {
+    if req.headers().contains_key(LIVE_HEADER) {
+        return html_response(e.status, render::error_box(e));
+    }
     let m = html! {
         (DOCTYPE)
         html lang="en" {
@@ -155,6 +159,16 @@ fn error_page(e: &ApiError) -> HttpResponse {
         }
     };
     html_response(e.status, m)
+}
+
+/// What every page's `<head>` holds.
+fn head_common(title: &str) -> Markup {
+    html! {
+        meta charset="utf-8";
+        meta name="viewport" content="width=device-width, initial-scale=1";
+        title { (title) " · cluster-mgr" }
+        link rel="stylesheet" href="/ui/assets/console.css";
+    }
 }
 
 /// The console's sections, for the navigation bar.
@@ -201,11 +215,8 @@ pub fn respond(
         (DOCTYPE)
         html lang="en" {
             head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
+                (head_common(title))
                 meta name="csrf-token" content=(ctx.session.csrf);
-                title { (title) " · cluster-mgr" }
-                link rel="stylesheet" href="/ui/assets/console.css";
                 script src="/ui/assets/console.js" defer {}
             }
             body {

@@ -158,7 +158,18 @@ pub fn wire<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
-/// Percent-encodes a query value.
+/// Percent-encodes one path segment: everything but RFC 3986's unreserved characters, so a
+/// value can never add a segment (`/`) or climb one (`..`).
+pub fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Percent-encodes a query value (a console path as `next=` keeps its slashes).
 pub fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

@@ -25,6 +25,10 @@ pub trait Reseed: Send + Sync {
     /// Programs the physical snapshot needs on the source and on the target machine.
     fn snapshot_programs(&self) -> Vec<String>;
 
+    /// Programs a stored snapshot compressed with `compression` needs: the snapshot's, and the
+    /// compressor (checked before a backup starts, so a missing one is named up front).
+    fn stored_snapshot_programs(&self, compression: Compression) -> Vec<String>;
+
     /// Prints `data_kb=<size of the instance's data>` and `free_kb=<free space where its
     /// directory is>`; exits [`MISSING_EXIT`] when `programs` are missing (empty: none
     /// checked). Read-only.
@@ -276,6 +280,10 @@ zrc=$(cat {status} 2>/dev/null); rm -f {status}
 impl Reseed for super::MariaDbRecipe {
     fn snapshot_programs(&self) -> Vec<String> {
         vec![self.backup.clone(), self.mbstream.clone()]
+    }
+
+    fn stored_snapshot_programs(&self, compression: Compression) -> Vec<String> {
+        self.programs_for(compression)
     }
 
     fn space_script(&self, base: &str, programs: &[String]) -> Result<String> {
@@ -649,6 +657,14 @@ mod tests {
         );
         let b = r.backup_script(BASE, Compression::Zstd).unwrap();
         assert!(b.contains("| '/usr/bin/zstd' -q -c -T0 -1"), "{b}");
+        // The compressor is checked with the snapshot's programs before a backup starts.
+        assert!(r
+            .stored_snapshot_programs(Compression::Zstd)
+            .contains(&"/usr/bin/zstd".to_string()));
+        assert!(!r
+            .stored_snapshot_programs(Compression::None)
+            .iter()
+            .any(|p| p.contains("zstd")));
         assert!(b.contains("rc=$(cat \"$t/rc\""), "{b}");
         assert_eq!(
             Compression::from_name(Some("zstd")).unwrap(),

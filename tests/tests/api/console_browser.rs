@@ -71,6 +71,7 @@ fn the_console_creates_a_cluster_switches_over_and_keeps_a_viewer_read_only() {
         if let Err(e) = &res {
             let _ = b.shot("failure").await;
             let page = b.client.source().await.unwrap_or_default();
+            b.close().await;
             panic!(
                 "{e:#}\npage:\n{}\ndaemon log:\n{}",
                 tail(&page, 6000),
@@ -121,6 +122,23 @@ async fn login(b: &Browser, base: &str, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The same from the keyboard only: the token field has the focus when the page opens, and
+/// Enter submits.
+async fn login_by_keyboard(b: &Browser, base: &str, secret: &str) -> anyhow::Result<()> {
+    b.client.goto(&format!("{base}/ui/login")).await?;
+    let focused = b
+        .client
+        .execute("return document.activeElement.id;", vec![])
+        .await?;
+    anyhow::ensure!(focused == json!("token"), "focus on {focused}");
+    b.client
+        .active_element()
+        .await?
+        .send_keys(&format!("{secret}\u{E007}"))
+        .await?;
+    Ok(())
+}
+
 /// A script's answer in the page (WebDriver's executeAsyncScript: the last argument is the
 /// callback).
 async fn page_fetch(cl: &Client, js: &str) -> anyhow::Result<Value> {
@@ -137,6 +155,17 @@ async fn unlabelled(cl: &Client) -> anyhow::Result<i64> {
         )
         .await?;
     Ok(v.as_i64().unwrap_or(-1))
+}
+
+/// Accepts the action's confirmation, then follows the job's page until the job ends; its
+/// final status.
+async fn confirm_and_follow_job(b: &Browser) -> anyhow::Result<String> {
+    b.client.accept_alert().await?;
+    wait_path(&b.client, SHORT, |p| p.starts_with("/ui/jobs/")).await?;
+    b.wait_text("#job-status", CREATE_LIMIT, |s| {
+        s == "done" || s == "failed"
+    })
+    .await
 }
 
 async fn count(cl: &Client, css: &str) -> anyhow::Result<usize> {
@@ -159,8 +188,8 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
     assert!(e.contains("unknown or revoked"), "{e}");
     b.shot("00-login").await?;
 
-    // The operator logs in and creates the cluster from the form.
-    login(b, base, &t.operator).await?;
+    // The operator logs in (from the keyboard) and creates the cluster from the form.
+    login_by_keyboard(b, base, &t.operator).await?;
     wait_path(cl, SHORT, |p| p == "/ui/").await?;
     let who = b.wait_text("#who", SHORT, |t| !t.is_empty()).await?;
     assert_eq!(who, "alice (operator)");
@@ -235,6 +264,27 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
         })
         .await?;
     assert_eq!(count(cl, "tr[data-role=primary]").await?, 1, "{text}");
+    // Read-only from their setup: HA never had to fence a writable replica.
+    let ha: Value = api
+        .get(format!("{base}/v1/ha"))
+        .bearer_auth(&t.operator)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let fenced: Vec<&Value> = ha["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|e| {
+                    e["what"]
+                        .as_str()
+                        .is_some_and(|w| w.contains("writable non-primary"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(fenced.is_empty(), "{fenced:?}");
     assert_eq!(count(cl, "tr[data-role=replica]").await?, 2, "{text}");
     assert_eq!(count(cl, "#comp-nodes tbody tr").await?, 1);
     assert_eq!(unlabelled(cl).await?, 0, "every control has a label");
@@ -248,12 +298,10 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
 
     // Switch over from the shard's button: the new record with its timeline.
     let shard_id = c_shard(&api, base, &t.operator, cid).await?;
-    let btn = cl
-        .find(Locator::Css(&format!(
-            "#shard-{shard_id} button[data-api-path='/v1/shards/{shard_id}/switchover']:not([data-api-body])"
-        )))
-        .await?;
-    btn.click().await?;
+    b.click_css(&format!(
+        "#shard-{shard_id} button[data-api-path='/v1/shards/{shard_id}/switchover']:not([data-api-body])"
+    ))
+    .await?;
     cl.accept_alert().await?;
     let fpath = wait_path(cl, Duration::from_secs(120), |p| {
         p.starts_with("/ui/failovers/")
@@ -327,6 +375,8 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
         }
         let r = rq.send().await?;
         assert_eq!(r.status().as_u16(), 403, "{header:?}");
+        let v: Value = r.json().await?;
+        assert_eq!(v["code"], "csrf_token_missing", "{header:?}");
     }
     let after: Value = api
         .get(format!("{base}/v1/failovers"))
@@ -381,20 +431,12 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
         .wait_text(".xa-branches tbody tr", SHORT, |s| s.contains(&xid))
         .await?;
     assert!(row.contains("none logged"), "{row}");
-    let reason = cl
-        .find(Locator::Css(".xa-branches input[name=reason]"))
+    // Typing holds the page's refresh (the form is being edited).
+    b.type_css(".xa-branches input[name=reason]", "console test")
         .await?;
-    reason.send_keys("console test").await?;
-    cl.find(Locator::Css(
-        ".xa-branches select[name=action] option[value=rollback]",
-    ))
-    .await?
-    .click()
-    .await?;
-    cl.find(Locator::Css(".xa-branches button[type=submit]"))
-        .await?
-        .click()
+    b.click_css(".xa-branches select[name=action] option[value=rollback]")
         .await?;
+    b.click_css(".xa-branches button[type=submit]").await?;
     cl.accept_alert().await?;
     let refused = b
         .wait_text(".xa-branches .api-error", SHORT, |s| !s.is_empty())
@@ -421,8 +463,45 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
     ] {
         cl.goto(&format!("{base}{page}")).await?;
         b.wait_text("#live", SHORT, |s| !s.is_empty()).await?;
+        assert_eq!(count(cl, "#live .error").await?, 0, "{page}");
         b.shot(shot).await?;
     }
+
+    // A replica added from the shard's button, its job followed, then removed from its row.
+    let cluster_page = format!("{base}/ui/clusters/{cid}");
+    cl.goto(&cluster_page).await?;
+    b.click_css(&format!(
+        "#shard-{shard_id} button[data-api-path='/v1/clusters/{cid}/shards/{shard_id}/nodes']"
+    ))
+    .await?;
+    assert_eq!(confirm_and_follow_job(b).await?, "done", "add_nodes");
+    cl.goto(&cluster_page).await?;
+    b.wait_text("section.shard", SHORT, |s| {
+        s.matches("read-only").count() == 3 && s.matches("Yes").count() >= 6
+    })
+    .await?;
+    let replicas = cl
+        .execute(
+            "return Array.from(document.querySelectorAll('tr[data-role=replica]'))\
+             .map(e => Number(e.dataset.node));",
+            vec![],
+        )
+        .await?;
+    let added = replicas
+        .as_array()
+        .and_then(|a| a.iter().filter_map(Value::as_i64).max())
+        .expect("replicas");
+    b.click_css(&format!(
+        "tr[data-node='{added}'] button[data-api-method=DELETE]"
+    ))
+    .await?;
+    assert_eq!(confirm_and_follow_job(b).await?, "done", "delete_node");
+    cl.goto(&cluster_page).await?;
+    b.wait_text("section.shard", SHORT, |s| {
+        s.matches("read-only").count() == 2
+    })
+    .await?;
+    assert_eq!(count(cl, &format!("tr[data-node='{added}']")).await?, 0);
 
     // A phone's width: no sideways scrolling of the page, tables scroll in their box.
     cl.set_window_size(390, 844).await?;
@@ -433,8 +512,9 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
     let wide = cl
         .execute(
             "return Array.from(document.querySelectorAll('body *'))\
-             .filter(e => !e.closest('.table-wrap, pre') && e.getBoundingClientRect().right > window.innerWidth + 1)\
-             .map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right));",
+             .filter(e => !e.closest('.table-wrap, pre') && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)\
+             .map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right))\
+             .concat(document.documentElement.scrollWidth > document.documentElement.clientWidth + 1 ? ['page ' + document.documentElement.scrollWidth] : []);",
             vec![],
         )
         .await?;

@@ -553,7 +553,23 @@ fn the_keeper_restarts_dead_instances_and_leaves_roles_to_ha() {
     rt.block_on(writer.wait_more(10)).expect("writes flow");
     check(&rt, &store, &env, &writer, "the reboot of a machine");
 
-    // 4. An operator's stop is left alone until the operator starts it again.
+    // 4. An operator's stop is left alone until the operator starts it again. The reboot's
+    // aftermath settles first: no job running (an automatic rebuild restarts its node) and
+    // the keeper's counts read after whole rounds, so a restart still in flight is not
+    // counted against the stop.
+    wait_for(
+        "no job running after the reboot",
+        || env.context(),
+        || {
+            let busy = ["ongoing", "not_started"].iter().any(|st| {
+                get(&env.url(&format!("/v1/jobs?status={st}")))
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            });
+            (!busy).then_some(())
+        },
+    );
+    env.wait_rounds(2);
     let replica = env.role("replica");
     let count = env.restart_count(&replica);
     let out = env.ctl(&[

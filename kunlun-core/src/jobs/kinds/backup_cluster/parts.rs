@@ -168,7 +168,9 @@ pub(super) async fn shard(r: &Run<'_>, i: usize, src_node: &Source) -> Result<Fi
     let source = format!("{}:{}", node.hostaddr, node.port);
     let src = reseed::locate(store, fleet, node, &r.passwords).await?;
     let rs = reseed::reseed(fleet)?;
-    let (data_kb, _) = reseed::space(fleet, &src, &rs.snapshot_programs()).await?;
+    // zstd too: a source machine without it is refused before anything is written.
+    let programs = rs.stored_snapshot_programs(SNAPSHOT_COMPRESSION);
+    let (data_kb, _) = reseed::space(fleet, &src, &programs).await?;
     let script = rs
         .backup_script(src.base_dir(), SNAPSHOT_COMPRESSION)
         .map_err(|e| Error::Conflict(e.to_string()))?;
