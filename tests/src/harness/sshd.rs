@@ -179,12 +179,16 @@ impl Sshd {
             pid = d.join("sshd.pid").display(),
             auth = d.join("authorized_keys").display(),
         );
-        // sshd uses only the first `SetEnv` line, so the harness's own variable and any the
-        // caller gives go on one. PYENV_REHASH_TIMEOUT: root's ~/.bashrc on the test hosts runs
-        // `pyenv rehash`, which waits up to 60 s for a lock file that a login shell killed with
-        // SIGKILL leaves behind; every later login (probe, install) then stalls past its
-        // deadline. One second bounds that wait; the rehash is skipped, nothing else changes.
-        let mut env = vec!["PYENV_REHASH_TIMEOUT=1".to_string()];
+        // sshd uses only the first `SetEnv` line, so the harness's own variables and any the
+        // caller gives go on one. Root's ~/.bashrc on the test hosts runs `pyenv rehash`, which
+        // waits for a lock file that a login shell killed half-way through leaves behind; every
+        // later login then stalls and prints pyenv's complaint on stderr (failing the tests that
+        // read a command's stderr). SHLVL=1: bash sources ~/.bashrc for a command sent over SSH
+        // only when it is not a nested shell (SHLVL < 2 once it counts itself), so the test
+        // hosts' sessions skip it, as a server's non-interactive shell commonly does; the
+        // commands we send name their programs by path. PYENV_REHASH_TIMEOUT bounds the wait
+        // anyway should a shell read it.
+        let mut env = vec!["PYENV_REHASH_TIMEOUT=1".to_string(), "SHLVL=1".to_string()];
         for line in &self.extra_config {
             if let Some(vars) = line.trim().strip_prefix("SetEnv ") {
                 env.extend(vars.split_whitespace().map(str::to_string));

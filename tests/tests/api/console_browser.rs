@@ -168,6 +168,11 @@ async fn confirm_and_follow_job(b: &Browser) -> anyhow::Result<String> {
     .await
 }
 
+/// `GET url` with a bearer token, as JSON.
+async fn get_json(api: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<Value> {
+    Ok(api.get(url).bearer_auth(token).send().await?.json().await?)
+}
+
 async fn count(cl: &Client, css: &str) -> anyhow::Result<usize> {
     Ok(cl.find_all(Locator::Css(css)).await?.len())
 }
@@ -217,13 +222,7 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
         .await?;
     assert!(err.starts_with("invalid") && err.contains("name"), "{err}");
     b.shot("02-create-refused").await?;
-    let clusters: Value = api
-        .get(format!("{base}/v1/clusters"))
-        .bearer_auth(&t.operator)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let clusters: Value = get_json(&api, &format!("{base}/v1/clusters"), &t.operator).await?;
     assert_eq!(clusters, json!([]), "a refused form creates nothing");
     let name = cl.find(Locator::Id("c-name")).await?;
     name.clear().await?;
@@ -244,13 +243,7 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
     assert_eq!(count(cl, "#steps tbody tr[data-status=failed]").await?, 0);
 
     // The topology: one shard of 3 nodes, one primary, two replicas replicating, all up.
-    let clusters: Value = api
-        .get(format!("{base}/v1/clusters"))
-        .bearer_auth(&t.operator)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let clusters: Value = get_json(&api, &format!("{base}/v1/clusters"), &t.operator).await?;
     let cid = clusters[0]["id"].as_i64().expect("the new cluster");
     assert_eq!(clusters[0]["name"], "web1");
     cl.goto(&format!("{base}/ui/clusters/{cid}")).await?;
@@ -265,13 +258,7 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
         .await?;
     assert_eq!(count(cl, "tr[data-role=primary]").await?, 1, "{text}");
     // Read-only from their setup: HA never had to fence a writable replica.
-    let ha: Value = api
-        .get(format!("{base}/v1/ha"))
-        .bearer_auth(&t.operator)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let ha: Value = get_json(&api, &format!("{base}/v1/ha"), &t.operator).await?;
     let fenced: Vec<&Value> = ha["events"]
         .as_array()
         .map(|e| {
@@ -312,13 +299,7 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
         .await?;
     assert!(rec_text.contains("switchover of shard"), "{rec_text}");
     let fid: u64 = fpath.trim_start_matches("/ui/failovers/").parse()?;
-    let rec: Value = api
-        .get(format!("{base}/v1/failovers/{fid}"))
-        .bearer_auth(&t.operator)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let rec: Value = get_json(&api, &format!("{base}/v1/failovers/{fid}"), &t.operator).await?;
     assert_eq!(rec["kind"], "switchover");
     assert_eq!(rec["outcome"], "promoted");
     assert_eq!(rec["old_primary"].to_string(), old_primary);
@@ -378,13 +359,7 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
         let v: Value = r.json().await?;
         assert_eq!(v["code"], "csrf_token_missing", "{header:?}");
     }
-    let after: Value = api
-        .get(format!("{base}/v1/failovers"))
-        .bearer_auth(&t.operator)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let after: Value = get_json(&api, &format!("{base}/v1/failovers"), &t.operator).await?;
     assert_eq!(
         after.as_array().map(Vec::len),
         Some(1),
@@ -394,13 +369,7 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
     // An XA branch left prepared by a coordinator that went away, with no decision logged yet
     // (the coordinator's wait is an hour here): the XA page shows it, and a rollback by hand
     // is refused with the API's reason; the branch stays prepared.
-    let d: Value = api
-        .get(format!("{base}/v1/clusters/{cid}"))
-        .bearer_auth(&t.operator)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let d: Value = get_json(&api, &format!("{base}/v1/clusters/{cid}"), &t.operator).await?;
     let primary_port = d["shards"][0]["nodes"]
         .as_array()
         .and_then(|n| n.iter().find(|n| n["id"] == rec["new_primary"]))
@@ -565,13 +534,7 @@ async fn scenario(c: &DaemonCluster, t: &Tokens, b: &Browser) -> anyhow::Result<
 }
 
 async fn c_shard(api: &reqwest::Client, base: &str, token: &str, cid: i64) -> anyhow::Result<i64> {
-    let d: Value = api
-        .get(format!("{base}/v1/clusters/{cid}"))
-        .bearer_auth(token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let d: Value = get_json(api, &format!("{base}/v1/clusters/{cid}"), token).await?;
     d["shards"][0]["shard"]["id"]
         .as_i64()
         .ok_or_else(|| anyhow::anyhow!("no shard in {d}"))

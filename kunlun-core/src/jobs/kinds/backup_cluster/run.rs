@@ -354,6 +354,35 @@ async fn hold(r: &Run<'_>, sources: &HashMap<i64, Source>) -> Result<Option<Cut>
     }
 }
 
+/// The snapshot of a held source and its tables' checksums, side by side. A snapshot that fails
+/// does not wait for the checksum scan (dropped: nothing to record, and the source is thawed
+/// sooner); a snapshot that succeeds waits for it.
+async fn snapshot_with_checksums(
+    r: &Run<'_>,
+    i: usize,
+    src: &Source,
+) -> (
+    Result<FileEntry>,
+    Option<Result<std::collections::BTreeMap<String, u64>>>,
+) {
+    let snap = parts::shard(r, i, src);
+    let sums = cut::checksums(&src.node);
+    tokio::pin!(snap, sums);
+    let mut done_sums = None;
+    let f = loop {
+        tokio::select! {
+            f = &mut snap => break f,
+            s = &mut sums, if done_sums.is_none() => done_sums = Some(s),
+        }
+    };
+    let s = match (done_sums, &f) {
+        (Some(s), _) => Some(s),
+        (None, Ok(_)) => Some(sums.await),
+        (None, Err(_)) => None,
+    };
+    (f, s)
+}
+
 /// Stores part `i` (`p`) as a progress step, its memo entry following; a held shard source is
 /// checked to be still at the cut and started again once its snapshot ended.
 async fn one(
@@ -374,9 +403,8 @@ async fn one(
                 // to the backup's time).
                 let (mut f, sums) = match held {
                     Some(_) => {
-                        let (f, s) =
-                            tokio::join!(parts::shard(r, i, src), cut::checksums(&src.node));
-                        (f.map(|f| vec![f]), Some(s))
+                        let (f, s) = snapshot_with_checksums(r, i, src).await;
+                        (f.map(|f| vec![f]), s)
                     }
                     None => (parts::shard(r, i, src).await.map(|f| vec![f]), None),
                 };
