@@ -336,6 +336,27 @@ fn stop_start_restart_of_instances_over_the_cli_and_emit() {
 
     // With --force the primary is stopped and its row left active: HA sees a dead primary and
     // fails the shard over to the replica; started again, the old primary is HA's to rejoin.
+    // HA only fails over what it can prove lossless: the primary's last probe must show its
+    // semi-sync acked again by the replica started above (until then HA rightly refuses).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ha = get(&format!("{base}/v1/ha"));
+        let acked = ha["nodes"].as_array().is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n["is_primary"] == true
+                    && n["probe"]["semi_sync_master_active"] == true
+                    && n["probe"]["semi_sync_clients"].as_i64() >= Some(1)
+            })
+        });
+        if acked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the primary's semi-sync is not acked again: {ha}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = ctl(
         &base,
         &[
