@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use actix_web::http::header;
 use actix_web::HttpRequest;
 use kunlun_meta::auth::Role;
-use sha2::{Digest, Sha256};
 
 /// The cookie's name.
 pub const COOKIE: &str = "kl_session";
@@ -166,15 +165,12 @@ pub fn csrf_ok(s: &Session, given: &str) -> bool {
 
 fn random_hex() -> String {
     let bytes: [u8; 32] = rand::random();
-    hex(&bytes)
+    super::auth::hex(&bytes)
 }
 
+/// The stored form of a session id: its SHA-256, as a token's secret is kept.
 fn hash(id: &str) -> String {
-    hex(&Sha256::digest(id.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    super::auth::token_hash(id)
 }
 
 #[cfg(test)]

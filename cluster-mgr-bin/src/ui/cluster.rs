@@ -89,7 +89,8 @@ async fn live(
     ctx: &Ctx,
 ) -> Result<Markup, ApiError> {
     let d = cm.cluster_detail(id).await?;
-    let ha = term.and_then(|t| t.ha_status().ok());
+    let ha_res = term.map(|t| t.ha_status());
+    let ha = ha_res.as_ref().and_then(|r| r.as_ref().ok());
     let by_node: HashMap<i64, &NodeHealth> = ha
         .as_ref()
         .map(|h| h.nodes.iter().map(|n| (n.node_id, n)).collect())
@@ -104,9 +105,9 @@ async fn live(
             div { dt { "Shards" } dd { (d.shards.len()) } }
             div { dt { "Compute nodes" } dd { (d.comp_nodes.len()) } }
         }
-        @if let Some(m) = ha_missing(term) { (m) }
+        @if let Some(m) = ha_missing(ha_res.as_ref()) { (m) }
         @for s in &d.shards {
-            (shard(s, &by_node, ha.as_ref().and_then(|h| h.alarms.get(&s.shard.id)), ctx))
+            (shard(s, &by_node, ha.and_then(|h| h.alarms.get(&s.shard.id)), ctx))
         }
         h2 { "Compute nodes" }
         @if d.comp_nodes.is_empty() {

@@ -62,12 +62,14 @@ fn machine_state(s: NodeStats) -> Markup {
     }
 }
 
-/// Why the HA facts are missing on this instance.
-pub fn ha_missing(term: Option<&Leading>) -> Option<Markup> {
-    match term {
-        Some(t) => t.ha_status().err().map(|e| {
-            html! { p.note { "Shard health is not known yet: " (e.to_string()) } }
-        }),
+/// Why the HA facts are missing on this instance: `ha` is this instance's HA status when it
+/// leads (`None` when it does not), read once by the page.
+pub fn ha_missing(ha: Option<&kunlun_core::Result<HaStatus>>) -> Option<Markup> {
+    match ha {
+        Some(Ok(_)) => None,
+        Some(Err(e)) => {
+            Some(html! { p.note { "Shard health is not known yet: " (e.to_string()) } })
+        }
         None => Some(html! {
             p.note { "This instance does not lead: node health, alarms and XA are shown by the leader." }
         }),
@@ -102,12 +104,12 @@ async fn overview(
     let store = cm.store()?;
     let clusters = store.clusters_page(&all()).await?.items;
     let machines = store.machine_infos_page(&all()).await?.items;
-    let ha: Option<HaStatus> = term.and_then(|t| t.ha_status().ok());
+    let ha_res = term.map(|t| t.ha_status());
+    let ha = ha_res.as_ref().and_then(|r| r.as_ref().ok());
     let leader = view.info();
-    let nodes: Vec<&NodeHealth> = ha.as_ref().map_or(Vec::new(), |h| h.nodes.iter().collect());
+    let nodes: Vec<&NodeHealth> = ha.map_or(Vec::new(), |h| h.nodes.iter().collect());
     let count = |s: NodeState| nodes.iter().filter(|n| n.state == s).count();
-    let alarms: BTreeMap<i64, String> =
-        ha.as_ref().map_or_else(BTreeMap::new, |h| h.alarms.clone());
+    let alarms: BTreeMap<i64, String> = ha.map_or_else(BTreeMap::new, |h| h.alarms.clone());
     let dead = machines
         .iter()
         .filter(|m| m.machine.node_stats == NodeStats::Dead)
@@ -139,7 +141,7 @@ async fn overview(
                 p { @if dead > 0 { (badge(&format!("{dead} dead"), Tone::Bad)) } @else { (badge("all alive", Tone::Ok)) } }
             }
         }
-        @if let Some(m) = ha_missing(term) { (m) }
+        @if let Some(m) = ha_missing(ha_res.as_ref()) { (m) }
         h2 { "Clusters" }
         @if clusters.is_empty() {
             p.empty { "No clusters yet." }
