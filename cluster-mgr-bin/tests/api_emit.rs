@@ -116,7 +116,7 @@ async fn instant_errors_and_sync_types_answer_as_the_original() {
         .contains("Unrecongnized job type"));
     for t in [
         "logical_backup",
-        "cluster_restore",
+        "restore_new_cluster",
         "expand_cluster",
         "raft_mission",
     ] {

@@ -10,7 +10,9 @@ mod backup;
 mod backup_schedule;
 mod backup_storage;
 mod meta_shard;
-pub use backup::{BackupArchive, BackupQuery, CreateBackup, RestoreBackup, ShardArchive};
+pub use backup::{
+    BackupArchive, BackupQuery, CreateBackup, RestoreBackup, RestoreInto, ShardArchive,
+};
 pub use backup_schedule::{
     BackupWindow, SetBackupSchedule, MAX_KEEP_COUNT, MAX_KEEP_DAYS, SECS_PER_DAY,
 };

@@ -559,8 +559,19 @@ async fn run() -> Result<()> {
     rc.query_drop("CHECKSUM TABLE bench.t").await?;
     let checksum_secs = t.elapsed().as_secs_f64();
     let bdir = root.join(format!("cluster_{cid}/backup_{bid}"));
-    // Stored compressed; the plain restore below reads the plain backup's uncompressed stream.
-    let snap = bdir.join(format!("shard_{shard}.mbstream.zst"));
+    let manifest: Value = serde_json::from_slice(&std::fs::read(bdir.join("manifest.json"))?)?;
+    let stored = manifest["files"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["kind"] == "storage"))
+        .context("the snapshot in the manifest")?
+        .clone();
+    // Compressed unless its data barely shrinks (the job samples it first); the plain restore
+    // below reads the plain backup's uncompressed stream.
+    let snap = root.join(stored["rel"].as_str().context("the snapshot's path")?);
+    println!(
+        "  the job stored the snapshot with compression {}",
+        stored["compression"].as_str().unwrap_or("none")
+    );
     let t = Instant::now();
     sh(&format!(
         "openssl dgst -sha256 -r {} >/dev/null",
@@ -577,16 +588,13 @@ async fn run() -> Result<()> {
     );
     println!(
         "  alone: CHECKSUM TABLE bench.t on the source {checksum_secs:.1} s; SHA-256 (openssl) of \
-         the stored snapshot ({:.0} MB compressed) {sha_secs:.1} s",
+         the stored snapshot ({:.0} MB) {sha_secs:.1} s",
         std::fs::metadata(&snap).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
     );
 
     // ---- 2. restore
-    let manifest: Value = serde_json::from_slice(&std::fs::read(bdir.join("manifest.json"))?)?;
-    let snap_gtid = manifest["files"]
-        .as_array()
-        .and_then(|f| f.iter().find(|f| f["kind"] == "storage"))
-        .and_then(|f| f["gtid"].as_str())
+    let snap_gtid = stored["gtid"]
+        .as_str()
         .context("the snapshot's gtid")?
         .to_string();
     let scratch = w.data.join("bench-plain-restore");

@@ -37,6 +37,7 @@ const CLUSTER_JOBS: &[&str] = &[
     "delete_comp",
     "rebuild_node",
     "manual_backup_cluster",
+    "cluster_restore",
 ];
 const INLINE_JOBS: &[&str] = &[
     "create_machine",
@@ -336,6 +337,10 @@ async fn accept(cx: &Ctx<'_>, r: &Request) -> Result<i64, Fail> {
             let id = p.id("cluster_id", c.missing_cluster, codes::PARAMETER_ERROR)?;
             let req = super::backup::request(e, &p).await?;
             e.backup_cluster(id, &req).await
+        }
+        "cluster_restore" => {
+            let (dst, req) = super::backup::restore_request(e, &p).await?;
+            e.restore_into(dst, &req).await
         }
         other => return Err(Fail::new(codes::UNRECOGNIZED_JOB_TYPE, other.to_string())),
     };

@@ -65,11 +65,6 @@ impl Default for EmitSettings {
 /// Job types the original knows that this manager does not do (yet), with why.
 const NOT_SUPPORTED: &[(&str, &str)] = &[
     (
-        "cluster_restore",
-        "a point-in-time restore into an existing cluster is not supported: restore a backup \
-         into a new cluster with POST /v1/backups/{id}/restore",
-    ),
-    (
         "restore_new_cluster",
         "restore a backup into a new cluster with POST /v1/backups/{id}/restore",
     ),

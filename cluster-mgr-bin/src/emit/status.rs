@@ -256,6 +256,20 @@ pub fn attachment(job: &Job, nick: Option<String>, shard_ids: &[(String, i64)]) 
                 }
             }
         }
+        "restore_into_cluster" => {
+            a.insert("restore_state".into(), json!(phase));
+            for k in [
+                "backup_id",
+                "restore_time",
+                "consistent",
+                "shards",
+                "put_back",
+            ] {
+                if let Some(v) = memo.get(k) {
+                    a.insert(k.into(), v.clone());
+                }
+            }
+        }
         "add_nodes" | "delete_node" => {
             a.insert("storage_state".into(), json!(phase));
             a.insert("shard_state".into(), json!(phase));
@@ -282,7 +296,7 @@ fn failed_code(t: &str) -> Code {
         "add_comps" => codes::AC_INSTALL,
         "delete_comp" => codes::DCOMP_FAILED,
         "rebuild_node" => codes::RB_FAILED,
-        "backup_cluster" => codes::PARAMETER_ERROR,
+        "backup_cluster" | "restore_into_cluster" => codes::PARAMETER_ERROR,
         _ => codes::INVALID_REQUEST,
     }
 }

@@ -134,8 +134,14 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("GET", "/v1/backups", Need::Role(Role::Viewer)),
     ("GET", "/v1/backups/{}", Need::Role(Role::Viewer)),
     ("DELETE", "/v1/backups/{}", Need::Role(Role::Operator)),
-    // Restore into a new cluster (job `restore_cluster`).
+    // Restore into a new cluster (job `restore_cluster`) or over an empty one
+    // (`restore_into_cluster`).
     ("POST", "/v1/backups/{}/restore", Need::Role(Role::Operator)),
+    (
+        "POST",
+        "/v1/clusters/{}/restore",
+        Need::Role(Role::Operator),
+    ),
     ("GET", "/v1/jobs", Need::Role(Role::Viewer)),
     ("GET", "/v1/jobs/{}", Need::Role(Role::Viewer)),
     ("GET", "/v1/ha", Need::Role(Role::Viewer)),

@@ -2,13 +2,14 @@
 //! catalogue (`GET /v1/backups`, `GET /v1/backups/{id}`), removal (`DELETE
 //! /v1/backups/{id}`: the files on the storage, then the rows) and restore into a new cluster
 //! (`POST /v1/backups/{id}/restore`, job `restore_cluster`, to the end of the backup or to a
-//! point in time within `GET /v1/backups/{id}/archive`).
+//! point in time within `GET /v1/backups/{id}/archive`) or over an existing, empty one (`POST
+//! /v1/clusters/{id}/restore`, job `restore_into_cluster`).
 
 use super::body::JsonObject;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kunlun_core::ClusterManager;
 use kunlun_meta::api::{
-    BackupArchive, BackupQuery, CreateBackup, ErrorBody, JobAccepted, RestoreBackup,
+    BackupArchive, BackupQuery, CreateBackup, ErrorBody, JobAccepted, RestoreBackup, RestoreInto,
 };
 use kunlun_meta::model::Backup;
 
@@ -113,6 +114,31 @@ pub async fn restore(
     body: JsonObject<RestoreBackup>,
 ) -> Result<HttpResponse> {
     Ok(HttpResponse::Accepted().json(cm.restore_backup(*id, &body).await?))
+}
+
+/// Restore a done backup over an existing, empty cluster's own instances (job
+/// `restore_into_cluster`; the original's `cluster_restore`). The cluster must have as many
+/// shards as the backup and hold nothing yet: the job's first check refuses a cluster with a
+/// database on a storage node (besides the system ones) or a table or database on a compute
+/// node. Every storage node is out of HA while its data is replaced, each shard's recorded
+/// primary stays its primary, and a failure puts every node's own data back.
+#[utoipa::path(
+    post, path = "/v1/clusters/{id}/restore", tag = "backups",
+    params(("id" = i64, Path, description = "Cluster id (the one restored into)")),
+    request_body(content = RestoreInto, description = "`{\"backup_id\": id, \"restore_time\"?, \"allow_inconsistent\"?}`; any other field is refused"),
+    responses(
+        (status = 202, description = "Accepted; follow the job (memo: cluster_id, backup_id, consistent, restore_time, shards[], put_back after a failure, steps)", body = JobAccepted),
+        (status = 400, description = "Bad body: nothing was done", body = ErrorBody),
+        (status = 404, description = "No such backup or cluster", body = ErrorBody),
+        (status = 409, description = "The backup is not done or is of this cluster, the shards differ in number, the restore time is outside the archive, or a job is in progress on the cluster", body = ErrorBody),
+    )
+)]
+pub async fn restore_into(
+    cm: web::Data<ClusterManager>,
+    id: web::Path<i64>,
+    body: JsonObject<RestoreInto>,
+) -> Result<HttpResponse> {
+    Ok(HttpResponse::Accepted().json(cm.restore_into(*id, &body).await?))
 }
 
 /// The binlog archive past a backup: which `restore_time`s its restore takes

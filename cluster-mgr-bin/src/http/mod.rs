@@ -232,6 +232,10 @@ fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/clusters/{id}/backups", "POST").route(web::post().to(backups::create)),
         )
         .service(
+            resource("/v1/clusters/{id}/restore", "POST")
+                .route(web::post().to(backups::restore_into)),
+        )
+        .service(
             resource("/v1/clusters/{id}/backup_schedule", "GET, PUT, DELETE")
                 .route(web::get().to(backup_schedule::show))
                 .route(web::put().to(backup_schedule::set))

@@ -32,6 +32,7 @@ use super::{
         instances::stop, instances::start, instances::restart, instances::rebuild,
         jobs::list, jobs::show,
         backups::create, backups::list, backups::show, backups::delete, backups::restore,
+        backups::restore_into,
         backups::archive, backups::verify,
         backup_schedule::show, backup_schedule::set, backup_schedule::delete,
         xa::list, xa::resolve,

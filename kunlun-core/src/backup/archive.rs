@@ -37,7 +37,7 @@ use kunlun_provision::recipe::sh_quote;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::manifest::{self, Manifest};
+use super::manifest::{self, Manifest, ManifestFile};
 use super::registry;
 use super::store::{BackupStore, Endpoint};
 use crate::error::{Error, Result};
@@ -60,6 +60,8 @@ const MAX_INDEX: usize = 64 * 1024 * 1024;
 const SMALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Deadline of one SQL statement on a primary.
 const SQL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of one compute schema dump.
+const DUMP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The archive's directory of cluster `cluster_id` on a storage.
 pub fn dir_of(cluster_id: i64) -> String {
@@ -81,6 +83,30 @@ pub struct Index {
     /// By shard id.
     pub shards: BTreeMap<i64, ShardLog>,
     pub commit_log: LogArchive,
+    /// The compute schema each time it changed (absent in an index written before).
+    #[serde(default)]
+    pub compute: SchemaArchive,
+}
+
+/// The compute nodes' schema archived past the backup: a dump each time a round found it
+/// changed, so a point-in-time restore gets the schema of its time (DDL is run on the compute
+/// nodes; the shards' binary logs hold only what it did to their tables).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaArchive {
+    pub snapshots: Vec<SchemaSnapshot>,
+    /// The last round's failure, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One archived schema dump.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaSnapshot {
+    pub rel: String,
+    pub bytes: u64,
+    pub sha256: String,
+    /// Unix milliseconds (the metadata store's clock, whole seconds): the dump began after.
+    pub taken_ms: i64,
 }
 
 /// One shard's archived binary log.
@@ -182,6 +208,7 @@ impl Index {
                 until_ms: m.cut_at.map(|s| s * 1000 - LOG_OVERLAP_MS),
                 segments: Vec::new(),
             },
+            compute: SchemaArchive::default(),
         }
     }
 
@@ -310,6 +337,11 @@ pub async fn archive_cluster(store: &Store, fleet: &Provisioner, c: &Cluster) ->
     if let Err(e) = archive_log(store, &*bs, c, &mut idx).await {
         tracing::warn!(cluster_id = cid, error = %e, "binlog archiving: commit log not archived");
     }
+    let r = archive_schema(store, fleet, &*bs, c, &mut idx).await;
+    idx.compute.error = r.err().map(|e| e.to_string());
+    if let Some(e) = &idx.compute.error {
+        tracing::warn!(cluster_id = cid, error = %e, "binlog archiving: compute schema not archived");
+    }
     let bytes = serde_json::to_vec_pretty(&idx)
         .map_err(|e| Error::Internal(format!("archive index: {e}")))?;
     bs.put_bytes(&index_rel(cid), &bytes, SMALL_TIMEOUT).await?;
@@ -320,6 +352,7 @@ pub async fn archive_cluster(store: &Store, fleet: &Provisioner, c: &Cluster) ->
             .values()
             .any(|s| s.files.iter().any(|f| &f.rel == r))
             && !idx.commit_log.segments.iter().any(|s| &s.rel == r)
+            && !idx.compute.snapshots.iter().any(|s| &s.rel == r)
     });
     for rel in pruned {
         if let Err(e) = bs.remove(&rel, SMALL_TIMEOUT).await {
@@ -580,6 +613,59 @@ async fn archive_log(
     }
     idx.commit_log.until_ms = Some(until_ms);
     Ok(())
+}
+
+/// Dumps the cluster's compute schema and keeps it when it differs from the last one archived
+/// (the same dump is removed again: only changes are kept).
+async fn archive_schema(
+    store: &Store,
+    fleet: &Provisioner,
+    bs: &dyn BackupStore,
+    c: &Cluster,
+    idx: &mut Index,
+) -> Result<()> {
+    let taken_ms = store
+        .read(async |tx| commit_log::server_now(tx).await)
+        .await?
+        * 1000;
+    let (_, from) = super::schema::source(store, fleet, c.id).await?;
+    let rel = format!("{}/compute/{taken_ms}.sql", dir_of(c.id));
+    let s = bs.put(&from, &rel, None, DUMP_TIMEOUT).await?;
+    if idx
+        .compute
+        .snapshots
+        .last()
+        .is_some_and(|l| l.sha256 == s.sha256)
+    {
+        return bs.remove(&rel, SMALL_TIMEOUT).await;
+    }
+    idx.compute.snapshots.push(SchemaSnapshot {
+        rel,
+        bytes: s.bytes,
+        sha256: s.sha256,
+        taken_ms,
+    });
+    Ok(())
+}
+
+/// The compute schema to restore at `at` (unix seconds) after backup `m`: the newest archived
+/// dump begun after the backup's cut and by `at`, else the backup's own (`None` when neither).
+pub fn schema_at(i: &Index, m: &Manifest, at: i64) -> Option<ManifestFile> {
+    let cut_ms = m.cut_at.unwrap_or(i64::MAX).saturating_mul(1000);
+    let archived = i
+        .compute
+        .snapshots
+        .iter()
+        .filter(|s| s.taken_ms > cut_ms && s.taken_ms <= at.saturating_mul(1000))
+        .max_by_key(|s| s.taken_ms)
+        .map(|s| ManifestFile {
+            kind: "compute".into(),
+            rel: s.rel.clone(),
+            bytes: s.bytes,
+            sha256: s.sha256.clone(),
+            ..ManifestFile::default()
+        });
+    archived.or_else(|| m.files.iter().find(|f| f.kind == "compute").cloned())
 }
 
 /// Unix seconds as RFC 3339 UTC in whole seconds (`2026-12-06T10:00:03Z`).

@@ -5,7 +5,7 @@
 //! removal keeps the rows, so nothing on a storage is ever left unlisted), and never while
 //! the job taking it or a job restoring it runs.
 
-use kunlun_meta::api::{BackupQuery, CreateBackup, JobAccepted, Page, RestoreBackup};
+use kunlun_meta::api::{BackupQuery, CreateBackup, JobAccepted, Page, RestoreBackup, RestoreInto};
 use kunlun_meta::model::{Backup, BackupStatus};
 use kunlun_meta::store::repo::{backup_storage, backups, jobs};
 
@@ -13,6 +13,7 @@ use super::registry;
 use crate::error::{Error, Result};
 use crate::jobs::accept::on_cluster;
 use crate::jobs::kinds::backup_cluster::{self, BackupRequest, BACKUP_CLUSTER};
+use crate::jobs::kinds::restore_cluster::into::{self as restore_into, RESTORE_INTO_CLUSTER};
 use crate::jobs::kinds::restore_cluster::{self, RESTORE_CLUSTER};
 use crate::jobs::kinds::verify_backup;
 use crate::ClusterManager;
@@ -37,20 +38,46 @@ impl ClusterManager {
     /// Accepts a `restore_cluster` job: backup `id` into the new cluster `req.name` (400 bad
     /// body, 404 unknown backup, 409 a backup not done or a name in use).
     pub async fn restore_backup(&self, id: i64, req: &RestoreBackup) -> Result<JobAccepted> {
-        // A point in time outside the archive window is refused now (409), not by the job.
-        if let Some(at) = req.restore_at()? {
-            let fleet = self.probe_provisioner().ok_or_else(|| {
-                Error::Unavailable(
-                    "this manager has no SSH settings to reach backup storages with".into(),
-                )
-            })?;
-            let (bs, _, b) = super::manifest::open(self.store()?, fleet, id).await?;
-            super::archive::window(&*bs, &b, at).await?;
-        }
+        self.check_window(id, req.restore_at()?).await?;
         let job = restore_cluster::accept(self.store()?, id, req).await?;
         self.wake_job_runner();
         tracing::info!(job_id = job.id, job_type = RESTORE_CLUSTER, backup_id = id, cluster = %req.name, "job accepted");
         Ok(JobAccepted { job_id: job.id })
+    }
+
+    /// Accepts a `restore_into_cluster` job: backup `req.backup_id` over the instances of
+    /// cluster `cluster_id`, which must be empty (400 bad body, 404 unknown backup or cluster,
+    /// 409 a backup not done, the backup's own cluster, another number of shards, a restore
+    /// time outside the archive, or a job in progress on the cluster; whether the cluster is
+    /// empty is the job's first check).
+    pub async fn restore_into(&self, cluster_id: i64, req: &RestoreInto) -> Result<JobAccepted> {
+        self.check_window(req.backup_id, req.restore_at()?).await?;
+        let job = restore_into::accept(self.store()?, cluster_id, req).await?;
+        self.wake_job_runner();
+        tracing::info!(
+            job_id = job.id,
+            job_type = RESTORE_INTO_CLUSTER,
+            backup_id = req.backup_id,
+            cluster_id,
+            "job accepted"
+        );
+        Ok(JobAccepted { job_id: job.id })
+    }
+
+    /// A point in time outside backup `id`'s archive window is refused at once (409), not by
+    /// the job.
+    async fn check_window(&self, id: i64, at: Option<i64>) -> Result<()> {
+        let Some(at) = at else {
+            return Ok(());
+        };
+        let fleet = self.probe_provisioner().ok_or_else(|| {
+            Error::Unavailable(
+                "this manager has no SSH settings to reach backup storages with".into(),
+            )
+        })?;
+        let (bs, _, b) = super::manifest::open(self.store()?, fleet, id).await?;
+        super::archive::window(&*bs, &b, at).await?;
+        Ok(())
     }
 
     /// One page of the catalogue, newest first (parts not included).
@@ -164,7 +191,7 @@ async fn restoring(store: &kunlun_meta::Store, id: i64) -> Result<Option<i64>> {
     Ok(jobs
         .iter()
         .find(|j| {
-            j.job_type == RESTORE_CLUSTER
+            (j.job_type == RESTORE_CLUSTER || j.job_type == RESTORE_INTO_CLUSTER)
                 && j.job_info
                     .as_ref()
                     .and_then(|i| i.get("backup_id"))

@@ -17,5 +17,6 @@ pub mod prune;
 pub mod registry;
 pub mod schedule;
 pub mod scheduler;
+pub mod schema;
 pub mod ssh_dir;
 pub mod store;

@@ -110,6 +110,14 @@ pub fn prune_to(idx: &mut Index, id: i64, m: &Manifest) -> Vec<String> {
             }
             !old
         });
+        // A restore past the new cut uses the new backup's schema or a later dump.
+        idx.compute.snapshots.retain(|s| {
+            let old = s.taken_ms <= cut * 1000;
+            if old {
+                gone.push(s.rel.clone());
+            }
+            !old
+        });
     }
     idx.from_backup = id;
     gone

@@ -21,7 +21,9 @@ use kunlun_meta::tls::TlsSettings;
 
 pub use facade::CompCatalog;
 pub use pg::SCHEMA;
-pub use push::{desired_for_cluster, push_cluster, read_catalog, CompPush, PushReport};
+pub use push::{
+    desired_for_cluster, push_cluster, read_catalog, user_objects, CompPush, PushReport,
+};
 pub use rows::{
     desired_catalog, ha_mode_code, CatalogRows, ClusterMetaRow, MetaNodeRow, MetaShardInfo,
     ShardNodeRow, ShardRow, StorageLogin,

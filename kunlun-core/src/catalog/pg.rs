@@ -363,6 +363,28 @@ impl Session {
         deadline(limit, "commit", tx.commit()).await
     }
 
+    /// What users made on this compute node, at most `limit` names: databases besides
+    /// `postgres` and the templates, and relations of database `postgres` outside the system
+    /// schemas and the catalog's (a restore loads a schema only onto a node without one).
+    pub async fn user_objects(&self, limit: i64) -> Result<Vec<String>> {
+        let q = "SELECT 'database ' || datname FROM pg_database \
+                 WHERE datname NOT IN ('postgres', 'template0', 'template1') \
+                 UNION ALL SELECT 'relation ' || n.nspname || '.' || c.relname \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', $1) \
+                 AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' \
+                 ORDER BY 1 LIMIT $2";
+        let rows = deadline(
+            self.statement_timeout,
+            "list the user's objects",
+            self.client.query(q, &[&SCHEMA, &limit]),
+        )
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(|e| pg_error("user objects", &e)))
+            .collect()
+    }
+
     /// The rows of `cluster_id` this compute node holds (empty if the schema is missing).
     pub async fn read(&self, cluster_id: i64) -> Result<CatalogRows> {
         let limit = self.statement_timeout;

@@ -231,3 +231,16 @@ pub async fn read_catalog(
     let s = Session::connect(comp, manager.as_ref(), opts).await?;
     s.read(comp.db_cluster_id).await
 }
+
+/// What users made on compute node `comp` (at most `limit` names; see
+/// [`Session::user_objects`]), read as the manager's login.
+pub async fn user_objects(
+    store: &Store,
+    comp: &CompNode,
+    opts: &CatalogOptions,
+    limit: i64,
+) -> Result<Vec<String>> {
+    let manager = manager_login(store, comp.db_cluster_id).await?;
+    let s = Session::connect(comp, manager.as_ref(), opts).await?;
+    s.user_objects(limit).await
+}

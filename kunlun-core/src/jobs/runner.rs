@@ -32,6 +32,7 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{drive, stage_of, Direction, JobKind, Stage};
+use super::kinds::restore_cluster::into as restore_into;
 use super::kinds::verify_backup;
 use super::kinds::{
     backup_cluster, rebuild_node, AddCompsJob, AddNodesJob, AddShardsJob, CreateClusterJob,
@@ -71,12 +72,16 @@ fn run_backup(r: JobRunner, job: Job) -> JobFuture {
     Box::pin(async move { backup_cluster::run(&r.store, &r.provisioner, &job).await })
 }
 
+fn run_restore_into(r: JobRunner, job: Job) -> JobFuture {
+    Box::pin(async move { restore_into::run(&r.store, &r.provisioner, &job).await })
+}
+
 fn run_verify(r: JobRunner, job: Job) -> JobFuture {
     Box::pin(async move { verify_backup::run(&r.store, &r.provisioner, &job).await })
 }
 
 /// The job kinds this runner executes.
-const REGISTRY: [Registered; 12] = [
+const REGISTRY: [Registered; 13] = [
     register::<CreateClusterJob>(),
     register::<RestoreClusterJob>(),
     register::<DeleteClusterJob>(),
@@ -97,6 +102,13 @@ const REGISTRY: [Registered; 12] = [
         job_type: backup_cluster::BACKUP_CLUSTER,
         reserves: false,
         run: run_backup,
+    },
+    // Restores over an existing cluster's instances (no plan, no ports): see
+    // `kinds::restore_cluster::into`.
+    Registered {
+        job_type: restore_into::RESTORE_INTO_CLUSTER,
+        reserves: false,
+        run: run_restore_into,
     },
     // Reads a backup and runs a scratch server: see `kinds::verify_backup`.
     Registered {

@@ -128,8 +128,8 @@ impl RoundReport {
     }
 }
 
-/// The recorded primary of every shard of a cluster; shards without one are returned apart
-/// with the reason.
+/// The recorded primary of every shard of a cluster; shards without one, or whose primary is
+/// not `active`, are returned apart with the reason.
 pub async fn cluster_targets(
     store: &Store,
     cluster_id: i64,
@@ -150,6 +150,12 @@ pub async fn cluster_targets(
                 && n.status != NodeStatus::Deleted
         });
         match (primaries.next(), primaries.next()) {
+            // Out of service (a restore replacing its data, a stop): its branches are not
+            // the resolver's to end now; the restore ends them from the backed-up log.
+            (Some(n), None) if n.status != NodeStatus::Active => missing.push((
+                s.id,
+                format!("the primary (node {}) is {}: left alone", n.id, n.status),
+            )),
             (Some(n), None) => targets.push(Target {
                 shard_id: s.id,
                 node_id: n.id,

@@ -88,26 +88,7 @@ impl RestoreBackup {
     /// `restore_time` as unix seconds (`None` without one); a malformed time or one with a
     /// fraction of a second is a 400.
     pub fn restore_at(&self) -> crate::Result<Option<i64>> {
-        let Some(t) = self.restore_time.as_deref() else {
-            return Ok(None);
-        };
-        let bad = |why: &str| {
-            crate::Error::Invalid(format!(
-                "restore_time {t:?}: {why} (RFC 3339 in whole seconds, e.g. 2026-12-06T10:00:03Z)"
-            ))
-        };
-        if t.len() > 64 {
-            return Err(bad("too long"));
-        }
-        let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|e| bad(&e.to_string()))?;
-        if at.timestamp_subsec_nanos() != 0 {
-            return Err(bad("a fraction of a second is not taken"));
-        }
-        let secs = at.timestamp();
-        if secs <= 0 {
-            return Err(bad("before 1970"));
-        }
-        Ok(Some(secs))
+        restore_secs(self.restore_time.as_deref())
     }
 
     /// The `create_cluster` request of the new cluster: `shards` from the backup, `nodes` and
@@ -143,6 +124,57 @@ impl RestoreBackup {
         };
         c.validate()?;
         Ok(c)
+    }
+}
+
+/// A `restore_time` as unix seconds (`None` without one); a malformed time or one with a
+/// fraction of a second is a 400.
+fn restore_secs(t: Option<&str>) -> crate::Result<Option<i64>> {
+    let Some(t) = t else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        crate::Error::Invalid(format!(
+            "restore_time {t:?}: {why} (RFC 3339 in whole seconds, e.g. 2026-12-06T10:00:03Z)"
+        ))
+    };
+    if t.len() > 64 {
+        return Err(bad("too long"));
+    }
+    let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|e| bad(&e.to_string()))?;
+    if at.timestamp_subsec_nanos() != 0 {
+        return Err(bad("a fraction of a second is not taken"));
+    }
+    let secs = at.timestamp();
+    if secs <= 0 {
+        return Err(bad("before 1970"));
+    }
+    Ok(Some(secs))
+}
+
+/// `POST /v1/clusters/{id}/restore`: restores backup `backup_id` over the cluster's own
+/// instances (the original's `cluster_restore`). The cluster must have as many shards as the
+/// backup, every storage node active, and hold no data yet: no database on its storage nodes
+/// besides the system ones, no table or database of its own on its compute nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RestoreInto {
+    /// The done backup to restore (of another cluster).
+    pub backup_id: i64,
+    /// As in `POST /v1/backups/{id}/restore`.
+    #[serde(default)]
+    pub allow_inconsistent: bool,
+    /// As in `POST /v1/backups/{id}/restore`: RFC 3339 in whole seconds, in the backup's
+    /// archive window; without it the end of the backup.
+    #[serde(default)]
+    pub restore_time: Option<String>,
+}
+
+impl RestoreInto {
+    /// `restore_time` as unix seconds (see [`RestoreBackup::restore_at`]).
+    pub fn restore_at(&self) -> crate::Result<Option<i64>> {
+        restore_secs(self.restore_time.as_deref())
     }
 }
 

@@ -155,13 +155,16 @@ impl Recipe for PostgresRecipe {
 
     fn schema_load_script(&self, spec: &InstanceSpec) -> Option<String> {
         let p = Paths::of(spec);
-        // psql goes on after an error (ON_ERROR_STOP=0) so the roles and databases a fresh
-        // instance has already are only reported; every other error line fails the load.
+        // psql goes on after an error (ON_ERROR_STOP=0) so what the instance has already is
+        // only reported: a fresh one's roles and databases, and on an existing one the
+        // manager's catalog tables (their creation fails with "already exists", then adding
+        // their primary key with "multiple primary keys"); every other error line fails the
+        // load.
         Some(format!(
             "{pre}out=$(cd / && as_pg {psql} -X -q -v ON_ERROR_STOP=0 -h {sock} -p {port} \
 -d postgres 2>&1 >/dev/null)
 rc=$?
-bad=$(printf '%s\n' \"$out\" | grep 'ERROR:' | grep -v 'already exists')
+bad=$(printf '%s\n' \"$out\" | grep 'ERROR:' | grep -v -e 'already exists' -e 'multiple primary keys for table')
 if [ $rc -ne 0 ] || [ -n \"$bad\" ]; then
   echo \"loading the schema failed (psql exit $rc):\" >&2
   printf '%s\n' \"${{bad:-$out}}\" | tail -n 20 >&2

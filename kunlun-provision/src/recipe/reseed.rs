@@ -34,6 +34,13 @@ pub trait Reseed: Send + Sync {
     /// checked). Read-only.
     fn space_script(&self, base: &str, programs: &[String]) -> Result<String>;
 
+    /// Prints one `sample <file size> <sample bytes> <compressed bytes>` line for each of the
+    /// instance's [`SAMPLE_FILES`] largest table files over 1 MB: a 4 MB chunk from the middle
+    /// of the file, raw and after [`Compression::Zstd`]'s compressor at the stored snapshots'
+    /// level (see [`estimated_ratio`]). Read-only; zstd must be there (see
+    /// [`Reseed::stored_snapshot_programs`]).
+    fn compressibility_script(&self, base: &str) -> Result<String>;
+
     /// Moves the instance's data (and logs, and its initialised marker) aside under `tag` and
     /// leaves empty directories in their place. The server must be stopped.
     fn set_aside_script(&self, base: &str, tag: &str) -> Result<String>;
@@ -103,6 +110,48 @@ impl Compression {
             ))),
         }
     }
+}
+
+/// Table files a compressibility sample reads from (one 4 MB chunk each).
+pub const SAMPLE_FILES: usize = 8;
+
+/// One file's sample as [`Reseed::compressibility_script`] printed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSample {
+    pub file_bytes: u64,
+    pub sample_bytes: u64,
+    pub zstd_bytes: u64,
+}
+
+/// The `sample` lines of [`Reseed::compressibility_script`]'s output (others ignored).
+pub fn parse_compressibility(stdout: &str) -> Vec<FileSample> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            if w.next()? != "sample" {
+                return None;
+            }
+            let mut n = || w.next()?.parse::<u64>().ok();
+            Some(FileSample {
+                file_bytes: n()?,
+                sample_bytes: n()?,
+                zstd_bytes: n()?,
+            })
+        })
+        .collect()
+}
+
+/// How much the sampled files would shrink as a whole (raw / compressed): each file's sample
+/// ratio weighted by the file's size. `None` when nothing was sampled.
+pub fn estimated_ratio(samples: &[FileSample]) -> Option<f64> {
+    let (mut raw, mut z) = (0f64, 0f64);
+    for s in samples.iter().filter(|s| s.sample_bytes > 0) {
+        let size = s.file_bytes as f64;
+        raw += size;
+        z += size * s.zstd_bytes as f64 / s.sample_bytes as f64;
+    }
+    (raw > 0.0 && z > 0.0).then(|| raw / z)
 }
 
 /// zstd's level for stored snapshots: its fastest, so the compression keeps up with the
@@ -294,6 +343,23 @@ impl Reseed for super::MariaDbRecipe {
             check = programs_check(programs),
             data = sh_quote(&format!("{b}/data")),
             b = sh_quote(b),
+        ))
+    }
+
+    fn compressibility_script(&self, base: &str) -> Result<String> {
+        let b = Self::checked_base(base)?;
+        // The largest table files, a 4 MB chunk from the middle of each (past the header
+        // pages), read twice: counted raw, then compressed as a stored snapshot is.
+        Ok(format!(
+            "d={data}
+find \"$d\" -type f \\( -name '*.ibd' -o -name 'ibdata*' \\) -size +1M -printf '%s %p\\n' 2>/dev/null \\
+| sort -rn | head -n {n} | while read -r size f; do
+  chunk() {{ dd if=\"$f\" bs=1048576 skip=$((size / 2097152)) count=4 2>/dev/null; }}
+  echo \"sample $size $(chunk | wc -c) $(chunk | {z} -q -c -{ZSTD_LEVEL} | wc -c)\"
+done",
+            data = sh_quote(&format!("{b}/data")),
+            n = SAMPLE_FILES,
+            z = sh_quote(&self.zstd),
         ))
     }
 
@@ -695,6 +761,58 @@ mod tests {
             .space_script(&base, &["/nonexistent/kunlun-test/mbstream".into()])
             .unwrap());
         assert_eq!(missing.status.code(), Some(MISSING_EXIT));
+    }
+
+    #[test]
+    fn the_compressibility_sample_tells_random_from_repeated_table_data() {
+        let r = MariaDbRecipe::default();
+        let dir = tempfile::tempdir().unwrap();
+        let base = format!("{}/kunlun/storage_4243", dir.path().display());
+        let sample = |files: &[(&str, Vec<u8>)]| {
+            let _ = std::fs::remove_dir_all(format!("{base}/data"));
+            for (name, bytes) in files {
+                let path = format!("{base}/data/{name}");
+                std::fs::create_dir_all(std::path::Path::new(&path).parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap();
+            }
+            let out = sh(&r.compressibility_script(&base).unwrap());
+            assert!(out.status.success(), "{out:?}");
+            parse_compressibility(&String::from_utf8_lossy(&out.stdout))
+        };
+        // Pseudo-random bytes (xorshift): no compressor shrinks them.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let random: Vec<u8> = (0..12 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let repeated: Vec<u8> = b"kunlun row "
+            .iter()
+            .copied()
+            .cycle()
+            .take(12 << 20)
+            .collect();
+        // A large random table beside a small, empty system tablespace: the table weighs.
+        let got = sample(&[
+            ("db/t.ibd", random),
+            ("ibdata1", vec![0u8; 2 << 20]),
+            ("db/small.ibd", vec![0u8; 512]),
+        ]);
+        assert_eq!(got.len(), 2, "the files over 1 MB: {got:?}");
+        assert_eq!(got[0].file_bytes, 12 << 20, "largest first: {got:?}");
+        assert_eq!(got[0].sample_bytes, 4 << 20, "{got:?}");
+        let r = estimated_ratio(&got).unwrap();
+        assert!(r < 1.2, "mostly random: {r} {got:?}");
+        let got = sample(&[("db/a.ibd", repeated.clone()), ("db/b.ibd", repeated)]);
+        let r = estimated_ratio(&got).unwrap();
+        assert!(r > 20.0, "repeated: {r} {got:?}");
+        // No table file: nothing sampled, nothing estimated.
+        assert!(sample(&[]).is_empty());
+        assert_eq!(estimated_ratio(&[]), None);
+        assert!(parse_compressibility("sample 1 x 2\nother 1 2 3").is_empty());
     }
 
     #[test]

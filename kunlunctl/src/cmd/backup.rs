@@ -5,7 +5,7 @@
 //! into a new cluster (job `restore_cluster`, to the end of the backup or `--restore-time`;
 //! `--wait` follows it), and the binlog archive window past a backup.
 
-use kunlun_meta::api::{BackupArchive, CreateBackup, RestoreBackup};
+use kunlun_meta::api::{BackupArchive, CreateBackup, RestoreBackup, RestoreInto};
 use kunlun_meta::model::{Backup, Cluster, Job};
 
 use super::job::{follow, Followed};
@@ -28,7 +28,8 @@ pub enum BackupCmd {
     /// Remove a backup: its files on the storage, then its catalogue rows.
     #[command(alias = "remove", alias = "delete")]
     Rm(IdArg),
-    /// Restore a backup into a new cluster created with the backed-up shape.
+    /// Restore a backup into a new cluster created with the backed-up shape (--name), or over
+    /// an existing, empty cluster with as many shards (--into).
     Restore(RestoreArgs),
     /// Show how far past a backup its cluster's binlogs are archived: the restore times taken.
     Archive(IdArg),
@@ -58,8 +59,13 @@ pub struct RestoreArgs {
     #[arg(value_name = "ID")]
     pub id: i64,
     /// The new cluster's name (must not exist).
-    #[arg(long, value_name = "NAME")]
-    pub name: String,
+    #[arg(long, value_name = "NAME", required_unless_present = "into")]
+    pub name: Option<String>,
+    /// Restore over this existing cluster (its id or name) instead: it must hold no data yet
+    /// and have as many shards as the backup; its instances are kept (job
+    /// `restore_into_cluster`).
+    #[arg(long, value_name = "CLUSTER", conflicts_with_all = ["name", "nodes", "comps", "innodb_size_mb", "max_connections"])]
+    pub into: Option<String>,
     /// Nodes per shard (default: as backed up).
     #[arg(long, value_name = "N")]
     pub nodes: Option<u32>,
@@ -215,25 +221,32 @@ fn create(client: &Client, a: &CreateArgs, json: bool) -> Result<String, CliErro
 }
 
 fn restore(client: &Client, a: &RestoreArgs, json: bool) -> Result<String, CliError> {
-    let req = RestoreBackup {
-        name: a.name.clone(),
-        nick_name: None,
-        nodes: a.nodes,
-        comps: a.comps,
-        innodb_size_mb: a.innodb_size_mb,
-        max_connections: a.max_connections,
-        storage_hosts: Vec::new(),
-        computer_hosts: Vec::new(),
-        allow_inconsistent: a.allow_inconsistent,
-        restore_time: a.restore_time.clone(),
+    let (url, v, job_type) = match (&a.into, &a.name) {
+        (Some(into), _) => {
+            let id = cluster_id(client, into)?;
+            let req = RestoreInto {
+                backup_id: a.id,
+                allow_inconsistent: a.allow_inconsistent,
+                restore_time: a.restore_time.clone(),
+            };
+            let url = client.url(&format!("/v1/clusters/{id}/restore"), &[])?;
+            let v = client.post(url.clone(), &req)?;
+            (url, v, "restore_into_cluster")
+        }
+        (None, name) => {
+            let url = client.url(&format!("/v1/backups/{}/restore", a.id), &[])?;
+            let v = client.post(
+                url.clone(),
+                &new_cluster(a, name.clone().unwrap_or_default()),
+            )?;
+            (url, v, "restore_cluster")
+        }
     };
-    let url = client.url(&format!("/v1/backups/{}/restore", a.id), &[])?;
-    let v = client.post(url.clone(), &req)?;
     let job = match follow(
         client,
         v,
         url.as_str(),
-        "restore_cluster",
+        job_type,
         (a.wait, a.wait_timeout),
         json,
     )? {
@@ -244,13 +257,35 @@ fn restore(client: &Client, a: &RestoreArgs, json: bool) -> Result<String, CliEr
     let mut out = format!(
         "backup {} restored into cluster {} (id {}){}\n",
         a.id,
-        a.name,
+        memo["cluster_name"].as_str().unwrap_or_default(),
         memo["cluster_id"].as_i64().unwrap_or_default(),
         memo["restore_time"]
             .as_str()
             .map(|t| format!(" as of {t}"))
             .unwrap_or_default()
     );
+    restored_shards(&memo, &mut out);
+    Ok(out)
+}
+
+/// The request of a restore into the new cluster `name`.
+fn new_cluster(a: &RestoreArgs, name: String) -> RestoreBackup {
+    RestoreBackup {
+        name,
+        nick_name: None,
+        nodes: a.nodes,
+        comps: a.comps,
+        innodb_size_mb: a.innodb_size_mb,
+        max_connections: a.max_connections,
+        storage_hosts: Vec::new(),
+        computer_hosts: Vec::new(),
+        allow_inconsistent: a.allow_inconsistent,
+        restore_time: a.restore_time.clone(),
+    }
+}
+
+/// What a done restore did per shard, appended to `out`.
+fn restored_shards(memo: &serde_json::Value, out: &mut String) {
     if memo["consistent"] == serde_json::Value::Bool(false) {
         out.push_str(
             "note: the backup had no common cut across its shards (restored with \
@@ -276,7 +311,6 @@ fn restore(client: &Client, a: &RestoreArgs, json: bool) -> Result<String, CliEr
             ));
         }
     }
-    Ok(out)
 }
 
 fn verify(client: &Client, a: &VerifyArgs, json: bool) -> Result<String, CliError> {
@@ -469,9 +503,21 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (a.id, a.name.as_str(), a.nodes, a.comps),
-            (7, "copy", Some(3), None)
+            (a.id, a.name.as_deref(), a.nodes, a.comps),
+            (7, Some("copy"), Some(3), None)
         );
         assert!(Cli::try_parse_from(["kunlunctl", "backup", "restore", "7"]).is_err());
+        let cli =
+            Cli::try_parse_from(["kunlunctl", "backup", "restore", "7", "--into", "c2"]).unwrap();
+        let Command::Backup(BackupCmd::Restore(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!((a.into.as_deref(), a.name), (Some("c2"), None));
+        // A restore over a cluster keeps its instances: no shape, no new name.
+        for extra in [["--name", "x"], ["--nodes", "3"]] {
+            let mut args = vec!["kunlunctl", "backup", "restore", "7", "--into", "c2"];
+            args.extend(extra);
+            assert!(Cli::try_parse_from(args).is_err(), "{extra:?}");
+        }
     }
 }

@@ -1530,26 +1530,35 @@ fn emit_replay_errors_without_a_cluster() {
         a.text
     );
 
-    // Not supported here.
-    for (job_type, p) in [
+    // cluster_restore is served (restore_into_cluster); a source without a backup, or a
+    // restore_time that does not parse, fails the job with the reason.
+    for (p, why) in [
         (
-            "cluster_restore",
             json!({"src_cluster_id": "1", "dst_cluster_id": "2",
                    "restore_time": "2024-01-01 00:00:00"}),
+            "no done backup",
         ),
         (
-            "expand_cluster",
-            json!({"cluster_id": "1", "src_shard_id": "1", "dst_shard_id": "2", "table_list": []}),
+            json!({"src_cluster_id": "1", "dst_cluster_id": "2",
+                   "restore_time": "2024-01-01T00:00:00Z"}),
+            "YYYY-MM-DD HH:MM:SS",
         ),
     ] {
-        let a = emit.call(job_type, p);
-        assert_eq!(
-            (a.s("status"), a.s("error_code")),
-            ("failed", INVALID_REQUEST),
-            "{job_type}: {}",
-            a.text
-        );
+        let (code, info) = emit.run_failed("cluster_restore", p, Duration::from_secs(30));
+        assert_eq!(code, "70005", "{info}");
+        assert!(info.contains(why), "{info}");
     }
+    // Not supported here.
+    let a = emit.call(
+        "expand_cluster",
+        json!({"cluster_id": "1", "src_shard_id": "1", "dst_shard_id": "2", "table_list": []}),
+    );
+    assert_eq!(
+        (a.s("status"), a.s("error_code")),
+        ("failed", INVALID_REQUEST),
+        "expand_cluster: {}",
+        a.text
+    );
 
     // create_machine: every required para.
     let storage = json!({

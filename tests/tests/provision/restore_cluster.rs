@@ -43,6 +43,7 @@ use kunlun_meta::{Store, StoreConfig};
 use kunlun_tests::cli::ctl;
 use kunlun_tests::daemon::http;
 use kunlun_tests::daemon_cluster::{DaemonCluster, Shape};
+use kunlun_tests::emit::Emit;
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
@@ -367,6 +368,197 @@ fn check_point_in_time(
     (cid, held.len())
 }
 
+/// Whether the compute node of cluster `cid` has the table made after the backup's cut.
+fn has_after_cut(rt: &tokio::runtime::Runtime, c: &DaemonCluster, cid: i64) -> bool {
+    let shown = ctl(&c.base, &["--json", "cluster", "show", &cid.to_string()])
+        .ok()
+        .json();
+    let port = shown["comp_nodes"][0]["port"]
+        .as_u64()
+        .expect("a compute node") as u16;
+    let pwd = rt.block_on(secret(c, cid)).comp_pwd;
+    let out = psql(
+        port,
+        &pwd,
+        "SELECT to_regclass('public.after_cut') IS NOT NULL",
+    );
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim() == "t"
+}
+
+/// The table made on the source's compute node after the backup: begun at `from` (epoch
+/// seconds); `held_from`: when the first archived schema dump begun after it was taken.
+struct Ddl {
+    from: i64,
+    held_from: Option<i64>,
+}
+
+impl Ddl {
+    /// A cluster restored to `t` has the table when restored to a time the archive had a dump
+    /// with it, and not when restored to a time before it was made.
+    fn check(&self, rt: &tokio::runtime::Runtime, c: &DaemonCluster, cid: i64, t: i64) {
+        let has = has_after_cut(rt, c, cid);
+        if t < self.from {
+            assert!(
+                !has,
+                "restored to {} before the DDL ({})",
+                rfc3339(t),
+                rfc3339(self.from)
+            );
+        }
+        if self.held_from.is_some_and(|h| t >= h) {
+            assert!(
+                has,
+                "restored to {}: the schema dumped at {:?} has the table",
+                rfc3339(t),
+                self.held_from.map(rfc3339)
+            );
+        }
+        eprintln!(
+            "cluster {cid} restored to {}: compute table after the cut {has}",
+            rfc3339(t)
+        );
+    }
+}
+
+/// The Emit API's `cluster_restore` of the (deleted) source cluster into the existing cluster
+/// `dst` at `t`: refused while `dst` holds a database, with nothing changed; then done, and
+/// checked as the other point-in-time restores are, plus what a restore over a cluster must
+/// keep: each shard's primary, its replica read-only and replicating, every node active.
+fn restore_over_an_empty_cluster(
+    rt: &tokio::runtime::Runtime,
+    c: &DaemonCluster,
+    dst: i64,
+    t: i64,
+    log: &[Transfer],
+) {
+    let emit = Emit::new(&c.base);
+    let pwd = rt.block_on(secret(c, dst)).manager_pwd;
+    let before = primaries_of(c, dst);
+    let when = chrono::DateTime::from_timestamp(t, 0)
+        .expect("a time")
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let paras = json!({
+        "src_cluster_id": c.cluster_id.to_string(),
+        "dst_cluster_id": dst.to_string(),
+        "restore_time": when,
+    });
+    let port = before[0].2;
+    rt.block_on(async {
+        let mut p = c.conn(&pwd, port).await;
+        p.query_drop("CREATE DATABASE userdb")
+            .await
+            .expect("a database");
+    });
+    let (code, info) = emit.run_failed("cluster_restore", paras.clone(), Duration::from_secs(300));
+    assert_eq!(code, "70005", "{info}");
+    assert!(
+        info.contains("not empty") && info.contains("database userdb"),
+        "the refusal names what the cluster holds: {info}"
+    );
+    rt.block_on(async {
+        let mut p = c.conn(&pwd, port).await;
+        let db = text(
+            &mut p,
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name = 'userdb'",
+        )
+        .await;
+        assert_eq!(
+            db.as_deref(),
+            Some("userdb"),
+            "the refused restore changed nothing"
+        );
+        p.query_drop("DROP DATABASE userdb").await.expect("dropped");
+    });
+    let shown = ctl(&c.base, &["--json", "cluster", "show", &dst.to_string()])
+        .ok()
+        .json();
+    let statuses: Vec<&Value> = shown["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .flat_map(|s| s["nodes"].as_array().expect("nodes").iter())
+        .map(|n| &n["status"])
+        .collect();
+    assert!(statuses.iter().all(|s| *s == "active"), "{shown}");
+
+    let started = Instant::now();
+    let id = emit.accept("cluster_restore", paras);
+    let (a, _) = emit.wait(&id, Duration::from_secs(900));
+    assert_eq!(
+        a.s("status"),
+        "done",
+        "{}\ndaemon log:\n{}",
+        a.text,
+        c.log()
+    );
+    let job = ctl(&c.base, &["--json", "job", "show", &id]).ok().json();
+    assert_eq!(job["job_type"], "restore_into_cluster", "{job}");
+    assert_eq!(job["memo"]["cluster_id"].as_i64(), Some(dst), "{job}");
+    let (_, held) = check_point_in_time(rt, c, t, &job, log);
+    eprintln!(
+        "restored over cluster {dst} at {}: {held} transfers (job {id}, {:?})",
+        rfc3339(t),
+        started.elapsed()
+    );
+    assert_eq!(primaries_of(c, dst), before, "each shard keeps its primary");
+    let shown = ctl(&c.base, &["--json", "cluster", "show", &dst.to_string()])
+        .ok()
+        .json();
+    rt.block_on(async {
+        for s in shown["shards"].as_array().expect("shards") {
+            let nodes = s["nodes"].as_array().expect("nodes");
+            let primary = nodes
+                .iter()
+                .find(|n| n["member_state"] == "source")
+                .expect("a primary");
+            let mut p = c
+                .conn(&pwd, primary["port"].as_u64().expect("port") as u16)
+                .await;
+            let ro = text(&mut p, "SELECT CAST(@@read_only AS CHAR)").await;
+            assert!(
+                matches!(ro.as_deref(), Some("0" | "OFF")),
+                "the primary takes writes ({ro:?}): {s}"
+            );
+            let pos = text(&mut p, "SELECT @@gtid_binlog_pos")
+                .await
+                .unwrap_or_default();
+            for n in nodes {
+                assert_eq!(n["status"], "active", "{n}");
+                if n["member_state"] == "source" {
+                    continue;
+                }
+                let mut r = c.conn(&pwd, n["port"].as_u64().expect("port") as u16).await;
+                let ro = text(&mut r, "SELECT CAST(@@read_only AS CHAR)").await;
+                assert!(
+                    matches!(ro.as_deref(), Some("1" | "ON")),
+                    "the replica is read-only ({ro:?}): {n}"
+                );
+                let w = text(
+                    &mut r,
+                    &format!("SELECT CAST(MASTER_GTID_WAIT('{pos}', 60) AS CHAR)"),
+                )
+                .await;
+                assert_eq!(
+                    w.as_deref(),
+                    Some("0"),
+                    "the replica replicates to {pos}: {n}"
+                );
+                let st: Vec<mysql_async::Row> = r.query("SHOW SLAVE STATUS").await.expect("status");
+                let row = st.first().expect("a replication status");
+                let running: (Option<String>, Option<String>) =
+                    (row.get("Slave_IO_Running"), row.get("Slave_SQL_Running"));
+                assert_eq!(
+                    running,
+                    (Some("Yes".into()), Some("Yes".into())),
+                    "the replica's threads run: {n}"
+                );
+            }
+        }
+    });
+}
+
 #[test]
 fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_whole() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -517,7 +709,16 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
     );
     assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
     let during = count();
-    // The archive's part: transfers go on past the backup.
+    // The archive's part: transfers go on past the backup, and a table is made on the compute
+    // node (DDL after the cut: the archive's schema dumps carry it).
+    let ddl_from = secs_of(SystemTime::now());
+    let made = psql(
+        comp_port,
+        &src.comp_pwd,
+        "CREATE TABLE public.after_cut (id INT PRIMARY KEY)",
+    );
+    assert!(made.status.success(), "{made:?}");
+    let ddl_done = secs_of(SystemTime::now()) + 1;
     std::thread::sleep(Duration::from_secs(12));
     stop.store(true, Ordering::SeqCst);
     rt.block_on(workload).expect("the transfers ended cleanly");
@@ -613,6 +814,27 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
     let archive = archive_until(&c, backup_id, stopped_at + Duration::from_secs(1));
     eprintln!("archive: {archive}");
     let archived = archive["shards"].as_array().expect("the archive's shards");
+    // The first schema dump begun after the table was made holds it.
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(store_dir.join(format!("cluster_{}/binlog/index.json", c.cluster_id)))
+            .expect("the archive's index"),
+    )
+    .expect("an index");
+    let ddl = Ddl {
+        from: ddl_from,
+        held_from: index["compute"]["snapshots"]
+            .as_array()
+            .expect("the archived schema dumps")
+            .iter()
+            .filter_map(|s| s["taken_ms"].as_i64())
+            .filter(|ms| *ms >= ddl_done * 1000)
+            .min()
+            .map(|ms| ms / 1000),
+    };
+    assert!(
+        ddl.held_from.is_some(),
+        "a schema dump after the DDL is archived: {index}"
+    );
     assert_eq!(archived.len(), 2, "{archive}");
     for s in archived {
         assert!(s["gap"].is_null(), "a gap in the archive: {archive}");
@@ -777,6 +999,10 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
         "t",
         "the compute schema was restored: {out:?}"
     );
+    assert!(
+        !has_after_cut(&rt, &c, new_id),
+        "a restore to the end of the backup has the schema of its cut"
+    );
     // Gone before the point-in-time restores, which need the room.
     let out = ctl(&c.base, &["cluster", "rm", &new_id.to_string(), "--wait"]);
     assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
@@ -805,9 +1031,35 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
         rfc3339(secs_of(switched_at)),
         points.map(rfc3339)
     );
-    let jobs: Vec<(i64, i64)> = points
+    // The third goes over an existing, empty cluster of the same shape through the Emit API's
+    // `cluster_restore` (the original's restore into `dst_cluster_id`): made first.
+    let out = ctl(
+        &c.base,
+        &[
+            "--json",
+            "cluster",
+            "create",
+            "rs6",
+            "--shards",
+            "2",
+            "--nodes",
+            "2",
+            "--comps",
+            "1",
+            "--innodb-size-mb",
+            "32",
+            "--max-connections",
+            "100",
+            "--wait",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());
+    let dst = out.json()["memo"]["cluster_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("the new cluster's id: {out:#?}"));
+    let jobs: Vec<(i64, i64)> = points[..2]
         .iter()
-        .zip(["rs4", "rs5", "rs6"])
+        .zip(["rs4", "rs5"])
         .map(|(&t, name)| {
             let out = ctl(
                 &c.base,
@@ -856,6 +1108,7 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
         );
         let job = out.json();
         let (cid, held) = check_point_in_time(&rt, &c, t, &job, &log);
+        ddl.check(&rt, &c, cid, t);
         let acked = log.iter().filter(|x| x.acked < at(t)).count();
         eprintln!(
             "restored at {}: {held} transfers of {} committed ({acked} acknowledged before), \
@@ -866,6 +1119,9 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
         );
         restored_ids.push(cid);
     }
+    restore_over_an_empty_cluster(&rt, &c, dst, points[2], &log);
+    ddl.check(&rt, &c, dst, points[2]);
+    restored_ids.push(dst);
     for cid in restored_ids {
         let out = ctl(&c.base, &["cluster", "rm", &cid.to_string(), "--wait"]);
         assert_eq!(out.code, 0, "{out:#?}\ndaemon log:\n{}", c.log());

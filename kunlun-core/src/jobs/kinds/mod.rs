@@ -31,6 +31,7 @@ pub use delete_comp::{DeleteCompJob, DELETE_COMP};
 pub use delete_node::{DeleteNodeJob, DELETE_NODE};
 pub use delete_shard::{DeleteShardJob, DELETE_SHARD};
 pub use rebuild_node::{RebuildRequest, REBUILD_NODE};
+pub use restore_cluster::into::RESTORE_INTO_CLUSTER;
 pub use restore_cluster::{RestoreClusterJob, RESTORE_CLUSTER};
 pub use verify_backup::VERIFY_BACKUP;
 

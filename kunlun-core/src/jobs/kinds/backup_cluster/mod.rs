@@ -132,6 +132,9 @@ pub struct PartProgress {
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
+    /// A shard snapshot's compression and why (`zstd (a sample shrinks 3.60x)`, `none (...)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
 }

@@ -19,7 +19,7 @@ use kunlun_meta::model::{Machine, MemberState, NodeStatus, OnOff, ShardNode, Syn
 use kunlun_provision::recipe::sh_quote;
 use serde::Deserialize;
 
-use super::{RestoreMemo, ShardRestore};
+use super::{RestoreExtra, ShardRestore};
 use crate::accounts::MANAGER_USER;
 use crate::backup::archive::{self, ArchivedFile, Index};
 use crate::backup::manifest::{self, joined, ManifestFile};
@@ -112,15 +112,18 @@ fn decide(d: &Decisions, xid: KunlunXid) -> TxnCmd {
     }
 }
 
-/// Restores backup `backup_id` into the installed instances of `plan`; the memo's `extra`
-/// records what was done per shard.
+/// Restores backup `backup_id` into the installed instances of `plan` (each shard's first node
+/// becomes its primary); `extra` records what was done per shard. Each node's own data is set
+/// aside under the job's id; with `keep_aside` it stays there (for [`put_back`] after a
+/// failure, or [`drop_aside`] once the whole restore is done), else it is removed once the
+/// node started on the snapshot.
 pub(super) async fn restore(
     cx: &JobCtx,
     backup_id: i64,
     at: Option<i64>,
-    machines: &[Machine],
-    plan: &ClusterPlan,
-    memo: &mut RestoreMemo,
+    (machines, plan): (&[Machine], &ClusterPlan),
+    extra: &mut RestoreExtra,
+    keep_aside: bool,
 ) -> Result<()> {
     let (bs, manifest, b) = manifest::open(&cx.store, &cx.fleet, backup_id).await?;
     let mut log = match manifest.files.iter().find(|f| f.kind == "commit_log") {
@@ -141,7 +144,7 @@ pub(super) async fn restore(
                 let bytes = bs.get_bytes(&s.rel, MAX_LOG, SMALL_TIMEOUT).await?;
                 add_decisions(&mut log, &bytes, Some(at * 1000))?;
             }
-            memo.extra.restore_time = Some(archive::utc(at));
+            extra.restore_time = Some(archive::utc(at));
             Some((idx, stop_utc(at)?))
         }
         None => None,
@@ -154,7 +157,7 @@ pub(super) async fn restore(
             plan.shards.len()
         )));
     }
-    memo.extra.consistent = Some(manifest.consistent);
+    extra.consistent = Some(manifest.consistent);
     let shards = plan.shards.iter().zip(snapshots).map(|(shard, file)| {
         let (bs, log) = (bs.clone(), &log);
         let replay = pitr.as_ref().map(|(idx, stop)| Replay {
@@ -163,7 +166,8 @@ pub(super) async fn restore(
         });
         async move {
             let step = cx.progress.step(format!("restore {}", shard.name));
-            match restore_shard(cx, machines, plan, shard, file, bs, log, replay).await {
+            let how = How { replay, keep_aside };
+            match restore_shard(cx, machines, plan, shard, file, bs, log, how).await {
                 Ok(r) => {
                     step.done_with(format!(
                         "from shard {} at '{}' ({} archived binlog files replayed): {} \
@@ -191,16 +195,27 @@ pub(super) async fn restore(
             Err(e) => failed.push(e.to_string()),
         }
     }
-    memo.extra.shards = done;
+    extra.shards = done;
     if !failed.is_empty() {
         return Err(Error::Unavailable(failed.join("; ")));
     }
-    let comp = manifest.files.iter().find(|f| f.kind == "compute");
+    // To a point in time: the schema archived by then (DDL after the cut), else the backup's.
+    let comp = match (&pitr, at) {
+        (Some((idx, _)), Some(at)) => archive::schema_at(idx, &manifest, at),
+        _ => manifest.files.iter().find(|f| f.kind == "compute").cloned(),
+    };
     cx.step(
         "restore the compute schema",
-        load_schema(cx, machines, plan, comp, bs),
+        load_schema(cx, machines, plan, comp.as_ref(), bs),
     )
     .await
+}
+
+/// How a shard's nodes are restored: the replay past the snapshot, if any, and whether each
+/// node's own data stays set aside.
+struct How {
+    replay: Option<Replay>,
+    keep_aside: bool,
 }
 
 /// Archived binary log files to replay on a shard, and the point to stop at.
@@ -272,6 +287,12 @@ pub(super) async fn check(
                     ..ManifestFile::default()
                 }));
         }
+        // The compute schema of that time, when archived past the backup.
+        if let Some(f) = archive::schema_at(&idx, &manifest, at) {
+            if !manifest.files.iter().any(|m| m.rel == f.rel) {
+                manifest.files.push(f);
+            }
+        }
         manifest.files.extend(
             idx.commit_log
                 .segments
@@ -291,7 +312,7 @@ pub(super) async fn check(
 }
 
 /// A planned storage node as the reseed steps take it.
-fn instance(
+pub(super) fn instance(
     fleet: &Provisioner,
     machines: &[Machine],
     plan: &ClusterPlan,
@@ -343,7 +364,7 @@ async fn restore_shard(
     file: &ManifestFile,
     bs: Arc<dyn BackupStore>,
     log: &Decisions,
-    replay: Option<Replay>,
+    how: How,
 ) -> Result<ShardRestore> {
     let gtid = file.gtid.clone().unwrap_or_default();
     let usable = GtidPos::parse(&gtid)
@@ -368,7 +389,7 @@ async fn restore_shard(
         .collect::<Result<_>>()?;
     let restores = insts
         .iter()
-        .map(|inst| restore_node(cx, inst, &*bs, file, &gtid, log, replay.as_ref()));
+        .map(|inst| restore_node(cx, inst, &*bs, file, &gtid, log, &how));
     let mut ended = Settled::default();
     let mut errors = Vec::new();
     let mut reached: Vec<String> = Vec::new();
@@ -438,7 +459,7 @@ async fn restore_node(
     file: &ManifestFile,
     gtid: &str,
     log: &Decisions,
-    replay: Option<&Replay>,
+    how: &How,
 ) -> Result<Settled> {
     let fleet = &cx.fleet;
     let rs = reseed::reseed(fleet)?;
@@ -462,8 +483,10 @@ async fn restore_node(
             )))
         })?;
     reseed::start_with_users(fleet, inst).await?;
-    reseed::drop_aside(fleet, inst).await?;
-    let (at, replayed) = match replay {
+    if !how.keep_aside {
+        reseed::drop_aside(fleet, inst).await?;
+    }
+    let (at, replayed) = match &how.replay {
         Some(r) if !r.chain.is_empty() => replay_node(cx, inst, bs, gtid, r).await?,
         _ => (gtid.to_string(), 0),
     };

@@ -33,6 +33,7 @@ use crate::jobs::driver::{
 use crate::jobs::plan::{plan_create_cluster, ClusterPlan, SystemPasswords};
 
 mod data;
+pub mod into;
 
 pub const RESTORE_CLUSTER: &str = "restore_cluster";
 
@@ -228,7 +229,8 @@ impl JobKind for RestoreClusterJob {
             .install_cluster_with(machines, plan, &cx.progress)
             .await?;
         let at = info.request.target.restore_at()?;
-        data::restore(cx, info.request.backup_id, at, machines, plan, memo).await
+        let id = info.request.backup_id;
+        data::restore(cx, id, at, (machines, plan), &mut memo.extra, false).await
     }
 
     async fn record(
