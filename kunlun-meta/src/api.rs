@@ -12,6 +12,7 @@ mod backup_storage;
 mod meta_shard;
 pub use backup::{
     BackupArchive, BackupQuery, CreateBackup, RestoreBackup, RestoreInto, ShardArchive,
+    SnapshotCompression,
 };
 pub use backup_schedule::{
     BackupWindow, SetBackupSchedule, MAX_KEEP_COUNT, MAX_KEEP_DAYS, SECS_PER_DAY,

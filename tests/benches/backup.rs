@@ -38,7 +38,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use kunlun_core::backup::archive;
-use kunlun_meta::api::{AddBackupStorage, CreateBackup, RestoreBackup, KIND_SSH_DIR};
+use kunlun_meta::api::{
+    AddBackupStorage, CreateBackup, RestoreBackup, SnapshotCompression, KIND_SSH_DIR,
+};
 use kunlun_meta::model::{JobStatus, MachineType};
 use kunlun_provision::recipe::reseed::{Compression, Reseed};
 use kunlun_provision::recipe::{sh_quote, MariaDbRecipe};
@@ -259,10 +261,15 @@ async fn finish_job(w: &ProvisionWorld, job_id: i64, t: Instant, s: Sampler) -> 
     })
 }
 
-async fn backup_job(w: &ProvisionWorld, cid: i64) -> Result<JobRun> {
+async fn backup_job(
+    w: &ProvisionWorld,
+    cid: i64,
+    compression: SnapshotCompression,
+) -> Result<JobRun> {
     let req = CreateBackup {
         storage: STORAGE.into(),
         allow_primary: false,
+        compression,
     };
     let s = Sampler::start();
     let t = Instant::now();
@@ -501,12 +508,31 @@ async fn run() -> Result<()> {
         ))
     );
     let (mut plain_b, mut plain_b_sync, mut job_b) = (Vec::new(), Vec::new(), Vec::new());
+    let mut job_none = Vec::new();
     let mut shard_step = Vec::new();
-    let mut last_backup: Option<i64> = None;
-    println!("\n1. backup of the shard ({data_mb:.0} MB data dir), {trials} trials:");
+    let (mut last_backup, mut last_none): (Option<i64>, Option<i64>) = (None, None);
+    println!(
+        "\n1. backup of the shard ({data_mb:.0} MB data dir), {trials} trials: the plain stream, \
+         backup_cluster (compression auto) and backup_cluster with compression none, in turn"
+    );
     for i in 0..trials {
-        for first in [i % 2 == 0, i % 2 == 1] {
-            if first {
+        let mut order = [0usize, 1, 2];
+        order.rotate_left((i % 3) as usize);
+        for which in order {
+            if which == 2 {
+                let j = backup_job(&w, cid, SnapshotCompression::None).await?;
+                println!(
+                    "  job (compression none) trial {i}: {:7.1} s\n    steps: {}\n    seen:  {}",
+                    j.secs,
+                    show_steps(&j.steps),
+                    j.phases
+                );
+                job_none.push(j.secs);
+                let bid = j.memo["backup_id"].as_i64().context("backup_id")?;
+                if let Some(old) = last_none.replace(bid) {
+                    w.mgr.delete_backup(old).await?;
+                }
+            } else if which == 0 {
                 let s = Sampler::start();
                 let t = Instant::now();
                 let piped = prov
@@ -533,13 +559,14 @@ async fn run() -> Result<()> {
                 plain_b_sync.push(secs + sync_secs);
                 // Kept (overwritten by the next trial): the plain restore reads it.
             } else {
-                let j = backup_job(&w, cid).await?;
+                let j = backup_job(&w, cid, SnapshotCompression::Auto).await?;
                 let bytes = j.memo["parts"][0]["bytes"].as_f64().unwrap_or(0.0);
                 let mb = bytes / 1e6;
                 println!(
-                    "  job    trial {i}: {:7.1} s  {mb:6.0} MB  {:6.1} MB/s\n    steps: {}\n    seen:  {}",
+                    "  job    trial {i}: {:7.1} s  {mb:6.0} MB  {:6.1} MB/s  ({})\n    steps: {}\n    seen:  {}",
                     j.secs,
                     mb / j.secs,
+                    j.memo["parts"][0]["compression"].as_str().unwrap_or("?"),
                     show_steps(&j.steps),
                     j.phases
                 );
@@ -579,12 +606,15 @@ async fn run() -> Result<()> {
     ))?;
     let sha_secs = t.elapsed().as_secs_f64();
     let (pb, pbs, jb) = (p50(&plain_b), p50(&plain_b_sync), p50(&job_b));
+    let jn = p50(&job_none);
     println!(
         "  p50: plain {pb:.1} s, plain + sync {pbs:.1} s, backup_cluster {jb:.1} s (its shard \
-         step {:.1} s): ratio {:.2}x of the plain stream (goal <= 1.15x), {:.2}x of stream + sync",
+         step {:.1} s): ratio {:.2}x of the plain stream (goal <= 1.15x), {:.2}x of stream + \
+         sync; with compression none {jn:.1} s: {:.2}x",
         p50(&shard_step),
         jb / pb,
-        jb / pbs
+        jb / pbs,
+        jn / pb
     );
     println!(
         "  alone: CHECKSUM TABLE bench.t on the source {checksum_secs:.1} s; SHA-256 (openssl) of \
@@ -613,10 +643,29 @@ async fn run() -> Result<()> {
     );
     let (mut plain_r, mut job_r, mut data_part) = (Vec::new(), Vec::new(), Vec::new());
     let mut restore_shard = Vec::new();
-    println!("\n2. restore of that backup into a new cluster (1 node per shard), {trials} trials:");
+    let none_bid = last_none.context("an uncompressed backup")?;
+    let mut job_r_none = Vec::new();
+    println!(
+        "\n2. restore of that backup into a new cluster (1 node per shard), {trials} trials: the \
+         plain path, restore_cluster, and restore_cluster of the backup taken with compression \
+         none, in turn"
+    );
     for i in 0..trials {
-        for first in [i % 2 == 0, i % 2 == 1] {
-            if first {
+        let mut order = [0usize, 1, 2];
+        order.rotate_left((i % 3) as usize);
+        for which in order {
+            if which == 2 {
+                let j = restore_job(&w, none_bid, &format!("bkrn{i}"), None).await?;
+                let new_cid = j.memo["cluster_id"].as_i64().context("cluster_id")?;
+                println!(
+                    "  job (uncompressed backup) trial {i}: {:7.1} s\n    steps: {}\n    seen:  {}",
+                    j.secs,
+                    show_steps(&j.steps),
+                    j.phases
+                );
+                job_r_none.push(j.secs);
+                delete_cluster(&w, new_cid).await?;
+            } else if which == 0 {
                 let _ = std::fs::remove_dir_all(&scratch);
                 std::fs::create_dir_all(&scratch)?;
                 let s = Sampler::start();
@@ -686,12 +735,17 @@ async fn run() -> Result<()> {
         }
     }
     let (pr, jr, dp) = (p50(&plain_r), p50(&job_r), p50(&data_part));
+    let jrn = p50(&job_r_none);
     println!(
         "  p50: plain {pr:.1} s, restore_cluster {jr:.1} s ({:.2}x, goal <= 1.2x); its data \
-         part (file check + restore shard) {dp:.1} s ({:.2}x of the plain path)",
+         part (file check + restore shard) {dp:.1} s ({:.2}x of the plain path); of the \
+         uncompressed backup {jrn:.1} s ({:.2}x)",
         jr / pr,
-        dp / pr
+        dp / pr,
+        jrn / pr
     );
+    // The archive below continues the compressed backup only.
+    w.mgr.delete_backup(none_bid).await?;
 
     // ---- 3. point-in-time replay
     println!("\n3. point-in-time replay (archive every {ARCHIVE_EVERY:?}):");
@@ -896,15 +950,17 @@ async fn run() -> Result<()> {
     println!("\nsummary ({data_mb:.0} MB data dir, {trials} trials, p50):");
     println!(
         "  backup:  backup_cluster {jb:.1} s vs plain stream {pb:.1} s: {:.2}x (goal <= 1.15x); \
-         vs stream + sync {pbs:.1} s: {:.2}x",
+         vs stream + sync {pbs:.1} s: {:.2}x; with compression none {jn:.1} s: {:.2}x",
         jb / pb,
-        jb / pbs
+        jb / pbs,
+        jn / pb
     );
     println!(
         "  restore: restore_cluster {jr:.1} s vs plain {pr:.1} s: {:.2}x (goal <= 1.2x); data \
-         part {dp:.1} s: {:.2}x",
+         part {dp:.1} s: {:.2}x; of the uncompressed backup {jrn:.1} s: {:.2}x",
         jr / pr,
-        dp / pr
+        dp / pr,
+        jrn / pr
     );
     println!(
         "  replay:  {bin_mb:.0} MB of binlog, job {:.1} MB/s (step delta) / {} (mariadb-binlog \

@@ -51,6 +51,7 @@ pub async fn request(e: &ClusterManager, p: &Paras<'_>) -> Result<CreateBackup, 
     Ok(CreateBackup {
         storage: storage_of(e, p).await?,
         allow_primary: false,
+        compression: Default::default(),
     })
 }
 

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kunlun_meta::api::{BackupArchive, ShardArchive};
-use kunlun_meta::model::{Backup, BackupStatus, Cluster, MemberState, ShardNode};
+use kunlun_meta::model::{Backup, BackupStatus, Cluster, MemberState, NodeStatus, ShardNode};
 use kunlun_meta::store::repo::{backups, commit_log, nodes, shards};
 use kunlun_meta::Store;
 use kunlun_provision::recipe::sh_quote;
@@ -318,6 +318,11 @@ pub async fn archive_cluster(store: &Store, fleet: &Provisioner, c: &Cluster) ->
             .iter()
             .find(|n| n.shard_id == s.id && n.member_state == MemberState::Source);
         let r = match primary {
+            // Out of service (a restore replacing its data, a stop): not archived this round.
+            Some(p) if p.status != NodeStatus::Active => Err(Error::Unavailable(format!(
+                "shard {}'s primary (node {}) is {}",
+                s.id, p.id, p.status
+            ))),
             Some(p) => {
                 tracing::debug!(
                     cluster_id = cid,

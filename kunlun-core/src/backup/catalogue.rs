@@ -27,6 +27,7 @@ impl ClusterManager {
     pub async fn backup_cluster(&self, cluster_id: i64, req: &CreateBackup) -> Result<JobAccepted> {
         let request = BackupRequest {
             allow_primary: req.allow_primary,
+            compression: req.compression,
             ..BackupRequest::to(&req.storage)
         };
         let job = backup_cluster::accept(self.store()?, on_cluster(cluster_id, request)).await?;

@@ -104,6 +104,7 @@ async fn cluster(
             let req = CreateBackup {
                 storage: s.storage.clone(),
                 allow_primary: false,
+                compression: Default::default(),
             };
             match engine.backup_cluster(cid, &req).await {
                 Ok(a) => {

@@ -196,6 +196,34 @@ pub async fn space(
     Ok((kb("data_kb=")?, kb("free_kb=")?))
 }
 
+/// How much a sample of `inst`'s largest table files shrinks through the stored snapshots'
+/// compressor (see [`scripts::estimated_ratio`]); `None` when it holds no table file to
+/// sample. A compressor that printed nothing for a non-empty sample is an error.
+pub async fn compressibility(fleet: &Provisioner, inst: &Instance) -> Result<Option<f64>> {
+    let s = reseed(fleet)?
+        .compressibility_script(inst.base_dir())
+        .map_err(machine)?;
+    let out = script(
+        fleet,
+        &inst.target,
+        &s,
+        "the compressibility sample",
+        LOOK_TIMEOUT,
+    )
+    .await?;
+    let samples = scripts::parse_compressibility(&out);
+    if samples
+        .iter()
+        .any(|f| f.sample_bytes > 0 && f.zstd_bytes == 0)
+    {
+        return Err(Error::Unavailable(clip(&format!(
+            "the compressibility sample of {}: the compressor wrote nothing ({out})",
+            inst.addr()
+        ))));
+    }
+    Ok(scripts::estimated_ratio(&samples))
+}
+
 /// Whether `free_kb` holds a copy of `data_kb` with a margin (a tenth, at least 256 MB): the
 /// old data stays on the same file system until the new data is in service.
 pub fn room_for(data_kb: u64, free_kb: u64) -> bool {

@@ -13,6 +13,34 @@ pub struct CreateBackup {
     pub storage: String,
     #[serde(default)]
     pub allow_primary: bool,
+    /// How the shards' snapshots are stored (default `auto`).
+    #[serde(default)]
+    pub compression: SnapshotCompression,
+}
+
+/// How a backup stores its shards' snapshots: `zstd`-compressed, as they are (`none`), or
+/// (`auto`, the default) compressed unless a sample of the shard's largest table files shrinks
+/// under 1.1x (already compressed or encrypted tablespaces: zstd would only cost CPU).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotCompression {
+    #[default]
+    Auto,
+    Zstd,
+    None,
+}
+
+impl std::str::FromStr for SnapshotCompression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(SnapshotCompression::Auto),
+            "zstd" => Ok(SnapshotCompression::Zstd),
+            "none" => Ok(SnapshotCompression::None),
+            other => Err(format!("{other:?}: one of auto, zstd, none")),
+        }
+    }
 }
 
 /// `GET /v1/backups`: one page of the catalogue, newest first.

@@ -248,6 +248,9 @@ pub const PGX_PRIVILEGES: &[&str] = &[
     "SLAVE MONITOR",
 ];
 
+/// The server's own schemas as an SQL list (`NOT IN (...)`): what holds no user data.
+pub const SYSTEM_SCHEMAS_SQL: &str = "('mysql', 'information_schema', 'performance_schema', 'sys')";
+
 /// Replication only (`BINLOG MONITOR` is `REPLICATION CLIENT`; semi-sync and GTID need no more).
 pub const REPL_PRIVILEGES: &[&str] = &["REPLICATION SLAVE", "BINLOG MONITOR", "SLAVE MONITOR"];
 

@@ -31,7 +31,7 @@ use std::time::Duration;
 pub use kill::{kill_instance, Killed};
 pub use mariadb::{
     grant_option as storage_grant_option, grants_sql as storage_grants_sql, storage_privileges,
-    MariaDbRecipe, PGX_PRIVILEGES,
+    MariaDbRecipe, PGX_PRIVILEGES, SYSTEM_SCHEMAS_SQL,
 };
 pub use postgres::PostgresRecipe;
 pub use reseed::Reseed;

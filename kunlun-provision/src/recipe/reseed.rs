@@ -357,7 +357,7 @@ find \"$d\" -type f \\( -name '*.ibd' -o -name 'ibdata*' \\) -size +1M -printf '
   chunk() {{ dd if=\"$f\" bs=1048576 skip=$((size / 2097152)) count=4 2>/dev/null; }}
   echo \"sample $size $(chunk | wc -c) $(chunk | {z} -q -c -{ZSTD_LEVEL} | wc -c)\"
 done",
-            data = sh_quote(&format!("{b}/data")),
+            data = sh_quote(&super::mariadb::Paths::of_base(b).data),
             n = SAMPLE_FILES,
             z = sh_quote(&self.zstd),
         ))
@@ -516,13 +516,14 @@ until q 'SELECT 1' >/dev/null 2>&1; do
   sleep 0.2
 done
 echo {started}
-q "SELECT CONCAT('\`', REPLACE(table_schema, '\`', '\`\`'), '\`.\`', REPLACE(table_name, '\`', '\`\`'), '\`') FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1" >"$s/tables" || exit 1
+q "SELECT CONCAT('\`', REPLACE(table_schema, '\`', '\`\`'), '\`.\`', REPLACE(table_name, '\`', '\`\`'), '\`') FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN {system} ORDER BY 1" >"$s/tables" || exit 1
 while IFS= read -r t; do q "CHECKSUM TABLE $t" || exit 1; done <"$s/tables"
 q 'SHUTDOWN' >/dev/null 2>&1
 wait "$pid" 2>/dev/null; pid="#,
             pre = self.prelude(),
             check = programs_check(&progs),
             s = sh_quote(scratch),
+            system = super::mariadb::SYSTEM_SCHEMAS_SQL,
             extract = self.extract("\"$s/data\"", "\"$s/unzstd.rc\"", compression),
             bk = sh_quote(&self.backup),
             d = sh_quote(&self.mariadbd),

@@ -5,7 +5,9 @@
 //! into a new cluster (job `restore_cluster`, to the end of the backup or `--restore-time`;
 //! `--wait` follows it), and the binlog archive window past a backup.
 
-use kunlun_meta::api::{BackupArchive, CreateBackup, RestoreBackup, RestoreInto};
+use kunlun_meta::api::{
+    BackupArchive, CreateBackup, RestoreBackup, RestoreInto, SnapshotCompression,
+};
 use kunlun_meta::model::{Backup, Cluster, Job};
 
 use super::job::{follow, Followed};
@@ -113,6 +115,10 @@ pub struct CreateArgs {
     /// Take a shard's snapshot from its primary when it has no healthy replica.
     #[arg(long)]
     pub allow_primary: bool,
+    /// How the shards' snapshots are stored: auto (compressed unless a sample of the data
+    /// shrinks under 1.1x), zstd or none.
+    #[arg(long, default_value = "auto", value_name = "auto|zstd|none")]
+    pub compression: SnapshotCompression,
     /// Follow the job until it ends; fail if the job fails.
     #[arg(long)]
     pub wait: bool,
@@ -196,6 +202,7 @@ fn create(client: &Client, a: &CreateArgs, json: bool) -> Result<String, CliErro
     let req = CreateBackup {
         storage: a.storage.clone(),
         allow_primary: a.allow_primary,
+        compression: a.compression,
     };
     let url = client.url(&format!("/v1/clusters/{id}/backups"), &[])?;
     let v = client.post(url.clone(), &req)?;

@@ -421,6 +421,65 @@ impl Ddl {
     }
 }
 
+/// Each shard of cluster `dst` serves: its primary writable, its replicas read-only,
+/// replicating with both threads running, every node active.
+fn serving(rt: &tokio::runtime::Runtime, c: &DaemonCluster, dst: i64, pwd: &str) {
+    let shown = ctl(&c.base, &["--json", "cluster", "show", &dst.to_string()])
+        .ok()
+        .json();
+    rt.block_on(async {
+        for s in shown["shards"].as_array().expect("shards") {
+            let nodes = s["nodes"].as_array().expect("nodes");
+            let primary = nodes
+                .iter()
+                .find(|n| n["member_state"] == "source")
+                .expect("a primary");
+            let mut p = c
+                .conn(pwd, primary["port"].as_u64().expect("port") as u16)
+                .await;
+            let ro = text(&mut p, "SELECT CAST(@@read_only AS CHAR)").await;
+            assert!(
+                matches!(ro.as_deref(), Some("0" | "OFF")),
+                "the primary takes writes ({ro:?}): {s}"
+            );
+            let pos = text(&mut p, "SELECT @@gtid_binlog_pos")
+                .await
+                .unwrap_or_default();
+            for n in nodes {
+                assert_eq!(n["status"], "active", "{n}");
+                if n["member_state"] == "source" {
+                    continue;
+                }
+                let mut r = c.conn(pwd, n["port"].as_u64().expect("port") as u16).await;
+                let ro = text(&mut r, "SELECT CAST(@@read_only AS CHAR)").await;
+                assert!(
+                    matches!(ro.as_deref(), Some("1" | "ON")),
+                    "the replica is read-only ({ro:?}): {n}"
+                );
+                let w = text(
+                    &mut r,
+                    &format!("SELECT CAST(MASTER_GTID_WAIT('{pos}', 60) AS CHAR)"),
+                )
+                .await;
+                assert_eq!(
+                    w.as_deref(),
+                    Some("0"),
+                    "the replica replicates to {pos}: {n}"
+                );
+                let st: Vec<mysql_async::Row> = r.query("SHOW SLAVE STATUS").await.expect("status");
+                let row = st.first().expect("a replication status");
+                let running: (Option<String>, Option<String>) =
+                    (row.get("Slave_IO_Running"), row.get("Slave_SQL_Running"));
+                assert_eq!(
+                    running,
+                    (Some("Yes".into()), Some("Yes".into())),
+                    "the replica's threads run: {n}"
+                );
+            }
+        }
+    });
+}
+
 /// The Emit API's `cluster_restore` of the (deleted) source cluster into the existing cluster
 /// `dst` at `t`: refused while `dst` holds a database, with nothing changed; then done, and
 /// checked as the other point-in-time restores are, plus what a restore over a cluster must
@@ -483,6 +542,63 @@ fn restore_over_an_empty_cluster(
         .collect();
     assert!(statuses.iter().all(|s| *s == "active"), "{shown}");
 
+    // A restore that fails once the nodes are held: a domain named like a backed-up table (a
+    // type, not a relation: the cluster still counts as empty) fails the schema load after
+    // every shard was restored. The cluster's own data is put back: still empty, every node
+    // active, each shard serving as before.
+    let comp_port = shown["comp_nodes"][0]["port"]
+        .as_u64()
+        .expect("a compute node") as u16;
+    let comp_pwd = rt.block_on(secret(c, dst)).comp_pwd;
+    let made = psql(
+        comp_port,
+        &comp_pwd,
+        "CREATE DOMAIN public.accounts AS integer",
+    );
+    assert!(made.status.success(), "{made:?}");
+    let id = emit.accept("cluster_restore", paras.clone());
+    let (a, _) = emit.wait(&id, Duration::from_secs(900));
+    assert_eq!(
+        a.s("status"),
+        "failed",
+        "{}\ndaemon log:\n{}",
+        a.text,
+        c.log()
+    );
+    let job = ctl(&c.base, &["--json", "job", "show", &id]).ok().json();
+    let error = job["memo"]["error"].as_str().unwrap_or_default();
+    assert_eq!(job["memo"]["put_back"], true, "{job}");
+    assert!(
+        error.contains("put back") && error.contains("compute nodes may keep"),
+        "the failure says what was undone and what was not: {job}"
+    );
+    assert_eq!(primaries_of(c, dst), before, "each shard keeps its primary");
+    serving(rt, c, dst, &pwd);
+    rt.block_on(async {
+        for s in shown["shards"].as_array().expect("shards") {
+            for n in s["nodes"].as_array().expect("nodes") {
+                let mut conn = c.conn(&pwd, n["port"].as_u64().expect("port") as u16).await;
+                let dbs = text(
+                    &mut conn,
+                    "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.schemata \
+                     WHERE schema_name = 'bk'",
+                )
+                .await;
+                assert_eq!(
+                    dbs.as_deref(),
+                    Some("0"),
+                    "the node's own data is back: {n}"
+                );
+            }
+        }
+    });
+    let dropped = psql(
+        comp_port,
+        &comp_pwd,
+        "DROP TABLE IF EXISTS public.after_cut; DROP DOMAIN public.accounts",
+    );
+    assert!(dropped.status.success(), "{dropped:?}");
+
     let started = Instant::now();
     let id = emit.accept("cluster_restore", paras);
     let (a, _) = emit.wait(&id, Duration::from_secs(900));
@@ -503,60 +619,7 @@ fn restore_over_an_empty_cluster(
         started.elapsed()
     );
     assert_eq!(primaries_of(c, dst), before, "each shard keeps its primary");
-    let shown = ctl(&c.base, &["--json", "cluster", "show", &dst.to_string()])
-        .ok()
-        .json();
-    rt.block_on(async {
-        for s in shown["shards"].as_array().expect("shards") {
-            let nodes = s["nodes"].as_array().expect("nodes");
-            let primary = nodes
-                .iter()
-                .find(|n| n["member_state"] == "source")
-                .expect("a primary");
-            let mut p = c
-                .conn(&pwd, primary["port"].as_u64().expect("port") as u16)
-                .await;
-            let ro = text(&mut p, "SELECT CAST(@@read_only AS CHAR)").await;
-            assert!(
-                matches!(ro.as_deref(), Some("0" | "OFF")),
-                "the primary takes writes ({ro:?}): {s}"
-            );
-            let pos = text(&mut p, "SELECT @@gtid_binlog_pos")
-                .await
-                .unwrap_or_default();
-            for n in nodes {
-                assert_eq!(n["status"], "active", "{n}");
-                if n["member_state"] == "source" {
-                    continue;
-                }
-                let mut r = c.conn(&pwd, n["port"].as_u64().expect("port") as u16).await;
-                let ro = text(&mut r, "SELECT CAST(@@read_only AS CHAR)").await;
-                assert!(
-                    matches!(ro.as_deref(), Some("1" | "ON")),
-                    "the replica is read-only ({ro:?}): {n}"
-                );
-                let w = text(
-                    &mut r,
-                    &format!("SELECT CAST(MASTER_GTID_WAIT('{pos}', 60) AS CHAR)"),
-                )
-                .await;
-                assert_eq!(
-                    w.as_deref(),
-                    Some("0"),
-                    "the replica replicates to {pos}: {n}"
-                );
-                let st: Vec<mysql_async::Row> = r.query("SHOW SLAVE STATUS").await.expect("status");
-                let row = st.first().expect("a replication status");
-                let running: (Option<String>, Option<String>) =
-                    (row.get("Slave_IO_Running"), row.get("Slave_SQL_Running"));
-                assert_eq!(
-                    running,
-                    (Some("Yes".into()), Some("Yes".into())),
-                    "the replica's threads run: {n}"
-                );
-            }
-        }
-    });
+    serving(rt, c, dst, &pwd);
 }
 
 #[test]

@@ -27,6 +27,7 @@ use std::time::Duration;
 use kunlun_meta::model::ShardNode;
 use kunlun_meta::store::repo::backups::{self, LogTable};
 use kunlun_meta::store::{Store, Tx};
+use kunlun_provision::recipe::SYSTEM_SCHEMAS_SQL;
 
 use crate::error::{Error, Result};
 use crate::storage::{NodeAddr, StorageConn, StorageOptions};
@@ -279,8 +280,8 @@ pub(super) async fn checksums(node: &ShardNode) -> Result<BTreeMap<String, u64>>
             .query(&format!(
                 "SELECT CONCAT('`', REPLACE(table_schema, '`', '``'), '`.`', \
                  REPLACE(table_name, '`', '``'), '`') FROM information_schema.tables \
-                 WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('mysql', \
-                 'information_schema', 'performance_schema', 'sys') ORDER BY 1 LIMIT {}",
+                 WHERE table_type = 'BASE TABLE' AND table_schema NOT IN {} ORDER BY 1 LIMIT {}",
+                SYSTEM_SCHEMAS_SQL,
                 MAX_TABLES + 1
             ))
             .await?;

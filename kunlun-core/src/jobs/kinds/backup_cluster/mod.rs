@@ -60,6 +60,9 @@ pub struct BackupRequest {
     /// Most seconds a replica source may lag behind its primary.
     #[serde(default = "default_lag")]
     pub max_source_lag_s: u32,
+    /// How the shards' snapshots are stored.
+    #[serde(default)]
+    pub compression: kunlun_meta::api::SnapshotCompression,
 }
 
 impl BackupRequest {
@@ -68,6 +71,7 @@ impl BackupRequest {
             storage: storage.to_string(),
             allow_primary: false,
             max_source_lag_s: DEFAULT_MAX_SOURCE_LAG_S,
+            compression: kunlun_meta::api::SnapshotCompression::Auto,
         }
     }
 

@@ -26,6 +26,7 @@ use kunlun_meta::api::RestoreInto;
 use kunlun_meta::model::{Backup, Job, JobStatus, Machine, MemberState, NewJob, NodeStatus};
 use kunlun_meta::store::repo::nodes;
 use kunlun_meta::store::Store;
+use kunlun_provision::recipe::SYSTEM_SCHEMAS_SQL;
 use serde::{Deserialize, Serialize};
 
 use super::data;
@@ -45,11 +46,14 @@ pub const RESTORE_INTO_CLUSTER: &str = "restore_into_cluster";
 /// Names of a user's objects shown when a cluster is refused as not empty.
 const SHOWN: usize = 10;
 
-/// A storage node taken out of HA for the restore, and its status before.
+/// A storage node taken out of HA for the restore, its status before, and whether it is its
+/// shard's recorded primary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldNode {
     pub id: i64,
     pub status: NodeStatus,
+    #[serde(default)]
+    pub primary: bool,
 }
 
 /// The memo fields of `restore_into_cluster` besides the common ones.
@@ -124,12 +128,14 @@ fn same_shards(b: &Backup, shards: usize, name: &str) -> Result<()> {
 pub async fn run(store: &Store, fleet: &Provisioner, job: &Job) -> Result<()> {
     let info = JobInfo::<RestoreInto>::of(job)?;
     let cx = JobCtx::for_job(store, fleet, job);
-    let before = job
-        .memo
-        .clone()
-        .and_then(|m| serde_json::from_value::<IntoMemo>(m).ok());
-    let r = match before {
-        Some(memo) if cx.resumed => resume(&cx, &info, memo).await,
+    let r = match job.memo.clone() {
+        // A memo this job cannot read back is never taken for "nothing done yet".
+        Some(m) if cx.resumed => match serde_json::from_value::<IntoMemo>(m) {
+            Ok(memo) => resume(&cx, &info, memo).await,
+            Err(e) => Err(Error::Internal(format!(
+                "the restore's memo does not read back ({e}): check the cluster's nodes by hand"
+            ))),
+        },
         _ => go(&cx, &info).await,
     };
     cx.progress.close().await;
@@ -175,8 +181,13 @@ async fn go(cx: &JobCtx, info: &JobInfo<RestoreInto>) -> Result<()> {
     .await;
     match restored {
         Ok(()) => {
+            // Stored before the set-aside data goes: a restart from here finishes the job.
             memo.extra.restored = true;
-            save(cx, &memo).await;
+            let m = memo.clone();
+            if let Err(e) = cx.commit(async |_| Ok(m.clone())).await {
+                memo.extra.restored = false;
+                return Err(undo(cx, &target, memo, e).await);
+            }
             finish(cx, &target, memo).await
         }
         Err(e) => Err(undo(cx, &target, memo, e).await),
@@ -187,11 +198,17 @@ async fn go(cx: &JobCtx, info: &JobInfo<RestoreInto>) -> Result<()> {
 async fn resume(cx: &JobCtx, info: &JobInfo<RestoreInto>, memo: IntoMemo) -> Result<()> {
     let id = info.cluster()?;
     if memo.extra.held.is_empty() && !memo.extra.restored {
-        return Err(Error::Unavailable(
-            "the manager restarted before the restore touched the cluster: nothing changed; \
-             start the restore again"
+        return Err(Error::Unavailable(match memo.extra.put_back {
+            Some(true) => "the manager restarted after the restore failed and the cluster's own \
+                           data was put back"
                 .into(),
-        ));
+            Some(false) => "the manager restarted after the restore failed and putting the \
+                            cluster's own data back failed too: rebuild or restart its nodes"
+                .into(),
+            None => "the manager restarted before the restore touched the cluster: nothing \
+                     changed; start the restore again"
+                .into(),
+        }));
     }
     let target = target_of(cx, id).await?;
     if memo.extra.restored {
@@ -227,6 +244,7 @@ async fn target_of(cx: &JobCtx, id: i64) -> Result<Target> {
         .map(|n| HeldNode {
             id: n.id,
             status: n.status,
+            primary: n.member_state == MemberState::Source,
         })
         .collect();
     Ok(Target {
@@ -331,8 +349,9 @@ async fn user_databases(addr: &NodeAddr) -> crate::storage::Result<Vec<String>> 
     let mut c = StorageConn::connect(addr, StorageOptions::default()).await?;
     let r = c
         .query(&format!(
-            "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN \
-             ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1 LIMIT {}",
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN {} \
+             ORDER BY 1 LIMIT {}",
+            SYSTEM_SCHEMAS_SQL,
             SHOWN + 1
         ))
         .await;
@@ -340,27 +359,40 @@ async fn user_databases(addr: &NodeAddr) -> crate::storage::Result<Vec<String>> 
     r
 }
 
-/// Takes the cluster's storage nodes out of HA (`inactive`), recording their status before.
+/// Takes the cluster's storage nodes out of HA (`inactive`), recording their status before,
+/// in one transaction that first checks each is still `active` in the role the restore
+/// planned with (a switchover or a status change since the check aborts it, nothing held).
 async fn hold(cx: &JobCtx, memo: &mut IntoMemo, all: &[HeldNode]) -> Result<()> {
     let base = memo.clone();
+    let cid = memo.cluster_id.unwrap_or_default();
     *memo = cx
         .commit(async |tx| {
+            let now = nodes::list_by_cluster(tx, cid).await?;
+            for n in all {
+                let same = now.iter().any(|r| {
+                    r.id == n.id
+                        && r.status == NodeStatus::Active
+                        && (r.member_state == MemberState::Source) == n.primary
+                });
+                if !same {
+                    return Err(kunlun_meta::Error::Conflict(format!(
+                        "storage node {} changed (status or role) since the restore checked the \
+                         cluster; try again",
+                        n.id
+                    )));
+                }
+            }
             let mut m = base.clone();
             for n in all {
-                if nodes::set_status_if(tx, n.id, n.status, NodeStatus::Inactive).await? {
-                    m.extra.held.push(n.clone());
-                }
+                nodes::set_status(tx, n.id, NodeStatus::Inactive).await?;
+                m.extra.held.push(HeldNode {
+                    status: NodeStatus::Active,
+                    ..n.clone()
+                });
             }
             Ok(m)
         })
         .await?;
-    if memo.extra.held.len() != all.len() {
-        let why = Error::Conflict(
-            "a storage node's status changed while the restore began; try again".into(),
-        );
-        release(cx, memo).await?;
-        return Err(why);
-    }
     Ok(())
 }
 
@@ -416,7 +448,13 @@ async fn finish(cx: &JobCtx, t: &Target, mut memo: IntoMemo) -> Result<()> {
             failed.join("; ")
         ));
     }
-    release(cx, &mut memo).await?;
+    let stuck: Vec<i64> = memo.extra.held.iter().map(|n| n.id).collect();
+    release(cx, &mut memo).await.map_err(|e| {
+        Error::Unavailable(format!(
+            "the backup is restored, but storage nodes {stuck:?} are still inactive ({e}): set \
+             them active again"
+        ))
+    })?;
     let id = memo
         .cluster_id
         .ok_or_else(|| Error::Internal("the restore's memo names no cluster".into()))?;
@@ -490,17 +528,35 @@ async fn undo(cx: &JobCtx, t: &Target, mut memo: IntoMemo, why: Error) -> Error 
         Ok(()) => step.done(),
         Err(e) => step.fail(Error::Unavailable(e.clone())),
     }
-    if let Err(e) = release(cx, &mut memo).await {
-        tracing::warn!(job_id = cx.job_id, error = %e, "restore: statuses not put back");
-    }
+    let stuck: Vec<i64> = memo.extra.held.iter().map(|n| n.id).collect();
+    let released = match release(cx, &mut memo).await {
+        Ok(()) => String::new(),
+        Err(e) => {
+            tracing::warn!(job_id = cx.job_id, error = %e, "restore: statuses not put back");
+            format!("; storage nodes {stuck:?} are still inactive ({e}): set them active again")
+        }
+    };
     save(cx, &memo).await;
+    // The compute nodes lose the catalog rows of held nodes; they get them back now.
+    if let Some(id) = memo.cluster_id {
+        if let Err(e) = push_cluster(&cx.store, id, &CatalogOptions::for_store(&cx.store)).await {
+            tracing::warn!(job_id = cx.job_id, error = %e, "restore: catalog not pushed after the undo");
+        }
+    }
+    // Every shard restored: the failure was at the compute schema, which may be half loaded.
+    let compute = if memo.extra.restore.shards.len() == t.plan.shards.len() {
+        "; the compute nodes may keep part of the backed-up schema (drop it before restoring \
+         again)"
+    } else {
+        ""
+    };
     match back {
         Ok(()) => Error::Unavailable(format!(
-            "{why}; the cluster's own data was put back and its nodes started again"
+            "{why}; the cluster's own data was put back and its nodes started again{compute}{released}"
         )),
         Err(e) => Error::Unavailable(format!(
             "{why}; putting the cluster's own data back failed too ({e}): rebuild or \
-             restart those nodes"
+             restart those nodes{compute}{released}"
         )),
     }
 }
@@ -545,10 +601,17 @@ mod tests {
         m.extra.held = vec![HeldNode {
             id: 3,
             status: NodeStatus::Active,
+            primary: true,
         }];
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["backup_id"], 4);
-        assert_eq!(v["held"], json!([{"id": 3, "status": "active"}]));
+        assert_eq!(
+            v["held"],
+            json!([{"id": 3, "status": "active", "primary": true}])
+        );
+        // A memo written before roles were kept reads back (a replica).
+        let old: HeldNode = serde_json::from_value(json!({"id": 4, "status": "active"})).unwrap();
+        assert!(!old.primary);
         assert!(
             v.get("restored").is_none() && v.get("put_back").is_none(),
             "{v}"
