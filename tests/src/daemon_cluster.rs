@@ -211,6 +211,14 @@ impl DaemonCluster {
             .collect()
     }
 
+    /// Kills the daemon (SIGKILL: a crash, as far as it can tell) and starts a new one on the
+    /// same store and work dir with `extra_cnf`; `base` follows it (a new port).
+    pub fn restart_daemon(&mut self, extra_cnf: &[&str]) {
+        self.daemon.kill9();
+        self.daemon = Daemon::start_with(self.wd.path(), &self.sqlite, extra_cnf).expect("daemon");
+        self.base = self.daemon.url();
+    }
+
     /// The daemon's log tail, for failure messages.
     pub fn log(&self) -> String {
         self.daemon.log_tail()

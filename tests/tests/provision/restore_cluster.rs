@@ -48,6 +48,9 @@ use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
 const IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 95);
+/// The daemon's extra settings: binlogs archived every 2 s, so the archive soon covers the
+/// end of the transfers.
+const EXTRA_CNF: &[&str] = &["binlog_archive_interval = 2"];
 /// Rows written on each shard before the backup.
 const ROWS: i64 = 500;
 const T1_ROW: i64 = 100_001;
@@ -185,6 +188,15 @@ async fn text(conn: &mut mysql_async::Conn, sql: &str) -> Option<String> {
 }
 
 /// Whole seconds since the epoch of an RFC3339 time.
+/// `MASTER_GTID_WAIT(pos, 60)` on a replica: `Some("0")` once it applied `pos`.
+async fn reached(conn: &mut mysql_async::Conn, pos: &str) -> Option<String> {
+    text(
+        conn,
+        &format!("SELECT CAST(MASTER_GTID_WAIT('{pos}', 60) AS CHAR)"),
+    )
+    .await
+}
+
 fn epoch_secs(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .unwrap_or_else(|e| panic!("not RFC3339 ({e}): {rfc3339}"))
@@ -368,15 +380,20 @@ fn check_point_in_time(
     (cid, held.len())
 }
 
-/// Whether the compute node of cluster `cid` has the table made after the backup's cut.
-fn has_after_cut(rt: &tokio::runtime::Runtime, c: &DaemonCluster, cid: i64) -> bool {
+/// The port of cluster `cid`'s first compute node and the cluster's compute password.
+fn comp_login(rt: &tokio::runtime::Runtime, c: &DaemonCluster, cid: i64) -> (u16, String) {
     let shown = ctl(&c.base, &["--json", "cluster", "show", &cid.to_string()])
         .ok()
         .json();
     let port = shown["comp_nodes"][0]["port"]
         .as_u64()
         .expect("a compute node") as u16;
-    let pwd = rt.block_on(secret(c, cid)).comp_pwd;
+    (port, rt.block_on(secret(c, cid)).comp_pwd)
+}
+
+/// Whether the compute node of cluster `cid` has the table made after the backup's cut.
+fn has_after_cut(rt: &tokio::runtime::Runtime, c: &DaemonCluster, cid: i64) -> bool {
+    let (port, pwd) = comp_login(rt, c, cid);
     let out = psql(
         port,
         &pwd,
@@ -456,11 +473,7 @@ fn serving(rt: &tokio::runtime::Runtime, c: &DaemonCluster, dst: i64, pwd: &str)
                     matches!(ro.as_deref(), Some("1" | "ON")),
                     "the replica is read-only ({ro:?}): {n}"
                 );
-                let w = text(
-                    &mut r,
-                    &format!("SELECT CAST(MASTER_GTID_WAIT('{pos}', 60) AS CHAR)"),
-                )
-                .await;
+                let w = reached(&mut r, &pos).await;
                 assert_eq!(
                     w.as_deref(),
                     Some("0"),
@@ -480,13 +493,41 @@ fn serving(rt: &tokio::runtime::Runtime, c: &DaemonCluster, dst: i64, pwd: &str)
     });
 }
 
+/// Every storage node of cluster `dst` holds its own (empty) data again and each shard serves.
+fn own_data_back(rt: &tokio::runtime::Runtime, c: &DaemonCluster, dst: i64, pwd: &str) {
+    serving(rt, c, dst, pwd);
+    let shown = ctl(&c.base, &["--json", "cluster", "show", &dst.to_string()])
+        .ok()
+        .json();
+    rt.block_on(async {
+        for s in shown["shards"].as_array().expect("shards") {
+            for n in s["nodes"].as_array().expect("nodes") {
+                let mut conn = c.conn(pwd, n["port"].as_u64().expect("port") as u16).await;
+                let dbs = text(
+                    &mut conn,
+                    "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.schemata \
+                     WHERE schema_name = 'bk'",
+                )
+                .await;
+                assert_eq!(
+                    dbs.as_deref(),
+                    Some("0"),
+                    "the node's own data is back: {n}"
+                );
+            }
+        }
+    });
+}
+
 /// The Emit API's `cluster_restore` of the (deleted) source cluster into the existing cluster
-/// `dst` at `t`: refused while `dst` holds a database, with nothing changed; then done, and
+/// `dst` at `t`: refused while `dst` holds a database, with nothing changed; failed after the
+/// nodes were held (a schema load that fails), with their own data put back; interrupted by a
+/// manager crash while the nodes are held, resumed by the restarted manager; then done, and
 /// checked as the other point-in-time restores are, plus what a restore over a cluster must
 /// keep: each shard's primary, its replica read-only and replicating, every node active.
 fn restore_over_an_empty_cluster(
     rt: &tokio::runtime::Runtime,
-    c: &DaemonCluster,
+    c: &mut DaemonCluster,
     dst: i64,
     t: i64,
     log: &[Transfer],
@@ -546,10 +587,7 @@ fn restore_over_an_empty_cluster(
     // type, not a relation: the cluster still counts as empty) fails the schema load after
     // every shard was restored. The cluster's own data is put back: still empty, every node
     // active, each shard serving as before.
-    let comp_port = shown["comp_nodes"][0]["port"]
-        .as_u64()
-        .expect("a compute node") as u16;
-    let comp_pwd = rt.block_on(secret(c, dst)).comp_pwd;
+    let (comp_port, comp_pwd) = comp_login(rt, c, dst);
     let made = psql(
         comp_port,
         &comp_pwd,
@@ -573,25 +611,7 @@ fn restore_over_an_empty_cluster(
         "the failure says what was undone and what was not: {job}"
     );
     assert_eq!(primaries_of(c, dst), before, "each shard keeps its primary");
-    serving(rt, c, dst, &pwd);
-    rt.block_on(async {
-        for s in shown["shards"].as_array().expect("shards") {
-            for n in s["nodes"].as_array().expect("nodes") {
-                let mut conn = c.conn(&pwd, n["port"].as_u64().expect("port") as u16).await;
-                let dbs = text(
-                    &mut conn,
-                    "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.schemata \
-                     WHERE schema_name = 'bk'",
-                )
-                .await;
-                assert_eq!(
-                    dbs.as_deref(),
-                    Some("0"),
-                    "the node's own data is back: {n}"
-                );
-            }
-        }
-    });
+    own_data_back(rt, c, dst, &pwd);
     let dropped = psql(
         comp_port,
         &comp_pwd,
@@ -599,16 +619,65 @@ fn restore_over_an_empty_cluster(
     );
     assert!(dropped.status.success(), "{dropped:?}");
 
+    // The restore again, the manager killed while the nodes are held and started again: the
+    // resumed job finishes (the data restore had ended) or puts the nodes' own data back, and
+    // then the restore is asked once more. Either way the cluster ends restored.
     let started = Instant::now();
-    let id = emit.accept("cluster_restore", paras);
-    let (a, _) = emit.wait(&id, Duration::from_secs(900));
-    assert_eq!(
-        a.s("status"),
-        "done",
-        "{}\ndaemon log:\n{}",
-        a.text,
-        c.log()
+    let id = emit.accept("cluster_restore", paras.clone());
+    let path = format!("/v1/jobs/{id}");
+    let client = http(Duration::from_secs(10));
+    loop {
+        let (_, j) = c.daemon.get(&client, &path);
+        if j["memo"]["held"].as_array().is_some_and(|h| !h.is_empty()) {
+            break;
+        }
+        assert!(
+            j["status"] != "done" && j["status"] != "failed",
+            "the restore ended before it held the nodes: {j}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the restore holds no node: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.restart_daemon(EXTRA_CNF);
+    let emit = Emit::new(&c.base);
+    // Through REST: the new manager answers Emit's get_status only once it leads.
+    let ended = c.daemon.wait_job(
+        id.parse().expect("a job id"),
+        Duration::from_secs(900),
+        |j| j["status"] == "done" || j["status"] == "failed",
     );
+    let id = match ended["status"].as_str().unwrap_or_default() {
+        "done" => {
+            eprintln!("the restore resumed after the manager's restart and finished");
+            id
+        }
+        "failed" => {
+            let job = ctl(&c.base, &["--json", "job", "show", &id]).ok().json();
+            assert_eq!(job["memo"]["put_back"], true, "{job}");
+            assert!(
+                job["memo"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("restarted")),
+                "{job}"
+            );
+            eprintln!("the restore resumed after the manager's restart and was undone");
+            own_data_back(rt, c, dst, &pwd);
+            let id = emit.accept("cluster_restore", paras);
+            let (a, _) = emit.wait(&id, Duration::from_secs(900));
+            assert_eq!(
+                a.s("status"),
+                "done",
+                "{}\ndaemon log:\n{}",
+                a.text,
+                c.log()
+            );
+            id
+        }
+        _ => panic!("the resumed restore: {ended}\ndaemon log:\n{}", c.log()),
+    };
     let job = ctl(&c.base, &["--json", "job", "show", &id]).ok().json();
     assert_eq!(job["job_type"], "restore_into_cluster", "{job}");
     assert_eq!(job["memo"]["cluster_id"].as_i64(), Some(dst), "{job}");
@@ -630,7 +699,7 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
         .build()
         .expect("runtime");
     // The binlogs archived every 2 s, so the archive soon covers the end of the transfers.
-    let c = DaemonCluster::start_with(
+    let mut c = DaemonCluster::start_with(
         IP,
         "rs1",
         Shape {
@@ -638,7 +707,7 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
             nodes: 2,
             comps: 1,
         },
-        &["binlog_archive_interval = 2"],
+        EXTRA_CNF,
     );
     let shards = c.shards();
     let src = rt.block_on(secret(&c, c.cluster_id));
@@ -691,11 +760,7 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
                 .unwrap_or_default();
             for r in nodes.iter().filter(|n| n.2 != "source") {
                 let mut rc = c.conn(&src.manager_pwd, r.1).await;
-                let w = text(
-                    &mut rc,
-                    &format!("SELECT CAST(MASTER_GTID_WAIT('{pos}', 60) AS CHAR)"),
-                )
-                .await;
+                let w = reached(&mut rc, &pos).await;
                 assert_eq!(w.as_deref(), Some("0"), "replica {} reaches {pos}", r.1);
             }
         }
@@ -1024,11 +1089,7 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
                 .await
                 .unwrap_or_default();
             let mut r = c.conn(&new.manager_pwd, replica).await;
-            let w = text(
-                &mut r,
-                &format!("SELECT CAST(MASTER_GTID_WAIT('{pos}', 60) AS CHAR)"),
-            )
-            .await;
+            let w = reached(&mut r, &pos).await;
             assert_eq!(
                 w.as_deref(),
                 Some("0"),
@@ -1182,7 +1243,7 @@ fn a_backup_is_restored_into_a_new_cluster_with_every_distributed_transaction_wh
         );
         restored_ids.push(cid);
     }
-    restore_over_an_empty_cluster(&rt, &c, dst, points[2], &log);
+    restore_over_an_empty_cluster(&rt, &mut c, dst, points[2], &log);
     ddl.check(&rt, &c, dst, points[2]);
     restored_ids.push(dst);
     for cid in restored_ids {
