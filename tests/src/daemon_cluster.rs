@@ -20,8 +20,10 @@ use crate::daemon::{http, Daemon};
 use crate::world::{chmod_755, kill_leftovers};
 use crate::{free_port_block, Sshd};
 
-/// Kills the servers under its dir when dropped (see [`kill_leftovers`]).
-struct Leftovers(PathBuf);
+/// Kills the servers under its dir when dropped (see [`kill_leftovers`]): a test that makes
+/// clusters holds one for their data dir, declared after the dir and before the daemon, so a
+/// failed test leaves no server behind.
+pub struct Leftovers(pub PathBuf);
 
 impl Drop for Leftovers {
     fn drop(&mut self) {

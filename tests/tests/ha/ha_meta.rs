@@ -288,6 +288,8 @@ fn a_killed_metadata_primary_is_failed_over_by_the_leader_and_both_managers_foll
     let data = wd.path().join("data");
     std::fs::create_dir(&data).expect("data dir");
     std::fs::set_permissions(&data, mode755).expect("chmod");
+    // The cluster's servers are stopped also when a step fails (seen: one left running).
+    let _servers = kunlun_tests::daemon_cluster::Leftovers(data.clone());
 
     let spawn = |name: &str| spawn_daemon(&m, wd.path(), name, &["leader_lease_secs = 10"]);
     let http = kunlun_tests::daemon::http(Duration::from_secs(30));
