@@ -74,6 +74,15 @@ impl JobCtx {
         Ok(memo)
     }
 
+    /// Stores `memo` (with the steps) while the job runs, best effort: a failure is logged and
+    /// the job goes on (its end writes the memo again).
+    pub async fn save<E: Serialize + Clone + Send + Sync>(&self, memo: &JobMemo<E>) {
+        let m = memo.clone();
+        if let Err(e) = self.commit(async |_| Ok(m.clone())).await {
+            tracing::warn!(job_id = self.job_id, error = %e, "job progress not stored");
+        }
+    }
+
     /// Ends the job with `status` and `memo` (plus the steps).
     pub async fn end<E: Serialize>(&self, status: JobStatus, memo: &JobMemo<E>) -> Result<()> {
         let base = memo.to_json()?;

@@ -113,13 +113,6 @@ pub async fn run(store: &Store, fleet: &Provisioner, job: &Job) -> Result<()> {
     r
 }
 
-async fn save(cx: &JobCtx, memo: &VerifyMemo) {
-    let m = memo.clone();
-    if let Err(e) = cx.commit(async |_| Ok(m.clone())).await {
-        tracing::warn!(job_id = cx.job_id, error = %e, "verify: progress not stored");
-    }
-}
-
 async fn go(cx: &JobCtx, backup_id: i64) -> Result<()> {
     let mut memo = VerifyMemo::default();
     memo.extra.backup_id = Some(backup_id);
@@ -131,7 +124,7 @@ async fn go(cx: &JobCtx, backup_id: i64) -> Result<()> {
         )
         .await;
     memo.extra.files_ok = Some(files.is_ok());
-    save(cx, &memo).await;
+    cx.save(&memo).await;
     files?;
     let (host, data_dir, target) = scratch_machine(cx, &b.storage_id).await?;
     let script_for = |shard: i64, compression| {
@@ -203,10 +196,10 @@ async fn go(cx: &JobCtx, backup_id: i64) -> Result<()> {
             ));
         }
         memo.extra.shards.push(v);
-        save(cx, &memo).await;
+        cx.save(&memo).await;
     }
     memo.extra.verified = Some(problems.is_empty());
-    save(cx, &memo).await;
+    cx.save(&memo).await;
     if problems.is_empty() {
         tracing::info!(backup_id, job_id = cx.job_id, "backup verified");
         cx.end(JobStatus::Done, &memo).await

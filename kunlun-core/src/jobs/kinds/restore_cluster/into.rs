@@ -142,13 +142,6 @@ pub async fn run(store: &Store, fleet: &Provisioner, job: &Job) -> Result<()> {
     r
 }
 
-async fn save(cx: &JobCtx, memo: &IntoMemo) {
-    let m = memo.clone();
-    if let Err(e) = cx.commit(async |_| Ok(m.clone())).await {
-        tracing::warn!(job_id = cx.job_id, error = %e, "restore: progress not stored");
-    }
-}
-
 async fn go(cx: &JobCtx, info: &JobInfo<RestoreInto>) -> Result<()> {
     let id = info.cluster()?;
     let req = &info.request;
@@ -159,7 +152,7 @@ async fn go(cx: &JobCtx, info: &JobInfo<RestoreInto>) -> Result<()> {
     };
     memo.extra.restore.backup_id = Some(req.backup_id);
     memo.extra.restore.cluster_name = Some(info.name.clone());
-    save(cx, &memo).await;
+    cx.save(&memo).await;
     cx.step(
         "check the backup files",
         data::check(cx, req.backup_id, req.allow_inconsistent, at),
@@ -536,7 +529,7 @@ async fn undo(cx: &JobCtx, t: &Target, mut memo: IntoMemo, why: Error) -> Error 
             format!("; storage nodes {stuck:?} are still inactive ({e}): set them active again")
         }
     };
-    save(cx, &memo).await;
+    cx.save(&memo).await;
     // The compute nodes lose the catalog rows of held nodes; they get them back now.
     if let Some(id) = memo.cluster_id {
         if let Err(e) = push_cluster(&cx.store, id, &CatalogOptions::for_store(&cx.store)).await {
