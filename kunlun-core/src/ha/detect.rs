@@ -2,15 +2,28 @@
 //! confirmed by its replicas), is the shard inside its anti-flapping window, may a
 //! returning old primary rejoin, and what a replica whose replication stopped needs.
 //!
-//! Invariant: the primary is declared dead only after `k` consecutive failed probes **and**
-//! when no reachable replica still holds a live IO connection to a source; a manager-side
-//! partition alone therefore never yields [`Verdict::PrimaryDead`].
+//! Invariant: the primary is declared dead only when the manager cannot reach it **and** its
+//! replicas confirm it, on one of three grounds ([`Basis`]):
+//! - **crashed**: the manager's watch session to it ended and a connect was then *refused*
+//!   (the host answers, nothing listens: the process is gone), and no reachable replica still
+//!   holds a live connection to a source: decided on the first failed probe;
+//! - **silent**: two probes in a row failed and every reachable replica that still holds its
+//!   connection heard nothing from it, not even a heartbeat, for longer than
+//!   [`silence_needed`] of its heartbeat period (at least one replica must say so): a hung
+//!   server, or one cut off from everyone;
+//! - **probes**: `k` probes in a row failed and no reachable replica holds a live connection
+//!   to a source (its receiver gave up after `slave_net_timeout`).
+//!
+//! A manager-side partition alone never yields [`Verdict::PrimaryDead`]: the replicas keep
+//! hearing the primary (events or heartbeats), so none of the three holds; and a connect
+//! that times out is not a refusal.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::choose::{ReplicaView, ShardView};
 use super::gtid::GtidPos;
-use super::probe::NodeProbe;
+use super::probe::{Channel, NodeProbe};
 
 /// A node as metadata describes it, with the operator's flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,15 +43,45 @@ pub struct ShardFacts<'a> {
     pub primary_failures: u32,
     /// The primary's last successful probe (for the semi-sync proof).
     pub primary_last_ok: Option<&'a NodeProbe>,
+    /// The manager's watch session to the primary ended since its last successful probe, and
+    /// the latest probe's connect was refused.
+    pub primary_crashed: bool,
     /// Every active replica with its latest probe.
     pub replicas: Vec<(&'a NodeRef, &'a NodeProbe)>,
+    /// By replica id: how long its receiver's progress (position, heartbeats) has stayed the
+    /// same across the monitor's probes, the earliest probe that saw it included.
+    pub unchanged_for: HashMap<i64, Duration>,
+}
+
+/// Why a primary was declared dead (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    Crashed,
+    Silent,
+    Probes,
+}
+
+impl std::fmt::Display for Basis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Basis::Crashed => {
+                "its session to the manager ended and a connect was refused; the replicas \
+                 lost their connection too"
+            }
+            Basis::Silent => {
+                "two probes failed and the replicas heard nothing from it, not even a \
+                 heartbeat"
+            }
+            Basis::Probes => "failed probes, confirmed by the replicas",
+        })
+    }
 }
 
 /// The assessment of one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Healthy,
-    /// Some probes failed, fewer than `k`.
+    /// Some probes failed, not yet confirmed.
     Suspect {
         failures: u32,
     },
@@ -49,7 +92,61 @@ pub enum Verdict {
     /// Dead and confirmed; the view feeds [`super::choose`].
     PrimaryDead {
         view: ShardView,
+        basis: Basis,
     },
+}
+
+/// How long a receiver must have heard nothing from its source to count as a witness of its
+/// silence: one and a half heartbeat periods (the source sends one after each period without
+/// events), at least 300 ms. `None` when the period is unknown (no witness).
+pub fn silence_needed(c: &Channel) -> Option<Duration> {
+    (c.heartbeat_period_ms > 0).then(|| {
+        Duration::from_millis(c.heartbeat_period_ms * 3 / 2).max(Duration::from_millis(300))
+    })
+}
+
+/// The replica's channel from the primary (its only channel when none names it).
+fn channel_from<'p>(p: &'p NodeProbe, primary: &NodeRef) -> Option<&'p Channel> {
+    p.channel_from(&primary.host, primary.port)
+        .or(match p.channels.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        })
+}
+
+/// True when no reachable replica holds a live connection to a source, and one answered.
+fn replicas_lost_it(f: &ShardFacts<'_>) -> bool {
+    let reachable: Vec<_> = f.replicas.iter().filter(|(_, p)| p.reachable).collect();
+    !reachable.is_empty()
+        && !reachable
+            .iter()
+            .any(|(_, p)| p.channels.iter().any(Channel::io_connected))
+}
+
+/// True when every reachable replica either lost its connection or heard nothing from the
+/// primary for [`silence_needed`], and at least one of them is such a witness.
+fn replicas_hear_nothing(f: &ShardFacts<'_>) -> bool {
+    let mut witnesses = 0;
+    for (r, p) in f.replicas.iter().filter(|(_, p)| p.reachable) {
+        let connected: Vec<&Channel> = p.channels.iter().filter(|c| c.io_connected()).collect();
+        if connected.is_empty() {
+            witnesses += usize::from(!p.channels.is_empty());
+            continue;
+        }
+        let Some(c) = channel_from(p, f.primary).filter(|c| c.io_connected()) else {
+            // Connected to some other source: it says nothing about this one.
+            return false;
+        };
+        if connected.len() > 1 {
+            return false;
+        }
+        let heard = f.unchanged_for.get(&r.id).copied().unwrap_or_default();
+        match silence_needed(c) {
+            Some(need) if heard >= need => witnesses += 1,
+            _ => return false,
+        }
+    }
+    witnesses > 0
 }
 
 /// Assesses the primary of one shard (see the module invariant).
@@ -57,21 +154,27 @@ pub fn assess(f: &ShardFacts<'_>, k: u32) -> Verdict {
     if f.primary_failures == 0 {
         return Verdict::Healthy;
     }
-    if f.primary_failures < k.max(1) {
+    let basis = if f.primary_crashed && replicas_lost_it(f) {
+        Basis::Crashed
+    } else if f.primary_failures >= 2 && replicas_hear_nothing(f) {
+        Basis::Silent
+    } else if f.primary_failures < k.max(1) {
         return Verdict::Suspect {
             failures: f.primary_failures,
         };
-    }
-    for (r, p) in &f.replicas {
-        if p.reachable && p.channels.iter().any(|c| c.io_connected()) {
-            return Verdict::NotConfirmed {
-                reason: format!(
-                    "replica {} ({}:{}) still receives from its source",
-                    r.id, r.host, r.port
-                ),
-            };
+    } else {
+        for (r, p) in &f.replicas {
+            if p.reachable && p.channels.iter().any(|c| c.io_connected()) {
+                return Verdict::NotConfirmed {
+                    reason: format!(
+                        "replica {} ({}:{}) still receives from its source",
+                        r.id, r.host, r.port
+                    ),
+                };
+            }
         }
-    }
+        Basis::Probes
+    };
     let replicas = f
         .replicas
         .iter()
@@ -89,6 +192,7 @@ pub fn assess(f: &ShardFacts<'_>, k: u32) -> Verdict {
             replicas,
             semi_sync_proof_valid: f.primary_last_ok.is_some_and(NodeProbe::semi_sync_proof),
         },
+        basis,
     }
 }
 
@@ -243,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn dead_only_after_k_failures_and_replica_confirmation() {
+    fn dead_only_after_failed_probes_and_replica_confirmation() {
         let (p, r2, r3) = (node(1, 1), node(2, 2), node(3, 3));
         let last = semi_sync_primary();
         let (a, b) = (
@@ -254,14 +358,18 @@ mod tests {
             primary: &p,
             primary_failures: 0,
             primary_last_ok: Some(&last),
+            primary_crashed: false,
             replicas: vec![(&r2, &a), (&r3, &b)],
+            unchanged_for: HashMap::new(),
         };
         assert_eq!(assess(&f, 3), Verdict::Healthy);
+        f.primary_failures = 1;
+        assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 1 });
+        // Both replicas lost their connection: two failed probes are enough.
         f.primary_failures = 2;
-        assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 2 });
-        f.primary_failures = 3;
         match assess(&f, 3) {
-            Verdict::PrimaryDead { view } => {
+            Verdict::PrimaryDead { view, basis } => {
+                assert_eq!(basis, Basis::Silent);
                 assert!(view.semi_sync_proof_valid);
                 assert_eq!(view.replicas[1].received, GtidPos::parse("0-1-10").ok());
             }
@@ -280,7 +388,9 @@ mod tests {
             primary: &p,
             primary_failures: 10,
             primary_last_ok: None,
+            primary_crashed: false,
             replicas: vec![(&r2, &a), (&r3, &b)],
+            unchanged_for: HashMap::new(),
         };
         assert!(
             matches!(assess(&f, 3), Verdict::NotConfirmed { reason } if reason.contains("replica 3"))
@@ -295,15 +405,125 @@ mod tests {
             primary: &p,
             primary_failures: 3,
             primary_last_ok: None,
+            primary_crashed: false,
             replicas: vec![(&r2, &gone)],
+            unchanged_for: HashMap::new(),
         };
         match assess(&f, 3) {
-            Verdict::PrimaryDead { view } => {
+            Verdict::PrimaryDead { view, basis } => {
+                assert_eq!(basis, Basis::Probes);
                 assert!(!view.semi_sync_proof_valid);
                 assert!(!view.replicas[0].reachable && view.replicas[0].received.is_none());
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn with_heartbeats(mut p: NodeProbe, period_ms: u64) -> NodeProbe {
+        for c in &mut p.channels {
+            c.heartbeat_period_ms = period_ms;
+        }
+        p
+    }
+
+    #[test]
+    fn a_crash_is_dead_at_the_first_refusal_once_the_replicas_lost_it_too() {
+        let (p, r2, r3) = (node(1, 1), node(2, 2), node(3, 3));
+        let (lost, still) = (
+            replica_probe("Connecting", "0-1-9"),
+            replica_probe("Yes", "0-1-10"),
+        );
+        let mut f = ShardFacts {
+            primary: &p,
+            primary_failures: 1,
+            primary_last_ok: None,
+            primary_crashed: true,
+            replicas: vec![(&r2, &lost), (&r3, &still)],
+            unchanged_for: HashMap::new(),
+        };
+        // One replica still connected (it has not read the end of its stream yet): wait.
+        assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 1 });
+        f.replicas = vec![(&r2, &lost), (&r3, &lost)];
+        assert!(matches!(
+            assess(&f, 3),
+            Verdict::PrimaryDead {
+                basis: Basis::Crashed,
+                ..
+            }
+        ));
+        // No replica answers: nobody confirms a crash; the k probes decide.
+        let gone = NodeProbe::default();
+        f.replicas = vec![(&r2, &gone)];
+        assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 1 });
+        // Not refused (a timeout, a cut): no crash.
+        f.replicas = vec![(&r2, &lost), (&r3, &lost)];
+        f.primary_crashed = false;
+        assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 1 });
+    }
+
+    #[test]
+    fn a_silent_primary_is_dead_when_every_connected_replica_heard_nothing_for_long_enough() {
+        let (p, r2, r3) = (node(1, 1), node(2, 2), node(3, 3));
+        let (a, b) = (
+            with_heartbeats(replica_probe("Yes", "0-1-9"), 500),
+            with_heartbeats(replica_probe("Yes", "0-1-10"), 500),
+        );
+        let ms = Duration::from_millis;
+        let mut f = ShardFacts {
+            primary: &p,
+            primary_failures: 2,
+            primary_last_ok: None,
+            primary_crashed: false,
+            replicas: vec![(&r2, &a), (&r3, &b)],
+            unchanged_for: HashMap::from([(2, ms(800)), (3, ms(700))]),
+        };
+        // Replica 3 heard something 700 ms ago: within 1.5 heartbeat periods.
+        assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 2 });
+        f.unchanged_for.insert(3, ms(750));
+        assert!(matches!(
+            assess(&f, 3),
+            Verdict::PrimaryDead {
+                basis: Basis::Silent,
+                ..
+            }
+        ));
+        // One failed probe is not enough.
+        f.primary_failures = 1;
+        assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 1 });
+        // A manager cut off from the primary while the replicas hear it: never dead.
+        f.primary_failures = 10;
+        f.unchanged_for = HashMap::from([(2, ms(100)), (3, ms(0))]);
+        assert!(matches!(assess(&f, 3), Verdict::NotConfirmed { .. }));
+        // A replica that lost the connection witnesses too; an unknown period does not.
+        let lost = with_heartbeats(replica_probe("Connecting", "0-1-9"), 500);
+        let unknown = replica_probe("Yes", "0-1-10");
+        f.primary_failures = 2;
+        f.replicas = vec![(&r2, &lost), (&r3, &unknown)];
+        f.unchanged_for = HashMap::from([(2, ms(0)), (3, ms(5000))]);
+        assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 2 });
+        f.replicas = vec![(&r2, &lost), (&r3, &b)];
+        assert!(matches!(
+            assess(&f, 3),
+            Verdict::PrimaryDead {
+                basis: Basis::Silent,
+                ..
+            }
+        ));
+        // Nobody reachable: no witness.
+        let gone = NodeProbe::default();
+        f.replicas = vec![(&r2, &gone)];
+        assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 2 });
+    }
+
+    #[test]
+    fn silence_needs_one_and_a_half_heartbeat_periods() {
+        let c = |ms| Channel {
+            heartbeat_period_ms: ms,
+            ..Channel::default()
+        };
+        assert_eq!(silence_needed(&c(0)), None);
+        assert_eq!(silence_needed(&c(1000)), Some(Duration::from_millis(1500)));
+        assert_eq!(silence_needed(&c(100)), Some(Duration::from_millis(300)));
     }
 
     #[test]

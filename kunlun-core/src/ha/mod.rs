@@ -30,6 +30,7 @@ pub mod retry;
 pub mod state;
 mod switchover;
 mod upkeep;
+mod watch;
 
 pub use choose::{choose, Choice, LossPolicy, ReplicaView, ShardView};
 pub(crate) use facade::not_running;

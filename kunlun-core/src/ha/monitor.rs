@@ -33,6 +33,7 @@ use super::gate::{gate, Gate, GateFacts};
 use super::probe::{probe_node, probe_options, NodeProbe};
 use super::retry::Attempts;
 use super::state::{HaShared, NodeHealth, NodeState};
+use super::watch::{WatchEvent, Watches};
 use super::{promote, HaConfig, ShardTopo};
 use crate::error::{Error, Result};
 use crate::storage::NodeAddr;
@@ -45,6 +46,17 @@ use task::{Done, FailoverDone, FailoverJob};
 
 /// Longest shutdown waits for running shard tasks before it drops them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Gap between two probes of a shard whose primary's watch session ended, while its
+/// replicas have not yet confirmed (they notice a closed connection within milliseconds).
+const URGENT_GAP: Duration = Duration::from_millis(20);
+
+/// How long a shard stays on the urgent path after its primary's watch session ended; then
+/// the rounds (and the probe-based rules) take over.
+const URGENT_FOR: Duration = Duration::from_secs(3);
+
+/// A receiver's progress as two probes compare it (see [`super::probe::Channel::progress`]).
+type Progress = Vec<(String, u64, u64, Option<String>)>;
 
 /// Handle to a running monitor: read what it publishes, set controls, ask for a switchover.
 #[derive(Debug, Clone)]
@@ -91,6 +103,11 @@ struct Track {
     state: Option<NodeState>,
     /// The last upkeep condition reported for this replica, so it is reported once.
     upkeep: Option<String>,
+    /// When the manager's watch session to this node ended, if it did since its last
+    /// successful probe.
+    watch_lost: Option<Instant>,
+    /// This node's receivers' progress and the first probe that saw it so.
+    progress: Option<(Progress, Instant)>,
 }
 
 /// A failed-over old primary waiting to come back.
@@ -134,6 +151,13 @@ pub struct HaMonitor {
     tasks: JoinSet<()>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
+    /// One idle session per answering primary ([`super::watch`]).
+    watches: Watches,
+    watch_rx: mpsc::UnboundedReceiver<WatchEvent>,
+    /// Shards probed every [`URGENT_GAP`] since their primary's watch session ended.
+    urgent: HashMap<i64, Instant>,
+    /// Each shard's recorded primary as the last round saw it.
+    topology_cache: HashMap<i64, i64>,
 }
 
 impl HaMonitor {
@@ -142,6 +166,8 @@ impl HaMonitor {
         let (tx, rx) = mpsc::channel(16);
         let shared = Arc::new(HaShared::default());
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (watch_tx, watch_rx) = mpsc::unbounded_channel();
+        let watches = Watches::new(watch_tx, cancel.child_token());
         let m = HaMonitor {
             store,
             cfg,
@@ -155,6 +181,10 @@ impl HaMonitor {
             tasks: JoinSet::new(),
             done_tx,
             done_rx,
+            watches,
+            watch_rx,
+            urgent: HashMap::new(),
+            topology_cache: HashMap::new(),
         };
         (m, HaHandle { shared, tx })
     }
@@ -171,11 +201,16 @@ impl HaMonitor {
         h
     }
 
-    /// The loop: a round each interval (a quarter of it while a primary is suspect),
-    /// switchover commands and the reports of shard tasks in between.
+    /// The loop: a round each interval (a quarter of it while a primary is suspect), counted
+    /// from the start of the previous round (a round that takes longer is followed at once:
+    /// rounds never overlap); switchover commands, the reports of shard tasks and the watches'
+    /// reports in between. A watch report probes its shard at once, then every
+    /// [`URGENT_GAP`] until the primary answers, is failed over, or [`URGENT_FOR`] passed.
     pub async fn run(mut self) {
         let mut next = tokio::time::Instant::now();
+        let mut urgent_next: Option<tokio::time::Instant> = None;
         loop {
+            let urgent_at = urgent_next.unwrap_or_else(|| next + Duration::from_secs(3600));
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 done = self.done_rx.recv() => {
@@ -189,7 +224,17 @@ impl HaMonitor {
                     }
                     None => break,
                 },
+                ev = self.watch_rx.recv() => {
+                    if let Some(ev) = ev {
+                        self.watch_ended(ev);
+                        urgent_next = Some(tokio::time::Instant::now());
+                    }
+                }
+                _ = tokio::time::sleep_until(urgent_at), if urgent_next.is_some() => {
+                    urgent_next = self.urgent_round().await.then(|| tokio::time::Instant::now() + URGENT_GAP);
+                }
                 _ = tokio::time::sleep_until(next) => {
+                    let started = tokio::time::Instant::now();
                     let suspect = match self.round().await {
                         Ok(s) => s,
                         Err(e) => {
@@ -198,7 +243,7 @@ impl HaMonitor {
                         }
                     };
                     let gap = if suspect { (self.cfg.interval / 4).max(Duration::from_millis(50)) } else { self.cfg.interval };
-                    next = tokio::time::Instant::now() + gap;
+                    next = (started + gap).max(tokio::time::Instant::now());
                 }
             }
         }
@@ -373,13 +418,80 @@ impl HaMonitor {
         Ok(out)
     }
 
+    /// A watch's report: the node's session ended; its shard is probed at once.
+    fn watch_ended(&mut self, ev: WatchEvent) {
+        if let Some(t) = self.nodes.get_mut(&ev.node_id) {
+            t.watch_lost = Some(ev.at);
+        }
+        let cluster = self
+            .cluster_of
+            .get(&ev.shard_id)
+            .copied()
+            .unwrap_or_default();
+        self.shared
+            .event(cluster, ev.shard_id, Some(ev.node_id), ev.why);
+        self.urgent.insert(ev.shard_id, ev.at);
+    }
+
+    /// Probes the urgent shards (see [`Self::run`]); true while some stay urgent.
+    async fn urgent_round(&mut self) -> bool {
+        let now = Instant::now();
+        self.urgent
+            .retain(|_, since| now.duration_since(*since) < URGENT_FOR);
+        let scope: HashSet<i64> = self
+            .urgent
+            .keys()
+            .filter(|s| !self.busy.contains_key(s))
+            .copied()
+            .collect();
+        if scope.is_empty() {
+            self.urgent.clear();
+            return false;
+        }
+        if let Err(e) = self.round_in(Some(&scope)).await {
+            tracing::warn!(error = %e, "HA urgent probe failed");
+        }
+        // Urgent while the primary the watch lost is still recorded, failing and not taken
+        // over by a failover task.
+        let topo = self.topology_cache.clone();
+        self.urgent.retain(|shard, _| {
+            !self.busy.contains_key(shard)
+                && topo.get(shard).is_some_and(|p| {
+                    self.nodes
+                        .get(p)
+                        .is_some_and(|t| t.watch_lost.is_some() && t.failures > 0)
+                })
+        });
+        !self.urgent.is_empty()
+    }
+
     /// One round over every shard. Returns true while some primary is suspect.
     pub async fn round(&mut self) -> Result<bool> {
-        let topo = self.topology().await?;
+        self.round_in(None).await
+    }
+
+    /// A round over the shards in `scope` (every shard when `None`; only such a full round
+    /// forgets nodes that are gone and counts in the round statistics).
+    async fn round_in(&mut self, scope: Option<&HashSet<i64>>) -> Result<bool> {
+        let mut topo = self.topology().await?;
+        if let Some(scope) = scope {
+            topo.retain(|s| scope.contains(&s.shard_id));
+        }
         let probes = self.probe_all(&topo).await;
+        for s in &topo {
+            self.cluster_of.insert(s.shard_id, s.cluster.id);
+            if let Some(p) = s.primary() {
+                self.topology_cache.insert(s.shard_id, p.id);
+            }
+        }
+        if scope.is_some() {
+            return self.decide(&topo, &probes, scope).await;
+        }
         let present: HashSet<i64> = probes.keys().copied().collect();
         self.nodes.retain(|id, _| present.contains(id));
         self.shared.forget_missing(&present);
+        let shards: HashSet<i64> = topo.iter().map(|s| s.shard_id).collect();
+        self.topology_cache.retain(|s, _| shards.contains(s));
         // An errant node stays listed until it is an active member again (rebuilt) or gone;
         // a busy shard's topology may predate its task's metadata write, so it is left alone.
         let active: HashSet<i64> = topo
@@ -393,15 +505,25 @@ impl HaMonitor {
         });
         let failures = probes.values().filter(|p| !p.reachable).count() as u64;
         self.shared.count_round(probes.len() as u64, failures);
+        self.decide(&topo, &probes, None).await
+    }
 
+    /// Updates the nodes' memory from `probes` and decides for each shard of `topo`; keeps
+    /// the watches of the shards in `scope` (all when `None`) in step with their primaries.
+    async fn decide(
+        &mut self,
+        topo: &[ShardTopo],
+        probes: &HashMap<i64, NodeProbe>,
+        scope: Option<&HashSet<i64>>,
+    ) -> Result<bool> {
         let mut suspect = false;
-        for s in &topo {
-            self.update_tracks(s, &probes);
+        for s in topo {
+            self.update_tracks(s, probes);
             if self.busy.contains_key(&s.shard_id) {
                 // Its task acts on these nodes; decide again once it reported back.
                 continue;
             }
-            if let Err(e) = self.handle_shard(s, &probes).await {
+            if let Err(e) = self.handle_shard(s, probes).await {
                 tracing::warn!(shard = s.shard_id, error = %e, "HA handling of shard failed");
             }
             if let Some(p) = s.primary() {
@@ -409,6 +531,19 @@ impl HaMonitor {
             }
         }
         self.publish_rejoining();
+        let up: Vec<(i64, i64, NodeAddr)> = topo
+            .iter()
+            .filter(|s| !self.busy.contains_key(&s.shard_id))
+            .filter_map(|s| s.primary().map(|p| (s.shard_id, p)))
+            .filter(|(_, p)| probes.get(&p.id).is_some_and(|pr| pr.reachable))
+            .map(|(shard, p)| (shard, p.id, NodeAddr::from(p)))
+            .collect();
+        self.watches.sync(
+            scope,
+            &up,
+            probe_options(self.cfg.interval, self.cfg.storage),
+        );
+        self.shared.set_watched(self.watches.watched());
         Ok(suspect)
     }
 
@@ -441,6 +576,14 @@ impl HaMonitor {
                 t.failures = 0;
                 t.first_failure = None;
                 t.last_ok = Some(p.clone());
+                t.watch_lost = None;
+                let progress: Progress = p.channels.iter().map(|c| c.progress()).collect();
+                if t.progress
+                    .as_ref()
+                    .is_none_or(|(seen, _)| *seen != progress)
+                {
+                    t.progress = Some((progress, Instant::now()));
+                }
             } else {
                 t.failures += 1;
                 t.first_failure.get_or_insert_with(Instant::now);
@@ -503,11 +646,22 @@ impl HaMonitor {
             .filter_map(|n| probes.get(&n.id).map(|p| (self.node_ref(n), p)))
             .collect();
         let track = self.nodes.get(&primary.id);
+        let now = Instant::now();
+        let unchanged_for = replicas
+            .iter()
+            .filter_map(|(r, _)| {
+                let (_, since) = self.nodes.get(&r.id)?.progress.as_ref()?;
+                Some((r.id, now.saturating_duration_since(*since)))
+            })
+            .collect();
         let facts = ShardFacts {
             primary: &pref,
             primary_failures: track.map_or(0, |t| t.failures),
             primary_last_ok: track.and_then(|t| t.last_ok.as_ref()),
+            primary_crashed: track.is_some_and(|t| t.watch_lost.is_some())
+                && probes.get(&primary.id).is_some_and(|p| p.refused),
             replicas: replicas.iter().map(|(r, p)| (r, *p)).collect(),
+            unchanged_for,
         };
         match assess(&facts, self.cfg.failures_to_dead) {
             Verdict::Healthy if probes.get(&primary.id).is_some_and(|p| p.read_only) => {
@@ -553,7 +707,7 @@ impl HaMonitor {
                 .await;
                 Ok(())
             }
-            Verdict::PrimaryDead { view } => {
+            Verdict::PrimaryDead { view, basis } => {
                 let now = Instant::now();
                 let mut view = view;
                 for r in &mut view.replicas {
@@ -595,6 +749,7 @@ impl HaMonitor {
                     old: primary.clone(),
                     view,
                     detected,
+                    basis,
                 });
                 Ok(())
             }

@@ -26,6 +26,12 @@ pub enum Applied {
 /// Longest single `MASTER_GTID_WAIT` slice between two looks at the SQL thread.
 const WAIT_SLICE: Duration = Duration::from_millis(250);
 
+/// Run before a `STOP SLAVE` that may find its source hung: a semi-sync replica's stop opens a
+/// new session to its source to end the source's dump thread, and waits for it up to this
+/// many seconds (MariaDB's default 5; 0 means forever). A hung source never answers, so its
+/// promotion would wait that long; 1 s is the least the server takes.
+const SHORT_STOP: &str = "SET GLOBAL rpl_semi_sync_slave_kill_conn_timeout = 1";
+
 /// A system login of a cluster's storage nodes from its `kl_cluster_secret` row: `repl`
 /// (what replicas use for their source, `MASTER_USER`) or `pgx` (the compute nodes' login,
 /// which a fence must be proven against).
@@ -198,6 +204,7 @@ pub async fn promote(
     };
     let mut c = StorageConn::connect(addr, wait_opts).await?;
     c.exec("SET GLOBAL read_only = ON").await?;
+    c.exec(SHORT_STOP).await?;
     c.exec("STOP ALL SLAVES IO_THREAD").await?;
     let received = received_positions(&mut c).await?;
     let deadline = tokio::time::Instant::now() + apply_limit;
@@ -295,6 +302,7 @@ pub async fn detach(
 ) -> Result<Positions> {
     let mut c = StorageConn::connect(replica, opts).await?;
     c.exec("SET GLOBAL read_only = ON").await?;
+    c.exec(SHORT_STOP).await?;
     c.exec("STOP ALL SLAVES").await?;
     if former_primary {
         c.exec("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
@@ -338,6 +346,7 @@ pub async fn repoint(
 ) -> Result<()> {
     let mut c = StorageConn::connect(replica, opts).await?;
     c.exec("SET GLOBAL read_only = ON").await?;
+    c.exec(SHORT_STOP).await?;
     c.exec("STOP ALL SLAVES").await?;
     if former_primary {
         c.exec("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")

@@ -74,6 +74,8 @@ pub struct HaStats {
     pub errant_followers: u64,
     /// Followers a failover or switchover repointed that did not replicate within the bound.
     pub followers_not_replicating: u64,
+    /// Primaries the monitor holds a watch session to now ([`super::watch`]).
+    pub watched_primaries: u64,
 }
 
 /// What HA is doing about one shard (and one of its nodes), as the instance keeper asks it.
@@ -377,6 +379,10 @@ impl HaShared {
         } else {
             g.given_up.remove(&shard_id);
         }
+    }
+
+    pub(crate) fn set_watched(&self, n: usize) {
+        self.lock().stats.watched_primaries = n as u64;
     }
 
     pub(crate) fn count_round(&self, probes: u64, failures: u64) {

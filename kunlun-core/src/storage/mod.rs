@@ -26,8 +26,13 @@ pub const ER_XA_RBROLLBACK: u16 = 1402;
 #[non_exhaustive]
 pub enum Error {
     /// The node refused or dropped the connection; retry later or on another node.
+    /// `refused`: the connect was refused (the host answered, nothing listens on the port).
     #[error("storage node {node} unreachable: {reason}")]
-    Unreachable { node: String, reason: String },
+    Unreachable {
+        node: String,
+        reason: String,
+        refused: bool,
+    },
     /// No answer within the deadline; the connection was closed.
     #[error("storage node {node}: no answer within {after:?} to {what}")]
     Timeout {
@@ -193,6 +198,7 @@ impl StorageConn {
                 },
                 other => Error::Unreachable {
                     node,
+                    refused: is_refused(&other),
                     reason: other.to_string(),
                 },
             }),
@@ -221,6 +227,7 @@ impl StorageConn {
         let conn = self.conn.as_mut().ok_or_else(|| Error::Unreachable {
             node: node.clone(),
             reason: "connection closed after an earlier failure".into(),
+            refused: false,
         })?;
         // Rows are converted here, not by the driver: its conversion panics on a value that
         // does not fit `T`, and a probe must never bring the monitor down.
@@ -243,6 +250,7 @@ impl StorageConn {
         let conn = self.conn.as_mut().ok_or_else(|| Error::Unreachable {
             node: node.clone(),
             reason: "connection closed after an earlier failure".into(),
+            refused: false,
         })?;
         let r = tokio::time::timeout(after, conn.query_drop(sql)).await;
         self.finish(r, sql)
@@ -265,6 +273,7 @@ impl StorageConn {
                 Err(Error::Unreachable {
                     node: self.node.clone(),
                     reason: e.to_string(),
+                    refused: false,
                 })
             }
             Err(_) => {
@@ -307,6 +316,13 @@ impl StorageConn {
             let _ = tokio::time::timeout(self.opts.read_timeout, c.disconnect()).await;
         }
     }
+}
+
+/// True when a connect failed because the host refused it (`ECONNREFUSED`): the machine
+/// answers but no server listens on the port, as after the server's process died.
+fn is_refused(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Io(mysql_async::IoError::Io(io))
+        if io.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -357,6 +373,7 @@ mod tests {
         let u = Error::Unreachable {
             node: "n".into(),
             reason: "r".into(),
+            refused: false,
         };
         assert!(u.is_fatal());
         assert_eq!(truncate("abcdef", 3), "abc…");

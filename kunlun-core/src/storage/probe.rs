@@ -31,9 +31,27 @@ pub struct Channel {
     pub last_io_error: String,
     /// `Last_SQL_Error` text (empty when none).
     pub last_sql_error: String,
+    /// `Master_Log_File` and `Read_Master_Log_Pos`: how far the receiver read.
+    pub master_log_file: String,
+    pub read_master_log_pos: u64,
+    /// `Slave_received_heartbeats`: heartbeats the source sent while it had nothing to send.
+    pub received_heartbeats: u64,
+    /// `Slave_heartbeat_period` in milliseconds (0 when unknown).
+    pub heartbeat_period_ms: u64,
 }
 
 impl Channel {
+    /// What changes whenever the receiver hears from its source (an event or a heartbeat):
+    /// two probes showing the same value saw nothing arrive in between.
+    pub fn progress(&self) -> (String, u64, u64, Option<String>) {
+        (
+            self.master_log_file.clone(),
+            self.read_master_log_pos,
+            self.received_heartbeats,
+            self.gtid_io_pos.clone(),
+        )
+    }
+
     /// True when the IO thread holds a live connection to its source.
     pub fn io_connected(&self) -> bool {
         self.io_running == "Yes"
@@ -70,6 +88,10 @@ fn truncate(s: &str, max: usize) -> String {
 pub struct NodeProbe {
     pub reachable: bool,
     pub error: Option<String>,
+    /// The connect was refused: the machine answered but nothing listened on the port (the
+    /// server's process is gone), as opposed to a timeout or a cut connection.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     pub read_only: bool,
     /// `@@gtid_current_pos`.
     pub gtid_current_pos: Option<String>,
@@ -126,7 +148,13 @@ pub async fn probe_node(addr: &NodeAddr, opts: StorageOptions) -> NodeProbe {
     let started = Instant::now();
     let mut conn = match StorageConn::connect(addr, opts).await {
         Ok(c) => c,
-        Err(e) => return NodeProbe::failed(e.to_string(), started),
+        Err(e) => {
+            let refused = matches!(e, crate::storage::Error::Unreachable { refused: true, .. });
+            return NodeProbe {
+                refused,
+                ..NodeProbe::failed(e.to_string(), started)
+            };
+        }
     };
     let r = gather(&mut conn).await;
     conn.close().await;
@@ -167,6 +195,7 @@ async fn gather(conn: &mut StorageConn) -> crate::storage::Result<NodeProbe> {
     Ok(NodeProbe {
         reachable: true,
         error: None,
+        refused: false,
         read_only: text(v, "ro").as_deref() == Some("1"),
         gtid_current_pos: text(v, "cur"),
         gtid_binlog_pos: text(v, "bin"),
@@ -211,14 +240,25 @@ pub(crate) fn channel(row: &Row) -> Channel {
         last_sql_errno: t("Last_SQL_Errno").parse().unwrap_or(0),
         last_io_error: t("Last_IO_Error"),
         last_sql_error: t("Last_SQL_Error"),
+        master_log_file: t("Master_Log_File"),
+        read_master_log_pos: t("Read_Master_Log_Pos").parse().unwrap_or(0),
+        received_heartbeats: t("Slave_received_heartbeats").parse().unwrap_or(0),
+        heartbeat_period_ms: t("Slave_heartbeat_period")
+            .parse::<f64>()
+            .map_or(0, |s| (s * 1000.0).round().max(0.0) as u64),
     }
 }
 
-/// Default deadlines of a probe: short, so one dead node does not stall a round.
+/// Default deadlines of a probe: short, so one dead node does not stall a round. A server
+/// answers a connect in milliseconds; one that has not greeted within a quarter of the
+/// interval (at least 250 ms) counts as a failed probe (one failed probe alone changes
+/// nothing: see `ha::detect`), so a hung primary is noticed within a round, and the round
+/// that probes it is not held up for long.
 pub fn probe_options(interval: Duration, base: StorageOptions) -> StorageOptions {
     let cap = interval.max(Duration::from_millis(500)) * 2;
+    let connect_cap = (interval / 4).max(Duration::from_millis(250));
     StorageOptions {
-        connect_timeout: base.connect_timeout.min(cap),
+        connect_timeout: base.connect_timeout.min(connect_cap),
         read_timeout: base.read_timeout.min(cap),
     }
 }

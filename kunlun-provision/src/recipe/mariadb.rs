@@ -18,7 +18,7 @@ use crate::ssh::{SshExecutor, SshTarget};
 const SEMI_SYNC_TIMEOUT_MS: u64 = 30_000;
 
 /// A replica that hears nothing from its primary for this long reconnects (the primary sends
-/// heartbeats every second, see `MASTER_HEARTBEAT_PERIOD`), so a hung primary is noticed fast.
+/// heartbeats every 0.5 s, see `MASTER_HEARTBEAT_PERIOD`), so a hung primary is noticed fast.
 const SLAVE_NET_TIMEOUT_S: u64 = 4;
 
 /// MariaDB from the system packages.
@@ -148,7 +148,8 @@ impl MariaDbRecipe {
                 "rpl-semi-sync-master-enabled = ON\n\
                  rpl-semi-sync-slave-enabled = ON\n\
                  rpl-semi-sync-master-wait-point = AFTER_SYNC\n\
-                 rpl-semi-sync-master-timeout = {SEMI_SYNC_TIMEOUT_MS}\n"
+                 rpl-semi-sync-master-timeout = {SEMI_SYNC_TIMEOUT_MS}\n\
+                 rpl-semi-sync-slave-kill-conn-timeout = 1\n"
             ));
         }
         c

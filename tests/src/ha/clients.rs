@@ -80,10 +80,16 @@ pub struct PgxWriter {
 
 impl PgxWriter {
     pub fn start(store: Store, shard_id: i64, login: Login) -> PgxWriter {
+        Self::start_within(store, shard_id, login, Duration::from_secs(2))
+    }
+
+    /// [`PgxWriter::start`] with `limit` as the deadline of each statement and connect (a
+    /// client tuned for fast failover gives up on a hung server sooner than the 2 s default).
+    pub fn start_within(store: Store, shard_id: i64, login: Login, limit: Duration) -> PgxWriter {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let stop = CancellationToken::new();
         let (t, s) = (tally.clone(), stop.clone());
-        let task = tokio::spawn(async move { pgx_loop(store, shard_id, login, t, s).await });
+        let task = tokio::spawn(async move { pgx_loop(store, shard_id, login, limit, t, s).await });
         PgxWriter { tally, stop, task }
     }
 
@@ -141,6 +147,7 @@ async fn pgx_loop(
     store: Store,
     shard_id: i64,
     login: Login,
+    limit: Duration,
     tally: Arc<Mutex<Tally>>,
     stop: CancellationToken,
 ) {
@@ -150,7 +157,10 @@ async fn pgx_loop(
         if conn.is_none() {
             let nodes = shard_nodes(&store, shard_id).await;
             if let Some((_, host, port, _)) = nodes.iter().find(|n| n.3) {
-                conn = connect(host, *port, &login).await.ok();
+                conn = tokio::time::timeout(limit, connect(host, *port, &login))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
             }
             if conn.is_none() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -175,7 +185,7 @@ async fn pgx_loop(
         };
         let mut ok = true;
         for s in sql {
-            let r = tokio::time::timeout(Duration::from_secs(2), c.query_drop(s)).await;
+            let r = tokio::time::timeout(limit, c.query_drop(s)).await;
             if !matches!(r, Ok(Ok(()))) {
                 ok = false;
                 break;

@@ -351,13 +351,13 @@ impl MariaDb {
             .with_context(|| format!("connecting to {}", self.url()))
     }
 
-    /// Points this server at `source` with GTID replication (`slave_pos`, connect retry 1 s)
-    /// and starts the replica threads. Does not wait for them to connect.
+    /// Points this server at `source` with GTID replication (`slave_pos`, connect retry 1 s,
+    /// heartbeats every 0.5 s as the manager sets them) and starts the replica threads. Does not wait for them to connect.
     pub fn replicate_from(&self, source: &MariaDb) -> Result<()> {
         self.sql(&format!(
             "STOP SLAVE; CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, \
              MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, \
-             MASTER_CONNECT_RETRY=1; START SLAVE;",
+             MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=0.5; START SLAVE;",
             source.tcp_host(),
             source.port()
         ))

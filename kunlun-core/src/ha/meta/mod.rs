@@ -440,10 +440,12 @@ impl MetaMonitor {
             primary: &prim_ref,
             primary_failures: self.failures,
             primary_last_ok: self.last_ok.as_ref(),
+            primary_crashed: false,
             replicas,
+            unchanged_for: std::collections::HashMap::new(),
         };
         let view = match detect::assess(&facts, self.cfg.failures_to_dead) {
-            Verdict::PrimaryDead { view } => view,
+            Verdict::PrimaryDead { view, .. } => view,
             Verdict::NotConfirmed { reason } => {
                 tracing::warn!(node = primary.id, reason = %reason, "metadata primary does not answer, but a replica still sees it: no failover");
                 return None;

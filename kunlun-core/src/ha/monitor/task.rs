@@ -134,6 +134,8 @@ pub(super) struct FailoverJob {
     pub old: ShardNode,
     pub view: ShardView,
     pub detected: Instant,
+    /// Why the primary was declared dead.
+    pub basis: crate::ha::detect::Basis,
 }
 
 /// Spawns `work` on `tasks` under `deadline`; whatever happens (done, deadline, panic), one
@@ -184,18 +186,12 @@ pub(super) async fn fail_over(ctx: TaskCtx, job: FailoverJob) -> FailoverDone {
         old,
         mut view,
         detected,
+        basis,
     } = job;
     let cfg = &ctx.cfg;
     let mut rec = FailoverRecord::new(FailoverKind::Automatic, s.cluster.id, s.shard_id, old.id);
     let mut t = Timeline::starting_at(detected);
-    t.phase(
-        &mut rec,
-        "detect",
-        Some(format!(
-            "{} failed probes, confirmed by replicas",
-            cfg.failures_to_dead
-        )),
-    );
+    t.phase(&mut rec, "detect", Some(basis.to_string()));
     for r in &mut view.replicas {
         r.no_switch |= ctx.shared.node_no_switch(r.node_id);
     }
