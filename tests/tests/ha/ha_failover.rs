@@ -45,12 +45,30 @@ async fn wait_fate(env: &HaEnv, id: u64) -> String {
     }
 }
 
-/// Shared tail of the crash scenarios: failover happened, writes resume, state converges;
-/// then the old primary comes back (via `revive`) and is fenced, then rejoins or is kept out.
-async fn after_primary_failure(env: &HaEnv, w: Writer, revive: impl FnOnce() + Send + 'static) {
+/// The detect phase's note: on what grounds the primary was declared dead.
+fn detect_note(rec: &FailoverRecord) -> String {
+    rec.phases
+        .iter()
+        .find(|p| p.name == "detect")
+        .and_then(|p| p.note.clone())
+        .unwrap_or_default()
+}
+
+/// Shared tail of the crash scenarios: failover happened (on grounds whose text holds
+/// `grounds`, when given), writes resume, state converges; then the old primary comes back
+/// (via `revive`) and is fenced, then rejoins or is kept out.
+async fn after_primary_failure(
+    env: &HaEnv,
+    w: Writer,
+    grounds: Option<&str>,
+    revive: impl FnOnce() + Send + 'static,
+) {
     let old = env.node_ids[0];
     let rec = env.wait_promoted(0).await.expect("failover");
     assert_clean_record(&rec, old);
+    if let Some(g) = grounds {
+        assert!(detect_note(&rec).contains(g), "{rec:?}");
+    }
     w.wait_more(30)
         .await
         .expect("writes resume on the new primary");
@@ -98,7 +116,9 @@ async fn kill9_of_the_primary_fails_over_without_losing_acknowledged_writes() {
     w.wait_more(50).await.unwrap();
     env.set.primary().kill9().unwrap();
     let e2 = env.clone();
-    after_primary_failure(&env, w, move || {
+    // The watch session ended with the process and the next connect was refused: decided on
+    // that first probe, not after k of them.
+    after_primary_failure(&env, w, Some("a connect was refused"), move || {
         e2.set.primary().restart().expect("restart")
     })
     .await;
@@ -111,7 +131,10 @@ async fn a_hung_primary_sigstop_is_failed_over_and_fenced_when_it_wakes() {
     w.wait_more(50).await.unwrap();
     env.set.primary().pause().unwrap();
     let e2 = env.clone();
-    after_primary_failure(&env, w, move || e2.set.primary().resume().expect("resume")).await;
+    after_primary_failure(&env, w, None, move || {
+        e2.set.primary().resume().expect("resume")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +147,7 @@ async fn a_clean_stop_of_the_primary_fails_over() {
         .await
         .unwrap();
     let e2 = env.clone();
-    after_primary_failure(&env, w, move || {
+    after_primary_failure(&env, w, None, move || {
         e2.set.primary().restart().expect("restart")
     })
     .await;
