@@ -13,6 +13,7 @@ use cluster_mgr::config::{Args, Config};
 fn main() -> ExitCode {
     // Before anything is created: the store, its WAL, the log and known_hosts hold secrets.
     cluster_mgr::files::restrict_umask();
+    raise_open_files();
     let args = Args::parse();
     let config = match Config::load(&args) {
         Ok(c) => c,
@@ -53,6 +54,18 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             eprintln!("cluster-mgr: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft limit of open files to the hard one: the HA monitor keeps a probe session
+/// to every storage node it watches and a watch session to every primary, so a large fleet
+/// needs more than the usual soft limit of 1,024.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }

@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use super::detect::{assess, NodeRef, ShardFacts, Verdict};
 use super::failover::{FailoverKind, FailoverRecord, StepContext};
 use super::gate::{gate, Gate, GateFacts};
-use super::probe::{probe_node, probe_options, NodeProbe};
+use super::probe::{probe_kept, probe_options, NodeProbe};
 use super::retry::Attempts;
 use super::state::{HaShared, NodeHealth, NodeState};
 use super::watch::{WatchEvent, Watches};
@@ -158,6 +158,8 @@ pub struct HaMonitor {
     urgent: HashMap<i64, Instant>,
     /// Each shard's recorded primary as the last round saw it.
     topology_cache: HashMap<i64, i64>,
+    /// Each node's probe session, kept open between probes, with the address it was made to.
+    sessions: HashMap<i64, (NodeAddr, crate::storage::StorageConn)>,
 }
 
 impl HaMonitor {
@@ -185,6 +187,7 @@ impl HaMonitor {
             watch_rx,
             urgent: HashMap::new(),
             topology_cache: HashMap::new(),
+            sessions: HashMap::new(),
         };
         (m, HaHandle { shared, tx })
     }
@@ -392,17 +395,21 @@ impl HaMonitor {
                 Ok((clusters, nodes))
             })
             .await?;
+        let mut by_cluster: HashMap<i64, Vec<ShardNode>> = HashMap::new();
+        for n in nodes
+            .into_iter()
+            .filter(|n| n.status != NodeStatus::Deleted)
+        {
+            by_cluster.entry(n.db_cluster_id).or_default().push(n);
+        }
         let mut out: Vec<ShardTopo> = Vec::new();
         for c in clusters
             .into_iter()
             .filter(|c| c.ha_mode == HaMode::Rbr && self.cfg.clusters.serves(c.id))
         {
             let mut by_shard: HashMap<i64, Vec<ShardNode>> = HashMap::new();
-            for n in nodes
-                .iter()
-                .filter(|n| n.db_cluster_id == c.id && n.status != NodeStatus::Deleted)
-            {
-                by_shard.entry(n.shard_id).or_default().push(n.clone());
+            for n in by_cluster.remove(&c.id).unwrap_or_default() {
+                by_shard.entry(n.shard_id).or_default().push(n);
             }
             let mut ids: Vec<_> = by_shard.keys().copied().collect();
             ids.sort_unstable();
@@ -489,6 +496,7 @@ impl HaMonitor {
         }
         let present: HashSet<i64> = probes.keys().copied().collect();
         self.nodes.retain(|id, _| present.contains(id));
+        self.sessions.retain(|id, _| present.contains(id));
         self.shared.forget_missing(&present);
         let shards: HashSet<i64> = topo.iter().map(|s| s.shard_id).collect();
         self.topology_cache.retain(|s, _| shards.contains(s));
@@ -547,20 +555,31 @@ impl HaMonitor {
         Ok(suspect)
     }
 
-    async fn probe_all(&self, topo: &[ShardTopo]) -> HashMap<i64, NodeProbe> {
+    /// Probes every node of `topo`, each over the session its last probe kept open (see
+    /// [`probe_kept`]); a node whose address or login changed gets a new one.
+    async fn probe_all(&mut self, topo: &[ShardTopo]) -> HashMap<i64, NodeProbe> {
         let sem = Arc::new(Semaphore::new(self.cfg.probe_concurrency.max(1)));
         let opts = probe_options(self.cfg.interval, self.cfg.storage);
         let mut set = JoinSet::new();
         for n in topo.iter().flat_map(|s| s.nodes.iter()) {
             let (sem, addr, id) = (sem.clone(), NodeAddr::from(n), n.id);
+            let kept = self
+                .sessions
+                .remove(&id)
+                .filter(|(a, _)| *a == addr)
+                .map(|(_, c)| c);
             set.spawn(async move {
                 let _permit = sem.acquire_owned().await;
-                (id, probe_node(&addr, opts).await)
+                let (p, kept) = probe_kept(&addr, opts, kept).await;
+                (id, addr, p, kept)
             });
         }
         let mut out = HashMap::new();
         while let Some(r) = set.join_next().await {
-            if let Ok((id, p)) = r {
+            if let Ok((id, addr, p, kept)) = r {
+                if let Some(c) = kept {
+                    self.sessions.insert(id, (addr, c));
+                }
                 out.insert(id, p);
             }
         }

@@ -167,6 +167,52 @@ pub async fn probe_node(addr: &NodeAddr, opts: StorageOptions) -> NodeProbe {
     }
 }
 
+/// Probes one node over `kept`, the session an earlier probe left open, else over a new one;
+/// returns the session for the next probe (none after a failure, so the next probe connects
+/// afresh). A kept session that broke (the server restarted or died, the session was killed)
+/// is replaced by a new connect at once, so a dead server still shows as refused, not as a
+/// broken session. Never returns an error (see the module invariant).
+///
+/// Keeping sessions halves a probe's cost at fleet scale (the connect and its handshake are
+/// most of it: `probe_fleet` bench).
+pub async fn probe_kept(
+    addr: &NodeAddr,
+    opts: StorageOptions,
+    kept: Option<StorageConn>,
+) -> (NodeProbe, Option<StorageConn>) {
+    let started = Instant::now();
+    if let Some(mut conn) = kept {
+        match gather(&mut conn).await {
+            Ok(mut p) => {
+                p.latency_ms = elapsed_ms(started);
+                return (p, Some(conn));
+            }
+            Err(crate::storage::Error::Unreachable { .. }) => {}
+            Err(e) => return (NodeProbe::failed(e.to_string(), started), None),
+        }
+    }
+    let mut conn = match StorageConn::connect(addr, opts).await {
+        Ok(c) => c,
+        Err(e) => {
+            let refused = matches!(e, crate::storage::Error::Unreachable { refused: true, .. });
+            return (
+                NodeProbe {
+                    refused,
+                    ..NodeProbe::failed(e.to_string(), started)
+                },
+                None,
+            );
+        }
+    };
+    match gather(&mut conn).await {
+        Ok(mut p) => {
+            p.latency_ms = elapsed_ms(started);
+            (p, Some(conn))
+        }
+        Err(e) => (NodeProbe::failed(e.to_string(), started), None),
+    }
+}
+
 async fn gather(conn: &mut StorageConn) -> crate::storage::Result<NodeProbe> {
     let vars: Vec<Row> = conn
         .query(
@@ -251,11 +297,12 @@ pub(crate) fn channel(row: &Row) -> Channel {
 
 /// Default deadlines of a probe: short, so one dead node does not stall a round. A server
 /// answers a connect in milliseconds; one that has not greeted within a quarter of the
-/// interval (at least 250 ms) counts as a failed probe (one failed probe alone changes
-/// nothing: see `ha::detect`), so a hung primary is noticed within a round, and the round
-/// that probes it is not held up for long.
+/// interval (at least 250 ms), or not answered a statement within half of it (at least
+/// 500 ms), counts as a failed probe (one failed probe alone changes nothing: see
+/// `ha::detect`), so a hung primary is noticed within a round, and the round that probes it
+/// is not held up for long.
 pub fn probe_options(interval: Duration, base: StorageOptions) -> StorageOptions {
-    let cap = interval.max(Duration::from_millis(500)) * 2;
+    let cap = (interval / 2).max(Duration::from_millis(500));
     let connect_cap = (interval / 4).max(Duration::from_millis(250));
     StorageOptions {
         connect_timeout: base.connect_timeout.min(connect_cap),
