@@ -13,6 +13,7 @@ pub mod cli;
 pub mod daemon;
 pub mod daemon_cluster;
 pub mod emit;
+pub mod fake_mysql;
 pub mod ha;
 pub mod harness;
 pub mod meta_shard;
