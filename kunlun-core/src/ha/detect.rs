@@ -7,10 +7,12 @@
 //! - **crashed**: the manager's watch session to it ended and a connect was then *refused*
 //!   (the host answers, nothing listens: the process is gone), and no reachable replica still
 //!   holds a live connection to a source: decided on the first failed probe;
-//! - **silent**: two probes in a row failed and every reachable replica that still holds its
-//!   connection heard nothing from it, not even a heartbeat, for longer than
-//!   [`silence_needed`] of its heartbeat period (at least one replica must say so): a hung
-//!   server, or one cut off from everyone;
+//! - **silent** (only where the caller can then stop the primary: `silence_counts`): two
+//!   probes in a row failed and every reachable replica either tries to reconnect to it or
+//!   heard nothing from it, not even a heartbeat, for [`silence_needed`] (two heartbeat
+//!   periods), measured from the answer of the first probe that saw its receiver's position
+//!   to the sending of the latest (at least one replica must say so): a hung server, or one
+//!   cut off from everyone;
 //! - **probes**: `k` probes in a row failed and no reachable replica holds a live connection
 //!   to a source (its receiver gave up after `slave_net_timeout`).
 //!
@@ -46,6 +48,9 @@ pub struct ShardFacts<'a> {
     /// The manager's watch session to the primary ended since its last successful probe, and
     /// the latest probe's connect was refused.
     pub primary_crashed: bool,
+    /// The silent ground may be used: the failover can stop a silent primary (SSH access);
+    /// without that, a primary that is only silent stays suspect.
+    pub silence_counts: bool,
     /// Every active replica with its latest probe.
     pub replicas: Vec<(&'a NodeRef, &'a NodeProbe)>,
     /// By replica id: how long its receiver's progress (position, heartbeats) has stayed the
@@ -97,12 +102,12 @@ pub enum Verdict {
 }
 
 /// How long a receiver must have heard nothing from its source to count as a witness of its
-/// silence: one and a half heartbeat periods (the source sends one after each period without
-/// events), at least 300 ms. `None` when the period is unknown (no witness).
+/// silence: two heartbeat periods (the source sends one after each period without events; the
+/// second period is the margin for a heartbeat sent late by a loaded source), at least
+/// 300 ms. `None` when the period is unknown (no witness).
 pub fn silence_needed(c: &Channel) -> Option<Duration> {
-    (c.heartbeat_period_ms > 0).then(|| {
-        Duration::from_millis(c.heartbeat_period_ms * 3 / 2).max(Duration::from_millis(300))
-    })
+    (c.heartbeat_period_ms > 0)
+        .then(|| Duration::from_millis(c.heartbeat_period_ms * 2).max(Duration::from_millis(300)))
 }
 
 /// The replica's channel from the primary (its only channel when none names it).
@@ -123,14 +128,19 @@ fn replicas_lost_it(f: &ShardFacts<'_>) -> bool {
             .any(|(_, p)| p.channels.iter().any(Channel::io_connected))
 }
 
-/// True when every reachable replica either lost its connection or heard nothing from the
-/// primary for [`silence_needed`], and at least one of them is such a witness.
+/// True when every reachable replica either tries to reconnect to the primary or heard
+/// nothing from it for [`silence_needed`], and at least one of them is such a witness.
 fn replicas_hear_nothing(f: &ShardFacts<'_>) -> bool {
     let mut witnesses = 0;
     for (r, p) in f.replicas.iter().filter(|(_, p)| p.reachable) {
         let connected: Vec<&Channel> = p.channels.iter().filter(|c| c.io_connected()).collect();
         if connected.is_empty() {
-            witnesses += usize::from(!p.channels.is_empty());
+            // Reconnecting to it (`Connecting`) witnesses; a receiver stopped by hand or by an
+            // error says nothing about the primary.
+            match channel_from(p, f.primary) {
+                Some(c) if c.io_running == "Connecting" => witnesses += 1,
+                _ => return false,
+            }
             continue;
         }
         let Some(c) = channel_from(p, f.primary).filter(|c| c.io_connected()) else {
@@ -156,7 +166,7 @@ pub fn assess(f: &ShardFacts<'_>, k: u32) -> Verdict {
     }
     let basis = if f.primary_crashed && replicas_lost_it(f) {
         Basis::Crashed
-    } else if f.primary_failures >= 2 && replicas_hear_nothing(f) {
+    } else if f.silence_counts && f.primary_failures >= 2 && replicas_hear_nothing(f) {
         Basis::Silent
     } else if f.primary_failures < k.max(1) {
         return Verdict::Suspect {
@@ -359,6 +369,7 @@ mod tests {
             primary_failures: 0,
             primary_last_ok: Some(&last),
             primary_crashed: false,
+            silence_counts: true,
             replicas: vec![(&r2, &a), (&r3, &b)],
             unchanged_for: HashMap::new(),
         };
@@ -389,6 +400,7 @@ mod tests {
             primary_failures: 10,
             primary_last_ok: None,
             primary_crashed: false,
+            silence_counts: true,
             replicas: vec![(&r2, &a), (&r3, &b)],
             unchanged_for: HashMap::new(),
         };
@@ -406,6 +418,7 @@ mod tests {
             primary_failures: 3,
             primary_last_ok: None,
             primary_crashed: false,
+            silence_counts: true,
             replicas: vec![(&r2, &gone)],
             unchanged_for: HashMap::new(),
         };
@@ -438,6 +451,7 @@ mod tests {
             primary_failures: 1,
             primary_last_ok: None,
             primary_crashed: true,
+            silence_counts: false,
             replicas: vec![(&r2, &lost), (&r3, &still)],
             unchanged_for: HashMap::new(),
         };
@@ -474,12 +488,13 @@ mod tests {
             primary_failures: 2,
             primary_last_ok: None,
             primary_crashed: false,
+            silence_counts: true,
             replicas: vec![(&r2, &a), (&r3, &b)],
-            unchanged_for: HashMap::from([(2, ms(800)), (3, ms(700))]),
+            unchanged_for: HashMap::from([(2, ms(1100)), (3, ms(900))]),
         };
-        // Replica 3 heard something 700 ms ago: within 1.5 heartbeat periods.
+        // Replica 3 heard something 900 ms ago: within two heartbeat periods.
         assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 2 });
-        f.unchanged_for.insert(3, ms(750));
+        f.unchanged_for.insert(3, ms(1000));
         assert!(matches!(
             assess(&f, 3),
             Verdict::PrimaryDead {
@@ -509,20 +524,28 @@ mod tests {
                 ..
             }
         ));
+        // A receiver stopped by hand is no witness.
+        let stopped = with_heartbeats(replica_probe("No", "0-1-9"), 500);
+        f.replicas = vec![(&r2, &stopped), (&r3, &b)];
+        assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 2 });
         // Nobody reachable: no witness.
         let gone = NodeProbe::default();
         f.replicas = vec![(&r2, &gone)];
         assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 2 });
+        // Silence does not count where the primary could not be stopped.
+        f.replicas = vec![(&r2, &lost), (&r3, &b)];
+        f.silence_counts = false;
+        assert_eq!(assess(&f, 3), Verdict::Suspect { failures: 2 });
     }
 
     #[test]
-    fn silence_needs_one_and_a_half_heartbeat_periods() {
+    fn silence_needs_two_heartbeat_periods() {
         let c = |ms| Channel {
             heartbeat_period_ms: ms,
             ..Channel::default()
         };
         assert_eq!(silence_needed(&c(0)), None);
-        assert_eq!(silence_needed(&c(1000)), Some(Duration::from_millis(1500)));
+        assert_eq!(silence_needed(&c(1000)), Some(Duration::from_millis(2000)));
         assert_eq!(silence_needed(&c(100)), Some(Duration::from_millis(300)));
     }
 

@@ -32,18 +32,23 @@ use crate::storage::{NodeAddr, StorageConn, StorageOptions};
 /// Longest time the SSH fence may take (connect included).
 pub const SSH_FENCE_DEADLINE: Duration = Duration::from_secs(3);
 
-/// Longest the SQL fence of an automatic failover waits to connect. The probes already found
-/// the primary silent several times in a row (and the replicas confirmed), so a longer wait
-/// rarely reaches it; it only delays the SSH fence, which a primary that is hung (not gone)
-/// needs, and which the promotion may be waiting on (its replication threads are stuck on it).
+/// Longest the SQL fence of an automatic failover waits to connect. The probes already failed
+/// to reach the primary (and the replicas confirmed), so a longer wait rarely reaches it; it
+/// only delays the SSH fence, which a primary that is hung (not gone) needs, and which the
+/// promotion may be waiting on (its replication threads are stuck on it).
 pub const SQL_FENCE_CONNECT_CAP: Duration = Duration::from_millis(500);
 
+/// Least time the fence's `SET GLOBAL read_only = ON` may take: it waits for running commits,
+/// which on a loaded but live old primary can take longer than a probe's statement deadline.
+pub const SQL_FENCE_READ_FLOOR: Duration = Duration::from_secs(2);
+
 /// The SQL deadlines of the fence after the probes declared the primary dead: the probe's,
-/// with the connect deadline capped at [`SQL_FENCE_CONNECT_CAP`].
+/// with the connect deadline capped at [`SQL_FENCE_CONNECT_CAP`] and the statement deadline
+/// at least [`SQL_FENCE_READ_FLOOR`].
 pub fn after_failed_probes(probe: StorageOptions) -> StorageOptions {
     StorageOptions {
         connect_timeout: probe.connect_timeout.min(SQL_FENCE_CONNECT_CAP),
-        ..probe
+        read_timeout: probe.read_timeout.max(SQL_FENCE_READ_FLOOR),
     }
 }
 
@@ -399,10 +404,10 @@ mod tests {
         };
         let f = after_failed_probes(probe);
         assert_eq!(f.connect_timeout, SQL_FENCE_CONNECT_CAP);
-        assert_eq!(f.read_timeout, probe.read_timeout);
+        assert_eq!(f.read_timeout, SQL_FENCE_READ_FLOOR);
         let short = StorageOptions {
             connect_timeout: Duration::from_millis(200),
-            ..probe
+            read_timeout: Duration::from_secs(3),
         };
         assert_eq!(after_failed_probes(short), short);
     }

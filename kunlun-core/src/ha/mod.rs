@@ -54,12 +54,14 @@ pub struct HaConfig {
     /// Gap between two probe rounds (`check_shard_interval`); a quarter of it while a primary
     /// is suspect. Default 1 s.
     pub interval: Duration,
-    /// Consecutive failed probes before the primary counts as dead (`k`). Default 3.
+    /// Consecutive failed probes before the primary counts as dead (`k`) on the probes ground
+    /// alone; a crash (its watch session ended, connect refused) or a silent primary (two
+    /// failed probes, replicas hearing nothing) is decided sooner (see [`detect`]). Default 3.
     pub failures_to_dead: u32,
     /// Most probes in flight at once. Default 32.
     pub probe_concurrency: usize,
     /// Deadlines of storage-node calls (`mysql_connect_timeout`, `mysql_read_timeout`); a
-    /// probe uses at most twice the interval.
+    /// probe's are shorter still (see [`probe::probe_options`]).
     pub storage: StorageOptions,
     /// Longest wait for the candidate to apply its relay log. Default 30 s.
     pub catch_up_limit: Duration,

@@ -500,6 +500,8 @@ impl HaMonitor {
         self.shared.forget_missing(&present);
         let shards: HashSet<i64> = topo.iter().map(|s| s.shard_id).collect();
         self.topology_cache.retain(|s, _| shards.contains(s));
+        self.cluster_of
+            .retain(|s, _| shards.contains(s) || self.busy.contains_key(s));
         // An errant node stays listed until it is an active member again (rebuilt) or gone;
         // a busy shard's topology may predate its task's metadata write, so it is left alone.
         let active: HashSet<i64> = topo
@@ -596,12 +598,15 @@ impl HaMonitor {
                 t.first_failure = None;
                 t.last_ok = Some(p.clone());
                 t.watch_lost = None;
+                // The first probe that saw this progress, by when its answer came: nothing
+                // arrived between then and when a later probe showing the same was sent.
                 let progress: Progress = p.channels.iter().map(|c| c.progress()).collect();
                 if t.progress
                     .as_ref()
                     .is_none_or(|(seen, _)| *seen != progress)
                 {
-                    t.progress = Some((progress, Instant::now()));
+                    let answered = p.channels_read.map_or_else(Instant::now, |(_, a)| a);
+                    t.progress = Some((progress, answered));
                 }
             } else {
                 t.failures += 1;
@@ -665,12 +670,12 @@ impl HaMonitor {
             .filter_map(|n| probes.get(&n.id).map(|p| (self.node_ref(n), p)))
             .collect();
         let track = self.nodes.get(&primary.id);
-        let now = Instant::now();
         let unchanged_for = replicas
             .iter()
-            .filter_map(|(r, _)| {
+            .filter_map(|(r, p)| {
                 let (_, since) = self.nodes.get(&r.id)?.progress.as_ref()?;
-                Some((r.id, now.saturating_duration_since(*since)))
+                let (sent, _) = p.channels_read?;
+                Some((r.id, sent.saturating_duration_since(*since)))
             })
             .collect();
         let facts = ShardFacts {
@@ -679,6 +684,10 @@ impl HaMonitor {
             primary_last_ok: track.and_then(|t| t.last_ok.as_ref()),
             primary_crashed: track.is_some_and(|t| t.watch_lost.is_some())
                 && probes.get(&primary.id).is_some_and(|p| p.refused),
+            // A silent primary the manager cannot stop over SSH may be alive: its replicas'
+            // silence alone does not let a failover go on unfenced (the probes ground, after
+            // the replicas gave up on it, still does, as before).
+            silence_counts: self.cfg.ssh.is_some(),
             replicas: replicas.iter().map(|(r, p)| (r, *p)).collect(),
             unchanged_for,
         };

@@ -152,6 +152,8 @@ async fn watch(
     let Ok(mut conn) = connected else {
         return;
     };
+    // A server-wide statement time limit would end every sleep.
+    let _ = conn.exec("SET SESSION max_statement_time = 0").await;
     let sql = format!("SELECT SLEEP({})", SLEEP.as_secs());
     loop {
         let r = tokio::select! {
@@ -160,6 +162,14 @@ async fn watch(
             _ = stop.cancelled() => return,
             r = conn.query::<mysql_async::Row>(&sql) => r,
         };
+        if let Err(crate::storage::Error::Server { .. }) = r {
+            // The server answered (a killed statement, a limit): the session lives; sleep
+            // again after a pause rather than report a loss.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        }
         if let Err(e) = r {
             let why = match e {
                 crate::storage::Error::Timeout { .. } => format!(

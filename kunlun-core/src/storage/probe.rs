@@ -104,6 +104,10 @@ pub struct NodeProbe {
     pub semi_sync_wait_after_sync: bool,
     pub semi_sync_clients: i64,
     pub latency_ms: u64,
+    /// When `SHOW ALL SLAVES STATUS` was sent and when its answer came: the channels' state
+    /// held somewhere in between (the monitor's silence measure, `ha::detect`).
+    #[serde(skip)]
+    pub channels_read: Option<(Instant, Instant)>,
 }
 
 impl NodeProbe {
@@ -169,9 +173,10 @@ pub async fn probe_node(addr: &NodeAddr, opts: StorageOptions) -> NodeProbe {
 
 /// Probes one node over `kept`, the session an earlier probe left open, else over a new one;
 /// returns the session for the next probe (none after a failure, so the next probe connects
-/// afresh). A kept session that broke (the server restarted or died, the session was killed)
-/// is replaced by a new connect at once, so a dead server still shows as refused, not as a
-/// broken session. Never returns an error (see the module invariant).
+/// afresh). A kept session whose connection broke (the server restarted or died) is replaced
+/// by a new connect at once, so a dead server still shows as refused, not as a broken
+/// session; a kept session that timed out or got a server error fails this probe. Never
+/// returns an error (see the module invariant).
 ///
 /// Keeping sessions halves a probe's cost at fleet scale (the connect and its handshake are
 /// most of it: `probe_fleet` bench).
@@ -237,7 +242,9 @@ async fn gather(conn: &mut StorageConn) -> crate::storage::Result<NodeProbe> {
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
+    let sent = Instant::now();
     let slaves: Vec<Row> = conn.query("SHOW ALL SLAVES STATUS").await?;
+    let channels_read = Some((sent, Instant::now()));
     Ok(NodeProbe {
         reachable: true,
         error: None,
@@ -252,6 +259,7 @@ async fn gather(conn: &mut StorageConn) -> crate::storage::Result<NodeProbe> {
             .is_some_and(|s| s.eq_ignore_ascii_case("AFTER_SYNC")),
         semi_sync_clients: stat("Rpl_semi_sync_master_clients").parse().unwrap_or(0),
         latency_ms: 0,
+        channels_read,
     })
 }
 

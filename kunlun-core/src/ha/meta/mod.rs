@@ -441,6 +441,7 @@ impl MetaMonitor {
             primary_failures: self.failures,
             primary_last_ok: self.last_ok.as_ref(),
             primary_crashed: false,
+            silence_counts: false,
             replicas,
             unchanged_for: std::collections::HashMap::new(),
         };

@@ -284,8 +284,26 @@ pub(super) async fn fail_over(ctx: TaskCtx, job: FailoverJob) -> FailoverDone {
         step.pgx.as_ref(),
     )
     .await;
-    let r = match record_fence(fenced, started.elapsed(), &mut rec, &mut t) {
-        Ok(()) => {
+    // A primary that is only silent may be alive: it must be stopped (or read-only) before
+    // its replicas are taken from it. Otherwise this attempt fails, and the shard waits for
+    // the replicas to give it up (the probes ground) or for the retry.
+    let unproven_silent =
+        (basis == crate::ha::detect::Basis::Silent && !fenced.proven).then(|| {
+            crate::ha::failover::StepError::transient(format!(
+                "the old primary {} is silent but could not be stopped or set read-only ({}): \
+                 not failed over on its silence alone",
+                old.id, fenced.text
+            ))
+        });
+    let r = match (
+        record_fence(fenced, started.elapsed(), &mut rec, &mut t),
+        unproven_silent,
+    ) {
+        (Ok(()), Some(e)) => {
+            crate::ha::failover::ended(&mut rec, &e);
+            Err(e)
+        }
+        (Ok(()), None) => {
             let sw = Switch {
                 cluster: &s.cluster,
                 new: &new,
@@ -294,7 +312,7 @@ pub(super) async fn fail_over(ctx: TaskCtx, job: FailoverJob) -> FailoverDone {
             };
             switch_to(&step, sw, &mut rec, &mut t).await
         }
-        Err(e) => Err(e),
+        (Err(e), _) => Err(e),
     };
     match r {
         Ok(()) => {
