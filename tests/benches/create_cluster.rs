@@ -10,14 +10,20 @@
 //! and the ratio (goal ≤ 1.3x). Both sides are checked afterwards (untimed): every replica's
 //! IO and SQL threads run, every server answers.
 //!
-//! `cargo bench -p kunlun-tests --bench create_cluster` runs 3 trials of each
-//! (`CREATE_CLUSTER_TRIALS` to change); without `--bench` (as under `cargo test --all-targets`)
-//! one smoke trial of each on 1 shard x 2 nodes + 1 compute node. `CREATE_CLUSTER_PROFILE=1`
-//! adds, per trial, a run of the daemon's own install code in-process with every recipe step
-//! timed, and prints per step the median time of the floor's phases and of the recipe steps.
+//! A second series (`create_cluster/many.rs`): 10 clusters of 1x3 + 1 submitted at once,
+//! from the first submit until all ten jobs read back `done`, against the floor installing the
+//! same 40 instances by the same script, all in parallel (goal <= 1.5x).
+//!
+//! `cargo bench -p kunlun-tests --bench create_cluster` runs 3 trials of each side of both
+//! series (`CREATE_CLUSTER_TRIALS` to change; `CREATE_CLUSTER_SERIES=one|many|all`, default
+//! all, to run one series alone); without `--bench` (as under `cargo test --all-targets`)
+//! one smoke trial of each side of the first series only, on 1 shard x 2 nodes + 1 compute
+//! node. `CREATE_CLUSTER_PROFILE=1` adds, per trial of the first series, a run of the
+//! daemon's own install code in-process with every recipe step timed, and prints per step the
+//! median time of the floor's phases and of the recipe steps (the floor's only in the second).
 //! `CREATE_CLUSTER_NO_BASHRC=1` starts the sshd with `SetEnv HOME=/nonexistent`, so no session
-//! sources root's `~/.bashrc` (the daemon and the floor both install
-//! each instance in one session).
+//! sources root's `~/.bashrc` (the daemon and the floor both install each instance in one
+//! session). A failed run stops what it left running by the pid files before it returns.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -31,6 +37,8 @@ use kunlun_tests::daemon::{write_cnf, Daemon};
 use kunlun_tests::{free_port, free_port_block, Sshd};
 use serde_json::{json, Value};
 
+#[path = "create_cluster/many.rs"]
+mod many;
 #[path = "create_cluster/profile.rs"]
 mod profile;
 use profile::{library_profile, print_steps, StepTime};
@@ -147,8 +155,11 @@ fn call(method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<(u16
 }
 
 /// Registers the sshd's host as a storage and a computer machine with `data` as data dir.
+/// Port ranges: 50 storage blocks (4 ports each) and 20 compute blocks (3 each), room for the
+/// `many` series' 30 + 10 instances of 10 clusters on this one host (placement puts a shard's
+/// nodes on one machine when it is the only one).
 fn register(d: &Daemon, sshd: &Sshd, data: &Path) -> Result<()> {
-    for (ty, span) in [("storage", 99), ("computer", 29)] {
+    for (ty, span) in [("storage", 199), ("computer", 59)] {
         let port = free_port_block(IpAddr::V4(IP), span + 1);
         let (st, v) = call(
             reqwest::Method::POST,
@@ -401,12 +412,12 @@ echo \"@ create_users $(date +%s%N)\" >&2
     )
 }
 
-/// Installs a whole cluster of `shape` under `root` with one plain script per instance over
-/// the sshd, all at once; returns the wall time and what was installed.
+/// Installs `clusters` whole clusters of `shape` under `root` with one plain script per
+/// instance over the sshd, all at once; returns the wall time and what was installed.
 fn floor_create(
     sshd: &Sshd,
     root: &Path,
-    shape: Shape,
+    (clusters, shape): (usize, Shape),
     trial: usize,
     phases: &mut Vec<StepTime>,
 ) -> Result<(Duration, Topology)> {
@@ -426,7 +437,7 @@ fn floor_create(
         users: Vec::new(),
     };
     let mut sid = 1000 * trial as u32;
-    for _ in 0..shape.shards {
+    for _ in 0..clusters * shape.shards {
         let mut primary = None;
         for _ in 0..shape.nodes {
             sid += 1;
@@ -440,7 +451,7 @@ fn floor_create(
             }
         }
     }
-    for _ in 0..shape.comps {
+    for _ in 0..clusters * shape.comps {
         let mut s = spec("compute", free_port(IpAddr::V4(IP)), 0, COMPUTE_BUFFER_MB);
         s.semi_sync = false;
         scripts.push(compute_script(&s));
@@ -480,7 +491,7 @@ fn floor_create(
             if let (Some("@"), Some(step), Some(ns)) = (f.next(), f.next(), f.next()) {
                 let end = ns.parse::<u128>().unwrap_or(epoch0).saturating_sub(epoch0) as f64 / 1e6;
                 phases.push(StepTime {
-                    storage: i < shape.shards * shape.nodes,
+                    storage: i < clusters * shape.shards * shape.nodes,
                     step: step.to_string(),
                     ms: end - prev,
                     end_ms: end,
@@ -574,30 +585,55 @@ fn check_cluster(t: &Topology) -> Result<()> {
 
 // ------------------------------------------------------------------------------ main
 
+/// Which series run: `CREATE_CLUSTER_SERIES=one|many|all` under `--bench` (default all); the
+/// smoke run (no `--bench`) runs `one` only.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Series {
+    One,
+    Many,
+    All,
+}
+
+impl Series {
+    fn from_env(bench: bool) -> Result<Series> {
+        if !bench {
+            return Ok(Series::One);
+        }
+        match std::env::var("CREATE_CLUSTER_SERIES").as_deref() {
+            Err(_) | Ok("all") | Ok("") => Ok(Series::All),
+            Ok("one") => Ok(Series::One),
+            Ok("many") => Ok(Series::Many),
+            Ok(other) => bail!("CREATE_CLUSTER_SERIES={other}: expected one, many or all"),
+        }
+    }
+
+    fn runs(self, s: Series) -> bool {
+        self == Series::All || self == s
+    }
+}
+
+/// What the series share: the daemon (registered on the sshd's host), the sshd, the dirs.
+struct Rig {
+    sshd: Sshd,
+    daemon: Daemon,
+    bin: PathBuf,
+    work: PathBuf,
+    /// The daemon's data dir (its instances under `kunlun/`).
+    data: PathBuf,
+    /// The floor's instances.
+    floor_root: PathBuf,
+}
+
 fn main() -> Result<()> {
     let bench = std::env::args().any(|a| a == "--bench");
-    let (trials, shape) = if bench {
-        let n = std::env::var("CREATE_CLUSTER_TRIALS")
+    let series = Series::from_env(bench)?;
+    let trials = if bench {
+        std::env::var("CREATE_CLUSTER_TRIALS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(3);
-        (
-            n,
-            Shape {
-                shards: 2,
-                nodes: 3,
-                comps: 1,
-            },
-        )
+            .unwrap_or(3)
     } else {
-        (
-            1,
-            Shape {
-                shards: 1,
-                nodes: 2,
-                comps: 1,
-            },
-        )
+        1
     };
     let bin = fresh_bin("cluster-mgr-bin", "cluster-mgr")?;
     // CREATE_CLUSTER_NO_BASHRC=1: the sshd sets HOME=/nonexistent so bash skips root's
@@ -622,13 +658,72 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&floor_root)?;
     let daemon = start_daemon(&bin, work.path())?;
     register(&daemon, &sshd, &data)?;
+    let rig = Rig {
+        sshd,
+        daemon,
+        bin,
+        work: work.path().to_path_buf(),
+        data,
+        floor_root,
+    };
+    let mut r = Ok(());
+    if series.runs(Series::One) {
+        let shape = if bench {
+            Shape {
+                shards: 2,
+                nodes: 3,
+                comps: 1,
+            }
+        } else {
+            Shape {
+                shards: 1,
+                nodes: 2,
+                comps: 1,
+            }
+        };
+        r = series_one(&rig, trials, shape);
+    }
+    if r.is_ok() && series.runs(Series::Many) {
+        r = many::series_many(&rig, trials);
+    }
+    if r.is_err() {
+        // Whatever a failed trial left running, by its pid file.
+        let _ = sweep(&rig.data);
+        let _ = sweep(&rig.floor_root);
+    }
+    let Rig { sshd, daemon, .. } = rig;
+    drop(daemon);
+    sshd.stop()?;
+    r
+}
+
+/// Stops every server left under `root/kunlun` by its pid file and removes its directory.
+fn sweep(root: &Path) -> Result<()> {
+    let mut t = Topology::default();
+    let Ok(dir) = std::fs::read_dir(root.join("kunlun")) else {
+        return Ok(());
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("storage_") {
+            t.primaries.push(e.path());
+        } else if name.starts_with("compute_") {
+            t.comps.push((e.path(), 0));
+        }
+    }
+    floor_delete(&t)
+}
+
+/// One `create_cluster` of `shape` against the floor installing the same instances.
+fn series_one(rig: &Rig, trials: usize, shape: Shape) -> Result<()> {
+    let (daemon, sshd, data) = (&rig.daemon, &rig.sshd, &rig.data);
     println!(
         "create_cluster {}x{} + {} compute, rbr, innodb {} MB; daemon {}; {} trial(s) each\n",
         shape.shards,
         shape.nodes,
         shape.comps,
         INNODB_MB,
-        bin.display(),
+        rig.bin.display(),
         trials
     );
 
@@ -639,10 +734,10 @@ fn main() -> Result<()> {
     for i in 0..trials {
         for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
             if side == 0 {
-                let r = daemon_create(&daemon, &format!("bench_{i}"), shape)?;
-                let topo = daemon_topology(&daemon, r.cluster_id, &data, shape)?;
+                let r = daemon_create(daemon, &format!("bench_{i}"), shape)?;
+                let topo = daemon_topology(daemon, r.cluster_id, data, shape)?;
                 let checked = check_cluster(&topo);
-                daemon_delete(&daemon, r.cluster_id, &data)?;
+                daemon_delete(daemon, r.cluster_id, data)?;
                 checked?;
                 let stages: Vec<String> = r
                     .stages
@@ -660,7 +755,7 @@ fn main() -> Result<()> {
                 claimed.push(ms(r.claimed));
             } else {
                 let (took, topo) =
-                    floor_create(&sshd, &floor_root, shape, i + 1, &mut floor_steps)?;
+                    floor_create(sshd, &rig.floor_root, (1, shape), i + 1, &mut floor_steps)?;
                 let checked = check_cluster(&topo);
                 floor_delete(&topo)?;
                 checked?;
@@ -682,12 +777,10 @@ fn main() -> Result<()> {
                 "name": "profile", "ha_mode": "rbr", "shards": shape.shards, "nodes": shape.nodes,
                 "comps": shape.comps, "innodb_size_mb": INNODB_MB, "max_connections": MAX_CONNS,
             }))?;
-            let kh = work.path().join("profile_known_hosts");
+            let kh = rig.work.join("profile_known_hosts");
             lib_totals.push(library_profile(&machines, &req, kh, &mut lib_steps)?);
         }
     }
-    drop(daemon);
-    sshd.stop()?;
 
     d_total.sort_by(f64::total_cmp);
     f_total.sort_by(f64::total_cmp);
