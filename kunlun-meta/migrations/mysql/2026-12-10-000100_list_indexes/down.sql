@@ -1,0 +1,1 @@
+ALTER TABLE cluster_general_job_log DROP KEY status_id;
