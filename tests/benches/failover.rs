@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use kunlun_core::fleet::Provisioner;
 use kunlun_core::ha::{FailoverRecord, HaConfig, HaMonitor, Outcome};
-use kunlun_meta::model::{MachineType, NewMachine, SshAccess};
 use kunlun_meta::store::{Store, StoreConfig};
 use kunlun_tests::ha::clients::{pgx_user_sql, tables_sql, PgxWriter, PGX_TABLE};
 use kunlun_tests::ha::invariant::{errant_on_shard, Login};
@@ -92,20 +91,7 @@ impl SshSide {
             return Ok(());
         }
         store
-            .insert_machine(&NewMachine {
-                hostaddr: SSH_PRIMARY_IP.to_string(),
-                machine_type: MachineType::Storage,
-                rack_id: None,
-                data_dirs: vec![data_dir.to_string_lossy().into_owned()],
-                port_range: "20000-65000".into(),
-                total_mem_mb: None,
-                total_cpu_cores: None,
-                ssh: SshAccess {
-                    port: self.sshd.port(),
-                    user: self.sshd.user().into(),
-                    key_path: self.sshd.user_key().private.to_string_lossy().into_owned(),
-                },
-            })
+            .insert_machine(&self.sshd.storage_machine(SSH_PRIMARY_IP, &data_dir))
             .await?;
         Ok(())
     }

@@ -149,26 +149,11 @@ fn elapsed_ms(t: Instant) -> u64 {
 
 /// Probes one node; never returns an error (see the module invariant).
 pub async fn probe_node(addr: &NodeAddr, opts: StorageOptions) -> NodeProbe {
-    let started = Instant::now();
-    let mut conn = match StorageConn::connect(addr, opts).await {
-        Ok(c) => c,
-        Err(e) => {
-            let refused = matches!(e, crate::storage::Error::Unreachable { refused: true, .. });
-            return NodeProbe {
-                refused,
-                ..NodeProbe::failed(e.to_string(), started)
-            };
-        }
-    };
-    let r = gather(&mut conn).await;
-    conn.close().await;
-    match r {
-        Ok(mut p) => {
-            p.latency_ms = elapsed_ms(started);
-            p
-        }
-        Err(e) => NodeProbe::failed(e.to_string(), started),
+    let (p, session) = probe_kept(addr, opts, None).await;
+    if let Some(c) = session {
+        c.close().await;
     }
+    p
 }
 
 /// Probes one node over `kept`, the session an earlier probe left open, else over a new one;

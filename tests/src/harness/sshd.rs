@@ -267,6 +267,28 @@ impl Sshd {
         &self.host_key
     }
 
+    /// A storage machine at `ip` reached through this sshd, with `data_dir` as its data dir.
+    pub fn storage_machine(
+        &self,
+        ip: std::net::Ipv4Addr,
+        data_dir: &Path,
+    ) -> kunlun_meta::model::NewMachine {
+        kunlun_meta::model::NewMachine {
+            hostaddr: ip.to_string(),
+            machine_type: kunlun_meta::model::MachineType::Storage,
+            rack_id: None,
+            data_dirs: vec![data_dir.to_string_lossy().into_owned()],
+            port_range: "20000-65000".into(),
+            total_mem_mb: None,
+            total_cpu_cores: None,
+            ssh: kunlun_meta::model::SshAccess {
+                port: self.port(),
+                user: self.user().into(),
+                key_path: self.user_key().private.to_string_lossy().into_owned(),
+            },
+        }
+    }
+
     /// A `known_hosts` file with exactly one line, `[ip]:port <host key>` (the key at start).
     pub fn known_hosts(&self) -> PathBuf {
         self.dir.path().join("known_hosts")

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kunlun_core::fleet::Provisioner;
 use kunlun_core::ha::{FailoverRecord, HaConfig, HaShared, Outcome};
-use kunlun_meta::model::{MachineType, NewMachine, NodeStatus, SshAccess};
+use kunlun_meta::model::NodeStatus;
 use kunlun_meta::Store;
 use kunlun_tests::ha::clients::{pgx_user_sql, tables_sql, PgxWriter, StaleWriter};
 use kunlun_tests::ha::clients::{PGX_TABLE, STALE_TABLE};
@@ -322,20 +322,7 @@ async fn sigstop_of_the_primary_with_pgx_app_and_stale_writers() {
     let pid_file = srv.datadir().parent().expect("parent").join("mysqld.pid");
     std::os::unix::fs::symlink(&pid_file, run.join("mysqld.pid")).expect("pid link");
     env.store
-        .insert_machine(&NewMachine {
-            hostaddr: ip.to_string(),
-            machine_type: MachineType::Storage,
-            rack_id: None,
-            data_dirs: vec![data_dir.to_string_lossy().into_owned()],
-            port_range: "20000-65000".into(),
-            total_mem_mb: None,
-            total_cpu_cores: None,
-            ssh: SshAccess {
-                port: sshd.port(),
-                user: sshd.user().into(),
-                key_path: sshd.user_key().private.to_string_lossy().into_owned(),
-            },
-        })
+        .insert_machine(&sshd.storage_machine(ip, &data_dir))
         .await
         .expect("machine registered");
     setup_clients(&env).await;

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use kunlun_core::fleet::Provisioner;
 use kunlun_core::ha::HaConfig;
-use kunlun_meta::model::{MachineType, NewMachine, SshAccess};
 use kunlun_tests::ha::{test_ha_config, EnvOptions, HaEnv, Writer, LIMIT};
 use kunlun_tests::Sshd;
 
@@ -42,20 +41,7 @@ async fn a_hung_primary_is_stopped_over_ssh_before_the_failover() {
     let pid_file = srv.datadir().parent().unwrap().join("mysqld.pid");
     std::os::unix::fs::symlink(&pid_file, run.join("mysqld.pid")).unwrap();
     env.store
-        .insert_machine(&NewMachine {
-            hostaddr: ip.to_string(),
-            machine_type: MachineType::Storage,
-            rack_id: None,
-            data_dirs: vec![data_dir.to_string_lossy().into_owned()],
-            port_range: "20000-65000".into(),
-            total_mem_mb: None,
-            total_cpu_cores: None,
-            ssh: SshAccess {
-                port: sshd.port(),
-                user: sshd.user().into(),
-                key_path: sshd.user_key().private.to_string_lossy().into_owned(),
-            },
-        })
+        .insert_machine(&sshd.storage_machine(ip, &data_dir))
         .await
         .expect("machine registered");
 
