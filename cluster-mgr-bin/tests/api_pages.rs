@@ -1,6 +1,7 @@
 //! Paginated lists through the daemon's real app: `?limit=&after=` with the next cursor in
 //! `X-Next-Cursor` and `Link rel="next"`. Walking every page gives exactly the full list, in
-//! order, on both backends; a `limit` out of 1..=1000 or an unknown key is a 400.
+//! order, on both backends (failovers too, past the largest page); a `limit` out of 1..=1000
+//! or an unknown key is a 400.
 
 mod common;
 
@@ -10,6 +11,7 @@ use actix_web::test;
 use cluster_mgr::http::app;
 use common::*;
 use kunlun_meta::model::NewJob;
+use kunlun_meta::store::repo::failovers::{self, FailoverRow};
 use serde_json::{json, Value};
 
 /// Machines registered for the walk (loopback addresses, never probed).
@@ -134,6 +136,10 @@ async fn pages(ts: TestStore) {
         (vec![], None, None)
     );
 
+    // Failovers: more records than the largest page; every one is reached by the cursor,
+    // newest first, also when filtered by shard.
+    failover_pages(&ts, &svc).await;
+
     for path in ["/v1/machines", "/v1/clusters", "/v1/jobs", "/v1/failovers"] {
         for q in [
             "limit=0",
@@ -150,6 +156,64 @@ async fn pages(ts: TestStore) {
             );
         }
     }
+}
+
+/// Records stored for the failover walk: more than one page of the largest size.
+const FAILOVERS: usize = 1_010;
+
+async fn failover_pages<S, B>(ts: &TestStore, svc: &S)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: actix_web::body::MessageBody,
+{
+    // Every tenth on shard 2, the rest on shard 1; one transaction.
+    ts.store
+        .tx(async |tx| {
+            for i in 0..FAILOVERS {
+                let row = FailoverRow {
+                    id: 0,
+                    cluster_id: 1,
+                    shard_id: if i % 10 == 0 { 2 } else { 1 },
+                    kind: "automatic".into(),
+                    started_at: chrono::Utc::now().naive_utc(),
+                    old_primary: 10,
+                    new_primary: Some(11),
+                    outcome: "promoted".into(),
+                    proven_lossless: 1,
+                    possible_loss: None,
+                    reason: None,
+                    fence: None,
+                    phases: "[]".into(),
+                    old_primary_fate: None,
+                    total_ms: 100,
+                };
+                failovers::insert(tx, &row).await?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("store the failover records");
+    let all = walk(svc, "/v1/failovers", 1000, FAILOVERS).await;
+    assert_eq!(all.len(), FAILOVERS, "the oldest records are reachable too");
+    let mut desc = ids(&all);
+    desc.sort_unstable_by(|a, b| b.cmp(a));
+    desc.dedup();
+    assert_eq!(ids(&all), desc, "failovers newest first, each once");
+    assert_eq!(walk(svc, "/v1/failovers", 37, FAILOVERS).await, all);
+
+    let mut of_two = Vec::new();
+    let mut uri = "/v1/failovers?shard_id=2&limit=30".to_string();
+    for _ in 0..=FAILOVERS / 10 / 30 + 1 {
+        let (rows, next, _) = page(svc, &uri).await;
+        of_two.extend(rows);
+        match next {
+            Some(after) => uri = format!("/v1/failovers?shard_id=2&limit=30&after={after}"),
+            None => break,
+        }
+    }
+    let expect: Vec<Value> = all.iter().filter(|r| r["shard_id"] == 2).cloned().collect();
+    assert_eq!(expect.len(), FAILOVERS.div_ceil(10));
+    assert_eq!(of_two, expect, "shard 2's pages are its records, in order");
 }
 
 #[actix_web::test]

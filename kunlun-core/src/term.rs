@@ -349,11 +349,22 @@ impl Term {
         Ok(self.ha()?.status())
     }
 
-    /// Failover and switchover records, newest first, optionally of one shard: those the
-    /// store could not take, then those in the store.
+    /// The newest 1,000 failover and switchover records, optionally of one shard: those the
+    /// store could not take, then those in the store ([`Self::failovers_page`] pages on).
     pub async fn failovers(&self, shard_id: Option<i64>) -> Result<Vec<FailoverRecord>> {
+        self.failovers_page(shard_id, None, 1000).await
+    }
+
+    /// One page of failover records, newest first, with ids below `before`
+    /// ([`crate::ha::list_failovers`]).
+    pub async fn failovers_page(
+        &self,
+        shard_id: Option<i64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<FailoverRecord>> {
         let store = self.store()?;
-        crate::ha::list_failovers(&store, self.ha().ok(), shard_id).await
+        crate::ha::list_failovers(&store, self.ha().ok(), shard_id, before, limit).await
     }
 
     /// One failover record, from the store or the monitor's memory.

@@ -68,11 +68,21 @@ impl ClusterManager {
         Ok(self.store()?.get_job(id).await?)
     }
 
-    /// The stored failover and switchover records, newest first, optionally of one shard.
+    /// The newest 1,000 stored failover and switchover records, optionally of one shard.
     /// A term whose monitor runs here adds those the store could not take
     /// ([`crate::Term::failovers`]).
     pub async fn failovers(&self, shard_id: Option<i64>) -> Result<Vec<FailoverRecord>> {
-        crate::ha::list_failovers(self.store()?, None, shard_id).await
+        self.failovers_page(shard_id, None, 1000).await
+    }
+
+    /// One page of stored failover records, newest first, with ids below `before`.
+    pub async fn failovers_page(
+        &self,
+        shard_id: Option<i64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<FailoverRecord>> {
+        crate::ha::list_failovers(self.store()?, None, shard_id, before, limit).await
     }
 
     /// One stored failover record (`Unavailable` for the id of one kept in a monitor's

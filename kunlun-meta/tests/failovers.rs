@@ -1,5 +1,6 @@
 //! Failover records (`kl_failover`) on both backends: insert returns increasing ids, list is
-//! newest first with a shard filter and a limit, the fate can be set later, records survive a
+//! newest first with a shard filter, a limit and
+//! a cursor (`before`), the fate can be set later, records survive a
 //! reopen (a daemon restart), and unknown ids and empty kinds are clear errors.
 
 mod common;
@@ -40,22 +41,33 @@ async fn records(t: &TestStore) {
         .unwrap();
     assert!(b > a);
     let all = s
-        .read(async |tx| failovers::list(tx, None, 100).await)
+        .read(async |tx| failovers::list(tx, None, None, 100).await)
         .await
         .unwrap();
     assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b, a]);
     let one = s
-        .read(async |tx| failovers::list(tx, Some(1), 100).await)
+        .read(async |tx| failovers::list(tx, Some(1), None, 100).await)
         .await
         .unwrap();
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].reason.as_deref(), Some("it's \"quoted\"; --"));
     assert_eq!(one[0].phases, row(1, "x").phases);
     let lim = s
-        .read(async |tx| failovers::list(tx, None, 1).await)
+        .read(async |tx| failovers::list(tx, None, None, 1).await)
         .await
         .unwrap();
-    assert_eq!(lim.len(), 1);
+    assert_eq!(lim.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b]);
+    // The next page: older than the cursor.
+    let older = s
+        .read(async |tx| failovers::list(tx, None, Some(b), 1).await)
+        .await
+        .unwrap();
+    assert_eq!(older.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a]);
+    let none = s
+        .read(async |tx| failovers::list(tx, Some(2), Some(b), 100).await)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
 
     s.tx(async |tx| failovers::set_fate(tx, a, "rejoined as replica of node 11").await)
         .await

@@ -102,19 +102,15 @@ pub async fn list(
         after: q.after,
     }
     .validate()?;
-    // Newest first: the records (those kept in memory only have the highest ids) older than
-    // the cursor.
-    let before = q.after.map_or(u64::MAX, |a| u64::try_from(a).unwrap_or(0));
+    // Newest first, older than the cursor; one more than the page tells whether more follow.
+    // Ids are positive, so a cursor below 1 leaves nothing older.
+    let before = q.after.map(|a| u64::try_from(a).unwrap_or(0));
+    let probe = limit as usize + 1;
     // Stored records on every instance; the term adds those its monitor could not store.
-    let all = match &term {
-        Some(t) => t.failovers(q.shard_id).await?,
-        None => cm.failovers(q.shard_id).await?,
+    let rows = match &term {
+        Some(t) => t.failovers_page(q.shard_id, before, probe).await?,
+        None => cm.failovers_page(q.shard_id, before, probe).await?,
     };
-    let rows: Vec<_> = all
-        .into_iter()
-        .filter(|r| r.id < before)
-        .take(limit as usize + 1)
-        .collect();
     let page = Page::from_probe(rows, limit, |r| i64::try_from(r.id).unwrap_or(i64::MAX));
     Ok(super::page::ok(&req, page))
 }

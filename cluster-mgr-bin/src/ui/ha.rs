@@ -37,14 +37,15 @@ pub async fn failovers(
     };
     let shard = q.and_then(|q| q.shard_id);
     let live = async {
+        // One more than shown tells whether older ones follow.
         let all = match &term {
-            Some(t) => t.failovers(shard).await?,
-            None => cm.failovers(shard).await?,
+            Some(t) => t.failovers_page(shard, None, SHOWN + 1).await?,
+            None => cm.failovers_page(shard, None, SHOWN + 1).await?,
         };
         Ok::<_, ApiError>(html! {
             @if all.is_empty() { p.empty { "No failovers or switchovers yet." } }
             @for r in all.iter().take(SHOWN) { (record(r, false)) }
-            @if all.len() > SHOWN { p.note { "The " (SHOWN) " newest of " (all.len()) "; the API lists them all (" code { "GET /v1/failovers" } ")." } }
+            @if all.len() > SHOWN { p.note { "The " (SHOWN) " newest; the API pages through them all (" code { "GET /v1/failovers" } ")." } }
         })
     }
     .await;

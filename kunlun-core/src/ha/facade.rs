@@ -67,19 +67,30 @@ impl HaHandle {
     }
 }
 
-/// Failover and switchover records, newest first, optionally of one shard: those the
-/// monitor (when `monitor` runs here) could not store, then those in the store (so they
-/// outlive the daemon).
+/// One page of failover and switchover records, newest first, optionally of one shard, with
+/// ids below `before` (the cursor), at most `limit`: first those the monitor (when `monitor`
+/// runs here) could not store (their ids are above every stored one), then those in the store
+/// (so they outlive the daemon). The store is read by keyset, so every record can be reached.
 pub async fn list_failovers(
     store: &Store,
     monitor: Option<&HaHandle>,
     shard_id: Option<i64>,
+    before: Option<u64>,
+    limit: usize,
 ) -> Result<Vec<FailoverRecord>> {
-    let mut out = super::records::list(store, shard_id).await?;
-    if let Some(h) = monitor {
-        let mut mem = h.shared().memory_only_failovers(shard_id);
-        mem.append(&mut out);
-        out = mem;
+    let mut out: Vec<FailoverRecord> = match monitor {
+        Some(h) => h
+            .shared()
+            .memory_only_failovers(shard_id)
+            .into_iter()
+            .filter(|r| before.is_none_or(|b| r.id < b))
+            .take(limit)
+            .collect(),
+        None => Vec::new(),
+    };
+    if out.len() < limit {
+        let mut stored = super::records::list(store, shard_id, before, limit - out.len()).await?;
+        out.append(&mut stored);
     }
     Ok(out)
 }

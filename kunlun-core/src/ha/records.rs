@@ -179,11 +179,20 @@ pub async fn set_fate(store: &Store, id: u64, fate: &str) -> Result<()> {
     .await
 }
 
-/// Stored records, newest first, optionally of one shard (at most 1000).
-pub async fn list(store: &Store, shard_id: Option<i64>) -> Result<Vec<FailoverRecord>> {
+/// Stored records, newest first, optionally of one shard, with ids below `before`: at most
+/// `limit` (clamped to 1..=1001: the API's largest page and one more).
+pub async fn list(
+    store: &Store,
+    shard_id: Option<i64>,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Vec<FailoverRecord>> {
+    // An id above every stored one (memory-only ids start far above) means no bound.
+    let before = before.and_then(|b| i64::try_from(b).ok());
+    let limit = i64::try_from(limit).unwrap_or(repo_fo::MAX_ROWS);
     let rows = bounded(async {
         Ok(store
-            .read(async |tx| repo_fo::list(tx, shard_id, repo_fo::DEFAULT_LIMIT).await)
+            .read(async |tx| repo_fo::list(tx, shard_id, before, limit).await)
             .await?)
     })
     .await?;

@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::store::conn::{with_conn, Tx};
 use crate::store::schema::kl_failover as fo;
 
-/// Default and largest page of [`list`].
-pub const DEFAULT_LIMIT: i64 = 1000;
+/// Most rows [`list`] reads at once: the largest page of the API plus the one row that tells
+/// whether more follow.
+pub const MAX_ROWS: i64 = crate::api::MAX_PAGE_LIMIT as i64 + 1;
 
 /// A stored failover record; `kind`, `outcome` and `phases` (a JSON array) are kept as the
 /// caller's text.
@@ -97,9 +98,16 @@ pub async fn get(tx: &mut Tx, id: i64) -> Result<FailoverRow> {
     row.ok_or_else(|| Error::not_found("failover", id))
 }
 
-/// Records newest first, optionally of one shard, at most `limit` (1..=[`DEFAULT_LIMIT`]).
-pub async fn list(tx: &mut Tx, shard_id: Option<i64>, limit: i64) -> Result<Vec<FailoverRow>> {
-    let limit = limit.clamp(1, DEFAULT_LIMIT);
+/// Records newest first, optionally of one shard and only those with an id below `before`
+/// (the keyset cursor of the next page), at most `limit` (1..=[`MAX_ROWS`]). Served by
+/// the primary key, or the `(shard_id, id)` index for one shard.
+pub async fn list(
+    tx: &mut Tx,
+    shard_id: Option<i64>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<FailoverRow>> {
+    let limit = limit.clamp(1, MAX_ROWS);
     with_conn!(tx, c => {
         let mut b = fo::table
             .select(FailoverRow::as_select())
@@ -108,6 +116,9 @@ pub async fn list(tx: &mut Tx, shard_id: Option<i64>, limit: i64) -> Result<Vec<
             .into_boxed();
         if let Some(s) = shard_id {
             b = b.filter(fo::shard_id.eq(s));
+        }
+        if let Some(id) = before {
+            b = b.filter(fo::id.lt(id));
         }
         b.load::<FailoverRow>(c).await
     })
