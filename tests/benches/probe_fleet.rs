@@ -6,7 +6,8 @@
 //!
 //! The nodes are lightweight in-process MySQL-protocol endpoints ([`fake_mysql`]) served by a
 //! child process (this binary started again), so the CPU measured is the prober's alone; the
-//! child's is printed beside it. Floors from the same run, with the same concurrency (32) and
+//! child's is printed beside it. Floors from the same run, with the same concurrency (the default's, or
+//! `PROBE_FLEET_CONCURRENCY`) and
 //! the same three statements per probe: the manager's `probe_node` in a plain loop (no
 //! topology read, no tracking), a plain mysql_async client opening a fresh connection per
 //! probe (what the manager does), and one keeping a connection per node open.
@@ -35,8 +36,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 const INTERVAL: Duration = Duration::from_secs(1);
-/// `HaConfig::default().probe_concurrency`, used by the floors too.
-const CONCURRENCY: usize = 32;
+/// Probes in flight at once, for the manager and the floors alike:
+/// `HaConfig::default().probe_concurrency`, or `PROBE_FLEET_CONCURRENCY`.
+fn concurrency() -> usize {
+    std::env::var("PROBE_FLEET_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(HaConfig::default().probe_concurrency)
+        .max(1)
+}
 /// Longest one floor probe may take before it counts as failed (the manager's probe deadline
 /// at a 1 s interval is 2 s too).
 const PROBE_DEADLINE: Duration = Duration::from_secs(2);
@@ -192,7 +200,14 @@ async fn manager(fleet: &FleetProcess, plan: (usize, usize)) -> Result<Series> {
     let store = Store::open(&StoreConfig::sqlite(dir.path().join("meta.db"))).await?;
     register(&store, &fleet.ports).await?;
     let cancel = CancellationToken::new();
-    let (mut m, h) = HaMonitor::new(store, HaConfig::default(), cancel.clone());
+    let (mut m, h) = HaMonitor::new(
+        store,
+        HaConfig {
+            probe_concurrency: concurrency(),
+            ..HaConfig::default()
+        },
+        cancel.clone(),
+    );
     let series = drive("manager: HaMonitor::round", fleet, plan, async || {
         let before = h.shared().stats();
         m.round().await?;
@@ -256,7 +271,7 @@ async fn probe_node_loop(fleet: &FleetProcess, plan: (usize, usize)) -> Result<S
     let addrs = addrs(fleet);
     let opts = probe_options(INTERVAL, HaConfig::default().storage);
     drive("probe_node loop (no monitor)", fleet, plan, async || {
-        let sem = Arc::new(Semaphore::new(CONCURRENCY));
+        let sem = Arc::new(Semaphore::new(concurrency()));
         let mut set = JoinSet::new();
         for a in addrs.iter() {
             let (sem, a) = (sem.clone(), a.clone());
@@ -300,7 +315,7 @@ async fn plain_probe(c: &mut Conn) -> mysql_async::Result<()> {
 async fn plain_fresh(fleet: &FleetProcess, plan: (usize, usize)) -> Result<Series> {
     let ports = Arc::new(fleet.ports.clone());
     drive("plain mysql_async, fresh conn", fleet, plan, async || {
-        let sem = Arc::new(Semaphore::new(CONCURRENCY));
+        let sem = Arc::new(Semaphore::new(concurrency()));
         let mut set = JoinSet::new();
         for &port in ports.iter() {
             let sem = sem.clone();
@@ -328,7 +343,7 @@ async fn plain_persistent(fleet: &FleetProcess, plan: (usize, usize)) -> Result<
     let ports = fleet.ports.clone();
     let mut conns: Vec<Option<Conn>> = (0..ports.len()).map(|_| None).collect();
     let series = drive("plain mysql_async, persistent", fleet, plan, async || {
-        let sem = Arc::new(Semaphore::new(CONCURRENCY));
+        let sem = Arc::new(Semaphore::new(concurrency()));
         let mut set = JoinSet::new();
         for (i, slot) in conns.iter_mut().enumerate() {
             let (sem, held, port) = (sem.clone(), slot.take(), ports[i]);
@@ -377,11 +392,12 @@ async fn run_size(fleet: &FleetProcess, plan: (usize, usize)) -> Result<Vec<Seri
 
 fn print_table(all: &[Series], rounds: usize) {
     println!(
-        "\nprobe_fleet: rounds every {} ms, {rounds} measured per series, concurrency {CONCURRENCY}; \
+        "\nprobe_fleet: rounds every {} ms, {rounds} measured per series, concurrency {}; \
          p99 is nearest-rank (of {rounds} rounds: the slowest); late = rounds longer than the \
          interval; CPU = process user+sys / wall (ms/probe: its CPU per probe); others = the rest of the machine's busy \
          cores meanwhile (builds etc.: figures taken beside much of it are slowed)",
-        INTERVAL.as_millis()
+        INTERVAL.as_millis(),
+        concurrency()
     );
     println!(
         "{:>6}  {:<31} {:>9} {:>9} {:>5} {:>14} {:>9} {:>10} {:>9} {:>10} {:>7}",
