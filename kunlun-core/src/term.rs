@@ -349,14 +349,8 @@ impl Term {
         Ok(self.ha()?.status())
     }
 
-    /// The newest 1,000 failover and switchover records, optionally of one shard: those the
-    /// store could not take, then those in the store ([`Self::failovers_page`] pages on).
-    pub async fn failovers(&self, shard_id: Option<i64>) -> Result<Vec<FailoverRecord>> {
-        self.failovers_page(shard_id, None, 1000).await
-    }
-
-    /// One page of failover records, newest first, with ids below `before`
-    /// ([`crate::ha::list_failovers`]).
+    /// One page of failover and switchover records, newest first, with ids below `before`:
+    /// those the store could not take, then those in the store ([`crate::ha::list_failovers`]).
     pub async fn failovers_page(
         &self,
         shard_id: Option<i64>,
@@ -464,11 +458,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(matches!(term.ha(), Err(Error::Unavailable(_))));
         assert!(matches!(
-            term.failovers(None).await,
+            term.failovers_page(None, None, 10).await,
             Err(Error::Unavailable(_))
         ));
         assert!(matches!(
-            m.failovers(None).await,
+            m.failovers_page(None, None, 10).await,
             Err(Error::Unavailable(_))
         ));
         m.shutdown(Duration::from_secs(5)).await;

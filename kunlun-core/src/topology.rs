@@ -68,14 +68,9 @@ impl ClusterManager {
         Ok(self.store()?.get_job(id).await?)
     }
 
-    /// The newest 1,000 stored failover and switchover records, optionally of one shard.
-    /// A term whose monitor runs here adds those the store could not take
-    /// ([`crate::Term::failovers`]).
-    pub async fn failovers(&self, shard_id: Option<i64>) -> Result<Vec<FailoverRecord>> {
-        self.failovers_page(shard_id, None, 1000).await
-    }
-
-    /// One page of stored failover records, newest first, with ids below `before`.
+    /// One page of stored failover and switchover records, newest first, with ids below
+    /// `before`. A term whose monitor runs here adds those the store could not take
+    /// ([`crate::Term::failovers_page`]).
     pub async fn failovers_page(
         &self,
         shard_id: Option<i64>,

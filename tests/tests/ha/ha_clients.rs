@@ -441,7 +441,10 @@ mod provisioned {
     async fn wait_promoted(mgr: &Term, shard_id: i64) -> FailoverRecord {
         let deadline = Instant::now() + LIMIT;
         loop {
-            let recs = mgr.failovers(Some(shard_id)).await.expect("failovers");
+            let recs = mgr
+                .failovers_page(Some(shard_id), None, 1000)
+                .await
+                .expect("failovers");
             if let Some(r) = recs.iter().find(|r| r.outcome == Outcome::Promoted) {
                 return r.clone();
             }

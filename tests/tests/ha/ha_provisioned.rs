@@ -52,7 +52,10 @@ fn primary_of(nodes: &[ShardNode]) -> &ShardNode {
 async fn wait_promoted(mgr: &Term, shard_id: i64) -> FailoverRecord {
     let deadline = Instant::now() + LIMIT;
     loop {
-        let recs = mgr.failovers(Some(shard_id)).await.expect("failovers");
+        let recs = mgr
+            .failovers_page(Some(shard_id), None, 1000)
+            .await
+            .expect("failovers");
         if let Some(r) = recs.iter().find(|r| r.outcome == Outcome::Promoted) {
             return r.clone();
         }
@@ -272,7 +275,10 @@ async fn scenario(w: &ProvisionWorld) {
     );
 
     // The record is stored with its route phase, which pushed the catalog.
-    let stored = mgr.failovers(Some(shard.id)).await.expect("failovers");
+    let stored = mgr
+        .failovers_page(Some(shard.id), None, 1000)
+        .await
+        .expect("failovers");
     assert!(stored.iter().any(|r| r.id == rec.id), "{stored:?}");
     let route = rec
         .phases
