@@ -195,6 +195,7 @@ where
         .expect("store the failover records");
     let all = walk(svc, "/v1/failovers", 1000, FAILOVERS).await;
     assert_eq!(all.len(), FAILOVERS, "the oldest records are reachable too");
+    assert_eq!(ids(&all).len(), FAILOVERS, "every record has its id");
     let mut desc = ids(&all);
     desc.sort_unstable_by(|a, b| b.cmp(a));
     desc.dedup();
@@ -214,6 +215,9 @@ where
     let expect: Vec<Value> = all.iter().filter(|r| r["shard_id"] == 2).cloned().collect();
     assert_eq!(expect.len(), FAILOVERS.div_ceil(10));
     assert_eq!(of_two, expect, "shard 2's pages are its records, in order");
+    // A page that ends exactly at the last record has no cursor.
+    let exact = format!("/v1/failovers?shard_id=2&limit={}", expect.len());
+    assert_eq!(page(svc, &exact).await, (expect, None, None));
 }
 
 #[actix_web::test]

@@ -351,6 +351,7 @@ impl Term {
 
     /// One page of failover and switchover records, newest first, with ids below `before`:
     /// those the store could not take, then those in the store ([`crate::ha::list_failovers`]).
+    /// At most 1,001 stored rows are read at once (the API's largest page and one more).
     pub async fn failovers_page(
         &self,
         shard_id: Option<i64>,

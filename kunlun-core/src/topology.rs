@@ -70,7 +70,7 @@ impl ClusterManager {
 
     /// One page of stored failover and switchover records, newest first, with ids below
     /// `before`. A term whose monitor runs here adds those the store could not take
-    /// ([`crate::Term::failovers_page`]).
+    /// ([`crate::Term::failovers_page`]). At most 1,001 stored rows are read at once.
     pub async fn failovers_page(
         &self,
         shard_id: Option<i64>,

@@ -114,3 +114,71 @@ pub async fn get_failover(
     }
     super::records::get(store, id).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ha::{FailoverKind, HaConfig, HaMonitor};
+    use kunlun_meta::StoreConfig;
+    use tokio_util::sync::CancellationToken;
+
+    /// Memory-only records (the store could not take them) come first, then the stored ones;
+    /// one cursor pages across both, also by shard.
+    #[tokio::test]
+    async fn pages_go_from_memory_only_records_to_stored_ones() {
+        let dir = std::env::temp_dir().join(format!("kl_facade_pages_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let store = Store::open(&StoreConfig::sqlite(dir.join("meta.db")))
+            .await
+            .expect("store");
+        let mut stored = Vec::new();
+        for shard in [1, 2, 1] {
+            let r = FailoverRecord::new(FailoverKind::Automatic, 1, shard, 10);
+            stored.push(
+                super::super::records::insert(&store, &r)
+                    .await
+                    .expect("insert"),
+            );
+        }
+        let (_m, h) = HaMonitor::new(store.clone(), HaConfig::default(), CancellationToken::new());
+        let mem: Vec<u64> = [2, 1]
+            .into_iter()
+            .map(|shard| {
+                h.shared()
+                    .record(FailoverRecord::new(FailoverKind::Automatic, 1, shard, 10))
+            })
+            .collect();
+        let ids = |v: Vec<FailoverRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let page = async |shard: Option<i64>, before: Option<u64>, limit: usize| {
+            ids(list_failovers(&store, Some(&h), shard, before, limit)
+                .await
+                .expect("list"))
+        };
+        // All shards, pages of 2: [m2, m1], [s3, s2], [s1].
+        assert_eq!(page(None, None, 2).await, vec![mem[1], mem[0]]);
+        assert_eq!(
+            page(None, Some(mem[0]), 2).await,
+            vec![stored[2], stored[1]]
+        );
+        assert_eq!(page(None, Some(stored[1]), 2).await, vec![stored[0]]);
+        // A page that takes the memory-only ones exactly, then one across both.
+        assert_eq!(
+            page(None, Some(mem[1]), 3).await,
+            vec![mem[0], stored[2], stored[1]]
+        );
+        // Shard 1: its memory-only record, then its two stored ones.
+        assert_eq!(
+            page(Some(1), None, 10).await,
+            vec![mem[1], stored[2], stored[0]]
+        );
+        assert_eq!(page(Some(2), Some(mem[0]), 10).await, vec![stored[1]]);
+        // Without the monitor only the stored ones.
+        let plain = list_failovers(&store, None, None, None, 10)
+            .await
+            .expect("list");
+        assert_eq!(ids(plain), vec![stored[2], stored[1], stored[0]]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

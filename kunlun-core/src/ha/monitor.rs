@@ -147,7 +147,8 @@ pub struct HaMonitor {
     cancel: CancellationToken,
     /// Shards whose failover or switchover task runs, with what it is.
     busy: HashMap<i64, &'static str>,
-    /// The cluster of each shard a task was started for (for the events of its report).
+    /// The cluster of each shard as the last round saw it (or as it was when its task
+    /// started): for the events of a task's report and the reads of a scoped round.
     cluster_of: HashMap<i64, i64>,
     tasks: JoinSet<()>,
     done_tx: mpsc::UnboundedSender<Done>,

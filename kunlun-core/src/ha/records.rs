@@ -187,7 +187,8 @@ pub async fn list(
     before: Option<u64>,
     limit: usize,
 ) -> Result<Vec<FailoverRecord>> {
-    // An id above every stored one (memory-only ids start far above) means no bound.
+    // Memory-only ids (from 2^53) are above every stored one and pass as they are; only a
+    // cursor beyond i64 (never an id) drops the bound.
     let before = before.and_then(|b| i64::try_from(b).ok());
     let limit = i64::try_from(limit).unwrap_or(repo_fo::MAX_ROWS);
     let rows = bounded(async {

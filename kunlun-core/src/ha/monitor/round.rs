@@ -24,6 +24,9 @@ use crate::ha::watch::WatchEvent;
 use crate::ha::ShardTopo;
 use crate::storage::NodeAddr;
 
+/// Most shards a scoped round reads one by one; more read the whole topology once.
+const SCOPED_READ_MAX: usize = 8;
+
 impl HaMonitor {
     /// A just-promoted primary's per-node memory starts from its seed probe.
     pub(super) fn seed_track(&mut self, id: i64, p: NodeProbe) {
@@ -74,14 +77,16 @@ impl HaMonitor {
 
     /// The topology of the shards in `scope` only, read shard by shard (an urgent round runs
     /// every [`super::URGENT_GAP`]: reading the whole fleet each time would slow the very
-    /// probes that decide a crash). Each shard's cluster is the one the last full round saw;
+    /// probes that decide a crash). Each shard's cluster is the one the last round saw;
     /// when one is not known yet, the whole topology is read and cut down.
     async fn scoped_topology(&self, scope: &HashSet<i64>) -> Result<Vec<ShardTopo>> {
         let mut wanted: Vec<(i64, i64)> = Vec::with_capacity(scope.len());
         for shard in scope {
             match self.cluster_of.get(shard) {
-                Some(c) => wanted.push((*c, *shard)),
-                None => {
+                // Two reads per shard: beyond a few shards (a machine holding many primaries
+                // died) the one whole read costs less.
+                Some(c) if scope.len() <= SCOPED_READ_MAX => wanted.push((*c, *shard)),
+                _ => {
                     let mut topo = self.topology().await?;
                     topo.retain(|s| scope.contains(&s.shard_id));
                     return Ok(topo);
@@ -100,7 +105,9 @@ impl HaMonitor {
                         Err(kunlun_meta::Error::NotFound { .. }) => continue,
                         Err(e) => return Err(e),
                     };
-                    out.push((c, shard, repo::nodes::list(tx, Some(shard)).await?));
+                    let mut nodes = repo::nodes::list(tx, Some(shard)).await?;
+                    nodes.retain(|n| n.db_cluster_id == c.id);
+                    out.push((c, shard, nodes));
                 }
                 Ok(out)
             })
