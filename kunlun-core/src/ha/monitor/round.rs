@@ -164,11 +164,13 @@ impl HaMonitor {
         }
         // Urgent while the primary the watch lost is still recorded, failing and not taken
         // over by a failover task.
-        let topo = self.topology_cache.clone();
+        // Borrowed field by field: cloning the fleet-wide primary map every 20 ms cost more
+        // than the decision.
+        let (busy, topo, nodes) = (&self.busy, &self.topology_cache, &self.nodes);
         self.urgent.retain(|shard, _| {
-            !self.busy.contains_key(shard)
+            !busy.contains_key(shard)
                 && topo.get(shard).is_some_and(|p| {
-                    self.nodes
+                    nodes
                         .get(p)
                         .is_some_and(|t| t.watch_lost.is_some() && t.failures > 0)
                 })
