@@ -6,11 +6,12 @@
 //!
 //! The nodes are lightweight in-process MySQL-protocol endpoints ([`fake_mysql`]) served by a
 //! child process (this binary started again), so the CPU measured is the prober's alone; the
-//! child's is printed beside it. Floors from the same run, with the same concurrency (the default's, or
-//! `PROBE_FLEET_CONCURRENCY`) and
-//! the same three statements per probe: the manager's `probe_node` in a plain loop (no
-//! topology read, no tracking), a plain mysql_async client opening a fresh connection per
-//! probe (what the manager does), and one keeping a connection per node open.
+//! child's is printed beside it. Floors from the same run, with the same concurrency (the
+//! default's, or `PROBE_FLEET_CONCURRENCY`) and the same query per probe (`PROBE_SQL`, three
+//! statements in one round trip): the manager's `probe_node` in a plain loop (no topology
+//! read, no tracking), a plain mysql_async client opening a fresh connection per probe, and
+//! one keeping a connection per node open (what the manager does). Baseline: that last one
+//! sending the three statements one by one (three round trips, how the manager probed before).
 //!
 //! `cargo bench -p kunlun-tests --bench probe_fleet` runs N = 500, 2,000, 5,000 (2 warm-up
 //! and 10 measured rounds per series; `PROBE_FLEET_ROUNDS`, `PROBE_FLEET_SIZES=500,2000` to
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use kunlun_core::ha::{HaConfig, HaMonitor, NodeState};
-use kunlun_core::storage::probe::{probe_node, probe_options};
+use kunlun_core::storage::probe::{probe_node, probe_options, PROBE_SQL};
 use kunlun_core::storage::NodeAddr;
 use kunlun_meta::store::{Store, StoreConfig};
 use kunlun_tests::bench::env_u64;
@@ -39,24 +40,17 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// Probes in flight at once, for the manager and the floors alike:
 /// `HaConfig::default().probe_concurrency`, or `PROBE_FLEET_CONCURRENCY`.
 fn concurrency() -> usize {
-    std::env::var("PROBE_FLEET_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(HaConfig::default().probe_concurrency)
-        .max(1)
+    match std::env::var("PROBE_FLEET_CONCURRENCY") {
+        Err(_) => HaConfig::default().probe_concurrency,
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("PROBE_FLEET_CONCURRENCY={v:?}: want a whole number above 0"),
+        },
+    }
 }
 /// Longest one floor probe may take before it counts as failed (the manager's probe deadline
 /// at a 1 s interval is 2 s too).
 const PROBE_DEADLINE: Duration = Duration::from_secs(2);
-/// The statements of one probe (`kunlun-core/src/storage/probe.rs`).
-const PROBE_SQL: [&str; 3] = [
-    "SELECT 1 AS alive, @@read_only AS ro, @@gtid_current_pos AS cur, \
-     @@gtid_binlog_pos AS bin, @@rpl_semi_sync_master_enabled AS ss_on, \
-     @@rpl_semi_sync_master_wait_point AS ss_wp",
-    "SHOW GLOBAL STATUS WHERE Variable_name IN \
-     ('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_clients')",
-    "SHOW ALL SLAVES STATUS",
-];
 
 /// Figures of one prober over one fleet.
 struct Series {
@@ -304,14 +298,23 @@ fn opts(port: u16) -> OptsBuilder {
         .stmt_cache_size(0)
 }
 
-async fn plain_probe(c: &mut Conn) -> mysql_async::Result<()> {
-    for sql in PROBE_SQL {
-        let _: Vec<Row> = c.query(sql).await?;
+/// One probe: `PROBE_SQL` in one round trip, or (`split`, how the manager probed before it
+/// sent them as one query: the baseline) its statements one by one.
+async fn plain_probe(c: &mut Conn, split: bool) -> mysql_async::Result<()> {
+    if split {
+        for sql in PROBE_SQL.split(';') {
+            let _: Vec<Row> = c.query(sql).await?;
+        }
+        return Ok(());
+    }
+    let mut result = c.query_iter(PROBE_SQL).await?;
+    while !result.is_empty() {
+        let _: Vec<Row> = result.collect().await?;
     }
     Ok(())
 }
 
-/// Floor: a plain client, a fresh connection per probe (connect, three statements, quit).
+/// Floor: a plain client, a fresh connection per probe (connect, the probe query, quit).
 async fn plain_fresh(fleet: &FleetProcess, plan: (usize, usize)) -> Result<Series> {
     let ports = Arc::new(fleet.ports.clone());
     drive("plain mysql_async, fresh conn", fleet, plan, async || {
@@ -323,7 +326,7 @@ async fn plain_fresh(fleet: &FleetProcess, plan: (usize, usize)) -> Result<Serie
                 let _permit = sem.acquire_owned().await;
                 let probe = async {
                     let mut c = Conn::new(opts(port)).await?;
-                    plain_probe(&mut c).await?;
+                    plain_probe(&mut c, false).await?;
                     c.disconnect().await
                 };
                 matches!(
@@ -338,11 +341,21 @@ async fn plain_fresh(fleet: &FleetProcess, plan: (usize, usize)) -> Result<Serie
 }
 
 /// Floor: a plain client keeping one connection per node (opened before the rounds; a
-/// failed one is opened again in the next round).
-async fn plain_persistent(fleet: &FleetProcess, plan: (usize, usize)) -> Result<Series> {
+/// failed one is opened again in the next round). With `split`, the baseline: the same with
+/// one round trip per statement.
+async fn plain_persistent(
+    fleet: &FleetProcess,
+    plan: (usize, usize),
+    split: bool,
+) -> Result<Series> {
     let ports = fleet.ports.clone();
     let mut conns: Vec<Option<Conn>> = (0..ports.len()).map(|_| None).collect();
-    let series = drive("plain mysql_async, persistent", fleet, plan, async || {
+    let label = if split {
+        "plain persistent, 3 round trips"
+    } else {
+        "plain mysql_async, persistent"
+    };
+    let series = drive(label, fleet, plan, async || {
         let sem = Arc::new(Semaphore::new(concurrency()));
         let mut set = JoinSet::new();
         for (i, slot) in conns.iter_mut().enumerate() {
@@ -354,7 +367,7 @@ async fn plain_persistent(fleet: &FleetProcess, plan: (usize, usize)) -> Result<
                         Some(c) => c,
                         None => Conn::new(opts(port)).await?,
                     };
-                    plain_probe(&mut c).await?;
+                    plain_probe(&mut c, split).await?;
                     mysql_async::Result::Ok(c)
                 };
                 (
@@ -386,7 +399,8 @@ async fn run_size(fleet: &FleetProcess, plan: (usize, usize)) -> Result<Vec<Seri
         manager(fleet, plan).await?,
         probe_node_loop(fleet, plan).await?,
         plain_fresh(fleet, plan).await?,
-        plain_persistent(fleet, plan).await?,
+        plain_persistent(fleet, plan, false).await?,
+        plain_persistent(fleet, plan, true).await?,
     ])
 }
 

@@ -230,6 +230,8 @@ const COM_RESET_CONNECTION: u8 = 0x1f;
 /// CONNECT_ATTRS, PLUGIN_AUTH_LENENC_CLIENT_DATA. No SSL, no DEPRECATE_EOF (classic EOFs).
 const CAPABILITIES: u32 = 0x003f_a20f;
 const STATUS_AUTOCOMMIT: u16 = 0x0002;
+/// SERVER_MORE_RESULTS_EXISTS: another statement's result follows this one.
+const STATUS_MORE_RESULTS: u16 = 0x0008;
 const TYPE_LONGLONG: u8 = 0x08;
 const TYPE_VAR_STRING: u8 = 0xfd;
 const UTF8MB4: u8 = 45;
@@ -239,6 +241,9 @@ const BINARY: u8 = 63;
 struct Reply {
     buf: Vec<u8>,
     seq: u8,
+    /// Another statement of a multi-statement query is answered after this one: the OK or
+    /// the last EOF that ends this one's result says so.
+    more: bool,
 }
 
 impl Reply {
@@ -246,12 +251,23 @@ impl Reply {
         Reply {
             buf: Vec::with_capacity(256),
             seq,
+            more: false,
         }
     }
 
     fn reset(&mut self, seq: u8) {
         self.buf.clear();
         self.seq = seq;
+        self.more = false;
+    }
+
+    /// The status flags of a packet that ends a statement's result.
+    fn end_status(&self) -> u16 {
+        if self.more {
+            STATUS_AUTOCOMMIT | STATUS_MORE_RESULTS
+        } else {
+            STATUS_AUTOCOMMIT
+        }
     }
 
     fn packet(&mut self, fill: impl FnOnce(&mut Vec<u8>)) {
@@ -264,17 +280,18 @@ impl Reply {
     }
 
     fn ok(&mut self) {
+        let status = self.end_status();
         self.packet(|p| {
             p.extend_from_slice(&[0, 0, 0]);
-            p.extend_from_slice(&STATUS_AUTOCOMMIT.to_le_bytes());
+            p.extend_from_slice(&status.to_le_bytes());
             p.extend_from_slice(&[0, 0]);
         });
     }
 
-    fn eof(&mut self) {
+    fn eof(&mut self, status: u16) {
         self.packet(|p| {
             p.extend_from_slice(&[0xfe, 0, 0]);
-            p.extend_from_slice(&STATUS_AUTOCOMMIT.to_le_bytes());
+            p.extend_from_slice(&status.to_le_bytes());
         });
     }
 
@@ -317,7 +334,7 @@ impl Reply {
                 p.extend_from_slice(&[0, 0, 0]);
             });
         }
-        self.eof();
+        self.eof(STATUS_AUTOCOMMIT);
         for r in rows {
             self.packet(|p| {
                 for v in r {
@@ -328,7 +345,8 @@ impl Reply {
                 }
             });
         }
-        self.eof();
+        let status = self.end_status();
+        self.eof(status);
     }
 }
 
@@ -421,7 +439,17 @@ async fn session(stream: TcpStream, node: &Node, shared: &Shared) -> std::io::Re
                     shared,
                     sleep: Duration::ZERO,
                 };
-                node.answer(&sql, &mut cx, &mut r);
+                // A multi-statement query: each statement's result in turn, all but the last
+                // saying that more follow (an error ends the query, as on a real server).
+                let statements = split_statements(&sql);
+                for (i, stmt) in statements.iter().enumerate() {
+                    r.more = i + 1 < statements.len();
+                    let start = r.buf.len();
+                    node.answer(stmt, &mut cx, &mut r);
+                    if r.buf.get(start + 4) == Some(&0xff) {
+                        break;
+                    }
+                }
                 if !cx.sleep.is_zero() {
                     // `SELECT SLEEP(n)` (the HA crash watch parks one): answered after n s.
                     tokio::time::sleep(cx.sleep).await;
@@ -742,6 +770,29 @@ fn split_top(list: &str) -> Vec<&str> {
     out
 }
 
+/// The statements of a query: split at `;` outside quotes, empty ones dropped (a trailing `;`).
+fn split_statements(sql: &str) -> Vec<&str> {
+    let (mut out, mut quote, mut start) = (Vec::new(), None, 0);
+    for (i, c) in sql.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (None, ';') => {
+                out.push(sql[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(sql[start..].trim());
+    out.retain(|s| !s.is_empty());
+    if out.is_empty() {
+        out.push("");
+    }
+    out
+}
+
 /// `expr AS name` -> (expr, name); otherwise the item's text names its column.
 fn alias(item: &str) -> (&str, String) {
     let upper = item.to_ascii_uppercase();
@@ -852,5 +903,41 @@ mod tests {
         );
         assert!(like("rpl_semi%", "Rpl_semi_sync_master_status"));
         assert!(!like("x%y", "xz"));
+        assert_eq!(
+            split_statements("SELECT 'a;b' AS x; SHOW ALL SLAVES STATUS;"),
+            vec!["SELECT 'a;b' AS x", "SHOW ALL SLAVES STATUS"]
+        );
+        assert_eq!(split_statements(" ; "), vec![""]);
+    }
+
+    /// A multi-statement query gets one result per statement, all but the last flagged as
+    /// followed by more, and leaves the session usable.
+    #[tokio::test]
+    async fn a_multi_statement_query_answers_each_statement() {
+        let ports = serve(bind(1).await.unwrap()).unwrap();
+        let url = format!("mysql://root:x@127.0.0.1:{}", ports[0]);
+        let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+        use mysql_async::prelude::Queryable;
+        let mut r = c
+            .query_iter("SELECT 1 AS a; SELECT 'x;y' AS b, 2 AS c")
+            .await
+            .unwrap();
+        let first: Vec<(i64,)> = r.collect().await.unwrap();
+        let second: Vec<(String, i64)> = r.collect().await.unwrap();
+        assert!(r.is_empty());
+        drop(r);
+        assert_eq!((first, second), (vec![(1,)], vec![("x;y".to_string(), 2)]));
+        let e = c.query_drop("SELECT 1; NO SUCH THING").await;
+        assert!(
+            e.is_ok(),
+            "an unknown statement is answered OK by the fake: {e:?}"
+        );
+        let one: Vec<(i64,)> = c.query("SELECT 3 AS z").await.unwrap();
+        assert_eq!(
+            one,
+            vec![(3,)],
+            "the session is usable after a multi-statement query"
+        );
+        c.disconnect().await.unwrap();
     }
 }

@@ -220,15 +220,20 @@ impl StorageConn {
         self.conn.as_ref().map(Conn::id)
     }
 
+    /// The open session, or `Unreachable` after an earlier failure closed it.
+    fn open(&mut self) -> Result<&mut Conn> {
+        self.conn.as_mut().ok_or_else(|| Error::Unreachable {
+            node: self.node.clone(),
+            reason: "connection closed after an earlier failure".into(),
+            refused: false,
+        })
+    }
+
     /// Runs a query and collects its rows within the read deadline.
     pub async fn query<T: FromRow + Send + 'static>(&mut self, sql: &str) -> Result<Vec<T>> {
         let node = self.node.clone();
         let after = self.opts.read_timeout;
-        let conn = self.conn.as_mut().ok_or_else(|| Error::Unreachable {
-            node: node.clone(),
-            reason: "connection closed after an earlier failure".into(),
-            refused: false,
-        })?;
+        let conn = self.open()?;
         // Rows are converted here, not by the driver: its conversion panics on a value that
         // does not fit `T`, and a probe must never bring the monitor down.
         let r = tokio::time::timeout(after, conn.query::<mysql_async::Row, _>(sql)).await;
@@ -243,15 +248,28 @@ impl StorageConn {
             .collect()
     }
 
+    /// Runs several statements (`;`-separated, each returning a result set) in one round trip
+    /// and collects each one's rows, in order, within one read deadline. A server error in
+    /// any of them fails the whole (the server runs none after it).
+    pub async fn query_sets(&mut self, sql: &str) -> Result<Vec<Vec<mysql_async::Row>>> {
+        let after = self.opts.read_timeout;
+        let conn = self.open()?;
+        let r = tokio::time::timeout(after, async {
+            let mut result = conn.query_iter(sql).await?;
+            let mut sets = Vec::new();
+            while !result.is_empty() {
+                sets.push(result.collect::<mysql_async::Row>().await?);
+            }
+            Ok(sets)
+        })
+        .await;
+        self.finish(r, sql)
+    }
+
     /// Runs a statement that returns no rows, within the read deadline.
     pub async fn exec(&mut self, sql: &str) -> Result<()> {
-        let node = self.node.clone();
         let after = self.opts.read_timeout;
-        let conn = self.conn.as_mut().ok_or_else(|| Error::Unreachable {
-            node: node.clone(),
-            reason: "connection closed after an earlier failure".into(),
-            refused: false,
-        })?;
+        let conn = self.open()?;
         let r = tokio::time::timeout(after, conn.query_drop(sql)).await;
         self.finish(r, sql)
     }

@@ -1,5 +1,6 @@
-//! One probe of one storage node: connect, `SELECT 1`, `SHOW ALL SLAVES STATUS`, GTID
-//! positions, `read_only` and the semi-sync state, each under the storage client's deadlines.
+//! One probe of one storage node: connect, then `SELECT 1`, GTID positions, `read_only`, the
+//! semi-sync state and `SHOW ALL SLAVES STATUS` in one multi-statement query, under the storage
+//! client's deadlines.
 //!
 //! Invariant: a probe never fails as a call; whatever went wrong is in [`NodeProbe::error`]
 //! (with `reachable = false`), so the detector decides from facts only.
@@ -104,8 +105,8 @@ pub struct NodeProbe {
     pub semi_sync_wait_after_sync: bool,
     pub semi_sync_clients: i64,
     pub latency_ms: u64,
-    /// When `SHOW ALL SLAVES STATUS` was sent and when its answer came: the channels' state
-    /// held somewhere in between (the monitor's silence measure, `ha::detect`).
+    /// When the probe's query (ending with `SHOW ALL SLAVES STATUS`) was sent and when its
+    /// answer came: the channels' state held somewhere in between (the monitor's silence measure, `ha::detect`).
     #[serde(skip)]
     pub channels_read: Option<(Instant, Instant)>,
 }
@@ -203,33 +204,35 @@ pub async fn probe_kept(
     }
 }
 
+/// The statements of one probe, sent as one multi-statement query (one round trip: at fleet
+/// scale a probe's cost is mostly its round trips, `probe_fleet` bench).
+pub const PROBE_SQL: &str = "SELECT 1 AS alive, @@read_only AS ro, @@gtid_current_pos AS cur, \
+     @@gtid_binlog_pos AS bin, @@rpl_semi_sync_master_enabled AS ss_on, \
+     @@rpl_semi_sync_master_wait_point AS ss_wp; \
+     SHOW GLOBAL STATUS WHERE Variable_name IN \
+     ('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_clients'); \
+     SHOW ALL SLAVES STATUS";
+
 async fn gather(conn: &mut StorageConn) -> crate::storage::Result<NodeProbe> {
-    let vars: Vec<Row> = conn
-        .query(
-            "SELECT 1 AS alive, @@read_only AS ro, @@gtid_current_pos AS cur, \
-             @@gtid_binlog_pos AS bin, @@rpl_semi_sync_master_enabled AS ss_on, \
-             @@rpl_semi_sync_master_wait_point AS ss_wp",
-        )
-        .await?;
+    let sent = Instant::now();
+    let mut sets = conn.query_sets(PROBE_SQL).await?.into_iter();
+    let channels_read = Some((sent, Instant::now()));
+    let (Some(vars), Some(status), Some(slaves)) = (sets.next(), sets.next(), sets.next()) else {
+        return Err(protocol(
+            conn,
+            "fewer than 3 results for the probe's statements",
+        ));
+    };
     let v = vars
         .first()
         .ok_or_else(|| protocol(conn, "no row for the variables"))?;
-    let status: Vec<(String, String)> = conn
-        .query(
-            "SHOW GLOBAL STATUS WHERE Variable_name IN \
-             ('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_clients')",
-        )
-        .await?;
     let stat = |name: &str| {
         status
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+            .find(|r| text(r, "Variable_name").is_some_and(|n| n.eq_ignore_ascii_case(name)))
+            .and_then(|r| text(r, "Value"))
             .unwrap_or_default()
     };
-    let sent = Instant::now();
-    let slaves: Vec<Row> = conn.query("SHOW ALL SLAVES STATUS").await?;
-    let channels_read = Some((sent, Instant::now()));
     Ok(NodeProbe {
         reachable: true,
         error: None,
