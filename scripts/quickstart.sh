@@ -102,7 +102,7 @@ stop_pid() {
 install_packages() {
   local need=() p
   for p in mariadb-server mariadb-client mariadb-backup zstd postgresql openssh-server openssh-client \
-           libsqlite3-dev libssl-dev pkg-config sqlite3 jq; do
+           libssl-dev pkg-config sqlite3 jq; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done
   ((${#need[@]})) || return 0

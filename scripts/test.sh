@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # chromium and chromium-driver: the web console's tests drive a real headless browser.
 need=()
-for p in openssl mariadb-server mariadb-client mariadb-backup zstd openssh-server openssh-client postgresql libsqlite3-dev libssl-dev pkg-config chromium chromium-driver; do
+for p in openssl mariadb-server mariadb-client mariadb-backup zstd openssh-server openssh-client postgresql libssl-dev pkg-config chromium chromium-driver; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if ((${#need[@]})); then

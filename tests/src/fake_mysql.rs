@@ -673,6 +673,8 @@ impl Node {
                 r.result_set(&["Variable_name", "Value"], &rows);
             }
             ["SET" | "USE" | "BEGIN" | "COMMIT" | "ROLLBACK", ..] => r.ok(),
+            // A statement that fails, as a real server's `SIGNAL` does.
+            ["SIGNAL", ..] => r.err(1644, "45000", "Unhandled user-defined exception condition"),
             ["SELECT" | "SHOW", ..] => {
                 shared.once(q);
                 r.result_set(&["Value"], &[]);
@@ -861,13 +863,18 @@ mod tests {
         }
     }
 
+    /// Deadlines long enough for a loaded test machine.
+    fn opts() -> StorageOptions {
+        StorageOptions {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+        }
+    }
+
     #[tokio::test]
     async fn the_probe_sees_a_healthy_semi_sync_shard() {
         let ports = serve(bind(4).await.unwrap()).unwrap();
-        let opts = StorageOptions {
-            connect_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(5),
-        };
+        let opts = opts();
         let p = probe_node(&addr(ports[0]), opts).await;
         assert!(p.reachable, "{:?}", p.error);
         assert!(!p.read_only && p.channels.is_empty());
@@ -939,5 +946,27 @@ mod tests {
             "the session is usable after a multi-statement query"
         );
         c.disconnect().await.unwrap();
+    }
+
+    /// `StorageConn::query_sets` (the probe's one round trip) reports an error of a later
+    /// statement as the query's error, and the session stays usable.
+    #[tokio::test]
+    async fn an_error_mid_query_fails_the_query_sets_call() {
+        let ports = serve(bind(1).await.unwrap()).unwrap();
+        let opts = opts();
+        let mut c = kunlun_core::storage::StorageConn::connect(&addr(ports[0]), opts)
+            .await
+            .unwrap();
+        let sets = c.query_sets("SELECT 1 AS a; SELECT 2 AS b").await.unwrap();
+        assert_eq!(sets.len(), 2);
+        let e = c
+            .query_sets("SELECT 1 AS a; SIGNAL SQLSTATE '45000'; SELECT 2 AS b")
+            .await
+            .unwrap_err();
+        assert_eq!(e.server_code(), Some(1644), "{e}");
+        let sets = c.query_sets("SELECT 3 AS z").await.unwrap();
+        assert_eq!(sets.len(), 1, "the session is usable after the error");
+        assert_eq!(sets[0].len(), 1);
+        c.close().await;
     }
 }

@@ -75,7 +75,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct StorageOptions {
     /// Deadline for establishing a connection (TCP and handshake). Default 3 s.
     pub connect_timeout: Duration,
-    /// Deadline for one statement and its result. Default 10 s.
+    /// Deadline for one statement (or one multi-statement query) and its results. Default
+    /// 10 s.
     pub read_timeout: Duration,
 }
 
@@ -248,9 +249,10 @@ impl StorageConn {
             .collect()
     }
 
-    /// Runs several statements (`;`-separated, each returning a result set) in one round trip
-    /// and collects each one's rows, in order, within one read deadline. A server error in
-    /// any of them fails the whole (the server runs none after it).
+    /// Runs several statements (`;`-separated, each one returning a result set: a statement
+    /// answered with OK only would shift the count) in one round trip and collects each one's
+    /// rows, in order, within one read deadline. A server error in any of them fails the whole
+    /// with that error (the server runs none after it).
     pub async fn query_sets(&mut self, sql: &str) -> Result<Vec<Vec<mysql_async::Row>>> {
         let after = self.opts.read_timeout;
         let conn = self.open()?;
@@ -260,6 +262,9 @@ impl StorageConn {
             while !result.is_empty() {
                 sets.push(result.collect::<mysql_async::Row>().await?);
             }
+            // The driver keeps an error of a later statement pending (`is_empty` is then
+            // true): raised here, it is this query's error, not the next one's.
+            result.drop_result().await?;
             Ok(sets)
         })
         .await;

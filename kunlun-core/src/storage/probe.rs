@@ -106,7 +106,8 @@ pub struct NodeProbe {
     pub semi_sync_clients: i64,
     pub latency_ms: u64,
     /// When the probe's query (ending with `SHOW ALL SLAVES STATUS`) was sent and when its
-    /// answer came: the channels' state held somewhere in between (the monitor's silence measure, `ha::detect`).
+    /// answer came: the channels' state held somewhere in between (the monitor's silence
+    /// measure, `ha::detect`).
     #[serde(skip)]
     pub channels_read: Option<(Instant, Instant)>,
 }
