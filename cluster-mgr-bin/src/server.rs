@@ -156,6 +156,7 @@ pub async fn serve(config: Config, tls: Option<ApiTls>) -> anyhow::Result<()> {
     let state = AppState {
         manager: manager.clone(),
         metrics,
+        pages: Default::default(),
     };
 
     // Leadership: the background actors run only while this process holds the lease.

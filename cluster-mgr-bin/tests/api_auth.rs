@@ -226,6 +226,51 @@ async fn every_route_of_the_openapi_document_is_guarded_by_role() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
 
+/// A token admitted many times (so remembered at the store's change counter) is refused at the
+/// first request after another handle on the file (the CLI, another daemon) revoked it; its
+/// role change shows at once too.
+#[actix_web::test]
+async fn a_token_revoked_elsewhere_is_refused_at_the_next_request() {
+    let ts = sqlite_store().await;
+    let t = create_token(&ts.store, "ops", Role::Admin).await.unwrap();
+    let v = create_token(&ts.store, "eyes", Role::Viewer).await.unwrap();
+    let svc = test::init_service(app(state(&ts.store))).await;
+    for _ in 0..3 {
+        for secret in [&t.token, &v.token] {
+            let (st, _) = req(&svc, &Method::GET, "/v1/machines", Some(secret), &[], None).await;
+            assert_eq!(st, StatusCode::OK);
+        }
+    }
+    let other = Store::open(&ts.config).await.expect("a second handle");
+    other
+        .tx(async |tx| repo::tokens::revoke(tx, "ops").await)
+        .await
+        .unwrap();
+    let (st, v1) = req(
+        &svc,
+        &Method::GET,
+        "/v1/machines",
+        Some(&t.token),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v1}");
+    // The other token still works, and keeps working once remembered again.
+    for _ in 0..2 {
+        let (st, _) = req(
+            &svc,
+            &Method::GET,
+            "/v1/machines",
+            Some(&v.token),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK);
+    }
+}
+
 #[actix_web::test]
 async fn open_on_loopback_until_the_first_token_then_tokens_only() {
     let ts = sqlite_store().await;

@@ -1,7 +1,8 @@
 //! Paginated lists through the daemon's real app: `?limit=&after=` with the next cursor in
 //! `X-Next-Cursor` and `Link rel="next"`. Walking every page gives exactly the full list, in
 //! order, on both backends (failovers too, past the largest page); a `limit` out of 1..=1000
-//! or an unknown key is a 400.
+//! or an unknown key is a 400. Pages the daemon keeps between changes of the store are never
+//! older than the store, whoever changed it.
 
 mod common;
 
@@ -228,6 +229,83 @@ async fn pages_on_sqlite() {
 #[actix_web::test]
 async fn pages_on_mysql() {
     pages(mysql_store().await).await;
+}
+
+/// The daemon keeps list answers while the store's change counter reads the same: a change
+/// through another handle on the file (as another daemon or the CLI would make, with
+/// connections of their own) shows at the next request, for a changed row, a new row and a
+/// new job; errors are not kept.
+#[actix_web::test]
+async fn kept_pages_are_never_older_than_the_store() {
+    let ts = sqlite_store().await;
+    let svc = test::init_service(app(state(&ts.store))).await;
+    for i in 0..3 {
+        let body = json!({"hostaddr": format!("127.0.2.{}", i + 1), "machine_type": "storage",
+            "ssh_key_path": "/k", "data_dirs": ["/d"], "probe": false});
+        let (st, m) = call(&svc, Method::POST, "/v1/machines", Some(&body.to_string())).await;
+        assert_eq!(st.as_u16(), 201, "{m}");
+    }
+    let other = kunlun_meta::Store::open(&ts.config)
+        .await
+        .expect("a second handle");
+    let first = page(&svc, "/v1/machines?limit=2").await;
+    assert_eq!(first.0.len(), 2);
+    assert!(first.1.is_some());
+    assert_eq!(page(&svc, "/v1/machines?limit=2").await, first, "unchanged");
+
+    // A changed row on the kept page.
+    let id = first.0[0]["id"].as_i64().expect("id");
+    let patch = kunlun_meta::model::MachinePatch {
+        rack_id: Some("rack-9".into()),
+        ..Default::default()
+    };
+    other.update_machine(id, &patch).await.expect("update");
+    let (rows, _, _) = page(&svc, "/v1/machines?limit=2").await;
+    assert_eq!(rows[0]["rack_id"], "rack-9", "{}", rows[0]);
+
+    // A new row on the last page, which had no cursor.
+    let (last, next, _) = page(&svc, &format!("/v1/machines?limit=2&after={id}")).await;
+    assert_eq!((last.len(), next), (2, None));
+    let (all, _, _) = page(&svc, "/v1/machines").await;
+    let m = ts.store.get_machine(id).await.expect("machine");
+    let new = kunlun_meta::model::NewMachine {
+        hostaddr: "127.0.2.9".into(),
+        machine_type: m.machine_type,
+        rack_id: None,
+        data_dirs: m.data_dirs.clone(),
+        port_range: m.port_range.clone(),
+        total_mem_mb: None,
+        total_cpu_cores: None,
+        ssh: m.ssh.clone(),
+    };
+    other.insert_machine(&new).await.expect("insert");
+    let (last, next, _) = page(&svc, &format!("/v1/machines?limit=2&after={id}")).await;
+    assert_eq!(last.len(), 2);
+    assert!(next.is_some(), "a third row follows now");
+    assert_eq!(page(&svc, "/v1/machines").await.0.len(), all.len() + 1);
+
+    // A job created elsewhere.
+    let (jobs, _, _) = page(&svc, "/v1/jobs").await;
+    let j = NewJob {
+        job_type: "kept_page_test".into(),
+        job_info: json!({}),
+        user_name: None,
+    };
+    other.create_job(&j).await.expect("create job");
+    let (after, _, _) = page(&svc, "/v1/jobs").await;
+    assert_eq!(after.len(), jobs.len() + 1, "{after:?}");
+
+    // A refused query is refused every time.
+    for _ in 0..2 {
+        let res = test::call_service(
+            &svc,
+            test::TestRequest::get()
+                .uri("/v1/machines?limit=0")
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status().as_u16(), 400);
+    }
 }
 
 #[actix_web::test]

@@ -134,6 +134,7 @@ async fn unreachable_store_gives_503_and_degraded_health() {
     let svc = test::init_service(app(AppState {
         manager: manager.clone(),
         metrics,
+        pages: Default::default(),
     }))
     .await;
 

@@ -362,6 +362,13 @@ impl Term {
         crate::ha::list_failovers(&store, self.ha().ok(), shard_id, before, limit).await
     }
 
+    /// Whether the monitor keeps failover records (of `shard_id`, or of any shard) the store
+    /// could not take: while it keeps none, [`Term::failovers_page`] gives what the store holds.
+    pub fn failovers_in_memory(&self, shard_id: Option<i64>) -> bool {
+        self.ha()
+            .is_ok_and(|h| h.shared().any_memory_only_failover(shard_id))
+    }
+
     /// One failover record, from the store or the monitor's memory.
     pub async fn failover(&self, id: u64) -> Result<FailoverRecord> {
         let store = self.store()?;

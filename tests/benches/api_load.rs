@@ -21,6 +21,10 @@
 //! answer is read in full. A paginated list is walked page after page (`?limit=N`, then the
 //! `X-Next-Cursor` of each answer as `after`, from the start again after the last page), so
 //! every offset is measured; per-cluster and per-shard endpoints cycle through the seeded ids.
+//! The daemon keeps answers while the store is unchanged (SQLite), and nothing writes during
+//! the series above; the last series walk `/v1/machines` again while a store handle of the
+//! bench's own commits a change to one machine every 100 ms, then every 5 ms, so every page
+//! is read from the store again after each commit.
 //!
 //! Run: `cargo bench -p kunlun-tests --bench api_load`. The daemon is the release binary
 //! (`target/release/cluster-mgr`, built with `cargo build --release --bin cluster-mgr` when
@@ -541,6 +545,60 @@ async fn seed(store: &Store, scale: Scale) -> Result<Seeded> {
     })
 }
 
+/// Intervals of the writer of the churned series (see [`Churn`]).
+const CHURN_EVERY_MS: [u64; 2] = [100, 5];
+
+/// A writer beside the load: its own store handle (as another daemon or the CLI would have)
+/// committing a change of one machine's `rack_id` every interval.
+struct Churn {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(u64, Duration)>>,
+}
+
+impl Churn {
+    async fn start(cfg: &StoreConfig, every: Duration) -> Result<Churn> {
+        let store = Store::open(cfg).await.context("open the churn store")?;
+        let first = store
+            .machine_infos_page(&kunlun_meta::api::PageQuery {
+                limit: Some(1),
+                after: None,
+            })
+            .await?;
+        let id = first
+            .items
+            .first()
+            .context("no machine to change")?
+            .machine
+            .id;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n = 0u64;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return Ok((n, started.elapsed())),
+                    _ = tick.tick() => {}
+                }
+                let patch = kunlun_meta::model::MachinePatch {
+                    rack_id: Some(format!("churn-{n}")),
+                    ..Default::default()
+                };
+                store.update_machine(id, &patch).await?;
+                n += 1;
+            }
+        });
+        Ok(Churn { stop, task })
+    }
+
+    /// Commits made and over how long.
+    async fn stop(self) -> Result<(u64, Duration)> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}
+
 /// What one client asks for, request after request.
 #[derive(Clone)]
 enum Target {
@@ -857,8 +915,25 @@ async fn bench_in(bin: &Path, dir: &Path, place: &MetaPlace, run: &Run) -> Resul
             each("/v1/shards/", "/nodes", &shards),
         ),
     ];
+    // The same walk while another connection commits a change to one machine every
+    // `every`: each commit is a new store version, after which the daemon reads the pages again.
+    let churned: Vec<(String, Target, Duration)> = CHURN_EVERY_MS
+        .iter()
+        .map(|ms| {
+            (
+                format!("/v1/machines, commit/{ms}ms"),
+                paged("/v1/machines?limit=100"),
+                Duration::from_millis(*ms),
+            )
+        })
+        .collect();
+    let targets = targets
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t, None))
+        .chain(churned.into_iter().map(|(n, t, e)| (n, t, Some(e))));
     let mut results = Vec::new();
-    for (name, target) in targets {
+    let mut commits = Vec::new();
+    for (name, target, churn) in targets {
         let baseline = name == "GET /healthz" || name == "GET /v1/machines";
         if !baseline && run.only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
@@ -866,7 +941,14 @@ async fn bench_in(bin: &Path, dir: &Path, place: &MetaPlace, run: &Run) -> Resul
         if let Some(status) = daemon.child.try_wait()? {
             bail!("cluster-mgr exited with {status}:\n{}", daemon.log_tail());
         }
-        results.push(load(&http, &token, name, target, run).await?);
+        let writer = match churn {
+            Some(every) => Some(Churn::start(&place.store, every).await?),
+            None => None,
+        };
+        results.push(load(&http, &token, &name, target, run).await?);
+        if let Some(w) = writer {
+            commits.push((name, w.stop().await?));
+        }
     }
     daemon.stop();
 
@@ -915,6 +997,13 @@ async fn bench_in(bin: &Path, dir: &Path, place: &MetaPlace, run: &Run) -> Resul
             .reduce(|a, b| format!("{a}, {b}"))
             .map_or_else(|| "all".to_string(), |over| format!("over: {over}"))
     );
+    for (name, (n, took)) in &commits {
+        println!(
+            "{name}: {n} commits in {:.1} s ({:.1}/s) by another connection",
+            took.as_secs_f64(),
+            *n as f64 / took.as_secs_f64().max(1e-9)
+        );
+    }
     for s in results.iter().filter(|s| s.errors > 0) {
         println!(
             "errors of {}: {} (first: {})",

@@ -37,6 +37,8 @@ use super::session::{self, Session, Sessions};
 const OPEN_RECHECK_DEADLINE: Duration = Duration::from_millis(100);
 /// How often at most a token's `last_used_at` is written.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// Live tokens remembered at most (see [`Checked`]).
+const CHECKED_MAX: usize = 1024;
 
 /// The authentication settings of one daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,8 +112,35 @@ struct Inner {
     open_confirmed: AtomicBool,
     /// When each token's `last_used_at` was last written.
     touched: Mutex<HashMap<String, Instant>>,
+    /// Tokens found live at one reading of the store's change counter.
+    checked: Mutex<Checked>,
     /// The web console's logins.
     sessions: Sessions,
+}
+
+/// Live tokens by hash, as the store held them at its change counter `version`
+/// ([`kunlun_meta::store::Store::data_version`]): while the counter reads the same, nothing was
+/// committed, so no token was revoked, deleted or changed role; the first change (a revocation
+/// among them) forgets them all, so revocation still takes effect at the next request.
+#[derive(Default)]
+struct Checked {
+    version: u64,
+    live: HashMap<String, TokenInfo>,
+}
+
+impl Checked {
+    fn get(&self, hash: &str, version: u64) -> Option<TokenInfo> {
+        (self.version == version).then(|| self.live.get(hash).cloned())?
+    }
+
+    /// Remembers `token`, read from the store after the counter read `version`.
+    fn put(&mut self, hash: &str, version: u64, token: &TokenInfo) {
+        if self.version != version || self.live.len() >= CHECKED_MAX {
+            self.version = version;
+            self.live.clear();
+        }
+        self.live.insert(hash.to_string(), token.clone());
+    }
 }
 
 /// Who made a request (an extension of the request once [`check`] let it through).
@@ -133,6 +162,7 @@ impl Auth {
                 tokens_seen: AtomicBool::new(false),
                 open_confirmed: AtomicBool::new(false),
                 touched: Mutex::new(HashMap::new()),
+                checked: Mutex::new(Checked::default()),
                 sessions: Sessions::default(),
             }),
         }
@@ -206,6 +236,10 @@ impl Auth {
         }
     }
 
+    fn checked(&self) -> std::sync::MutexGuard<'_, Checked> {
+        self.inner.checked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The web console's sessions.
     pub fn sessions(&self) -> &Sessions {
         &self.inner.sessions
@@ -269,16 +303,26 @@ impl Auth {
     ) -> Result<TokenInfo, ApiError> {
         let hash = hash.to_string();
         let store = cm.store().map_err(ApiError::from)?;
-        let found = store
-            .read(async |tx| repo::tokens::find_by_hash(tx, &hash).await)
-            .await
-            .map_err(|e| ApiError::from(kunlun_core::Error::from(e)))?;
+        // Read before the token is: an answer read after it is at least as new.
+        let version = store.data_version();
+        let known = version.and_then(|v| self.checked().get(&hash, v));
+        let hit = known.is_some();
+        let found = match known {
+            Some(t) => Some(t),
+            None => store
+                .read(async |tx| repo::tokens::find_by_hash(tx, &hash).await)
+                .await
+                .map_err(|e| ApiError::from(kunlun_core::Error::from(e)))?,
+        };
         self.inner.tokens_seen.store(true, Ordering::Relaxed);
         let token = match found {
             Some(t) if t.revoked_at.is_none() => t,
             Some(_) => return Err(unauthorized("the token was revoked")),
             None => return Err(unauthorized("unknown token")),
         };
+        if let (Some(v), false) = (version, hit) {
+            self.checked().put(&hash, v, &token);
+        }
         let due = {
             let mut touched = self.inner.touched.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();

@@ -56,10 +56,13 @@ pub async fn create(
 )]
 pub async fn list(
     cm: web::Data<ClusterManager>,
+    pages: web::Data<super::cache::Pages>,
     q: web::Query<BackupQuery>,
     req: HttpRequest,
 ) -> Result<HttpResponse> {
-    Ok(super::page::ok(&req, cm.list_backups(&q).await?))
+    pages
+        .page(&req, cm.store()?, async || Ok(cm.list_backups(&q).await?))
+        .await
 }
 
 /// Show one backup with its parts (`cluster_coldbackups` rows: type, shard or compute node,

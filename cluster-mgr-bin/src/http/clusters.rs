@@ -5,6 +5,7 @@ use kunlun_core::ClusterManager;
 use kunlun_meta::api::{ClusterDetail, ErrorBody, PageQuery};
 use kunlun_meta::model::{Cluster, CompNode, Shard, ShardNode};
 
+use super::cache::Pages;
 use super::error::ApiError;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -25,10 +26,14 @@ type Result<T> = std::result::Result<T, ApiError>;
 )]
 pub async fn list(
     cm: web::Data<ClusterManager>,
+    pages: web::Data<Pages>,
     q: web::Query<PageQuery>,
     req: HttpRequest,
 ) -> Result<HttpResponse> {
-    Ok(super::page::ok(&req, cm.store()?.clusters_page(&q).await?))
+    let store = cm.store()?;
+    pages
+        .page(&req, store, async || Ok(store.clusters_page(&q).await?))
+        .await
 }
 
 /// Show a cluster with its shards, storage nodes and compute nodes.
@@ -37,8 +42,17 @@ pub async fn list(
     params(("id" = i64, Path, description = "Cluster id")),
     responses((status = 200, body = ClusterDetail), (status = 404, body = ErrorBody))
 )]
-pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.cluster_detail(*id).await?))
+pub async fn show(
+    cm: web::Data<ClusterManager>,
+    pages: web::Data<Pages>,
+    id: web::Path<i64>,
+    req: HttpRequest,
+) -> Result<HttpResponse> {
+    pages
+        .json(&req, cm.store()?, async || {
+            Ok(cm.cluster_detail(*id).await?)
+        })
+        .await
 }
 
 /// List the shards of a cluster.
@@ -47,8 +61,15 @@ pub async fn show(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<H
     params(("id" = i64, Path, description = "Cluster id")),
     responses((status = 200, body = Vec<Shard>), (status = 404, body = ErrorBody))
 )]
-pub async fn shards(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.list_shards(*id).await?))
+pub async fn shards(
+    cm: web::Data<ClusterManager>,
+    pages: web::Data<Pages>,
+    id: web::Path<i64>,
+    req: HttpRequest,
+) -> Result<HttpResponse> {
+    pages
+        .json(&req, cm.store()?, async || Ok(cm.list_shards(*id).await?))
+        .await
 }
 
 /// List the compute nodes of a cluster.
@@ -57,8 +78,17 @@ pub async fn shards(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result
     params(("id" = i64, Path, description = "Cluster id")),
     responses((status = 200, body = Vec<CompNode>), (status = 404, body = ErrorBody))
 )]
-pub async fn comp_nodes(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.list_comp_nodes(*id).await?))
+pub async fn comp_nodes(
+    cm: web::Data<ClusterManager>,
+    pages: web::Data<Pages>,
+    id: web::Path<i64>,
+    req: HttpRequest,
+) -> Result<HttpResponse> {
+    pages
+        .json(&req, cm.store()?, async || {
+            Ok(cm.list_comp_nodes(*id).await?)
+        })
+        .await
 }
 
 /// Show one shard.
@@ -79,7 +109,13 @@ pub async fn shard(cm: web::Data<ClusterManager>, id: web::Path<i64>) -> Result<
 )]
 pub async fn shard_nodes(
     cm: web::Data<ClusterManager>,
+    pages: web::Data<Pages>,
     id: web::Path<i64>,
+    req: HttpRequest,
 ) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(cm.list_shard_nodes(*id).await?))
+    pages
+        .json(&req, cm.store()?, async || {
+            Ok(cm.list_shard_nodes(*id).await?)
+        })
+        .await
 }

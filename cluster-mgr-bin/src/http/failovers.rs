@@ -8,6 +8,7 @@ use kunlun_meta::api::{ErrorBody, Page, PageQuery};
 use serde::Deserialize;
 
 use super::error::ApiError;
+use kunlun_core::ha::FailoverRecord;
 use kunlun_core::ClusterManager;
 
 use super::leader::Leading;
@@ -94,6 +95,7 @@ fn switchover_body(req: &HttpRequest, body: &[u8]) -> Result<SwitchoverRequest> 
 pub async fn list(
     cm: web::Data<ClusterManager>,
     term: Option<Leading>,
+    pages: web::Data<super::cache::Pages>,
     q: web::Query<ListQuery>,
     req: HttpRequest,
 ) -> Result<HttpResponse> {
@@ -106,13 +108,18 @@ pub async fn list(
     // Ids are positive, so a cursor below 1 leaves nothing older.
     let before = q.after.map(|a| u64::try_from(a).unwrap_or(0));
     let probe = limit as usize + 1;
-    // Stored records on every instance; the term adds those its monitor could not store.
-    let rows = match &term {
-        Some(t) => t.failovers_page(q.shard_id, before, probe).await?,
-        None => cm.failovers_page(q.shard_id, before, probe).await?,
+    let page = |rows: Vec<FailoverRecord>| {
+        Page::from_probe(rows, limit, |r| i64::try_from(r.id).unwrap_or(i64::MAX))
     };
-    let page = Page::from_probe(rows, limit, |r| i64::try_from(r.id).unwrap_or(i64::MAX));
-    Ok(super::page::ok(&req, page))
+    // Stored records on every instance; the term adds those its monitor could not store, and
+    // an answer with them is not kept (they change without the store changing).
+    if let Some(t) = term.as_ref().filter(|t| t.failovers_in_memory(q.shard_id)) {
+        let rows = t.failovers_page(q.shard_id, before, probe).await?;
+        return Ok(super::page::ok(&req, page(rows)));
+    }
+    let store = cm.store()?;
+    let read = async || Ok(page(cm.failovers_page(q.shard_id, before, probe).await?));
+    pages.page(&req, store, read).await
 }
 
 /// One record with its timeline.

@@ -26,10 +26,14 @@ type Result<T> = std::result::Result<T, ApiError>;
 )]
 pub async fn list(
     cm: web::Data<ClusterManager>,
+    pages: web::Data<super::cache::Pages>,
     q: web::Query<JobQuery>,
     req: HttpRequest,
 ) -> Result<HttpResponse> {
-    Ok(super::page::ok(&req, cm.store()?.jobs_page(&q).await?))
+    let store = cm.store()?;
+    pages
+        .page(&req, store, async || Ok(store.jobs_page(&q).await?))
+        .await
 }
 
 /// Show one job.

@@ -6,6 +6,7 @@ use kunlun_core::ClusterManager;
 use kunlun_meta::api::{ErrorBody, PageQuery, RegisterMachine, UpdateMachine};
 use kunlun_meta::model::MachineInfo;
 
+use super::cache::Pages;
 use super::error::ApiError;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -59,13 +60,16 @@ pub async fn register(
 )]
 pub async fn list(
     cm: web::Data<ClusterManager>,
+    pages: web::Data<Pages>,
     q: web::Query<PageQuery>,
     req: HttpRequest,
 ) -> Result<HttpResponse> {
-    Ok(super::page::ok(
-        &req,
-        cm.store()?.machine_infos_page(&q).await?,
-    ))
+    let store = cm.store()?;
+    pages
+        .page(&req, store, async || {
+            Ok(store.machine_infos_page(&q).await?)
+        })
+        .await
 }
 
 /// Show one machine with the facts of its last probe (`probe`, null if never probed).

@@ -10,6 +10,7 @@ pub mod backup_schedule;
 pub mod backup_storages;
 pub mod backups;
 pub mod body;
+pub mod cache;
 pub mod cluster_jobs;
 pub mod clusters;
 pub mod error;
@@ -50,6 +51,8 @@ pub const MAX_JSON_BODY: usize = 256 * 1024;
 pub struct AppState {
     pub manager: ClusterManager,
     pub metrics: Metrics,
+    /// List answers kept while the store is unchanged ([`cache`]).
+    pub pages: cache::Pages,
 }
 
 /// The whole application with no leader election: one standalone term over the state's engine
@@ -104,6 +107,7 @@ pub fn app_with_auth(
     App::new()
         .app_data(web::Data::new(state.manager))
         .app_data(web::Data::new(state.metrics))
+        .app_data(web::Data::new(state.pages))
         .app_data(web::Data::new(leader))
         .app_data(web::Data::new(limit::Limiter::new(limit::MAX_IN_FLIGHT)))
         .app_data(web::Data::new(auth))

@@ -4,14 +4,28 @@
 //! Invariant: the body shape of a list never changes with pagination (an array); a response
 //! without the cursor header is the last page.
 
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use kunlun_meta::api::{Page, NEXT_CURSOR_HEADER};
 use serde::Serialize;
 
 /// 200 with the page's rows and, unless it is the last page, the cursor headers.
 pub fn ok<T: Serialize>(req: &HttpRequest, page: Page<T>) -> HttpResponse {
+    let mut res = with_cursor(req, page.next);
+    res.json(page.items)
+}
+
+/// 200 with `body` (the page's rows, JSON) and the cursor headers of `next`.
+pub fn answer(req: &HttpRequest, next: Option<i64>, body: Bytes) -> HttpResponse {
+    with_cursor(req, next)
+        .content_type("application/json")
+        .body(body)
+}
+
+/// A 200 with, unless `next` is `None` (the last page), the cursor headers.
+fn with_cursor(req: &HttpRequest, next: Option<i64>) -> HttpResponseBuilder {
     let mut res = HttpResponse::Ok();
-    if let Some(next) = page.next {
+    if let Some(next) = next {
         res.insert_header((NEXT_CURSOR_HEADER, next.to_string()));
         res.insert_header((
             actix_web::http::header::LINK,
@@ -22,7 +36,7 @@ pub fn ok<T: Serialize>(req: &HttpRequest, page: Page<T>) -> HttpResponse {
             ),
         ));
     }
-    res.json(page.items)
+    res
 }
 
 /// `query` with its `after` replaced by `next` (other keys kept as sent: they were accepted).

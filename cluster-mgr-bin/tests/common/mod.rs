@@ -98,6 +98,7 @@ pub fn state(store: &Store) -> AppState {
     AppState {
         manager: ClusterManager::new(CoreConfig::default(), store.clone()),
         metrics: Metrics::new().expect("metrics"),
+        pages: Default::default(),
     }
 }
 

@@ -162,6 +162,13 @@ impl HaShared {
             .collect()
     }
 
+    /// Whether any record (of `shard_id`, or of any shard) is one the store could not take.
+    pub fn any_memory_only_failover(&self, shard_id: Option<i64>) -> bool {
+        self.lock().records.iter().any(|r| {
+            r.id >= super::records::MEMORY_ID_BASE && shard_id.is_none_or(|s| r.shard_id == s)
+        })
+    }
+
     /// One failover record.
     pub fn failover(&self, id: u64) -> Option<FailoverRecord> {
         self.lock().records.iter().find(|r| r.id == id).cloned()

@@ -16,6 +16,7 @@ pub mod repo;
 pub(crate) mod rows;
 pub mod schema;
 mod seeds;
+mod version;
 
 pub use config::{BackendConfig, BackendKind, StoreConfig, DEFAULT_MYSQL_DATABASE};
 pub use conn::{Tx, TxFn};
@@ -94,6 +95,8 @@ struct Inner {
     cluster_tls: crate::tls::TlsSettings,
     /// Whether the MySQL connections are encrypted (always false on SQLite).
     encrypted: bool,
+    /// SQLite: the change counter ([`Store::data_version`]).
+    watch: Option<version::Watch>,
 }
 
 /// Where a failed store call was when it failed (see [`follow_decision`]).
@@ -215,10 +218,21 @@ impl Store {
                 timeout: cfg.connect_timeout,
                 cluster_tls: cfg.cluster_tls.clone(),
                 encrypted: opened.encrypted,
+                watch: opened.watch,
             }),
             lane: Lane::Shared,
             fence: None,
         })
+    }
+
+    /// On SQLite, a counter that changes whenever anything was committed to the file since it
+    /// was last read (by this process or another): two equal readings mean the store held the
+    /// same data in between, so an answer computed from reads made after the first reading may
+    /// be served again at the second. Read without waiting for any lock (a few microseconds, so
+    /// callable on an async worker); `None` on MySQL, whose changes have no such counter, and
+    /// whenever it cannot be read at once.
+    pub fn data_version(&self) -> Option<u64> {
+        self.inner.watch.as_ref().and_then(version::Watch::version)
     }
 
     /// The same store over its system pool ([`SYSTEM_POOL_SIZE`] connections nobody else uses):

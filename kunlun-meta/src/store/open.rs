@@ -43,6 +43,8 @@ pub(crate) struct Opened {
     pub mysql: Option<(Connector, SeedReport)>,
     /// The MySQL connections are TLS-encrypted.
     pub encrypted: bool,
+    /// SQLite: the connection that reads the change counter.
+    pub watch: Option<super::version::Watch>,
 }
 
 fn join_err(e: tokio::task::JoinError) -> Error {
@@ -76,7 +78,7 @@ pub(crate) async fn open_sqlite(
     );
 
     let (u, s) = (url.clone(), setup.clone());
-    tokio::task::spawn_blocking(move || -> Result<()> {
+    let watch = tokio::task::spawn_blocking(move || -> Result<super::version::Watch> {
         let mut c = SqliteConnection::establish(&u)
             .map_err(|e| Error::Unavailable(format!("cannot open sqlite file {u}: {e}")))?;
         diesel::connection::SimpleConnection::batch_execute(
@@ -86,7 +88,7 @@ pub(crate) async fn open_sqlite(
         .map_err(|e| Error::Unavailable(format!("cannot set up sqlite file {u}: {e}")))?;
         c.run_pending_migrations(SQLITE_MIGRATIONS)
             .map_err(|e| Error::Migration(e.to_string()))?;
-        Ok(())
+        super::version::Watch::open(&u)
     })
     .await
     .map_err(join_err)??;
@@ -94,7 +96,9 @@ pub(crate) async fn open_sqlite(
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(&url));
     let pool = |size: usize| {
         let mut cfg = ManagerConfig::<SqliteConn>::default();
-        cfg.recycling_method = RecyclingMethod::Verified;
+        // A connection to a local file does not go stale: checking it with a query each time
+        // it leaves the pool would only cost one more blocking hand-off per store call.
+        cfg.recycling_method = RecyclingMethod::Fast;
         let setup = setup.clone();
         cfg.custom_setup = Box::new(move |url| {
             let (url, setup) = (url.to_string(), setup.clone());
@@ -123,6 +127,7 @@ pub(crate) async fn open_sqlite(
         describe: format!("sqlite:{}", abs.display()),
         mysql: None,
         encrypted: false,
+        watch: Some(watch),
     })
 }
 
@@ -228,5 +233,6 @@ pub(crate) async fn open_mysql(
         describe: connector.describe(&report.chosen),
         mysql: Some((connector, report)),
         encrypted: tls_used,
+        watch: None,
     })
 }
