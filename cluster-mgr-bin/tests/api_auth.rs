@@ -227,8 +227,7 @@ async fn every_route_of_the_openapi_document_is_guarded_by_role() {
 }
 
 /// A token admitted many times (so remembered at the store's change counter) is refused at the
-/// first request after another handle on the file (the CLI, another daemon) revoked it; its
-/// role change shows at once too.
+/// first request after another handle on the file (the CLI, another daemon) revoked it.
 #[actix_web::test]
 async fn a_token_revoked_elsewhere_is_refused_at_the_next_request() {
     let ts = sqlite_store().await;

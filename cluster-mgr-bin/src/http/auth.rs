@@ -124,20 +124,25 @@ struct Inner {
 /// among them) forgets them all, so revocation still takes effect at the next request.
 #[derive(Default)]
 struct Checked {
-    version: u64,
+    version: Option<u64>,
     live: HashMap<String, TokenInfo>,
 }
 
 impl Checked {
     fn get(&self, hash: &str, version: u64) -> Option<TokenInfo> {
-        (self.version == version).then(|| self.live.get(hash).cloned())?
+        (self.version == Some(version)).then(|| self.live.get(hash).cloned())?
     }
 
-    /// Remembers `token`, read from the store after the counter read `version`.
+    /// Remembers `token`, read from the store after the counter read `version` (not when an
+    /// older reading than the one remembered: that would forget newer checks).
     fn put(&mut self, hash: &str, version: u64, token: &TokenInfo) {
-        if self.version != version || self.live.len() >= CHECKED_MAX {
-            self.version = version;
-            self.live.clear();
+        match self.version {
+            Some(cur) if cur != version && !super::cache::newer(version, cur) => return,
+            Some(cur) if cur == version && self.live.len() < CHECKED_MAX => {}
+            _ => {
+                self.version = Some(version);
+                self.live.clear();
+            }
         }
         self.live.insert(hash.to_string(), token.clone());
     }

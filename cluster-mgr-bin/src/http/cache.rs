@@ -10,9 +10,12 @@
 //!
 //! Invariants: an answer is never served at a counter other than the one it was stored with; a
 //! request that cannot read the counter (MySQL, a lock) reads the store as before; errors are
-//! never kept; at most [`BUDGET`] bytes of bodies and [`MAX_ANSWERS`] answers are kept; when
-//! several requests miss the same page at once, one reads the store and the others wait for its
-//! answer (so a change does not send every client to the store together).
+//! never kept; at most [`BUDGET`] bytes of bodies and keys and [`MAX_ANSWERS`] answers are
+//! kept, and no key longer than [`MAX_KEY`]; a reading older than the cache's never empties it.
+//! When several requests miss the same page at the same reading, one reads the store and the
+//! others get its answer, or its error (so a change does not send every client to the store
+//! together): they read the same counter, so its rows are at least as new as the store was
+//! when each of them arrived.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,13 +25,16 @@ use actix_web::{HttpRequest, HttpResponse};
 use kunlun_meta::api::Page;
 use kunlun_meta::store::Store;
 use serde::Serialize;
+use tokio::sync::OnceCell;
 
 use super::error::ApiError;
 
-/// Bytes of answer bodies kept at most.
+/// Bytes of answer bodies and keys kept at most.
 pub const BUDGET: usize = 32 << 20;
 /// Answers kept at most.
 pub const MAX_ANSWERS: usize = 4096;
+/// Longest path and query kept (`?after=000…1` names the same page as `?after=1`).
+pub const MAX_KEY: usize = 256;
 
 /// The shared cache of list answers (cheap to clone).
 #[derive(Clone, Default)]
@@ -36,14 +42,17 @@ pub struct Pages {
     inner: Arc<Mutex<State>>,
 }
 
+/// One read of the store that requests missing the same page share.
+type Flight = Arc<OnceCell<Result<Arc<Answer>, ApiError>>>;
+
 #[derive(Default)]
 struct State {
-    /// The store's counter the kept answers belong to.
-    version: u64,
+    /// The store's counter the kept answers belong to (none yet).
+    version: Option<u64>,
     bytes: usize,
     answers: HashMap<String, Arc<Answer>>,
-    /// Pages being read from the store at `version`: a request that misses one waits here.
-    fills: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Pages being read from the store at `version`.
+    flights: HashMap<String, Flight>,
 }
 
 /// One kept answer: the JSON array of the page and its cursor.
@@ -52,14 +61,48 @@ struct Answer {
     next: Option<i64>,
 }
 
+/// Whether counter reading `a` came after `b`. SQLite's counter is 32 bits and wraps, so this
+/// is serial number arithmetic: `a` is newer when it is less than half the range ahead.
+pub(crate) fn newer(a: u64, b: u64) -> bool {
+    let ahead = a.wrapping_sub(b) & 0xffff_ffff;
+    ahead != 0 && ahead < 1 << 31
+}
+
 impl State {
-    /// Moves to counter `v`, dropping everything kept for another.
-    fn at(&mut self, v: u64) {
-        if self.version != v {
-            self.version = v;
-            self.bytes = 0;
-            self.answers.clear();
-            self.fills.clear();
+    /// Moves to counter `v` when it is newer, dropping everything kept for the old one;
+    /// whether answers read at `v` may be kept (not when `v` is older).
+    fn at(&mut self, v: u64) -> bool {
+        match self.version {
+            Some(cur) if cur == v => true,
+            Some(cur) if !newer(v, cur) => false,
+            _ => {
+                self.version = Some(v);
+                self.bytes = 0;
+                self.answers.clear();
+                self.flights.clear();
+                true
+            }
+        }
+    }
+}
+
+/// Takes a finished (or abandoned) flight off the map, so that a later miss at the same counter
+/// (after an error, say) reads the store again.
+struct Landing<'a> {
+    pages: &'a Pages,
+    key: &'a str,
+    flight: &'a Flight,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let mut st = self.pages.lock();
+        if st
+            .flights
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, self.flight))
+        {
+            st.flights.remove(self.key);
         }
     }
 }
@@ -72,34 +115,23 @@ impl Pages {
     /// The answer kept for `key` at counter `v`.
     fn get(&self, key: &str, v: u64) -> Option<Arc<Answer>> {
         let st = self.lock();
-        (st.version == v).then(|| st.answers.get(key).cloned())?
+        (st.version == Some(v)).then(|| st.answers.get(key).cloned())?
     }
 
-    /// The lock a request that missed `key` at `v` takes before reading the store.
-    fn fill(&self, key: &str, v: u64) -> Arc<tokio::sync::Mutex<()>> {
+    /// The read of `key` at `v` to join or lead; `None` when `v` is older than the cache's.
+    fn flight(&self, key: &str, v: u64) -> Option<Flight> {
         let mut st = self.lock();
-        st.at(v);
-        st.fills.entry(key.to_string()).or_default().clone()
+        st.at(v)
+            .then(|| st.flights.entry(key.to_string()).or_default().clone())
     }
 
-    /// Keeps `answer` (when there is one: a failed read keeps nothing) for `key` at `v`,
-    /// unless the counter moved on meanwhile, and drops the page's `fill` lock.
-    fn put(
-        &self,
-        key: &str,
-        v: u64,
-        answer: Option<Arc<Answer>>,
-        fill: &Arc<tokio::sync::Mutex<()>>,
-    ) {
+    /// Keeps `answer` for `key` at `v`, unless the counter moved on meanwhile.
+    fn put(&self, key: &str, v: u64, answer: Arc<Answer>) {
         let mut st = self.lock();
-        if st.version != v {
+        if st.version != Some(v) || st.answers.contains_key(key) {
             return;
         }
-        if st.fills.get(key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
-            st.fills.remove(key);
-        }
-        let Some(answer) = answer else { return };
-        let size = answer.body.len();
+        let size = answer.body.len() + key.len();
         if size > BUDGET {
             return;
         }
@@ -107,9 +139,7 @@ impl Pages {
             st.answers.clear();
             st.bytes = 0;
         }
-        if let Some(old) = st.answers.insert(key.to_string(), answer) {
-            st.bytes -= old.body.len();
-        }
+        st.answers.insert(key.to_string(), answer);
         st.bytes += size;
     }
 
@@ -159,24 +189,36 @@ impl Pages {
         F: AsyncFnOnce() -> Result<(Bytes, Option<i64>), ApiError>,
     {
         let respond = |a: &Answer| super::page::answer(req, a.next, a.body.clone());
-        let Some(v) = version else {
+        let key = format!("{}?{}", req.path(), req.query_string());
+        let v = version.filter(|_| key.len() <= MAX_KEY);
+        let Some((v, flight)) = v.and_then(|v| {
+            if let Some(a) = self.get(&key, v) {
+                return Some((v, Err(a)));
+            }
+            self.flight(&key, v).map(|f| (v, Ok(f)))
+        }) else {
             let (body, next) = read().await?;
             return Ok(respond(&Answer { body, next }));
         };
-        let key = format!("{}?{}", req.path(), req.query_string());
-        if let Some(a) = self.get(&key, v) {
-            return Ok(respond(&a));
-        }
-        let fill = self.fill(&key, v);
-        let _filling = fill.lock().await;
-        if let Some(a) = self.get(&key, v) {
-            return Ok(respond(&a));
-        }
-        let got = read()
+        let flight = match flight {
+            Err(kept) => return Ok(respond(&kept)),
+            Ok(f) => f,
+        };
+        let _landing = Landing {
+            pages: self,
+            key: &key,
+            flight: &flight,
+        };
+        let got = flight
+            .get_or_init(async || {
+                let (body, next) = read().await?;
+                Ok(Arc::new(Answer { body, next }))
+            })
             .await
-            .map(|(body, next)| Arc::new(Answer { body, next }));
-        self.put(&key, v, got.as_ref().ok().cloned(), &fill);
-        Ok(respond(got?.as_ref()))
+            .clone();
+        let got = got?;
+        self.put(&key, v, got.clone());
+        Ok(respond(&got))
     }
 }
 
@@ -195,6 +237,8 @@ fn to_json<T: Serialize>(value: &T) -> Result<Bytes, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::body::MessageBody;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn answer(n: usize) -> Arc<Answer> {
         Arc::new(Answer {
@@ -203,29 +247,105 @@ mod tests {
         })
     }
 
-    #[test]
-    fn an_answer_is_served_only_at_its_counter() {
-        let p = Pages::default();
-        let f = p.fill("/a?", 7);
-        p.put("/a?", 7, Some(answer(3)), &f);
-        assert!(p.get("/a?", 7).is_some());
-        assert!(p.get("/a?", 8).is_none(), "another counter");
-        assert!(p.get("/b?", 7).is_none(), "another page");
-        // A fill at a newer counter drops the old answers.
-        let _ = p.fill("/b?", 8);
-        assert!(p.get("/a?", 7).is_none());
-        assert!(!p.lock().fills.contains_key("/a?"));
+    fn get_req(uri: &str) -> HttpRequest {
+        actix_web::test::TestRequest::get()
+            .uri(uri)
+            .to_http_request()
+    }
+
+    /// `keep` of `uri` at `version`, counting the store reads in `reads`.
+    async fn keep(
+        p: &Pages,
+        uri: &str,
+        version: Option<u64>,
+        reads: &AtomicUsize,
+        body: &'static str,
+    ) -> Result<String, ApiError> {
+        let res = p
+            .keep(&get_req(uri), version, async || {
+                reads.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                if body.is_empty() {
+                    return Err(ApiError::not_found("no such page"));
+                }
+                Ok((Bytes::from_static(body.as_bytes()), Some(7)))
+            })
+            .await?;
+        assert_eq!(
+            res.headers()
+                .get("x-next-cursor")
+                .map(|h| h.to_str().unwrap()),
+            Some("7")
+        );
+        assert_eq!(
+            res.headers()
+                .get("content-type")
+                .map(|h| h.to_str().unwrap()),
+            Some("application/json")
+        );
+        let b = res.into_body().try_into_bytes().ok().unwrap();
+        Ok(String::from_utf8(b.to_vec()).unwrap())
+    }
+
+    #[actix_web::test]
+    async fn an_answer_is_read_once_per_counter_and_page() {
+        let (p, reads) = (Pages::default(), AtomicUsize::new(0));
+        assert_eq!(keep(&p, "/a", Some(1), &reads, "[1]").await.unwrap(), "[1]");
+        assert_eq!(keep(&p, "/a", Some(1), &reads, "[2]").await.unwrap(), "[1]");
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "kept at the same counter");
+        assert_eq!(
+            keep(&p, "/a?x=1", Some(1), &reads, "[3]").await.unwrap(),
+            "[3]"
+        );
+        assert_eq!(keep(&p, "/a", Some(2), &reads, "[4]").await.unwrap(), "[4]");
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            3,
+            "another page, another counter"
+        );
+        // An older reading reads the store and leaves the newer answers alone.
+        assert_eq!(keep(&p, "/a", Some(1), &reads, "[5]").await.unwrap(), "[5]");
+        assert_eq!(keep(&p, "/a", Some(2), &reads, "[6]").await.unwrap(), "[4]");
+        // No counter (MySQL): read every time.
+        for _ in 0..2 {
+            keep(&p, "/a", None, &reads, "[7]").await.unwrap();
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 6);
+        // A key longer than MAX_KEY is never kept.
+        let long = format!("/a?after={}1", "0".repeat(MAX_KEY));
+        for _ in 0..2 {
+            keep(&p, &long, Some(2), &reads, "[8]").await.unwrap();
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 8);
+    }
+
+    #[actix_web::test]
+    async fn requests_missing_one_page_together_share_one_read_and_errors_are_not_kept() {
+        let (p, reads) = (Pages::default(), AtomicUsize::new(0));
+        let all =
+            futures::future::join_all((0..20).map(|_| keep(&p, "/a", Some(1), &reads, "[1]")))
+                .await;
+        assert!(all.iter().all(|r| r.as_deref() == Ok("[1]")), "{all:?}");
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert!(p.lock().flights.is_empty(), "no flight left behind");
+        let errs =
+            futures::future::join_all((0..5).map(|_| keep(&p, "/b", Some(1), &reads, ""))).await;
+        assert!(errs
+            .iter()
+            .all(|r| r.as_ref().is_err_and(|e| e.status == 404)));
+        assert_eq!(reads.load(Ordering::SeqCst), 2, "the error was shared");
+        assert_eq!(keep(&p, "/b", Some(1), &reads, "[2]").await.unwrap(), "[2]");
+        assert_eq!(reads.load(Ordering::SeqCst), 3, "but not kept");
+        assert!(p.lock().flights.is_empty());
     }
 
     #[test]
-    fn an_answer_read_before_a_change_is_not_kept_after_it() {
-        let p = Pages::default();
-        let f = p.fill("/a?", 7);
-        // Another request saw the next counter while this one read the store.
-        let _ = p.fill("/b?", 8);
-        p.put("/a?", 7, Some(answer(3)), &f);
-        assert!(p.get("/a?", 7).is_none());
-        assert!(p.get("/a?", 8).is_none());
+    fn the_counter_wraps() {
+        assert!(newer(2, 1));
+        assert!(!newer(1, 2));
+        assert!(!newer(5, 5));
+        assert!(newer(0, 0xffff_ffff), "after the wrap");
+        assert!(!newer(0xffff_ffff, 0));
     }
 
     #[test]
@@ -233,23 +353,18 @@ mod tests {
         let p = Pages::default();
         let half = BUDGET / 2 + 1;
         for k in ["/a?", "/b?"] {
-            let f = p.fill(k, 1);
-            p.put(k, 1, Some(answer(half)), &f);
+            assert!(p.flight(k, 1).is_some());
+            p.put(k, 1, answer(half));
         }
         let st = p.lock();
         assert!(st.bytes <= BUDGET, "{} kept", st.bytes);
         assert_eq!(st.answers.len(), 1);
-        assert!(st.fills.is_empty(), "filled pages leave no lock behind");
         drop(st);
-        let f = p.fill("/big?", 1);
-        p.put("/big?", 1, Some(answer(BUDGET + 1)), &f);
+        p.put("/big?", 1, answer(BUDGET + 1));
         assert!(p.get("/big?", 1).is_none(), "larger than the whole budget");
-        let f = p.fill("/err?", 1);
-        p.put("/err?", 1, None, &f);
-        assert!(p.get("/err?", 1).is_none());
-        assert!(
-            p.lock().fills.is_empty(),
-            "a failed read leaves no lock behind"
-        );
+        // An answer read before a change is not kept after it.
+        assert!(p.flight("/c?", 2).is_some());
+        p.put("/a?", 1, answer(3));
+        assert!(p.get("/a?", 1).is_none() && p.get("/a?", 2).is_none());
     }
 }

@@ -6,7 +6,9 @@
 //! [`Watch`]; equal versions mean no commit in between, so anything read from the store after
 //! the first reading is still what the store holds. When the counter cannot be read at once
 //! (a lock held by a checkpoint, an I/O error), there is no version: callers then read the
-//! store itself.
+//! store itself. A reading takes the mutex and starts and ends one WAL read transaction (a few
+//! microseconds); SQLite's own short retries while another connection rewrites the WAL index,
+//! or its recovery of the index after a crash, are the only waits it may add.
 
 use std::sync::Mutex;
 
@@ -41,13 +43,14 @@ impl Watch {
         })
     }
 
-    /// The counter now, or `None` when it cannot be read without waiting.
+    /// The counter now, or `None` when it cannot be read without waiting. SQLite keeps it in
+    /// 32 bits (a C `int`, so it reads negative past 2^31): the low 32 bits, which wrap.
     pub(crate) fn version(&self) -> Option<u64> {
         let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         diesel::sql_query("PRAGMA data_version")
             .get_result::<DataVersion>(&mut *c)
             .ok()
-            .and_then(|v| u64::try_from(v.data_version).ok())
+            .map(|v| (v.data_version as u64) & 0xffff_ffff)
     }
 }
 
