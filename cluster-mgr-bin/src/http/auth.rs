@@ -271,7 +271,10 @@ impl Auth {
             return Ok(None);
         };
         let live = match &s.token_hash {
-            Some(h) => match self.authenticate_hash(cm, h).await {
+            Some(h) => match self
+                .authenticate_hash(cm, h, super::cache::reading_now(cm))
+                .await
+            {
                 Ok(t) => {
                     if t.role != s.role {
                         self.inner.sessions.set_role(id, t.role);
@@ -297,19 +300,21 @@ impl Auth {
         cm: &ClusterManager,
         secret: &str,
     ) -> Result<TokenInfo, ApiError> {
-        self.authenticate_hash(cm, &token_hash(secret)).await
+        let reading = super::cache::reading_now(cm);
+        self.authenticate_hash(cm, &token_hash(secret), reading)
+            .await
     }
 
-    /// The live token whose hash is `hash`, or 401.
+    /// The live token whose hash is `hash`, or 401; `version` is the store's change counter
+    /// read before (see [`Checked`]).
     async fn authenticate_hash(
         &self,
         cm: &ClusterManager,
         hash: &str,
+        version: Option<u64>,
     ) -> Result<TokenInfo, ApiError> {
         let hash = hash.to_string();
         let store = cm.store().map_err(ApiError::from)?;
-        // Read before the token is: an answer read after it is at least as new.
-        let version = store.data_version();
         let known = version.and_then(|v| self.checked().get(&hash, v));
         let hit = known.is_some();
         let found = match known {
@@ -478,7 +483,13 @@ async fn admit(req: &ServiceRequest, auth: &Auth, cm: &ClusterManager) -> Result
         }
         return Err(unauthorized("this API needs a token").into());
     };
-    let token = auth.authenticate(cm, &secret).await?;
+    // One reading of the store's counter for the request: the token check and a kept answer
+    // (`super::cache`) both go by it.
+    let reading = super::cache::reading_now(cm);
+    req.extensions_mut().insert(super::cache::Reading(reading));
+    let token = auth
+        .authenticate_hash(cm, &token_hash(&secret), reading)
+        .await?;
     if token.role < need {
         return Err(forbidden(req, &token.name, token.role, need));
     }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use actix_web::web::Bytes;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use kunlun_meta::api::Page;
 use kunlun_meta::store::Store;
 use serde::Serialize;
@@ -35,6 +35,22 @@ pub const BUDGET: usize = 32 << 20;
 pub const MAX_ANSWERS: usize = 4096;
 /// Longest path and query kept (`?after=000…1` names the same page as `?after=1`).
 pub const MAX_KEY: usize = 256;
+
+/// The store's change counter as read once for a request, before anything of it was read
+/// from the store (by the token check: [`super::auth`]); an extension of the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading(pub Option<u64>);
+
+/// The store's change counter now (`None` on MySQL, or while the store is not open).
+pub fn reading_now(cm: &kunlun_core::ClusterManager) -> Option<u64> {
+    cm.store().ok()?.data_version()
+}
+
+/// The request's reading: the one taken for its token check, else one taken now.
+fn reading(req: &HttpRequest, store: &Store) -> Option<u64> {
+    let taken = req.extensions().get::<Reading>().and_then(|r| r.0);
+    taken.or_else(|| store.data_version())
+}
 
 /// The shared cache of list answers (cheap to clone).
 #[derive(Clone, Default)]
@@ -159,7 +175,7 @@ impl Pages {
             let page = fetch().await?;
             Ok((to_json(&page.items)?, page.next))
         };
-        self.keep(req, store.data_version(), read).await
+        self.keep(req, reading(req, store), read).await
     }
 
     /// The JSON answer of a `GET` of one thing, as [`Pages::page`].
@@ -174,7 +190,7 @@ impl Pages {
         F: AsyncFnOnce() -> Result<T, ApiError>,
     {
         let read = async || Ok((to_json(&fetch().await?)?, None));
-        self.keep(req, store.data_version(), read).await
+        self.keep(req, reading(req, store), read).await
     }
 
     /// The answer kept for the request at counter `version`, or the one `read` gives (kept

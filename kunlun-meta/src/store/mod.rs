@@ -225,14 +225,9 @@ impl Store {
         })
     }
 
-    /// On SQLite, a counter that changes whenever anything was committed to the file since it
-    /// was last read (by this process or another): two equal readings mean the store held the
-    /// same data in between, so an answer computed from reads made after the first reading may
-    /// be served again at the second. It is 32 bits and wraps: compare readings for equality
-    /// (or as serial numbers). Read without waiting for another connection's lock (a few
-    /// microseconds, so callable on an async worker; see `store/version.rs` for SQLite's own
-    /// short waits); `None` on MySQL, whose changes have no such counter, and whenever it
-    /// cannot be read at once.
+    /// SQLite's change counter: equal readings mean nothing was committed in between, by any
+    /// process (32 bits, wrapping). A few microseconds, callable on an async worker (see
+    /// `store/version.rs`); `None` on MySQL and whenever it cannot be read at once.
     pub fn data_version(&self) -> Option<u64> {
         self.inner.watch.as_ref().and_then(version::Watch::version)
     }
